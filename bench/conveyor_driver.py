@@ -1,0 +1,132 @@
+"""Conveyor's enqueue side for ``python -m bench.peers.client --driver conveyor`` (project venv).
+
+NotImplemented until the engine lands: written against the engine API as it is being built
+(``conveyor.runtime.Engine.open(settings)``, ``engine.jobs.submit(Submission(...))``,
+``engine.jobs.submit_many([...])``, ``conveyor.store.migrate``), reached through
+``importlib`` so that ``mypy bench`` does not depend on modules still moving. The harness does
+not run it until ``bench.conveyor_systems.engine_ready()`` says so.
+
+It implements the same ``Driver`` protocol as the peers (``bench/peers/client.py``), so the
+same client code times Conveyor's enqueues. Configuration comes from the environment the
+harness sets: ``CONVEYOR_DATABASE_URL`` and ``CONVEYOR_HANDLER_MODULES``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import sqlite3
+import time
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench.conveyor_handlers import JOB_TYPE
+
+
+def _database_url() -> str:
+    return os.environ["CONVEYOR_DATABASE_URL"]
+
+
+def _sqlite_path(url: str) -> Path:
+    """``sqlite:///relative`` or ``sqlite:////absolute`` -> the file."""
+    return Path(url.split(":///", 1)[1])
+
+
+def _asyncpg_dsn(url: str) -> tuple[str, str]:
+    """The server's ``postgres`` database DSN, and the benchmark database's name."""
+    base, _, dbname = url.replace("postgresql+asyncpg://", "postgresql://").rpartition("/")
+    return f"{base}/postgres", dbname
+
+
+class Driver:
+    """Enqueue, purge and versions; see ``bench/peers/client.py`` for the protocol."""
+
+    def __init__(self) -> None:
+        self._runner = asyncio.Runner()
+        self._engine: Any = None
+        self._submission: Any = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def open(self) -> None:
+        """Open the engine (connection pool, handler registry) before any timing starts."""
+        runtime = importlib.import_module("conveyor.runtime")
+        settings = importlib.import_module("conveyor.settings").Settings()
+        self._submission = importlib.import_module("conveyor.services.jobs").Submission
+        self._engine = self._runner.run(runtime.Engine.open(settings))
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._runner.run(self._engine.close())
+        self._runner.close()
+
+    def setup(self) -> None:
+        """A fresh, migrated database: the SQLite file or the PostgreSQL database recreated."""
+        url = _database_url()
+        if url.startswith("sqlite"):
+            path = _sqlite_path(url)
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            self._runner.run(self._recreate_postgres(url))
+        self._runner.run(self._migrate())
+
+    async def _recreate_postgres(self, url: str) -> None:
+        asyncpg = importlib.import_module("asyncpg")
+        admin, dbname = _asyncpg_dsn(url)
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+            await conn.execute(f'CREATE DATABASE "{dbname}"')
+        finally:
+            await conn.close()
+
+    async def _migrate(self) -> None:
+        runtime = importlib.import_module("conveyor.runtime")
+        settings = importlib.import_module("conveyor.settings").Settings()
+        engine = await runtime.Engine.open(settings, apply_migrations=True)
+        await engine.close()
+
+    def purge(self) -> None:
+        """Between phases (workers stopped) the simplest complete purge is a fresh database."""
+        self.setup()
+
+    # -- enqueue ----------------------------------------------------------------------------
+    def _job(self, index: int) -> Any:
+        payload = {"index": index, "enqueued_at": time.time()}
+        return self._submission(type=JOB_TYPE, payload=payload)
+
+    def send_single(self, indices: Sequence[int]) -> None:
+        """One ``submit`` (one INSERT transaction) per job."""
+        self._runner.run(self._send_single(indices))
+
+    async def _send_single(self, indices: Sequence[int]) -> None:
+        for index in indices:
+            await self._engine.jobs.submit(self._job(index))
+
+    def send_batch(self, indices: Sequence[int]) -> None:
+        """``submit_many``: one transaction for the batch (at most 1,000 jobs)."""
+        self._runner.run(self._engine.jobs.submit_many([self._job(i) for i in indices]))
+
+    # -- versions ---------------------------------------------------------------------------
+    def server_version(self) -> str:
+        url = _database_url()
+        if url.startswith("sqlite"):
+            return f"sqlite {sqlite3.sqlite_version}"
+        return self._runner.run(self._postgres_version(url))
+
+    async def _postgres_version(self, url: str) -> str:
+        asyncpg = importlib.import_module("asyncpg")
+        conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            return f"postgresql {await conn.fetchval('SHOW server_version')}"
+        finally:
+            await conn.close()
+
+    def versions(self) -> dict[str, str]:
+        url = _database_url()
+        names = ["conveyor", "sqlalchemy", "aiosqlite" if url.startswith("sqlite") else "asyncpg"]
+        return {name: metadata.version(name) for name in names}

@@ -1,0 +1,76 @@
+"""Password hashing with argon2id (through pwdlib) and the password length policy.
+
+Hashing is deliberately slow (tens of milliseconds of CPU): callers on an event loop should
+run these functions in a thread (``asyncio.to_thread``) rather than block the loop.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from secrets import token_urlsafe
+
+from pwdlib import PasswordHash
+from pwdlib.exceptions import UnknownHashError
+from pwdlib.hashers.argon2 import Argon2Hasher
+
+from conveyor.auth.errors import PasswordPolicyError
+
+MIN_LENGTH = 8
+MAX_LENGTH = 1024
+
+_ARGON2 = Argon2Hasher()
+_HASHER = PasswordHash((_ARGON2,))
+
+
+def check_password_policy(password: str) -> None:
+    """Refuse passwords that are too short to resist guessing or long enough to cost us CPU."""
+    if not MIN_LENGTH <= len(password) <= MAX_LENGTH:
+        raise PasswordPolicyError(
+            f"The password must be between {MIN_LENGTH} and {MAX_LENGTH} characters long.",
+            min_length=MIN_LENGTH,
+            max_length=MAX_LENGTH,
+        )
+
+
+def hash_password(password: str) -> str:
+    """Check the policy, then return an encoded ``$argon2id$...`` hash to store."""
+    check_password_policy(password)
+    return _HASHER.hash(password)
+
+
+def verify_password(password: str, password_hash: str) -> bool:
+    """True when ``password`` matches ``password_hash``.
+
+    The policy is not applied here (a stored password may predate it), except that an
+    over-long input is refused before hashing so a login call cannot be used to burn CPU.
+    A hash this module cannot read counts as a mismatch rather than a crash at login.
+    """
+    if len(password) > MAX_LENGTH:
+        return False
+    try:
+        return _HASHER.verify(password, password_hash)
+    except UnknownHashError:
+        return False
+
+
+def needs_rehash(password_hash: str) -> bool:
+    """True when the hash was made with other parameters; rehash it after a good login."""
+    if not _ARGON2.identify(password_hash):
+        return True
+    return _ARGON2.check_needs_rehash(password_hash)
+
+
+def verify_dummy(password: str) -> bool:
+    """Spend the time of one real verification and return False.
+
+    A login for an unknown e-mail calls this so that it costs as long as a login with a
+    wrong password, and response time does not reveal which accounts exist.
+    """
+    verify_password(password, _dummy_hash())
+    return False
+
+
+@cache
+def _dummy_hash() -> str:
+    # Made with the current parameters (not a literal) so its cost always matches real hashes.
+    return _HASHER.hash(token_urlsafe(16))

@@ -1,0 +1,329 @@
+"""The `conveyor` command: processes (run, worker, scheduler), migrate, config, enqueue, info."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from conveyor import __version__
+from conveyor.errors import ConveyorError, Unavailable
+from conveyor.logs import setup_logging
+from conveyor.runtime import Engine
+from conveyor.services.jobs import Submission
+from conveyor.settings import Settings
+from conveyor.store.migrate import migrate as apply_migrations
+
+app = typer.Typer(
+    name="conveyor",
+    help="Conveyor: a durable job-processing service.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+log = logging.getLogger("conveyor.cli")
+T = TypeVar("T")
+
+Handlers = Annotated[
+    str | None,
+    typer.Option("--handlers", help="Comma-separated modules that register job types."),
+]
+
+
+def main() -> None:
+    app()
+
+
+# ---- plumbing ------------------------------------------------------------------------------
+def _settings(**overrides: Any) -> Settings:
+    try:
+        base = Settings()
+    except ValidationError as exc:
+        _die(f"invalid settings: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}")
+    values = {k: v for k, v in overrides.items() if v is not None}
+    return base.model_copy(update=values) if values else base
+
+
+def _die(message: str, code: int = 2) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine, turning Conveyor's typed errors into one clear line."""
+    try:
+        try:
+            import uvloop
+
+            return uvloop.run(coro)
+        except ImportError:  # pragma: no cover - uvloop is there on Linux
+            return asyncio.run(coro)
+    except Unavailable as exc:
+        _die(f"{exc.message} ({_safe_url()})")
+    except ConveyorError as exc:
+        _die(exc.message)
+
+
+def _safe_url() -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(Settings().database_url).render_as_string(hide_password=True)
+    except Exception:
+        return "database URL not readable"
+
+
+def _log_setup(settings: Settings) -> None:
+    setup_logging(settings.log_level, settings.log_format, settings.log_file)
+
+
+async def _until_signalled(stoppers: list[Callable[[bool], None]], main: Awaitable[int]) -> int:
+    """First SIGINT/SIGTERM: graceful stop. Second: stop at once."""
+    loop = asyncio.get_running_loop()
+    hits = {"n": 0}
+
+    def on_signal() -> None:
+        hits["n"] += 1
+        log.info("signal received (%d); %s", hits["n"], "stopping" if hits["n"] == 1 else "forcing")
+        for stop in stoppers:
+            stop(hits["n"] > 1)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    return await main
+
+
+def _exit(code: int) -> None:
+    """Leave even if a sync handler's thread is still stuck in user code."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if threading.active_count() > 1:
+        logging.shutdown()
+        os._exit(code)
+    raise typer.Exit(code)
+
+
+# ---- processes -----------------------------------------------------------------------------
+@app.command()
+def run(
+    handlers: Handlers = None,
+    concurrency: Annotated[int | None, typer.Option(help="Jobs at once.")] = None,
+) -> None:
+    """Everything in one process: migrations, worker and scheduler."""
+    settings = _settings(handler_modules=handlers)
+    _log_setup(settings)
+
+    async def main() -> int:
+        engine = await Engine.open(settings, apply_migrations=True)
+        try:
+            queues = sorted({*settings.queue_names, *(s.queue for s in engine.registry)})
+            worker = engine.worker(",".join(queues), concurrency)
+            scheduler = engine.scheduler()
+
+            def stop(force: bool) -> None:
+                worker.stop(force)
+                scheduler.stop()
+
+            async def both() -> int:
+                sched = asyncio.create_task(scheduler.run())
+                code = await worker.run()
+                scheduler.stop()
+                await sched
+                return code
+
+            return await _until_signalled([stop], both())
+        finally:
+            await engine.close()
+
+    _exit(_run(main()))
+
+
+@app.command()
+def worker(
+    queues: Annotated[
+        str | None, typer.Option(help="Queues to take jobs from: 'a,b=2' caps b at 2.")
+    ] = None,
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Jobs at once.")] = None,
+    burst: Annotated[bool, typer.Option(help="Exit once the queues are empty.")] = False,
+    handlers: Handlers = None,
+) -> None:
+    """Run a worker process."""
+    settings = _settings(handler_modules=handlers)
+    _log_setup(settings)
+
+    async def main() -> int:
+        engine = await Engine.open(settings)
+        try:
+            try:
+                w = engine.worker(queues, concurrency, burst)
+            except ValueError as exc:
+                _die(f"--queues: {exc}")
+            return await _until_signalled([w.stop], w.run())
+        finally:
+            await engine.close()
+
+    _exit(_run(main()))
+
+
+@app.command()
+def scheduler(handlers: Handlers = None) -> None:
+    """Run a scheduler process (one leads; the others stand by)."""
+    settings = _settings(handler_modules=handlers)
+    _log_setup(settings)
+
+    async def main() -> int:
+        engine = await Engine.open(settings)
+        try:
+            s = engine.scheduler()
+            return await _until_signalled([lambda _force: s.stop()], s.run())
+        finally:
+            await engine.close()
+
+    _exit(_run(main()))
+
+
+# ---- administration ------------------------------------------------------------------------
+@app.command()
+def migrate() -> None:
+    """Apply database migrations."""
+    settings = _settings()
+
+    async def main() -> None:
+        from conveyor.store.database import Database
+
+        db = Database(settings.database_url)
+        try:
+            await apply_migrations(db)
+        finally:
+            await db.dispose()
+
+    _run(main())
+    console.print("migrations applied")
+
+
+@app.command()
+def config() -> None:
+    """Print the effective settings, secrets hidden."""
+    settings = _settings()
+    table = Table("setting", "value", title=f"Conveyor {__version__}")
+    for name, value in settings.model_dump().items():
+        hidden = value is not None and ("secret" in name or "password" in name)
+        shown = "**********" if hidden else value
+        if name == "database_url":
+            shown = _safe_url()
+        table.add_row(f"CONVEYOR_{name.upper()}", str(shown))
+    console.print(table)
+
+
+@app.command()
+def enqueue(
+    job_type: Annotated[str, typer.Argument(metavar="TYPE", help="The job type.")],
+    payload: Annotated[str, typer.Option(help="JSON object, or @file.json.")] = "{}",
+    queue: Annotated[str | None, typer.Option()] = None,
+    priority: Annotated[int | None, typer.Option()] = None,
+    delay: Annotated[float | None, typer.Option(help="Seconds from now.")] = None,
+    max_attempts: Annotated[int | None, typer.Option(min=1)] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds.")] = None,
+    idempotency_key: Annotated[str | None, typer.Option()] = None,
+    handlers: Handlers = None,
+) -> None:
+    """Submit one job and print its id."""
+    settings = _settings(handler_modules=handlers)
+    body = _parse_payload(payload)
+    run_at = datetime.now(UTC) + timedelta(seconds=delay) if delay else None
+    submission = Submission(
+        type=job_type,
+        payload=body,
+        queue=queue,
+        priority=priority,
+        max_attempts=max_attempts,
+        timeout_s=timeout,
+        run_at=run_at,
+        idempotency_key=idempotency_key,
+    )
+
+    async def main() -> Any:
+        engine = await Engine.open(settings)
+        try:
+            return await engine.jobs.submit(submission)
+        finally:
+            await engine.close()
+
+    enqueued = _run(main())
+    console.print(
+        json.dumps({"id": enqueued.id, "state": enqueued.state.value, "created": enqueued.created})
+    )
+
+
+def _parse_payload(text: str) -> dict[str, Any]:
+    try:
+        if text.startswith("@"):
+            with open(text[1:], encoding="utf-8") as handle:
+                text = handle.read()
+        value = json.loads(text)
+    except OSError as exc:
+        _die(f"--payload: cannot read {text[1:]}: {exc.strerror}")
+    except json.JSONDecodeError as exc:
+        _die(f"--payload is not valid JSON: {exc.msg} at position {exc.pos}")
+    if not isinstance(value, dict):
+        _die("--payload must be a JSON object")
+    return value
+
+
+@app.command()
+def info(
+    watch: Annotated[bool, typer.Option(help="Refresh every second until Ctrl-C.")] = False,
+) -> None:
+    """Queue depths by state, and the workers that are alive."""
+    settings = _settings()
+
+    async def snapshot(engine: Engine) -> Table:
+        counts = await engine.backend.counts()
+        alive = await engine.backend.list_workers(alive_within=settings.lease_seconds)
+        table = Table("queue", "state", "jobs", "oldest", title="Conveyor queues")
+        now = datetime.now(UTC)
+        for c in counts:
+            age = (
+                f"{(now - c.oldest_created_at).total_seconds():.0f}s" if c.oldest_created_at else ""
+            )
+            table.add_row(c.queue, c.state.value, str(c.count), age)
+        table.caption = f"{len(alive)} worker(s) alive: " + ", ".join(w.id for w in alive)
+        return table
+
+    async def main() -> None:
+        engine = await Engine.open(settings)
+        try:
+            if not watch:
+                console.print(await snapshot(engine))
+                return
+            with Live(await snapshot(engine), console=console, refresh_per_second=2) as live:
+                while True:
+                    await asyncio.sleep(1)
+                    live.update(await snapshot(engine))
+        finally:
+            await engine.close()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _run(main())
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    console.print(__version__)

@@ -1,0 +1,1 @@
+"""Pure rules of the job model: no I/O."""

@@ -1,0 +1,76 @@
+"""Typed errors. Each subclass's docstring is its default message; doors map them once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ConveyorError(Exception):
+    """Something went wrong in Conveyor."""
+
+    code = "error"
+
+    def __init__(self, message: str | None = None, **details: Any) -> None:
+        self.message = message or (self.__doc__ or self.code).strip()
+        self.details = details
+        super().__init__(self.message)
+
+
+class NotFound(ConveyorError):
+    """No such object."""
+
+    code = "not_found"
+
+
+class Conflict(ConveyorError):
+    """The object is not in a state that allows this."""
+
+    code = "conflict"
+
+
+class IllegalTransition(Conflict):
+    """This state change is not allowed by the job state machine."""
+
+    code = "illegal_transition"
+
+
+class InvalidInput(ConveyorError):
+    """The input is not valid."""
+
+    code = "invalid_input"
+
+
+class UnknownJobType(InvalidInput):
+    """No handler is registered for this job type."""
+
+    code = "unknown_job_type"
+
+
+class Unavailable(ConveyorError):
+    """A service Conveyor depends on is not reachable; nothing was changed."""
+
+    code = "unavailable"
+
+
+class ConfigurationError(ConveyorError):
+    """The configuration is not valid."""
+
+    code = "configuration_error"
+
+
+class NonRetryableError(ConveyorError):
+    """The job failed in a way that retrying cannot fix."""
+
+    code = "non_retryable"
+
+
+class JobTimeout(ConveyorError):
+    """The job ran longer than its timeout."""
+
+    code = "timeout"
+
+
+class LeaseLost(ConveyorError):
+    """The job's lease was lost; its result was dropped."""
+
+    code = "lease_lost"

@@ -1,0 +1,70 @@
+"""The composition root: settings in, a wired engine (backend, registry, services) out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from conveyor.scheduler.scheduler import Scheduler, SchedulerConfig
+from conveyor.services.jobs import JobService
+from conveyor.services.schedules import ScheduleService
+from conveyor.settings import Settings
+from conveyor.store.backend import QueueBackend
+from conveyor.store.factory import open_backend
+from conveyor.store.migrate import migrate
+from conveyor.worker.registry import Registry, load_handlers
+from conveyor.worker.worker import Worker, WorkerConfig
+
+
+@dataclass
+class Engine:
+    settings: Settings
+    backend: QueueBackend
+    registry: Registry
+    jobs: JobService
+    schedules: ScheduleService
+
+    @classmethod
+    async def open(cls, settings: Settings, *, apply_migrations: bool = False) -> Engine:
+        modules = [m.strip() for m in settings.handler_modules.split(",") if m.strip()]
+        registry = load_handlers(modules)
+        backend = open_backend(settings.database_url)
+        try:
+            await backend.db.ping()
+            if apply_migrations:
+                await migrate(backend.db)
+        except BaseException:
+            await backend.close()
+            raise
+        jobs = JobService(backend, registry)
+        return cls(settings, backend, registry, jobs, ScheduleService(backend, jobs))
+
+    def worker(
+        self,
+        queues: str | None = None,
+        concurrency: int | None = None,
+        burst: bool = False,
+    ) -> Worker:
+        s = self.settings
+        config = WorkerConfig(
+            queues=WorkerConfig.parse_queues(queues or s.worker_queues),
+            concurrency=concurrency or s.worker_concurrency,
+            poll_interval=s.poll_interval,
+            lease_s=s.lease_seconds,
+            heartbeat_interval=s.heartbeat_interval,
+            grace=s.shutdown_grace,
+            burst=burst,
+        )
+        return Worker(self.backend, self.registry, config, settings=s)
+
+    def scheduler(self) -> Scheduler:
+        s = self.settings
+        config = SchedulerConfig(
+            interval=s.scheduler_interval,
+            prune_completed_after=s.prune_completed_after,
+            prune_failed_after=s.prune_failed_after,
+            prune_batch=s.prune_batch,
+        )
+        return Scheduler(self.backend, self.schedules, config)
+
+    async def close(self) -> None:
+        await self.backend.close()

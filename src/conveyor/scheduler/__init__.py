@@ -1,0 +1,1 @@
+"""Maintenance on the elected leader: promotion, cron, rescue of lost leases, pruning."""

@@ -1,0 +1,108 @@
+"""The scheduler loop. Any number may run; one leads, and cron stays exactly-once regardless."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from conveyor.services.schedules import ScheduleService
+from conveyor.store.backend import QueueBackend, utcnow
+
+log = logging.getLogger("conveyor.scheduler")
+
+
+@dataclass
+class SchedulerConfig:
+    interval: float = 0.5
+    leader_ttl: float = 15.0
+    prune_every: float = 60.0
+    prune_completed_after: float = 24 * 3600.0
+    prune_failed_after: float = 7 * 24 * 3600.0
+    prune_batch: int = 10_000
+    worker_rows_kept: float = 24 * 3600.0
+
+
+@dataclass
+class TickReport:
+    leader: bool = False
+    promoted: int = 0
+    fired: int = 0
+    requeued: int = 0
+    failed: int = 0
+    pruned: int = 0
+
+
+class Scheduler:
+    def __init__(
+        self, backend: QueueBackend, schedules: ScheduleService, config: SchedulerConfig
+    ) -> None:
+        self.backend = backend
+        self.schedules = schedules
+        self.config = config
+        self.id = f"{socket.gethostname()}-{os.getpid()}"
+        self._leadership = backend.leadership("scheduler", self.id, config.leader_ttl)
+        self._stop = asyncio.Event()
+        self._last_prune = 0.0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> int:
+        log.info("scheduler %s started", self.id)
+        was_leader = False
+        try:
+            while not self._stop.is_set():
+                try:
+                    report = await self.tick()
+                except Exception as exc:  # the database may be away; try again next tick
+                    log.warning("scheduler tick failed: %s", exc)
+                    report = TickReport()
+                if report.leader != was_leader:
+                    log.info(
+                        "scheduler %s is %s", self.id, "leader" if report.leader else "standby"
+                    )
+                    was_leader = report.leader
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.config.interval):
+                        await self._stop.wait()
+        finally:
+            with contextlib.suppress(Exception):
+                await self._leadership.release()
+        return 0
+
+    async def tick(self) -> TickReport:
+        report = TickReport(leader=await self._leadership.acquire())
+        # Firing is safe without leadership (unique fire rows); leading just avoids waste.
+        if not report.leader:
+            return report
+        report.promoted = await self.backend.promote_due()
+        report.fired = await self.schedules.fire_due()
+        rescued = await self.backend.rescue_expired()
+        report.requeued, report.failed = len(rescued.requeued), len(rescued.failed)
+        if rescued.requeued or rescued.failed:
+            log.warning(
+                "rescued expired leases: requeued=%s failed=%s", rescued.requeued, rescued.failed
+            )
+        if time.monotonic() - self._last_prune >= self.config.prune_every:
+            report.pruned = await self._prune()
+            self._last_prune = time.monotonic()
+        return report
+
+    async def _prune(self) -> int:
+        now = utcnow()
+        cfg = self.config
+        pruned = await self.backend.prune(
+            completed_before=now - timedelta(seconds=cfg.prune_completed_after),
+            failed_before=now - timedelta(seconds=cfg.prune_failed_after),
+            batch=cfg.prune_batch,
+        )
+        await self.backend.prune_workers(now - timedelta(seconds=cfg.worker_rows_kept))
+        if pruned:
+            log.info("pruned %d finished jobs", pruned)
+        return pruned

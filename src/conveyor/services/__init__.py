@@ -1,0 +1,1 @@
+"""Use cases: the one entry point every door (API, dashboard, CLI, compat) calls."""

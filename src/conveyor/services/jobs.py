@@ -1,0 +1,100 @@
+"""Submitting and managing jobs: validation against the handler's model happens here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from conveyor.domain.states import JobState
+from conveyor.errors import InvalidInput
+from conveyor.store.backend import QueueBackend
+from conveyor.store.records import SYSTEM_OWNER, Enqueued, JobRecord, NewJob
+from conveyor.worker.registry import Registry
+
+MAX_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What a caller asks for; unset options take the job type's defaults."""
+
+    type: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    queue: str | None = None
+    priority: int | None = None
+    max_attempts: int | None = None
+    timeout_s: float | None = None
+    run_at: datetime | None = None
+    idempotency_key: str | None = None
+    tags: tuple[str, ...] = ()
+
+
+class JobService:
+    def __init__(self, backend: QueueBackend, registry: Registry) -> None:
+        self.backend = backend
+        self.registry = registry
+
+    def prepare(self, submission: Submission, owner_id: str = SYSTEM_OWNER) -> NewJob:
+        """Validate against the type's payload model; bad input changes nothing."""
+        spec = self.registry.get(submission.type)
+        try:
+            payload = spec.payload_model.model_validate(submission.payload)
+        except ValidationError as exc:
+            raise InvalidInput(
+                f"invalid payload for job type {submission.type!r}",
+                errors=exc.errors(include_url=False, include_context=False),
+            ) from exc
+        if submission.max_attempts is not None and submission.max_attempts < 1:
+            raise InvalidInput("max_attempts must be at least 1", field="max_attempts")
+        if submission.run_at is not None and submission.run_at.tzinfo is None:
+            raise InvalidInput("run_at needs a time zone", field="run_at")
+        return NewJob(
+            type=spec.name,
+            payload=payload.model_dump(mode="json", exclude_unset=False),
+            queue=submission.queue or spec.queue,
+            priority=submission.priority if submission.priority is not None else spec.priority,
+            max_attempts=submission.max_attempts or spec.max_attempts,
+            run_at=submission.run_at,
+            timeout_s=submission.timeout_s if submission.timeout_s is not None else spec.timeout,
+            idempotency_key=submission.idempotency_key,
+            owner_id=owner_id,
+            tags=tuple(submission.tags),
+        )
+
+    async def submit(
+        self,
+        submission: Submission,
+        owner_id: str = SYSTEM_OWNER,
+        conn: AsyncConnection | None = None,
+    ) -> Enqueued:
+        (enqueued,) = await self.backend.enqueue([self.prepare(submission, owner_id)], conn=conn)
+        return enqueued
+
+    async def submit_many(
+        self,
+        submissions: Sequence[Submission],
+        owner_id: str = SYSTEM_OWNER,
+        conn: AsyncConnection | None = None,
+    ) -> list[Enqueued]:
+        """All or nothing: one bad submission rejects the batch before anything is stored."""
+        if len(submissions) > MAX_BATCH:
+            raise InvalidInput(f"at most {MAX_BATCH} jobs per batch", limit=MAX_BATCH)
+        prepared = [self.prepare(s, owner_id) for s in submissions]
+        return await self.backend.enqueue(prepared, conn=conn)
+
+    async def get(self, job_id: str, owner_id: str | None = None) -> JobRecord:
+        return await self.backend.get(job_id, owner_id)
+
+    async def cancel(self, job_id: str, owner_id: str | None = None) -> JobRecord:
+        return await self.backend.cancel(job_id, owner_id)
+
+    async def retry(self, job_id: str, owner_id: str | None = None) -> JobRecord:
+        return await self.backend.retry(job_id, owner_id)
+
+    async def set_state(self, job_id: str, target: JobState) -> JobRecord:
+        return await self.backend.set_state(job_id, target)

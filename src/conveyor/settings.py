@@ -1,0 +1,84 @@
+"""One typed settings object, read from the environment (prefix ``CONVEYOR_``) or ``.env``."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_concurrency() -> int:
+    return (os.cpu_count() or 1) * 4
+
+
+class Settings(BaseSettings):
+    """Everything a Conveyor process can be told; `conveyor config` prints it."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CONVEYOR_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    database_url: str = "sqlite:///./data/conveyor.db"
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    data_dir: Path = Path("./data")
+    secret_key: SecretStr | None = None
+    admin_email: str = "admin@conveyor.local"
+    admin_password: SecretStr | None = None
+    email_verification: bool = True
+    mail_url: str = "console://"
+    mail_from: str = "Conveyor <noreply@conveyor.local>"
+    redis_url: str | None = None
+    amqp_url: str | None = None
+    log_file: Path | None = Path("logs/app.log")
+    log_format: str = Field("text", pattern="^(text|json)$")
+    log_level: str = "INFO"
+
+    # engine
+    worker_concurrency: int = Field(default_factory=_default_concurrency, ge=1, le=10_000)
+    worker_queues: str = "default"
+    poll_interval: float = Field(1.0, gt=0, le=60)
+    lease_seconds: float = Field(60.0, gt=0)
+    heartbeat_interval: float = Field(5.0, gt=0)
+    shutdown_grace: float = Field(30.0, ge=0)
+    scheduler_interval: float = Field(0.5, gt=0, le=60)
+    prune_completed_after: float = Field(24 * 3600.0, ge=0)
+    prune_failed_after: float = Field(7 * 24 * 3600.0, ge=0)
+    prune_batch: int = Field(10_000, ge=1)
+    handler_modules: str = ""
+
+    # built-in job types
+    store_master_path: Path | None = None
+    store_visit_delay: str = "0.1-0.4"
+    task_autocomplete_seconds: float = Field(120.0, ge=0)
+    allow_private_urls: bool = False
+    anonymous_store_visits: bool = False
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite:", "postgresql:", "postgres:", "postgresql+")):
+            raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        return value
+
+    @cached_property
+    def queue_names(self) -> list[str]:
+        return [name.strip() for name in self.worker_queues.split(",") if name.strip()]
+
+    def resolved_secret_key(self) -> str:
+        """The signing key: the setting, else one generated once and kept in DATA_DIR."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        path = self.data_dir / "secret_key"
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key)
+        return key

@@ -1,0 +1,778 @@
+"""The queue backend: every queue operation by name; SQL shared by both databases lives here.
+
+Dialect-specific statements (claim, batched finishes, rescue, wake-ups, leadership) are the
+abstract hooks that `sqlite.py` and `postgres.py` fill in. Every transition is one statement
+guarded by the expected state (and, for a worker's own jobs, by worker id and attempt).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from conveyor.domain.states import CANCELLABLE, USER_RETRYABLE, JobState, check_transition
+from conveyor.errors import Conflict, IllegalTransition, NotFound
+from conveyor.store.database import Database
+from conveyor.store.records import (
+    ClaimedJob,
+    Enqueued,
+    JobRecord,
+    NewJob,
+    NewSchedule,
+    Outcome,
+    QueueCount,
+    RescueReport,
+    ScheduleRecord,
+    WorkerInfo,
+)
+from conveyor.store.tables import jobs, schedule_fires, schedules, workers
+
+Callback = Callable[[str], None]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Listener(ABC):
+    """A running subscription to wake-ups; `task_alive` lets the worker notice it died."""
+
+    @abstractmethod
+    def alive(self) -> bool: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+
+class Leadership(ABC):
+    """Who runs maintenance (promotion, cron, rescue, pruning) right now."""
+
+    @abstractmethod
+    async def acquire(self) -> bool:
+        """Try to be (or stay) leader; True while we are."""
+
+    @abstractmethod
+    async def release(self) -> None: ...
+
+
+class QueueBackend(ABC):
+    """Every queue operation, by name. Instances are per process and safe to share."""
+
+    dialect: str
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # ---- dialect hooks -------------------------------------------------------------------
+    @abstractmethod
+    async def _claim(
+        self,
+        conn: AsyncConnection,
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        now: datetime,
+        lease: datetime,
+    ) -> Sequence[Row[Any]]: ...
+
+    @abstractmethod
+    async def _finish(
+        self, conn: AsyncConnection, worker_id: str, outcomes: Sequence[Outcome], now: datetime
+    ) -> set[str]: ...
+
+    @abstractmethod
+    async def _rescue(
+        self, conn: AsyncConnection, now: datetime, limit: int
+    ) -> Sequence[Row[Any]]: ...
+
+    @abstractmethod
+    async def _notify_jobs(self, conn: AsyncConnection, queues: set[str]) -> None:
+        """Wake idle workers of these queues once this transaction commits."""
+
+    @abstractmethod
+    async def _notify_cancel(self, conn: AsyncConnection, job_id: str) -> None: ...
+
+    @abstractmethod
+    async def listen(self, on_jobs: Callback, on_cancel: Callback) -> Listener: ...
+
+    @abstractmethod
+    def leadership(self, name: str, holder: str, ttl: float) -> Leadership: ...
+
+    @abstractmethod
+    def _insert(self) -> Any:
+        """The dialect's INSERT construct (it knows ON CONFLICT)."""
+
+    # ---- transactions ----------------------------------------------------------------------
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction callers may enqueue into alongside their own statements."""
+        async with self.db.write() as conn:
+            yield conn
+
+    def _use(self, conn: AsyncConnection | None) -> AbstractAsyncContextManager[AsyncConnection]:
+        if conn is not None:
+            return _borrowed(conn)
+        return self.db.write()
+
+    async def close(self) -> None:
+        await self.db.dispose()
+
+    # ---- enqueue ---------------------------------------------------------------------------
+    async def enqueue(
+        self, new_jobs: Sequence[NewJob], conn: AsyncConnection | None = None
+    ) -> list[Enqueued]:
+        """Insert jobs in one transaction (the caller's, if given); idempotency keys dedupe."""
+        if not new_jobs:
+            return []
+        now = utcnow()
+        rows = [_job_row(job, now) for job in new_jobs]
+        async with self._use(conn) as c:
+            stmt = (
+                self._insert()
+                .on_conflict_do_nothing(
+                    index_elements=[jobs.c.owner_id, jobs.c.idempotency_key],
+                    index_where=jobs.c.idempotency_key.isnot(None),
+                )
+                .returning(jobs.c.id)
+            )
+            inserted = {r.id for r in (await c.execute(stmt, rows)).all()}
+            existing = await self._existing_for(c, [j for j in new_jobs if j.id not in inserted])
+            runnable = {r["queue"] for r in rows if r["id"] in inserted and r["state"] == "queued"}
+            if runnable:
+                await self._notify_jobs(c, runnable)
+        out: list[Enqueued] = []
+        for job, row in zip(new_jobs, rows, strict=True):
+            if job.id in inserted:
+                out.append(Enqueued(job.id, True, JobState(row["state"])))
+            else:
+                out.append(existing[(job.owner_id, job.idempotency_key or "")])
+        return out
+
+    async def _existing_for(
+        self, conn: AsyncConnection, dupes: Sequence[NewJob]
+    ) -> dict[tuple[str, str], Enqueued]:
+        found: dict[tuple[str, str], Enqueued] = {}
+        for job in dupes:
+            row = (
+                await conn.execute(
+                    select(jobs.c.id, jobs.c.state).where(
+                        jobs.c.owner_id == job.owner_id,
+                        jobs.c.idempotency_key == job.idempotency_key,
+                    )
+                )
+            ).one()
+            found[(job.owner_id, job.idempotency_key or "")] = Enqueued(
+                row.id, False, JobState(row.state)
+            )
+        return found
+
+    # ---- the worker's operations -------------------------------------------------------------
+    async def claim(
+        self, worker_id: str, queues: Sequence[str], limit: int, lease_s: float
+    ) -> list[ClaimedJob]:
+        if limit <= 0 or not queues:
+            return []
+        now = utcnow()
+        async with self.db.write() as conn:
+            rows = await self._claim(
+                conn, worker_id, queues, limit, now, now + timedelta(seconds=lease_s)
+            )
+        return [_claimed(row) for row in rows]
+
+    async def finish(self, worker_id: str, outcomes: Sequence[Outcome]) -> set[str]:
+        """Persist outcomes in one transaction; returns the ids accepted (the rest were fenced)."""
+        if not outcomes:
+            return set()
+        async with self.db.write() as conn:
+            return await self._finish(conn, worker_id, outcomes, utcnow())
+
+    async def heartbeat(self, worker_id: str, lease_s: float) -> set[str]:
+        """Extend the leases of all this worker's running jobs; returns the ids it still owns."""
+        now = utcnow()
+        async with self.db.write() as conn:
+            await conn.execute(
+                update(workers).where(workers.c.id == worker_id).values(last_heartbeat_at=now)
+            )
+            result = await conn.execute(
+                update(jobs)
+                .where(jobs.c.worker_id == worker_id, jobs.c.state == JobState.RUNNING.value)
+                .values(lease_expires_at=now + timedelta(seconds=lease_s))
+                .returning(jobs.c.id)
+            )
+            return {row.id for row in result}
+
+    async def release(self, worker_id: str, job_ids: Sequence[str]) -> set[str]:
+        """Give running jobs back to the queue without spending their attempt (shutdown)."""
+        if not job_ids:
+            return set()
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(jobs)
+                .where(
+                    jobs.c.id.in_(list(job_ids)),
+                    jobs.c.worker_id == worker_id,
+                    jobs.c.state == JobState.RUNNING.value,
+                )
+                .values(
+                    state=JobState.QUEUED.value,
+                    attempt=jobs.c.attempt - 1,
+                    worker_id=None,
+                    lease_expires_at=None,
+                    started_at=None,
+                )
+                .returning(jobs.c.id, jobs.c.queue)
+            )
+            rows = result.all()
+            if rows:
+                await self._notify_jobs(conn, {row.queue for row in rows})
+        return {row.id for row in rows}
+
+    async def set_progress(
+        self, worker_id: str, job_id: str, attempt: int, percent: int, message: str | None
+    ) -> bool:
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(jobs)
+                .where(
+                    jobs.c.id == job_id,
+                    jobs.c.worker_id == worker_id,
+                    jobs.c.attempt == attempt,
+                    jobs.c.state == JobState.RUNNING.value,
+                )
+                .values(progress=percent, progress_message=message)
+            )
+            return result.rowcount == 1
+
+    # ---- user operations ---------------------------------------------------------------------
+    async def get(self, job_id: str, owner_id: str | None = None) -> JobRecord:
+        """One job; `owner_id` scopes the lookup (None: any owner, for admins and workers)."""
+        query = select(jobs).where(jobs.c.id == job_id)
+        if owner_id is not None:
+            query = query.where(jobs.c.owner_id == owner_id)
+        async with self.db.read() as conn:
+            row = (await conn.execute(query)).one_or_none()
+        if row is None:
+            raise NotFound("no such job", job_id=job_id)
+        return _job_record(row)
+
+    async def cancel(self, job_id: str, owner_id: str | None = None) -> JobRecord:
+        now = utcnow()
+        guard = [jobs.c.id == job_id, jobs.c.state.in_([s.value for s in CANCELLABLE])]
+        if owner_id is not None:
+            guard.append(jobs.c.owner_id == owner_id)
+        async with self.db.write() as conn:
+            row = (
+                await conn.execute(
+                    update(jobs)
+                    .where(*guard)
+                    .values(
+                        state=JobState.CANCELLED.value,
+                        finished_at=now,
+                        lease_expires_at=None,
+                    )
+                    .returning(*jobs.c)
+                )
+            ).one_or_none()
+            if row is not None:
+                if row.worker_id:
+                    await self._notify_cancel(conn, job_id)
+                return _job_record(row)
+        current = await self.get(job_id, owner_id)
+        check_transition(current.state, JobState.CANCELLED)
+        raise Conflict("the job changed state; try again")  # pragma: no cover - a race
+
+    async def retry(self, job_id: str, owner_id: str | None = None) -> JobRecord:
+        """A user's retry of a failed or cancelled job: queued again with fresh attempts."""
+        now = utcnow()
+        guard = [jobs.c.id == job_id, jobs.c.state.in_([s.value for s in USER_RETRYABLE])]
+        if owner_id is not None:
+            guard.append(jobs.c.owner_id == owner_id)
+        async with self.db.write() as conn:
+            row = (
+                await conn.execute(
+                    update(jobs)
+                    .where(*guard)
+                    .values(
+                        state=JobState.QUEUED.value,
+                        attempt=0,
+                        run_at=now,
+                        worker_id=None,
+                        finished_at=None,
+                        started_at=None,
+                        result=None,
+                        progress=0,
+                        progress_message=None,
+                    )
+                    .returning(*jobs.c)
+                )
+            ).one_or_none()
+            if row is not None:
+                await self._notify_jobs(conn, {row.queue})
+                return _job_record(row)
+        current = await self.get(job_id, owner_id)
+        if current.state not in USER_RETRYABLE:
+            raise IllegalTransition(
+                f"only failed or cancelled jobs can be retried; this one is {current.state.value}",
+                current=current.state.value,
+                target=JobState.QUEUED.value,
+            )
+        raise Conflict("the job changed state; try again")  # pragma: no cover - a race
+
+    async def set_state(self, job_id: str, target: JobState) -> JobRecord:
+        """An administrator's explicit move, still only along the state machine's edges."""
+        if target is JobState.CANCELLED:
+            return await self.cancel(job_id)
+        if target is JobState.QUEUED:
+            current = await self.get(job_id)
+            if current.state in USER_RETRYABLE:
+                return await self.retry(job_id)
+        current = await self.get(job_id)
+        check_transition(current.state, target)
+        now = utcnow()
+        values: dict[str, Any] = {"state": target.value}
+        if target in (JobState.COMPLETED, JobState.FAILED):
+            values.update(finished_at=now, worker_id=None, lease_expires_at=None)
+        if target is JobState.QUEUED:
+            values.update(run_at=now, worker_id=None, lease_expires_at=None)
+        async with self.db.write() as conn:
+            row = (
+                await conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id == job_id, jobs.c.state == current.state.value)
+                    .values(**values)
+                    .returning(*jobs.c)
+                )
+            ).one_or_none()
+            if row is None:
+                raise Conflict("the job changed state; try again")
+            if target is JobState.QUEUED:
+                await self._notify_jobs(conn, {row.queue})
+        return _job_record(row)
+
+    async def delete_finished(self, job_id: str, owner_id: str | None = None) -> None:
+        guard = [jobs.c.id == job_id, jobs.c.state.in_(_TERMINAL_VALUES)]
+        if owner_id is not None:
+            guard.append(jobs.c.owner_id == owner_id)
+        async with self.db.write() as conn:
+            result = await conn.execute(delete(jobs).where(*guard))
+        if result.rowcount == 0:
+            current = await self.get(job_id, owner_id)
+            raise Conflict(f"a {current.state.value} job cannot be deleted; cancel it first")
+
+    async def list_jobs(
+        self,
+        *,
+        owner_id: str | None = None,
+        states: Sequence[JobState] = (),
+        queue: str | None = None,
+        job_type: str | None = None,
+        after_id: str | None = None,
+        limit: int = 50,
+    ) -> list[JobRecord]:
+        """Newest first, cursor-paginated by id (ids are time-ordered)."""
+        query = select(jobs).order_by(jobs.c.id.desc()).limit(limit)
+        if owner_id is not None:
+            query = query.where(jobs.c.owner_id == owner_id)
+        if states:
+            query = query.where(jobs.c.state.in_([s.value for s in states]))
+        if queue is not None:
+            query = query.where(jobs.c.queue == queue)
+        if job_type is not None:
+            query = query.where(jobs.c.type == job_type)
+        if after_id is not None:
+            query = query.where(jobs.c.id < after_id)
+        async with self.db.read() as conn:
+            return [_job_record(row) for row in await conn.execute(query)]
+
+    async def counts(self, owner_id: str | None = None) -> list[QueueCount]:
+        query = select(
+            jobs.c.queue, jobs.c.state, func.count(), func.min(jobs.c.created_at)
+        ).group_by(jobs.c.queue, jobs.c.state)
+        if owner_id is not None:
+            query = query.where(jobs.c.owner_id == owner_id)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            QueueCount(row[0], JobState(row[1]), row[2], _aware(row[3]))
+            for row in sorted(rows, key=lambda r: (r[0], r[1]))
+        ]
+
+    # ---- maintenance -------------------------------------------------------------------------
+    async def promote_due(self, limit: int = 1000) -> int:
+        """Scheduled and retrying jobs whose time has come become queued."""
+        now = utcnow()
+        due = (
+            select(jobs.c.id)
+            .where(
+                jobs.c.state.in_([JobState.SCHEDULED.value, JobState.RETRYING.value]),
+                jobs.c.run_at <= now,
+            )
+            .order_by(jobs.c.run_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        async with self.db.write() as conn:
+            rows = (
+                await conn.execute(
+                    update(jobs)
+                    .where(
+                        jobs.c.id.in_(due.scalar_subquery()),
+                        jobs.c.state.in_([JobState.SCHEDULED.value, JobState.RETRYING.value]),
+                    )
+                    .values(state=JobState.QUEUED.value)
+                    .returning(jobs.c.queue)
+                )
+            ).all()
+            if rows:
+                await self._notify_jobs(conn, {row.queue for row in rows})
+        return len(rows)
+
+    async def rescue_expired(self, limit: int = 1000) -> RescueReport:
+        """Running jobs whose lease expired: back to queued, or failed when attempts are spent."""
+        async with self.db.write() as conn:
+            rows = await self._rescue(conn, utcnow(), limit)
+            requeued = [r for r in rows if r.state == JobState.QUEUED.value]
+            if requeued:
+                await self._notify_jobs(conn, {r.queue for r in requeued})
+        return RescueReport(
+            requeued=[r.id for r in requeued],
+            failed=[r.id for r in rows if r.state == JobState.FAILED.value],
+        )
+
+    async def prune(
+        self, completed_before: datetime, failed_before: datetime, batch: int = 10_000
+    ) -> int:
+        """Delete finished jobs past retention, one bounded batch per statement."""
+        total = 0
+        finished = (
+            (jobs.c.state == JobState.COMPLETED.value) & (jobs.c.finished_at < completed_before)
+        ) | (
+            jobs.c.state.in_([JobState.FAILED.value, JobState.CANCELLED.value])
+            & (jobs.c.finished_at < failed_before)
+        )
+        while True:
+            victims = select(jobs.c.id).where(finished).limit(batch)
+            async with self.db.write() as conn:
+                result = await conn.execute(
+                    delete(jobs).where(jobs.c.id.in_(victims.scalar_subquery()))
+                )
+                if total == 0:
+                    await conn.execute(
+                        delete(schedule_fires).where(schedule_fires.c.fire_at < failed_before)
+                    )
+            total += result.rowcount
+            if result.rowcount < batch:
+                return total
+
+    # ---- workers -----------------------------------------------------------------------------
+    async def register_worker(
+        self, worker_id: str, hostname: str, pid: int, queues: Sequence[str], concurrency: int
+    ) -> None:
+        now = utcnow()
+        async with self.db.write() as conn:
+            await conn.execute(
+                insert(workers).values(
+                    id=worker_id,
+                    hostname=hostname,
+                    pid=pid,
+                    queues=list(queues),
+                    concurrency=concurrency,
+                    started_at=now,
+                    last_heartbeat_at=now,
+                    stopped_at=None,
+                )
+            )
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(
+                update(workers).where(workers.c.id == worker_id).values(stopped_at=utcnow())
+            )
+
+    async def list_workers(self, alive_within: float | None = None) -> list[WorkerInfo]:
+        query = select(workers).order_by(workers.c.started_at)
+        if alive_within is not None:
+            since = utcnow() - timedelta(seconds=alive_within)
+            query = query.where(
+                workers.c.stopped_at.is_(None), workers.c.last_heartbeat_at >= since
+            )
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            WorkerInfo(
+                r.id,
+                r.hostname,
+                r.pid,
+                list(r.queues),
+                r.concurrency,
+                r.started_at,
+                r.last_heartbeat_at,
+                r.stopped_at,
+            )
+            for r in rows
+        ]
+
+    async def prune_workers(self, older_than: datetime) -> int:
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                delete(workers).where(workers.c.last_heartbeat_at < older_than)
+            )
+        return result.rowcount
+
+    # ---- schedules ---------------------------------------------------------------------------
+    async def create_schedule(
+        self, new: NewSchedule, next_fire_at: datetime | None
+    ) -> ScheduleRecord:
+        now = utcnow()
+        values = {
+            "id": new.id,
+            "owner_id": new.owner_id,
+            "name": new.name,
+            "cron": new.cron,
+            "timezone": new.timezone,
+            "job_type": new.job_type,
+            "queue": new.queue,
+            "payload": new.payload,
+            "priority": new.priority,
+            "max_attempts": new.max_attempts,
+            "timeout_s": new.timeout_s,
+            "tags": list(new.tags),
+            "paused": new.paused,
+            "next_fire_at": next_fire_at,
+            "last_fire_at": None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        async with self.db.write() as conn:
+            taken = await conn.scalar(
+                select(func.count()).where(
+                    schedules.c.owner_id == new.owner_id, schedules.c.name == new.name
+                )
+            )
+            if taken:
+                raise Conflict(f"a schedule named {new.name!r} already exists", name=new.name)
+            row = (
+                await conn.execute(insert(schedules).values(**values).returning(*schedules.c))
+            ).one()
+        return _schedule_record(row)
+
+    async def get_schedule(self, schedule_id: str, owner_id: str | None = None) -> ScheduleRecord:
+        query = select(schedules).where(schedules.c.id == schedule_id)
+        if owner_id is not None:
+            query = query.where(schedules.c.owner_id == owner_id)
+        async with self.db.read() as conn:
+            row = (await conn.execute(query)).one_or_none()
+        if row is None:
+            raise NotFound("no such schedule", schedule_id=schedule_id)
+        return _schedule_record(row)
+
+    async def list_schedules(self, owner_id: str | None = None) -> list[ScheduleRecord]:
+        query = select(schedules).order_by(schedules.c.name)
+        if owner_id is not None:
+            query = query.where(schedules.c.owner_id == owner_id)
+        async with self.db.read() as conn:
+            return [_schedule_record(row) for row in await conn.execute(query)]
+
+    async def update_schedule(
+        self, schedule_id: str, owner_id: str | None, **values: Any
+    ) -> ScheduleRecord:
+        guard = [schedules.c.id == schedule_id]
+        if owner_id is not None:
+            guard.append(schedules.c.owner_id == owner_id)
+        values["updated_at"] = utcnow()
+        if "tags" in values:
+            values["tags"] = list(values["tags"])
+        async with self.db.write() as conn:
+            row = (
+                await conn.execute(
+                    update(schedules).where(*guard).values(**values).returning(*schedules.c)
+                )
+            ).one_or_none()
+        if row is None:
+            raise NotFound("no such schedule", schedule_id=schedule_id)
+        return _schedule_record(row)
+
+    async def delete_schedule(self, schedule_id: str, owner_id: str | None = None) -> None:
+        guard = [schedules.c.id == schedule_id]
+        if owner_id is not None:
+            guard.append(schedules.c.owner_id == owner_id)
+        async with self.db.write() as conn:
+            result = await conn.execute(delete(schedules).where(*guard))
+        if result.rowcount == 0:
+            raise NotFound("no such schedule", schedule_id=schedule_id)
+
+    async def due_schedules(self, now: datetime, limit: int = 100) -> list[ScheduleRecord]:
+        query = (
+            select(schedules)
+            .where(schedules.c.paused.is_(False), schedules.c.next_fire_at <= now)
+            .order_by(schedules.c.next_fire_at)
+            .limit(limit)
+        )
+        async with self.db.read() as conn:
+            return [_schedule_record(row) for row in await conn.execute(query)]
+
+    async def fire_schedule(
+        self, schedule: ScheduleRecord, fire_at: datetime, job: NewJob, next_fire_at: datetime
+    ) -> bool:
+        """Record the fire and enqueue its job atomically; False if this fire time already ran."""
+        async with self.db.write() as conn:
+            claimed = (
+                await conn.execute(
+                    self._insert_fire()
+                    .values(
+                        schedule_id=schedule.id,
+                        fire_at=fire_at,
+                        job_id=job.id,
+                        created_at=utcnow(),
+                    )
+                    .on_conflict_do_nothing(
+                        index_elements=[schedule_fires.c.schedule_id, schedule_fires.c.fire_at]
+                    )
+                    .returning(schedule_fires.c.job_id)
+                )
+            ).one_or_none()
+            if claimed is not None:
+                await self.enqueue([job], conn=conn)
+            await conn.execute(
+                update(schedules)
+                .where(
+                    schedules.c.id == schedule.id, schedules.c.next_fire_at == schedule.next_fire_at
+                )
+                .values(last_fire_at=fire_at, next_fire_at=next_fire_at)
+            )
+        return claimed is not None
+
+    @abstractmethod
+    def _insert_fire(self) -> Any: ...
+
+    async def fires_of(self, schedule_id: str) -> list[tuple[datetime, str]]:
+        query = (
+            select(schedule_fires.c.fire_at, schedule_fires.c.job_id)
+            .where(schedule_fires.c.schedule_id == schedule_id)
+            .order_by(schedule_fires.c.fire_at)
+        )
+        async with self.db.read() as conn:
+            return [(_must(row.fire_at), row.job_id) for row in await conn.execute(query)]
+
+
+_TERMINAL_VALUES = [JobState.COMPLETED.value, JobState.FAILED.value, JobState.CANCELLED.value]
+
+
+@asynccontextmanager
+async def _borrowed(conn: AsyncConnection) -> AsyncIterator[AsyncConnection]:
+    yield conn
+
+
+def _job_row(job: NewJob, now: datetime) -> dict[str, Any]:
+    run_at = job.run_at or now
+    state = JobState.SCHEDULED if run_at > now else JobState.QUEUED
+    return {
+        "id": job.id,
+        "owner_id": job.owner_id,
+        "queue": job.queue,
+        "type": job.type,
+        "payload": job.payload,
+        "priority": job.priority,
+        "state": state.value,
+        "attempt": 0,
+        "max_attempts": job.max_attempts,
+        "run_at": run_at,
+        "lease_expires_at": None,
+        "worker_id": None,
+        "timeout_s": job.timeout_s,
+        "idempotency_key": job.idempotency_key,
+        "progress": 0,
+        "progress_message": None,
+        "result": None,
+        "errors": [],
+        "tags": list(job.tags),
+        "schedule_id": job.schedule_id,
+        "created_at": now,
+        "started_at": None,
+        "finished_at": None,
+    }
+
+
+def _aware(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
+
+
+def _must(value: Any) -> datetime:
+    aware = _aware(value)
+    assert aware is not None
+    return aware
+
+
+def _claimed(row: Row[Any]) -> ClaimedJob:
+    return ClaimedJob(
+        id=row.id,
+        type=row.type,
+        queue=row.queue,
+        payload=row.payload,
+        attempt=row.attempt,
+        max_attempts=row.max_attempts,
+        timeout_s=row.timeout_s,
+        priority=row.priority,
+        owner_id=row.owner_id,
+        idempotency_key=row.idempotency_key,
+    )
+
+
+def _job_record(row: Row[Any]) -> JobRecord:
+    return JobRecord(
+        id=row.id,
+        owner_id=row.owner_id,
+        queue=row.queue,
+        type=row.type,
+        payload=row.payload,
+        priority=row.priority,
+        state=JobState(row.state),
+        attempt=row.attempt,
+        max_attempts=row.max_attempts,
+        run_at=_must(row.run_at),
+        lease_expires_at=_aware(row.lease_expires_at),
+        worker_id=row.worker_id,
+        timeout_s=row.timeout_s,
+        idempotency_key=row.idempotency_key,
+        progress=row.progress,
+        progress_message=row.progress_message,
+        result=row.result,
+        errors=list(row.errors or []),
+        tags=list(row.tags or []),
+        schedule_id=row.schedule_id,
+        created_at=_must(row.created_at),
+        started_at=_aware(row.started_at),
+        finished_at=_aware(row.finished_at),
+    )
+
+
+def _schedule_record(row: Row[Any]) -> ScheduleRecord:
+    return ScheduleRecord(
+        id=row.id,
+        owner_id=row.owner_id,
+        name=row.name,
+        cron=row.cron,
+        timezone=row.timezone,
+        job_type=row.job_type,
+        queue=row.queue,
+        payload=row.payload,
+        priority=row.priority,
+        max_attempts=row.max_attempts,
+        timeout_s=row.timeout_s,
+        tags=list(row.tags or []),
+        paused=bool(row.paused),
+        next_fire_at=_aware(row.next_fire_at),
+        last_fire_at=_aware(row.last_fire_at),
+        created_at=_must(row.created_at),
+        updated_at=_must(row.updated_at),
+    )

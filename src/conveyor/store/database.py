@@ -1,0 +1,132 @@
+"""Connections: one async engine per database, with SQLite's single-writer discipline."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from conveyor.errors import ConfigurationError, Unavailable
+
+log = logging.getLogger("conveyor.store")
+
+Dialect = Literal["sqlite", "postgresql"]
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def async_url(url: str) -> tuple[Dialect, str]:
+    """Map the user's URL (``sqlite:///...``, ``postgresql://...``) to the async driver's."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:":
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        return "sqlite", parsed.set(drivername="sqlite+aiosqlite").render_as_string(False)
+    if backend in ("postgresql", "postgres"):
+        return "postgresql", parsed.set(drivername="postgresql+asyncpg").render_as_string(False)
+    raise ConfigurationError(f"unsupported database URL scheme: {parsed.drivername}")
+
+
+def plain_postgres_dsn(url: str) -> str:
+    """The libpq-style DSN asyncpg's own connect() takes (for LISTEN and advisory locks)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(False)
+
+
+class Database:
+    """The engines of one process.
+
+    On SQLite every write goes through one connection opened with ``BEGIN IMMEDIATE``, so
+    writers queue in the pool instead of failing with "database is locked"; other processes
+    wait on the busy timeout. Reads use a separate pool and see WAL snapshots.
+    """
+
+    def __init__(self, url: str, *, pool_size: int = 10, sqlite_synchronous: str = "FULL"):
+        self.url = url
+        self.dialect, driver_url = async_url(url)
+        if self.dialect == "sqlite":
+            self.writer = create_async_engine(
+                driver_url, pool_size=1, max_overflow=0, pool_timeout=300
+            )
+            self.reader = create_async_engine(driver_url, pool_size=4, max_overflow=4)
+            _configure_sqlite(self.writer, sqlite_synchronous, immediate=True)
+            _configure_sqlite(self.reader, sqlite_synchronous, immediate=False)
+        else:
+            self.writer = create_async_engine(
+                driver_url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            )
+            self.reader = self.writer
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self.writer
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction; unreachable databases surface as `Unavailable`."""
+        async with _translate_outage(), self.writer.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        async with _translate_outage(), self.reader.connect() as conn:
+            yield conn
+
+    async def ping(self) -> None:
+        async with self.read() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+
+    async def dispose(self) -> None:
+        await self.writer.dispose()
+        if self.reader is not self.writer:
+            await self.reader.dispose()
+
+
+def _configure_sqlite(engine: AsyncEngine, synchronous: str, *, immediate: bool) -> None:
+    if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+        raise ConfigurationError(f"bad SQLite synchronous mode: {synchronous}")
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver so BEGIN is ours to choose.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+_OUTAGE_ERRORS = (OperationalError, InterfaceError, OSError, ConnectionError)
+
+
+@asynccontextmanager
+async def _translate_outage() -> AsyncIterator[None]:
+    try:
+        yield
+    except _OUTAGE_ERRORS as exc:
+        if isinstance(exc, DBAPIError) and not exc.connection_invalidated and _is_sql_error(exc):
+            raise
+        log.warning("database unavailable: %s", exc)
+        raise Unavailable("the database is not reachable; nothing was changed") from exc
+    except TimeoutError as exc:
+        raise Unavailable("the database did not answer in time; nothing was changed") from exc
+
+
+def _is_sql_error(exc: DBAPIError) -> bool:
+    """An OperationalError that is about the statement, not the connection."""
+    text = str(exc.orig).lower()
+    connection_words = ("connect", "closed", "terminat", "refused", "reset", "unable to open")
+    return not any(word in text for word in connection_words)

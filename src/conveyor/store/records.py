@@ -1,0 +1,175 @@
+"""Plain records that cross the store boundary (no SQLAlchemy types leak out)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from conveyor.domain.ids import uuid7
+from conveyor.domain.states import JobState
+
+SYSTEM_OWNER = "system"
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    type: str
+    payload: dict[str, Any]
+    queue: str = "default"
+    priority: int = 0
+    max_attempts: int = 3
+    run_at: datetime | None = None
+    timeout_s: float | None = None
+    idempotency_key: str | None = None
+    owner_id: str = SYSTEM_OWNER
+    tags: tuple[str, ...] = ()
+    schedule_id: str | None = None
+    id: str = field(default_factory=uuid7)
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    id: str
+    created: bool  # False: an existing job with the same idempotency key was returned
+    state: JobState
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    id: str
+    owner_id: str
+    queue: str
+    type: str
+    payload: dict[str, Any]
+    priority: int
+    state: JobState
+    attempt: int
+    max_attempts: int
+    run_at: datetime
+    lease_expires_at: datetime | None
+    worker_id: str | None
+    timeout_s: float | None
+    idempotency_key: str | None
+    progress: int
+    progress_message: str | None
+    result: Any
+    errors: list[dict[str, Any]]
+    tags: list[str]
+    schedule_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    id: str
+    type: str
+    queue: str
+    payload: dict[str, Any]
+    attempt: int
+    max_attempts: int
+    timeout_s: float | None
+    priority: int
+    owner_id: str
+    idempotency_key: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    type: str
+    message: str
+    traceback: str | None = None
+
+    def as_entry(self, attempt: int, at: datetime, worker_id: str | None) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "attempt": attempt,
+            "at": at.isoformat(),
+            "type": self.type,
+            "message": self.message,
+        }
+        if self.traceback:
+            entry["traceback"] = self.traceback
+        if worker_id:
+            entry["worker_id"] = worker_id
+        return entry
+
+
+OutcomeKind = Literal["completed", "retry", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a worker reports for one attempt; persisted in batches."""
+
+    job_id: str
+    attempt: int
+    kind: OutcomeKind
+    result: Any = None
+    error: ErrorInfo | None = None
+    retry_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RescueReport:
+    requeued: list[str]
+    failed: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    id: str
+    hostname: str
+    pid: int
+    queues: list[str]
+    concurrency: int
+    started_at: datetime
+    last_heartbeat_at: datetime
+    stopped_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCount:
+    queue: str
+    state: JobState
+    count: int
+    oldest_created_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewSchedule:
+    name: str
+    cron: str
+    job_type: str
+    payload: dict[str, Any]
+    timezone: str = "UTC"
+    queue: str | None = None
+    priority: int = 0
+    max_attempts: int | None = None
+    timeout_s: float | None = None
+    tags: tuple[str, ...] = ()
+    paused: bool = False
+    owner_id: str = SYSTEM_OWNER
+    id: str = field(default_factory=uuid7)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRecord:
+    id: str
+    owner_id: str
+    name: str
+    cron: str
+    timezone: str
+    job_type: str
+    queue: str | None
+    payload: dict[str, Any]
+    priority: int
+    max_attempts: int | None
+    timeout_s: float | None
+    tags: list[str]
+    paused: bool
+    next_fire_at: datetime | None
+    last_fire_at: datetime | None
+    created_at: datetime
+    updated_at: datetime

@@ -1,0 +1,268 @@
+"""The SQLite queue backend: one writer per process under BEGIN IMMEDIATE, JSON-array batches."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from conveyor.store.backend import Callback, Leadership, Listener, QueueBackend, utcnow
+from conveyor.store.database import Database
+from conveyor.store.records import Outcome
+from conveyor.store.sql import CLAIM_COLUMNS, RETURNING_CLAIM, typed
+from conveyor.store.tables import jobs, schedule_fires
+from conveyor.store.types import sqlite_time
+
+log = logging.getLogger("conveyor.store.sqlite")
+
+# How often an idle process looks for commits made by other processes.
+CROSS_PROCESS_POLL = 0.02
+
+_CLAIM = typed(
+    f"""
+    UPDATE jobs SET state = 'running', attempt = attempt + 1, worker_id = :worker,
+        started_at = :now, lease_expires_at = :lease
+    WHERE id IN (
+        SELECT id FROM jobs
+        WHERE state = 'queued' AND queue IN (SELECT value FROM json_each(:queues))
+        ORDER BY priority DESC, run_at, id
+        LIMIT :limit
+    )
+    RETURNING {RETURNING_CLAIM}
+    """,
+    times=("now", "lease"),
+    columns=CLAIM_COLUMNS,
+)
+
+_FENCE = (
+    "jobs.id = v.id AND jobs.state = 'running' AND jobs.worker_id = :worker "
+    "AND jobs.attempt = v.attempt"
+)
+
+_COMPLETE = typed(
+    f"""
+    WITH v AS (
+        SELECT value ->> 0 AS id, value ->> 1 AS attempt, value -> 2 AS result
+        FROM json_each(:batch)
+    )
+    UPDATE jobs SET state = 'completed', result = v.result, progress = 100,
+        finished_at = :now, lease_expires_at = NULL
+    FROM v WHERE {_FENCE}
+    RETURNING jobs.id
+    """,
+    times=("now",),
+)
+
+_RETRY = typed(
+    f"""
+    WITH v AS (
+        SELECT value ->> 0 AS id, value ->> 1 AS attempt, value -> 2 AS error,
+            value ->> 3 AS run_at
+        FROM json_each(:batch)
+    )
+    UPDATE jobs SET state = 'retrying', run_at = v.run_at,
+        errors = json_insert(jobs.errors, '$[#]', json(v.error)),
+        worker_id = NULL, lease_expires_at = NULL
+    FROM v WHERE {_FENCE}
+    RETURNING jobs.id
+    """
+)
+
+_FAIL = typed(
+    f"""
+    WITH v AS (
+        SELECT value ->> 0 AS id, value ->> 1 AS attempt, value -> 2 AS error
+        FROM json_each(:batch)
+    )
+    UPDATE jobs SET state = 'failed', finished_at = :now, lease_expires_at = NULL,
+        errors = json_insert(jobs.errors, '$[#]', json(v.error))
+    FROM v WHERE {_FENCE}
+    RETURNING jobs.id
+    """,
+    times=("now",),
+)
+
+_RESCUE = typed(
+    """
+    UPDATE jobs SET
+        state = CASE WHEN attempt < max_attempts THEN 'queued' ELSE 'failed' END,
+        finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE :now END,
+        errors = json_insert(errors, '$[#]', json_object(
+            'attempt', attempt, 'at', :now_iso, 'type', 'LeaseExpired',
+            'message', 'the worker running this job stopped heartbeating',
+            'worker_id', worker_id)),
+        worker_id = NULL, lease_expires_at = NULL
+    WHERE id IN (
+        SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < :now
+        ORDER BY lease_expires_at LIMIT :limit
+    )
+    RETURNING id, state, queue
+    """,
+    times=("now",),
+)
+
+_LEAD = typed(
+    """
+    INSERT INTO leader_leases (name, holder, expires_at) VALUES (:name, :holder, :expires)
+    ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+    WHERE leader_leases.holder = excluded.holder OR leader_leases.expires_at < :now
+    RETURNING holder
+    """,
+    times=("now", "expires"),
+)
+_UNLEAD = typed("DELETE FROM leader_leases WHERE name = :name AND holder = :holder")
+
+
+class _LocalBus:
+    """In-process wake-ups, per database file: enqueue and cancel reach this process at once."""
+
+    def __init__(self) -> None:
+        self.jobs: set[Callback] = set()
+        self.cancels: set[Callback] = set()
+
+    def emit(self, targets: set[Callback], value: str) -> None:
+        for callback in list(targets):
+            callback(value)
+
+
+_buses: dict[str, _LocalBus] = defaultdict(_LocalBus)
+
+
+class SqliteBackend(QueueBackend):
+    dialect = "sqlite"
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self._bus = _buses[db.url]
+
+    def _insert(self) -> Any:
+        return sqlite_insert(jobs)
+
+    def _insert_fire(self) -> Any:
+        return sqlite_insert(schedule_fires)
+
+    async def _claim(
+        self,
+        conn: AsyncConnection,
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        now: datetime,
+        lease: datetime,
+    ) -> Sequence[Row[Any]]:
+        params = {
+            "worker": worker_id,
+            "now": now,
+            "lease": lease,
+            "queues": json.dumps(list(queues)),
+            "limit": limit,
+        }
+        return (await conn.execute(_CLAIM, params)).all()
+
+    async def _finish(
+        self, conn: AsyncConnection, worker_id: str, outcomes: Sequence[Outcome], now: datetime
+    ) -> set[str]:
+        done, retry, failed = [], [], []
+        for o in outcomes:
+            error = o.error.as_entry(o.attempt, now, worker_id) if o.error else None
+            if o.kind == "completed":
+                done.append([o.job_id, o.attempt, o.result])
+            elif o.kind == "retry":
+                assert o.retry_at is not None
+                retry.append([o.job_id, o.attempt, error, sqlite_time(o.retry_at)])
+            else:
+                failed.append([o.job_id, o.attempt, error])
+        accepted: set[str] = set()
+        for statement, batch in ((_COMPLETE, done), (_RETRY, retry), (_FAIL, failed)):
+            if batch:
+                params = {"batch": json.dumps(batch), "worker": worker_id, "now": now}
+                accepted.update(row.id for row in await conn.execute(statement, params))
+        return accepted
+
+    async def _rescue(self, conn: AsyncConnection, now: datetime, limit: int) -> Sequence[Row[Any]]:
+        params = {"now": now, "now_iso": now.isoformat(), "limit": limit}
+        return (await conn.execute(_RESCUE, params)).all()
+
+    async def _notify_jobs(self, conn: AsyncConnection, queues: set[str]) -> None:
+        for queue in queues:
+            self._bus.emit(self._bus.jobs, queue)
+
+    async def _notify_cancel(self, conn: AsyncConnection, job_id: str) -> None:
+        self._bus.emit(self._bus.cancels, job_id)
+
+    async def listen(self, on_jobs: Callback, on_cancel: Callback) -> Listener:
+        listener = _SqliteListener(self, on_jobs, on_cancel)
+        await listener.start()
+        return listener
+
+    def leadership(self, name: str, holder: str, ttl: float) -> Leadership:
+        return _LeaseLeadership(self.db, name, holder, ttl)
+
+
+class _SqliteListener(Listener):
+    """In-process callbacks, plus a watch on PRAGMA data_version for other processes' commits."""
+
+    def __init__(self, backend: SqliteBackend, on_jobs: Callback, on_cancel: Callback) -> None:
+        self._backend = backend
+        self._on_jobs = on_jobs
+        self._on_cancel = on_cancel
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        bus = self._backend._bus
+        bus.jobs.add(self._on_jobs)
+        bus.cancels.add(self._on_cancel)
+        self._task = asyncio.create_task(self._watch(), name="sqlite-data-version")
+
+    async def _watch(self) -> None:
+        async with self._backend.db.reader.connect() as conn:
+            last = None
+            while True:
+                version = (await conn.exec_driver_sql("PRAGMA data_version")).scalar()
+                if last is not None and version != last:
+                    self._on_jobs("*")
+                last = version
+                await asyncio.sleep(CROSS_PROCESS_POLL)
+
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def close(self) -> None:
+        bus = self._backend._bus
+        bus.jobs.discard(self._on_jobs)
+        bus.cancels.discard(self._on_cancel)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class _LeaseLeadership(Leadership):
+    """Leadership as a row with an expiry, renewed by its holder: SQLite has no advisory locks."""
+
+    def __init__(self, db: Database, name: str, holder: str, ttl: float) -> None:
+        self._db, self._name, self._holder, self._ttl = db, name, holder, ttl
+
+    async def acquire(self) -> bool:
+        now = utcnow()
+        params = {
+            "name": self._name,
+            "holder": self._holder,
+            "now": now,
+            "expires": now + timedelta(seconds=self._ttl),
+        }
+        async with self._db.write() as conn:
+            return (await conn.execute(_LEAD, params)).one_or_none() is not None
+
+    async def release(self) -> None:
+        async with self._db.write() as conn:
+            await conn.execute(_UNLEAD, {"name": self._name, "holder": self._holder})

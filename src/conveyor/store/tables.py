@@ -1,0 +1,165 @@
+"""Every table, defined once; Alembic migrations must produce exactly these."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+
+from conveyor.domain.states import JobState
+from conveyor.store.types import JsonType, UTCDateTime
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+_STATES = ", ".join(f"'{state.value}'" for state in JobState)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("owner_id", String(64), nullable=False),
+    Column("queue", String(100), nullable=False),
+    Column("type", String(100), nullable=False),
+    Column("payload", JsonType, nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("run_at", UTCDateTime, nullable=False),
+    Column("lease_expires_at", UTCDateTime, nullable=True),
+    Column("worker_id", String(64), nullable=True),
+    Column("timeout_s", Float, nullable=True),
+    Column("idempotency_key", String(255), nullable=True),
+    Column("progress", Integer, nullable=False),
+    Column("progress_message", Text, nullable=True),
+    Column("result", JsonType, nullable=True),
+    Column("errors", JsonType, nullable=False),
+    Column("tags", JsonType, nullable=False),
+    Column("schedule_id", String(36), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime, nullable=True),
+    Column("finished_at", UTCDateTime, nullable=True),
+    CheckConstraint(f"state IN ({_STATES})", name="state"),
+    CheckConstraint("progress BETWEEN 0 AND 100", name="progress"),
+    CheckConstraint("max_attempts >= 1", name="max_attempts"),
+)
+
+# Claims read only queued rows in claim order: a partial index keeps that scan tiny.
+Index(
+    "ix_jobs_claim",
+    jobs.c.queue,
+    jobs.c.priority.desc(),
+    jobs.c.run_at,
+    jobs.c.id,
+    postgresql_where=text("state = 'queued'"),
+    sqlite_where=text("state = 'queued'"),
+)
+Index(
+    "ix_jobs_due",
+    jobs.c.run_at,
+    postgresql_where=text("state IN ('scheduled', 'retrying')"),
+    sqlite_where=text("state IN ('scheduled', 'retrying')"),
+)
+Index(
+    "ix_jobs_lease",
+    jobs.c.lease_expires_at,
+    postgresql_where=text("state = 'running'"),
+    sqlite_where=text("state = 'running'"),
+)
+Index(
+    "ix_jobs_worker",
+    jobs.c.worker_id,
+    postgresql_where=text("state = 'running'"),
+    sqlite_where=text("state = 'running'"),
+)
+Index("ix_jobs_finished", jobs.c.state, jobs.c.finished_at)
+Index("ix_jobs_owner", jobs.c.owner_id, jobs.c.id)
+Index(
+    "uq_jobs_idempotency",
+    jobs.c.owner_id,
+    jobs.c.idempotency_key,
+    unique=True,
+    postgresql_where=text("idempotency_key IS NOT NULL"),
+    sqlite_where=text("idempotency_key IS NOT NULL"),
+)
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("hostname", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("queues", JsonType, nullable=False),
+    Column("concurrency", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("last_heartbeat_at", UTCDateTime, nullable=False),
+    Column("stopped_at", UTCDateTime, nullable=True),
+)
+
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("owner_id", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("cron", String(200), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("job_type", String(100), nullable=False),
+    Column("queue", String(100), nullable=True),
+    Column("payload", JsonType, nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=True),
+    Column("timeout_s", Float, nullable=True),
+    Column("tags", JsonType, nullable=False),
+    Column("paused", Boolean, nullable=False),
+    Column("next_fire_at", UTCDateTime, nullable=True),
+    Column("last_fire_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+Index("uq_schedules_owner_name", schedules.c.owner_id, schedules.c.name, unique=True)
+Index("ix_schedules_next_fire", schedules.c.next_fire_at)
+
+# One row per (schedule, fire time), written in the job's transaction: a second scheduler
+# firing the same time hits the primary key and fires nothing.
+schedule_fires = Table(
+    "schedule_fires",
+    metadata,
+    Column(
+        "schedule_id",
+        String(36),
+        ForeignKey("schedules.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("fire_at", UTCDateTime, primary_key=True),
+    Column("job_id", String(36), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Leadership for maintenance work on databases without advisory locks (SQLite).
+leader_leases = Table(
+    "leader_leases",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("holder", String(100), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)

@@ -1,0 +1,1 @@
+"""Workers: the handler registry, the execution of one job, and the loop that claims them."""

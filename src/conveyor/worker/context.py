@@ -1,0 +1,95 @@
+"""What a handler is given: who it is, how to report progress, and whether to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from conveyor.errors import ConveyorError
+
+ProgressSink = Callable[[str, int, int, str | None], Awaitable[bool]]
+PROGRESS_MIN_INTERVAL = 0.25
+
+
+class JobCancelled(ConveyorError):
+    """The job was cancelled while it ran."""
+
+    code = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """The job's identity: picklable, so process-pool handlers get it too."""
+
+    id: str
+    type: str
+    queue: str
+    attempt: int
+    max_attempts: int
+    owner_id: str
+    idempotency_key: str  # the job's key, or its id: stable across attempts
+
+
+class JobContext:
+    """Given to handlers as `ctx`. Progress and cancellation work from async and thread code."""
+
+    def __init__(
+        self,
+        info: JobInfo,
+        progress_sink: ProgressSink,
+        loop: asyncio.AbstractEventLoop,
+        settings: Any = None,
+    ) -> None:
+        self.info = info
+        self.settings = settings
+        self.log = logging.LoggerAdapter(
+            logging.getLogger(f"conveyor.job.{info.type}"),
+            {"job_id": info.id, "job_type": info.type, "attempt": info.attempt},
+        )
+        self._sink = progress_sink
+        self._loop = loop
+        self._cancelled = threading.Event()
+        self._last_progress = 0.0
+
+    @property
+    def job_id(self) -> str:
+        return self.info.id
+
+    @property
+    def attempt(self) -> int:
+        return self.info.attempt
+
+    @property
+    def idempotency_key(self) -> str:
+        return self.info.idempotency_key
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    def raise_if_cancelled(self) -> None:
+        """For sync handlers: call between steps so a cancel or timeout stops the work."""
+        if self._cancelled.is_set():
+            raise JobCancelled()
+
+    async def progress(self, percent: int, message: str | None = None) -> None:
+        """Report progress (0-100); throttled, the final 100 always goes through."""
+        percent = max(0, min(100, int(percent)))
+        now = time.monotonic()
+        if percent < 100 and now - self._last_progress < PROGRESS_MIN_INTERVAL:
+            return
+        self._last_progress = now
+        await self._sink(self.info.id, self.info.attempt, percent, message)
+
+    def report_progress(self, percent: int, message: str | None = None) -> None:
+        """`progress` for code running in a worker thread."""
+        future = asyncio.run_coroutine_threadsafe(self.progress(percent, message), self._loop)
+        future.result(timeout=30)

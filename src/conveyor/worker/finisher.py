@@ -1,0 +1,81 @@
+"""Batch outcomes into few transactions: the hot path's one durable commit covers many jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from conveyor.store.backend import QueueBackend
+from conveyor.store.records import Outcome
+
+log = logging.getLogger("conveyor.worker")
+
+
+class Finisher:
+    """Collects outcomes and persists them in batches; `close` flushes what is left."""
+
+    def __init__(
+        self,
+        backend: QueueBackend,
+        worker_id: str,
+        *,
+        max_batch: int = 500,
+        linger: float = 0.002,
+        on_persisted: Callable[[list[Outcome], set[str]], None] | None = None,
+    ) -> None:
+        self._backend = backend
+        self._worker_id = worker_id
+        self._max_batch = max_batch
+        self._linger = linger
+        self._pending: list[Outcome] = []
+        self._ready = asyncio.Event()
+        self._closing = False
+        self._on_persisted = on_persisted
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name="finisher")
+
+    def add(self, outcome: Outcome) -> None:
+        self._pending.append(outcome)
+        self._ready.set()
+
+    @property
+    def pending_ids(self) -> set[str]:
+        return {o.job_id for o in self._pending}
+
+    async def _run(self) -> None:
+        while not (self._closing and not self._pending):
+            await self._ready.wait()
+            if len(self._pending) < self._max_batch and not self._closing:
+                await asyncio.sleep(self._linger)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+        if not self._pending:
+            self._ready.clear()
+        if not batch:
+            return
+        delay = 0.05
+        while True:
+            try:
+                accepted = await self._backend.finish(self._worker_id, batch)
+                break
+            except Exception as exc:  # keep the outcomes; the database may come back
+                log.warning("could not persist %d outcomes (%s); retrying", len(batch), exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        dropped = [o.job_id for o in batch if o.job_id not in accepted]
+        if dropped:
+            log.warning("late results dropped (lease lost or job cancelled): %s", dropped)
+        if self._on_persisted is not None:
+            self._on_persisted(batch, accepted)
+
+    async def close(self) -> None:
+        """Flush everything; returns when all outcomes are persisted."""
+        self._closing = True
+        self._ready.set()
+        if self.task is not None:
+            await self.task

@@ -1,0 +1,324 @@
+"""The worker loop: claim what fits, run it, persist outcomes in batches, stop cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from conveyor.domain.ids import uuid7
+from conveyor.store.backend import Listener, QueueBackend
+from conveyor.store.records import ClaimedJob, ErrorInfo, Outcome
+from conveyor.worker.context import JobContext, JobInfo
+from conveyor.worker.executor import Pools, execute
+from conveyor.worker.finisher import Finisher
+from conveyor.worker.registry import Registry
+
+log = logging.getLogger("conveyor.worker")
+
+
+@dataclass
+class WorkerConfig:
+    queues: dict[str, int | None]  # queue name -> its own concurrency cap, or None
+    concurrency: int = 16
+    poll_interval: float = 1.0
+    lease_s: float = 60.0
+    heartbeat_interval: float = 5.0
+    grace: float = 30.0
+    burst: bool = False  # drain what is queued, then exit
+    threads: int = 8
+    processes: int | None = None
+
+    @staticmethod
+    def parse_queues(spec: str) -> dict[str, int | None]:
+        """`"a,b=2"`: queue a unbounded, queue b at most 2 jobs at once on this worker."""
+        queues: dict[str, int | None] = {}
+        for part in (p.strip() for p in spec.split(",")):
+            if not part:
+                continue
+            name, _, cap = part.partition("=")
+            queues[name.strip()] = int(cap) if cap else None
+        if not queues:
+            raise ValueError("at least one queue is needed")
+        return queues
+
+
+@dataclass
+class _Running:
+    job: ClaimedJob
+    ctx: JobContext
+    task: asyncio.Task[None]
+    claimed_at: float
+    interrupted: str | None = None  # why the worker stopped it: "cancelled", "lost", "released"
+
+
+@dataclass
+class _Stats:
+    claimed: int = 0
+    finished: int = 0
+    dropped: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class Worker:
+    """One worker process's engine; `run()` returns an exit code."""
+
+    def __init__(
+        self,
+        backend: QueueBackend,
+        registry: Registry,
+        config: WorkerConfig,
+        settings: object = None,
+    ) -> None:
+        self.backend = backend
+        self.registry = registry
+        self.config = config
+        self.settings = settings
+        self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid7()[-12:]}"
+        self.stats = _Stats()
+        self._running: dict[str, _Running] = {}
+        self._per_queue: dict[str, int] = dict.fromkeys(config.queues, 0)
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._force = asyncio.Event()
+        self._failure: str | None = None
+        self._pools = Pools(config.threads, config.processes)
+        self._finisher = Finisher(backend, self.id, on_persisted=self._persisted)
+        self._listener: Listener | None = None
+
+    # ---- control ---------------------------------------------------------------------------
+    def stop(self, force: bool = False) -> None:
+        """First call: finish running jobs within the grace period. Second: stop at once."""
+        if self._stop.is_set() or force:
+            self._force.set()
+        self._stop.set()
+        self._wake.set()
+
+    @property
+    def running_ids(self) -> set[str]:
+        return set(self._running)
+
+    # ---- main ------------------------------------------------------------------------------
+    async def run(self) -> int:
+        cfg = self.config
+        await self.backend.register_worker(
+            self.id, socket.gethostname(), os.getpid(), list(cfg.queues), cfg.concurrency
+        )
+        self._listener = await self.backend.listen(self._on_jobs, self._on_cancel)
+        self._finisher.start()
+        heartbeat = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
+        monitor = asyncio.create_task(self._monitor(heartbeat), name="monitor")
+        log.info(
+            "worker %s started: queues=%s concurrency=%d", self.id, cfg.queues, cfg.concurrency
+        )
+        try:
+            await self._claim_loop()
+        finally:
+            await self._shutdown(heartbeat, monitor)
+        return 1 if self._failure else 0
+
+    async def _claim_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            want = self._free_slots()
+            got = await self._claim(want) if want >= self._claim_threshold() else 0
+            if self.config.burst and got == 0 and not self._running:
+                log.info("burst mode: queue drained")
+                return
+            if got and got == want:
+                continue  # there may be more waiting
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.poll_interval):
+                    await self._wake.wait()
+
+    def _free_slots(self) -> int:
+        return self.config.concurrency - len(self._running)
+
+    def _claim_threshold(self) -> int:
+        """Claim in batches while busy; claim a single job at once when idle."""
+        if not self._running:
+            return 1
+        return max(1, self.config.concurrency // 4)
+
+    async def _claim(self, free: int) -> int:
+        got = 0
+        for queues, limit in self._claim_plan(free):
+            try:
+                jobs = await self.backend.claim(self.id, queues, limit, self.config.lease_s)
+            except Exception as exc:
+                log.warning("claim failed: %s", exc)
+                return got
+            for job in jobs:
+                self._start(job)
+            got += len(jobs)
+        return got
+
+    def _claim_plan(self, free: int) -> list[tuple[list[str], int]]:
+        """Capped queues are claimed one by one within their cap; the rest together."""
+        plan: list[tuple[list[str], int]] = []
+        open_queues: list[str] = []
+        for name, cap in self.config.queues.items():
+            if cap is None:
+                open_queues.append(name)
+            elif (room := min(free, cap - self._per_queue[name])) > 0:
+                plan.append(([name], room))
+                free -= room
+        if open_queues and free > 0:
+            plan.append((open_queues, free))
+        return plan
+
+    def _start(self, job: ClaimedJob) -> None:
+        info = JobInfo(
+            id=job.id,
+            type=job.type,
+            queue=job.queue,
+            attempt=job.attempt,
+            max_attempts=job.max_attempts,
+            owner_id=job.owner_id,
+            idempotency_key=job.idempotency_key or job.id,
+        )
+        ctx = JobContext(info, self._progress, asyncio.get_running_loop(), self.settings)
+        task = asyncio.create_task(self._run_job(job, ctx), name=f"job-{job.id}")
+        self._running[job.id] = _Running(job, ctx, task, time.monotonic())
+        self._per_queue[job.queue] = self._per_queue.get(job.queue, 0) + 1
+        self.stats.claimed += 1
+
+    async def _run_job(self, job: ClaimedJob, ctx: JobContext) -> None:
+        outcome: Outcome | None
+        try:
+            spec = self.registry.get(job.type)
+        except Exception as exc:
+            outcome = Outcome(
+                job.id, job.attempt, "failed", error=ErrorInfo("UnknownJobType", str(exc))
+            )
+        else:
+            try:
+                outcome = await execute(spec, job, ctx, self._pools)
+            except asyncio.CancelledError:
+                outcome = None
+        entry = self._running.pop(job.id, None)
+        self._per_queue[job.queue] -= 1
+        if outcome is not None and (entry is None or entry.interrupted is None):
+            self._finisher.add(outcome)
+        elif entry is not None:
+            log.info("job %s stopped: %s", job.id, entry.interrupted)
+        self._wake.set()
+
+    async def _progress(self, job_id: str, attempt: int, percent: int, message: str | None) -> bool:
+        return await self.backend.set_progress(self.id, job_id, attempt, percent, message)
+
+    def _persisted(self, batch: list[Outcome], accepted: set[str]) -> None:
+        self.stats.finished += len(accepted)
+        self.stats.dropped += len(batch) - len(accepted)
+
+    # ---- interruptions ---------------------------------------------------------------------
+    def _on_jobs(self, _queue: str) -> None:
+        self._wake.set()
+
+    def _on_cancel(self, job_id: str) -> None:
+        self._interrupt(job_id, "cancelled")
+
+    def _interrupt(self, job_id: str, reason: str) -> None:
+        entry = self._running.get(job_id)
+        if entry is None or entry.interrupted:
+            return
+        entry.interrupted = reason
+        # Async handlers get CancelledError; a sync handler's thread cannot be killed, so it
+        # is told through ctx and its result, if any, is dropped. Either way the slot frees.
+        entry.ctx.cancel()
+        entry.task.cancel()
+
+    # ---- background ------------------------------------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        last_ok = time.monotonic()
+        while True:
+            await asyncio.sleep(self.config.heartbeat_interval)
+            started = time.monotonic()
+            try:
+                owned = await self.backend.heartbeat(self.id, self.config.lease_s)
+            except Exception as exc:
+                if time.monotonic() - last_ok > self.config.lease_s:
+                    raise RuntimeError("no heartbeat for a whole lease") from exc
+                log.warning("heartbeat failed: %s", exc)
+                continue
+            last_ok = started
+            for job_id, entry in list(self._running.items()):
+                if job_id not in owned and entry.claimed_at < started:
+                    self._interrupt(job_id, "lost")
+
+    async def _monitor(self, heartbeat: asyncio.Task[None]) -> None:
+        """Stop the worker instead of running half-broken when a side task dies."""
+        while not self._stop.is_set():
+            await asyncio.sleep(0.2)
+            if heartbeat.done():
+                self._fail(f"heartbeat stopped: {_describe(heartbeat)}")
+            elif self._listener is not None and not self._listener.alive():
+                self._fail("the wake-up listener stopped")
+            elif self._finisher.task is not None and self._finisher.task.done():
+                self._fail(f"the finisher stopped: {_describe(self._finisher.task)}")
+
+    def _fail(self, reason: str) -> None:
+        log.error("worker %s stopping: %s", self.id, reason)
+        self._failure = reason
+        self.stop()
+
+    # ---- shutdown --------------------------------------------------------------------------
+    async def _shutdown(self, heartbeat: asyncio.Task[None], monitor: asyncio.Task[None]) -> None:
+        await self._drain_running()
+        leftover = [job_id for job_id in self._running]
+        for job_id in leftover:
+            self._interrupt(job_id, "released")
+        if leftover:
+            await asyncio.gather(
+                *(self._running[j].task for j in leftover if j in self._running),
+                return_exceptions=True,
+            )
+        with contextlib.suppress(Exception):
+            await self._finisher.close()
+        if leftover:
+            released = await self.backend.release(self.id, leftover)
+            log.info("released %d jobs back to the queue", len(released))
+        for task in (heartbeat, monitor):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._listener is not None:
+            await self._listener.close()
+        self._pools.shutdown()
+        with contextlib.suppress(Exception):
+            await self.backend.unregister_worker(self.id)
+        log.info(
+            "worker %s stopped (%d claimed, %d finished)",
+            self.id,
+            self.stats.claimed,
+            self.stats.finished,
+        )
+
+    async def _drain_running(self) -> None:
+        """Let running jobs finish within the grace period, unless told to stop at once."""
+        tasks = [entry.task for entry in self._running.values()]
+        if not tasks or self._force.is_set():
+            return
+        log.info("waiting up to %.0f s for %d running jobs", self.config.grace, len(tasks))
+        force = asyncio.create_task(self._force.wait())
+        pending: set[asyncio.Task[Any]] = set(tasks)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.grace):
+                while pending and not force.done():
+                    _, pending = await asyncio.wait(
+                        {force, *pending}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    pending.discard(force)
+        force.cancel()
+
+
+def _describe(task: asyncio.Task[None]) -> str:
+    if task.cancelled():
+        return "cancelled"
+    exc = task.exception()
+    return repr(exc) if exc else "returned"

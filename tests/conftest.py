@@ -1,0 +1,126 @@
+"""Fixtures: a real SQLite file and a real PostgreSQL database per test, both migrated.
+
+PostgreSQL tests copy a template database migrated once per session (fast). Without a
+server they are skipped on a laptop, and fail in CI (CI=true), where a missing service is a
+broken machine, not a reason to pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from conveyor.store.backend import QueueBackend
+from conveyor.store.database import Database
+from conveyor.store.factory import open_backend
+from conveyor.store.migrate import migrate
+
+PG_HOST = os.environ.get("CONVEYOR_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("CONVEYOR_TEST_PG_PORT", "5432"))
+PG_USER = os.environ.get("CONVEYOR_TEST_PG_USER", "postgres")
+PG_ADMIN_DB = os.environ.get("CONVEYOR_TEST_PG_DB", "test")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pg_url(database: str) -> str:
+    return f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{database}"
+
+
+def _missing(service: str, why: object) -> None:
+    message = f"{service} is not reachable ({why})"
+    if IN_CI:
+        pytest.fail(f"{message}: CI needs it running")
+    pytest.skip(message)
+
+
+async def _pg_admin() -> asyncpg.Connection:
+    return await asyncpg.connect(
+        host=PG_HOST, port=PG_PORT, user=PG_USER, database=PG_ADMIN_DB, timeout=5
+    )
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A migrated PostgreSQL database that each test copies."""
+    name = f"conveyor_tpl_{os.getpid()}"
+
+    async def create() -> None:
+        admin = await _pg_admin()
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        db = Database(pg_url(name))
+        try:
+            await migrate(db)
+        finally:
+            await db.dispose()
+
+    try:
+        asyncio.run(create())
+    except (OSError, asyncpg.PostgresError) as exc:
+        _missing("PostgreSQL", exc)
+    yield name
+    asyncio.run(_drop(name))
+
+
+async def _drop(name: str) -> None:
+    admin = await _pg_admin()
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("tpl") / "template.db"
+
+    async def create() -> None:
+        db = Database(f"sqlite:///{path}")
+        try:
+            await migrate(db)
+        finally:
+            await db.dispose()
+
+    asyncio.run(create())
+    return path
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated database of each kind."""
+    if request.param == "sqlite":
+        target = tmp_path / "conveyor.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), target)
+        yield f"sqlite:///{target}"
+        return
+    template = request.getfixturevalue("pg_template")
+    name = f"conveyor_t_{uuid.uuid4().hex[:12]}"
+
+    async def create() -> None:
+        admin = await _pg_admin()
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        finally:
+            await admin.close()
+
+    asyncio.run(create())
+    yield pg_url(name)
+    asyncio.run(_drop(name))
+
+
+@pytest.fixture
+async def backend(db_url: str) -> AsyncIterator[QueueBackend]:
+    opened = open_backend(db_url)
+    yield opened
+    await opened.close()
