@@ -52,10 +52,13 @@ async def test_enqueue_in_the_callers_transaction_rolls_back_with_it(
     class Boom(Exception):
         pass
 
-    with pytest.raises(Boom):
+    async def enqueue_then_fail() -> None:
         async with backend.transaction() as conn:
             await backend.enqueue([job()], conn=conn)
             raise Boom
+
+    with pytest.raises(Boom):
+        await enqueue_then_fail()
     assert await backend.claim(W, ["default"], 10, 30) == []
 
     async with backend.transaction() as conn:
@@ -247,7 +250,12 @@ async def test_prune_deletes_old_finished_jobs_only(backend: QueueBackend) -> No
     failed = await _job_in_state(backend, "failed")
     live = [await _job_in_state(backend, s) for s in ("queued", "scheduled", "running")]
     future = utcnow() + timedelta(seconds=1)
-    assert await backend.prune(completed_before=future, failed_before=utcnow() - timedelta(days=1), batch=1) == 1
+    assert (
+        await backend.prune(
+            completed_before=future, failed_before=utcnow() - timedelta(days=1), batch=1
+        )
+        == 1
+    )
     with pytest.raises(NotFound):
         await backend.get(done)
     assert (await backend.get(failed)).state is JobState.FAILED

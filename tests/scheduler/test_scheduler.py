@@ -1,0 +1,148 @@
+"""Cron fires exactly once per fire time, one leader at a time, maintenance on the leader."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from conveyor.domain.states import JobState
+from conveyor.errors import Conflict, InvalidInput, UnknownJobType
+from conveyor.scheduler.scheduler import Scheduler, SchedulerConfig
+from conveyor.services.jobs import JobService
+from conveyor.services.schedules import ScheduleService
+from conveyor.store.backend import QueueBackend, utcnow
+from conveyor.store.factory import open_backend
+from conveyor.store.records import NewJob, NewSchedule
+from conveyor.worker.registry import load_handlers
+
+
+def services(backend: QueueBackend) -> ScheduleService:
+    return ScheduleService(backend, JobService(backend, load_handlers([])))
+
+
+async def make_due(backend: QueueBackend, schedule_id: str) -> None:
+    """Pretend the next fire time has come, without waiting a real minute."""
+    past = utcnow() - timedelta(seconds=1)
+    await backend.update_schedule(schedule_id, None, next_fire_at=past)
+
+
+async def test_two_schedulers_firing_together_fire_once(db_url: str) -> None:
+    one, two = open_backend(db_url), open_backend(db_url)
+    try:
+        first, second = services(one), services(two)
+        schedule = await first.create(
+            NewSchedule(name="tick", cron="* * * * *", job_type="noop", payload={})
+        )
+        await make_due(one, schedule.id)
+        fired = await asyncio.gather(*(s.fire_due() for s in (first, second, first, second)))
+        assert sum(fired) == 1
+        (fire,) = await one.fires_of(schedule.id)
+        job = await one.get(fire[1])
+        assert job.schedule_id == schedule.id and job.type == "noop"
+        after = await one.get_schedule(schedule.id)
+        assert after.next_fire_at is not None and after.next_fire_at > utcnow()
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_a_fire_time_already_taken_is_not_fired_again(backend: QueueBackend) -> None:
+    svc = services(backend)
+    schedule = await svc.create(
+        NewSchedule(name="s", cron="*/5 * * * *", job_type="noop", payload={})
+    )
+    fire_at = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+    stale = replace(schedule, next_fire_at=schedule.next_fire_at)
+    job_one = svc.job_for(stale, fire_at)
+    job_two = svc.job_for(stale, fire_at)
+    later = fire_at + timedelta(minutes=5)
+    assert await backend.fire_schedule(stale, fire_at, job_one, later)
+    assert not await backend.fire_schedule(stale, fire_at, job_two, later)
+    assert len(await backend.fires_of(schedule.id)) == 1
+
+
+async def test_paused_schedules_do_not_fire_and_resume_recomputes(backend: QueueBackend) -> None:
+    svc = services(backend)
+    schedule = await svc.create(
+        NewSchedule(name="p", cron="* * * * *", job_type="noop", payload={})
+    )
+    await svc.pause(schedule.id)
+    await make_due(backend, schedule.id)
+    assert await svc.fire_due() == 0
+    resumed = await svc.resume(schedule.id)
+    assert not resumed.paused and resumed.next_fire_at is not None
+    assert resumed.next_fire_at > utcnow()
+
+
+async def test_time_zones_follow_local_wall_clock(backend: QueueBackend) -> None:
+    svc = services(backend)
+    schedule = await svc.create(
+        NewSchedule(
+            name="tokyo-9am", cron="0 9 * * *", timezone="Asia/Tokyo", job_type="noop", payload={}
+        )
+    )
+    assert schedule.next_fire_at is not None
+    assert schedule.next_fire_at.astimezone(UTC).hour == 0  # 09:00 JST is 00:00 UTC
+
+
+async def test_bad_schedules_are_refused(backend: QueueBackend) -> None:
+    svc = services(backend)
+    with pytest.raises(InvalidInput):
+        await svc.create(NewSchedule(name="x", cron="61 * * * *", job_type="noop", payload={}))
+    with pytest.raises(InvalidInput):
+        await svc.create(
+            NewSchedule(
+                name="x", cron="* * * * *", timezone="Mars/Base", job_type="noop", payload={}
+            )
+        )
+    with pytest.raises(UnknownJobType):
+        await svc.create(NewSchedule(name="x", cron="* * * * *", job_type="nope", payload={}))
+    with pytest.raises(InvalidInput):
+        await svc.create(
+            NewSchedule(name="x", cron="* * * * *", job_type="sleep", payload={"seconds": -1})
+        )
+    await svc.create(NewSchedule(name="x", cron="* * * * *", job_type="noop", payload={}))
+    with pytest.raises(Conflict):
+        await svc.create(NewSchedule(name="x", cron="* * * * *", job_type="noop", payload={}))
+    assert len(await backend.list_schedules()) == 1
+
+
+async def test_only_one_scheduler_leads(db_url: str) -> None:
+    one, two = open_backend(db_url), open_backend(db_url)
+    config = SchedulerConfig(leader_ttl=1.0)
+    first = Scheduler(one, services(one), config)
+    second = Scheduler(two, services(two), config)
+    second.id = "other-scheduler"
+    second._leadership = two.leadership("scheduler", second.id, config.leader_ttl)
+    try:
+        reports = [await first.tick(), await second.tick(), await first.tick()]
+        assert [r.leader for r in reports] == [True, False, True]
+        await first._leadership.release()
+        assert (await second.tick()).leader
+        assert not (await first.tick()).leader
+    finally:
+        await first._leadership.release()
+        await second._leadership.release()
+        await one.close()
+        await two.close()
+
+
+async def test_leader_tick_promotes_rescues_and_prunes(backend: QueueBackend) -> None:
+    config = SchedulerConfig(prune_every=0, prune_completed_after=0)
+    scheduler = Scheduler(backend, services(backend), config)
+    (due,) = await backend.enqueue(
+        [NewJob(type="noop", payload={}, run_at=utcnow() + timedelta(seconds=0.2))]
+    )
+    (lost,) = await backend.enqueue([NewJob(type="noop", payload={}, max_attempts=2)])
+    await backend.claim("gone", ["default"], 1, lease_s=0.1)
+    await asyncio.sleep(0.3)
+    report = await scheduler.tick()
+    try:
+        assert report.leader and report.promoted == 1 and report.requeued == 1
+        assert (await backend.get(due.id)).state is JobState.QUEUED
+        assert (await backend.get(lost.id)).state is JobState.QUEUED
+    finally:
+        await scheduler._leadership.release()
