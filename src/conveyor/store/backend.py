@@ -71,22 +71,6 @@ class QueueBackend(ABC):
 
     # ---- dialect hooks -------------------------------------------------------------------
     @abstractmethod
-    async def _claim(
-        self,
-        conn: AsyncConnection,
-        worker_id: str,
-        queues: Sequence[str],
-        limit: int,
-        now: datetime,
-        lease: datetime,
-    ) -> Sequence[Row[Any]]: ...
-
-    @abstractmethod
-    async def _finish(
-        self, conn: AsyncConnection, worker_id: str, outcomes: Sequence[Outcome], now: datetime
-    ) -> set[str]: ...
-
-    @abstractmethod
     async def _rescue(
         self, conn: AsyncConnection, now: datetime, limit: int
     ) -> Sequence[Row[Any]]: ...
@@ -173,24 +157,15 @@ class QueueBackend(ABC):
         return found
 
     # ---- the worker's operations -------------------------------------------------------------
+    @abstractmethod
     async def claim(
         self, worker_id: str, queues: Sequence[str], limit: int, lease_s: float
     ) -> list[ClaimedJob]:
-        if limit <= 0 or not queues:
-            return []
-        now = utcnow()
-        async with self.db.write() as conn:
-            rows = await self._claim(
-                conn, worker_id, queues, limit, now, now + timedelta(seconds=lease_s)
-            )
-        return [_claimed(row) for row in rows]
+        """Take up to `limit` queued jobs of these queues, highest priority first."""
 
+    @abstractmethod
     async def finish(self, worker_id: str, outcomes: Sequence[Outcome]) -> set[str]:
         """Persist outcomes in one transaction; returns the ids accepted (the rest were fenced)."""
-        if not outcomes:
-            return set()
-        async with self.db.write() as conn:
-            return await self._finish(conn, worker_id, outcomes, utcnow())
 
     async def heartbeat(self, worker_id: str, lease_s: float) -> set[str]:
         """Extend the leases of all this worker's running jobs; returns the ids it still owns."""
@@ -713,7 +688,7 @@ def _must(value: Any) -> datetime:
     return aware
 
 
-def _claimed(row: Row[Any]) -> ClaimedJob:
+def claimed_job(row: Any) -> ClaimedJob:
     return ClaimedJob(
         id=row.id,
         type=row.type,

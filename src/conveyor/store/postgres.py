@@ -7,8 +7,9 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -16,10 +17,12 @@ from sqlalchemy import Row
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from conveyor.store.backend import Callback, Leadership, Listener, QueueBackend
+from conveyor.domain.states import JobState
+from conveyor.errors import Unavailable
+from conveyor.store.backend import Callback, Leadership, Listener, QueueBackend, utcnow
 from conveyor.store.database import Database, plain_postgres_dsn
-from conveyor.store.records import Outcome
-from conveyor.store.sql import CLAIM_COLUMNS, RETURNING_CLAIM, typed
+from conveyor.store.records import ClaimedJob, Enqueued, NewJob, Outcome
+from conveyor.store.sql import RETURNING_CLAIM, typed
 from conveyor.store.tables import jobs, schedule_fires
 
 log = logging.getLogger("conveyor.store.postgres")
@@ -28,64 +31,73 @@ JOBS_CHANNEL = "conveyor_jobs"
 CANCEL_CHANNEL = "conveyor_cancel"
 KEEPALIVE_SECONDS = 5.0
 
-_CLAIM = typed(
-    f"""
+# The hot path runs on a raw asyncpg pool: one prepared statement per operation whatever the
+# batch size (arrays in, rows out), without SQLAlchemy's per-statement overhead.
+_CLAIM = f"""
     WITH picked AS (
         SELECT id FROM jobs
-        WHERE state = 'queued' AND queue = ANY(CAST(:queues AS text[]))
+        WHERE state = 'queued' AND queue = ANY($1::text[])
         ORDER BY priority DESC, run_at, id
-        LIMIT :limit
+        LIMIT $2
         FOR UPDATE SKIP LOCKED
     )
-    UPDATE jobs SET state = 'running', attempt = jobs.attempt + 1, worker_id = :worker,
-        started_at = :now, lease_expires_at = :lease
+    UPDATE jobs SET state = 'running', attempt = jobs.attempt + 1, worker_id = $3,
+        started_at = $4, lease_expires_at = $5
     FROM picked WHERE jobs.id = picked.id
     RETURNING {RETURNING_CLAIM}
-    """,
-    times=("now", "lease"),
-    columns=CLAIM_COLUMNS,
-)
+"""
 
 _FENCE = (
-    "jobs.id = v.id AND jobs.state = 'running' AND jobs.worker_id = :worker "
-    "AND jobs.attempt = v.attempt"
+    "jobs.id = v.id AND jobs.state = 'running' AND jobs.worker_id = $1 AND jobs.attempt = v.attempt"
 )
 
-_COMPLETE = typed(
-    f"""
-    UPDATE jobs SET state = 'completed', result = CAST(v.result AS jsonb), progress = 100,
-        finished_at = :now, lease_expires_at = NULL
-    FROM unnest(CAST(:ids AS text[]), CAST(:attempts AS int[]), CAST(:payloads AS text[]))
-        AS v(id, attempt, result)
+_COMPLETE = f"""
+    UPDATE jobs SET state = 'completed', result = v.result::jsonb, progress = 100,
+        finished_at = $2, lease_expires_at = NULL
+    FROM unnest($3::text[], $4::int[], $5::text[]) AS v(id, attempt, result)
     WHERE {_FENCE}
     RETURNING jobs.id
-    """,
-    times=("now",),
-)
+"""
 
-_RETRY = typed(
-    f"""
+_RETRY = f"""
     UPDATE jobs SET state = 'retrying', run_at = v.run_at,
-        errors = jobs.errors || jsonb_build_array(CAST(v.error AS jsonb)),
+        errors = jobs.errors || jsonb_build_array(v.error::jsonb),
         worker_id = NULL, lease_expires_at = NULL
-    FROM unnest(CAST(:ids AS text[]), CAST(:attempts AS int[]), CAST(:payloads AS text[]),
-        CAST(:run_ats AS timestamptz[])) AS v(id, attempt, error, run_at)
-    WHERE {_FENCE}
+    FROM unnest($3::text[], $4::int[], $5::text[], $6::timestamptz[])
+        AS v(id, attempt, error, run_at)
+    WHERE {_FENCE} AND $2::timestamptz IS NOT NULL
     RETURNING jobs.id
-    """
-)
+"""
 
-_FAIL = typed(
-    f"""
-    UPDATE jobs SET state = 'failed', finished_at = :now, lease_expires_at = NULL,
-        errors = jobs.errors || jsonb_build_array(CAST(v.error AS jsonb))
-    FROM unnest(CAST(:ids AS text[]), CAST(:attempts AS int[]), CAST(:payloads AS text[]))
-        AS v(id, attempt, error)
+_FAIL = f"""
+    UPDATE jobs SET state = 'failed', finished_at = $2, lease_expires_at = NULL,
+        errors = jobs.errors || jsonb_build_array(v.error::jsonb)
+    FROM unnest($3::text[], $4::int[], $5::text[]) AS v(id, attempt, error)
     WHERE {_FENCE}
     RETURNING jobs.id
-    """,
-    times=("now",),
-)
+"""
+
+_ENQUEUE = """
+    INSERT INTO jobs (id, owner_id, queue, type, payload, priority, state, attempt,
+        max_attempts, run_at, timeout_s, idempotency_key, progress, errors, tags,
+        schedule_id, created_at)
+    SELECT t.id, t.owner_id, t.queue, t.type, t.payload::jsonb, t.priority, t.state, 0,
+        t.max_attempts, t.run_at, t.timeout_s, t.idempotency_key, 0, '[]'::jsonb,
+        t.tags::jsonb, t.schedule_id, $13
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[],
+        $7::text[], $8::int[], $9::timestamptz[], $10::float8[], $11::text[], $12::text[],
+        $14::text[])
+        AS t(id, owner_id, queue, type, payload, priority, state, max_attempts, run_at,
+            timeout_s, idempotency_key, tags, schedule_id)
+    ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id
+"""
+
+_EXISTING = """
+    SELECT jobs.id, jobs.state, jobs.owner_id, jobs.idempotency_key FROM jobs
+    JOIN unnest($1::text[], $2::text[]) AS k(owner_id, idempotency_key)
+        ON jobs.owner_id = k.owner_id AND jobs.idempotency_key = k.idempotency_key
+"""
 
 _RESCUE = typed(
     """
@@ -114,9 +126,12 @@ _NOTIFY = typed("SELECT pg_notify(:channel, :payload)")
 class PostgresBackend(QueueBackend):
     dialect = "postgresql"
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, pool_size: int = 10) -> None:
         super().__init__(db)
         self.dsn = plain_postgres_dsn(db.url)
+        self._pool: asyncpg.Pool | None = None
+        self._pool_lock = asyncio.Lock()
+        self._pool_size = pool_size
 
     def _insert(self) -> Any:
         return pg_insert(jobs)
@@ -124,43 +139,92 @@ class PostgresBackend(QueueBackend):
     def _insert_fire(self) -> Any:
         return pg_insert(schedule_fires)
 
-    async def _claim(
-        self,
-        conn: AsyncConnection,
-        worker_id: str,
-        queues: Sequence[str],
-        limit: int,
-        now: datetime,
-        lease: datetime,
-    ) -> Sequence[Row[Any]]:
-        params = {
-            "worker": worker_id,
-            "now": now,
-            "lease": lease,
-            "queues": list(queues),
-            "limit": limit,
-        }
-        return (await conn.execute(_CLAIM, params)).all()
+    # ---- the hot path, on raw asyncpg ------------------------------------------------------
+    async def _raw_pool(self) -> asyncpg.Pool:
+        async with self._pool_lock:
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(
+                    self.dsn, min_size=1, max_size=self._pool_size, command_timeout=60
+                )
+        return self._pool
 
-    async def _finish(
-        self, conn: AsyncConnection, worker_id: str, outcomes: Sequence[Outcome], now: datetime
-    ) -> set[str]:
+    @asynccontextmanager
+    async def _raw(self) -> AsyncIterator[Any]:
+        """A transaction on the raw pool; a lost server surfaces as `Unavailable`."""
+        try:
+            pool = await self._raw_pool()
+            async with pool.acquire() as conn, conn.transaction():
+                yield conn
+        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError) as exc:
+            raise Unavailable("the database is not reachable; nothing was changed") from exc
+
+    async def enqueue(
+        self, new_jobs: Sequence[NewJob], conn: AsyncConnection | None = None
+    ) -> list[Enqueued]:
+        if not new_jobs:
+            return []
+        now = utcnow()
+        args = _enqueue_args(new_jobs, now)
+        found: Sequence[Any]
+        if conn is not None:  # inside the caller's SQLAlchemy transaction
+            inserted = {r[0] for r in await conn.exec_driver_sql(_ENQUEUE, tuple(args))}
+            dupes = [j for j in new_jobs if j.id not in inserted]
+            found = (await conn.exec_driver_sql(_EXISTING, _key_args(dupes))).all() if dupes else []
+            await self._notify_jobs(conn, _runnable(new_jobs, args, inserted))
+        else:
+            async with self._raw() as raw:
+                inserted = {r[0] for r in await raw.fetch(_ENQUEUE, *args)}
+                dupes = [j for j in new_jobs if j.id not in inserted]
+                found = await raw.fetch(_EXISTING, *_key_args(dupes)) if dupes else []
+                for queue in sorted(_runnable(new_jobs, args, inserted)):
+                    await raw.execute("SELECT pg_notify($1, $2)", JOBS_CHANNEL, queue)
+        existing = _existing(found)
+        states = args[6]
+        return [
+            Enqueued(job.id, True, JobState(state))
+            if job.id in inserted
+            else existing[(job.owner_id, job.idempotency_key)]
+            for job, state in zip(new_jobs, states, strict=True)
+        ]
+
+    async def claim(
+        self, worker_id: str, queues: Sequence[str], limit: int, lease_s: float
+    ) -> list[ClaimedJob]:
+        if limit <= 0 or not queues:
+            return []
+        now = utcnow()
+        lease = now + timedelta(seconds=lease_s)
+        async with self._raw() as raw:
+            rows = await raw.fetch(_CLAIM, list(queues), limit, worker_id, now, lease)
+        return [_claimed(row) for row in rows]
+
+    async def finish(self, worker_id: str, outcomes: Sequence[Outcome]) -> set[str]:
+        if not outcomes:
+            return set()
+        now = utcnow()
         accepted: set[str] = set()
-        for kind, statement in (("completed", _COMPLETE), ("retry", _RETRY), ("failed", _FAIL)):
-            chosen = [o for o in outcomes if o.kind == kind]
-            if not chosen:
-                continue
-            params: dict[str, Any] = {
-                "ids": [o.job_id for o in chosen],
-                "attempts": [o.attempt for o in chosen],
-                "payloads": [_payload_text(o, now, worker_id) for o in chosen],
-                "worker": worker_id,
-                "now": now,
-            }
-            if kind == "retry":
-                params["run_ats"] = [o.retry_at for o in chosen]
-            accepted.update(row.id for row in await conn.execute(statement, params))
+        async with self._raw() as raw:
+            for kind, statement in (("completed", _COMPLETE), ("retry", _RETRY), ("failed", _FAIL)):
+                chosen = [o for o in outcomes if o.kind == kind]
+                if not chosen:
+                    continue
+                args: list[Any] = [
+                    worker_id,
+                    now,
+                    [o.job_id for o in chosen],
+                    [o.attempt for o in chosen],
+                    [_payload_text(o, now, worker_id) for o in chosen],
+                ]
+                if kind == "retry":
+                    args.append([o.retry_at for o in chosen])
+                accepted.update(row[0] for row in await raw.fetch(statement, *args))
         return accepted
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+        await super().close()
 
     async def _rescue(self, conn: AsyncConnection, now: datetime, limit: int) -> Sequence[Row[Any]]:
         params = {"now": now, "now_iso": now.isoformat(), "limit": limit}
@@ -181,6 +245,53 @@ class PostgresBackend(QueueBackend):
 
     def leadership(self, name: str, holder: str, ttl: float) -> Leadership:
         return _AdvisoryLeadership(self.dsn, name)
+
+
+def _enqueue_args(new_jobs: Sequence[NewJob], now: datetime) -> list[Any]:
+    """Column arrays for _ENQUEUE ($13 is the shared created_at)."""
+    columns: list[list[Any]] = [[] for _ in range(13)]
+    for job in new_jobs:
+        run_at = job.run_at or now
+        state = JobState.SCHEDULED if run_at > now else JobState.QUEUED
+        values = (
+            job.id, job.owner_id, job.queue, job.type, json.dumps(job.payload), job.priority,
+            state.value, job.max_attempts, run_at, job.timeout_s, job.idempotency_key,
+            json.dumps(list(job.tags)), job.schedule_id,
+        )  # fmt: skip
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    return [*columns[:12], now, columns[12]]
+
+
+def _existing(rows: Sequence[Any]) -> dict[tuple[str, str | None], Enqueued]:
+    return {(r[2], r[3]): Enqueued(r[0], False, JobState(r[1])) for r in rows}
+
+
+def _key_args(jobs: Sequence[NewJob]) -> tuple[list[str], list[str | None]]:
+    return [j.owner_id for j in jobs], [j.idempotency_key for j in jobs]
+
+
+def _runnable(jobs: Sequence[NewJob], args: list[Any], inserted: set[str]) -> set[str]:
+    return {
+        job.queue
+        for job, state in zip(jobs, args[6], strict=True)
+        if job.id in inserted and state == JobState.QUEUED.value
+    }
+
+
+def _claimed(row: Any) -> ClaimedJob:
+    return ClaimedJob(
+        id=row[0],
+        type=row[1],
+        queue=row[2],
+        payload=json.loads(row[3]),
+        attempt=row[4],
+        max_attempts=row[5],
+        timeout_s=row[6],
+        priority=row[7],
+        owner_id=row[8],
+        idempotency_key=row[9],
+    )
 
 
 def _payload_text(outcome: Outcome, now: datetime, worker_id: str) -> str | None:

@@ -15,9 +15,16 @@ from sqlalchemy import Row
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from conveyor.store.backend import Callback, Leadership, Listener, QueueBackend, utcnow
+from conveyor.store.backend import (
+    Callback,
+    Leadership,
+    Listener,
+    QueueBackend,
+    claimed_job,
+    utcnow,
+)
 from conveyor.store.database import Database
-from conveyor.store.records import Outcome
+from conveyor.store.records import ClaimedJob, Outcome
 from conveyor.store.sql import CLAIM_COLUMNS, RETURNING_CLAIM, typed
 from conveyor.store.tables import jobs, schedule_fires
 from conveyor.store.types import sqlite_time
@@ -150,23 +157,28 @@ class SqliteBackend(QueueBackend):
     def _insert_fire(self) -> Any:
         return sqlite_insert(schedule_fires)
 
-    async def _claim(
-        self,
-        conn: AsyncConnection,
-        worker_id: str,
-        queues: Sequence[str],
-        limit: int,
-        now: datetime,
-        lease: datetime,
-    ) -> Sequence[Row[Any]]:
+    async def claim(
+        self, worker_id: str, queues: Sequence[str], limit: int, lease_s: float
+    ) -> list[ClaimedJob]:
+        if limit <= 0 or not queues:
+            return []
+        now = utcnow()
         params = {
             "worker": worker_id,
             "now": now,
-            "lease": lease,
+            "lease": now + timedelta(seconds=lease_s),
             "queues": json.dumps(list(queues)),
             "limit": limit,
         }
-        return (await conn.execute(_CLAIM, params)).all()
+        async with self.db.write() as conn:
+            rows = (await conn.execute(_CLAIM, params)).all()
+        return [claimed_job(row) for row in rows]
+
+    async def finish(self, worker_id: str, outcomes: Sequence[Outcome]) -> set[str]:
+        if not outcomes:
+            return set()
+        async with self.db.write() as conn:
+            return await self._finish(conn, worker_id, outcomes, utcnow())
 
     async def _finish(
         self, conn: AsyncConnection, worker_id: str, outcomes: Sequence[Outcome], now: datetime

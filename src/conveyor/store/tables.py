@@ -163,3 +163,62 @@ leader_leases = Table(
     Column("holder", String(100), nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
 )
+
+# ---- accounts --------------------------------------------------------------------------------
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("email", String(320), nullable=False),  # stored lower-cased
+    Column("username", String(150), nullable=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("verified", Boolean, nullable=False),
+    Column("disabled", Boolean, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint("role IN ('admin', 'user')", name="role"),
+)
+Index("uq_users_email", users.c.email, unique=True)
+Index("uq_users_username", users.c.username, unique=True)
+
+# Only the newest code of a user is valid: one row per user, replaced on resend.
+otp_codes = Table(
+    "otp_codes",
+    metadata,
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("code_hash", String(128), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("used_at", UTCDateTime, nullable=True),
+)
+
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("jti", String(64), primary_key=True),
+    Column("family_id", String(64), nullable=False),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime, nullable=True),
+    Column("revoked_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+Index("ix_refresh_tokens_family_id", refresh_tokens.c.family_id)
+Index("ix_refresh_tokens_user_id", refresh_tokens.c.user_id)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("prefix", String(32), nullable=False),
+    Column("key_hash", String(128), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_used_at", UTCDateTime, nullable=True),
+    Column("revoked_at", UTCDateTime, nullable=True),
+)
+Index("uq_api_keys_key_hash", api_keys.c.key_hash, unique=True)
+Index("ix_api_keys_user_id", api_keys.c.user_id)

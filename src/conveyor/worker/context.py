@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -47,14 +46,21 @@ class JobContext:
     ) -> None:
         self.info = info
         self.settings = settings
-        self.log = logging.LoggerAdapter(
-            logging.getLogger(f"conveyor.job.{info.type}"),
-            {"job_id": info.id, "job_type": info.type, "attempt": info.attempt},
-        )
         self._sink = progress_sink
         self._loop = loop
-        self._cancelled = threading.Event()
+        self._cancelled = False  # a plain flag: set on the loop, read from any thread
         self._last_progress = 0.0
+        self._log: logging.LoggerAdapter[logging.Logger] | None = None
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger whose lines carry the job id, type and attempt (made on first use)."""
+        if self._log is None:
+            self._log = logging.LoggerAdapter(
+                logging.getLogger(f"conveyor.job.{self.info.type}"),
+                {"job_id": self.info.id, "job_type": self.info.type, "attempt": self.info.attempt},
+            )
+        return self._log
 
     @property
     def job_id(self) -> str:
@@ -70,14 +76,14 @@ class JobContext:
 
     @property
     def cancelled(self) -> bool:
-        return self._cancelled.is_set()
+        return self._cancelled
 
     def cancel(self) -> None:
-        self._cancelled.set()
+        self._cancelled = True
 
     def raise_if_cancelled(self) -> None:
         """For sync handlers: call between steps so a cancel or timeout stops the work."""
-        if self._cancelled.is_set():
+        if self._cancelled:
             raise JobCancelled()
 
     async def progress(self, percent: int, message: str | None = None) -> None:

@@ -55,8 +55,11 @@ async def execute(spec: HandlerSpec, job: ClaimedJob, ctx: JobContext, pools: Po
         return _failed(job, ErrorInfo("InvalidPayload", str(exc)))
     timeout = job.timeout_s if job.timeout_s is not None else spec.timeout
     try:
-        async with asyncio.timeout(timeout):
+        if timeout is None:
             value = await _call(spec, ctx, payload, pools)
+        else:
+            async with asyncio.timeout(timeout):
+                value = await _call(spec, ctx, payload, pools)
         result = spec.result_adapter.dump_python(value, mode="json")
     except TimeoutError:
         ctx.cancel()  # a sync handler still running is told to stop
