@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -124,9 +124,11 @@ def _exit(code: int) -> None:
 def run(
     handlers: Handlers = None,
     concurrency: Annotated[int | None, typer.Option(help="Jobs at once.")] = None,
+    host: Annotated[str | None, typer.Option(help="Address the API listens on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port the API listens on.")] = None,
 ) -> None:
-    """Everything in one process: migrations, worker and scheduler."""
-    settings = _settings(handler_modules=handlers)
+    """Everything in one process: migrations, the API, a worker and the scheduler."""
+    settings = _settings(handler_modules=handlers, host=host, port=port)
     _log_setup(settings)
 
     async def main() -> int:
@@ -135,21 +137,69 @@ def run(
             queues = sorted({*settings.queue_names, *(s.queue for s in engine.registry)})
             worker = engine.worker(",".join(queues), concurrency)
             scheduler = engine.scheduler()
+            server = _server(settings, engine)
 
             def stop(force: bool) -> None:
                 worker.stop(force)
                 scheduler.stop()
+                server.should_exit = True
 
-            async def both() -> int:
-                sched = asyncio.create_task(scheduler.run())
+            async def everything() -> int:
+                tasks = [asyncio.create_task(scheduler.run()), asyncio.create_task(server.serve())]
                 code = await worker.run()
-                scheduler.stop()
-                await sched
+                stop(False)
+                await asyncio.gather(*tasks)
                 return code
 
-            return await _until_signalled([stop], both())
+            return await _until_signalled([stop], everything())
         finally:
             await engine.close()
+
+    _exit(_run(main()))
+
+
+def _server(settings: Settings, engine: Engine | None = None) -> Any:
+    """A uvicorn server for the API whose signals are ours to handle."""
+    import uvicorn
+
+    from conveyor.api.app import create_app
+
+    config = uvicorn.Config(
+        create_app(settings, engine=engine),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        lifespan="on",
+    )
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield  # SIGINT/SIGTERM are handled by `_until_signalled`, for every part at once
+
+    return Server(config)
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    handlers: Handlers = None,
+) -> None:
+    """Serve the HTTP API (run several behind a load balancer to scale)."""
+    settings = _settings(handler_modules=handlers, host=host, port=port)
+    _log_setup(settings)
+
+    async def main() -> int:
+        server = _server(settings)
+
+        def stop(_force: bool) -> None:
+            server.should_exit = True
+
+        await _until_signalled([stop], server.serve())
+        return 0
 
     _exit(_run(main()))
 

@@ -22,6 +22,30 @@ class NotFound(ConveyorError):
     code = "not_found"
 
 
+class Unauthenticated(ConveyorError):
+    """Authentication is required, or the credentials are not valid."""
+
+    code = "unauthenticated"
+
+
+class Forbidden(ConveyorError):
+    """You are not allowed to do this."""
+
+    code = "forbidden"
+
+
+class RateLimited(ConveyorError):
+    """Too many requests; try again later."""
+
+    code = "rate_limited"
+
+
+class PayloadTooLarge(ConveyorError):
+    """The request body is too large."""
+
+    code = "payload_too_large"
+
+
 class Conflict(ConveyorError):
     """The object is not in a state that allows this."""
 

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from conveyor.auth.otp import OtpCodes
+from conveyor.auth.tokens import TokenService
+from conveyor.mail import backend_from_url
 from conveyor.scheduler.scheduler import Scheduler, SchedulerConfig
+from conveyor.services.accounts import AccountService
 from conveyor.services.jobs import JobService
 from conveyor.services.schedules import ScheduleService
 from conveyor.settings import Settings
 from conveyor.store.backend import QueueBackend
 from conveyor.store.factory import open_backend
 from conveyor.store.migrate import migrate
+from conveyor.store.users import UserStore
 from conveyor.worker.registry import Registry, load_handlers
 from conveyor.worker.worker import Worker, WorkerConfig
 
@@ -22,6 +27,7 @@ class Engine:
     registry: Registry
     jobs: JobService
     schedules: ScheduleService
+    accounts: AccountService
 
     @classmethod
     async def open(cls, settings: Settings, *, apply_migrations: bool = False) -> Engine:
@@ -36,7 +42,8 @@ class Engine:
             await backend.close()
             raise
         jobs = JobService(backend, registry)
-        return cls(settings, backend, registry, jobs, ScheduleService(backend, jobs))
+        schedules = ScheduleService(backend, jobs)
+        return cls(settings, backend, registry, jobs, schedules, build_accounts(settings, backend))
 
     def worker(
         self,
@@ -67,4 +74,16 @@ class Engine:
         return Scheduler(self.backend, self.schedules, config)
 
     async def close(self) -> None:
+        await self.accounts.aclose()
         await self.backend.close()
+
+
+def build_accounts(settings: Settings, backend: QueueBackend) -> AccountService:
+    secret = settings.resolved_secret_key()
+    return AccountService(
+        UserStore(backend.db),
+        TokenService(secret),
+        OtpCodes(secret),
+        backend_from_url(settings.mail_url, settings.mail_from),
+        email_verification=settings.email_verification,
+    )

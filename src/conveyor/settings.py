@@ -38,6 +38,15 @@ class Settings(BaseSettings):
     log_format: str = Field("text", pattern="^(text|json)$")
     log_level: str = "INFO"
 
+    # API limits
+    rate_limit_auth: str = "20/minute"
+    rate_limit_submit: str = "600/minute"
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    max_json_depth: int = Field(32, ge=2, le=1000)
+    max_page_size: int = Field(200, ge=1)
+    max_batch_size: int = Field(1000, ge=1)
+    cors_origins: str = ""
+
     # engine
     worker_concurrency: int = Field(default_factory=_default_concurrency, ge=1, le=10_000)
     worker_queues: str = "default"

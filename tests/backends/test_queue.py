@@ -10,7 +10,7 @@ import pytest
 from conveyor.domain.states import JobState
 from conveyor.errors import IllegalTransition, NotFound
 from conveyor.store.backend import QueueBackend, utcnow
-from conveyor.store.records import ErrorInfo, NewJob, Outcome
+from conveyor.store.records import ErrorInfo, JobFilter, NewJob, Outcome
 
 W = "worker-a"
 
@@ -233,7 +233,7 @@ async def test_owner_scoping_hides_other_owners_jobs(backend: QueueBackend) -> N
     with pytest.raises(NotFound):
         await backend.cancel(alices.id, owner_id="bob")
     assert (await backend.get(alices.id, owner_id="alice")).owner_id == "alice"
-    assert [j.id for j in await backend.list_jobs(owner_id="bob")] == []
+    assert [j.id for j in await backend.list_jobs(JobFilter(owner_id="bob"))] == []
 
 
 async def test_progress_is_fenced_to_the_running_attempt(backend: QueueBackend) -> None:
@@ -296,3 +296,36 @@ async def _job_in_state(backend: QueueBackend, state: str) -> str:
         return e.id
     assert (await backend.get(e.id)).state.value == state
     return e.id
+
+
+async def test_list_filters_by_tag_state_and_creation_time(backend: QueueBackend) -> None:
+
+    before = utcnow()
+    tagged = await backend.enqueue(
+        [job(tags=("red", "big")), job(tags=("red",)), job(tags=("blue",))]
+    )
+    after = utcnow()
+    red = await backend.list_jobs(JobFilter(tag="red"))
+    assert {j.id for j in red} == {tagged[0].id, tagged[1].id}
+    assert [j.id for j in await backend.list_jobs(JobFilter(tag="big"))] == [tagged[0].id]
+    assert await backend.list_jobs(JobFilter(created_before=before)) == []
+    assert (
+        len(
+            await backend.list_jobs(
+                JobFilter(created_after=before, created_before=after + timedelta(seconds=1))
+            )
+        )
+        == 3
+    )
+    page = await backend.list_jobs(limit=2)
+    rest = await backend.list_jobs(after_id=page[-1].id, limit=2)
+    assert [j.id for j in page + rest] == [t.id for t in reversed(tagged)]
+
+
+async def test_throughput_counts_finished_jobs_per_minute(backend: QueueBackend) -> None:
+    await _job_in_state(backend, "completed")
+    await _job_in_state(backend, "completed")
+    await _job_in_state(backend, "failed")
+    (point,) = await backend.throughput(utcnow() - timedelta(minutes=5))
+    assert (point.completed, point.failed) == (2, 1)
+    assert point.minute <= utcnow()

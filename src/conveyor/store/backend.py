@@ -13,7 +13,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Row, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conveyor.domain.states import CANCELLABLE, USER_RETRYABLE, JobState, check_transition
@@ -22,6 +22,7 @@ from conveyor.store.database import Database
 from conveyor.store.records import (
     ClaimedJob,
     Enqueued,
+    JobFilter,
     JobRecord,
     NewJob,
     NewSchedule,
@@ -29,6 +30,7 @@ from conveyor.store.records import (
     QueueCount,
     RescueReport,
     ScheduleRecord,
+    ThroughputPoint,
     WorkerInfo,
 )
 from conveyor.store.tables import jobs, schedule_fires, schedules, workers
@@ -341,29 +343,65 @@ class QueueBackend(ABC):
             raise Conflict(f"a {current.state.value} job cannot be deleted; cancel it first")
 
     async def list_jobs(
-        self,
-        *,
-        owner_id: str | None = None,
-        states: Sequence[JobState] = (),
-        queue: str | None = None,
-        job_type: str | None = None,
-        after_id: str | None = None,
-        limit: int = 50,
+        self, where: JobFilter | None = None, *, after_id: str | None = None, limit: int = 50
     ) -> list[JobRecord]:
         """Newest first, cursor-paginated by id (ids are time-ordered)."""
-        query = select(jobs).order_by(jobs.c.id.desc()).limit(limit)
-        if owner_id is not None:
-            query = query.where(jobs.c.owner_id == owner_id)
-        if states:
-            query = query.where(jobs.c.state.in_([s.value for s in states]))
-        if queue is not None:
-            query = query.where(jobs.c.queue == queue)
-        if job_type is not None:
-            query = query.where(jobs.c.type == job_type)
+        query = select(jobs).where(*self.filter_clauses(where or JobFilter()))
         if after_id is not None:
             query = query.where(jobs.c.id < after_id)
+        query = query.order_by(jobs.c.id.desc()).limit(limit)
         async with self.db.read() as conn:
             return [_job_record(row) for row in await conn.execute(query)]
+
+    def filter_clauses(self, where: JobFilter) -> list[ColumnElement[bool]]:
+        clauses: list[ColumnElement[bool]] = []
+        if where.owner_id is not None:
+            clauses.append(jobs.c.owner_id == where.owner_id)
+        if where.states:
+            clauses.append(jobs.c.state.in_([s.value for s in where.states]))
+        if where.queue is not None:
+            clauses.append(jobs.c.queue == where.queue)
+        if where.type is not None:
+            clauses.append(jobs.c.type == where.type)
+        if where.tag is not None:
+            clauses.append(self._has_tag(where.tag))
+        if where.created_after is not None:
+            clauses.append(jobs.c.created_at >= where.created_after)
+        if where.created_before is not None:
+            clauses.append(jobs.c.created_at < where.created_before)
+        return clauses
+
+    @abstractmethod
+    def _has_tag(self, tag: str) -> ColumnElement[bool]: ...
+
+    @abstractmethod
+    def _minute(self, column: Any) -> ColumnElement[Any]:
+        """The column truncated to its minute (a time, or its sortable text on SQLite)."""
+
+    async def throughput(
+        self, since: datetime, owner_id: str | None = None
+    ) -> list[ThroughputPoint]:
+        """Jobs finished per minute since `since`, completed and failed."""
+        minute = self._minute(jobs.c.finished_at).label("minute")
+        query = (
+            select(minute, jobs.c.state, func.count())
+            .where(
+                jobs.c.finished_at >= since,
+                jobs.c.state.in_([JobState.COMPLETED.value, JobState.FAILED.value]),
+            )
+            .group_by(minute, jobs.c.state)
+        )
+        if owner_id is not None:
+            query = query.where(jobs.c.owner_id == owner_id)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        points: dict[datetime, dict[str, int]] = {}
+        for value, state, count in rows:
+            points.setdefault(_must(value), {})[state] = count
+        return [
+            ThroughputPoint(m, c.get("completed", 0), c.get("failed", 0))
+            for m, c in sorted(points.items())
+        ]
 
     async def counts(self, owner_id: str | None = None) -> list[QueueCount]:
         query = select(

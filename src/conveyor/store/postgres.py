@@ -13,7 +13,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
-from sqlalchemy import Row
+from sqlalchemy import Boolean, ColumnElement, Row, cast, func, literal
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -135,6 +136,13 @@ class PostgresBackend(QueueBackend):
 
     def _insert(self) -> Any:
         return pg_insert(jobs)
+
+    def _has_tag(self, tag: str) -> ColumnElement[bool]:
+        wanted = cast(literal(json.dumps([tag])), JSONB)
+        return jobs.c.tags.op("@>", return_type=Boolean)(wanted)
+
+    def _minute(self, column: Any) -> ColumnElement[Any]:
+        return func.date_trunc("minute", column)
 
     def _insert_fire(self) -> Any:
         return pg_insert(schedule_fires)

@@ -173,3 +173,23 @@ class ScheduleRecord:
     last_fire_at: datetime | None
     created_at: datetime
     updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Which jobs a listing (or a bulk action) covers; `owner_id=None` means every owner."""
+
+    owner_id: str | None = None
+    states: tuple[JobState, ...] = ()
+    queue: str | None = None
+    type: str | None = None
+    tag: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ThroughputPoint:
+    minute: datetime
+    completed: int
+    failed: int

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row
+from sqlalchemy import ColumnElement, Row, exists, func, literal, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -153,6 +153,13 @@ class SqliteBackend(QueueBackend):
 
     def _insert(self) -> Any:
         return sqlite_insert(jobs)
+
+    def _has_tag(self, tag: str) -> ColumnElement[bool]:
+        each = func.json_each(jobs.c.tags).table_valued("value")
+        return exists(select(1).select_from(each).where(each.c.value == tag))
+
+    def _minute(self, column: Any) -> ColumnElement[Any]:
+        return func.substr(column, 1, 16) + literal(":00")
 
     def _insert_fire(self) -> Any:
         return sqlite_insert(schedule_fires)

@@ -1,0 +1,1 @@
+"""The HTTP door: FastAPI routers onto the services. No SQL here; no business rules either."""

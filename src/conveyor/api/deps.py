@@ -1,0 +1,104 @@
+"""Named dependencies: who is calling, what they may see, and the rate limits they meet."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from conveyor.api.ratelimit import RateLimits
+from conveyor.auth.api_keys import looks_like_api_key
+from conveyor.errors import Forbidden, Unauthenticated
+from conveyor.runtime import Engine
+from conveyor.services.accounts import AccountService, User
+from conveyor.settings import Settings
+
+
+@dataclass
+class AppContext:
+    """Everything a request handler may use, built once per app by the lifespan."""
+
+    settings: Settings
+    engine: Engine
+    accounts: AccountService
+    limits: RateLimits
+
+
+def get_context(request: Request) -> AppContext:
+    context: AppContext = request.app.state.conveyor
+    return context
+
+
+Context = Annotated[AppContext, Depends(get_context)]
+_bearer = HTTPBearer(auto_error=False, description="An access token (JWT) or an API key (cvk_...)")
+
+
+def bearer_token(request: Request) -> str:
+    """`Bearer <token>`, or the bare token (as reference 004's clients send it)."""
+    header = request.headers.get("authorization", "").strip()
+    scheme, _, value = header.partition(" ")
+    token = value.strip() if scheme.lower() == "bearer" else header
+    if not token or " " in token:
+        raise Unauthenticated("a bearer token is required")
+    return token
+
+
+async def current_user(
+    request: Request,
+    ctx: Context,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    token = bearer_token(request)
+    if looks_like_api_key(token):
+        return await ctx.accounts.user_from_api_key(token)
+    return await ctx.accounts.user_from_access_token(token)
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+async def verified_user(user: CurrentUser) -> User:
+    if not user.verified:
+        raise Forbidden("verify your e-mail address before using jobs")
+    return user
+
+
+VerifiedUser = Annotated[User, Depends(verified_user)]
+
+
+async def admin_user(user: CurrentUser) -> User:
+    if not user.is_admin:
+        raise Forbidden("administrators only")
+    return user
+
+
+AdminUser = Annotated[User, Depends(admin_user)]
+
+
+async def submitting_user(user: VerifiedUser, ctx: Context) -> User:
+    """A verified user within their job-submission rate."""
+    await ctx.limits.check(ctx.settings.rate_limit_submit, "submit", user.id)
+    return user
+
+
+SubmittingUser = Annotated[User, Depends(submitting_user)]
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def limited(scope: str) -> Any:
+    """A per-IP limit on an unauthenticated call (register, login, OTP)."""
+
+    async def check(request: Request, ctx: Context) -> None:
+        await ctx.limits.check(ctx.settings.rate_limit_auth, scope, client_ip(request))
+
+    return Depends(check)
+
+
+def owner_scope(user: User) -> str | None:
+    """The owner a query is limited to: the caller, or nobody in particular for admins."""
+    return None if user.is_admin else user.id

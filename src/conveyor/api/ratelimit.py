@@ -1,0 +1,54 @@
+"""Rate limits with the `limits` library: in memory by default, shared through Redis when set."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+from limits import parse
+from limits.aio.storage import Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
+
+from conveyor.errors import RateLimited
+
+log = logging.getLogger("conveyor.ratelimit")
+
+
+def storage_uri(redis_url: str | None) -> str:
+    if not redis_url:
+        return "async+memory://"
+    return redis_url if redis_url.startswith("async+") else f"async+{redis_url}"
+
+
+class RateLimits:
+    """`check("5/minute", "login", ip)` raises RateLimited with a retry-after when over.
+
+    With Redis, every API process counts in the same window. If Redis cannot be reached the
+    request is let through (and logged): a limiter outage must not take the API down.
+    """
+
+    def __init__(self, redis_url: str | None = None, namespace: str = "conveyor") -> None:
+        storage = storage_from_string(storage_uri(redis_url))
+        assert isinstance(storage, Storage)
+        self.storage = storage
+        self._limiter = MovingWindowRateLimiter(self.storage)
+        self._namespace = namespace
+
+    async def check(self, rule: str, *keys: str) -> None:
+        item = parse(rule)
+        identifiers = (self._namespace, *keys)
+        try:
+            allowed = await self._limiter.hit(item, *identifiers)
+            if allowed:
+                return
+            stats = await self._limiter.get_window_stats(item, *identifiers)
+        except Exception as exc:  # the shared store is down: fail open, loudly
+            log.warning("rate limiter unavailable (%s); letting the request through", exc)
+            return
+        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        raise RateLimited(f"too many requests; retry in {retry_after} s", retry_after=retry_after)
+
+    async def reset(self) -> None:
+        await self.storage.reset()

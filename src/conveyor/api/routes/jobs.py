@@ -1,0 +1,210 @@
+"""Jobs: submit (one or many), list, read, cancel, retry, delete, result, progress, stats."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response, status
+
+from conveyor.api.deps import Context, SubmittingUser, VerifiedUser, owner_scope
+from conveyor.api.schemas import (
+    JobBatchCreate,
+    JobCreate,
+    JobOut,
+    JobPage,
+    JobResult,
+    JobTypeOut,
+    Progress,
+    QueueStats,
+    Stats,
+    ThroughputOut,
+)
+from conveyor.domain.states import JobState
+from conveyor.errors import Conflict, InvalidInput
+from conveyor.services.accounts import User
+from conveyor.services.jobs import Submission
+from conveyor.store.records import JobFilter, JobRecord
+
+router = APIRouter(prefix="/api/v1", tags=["jobs"])
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", min_length=1, max_length=255, description="Dedupes retries."),
+]
+
+
+def _submission(body: JobCreate, header_key: str | None = None) -> Submission:
+    if body.run_at is not None and body.delay is not None:
+        raise InvalidInput("give run_at or delay, not both", field="delay")
+    run_at = body.run_at
+    if body.delay is not None:
+        run_at = datetime.now(UTC) + timedelta(seconds=body.delay)
+    return Submission(
+        type=body.type,
+        payload=body.payload,
+        queue=body.queue,
+        priority=body.priority,
+        max_attempts=body.max_attempts,
+        timeout_s=body.timeout,
+        run_at=run_at,
+        idempotency_key=header_key or body.idempotency_key,
+        tags=tuple(body.tags),
+    )
+
+
+def _out(job: JobRecord, user: User) -> JobOut:
+    """Tracebacks are for administrators; owners see the error type and message."""
+    return JobOut.of(job, tracebacks=user.is_admin)
+
+
+@router.post(
+    "/jobs",
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"description": "an existing job with the same idempotency key"}},
+)
+async def create_job(
+    body: JobCreate,
+    user: SubmittingUser,
+    ctx: Context,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> JobOut:
+    """Submit a job; its payload is validated against the job type's model (see /job-types)."""
+    enqueued = await ctx.engine.jobs.submit(_submission(body, idempotency_key), owner_id=user.id)
+    if not enqueued.created:
+        response.status_code = status.HTTP_200_OK
+    return _out(await ctx.engine.jobs.get(enqueued.id, user.id), user)
+
+
+@router.post("/jobs/batch", status_code=status.HTTP_201_CREATED)
+async def create_jobs(body: JobBatchCreate, user: SubmittingUser, ctx: Context) -> list[JobOut]:
+    """Submit many jobs in one transaction: all are stored, or none."""
+    if len(body.jobs) > ctx.settings.max_batch_size:
+        raise InvalidInput(f"at most {ctx.settings.max_batch_size} jobs per batch")
+    enqueued = await ctx.engine.jobs.submit_many([_submission(j) for j in body.jobs], user.id)
+    jobs = [await ctx.engine.jobs.get(e.id, user.id) for e in enqueued]
+    return [_out(job, user) for job in jobs]
+
+
+@router.get("/jobs")
+async def list_jobs(
+    user: VerifiedUser,
+    ctx: Context,
+    state: Annotated[list[JobState] | None, Query()] = None,
+    type: Annotated[str | None, Query(max_length=100)] = None,
+    queue: Annotated[str | None, Query(max_length=100)] = None,
+    tag: Annotated[str | None, Query(max_length=100)] = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    owner_id: Annotated[str | None, Query(description="Admins only: one owner's jobs.")] = None,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> JobPage:
+    """Your jobs, newest first (admins: everyone's). Follow `next_cursor` for more."""
+    scope = owner_scope(user)
+    where = JobFilter(
+        owner_id=scope if scope is not None else owner_id,
+        states=tuple(state or ()),
+        queue=queue,
+        type=type,
+        tag=tag,
+        created_after=_aware(created_after),
+        created_before=_aware(created_before),
+    )
+    size = min(limit, ctx.settings.max_page_size)
+    jobs = await ctx.engine.backend.list_jobs(where, after_id=cursor, limit=size + 1)
+    more = len(jobs) > size
+    items = [_out(job, user) for job in jobs[:size]]
+    return JobPage(items=items, next_cursor=items[-1].id if more else None)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+@router.get("/jobs/{job_id}")
+async def get_job(job_id: str, user: VerifiedUser, ctx: Context) -> JobOut:
+    return _out(await ctx.engine.jobs.get(job_id, owner_scope(user)), user)
+
+
+@router.post("/jobs/{job_id}/cancel")
+async def cancel_job(job_id: str, user: VerifiedUser, ctx: Context) -> JobOut:
+    """Cancel a scheduled, queued, retrying or running job (a running one is interrupted)."""
+    return _out(await ctx.engine.jobs.cancel(job_id, owner_scope(user)), user)
+
+
+@router.post("/jobs/{job_id}/retry")
+async def retry_job(job_id: str, user: VerifiedUser, ctx: Context) -> JobOut:
+    """Queue a failed or cancelled job again, with fresh attempts."""
+    return _out(await ctx.engine.jobs.retry(job_id, owner_scope(user)), user)
+
+
+@router.delete("/jobs/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_job(job_id: str, user: VerifiedUser, ctx: Context) -> Response:
+    """Delete a finished job (completed, failed or cancelled)."""
+    await ctx.engine.backend.delete_finished(job_id, owner_scope(user))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/jobs/{job_id}/result", responses={409: {"description": "not completed"}})
+async def job_result(job_id: str, user: VerifiedUser, ctx: Context) -> JobResult:
+    job = await ctx.engine.jobs.get(job_id, owner_scope(user))
+    if job.state is not JobState.COMPLETED:
+        raise Conflict(f"the job is {job.state.value}; results exist once it has completed")
+    return JobResult(id=job.id, state=job.state, result=job.result)
+
+
+@router.get("/jobs/{job_id}/progress")
+async def job_progress(job_id: str, user: VerifiedUser, ctx: Context) -> Progress:
+    job = await ctx.engine.jobs.get(job_id, owner_scope(user))
+    return Progress(percent=job.progress, message=job.progress_message)
+
+
+@router.get("/stats")
+async def stats(
+    user: VerifiedUser,
+    ctx: Context,
+    minutes: Annotated[int, Query(ge=1, le=24 * 60)] = 15,
+) -> Stats:
+    """Counts per state and queue, and jobs finished per minute over the last `minutes`."""
+    scope = owner_scope(user)
+    backend = ctx.engine.backend
+    counts = await backend.counts(scope)
+    since = datetime.now(UTC) - timedelta(minutes=minutes)
+    points = await backend.throughput(since, scope)
+    alive = await backend.list_workers(alive_within=ctx.settings.lease_seconds)
+    totals: dict[str, int] = dict.fromkeys((s.value for s in JobState), 0)
+    queues: dict[str, QueueStats] = {}
+    for c in counts:
+        totals[c.state.value] += c.count
+        entry = queues.setdefault(c.queue, QueueStats(queue=c.queue, counts={}))
+        entry.counts[c.state.value] = c.count
+        if c.state is JobState.QUEUED:
+            entry.oldest_queued_at = c.oldest_created_at
+    return Stats(
+        totals=totals,
+        queues=list(queues.values()),
+        throughput=[
+            ThroughputOut(minute=p.minute, completed=p.completed, failed=p.failed) for p in points
+        ],
+        workers_alive=len(alive),
+    )
+
+
+@router.get("/job-types")
+async def job_types(ctx: Context) -> list[JobTypeOut]:
+    """Every job type this server accepts, with the JSON schema of its payload and result."""
+    return [
+        JobTypeOut(
+            name=spec.name,
+            queue=spec.queue,
+            max_attempts=spec.max_attempts,
+            timeout=spec.timeout,
+            description=spec.description,
+            payload_schema=spec.payload_model.model_json_schema(),
+            result_schema=spec.result_schema,
+        )
+        for spec in ctx.engine.registry
+    ]

@@ -1,0 +1,80 @@
+"""Cron schedules: create, list, read, change, pause, resume, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response, status
+
+from conveyor.api.deps import Context, VerifiedUser, owner_scope
+from conveyor.api.schemas import ScheduleCreate, ScheduleOut, ScheduleUpdate
+from conveyor.store.records import NewSchedule
+
+router = APIRouter(prefix="/api/v1/schedules", tags=["schedules"])
+
+# API field name -> service field name
+_RENAMED = {"type": "job_type", "timeout": "timeout_s"}
+# Fields where null means "use the job type's default"; for the rest null means "unchanged".
+_NULLABLE = {"queue", "max_attempts", "timeout"}
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_schedule(body: ScheduleCreate, user: VerifiedUser, ctx: Context) -> ScheduleOut:
+    """The job template is validated now, so a schedule can never fire a bad job."""
+    record = await ctx.engine.schedules.create(
+        NewSchedule(
+            name=body.name,
+            cron=body.cron,
+            timezone=body.timezone,
+            job_type=body.type,
+            payload=body.payload,
+            queue=body.queue,
+            priority=body.priority,
+            max_attempts=body.max_attempts,
+            timeout_s=body.timeout,
+            tags=tuple(body.tags),
+            paused=body.paused,
+            owner_id=user.id,
+        )
+    )
+    return ScheduleOut.of(record)
+
+
+@router.get("")
+async def list_schedules(user: VerifiedUser, ctx: Context) -> list[ScheduleOut]:
+    records = await ctx.engine.backend.list_schedules(owner_scope(user))
+    return [ScheduleOut.of(r) for r in records]
+
+
+@router.get("/{schedule_id}")
+async def get_schedule(schedule_id: str, user: VerifiedUser, ctx: Context) -> ScheduleOut:
+    return ScheduleOut.of(await ctx.engine.backend.get_schedule(schedule_id, owner_scope(user)))
+
+
+@router.patch("/{schedule_id}")
+async def update_schedule(
+    schedule_id: str, body: ScheduleUpdate, user: VerifiedUser, ctx: Context
+) -> ScheduleOut:
+    changes: dict[str, Any] = {
+        _RENAMED.get(name, name): value
+        for name, value in body.model_dump(exclude_unset=True).items()
+        if value is not None or name in _NULLABLE
+    }
+    record = await ctx.engine.schedules.update(schedule_id, owner_scope(user), **changes)
+    return ScheduleOut.of(record)
+
+
+@router.post("/{schedule_id}/pause")
+async def pause_schedule(schedule_id: str, user: VerifiedUser, ctx: Context) -> ScheduleOut:
+    return ScheduleOut.of(await ctx.engine.schedules.pause(schedule_id, owner_scope(user)))
+
+
+@router.post("/{schedule_id}/resume")
+async def resume_schedule(schedule_id: str, user: VerifiedUser, ctx: Context) -> ScheduleOut:
+    return ScheduleOut.of(await ctx.engine.schedules.resume(schedule_id, owner_scope(user)))
+
+
+@router.delete("/{schedule_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_schedule(schedule_id: str, user: VerifiedUser, ctx: Context) -> Response:
+    await ctx.engine.backend.delete_schedule(schedule_id, owner_scope(user))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

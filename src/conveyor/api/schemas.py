@@ -1,0 +1,271 @@
+"""Request and response bodies of the primary API. Requests refuse unknown fields."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from conveyor.domain.states import JobState
+from conveyor.store.records import JobRecord, ScheduleRecord
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---- jobs ------------------------------------------------------------------------------------
+class JobCreate(Strict):
+    type: str = Field(min_length=1, max_length=100, examples=["sleep"])
+    payload: dict[str, Any] = Field(default_factory=dict, examples=[{"seconds": 2}])
+    queue: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[\w.\-:]+$")
+    priority: int | None = Field(None, ge=-1000, le=1000, description="Higher runs first.")
+    run_at: AwareDatetime | None = Field(None, description="Not before this time.")
+    delay: float | None = Field(None, ge=0, le=366 * 86400, description="Seconds from now.")
+    max_attempts: int | None = Field(None, ge=1, le=100)
+    timeout: float | None = Field(None, gt=0, le=7 * 86400, description="Seconds per attempt.")
+    tags: list[str] = Field(default_factory=list, max_length=20)
+    idempotency_key: str | None = Field(None, min_length=1, max_length=255)
+
+
+class JobBatchCreate(Strict):
+    jobs: list[JobCreate] = Field(min_length=1)
+
+
+class Progress(BaseModel):
+    percent: int
+    message: str | None
+
+
+class JobError(BaseModel):
+    attempt: int | None = None
+    at: str | None = None
+    type: str
+    message: str
+    traceback: str | None = None
+
+
+class JobOut(BaseModel):
+    id: str
+    type: str
+    queue: str
+    state: JobState
+    priority: int
+    attempt: int
+    max_attempts: int
+    payload: dict[str, Any]
+    result: Any = None
+    errors: list[JobError]
+    progress: Progress
+    tags: list[str]
+    owner_id: str
+    idempotency_key: str | None
+    schedule_id: str | None
+    timeout: float | None
+    run_at: datetime
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, job: JobRecord, *, tracebacks: bool = False) -> JobOut:
+        errors = [
+            JobError(**{k: v for k, v in e.items() if k in JobError.model_fields})
+            for e in job.errors
+        ]
+        if not tracebacks:
+            errors = [e.model_copy(update={"traceback": None}) for e in errors]
+        return cls(
+            id=job.id, type=job.type, queue=job.queue, state=job.state, priority=job.priority,
+            attempt=job.attempt, max_attempts=job.max_attempts, payload=job.payload,
+            result=job.result, errors=errors,
+            progress=Progress(percent=job.progress, message=job.progress_message),
+            tags=job.tags, owner_id=job.owner_id, idempotency_key=job.idempotency_key,
+            schedule_id=job.schedule_id, timeout=job.timeout_s, run_at=job.run_at,
+            created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
+        )  # fmt: skip
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page.")
+
+
+class JobResult(BaseModel):
+    id: str
+    state: JobState
+    result: Any = None
+
+
+class QueueStats(BaseModel):
+    queue: str
+    counts: dict[str, int]
+    oldest_queued_at: datetime | None = None
+
+
+class ThroughputOut(BaseModel):
+    minute: datetime
+    completed: int
+    failed: int
+
+
+class Stats(BaseModel):
+    totals: dict[str, int]
+    queues: list[QueueStats]
+    throughput: list[ThroughputOut]
+    workers_alive: int
+
+
+class JobTypeOut(BaseModel):
+    name: str
+    queue: str
+    max_attempts: int
+    timeout: float | None
+    description: str
+    payload_schema: dict[str, Any]
+    result_schema: dict[str, Any]
+
+
+# ---- schedules -------------------------------------------------------------------------------
+class ScheduleCreate(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    cron: str = Field(min_length=1, max_length=200, examples=["*/5 * * * *"])
+    timezone: str = Field("UTC", max_length=64, examples=["Europe/Paris"])
+    type: str = Field(min_length=1, max_length=100)
+    payload: dict[str, Any] = Field(default_factory=dict)
+    queue: str | None = Field(None, min_length=1, max_length=100)
+    priority: int = Field(0, ge=-1000, le=1000)
+    max_attempts: int | None = Field(None, ge=1, le=100)
+    timeout: float | None = Field(None, gt=0)
+    tags: list[str] = Field(default_factory=list, max_length=20)
+    paused: bool = False
+
+
+class ScheduleUpdate(Strict):
+    cron: str | None = Field(None, min_length=1, max_length=200)
+    timezone: str | None = Field(None, max_length=64)
+    type: str | None = Field(None, min_length=1, max_length=100)
+    payload: dict[str, Any] | None = None
+    queue: str | None = Field(None, min_length=1, max_length=100)
+    priority: int | None = Field(None, ge=-1000, le=1000)
+    max_attempts: int | None = Field(None, ge=1, le=100)
+    timeout: float | None = Field(None, gt=0)
+    tags: list[str] | None = Field(None, max_length=20)
+    paused: bool | None = None
+
+
+class ScheduleOut(BaseModel):
+    id: str
+    name: str
+    cron: str
+    timezone: str
+    type: str
+    payload: dict[str, Any]
+    queue: str | None
+    priority: int
+    max_attempts: int | None
+    timeout: float | None
+    tags: list[str]
+    paused: bool
+    next_fire_at: datetime | None
+    last_fire_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, s: ScheduleRecord) -> ScheduleOut:
+        return cls(
+            id=s.id, name=s.name, cron=s.cron, timezone=s.timezone, type=s.job_type,
+            payload=s.payload, queue=s.queue, priority=s.priority, max_attempts=s.max_attempts,
+            timeout=s.timeout_s, tags=s.tags, paused=s.paused, next_fire_at=s.next_fire_at,
+            last_fire_at=s.last_fire_at, created_at=s.created_at, updated_at=s.updated_at,
+        )  # fmt: skip
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+
+
+# ---- accounts --------------------------------------------------------------------------------
+class Credentials(Strict):
+    email: str = Field(min_length=3, max_length=320, examples=["ada@example.com"])
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class Register(Credentials):
+    role: str | None = Field(None, pattern="^(user|admin)$", description="admin: admins only")
+
+
+class Login(Strict):
+    email: str = Field(min_length=1, max_length=320, description="E-mail (or username).")
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class VerifyOtp(Strict):
+    email: str = Field(min_length=3, max_length=320)
+    code: str = Field(min_length=1, max_length=16, examples=["123456"])
+
+
+class EmailOnly(Strict):
+    email: str = Field(min_length=3, max_length=320)
+
+
+class RefreshRequest(Strict):
+    refresh_token: str = Field(min_length=1, max_length=4096)
+
+
+class TokensOut(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: str = "bearer"
+    expires_in: int
+
+
+class Accepted(BaseModel):
+    message: str
+
+
+class PasswordChange(Strict):
+    old_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=1, max_length=1024)
+
+
+class UserOut(BaseModel):
+    id: str
+    email: str
+    role: str
+    verified: bool
+    disabled: bool
+    created_at: datetime
+
+
+class UserCreate(Strict):
+    email: str = Field(min_length=3, max_length=320)
+    password: str = Field(min_length=1, max_length=1024)
+    role: str = Field("user", pattern="^(user|admin)$")
+    verified: bool = True
+
+
+class UserUpdate(Strict):
+    role: str | None = Field(None, pattern="^(user|admin)$")
+    disabled: bool | None = None
+    verified: bool | None = None
+
+
+class ApiKeyCreate(Strict):
+    name: str = Field(min_length=1, max_length=200)
+
+
+class ApiKeyOut(BaseModel):
+    id: str
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyOut):
+    key: str = Field(description="Shown once: store it now.")
