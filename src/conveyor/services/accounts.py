@@ -409,8 +409,11 @@ class AccountService:
         """
         if await self.store.has_admin():
             return None
-        address = normalize_email(email)
-        name = None if username is None else normalize_username(username)
+        try:
+            address = normalize_email(email)
+            name = None if username is None else normalize_username(username)
+        except InvalidInput as exc:
+            raise ConfigurationError(f"the admin account is not acceptable: {exc}") from exc
         secret = password if password is not None else secrets.token_urlsafe(18)
         try:
             password_hash = await asyncio.to_thread(hash_password, secret)

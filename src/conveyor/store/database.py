@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from conveyor.errors import ConfigurationError, Unavailable
@@ -109,24 +109,39 @@ def _configure_sqlite(engine: AsyncEngine, synchronous: str, *, immediate: bool)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-_OUTAGE_ERRORS = (OperationalError, InterfaceError, OSError, ConnectionError)
+_CONNECTION_WORDS = (
+    "connect", "closed", "terminat", "refused", "reset", "unable to open",
+    "accepting connections", "shutting down", "starting up",
+)  # fmt: skip
+# SQLSTATE classes that mean "the server is away", not "your statement is wrong":
+# connection exceptions, insufficient resources, operator intervention, no such database.
+_OUTAGE_SQLSTATES = ("08", "53", "57P", "3D000")
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether an error means the database is unreachable (503) rather than a bug (500)."""
+    if isinstance(exc, (OSError, ConnectionError, TimeoutError)):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    for error in (exc, getattr(exc, "orig", None), getattr(exc, "__cause__", None)):
+        sqlstate = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(_OUTAGE_SQLSTATES):
+            return True
+        if type(error).__name__ in ("InterfaceError", "ConnectionDoesNotExistError"):
+            return True
+    text = str(getattr(exc, "orig", exc)).lower()
+    return isinstance(exc, (OperationalError, DBAPIError)) and any(
+        word in text for word in _CONNECTION_WORDS
+    )
 
 
 @asynccontextmanager
 async def _translate_outage() -> AsyncIterator[None]:
     try:
         yield
-    except _OUTAGE_ERRORS as exc:
-        if isinstance(exc, DBAPIError) and not exc.connection_invalidated and _is_sql_error(exc):
+    except Exception as exc:
+        if not is_outage(exc):
             raise
         log.warning("database unavailable: %s", exc)
         raise Unavailable("the database is not reachable; nothing was changed") from exc
-    except TimeoutError as exc:
-        raise Unavailable("the database did not answer in time; nothing was changed") from exc
-
-
-def _is_sql_error(exc: DBAPIError) -> bool:
-    """An OperationalError that is about the statement, not the connection."""
-    text = str(exc.orig).lower()
-    connection_words = ("connect", "closed", "terminat", "refused", "reset", "unable to open")
-    return not any(word in text for word in connection_words)

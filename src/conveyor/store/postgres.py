@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from conveyor.domain.states import JobState
 from conveyor.errors import Unavailable
 from conveyor.store.backend import Callback, Leadership, Listener, QueueBackend, utcnow
-from conveyor.store.database import Database, plain_postgres_dsn
+from conveyor.store.database import Database, is_outage, plain_postgres_dsn
 from conveyor.store.records import ClaimedJob, Enqueued, NewJob, Outcome
 from conveyor.store.sql import RETURNING_CLAIM, typed
 from conveyor.store.tables import jobs, schedule_fires
@@ -163,7 +163,9 @@ class PostgresBackend(QueueBackend):
             pool = await self._raw_pool()
             async with pool.acquire() as conn, conn.transaction():
                 yield conn
-        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError) as exc:
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
             raise Unavailable("the database is not reachable; nothing was changed") from exc
 
     async def enqueue(

@@ -29,6 +29,8 @@ from conveyor.store.types import UTCDateTime
 
 Role = Literal["admin", "user"]
 
+_FIRST_ADMIN_LOCK = 7230861200413  # PostgreSQL advisory lock id; migrations use ...412
+
 
 @dataclass(frozen=True, slots=True)
 class UserRecord:
@@ -101,8 +103,10 @@ class UserStore:
     ) -> UserRecord | None:
         """Insert a user; None when the e-mail or username is taken (nothing is changed).
 
-        ``only_if_no_admin`` makes the insert conditional on no admin existing, in the same
-        statement, for the first-start admin that several processes may try to create.
+        ``only_if_no_admin`` makes the insert conditional on no admin existing, checked in
+        the same transaction, for the first-start admin that several processes may try to
+        create at once. SQLite serialises writers anyway; on PostgreSQL an advisory lock
+        does, so even processes given different admin e-mails create one admin.
         """
         now = utcnow()
         values = {
@@ -117,7 +121,7 @@ class UserStore:
             "updated_at": now,
         }
         async with self.db.write() as conn:
-            if only_if_no_admin and await _admin_exists(conn):
+            if only_if_no_admin and await self._admin_exists_locked(conn):
                 return None
             stmt = self._insert(users).values(**values).on_conflict_do_nothing()
             row = (await conn.execute(stmt.returning(*users.c))).one_or_none()
@@ -176,6 +180,11 @@ class UserStore:
         query = select(func.count()).where(users.c.role == "admin", users.c.disabled.is_(False))
         async with self.db.read() as conn:
             return int(await conn.scalar(query) or 0)
+
+    async def _admin_exists_locked(self, conn: AsyncConnection) -> bool:
+        if self.db.dialect == "postgresql":
+            await conn.execute(select(func.pg_advisory_xact_lock(_FIRST_ADMIN_LOCK)))
+        return await _admin_exists(conn)
 
     async def _one_user(self, condition: Any) -> UserRecord | None:
         async with self.db.read() as conn:
