@@ -17,6 +17,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from conveyor.auth.passwords import configure_argon2
 from conveyor.store.backend import QueueBackend
 from conveyor.store.database import Database
 from conveyor.store.factory import open_backend
@@ -124,3 +125,18 @@ async def backend(db_url: str) -> AsyncIterator[QueueBackend]:
     opened = open_backend(db_url)
     yield opened
     await opened.close()
+
+
+@pytest.fixture(autouse=True)
+def cheap_argon2(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Argon2 at its cheapest valid cost, except in tests/auth, which checks the real one.
+
+    Real parameters cost ~0.5 s of CPU per hash here; what the other tests check does not
+    depend on the cost. Subprocess tests set CONVEYOR_ARGON2_* for the same reason.
+    """
+    if "tests/auth" in str(request.node.path):
+        yield
+        return
+    configure_argon2(time_cost=1, memory_kib=1024)
+    yield
+    configure_argon2()

@@ -134,8 +134,7 @@ def run(
     async def main() -> int:
         engine = await Engine.open(settings, apply_migrations=True)
         try:
-            queues = sorted({*settings.queue_names, *(s.queue for s in engine.registry)})
-            worker = engine.worker(",".join(queues), concurrency)
+            worker = engine.worker("*", concurrency)  # one process runs every queue
             scheduler = engine.scheduler()
             server = _server(settings, engine)
 
@@ -207,7 +206,8 @@ def api(
 @app.command()
 def worker(
     queues: Annotated[
-        str | None, typer.Option(help="Queues to take jobs from: 'a,b=2' caps b at 2.")
+        str | None,
+        typer.Option(help="Queues: 'a,b=2' caps b at 2 jobs at once; '*' is every queue."),
     ] = None,
     concurrency: Annotated[int | None, typer.Option(min=1, help="Jobs at once.")] = None,
     burst: Annotated[bool, typer.Option(help="Exit once the queues are empty.")] = False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from conveyor.auth.otp import OtpCodes
+from conveyor.auth.passwords import configure_argon2
 from conveyor.auth.tokens import TokenService
 from conveyor.mail import backend_from_url
 from conveyor.scheduler.scheduler import Scheduler, SchedulerConfig
@@ -71,7 +72,12 @@ class Engine:
             prune_failed_after=s.prune_failed_after,
             prune_batch=s.prune_batch,
         )
-        return Scheduler(self.backend, self.schedules, config)
+        return Scheduler(
+            self.backend,
+            self.schedules,
+            config,
+            pruners=[self.accounts.store.prune_refresh_tokens],
+        )
 
     async def close(self) -> None:
         await self.accounts.aclose()
@@ -79,6 +85,8 @@ class Engine:
 
 
 def build_accounts(settings: Settings, backend: QueueBackend) -> AccountService:
+    if settings.argon2_time_cost or settings.argon2_memory_kib:
+        configure_argon2(settings.argon2_time_cost, settings.argon2_memory_kib)
     secret = settings.resolved_secret_key()
     return AccountService(
         UserStore(backend.db),

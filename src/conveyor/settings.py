@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     log_format: str = Field("text", pattern="^(text|json)$")
     log_level: str = "INFO"
 
+    argon2_time_cost: int | None = Field(None, ge=1, le=100)
+    argon2_memory_kib: int | None = Field(None, ge=1024)
+
     # API limits
     rate_limit_auth: str = "20/minute"
     rate_limit_submit: str = "600/minute"

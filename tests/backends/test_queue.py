@@ -329,3 +329,11 @@ async def test_throughput_counts_finished_jobs_per_minute(backend: QueueBackend)
     (point,) = await backend.throughput(utcnow() - timedelta(minutes=5))
     assert (point.completed, point.failed) == (2, 1)
     assert point.minute <= utcnow()
+
+
+async def test_star_claims_every_queue_but_the_excluded(backend: QueueBackend) -> None:
+    await backend.enqueue([job(queue="a"), job(queue="b"), job(queue="capped")])
+    claimed = await backend.claim(W, ["*"], 10, 30, exclude=["capped"])
+    assert sorted(j.queue for j in claimed) == ["a", "b"]
+    (last,) = await backend.claim(W, ["capped"], 10, 30)
+    assert last.queue == "capped"

@@ -59,6 +59,20 @@ async def current_user(
 CurrentUser = Annotated[User, Depends(current_user)]
 
 
+async def optional_user(
+    request: Request,
+    ctx: Context,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User | None:
+    """The caller if they sent credentials (which must then be valid), else None."""
+    if not request.headers.get("authorization"):
+        return None
+    return await current_user(request, ctx, credentials)
+
+
+OptionalUser = Annotated[User | None, Depends(optional_user)]
+
+
 async def verified_user(user: CurrentUser) -> User:
     if not user.verified:
         raise Forbidden("verify your e-mail address before using jobs")

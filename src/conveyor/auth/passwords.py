@@ -9,6 +9,7 @@ from __future__ import annotations
 from functools import cache
 from secrets import token_urlsafe
 
+import argon2
 from pwdlib import PasswordHash
 from pwdlib.exceptions import UnknownHashError
 from pwdlib.hashers.argon2 import Argon2Hasher
@@ -20,6 +21,18 @@ MAX_LENGTH = 1024
 
 _ARGON2 = Argon2Hasher()
 _HASHER = PasswordHash((_ARGON2,))
+
+
+def configure_argon2(time_cost: int | None = None, memory_kib: int | None = None) -> None:
+    """Choose argon2's cost (CONVEYOR_ARGON2_TIME_COST / _MEMORY_KIB); None keeps the
+    library's recommended value. Existing hashes stay valid and are upgraded on login."""
+    global _ARGON2, _HASHER
+    _ARGON2 = Argon2Hasher(
+        time_cost=time_cost or argon2.DEFAULT_TIME_COST,
+        memory_cost=memory_kib or argon2.DEFAULT_MEMORY_COST,
+    )
+    _HASHER = PasswordHash((_ARGON2,))
+    _dummy_hash.cache_clear()  # it must cost what a real check costs
 
 
 def check_password_policy(password: str) -> None:

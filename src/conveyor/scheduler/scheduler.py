@@ -8,8 +8,9 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from conveyor.services.schedules import ScheduleService
 from conveyor.store.backend import QueueBackend, utcnow
@@ -40,11 +41,17 @@ class TickReport:
 
 class Scheduler:
     def __init__(
-        self, backend: QueueBackend, schedules: ScheduleService, config: SchedulerConfig
+        self,
+        backend: QueueBackend,
+        schedules: ScheduleService,
+        config: SchedulerConfig,
+        *,
+        pruners: Sequence[Callable[[datetime], Awaitable[int]]] = (),
     ) -> None:
         self.backend = backend
         self.schedules = schedules
         self.config = config
+        self._pruners = list(pruners)  # other stores' expired rows (e.g. refresh tokens)
         self.id = f"{socket.gethostname()}-{os.getpid()}"
         self._leadership = backend.leadership("scheduler", self.id, config.leader_ttl)
         self._stop = asyncio.Event()
@@ -103,6 +110,8 @@ class Scheduler:
             batch=cfg.prune_batch,
         )
         await self.backend.prune_workers(now - timedelta(seconds=cfg.worker_rows_kept))
+        for prune in self._pruners:
+            await prune(now)
         if pruned:
             log.info("pruned %d finished jobs", pruned)
         return pruned

@@ -161,9 +161,18 @@ class QueueBackend(ABC):
     # ---- the worker's operations -------------------------------------------------------------
     @abstractmethod
     async def claim(
-        self, worker_id: str, queues: Sequence[str], limit: int, lease_s: float
+        self,
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        lease_s: float,
+        *,
+        exclude: Sequence[str] = (),
     ) -> list[ClaimedJob]:
-        """Take up to `limit` queued jobs of these queues, highest priority first."""
+        """Take up to `limit` queued jobs of these queues, highest priority first.
+
+        `queues == ["*"]` takes from every queue except those in `exclude`.
+        """
 
     @abstractmethod
     async def finish(self, worker_id: str, outcomes: Sequence[Outcome]) -> set[str]:

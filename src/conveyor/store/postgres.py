@@ -34,10 +34,10 @@ KEEPALIVE_SECONDS = 5.0
 
 # The hot path runs on a raw asyncpg pool: one prepared statement per operation whatever the
 # batch size (arrays in, rows out), without SQLAlchemy's per-statement overhead.
-_CLAIM = f"""
+_CLAIM_TEMPLATE = """
     WITH picked AS (
         SELECT id FROM jobs
-        WHERE state = 'queued' AND queue = ANY($1::text[])
+        WHERE state = 'queued' AND {queue_test}
         ORDER BY priority DESC, run_at, id
         LIMIT $2
         FOR UPDATE SKIP LOCKED
@@ -45,8 +45,12 @@ _CLAIM = f"""
     UPDATE jobs SET state = 'running', attempt = jobs.attempt + 1, worker_id = $3,
         started_at = $4, lease_expires_at = $5
     FROM picked WHERE jobs.id = picked.id
-    RETURNING {RETURNING_CLAIM}
+    RETURNING {returning}
 """
+_CLAIM = _CLAIM_TEMPLATE.format(queue_test="queue = ANY($1::text[])", returning=RETURNING_CLAIM)
+_CLAIM_ANY = _CLAIM_TEMPLATE.format(
+    queue_test="queue <> ALL($1::text[])", returning=RETURNING_CLAIM
+)
 
 _FENCE = (
     "jobs.id = v.id AND jobs.state = 'running' AND jobs.worker_id = $1 AND jobs.attempt = v.attempt"
@@ -198,14 +202,21 @@ class PostgresBackend(QueueBackend):
         ]
 
     async def claim(
-        self, worker_id: str, queues: Sequence[str], limit: int, lease_s: float
+        self,
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        lease_s: float,
+        *,
+        exclude: Sequence[str] = (),
     ) -> list[ClaimedJob]:
         if limit <= 0 or not queues:
             return []
         now = utcnow()
         lease = now + timedelta(seconds=lease_s)
+        statement, names = (_CLAIM_ANY, list(exclude)) if "*" in queues else (_CLAIM, list(queues))
         async with self._raw() as raw:
-            rows = await raw.fetch(_CLAIM, list(queues), limit, worker_id, now, lease)
+            rows = await raw.fetch(statement, names, limit, worker_id, now, lease)
         return [_claimed(row) for row in rows]
 
     async def finish(self, worker_id: str, outcomes: Sequence[Outcome]) -> set[str]:

@@ -34,18 +34,24 @@ log = logging.getLogger("conveyor.store.sqlite")
 # How often an idle process looks for commits made by other processes.
 CROSS_PROCESS_POLL = 0.02
 
-_CLAIM = typed(
-    f"""
+_CLAIM_TEMPLATE = """
     UPDATE jobs SET state = 'running', attempt = attempt + 1, worker_id = :worker,
         started_at = :now, lease_expires_at = :lease
     WHERE id IN (
         SELECT id FROM jobs
-        WHERE state = 'queued' AND queue IN (SELECT value FROM json_each(:queues))
+        WHERE state = 'queued' AND queue {test} (SELECT value FROM json_each(:queues))
         ORDER BY priority DESC, run_at, id
         LIMIT :limit
     )
-    RETURNING {RETURNING_CLAIM}
-    """,
+    RETURNING {returning}
+"""
+_CLAIM = typed(
+    _CLAIM_TEMPLATE.format(test="IN", returning=RETURNING_CLAIM),
+    times=("now", "lease"),
+    columns=CLAIM_COLUMNS,
+)
+_CLAIM_ANY = typed(
+    _CLAIM_TEMPLATE.format(test="NOT IN", returning=RETURNING_CLAIM),
     times=("now", "lease"),
     columns=CLAIM_COLUMNS,
 )
@@ -165,20 +171,27 @@ class SqliteBackend(QueueBackend):
         return sqlite_insert(schedule_fires)
 
     async def claim(
-        self, worker_id: str, queues: Sequence[str], limit: int, lease_s: float
+        self,
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        lease_s: float,
+        *,
+        exclude: Sequence[str] = (),
     ) -> list[ClaimedJob]:
         if limit <= 0 or not queues:
             return []
         now = utcnow()
+        statement, names = (_CLAIM_ANY, list(exclude)) if "*" in queues else (_CLAIM, list(queues))
         params = {
             "worker": worker_id,
             "now": now,
             "lease": now + timedelta(seconds=lease_s),
-            "queues": json.dumps(list(queues)),
+            "queues": json.dumps(names),
             "limit": limit,
         }
         async with self.db.write() as conn:
-            rows = (await conn.execute(_CLAIM, params)).all()
+            rows = (await conn.execute(statement, params)).all()
         return [claimed_job(row) for row in rows]
 
     async def finish(self, worker_id: str, outcomes: Sequence[Outcome]) -> set[str]:

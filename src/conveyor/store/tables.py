@@ -73,6 +73,15 @@ Index(
     postgresql_where=text("state = 'queued'"),
     sqlite_where=text("state = 'queued'"),
 )
+# Claims of a worker that takes every queue (`--queues '*'`) read queued rows in claim order.
+Index(
+    "ix_jobs_claim_any",
+    jobs.c.priority.desc(),
+    jobs.c.run_at,
+    jobs.c.id,
+    postgresql_where=text("state = 'queued'"),
+    sqlite_where=text("state = 'queued'"),
+)
 Index(
     "ix_jobs_due",
     jobs.c.run_at,

@@ -147,9 +147,12 @@ class Worker:
 
     async def _claim(self, free: int) -> int:
         got = 0
+        capped = [name for name, cap in self.config.queues.items() if cap is not None]
         for queues, limit in self._claim_plan(free):
             try:
-                jobs = await self.backend.claim(self.id, queues, limit, self.config.lease_s)
+                jobs = await self.backend.claim(
+                    self.id, queues, limit, self.config.lease_s, exclude=capped
+                )
             except Exception as exc:
                 log.warning("claim failed: %s", exc)
                 return got
@@ -159,17 +162,20 @@ class Worker:
         return got
 
     def _claim_plan(self, free: int) -> list[tuple[list[str], int]]:
-        """Capped queues are claimed one by one within their cap; the rest together."""
+        """Capped queues are claimed one by one within their cap; the rest together.
+
+        A `*` takes every other queue; capped queues are excluded from it.
+        """
         plan: list[tuple[list[str], int]] = []
         open_queues: list[str] = []
         for name, cap in self.config.queues.items():
             if cap is None:
                 open_queues.append(name)
-            elif (room := min(free, cap - self._per_queue[name])) > 0:
+            elif (room := min(free, cap - self._per_queue.get(name, 0))) > 0:
                 plan.append(([name], room))
                 free -= room
         if open_queues and free > 0:
-            plan.append((open_queues, free))
+            plan.append((["*"] if "*" in open_queues else open_queues, free))
         return plan
 
     def _start(self, job: ClaimedJob) -> None:

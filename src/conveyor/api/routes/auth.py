@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from conveyor.api.deps import Context, CurrentUser, limited
+from conveyor.api.deps import Context, CurrentUser, OptionalUser, limited
 from conveyor.api.schemas import (
     Accepted,
     ApiKeyCreate,
@@ -60,9 +60,12 @@ def key_out(key: ApiKeyRecord) -> ApiKeyOut:
     status_code=status.HTTP_202_ACCEPTED,
     dependencies=[limited("register")],
 )
-async def register(body: Register, ctx: Context) -> Accepted:
-    """Create an account; a 6-digit code is e-mailed. A taken address answers the same."""
-    await ctx.accounts.register(body.email, body.password, body.role or "user")
+async def register(body: Register, ctx: Context, actor: OptionalUser) -> Accepted:
+    """Create an account; a 6-digit code is e-mailed. A taken address answers the same.
+
+    `role: "admin"` is accepted only from a signed-in admin.
+    """
+    await ctx.accounts.register(body.email, body.password, body.role or "user", actor=actor)
     return Accepted(message=REGISTERED)
 
 
