@@ -373,6 +373,90 @@ def info(
         _run(main())
 
 
+users_app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+
+
+def _with_accounts(action: Callable[[Engine], Awaitable[T]]) -> T:
+    settings = _settings()
+
+    async def main() -> T:
+        engine = await Engine.open(settings)
+        try:
+            return await action(engine)
+        finally:
+            await engine.close()
+
+    return _run(main())
+
+
+@users_app.command("create")
+def users_create(
+    email: str,
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+    admin: Annotated[bool, typer.Option("--admin", help="Make an administrator.")] = False,
+) -> None:
+    """Create a verified account."""
+    role = "admin" if admin else "user"
+    user = _with_accounts(lambda e: e.accounts.create_user(email, password, role, verified=True))
+    console.print(f"created {user.email} ({user.role}) id={user.id}")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List accounts."""
+
+    async def collect(engine: Engine) -> list[Any]:
+        found: list[Any] = []
+        after: str | None = None
+        while page := await engine.accounts.list_users(after_id=after, limit=200):
+            found.extend(page)
+            after = page[-1].id
+        return found
+
+    table = Table("id", "email", "role", "verified", "disabled", "created")
+    for user in _with_accounts(collect):
+        table.add_row(
+            user.id, user.email, user.role, str(user.verified), str(user.disabled),
+            user.created_at.isoformat(timespec="seconds"),
+        )  # fmt: skip
+    console.print(table)
+
+
+def _find(engine: Engine, email: str) -> Awaitable[Any]:
+    async def find() -> Any:
+        record = await engine.accounts.store.find_by_email(email.strip().lower())
+        if record is None:
+            _die(f"no account with the e-mail {email}")
+        return record
+
+    return find()
+
+
+@users_app.command("promote")
+def users_promote(email: str) -> None:
+    """Make an account an administrator."""
+
+    async def promote(engine: Engine) -> Any:
+        return await engine.accounts.set_role((await _find(engine, email)).id, "admin")
+
+    console.print(f"{_with_accounts(promote).email} is now an admin")
+
+
+@users_app.command("disable")
+def users_disable(
+    email: str,
+    enable: Annotated[bool, typer.Option("--enable", help="Re-enable instead.")] = False,
+) -> None:
+    """Disable an account (signs it out everywhere), or re-enable it with --enable."""
+
+    async def toggle(engine: Engine) -> Any:
+        return await engine.accounts.set_disabled((await _find(engine, email)).id, not enable)
+
+    user = _with_accounts(toggle)
+    console.print(f"{user.email} is {'disabled' if user.disabled else 'enabled'}")
+
+
 @app.command()
 def version() -> None:
     """Print the version."""
