@@ -77,7 +77,22 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     except Unavailable as exc:
         _die(f"{exc.message} ({_safe_url()})")
     except ConveyorError as exc:
-        _die(exc.message)
+        _die(_explain(exc))
+
+
+def _explain(exc: ConveyorError) -> str:
+    """The message, plus which fields were wrong when validation says so."""
+    problems = [
+        f"{'.'.join(str(part) for part in e.get('loc', ())) or 'payload'}: {e.get('msg')}"
+        for e in exc.details.get("errors", [])
+        if isinstance(e, dict)
+    ]
+    return "; ".join([exc.message, *problems])
+
+
+def _quiet_logs() -> None:
+    """One-shot commands print their own clear error; library warnings would only repeat it."""
+    setup_logging("ERROR", "text", None)
 
 
 def _safe_url() -> str:
@@ -253,6 +268,7 @@ def scheduler(handlers: Handlers = None) -> None:
 def migrate() -> None:
     """Apply database migrations."""
     settings = _settings()
+    _quiet_logs()
 
     async def main() -> None:
         from conveyor.store.database import Database
@@ -295,6 +311,7 @@ def enqueue(
 ) -> None:
     """Submit one job and print its id."""
     settings = _settings(handler_modules=handlers)
+    _quiet_logs()
     body = _parse_payload(payload)
     run_at = datetime.now(UTC) + timedelta(seconds=delay) if delay else None
     submission = Submission(
@@ -316,7 +333,7 @@ def enqueue(
             await engine.close()
 
     enqueued = _run(main())
-    console.print(
+    typer.echo(
         json.dumps({"id": enqueued.id, "state": enqueued.state.value, "created": enqueued.created})
     )
 
@@ -342,6 +359,7 @@ def info(
 ) -> None:
     """Queue depths by state, and the workers that are alive."""
     settings = _settings()
+    _quiet_logs()
 
     async def snapshot(engine: Engine) -> Table:
         counts = await engine.backend.counts()
@@ -379,6 +397,7 @@ app.add_typer(users_app, name="users")
 
 def _with_accounts(action: Callable[[Engine], Awaitable[T]]) -> T:
     settings = _settings()
+    _quiet_logs()
 
     async def main() -> T:
         engine = await Engine.open(settings)

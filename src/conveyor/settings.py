@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     allow_private_urls: bool = False
     anonymous_store_visits: bool = False
 
+    @field_validator("log_file", mode="before")
+    @classmethod
+    def _empty_means_no_file(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:

@@ -19,6 +19,10 @@ log = logging.getLogger("conveyor.store")
 
 Dialect = Literal["sqlite", "postgresql"]
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# A process frozen inside a transaction (SIGSTOP, a debugger, a stuck host) would hold its row
+# locks, which SKIP LOCKED claims and the rescuer pass over forever: the server ends such
+# sessions after a while, and their work is then rescued like a dead worker's.
+POSTGRES_SESSION = {"idle_in_transaction_session_timeout": "30000", "application_name": "conveyor"}
 
 
 def async_url(url: str) -> tuple[Dialect, str]:
@@ -60,7 +64,11 @@ class Database:
             _configure_sqlite(self.reader, sqlite_synchronous, immediate=False)
         else:
             self.writer = create_async_engine(
-                driver_url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+                driver_url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=True,
+                connect_args={"server_settings": POSTGRES_SESSION},
             )
             self.reader = self.writer
 

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from conveyor.domain.states import JobState
 from conveyor.errors import Unavailable
 from conveyor.store.backend import Callback, Leadership, Listener, QueueBackend, utcnow
-from conveyor.store.database import Database, is_outage, plain_postgres_dsn
+from conveyor.store.database import POSTGRES_SESSION, Database, is_outage, plain_postgres_dsn
 from conveyor.store.records import ClaimedJob, Enqueued, NewJob, Outcome
 from conveyor.store.sql import RETURNING_CLAIM, typed
 from conveyor.store.tables import jobs, schedule_fires
@@ -156,7 +156,11 @@ class PostgresBackend(QueueBackend):
         async with self._pool_lock:
             if self._pool is None:
                 self._pool = await asyncpg.create_pool(
-                    self.dsn, min_size=1, max_size=self._pool_size, command_timeout=60
+                    self.dsn,
+                    min_size=1,
+                    max_size=self._pool_size,
+                    command_timeout=60,
+                    server_settings=POSTGRES_SESSION,
                 )
         return self._pool
 

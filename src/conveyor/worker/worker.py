@@ -259,8 +259,10 @@ class Worker:
 
     async def _monitor(self, heartbeat: asyncio.Task[None]) -> None:
         """Stop the worker instead of running half-broken when a side task dies."""
-        while not self._stop.is_set():
+        while True:
             await asyncio.sleep(0.2)
+            if self._stop.is_set():
+                return  # stopping on purpose: side tasks ending now is expected
             if heartbeat.done():
                 self._fail(f"heartbeat stopped: {_describe(heartbeat)}")
             elif self._listener is not None and not self._listener.alive():
@@ -269,12 +271,15 @@ class Worker:
                 self._fail(f"the finisher stopped: {_describe(self._finisher.task)}")
 
     def _fail(self, reason: str) -> None:
+        if self._stop.is_set():
+            return
         log.error("worker %s stopping: %s", self.id, reason)
         self._failure = reason
         self.stop()
 
     # ---- shutdown --------------------------------------------------------------------------
     async def _shutdown(self, heartbeat: asyncio.Task[None], monitor: asyncio.Task[None]) -> None:
+        monitor.cancel()  # from here on, side tasks stop because we stop them
         await self._drain_running()
         leftover = [job_id for job_id in self._running]
         for job_id in leftover:
