@@ -310,3 +310,25 @@ async def test_burst_mode_drains_and_exits(backend: QueueBackend, count: int) ->
     counts = {c.state: c.count for c in await backend.counts()}
     assert counts == {JobState.COMPLETED: count}
     assert worker.stats.finished == count
+
+
+async def test_a_commit_from_another_process_wakes_an_idle_worker(db_url: str) -> None:
+    """Only the wake-up path can start the job in time: the safety-net poll is 30 s."""
+    from conveyor.store.factory import open_backend
+
+    other_url = db_url.replace("/conveyor.db", "/./conveyor.db")  # same file, another "process"
+    mine, theirs = open_backend(db_url), open_backend(other_url)
+    registry, _ = make_registry()
+    config = WorkerConfig(queues={"default": None}, poll_interval=30, heartbeat_interval=5)
+    worker = Worker(mine, registry, config)
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.sleep(0.5)  # the worker is idle, waiting
+        (e,) = await theirs.enqueue([NewJob(type="ok", payload={})])
+        record = await wait_for(theirs, e.id, terminal, timeout=10)
+        assert record.state is JobState.COMPLETED
+    finally:
+        worker.stop(force=True)
+        await asyncio.wait_for(task, 10)
+        await mine.close()
+        await theirs.close()

@@ -11,8 +11,10 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import aiosqlite
 from sqlalchemy import ColumnElement, Row, exists, func, literal, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conveyor.store.backend import (
@@ -156,6 +158,7 @@ class SqliteBackend(QueueBackend):
     def __init__(self, db: Database) -> None:
         super().__init__(db)
         self._bus = _buses[db.url]
+        self.path = make_url(db.url).database or ":memory:"
 
     def _insert(self) -> Any:
         return sqlite_insert(jobs)
@@ -256,10 +259,13 @@ class _SqliteListener(Listener):
         self._task = asyncio.create_task(self._watch(), name="sqlite-data-version")
 
     async def _watch(self) -> None:
-        async with self._backend.db.reader.connect() as conn:
+        # Its own autocommit connection: inside a transaction data_version would be frozen.
+        async with aiosqlite.connect(self._backend.path, isolation_level=None) as conn:
             last = None
             while True:
-                version = (await conn.exec_driver_sql("PRAGMA data_version")).scalar()
+                async with conn.execute("PRAGMA data_version") as cursor:
+                    row = await cursor.fetchone()
+                version = row[0] if row else None
                 if last is not None and version != last:
                     self._on_jobs("*")
                 last = version
