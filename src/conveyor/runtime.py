@@ -12,12 +12,15 @@ from conveyor.scheduler.scheduler import Scheduler, SchedulerConfig
 from conveyor.services.accounts import AccountService
 from conveyor.services.jobs import JobService
 from conveyor.services.schedules import ScheduleService
+from conveyor.services.tasks import TaskService
 from conveyor.settings import Settings
 from conveyor.store.backend import QueueBackend
 from conveyor.store.factory import open_backend
 from conveyor.store.migrate import migrate
+from conveyor.store.tasks import TaskStore
 from conveyor.store.users import UserStore
 from conveyor.worker.registry import Registry, load_handlers
+from conveyor.worker.resources import Resources
 from conveyor.worker.worker import Worker, WorkerConfig
 
 
@@ -29,6 +32,7 @@ class Engine:
     jobs: JobService
     schedules: ScheduleService
     accounts: AccountService
+    tasks: TaskService
 
     @classmethod
     async def open(cls, settings: Settings, *, apply_migrations: bool = False) -> Engine:
@@ -44,7 +48,9 @@ class Engine:
             raise
         jobs = JobService(backend, registry)
         schedules = ScheduleService(backend, jobs)
-        return cls(settings, backend, registry, jobs, schedules, build_accounts(settings, backend))
+        tasks = TaskService(jobs, TaskStore(backend.db), settings.task_autocomplete_seconds)
+        accounts = build_accounts(settings, backend)
+        return cls(settings, backend, registry, jobs, schedules, accounts, tasks)
 
     def worker(
         self,
@@ -62,7 +68,8 @@ class Engine:
             grace=s.shutdown_grace,
             burst=burst,
         )
-        return Worker(self.backend, self.registry, config, settings=s)
+        resources = Resources(settings=s, backend=self.backend, mail=self.accounts.mail)
+        return Worker(self.backend, self.registry, config, resources=resources)
 
     def scheduler(self) -> Scheduler:
         s = self.settings

@@ -15,7 +15,7 @@ from conveyor.api import errors
 from conveyor.api.deps import AppContext
 from conveyor.api.middleware import BodyLimits, RequestLog
 from conveyor.api.ratelimit import RateLimits
-from conveyor.api.routes import admin, auth, health, jobs, schedules
+from conveyor.api.routes import admin, auth, docs, health, jobs, schedules
 from conveyor.runtime import Engine
 from conveyor.settings import Settings
 from conveyor.worker.registry import load_handlers
@@ -51,8 +51,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs",
-        redoc_url="/redoc",
+        docs_url=None,  # served by routes/docs.py from packaged assets, not a CDN
+        redoc_url=None,
         openapi_url="/openapi.json",
     )
     errors.install(app)
@@ -60,8 +60,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         BodyLimits, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth
     )
     app.add_middleware(RequestLog)
-    for module in (health, auth, jobs, schedules, admin):
+    for module in (health, auth, jobs, schedules, admin, docs):
         app.include_router(module.router)
+    docs.mount_assets(app)
     app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
     return app
 

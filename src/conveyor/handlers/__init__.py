@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from conveyor.handlers import cpu, noop, sleep
+from conveyor.handlers import cpu, email, generic, noop, sleep, task_autocomplete
 
-__all__ = ["cpu", "noop", "sleep"]
+__all__ = ["cpu", "email", "generic", "noop", "sleep", "task_autocomplete"]

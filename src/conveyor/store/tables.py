@@ -231,3 +231,30 @@ api_keys = Table(
 )
 Index("uq_api_keys_key_hash", api_keys.c.key_hash, unique=True)
 Index("ix_api_keys_user_id", api_keys.c.user_id)
+
+# ---- built-in job types ----------------------------------------------------------------------
+# One row per job whose e-mail went out: a retry after a crash finds it and does not resend.
+email_deliveries = Table(
+    "email_deliveries",
+    metadata,
+    Column("job_id", String(36), primary_key=True),
+    Column("message_id", String(255), nullable=False),
+    Column("recipient", String(320), nullable=False),
+    Column("sent_at", UTCDateTime, nullable=False),
+)
+
+# Reference 004's tasks: integer ids (its clients put them in URLs), completed by a job.
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("owner_id", String(64), nullable=False),
+    Column("title", String(500), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("job_id", String(36), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("completed_at", UTCDateTime, nullable=True),
+    CheckConstraint("status IN ('pending', 'completed')", name="status"),
+)
+Index("ix_tasks_owner_id", tasks.c.owner_id, tasks.c.id)

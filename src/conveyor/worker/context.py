@@ -7,9 +7,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
-from conveyor.errors import ConveyorError
+if TYPE_CHECKING:
+    from conveyor.settings import Settings
+    from conveyor.worker.resources import Resources
+
+from conveyor.errors import ConfigurationError, ConveyorError
 
 ProgressSink = Callable[[str, int, int, str | None], Awaitable[bool]]
 PROGRESS_MIN_INTERVAL = 0.25
@@ -42,10 +46,10 @@ class JobContext:
         info: JobInfo,
         progress_sink: ProgressSink,
         loop: asyncio.AbstractEventLoop,
-        settings: Any = None,
+        resources: Resources | None = None,
     ) -> None:
         self.info = info
-        self.settings = settings
+        self._resources = resources
         self._sink = progress_sink
         self._loop = loop
         self._cancelled = False  # a plain flag: set on the loop, read from any thread
@@ -61,6 +65,17 @@ class JobContext:
                 {"job_id": self.info.id, "job_type": self.info.type, "attempt": self.info.attempt},
             )
         return self._log
+
+    @property
+    def resources(self) -> Resources:
+        """Settings, store and mail; a worker built without them cannot run such handlers."""
+        if self._resources is None:
+            raise ConfigurationError("this worker was started without resources")
+        return self._resources
+
+    @property
+    def settings(self) -> Settings:
+        return self.resources.settings
 
     @property
     def job_id(self) -> str:

@@ -18,6 +18,7 @@ from conveyor.worker.context import JobContext, JobInfo
 from conveyor.worker.executor import Pools, execute
 from conveyor.worker.finisher import Finisher
 from conveyor.worker.registry import Registry
+from conveyor.worker.resources import Resources
 
 log = logging.getLogger("conveyor.worker")
 
@@ -73,12 +74,12 @@ class Worker:
         backend: QueueBackend,
         registry: Registry,
         config: WorkerConfig,
-        settings: object = None,
+        resources: Resources | None = None,
     ) -> None:
         self.backend = backend
         self.registry = registry
         self.config = config
-        self.settings = settings
+        self.resources = resources
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid7()[-12:]}"
         self.stats = _Stats()
         self._running: dict[str, _Running] = {}
@@ -188,7 +189,7 @@ class Worker:
             owner_id=job.owner_id,
             idempotency_key=job.idempotency_key or job.id,
         )
-        ctx = JobContext(info, self._progress, asyncio.get_running_loop(), self.settings)
+        ctx = JobContext(info, self._progress, asyncio.get_running_loop(), self.resources)
         task = asyncio.create_task(self._run_job(job, ctx), name=f"job-{job.id}")
         self._running[job.id] = _Running(job, ctx, task, time.monotonic())
         self._per_queue[job.queue] = self._per_queue.get(job.queue, 0) + 1
