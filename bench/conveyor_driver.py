@@ -94,6 +94,24 @@ class Driver:
         """Between phases (workers stopped) the simplest complete purge is a fresh database."""
         self.setup()
 
+    def settle(self) -> None:
+        """ANALYZE after the bulk pre-fill, as for Procrastinate: a new database has no
+        planner statistics, which a deployment that has run for a minute always has."""
+        url = _database_url()
+        if url.startswith("sqlite"):
+            with sqlite3.connect(_sqlite_path(url)) as conn:
+                conn.execute("ANALYZE")
+        else:
+            self._runner.run(self._analyze_postgres(url))
+
+    async def _analyze_postgres(self, url: str) -> None:
+        asyncpg = importlib.import_module("asyncpg")
+        conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            await conn.execute("ANALYZE")
+        finally:
+            await conn.close()
+
     # -- enqueue ----------------------------------------------------------------------------
     def _job(self, index: int) -> Any:
         payload = {"index": index, "enqueued_at": time.time()}

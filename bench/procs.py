@@ -7,6 +7,7 @@ a name. Stopping is SIGTERM to the group, a bounded wait, then SIGKILL to whatev
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -38,20 +39,16 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> subpro
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):  # the whole group is already gone
         os.killpg(proc.pid, sig)  # the group id is the leader's pid (start_new_session)
-    except ProcessLookupError:
-        pass
 
 
 def stop(proc: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S) -> None:
     """Stop a spawned process and its whole group: TERM, wait up to ``grace_s``, then KILL."""
     if proc.poll() is None:
         _signal_group(proc, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):  # then it gets SIGKILL
             proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            pass
     _signal_group(proc, signal.SIGKILL)  # stragglers whose leader already exited
     try:
         proc.wait(timeout=KILL_WAIT_S)

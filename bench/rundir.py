@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,12 +76,20 @@ class RunDir:
         """How many distinct indices of ``expected`` have run at least once."""
         return sum(1 for index in expected if index in self.counts)
 
-    def wait_for(self, expected: range, timeout_s: float) -> bool:
-        """Poll until every index of ``expected`` has run, or ``timeout_s`` passes."""
+    def wait_for(
+        self, expected: range, timeout_s: float, check: Callable[[], None] | None = None
+    ) -> bool:
+        """Poll until every index of ``expected`` has run, or ``timeout_s`` passes.
+
+        ``check`` runs on every poll and may raise (e.g. a worker died) to stop waiting early.
+        """
         deadline = time.monotonic() + timeout_s
         while True:
             self.poll()
-            if self.seen(expected) == len(expected):
+            if check is not None:
+                check()
+            # len(counts) bounds seen(); checking it first keeps each poll O(1) while busy
+            if len(self.counts) >= len(expected) and self.seen(expected) == len(expected):
                 return True
             if time.monotonic() >= deadline:
                 return False

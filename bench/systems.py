@@ -46,8 +46,8 @@ class EnqueueTiming:
 
 class System(ABC):
     """One system under test. Methods are called in this order by ``bench.measure``:
-    ``setup``; then per phase ``enqueue``/``trickle``, ``start_workers``, ``stop_workers``,
-    ``purge``; finally ``teardown`` (always, even after an error)."""
+    ``setup``; then per phase ``enqueue``/``trickle``, (``settle``), ``start_workers``,
+    ``stop_workers``, ``purge``; finally ``teardown`` (always, even after an error)."""
 
     name: str = ""
     label: str = ""
@@ -70,6 +70,11 @@ class System(ABC):
         """Drop every pending job; called with the workers stopped."""
 
     @abstractmethod
+    def settle(self) -> None:
+        """After the drain's bulk pre-fill, before the workers start: bring the store to the
+        state a running deployment is always in (PostgreSQL/SQLite: ANALYZE). Not timed."""
+
+    @abstractmethod
     def start_workers(self, run_dir: Path, n_processes: int = 2) -> None:
         """Start worker processes that record executions in ``run_dir``."""
 
@@ -82,7 +87,9 @@ class System(ABC):
         """Raise :class:`BenchError` if a worker process has died."""
 
     @abstractmethod
-    def enqueue(self, n: int, mode: Mode, *, start: int = 0, batch_size: int = 500) -> EnqueueTiming:
+    def enqueue(
+        self, n: int, mode: Mode, *, start: int = 0, batch_size: int = 500
+    ) -> EnqueueTiming:
         """Enqueue jobs ``start .. start+n-1``, one call each or in batches; time it."""
 
     @abstractmethod
@@ -136,7 +143,12 @@ class CommandSystem(System):
     def purge(self) -> None:
         self._client("purge", timeout_s=60)
 
-    def enqueue(self, n: int, mode: Mode, *, start: int = 0, batch_size: int = 500) -> EnqueueTiming:
+    def settle(self) -> None:
+        self._client("settle", timeout_s=60)
+
+    def enqueue(
+        self, n: int, mode: Mode, *, start: int = 0, batch_size: int = 500
+    ) -> EnqueueTiming:
         args = ["--n", str(n), "--mode", mode, "--batch-size", str(batch_size)]
         result = self._client("enqueue", *args, "--start", str(start))
         return EnqueueTiming(n=int(result["n"]), seconds=float(result["seconds"]))
@@ -181,7 +193,13 @@ class PeerSystem(CommandSystem):
     driver = ""
 
     def client_argv(self) -> list[str]:
-        return [str(peers_venv.venv_bin("python")), "-m", "bench.peers.client", "--driver", self.driver]
+        return [
+            str(peers_venv.venv_bin("python")),
+            "-m",
+            "bench.peers.client",
+            "--driver",
+            self.driver,
+        ]
 
 
 class CelerySystem(PeerSystem):
@@ -277,7 +295,8 @@ class ProcrastinateSystem(PeerSystem):
         return [
             [
                 str(peers_venv.venv_bin("procrastinate")),
-                *("--app", "bench.peers.procrastinate_app.app", "worker"),
+                *("--app", "bench.peers.procrastinate_app.app", "--log-level", "warning"),
+                "worker",
                 *("--queues", "bench_procrastinate", "--concurrency", str(self.concurrency)),
                 *("--name", f"bench-{number}"),
             ]
@@ -288,12 +307,12 @@ class ProcrastinateSystem(PeerSystem):
 # ---- registry ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Entry:
-    """A selectable system. ``enabled=False`` keeps it out of the default list; selecting it
-    by name still calls ``factory``, which is expected to raise :class:`SystemUnavailable`."""
+    """A selectable system. While ``enabled()`` is false it is left out of the default list;
+    selecting it by name still calls ``factory``, which then raises :class:`SystemUnavailable`."""
 
     name: str
     factory: Callable[[], System]
-    enabled: bool = True
+    enabled: Callable[[], bool] = lambda: True
     peer: bool = True
 
 
@@ -326,15 +345,15 @@ REGISTRY: Mapping[str, Entry] = {
         Entry("dramatiq-rabbitmq", DramatiqSystem),
         Entry("procrastinate", ProcrastinateSystem),
         # Conveyor's own systems: see bench/conveyor_systems.py for how they plug in.
-        Entry("conveyor-sqlite", _conveyor("sqlite"), enabled=_conveyor_enabled(), peer=False),
-        Entry("conveyor-postgres", _conveyor("postgres"), enabled=_conveyor_enabled(), peer=False),
+        Entry("conveyor-sqlite", _conveyor("sqlite"), enabled=_conveyor_enabled, peer=False),
+        Entry("conveyor-postgres", _conveyor("postgres"), enabled=_conveyor_enabled, peer=False),
     )
 }
 
 
 def default_systems() -> list[str]:
     """Every enabled system, Conveyor's first once they are enabled."""
-    enabled = [entry for entry in REGISTRY.values() if entry.enabled]
+    enabled = [entry for entry in REGISTRY.values() if entry.enabled()]
     return [entry.name for entry in sorted(enabled, key=lambda entry: entry.peer)]
 
 

@@ -71,6 +71,9 @@ class Driver:
                 conn.ensure_connection(max_retries=3)
                 app.control.purge(connection=conn)
 
+    def settle(self) -> None:
+        """Nothing to do: a broker queue has no planner statistics."""
+
     def send_single(self, indices: Sequence[int]) -> None:
         """One ``apply_async`` per job, as an application would call ``task.delay``."""
         for index in indices:

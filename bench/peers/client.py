@@ -1,8 +1,11 @@
 """The enqueue side of a peer, run by the harness as a subprocess in ``bench/.venv-peers``.
 
-    python -m bench.peers.client --driver celery setup|purge|versions
+    python -m bench.peers.client --driver celery setup|purge|settle|versions
     python -m bench.peers.client --driver celery enqueue --n 2000 --mode single|batch
     python -m bench.peers.client --driver celery trickle --n 200 --gap-ms 20
+
+The client is standard-library only, so Conveyor's systems run it too, in the project venv
+(``--driver conveyor``): every system's enqueues are timed by this same code.
 
 Every command prints exactly one JSON object on stdout (logs go to stderr), so the harness in
 the project venv never imports a peer. Timings exclude interpreter start-up and connecting:
@@ -22,6 +25,8 @@ DRIVERS = {
     "celery": "bench.peers.celery_app",
     "dramatiq": "bench.peers.dramatiq_app",
     "procrastinate": "bench.peers.procrastinate_app",
+    # Conveyor's driver runs this same client in the project venv (bench/conveyor_driver.py).
+    "conveyor": "bench.conveyor_driver",
 }
 MAX_JOBS = 1_000_000  # bounds every loop below
 
@@ -33,6 +38,7 @@ class Driver(Protocol):
     def close(self) -> None: ...
     def setup(self) -> None: ...
     def purge(self) -> None: ...
+    def settle(self) -> None: ...
     def send_single(self, indices: range) -> None: ...
     def send_batch(self, indices: range) -> None: ...
     def server_version(self) -> str: ...
@@ -69,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("setup", help="create what the peer needs, empty")
     commands.add_parser("purge", help="drop every pending job")
+    commands.add_parser("settle", help="steady-state the store after a bulk fill (ANALYZE)")
     commands.add_parser("versions", help="package and server versions")
     enqueue = commands.add_parser("enqueue", help="time N enqueues")
     enqueue.add_argument("--n", type=int, required=True)
@@ -93,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             result: dict[str, Any] = {"ok": True}
         elif args.command == "purge":
             driver.purge()
+            result = {"ok": True}
+        elif args.command == "settle":
+            driver.settle()
             result = {"ok": True}
         elif args.command == "versions":
             result = {"packages": driver.versions(), "server": driver.server_version()}

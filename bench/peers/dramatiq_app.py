@@ -50,6 +50,9 @@ class Driver:
         """Purge the queue and its delay and dead-letter queues."""
         broker.flush(QUEUE)
 
+    def settle(self) -> None:
+        """Nothing to do: a broker queue has no planner statistics."""
+
     def send_single(self, indices: Sequence[int]) -> None:
         """One ``send`` per job."""
         for index in indices:

@@ -88,6 +88,14 @@ class Driver:
                 "procrastinate_periodic_defers, procrastinate_workers RESTART IDENTITY CASCADE"
             )
 
+    def settle(self) -> None:
+        """ANALYZE after the bulk pre-fill. The database is new, so until autovacuum gets to it
+        the planner believes the jobs table is empty and fetches a job by scanning and sorting
+        every queued row (measured: 23 ms per fetch with 10,000 queued, 0.1 ms after ANALYZE).
+        A deployment that has run for more than a minute has statistics; so does this one."""
+        with psycopg.connect(DSN, autocommit=True) as conn:
+            conn.execute("ANALYZE")
+
     def send_single(self, indices: Sequence[int]) -> None:
         """One ``defer_async`` (one INSERT transaction) per job."""
         self._runner.run(self._send_single(indices))

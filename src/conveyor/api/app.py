@@ -16,6 +16,8 @@ from conveyor.api.deps import AppContext
 from conveyor.api.middleware import BodyLimits, RequestLog
 from conveyor.api.ratelimit import RateLimits
 from conveyor.api.routes import admin, auth, docs, health, jobs, schedules
+from conveyor.api.schemas import ErrorBody
+from conveyor.compat import cloudtask, django_jobs, jobscope, tasks
 from conveyor.runtime import Engine
 from conveyor.settings import Settings
 from conveyor.worker.registry import load_handlers
@@ -37,12 +39,13 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = engine is None
         eng = engine or await Engine.open(settings)
-        limits = RateLimits(settings.redis_url)
+        limits = RateLimits(settings.redis_url, settings.rate_limit_namespace)
         try:
             await _bootstrap_admin(eng)
             app.state.conveyor = AppContext(settings, eng, eng.accounts, limits)
             yield
         finally:
+            await limits.aclose()
             if own:
                 await eng.close()
 
@@ -62,6 +65,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.add_middleware(RequestLog)
     for module in (health, auth, jobs, schedules, admin, docs):
         app.include_router(module.router)
+    for adapter in (jobscope, cloudtask, django_jobs, tasks):
+        app.include_router(adapter.router)
     docs.mount_assets(app)
     app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
     return app
@@ -85,6 +90,10 @@ def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
     )
     modules = [m.strip() for m in settings.handler_modules.split(",") if m.strip()]
     components = schema.setdefault("components", {}).setdefault("schemas", {})
+    # FastAPI documents 422 as {"detail": [...]}; ours is the one error shape.
+    error_schema = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(error_schema.pop("$defs", {}))
+    components["HTTPValidationError"] = error_schema
     for spec in load_handlers(modules):
         model = spec.payload_model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(model.pop("$defs", {}))

@@ -59,8 +59,10 @@ class RequestLog:
 
 
 class BodyLimits:
-    """Refuse bodies over `max_bytes` (413, whatever Content-Length claims) and JSON nested
-    deeper than `max_depth` (422) before any handler parses them."""
+    """Refuse, before any handler parses them: bodies over `max_bytes` (413, whatever
+    Content-Length claims), JSON nested deeper than `max_depth`, JSON's non-standard NaN and
+    Infinity, and NUL characters in the path, the query or JSON strings (422). NUL is refused
+    by PostgreSQL text and accepted by SQLite; refusing it here keeps both alike."""
 
     def __init__(self, app: ASGIApp, max_bytes: int, max_depth: int) -> None:
         self.app = app
@@ -68,30 +70,81 @@ class BodyLimits:
         self.max_depth = max_depth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await _reply(
-                    send, 413, "payload_too_large", f"the body is over {self.max_bytes} bytes"
-                )
-                return
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                break
-        body = b"".join(chunks)
-        if _is_json(scope) and _too_deep(body, self.max_depth):
-            await _reply(send, 422, "too_deep", f"JSON nested deeper than {self.max_depth} levels")
+        if _has_nul(scope):
+            await _reply(send, 422, "invalid_input", "NUL characters are not allowed")
+            return
+        if scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            await self.app(scope, receive, send)
+            return
+        body = await _read(receive, self.max_bytes)
+        if body is None:
+            await _reply(send, 413, "payload_too_large", f"the body is over {self.max_bytes} bytes")
+            return
+        problem = _json_problem(body, self.max_depth) if _is_json(scope) else None
+        if problem:
+            await _reply(send, 422, *problem)
             return
         await self.app(scope, _replay(body), send)
+
+
+async def _read(receive: Receive, max_bytes: int) -> bytes | None:
+    """The whole body, or None as soon as it passes `max_bytes`."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            break
+    return b"".join(chunks)
+
+
+def _has_nul(scope: Scope) -> bool:
+    query: bytes = scope.get("query_string", b"")
+    return "\x00" in scope["path"] or b"%00" in query or b"\x00" in query
+
+
+def _json_problem(body: bytes, max_depth: int) -> tuple[str, str] | None:
+    """(code, message) of what is wrong with a JSON body, if anything."""
+    if _too_deep(body, max_depth):
+        return "too_deep", f"JSON nested deeper than {max_depth} levels"
+    suspicious = b"NaN" in body or b"Infinity" in body or b"\\u0000" in body
+    if not suspicious:
+        return None
+    try:
+        value = json.loads(body, parse_constant=_refuse_constant)
+    except _Constant:
+        return "invalid_input", "NaN and Infinity are not valid JSON numbers"
+    except ValueError:
+        return None  # not JSON at all: the route answers that
+    return ("invalid_input", "NUL characters are not allowed") if _contains_nul(value) else None
+
+
+class _Constant(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _Constant(name)
+
+
+def _contains_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_contains_nul(item) for item in value)
+    return False
 
 
 def _replay(body: bytes) -> Receive:

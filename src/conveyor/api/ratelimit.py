@@ -7,7 +7,8 @@ import math
 import time
 
 from limits import parse
-from limits.aio.storage import Storage
+from limits.aio.storage import RedisStorage, Storage
+from limits.aio.storage.redis.redispy import RedispyBridge
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
@@ -30,9 +31,16 @@ class RateLimits:
     """
 
     def __init__(self, redis_url: str | None = None, namespace: str = "conveyor") -> None:
-        storage = storage_from_string(storage_uri(redis_url))
-        assert isinstance(storage, Storage)
-        self.storage = storage
+        self.storage: Storage
+        if redis_url:
+            # redis-py (already a dependency) rather than coredis, so the pool can be closed.
+            self.storage = RedisStorage(
+                storage_uri(redis_url), implementation="redispy", key_prefix=f"{namespace}:rl"
+            )
+        else:
+            storage = storage_from_string(storage_uri(None))
+            assert isinstance(storage, Storage)
+            self.storage = storage
         self._limiter = MovingWindowRateLimiter(self.storage)
         self._namespace = namespace
 
@@ -52,3 +60,10 @@ class RateLimits:
 
     async def reset(self) -> None:
         await self.storage.reset()
+
+    async def aclose(self) -> None:
+        """Close the Redis connections (nothing to close in memory)."""
+        if isinstance(self.storage, RedisStorage) and isinstance(
+            self.storage.bridge, RedispyBridge
+        ):
+            await self.storage.bridge.storage.aclose()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from conveyor.domain.states import JobState
 from conveyor.store.records import JobRecord, ScheduleRecord
@@ -15,13 +15,39 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _to_utc(value: datetime) -> datetime:
+    """Aware times are stored in UTC; one that has no UTC equivalent is invalid input."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time is out of range once converted to UTC") from None
+
+
+UtcDateTime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+AnyUtcDateTime = Annotated[datetime, AfterValidator(_to_utc)]  # naive means UTC
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorBody(BaseModel):
+    """Every error: `{"error": {"code", "message", "details"?}}`."""
+
+    error: ErrorDetail
+
+
 # ---- jobs ------------------------------------------------------------------------------------
 class JobCreate(Strict):
     type: str = Field(min_length=1, max_length=100, examples=["sleep"])
     payload: dict[str, Any] = Field(default_factory=dict, examples=[{"seconds": 2}])
     queue: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[\w.\-:]+$")
     priority: int | None = Field(None, ge=-1000, le=1000, description="Higher runs first.")
-    run_at: AwareDatetime | None = Field(None, description="Not before this time.")
+    run_at: UtcDateTime | None = Field(None, description="Not before this time.")
     delay: float | None = Field(None, ge=0, le=366 * 86400, description="Seconds from now.")
     max_attempts: int | None = Field(None, ge=1, le=100)
     timeout: float | None = Field(None, gt=0, le=7 * 86400, description="Seconds per attempt.")

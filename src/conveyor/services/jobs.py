@@ -47,7 +47,7 @@ class JobService:
         except ValidationError as exc:
             raise InvalidInput(
                 f"invalid payload for job type {submission.type!r}",
-                errors=exc.errors(include_url=False, include_context=False),
+                errors=exc.errors(include_url=False, include_context=False, include_input=False),
             ) from exc
         if submission.max_attempts is not None and submission.max_attempts < 1:
             raise InvalidInput("max_attempts must be at least 1", field="max_attempts")

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Query, Response, status
 
 from conveyor.api.deps import Context, SubmittingUser, VerifiedUser, owner_scope
 from conveyor.api.schemas import (
+    AnyUtcDateTime,
     JobBatchCreate,
     JobCreate,
     JobOut,
@@ -94,8 +95,8 @@ async def list_jobs(
     type: Annotated[str | None, Query(max_length=100)] = None,
     queue: Annotated[str | None, Query(max_length=100)] = None,
     tag: Annotated[str | None, Query(max_length=100)] = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    created_after: AnyUtcDateTime | None = None,
+    created_before: AnyUtcDateTime | None = None,
     owner_id: Annotated[str | None, Query(description="Admins only: one owner's jobs.")] = None,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
@@ -108,20 +109,14 @@ async def list_jobs(
         queue=queue,
         type=type,
         tag=tag,
-        created_after=_aware(created_after),
-        created_before=_aware(created_before),
+        created_after=created_after,
+        created_before=created_before,
     )
     size = min(limit, ctx.settings.max_page_size)
     jobs = await ctx.engine.backend.list_jobs(where, after_id=cursor, limit=size + 1)
     more = len(jobs) > size
     items = [_out(job, user) for job in jobs[:size]]
     return JobPage(items=items, next_cursor=items[-1].id if more else None)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 @router.get("/jobs/{job_id}")

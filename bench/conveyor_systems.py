@@ -1,0 +1,118 @@
+"""Conveyor's own systems: ``conveyor-sqlite`` and ``conveyor-postgres``.
+
+NotImplemented until the engine lands. Until :data:`ENGINE_READY` is flipped to ``True`` (or
+``BENCH_CONVEYOR=1`` is set to try an unfinished engine locally), both systems are left out of
+the default list and selecting one by name raises :class:`SystemUnavailable`; no Conveyor
+figure is ever reported that was not measured.
+
+How they plug in (the precise interface, shared with the peers):
+
+* **worker**: ``conveyor worker --queues bench --concurrency C --handlers
+  bench.conveyor_handlers``, ``n_processes`` times, each its own process group, environment
+  ``CONVEYOR_DATABASE_URL``, ``CONVEYOR_HANDLER_MODULES=bench.conveyor_handlers``,
+  ``CONVEYOR_LOG_FILE``/``CONVEYOR_DATA_DIR`` in the run's temporary directory and
+  ``BENCH_RUN_DIR`` (where the handler records executions). ``C`` is Conveyor's default,
+  CPUs x 4 (DESIGN.md, ``WORKER_CONCURRENCY``).
+* **job type**: ``bench_noop`` on queue ``bench`` (bench/conveyor_handlers.py), payload
+  ``{"index": int, "enqueued_at": float}``, calling ``bench.peers.record.record`` like the peers.
+* **enqueue client**: ``python -m bench.peers.client --driver conveyor ...`` in the project venv,
+  i.e. bench/conveyor_driver.py's ``Driver``: ``setup`` (fresh migrated database), ``purge``,
+  ``send_single`` (one ``JobService.submit`` per job), ``send_batch`` (``submit_many``),
+  ``versions``/``server_version``.
+
+To enable: make sure ``python -m bench.peers.client --driver conveyor setup`` and a
+``conveyor worker`` work with the environment above, set ``ENGINE_READY = True``, run
+``python -m bench.run --systems conveyor-sqlite,conveyor-postgres --quick``, then the full run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.systems import PG_ADMIN_URL, CommandSystem, SystemUnavailable
+
+ENGINE_READY = False  # flip when the engine (worker CLI, JobService, migrations) has landed
+ENABLE_ENV = "BENCH_CONVEYOR"
+DRAIN_N = 20_000
+
+
+def engine_ready() -> bool:
+    """True once Conveyor's systems may run: the flag above, or ``BENCH_CONVEYOR=1``."""
+    return ENGINE_READY or os.environ.get(ENABLE_ENV) == "1"
+
+
+class ConveyorSystem(CommandSystem):
+    """Conveyor on SQLite (one file, in a temporary directory) or on PostgreSQL."""
+
+    drain_n = DRAIN_N
+
+    def __init__(self, database: str) -> None:
+        if not engine_ready():
+            raise SystemUnavailable(
+                f"conveyor-{database}: NotImplemented until the engine lands "
+                f"(set ENGINE_READY in bench/conveyor_systems.py, or {ENABLE_ENV}=1 to try)"
+            )
+        if database not in {"sqlite", "postgres"}:
+            raise SystemUnavailable(f"conveyor-{database}: unknown database")
+        super().__init__()
+        self.database = database
+        self.name = f"conveyor-{database}"
+        self.label = f"Conveyor ({'SQLite' if database == 'sqlite' else 'PostgreSQL'})"
+        self.concurrency = (os.cpu_count() or 1) * 4
+        self._tmp: Path | None = None  # made by setup(), removed by teardown()
+
+    @property
+    def tmp(self) -> Path:
+        """Scratch directory for the SQLite file, data dir and logs."""
+        if self._tmp is None:
+            self._tmp = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-"))
+        return self._tmp
+
+    @property
+    def database_url(self) -> str:
+        if self.database == "sqlite":
+            return f"sqlite:///{self.tmp / 'bench.db'}"
+        return f"{PG_ADMIN_URL}/conveyor_bench"
+
+    def settings(self, n_processes: int) -> dict[str, Any]:
+        return {
+            "workers": f"{n_processes} x conveyor worker --concurrency {self.concurrency}",
+            "concurrency_per_process": self.concurrency,
+            "database_url": self.database_url,
+        }
+
+    def client_argv(self) -> list[str]:
+        return [sys.executable, "-m", "bench.peers.client", "--driver", "conveyor"]
+
+    def worker_argvs(self, n_processes: int) -> list[list[str]]:
+        conveyor = shutil.which("conveyor", path=str(Path(sys.executable).parent)) or "conveyor"
+        return [
+            [
+                conveyor,
+                *("worker", "--queues", "bench", "--concurrency", str(self.concurrency)),
+                *("--handlers", "bench.conveyor_handlers"),
+            ]
+            for _ in range(n_processes)
+        ]
+
+    def extra_env(self) -> dict[str, str]:
+        return {
+            "CONVEYOR_DATABASE_URL": self.database_url,
+            "CONVEYOR_HANDLER_MODULES": "bench.conveyor_handlers",
+            "CONVEYOR_DATA_DIR": str(self.tmp / "data"),
+            "CONVEYOR_LOG_FILE": str(self.tmp / "conveyor.log"),
+            "CONVEYOR_LOG_LEVEL": "WARNING",
+        }
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        finally:
+            if self._tmp is not None:
+                shutil.rmtree(self._tmp, ignore_errors=True)
+                self._tmp = None

@@ -1,0 +1,109 @@
+"""Print the results as a table and write them to ``bench/results/latest.json``.
+
+The JSON holds every figure plus what is needed to judge it later: the machine (cores,
+Python), the settings and package/server versions of each system, the plan and a timestamp.
+It is written to a ``.tmp`` file and renamed, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from bench import machine
+from bench.measure import Plan, SystemResult
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+COLUMNS = (
+    ("system", "left"),
+    ("enqueue\nsingle/s", "right"),
+    ("enqueue\nbatch/s", "right"),
+    ("drain\njobs/s", "right"),
+    ("drain\nN", "right"),
+    ("lost", "right"),
+    ("dup", "right"),
+    ("latency\np50 ms", "right"),
+    ("latency\np99 ms", "right"),
+    ("CPU busy\nbefore", "right"),
+)
+CAPTION = (
+    "lost/dup: over the drain and latency phases; '?' = timed out (late or lost, cannot tell). "
+    "CPU busy before: the share of both cores others used just before the system ran."
+)
+
+
+def _row(r: SystemResult) -> list[str]:
+    phases = [f for f in (r.drain, r.latency) if f is not None]
+    losses = [f.lost for f in phases]
+    lost = "?" if None in losses else str(sum(x for x in losses if x is not None))
+    drain = _num(r.drain.jobs_per_s if r.drain else None)
+    if r.drain and r.drain.timed_out:
+        drain += " (timeout)"
+    return [
+        r.label,
+        _num(r.enqueue_single.jobs_per_s if r.enqueue_single else None),
+        _num(r.enqueue_batch.jobs_per_s if r.enqueue_batch else None),
+        drain,
+        _num(r.drain.n if r.drain else None),
+        lost if phases else "-",
+        str(sum(f.duplicated for f in phases)) if phases else "-",
+        _num(r.latency.p50_ms if r.latency else None, 1),
+        _num(r.latency.p99_ms if r.latency else None, 1),
+        "-" if r.cpu_busy_before is None else f"{r.cpu_busy_before:.0%}",
+    ]
+
+
+def table(results: list[SystemResult]) -> Table:
+    errors = [f"{r.name} FAILED: {r.error.splitlines()[0]}" for r in results if r.error]
+    out = Table(
+        title="No-op jobs, 2 worker processes, this machine",
+        caption="\n".join([CAPTION, *errors]),
+    )
+    for header, justify in COLUMNS:
+        out.add_column(header, justify="right" if justify == "right" else "left", no_wrap=True)
+    for r in results:
+        out.add_row(*_row(r))
+    return out
+
+
+def print_table(results: list[SystemResult]) -> None:
+    # Not a terminal (make, CI, a pipe): rich would assume 80 columns and wrap every cell.
+    Console(width=None if sys.stdout.isatty() else 150).print(table(results))
+
+
+def to_json(
+    results: list[SystemResult], plan: Plan, started: datetime, elapsed_s: float
+) -> dict[str, Any]:
+    return {
+        "timestamp": started.astimezone(UTC).isoformat(timespec="seconds"),
+        "elapsed_s": round(elapsed_s, 1),
+        "machine": machine.describe(),
+        "plan": dataclasses.asdict(plan),
+        "command": " ".join(["python -m bench.run", *sys.argv[1:]]),
+        "systems": {r.name: dataclasses.asdict(r) for r in results},
+    }
+
+
+def write_json(document: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)

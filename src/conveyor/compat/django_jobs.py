@@ -1,0 +1,150 @@
+"""Reference 003 (Django + Celery): register, verify-otp, login, token refresh, jobs, results.
+
+Scheduled jobs start at their time (durable: they are rows), never before; a
+`scheduled_time` in the past is refused with 400, as the reference does.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, status
+from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from conveyor.api.deps import Context, SubmittingUser, VerifiedUser, limited
+from conveyor.domain.states import JobState
+from conveyor.services.jobs import Submission
+from conveyor.store.records import JobFilter, JobRecord
+
+router = APIRouter(prefix="/api", tags=["compat: Django + Celery (003)"])
+
+
+class Credentials(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: str = Field(min_length=3, max_length=320)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class Otp(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: str = Field(min_length=3, max_length=320)
+    otp: str = Field(min_length=1, max_length=16)
+
+
+class Refresh(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    refresh: str = Field(min_length=1, max_length=4096)
+
+
+class Pair(BaseModel):
+    access: str
+    refresh: str
+
+
+class Message(BaseModel):
+    message: str
+
+
+class NewJob(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=1, max_length=200)
+    description: str = Field("", max_length=10_000)
+    scheduled_time: AwareDatetime | None = None
+
+
+class DjangoJob(BaseModel):
+    id: str
+    title: str
+    description: str
+    status: str
+    scheduled_time: datetime | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, job: JobRecord) -> DjangoJob:
+        return cls(
+            id=job.id,
+            title=str(job.payload.get("title", "")),
+            description=str(job.payload.get("description", "")),
+            status=job.state.value,
+            scheduled_time=job.run_at if job.run_at > job.created_at else None,
+            created_at=job.created_at,
+        )
+
+
+class DjangoResult(BaseModel):
+    job_id: str
+    title: str
+    result: Any
+    completed_at: datetime | None
+
+
+@router.post("/register/", status_code=status.HTTP_201_CREATED, dependencies=[limited("register")])
+async def register(body: Credentials, ctx: Context) -> Message:
+    """A 6-digit code is e-mailed (the console backend prints it to the log by default)."""
+    await ctx.accounts.register(body.email, body.password)
+    return Message(message="Registered. Check your e-mail for the verification code.")
+
+
+@router.post("/verify-otp/", dependencies=[limited("otp")])
+async def verify_otp(body: Otp, ctx: Context) -> Message:
+    await ctx.accounts.verify_otp(body.email, body.otp)
+    return Message(message="E-mail verified.")
+
+
+@router.post("/login/", dependencies=[limited("login")])
+async def login(body: Credentials, ctx: Context) -> Pair:
+    pair = await ctx.accounts.login(body.email, body.password)
+    return Pair(access=pair.access, refresh=pair.refresh)
+
+
+@router.post("/token/refresh/", dependencies=[limited("refresh")])
+async def refresh(body: Refresh, ctx: Context) -> Pair:
+    pair = await ctx.accounts.refresh(body.refresh)
+    return Pair(access=pair.access, refresh=pair.refresh)
+
+
+@router.post("/jobs/", status_code=status.HTTP_201_CREATED, response_model=DjangoJob)
+async def create_job(body: NewJob, user: SubmittingUser, ctx: Context) -> Any:
+    if body.scheduled_time is not None and body.scheduled_time <= datetime.now(UTC):
+        return JSONResponse(
+            {"scheduled_time": ["The scheduled time cannot be in the past."]}, status_code=400
+        )
+    submission = Submission(
+        type="generic",
+        payload={"title": body.title, "description": body.description},
+        run_at=body.scheduled_time,
+    )
+    enqueued = await ctx.engine.jobs.submit(submission, owner_id=user.id)
+    return DjangoJob.of(await ctx.engine.jobs.get(enqueued.id, user.id))
+
+
+@router.get("/jobs/")
+async def list_jobs(user: VerifiedUser, ctx: Context) -> list[DjangoJob]:
+    """The caller's own jobs (admins too: this is the owner's view)."""
+    jobs = await ctx.engine.backend.list_jobs(
+        JobFilter(owner_id=user.id, type="generic"), limit=ctx.settings.max_page_size
+    )
+    return [DjangoJob.of(job) for job in jobs]
+
+
+@router.get("/job-results/")
+async def job_results(user: VerifiedUser, ctx: Context) -> list[DjangoResult]:
+    """Results of the caller's completed jobs only."""
+    where = JobFilter(owner_id=user.id, type="generic", states=(JobState.COMPLETED,))
+    jobs = await ctx.engine.backend.list_jobs(where, limit=ctx.settings.max_page_size)
+    return [
+        DjangoResult(
+            job_id=job.id,
+            title=str(job.payload.get("title", "")),
+            result=job.result,
+            completed_at=job.finished_at,
+        )
+        for job in jobs
+    ]

@@ -1,0 +1,186 @@
+"""Rate limits: per client IP on the account calls, per user on job submission, in memory by
+default and shared by every API process through Redis."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from tests.api.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, PASSWORD, Api, api_settings
+from tests.api.test_security_support import error_of, serve
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+# Database 15 is these tests' own: the fixture empties it before and after each test.
+REDIS_URL = os.environ.get("CONVEYOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+async def login(client: httpx.AsyncClient, email: str = "nobody@example.com", **kw: Any) -> int:
+    r = await client.post(
+        "/api/v1/auth/login", json={"email": email, "password": "wrong password"}, **kw
+    )
+    return r.status_code
+
+
+def assert_limited(response: httpx.Response) -> int:
+    """A 429 in our error shape with a sensible Retry-After; the number of seconds."""
+    assert response.status_code == 429, response.text
+    assert error_of(response)["code"] == "rate_limited"
+    retry_after = int(response.headers["retry-after"])
+    assert 1 <= retry_after <= 60
+    return retry_after
+
+
+async def submit(api: Api, headers: dict[str, str]) -> httpx.Response:
+    return await api.client.post("/api/v1/jobs", json={"type": "noop"}, headers=headers)
+
+
+async def test_the_fourth_auth_call_from_one_ip_is_429(db_url: str, tmp_path: Path) -> None:
+    settings = api_settings(db_url, tmp_path, rate_limit_auth="3/minute")
+    async with serve(settings) as served:
+        api, client_from = served.api, served.client_from
+        assert [await login(api.client) for _ in range(3)] == [401, 401, 401]
+        limited = await api.client.post(
+            "/api/v1/auth/login", json={"email": "ada@example.com", "password": PASSWORD}
+        )
+        assert_limited(limited)
+        # A forwarded-for header does not make a new client; another address is one.
+        spoofed = await login(api.client, headers={"X-Forwarded-For": "203.0.113.9"})
+        assert spoofed == 429
+        assert await login(client_from("198.51.100.7")) == 401
+
+        registrations = [
+            await api.client.post(
+                "/api/v1/auth/register", json={"email": f"u{i}@example.com", "password": PASSWORD}
+            )
+            for i in range(4)
+        ]
+        assert [r.status_code for r in registrations[:3]] == [202, 202, 202]
+        assert_limited(registrations[3])
+
+        otp = client_from("198.51.100.8")
+        codes = [
+            await otp.post("/api/v1/auth/verify", json={"email": "u0@example.com", "code": "1"})
+            for _ in range(3)
+        ]
+        assert [r.status_code for r in codes] == [422, 422, 422]
+        assert_limited(
+            await otp.post("/api/v1/auth/verify", json={"email": "u0@example.com", "code": "1"})
+        )
+        resend = client_from("198.51.100.9")
+        sent = [
+            await resend.post("/api/v1/auth/resend", json={"email": "u0@example.com"})
+            for _ in range(4)
+        ]
+        assert [r.status_code for r in sent[:3]] == [202, 202, 202]
+        assert_limited(sent[3])
+
+
+async def test_job_submission_is_limited_per_user(db_url: str, tmp_path: Path) -> None:
+    settings = api_settings(db_url, tmp_path, rate_limit_submit="3/minute")
+    async with serve(settings) as served:
+        api = served.api
+        ada, bob = await api.user("ada@example.com"), await api.user("bob@example.com")
+        assert [(await submit(api, ada)).status_code for _ in range(3)] == [201] * 3
+        assert_limited(await submit(api, ada))
+        batch = await api.client.post(
+            "/api/v1/jobs/batch", json={"jobs": [{"type": "noop"}]}, headers=ada
+        )
+        assert_limited(batch)
+        assert (await submit(api, bob)).status_code == 201
+        # Reading is not submitting.
+        listed = await api.client.get("/api/v1/jobs", headers=ada)
+        assert listed.status_code == 200 and len(listed.json()["items"]) == 3
+
+
+@pytest.fixture
+async def redis_url() -> AsyncIterator[str]:
+    """REDIS_URL, emptied before and after; skipped without a server (failed in CI)."""
+    client = aioredis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        try:
+            await client.ping()
+        except (OSError, aioredis.RedisError) as exc:
+            message = f"Redis is not reachable at {REDIS_URL} ({exc})"
+            if IN_CI:
+                pytest.fail(f"{message}: CI needs it running")
+            pytest.skip(message)
+        await client.flushdb()
+        yield REDIS_URL
+        await client.flushdb()
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.redis
+async def test_api_processes_share_one_limit_through_redis(
+    db_url: str, tmp_path: Path, redis_url: str
+) -> None:
+    settings = api_settings(
+        db_url,
+        tmp_path,
+        redis_url=redis_url,
+        rate_limit_auth="3/minute",
+        rate_limit_submit="3/minute",
+    )
+    async with serve(settings) as one, serve(settings) as two:
+        a, b = one.api, two.api
+        # Signed in from elsewhere first: the account calls from 127.0.0.1 are spent below.
+        r = await one.client_from("192.0.2.1").post(
+            "/api/v1/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+        )
+        admin = {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+        assert [await login(a.client), await login(a.client)] == [401, 401]
+        assert await login(b.client) == 401
+        fourth = await b.client.post(
+            "/api/v1/auth/login", json={"email": "x@example.com", "password": "x"}
+        )
+        assert_limited(fourth)
+        assert await login(a.client) == 429
+
+        # Per user too: three submissions spread over both processes.
+        assert (await submit(a, admin)).status_code == 201
+        assert (await submit(b, admin)).status_code == 201
+        assert (await submit(a, admin)).status_code == 201
+        assert_limited(await submit(b, admin))
+
+
+async def test_an_unreachable_redis_lets_requests_through(db_url: str, tmp_path: Path) -> None:
+    """The limiter fails open (and logs): a Redis outage must not take the API down."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = api_settings(
+        db_url, tmp_path, redis_url=f"redis://127.0.0.1:{port}/0", rate_limit_auth="1/minute"
+    )
+    async with serve(settings) as served:
+        assert [await login(served.api.client) for _ in range(3)] == [401, 401, 401]
+
+
+async def redis_clients(url: str) -> int:
+    """How many connections the Redis server has open on the database of `url`."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        database = str(client.connection_pool.connection_kwargs.get("db", 0))
+        return sum(1 for c in await client.client_list() if str(c.get("db")) == database) - 1
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.redis
+async def test_shutdown_closes_the_limiters_redis_connections(
+    db_url: str, tmp_path: Path, redis_url: str
+) -> None:
+    settings = api_settings(db_url, tmp_path, redis_url=redis_url)
+    before = await redis_clients(redis_url)
+    async with serve(settings) as served:
+        assert await login(served.api.client) == 401  # opens the limiter's connection
+        assert await redis_clients(redis_url) > before
+    assert await redis_clients(redis_url) == before
