@@ -20,7 +20,7 @@ run: $(STAMP)
 	$(BIN)/conveyor run
 
 test: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -88,6 +88,16 @@ class NonRetryableError(ConveyorError):
     code = "non_retryable"
 
 
+class JobFailed(NonRetryableError):
+    """The job failed; the part of its work that succeeded is kept as its result."""
+
+    code = "job_failed"
+
+    def __init__(self, message: str | None = None, *, result: Any = None, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.result = result
+
+
 class JobTimeout(ConveyorError):
     """The job ran longer than its timeout."""
 

@@ -51,6 +51,10 @@ PUBLIC_PATHS = frozenset(
         "/api/verify-otp/",
         "/api/login/",
         "/api/token/refresh/",
+        # reference 002: a token is required unless CONVEYOR_ANONYMOUS_STORE_VISITS is set, so
+        # the adapter authenticates itself (tests/compat/test_ref002_store_visits.py covers it)
+        "/api/jobs",
+        "/api/status",
     }
 )
 PUBLIC_PREFIXES = ("/api/v1/auth/",)

@@ -17,7 +17,7 @@ from conveyor.api.middleware import BodyLimits, RequestLog
 from conveyor.api.ratelimit import RateLimits
 from conveyor.api.routes import admin, auth, docs, health, jobs, schedules
 from conveyor.api.schemas import ErrorBody
-from conveyor.compat import cloudtask, django_jobs, jobscope, tasks
+from conveyor.compat import cloudtask, django_jobs, jobscope, store_visits, tasks
 from conveyor.runtime import Engine
 from conveyor.settings import Settings
 from conveyor.worker.registry import load_handlers
@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.add_middleware(RequestLog)
     for module in (health, auth, jobs, schedules, admin, docs):
         app.include_router(module.router)
-    for adapter in (jobscope, cloudtask, django_jobs, tasks):
+    for adapter in (jobscope, cloudtask, store_visits, django_jobs, tasks):
         app.include_router(adapter.router)
     docs.mount_assets(app)
     app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]

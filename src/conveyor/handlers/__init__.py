@@ -2,6 +2,24 @@
 
 from __future__ import annotations
 
-from conveyor.handlers import cpu, email, generic, noop, sleep, task_autocomplete
+from conveyor.handlers import (
+    cpu,
+    email,
+    generic,
+    noop,
+    sleep,
+    store_visits,
+    task_autocomplete,
+    webhook,
+)
 
-__all__ = ["cpu", "email", "generic", "noop", "sleep", "task_autocomplete"]
+__all__ = [
+    "cpu",
+    "email",
+    "generic",
+    "noop",
+    "sleep",
+    "store_visits",
+    "task_autocomplete",
+    "webhook",
+]

@@ -76,26 +76,34 @@ _RETRY = f"""
 
 _FAIL = f"""
     UPDATE jobs SET state = 'failed', finished_at = $2, lease_expires_at = NULL,
-        errors = jobs.errors || jsonb_build_array(v.error::jsonb)
-    FROM unnest($3::text[], $4::int[], $5::text[]) AS v(id, attempt, error)
+        errors = jobs.errors || jsonb_build_array(v.error::jsonb), result = v.result::jsonb
+    FROM unnest($3::text[], $4::int[], $5::text[], $6::text[]) AS v(id, attempt, error, result)
     WHERE {_FENCE}
     RETURNING jobs.id
 """
 
 _ENQUEUE = """
-    INSERT INTO jobs (id, owner_id, queue, type, payload, priority, state, attempt,
-        max_attempts, run_at, timeout_s, idempotency_key, progress, errors, tags,
-        schedule_id, created_at)
-    SELECT t.id, t.owner_id, t.queue, t.type, t.payload::jsonb, t.priority, t.state, 0,
-        t.max_attempts, t.run_at, t.timeout_s, t.idempotency_key, 0, '[]'::jsonb,
-        t.tags::jsonb, t.schedule_id, $13
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[],
-        $7::text[], $8::int[], $9::timestamptz[], $10::float8[], $11::text[], $12::text[],
-        $14::text[])
-        AS t(id, owner_id, queue, type, payload, priority, state, max_attempts, run_at,
-            timeout_s, idempotency_key, tags, schedule_id)
-    ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING id
+    WITH inserted AS (
+        INSERT INTO jobs (id, owner_id, queue, type, payload, priority, state, attempt,
+            max_attempts, run_at, timeout_s, idempotency_key, progress, errors, tags,
+            schedule_id, created_at)
+        SELECT t.id, t.owner_id, t.queue, t.type, t.payload::jsonb, t.priority, t.state, 0,
+            t.max_attempts, t.run_at, t.timeout_s, t.idempotency_key, 0, '[]'::jsonb,
+            t.tags::jsonb, t.schedule_id, $13
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[],
+            $7::text[], $8::int[], $9::timestamptz[], $10::float8[], $11::text[], $12::text[],
+            $14::text[])
+            AS t(id, owner_id, queue, type, payload, priority, state, max_attempts, run_at,
+                timeout_s, idempotency_key, tags, schedule_id)
+        ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        RETURNING id, queue, state
+    ),
+    -- One NOTIFY per queue that got runnable jobs, delivered when the statement commits.
+    woken AS (
+        SELECT pg_notify('conveyor_jobs', queue)
+        FROM (SELECT DISTINCT queue FROM inserted WHERE state = 'queued') AS q
+    )
+    SELECT id, (SELECT count(*) FROM woken) AS woken FROM inserted
 """
 
 _EXISTING = """
@@ -165,12 +173,20 @@ class PostgresBackend(QueueBackend):
         return self._pool
 
     @asynccontextmanager
-    async def _raw(self) -> AsyncIterator[Any]:
-        """A transaction on the raw pool; a lost server surfaces as `Unavailable`."""
+    async def _raw(self, *, transaction: bool = False) -> AsyncIterator[Any]:
+        """A pooled connection; a lost server surfaces as `Unavailable`.
+
+        One statement runs in its own implicit transaction: one round trip and one commit.
+        Only several statements that must commit together ask for `transaction`.
+        """
         try:
             pool = await self._raw_pool()
-            async with pool.acquire() as conn, conn.transaction():
-                yield conn
+            async with pool.acquire() as conn:
+                if not transaction:
+                    yield conn
+                    return
+                async with conn.transaction():
+                    yield conn
         except Exception as exc:
             if not is_outage(exc):
                 raise
@@ -188,14 +204,12 @@ class PostgresBackend(QueueBackend):
             inserted = {r[0] for r in await conn.exec_driver_sql(_ENQUEUE, tuple(args))}
             dupes = [j for j in new_jobs if j.id not in inserted]
             found = (await conn.exec_driver_sql(_EXISTING, _key_args(dupes))).all() if dupes else []
-            await self._notify_jobs(conn, _runnable(new_jobs, args, inserted))
         else:
             async with self._raw() as raw:
                 inserted = {r[0] for r in await raw.fetch(_ENQUEUE, *args)}
                 dupes = [j for j in new_jobs if j.id not in inserted]
+                # The duplicates' rows are committed: ON CONFLICT waited for them.
                 found = await raw.fetch(_EXISTING, *_key_args(dupes)) if dupes else []
-                for queue in sorted(_runnable(new_jobs, args, inserted)):
-                    await raw.execute("SELECT pg_notify($1, $2)", JOBS_CHANNEL, queue)
         existing = _existing(found)
         states = args[6]
         return [
@@ -228,7 +242,8 @@ class PostgresBackend(QueueBackend):
             return set()
         now = utcnow()
         accepted: set[str] = set()
-        async with self._raw() as raw:
+        several = len({o.kind for o in outcomes}) > 1
+        async with self._raw(transaction=several) as raw:
             for kind, statement in (("completed", _COMPLETE), ("retry", _RETRY), ("failed", _FAIL)):
                 chosen = [o for o in outcomes if o.kind == kind]
                 if not chosen:
@@ -242,6 +257,8 @@ class PostgresBackend(QueueBackend):
                 ]
                 if kind == "retry":
                     args.append([o.retry_at for o in chosen])
+                elif kind == "failed":  # what a failed job did finish, if it says so
+                    args.append([_json_or_none(o.result) for o in chosen])
                 accepted.update(row[0] for row in await raw.fetch(statement, *args))
         return accepted
 
@@ -296,14 +313,6 @@ def _key_args(jobs: Sequence[NewJob]) -> tuple[list[str], list[str | None]]:
     return [j.owner_id for j in jobs], [j.idempotency_key for j in jobs]
 
 
-def _runnable(jobs: Sequence[NewJob], args: list[Any], inserted: set[str]) -> set[str]:
-    return {
-        job.queue
-        for job, state in zip(jobs, args[6], strict=True)
-        if job.id in inserted and state == JobState.QUEUED.value
-    }
-
-
 def _claimed(row: Any) -> ClaimedJob:
     return ClaimedJob(
         id=row[0],
@@ -319,9 +328,13 @@ def _claimed(row: Any) -> ClaimedJob:
     )
 
 
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
 def _payload_text(outcome: Outcome, now: datetime, worker_id: str) -> str | None:
     if outcome.kind == "completed":
-        return None if outcome.result is None else json.dumps(outcome.result)
+        return _json_or_none(outcome.result)
     assert outcome.error is not None
     return json.dumps(outcome.error.as_entry(outcome.attempt, now, worker_id))
 

@@ -95,11 +95,12 @@ _RETRY = typed(
 _FAIL = typed(
     f"""
     WITH v AS (
-        SELECT value ->> 0 AS id, value ->> 1 AS attempt, value -> 2 AS error
+        SELECT value ->> 0 AS id, value ->> 1 AS attempt, value -> 2 AS error,
+            value -> 3 AS result
         FROM json_each(:batch)
     )
     UPDATE jobs SET state = 'failed', finished_at = :now, lease_expires_at = NULL,
-        errors = json_insert(jobs.errors, '$[#]', json(v.error))
+        errors = json_insert(jobs.errors, '$[#]', json(v.error)), result = v.result
     FROM v WHERE {_FENCE}
     RETURNING jobs.id
     """,
@@ -215,7 +216,7 @@ class SqliteBackend(QueueBackend):
                 assert o.retry_at is not None
                 retry.append([o.job_id, o.attempt, error, sqlite_time(o.retry_at)])
             else:
-                failed.append([o.job_id, o.attempt, error])
+                failed.append([o.job_id, o.attempt, error, o.result])
         accepted: set[str] = set()
         for statement, batch in ((_COMPLETE, done), (_RETRY, retry), (_FAIL, failed)):
             if batch:

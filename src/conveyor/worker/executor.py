@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from conveyor.errors import JobTimeout, NonRetryableError
+from conveyor.errors import JobFailed, JobTimeout, NonRetryableError
 from conveyor.store.backend import utcnow
 from conveyor.store.records import ClaimedJob, ErrorInfo, Outcome
 from conveyor.worker.context import JobCancelled, JobContext
@@ -64,6 +64,8 @@ async def execute(spec: HandlerSpec, job: ClaimedJob, ctx: JobContext, pools: Po
     except TimeoutError:
         ctx.cancel()  # a sync handler still running is told to stop
         return _error(spec, job, ErrorInfo(JobTimeout.__name__, f"timed out after {timeout} s"))
+    except JobFailed as exc:
+        return _failed(job, _info(exc), _partial(spec, exc.result))
     except (NonRetryableError, JobCancelled) as exc:
         return _failed(job, _info(exc))
     except Exception as exc:
@@ -89,8 +91,12 @@ def _error(spec: HandlerSpec, job: ClaimedJob, error: ErrorInfo) -> Outcome:
     return Outcome(job.id, job.attempt, "retry", error=error, retry_at=retry_at)
 
 
-def _failed(job: ClaimedJob, error: ErrorInfo) -> Outcome:
-    return Outcome(job.id, job.attempt, "failed", error=error)
+def _failed(job: ClaimedJob, error: ErrorInfo, result: Any = None) -> Outcome:
+    return Outcome(job.id, job.attempt, "failed", result=result, error=error)
+
+
+def _partial(spec: HandlerSpec, value: Any) -> Any:
+    return None if value is None else spec.result_adapter.dump_python(value, mode="json")
 
 
 def _info(exc: BaseException) -> ErrorInfo:
