@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conveyor.domain.states import CANCELLABLE, USER_RETRYABLE, JobState, check_transition
 from conveyor.errors import Conflict, IllegalTransition, NotFound
+from conveyor.store import events as ev
 from conveyor.store.database import Database
 from conveyor.store.records import (
     ClaimedJob,
@@ -33,7 +35,7 @@ from conveyor.store.records import (
     ThroughputPoint,
     WorkerInfo,
 )
-from conveyor.store.tables import jobs, schedule_fires, schedules, workers
+from conveyor.store.tables import events, jobs, schedule_fires, schedules, sink_cursors, workers
 
 Callback = Callable[[str], None]
 
@@ -94,6 +96,17 @@ class QueueBackend(ABC):
     def _insert(self) -> Any:
         """The dialect's INSERT construct (it knows ON CONFLICT)."""
 
+    @abstractmethod
+    def _xid(self) -> ColumnElement[Any]:
+        """The writing transaction's id, stored with each event (see store/events.py)."""
+
+    @abstractmethod
+    def _horizon(self) -> ColumnElement[Any] | None:
+        """Events of transactions below this are all committed (None: no limit needed)."""
+
+    async def _log(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+        await ev.record(conn, self._xid(), rows)
+
     # ---- transactions ----------------------------------------------------------------------
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -128,6 +141,8 @@ class QueueBackend(ABC):
                 .returning(jobs.c.id)
             )
             inserted = {r.id for r in (await c.execute(stmt, rows)).all()}
+            created = [_JobView.of(r) for r in rows if r["id"] in inserted]
+            await self._log(c, [ev.event_row(ev.CREATED, j, j.state, now) for j in created])
             existing = await self._existing_for(c, [j for j in new_jobs if j.id not in inserted])
             runnable = {r["queue"] for r in rows if r["id"] in inserted and r["state"] == "queued"}
             if runnable:
@@ -212,10 +227,15 @@ class QueueBackend(ABC):
                     lease_expires_at=None,
                     started_at=None,
                 )
-                .returning(jobs.c.id, jobs.c.queue)
+                .returning(*_EVENT_COLUMNS)
             )
             rows = result.all()
             if rows:
+                now = utcnow()
+                data = {"reason": "released"}
+                await self._log(
+                    conn, [ev.event_row(ev.QUEUED, r, "queued", now, data) for r in rows]
+                )
                 await self._notify_jobs(conn, {row.queue for row in rows})
         return {row.id for row in rows}
 
@@ -232,8 +252,13 @@ class QueueBackend(ABC):
                     jobs.c.state == JobState.RUNNING.value,
                 )
                 .values(progress=percent, progress_message=message)
+                .returning(*_EVENT_COLUMNS)
             )
-            return result.rowcount == 1
+            row = result.one_or_none()
+            if row is not None:
+                data = {"percent": percent, "message": message}
+                await self._log(conn, [ev.event_row(ev.PROGRESS, row, "running", utcnow(), data)])
+            return row is not None
 
     # ---- user operations ---------------------------------------------------------------------
     async def get(self, job_id: str, owner_id: str | None = None) -> JobRecord:
@@ -266,6 +291,7 @@ class QueueBackend(ABC):
                 )
             ).one_or_none()
             if row is not None:
+                await self._log(conn, [ev.event_row(ev.CANCELLED, row, "cancelled", now)])
                 if row.worker_id:
                     await self._notify_cancel(conn, job_id)
                 return _job_record(row)
@@ -299,6 +325,8 @@ class QueueBackend(ABC):
                 )
             ).one_or_none()
             if row is not None:
+                data = {"reason": "retried"}
+                await self._log(conn, [ev.event_row(ev.QUEUED, row, "queued", now, data)])
                 await self._notify_jobs(conn, {row.queue})
                 return _job_record(row)
         current = await self.get(job_id, owner_id)
@@ -337,6 +365,8 @@ class QueueBackend(ABC):
             ).one_or_none()
             if row is None:
                 raise Conflict("the job changed state; try again")
+            data = {"reason": "set by an administrator"}
+            await self._log(conn, [ev.event_row(target.value, row, target.value, now, data)])
             if target is JobState.QUEUED:
                 await self._notify_jobs(conn, {row.queue})
         return _job_record(row)
@@ -457,8 +487,19 @@ class QueueBackend(ABC):
 
     async def rescue_expired(self, limit: int = 1000) -> RescueReport:
         """Running jobs whose lease expired: back to queued, or failed when attempts are spent."""
+        now = utcnow()
         async with self.db.write() as conn:
-            rows = await self._rescue(conn, utcnow(), limit)
+            rows = await self._rescue(conn, now, limit)
+            data = {"reason": "lease expired"}
+            await self._log(
+                conn,
+                [
+                    ev.event_row(
+                        ev.FAILED if r.state == "failed" else ev.RETRYING, r, r.state, now, data
+                    )
+                    for r in rows
+                ],
+            )
             requeued = [r for r in rows if r.state == JobState.QUEUED.value]
             if requeued:
                 await self._notify_jobs(conn, {r.queue for r in requeued})
@@ -491,6 +532,44 @@ class QueueBackend(ABC):
             total += result.rowcount
             if result.rowcount < batch:
                 return total
+
+    # ---- events ------------------------------------------------------------------------------
+    async def read_events(
+        self,
+        after: ev.Position,
+        limit: int = 500,
+        *,
+        owner_id: str | None = None,
+        job_id: str | None = None,
+    ) -> list[ev.Event]:
+        """Committed events after `after`, in an order no later commit can precede."""
+        query = ev.page_query(after, self._horizon(), limit, owner_id=owner_id, job_id=job_id)
+        async with self.db.read() as conn:
+            return [ev.to_event(row) for row in await conn.execute(query)]
+
+    async def cursor(self, sink: str) -> ev.Position:
+        query = select(sink_cursors).where(sink_cursors.c.sink == sink)
+        async with self.db.read() as conn:
+            row = (await conn.execute(query)).one_or_none()
+        return ev.Position() if row is None else ev.Position(row.xid, row.event_id)
+
+    async def save_cursor(self, sink: str, position: ev.Position) -> None:
+        values = {"xid": position.xid, "event_id": position.id, "updated_at": utcnow()}
+        async with self.db.write() as conn:
+            done = await conn.execute(
+                update(sink_cursors).where(sink_cursors.c.sink == sink).values(**values)
+            )
+            if done.rowcount == 0:
+                await conn.execute(insert(sink_cursors).values(sink=sink, **values))
+
+    async def prune_events(self, before: datetime, sinks: Sequence[str]) -> int:
+        """Delete events older than `before` that every named sink has delivered."""
+        positions = [await self.cursor(sink) for sink in sinks]
+        clauses = [events.c.created_at < before]
+        clauses += [~ev.after(position) for position in positions]
+        async with self.db.write() as conn:
+            result = await conn.execute(delete(events).where(*clauses))
+        return result.rowcount
 
     # ---- workers -----------------------------------------------------------------------------
     async def register_worker(
@@ -684,6 +763,24 @@ class QueueBackend(ABC):
 
 
 _TERMINAL_VALUES = [JobState.COMPLETED.value, JobState.FAILED.value, JobState.CANCELLED.value]
+# What an event needs to know of its job, returned by the statements that change it.
+_EVENT_COLUMNS = (jobs.c.id, jobs.c.owner_id, jobs.c.queue, jobs.c.type, jobs.c.attempt)
+
+
+@dataclass(frozen=True, slots=True)
+class _JobView:
+    """A job row as `ev.event_row` reads it, from an insert's parameters."""
+
+    id: str
+    owner_id: str
+    queue: str
+    type: str
+    attempt: int
+    state: str
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> _JobView:
+        return cls(row["id"], row["owner_id"], row["queue"], row["type"], 0, row["state"])
 
 
 @asynccontextmanager
@@ -733,6 +830,20 @@ def _must(value: Any) -> datetime:
     aware = _aware(value)
     assert aware is not None
     return aware
+
+
+def event_data(outcome: Outcome) -> dict[str, Any]:
+    """What an outcome's event tells subscribers: the result, or the error and next try."""
+    if outcome.kind == "completed":
+        return {"result": outcome.result}
+    data: dict[str, Any] = {}
+    if outcome.error is not None:
+        data["error"] = {"type": outcome.error.type, "message": outcome.error.message}
+    if outcome.retry_at is not None:
+        data["retry_at"] = outcome.retry_at.isoformat()
+    if outcome.result is not None:
+        data["result"] = outcome.result
+    return data
 
 
 def claimed_job(row: Any) -> ClaimedJob:

@@ -34,6 +34,16 @@ KEEPALIVE_SECONDS = 5.0
 
 # The hot path runs on a raw asyncpg pool: one prepared statement per operation whatever the
 # batch size (arrays in, rows out), without SQLAlchemy's per-statement overhead.
+# Every hot-path statement also writes its events: a data-modifying CTE runs in the same
+# statement, so the change and its event commit together in one round trip.
+_LOG_EVENTS = """
+    INSERT INTO events (xid, type, job_id, owner_id, queue, job_type, state, attempt, data,
+        created_at)
+    SELECT txid_current(), {type}, c.id, c.owner_id, c.queue, c.type, {state}, c.attempt,
+        {data}, {at}
+    FROM {source} AS c
+"""
+
 _CLAIM_TEMPLATE = """
     WITH picked AS (
         SELECT id FROM jobs
@@ -41,46 +51,85 @@ _CLAIM_TEMPLATE = """
         ORDER BY priority DESC, run_at, id
         LIMIT $2
         FOR UPDATE SKIP LOCKED
-    )
-    UPDATE jobs SET state = 'running', attempt = jobs.attempt + 1, worker_id = $3,
-        started_at = $4, lease_expires_at = $5
-    FROM picked WHERE jobs.id = picked.id
-    RETURNING {returning}
+    ),
+    claimed AS (
+        UPDATE jobs SET state = 'running', attempt = jobs.attempt + 1, worker_id = $3,
+            started_at = $4, lease_expires_at = $5
+        FROM picked WHERE jobs.id = picked.id
+        RETURNING {returning}
+    ),
+    logged AS ({log})
+    SELECT * FROM claimed
 """
-_CLAIM = _CLAIM_TEMPLATE.format(queue_test="queue = ANY($1::text[])", returning=RETURNING_CLAIM)
+_CLAIM_LOG = _LOG_EVENTS.format(
+    type="'started'",
+    state="'running'",
+    data="jsonb_build_object('worker_id', $3::text)",
+    at="$4",
+    source="claimed",
+)
+_CLAIM = _CLAIM_TEMPLATE.format(
+    queue_test="queue = ANY($1::text[])", returning=RETURNING_CLAIM, log=_CLAIM_LOG
+)
 _CLAIM_ANY = _CLAIM_TEMPLATE.format(
-    queue_test="queue <> ALL($1::text[])", returning=RETURNING_CLAIM
+    queue_test="queue <> ALL($1::text[])", returning=RETURNING_CLAIM, log=_CLAIM_LOG
 )
 
 _FENCE = (
     "jobs.id = v.id AND jobs.state = 'running' AND jobs.worker_id = $1 AND jobs.attempt = v.attempt"
 )
 
-_COMPLETE = f"""
-    UPDATE jobs SET state = 'completed', result = v.result::jsonb, progress = 100,
-        finished_at = $2, lease_expires_at = NULL
-    FROM unnest($3::text[], $4::int[], $5::text[]) AS v(id, attempt, result)
-    WHERE {_FENCE}
-    RETURNING jobs.id
+_FINISH_TEMPLATE = """
+    WITH changed AS (
+        UPDATE jobs SET {set}
+        FROM unnest({arrays}) AS v({columns})
+        WHERE {fence}
+        RETURNING jobs.id, jobs.owner_id, jobs.queue, jobs.type, jobs.attempt, {data} AS data
+    ),
+    logged AS ({log})
+    SELECT id FROM changed
 """
 
-_RETRY = f"""
-    UPDATE jobs SET state = 'retrying', run_at = v.run_at,
-        errors = jobs.errors || jsonb_build_array(v.error::jsonb),
-        worker_id = NULL, lease_expires_at = NULL
-    FROM unnest($3::text[], $4::int[], $5::text[], $6::timestamptz[])
-        AS v(id, attempt, error, run_at)
-    WHERE {_FENCE} AND $2::timestamptz IS NOT NULL
-    RETURNING jobs.id
-"""
 
-_FAIL = f"""
-    UPDATE jobs SET state = 'failed', finished_at = $2, lease_expires_at = NULL,
-        errors = jobs.errors || jsonb_build_array(v.error::jsonb), result = v.result::jsonb
-    FROM unnest($3::text[], $4::int[], $5::text[], $6::text[]) AS v(id, attempt, error, result)
-    WHERE {_FENCE}
-    RETURNING jobs.id
-"""
+def _finish_statement(kind: str, set_clause: str, arrays: str, columns: str, data: str) -> str:
+    log = _LOG_EVENTS.format(
+        type=f"'{kind}'", state=f"'{_STATE_OF[kind]}'", data="c.data", at="$2", source="changed"
+    )
+    return _FINISH_TEMPLATE.format(
+        set=set_clause, arrays=arrays, columns=columns, fence=_FENCE, data=data, log=log
+    )
+
+
+_STATE_OF = {"completed": "completed", "retrying": "retrying", "failed": "failed"}
+_ERROR_DATA = (
+    "jsonb_build_object('type', v.error::jsonb -> 'type', 'message', v.error::jsonb -> 'message')"
+)
+
+_COMPLETE = _finish_statement(
+    "completed",
+    "state = 'completed', result = v.result::jsonb, progress = 100, finished_at = $2, "
+    "lease_expires_at = NULL",
+    "$3::text[], $4::int[], $5::text[]",
+    "id, attempt, result",
+    "jsonb_build_object('result', v.result::jsonb)",
+)
+_RETRY = _finish_statement(
+    "retrying",
+    "state = 'retrying', run_at = v.run_at, "
+    "errors = jobs.errors || jsonb_build_array(v.error::jsonb), "
+    "worker_id = NULL, lease_expires_at = NULL",
+    "$3::text[], $4::int[], $5::text[], $6::timestamptz[]",
+    "id, attempt, error, run_at",
+    f"jsonb_build_object('error', {_ERROR_DATA}, 'retry_at', v.run_at)",
+)
+_FAIL = _finish_statement(
+    "failed",
+    "state = 'failed', finished_at = $2, lease_expires_at = NULL, "
+    "errors = jobs.errors || jsonb_build_array(v.error::jsonb), result = v.result::jsonb",
+    "$3::text[], $4::int[], $5::text[], $6::text[]",
+    "id, attempt, error, result",
+    f"jsonb_strip_nulls(jsonb_build_object('error', {_ERROR_DATA}, 'result', v.result::jsonb))",
+)
 
 _ENQUEUE = """
     WITH inserted AS (
@@ -96,7 +145,13 @@ _ENQUEUE = """
             AS t(id, owner_id, queue, type, payload, priority, state, max_attempts, run_at,
                 timeout_s, idempotency_key, tags, schedule_id)
         ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-        RETURNING id, queue, state
+        RETURNING id, queue, state, owner_id, type, 0 AS attempt
+    ),
+    logged AS (
+        INSERT INTO events (xid, type, job_id, owner_id, queue, job_type, state, attempt,
+            data, created_at)
+        SELECT txid_current(), 'created', id, owner_id, queue, type, state, 0, NULL, $13
+        FROM inserted
     ),
     -- One NOTIFY per queue that got runnable jobs, delivered when the statement commits.
     woken AS (
@@ -128,7 +183,7 @@ _RESCUE = typed(
             'worker_id', jobs.worker_id)),
         worker_id = NULL, lease_expires_at = NULL
     FROM expired WHERE jobs.id = expired.id
-    RETURNING jobs.id, jobs.state, jobs.queue
+    RETURNING jobs.id, jobs.state, jobs.queue, jobs.owner_id, jobs.type, jobs.attempt
     """,
     times=("now",),
 )
@@ -148,6 +203,13 @@ class PostgresBackend(QueueBackend):
 
     def _insert(self) -> Any:
         return pg_insert(jobs)
+
+    def _xid(self) -> ColumnElement[Any]:
+        return func.txid_current()
+
+    def _horizon(self) -> ColumnElement[Any] | None:
+        # Every transaction below the oldest running one has committed or aborted.
+        return func.txid_snapshot_xmin(func.txid_current_snapshot())
 
     def _has_tag(self, tag: str) -> ColumnElement[bool]:
         wanted = cast(literal(json.dumps([tag])), JSONB)

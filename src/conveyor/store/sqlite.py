@@ -17,12 +17,14 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from conveyor.store import events as ev
 from conveyor.store.backend import (
     Callback,
     Leadership,
     Listener,
     QueueBackend,
     claimed_job,
+    event_data,
     utcnow,
 )
 from conveyor.store.database import Database
@@ -58,6 +60,7 @@ _CLAIM_ANY = typed(
     columns=CLAIM_COLUMNS,
 )
 
+_RETURNING_EVENT = "jobs.id, jobs.owner_id, jobs.queue, jobs.type, jobs.attempt"
 _FENCE = (
     "jobs.id = v.id AND jobs.state = 'running' AND jobs.worker_id = :worker "
     "AND jobs.attempt = v.attempt"
@@ -72,7 +75,7 @@ _COMPLETE = typed(
     UPDATE jobs SET state = 'completed', result = v.result, progress = 100,
         finished_at = :now, lease_expires_at = NULL
     FROM v WHERE {_FENCE}
-    RETURNING jobs.id
+    RETURNING {_RETURNING_EVENT}
     """,
     times=("now",),
 )
@@ -88,7 +91,7 @@ _RETRY = typed(
         errors = json_insert(jobs.errors, '$[#]', json(v.error)),
         worker_id = NULL, lease_expires_at = NULL
     FROM v WHERE {_FENCE}
-    RETURNING jobs.id
+    RETURNING {_RETURNING_EVENT}
     """
 )
 
@@ -102,7 +105,7 @@ _FAIL = typed(
     UPDATE jobs SET state = 'failed', finished_at = :now, lease_expires_at = NULL,
         errors = json_insert(jobs.errors, '$[#]', json(v.error)), result = v.result
     FROM v WHERE {_FENCE}
-    RETURNING jobs.id
+    RETURNING {_RETURNING_EVENT}
     """,
     times=("now",),
 )
@@ -121,7 +124,7 @@ _RESCUE = typed(
         SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < :now
         ORDER BY lease_expires_at LIMIT :limit
     )
-    RETURNING id, state, queue
+    RETURNING id, state, queue, owner_id, type, attempt
     """,
     times=("now",),
 )
@@ -136,6 +139,9 @@ _LEAD = typed(
     times=("now", "expires"),
 )
 _UNLEAD = typed("DELETE FROM leader_leases WHERE name = :name AND holder = :holder")
+
+
+_STATE = {ev.COMPLETED: "completed", ev.RETRYING: "retrying", ev.FAILED: "failed"}
 
 
 class _LocalBus:
@@ -163,6 +169,12 @@ class SqliteBackend(QueueBackend):
 
     def _insert(self) -> Any:
         return sqlite_insert(jobs)
+
+    def _xid(self) -> ColumnElement[Any]:
+        return literal(0)  # one writer: commit order is id order
+
+    def _horizon(self) -> ColumnElement[Any] | None:
+        return None
 
     def _has_tag(self, tag: str) -> ColumnElement[bool]:
         each = func.json_each(jobs.c.tags).table_valued("value")
@@ -196,6 +208,8 @@ class SqliteBackend(QueueBackend):
         }
         async with self.db.write() as conn:
             rows = (await conn.execute(statement, params)).all()
+            data = {"worker_id": worker_id}
+            await self._log(conn, [ev.event_row(ev.STARTED, r, "running", now, data) for r in rows])
         return [claimed_job(row) for row in rows]
 
     async def finish(self, worker_id: str, outcomes: Sequence[Outcome]) -> set[str]:
@@ -218,10 +232,22 @@ class SqliteBackend(QueueBackend):
             else:
                 failed.append([o.job_id, o.attempt, error, o.result])
         accepted: set[str] = set()
-        for statement, batch in ((_COMPLETE, done), (_RETRY, retry), (_FAIL, failed)):
-            if batch:
-                params = {"batch": json.dumps(batch), "worker": worker_id, "now": now}
-                accepted.update(row.id for row in await conn.execute(statement, params))
+        by_id = {o.job_id: o for o in outcomes}
+        kinds = (
+            (_COMPLETE, done, ev.COMPLETED),
+            (_RETRY, retry, ev.RETRYING),
+            (_FAIL, failed, ev.FAILED),
+        )
+        for statement, batch, kind in kinds:
+            if not batch:
+                continue
+            params = {"batch": json.dumps(batch), "worker": worker_id, "now": now}
+            rows = (await conn.execute(statement, params)).all()
+            accepted.update(row.id for row in rows)
+            await self._log(
+                conn,
+                [ev.event_row(kind, r, _STATE[kind], now, event_data(by_id[r.id])) for r in rows],
+            )
         return accepted
 
     async def _rescue(self, conn: AsyncConnection, now: datetime, limit: int) -> Sequence[Row[Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
@@ -258,3 +259,40 @@ tasks = Table(
     CheckConstraint("status IN ('pending', 'completed')", name="status"),
 )
 Index("ix_tasks_owner_id", tasks.c.owner_id, tasks.c.id)
+
+# ---- events (the outbox) ---------------------------------------------------------------------
+# One row per job state change, written in the same statement or transaction as the change.
+# `xid` is the writing transaction (PostgreSQL `txid_current()`; 0 on SQLite, whose single
+# writer commits in id order): readers walk (xid, id) below the oldest running transaction,
+# so an event that commits late never lands behind a cursor that has moved on.
+events = Table(
+    "events",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("xid", BigInteger, nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("job_id", String(36), nullable=False),
+    Column("owner_id", String(64), nullable=False),
+    Column("queue", String(100), nullable=False),
+    Column("job_type", String(100), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("data", JsonType, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+Index("ix_events_order", events.c.xid, events.c.id)
+Index("ix_events_owner", events.c.owner_id, events.c.xid, events.c.id)
+Index("ix_events_job", events.c.job_id, events.c.xid, events.c.id)
+Index("ix_events_created_at", events.c.created_at)
+
+# How far each sink of the relay got, so a restart resumes without loss.
+sink_cursors = Table(
+    "sink_cursors",
+    metadata,
+    Column("sink", String(100), primary_key=True),
+    Column("xid", BigInteger, nullable=False),
+    Column("event_id", BigInteger, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)

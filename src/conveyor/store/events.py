@@ -1,0 +1,140 @@
+"""The event outbox: rows written with each job state change, read in commit-safe order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, insert, literal, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from conveyor.store.tables import events
+
+# What a subscriber may see happen to a job.
+CREATED, STARTED, PROGRESS = "created", "started", "progress"
+RETRYING, COMPLETED, FAILED, CANCELLED, QUEUED = (
+    "retrying",
+    "completed",
+    "failed",
+    "cancelled",
+    "queued",
+)
+EVENT_TYPES = (CREATED, STARTED, PROGRESS, RETRYING, COMPLETED, FAILED, CANCELLED, QUEUED)
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """A place in the event order: (writing transaction, id). Encoded as "xid.id"."""
+
+    xid: int = 0
+    id: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.xid}.{self.id}"
+
+    @classmethod
+    def parse(cls, text: str | None) -> Position:
+        if not text:
+            return cls()
+        xid, _, event_id = text.partition(".")
+        try:
+            return cls(int(xid), int(event_id)) if event_id else cls(0, int(xid))
+        except ValueError:
+            return cls()
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: int
+    xid: int
+    type: str
+    job_id: str
+    owner_id: str
+    queue: str
+    job_type: str
+    state: str
+    attempt: int
+    data: dict[str, Any] | None
+    created_at: datetime
+
+    @property
+    def position(self) -> Position:
+        return Position(self.xid, self.id)
+
+
+def event_row(
+    type: str, job: Any, state: str, at: datetime, data: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The columns of one event about `job` (a row or record with id, owner_id, queue, type,
+    attempt)."""
+    return {
+        "type": type,
+        "job_id": job.id,
+        "owner_id": job.owner_id,
+        "queue": job.queue,
+        "job_type": job.type,
+        "state": state,
+        "attempt": job.attempt,
+        "data": data,
+        "created_at": at,
+    }
+
+
+async def record(
+    conn: AsyncConnection, xid: ColumnElement[Any], rows: Iterable[dict[str, Any]]
+) -> None:
+    """Insert events in the caller's transaction (one statement for the batch)."""
+    batch = list(rows)
+    if batch:
+        await conn.execute(insert(events).values(xid=xid), batch)
+
+
+def after(position: Position) -> ColumnElement[bool]:
+    return tuple_(events.c.xid, events.c.id) > tuple_(literal(position.xid), literal(position.id))
+
+
+def visible(horizon: ColumnElement[Any] | None) -> list[ColumnElement[bool]]:
+    """Only events of transactions older than every running one (None: no such limit)."""
+    return [] if horizon is None else [events.c.xid < horizon]
+
+
+def scope(owner_id: str | None, job_id: str | None) -> list[ColumnElement[bool]]:
+    clauses: list[ColumnElement[bool]] = []
+    if owner_id is not None:
+        clauses.append(events.c.owner_id == owner_id)
+    if job_id is not None:
+        clauses.append(events.c.job_id == job_id)
+    return clauses
+
+
+def page_query(
+    position: Position,
+    horizon: ColumnElement[Any] | None,
+    limit: int,
+    *,
+    owner_id: str | None = None,
+    job_id: str | None = None,
+    types: Sequence[str] = (),
+) -> Any:
+    clauses = [after(position), *visible(horizon), *scope(owner_id, job_id)]
+    if types:
+        clauses.append(events.c.type.in_(list(types)))
+    return select(events).where(and_(*clauses)).order_by(events.c.xid, events.c.id).limit(limit)
+
+
+def to_event(row: Any) -> Event:
+    return Event(
+        id=row.id,
+        xid=row.xid,
+        type=row.type,
+        job_id=row.job_id,
+        owner_id=row.owner_id,
+        queue=row.queue,
+        job_type=row.job_type,
+        state=row.state,
+        attempt=row.attempt,
+        data=row.data,
+        created_at=row.created_at,
+    )

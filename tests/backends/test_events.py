@@ -1,0 +1,111 @@
+"""The outbox: every state change writes its event atomically; reads are commit-ordered."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from conveyor.store import events as ev
+from conveyor.store.backend import QueueBackend, utcnow
+from conveyor.store.records import ErrorInfo, NewJob, Outcome
+
+
+def job(**fields: object) -> NewJob:
+    return NewJob(type="noop", payload={}, **fields)  # type: ignore[arg-type]
+
+
+async def types_of(backend: QueueBackend, job_id: str) -> list[str]:
+    return [e.type for e in await backend.read_events(ev.Position(), job_id=job_id)]
+
+
+async def test_a_jobs_life_is_told_in_order(backend: QueueBackend) -> None:
+    (done,) = await backend.enqueue([job(max_attempts=2)])
+    (claimed,) = await backend.claim("w", ["default"], 1, 30)
+    await backend.set_progress("w", done.id, 1, 50, "half")
+    error = ErrorInfo("E", "boom")
+    retry_at = utcnow() - timedelta(seconds=1)
+    await backend.finish("w", [Outcome(done.id, 1, "retry", error=error, retry_at=retry_at)])
+    await backend.promote_due()
+    await backend.claim("w", ["default"], 1, 30)
+    await backend.finish("w", [Outcome(done.id, 2, "completed", result={"n": 1})])
+    assert await types_of(backend, done.id) == [
+        "created", "started", "progress", "retrying", "started", "completed",
+    ]  # fmt: skip
+    events = await backend.read_events(ev.Position(), job_id=done.id)
+    assert events[-1].data == {"result": {"n": 1}} and events[-1].attempt == 2
+    assert events[3].data is not None and events[3].data["error"]["message"] == "boom"
+    assert events[1].data == {"worker_id": "w"}
+    assert claimed.attempt == 1
+
+
+async def test_cancel_user_retry_fail_and_rescue_are_told(backend: QueueBackend) -> None:
+    (a,) = await backend.enqueue([job()])
+    await backend.cancel(a.id)
+    await backend.retry(a.id)
+    (b,) = await backend.enqueue([job(max_attempts=1)])
+    await backend.claim("w", ["default"], 10, lease_s=0.01)
+    await asyncio.sleep(0.05)
+    await backend.rescue_expired()
+    assert await types_of(backend, a.id) == [
+        "created",
+        "cancelled",
+        "queued",
+        "started",
+        "retrying",
+    ]
+    assert await types_of(backend, b.id) == ["created", "started", "failed"]
+
+
+async def test_no_event_without_its_change(backend: QueueBackend) -> None:
+    class Boom(Exception):
+        pass
+
+    async def enqueue_then_fail() -> None:
+        async with backend.transaction() as conn:
+            await backend.enqueue([job()], conn=conn)
+            raise Boom
+
+    with pytest.raises(Boom):
+        await enqueue_then_fail()
+    assert await backend.read_events(ev.Position()) == []
+    # a late result fenced out writes no event either
+    (e,) = await backend.enqueue([job()])
+    await backend.claim("w", ["default"], 1, 30)
+    assert await backend.finish("someone-else", [Outcome(e.id, 1, "completed")]) == set()
+    assert await types_of(backend, e.id) == ["created", "started"]
+
+
+async def test_reading_pages_by_position_and_owner(backend: QueueBackend) -> None:
+    await backend.enqueue([job(owner_id="ada") for _ in range(5)] + [job(owner_id="bob")])
+    first = await backend.read_events(ev.Position(), limit=3, owner_id="ada")
+    rest = await backend.read_events(first[-1].position, limit=10, owner_id="ada")
+    assert len(first) == 3 and len(rest) == 2
+    assert {e.owner_id for e in first + rest} == {"ada"}
+    assert ev.Position.parse(str(first[-1].position)) == first[-1].position
+
+
+async def test_cursors_persist_and_pruning_spares_undelivered(backend: QueueBackend) -> None:
+    await backend.enqueue([job() for _ in range(4)])
+    events = await backend.read_events(ev.Position())
+    await backend.save_cursor("rabbitmq", events[1].position)
+    await backend.save_cursor("rabbitmq", events[1].position)  # idempotent
+    assert await backend.cursor("rabbitmq") == events[1].position
+    assert await backend.cursor("unknown") == ev.Position()
+    pruned = await backend.prune_events(utcnow() + timedelta(seconds=1), ["rabbitmq"])
+    assert pruned == 2
+    left = await backend.read_events(ev.Position())
+    assert [e.id for e in left] == [e.id for e in events[2:]]
+
+
+async def test_a_late_commit_is_never_skipped(backend: QueueBackend) -> None:
+    """PostgreSQL: an open transaction's event holds back later ones until it commits."""
+    if backend.dialect != "postgresql":
+        pytest.skip("SQLite has one writer: commit order is id order")
+    async with backend.transaction() as slow:
+        (late,) = await backend.enqueue([job()], conn=slow)
+        (early,) = await backend.enqueue([job()])  # commits first, with a later xid
+        assert await backend.read_events(ev.Position()) == []  # held back, not skipped
+    seen = [e.job_id for e in await backend.read_events(ev.Position())]
+    assert seen == [late.id, early.id]
