@@ -337,3 +337,10 @@ async def test_star_claims_every_queue_but_the_excluded(backend: QueueBackend) -
     assert sorted(j.queue for j in claimed) == ["a", "b"]
     (last,) = await backend.claim(W, ["capped"], 10, 30)
     assert last.queue == "capped"
+
+
+async def test_only_a_worker_starts_a_job(backend: QueueBackend) -> None:
+    queued = await _job_in_state(backend, "queued")
+    with pytest.raises(IllegalTransition, match="only a worker"):
+        await backend.set_state(queued, JobState.RUNNING)
+    assert (await backend.get(queued)).state is JobState.QUEUED

@@ -12,7 +12,7 @@ from conveyor.api.ratelimit import RateLimits
 from conveyor.auth.api_keys import looks_like_api_key
 from conveyor.errors import Forbidden, Unauthenticated
 from conveyor.runtime import Engine
-from conveyor.services.accounts import AccountService, User
+from conveyor.services.accounts import VERIFY_FIRST, AccountService, User
 from conveyor.settings import Settings
 
 
@@ -75,7 +75,7 @@ OptionalUser = Annotated[User | None, Depends(optional_user)]
 
 async def verified_user(user: CurrentUser) -> User:
     if not user.verified:
-        raise Forbidden("verify your e-mail address before using jobs")
+        raise Forbidden(VERIFY_FIRST)
     return user
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor.domain.retry import RetryPolicy
 from conveyor.mail import Message
@@ -15,15 +15,9 @@ class EmailPayload(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     to: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-    subject: str = Field(max_length=998)
-    text: str | None = Field(None, max_length=1_000_000)
+    subject: str = Field(max_length=998, pattern=r"^[^\r\n]*$", description="One line.")
+    text: str = Field("", max_length=1_000_000, description="Plain-text body (may be empty).")
     html: str | None = Field(None, max_length=1_000_000)
-
-    @model_validator(mode="after")
-    def _has_a_body(self) -> EmailPayload:
-        if self.text is None and self.html is None:
-            raise ValueError("give text, html or both")
-        return self
 
 
 class EmailResult(BaseModel):
@@ -38,9 +32,7 @@ async def send_email(ctx: JobContext, payload: EmailPayload) -> EmailResult:
     previous = await deliveries.sent(ctx.job_id)
     if previous is not None:
         return EmailResult(message_id=previous, already_sent=True)
-    message = Message(
-        to=payload.to, subject=payload.subject, text=payload.text or "", html=payload.html
-    )
+    message = Message(to=payload.to, subject=payload.subject, text=payload.text, html=payload.html)
     message_id = await ctx.resources.mail.send(message)
     await deliveries.record(ctx.job_id, message_id, payload.to)  # before the job is acknowledged
     return EmailResult(message_id=message_id)

@@ -60,6 +60,10 @@ class Scheduler:
     def stop(self) -> None:
         self._stop.set()
 
+    async def close(self) -> None:
+        """Give up leadership (and its connection) when ticking by hand, as tests do."""
+        await self._leadership.release()
+
     async def run(self) -> int:
         log.info("scheduler %s started", self.id)
         was_leader = False
@@ -80,7 +84,7 @@ class Scheduler:
                         await self._stop.wait()
         finally:
             with contextlib.suppress(Exception):
-                await self._leadership.release()
+                await self.close()
         return 0
 
     async def tick(self) -> TickReport:

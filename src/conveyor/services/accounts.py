@@ -115,6 +115,11 @@ class RegisterResult:
     created: bool
 
 
+# The role claim of a token handed out at registration (reference 001's register answer).
+REGISTRATION_ROLE = "registered"
+VERIFY_FIRST = "verify your e-mail address before using jobs"
+
+
 def normalize_email(email: str) -> str:
     """The stored form of an address (trimmed, lower-cased), or InvalidInput."""
     address = email.strip().lower()
@@ -205,7 +210,7 @@ class AccountService:
         new account's token is refused with Forbidden (not verified) and this one with
         Unauthenticated, so such a door should answer those two alike.
         """
-        return self.tokens.issue_access(result.user_id or uuid7(), "user")
+        return self.tokens.issue_access(result.user_id or uuid7(), REGISTRATION_ROLE)
 
     async def verify_otp(self, email: str, code: str) -> User:
         """Mark the e-mail verified with the code mailed to it.
@@ -294,6 +299,12 @@ class AccountService:
     async def user_from_access_token(self, token: str) -> User:
         """The account an access token speaks for, as it is now (role, disabled)."""
         claims = self.tokens.decode(token, "access")
+        if claims.role == REGISTRATION_ROLE and self.email_verification:
+            # A registration token answers like an unverified account whether or not the
+            # address was new: telling them apart would reveal who is registered.
+            record = await self.store.get_user(claims.sub)
+            if record is None or not record.verified:
+                raise Forbidden(VERIFY_FIRST)
         return _public(await self._active(claims.sub))
 
     async def user_from_api_key(self, key: str) -> User:

@@ -339,7 +339,14 @@ class QueueBackend(ABC):
         raise Conflict("the job changed state; try again")  # pragma: no cover - a race
 
     async def set_state(self, job_id: str, target: JobState) -> JobRecord:
-        """An administrator's explicit move, still only along the state machine's edges."""
+        """An administrator's explicit move, still only along the state machine's edges.
+
+        `running` is a worker's to set: a running job without a worker and a lease would
+        never be rescued.
+        """
+        if target is JobState.RUNNING:
+            check_transition((await self.get(job_id)).state, target)
+            raise IllegalTransition("only a worker can start a job", target=target.value)
         if target is JobState.CANCELLED:
             return await self.cancel(job_id)
         if target is JobState.QUEUED:
