@@ -8,9 +8,10 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -43,6 +44,15 @@ T = TypeVar("T")
 Handlers = Annotated[
     str | None,
     typer.Option("--handlers", help="Comma-separated modules that register job types."),
+]
+MetricsPort = Annotated[
+    int | None,
+    typer.Option(
+        "--metrics-port",
+        min=1,
+        max=65535,
+        help="Serve Prometheus /metrics on this port (CONVEYOR_METRICS_PORT; host: METRICS_HOST).",
+    ),
 ]
 
 
@@ -142,7 +152,8 @@ def run(
     host: Annotated[str | None, typer.Option(help="Address the API listens on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port the API listens on.")] = None,
 ) -> None:
-    """Everything in one process: migrations, the API, a worker and the scheduler."""
+    """Everything in one process: migrations, the API, a worker, the scheduler and, when a
+    sink is configured, the events relay."""
     settings = _settings(handler_modules=handlers, host=host, port=port)
     _log_setup(settings)
 
@@ -151,15 +162,20 @@ def run(
         try:
             worker = engine.worker("*", concurrency)  # one process runs every queue
             scheduler = engine.scheduler()
+            relay = engine.relay()  # events relay: None without a sink
             server = _server(settings, engine)
 
             def stop(force: bool) -> None:
                 worker.stop(force)
                 scheduler.stop()
+                if relay is not None:
+                    relay.stop()
                 server.should_exit = True
 
             async def everything() -> int:
                 tasks = [asyncio.create_task(scheduler.run()), asyncio.create_task(server.serve())]
+                if relay is not None:
+                    tasks.append(asyncio.create_task(relay.run()))
                 code = await worker.run()
                 stop(False)
                 await asyncio.gather(*tasks)
@@ -196,6 +212,42 @@ def _server(settings: Settings, engine: Engine | None = None) -> Any:
     return Server(config)
 
 
+@contextlib.asynccontextmanager
+async def _metrics_endpoint(settings: Settings) -> AsyncIterator[None]:
+    """Serve /metrics on METRICS_HOST:METRICS_PORT on this event loop while the block runs.
+
+    The port is bound here, before the work starts, so a taken port is one clear error.
+    """
+    if settings.metrics_port is None:
+        yield
+        return
+    import uvicorn
+
+    from conveyor.metrics import asgi_app
+
+    try:
+        sock = socket.create_server((settings.metrics_host, settings.metrics_port))
+    except OSError as exc:
+        _die(f"--metrics-port {settings.metrics_port}: {exc.strerror or exc}")
+    config = uvicorn.Config(
+        asgi_app(), log_config=None, access_log=False, server_header=False, lifespan="off"
+    )
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield  # SIGINT/SIGTERM are handled by `_until_signalled`
+
+    server = Server(config)
+    serving = asyncio.create_task(server.serve(sockets=[sock]), name="metrics-server")
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await serving
+        sock.close()
+
+
 @app.command()
 def api(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
@@ -227,9 +279,10 @@ def worker(
     concurrency: Annotated[int | None, typer.Option(min=1, help="Jobs at once.")] = None,
     burst: Annotated[bool, typer.Option(help="Exit once the queues are empty.")] = False,
     handlers: Handlers = None,
+    metrics_port: MetricsPort = None,
 ) -> None:
     """Run a worker process."""
-    settings = _settings(handler_modules=handlers)
+    settings = _settings(handler_modules=handlers, metrics_port=metrics_port)
     _log_setup(settings)
 
     async def main() -> int:
@@ -239,7 +292,8 @@ def worker(
                 w = engine.worker(queues, concurrency, burst)
             except ValueError as exc:
                 _die(f"--queues: {exc}")
-            return await _until_signalled([w.stop], w.run())
+            async with _metrics_endpoint(settings):
+                return await _until_signalled([w.stop], w.run())
         finally:
             await engine.close()
 
@@ -247,22 +301,45 @@ def worker(
 
 
 @app.command()
-def scheduler(handlers: Handlers = None) -> None:
+def scheduler(handlers: Handlers = None, metrics_port: MetricsPort = None) -> None:
     """Run a scheduler process (one leads; the others stand by)."""
-    settings = _settings(handler_modules=handlers)
+    settings = _settings(handler_modules=handlers, metrics_port=metrics_port)
     _log_setup(settings)
 
     async def main() -> int:
         engine = await Engine.open(settings)
         try:
             s = engine.scheduler()
-            return await _until_signalled([lambda _force: s.stop()], s.run())
+            async with _metrics_endpoint(settings):
+                return await _until_signalled([lambda _force: s.stop()], s.run())
         finally:
             await engine.close()
 
     _exit(_run(main()))
 
 
+# ---- events relay (events/) -------------------------------------------------------------
+@app.command()
+def results(handlers: Handlers = None, metrics_port: MetricsPort = None) -> None:
+    """Relay job events to the configured sinks (RabbitMQ); any number may run."""
+    settings = _settings(handler_modules=handlers, metrics_port=metrics_port)
+    _log_setup(settings)
+
+    async def main() -> int:
+        engine = await Engine.open(settings)
+        try:
+            relay = engine.relay()
+            if relay is None:
+                _die("no event sink is configured: set CONVEYOR_AMQP_URL")
+            async with _metrics_endpoint(settings):
+                return await _until_signalled([lambda _force: relay.stop()], relay.run())
+        finally:
+            await engine.close()
+
+    _exit(_run(main()))
+
+
+# ---- end of events relay ------------------------------------------------------------------
 # ---- administration ------------------------------------------------------------------------
 @app.command()
 def migrate() -> None:

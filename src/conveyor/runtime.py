@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from conveyor.auth.otp import OtpCodes
 from conveyor.auth.passwords import configure_argon2
 from conveyor.auth.tokens import TokenService
+from conveyor.events.relay import Relay
+from conveyor.events.setup import relay_config, sinks_from_settings
 from conveyor.mail import backend_from_url
 from conveyor.scheduler.scheduler import Scheduler, SchedulerConfig
 from conveyor.services.accounts import AccountService
@@ -85,6 +87,11 @@ class Engine:
             config,
             pruners=[self.accounts.store.prune_refresh_tokens],
         )
+
+    def relay(self) -> Relay | None:
+        """The outbox relay to the configured sinks; None when no sink is configured."""
+        sinks = sinks_from_settings(self.settings)
+        return Relay(self.backend, sinks, relay_config(self.settings)) if sinks else None
 
     async def close(self) -> None:
         await self.accounts.aclose()

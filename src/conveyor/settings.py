@@ -64,6 +64,19 @@ class Settings(BaseSettings):
     prune_batch: int = Field(10_000, ge=1)
     handler_modules: str = ""
 
+    # events relay (`conveyor results`; inside `conveyor run` when a sink is configured)
+    amqp_prefix: str = Field("", pattern=r"^[\w.:-]{0,64}$")  # before exchange and queue names
+    relay_poll_interval: float = Field(0.2, gt=0, le=60)
+    relay_batch: int = Field(500, ge=1, le=10_000)
+    relay_backoff_max: float = Field(30.0, gt=0)
+    relay_lease_seconds: float = Field(10.0, gt=0)  # SQLite: a dead relay's sinks wait this long
+    events_retention_seconds: float = Field(7 * 24 * 3600.0, ge=0)
+
+    # metrics (PROMETHEUS_MULTIPROC_DIR is prometheus-client's own variable: deploy/README.md)
+    metrics_port: int | None = Field(None, ge=1, le=65535)  # worker/scheduler /metrics port
+    metrics_host: str = "127.0.0.1"
+    metrics_refresh_interval: float = Field(5.0, ge=0)  # API's queue gauges; 0 turns them off
+
     # built-in job types
     store_master_path: Path | None = None
     store_visit_delay: str = "0.1-0.4"

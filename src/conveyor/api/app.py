@@ -13,9 +13,9 @@ from fastapi.openapi.utils import get_openapi
 from conveyor import __version__
 from conveyor.api import errors
 from conveyor.api.deps import AppContext
-from conveyor.api.middleware import BodyLimits, RequestLog
+from conveyor.api.middleware import BodyLimits, HttpMetrics, RequestLog
 from conveyor.api.ratelimit import RateLimits
-from conveyor.api.routes import admin, auth, docs, health, jobs, schedules
+from conveyor.api.routes import admin, auth, docs, events, health, jobs, metrics, schedules
 from conveyor.api.schemas import ErrorBody
 from conveyor.compat import cloudtask, django_jobs, jobscope, store_visits, tasks
 from conveyor.runtime import Engine
@@ -43,7 +43,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         try:
             await _bootstrap_admin(eng)
             app.state.conveyor = AppContext(settings, eng, eng.accounts, limits)
-            yield
+            async with metrics.refreshed_gauges(eng):  # queue depth, oldest job, workers alive
+                yield
         finally:
             await limits.aclose()
             if own:
@@ -62,8 +63,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.add_middleware(
         BodyLimits, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth
     )
+    app.add_middleware(HttpMetrics)  # outside BodyLimits: refused bodies are counted too
     app.add_middleware(RequestLog)
-    for module in (health, auth, jobs, schedules, admin, docs):
+    for module in (health, auth, jobs, events, schedules, admin, docs, metrics):
         app.include_router(module.router)
     for adapter in (jobscope, cloudtask, store_visits, django_jobs, tasks):
         app.include_router(adapter.router)

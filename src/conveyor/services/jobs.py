@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conveyor.domain.states import JobState
 from conveyor.errors import InvalidInput
+from conveyor.metrics import count_enqueued
 from conveyor.store.backend import QueueBackend
 from conveyor.store.records import SYSTEM_OWNER, Enqueued, JobRecord, NewJob
 from conveyor.worker.registry import Registry
@@ -72,7 +73,7 @@ class JobService:
         owner_id: str = SYSTEM_OWNER,
         conn: AsyncConnection | None = None,
     ) -> Enqueued:
-        (enqueued,) = await self.backend.enqueue([self.prepare(submission, owner_id)], conn=conn)
+        (enqueued,) = await self.submit_many([submission], owner_id, conn)
         return enqueued
 
     async def submit_many(
@@ -85,7 +86,9 @@ class JobService:
         if len(submissions) > MAX_BATCH:
             raise InvalidInput(f"at most {MAX_BATCH} jobs per batch", limit=MAX_BATCH)
         prepared = [self.prepare(s, owner_id) for s in submissions]
-        return await self.backend.enqueue(prepared, conn=conn)
+        enqueued = await self.backend.enqueue(prepared, conn=conn)
+        count_enqueued(prepared, enqueued)  # in the caller's transaction: counted at insert
+        return enqueued
 
     async def get(self, job_id: str, owner_id: str | None = None) -> JobRecord:
         return await self.backend.get(job_id, owner_id)

@@ -865,6 +865,7 @@ def claimed_job(row: Any) -> ClaimedJob:
         priority=row.priority,
         owner_id=row.owner_id,
         idempotency_key=row.idempotency_key,
+        run_at=_aware(row.run_at),
     )
 
 

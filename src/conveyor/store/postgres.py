@@ -387,6 +387,7 @@ def _claimed(row: Any) -> ClaimedJob:
         priority=row[7],
         owner_id=row[8],
         idempotency_key=row[9],
+        run_at=row[10],
     )
 
 

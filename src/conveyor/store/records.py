@@ -74,6 +74,7 @@ class ClaimedJob:
     priority: int
     owner_id: str
     idempotency_key: str | None
+    run_at: datetime | None = None  # when it became due: claim time minus this is queue wait
 
 
 @dataclass(frozen=True, slots=True)

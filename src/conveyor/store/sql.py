@@ -18,6 +18,7 @@ CLAIM_COLUMNS = (
     "priority",
     "owner_id",
     "idempotency_key",
+    "run_at",
 )
 RETURNING_CLAIM = ", ".join(f"jobs.{name}" for name in CLAIM_COLUMNS)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor.domain.ids import uuid7
+from conveyor.metrics import JobMetrics
 from conveyor.store.backend import Listener, QueueBackend
 from conveyor.store.records import ClaimedJob, ErrorInfo, Outcome
 from conveyor.worker.context import JobContext, JobInfo
@@ -89,6 +90,7 @@ class Worker:
         self._force = asyncio.Event()
         self._failure: str | None = None
         self._pools = Pools(config.threads, config.processes)
+        self._metrics = JobMetrics()
         self._finisher = Finisher(backend, self.id, on_persisted=self._persisted)
         self._listener: Listener | None = None
 
@@ -194,8 +196,10 @@ class Worker:
         self._running[job.id] = _Running(job, ctx, task, time.monotonic())
         self._per_queue[job.queue] = self._per_queue.get(job.queue, 0) + 1
         self.stats.claimed += 1
+        self._metrics.started(job)
 
     async def _run_job(self, job: ClaimedJob, ctx: JobContext) -> None:
+        began = time.perf_counter()
         outcome: Outcome | None
         try:
             spec = self.registry.get(job.type)
@@ -211,6 +215,7 @@ class Worker:
         entry = self._running.pop(job.id, None)
         self._per_queue[job.queue] -= 1
         if outcome is not None and (entry is None or entry.interrupted is None):
+            self._metrics.ran(job, time.perf_counter() - began)
             self._finisher.add(outcome)
         elif entry is not None:
             log.info("job %s stopped: %s", job.id, entry.interrupted)
@@ -222,6 +227,7 @@ class Worker:
     def _persisted(self, batch: list[Outcome], accepted: set[str]) -> None:
         self.stats.finished += len(accepted)
         self.stats.dropped += len(batch) - len(accepted)
+        self._metrics.persisted(batch, accepted)
 
     # ---- interruptions ---------------------------------------------------------------------
     def _on_jobs(self, _queue: str) -> None:

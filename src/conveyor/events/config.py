@@ -1,0 +1,22 @@
+"""How the relay paces itself; `setup.relay_config` fills it from the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+WEEK = 7 * 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    poll_interval: float = 0.2  # an idle sink looks for new events this often
+    batch: int = 500  # events read and delivered at once
+    backoff_initial: float = 0.5  # first wait after a failed delivery, doubled each time
+    backoff_max: float = 30.0
+    retention: float = WEEK  # delivered events older than this are deleted
+    prune_every: float = 300.0
+    # How long a sink's lease outlives a relay that stopped renewing it (SQLite's leader
+    # lease; PostgreSQL's advisory lock ends with its session). Renewed every third of it.
+    lease_ttl: float = 10.0
+    deliver_timeout: float = 120.0  # a sink that hangs fails the batch, and is retried
+    grace: float = 5.0  # on stop, a delivery under way may finish within this

@@ -1,0 +1,104 @@
+"""The outbox relay: every event, in order, to every sink, surviving crashes and outages.
+
+One lane per sink (lane.py) so a sink that is down delays only itself; a periodic prune
+deletes events every configured sink has delivered once they are past retention. Any number
+of relay processes may run: each sink is served by one of them at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from typing import Any
+
+from conveyor.events.config import RelayConfig
+from conveyor.events.lane import Lane
+from conveyor.events.sinks import Sink
+from conveyor.store.backend import QueueBackend, utcnow
+
+log = logging.getLogger("conveyor.events.relay")
+
+
+class Relay:
+    """`run()` until `stop()`; it closes its sinks when it ends."""
+
+    def __init__(
+        self, backend: QueueBackend, sinks: Sequence[Sink], config: RelayConfig | None = None
+    ) -> None:
+        names = [sink.name for sink in sinks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"sink names must differ (they key the cursors): {names}")
+        self.backend = backend
+        self.sinks = list(sinks)
+        self.config = config or RelayConfig()
+        self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._stopping = asyncio.Event()
+        self.lanes = [Lane(backend, s, self.config, self.id, self._stopping) for s in sinks]
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> int:
+        """0 after `stop()`; 1 if a lane ended on its own (a bug: better a visible exit)."""
+        log.info("relay %s started; sinks: %s", self.id, ", ".join(s.name for s in self.sinks))
+        tasks = [
+            asyncio.create_task(lane.run(), name=f"relay:{lane.sink.name}") for lane in self.lanes
+        ]
+        tasks.append(asyncio.create_task(self._prune_forever(), name="relay:prune"))
+        stopping = asyncio.create_task(self._stopping.wait())
+        try:
+            done, _ = await asyncio.wait([*tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
+            if stopping in done:
+                return 0
+            log.error("relay %s: %s ended unexpectedly; stopping", self.id, _names(done))
+            return 1
+        finally:
+            self._stopping.set()
+            await _finish([*tasks, stopping], self.config.grace)
+            for sink in self.sinks:
+                with contextlib.suppress(Exception):
+                    await sink.close()
+            log.info("relay %s stopped", self.id)
+
+    async def prune(self) -> int:
+        """Delete events past retention that every configured sink has delivered.
+
+        Only the sinks configured here count: a sink removed from the configuration no
+        longer holds events back. Every relay process must therefore list the same sinks.
+        """
+        before = utcnow() - timedelta(seconds=self.config.retention)
+        pruned = await self.backend.prune_events(before, [sink.name for sink in self.sinks])
+        if pruned:
+            log.info("pruned %d delivered events", pruned)
+        return pruned
+
+    async def _prune_forever(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.prune()
+            except Exception as exc:
+                log.warning("pruning events failed: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.prune_every):
+                    await self._stopping.wait()
+
+
+async def _finish(tasks: Sequence[asyncio.Task[Any]], grace: float) -> None:
+    """Let a delivery under way end (fewer duplicates after a restart), then cancel."""
+    _, pending = await asyncio.wait(tasks, timeout=grace)
+    for task in pending:
+        task.cancel()
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    for task, outcome in zip(tasks, outcomes, strict=True):
+        if isinstance(outcome, Exception):
+            log.error("relay task %s failed", task.get_name(), exc_info=outcome)
+
+
+def _names(tasks: Iterable[asyncio.Task[Any]]) -> str:
+    return ", ".join(sorted(task.get_name() for task in tasks))

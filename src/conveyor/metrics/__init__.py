@@ -1,0 +1,38 @@
+"""Prometheus metrics: the families (one module, created once), and the calls that feed them.
+
+Who feeds what:
+- the job services count enqueued jobs (`count_enqueued`);
+- each worker counts claims and accepted outcomes and times attempts (`JobMetrics`);
+- the API counts and times requests by route template (`observe_request`) and refreshes
+  the database gauges in the background (`database_gauges`);
+- the relay reports its lag per sink (`set_relay_lag`).
+The API serves them at /metrics (administrators only); `conveyor worker` and `conveyor
+scheduler` serve them on `--metrics-port`. See deploy/README.md for multiprocess mode.
+"""
+
+from __future__ import annotations
+
+from conveyor.metrics.exposition import asgi_app, multiprocess_dir, registry, render
+from conveyor.metrics.gauges import (
+    database_gauges,
+    refresh_database_gauges,
+    set_queue_gauges,
+    set_relay_lag,
+)
+from conveyor.metrics.http import UNMATCHED, observe_request
+from conveyor.metrics.jobs import JobMetrics, count_enqueued
+
+__all__ = [
+    "UNMATCHED",
+    "JobMetrics",
+    "asgi_app",
+    "count_enqueued",
+    "database_gauges",
+    "multiprocess_dir",
+    "observe_request",
+    "refresh_database_gauges",
+    "registry",
+    "render",
+    "set_queue_gauges",
+    "set_relay_lag",
+]

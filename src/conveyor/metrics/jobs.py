@@ -1,0 +1,139 @@
+"""Job counters and timings: enqueued by the services, the rest by the worker loop.
+
+This module sits in the base layer, so it reads jobs and outcomes through the small
+protocols below instead of importing the store's records.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Container, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+
+from prometheus_client import Counter, Histogram
+
+from conveyor.metrics.families import (
+    JOB_QUEUE_WAIT_SECONDS,
+    JOB_RUN_SECONDS,
+    JOBS_COMPLETED,
+    JOBS_ENQUEUED,
+    JOBS_FAILED,
+    JOBS_RETRIED,
+    JOBS_STARTED,
+)
+
+
+class LabelledJob(Protocol):
+    """What labels a job: a NewJob or a ClaimedJob."""
+
+    @property
+    def queue(self) -> str: ...
+
+    @property
+    def type(self) -> str: ...
+
+
+class ClaimedLike(LabelledJob, Protocol):
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def attempt(self) -> int: ...
+
+
+class OutcomeLike(Protocol):
+    @property
+    def job_id(self) -> str: ...
+
+    @property
+    def attempt(self) -> int: ...
+
+    @property
+    def kind(self) -> str: ...
+
+
+class EnqueuedLike(Protocol):
+    @property
+    def created(self) -> bool: ...
+
+
+class _Series:
+    """One (queue, type)'s children of every job metric.
+
+    `.labels()` takes a lock and builds a key on each call; a worker looks them up once per
+    (queue, type) instead of several times per job.
+    """
+
+    __slots__ = ("completed", "enqueued", "failed", "retried", "run", "started", "wait")
+
+    def __init__(self, queue: str, type_: str) -> None:
+        self.enqueued = JOBS_ENQUEUED.labels(queue, type_)
+        self.started = JOBS_STARTED.labels(queue, type_)
+        self.completed = JOBS_COMPLETED.labels(queue, type_)
+        self.failed = JOBS_FAILED.labels(queue, type_)
+        self.retried = JOBS_RETRIED.labels(queue, type_)
+        self.run: Histogram = JOB_RUN_SECONDS.labels(queue, type_)
+        self.wait: Histogram = JOB_QUEUE_WAIT_SECONDS.labels(queue, type_)
+
+    def outcome(self, kind: str) -> Counter | None:
+        if kind == "completed":
+            return self.completed
+        if kind == "retry":
+            return self.retried
+        return self.failed if kind == "failed" else None
+
+
+@functools.cache
+def _series(queue: str, type_: str) -> _Series:
+    return _Series(queue, type_)
+
+
+def count_enqueued(jobs: Sequence[LabelledJob], results: Sequence[EnqueuedLike]) -> None:
+    """Count the jobs a submission stored; an existing job returned for a repeated
+    idempotency key was counted when it was first stored."""
+    for job, result in zip(jobs, results, strict=True):
+        if result.created:
+            _series(job.queue, job.type).enqueued.inc()
+
+
+class JobMetrics:
+    """One worker's instrumentation.
+
+    Outcomes count when the database accepted them (Finisher's `on_persisted`), not when a
+    handler returned: a late result fenced off after a lost lease changed nothing, and the
+    attempt that did count is reported by whoever ran it. Until then each outcome's labels
+    wait here, keyed by (job id, attempt), because an Outcome does not carry them.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[tuple[str, int], _Series] = {}
+
+    def started(self, job: ClaimedLike) -> None:
+        """A claim: count it, and observe how long the job waited since it could run."""
+        series = _series(job.queue, job.type)
+        series.started.inc()
+        run_at = getattr(job, "run_at", None)
+        if isinstance(run_at, datetime):
+            waited = (datetime.now(UTC) - run_at).total_seconds()
+            series.wait.observe(max(0.0, waited))  # clocks of two hosts may disagree
+
+    def ran(self, job: ClaimedLike, seconds: float) -> None:
+        """An attempt produced an outcome that goes to the database."""
+        series = _series(job.queue, job.type)
+        series.run.observe(seconds)
+        self._pending[(job.id, job.attempt)] = series
+
+    def persisted(self, batch: Iterable[OutcomeLike], accepted: Container[str]) -> None:
+        """A batch of outcomes was written; count those the database accepted, one `inc` per
+        counter and batch (an `inc` takes a lock; a batch holds up to hundreds of jobs)."""
+        tally: dict[Counter, int] = {}
+        for outcome in batch:
+            series = self._pending.pop((outcome.job_id, outcome.attempt), None)
+            if series is None or outcome.job_id not in accepted:
+                continue
+            counter = series.outcome(outcome.kind)
+            if counter is not None:
+                tally[counter] = tally.get(counter, 0) + 1
+        for counter, count in tally.items():
+            counter.inc(count)
