@@ -12,6 +12,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
@@ -97,11 +98,12 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, migrated database of each kind."""
-    if request.param == "sqlite":
-        target = tmp_path / "conveyor.db"
+@contextmanager
+def fresh_database(kind: str, request: pytest.FixtureRequest, directory: Path) -> Iterator[str]:
+    """A new, migrated database of `kind` ("sqlite" in `directory`, or "postgres"), dropped
+    afterwards; copied from the session's template, which is fast."""
+    if kind == "sqlite":
+        target = directory / "conveyor.db"
         shutil.copy(request.getfixturevalue("sqlite_template"), target)
         yield f"sqlite:///{target}"
         return
@@ -116,8 +118,17 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
             await admin.close()
 
     asyncio.run(create())
-    yield pg_url(name)
-    asyncio.run(_drop(name))
+    try:
+        yield pg_url(name)
+    finally:
+        asyncio.run(_drop(name))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated database of each kind."""
+    with fresh_database(request.param, request, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

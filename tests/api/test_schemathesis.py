@@ -18,9 +18,6 @@ How it is wired:
 
 from __future__ import annotations
 
-import asyncio
-import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,17 +25,15 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from pwdlib import PasswordHash
-from pwdlib.hashers.argon2 import Argon2Hasher
 from schemathesis.checks import not_a_server_error
 from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import response_schema_conformance
 from starlette.types import ASGIApp
 
 from conveyor.api.app import create_app
-from conveyor.auth import passwords
+from conveyor.auth.passwords import configure_argon2
 from tests.api.conftest import PASSWORD, api_settings
-from tests.conftest import _drop, _pg_admin, pg_url
+from tests.conftest import fresh_database
 
 EXAMPLES = 10
 
@@ -66,24 +61,8 @@ def fuzz_db(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """tests/conftest.py's `db_url`, for the whole module."""
-    if request.param == "sqlite":
-        target = tmp_path_factory.mktemp("fuzz") / "conveyor.db"
-        shutil.copy(request.getfixturevalue("sqlite_template"), target)
-        yield f"sqlite:///{target}"
-        return
-    template = request.getfixturevalue("pg_template")
-    name = f"conveyor_t_{uuid.uuid4().hex[:12]}"
-
-    async def create() -> None:
-        admin = await _pg_admin()
-        try:
-            await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-        finally:
-            await admin.close()
-
-    asyncio.run(create())
-    yield pg_url(name)
-    asyncio.run(_drop(name))
+    with fresh_database(request.param, request, tmp_path_factory.mktemp("fuzz")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -91,27 +70,21 @@ def fuzz_headers(
     fuzz_db: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, str]]:
     """Points PROXY at a fresh app on `fuzz_db`; the Authorization header of its user."""
-    with pytest.MonkeyPatch.context() as patch:  # cheap argon2, as test_security_support
-        hasher = Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1)
-        patch.setattr(passwords, "_ARGON2", hasher)
-        patch.setattr(passwords, "_HASHER", PasswordHash((hasher,)))
-        passwords._dummy_hash.cache_clear()
-        settings = api_settings(
-            fuzz_db, tmp_path_factory.mktemp("fuzz-app"), email_verification=False
-        )
-        PROXY.target = create_app(settings)
-        credentials = {"email": "fuzz@example.com", "password": PASSWORD}
-        with asgi.get_client(PROXY) as client:
-            r = client.post("http://testserver/api/v1/auth/register", json=credentials)
-            assert r.status_code == 202, r.text
-            r = client.post("http://testserver/api/v1/auth/login", json=credentials)
-            assert r.status_code == 200, r.text
-        try:
-            yield {"Authorization": f"Bearer {r.json()['access_token']}"}
-        finally:
-            asgi.shutdown_lifespans()  # the plugin does this after each test; to be sure
-            PROXY.target = None
-            passwords._dummy_hash.cache_clear()
+    configure_argon2(time_cost=1, memory_kib=1024)  # as the root conftest does per test
+    settings = api_settings(fuzz_db, tmp_path_factory.mktemp("fuzz-app"), email_verification=False)
+    PROXY.target = create_app(settings)
+    credentials = {"email": "fuzz@example.com", "password": PASSWORD}
+    with asgi.get_client(PROXY) as client:
+        r = client.post("http://testserver/api/v1/auth/register", json=credentials)
+        assert r.status_code == 202, r.text
+        r = client.post("http://testserver/api/v1/auth/login", json=credentials)
+        assert r.status_code == 200, r.text
+    try:
+        yield {"Authorization": f"Bearer {r.json()['access_token']}"}
+    finally:
+        asgi.shutdown_lifespans()  # the plugin does this after each test; to be sure
+        PROXY.target = None
+        configure_argon2()
 
 
 @schema.parametrize()

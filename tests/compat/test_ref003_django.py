@@ -9,7 +9,6 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from conveyor.runtime import Engine
 from conveyor.settings import Settings
 from tests.api.conftest import Api, api_settings, running_api
+from tests.support.engine import processing
 
 EMAIL = "elyas@example.com"
 PASSWORD = "a long enough password"
@@ -34,20 +33,6 @@ def settings_for(db_url: str, tmp_path: Path) -> Settings:
 async def api(db_url: str, tmp_path: Path) -> AsyncIterator[Api]:
     async with running_api(settings_for(db_url, tmp_path)) as running:
         yield running
-
-
-@asynccontextmanager
-async def processing(engine: Engine) -> AsyncIterator[None]:
-    """A worker on every queue and a scheduler, as `celery worker` and `celery beat` would."""
-    worker = engine.worker("*", concurrency=4)
-    scheduler = engine.scheduler()
-    running = [asyncio.create_task(worker.run()), asyncio.create_task(scheduler.run())]
-    try:
-        yield
-    finally:
-        worker.stop(force=True)
-        scheduler.stop()
-        await asyncio.gather(*running)
 
 
 def bearer(access: str) -> dict[str, str]:

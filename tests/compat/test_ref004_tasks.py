@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 
 from conveyor.domain.states import JobState
-from conveyor.runtime import Engine
 from tests.api.conftest import Api, api_settings, running_api
+from tests.support.engine import processing
 
 EMAIL = "dev@example.com"
 PASSWORD = "securepassword123"
@@ -30,19 +30,6 @@ async def reference_api(db_url: str, tmp_path: Path, **overrides: Any) -> AsyncI
     values: dict[str, Any] = {"email_verification": False, **FAST, **overrides}
     async with running_api(api_settings(db_url, tmp_path, **values)) as api:
         yield api
-
-
-@asynccontextmanager
-async def processing(engine: Engine) -> AsyncIterator[None]:
-    worker = engine.worker("*", concurrency=4)
-    scheduler = engine.scheduler()
-    running = [asyncio.create_task(worker.run()), asyncio.create_task(scheduler.run())]
-    try:
-        yield
-    finally:
-        worker.stop(force=True)
-        scheduler.stop()
-        await asyncio.gather(*running)
 
 
 async def register(

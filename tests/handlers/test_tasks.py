@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,23 +24,10 @@ from conveyor.worker.context import JobContext, JobInfo
 from conveyor.worker.registry import Registry
 from conveyor.worker.resources import Resources
 from tests.handlers.conftest import open_engine
+from tests.support.engine import processing
 
 OWNER = "owner-1"
 FAST: dict[str, Any] = {"poll_interval": 0.05, "scheduler_interval": 0.05}
-
-
-@asynccontextmanager
-async def processing(engine: Engine) -> AsyncIterator[None]:
-    """A worker on every queue, and the scheduler ticking (it promotes due jobs)."""
-    worker = engine.worker("*", concurrency=2)
-    scheduler = engine.scheduler()
-    running = [asyncio.create_task(worker.run()), asyncio.create_task(scheduler.run())]
-    try:
-        yield
-    finally:
-        worker.stop(force=True)
-        scheduler.stop()
-        await asyncio.gather(*running)
 
 
 async def task_of(engine: Engine, task_id: int) -> TaskRecord:
