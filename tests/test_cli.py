@@ -36,11 +36,15 @@ def test_enqueue_and_info(env: Path) -> None:
     assert info.exit_code == 0 and "scheduled" in info.output
 
 
-def test_config_hides_secrets(env: Path) -> None:
-    shown = runner.invoke(app, ["config"])
+def test_config_hides_secrets(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVEYOR_AMQP_URL", "amqp://guest:hunter2@127.0.0.1:5672/")
+    monkeypatch.setenv("CONVEYOR_REDIS_URL", "redis://:hunter3@127.0.0.1:6379/0")
+    shown = runner.invoke(app, ["config"], terminal_width=200)
     assert shown.exit_code == 0
     assert "CONVEYOR_DATABASE_URL" in shown.output
     assert "cli-test-secret" not in shown.output
+    assert "hunter2" not in shown.output and "hunter3" not in shown.output
+    assert "amqp://guest:***@127.0.0.1:5672/" in shown.output
 
 
 def test_users_lifecycle(env: Path) -> None:

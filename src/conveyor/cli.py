@@ -14,6 +14,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, NoReturn, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import typer
 from pydantic import ValidationError
@@ -103,6 +104,15 @@ def _explain(exc: ConveyorError) -> str:
 def _quiet_logs() -> None:
     """One-shot commands print their own clear error; library warnings would only repeat it."""
     setup_logging("ERROR", "text", None)
+
+
+def _without_password(url: str) -> str:
+    """A URL as it may be shown: any password in it replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _safe_url() -> str:
@@ -368,8 +378,8 @@ def config() -> None:
     for name, value in settings.model_dump().items():
         hidden = value is not None and ("secret" in name or "password" in name)
         shown = "**********" if hidden else value
-        if name == "database_url":
-            shown = _safe_url()
+        if name.endswith("_url") and isinstance(value, str):
+            shown = _without_password(value)
         table.add_row(f"CONVEYOR_{name.upper()}", str(shown))
     console.print(table)
 
