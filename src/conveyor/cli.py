@@ -214,10 +214,17 @@ def _server(settings: Settings, engine: Engine | None = None) -> Any:
         lifespan="on",
     )
 
+    return _quiet_server(config)
+
+
+def _quiet_server(config: Any) -> Any:
+    """A uvicorn server that leaves SIGINT/SIGTERM to `_until_signalled` (for every part)."""
+    import uvicorn
+
     class Server(uvicorn.Server):
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
-            yield  # SIGINT/SIGTERM are handled by `_until_signalled`, for every part at once
+            yield
 
     return Server(config)
 
@@ -243,12 +250,7 @@ async def _metrics_endpoint(settings: Settings) -> AsyncIterator[None]:
         asgi_app(), log_config=None, access_log=False, server_header=False, lifespan="off"
     )
 
-    class Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            yield  # SIGINT/SIGTERM are handled by `_until_signalled`
-
-    server = Server(config)
+    server = _quiet_server(config)
     serving = asyncio.create_task(server.serve(sockets=[sock]), name="metrics-server")
     try:
         yield

@@ -102,9 +102,3 @@ class JobTimeout(ConveyorError):
     """The job ran longer than its timeout."""
 
     code = "timeout"
-
-
-class LeaseLost(ConveyorError):
-    """The job's lease was lost; its result was dropped."""
-
-    code = "lease_lost"

@@ -49,7 +49,6 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(32, ge=2, le=1000)
     max_page_size: int = Field(200, ge=1)
     max_batch_size: int = Field(1000, ge=1)
-    cors_origins: str = ""
 
     # engine
     worker_concurrency: int = Field(default_factory=_default_concurrency, ge=1, le=10_000)

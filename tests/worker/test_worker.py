@@ -78,6 +78,11 @@ def make_registry() -> tuple[Registry, dict[str, Any]]:
             time.sleep(0.01)
         return "finished"
 
+    @reg.job("sync_progress")
+    def sync_progress(ctx: JobContext, payload: Empty) -> None:
+        ctx.report_progress(30, "from a thread")
+        time.sleep(0.4)
+
     @reg.job("progress")
     async def progress(ctx: JobContext, payload: Empty) -> None:
         await ctx.progress(50, "half")
@@ -228,6 +233,15 @@ async def test_progress_is_visible_while_running(backend: QueueBackend) -> None:
         assert mid.progress_message == "half" and mid.state is JobState.RUNNING
         done = await wait_for(backend, job_id, terminal)
     assert done.progress == 100
+
+
+async def test_a_sync_handler_reports_progress_from_its_thread(backend: QueueBackend) -> None:
+    registry, _ = make_registry()
+    async with running(backend, registry):
+        job_id = await submit(backend, "sync_progress")
+        mid = await wait_for(backend, job_id, lambda r: r.progress == 30)
+        assert mid.progress_message == "from a thread"
+        assert (await wait_for(backend, job_id, terminal)).state is JobState.COMPLETED
 
 
 async def test_concurrency_and_per_queue_caps(backend: QueueBackend) -> None:

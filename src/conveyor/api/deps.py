@@ -10,9 +10,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from conveyor.api.ratelimit import RateLimits
 from conveyor.auth.api_keys import looks_like_api_key
-from conveyor.errors import Forbidden, Unauthenticated
+from conveyor.errors import Unauthenticated
 from conveyor.runtime import Engine
-from conveyor.services.accounts import VERIFY_FIRST, AccountService, User
+from conveyor.services.accounts import AccountService, User, require_admin
 from conveyor.settings import Settings
 
 
@@ -73,9 +73,8 @@ async def optional_user(
 OptionalUser = Annotated[User | None, Depends(optional_user)]
 
 
-async def verified_user(user: CurrentUser) -> User:
-    if not user.verified:
-        raise Forbidden(VERIFY_FIRST)
+async def verified_user(user: CurrentUser, ctx: Context) -> User:
+    ctx.accounts.require_verified(user)  # the rule lives with the accounts
     return user
 
 
@@ -83,8 +82,7 @@ VerifiedUser = Annotated[User, Depends(verified_user)]
 
 
 async def admin_user(user: CurrentUser) -> User:
-    if not user.is_admin:
-        raise Forbidden("administrators only")
+    require_admin(user)
     return user
 
 

@@ -107,7 +107,7 @@ async def caller(request: Request, ctx: Context, user: OptionalUser) -> Caller:
     """A verified user when a token is sent (a bad token is refused, never ignored); else the
     shared anonymous owner if the deployment allows tokenless calls."""
     if user is not None:
-        verified = await verified_user(user)
+        verified = await verified_user(user, ctx)
         return Caller(verified.id, owner_scope(verified), verified.id)
     if not ctx.settings.anonymous_store_visits:
         raise Unauthenticated("a bearer token is required")

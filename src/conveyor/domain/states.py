@@ -48,11 +48,6 @@ def can_transition(current: JobState, target: JobState) -> bool:
     return target in TRANSITIONS[current]
 
 
-def sources_of(target: JobState) -> frozenset[JobState]:
-    """Every state from which `target` may be reached: the guard of a transition's UPDATE."""
-    return frozenset(state for state, targets in TRANSITIONS.items() if target in targets)
-
-
 def check_transition(current: JobState, target: JobState) -> None:
     if not can_transition(current, target):
         raise IllegalTransition(

@@ -250,7 +250,7 @@ class AccountService:
     def require_verified(self, user: User) -> None:
         """Refuse an unverified account while e-mail verification is on."""
         if self.email_verification and not user.verified:
-            raise Forbidden("verify your e-mail address first")
+            raise Forbidden(VERIFY_FIRST)
 
     # ---- sign-in and sessions ----------------------------------------------------------------
     async def login(self, login: str, password: str) -> TokenPair:

@@ -41,10 +41,6 @@ class Finisher:
         self._pending.append(outcome)
         self._ready.set()
 
-    @property
-    def pending_ids(self) -> set[str]:
-        return {o.job_id for o in self._pending}
-
     async def _run(self) -> None:
         while not (self._closing and not self._pending):
             await self._ready.wait()
