@@ -296,3 +296,85 @@ sink_cursors = Table(
     Column("event_id", BigInteger, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )
+
+# ---- webhooks ----------------------------------------------------------------------------------
+# A user's subscription: events of their jobs, of the listed types (["*"]: all), POSTed to `url`
+# and signed with `secret` (shown once at creation; kept to sign, never shown again).
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("owner_id", String(64), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("event_types", JsonType, nullable=False),
+    Column("secret", String(128), nullable=False),
+    Column("description", String(200), nullable=True),
+    Column("paused", Boolean, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+Index("ix_webhooks_owner", webhooks.c.owner_id, webhooks.c.id)
+
+# The key that signs a user's job callbacks (`callback_url`); one per user, rotated by replacing.
+callback_secrets = Table(
+    "callback_secrets",
+    metadata,
+    Column("owner_id", String(64), primary_key=True),
+    Column("secret", String(128), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# A job's `callback_url`: a side table written in the enqueue transaction only when a job has
+# one, so jobs without a callback cost nothing (no column in the array-batched insert).
+job_callbacks = Table(
+    "job_callbacks",
+    metadata,
+    Column("job_id", String(36), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("owner_id", String(64), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# One row per (event, target): target is a webhook id or "callback". The unique key makes a
+# relay's redelivery of a batch add nothing. `body` is the conveyor.event/1 bytes, kept so a
+# delivery outlives the pruned event; `endpoint` (host:port) caps what one receiver holds.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("event_id", BigInteger, nullable=False),
+    Column("target", String(64), nullable=False),
+    Column("webhook_id", String(36), ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=True),
+    Column("job_id", String(36), nullable=False),
+    Column("owner_id", String(64), nullable=False),
+    Column("event_type", String(32), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("endpoint", String(300), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=True),
+    Column("last_status", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+    CheckConstraint("state IN ('pending', 'delivered', 'failed')", name="state"),
+)
+Index(
+    "uq_webhook_deliveries_event_target",
+    webhook_deliveries.c.event_id,
+    webhook_deliveries.c.target,
+    unique=True,
+)
+Index(
+    "ix_webhook_deliveries_due",
+    webhook_deliveries.c.next_attempt_at,
+    postgresql_where=text("state = 'pending'"),
+    sqlite_where=text("state = 'pending'"),
+)
+Index("ix_webhook_deliveries_webhook", webhook_deliveries.c.webhook_id, webhook_deliveries.c.id)
+Index("ix_webhook_deliveries_job", webhook_deliveries.c.job_id, webhook_deliveries.c.id)
+Index("ix_webhook_deliveries_finished", webhook_deliveries.c.finished_at)
