@@ -116,6 +116,8 @@ class JobOut(BaseModel):
 class JobPage(BaseModel):
     items: list[JobOut]
     next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page.")
+    total: int | None = Field(None, description="With `sort`/`offset`: every matching job.")
+    next_offset: int | None = Field(None, description="With `sort`/`offset`: the next page.")
 
 
 class JobResult(BaseModel):

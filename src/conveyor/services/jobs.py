@@ -14,10 +14,19 @@ from conveyor.domain.states import JobState
 from conveyor.errors import InvalidInput
 from conveyor.metrics import count_enqueued
 from conveyor.store.backend import QueueBackend
-from conveyor.store.records import SYSTEM_OWNER, Enqueued, JobRecord, NewJob
+from conveyor.store.records import (
+    SYSTEM_OWNER,
+    Enqueued,
+    JobFilter,
+    JobListPage,
+    JobRecord,
+    JobSort,
+    NewJob,
+)
 from conveyor.worker.registry import Registry
 
 MAX_BATCH = 1000
+MAX_PAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -101,3 +110,14 @@ class JobService:
 
     async def set_state(self, job_id: str, target: JobState) -> JobRecord:
         return await self.backend.set_state(job_id, target)
+
+    async def page(
+        self, where: JobFilter, sort: str = "-created_at", offset: int = 0, limit: int = 50
+    ) -> JobListPage:
+        """An offset page sorted by a whitelisted column (the dashboard's table), with the total."""
+        order = JobSort.parse(sort)
+        if offset < 0:
+            raise InvalidInput("offset cannot be negative", field="offset")
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}", field="limit")
+        return await self.backend.page_jobs(where, order, offset=offset, limit=limit)

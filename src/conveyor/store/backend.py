@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Row, Text, cast, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conveyor.domain.states import CANCELLABLE, USER_RETRYABLE, JobState, check_transition
@@ -25,7 +25,9 @@ from conveyor.store.records import (
     ClaimedJob,
     Enqueued,
     JobFilter,
+    JobListPage,
     JobRecord,
+    JobSort,
     NewJob,
     NewSchedule,
     Outcome,
@@ -442,8 +444,27 @@ class QueueBackend(ABC):
         async with self.db.read() as conn:
             rows = (await conn.execute(query)).all()
         points: dict[datetime, dict[str, int]] = {}
+        if where.text:
+            clauses.append(_contains_text(where.text))
         for value, state, count in rows:
             points.setdefault(_must(value), {})[state] = count
+    async def page_jobs(
+        self, where: JobFilter, order: JobSort, *, offset: int = 0, limit: int = 50
+    ) -> JobListPage:
+        """One offset page in `order` (missing times last), and how many jobs match in all."""
+        clauses = self.filter_clauses(where)
+        column, tiebreak = jobs.c[order.key], jobs.c.id
+        if order.descending:
+            ordering = [column.desc().nulls_last(), tiebreak.desc()]
+        else:
+            ordering = [column.asc().nulls_last(), tiebreak.asc()]
+        query = select(jobs).where(*clauses).order_by(*ordering).offset(offset).limit(limit)
+        count = select(func.count()).select_from(jobs).where(*clauses)
+        async with self.db.read() as conn:
+            total = await conn.scalar(count)
+            items = [_job_record(row) for row in await conn.execute(query)]
+        return JobListPage(items, int(total or 0))
+
         return [
             ThroughputPoint(m, c.get("completed", 0), c.get("failed", 0))
             for m, c in sorted(points.items())
@@ -851,6 +872,20 @@ def event_data(outcome: Outcome) -> dict[str, Any]:
     if outcome.result is not None:
         data["result"] = outcome.result
     return data
+
+_LIKE_ESCAPE = "\\"
+
+
+def _contains_text(text: str) -> ColumnElement[bool]:
+    """The id or the payload's JSON text contains `text`, in any case; % and _ are literal."""
+    escaped = text.replace(_LIKE_ESCAPE, _LIKE_ESCAPE * 2)
+    escaped = escaped.replace("%", _LIKE_ESCAPE + "%").replace("_", _LIKE_ESCAPE + "_")
+    pattern = f"%{escaped}%"
+    return or_(
+        jobs.c.id.ilike(pattern, escape=_LIKE_ESCAPE),
+        cast(jobs.c.payload, Text).ilike(pattern, escape=_LIKE_ESCAPE),
+    )
+
 
 
 def claimed_job(row: Any) -> ClaimedJob:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from conveyor.domain.ids import uuid7
 from conveyor.domain.states import JobState
+from conveyor.errors import InvalidInput
 
 SYSTEM_OWNER = "system"
 
@@ -187,6 +188,36 @@ class JobFilter:
     tag: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    text: str | None = None  # in the id or the payload's JSON text, any case; no wildcards
+
+
+# The columns a job listing may be sorted by: a whitelist, since the key comes from a URL.
+SORT_KEYS = ("created_at", "run_at", "finished_at", "priority", "state", "type", "queue", "attempt")
+
+
+@dataclass(frozen=True, slots=True)
+class JobSort:
+    """A listing's order: one of SORT_KEYS, then the id in the same direction as a tiebreak."""
+
+    key: str = "created_at"
+    descending: bool = True
+
+    @classmethod
+    def parse(cls, text: str) -> JobSort:
+        """`"-created_at"` is newest first; anything not in SORT_KEYS is refused."""
+        key = text.removeprefix("-")
+        if key not in SORT_KEYS:
+            raise InvalidInput(
+                f"cannot sort by {text!r}; use one of {', '.join(SORT_KEYS)} (prefix - to reverse)",
+                field="sort",
+            )
+        return cls(key, text.startswith("-"))
+
+
+@dataclass(frozen=True, slots=True)
+class JobListPage:
+    items: list[JobRecord]
+    total: int  # every job the filter matches, not just this page
 
 
 @dataclass(frozen=True, slots=True)

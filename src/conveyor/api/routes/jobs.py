@@ -25,7 +25,7 @@ from conveyor.domain.states import JobState
 from conveyor.errors import Conflict, InvalidInput
 from conveyor.services.accounts import User
 from conveyor.services.jobs import Submission
-from conveyor.store.records import JobFilter, JobRecord
+from conveyor.store.records import SORT_KEYS, JobFilter, JobRecord
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
 IdempotencyKey = Annotated[
@@ -97,11 +97,19 @@ async def list_jobs(
     tag: Annotated[str | None, Query(max_length=100)] = None,
     created_after: AnyUtcDateTime | None = None,
     created_before: AnyUtcDateTime | None = None,
+    text: Annotated[
+        str | None, Query(max_length=200, description="In the id or the payload, any case.")
+    ] = None,
     owner_id: Annotated[str | None, Query(description="Admins only: one owner's jobs.")] = None,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
+    sort: Annotated[
+        str | None, Query(max_length=32, description=f"One of {', '.join(SORT_KEYS)}; -desc.")
+    ] = None,
+    offset: Annotated[int | None, Query(ge=0, le=10_000_000)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> JobPage:
-    """Your jobs, newest first (admins: everyone's). Follow `next_cursor` for more."""
+    """Your jobs (admins: everyone's). Newest first with `next_cursor` pages by default;
+    with `sort` or `offset`, offset pages in that order with `total` and `next_offset`."""
     scope = owner_scope(user)
     where = JobFilter(
         owner_id=scope if scope is not None else owner_id,
@@ -111,12 +119,26 @@ async def list_jobs(
         tag=tag,
         created_after=created_after,
         created_before=created_before,
+        text=text,
     )
     size = min(limit, ctx.settings.max_page_size)
-    jobs = await ctx.engine.backend.list_jobs(where, after_id=cursor, limit=size + 1)
-    more = len(jobs) > size
-    items = [_out(job, user) for job in jobs[:size]]
-    return JobPage(items=items, next_cursor=items[-1].id if more else None)
+    if sort is None and offset is None:
+        jobs = await ctx.engine.backend.list_jobs(where, after_id=cursor, limit=size + 1)
+        more = len(jobs) > size
+        items = [_out(job, user) for job in jobs[:size]]
+        return JobPage(items=items, next_cursor=items[-1].id if more else None)
+    if cursor is not None:
+        raise InvalidInput(
+            "cursor pages are newest first; with sort, page by offset", field="cursor"
+        )
+    start = offset or 0
+    page = await ctx.engine.jobs.page(where, sort or "-created_at", start, size)
+    following = start + len(page.items)
+    return JobPage(
+        items=[_out(job, user) for job in page.items],
+        total=page.total,
+        next_offset=following if following < page.total else None,
+    )
 
 
 @router.get("/jobs/{job_id}")
