@@ -65,7 +65,7 @@ class Settings(BaseSettings):
 
     # events relay (`conveyor results`; inside `conveyor run` when a sink is configured)
     amqp_prefix: str = Field("", pattern=r"^[\w.:-]{0,64}$")  # before exchange and queue names
-    relay_poll_interval: float = Field(0.2, gt=0, le=60)
+    relay_poll_interval: float = Field(1.0, gt=0, le=60)  # safety net: wake-ups on commit
     relay_batch: int = Field(500, ge=1, le=10_000)
     relay_backoff_max: float = Field(30.0, gt=0)
     relay_lease_seconds: float = Field(10.0, gt=0)  # SQLite: a dead relay's sinks wait this long

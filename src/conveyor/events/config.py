@@ -9,7 +9,7 @@ WEEK = 7 * 24 * 3600.0
 
 @dataclass(frozen=True)
 class RelayConfig:
-    poll_interval: float = 0.2  # an idle sink looks for new events this often
+    poll_interval: float = 1.0  # an idle sink looks this often even without a wake-up
     batch: int = 500  # events read and delivered at once
     backoff_initial: float = 0.5  # first wait after a failed delivery, doubled each time
     backoff_max: float = 30.0

@@ -8,6 +8,9 @@ events first, with exponential backoff; other sinks have their own lanes and go 
 (`backend.leadership("relay:<sink>")`: a PostgreSQL advisory lock, or a SQLite lease row).
 Other relay processes stand by for that sink and take over when the holder dies. The lock
 is renewed by a side task, so a slow delivery does not lose it.
+
+An idle lane does not poll: it waits for a wake-up after new events commit (store/wake.py),
+with `poll_interval` as the safety net for a wake-up that never comes.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from conveyor.events.sinks import Sink
 from conveyor.metrics import set_relay_lag
 from conveyor.store.backend import QueueBackend
 from conveyor.store.events import Event, Position
+from conveyor.store.wake import Pace
 
 log = logging.getLogger("conveyor.events.relay")
 
@@ -43,6 +47,7 @@ class Lane:
         self._lock = backend.leadership(f"relay:{sink.name}", holder, config.lease_ttl)
         self._held = False
         self._position: Position | None = None  # None: read it from the database first
+        self._pace: Pace | None = None
         self.failures = 0  # consecutive failed turns
         self.delivered = 0
 
@@ -50,22 +55,35 @@ class Lane:
     def held(self) -> bool:
         return self._held
 
+    def wake(self) -> None:
+        """End an idle wait now (the relay is stopping)."""
+        if self._pace is not None:
+            self._pace.interrupt()
+
     async def run(self) -> None:
         keeper = asyncio.create_task(self._keep_lock(), name=f"relay-lock:{self.sink.name}")
         try:
-            while not self._stopping.is_set():
-                await self._pause(await self._turn())
+            async with self._backend.event_wakeups() as pace:
+                self._pace = pace
+                while not self._stopping.is_set():
+                    delay = await self._turn()
+                    if delay is None:
+                        await pace.wait(self._config.poll_interval)
+                    else:
+                        await self._pause(delay)
         finally:
+            self._pace = None
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
             with contextlib.suppress(Exception):
                 await self._lock.release()
 
-    async def _turn(self) -> float:
-        """One delivery step; returns how long to wait before the next."""
-        if not self._held:
-            return self._config.poll_interval
+    async def _turn(self) -> float | None:
+        """One delivery step; returns how long to wait before the next (None: until new
+        events may have come)."""
+        if not self._held:  # stand by; the lock keeper looks this often too
+            return min(self._config.poll_interval, self._config.lease_ttl / 3)
         try:
             moved = await self._step()
         except Exception as exc:
@@ -79,7 +97,7 @@ class Lane:
         if self.failures:
             log.info("sink %s: delivering again after %d failures", self.sink.name, self.failures)
             self.failures = 0
-        return 0.0 if moved >= self._config.batch else self._config.poll_interval
+        return 0.0 if moved >= self._config.batch else None
 
     def backoff(self) -> float:
         cfg = self._config

@@ -43,6 +43,8 @@ class Relay:
 
     def stop(self) -> None:
         self._stopping.set()
+        for lane in self.lanes:
+            lane.wake()
 
     async def run(self) -> int:
         """0 after `stop()`; 1 if a lane ended on its own (a bug: better a visible exit)."""

@@ -1,14 +1,14 @@
 """Following the event outbox for one subscriber: where to start, and what came next.
 
 The doors (SSE today) need three things the store does not say directly: the newest
-committed position (a subscriber that asks for "from now"), a bounded tail that polls while
-caught up, and whether a finished job's story was already told up to a position (so a
-reconnecting client can be told "nothing more" instead of waiting forever).
+committed position (a subscriber that asks for "from now"), a bounded tail that waits for
+wake-ups on commit while caught up (store/wake.py; a slow poll as the safety net), and
+whether a finished job's story was already told up to a position (so a reconnecting client
+can be told "nothing more" instead of waiting forever).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -32,7 +32,7 @@ class Scope:
 class EventFeed:
     """Reads the outbox for subscribers, in bounded batches, never past what has committed."""
 
-    def __init__(self, backend: QueueBackend, *, batch: int = 100, poll: float = 0.2) -> None:
+    def __init__(self, backend: QueueBackend, *, batch: int = 100, poll: float = 1.0) -> None:
         self.backend = backend
         self.batch = batch
         self.poll = poll
@@ -43,16 +43,18 @@ class EventFeed:
         )
 
     async def tail(self, after: Position, scope: Scope) -> AsyncGenerator[list[Event]]:
-        """Every batch after `after`, forever; an empty batch after each idle poll, so the
+        """Every batch after `after`, forever; an empty batch after each idle wait, so the
         caller gets control back regularly (keep-alives, disconnects) while nothing happens.
-        A full batch is followed at once: a subscriber behind catches up at read speed."""
-        while True:
-            batch = await self.read(after, scope)
-            if batch:
-                after = batch[-1].position
-            yield batch
-            if len(batch) < self.batch:
-                await asyncio.sleep(self.poll)
+        A full batch is followed at once: a subscriber behind catches up at read speed.
+        While caught up it reads again when new events commit (or after `poll`)."""
+        async with self.backend.event_wakeups() as pace:
+            while True:
+                batch = await self.read(after, scope)
+                if batch:
+                    after = batch[-1].position
+                yield batch
+                if len(batch) < self.batch:
+                    await pace.wait(self.poll)
 
     async def head(self, owner_id: str | None = None) -> Position:
         """The newest readable position of an owner's events (None: anyone's); every event

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from conveyor.domain.states import CANCELLABLE, USER_RETRYABLE, JobState, check_transition
 from conveyor.errors import Conflict, IllegalTransition, NotFound
 from conveyor.store import events as ev
-from conveyor.store.database import Database
+from conveyor.store.database import Database, after_commit
 from conveyor.store.records import (
     ClaimedJob,
     Enqueued,
@@ -38,6 +38,7 @@ from conveyor.store.records import (
     WorkerInfo,
 )
 from conveyor.store.tables import events, jobs, schedule_fires, schedules, sink_cursors, workers
+from conveyor.store.wake import EventWatch, Pace, bells
 
 Callback = Callable[[str], None]
 
@@ -74,6 +75,8 @@ class QueueBackend(ABC):
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._bell = bells[db.url]
+        self._watch: EventWatch | None = None
 
     # ---- dialect hooks -------------------------------------------------------------------
     @abstractmethod
@@ -108,6 +111,29 @@ class QueueBackend(ABC):
 
     async def _log(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
         await ev.record(conn, self._xid(), rows)
+        if rows:
+            after_commit(conn, self._events_committed)
+
+    # ---- event wake-ups (store/wake.py) --------------------------------------------------------
+    @abstractmethod
+    async def _listen_events(self, on_events: Callable[[], None]) -> Listener:
+        """Call `on_events` when another process committed events (maybe a little early)."""
+
+    @abstractmethod
+    def _tell_other_processes(self) -> None:
+        """After a commit that wrote events: wake other processes' readers (if they need it)."""
+
+    def _events_committed(self, *, others: bool = True) -> None:
+        self._bell.ring()
+        if others:
+            self._tell_other_processes()
+
+    def event_wakeups(self) -> AbstractAsyncContextManager[Pace]:
+        """`async with backend.event_wakeups() as pace:` then `await pace.wait(poll)` between
+        reads of the outbox: returns soon after new events commit, anywhere."""
+        if self._watch is None:
+            self._watch = EventWatch(self._bell, self._listen_events)
+        return self._watch.pace()
 
     # ---- transactions ----------------------------------------------------------------------
     @asynccontextmanager
@@ -122,6 +148,8 @@ class QueueBackend(ABC):
         return self.db.write()
 
     async def close(self) -> None:
+        if self._watch is not None:
+            await self._watch.close()
         await self.db.dispose()
 
     # ---- enqueue ---------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -78,9 +78,16 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction; unreachable databases surface as `Unavailable`."""
-        async with _translate_outage(), self.writer.begin() as conn:
-            yield conn
+        """A write transaction; unreachable databases surface as `Unavailable`.
+
+        Callbacks registered with `after_commit` run once it committed (not on rollback)."""
+        async with _translate_outage():
+            async with self.writer.begin() as conn:
+                conn.info.pop(_AFTER_COMMIT, None)  # info outlives a checkout: start clean
+                yield conn
+                callbacks: list[Callable[[], None]] = conn.info.pop(_AFTER_COMMIT, [])
+            for callback in callbacks:
+                callback()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -95,6 +102,18 @@ class Database:
         await self.writer.dispose()
         if self.reader is not self.writer:
             await self.reader.dispose()
+
+
+_AFTER_COMMIT = "conveyor.after_commit"
+
+
+def after_commit(conn: AsyncConnection, callback: Callable[[], None]) -> None:
+    """Run `callback` once the transaction `conn` belongs to (a `Database.write`) commits;
+    once per transaction however often it is asked. Wake-ups use it, so that whoever they
+    wake can already read what woke them."""
+    callbacks: list[Callable[[], None]] = conn.info.setdefault(_AFTER_COMMIT, [])
+    if callback not in callbacks:
+        callbacks.append(callback)
 
 
 def _configure_sqlite(engine: AsyncEngine, synchronous: str, *, immediate: bool) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,7 +22,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from conveyor.domain.states import JobState
 from conveyor.errors import Unavailable
 from conveyor.store.backend import Callback, Leadership, Listener, QueueBackend, utcnow
-from conveyor.store.database import POSTGRES_SESSION, Database, is_outage, plain_postgres_dsn
+from conveyor.store.database import (
+    POSTGRES_SESSION,
+    Database,
+    after_commit,
+    is_outage,
+    plain_postgres_dsn,
+)
 from conveyor.store.records import ClaimedJob, Enqueued, NewJob, Outcome
 from conveyor.store.sql import RETURNING_CLAIM, typed
 from conveyor.store.tables import jobs, schedule_fires
@@ -30,7 +37,13 @@ log = logging.getLogger("conveyor.store.postgres")
 
 JOBS_CHANNEL = "conveyor_jobs"
 CANCEL_CHANNEL = "conveyor_cancel"
+EVENTS_CHANNEL = "conveyor_events"
 KEEPALIVE_SECONDS = 5.0
+# Cross-process event wake-ups: at most one NOTIFY in flight per process, and at most one per
+# this many seconds. Each NOTIFY is a commit that takes PostgreSQL's notify queue lock, so
+# sending one per claim or finish would serialise the hot path's commits; after the commit
+# and debounced, it costs the hot path nothing and a reader at most this much latency.
+EVENTS_NOTIFY_GAP = 0.005
 
 # The hot path runs on a raw asyncpg pool: one prepared statement per operation whatever the
 # batch size (arrays in, rows out), without SQLAlchemy's per-statement overhead.
@@ -200,6 +213,7 @@ class PostgresBackend(QueueBackend):
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
         self._pool_size = pool_size
+        self._notifier = _Notifier(self)
 
     def _insert(self) -> Any:
         return pg_insert(jobs)
@@ -272,6 +286,13 @@ class PostgresBackend(QueueBackend):
                 dupes = [j for j in new_jobs if j.id not in inserted]
                 # The duplicates' rows are committed: ON CONFLICT waited for them.
                 found = await raw.fetch(_EXISTING, *_key_args(dupes)) if dupes else []
+        # A queued job's NOTIFY on the jobs channel (in the statement) wakes event readers
+        # elsewhere too; only jobs scheduled for later need the events channel.
+        others = any(state != "queued" for state in args[6])
+        if conn is not None:
+            after_commit(conn, functools.partial(self._events_committed, others=others))
+        elif inserted:
+            self._events_committed(others=others)
         existing = _existing(found)
         states = args[6]
         return [
@@ -297,6 +318,8 @@ class PostgresBackend(QueueBackend):
         statement, names = (_CLAIM_ANY, list(exclude)) if "*" in queues else (_CLAIM, list(queues))
         async with self._raw() as raw:
             rows = await raw.fetch(statement, names, limit, worker_id, now, lease)
+        if rows:
+            self._events_committed()
         return [_claimed(row) for row in rows]
 
     async def finish(self, worker_id: str, outcomes: Sequence[Outcome]) -> set[str]:
@@ -322,9 +345,12 @@ class PostgresBackend(QueueBackend):
                 elif kind == "failed":  # what a failed job did finish, if it says so
                     args.append([_json_or_none(o.result) for o in chosen])
                 accepted.update(row[0] for row in await raw.fetch(statement, *args))
+        if accepted:
+            self._events_committed()
         return accepted
 
     async def close(self) -> None:
+        await self._notifier.close()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -343,9 +369,24 @@ class PostgresBackend(QueueBackend):
         await conn.execute(_NOTIFY, {"channel": CANCEL_CHANNEL, "payload": job_id})
 
     async def listen(self, on_jobs: Callback, on_cancel: Callback) -> Listener:
-        listener = _PgListener(self.dsn, on_jobs, on_cancel)
+        listener = _PgListener(self.dsn, {JOBS_CHANNEL: on_jobs, CANCEL_CHANNEL: on_cancel})
         await listener.start()
         return listener
+
+    async def _listen_events(self, on_events: Callable[[], None]) -> Listener:
+        def wake(_payload: str) -> None:
+            on_events()
+
+        listener = _PgListener(self.dsn, {EVENTS_CHANNEL: wake, JOBS_CHANNEL: wake})
+        await listener.start()
+        return listener
+
+    def _tell_other_processes(self) -> None:
+        self._notifier.poke()
+
+    async def _notify_events(self) -> None:
+        async with self._raw() as raw:
+            await raw.execute(f"SELECT pg_notify('{EVENTS_CHANNEL}', '')")
 
     def leadership(self, name: str, holder: str, ttl: float) -> Leadership:
         return _AdvisoryLeadership(self.dsn, name)
@@ -402,27 +443,58 @@ def _payload_text(outcome: Outcome, now: datetime, worker_id: str) -> str | None
     return json.dumps(outcome.error.as_entry(outcome.attempt, now, worker_id))
 
 
+class _Notifier:
+    """The debounced NOTIFY of `EVENTS_CHANNEL`, sent after commits from a task of its own."""
+
+    def __init__(self, backend: PostgresBackend) -> None:
+        self._backend = backend
+        self._due = False
+        self._task: asyncio.Task[None] | None = None
+
+    def poke(self) -> None:
+        self._due = True
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._send(), name="pg-notify")
+
+    async def _send(self) -> None:
+        while self._due:
+            self._due = False
+            try:
+                await self._backend._notify_events()
+            except Exception as exc:  # readers still have their poll
+                log.debug("event NOTIFY failed: %s", exc)
+                return
+            await asyncio.sleep(EVENTS_NOTIFY_GAP)
+
+    async def close(self) -> None:
+        """Send what is due first: a short-lived process (`conveyor enqueue`) must not take
+        its wake-up with it."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), 1.0)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
 class _PgListener(Listener):
     """LISTEN on a dedicated connection; a keepalive query notices when it drops."""
 
-    def __init__(self, dsn: str, on_jobs: Callback, on_cancel: Callback) -> None:
+    def __init__(self, dsn: str, channels: Mapping[str, Callback]) -> None:
         self._dsn = dsn
-        self._on_jobs = on_jobs
-        self._on_cancel = on_cancel
+        self._channels = dict(channels)
         self._conn: Any = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._conn = await asyncpg.connect(self._dsn)
-        await self._conn.add_listener(JOBS_CHANNEL, self._jobs)
-        await self._conn.add_listener(CANCEL_CHANNEL, self._cancel)
+        for channel in self._channels:
+            await self._conn.add_listener(channel, self._heard)
         self._task = asyncio.create_task(self._keepalive(), name="pg-listener")
 
-    def _jobs(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        self._on_jobs(payload)
-
-    def _cancel(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        self._on_cancel(payload)
+    def _heard(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
+        self._channels[channel](payload)
 
     async def _keepalive(self) -> None:
         while True:

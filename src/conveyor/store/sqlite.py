@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -268,6 +268,16 @@ class SqliteBackend(QueueBackend):
 
     def leadership(self, name: str, holder: str, ttl: float) -> Leadership:
         return _LeaseLeadership(self.db, name, holder, ttl)
+
+    def _tell_other_processes(self) -> None:
+        """Nothing to send: other processes watch `PRAGMA data_version`."""
+
+    async def _listen_events(self, on_events: Callable[[], None]) -> Listener:
+        """Other processes' commits, seen by the data_version watch (this process's own
+        commits ring the in-process bell)."""
+        listener = _SqliteListener(self, lambda _queue: on_events(), lambda _job: None)
+        await listener.start()
+        return listener
 
 
 class _SqliteListener(Listener):
