@@ -1,0 +1,75 @@
+"""The Python client for a Conveyor server: `Client` (blocking) and `AsyncClient`.
+
+    from conveyor.client import Client
+
+    with Client("http://127.0.0.1:8080", api_key="cvk_...") as conveyor:
+        job = conveyor.submit("sleep", {"seconds": 2})
+        done = conveyor.wait(job.id, timeout=60, on_progress=print)
+
+It needs httpx and pydantic only (never the server's FastAPI or database code). docs/client.md
+has the whole story.
+"""
+
+from __future__ import annotations
+
+from conveyor.client.async_client import AsyncClient
+from conveyor.client.calls import JobSpec
+from conveyor.client.errors import (
+    BadRequest,
+    Conflict,
+    ConnectionFailed,
+    ConveyorAPIError,
+    ConveyorClientError,
+    FieldError,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    ServerError,
+    ServiceUnavailable,
+    Unauthorized,
+    ValidationFailed,
+    WaitTimeout,
+)
+from conveyor.client.models import (
+    Job,
+    JobError,
+    JobEvent,
+    JobResult,
+    JobType,
+    Progress,
+    Schedule,
+    Tokens,
+)
+from conveyor.client.sync import Client
+from conveyor.client.transport import RetryPolicy
+
+__all__ = [
+    "AsyncClient",
+    "BadRequest",
+    "Client",
+    "Conflict",
+    "ConnectionFailed",
+    "ConveyorAPIError",
+    "ConveyorClientError",
+    "FieldError",
+    "Forbidden",
+    "Job",
+    "JobError",
+    "JobEvent",
+    "JobResult",
+    "JobSpec",
+    "JobType",
+    "NotFound",
+    "PayloadTooLarge",
+    "Progress",
+    "RateLimited",
+    "RetryPolicy",
+    "Schedule",
+    "ServerError",
+    "ServiceUnavailable",
+    "Tokens",
+    "Unauthorized",
+    "ValidationFailed",
+    "WaitTimeout",
+]

@@ -1,0 +1,152 @@
+"""Every API call the clients make, described once (path, body, idempotency, answer type).
+
+`Client` and `AsyncClient` send these; neither builds a URL or a body of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from conveyor.client.models import Job, JobPage, JobResult, JobType, Progress, Schedule, Tokens
+from conveyor.client.transport import Call, model, models, nothing
+
+
+class JobSpec(BaseModel):
+    """One job to submit; unset options take the job type's defaults on the server."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    payload: dict[str, Any] = Field(default_factory=dict)
+    queue: str | None = None
+    priority: int | None = None
+    delay: float | None = None
+    run_at: datetime | None = None
+    max_attempts: int | None = None
+    timeout: float | None = None
+    tags: list[str] = Field(default_factory=list)
+    idempotency_key: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def submit(spec: JobSpec) -> Call[Job]:
+    """Idempotent only with a key: the server then answers the first job for a repeat."""
+    keyed = spec.idempotency_key is not None
+    return Call("POST", "/jobs", model(Job), json=spec.body(), idempotent=keyed)
+
+
+def submit_many(specs: Iterable[JobSpec | Mapping[str, Any]]) -> Call[list[Job]]:
+    """One transaction on the server: all stored or none. Retried only if every job has a
+    key (a repeat then creates nothing new)."""
+    jobs = [s if isinstance(s, JobSpec) else JobSpec.model_validate(s) for s in specs]
+    keyed = all(j.idempotency_key is not None for j in jobs)
+    body = {"jobs": [j.body() for j in jobs]}
+    return Call("POST", "/jobs/batch", models(Job), json=body, idempotent=keyed)
+
+
+def get(job_id: str) -> Call[Job]:
+    return Call("GET", f"/jobs/{job_id}", model(Job), idempotent=True)
+
+
+def page(filters: Mapping[str, Any], cursor: str | None, size: int) -> Call[JobPage]:
+    params = {k: v for k, v in filters.items() if v is not None}
+    params.update(limit=size, **({"cursor": cursor} if cursor else {}))
+    return Call("GET", "/jobs", model(JobPage), params=params, idempotent=True)
+
+
+def job_filters(
+    state: str | Sequence[str] | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
+    **filters: str | None,
+) -> dict[str, Any]:
+    """Query parameters for `list`: several states are repeated `state=` parameters."""
+    states = [state] if isinstance(state, str) else list(state or [])
+    return {
+        "state": states or None,
+        "created_after": created_after.isoformat() if created_after else None,
+        "created_before": created_before.isoformat() if created_before else None,
+        **filters,
+    }
+
+
+def cancel(job_id: str) -> Call[Job]:
+    return Call("POST", f"/jobs/{job_id}/cancel", model(Job))
+
+
+def retry(job_id: str) -> Call[Job]:
+    return Call("POST", f"/jobs/{job_id}/retry", model(Job))
+
+
+def delete(job_id: str) -> Call[None]:
+    return Call("DELETE", f"/jobs/{job_id}", nothing, idempotent=True)
+
+
+def result(job_id: str) -> Call[JobResult]:
+    return Call("GET", f"/jobs/{job_id}/result", model(JobResult), idempotent=True)
+
+
+def progress(job_id: str) -> Call[Progress]:
+    return Call("GET", f"/jobs/{job_id}/progress", model(Progress), idempotent=True)
+
+
+def job_types() -> Call[list[JobType]]:
+    return Call("GET", "/job-types", models(JobType), idempotent=True)
+
+
+def stats() -> Call[dict[str, Any]]:
+    return Call("GET", "/stats", _json_object, idempotent=True)
+
+
+def _json_object(response: Any) -> dict[str, Any]:
+    body = response.json()
+    assert isinstance(body, dict)
+    return body
+
+
+# ---- accounts ---------------------------------------------------------------------------------
+def login(email: str, password: str) -> Call[Tokens]:
+    body = {"email": email, "password": password}
+    return Call("POST", "/auth/login", model(Tokens), json=body, authenticated=False)
+
+
+def logout(refresh_token: str) -> Call[None]:
+    body = {"refresh_token": refresh_token}
+    return Call("POST", "/auth/logout", nothing, json=body, authenticated=False)
+
+
+# ---- schedules --------------------------------------------------------------------------------
+def create_schedule(body: Mapping[str, Any]) -> Call[Schedule]:
+    fields = {k: v for k, v in body.items() if v is not None}
+    return Call("POST", "/schedules", model(Schedule), json=fields)
+
+
+def list_schedules() -> Call[list[Schedule]]:
+    return Call("GET", "/schedules", models(Schedule), idempotent=True)
+
+
+def get_schedule(schedule_id: str) -> Call[Schedule]:
+    return Call("GET", f"/schedules/{schedule_id}", model(Schedule), idempotent=True)
+
+
+def update_schedule(schedule_id: str, changes: Mapping[str, Any]) -> Call[Schedule]:
+    return Call("PATCH", f"/schedules/{schedule_id}", model(Schedule), json=dict(changes))
+
+
+def pause_schedule(schedule_id: str) -> Call[Schedule]:
+    """Setting a flag: sending it twice is sending it once, so it may be retried."""
+    return Call("POST", f"/schedules/{schedule_id}/pause", model(Schedule), idempotent=True)
+
+
+def resume_schedule(schedule_id: str) -> Call[Schedule]:
+    return Call("POST", f"/schedules/{schedule_id}/resume", model(Schedule), idempotent=True)
+
+
+def delete_schedule(schedule_id: str) -> Call[None]:
+    return Call("DELETE", f"/schedules/{schedule_id}", nothing, idempotent=True)

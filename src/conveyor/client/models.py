@@ -1,0 +1,138 @@
+"""What the server answers, as typed objects.
+
+These mirror the API's response bodies (conveyor.api.schemas) instead of importing them, so
+that the client needs httpx and pydantic only, never FastAPI or the server's store. Unknown
+fields are ignored: a newer server adds fields without breaking an older client.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from conveyor.domain.states import TERMINAL, JobState
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Progress(Model):
+    percent: int
+    message: str | None = None
+
+
+class JobError(Model):
+    attempt: int | None = None
+    at: str | None = None
+    type: str
+    message: str
+    traceback: str | None = None
+
+
+class Job(Model):
+    id: str
+    type: str
+    queue: str
+    state: JobState
+    priority: int
+    attempt: int
+    max_attempts: int
+    payload: dict[str, Any]
+    result: Any = None
+    errors: list[JobError] = []
+    progress: Progress
+    tags: list[str] = []
+    owner_id: str
+    idempotency_key: str | None = None
+    schedule_id: str | None = None
+    timeout: float | None = None
+    run_at: datetime
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Completed, failed or cancelled: the job changes no more unless retried."""
+        return self.state in TERMINAL
+
+
+class JobPage(Model):
+    items: list[Job]
+    next_cursor: str | None = None
+
+
+class JobResult(Model):
+    id: str
+    state: JobState
+    result: Any = None
+
+
+class Schedule(Model):
+    id: str
+    name: str
+    cron: str
+    timezone: str
+    type: str
+    payload: dict[str, Any]
+    queue: str | None = None
+    priority: int
+    max_attempts: int | None = None
+    timeout: float | None = None
+    tags: list[str] = []
+    paused: bool
+    next_fire_at: datetime | None = None
+    last_fire_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class JobType(Model):
+    name: str
+    queue: str
+    max_attempts: int
+    timeout: float | None = None
+    description: str = ""
+    payload_schema: dict[str, Any] = {}
+    result_schema: dict[str, Any] = {}
+
+
+class Tokens(Model):
+    """A login: a short access token and the rotating refresh token that renews it."""
+
+    access_token: str
+    refresh_token: str
+    token_type: str = "bearer"
+    expires_in: int
+
+
+class EventJob(Model):
+    id: str
+    type: str
+    queue: str
+    state: JobState
+    attempt: int
+
+
+class JobEvent(Model):
+    """One message of an event stream: `type` is created, started, progress, retrying,
+    queued, completed, failed or cancelled; `event_id` is where to resume after it."""
+
+    event_id: str
+    type: str
+    job: EventJob
+    data: dict[str, Any] | None = None
+    at: datetime
+
+    @property
+    def progress(self) -> Progress | None:
+        """The progress a `progress` event reports (None for other events)."""
+        if self.type != "progress" or not self.data:
+            return None
+        return Progress(percent=int(self.data.get("percent", 0)), message=self.data.get("message"))
+
+
+TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled"})

@@ -1,0 +1,278 @@
+"""`Client`: the blocking client (httpx.Client). `AsyncClient` is the same calls with await."""
+
+from __future__ import annotations
+
+import builtins
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import httpx
+
+from conveyor import __version__
+from conveyor.client import calls
+from conveyor.client.calls import JobSpec
+from conveyor.client.errors import ConnectionFailed, ServiceUnavailable, error_from, retry_after
+from conveyor.client.models import Job, JobEvent, JobResult, JobType, Progress, Schedule, Tokens
+from conveyor.client.stream import EventCallback, Follow, ProgressCallback
+from conveyor.client.transport import (
+    Call,
+    Core,
+    Credentials,
+    RetryPolicy,
+    TokensCallback,
+    nothing,
+)
+
+T = TypeVar("T")
+USER_AGENT = f"conveyor-client/{__version__}"
+
+
+class Client:
+    """A Conveyor server's REST API. Authenticate with `api_key` (or an access `token`,
+    with its `refresh_token` to renew it), or call `login()`. Use it as a context manager,
+    or `close()` it."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        token: str | None = None,
+        refresh_token: str | None = None,
+        on_tokens: TokensCallback | None = None,
+        timeout: float | httpx.Timeout = 10.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._core = Core(Credentials(api_key or token, refresh_token, on_tokens), retry)
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=timeout,
+            transport=transport,
+            headers={"User-Agent": USER_AGENT},
+        )
+        self._refreshing = threading.Lock()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # ---- accounts ---------------------------------------------------------------------------
+    def login(self, email: str, password: str) -> Tokens:
+        """Sign in; the tokens are kept and renewed with the refresh token when they expire."""
+        tokens = self._call(calls.login(email, password))
+        self._core.credentials.update(tokens)
+        return tokens
+
+    def logout(self) -> None:
+        """End the login on the server (its refresh token stops working) and forget it."""
+        refresh = self._core.credentials.refresh_token
+        if refresh is not None:
+            self._call(calls.logout(refresh))
+        self._core.credentials.clear()
+
+    # ---- jobs -------------------------------------------------------------------------------
+    def submit(self, type: str, payload: Mapping[str, Any] | None = None, **options: Any) -> Job:
+        """Submit a job. Options: queue, priority, delay (s) or run_at, max_attempts,
+        timeout (s per attempt), tags, idempotency_key (a repeat returns the first job)."""
+        spec = JobSpec(type=type, payload=dict(payload or {}), **options)
+        return self._call(calls.submit(spec))
+
+    def submit_many(self, jobs: Iterable[JobSpec | Mapping[str, Any]]) -> builtins.list[Job]:
+        """Submit many jobs in one request and one transaction: all or none."""
+        return self._call(calls.submit_many(jobs))
+
+    def get(self, job_id: str) -> Job:
+        return self._call(calls.get(job_id))
+
+    def list(
+        self,
+        *,
+        state: str | Sequence[str] | None = None,
+        type: str | None = None,
+        queue: str | None = None,
+        tag: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        owner_id: str | None = None,
+        page_size: int = 100,
+        limit: int | None = None,
+    ) -> Iterator[Job]:
+        """Every matching job, newest first, fetching pages as the iteration goes (at most
+        `limit` jobs if given)."""
+        extra = {"type": type, "queue": queue, "tag": tag, "owner_id": owner_id}
+        filters = calls.job_filters(state, created_after, created_before, **extra)
+        return self._pages(filters, page_size, limit)
+
+    def _pages(self, filters: dict[str, Any], size: int, limit: int | None) -> Iterator[Job]:
+        cursor: str | None = None
+        left = limit
+        while left is None or left > 0:
+            page = self._call(calls.page(filters, cursor, min(size, left or size)))
+            yield from page.items[:left]
+            left = None if left is None else left - len(page.items)
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def cancel(self, job_id: str) -> Job:
+        return self._call(calls.cancel(job_id))
+
+    def retry(self, job_id: str) -> Job:
+        """Queue a failed or cancelled job again, with fresh attempts."""
+        return self._call(calls.retry(job_id))
+
+    def delete(self, job_id: str) -> None:
+        """Delete a finished job."""
+        self._call(calls.delete(job_id))
+
+    def result(self, job_id: str) -> JobResult:
+        """A completed job's result (Conflict while it is not completed)."""
+        return self._call(calls.result(job_id))
+
+    def progress(self, job_id: str) -> Progress:
+        return self._call(calls.progress(job_id))
+
+    def job_types(self) -> builtins.list[JobType]:
+        return self._call(calls.job_types())
+
+    def stats(self) -> dict[str, Any]:
+        return self._call(calls.stats())
+
+    # ---- following a job ----------------------------------------------------------------------
+    def wait(
+        self,
+        job_id: str,
+        timeout: float | None = None,
+        *,
+        on_progress: ProgressCallback | None = None,
+        on_event: EventCallback | None = None,
+    ) -> Job:
+        """The job once it has completed, failed or been cancelled, following its event
+        stream (reconnecting and resuming after the last event if the connection drops).
+        `WaitTimeout` after `timeout` seconds."""
+        follow = Follow(job_id, timeout)
+        while not (job := self.get(job_id)).finished:
+            for event in self._follow(follow):
+                if on_event is not None:
+                    on_event(event)
+                if on_progress is not None and (progress := event.progress) is not None:
+                    on_progress(progress)
+            follow.ended = False  # a terminal event of an earlier run (the job was retried)
+        return job
+
+    def watch(self, job_id: str, timeout: float | None = None) -> Iterator[JobEvent]:
+        """The job's events from its first, live, ending after a terminal event."""
+        return self._follow(Follow(job_id, timeout))
+
+    def _follow(self, follow: Follow) -> Iterator[JobEvent]:
+        while not follow.ended:
+            try:
+                with self._stream(follow) as response:
+                    if response.status_code == 204:  # the server says the story is told
+                        return
+                    for line in response.iter_lines():
+                        if (event := follow.feed(line)) is not None:
+                            yield event
+                            if follow.ended:
+                                return
+            except (httpx.TransportError, ServiceUnavailable) as exc:
+                follow.broke(exc, self.base_url)
+            time.sleep(follow.dropped())
+
+    @contextmanager
+    def _stream(self, follow: Follow) -> Iterator[httpx.Response]:
+        call: Call[None] = Call("GET", follow.path, nothing, headers=follow.headers())
+        timeout = httpx.Timeout(self._http.timeout.connect, read=follow.read_timeout())
+        response = self._transmit(call, stream=True, timeout=timeout)
+        try:
+            if response.is_error:
+                response.read()
+                raise error_from(response)
+            yield response
+        finally:
+            response.close()
+
+    # ---- schedules ----------------------------------------------------------------------------
+    def create_schedule(
+        self,
+        name: str,
+        cron: str,
+        type: str,
+        payload: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Schedule:
+        """A cron schedule firing `type` jobs. Options: timezone, queue, priority,
+        max_attempts, timeout, tags, paused."""
+        body = {"name": name, "cron": cron, "type": type, "payload": dict(payload or {}), **options}
+        return self._call(calls.create_schedule(body))
+
+    def list_schedules(self) -> builtins.list[Schedule]:
+        return self._call(calls.list_schedules())
+
+    def get_schedule(self, schedule_id: str) -> Schedule:
+        return self._call(calls.get_schedule(schedule_id))
+
+    def update_schedule(self, schedule_id: str, **changes: Any) -> Schedule:
+        return self._call(calls.update_schedule(schedule_id, changes))
+
+    def pause_schedule(self, schedule_id: str) -> Schedule:
+        return self._call(calls.pause_schedule(schedule_id))
+
+    def resume_schedule(self, schedule_id: str) -> Schedule:
+        return self._call(calls.resume_schedule(schedule_id))
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        self._call(calls.delete_schedule(schedule_id))
+
+    # ---- sending --------------------------------------------------------------------------------
+    def _call(self, call: Call[T]) -> T:
+        response = self._retrying(call)
+        if response.is_error:
+            raise error_from(response)
+        return call.parse(response)
+
+    def _retrying(self, call: Call[Any]) -> httpx.Response:
+        """Send, and send again after a 503 or a lost connection if the call allows it."""
+        attempt = 1
+        while True:
+            try:
+                response = self._transmit(call)
+            except httpx.TransportError as exc:
+                if not self._core.retries(call, attempt):
+                    raise ConnectionFailed(self.base_url, exc) from exc
+                pause = self._core.retry.pause(attempt)
+            else:
+                if response.status_code != 503 or not self._core.retries(call, attempt):
+                    return response
+                pause = self._core.retry.pause(attempt, retry_after(response))
+            time.sleep(pause)
+            attempt += 1
+
+    def _transmit(self, call: Call[Any], *, stream: bool = False, **extra: Any) -> httpx.Response:
+        """One send; on a 401 with a refresh token, renew the access token and send once more."""
+        response = self._http.send(self._core.request(self._http, call, **extra), stream=stream)
+        stale = self._core.stale_token(call, response)
+        if stale is None:
+            return response
+        response.close()
+        self._refresh(stale)
+        return self._http.send(self._core.request(self._http, call, **extra), stream=stream)
+
+    def _refresh(self, stale: str) -> None:
+        with self._refreshing:
+            if self._core.needs_refresh(stale):
+                self._core.credentials.update(self._call(self._core.refresh_call()))
