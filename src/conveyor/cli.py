@@ -333,7 +333,8 @@ def scheduler(handlers: Handlers = None, metrics_port: MetricsPort = None) -> No
 # ---- events relay (events/) -------------------------------------------------------------
 @app.command()
 def results(handlers: Handlers = None, metrics_port: MetricsPort = None) -> None:
-    """Relay job events to the configured sinks (RabbitMQ); any number may run."""
+    """Relay job events to the configured sinks (webhooks, RabbitMQ) and send webhook
+    deliveries; any number may run."""
     settings = _settings(handler_modules=handlers, metrics_port=metrics_port)
     _log_setup(settings)
 
@@ -342,7 +343,10 @@ def results(handlers: Handlers = None, metrics_port: MetricsPort = None) -> None
         try:
             relay = engine.relay()
             if relay is None:
-                _die("no event sink is configured: set CONVEYOR_AMQP_URL")
+                _die(
+                    "no event sink is configured: set CONVEYOR_AMQP_URL, or turn webhooks "
+                    "back on (CONVEYOR_WEBHOOK_ENABLED=true)"
+                )
             async with _metrics_endpoint(settings):
                 return await _until_signalled([lambda _force: relay.stop()], relay.run())
         finally:

@@ -10,17 +10,20 @@ from conveyor.auth.tokens import TokenService
 from conveyor.events.relay import Relay
 from conveyor.events.setup import relay_config, sinks_from_settings
 from conveyor.mail import backend_from_url
+from conveyor.net import FetchPolicy
 from conveyor.scheduler.scheduler import Scheduler, SchedulerConfig
 from conveyor.services.accounts import AccountService
 from conveyor.services.jobs import JobService
 from conveyor.services.schedules import ScheduleService
 from conveyor.services.tasks import TaskService
+from conveyor.services.webhooks import WebhookService
 from conveyor.settings import Settings
 from conveyor.store.backend import QueueBackend
 from conveyor.store.factory import open_backend
 from conveyor.store.migrate import migrate
 from conveyor.store.tasks import TaskStore
 from conveyor.store.users import UserStore
+from conveyor.store.webhooks import WebhookStore
 from conveyor.worker.registry import Registry, load_handlers
 from conveyor.worker.resources import Resources
 from conveyor.worker.worker import Worker, WorkerConfig
@@ -35,6 +38,7 @@ class Engine:
     schedules: ScheduleService
     accounts: AccountService
     tasks: TaskService
+    webhooks: WebhookService
 
     @classmethod
     async def open(cls, settings: Settings, *, apply_migrations: bool = False) -> Engine:
@@ -48,11 +52,15 @@ class Engine:
         except BaseException:
             await backend.close()
             raise
+        webhooks = WebhookService(
+            WebhookStore(backend.db), backend, FetchPolicy.from_settings(settings)
+        )
         jobs = JobService(backend, registry)
+        jobs.check_callbacks = webhooks.check_callbacks
         schedules = ScheduleService(backend, jobs)
         tasks = TaskService(jobs, TaskStore(backend.db), settings.task_autocomplete_seconds)
         accounts = build_accounts(settings, backend)
-        return cls(settings, backend, registry, jobs, schedules, accounts, tasks)
+        return cls(settings, backend, registry, jobs, schedules, accounts, tasks, webhooks)
 
     def worker(
         self,
@@ -90,7 +98,7 @@ class Engine:
 
     def relay(self) -> Relay | None:
         """The outbox relay to the configured sinks; None when no sink is configured."""
-        sinks = sinks_from_settings(self.settings)
+        sinks = sinks_from_settings(self.settings, self.backend.db)
         return Relay(self.backend, sinks, relay_config(self.settings)) if sinks else None
 
     async def close(self) -> None:

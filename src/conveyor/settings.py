@@ -71,6 +71,17 @@ class Settings(BaseSettings):
     relay_lease_seconds: float = Field(10.0, gt=0)  # SQLite: a dead relay's sinks wait this long
     events_retention_seconds: float = Field(7 * 24 * 3600.0, ge=0)
 
+    # webhooks sink (subscriptions and job callbacks; docs/events.md "Webhooks")
+    webhook_enabled: bool = True
+    webhook_max_attempts: int = Field(8, ge=1, le=100)
+    webhook_timeout: float = Field(10.0, gt=0, le=300)  # seconds per attempt, all included
+    webhook_backoff_initial: float = Field(2.0, gt=0)  # first retry after about this, doubled
+    webhook_backoff_max: float = Field(3600.0, gt=0)
+    webhook_concurrency: int = Field(16, ge=1, le=1000)  # sends at once per relay process
+    webhook_per_endpoint: int = Field(4, ge=1, le=1000)  # of which at most this to one host
+    webhook_poll_interval: float = Field(1.0, gt=0, le=60)
+    webhook_retention_seconds: float = Field(7 * 24 * 3600.0, ge=0)  # finished deliveries
+
     # metrics (PROMETHEUS_MULTIPROC_DIR is prometheus-client's own variable: deploy/README.md)
     metrics_port: int | None = Field(None, ge=1, le=65535)  # worker/scheduler /metrics port
     metrics_host: str = "127.0.0.1"

@@ -127,15 +127,16 @@ async def broker() -> AsyncIterator[Broker]:
         exchange = await channel.declare_exchange(
             f"{prefix}{EXCHANGE}", aio_pika.ExchangeType.TOPIC, durable=True
         )
-        for key in QUEUES:
-            queue = await channel.declare_queue(f"{prefix}{key}", durable=True)
-            await queue.bind(exchange, routing_key=key)
+        for name, keys in QUEUES.items():
+            queue = await channel.declare_queue(f"{prefix}{name}", durable=True)
+            for key in keys:
+                await queue.bind(exchange, routing_key=key)
         yield Broker(AMQP_URL, prefix, channel)
     finally:
         with contextlib.suppress(Exception):
             cleanup = await connection.channel()
-            for key in QUEUES:
-                await cleanup.queue_delete(f"{prefix}{key}")
+            for name in QUEUES:
+                await cleanup.queue_delete(f"{prefix}{name}")
             await cleanup.exchange_delete(f"{prefix}{EXCHANGE}")
         await connection.close()
 

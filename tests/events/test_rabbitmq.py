@@ -17,10 +17,11 @@ from aio_pika.abc import AbstractIncomingMessage
 from yarl import URL
 
 from conveyor.events import Relay, RelayConfig
-from conveyor.events.rabbitmq import RabbitMQSink
+from conveyor.events.rabbitmq import QUEUES, RabbitMQSink
 from conveyor.events.schema import SCHEMA
 from conveyor.store import events as ev
 from conveyor.store.backend import QueueBackend
+from conveyor.store.records import ErrorInfo, NewJob, Outcome
 from tests.events.conftest import Broker, Cuttable, finished_jobs, visible_events
 from tests.support.processes import Cluster, eventually
 
@@ -28,10 +29,11 @@ pytestmark = pytest.mark.rabbitmq
 
 
 def wanted(events: list[ev.Event]) -> dict[str, list[str]]:
-    """The ids each contract queue must carry, in relay order: created and completed events."""
+    """The ids each contract queue must carry, in relay order: created events, and those of
+    every finished job (completed, failed, cancelled)."""
     return {
-        key: [str(e.id) for e in events if f"jobs.{e.type}" == key]
-        for key in ("jobs.created", "jobs.completed")
+        queue: [str(e.id) for e in events if f"jobs.{e.type}" in keys]
+        for queue, keys in QUEUES.items()
     }
 
 
@@ -44,7 +46,9 @@ def check_message(message: AbstractIncomingMessage, queue: str) -> None:
     assert message.message_id == str(body["event_id"])  # the dedupe key, on every copy
     assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
     assert message.content_type == "application/json"
-    assert body["schema"] == SCHEMA and f"jobs.{body['type']}" == queue
+    key = f"jobs.{body['type']}"
+    assert body["schema"] == SCHEMA and key in QUEUES[queue]
+    assert message.routing_key == message.type == key  # the distinct key stays
     assert set(body["job"]) == {"id", "type", "queue", "owner_id", "state", "attempt"}
 
 
@@ -82,6 +86,47 @@ async def test_a_consumer_gets_exactly_the_created_and_completed_events(
     completed = json.loads(got["jobs.completed"][0].body)
     assert completed["data"] == {"result": {"ok": completed["job"]["id"]}}
     assert completed["job"]["state"] == "completed" and completed["job"]["attempt"] == 1
+
+
+async def test_every_finished_job_reaches_the_completed_queue(
+    backend: QueueBackend, broker: Broker
+) -> None:
+    """Completed, failed and cancelled alike (CONTRACTS.md 001), each saying how it ended."""
+    done, failing, cancelled = (
+        m.id for m in await backend.enqueue([NewJob(type="noop", payload={}) for _ in range(3)])
+    )
+    await backend.cancel(cancelled)
+    claimed = {c.id: c for c in await backend.claim("w", ["default"], 2, 30)}
+    outcomes = [
+        Outcome(done, claimed[done].attempt, "completed", result={"ok": True}),
+        Outcome(failing, claimed[failing].attempt, "failed", error=ErrorInfo("Boom", "it broke")),
+    ]
+    assert await backend.finish("w", outcomes) == {done, failing}
+    events: list[ev.Event] = []
+
+    async def all_there() -> bool:  # 3 created, 2 started, 3 finished
+        events[:] = await backend.read_events(ev.Position(), 100)
+        return len(events) == 8
+
+    await eventually(all_there, timeout=30, what="the 8 events")
+    async with relaying(backend, broker):
+        await caught_up(backend, events[-1].position)
+    got = await received(broker)
+    assert [m.message_id for m in got["jobs.completed"]] == wanted(events)["jobs.completed"]
+    bodies = {}
+    for message in got["jobs.completed"]:
+        check_message(message, "jobs.completed")
+        body = json.loads(message.body)
+        bodies[body["job"]["id"]] = body
+    assert {job: (b["type"], b["job"]["state"]) for job, b in bodies.items()} == {
+        done: ("completed", "completed"),
+        failing: ("failed", "failed"),
+        cancelled: ("cancelled", "cancelled"),
+    }
+    assert bodies[done]["data"] == {"result": {"ok": True}}
+    assert bodies[failing]["data"] == {"error": {"type": "Boom", "message": "it broke"}}
+    assert bodies[cancelled]["data"] == {}
+    assert len(got["jobs.created"]) == 3
 
 
 class Producer:

@@ -53,6 +53,13 @@ class JobCreate(Strict):
     timeout: float | None = Field(None, gt=0, le=7 * 86400, description="Seconds per attempt.")
     tags: list[str] = Field(default_factory=list, max_length=20)
     idempotency_key: str | None = Field(None, min_length=1, max_length=255)
+    callback_url: str | None = Field(
+        None,
+        min_length=1,
+        max_length=2048,
+        description="POSTed the job's completed, failed and cancelled events, signed with "
+        "your callback secret (POST /api/v1/webhooks/callback-secret).",
+    )
 
 
 class JobBatchCreate(Strict):

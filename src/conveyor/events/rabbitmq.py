@@ -2,8 +2,9 @@
 
 Topology (declared on connect, restored by aio-pika's robust connection after a loss):
 a durable topic exchange `<prefix>conveyor.events`; routing keys `jobs.<type>`; durable
-queues `<prefix>jobs.created` and `<prefix>jobs.completed` bound to their routing keys
-(CloudTask, CONTRACTS.md 001). Other consumers bind their own queues, e.g. `jobs.#`.
+queues `<prefix>jobs.created` (bound to `jobs.created`) and `<prefix>jobs.completed` (bound
+to `jobs.completed`, `jobs.failed` and `jobs.cancelled`: every finished job, CloudTask,
+CONTRACTS.md 001). Other consumers bind their own queues, e.g. `jobs.#`.
 
 A batch is published on one channel with publisher confirms, all messages in flight at
 once, and `deliver` returns only when the broker confirmed every one; anything less raises,
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection
@@ -27,7 +28,13 @@ from conveyor.store.events import Event
 log = logging.getLogger("conveyor.events.rabbitmq")
 
 EXCHANGE = "conveyor.events"
-QUEUES = ("jobs.created", "jobs.completed")  # each bound to the routing key of its name
+# Each contract queue and the routing keys bound to it. Every finished job reaches
+# jobs.completed however it finished; the routing key, the message `type` and the body's
+# `type` say how, so a consumer of `jobs.failed` alone still sees only failures.
+QUEUES: Mapping[str, tuple[str, ...]] = {
+    "jobs.created": ("jobs.created",),
+    "jobs.completed": ("jobs.completed", "jobs.failed", "jobs.cancelled"),
+}
 RECONNECT_INTERVAL = 1  # seconds between attempts after a lost connection
 
 
@@ -42,12 +49,12 @@ class RabbitMQSink:
         url: str,
         *,
         prefix: str = "",
-        queues: Sequence[str] = QUEUES,
+        queues: Mapping[str, Sequence[str]] = QUEUES,
         confirm_timeout: float = 30.0,
     ) -> None:
         self._url = url
         self.exchange_name = f"{prefix}{EXCHANGE}"
-        self.queue_names = {f"{prefix}{key}": key for key in queues}
+        self.queue_names = {f"{prefix}{name}": tuple(keys) for name, keys in queues.items()}
         self._confirm_timeout = confirm_timeout
         self._connection: AbstractRobustConnection | None = None
         self._exchange: AbstractExchange | None = None
@@ -105,9 +112,10 @@ class RabbitMQSink:
         exchange = await channel.declare_exchange(
             self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
         )
-        for queue_name, key in self.queue_names.items():
+        for queue_name, keys in self.queue_names.items():
             queue = await channel.declare_queue(queue_name, durable=True)
-            await queue.bind(exchange, routing_key=key)
+            for key in keys:
+                await queue.bind(exchange, routing_key=key)
         log.info("connected to RabbitMQ; publishing to exchange %s", self.exchange_name)
         return exchange
 

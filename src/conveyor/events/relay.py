@@ -19,7 +19,7 @@ from typing import Any
 
 from conveyor.events.config import RelayConfig
 from conveyor.events.lane import Lane
-from conveyor.events.sinks import Sink
+from conveyor.events.sinks import Serving, Sink
 from conveyor.store.backend import QueueBackend, utcnow
 
 log = logging.getLogger("conveyor.events.relay")
@@ -53,6 +53,11 @@ class Relay:
             asyncio.create_task(lane.run(), name=f"relay:{lane.sink.name}") for lane in self.lanes
         ]
         tasks.append(asyncio.create_task(self._prune_forever(), name="relay:prune"))
+        tasks += [  # sinks with work of their own (the webhooks dispatcher), in every process
+            asyncio.create_task(sink.serve(self._stopping), name=f"relay:{sink.name}:serve")
+            for sink in self.sinks
+            if isinstance(sink, Serving)
+        ]
         stopping = asyncio.create_task(self._stopping.wait())
         try:
             done, _ = await asyncio.wait([*tasks, stopping], return_when=asyncio.FIRST_COMPLETED)

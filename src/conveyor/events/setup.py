@@ -8,16 +8,39 @@ from __future__ import annotations
 
 from conveyor.events.config import RelayConfig
 from conveyor.events.sinks import Sink
+from conveyor.events.webhooks import DispatchConfig, Dispatcher, WebhookSink
+from conveyor.net import FetchPolicy, Resolver
 from conveyor.settings import Settings
+from conveyor.store.database import Database
+from conveyor.store.webhooks import WebhookStore
 
 
-def sinks_from_settings(settings: Settings) -> list[Sink]:
+def sinks_from_settings(settings: Settings, db: Database | None = None) -> list[Sink]:
+    """The configured sinks; the webhooks sink needs the database it keeps deliveries in."""
     sinks: list[Sink] = []
     if settings.amqp_url:
         from conveyor.events.rabbitmq import RabbitMQSink  # aio-pika only when used
 
         sinks.append(RabbitMQSink(settings.amqp_url, prefix=settings.amqp_prefix))
+    if settings.webhook_enabled and db is not None:
+        sinks.append(webhook_sink(settings, db))
     return sinks
+
+
+def webhook_sink(settings: Settings, db: Database, resolver: Resolver | None = None) -> WebhookSink:
+    config = DispatchConfig(
+        concurrency=settings.webhook_concurrency,
+        per_endpoint=settings.webhook_per_endpoint,
+        max_attempts=settings.webhook_max_attempts,
+        timeout=settings.webhook_timeout,
+        backoff_initial=settings.webhook_backoff_initial,
+        backoff_max=settings.webhook_backoff_max,
+        poll_interval=settings.webhook_poll_interval,
+        retention=settings.webhook_retention_seconds,
+    )
+    store = WebhookStore(db)
+    policy = FetchPolicy.from_settings(settings)
+    return WebhookSink(store, Dispatcher(store, policy, config, resolver))
 
 
 def relay_config(settings: Settings) -> RelayConfig:

@@ -8,8 +8,9 @@ consumers can drop a repeat.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from conveyor.store.events import Event
 
@@ -30,3 +31,12 @@ class Sink(Protocol):
     async def deliver(self, events: Sequence[Event]) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class Serving(Protocol):
+    """A sink with work of its own besides `deliver` (the webhooks dispatcher sends what
+    `deliver` recorded): the relay runs `serve(stopping)` in every relay process, leader of
+    the sink or not, until `stopping` is set."""
+
+    async def serve(self, stopping: asyncio.Event) -> None: ...

@@ -20,8 +20,6 @@ The secret is part of the job's payload, so the job's owner (and administrators)
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import time
 from dataclasses import replace
@@ -41,6 +39,7 @@ from conveyor.domain.retry import RetryPolicy
 from conveyor.errors import ConveyorError, NonRetryableError
 from conveyor.net import BlockedUrl, FetchFailed, FetchPolicy, FetchResult, fetch
 from conveyor.net.policy import MiB
+from conveyor.net.signing import SIGNATURE_TOLERANCE, sign, verify
 from conveyor.net.urls import check_url, origin, parse_url
 from conveyor.settings import Settings
 from conveyor.worker.context import JobContext
@@ -63,7 +62,7 @@ RESERVED_HEADERS = frozenset(
     )
 )
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
-SIGNATURE_TOLERANCE = 300
+__all__ = ["SIGNATURE_TOLERANCE", "WebhookPayload", "encode", "sign", "verify", "webhook"]
 
 
 def _fetchable(url: str) -> str:
@@ -113,30 +112,6 @@ class DeliveryRefused(NonRetryableError):
     """The receiver refused the delivery; retrying would get the same answer."""
 
     code = "webhook_delivery_refused"
-
-
-def sign(secret: str, body: bytes, timestamp: int) -> str:
-    """The ``X-Conveyor-Signature`` value for ``body`` sent at ``timestamp``."""
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return f"t={timestamp},v1={digest.hexdigest()}"
-
-
-def verify(
-    secret: str,
-    header: str,
-    body: bytes,
-    *,
-    tolerance: float = SIGNATURE_TOLERANCE,
-    now: float | None = None,
-) -> bool:
-    """A receiver's check: the signature matches and is at most ``tolerance`` seconds old."""
-    fields = dict(part.strip().partition("=")[::2] for part in header.split(","))
-    timestamp = fields.get("t", "")
-    if not timestamp.isdigit():
-        return False
-    age = (time.time() if now is None else now) - int(timestamp)
-    expected = sign(secret, body, int(timestamp)).rpartition("v1=")[2]
-    return abs(age) <= tolerance and hmac.compare_digest(expected, fields.get("v1", ""))
 
 
 def webhook_policy(settings: Settings) -> FetchPolicy:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -42,9 +42,16 @@ class Submission:
     run_at: datetime | None = None
     idempotency_key: str | None = None
     tags: tuple[str, ...] = ()
+    callback_url: str | None = None  # its terminal events are POSTed there (docs/events.md)
+
+
+# (owner, callback URLs) -> None, or InvalidInput: services.webhooks.check_callbacks
+CallbackCheck = Callable[[str, Sequence[str]], Awaitable[None]]
 
 
 class JobService:
+    check_callbacks: CallbackCheck | None = None  # set by the engine; None: no callbacks
+
     def __init__(self, backend: QueueBackend, registry: Registry) -> None:
         self.backend = backend
         self.registry = registry
@@ -74,6 +81,7 @@ class JobService:
             idempotency_key=submission.idempotency_key,
             owner_id=owner_id,
             tags=tuple(submission.tags),
+            callback_url=submission.callback_url,
         )
 
     async def submit(
@@ -95,9 +103,18 @@ class JobService:
         if len(submissions) > MAX_BATCH:
             raise InvalidInput(f"at most {MAX_BATCH} jobs per batch", limit=MAX_BATCH)
         prepared = [self.prepare(s, owner_id) for s in submissions]
+        await self._check_callbacks(owner_id, prepared)
         enqueued = await self.backend.enqueue(prepared, conn=conn)
         count_enqueued(prepared, enqueued)  # in the caller's transaction: counted at insert
         return enqueued
+
+    async def _check_callbacks(self, owner_id: str, prepared: Sequence[NewJob]) -> None:
+        urls = [job.callback_url for job in prepared if job.callback_url]
+        if not urls:
+            return
+        if self.check_callbacks is None:
+            raise InvalidInput("callbacks are not available here", field="callback_url")
+        await self.check_callbacks(owner_id, urls)
 
     async def get(self, job_id: str, owner_id: str | None = None) -> JobRecord:
         return await self.backend.get(job_id, owner_id)

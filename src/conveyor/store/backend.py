@@ -39,6 +39,7 @@ from conveyor.store.records import (
 )
 from conveyor.store.tables import events, jobs, schedule_fires, schedules, sink_cursors, workers
 from conveyor.store.wake import EventWatch, Pace, bells
+from conveyor.store.webhooks import callback_rows, record_callbacks
 
 Callback = Callable[[str], None]
 
@@ -173,6 +174,7 @@ class QueueBackend(ABC):
             inserted = {r.id for r in (await c.execute(stmt, rows)).all()}
             created = [_JobView.of(r) for r in rows if r["id"] in inserted]
             await self._log(c, [ev.event_row(ev.CREATED, j, j.state, now) for j in created])
+            await record_callbacks(c, callback_rows(new_jobs, inserted, now))
             existing = await self._existing_for(c, [j for j in new_jobs if j.id not in inserted])
             runnable = {r["queue"] for r in rows if r["id"] in inserted and r["state"] == "queued"}
             if runnable:

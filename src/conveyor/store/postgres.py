@@ -32,6 +32,12 @@ from conveyor.store.database import (
 from conveyor.store.records import ClaimedJob, Enqueued, NewJob, Outcome
 from conveyor.store.sql import RETURNING_CLAIM, typed
 from conveyor.store.tables import jobs, schedule_fires
+from conveyor.store.webhooks import (
+    PG_RECORD_CALLBACKS,
+    callback_rows,
+    pg_callback_args,
+    record_callbacks,
+)
 
 log = logging.getLogger("conveyor.store.postgres")
 
@@ -276,13 +282,20 @@ class PostgresBackend(QueueBackend):
         now = utcnow()
         args = _enqueue_args(new_jobs, now)
         found: Sequence[Any]
+        # Jobs with a callback_url add one side-table insert, in the same transaction; the
+        # others stay one statement in its own implicit transaction.
+        with_callbacks = any(job.callback_url for job in new_jobs)
         if conn is not None:  # inside the caller's SQLAlchemy transaction
             inserted = {r[0] for r in await conn.exec_driver_sql(_ENQUEUE, tuple(args))}
+            await record_callbacks(conn, callback_rows(new_jobs, inserted, now))
             dupes = [j for j in new_jobs if j.id not in inserted]
             found = (await conn.exec_driver_sql(_EXISTING, _key_args(dupes))).all() if dupes else []
         else:
-            async with self._raw() as raw:
+            async with self._raw(transaction=with_callbacks) as raw:
                 inserted = {r[0] for r in await raw.fetch(_ENQUEUE, *args)}
+                if with_callbacks:
+                    rows = callback_rows(new_jobs, inserted, now)
+                    await raw.execute(PG_RECORD_CALLBACKS, *pg_callback_args(rows, now))
                 dupes = [j for j in new_jobs if j.id not in inserted]
                 # The duplicates' rows are committed: ON CONFLICT waited for them.
                 found = await raw.fetch(_EXISTING, *_key_args(dupes)) if dupes else []

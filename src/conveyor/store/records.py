@@ -27,6 +27,7 @@ class NewJob:
     tags: tuple[str, ...] = ()
     schedule_id: str | None = None
     id: str = field(default_factory=uuid7)
+    callback_url: str | None = None  # kept in job_callbacks, only for jobs that have one
 
 
 @dataclass(frozen=True, slots=True)

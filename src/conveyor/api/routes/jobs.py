@@ -50,6 +50,7 @@ def _submission(body: JobCreate, header_key: str | None = None) -> Submission:
         run_at=run_at,
         idempotency_key=header_key or body.idempotency_key,
         tags=tuple(body.tags),
+        callback_url=body.callback_url,
     )
 
 

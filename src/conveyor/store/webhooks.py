@@ -1,0 +1,490 @@
+"""Webhook subscriptions, callback secrets, job callbacks and the delivery log.
+
+Deliveries are the webhooks sink's own outbox: `fan_out` turns relayed events into one row per
+(event, target) in one transaction, unique on that pair, so a batch the relay delivers again
+adds nothing. `claim` hands due rows to one dispatcher at a time (`FOR UPDATE SKIP LOCKED` on
+PostgreSQL; SQLite's single writer under `BEGIN IMMEDIATE`) and pushes their next attempt
+time forward by a lease, so a dispatcher that dies mid-send leaves them due again later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from sqlalchemy import and_, bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from conveyor.domain.ids import uuid7
+from conveyor.errors import NotFound
+from conveyor.store import events as ev
+from conveyor.store.database import Database
+from conveyor.store.tables import callback_secrets, job_callbacks, webhook_deliveries, webhooks
+
+ALL_TYPES = "*"
+CALLBACK_TARGET = "callback"
+# What a job's callback_url receives: the end of the job, however it ended.
+CALLBACK_TYPES = frozenset({ev.COMPLETED, ev.FAILED, ev.CANCELLED})
+DeliveryState = Literal["pending", "delivered", "failed"]
+_D = webhook_deliveries
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRecord:
+    id: str
+    owner_id: str
+    url: str
+    event_types: tuple[str, ...]
+    description: str | None
+    paused: bool
+    created_at: datetime
+    updated_at: datetime
+
+    def wants(self, event: ev.Event) -> bool:
+        """Whether this subscription takes `event`: its type, and no older than itself."""
+        typed = ALL_TYPES in self.event_types or event.type in self.event_types
+        return typed and event.created_at >= self.created_at
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    id: int
+    event_id: int
+    event_type: str
+    target: str
+    webhook_id: str | None
+    job_id: str
+    owner_id: str
+    url: str
+    state: DeliveryState
+    attempts: int
+    next_attempt_at: datetime | None
+    last_status: int | None
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class DueDelivery:
+    """A claimed delivery: everything one attempt needs. `attempt` counts this one."""
+
+    id: int
+    event_id: int
+    event_type: str
+    job_id: str
+    target: str
+    url: str
+    endpoint: str
+    body: bytes
+    attempt: int
+    secret: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """How one attempt ended: delivered, failed for good, or pending again at `retry_at`."""
+
+    id: int
+    attempt: int
+    state: DeliveryState
+    status: int | None = None
+    error: str | None = None
+    retry_at: datetime | None = None
+
+
+def endpoint_of(url: str) -> str:
+    """`host:port` of a URL: what the per-endpoint cap counts."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{(parts.hostname or '').lower()}:{port}"[:300]
+
+
+# ---- job callbacks, written in the enqueue transaction ---------------------------------------
+def callback_rows(jobs: Iterable[Any], inserted: set[str], now: datetime) -> list[dict[str, Any]]:
+    """The job_callbacks rows of the newly inserted jobs (NewJob-like) that carry one."""
+    return [
+        {"job_id": j.id, "owner_id": j.owner_id, "url": j.callback_url, "created_at": now}
+        for j in jobs
+        if j.callback_url and j.id in inserted
+    ]
+
+
+async def record_callbacks(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await conn.execute(insert(job_callbacks), list(rows))
+
+
+# The same on PostgreSQL's raw asyncpg hot path: one statement whatever the batch size.
+PG_RECORD_CALLBACKS = """
+    INSERT INTO job_callbacks (job_id, owner_id, url, created_at)
+    SELECT t.job_id, t.owner_id, t.url, $4
+    FROM unnest($1::text[], $2::text[], $3::text[]) AS t(job_id, owner_id, url)
+"""
+
+
+def pg_callback_args(rows: Sequence[dict[str, Any]], now: datetime) -> list[Any]:
+    return [
+        [r["job_id"] for r in rows],
+        [r["owner_id"] for r in rows],
+        [r["url"] for r in rows],
+        now,
+    ]
+
+
+class WebhookStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def _insert(self, table: Any) -> Any:
+        return pg_insert(table) if self.db.dialect == "postgresql" else sqlite_insert(table)
+
+    # ---- subscriptions -------------------------------------------------------------------
+    async def create(
+        self,
+        owner_id: str,
+        url: str,
+        event_types: Sequence[str],
+        secret: str,
+        *,
+        description: str | None = None,
+        paused: bool = False,
+    ) -> WebhookRecord:
+        now = utcnow()
+        values = {
+            "id": uuid7(), "owner_id": owner_id, "url": url, "event_types": list(event_types),
+            "secret": secret, "description": description, "paused": paused,
+            "created_at": now, "updated_at": now,
+        }  # fmt: skip
+        async with self.db.write() as conn:
+            row = (
+                await conn.execute(insert(webhooks).values(**values).returning(*webhooks.c))
+            ).one()
+        return _webhook(row)
+
+    async def get(self, webhook_id: str, owner_id: str | None = None) -> WebhookRecord:
+        query = select(webhooks).where(webhooks.c.id == webhook_id, *_owned(owner_id))
+        async with self.db.read() as conn:
+            row = (await conn.execute(query)).one_or_none()
+        if row is None:
+            raise NotFound("no such webhook", webhook_id=webhook_id)
+        return _webhook(row)
+
+    async def list_webhooks(
+        self, owner_id: str | None = None, *, after_id: str | None = None, limit: int = 100
+    ) -> list[WebhookRecord]:
+        """Newest first; `owner_id=None` lists every owner's (administrators)."""
+        query = select(webhooks).where(*_owned(owner_id))
+        if after_id is not None:
+            query = query.where(webhooks.c.id < after_id)
+        query = query.order_by(webhooks.c.id.desc()).limit(limit)
+        async with self.db.read() as conn:
+            return [_webhook(row) for row in await conn.execute(query)]
+
+    async def update(self, webhook_id: str, owner_id: str | None, **values: Any) -> WebhookRecord:
+        if "event_types" in values:
+            values["event_types"] = list(values["event_types"])
+        stmt = (
+            update(webhooks)
+            .where(webhooks.c.id == webhook_id, *_owned(owner_id))
+            .values(**values, updated_at=utcnow())
+            .returning(*webhooks.c)
+        )
+        async with self.db.write() as conn:
+            row = (await conn.execute(stmt)).one_or_none()
+        if row is None:
+            raise NotFound("no such webhook", webhook_id=webhook_id)
+        return _webhook(row)
+
+    async def delete(self, webhook_id: str, owner_id: str | None = None) -> None:
+        """The subscription and its delivery log (pending deliveries are never sent)."""
+        async with self.db.write() as conn:
+            await conn.execute(delete(_D).where(_D.c.webhook_id == webhook_id, *_owned_d(owner_id)))
+            done = await conn.execute(
+                delete(webhooks).where(webhooks.c.id == webhook_id, *_owned(owner_id))
+            )
+        if done.rowcount == 0:
+            raise NotFound("no such webhook", webhook_id=webhook_id)
+
+    # ---- callback secrets ------------------------------------------------------------------
+    async def set_callback_secret(self, owner_id: str, secret: str) -> datetime:
+        """Create or replace the owner's callback signing secret."""
+        now = utcnow()
+        stmt = self._insert(callback_secrets).values(
+            owner_id=owner_id, secret=secret, created_at=now
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[callback_secrets.c.owner_id],
+            set_={"secret": secret, "created_at": now},
+        )
+        async with self.db.write() as conn:
+            await conn.execute(stmt)
+        return now
+
+    async def has_callback_secret(self, owner_id: str) -> bool:
+        query = select(func.count()).where(callback_secrets.c.owner_id == owner_id)
+        async with self.db.read() as conn:
+            return bool(await conn.scalar(query))
+
+    async def callback_url(self, job_id: str) -> str | None:
+        query = select(job_callbacks.c.url).where(job_callbacks.c.job_id == job_id)
+        async with self.db.read() as conn:
+            found: str | None = await conn.scalar(query)
+        return found
+
+    # ---- fan-out (the sink's deliver) ---------------------------------------------------------
+    async def fan_out(self, events: Sequence[ev.Event], encode: Callable[[ev.Event], bytes]) -> int:
+        """One pending delivery per (event, matching subscription or callback), in one
+        transaction; rows that exist already (a redelivered batch) are left alone."""
+        if not events:
+            return 0
+        async with self.db.write() as conn:
+            hooks = await _subscribers(conn, {e.owner_id for e in events})
+            callbacks = await _callbacks(
+                conn, {e.job_id for e in events if e.type in CALLBACK_TYPES}
+            )
+            rows = _delivery_rows(events, hooks, callbacks, encode, utcnow())
+            if rows:
+                stmt = self._insert(_D).on_conflict_do_nothing(
+                    index_elements=[_D.c.event_id, _D.c.target]
+                )
+                await conn.execute(stmt, rows)
+        return len(rows)
+
+    # ---- the dispatcher's side ------------------------------------------------------------
+    async def claim(
+        self, limit: int, lease_until: datetime, busy: Sequence[str], per_endpoint: int
+    ) -> list[DueDelivery]:
+        """Up to `limit` due deliveries, at most `per_endpoint` per endpoint and none of the
+        `busy` endpoints; each one's attempt is counted and its next try moved to the lease."""
+        if limit <= 0:
+            return []
+        now = utcnow()
+        due = [_D.c.state == "pending", _D.c.next_attempt_at <= now]
+        if busy:
+            due.append(_D.c.endpoint.notin_(list(busy)))
+        candidates = (
+            select(_D.c.id, _D.c.endpoint, _D.c.next_attempt_at)
+            .where(*due)
+            .order_by(_D.c.next_attempt_at, _D.c.id)
+            .limit(min(limit * per_endpoint, 10 * limit))
+            .with_for_update(skip_locked=True)
+            .cte("candidates")
+        )
+        rank = func.row_number().over(
+            partition_by=candidates.c.endpoint,
+            order_by=(candidates.c.next_attempt_at, candidates.c.id),
+        )
+        ranked = select(candidates.c.id, rank.label("rank")).cte("ranked")
+        chosen = select(ranked.c.id).where(ranked.c.rank <= per_endpoint).limit(limit)
+        stmt = (
+            update(_D)
+            .where(_D.c.id.in_(chosen.scalar_subquery()), _D.c.state == "pending")
+            .values(attempts=_D.c.attempts + 1, next_attempt_at=lease_until, updated_at=now)
+            .returning(*_DUE_COLUMNS)
+        )
+        async with self.db.write() as conn:
+            rows = (await conn.execute(stmt)).all()
+            secrets = await _secrets(conn, rows)
+        return [_due(row, secrets) for row in rows]
+
+    async def settle(self, outcomes: Sequence[Settled]) -> None:
+        """Record how attempts ended, in one transaction; an attempt that is no longer the
+        row's latest (its lease ran out and another dispatcher took it) changes nothing."""
+        if not outcomes:
+            return
+        now = utcnow()
+        stmt = (
+            update(_D)
+            .where(
+                _D.c.id == bindparam("b_id"),
+                _D.c.attempts == bindparam("b_attempt"),
+                _D.c.state == "pending",
+            )
+            .values(
+                state=bindparam("b_state"),
+                last_status=bindparam("b_status"),
+                last_error=bindparam("b_error"),
+                next_attempt_at=bindparam("b_next"),
+                finished_at=bindparam("b_finished"),
+                updated_at=now,
+            )
+        )
+        params = [
+            {
+                "b_id": o.id, "b_attempt": o.attempt, "b_state": o.state, "b_status": o.status,
+                "b_error": o.error, "b_next": o.retry_at if o.state == "pending" else None,
+                "b_finished": None if o.state == "pending" else now,
+            }
+            for o in outcomes
+        ]  # fmt: skip
+        async with self.db.write() as conn:
+            await conn.execute(stmt, params)
+
+    async def release(self, claimed: Sequence[DueDelivery]) -> None:
+        """Hand back claims that were never attempted (a stop): due now, attempt uncounted."""
+        if not claimed:
+            return
+        stmt = (
+            update(_D)
+            .where(
+                _D.c.id == bindparam("b_id"),
+                _D.c.attempts == bindparam("b_attempt"),
+                _D.c.state == "pending",
+            )
+            .values(attempts=_D.c.attempts - 1, next_attempt_at=utcnow())
+        )
+        async with self.db.write() as conn:
+            await conn.execute(stmt, [{"b_id": d.id, "b_attempt": d.attempt} for d in claimed])
+
+    # ---- the log -----------------------------------------------------------------------------
+    async def deliveries(
+        self,
+        *,
+        webhook_id: str | None = None,
+        job_id: str | None = None,
+        state: DeliveryState | None = None,
+        after_id: int | None = None,
+        limit: int = 50,
+    ) -> list[DeliveryRecord]:
+        """Newest first, cursor-paginated by id."""
+        clauses = []
+        if webhook_id is not None:
+            clauses.append(_D.c.webhook_id == webhook_id)
+        if job_id is not None:
+            clauses.append(_D.c.job_id == job_id)
+        if state is not None:
+            clauses.append(_D.c.state == state)
+        if after_id is not None:
+            clauses.append(_D.c.id < after_id)
+        query = select(*_LOG_COLUMNS).where(and_(*clauses)).order_by(_D.c.id.desc()).limit(limit)
+        async with self.db.read() as conn:
+            return [_delivery(row) for row in await conn.execute(query)]
+
+    async def prune(self, before: datetime, batch: int = 10_000) -> int:
+        """Delete finished deliveries older than `before`, one bounded batch per statement."""
+        total = 0
+        while True:
+            victims = (
+                select(_D.c.id)
+                .where(_D.c.state != "pending", _D.c.finished_at < before)
+                .limit(batch)
+            )
+            async with self.db.write() as conn:
+                done = await conn.execute(delete(_D).where(_D.c.id.in_(victims.scalar_subquery())))
+            total += done.rowcount
+            if done.rowcount < batch:
+                return total
+
+
+_DUE_COLUMNS = (
+    _D.c.id, _D.c.event_id, _D.c.event_type, _D.c.job_id, _D.c.target, _D.c.webhook_id,
+    _D.c.owner_id, _D.c.url, _D.c.endpoint, _D.c.body, _D.c.attempts,
+)  # fmt: skip
+_LOG_COLUMNS = [column for column in _D.c if column.name not in ("body", "endpoint")]
+
+
+def _owned(owner_id: str | None) -> list[Any]:
+    return [] if owner_id is None else [webhooks.c.owner_id == owner_id]
+
+
+def _owned_d(owner_id: str | None) -> list[Any]:
+    return [] if owner_id is None else [_D.c.owner_id == owner_id]
+
+
+async def _subscribers(conn: AsyncConnection, owners: set[str]) -> dict[str, list[WebhookRecord]]:
+    query = select(webhooks).where(
+        webhooks.c.owner_id.in_(sorted(owners)), webhooks.c.paused.is_(False)
+    )
+    found: dict[str, list[WebhookRecord]] = {}
+    for row in await conn.execute(query):
+        found.setdefault(row.owner_id, []).append(_webhook(row))
+    return found
+
+
+async def _callbacks(conn: AsyncConnection, job_ids: set[str]) -> dict[str, str]:
+    if not job_ids:
+        return {}
+    query = select(job_callbacks.c.job_id, job_callbacks.c.url).where(
+        job_callbacks.c.job_id.in_(sorted(job_ids))
+    )
+    return {row.job_id: row.url for row in await conn.execute(query)}
+
+
+def _delivery_rows(
+    events: Sequence[ev.Event],
+    hooks: dict[str, list[WebhookRecord]],
+    callbacks: dict[str, str],
+    encode: Callable[[ev.Event], bytes],
+    now: datetime,
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for event in events:
+        targets: list[tuple[str, str | None, str]] = [
+            (h.id, h.id, h.url) for h in hooks.get(event.owner_id, ()) if h.wants(event)
+        ]
+        if event.type in CALLBACK_TYPES and event.job_id in callbacks:
+            targets.append((CALLBACK_TARGET, None, callbacks[event.job_id]))
+        if not targets:
+            continue
+        body = encode(event).decode()
+        for target, webhook_id, url in targets:
+            rows.append({
+                "event_id": event.id, "target": target, "webhook_id": webhook_id,
+                "job_id": event.job_id, "owner_id": event.owner_id, "event_type": event.type,
+                "url": url, "endpoint": endpoint_of(url), "body": body, "state": "pending",
+                "attempts": 0, "next_attempt_at": now, "last_status": None, "last_error": None,
+                "created_at": now, "updated_at": now, "finished_at": None,
+            })  # fmt: skip
+    return rows
+
+
+async def _secrets(conn: AsyncConnection, rows: Sequence[Any]) -> dict[str, str]:
+    """Signing secrets by target: a webhook's id, or `callback:<owner>`."""
+    hook_ids = sorted({r.webhook_id for r in rows if r.webhook_id})
+    owners = sorted({r.owner_id for r in rows if r.target == CALLBACK_TARGET})
+    found: dict[str, str] = {}
+    if hook_ids:
+        query = select(webhooks.c.id, webhooks.c.secret).where(webhooks.c.id.in_(hook_ids))
+        found.update({row.id: row.secret for row in await conn.execute(query)})
+    if owners:
+        query = select(callback_secrets).where(callback_secrets.c.owner_id.in_(owners))
+        found.update({f"callback:{r.owner_id}": r.secret for r in await conn.execute(query)})
+    return found
+
+
+def _due(row: Any, secrets: dict[str, str]) -> DueDelivery:
+    key = row.webhook_id if row.webhook_id else f"callback:{row.owner_id}"
+    return DueDelivery(
+        id=row.id, event_id=row.event_id, event_type=row.event_type, job_id=row.job_id,
+        target=row.target, url=row.url, endpoint=row.endpoint, body=row.body.encode(),
+        attempt=row.attempts, secret=secrets.get(key),
+    )  # fmt: skip
+
+
+def _webhook(row: Any) -> WebhookRecord:
+    return WebhookRecord(
+        id=row.id, owner_id=row.owner_id, url=row.url, event_types=tuple(row.event_types),
+        description=row.description, paused=bool(row.paused), created_at=row.created_at,
+        updated_at=row.updated_at,
+    )  # fmt: skip
+
+
+def _delivery(row: Any) -> DeliveryRecord:
+    return DeliveryRecord(
+        id=row.id, event_id=row.event_id, event_type=row.event_type, target=row.target,
+        webhook_id=row.webhook_id, job_id=row.job_id, owner_id=row.owner_id, url=row.url,
+        state=row.state, attempts=row.attempts, next_attempt_at=row.next_attempt_at,
+        last_status=row.last_status, last_error=row.last_error, created_at=row.created_at,
+        updated_at=row.updated_at, finished_at=row.finished_at,
+    )  # fmt: skip
