@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 
 from conveyor.api.deps import Context, VerifiedUser, owner_scope
 from conveyor.api.webhook_schemas import (
@@ -85,36 +86,38 @@ async def delete_webhook(webhook_id: str, user: VerifiedUser, ctx: Context) -> R
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
+@dataclass
+class LogQuery:
+    """The delivery log's filter and page: newest first, `cursor` from the previous page."""
+
+    state: StateQuery = None
+    cursor: Cursor = None
+    limit: Limit = 50
+
+
+LogParams = Annotated[LogQuery, Depends()]
+
+
 @router.get("/webhooks/{webhook_id}/deliveries")
 async def webhook_deliveries(
-    webhook_id: str,
-    user: VerifiedUser,
-    ctx: Context,
-    state: StateQuery = None,
-    cursor: Cursor = None,
-    limit: Limit = 50,
+    webhook_id: str, user: VerifiedUser, ctx: Context, query: LogParams
 ) -> DeliveryPage:
     """The webhook's deliveries, newest first: state, attempts, last answer, next try."""
-    size = min(limit, ctx.settings.max_page_size)
+    size = min(query.limit, ctx.settings.max_page_size)
     found = await ctx.engine.webhooks.deliveries_of_webhook(
-        webhook_id, owner_scope(user), state=state, after_id=cursor, limit=size + 1
+        webhook_id, owner_scope(user), state=query.state, after_id=query.cursor, limit=size + 1
     )
     return _page(found, size)
 
 
 @router.get("/jobs/{job_id}/deliveries")
 async def job_deliveries(
-    job_id: str,
-    user: VerifiedUser,
-    ctx: Context,
-    state: StateQuery = None,
-    cursor: Cursor = None,
-    limit: Limit = 50,
+    job_id: str, user: VerifiedUser, ctx: Context, query: LogParams
 ) -> DeliveryPage:
     """Deliveries of the job's events: to your webhooks and to its `callback_url`."""
-    size = min(limit, ctx.settings.max_page_size)
+    size = min(query.limit, ctx.settings.max_page_size)
     found = await ctx.engine.webhooks.deliveries_of_job(
-        job_id, owner_scope(user), state=state, after_id=cursor, limit=size + 1
+        job_id, owner_scope(user), state=query.state, after_id=query.cursor, limit=size + 1
     )
     return _page(found, size)
 
