@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint fmt bench clean
+.PHONY: install run test lint fmt bench screenshots clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -33,6 +33,10 @@ fmt: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+
+# The dashboard's screenshots in docs/screenshots/ (README), taken by its browser tests.
+screenshots: $(STAMP)
+	CONVEYOR_SCREENSHOTS=1 $(BIN)/pytest -p no:xdist -q tests/dashboard/test_screenshots.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_refresh_interval: float = Field(5.0, ge=0)  # API's queue gauges; 0 turns them off
 
+    # dashboard: session lifetime, and whether its cookies are Secure (unset: when the request
+    # came over https, as uvicorn sees it; set true behind a TLS-terminating proxy)
+    dashboard_session_hours: float = Field(12.0, gt=0, le=24 * 14)
+    dashboard_secure_cookies: bool | None = None
+
     # built-in job types
     store_master_path: Path | None = None
     store_visit_delay: str = "0.1-0.4"

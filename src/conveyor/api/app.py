@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from conveyor import __version__
+from conveyor import __version__, dashboard
 from conveyor.api import errors
 from conveyor.api.deps import AppContext
 from conveyor.api.middleware import BodyLimits, HttpMetrics, RequestLog
@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     for adapter in (jobscope, cloudtask, store_visits, django_jobs, tasks):
         app.include_router(adapter.router)
     docs.mount_assets(app)
+    dashboard.install(app)  # /dashboard: pages, their live stream and static files
     app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
     return app
 

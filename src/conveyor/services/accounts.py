@@ -259,6 +259,16 @@ class AccountService:
         An unknown login spends the time of a real password check, and a disabled account
         is refused only after its password was checked, so timing tells nothing either.
         """
+        user = await self._check_credentials(login, password)
+        access, refresh = await issue_session(user.id, user.role, self.store, tokens=self.tokens)
+        return self._pair(access, refresh, user)
+
+    async def authenticate(self, login: str, password: str) -> User:
+        """The account a login and password belong to, without starting an API session (the
+        dashboard keeps its own, `conveyor.services.sessions`). Fails like `login`."""
+        return _public(await self._check_credentials(login, password))
+
+    async def _check_credentials(self, login: str, password: str) -> UserRecord:
         user = await self.store.find_by_login(login.strip())
         if user is None:
             await asyncio.to_thread(verify_dummy, password)
@@ -267,8 +277,7 @@ class AccountService:
         if not matches or user.disabled:
             raise Unauthenticated(INVALID_CREDENTIALS)
         await self._rehash_if_needed(user, password)
-        access, refresh = await issue_session(user.id, user.role, self.store, tokens=self.tokens)
-        return self._pair(access, refresh, user)
+        return user
 
     async def refresh(self, refresh_token: str) -> TokenPair:
         """Exchange a refresh token for a new pair; reusing one signs its whole family out.

@@ -1,0 +1,83 @@
+"""Administration: users (verify, promote, disable) and API keys (the signed-in user's)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Form, Request, Response
+
+from conveyor.dashboard.web import (
+    PREFIX,
+    AdminSession,
+    Context,
+    DashboardRoute,
+    SessionDep,
+    flash,
+    redirect,
+    render,
+)
+from conveyor.errors import ConveyorError
+
+router = APIRouter(prefix=PREFIX, route_class=DashboardRoute, include_in_schema=False)
+UserAction = Literal["verify", "unverify", "promote", "demote", "disable", "enable"]
+
+
+@router.get("/admin/users")
+async def users(request: Request, session: AdminSession, ctx: Context) -> Response:
+    listed = await ctx.accounts.list_users(limit=1000)
+    return render(request, "users.html", session, page="users", users=listed)
+
+
+@router.post("/admin/users/{user_id}/{action}")
+async def user_action(
+    request: Request, user_id: str, action: UserAction, session: AdminSession, ctx: Context
+) -> Response:
+    accounts = ctx.accounts
+    response = redirect(f"{PREFIX}/admin/users")
+    try:
+        if action in ("verify", "unverify"):
+            user = await accounts.set_verified(user_id, action == "verify")
+        elif action in ("promote", "demote"):
+            user = await accounts.set_role(user_id, "admin" if action == "promote" else "user")
+        else:
+            user = await accounts.set_disabled(user_id, action == "disable")
+    except ConveyorError as exc:  # e.g. the last admin cannot be demoted or disabled
+        flash(request, response, exc.message, "error")
+        return response
+    past = {"verify": "verified", "unverify": "marked unverified", "promote": "made an admin"}
+    past |= {"demote": "made a user", "disable": "disabled", "enable": "enabled"}
+    flash(request, response, f"{user.email} {past[action]}.")
+    return response
+
+
+@router.get("/keys")
+async def api_keys(request: Request, session: SessionDep, ctx: Context) -> Response:
+    keys = await ctx.accounts.list_api_keys(session.user, include_revoked=True)
+    return render(request, "keys.html", session, page="keys", keys=keys, created=None)
+
+
+@router.post("/keys")
+async def create_key(
+    request: Request,
+    session: SessionDep,
+    ctx: Context,
+    name: Annotated[str, Form(max_length=200)],
+) -> Response:
+    """The plaintext is on this response only: it is never stored, and never shown again."""
+    try:
+        record, plaintext = await ctx.accounts.create_api_key(session.user, name)
+    except ConveyorError as exc:
+        response = redirect(f"{PREFIX}/keys")
+        flash(request, response, exc.message, "error")
+        return response
+    keys = await ctx.accounts.list_api_keys(session.user, include_revoked=True)
+    created = {"name": record.name, "key": plaintext}
+    return render(request, "keys.html", session, page="keys", keys=keys, created=created)
+
+
+@router.post("/keys/{key_id}/revoke")
+async def revoke_key(request: Request, key_id: str, session: SessionDep, ctx: Context) -> Response:
+    record = await ctx.accounts.revoke_api_key(session.user, key_id)
+    response = redirect(f"{PREFIX}/keys")
+    flash(request, response, f"API key {record.name!r} revoked.")
+    return response

@@ -1,0 +1,235 @@
+"""The dashboard's routes over plain HTTP on each database: sign-in and its cookie, CSRF on
+every state change, who may see and do what."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conveyor.domain.states import JobState
+from conveyor.services.accounts import User
+from conveyor.services.jobs import Submission
+from tests.api.conftest import ADMIN_EMAIL, PASSWORD, api_settings, running_api
+from tests.dashboard.conftest import Browserless, csrf_of, sign_in
+
+PAGES = ["/dashboard/", "/dashboard/jobs", "/dashboard/schedules"]
+
+
+async def _user(dash: Browserless, address: str) -> tuple[httpx.AsyncClient, str, str]:
+    """A verified user signed in with their own client: (client, csrf, user id)."""
+    await dash.api.engine.accounts.create_user(address, PASSWORD)
+    client = await dash.client()
+    csrf = await sign_in(client, address, PASSWORD)
+    (user,) = [u for u in await dash.api.engine.accounts.list_users() if u.email == address]
+    return client, csrf, user.id
+
+
+async def test_pages_need_a_session(dash: Browserless) -> None:
+    anonymous = await dash.client()
+    for path in [*PAGES, "/dashboard/admin/users"]:
+        r = await anonymous.get(path)
+        assert r.status_code == 303, path
+        assert r.headers["location"].startswith("/dashboard/login?next=%2Fdashboard%2F")
+    summary = await anonymous.get("/dashboard/summary", headers={"Accept": "application/json"})
+    assert summary.status_code == 401
+    login = await anonymous.get("/dashboard/login")
+    assert login.status_code == 200
+    assert 'autocomplete="current-password"' in login.text
+
+
+async def test_admin_sees_every_page(dash: Browserless) -> None:
+    job = await dash.api.engine.jobs.submit(Submission("noop", {}))
+    for path in [*PAGES, "/dashboard/admin/users", "/dashboard/keys", f"/dashboard/jobs/{job.id}"]:
+        r = await dash.admin.get(path)
+        assert r.status_code == 200, (path, r.text[:500])
+        assert "<svg" in r.text or path != "/dashboard/"
+    summary = await dash.admin.get("/dashboard/summary")
+    assert summary.json()["totals"]["queued"] == 1
+    assert summary.json()["html"]["throughput"].startswith("<svg")
+
+
+async def test_session_cookie_attributes(dash: Browserless) -> None:
+    client = await dash.client()
+    form = await client.get("/dashboard/login")
+    data = {"login": ADMIN_EMAIL, "password": "admin-password-123"}
+    r = await client.post("/dashboard/login", data={**data, "csrf_token": csrf_of(form.text)})
+    cookie = next(h for h in r.headers.get_list("set-cookie") if h.startswith("conveyor_session="))
+    attributes = {part.strip().lower() for part in cookie.split(";")}
+    assert {"httponly", "samesite=strict", "path=/dashboard"} <= attributes
+    assert "secure" not in attributes  # plain http here; https or the setting adds it
+    assert any(a.startswith("max-age=") for a in attributes)
+
+
+async def test_secure_cookie_over_https(db_url: str, tmp_path: Path) -> None:
+    settings = api_settings(db_url, tmp_path, dashboard_secure_cookies=True)
+    async with running_api(settings) as api:
+        r = await api.client.get("/dashboard/login")
+    assert "secure" in r.headers["set-cookie"].lower()
+
+
+async def test_wrong_password_and_forged_login_form(dash: Browserless) -> None:
+    client = await dash.client()
+    form = await client.get("/dashboard/login")
+    token = csrf_of(form.text)
+    wrong = {"login": ADMIN_EMAIL, "password": "nope-nope-nope", "csrf_token": token}
+    r = await client.post("/dashboard/login", data=wrong)
+    assert r.status_code == 401
+    assert "Wrong e-mail, username or password." in r.text
+    assert "conveyor_session" not in r.headers.get("set-cookie", "")
+    async with await dash.client() as other:  # a form posted from another site
+        data = {"login": ADMIN_EMAIL, "password": "admin-password-123", "csrf_token": token}
+        r = await other.post("/dashboard/login", data=data)
+        assert r.status_code == 403
+        assert "conveyor_session" not in r.headers.get("set-cookie", "")
+
+
+async def test_post_without_csrf_is_refused_and_changes_nothing(dash: Browserless) -> None:
+    engine = dash.api.engine
+    job = await engine.jobs.submit(Submission("noop", {}, run_at=None))
+    cancel = f"/dashboard/jobs/{job.id}/cancel"
+    for data, headers in (({}, {}), ({"csrf_token": "forged"}, {}), ({}, {"X-CSRF-Token": "x"})):
+        r = await dash.admin.post(cancel, data=data, headers=headers)
+        assert r.status_code == 403, r.text
+        assert (await engine.jobs.get(job.id)).state is JobState.QUEUED
+    r = await dash.admin.post("/dashboard/keys", data={"name": "k"})
+    assert r.status_code == 403
+    assert await engine.accounts.list_api_keys(await _admin(dash)) == []
+    r = await dash.admin.post(cancel, data={"csrf_token": dash.admin_csrf})
+    assert r.status_code == 303
+    assert (await engine.jobs.get(job.id)).state is JobState.CANCELLED
+
+
+async def _admin(dash: Browserless) -> User:
+    (admin,) = [u for u in await dash.api.engine.accounts.list_users() if u.is_admin]
+    return admin
+
+
+async def test_another_users_csrf_token_is_refused(dash: Browserless) -> None:
+    client, _, _ = await _user(dash, "b@example.com")
+    job = await dash.api.engine.jobs.submit(Submission("noop", {}))
+    r = await dash.admin.post(f"/dashboard/jobs/{job.id}/cancel", data={"csrf_token": "0" * 64})
+    assert r.status_code == 403
+    mine = await client.get("/dashboard/keys")
+    r = await dash.admin.post(
+        f"/dashboard/jobs/{job.id}/cancel", data={"csrf_token": csrf_of(mine.text)}
+    )
+    assert r.status_code == 403
+
+
+async def test_permission_matrix(dash: Browserless) -> None:
+    engine = dash.api.engine
+    client_a, csrf_a, a_id = await _user(dash, "a@example.com")
+    client_b, csrf_b, _ = await _user(dash, "b@example.com")
+    job = await engine.jobs.submit(Submission("noop", {"secret": "of-a"}), owner_id=a_id)
+    assert (await client_a.get(f"/dashboard/jobs/{job.id}")).status_code == 200
+    assert (await client_b.get(f"/dashboard/jobs/{job.id}")).status_code == 404
+    listing = await client_b.get("/dashboard/jobs")
+    assert job.id not in listing.text and "of-a" not in listing.text
+    assert job.id in (await client_a.get("/dashboard/jobs")).text
+    assert job.id in (await dash.admin.get("/dashboard/jobs")).text
+    r = await client_b.post(f"/dashboard/jobs/{job.id}/cancel", data={"csrf_token": csrf_b})
+    assert r.status_code == 404
+    assert (await engine.jobs.get(job.id)).state is JobState.QUEUED
+    for path in ("/dashboard/admin/users",):
+        assert (await client_b.get(path)).status_code == 403
+    r = await client_b.post(f"/dashboard/admin/users/{a_id}/disable", data={"csrf_token": csrf_b})
+    assert r.status_code == 403
+    r = await client_b.post("/dashboard/queues/default/pause", data={"csrf_token": csrf_b})
+    assert r.status_code == 403
+    counts = (await client_b.get("/dashboard/summary")).json()["totals"]
+    assert sum(counts.values()) == 0
+    assert (await client_a.get("/dashboard/summary")).json()["totals"]["queued"] == 1
+    stream = await client_b.get(f"/dashboard/events?job={job.id}")
+    assert stream.status_code == 404
+    assert csrf_a != csrf_b
+
+
+async def test_sign_out_ends_the_session(dash: Browserless) -> None:
+    client, csrf, _ = await _user(dash, "c@example.com")
+    cookie = client.cookies.get("conveyor_session")
+    assert cookie
+    r = await client.post("/dashboard/logout", data={"csrf_token": csrf})
+    assert r.status_code == 303
+    assert r.headers["location"] == "/dashboard/login"
+    assert client.cookies.get("conveyor_session") is None
+    client.cookies.set("conveyor_session", cookie, path="/dashboard")  # a stolen copy
+    assert (await client.get("/dashboard/jobs")).status_code == 303
+
+
+async def test_disabling_a_user_ends_their_sessions(dash: Browserless) -> None:
+    client, _, user_id = await _user(dash, "d@example.com")
+    assert (await client.get("/dashboard/jobs")).status_code == 200
+    r = await dash.admin.post(
+        f"/dashboard/admin/users/{user_id}/disable", data={"csrf_token": dash.admin_csrf}
+    )
+    assert r.status_code == 303
+    assert (await client.get("/dashboard/jobs")).status_code == 303
+
+
+async def test_cookie_and_api_tokens_do_not_cross(dash: Browserless) -> None:
+    cookie = dash.admin.cookies.get("conveyor_session")
+    r = await dash.admin.get("/api/v1/jobs", headers={"Authorization": f"Bearer {cookie}"})
+    assert r.status_code == 401
+    token = (await dash.api.admin())["Authorization"].removeprefix("Bearer ")
+    client = await dash.client()
+    client.cookies.set("conveyor_session", token, path="/dashboard")
+    assert (await client.get("/dashboard/jobs")).status_code == 303
+
+
+async def test_unverified_user_gets_a_clear_page(dash: Browserless) -> None:
+    api = dash.api
+    r = await api.client.post(
+        "/api/v1/auth/register", json={"email": "new@example.com", "password": PASSWORD}
+    )
+    assert r.status_code == 202
+    client = await dash.client()
+    form = await client.get("/dashboard/login")
+    data = {"login": "new@example.com", "password": PASSWORD, "csrf_token": csrf_of(form.text)}
+    assert (await client.post("/dashboard/login", data=data)).status_code == 303
+    page = await client.get("/dashboard/jobs")
+    assert page.status_code == 403
+    assert "Verify your e-mail address" in page.text
+    code = await api.code_for("new@example.com")
+    r = await client.post(
+        "/dashboard/verify", data={"code": code, "csrf_token": csrf_of(page.text)}
+    )
+    assert r.status_code == 303
+    assert (await client.get("/dashboard/jobs")).status_code == 200
+
+
+async def test_schedule_with_bad_payload_gets_a_clear_error(dash: Browserless) -> None:
+    form = {"name": "n", "cron": "*/5 * * * *", "timezone": "UTC", "job_type": "noop"}
+    r = await dash.admin.post(
+        "/dashboard/schedules", data={**form, "payload": "{oops", "csrf_token": dash.admin_csrf}
+    )
+    assert r.status_code == 422
+    assert "not valid JSON" in r.text
+    assert await dash.api.engine.backend.list_schedules() == []
+    r = await dash.admin.post(
+        "/dashboard/schedules", data={**form, "payload": "{}", "csrf_token": dash.admin_csrf}
+    )
+    assert r.status_code == 303
+    page = await dash.admin.get("/dashboard/schedules")
+    assert re.search(r"\*/5 \* \* \* \*", page.text)
+
+
+async def test_api_key_is_shown_once(dash: Browserless) -> None:
+    r = await dash.admin.post("/dashboard/keys", data={"name": "ci", "csrf_token": dash.admin_csrf})
+    assert r.status_code == 200
+    key = re.search(r'value="(cvk_[^"]+)"', r.text)
+    assert key
+    check = await dash.admin.get("/api/v1/jobs", headers={"Authorization": f"Bearer {key[1]}"})
+    assert check.status_code == 200
+    assert key[1] not in (await dash.admin.get("/dashboard/keys")).text
+
+
+@pytest.mark.parametrize(
+    "path", ["/dashboard/static/dashboard.css", "/dashboard/static/dashboard.js"]
+)
+async def test_static_files(dash: Browserless, path: str) -> None:
+    r = await dash.admin.get(path)
+    assert r.status_code == 200
+    assert "http" not in r.text.split("\n", 3)[-1] or "https://" not in r.text
