@@ -6,8 +6,10 @@ import asyncio
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import update
 
 from conveyor.store import events as ev
+from conveyor.store import tables
 from conveyor.store.backend import QueueBackend, utcnow
 from conveyor.store.records import ErrorInfo, NewJob, Outcome
 
@@ -111,6 +113,49 @@ async def test_cursors_persist_and_pruning_spares_undelivered(backend: QueueBack
     assert pruned == 2
     left = await settled(backend, 2)
     assert [e.id for e in left] == [e.id for e in events[2:]]
+
+
+def hours(n: float) -> timedelta:
+    return timedelta(hours=n)
+
+
+async def age_cursor(backend: QueueBackend, sink: str, age: timedelta) -> None:
+    """Make `sink`'s cursor look untouched for `age` (a sink removed that long ago)."""
+    async with backend.db.write() as conn:
+        await conn.execute(
+            update(tables.sink_cursors)
+            .where(tables.sink_cursors.c.sink == sink)
+            .values(updated_at=utcnow() - age)
+        )
+
+
+async def test_pruning_deletes_in_bounded_batches_and_respects_sinks_in_use(
+    backend: QueueBackend,
+) -> None:
+    await backend.enqueue([job() for _ in range(10)])
+    events = await settled(backend, 10)
+    async with backend.db.write() as conn:  # all written two hours ago
+        await conn.execute(update(tables.events).values(created_at=utcnow() - hours(2)))
+    await backend.save_cursor("in-use", events[6].position)
+    await backend.save_cursor("removed", events[1].position)
+    await age_cursor(backend, "removed", hours(3))
+    retention = utcnow() - hours(1)
+    # A configured sink that has delivered nothing yet holds everything back.
+    assert await backend.prune_events(retention, ["configured"], batch=3) == 0
+    assert await backend.prune_events(utcnow() - hours(3), batch=3) == 0  # none that old
+    # The fresh cursor counts; the one untouched for longer than the retention does not.
+    assert await backend.prune_events(retention, batch=3) == 7  # 3 + 3 + 1 per statement
+    left = await settled(backend, 3)
+    assert [e.id for e in left] == [e.id for e in events[7:]]
+    await backend.save_cursor("in-use", events[-1].position)
+    assert await backend.prune_events(retention, batch=3) == 3  # one full batch, then none
+    assert await backend.read_events(ev.Position()) == []
+
+
+async def test_without_any_sink_old_events_are_pruned(backend: QueueBackend) -> None:
+    await backend.enqueue([job() for _ in range(4)])
+    await settled(backend, 4)
+    assert await backend.prune_events(utcnow() + timedelta(seconds=1)) == 4
 
 
 async def test_a_late_commit_is_never_skipped(backend: QueueBackend) -> None:

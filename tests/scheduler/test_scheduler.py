@@ -17,6 +17,7 @@ from conveyor.store.backend import QueueBackend, utcnow
 from conveyor.store.factory import open_backend
 from conveyor.store.records import NewJob, NewSchedule
 from conveyor.worker.registry import load_handlers
+from tests.backends.test_events import settled
 
 
 def services(backend: QueueBackend) -> ScheduleService:
@@ -144,5 +145,28 @@ async def test_leader_tick_promotes_rescues_and_prunes(backend: QueueBackend) ->
         assert report.leader and report.promoted == 1 and report.requeued == 1
         assert (await backend.get(due.id)).state is JobState.QUEUED
         assert (await backend.get(lost.id)).state is JobState.QUEUED
+    finally:
+        await scheduler._leadership.release()
+
+
+async def test_the_leader_prunes_old_events_with_no_relay_running(backend: QueueBackend) -> None:
+    """Nothing else would delete them; a sink's fresh cursor still holds back what it has
+    not delivered."""
+    config = SchedulerConfig(prune_every=0, events_retention=0)
+    scheduler = Scheduler(backend, services(backend), config)
+    await backend.enqueue([NewJob(type="noop", payload={}) for _ in range(5)])
+    events = await settled(backend, 5)
+    await backend.save_cursor("rabbitmq", events[2].position)
+    try:
+        await asyncio.sleep(0.01)  # the cursor is older than "now - 0 s", so it is stale...
+        assert (await scheduler.tick()).events_pruned == 5  # ...and holds nothing back
+        await backend.enqueue([NewJob(type="noop", payload={}) for _ in range(3)])
+        fresh = await settled(backend, 3)
+        scheduler.config = replace(config, events_retention=0.5)
+        await asyncio.sleep(0.6)  # the events are past retention
+        await backend.save_cursor("rabbitmq", fresh[0].position)  # a sink in use
+        assert (await scheduler.tick()).events_pruned == 1  # only what it has delivered
+        await asyncio.sleep(0.6)  # now its cursor is stale too
+        assert (await scheduler.tick()).events_pruned == 2
     finally:
         await scheduler._leadership.release()

@@ -74,10 +74,9 @@ class Relay:
             log.info("relay %s stopped", self.id)
 
     async def prune(self) -> int:
-        """Delete events past retention that every configured sink has delivered.
-
-        Only the sinks configured here count: a sink removed from the configuration no
-        longer holds events back. Every relay process must therefore list the same sinks.
+        """Delete events past retention that every sink in use has delivered: those
+        configured here, and any other whose cursor moved within the retention (a sink
+        configured in another relay process). The scheduler prunes the same way.
         """
         before = utcnow() - timedelta(seconds=self.config.retention)
         pruned = await self.backend.prune_events(before, [sink.name for sink in self.sinks])

@@ -27,6 +27,7 @@ class SchedulerConfig:
     prune_failed_after: float = 7 * 24 * 3600.0
     prune_batch: int = 10_000
     worker_rows_kept: float = 24 * 3600.0
+    events_retention: float = 7 * 24 * 3600.0  # outbox rows (docs/events.md, Pruning)
 
 
 @dataclass
@@ -37,6 +38,7 @@ class TickReport:
     requeued: int = 0
     failed: int = 0
     pruned: int = 0
+    events_pruned: int = 0
 
 
 class Scheduler:
@@ -102,6 +104,7 @@ class Scheduler:
             )
         if time.monotonic() - self._last_prune >= self.config.prune_every:
             report.pruned = await self._prune()
+            report.events_pruned = await self._prune_events()
             self._last_prune = time.monotonic()
         return report
 
@@ -118,4 +121,13 @@ class Scheduler:
             await prune(now)
         if pruned:
             log.info("pruned %d finished jobs", pruned)
+        return pruned
+
+    async def _prune_events(self) -> int:
+        """Old outbox events, also where no relay runs (then nothing else would delete them);
+        those a sink in use has not delivered stay (`prune_events`)."""
+        before = utcnow() - timedelta(seconds=self.config.events_retention)
+        pruned = await self.backend.prune_events(before, batch=self.config.prune_batch)
+        if pruned:
+            log.info("pruned %d old events", pruned)
         return pruned

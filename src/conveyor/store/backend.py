@@ -620,14 +620,42 @@ class QueueBackend(ABC):
             if done.rowcount == 0:
                 await conn.execute(insert(sink_cursors).values(sink=sink, **values))
 
-    async def prune_events(self, before: datetime, sinks: Sequence[str]) -> int:
-        """Delete events older than `before` that every named sink has delivered."""
-        positions = [await self.cursor(sink) for sink in sinks]
+    async def prune_events(
+        self, before: datetime, sinks: Sequence[str] = (), batch: int = 10_000
+    ) -> int:
+        """Delete events older than `before` that every sink still in use has delivered, one
+        bounded batch per statement (and transaction).
+
+        In use: the named sinks (configured in the caller's process), whatever their cursor
+        says, and every other sink whose cursor moved since `before`. A cursor left alone
+        for longer than the retention belongs to a sink that was removed (or has failed for
+        that long): it no longer holds events back, or they would be kept forever.
+        """
+        floor = await self._prune_floor(before, sinks)
         clauses = [events.c.created_at < before]
-        clauses += [~ev.after(position) for position in positions]
-        async with self.db.write() as conn:
-            result = await conn.execute(delete(events).where(*clauses))
-        return result.rowcount
+        if floor is not None:
+            clauses.append(~ev.after(floor))
+        total = 0
+        while True:
+            victims = select(events.c.id).where(*clauses).limit(batch)
+            async with self.db.write() as conn:
+                result = await conn.execute(
+                    delete(events).where(events.c.id.in_(victims.scalar_subquery()))
+                )
+            total += result.rowcount
+            if result.rowcount < batch:
+                return total
+
+    async def _prune_floor(self, before: datetime, sinks: Sequence[str]) -> ev.Position | None:
+        """The lowest cursor of the sinks in use (None: no sink holds anything back)."""
+        async with self.db.read() as conn:
+            rows = (await conn.execute(select(sink_cursors))).all()
+        known = {row.sink: row for row in rows}
+        held = [ev.Position() for sink in sinks if sink not in known]  # nothing delivered yet
+        for row in rows:
+            if row.sink in sinks or _must(row.updated_at) >= before:
+                held.append(ev.Position(row.xid, row.event_id))
+        return min(held, key=lambda p: (p.xid, p.id), default=None)
 
     # ---- workers -----------------------------------------------------------------------------
     async def register_worker(
