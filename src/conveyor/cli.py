@@ -23,6 +23,10 @@ from rich.live import Live
 from rich.table import Table
 
 from conveyor import __version__
+from conveyor.cli_follow import outcome, wait_in_outbox
+from conveyor.cli_output import InputError, json_object
+from conveyor.client_cli import register as register_client_commands
+from conveyor.domain.states import JobState
 from conveyor.errors import ConveyorError, Unavailable
 from conveyor.logs import setup_logging
 from conveyor.runtime import Engine
@@ -401,8 +405,11 @@ def enqueue(
     timeout: Annotated[float | None, typer.Option(help="Seconds.")] = None,
     idempotency_key: Annotated[str | None, typer.Option()] = None,
     handlers: Handlers = None,
+    wait: Annotated[
+        bool, typer.Option(help="Follow it with a progress bar; exit 1 unless it completes.")
+    ] = False,
 ) -> None:
-    """Submit one job and print its id."""
+    """Submit one job and print its id (with --wait: its final state and result)."""
     settings = _settings(handler_modules=handlers)
     _quiet_logs()
     body = _parse_payload(payload)
@@ -421,29 +428,23 @@ def enqueue(
     async def main() -> Any:
         engine = await Engine.open(settings)
         try:
-            return await engine.jobs.submit(submission)
+            enqueued = await engine.jobs.submit(submission)
+            return await wait_in_outbox(engine, enqueued.id) if wait else enqueued
         finally:
             await engine.close()
 
-    enqueued = _run(main())
-    typer.echo(
-        json.dumps({"id": enqueued.id, "state": enqueued.state.value, "created": enqueued.created})
-    )
+    done = _run(main())
+    if wait:
+        typer.echo(json.dumps(outcome(done)))
+        raise typer.Exit(0 if done.state is JobState.COMPLETED else 1)
+    typer.echo(json.dumps({"id": done.id, "state": done.state.value, "created": done.created}))
 
 
 def _parse_payload(text: str) -> dict[str, Any]:
     try:
-        if text.startswith("@"):
-            with open(text[1:], encoding="utf-8") as handle:
-                text = handle.read()
-        value = json.loads(text)
-    except OSError as exc:
-        _die(f"--payload: cannot read {text[1:]}: {exc.strerror}")
-    except json.JSONDecodeError as exc:
-        _die(f"--payload is not valid JSON: {exc.msg} at position {exc.pos}")
-    if not isinstance(value, dict):
-        _die("--payload must be a JSON object")
-    return value
+        return json_object(text)
+    except InputError as exc:
+        _die(str(exc))
 
 
 @app.command()
@@ -483,6 +484,9 @@ def info(
     with contextlib.suppress(KeyboardInterrupt):
         _run(main())
 
+
+# ---- client commands over the REST API (client_cli.py): login, logout, submit, jobs, schedules
+register_client_commands(app)
 
 users_app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
 app.add_typer(users_app, name="users")

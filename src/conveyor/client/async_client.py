@@ -177,9 +177,12 @@ class AsyncClient:
             follow.ended = False  # a terminal event of an earlier run (the job was retried)
         return job
 
-    def watch(self, job_id: str, timeout: float | None = None) -> AsyncIterator[JobEvent]:
-        """The job's events from its first, live, ending after a terminal event."""
-        return self._follow(Follow(job_id, timeout))
+    def watch(
+        self, job_id: str, timeout: float | None = None, *, after: str | None = None
+    ) -> AsyncIterator[JobEvent]:
+        """The job's events from its first (or after the event `after`), live, ending after
+        a terminal event."""
+        return self._follow(Follow(job_id, timeout, last_event_id=after))
 
     async def _follow(self, follow: Follow) -> AsyncIterator[JobEvent]:
         while not follow.ended:

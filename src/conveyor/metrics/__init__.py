@@ -1,7 +1,8 @@
 """Prometheus metrics: the families (one module, created once), and the calls that feed them.
 
 Who feeds what:
-- the job services count enqueued jobs (`count_enqueued`);
+- the job services count enqueued jobs (`count_enqueued`), the schedule service cron fires
+  (`count_fired`), the scheduler rescued jobs (`count_rescued`);
 - each worker counts claims and accepted outcomes and times attempts (`JobMetrics`);
 - the API counts and times requests by route template (`observe_request`) and refreshes
   the database gauges in the background (`database_gauges`);
@@ -20,13 +21,15 @@ from conveyor.metrics.gauges import (
     set_relay_lag,
 )
 from conveyor.metrics.http import UNMATCHED, observe_request
-from conveyor.metrics.jobs import JobMetrics, count_enqueued
+from conveyor.metrics.jobs import JobMetrics, count_enqueued, count_fired, count_rescued
 
 __all__ = [
     "UNMATCHED",
     "JobMetrics",
     "asgi_app",
     "count_enqueued",
+    "count_fired",
+    "count_rescued",
     "database_gauges",
     "multiprocess_dir",
     "observe_request",

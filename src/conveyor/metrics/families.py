@@ -54,6 +54,18 @@ JOBS_RETRIED = Counter(
     "Attempts that failed and were scheduled to run again, once accepted.",
     JOB_LABELS,
 )
+JOBS_RESCUED = Counter(
+    "conveyor_jobs_rescued_total",
+    "Running jobs whose worker stopped heartbeating, by what the rescue did: requeued (an "
+    "attempt left) or failed (attempts spent).",
+    (*JOB_LABELS, "outcome"),
+)
+SCHEDULE_FIRES = Counter(
+    "conveyor_schedule_fires_total",
+    "Cron fires that enqueued a job (each fire time once, whichever scheduler fired it); "
+    "the job counts in conveyor_jobs_enqueued_total too.",
+    JOB_LABELS,
+)
 JOB_RUN_SECONDS = Histogram(
     "conveyor_job_run_seconds",
     "Time one attempt took, from the start of its execution to its outcome.",
@@ -113,6 +125,8 @@ ALL: tuple[MetricWrapperBase, ...] = (
     JOBS_COMPLETED,
     JOBS_FAILED,
     JOBS_RETRIED,
+    JOBS_RESCUED,
+    SCHEDULE_FIRES,
     JOB_RUN_SECONDS,
     JOB_QUEUE_WAIT_SECONDS,
     QUEUE_JOBS,

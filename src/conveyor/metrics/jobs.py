@@ -7,7 +7,7 @@ protocols below instead of importing the store's records.
 from __future__ import annotations
 
 import functools
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -19,8 +19,10 @@ from conveyor.metrics.families import (
     JOBS_COMPLETED,
     JOBS_ENQUEUED,
     JOBS_FAILED,
+    JOBS_RESCUED,
     JOBS_RETRIED,
     JOBS_STARTED,
+    SCHEDULE_FIRES,
 )
 
 
@@ -56,6 +58,19 @@ class OutcomeLike(Protocol):
 class EnqueuedLike(Protocol):
     @property
     def created(self) -> bool: ...
+
+
+class RescueLike(Protocol):
+    """A RescueReport: the ids requeued and failed, and each one's (queue, type)."""
+
+    @property
+    def requeued(self) -> Sequence[str]: ...
+
+    @property
+    def failed(self) -> Sequence[str]: ...
+
+    @property
+    def labels(self) -> Mapping[str, tuple[str, str]]: ...
 
 
 class _Series:
@@ -95,6 +110,20 @@ def count_enqueued(jobs: Sequence[LabelledJob], results: Sequence[EnqueuedLike])
     for job, result in zip(jobs, results, strict=True):
         if result.created:
             _series(job.queue, job.type).enqueued.inc()
+
+
+def count_fired(job: LabelledJob) -> None:
+    """A cron fire enqueued `job` (the scheduler's enqueue bypasses `count_enqueued`)."""
+    _series(job.queue, job.type).enqueued.inc()
+    SCHEDULE_FIRES.labels(job.queue, job.type).inc()
+
+
+def count_rescued(report: RescueLike) -> None:
+    """Jobs taken back from workers that stopped heartbeating, by outcome."""
+    for outcome, ids in (("requeued", report.requeued), ("failed", report.failed)):
+        for job_id in ids:
+            queue, type_ = report.labels.get(job_id, ("", ""))
+            JOBS_RESCUED.labels(queue, type_, outcome).inc()
 
 
 class JobMetrics:

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from conveyor.metrics import count_rescued
 from conveyor.services.schedules import ScheduleService
 from conveyor.store.backend import QueueBackend, utcnow
 
@@ -97,6 +98,7 @@ class Scheduler:
         report.promoted = await self.backend.promote_due()
         report.fired = await self.schedules.fire_due()
         rescued = await self.backend.rescue_expired()
+        count_rescued(rescued)
         report.requeued, report.failed = len(rescued.requeued), len(rescued.failed)
         if rescued.requeued or rescued.failed:
             log.warning(

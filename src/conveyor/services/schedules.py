@@ -6,6 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 from conveyor.domain import cron
+from conveyor.metrics import count_fired
 from conveyor.services.jobs import JobService, Submission
 from conveyor.store.backend import QueueBackend, utcnow
 from conveyor.store.records import SYSTEM_OWNER, NewJob, NewSchedule, ScheduleRecord
@@ -69,6 +70,7 @@ class ScheduleService:
             # Missed fires while nobody was running are coalesced into this one.
             following = cron.next_fire(schedule.cron, schedule.timezone, max(now, fire_at))
             if await self.backend.fire_schedule(schedule, fire_at, job, following):
+                count_fired(job)
                 fired += 1
         return fired
 

@@ -564,6 +564,7 @@ class QueueBackend(ABC):
         return RescueReport(
             requeued=[r.id for r in requeued],
             failed=[r.id for r in rows if r.state == JobState.FAILED.value],
+            labels={r.id: (r.queue, r.type) for r in rows},
         )
 
     async def prune(

@@ -118,6 +118,8 @@ class Outcome:
 class RescueReport:
     requeued: list[str]
     failed: list[str]
+    # (queue, type) of each rescued job, for metrics and logs
+    labels: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

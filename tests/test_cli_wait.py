@@ -1,0 +1,53 @@
+"""`conveyor enqueue --wait` in a subprocess, with a real worker process: it follows the job's
+events in the outbox, shows a progress bar, and exits 0 when the job completed, 1 if not."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.processes import CONVEYOR, ROOT, Cluster
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def cluster(db_url: str, tmp_path: Path) -> Iterator[Cluster]:
+    started = Cluster(db_url, tmp_path)
+    try:
+        yield started
+    finally:
+        started.close()
+        print(started.report())
+
+
+def enqueue_and_wait(
+    cluster: Cluster, tmp_path: Path, payload: str
+) -> tuple[int, dict[str, Any], str]:
+    settings = {"data_dir": str(tmp_path / "data"), "secret_key": "k" * 40}
+    done = subprocess.run(
+        [CONVEYOR, "enqueue", "sleep", "--payload", payload, "--max-attempts", "1", "--wait"],
+        cwd=ROOT, env=cluster.env("enqueue", settings), capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.returncode, json.loads(done.stdout), done.stderr
+
+
+def test_enqueue_wait_exits_0_on_completion_and_1_on_failure(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.worker("worker", queues="*")
+    code, final, shown = enqueue_and_wait(cluster, tmp_path, '{"seconds": 0.6, "steps": 3}')
+    assert code == 0, shown
+    assert final["state"] == "completed" and final["result"] == {"slept": 0.6, "attempt": 1}
+    assert "100%" in shown  # the progress bar went to stderr
+
+    code, final, _ = enqueue_and_wait(cluster, tmp_path, '{"seconds": 0, "fail": true}')
+    assert code == 1
+    assert final["state"] == "failed" and "asked to fail" in final["error"]["message"]
