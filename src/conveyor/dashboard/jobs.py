@@ -22,7 +22,7 @@ from conveyor.dashboard.web import (
     templates,
 )
 from conveyor.domain.states import TERMINAL, JobState
-from conveyor.errors import InvalidInput
+from conveyor.errors import Conflict, InvalidInput
 from conveyor.runtime import Engine
 from conveyor.services.events import EventFeed, Scope
 from conveyor.services.sessions import WebSession
@@ -310,17 +310,28 @@ async def job_parts(request: Request, job_id: str, session: SessionDep, ctx: Con
 async def job_action(
     request: Request, job_id: str, action: Action, session: SessionDep, ctx: Context
 ) -> Response:
+    """A job that moved on meanwhile (finished before the cancel, say) gets a message on its
+    page, not an error page; another user's job is NotFound, as everywhere."""
     scope = owner_scope(session)
-    jobs = ctx.engine.jobs
-    if action == "retry":
-        await jobs.retry(job_id, scope)
-        target, text = f"{PREFIX}/jobs/{job_id}", "The job is queued again."
-    elif action == "cancel":
-        await jobs.cancel(job_id, scope)
-        target, text = f"{PREFIX}/jobs/{job_id}", "The job is cancelled."
-    else:
-        await ctx.engine.backend.delete_finished(job_id, scope)
-        target, text = f"{PREFIX}/jobs", "The job is deleted."
-    response = redirect(target)
+    page = f"{PREFIX}/jobs/{job_id}"
+    try:
+        target, text = await _act(ctx.engine, job_id, action, scope)
+    except Conflict as exc:
+        await ctx.engine.jobs.get(job_id, scope)  # still NotFound for another user's job
+        response = redirect(page)
+        flash(request, response, exc.message, "error")
+        return response
+    response = redirect(target or page)
     flash(request, response, text)
     return response
+
+
+async def _act(engine: Engine, job_id: str, action: Action, scope: str | None) -> tuple[str, str]:
+    if action == "retry":
+        await engine.jobs.retry(job_id, scope)
+        return "", "The job is queued again."
+    if action == "cancel":
+        await engine.jobs.cancel(job_id, scope)
+        return "", "The job is cancelled."
+    await engine.backend.delete_finished(job_id, scope)
+    return f"{PREFIX}/jobs", "The job is deleted."

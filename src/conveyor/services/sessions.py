@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 
 from conveyor.auth.errors import InvalidToken
 from conveyor.auth.refresh import issue_session
-from conveyor.auth.tokens import TokenService
+from conveyor.auth.tokens import Clock, TokenService
 from conveyor.errors import NotFound, Unauthenticated
 from conveyor.services.accounts import AccountService, User
 
@@ -45,10 +45,12 @@ class WebSession:
 class WebSessions:
     """Starts, resumes and ends dashboard sessions; issues and checks CSRF tokens."""
 
-    def __init__(self, accounts: AccountService, secret: str, ttl: timedelta) -> None:
+    def __init__(
+        self, accounts: AccountService, secret: str, ttl: timedelta, clock: Clock | None = None
+    ) -> None:
         self.accounts = accounts
         self.ttl = ttl
-        self.tokens = TokenService(secret, audience=AUDIENCE, refresh_ttl=ttl)
+        self.tokens = TokenService(secret, audience=AUDIENCE, refresh_ttl=ttl, clock=clock)
         self._csrf_key = hmac.new(secret.encode(), b"conveyor dashboard csrf", "sha256").digest()
 
     async def sign_in(self, login: str, password: str) -> tuple[str, WebSession]:
