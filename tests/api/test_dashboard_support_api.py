@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from conveyor.domain.states import JobState
+from conveyor.store.records import ErrorInfo, Outcome
 from tests.api.conftest import Api
 
 
@@ -26,7 +28,7 @@ async def test_list_searches_text_and_sorts_with_offset_pages(api: Api) -> None:
     assert r.status_code == 200
     assert {j["id"] for j in r.json()["items"]} == {low, high}  # not bob's
 
-    params = {"sort": "-priority", "limit": 2}
+    params: dict[str, str | int] = {"sort": "-priority", "limit": 2}
     first = (await api.client.get("/api/v1/jobs", params=params, headers=ada)).json()
     assert [j["priority"] for j in first["items"]] == [7, 3]
     assert first["total"] == 3 and first["next_offset"] == 2 and first["next_cursor"] is None
@@ -36,5 +38,57 @@ async def test_list_searches_text_and_sorts_with_offset_pages(api: Api) -> None:
 
     bad = await api.client.get("/api/v1/jobs", params={"sort": "payload"}, headers=ada)
     assert bad.status_code == 422 and bad.json()["error"]["details"]["field"] == "sort"
-    mixed = {"sort": "priority", "cursor": low}
+    mixed: dict[str, str] = {"sort": "priority", "cursor": low}
     assert (await api.client.get("/api/v1/jobs", params=mixed, headers=ada)).status_code == 422
+
+
+async def fail_all(api: Api, queue: str = "default") -> None:
+    """What a worker would do: run every queued job of `queue` once and fail it."""
+    backend = api.engine.backend
+    claimed = await backend.claim("w", [queue], 1000, 30)
+    error = ErrorInfo("E", "boom")
+    await backend.finish("w", [Outcome(j.id, j.attempt, "failed", error=error) for j in claimed])
+
+
+async def test_bulk_retry_by_filter_and_ids_within_the_callers_jobs(api: Api) -> None:
+    ada = await api.user("ada@example.com")
+    bob = await api.user("bob@example.com")
+    mine = [await submit(api, ada, payload={"n": n}) for n in range(3)]
+    theirs = await submit(api, bob)
+    await fail_all(api)
+
+    everything = {"action": "retry", "filter": {"states": ["failed"]}, "ids": None}
+    r = await api.client.post("/api/v1/jobs/bulk", json=everything, headers=ada)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"matched": 3, "changed": 3, "skipped": 0}
+    assert (await api.engine.jobs.get(theirs)).state is JobState.FAILED
+
+    by_ids = {"action": "cancel", "ids": [*mine, theirs]}
+    r = await api.client.post("/api/v1/jobs/bulk", json=by_ids, headers=ada)
+    assert r.json() == {"matched": 4, "changed": 3, "skipped": 1}
+    assert (await api.engine.jobs.get(theirs)).state is JobState.FAILED
+
+    admin = await api.admin()
+    scoped = {"action": "retry", "filter": {"owner_id": (await _me(api, bob))}}
+    r = await api.client.post("/api/v1/jobs/bulk", json=scoped, headers=admin)
+    assert r.json() == {"matched": 1, "changed": 1, "skipped": 0}
+    assert (await api.engine.jobs.get(theirs)).state is JobState.QUEUED
+
+
+async def _me(api: Api, headers: dict[str, str]) -> str:
+    r = await api.client.get("/api/v1/me", headers=headers)
+    assert r.status_code == 200, r.text
+    user_id: str = r.json()["id"]
+    return user_id
+
+
+async def test_bulk_refuses_both_or_neither_selection_and_unknown_actions(api: Api) -> None:
+    ada = await api.user("ada@example.com")
+    for body in (
+        {"action": "retry"},
+        {"action": "retry", "filter": {}, "ids": ["x"]},
+        {"action": "explode", "ids": ["x"]},
+        {"action": "retry", "filter": {"owner": "x"}},
+    ):
+        r = await api.client.post("/api/v1/jobs/bulk", json=body, headers=ada)
+        assert r.status_code == 422, (body, r.text)

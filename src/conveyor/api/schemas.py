@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from conveyor.domain.states import JobState
-from conveyor.store.records import JobRecord, ScheduleRecord
+from conveyor.store.records import BulkAction, JobFilter, JobRecord, ScheduleRecord
 
 
 class Strict(BaseModel):
@@ -125,6 +125,46 @@ class JobPage(BaseModel):
     next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page.")
     total: int | None = Field(None, description="With `sort`/`offset`: every matching job.")
     next_offset: int | None = Field(None, description="With `sort`/`offset`: the next page.")
+
+
+class JobFilterIn(Strict):
+    """Which jobs a bulk action covers; every field narrows it (none: all your jobs)."""
+
+    states: list[JobState] = Field(default_factory=list, max_length=len(JobState))
+    type: str | None = Field(None, max_length=100)
+    queue: str | None = Field(None, max_length=100)
+    tag: str | None = Field(None, max_length=100)
+    created_after: AnyUtcDateTime | None = None
+    created_before: AnyUtcDateTime | None = None
+    text: str | None = Field(None, max_length=200, description="In the id or the payload.")
+    owner_id: str | None = Field(None, max_length=64, description="Admins only: one owner.")
+
+    def to_filter(self, scope: str | None) -> JobFilter:
+        """The store's filter; `scope` (a non-admin's own id) overrides any owner asked for."""
+        return JobFilter(
+            owner_id=scope if scope is not None else self.owner_id,
+            states=tuple(self.states),
+            queue=self.queue,
+            type=self.type,
+            tag=self.tag,
+            created_after=self.created_after,
+            created_before=self.created_before,
+            text=self.text,
+        )
+
+
+class BulkRequest(Strict):
+    action: BulkAction
+    filter: JobFilterIn | None = Field(None, description="All jobs matching this ...")
+    ids: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        None, max_length=10_000, description="... or these jobs (give one of the two)."
+    )
+
+
+class BulkOut(BaseModel):
+    matched: int = Field(description="Jobs selected (distinct ids, or matches of the filter).")
+    changed: int
+    skipped: int = Field(description="Not in a state the action changes, or not yours.")
 
 
 class JobResult(BaseModel):

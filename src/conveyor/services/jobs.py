@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -15,7 +15,10 @@ from conveyor.errors import InvalidInput
 from conveyor.metrics import count_enqueued
 from conveyor.store.backend import QueueBackend
 from conveyor.store.records import (
+    BULK_ACTIONS,
     SYSTEM_OWNER,
+    BulkAction,
+    BulkResult,
     Enqueued,
     JobFilter,
     JobListPage,
@@ -27,6 +30,7 @@ from conveyor.worker.registry import Registry
 
 MAX_BATCH = 1000
 MAX_PAGE = 1000
+BULK_BATCH = 500  # jobs per statement and transaction: short locks, bounded memory
 
 
 @dataclass(frozen=True)
@@ -52,9 +56,12 @@ CallbackCheck = Callable[[str, Sequence[str]], Awaitable[None]]
 class JobService:
     check_callbacks: CallbackCheck | None = None  # set by the engine; None: no callbacks
 
-    def __init__(self, backend: QueueBackend, registry: Registry) -> None:
+    def __init__(
+        self, backend: QueueBackend, registry: Registry, bulk_batch: int = BULK_BATCH
+    ) -> None:
         self.backend = backend
         self.registry = registry
+        self.bulk_batch = bulk_batch
 
     def prepare(self, submission: Submission, owner_id: str = SYSTEM_OWNER) -> NewJob:
         """Validate against the type's payload model; bad input changes nothing."""
@@ -138,3 +145,26 @@ class JobService:
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}", field="limit")
         return await self.backend.page_jobs(where, order, offset=offset, limit=limit)
+
+    async def bulk(
+        self,
+        action: BulkAction,
+        where: JobFilter | None = None,
+        ids: Sequence[str] | None = None,
+        owner_id: str | None = None,
+    ) -> BulkResult:
+        """Retry, cancel or delete these jobs, or all the filter matches, along the state machine.
+
+        `owner_id` (or `where.owner_id`) limits it to one owner's jobs: a non-admin's ids of
+        other people's jobs count as skipped and are never touched.
+        """
+        if action not in BULK_ACTIONS:
+            raise InvalidInput(f"unknown bulk action {action!r}", field="action")
+        if (where is None) == (ids is None):
+            raise InvalidInput("give either a filter or ids, not both or neither")
+        if ids is not None:
+            return await self.backend.bulk_ids(action, ids, owner_id, self.bulk_batch)
+        assert where is not None
+        if owner_id is not None:
+            where = replace(where, owner_id=owner_id)
+        return await self.backend.bulk_where(action, where, self.bulk_batch)

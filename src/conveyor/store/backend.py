@@ -8,7 +8,7 @@ guarded by the expected state (and, for a worker's own jobs, by worker id and at
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,6 +22,8 @@ from conveyor.errors import Conflict, IllegalTransition, NotFound
 from conveyor.store import events as ev
 from conveyor.store.database import Database, after_commit
 from conveyor.store.records import (
+    BulkAction,
+    BulkResult,
     ClaimedJob,
     Enqueued,
     JobFilter,
@@ -305,62 +307,22 @@ class QueueBackend(ABC):
         return _job_record(row)
 
     async def cancel(self, job_id: str, owner_id: str | None = None) -> JobRecord:
-        now = utcnow()
-        guard = [jobs.c.id == job_id, jobs.c.state.in_([s.value for s in CANCELLABLE])]
-        if owner_id is not None:
-            guard.append(jobs.c.owner_id == owner_id)
+        guard = _scoped([jobs.c.id == job_id], owner_id)
         async with self.db.write() as conn:
-            row = (
-                await conn.execute(
-                    update(jobs)
-                    .where(*guard)
-                    .values(
-                        state=JobState.CANCELLED.value,
-                        finished_at=now,
-                        lease_expires_at=None,
-                    )
-                    .returning(*jobs.c)
-                )
-            ).one_or_none()
-            if row is not None:
-                await self._log(conn, [ev.event_row(ev.CANCELLED, row, "cancelled", now)])
-                if row.worker_id:
-                    await self._notify_cancel(conn, job_id)
-                return _job_record(row)
+            rows = await self._cancel_where(conn, guard, utcnow(), jobs.c)
+        if rows:
+            return _job_record(rows[0])
         current = await self.get(job_id, owner_id)
         check_transition(current.state, JobState.CANCELLED)
         raise Conflict("the job changed state; try again")  # pragma: no cover - a race
 
     async def retry(self, job_id: str, owner_id: str | None = None) -> JobRecord:
         """A user's retry of a failed or cancelled job: queued again with fresh attempts."""
-        now = utcnow()
-        guard = [jobs.c.id == job_id, jobs.c.state.in_([s.value for s in USER_RETRYABLE])]
-        if owner_id is not None:
-            guard.append(jobs.c.owner_id == owner_id)
+        guard = _scoped([jobs.c.id == job_id], owner_id)
         async with self.db.write() as conn:
-            row = (
-                await conn.execute(
-                    update(jobs)
-                    .where(*guard)
-                    .values(
-                        state=JobState.QUEUED.value,
-                        attempt=0,
-                        run_at=now,
-                        worker_id=None,
-                        finished_at=None,
-                        started_at=None,
-                        result=None,
-                        progress=0,
-                        progress_message=None,
-                    )
-                    .returning(*jobs.c)
-                )
-            ).one_or_none()
-            if row is not None:
-                data = {"reason": "retried"}
-                await self._log(conn, [ev.event_row(ev.QUEUED, row, "queued", now, data)])
-                await self._notify_jobs(conn, {row.queue})
-                return _job_record(row)
+            rows = await self._retry_where(conn, guard, utcnow(), jobs.c)
+        if rows:
+            return _job_record(rows[0])
         current = await self.get(job_id, owner_id)
         if current.state not in USER_RETRYABLE:
             raise IllegalTransition(
@@ -369,6 +331,109 @@ class QueueBackend(ABC):
                 target=JobState.QUEUED.value,
             )
         raise Conflict("the job changed state; try again")  # pragma: no cover - a race
+
+    async def _cancel_where(
+        self,
+        conn: AsyncConnection,
+        guard: Sequence[ColumnElement[bool]],
+        now: datetime,
+        columns: Iterable[Any],
+    ) -> Sequence[Row[Any]]:
+        """Cancel the cancellable jobs among `guard`, tell them, and interrupt running ones."""
+        rows = (
+            await conn.execute(
+                update(jobs)
+                .where(*guard, jobs.c.state.in_(_CANCELLABLE_VALUES))
+                .values(state=JobState.CANCELLED.value, finished_at=now, lease_expires_at=None)
+                .returning(*columns)
+            )
+        ).all()
+        await self._log(conn, [ev.event_row(ev.CANCELLED, row, "cancelled", now) for row in rows])
+        for row in rows:
+            if row.worker_id:
+                await self._notify_cancel(conn, row.id)
+        return rows
+
+    async def _retry_where(
+        self,
+        conn: AsyncConnection,
+        guard: Sequence[ColumnElement[bool]],
+        now: datetime,
+        columns: Iterable[Any],
+    ) -> Sequence[Row[Any]]:
+        """Queue the failed or cancelled jobs among `guard` again, with fresh attempts."""
+        rows = (
+            await conn.execute(
+                update(jobs)
+                .where(*guard, jobs.c.state.in_(_RETRYABLE_VALUES))
+                .values(
+                    state=JobState.QUEUED.value,
+                    attempt=0,
+                    run_at=now,
+                    worker_id=None,
+                    finished_at=None,
+                    started_at=None,
+                    result=None,
+                    progress=0,
+                    progress_message=None,
+                )
+                .returning(*columns)
+            )
+        ).all()
+        data = {"reason": "retried"}
+        await self._log(conn, [ev.event_row(ev.QUEUED, r, "queued", now, data) for r in rows])
+        if rows:
+            await self._notify_jobs(conn, {row.queue for row in rows})
+        return rows
+
+    # ---- bulk actions ------------------------------------------------------------------------
+    async def bulk_ids(
+        self, action: BulkAction, ids: Sequence[str], owner_id: str | None, batch: int
+    ) -> BulkResult:
+        """`action` on these jobs, `batch` per transaction; others' and ineligible ones skip."""
+        unique = list(dict.fromkeys(ids))
+        changed = 0
+        for start in range(0, len(unique), batch):
+            changed += await self._bulk_batch(action, unique[start : start + batch], owner_id)
+        return BulkResult(matched=len(unique), changed=changed, skipped=len(unique) - changed)
+
+    async def bulk_where(self, action: BulkAction, where: JobFilter, batch: int) -> BulkResult:
+        """`action` on every job the filter matches, walking ids in bounded batches.
+
+        Each batch is read (ids and states only), then changed in its own short transaction,
+        guarded again by state: a job that moved meanwhile is skipped, never forced.
+        """
+        clauses, allowed = self.filter_clauses(where), _BULK_STATES[action]
+        matched = changed = 0
+        after: str | None = None
+        while True:
+            query = select(jobs.c.id, jobs.c.state).where(*clauses).order_by(jobs.c.id)
+            if after is not None:
+                query = query.where(jobs.c.id > after)
+            async with self.db.read() as conn:
+                rows = (await conn.execute(query.limit(batch))).all()
+            if not rows:
+                break
+            matched += len(rows)
+            after = rows[-1].id
+            eligible = [row.id for row in rows if row.state in allowed]
+            if eligible:
+                changed += await self._bulk_batch(action, eligible, where.owner_id)
+        return BulkResult(matched=matched, changed=changed, skipped=matched - changed)
+
+    async def _bulk_batch(self, action: BulkAction, ids: list[str], owner_id: str | None) -> int:
+        """One transaction: the state change (and its events) for the eligible jobs of `ids`."""
+        guard = _scoped([jobs.c.id.in_(ids)], owner_id)
+        now = utcnow()
+        async with self.db.write() as conn:
+            if action == "cancel":
+                return len(await self._cancel_where(conn, guard, now, _BULK_COLUMNS))
+            if action == "retry":
+                return len(await self._retry_where(conn, guard, now, _BULK_COLUMNS))
+            result = await conn.execute(
+                delete(jobs).where(*guard, jobs.c.state.in_(_TERMINAL_VALUES))
+            )
+            return int(result.rowcount)
 
     async def set_state(self, job_id: str, target: JobState) -> JobRecord:
         """An administrator's explicit move, still only along the state machine's edges.
@@ -447,7 +512,26 @@ class QueueBackend(ABC):
             clauses.append(jobs.c.created_at >= where.created_after)
         if where.created_before is not None:
             clauses.append(jobs.c.created_at < where.created_before)
+        if where.text:
+            clauses.append(_contains_text(where.text))
         return clauses
+
+    async def page_jobs(
+        self, where: JobFilter, order: JobSort, *, offset: int = 0, limit: int = 50
+    ) -> JobListPage:
+        """One offset page in `order` (missing times last), and how many jobs match in all."""
+        clauses = self.filter_clauses(where)
+        column, tiebreak = jobs.c[order.key], jobs.c.id
+        if order.descending:
+            ordering = [column.desc().nulls_last(), tiebreak.desc()]
+        else:
+            ordering = [column.asc().nulls_last(), tiebreak.asc()]
+        query = select(jobs).where(*clauses).order_by(*ordering).offset(offset).limit(limit)
+        count = select(func.count()).select_from(jobs).where(*clauses)
+        async with self.db.read() as conn:
+            total = await conn.scalar(count)
+            items = [_job_record(row) for row in await conn.execute(query)]
+        return JobListPage(items, int(total or 0))
 
     @abstractmethod
     def _has_tag(self, tag: str) -> ColumnElement[bool]: ...
@@ -474,27 +558,8 @@ class QueueBackend(ABC):
         async with self.db.read() as conn:
             rows = (await conn.execute(query)).all()
         points: dict[datetime, dict[str, int]] = {}
-        if where.text:
-            clauses.append(_contains_text(where.text))
         for value, state, count in rows:
             points.setdefault(_must(value), {})[state] = count
-    async def page_jobs(
-        self, where: JobFilter, order: JobSort, *, offset: int = 0, limit: int = 50
-    ) -> JobListPage:
-        """One offset page in `order` (missing times last), and how many jobs match in all."""
-        clauses = self.filter_clauses(where)
-        column, tiebreak = jobs.c[order.key], jobs.c.id
-        if order.descending:
-            ordering = [column.desc().nulls_last(), tiebreak.desc()]
-        else:
-            ordering = [column.asc().nulls_last(), tiebreak.asc()]
-        query = select(jobs).where(*clauses).order_by(*ordering).offset(offset).limit(limit)
-        count = select(func.count()).select_from(jobs).where(*clauses)
-        async with self.db.read() as conn:
-            total = await conn.scalar(count)
-            items = [_job_record(row) for row in await conn.execute(query)]
-        return JobListPage(items, int(total or 0))
-
         return [
             ThroughputPoint(m, c.get("completed", 0), c.get("failed", 0))
             for m, c in sorted(points.items())
@@ -850,8 +915,18 @@ class QueueBackend(ABC):
 
 
 _TERMINAL_VALUES = [JobState.COMPLETED.value, JobState.FAILED.value, JobState.CANCELLED.value]
+_CANCELLABLE_VALUES = sorted(s.value for s in CANCELLABLE)
+_RETRYABLE_VALUES = sorted(s.value for s in USER_RETRYABLE)
+# Which states each bulk action may change (the state machine's edges; delete: finished only).
+_BULK_STATES: dict[str, frozenset[str]] = {
+    "cancel": frozenset(_CANCELLABLE_VALUES),
+    "retry": frozenset(_RETRYABLE_VALUES),
+    "delete": frozenset(_TERMINAL_VALUES),
+}
 # What an event needs to know of its job, returned by the statements that change it.
 _EVENT_COLUMNS = (jobs.c.id, jobs.c.owner_id, jobs.c.queue, jobs.c.type, jobs.c.attempt)
+# ... and what a bulk change needs besides: whose worker to interrupt.
+_BULK_COLUMNS = (*_EVENT_COLUMNS, jobs.c.worker_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -873,6 +948,11 @@ class _JobView:
 @asynccontextmanager
 async def _borrowed(conn: AsyncConnection) -> AsyncIterator[AsyncConnection]:
     yield conn
+
+
+def _scoped(guard: list[ColumnElement[bool]], owner_id: str | None) -> list[ColumnElement[bool]]:
+    """`guard`, limited to one owner's jobs unless `owner_id` is None (admins, workers)."""
+    return guard if owner_id is None else [*guard, jobs.c.owner_id == owner_id]
 
 
 def _job_row(job: NewJob, now: datetime) -> dict[str, Any]:
@@ -905,6 +985,20 @@ def _job_row(job: NewJob, now: datetime) -> dict[str, Any]:
     }
 
 
+_LIKE_ESCAPE = "\\"
+
+
+def _contains_text(text: str) -> ColumnElement[bool]:
+    """The id or the payload's JSON text contains `text`, in any case; % and _ are literal."""
+    escaped = text.replace(_LIKE_ESCAPE, _LIKE_ESCAPE * 2)
+    escaped = escaped.replace("%", _LIKE_ESCAPE + "%").replace("_", _LIKE_ESCAPE + "_")
+    pattern = f"%{escaped}%"
+    return or_(
+        jobs.c.id.ilike(pattern, escape=_LIKE_ESCAPE),
+        cast(jobs.c.payload, Text).ilike(pattern, escape=_LIKE_ESCAPE),
+    )
+
+
 def _aware(value: Any) -> datetime | None:
     if value is None:
         return None
@@ -931,20 +1025,6 @@ def event_data(outcome: Outcome) -> dict[str, Any]:
     if outcome.result is not None:
         data["result"] = outcome.result
     return data
-
-_LIKE_ESCAPE = "\\"
-
-
-def _contains_text(text: str) -> ColumnElement[bool]:
-    """The id or the payload's JSON text contains `text`, in any case; % and _ are literal."""
-    escaped = text.replace(_LIKE_ESCAPE, _LIKE_ESCAPE * 2)
-    escaped = escaped.replace("%", _LIKE_ESCAPE + "%").replace("_", _LIKE_ESCAPE + "_")
-    pattern = f"%{escaped}%"
-    return or_(
-        jobs.c.id.ilike(pattern, escape=_LIKE_ESCAPE),
-        cast(jobs.c.payload, Text).ilike(pattern, escape=_LIKE_ESCAPE),
-    )
-
 
 
 def claimed_job(row: Any) -> ClaimedJob:

@@ -223,6 +223,19 @@ class JobListPage:
     total: int  # every job the filter matches, not just this page
 
 
+BulkAction = Literal["retry", "cancel", "delete"]
+BULK_ACTIONS: tuple[BulkAction, ...] = ("retry", "cancel", "delete")
+
+
+@dataclass(frozen=True, slots=True)
+class BulkResult:
+    """matched = changed + skipped; skipped: in the wrong state, another owner's, or gone."""
+
+    matched: int
+    changed: int
+    skipped: int
+
+
 @dataclass(frozen=True, slots=True)
 class ThroughputPoint:
     minute: datetime

@@ -10,6 +10,8 @@ from fastapi import APIRouter, Header, Query, Response, status
 from conveyor.api.deps import Context, SubmittingUser, VerifiedUser, owner_scope
 from conveyor.api.schemas import (
     AnyUtcDateTime,
+    BulkOut,
+    BulkRequest,
     JobBatchCreate,
     JobCreate,
     JobOut,
@@ -140,6 +142,18 @@ async def list_jobs(
         total=page.total,
         next_offset=following if following < page.total else None,
     )
+
+
+@router.post("/jobs/bulk")
+async def bulk_jobs(body: BulkRequest, user: VerifiedUser, ctx: Context) -> BulkOut:
+    """Retry, cancel or delete the given jobs, or all matching a filter, in bounded batches.
+
+    Users act on their own jobs only (others' ids count as skipped); admins on everyone's.
+    """
+    scope = owner_scope(user)
+    where = body.filter.to_filter(scope) if body.filter is not None else None
+    result = await ctx.engine.jobs.bulk(body.action, where=where, ids=body.ids, owner_id=scope)
+    return BulkOut(matched=result.matched, changed=result.changed, skipped=result.skipped)
 
 
 @router.get("/jobs/{job_id}")
