@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint fmt bench screenshots clean
+.PHONY: install run test lint fmt bench screenshots compose-check clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -33,6 +33,11 @@ fmt: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+
+# The Dockerfile and deploy/compose.yaml checked without a container engine: hadolint,
+# `docker-compose config` (Debian's docker-compose), and their agreement with the settings.
+compose-check: $(STAMP)
+	$(BIN)/pytest -p no:xdist -q tests/deploy
 
 # The dashboard's screenshots in docs/screenshots/ (README), taken by its browser tests.
 screenshots: $(STAMP)
