@@ -245,3 +245,35 @@ def _in_state(served: Served, state: JobState, *ids: str) -> Callable[[], Awaita
         return all(j.state is state for j in jobs)
 
     return check
+
+
+async def test_pages_are_keyboard_reachable_and_named(served: Served, browser: Browser) -> None:
+    """Every control has an accessible name, the first Tab reaches the skip link, and a
+    focused control shows an outline. (Queues appear once B2's service is there.)"""
+    job = await served.api.engine.jobs.submit(Submission("noop", {}))
+    pages = ["/dashboard/", "/dashboard/jobs", f"/dashboard/jobs/{job.id}", "/dashboard/schedules"]
+    pages += ["/dashboard/keys", "/dashboard/admin/users"]
+    async with tab(browser, served.base) as t:
+        await t.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD)
+        for path in pages:
+            await t.goto(path)
+            unnamed = await t.page.evaluate(_UNNAMED_CONTROLS)
+            assert unnamed == [], (path, unnamed)
+            await t.page.keyboard.press("Tab")
+            focused = await t.page.evaluate("document.activeElement.textContent.trim()")
+            assert focused == "Skip to content", path
+            await t.page.keyboard.press("Tab")
+            outline = await t.page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+            assert outline != "none", path
+
+
+# Controls a screen reader could not name: no label, no aria-label, no text.
+_UNNAMED_CONTROLS = """() => {
+  const visible = (el) => el.offsetParent !== null || el.getClientRects().length > 0;
+  const named = (el) => (el.getAttribute("aria-label") || "").trim() ||
+    (el.labels && Array.from(el.labels).some((l) => l.textContent.trim())) ||
+    (el.textContent || "").trim() || (el.getAttribute("title") || "").trim();
+  return Array.from(document.querySelectorAll("a, button, input, select, textarea"))
+    .filter((el) => el.type !== "hidden" && visible(el) && !named(el))
+    .map((el) => el.outerHTML.slice(0, 120));
+}"""

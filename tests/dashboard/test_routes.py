@@ -4,7 +4,9 @@ every state change, who may see and do what."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -233,3 +235,32 @@ async def test_static_files(dash: Browserless, path: str) -> None:
     r = await dash.admin.get(path)
     assert r.status_code == 200
     assert "http" not in r.text.split("\n", 3)[-1] or "https://" not in r.text
+
+
+async def test_bulk_on_selected_rows_is_scoped_to_the_user(dash: Browserless) -> None:
+    engine = dash.api.engine
+    client, csrf, a_id = await _user(dash, "bulk@example.com")
+    mine = [await engine.jobs.submit(Submission("noop", {}, run_at=_later()), a_id) for _ in "ab"]
+    theirs = await engine.jobs.submit(Submission("noop", {}, run_at=_later()))
+    ids = [mine[0].id, mine[1].id, theirs.id]
+    form = {"action": "cancel", "scope": "selected", "ids": ids, "csrf_token": csrf}
+    r = await client.post("/dashboard/jobs/bulk", data=form)
+    assert r.status_code == 200
+    assert "Cancel 3 jobs?" in r.text  # the confirmation page; nothing changed yet
+    assert (await engine.jobs.get(mine[0].id)).state is JobState.SCHEDULED
+    r = await client.post("/dashboard/jobs/bulk", data={**form, "confirmed": "true"})
+    assert r.status_code == 303
+    flash = unquote(r.cookies["conveyor_flash"])
+    assert "3 matched, 2 changed, 1 skipped" in flash
+    assert (await engine.jobs.get(mine[1].id)).state is JobState.CANCELLED
+    assert (await engine.jobs.get(theirs.id)).state is JobState.SCHEDULED
+    r = await client.post(
+        "/dashboard/jobs/bulk?state=scheduled",
+        data={"action": "cancel", "scope": "matching", "confirmed": "true"},
+    )
+    assert r.status_code == 403  # no token
+    assert (await engine.jobs.get(theirs.id)).state is JobState.SCHEDULED
+
+
+def _later() -> datetime:
+    return datetime.now(UTC) + timedelta(hours=1)
