@@ -73,9 +73,9 @@ class Settings(BaseSettings):
 
     # webhooks sink (subscriptions and job callbacks; docs/events.md "Webhooks")
     webhook_enabled: bool = True
-    webhook_max_attempts: int = Field(8, ge=1, le=100)
+    webhook_max_attempts: int = Field(10, ge=1, le=100)
     webhook_timeout: float = Field(10.0, gt=0, le=300)  # seconds per attempt, all included
-    webhook_backoff_initial: float = Field(2.0, gt=0)  # first retry after about this, doubled
+    webhook_backoff_initial: float = Field(5.0, gt=0)  # first retry after about this, doubled
     webhook_backoff_max: float = Field(3600.0, gt=0)
     webhook_concurrency: int = Field(16, ge=1, le=1000)  # sends at once per relay process
     webhook_per_endpoint: int = Field(4, ge=1, le=1000)  # of which at most this to one host

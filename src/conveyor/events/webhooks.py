@@ -46,6 +46,7 @@ log = logging.getLogger("conveyor.events.webhooks")
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
 RETRY_AFTER_CAP = 24 * 3600.0  # a Retry-After beyond a day is read as a day
 LEASE_MARGIN = 30.0  # a claim outlives the attempt's timeout by this much
+GATHER_WINDOW = 0.01  # after one attempt ends, others that end within this join its settle
 HEADERS = {
     "event_id": "X-Conveyor-Event-Id",
     "event_type": "X-Conveyor-Event-Type",
@@ -61,9 +62,9 @@ HEADERS = {
 class DispatchConfig:
     concurrency: int = 16  # attempts in flight per process
     per_endpoint: int = 4  # of which at most this many to one host:port
-    max_attempts: int = 8
+    max_attempts: int = 10
     timeout: float = 10.0  # one attempt, connection to last byte
-    backoff_initial: float = 2.0  # about this before the first retry, doubled each time
+    backoff_initial: float = 5.0  # about this before the first retry, doubled each time
     backoff_max: float = 3600.0
     poll_interval: float = 1.0  # looks for due retries this often when nothing wakes it
     retention: float = WEEK  # finished deliveries are deleted after this
@@ -213,6 +214,14 @@ class Dispatcher:
             for waiter in waits[:2]:
                 waiter.cancel()
             self._wake.clear()
+        await self._gather()
+
+    async def _gather(self) -> None:
+        """A moment for attempts ending together to end together: one settle and one claim
+        then serve them all (on SQLite each is a commit through the one writer)."""
+        running = [task for task in self._inflight if not task.done()]
+        if running:
+            await asyncio.wait(running, timeout=GATHER_WINDOW)
 
     async def _drain(self) -> None:
         """On stop: let attempts under way end (grace), hand back the rest, record all."""
