@@ -296,3 +296,20 @@ def test_compose_mounts_the_monitoring_files_that_exist(resolved: dict[str, Any]
                 relative = Path(source).relative_to(DEPLOY)
                 if relative.name != "conveyor-api-key":  # made by the operator (docs/deploy.md)
                     assert (DEPLOY / relative).exists(), source
+
+
+def test_grafana_finds_the_dashboards_and_prometheus_where_compose_puts_them(
+    resolved: dict[str, Any],
+) -> None:
+    provisioning = DEPLOY / "grafana" / "provisioning"
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "conveyor.yml").read_text())[
+        "providers"
+    ]
+    (source,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())[
+        "datasources"
+    ]
+    mounts = dict(v.split(":")[:2] for v in resolved["services"]["grafana"]["volumes"])
+    assert mounts[str(DEPLOY / "grafana" / "dashboards")] == provider["options"]["path"]
+    assert mounts[str(provisioning)] == "/etc/grafana/provisioning"
+    assert source["url"] == "http://prometheus:9090"
+    assert "127.0.0.1:9090:9090" in str(resolved["services"]["prometheus"]["ports"])
