@@ -14,9 +14,11 @@ from conveyor.net import FetchPolicy
 from conveyor.scheduler.scheduler import Scheduler, SchedulerConfig
 from conveyor.services.accounts import AccountService
 from conveyor.services.jobs import JobService
+from conveyor.services.queues import QueueService
 from conveyor.services.schedules import ScheduleService
 from conveyor.services.tasks import TaskService
 from conveyor.services.webhooks import WebhookService
+from conveyor.services.workers import WorkerService
 from conveyor.settings import Settings
 from conveyor.store.backend import QueueBackend
 from conveyor.store.factory import open_backend
@@ -39,6 +41,8 @@ class Engine:
     accounts: AccountService
     tasks: TaskService
     webhooks: WebhookService
+    queues: QueueService
+    workers: WorkerService
 
     @classmethod
     async def open(cls, settings: Settings, *, apply_migrations: bool = False) -> Engine:
@@ -60,7 +64,12 @@ class Engine:
         schedules = ScheduleService(backend, jobs)
         tasks = TaskService(jobs, TaskStore(backend.db), settings.task_autocomplete_seconds)
         accounts = build_accounts(settings, backend)
-        return cls(settings, backend, registry, jobs, schedules, accounts, tasks, webhooks)
+        queues = QueueService(backend, registry)
+        workers = WorkerService(backend, alive_within=settings.lease_seconds)
+        return cls(
+            settings, backend, registry, jobs, schedules, accounts, tasks, webhooks,
+            queues=queues, workers=workers,
+        )  # fmt: skip
 
     def worker(
         self,

@@ -92,3 +92,70 @@ async def test_bulk_refuses_both_or_neither_selection_and_unknown_actions(api: A
     ):
         r = await api.client.post("/api/v1/jobs/bulk", json=body, headers=ada)
         assert r.status_code == 422, (body, r.text)
+
+
+ROUTES = [
+    ("GET", "/api/v1/queues", None),
+    ("POST", "/api/v1/queues/mail/pause", None),
+    ("POST", "/api/v1/queues/mail/resume", None),
+    ("GET", "/api/v1/workers", None),
+    ("POST", "/api/v1/jobs/bulk", {"action": "retry", "filter": {"states": ["failed"]}}),
+    ("GET", "/api/v1/jobs?sort=-priority&text=x", None),
+]
+# route -> status for (anonymous, user, admin)
+EXPECTED = {
+    "/api/v1/queues": (401, 200, 200),
+    "/api/v1/queues/mail/pause": (401, 403, 200),
+    "/api/v1/queues/mail/resume": (401, 403, 200),
+    "/api/v1/workers": (401, 403, 200),
+    "/api/v1/jobs/bulk": (401, 200, 200),
+    "/api/v1/jobs?sort=-priority&text=x": (401, 200, 200),
+}
+
+
+async def test_permission_matrix_of_the_new_routes(api: Api) -> None:
+    callers = [{}, await api.user("ada@example.com"), await api.admin()]
+    for method, path, body in ROUTES:
+        got = []
+        for headers in callers:
+            r = await api.client.request(method, path, json=body, headers=headers)
+            got.append(r.status_code)
+        assert tuple(got) == EXPECTED[path], (method, path, got)
+    assert await api.engine.backend.paused_queues() == []  # the user's pause was refused
+
+
+async def test_queues_pause_resume_and_counts_per_caller(api: Api) -> None:
+    ada = await api.user("ada@example.com")
+    bob = await api.user("bob@example.com")
+    admin = await api.admin()
+    await submit(api, ada, queue="mail")
+    await submit(api, bob, queue="mail")
+    r = await api.client.post("/api/v1/queues/mail/pause", headers=admin)
+    assert r.status_code == 200 and r.json()["paused"] is True
+    assert r.json()["counts"]["queued"] == 2 and r.json()["oldest_queued_age_s"] >= 0
+
+    mine = {q["name"]: q for q in (await api.client.get("/api/v1/queues", headers=ada)).json()}
+    assert mine["mail"]["counts"] == {**dict.fromkeys((s.value for s in JobState), 0), "queued": 1}
+    assert mine["mail"]["paused"] is True
+    assert await api.engine.backend.claim("w", ["mail"], 10, 30) == []
+
+    bad = await api.client.post("/api/v1/queues/no%20spaces/pause", headers=admin)
+    assert bad.status_code == 422
+    r = await api.client.post("/api/v1/queues/mail/resume", headers=admin)
+    assert r.json()["paused"] is False
+    assert len(await api.engine.backend.claim("w", ["mail"], 10, 30)) == 2
+
+
+async def test_workers_list_their_running_jobs(api: Api) -> None:
+    ada = await api.user("ada@example.com")
+    job_id = await submit(api, ada, queue="mail")
+    backend = api.engine.backend
+    await backend.register_worker("w-1", "host-a", 4242, ["mail"], 3)
+    await backend.claim("w-1", ["mail"], 10, 30)
+    r = await api.client.get("/api/v1/workers", headers=await api.admin())
+    (worker,) = r.json()
+    assert (worker["id"], worker["hostname"], worker["pid"]) == ("w-1", "host-a", 4242)
+    assert worker["queues"] == ["mail"] and worker["concurrency"] == 3
+    assert [(j["id"], j["type"], j["queue"]) for j in worker["current_jobs"]] == [
+        (job_id, "noop", "mail")
+    ]

@@ -16,7 +16,9 @@ from conveyor.api.deps import AppContext
 from conveyor.api.middleware import BodyLimits, HttpMetrics, RequestLog
 from conveyor.api.ratelimit import RateLimits
 from conveyor.api.routes import admin, auth, docs, events, health, jobs, metrics, schedules
+from conveyor.api.routes import queues as queue_routes
 from conveyor.api.routes import webhooks as webhook_routes
+from conveyor.api.routes import workers as worker_routes
 from conveyor.api.schemas import ErrorBody
 from conveyor.compat import cloudtask, django_jobs, jobscope, store_visits, tasks
 from conveyor.runtime import Engine
@@ -68,6 +70,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.add_middleware(RequestLog)
     for module in (health, auth, jobs, events, schedules, admin, docs, metrics):
         app.include_router(module.router)
+    for routes in (queue_routes, worker_routes):
+        app.include_router(routes.router)
     app.include_router(webhook_routes.router)
     for adapter in (jobscope, cloudtask, store_visits, django_jobs, tasks):
         app.include_router(adapter.router)

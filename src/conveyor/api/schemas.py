@@ -202,6 +202,34 @@ class JobTypeOut(BaseModel):
     result_schema: dict[str, Any]
 
 
+# ---- queues and workers ----------------------------------------------------------------------
+class QueueOut(BaseModel):
+    name: str
+    paused: bool = Field(description="Paused: accepts jobs, but no worker claims them.")
+    counts: dict[JobState, int] = Field(description="Jobs per state, every state listed.")
+    oldest_queued_age_s: float | None = Field(
+        None, description="Seconds the longest-waiting queued job has been due."
+    )
+
+
+class RunningJobOut(BaseModel):
+    id: str
+    type: str
+    queue: str
+    started_at: datetime | None
+
+
+class WorkerOut(BaseModel):
+    id: str
+    hostname: str
+    pid: int
+    queues: list[str]
+    concurrency: int
+    started_at: datetime
+    last_heartbeat_at: datetime
+    current_jobs: list[RunningJobOut]
+
+
 # ---- schedules -------------------------------------------------------------------------------
 class ScheduleCreate(Strict):
     name: str = Field(min_length=1, max_length=200)

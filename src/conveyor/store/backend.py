@@ -29,17 +29,27 @@ from conveyor.store.records import (
     JobFilter,
     JobListPage,
     JobRecord,
+    JobRef,
     JobSort,
     NewJob,
     NewSchedule,
     Outcome,
+    PausedQueue,
     QueueCount,
     RescueReport,
     ScheduleRecord,
     ThroughputPoint,
     WorkerInfo,
 )
-from conveyor.store.tables import events, jobs, schedule_fires, schedules, sink_cursors, workers
+from conveyor.store.tables import (
+    events,
+    jobs,
+    queue_pauses,
+    schedule_fires,
+    schedules,
+    sink_cursors,
+    workers,
+)
 from conveyor.store.wake import EventWatch, Pace, bells
 from conveyor.store.webhooks import callback_rows, record_callbacks
 
@@ -567,14 +577,18 @@ class QueueBackend(ABC):
 
     async def counts(self, owner_id: str | None = None) -> list[QueueCount]:
         query = select(
-            jobs.c.queue, jobs.c.state, func.count(), func.min(jobs.c.created_at)
+            jobs.c.queue,
+            jobs.c.state,
+            func.count(),
+            func.min(jobs.c.created_at),
+            func.min(jobs.c.run_at),
         ).group_by(jobs.c.queue, jobs.c.state)
         if owner_id is not None:
             query = query.where(jobs.c.owner_id == owner_id)
         async with self.db.read() as conn:
             rows = (await conn.execute(query)).all()
         return [
-            QueueCount(row[0], JobState(row[1]), row[2], _aware(row[3]))
+            QueueCount(row[0], JobState(row[1]), row[2], _aware(row[3]), _aware(row[4]))
             for row in sorted(rows, key=lambda r: (r[0], r[1]))
         ]
 
@@ -757,19 +771,32 @@ class QueueBackend(ABC):
             )
         async with self.db.read() as conn:
             rows = (await conn.execute(query)).all()
-        return [
-            WorkerInfo(
-                r.id,
-                r.hostname,
-                r.pid,
-                list(r.queues),
-                r.concurrency,
-                r.started_at,
-                r.last_heartbeat_at,
-                r.stopped_at,
+        return [_worker_info(r) for r in rows]
+
+    async def workers_with_jobs(self, alive_within: float) -> list[tuple[WorkerInfo, list[JobRef]]]:
+        """Live workers, each with the jobs it is running: one query, not one per worker."""
+        since = utcnow() - timedelta(seconds=alive_within)
+        running = (jobs.c.worker_id == workers.c.id) & (jobs.c.state == JobState.RUNNING.value)
+        query = (
+            select(
+                workers,
+                jobs.c.id.label("job_id"),
+                jobs.c.type.label("job_type"),
+                jobs.c.queue.label("job_queue"),
+                jobs.c.started_at.label("job_started_at"),
             )
-            for r in rows
-        ]
+            .select_from(workers.outerjoin(jobs, running))
+            .where(workers.c.stopped_at.is_(None), workers.c.last_heartbeat_at >= since)
+            .order_by(workers.c.started_at, workers.c.id, jobs.c.started_at, jobs.c.id)
+        )
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        found: dict[str, tuple[WorkerInfo, list[JobRef]]] = {}
+        for r in rows:
+            _, refs = found.setdefault(r.id, (_worker_info(r), []))
+            if r.job_id is not None:
+                refs.append(JobRef(r.job_id, r.job_type, r.job_queue, _aware(r.job_started_at)))
+        return list(found.values())
 
     async def prune_workers(self, older_than: datetime) -> int:
         async with self.db.write() as conn:
@@ -777,6 +804,31 @@ class QueueBackend(ABC):
                 delete(workers).where(workers.c.last_heartbeat_at < older_than)
             )
         return result.rowcount
+
+    # ---- queue pauses --------------------------------------------------------------------------
+    async def pause_queue(self, queue: str, by: str | None = None) -> None:
+        """No worker claims from `queue` once this commits; it still accepts jobs."""
+        values = {"queue": queue, "paused_at": utcnow(), "paused_by": by}
+        statement = self._insert_pause().values(**values)
+        async with self.db.write() as conn:
+            await conn.execute(statement.on_conflict_do_nothing(index_elements=["queue"]))
+
+    async def resume_queue(self, queue: str) -> bool:
+        """Let workers claim from `queue` again (woken at once); False if it was not paused."""
+        async with self.db.write() as conn:
+            result = await conn.execute(delete(queue_pauses).where(queue_pauses.c.queue == queue))
+            if result.rowcount:
+                await self._notify_jobs(conn, {queue})
+        return bool(result.rowcount)
+
+    async def paused_queues(self) -> list[PausedQueue]:
+        query = select(queue_pauses).order_by(queue_pauses.c.queue)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [PausedQueue(r.queue, _must(r.paused_at), r.paused_by) for r in rows]
+
+    @abstractmethod
+    def _insert_pause(self) -> Any: ...
 
     # ---- schedules ---------------------------------------------------------------------------
     async def create_schedule(
@@ -1068,6 +1120,19 @@ def _job_record(row: Row[Any]) -> JobRecord:
         created_at=_must(row.created_at),
         started_at=_aware(row.started_at),
         finished_at=_aware(row.finished_at),
+    )
+
+
+def _worker_info(r: Row[Any]) -> WorkerInfo:
+    return WorkerInfo(
+        r.id,
+        r.hostname,
+        r.pid,
+        list(r.queues),
+        r.concurrency,
+        _must(r.started_at),
+        _must(r.last_heartbeat_at),
+        _aware(r.stopped_at),
     )
 
 

@@ -31,7 +31,7 @@ from conveyor.store.database import (
 )
 from conveyor.store.records import ClaimedJob, Enqueued, NewJob, Outcome
 from conveyor.store.sql import RETURNING_CLAIM, typed
-from conveyor.store.tables import jobs, schedule_fires
+from conveyor.store.tables import jobs, queue_pauses, schedule_fires
 from conveyor.store.webhooks import (
     PG_RECORD_CALLBACKS,
     callback_rows,
@@ -67,6 +67,7 @@ _CLAIM_TEMPLATE = """
     WITH picked AS (
         SELECT id FROM jobs
         WHERE state = 'queued' AND {queue_test}
+            AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue)
         ORDER BY priority DESC, run_at, id
         LIMIT $2
         FOR UPDATE SKIP LOCKED
@@ -240,6 +241,9 @@ class PostgresBackend(QueueBackend):
 
     def _insert_fire(self) -> Any:
         return pg_insert(schedule_fires)
+
+    def _insert_pause(self) -> Any:
+        return pg_insert(queue_pauses)
 
     # ---- the hot path, on raw asyncpg ------------------------------------------------------
     async def _raw_pool(self) -> asyncpg.Pool:

@@ -135,11 +135,29 @@ class WorkerInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class JobRef:
+    """A running job as a worker listing shows it."""
+
+    id: str
+    type: str
+    queue: str
+    started_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class QueueCount:
     queue: str
     state: JobState
     count: int
     oldest_created_at: datetime | None
+    oldest_run_at: datetime | None = None  # when the longest-waiting one became due
+
+
+@dataclass(frozen=True, slots=True)
+class PausedQueue:
+    queue: str
+    paused_at: datetime
+    paused_by: str | None
 
 
 @dataclass(frozen=True, slots=True)

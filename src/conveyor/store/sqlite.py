@@ -30,7 +30,7 @@ from conveyor.store.backend import (
 from conveyor.store.database import Database
 from conveyor.store.records import ClaimedJob, Outcome
 from conveyor.store.sql import CLAIM_COLUMNS, RETURNING_CLAIM, typed
-from conveyor.store.tables import jobs, schedule_fires
+from conveyor.store.tables import jobs, queue_pauses, schedule_fires
 from conveyor.store.types import sqlite_time
 
 log = logging.getLogger("conveyor.store.sqlite")
@@ -44,6 +44,7 @@ _CLAIM_TEMPLATE = """
     WHERE id IN (
         SELECT id FROM jobs
         WHERE state = 'queued' AND queue {test} (SELECT value FROM json_each(:queues))
+            AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue)
         ORDER BY priority DESC, run_at, id
         LIMIT :limit
     )
@@ -185,6 +186,9 @@ class SqliteBackend(QueueBackend):
 
     def _insert_fire(self) -> Any:
         return sqlite_insert(schedule_fires)
+
+    def _insert_pause(self) -> Any:
+        return sqlite_insert(queue_pauses)
 
     async def claim(
         self,

@@ -125,6 +125,16 @@ workers = Table(
     Column("stopped_at", UTCDateTime, nullable=True),
 )
 
+# Paused queues: a row per queue that workers must not claim from (jobs are still accepted).
+# Claims on both databases test it with NOT EXISTS; it holds a handful of rows at most.
+queue_pauses = Table(
+    "queue_pauses",
+    metadata,
+    Column("queue", String(100), primary_key=True),
+    Column("paused_at", UTCDateTime, nullable=False),
+    Column("paused_by", String(64), nullable=True),
+)
+
 schedules = Table(
     "schedules",
     metadata,

@@ -1,0 +1,62 @@
+"""Paused queues on both databases: claims skip them, enqueues still land, resume wakes."""
+
+from __future__ import annotations
+
+from conveyor.domain.states import JobState
+from conveyor.store.backend import QueueBackend
+from conveyor.store.records import NewJob
+
+
+def job(queue: str, priority: int = 0) -> NewJob:
+    return NewJob(type="noop", payload={}, queue=queue, priority=priority)
+
+
+async def test_claims_skip_a_paused_queue_by_name_and_by_star(backend: QueueBackend) -> None:
+    await backend.pause_queue("a", by="admin-1")
+    (held,) = await backend.enqueue([job("a", priority=9)])  # still accepted
+    (free,) = await backend.enqueue([job("b")])
+    assert held.state is JobState.QUEUED
+
+    assert await backend.claim("w", ["a"], 10, 30) == []
+    assert [j.id for j in await backend.claim("w", ["*"], 10, 30)] == [free.id]
+    (paused,) = await backend.paused_queues()
+    assert (paused.queue, paused.paused_by) == ("a", "admin-1")
+
+    assert await backend.resume_queue("a") is True
+    assert [j.id for j in await backend.claim("w", ["a", "b"], 10, 30)] == [held.id]
+    assert await backend.paused_queues() == []
+
+
+async def test_pause_is_idempotent_and_resume_of_a_running_queue_is_a_no_op(
+    backend: QueueBackend,
+) -> None:
+    await backend.pause_queue("a")
+    await backend.pause_queue("a")
+    assert [p.queue for p in await backend.paused_queues()] == ["a"]
+    assert await backend.resume_queue("a") is True
+    assert await backend.resume_queue("a") is False
+
+
+async def test_jobs_already_running_are_not_touched_by_a_pause(backend: QueueBackend) -> None:
+    (running,) = await backend.enqueue([job("a")])
+    await backend.claim("w", ["a"], 1, 30)
+    await backend.pause_queue("a")
+    assert await backend.heartbeat("w", 30) == {running.id}
+    assert (await backend.get(running.id)).state is JobState.RUNNING
+
+
+async def test_workers_with_their_running_jobs_in_one_listing(backend: QueueBackend) -> None:
+    await backend.register_worker("w1", "host", 1, ["a"], 4)
+    await backend.register_worker("w2", "host", 2, ["b"], 2)
+    await backend.register_worker("gone", "host", 3, ["a"], 2)
+    await backend.unregister_worker("gone")
+    await backend.enqueue([job("a"), job("a"), job("b")])
+    first = await backend.claim("w1", ["a"], 10, 30)
+    listed = await backend.workers_with_jobs(alive_within=60)
+    assert [(info.id, [ref.id for ref in refs]) for info, refs in listed] == [
+        ("w1", sorted(j.id for j in first)),
+        ("w2", []),
+    ]
+    (info, refs), _ = listed
+    assert info.queues == ["a"] and info.concurrency == 4
+    assert {r.queue for r in refs} == {"a"} and all(r.started_at for r in refs)
