@@ -3,7 +3,6 @@ depth caps."""
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import time
@@ -13,10 +12,10 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conveyor.api.errors import error_body
+from conveyor.logs import request_id as request_id_var
 from conveyor.metrics import UNMATCHED, observe_request
 
 log = logging.getLogger("conveyor.http")
-request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 
 class RequestLog:

@@ -12,9 +12,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from conveyor.logs import job_fields
 from conveyor.metrics import count_rescued
 from conveyor.services.schedules import ScheduleService
 from conveyor.store.backend import QueueBackend, utcnow
+from conveyor.store.records import RescueReport
 
 log = logging.getLogger("conveyor.scheduler")
 
@@ -99,11 +101,8 @@ class Scheduler:
         report.fired = await self.schedules.fire_due()
         rescued = await self.backend.rescue_expired()
         count_rescued(rescued)
+        _log_rescued(rescued)
         report.requeued, report.failed = len(rescued.requeued), len(rescued.failed)
-        if rescued.requeued or rescued.failed:
-            log.warning(
-                "rescued expired leases: requeued=%s failed=%s", rescued.requeued, rescued.failed
-            )
         if time.monotonic() - self._last_prune >= self.config.prune_every:
             report.pruned = await self._prune()
             report.events_pruned = await self._prune_events()
@@ -133,3 +132,16 @@ class Scheduler:
         if pruned:
             log.info("pruned %d old events", pruned)
         return pruned
+
+
+def _log_rescued(report: RescueReport) -> None:
+    """One line per job taken back from a worker that stopped heartbeating."""
+    for outcome, ids in (("requeued", report.requeued), ("failed for good", report.failed)):
+        for job_id in ids:
+            _queue, job_type = report.labels.get(job_id, ("", ""))
+            attempt = report.attempts.get(job_id, 0)
+            log.warning(
+                "rescued from an expired lease: %s",
+                outcome,
+                extra=job_fields(job_id, job_type, attempt),
+            )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conveyor.domain.states import JobState
 from conveyor.errors import InvalidInput
+from conveyor.logs import job_fields
 from conveyor.metrics import count_enqueued
 from conveyor.store.backend import QueueBackend
 from conveyor.store.records import (
@@ -27,6 +29,8 @@ from conveyor.store.records import (
     NewJob,
 )
 from conveyor.worker.registry import Registry
+
+log = logging.getLogger("conveyor.jobs")
 
 MAX_BATCH = 1000
 MAX_PAGE = 1000
@@ -113,6 +117,7 @@ class JobService:
         await self._check_callbacks(owner_id, prepared)
         enqueued = await self.backend.enqueue(prepared, conn=conn)
         count_enqueued(prepared, enqueued)  # in the caller's transaction: counted at insert
+        _log_submitted(prepared, enqueued)
         return enqueued
 
     async def _check_callbacks(self, owner_id: str, prepared: Sequence[NewJob]) -> None:
@@ -127,7 +132,9 @@ class JobService:
         return await self.backend.get(job_id, owner_id)
 
     async def cancel(self, job_id: str, owner_id: str | None = None) -> JobRecord:
-        return await self.backend.cancel(job_id, owner_id)
+        job = await self.backend.cancel(job_id, owner_id)
+        log.info("cancelled", extra=job_fields(job.id, job.type, job.attempt))
+        return job
 
     async def retry(self, job_id: str, owner_id: str | None = None) -> JobRecord:
         return await self.backend.retry(job_id, owner_id)
@@ -168,3 +175,13 @@ class JobService:
         if owner_id is not None:
             where = replace(where, owner_id=owner_id)
         return await self.backend.bulk_where(action, where, self.bulk_batch)
+
+
+def _log_submitted(jobs: Sequence[NewJob], results: Sequence[Enqueued]) -> None:
+    """DEBUG, one line per job (as many as jobs); in the API it carries the request id, which
+    links a request to the job ids it made (nothing else stores the request id)."""
+    if not log.isEnabledFor(logging.DEBUG):
+        return
+    for job, result in zip(jobs, results, strict=True):
+        said = "submitted" if result.created else "already submitted (idempotency key)"
+        log.debug("%s to queue %s", said, job.queue, extra=job_fields(result.id, job.type, 0))

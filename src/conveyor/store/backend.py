@@ -644,6 +644,7 @@ class QueueBackend(ABC):
             requeued=[r.id for r in requeued],
             failed=[r.id for r in rows if r.state == JobState.FAILED.value],
             labels={r.id: (r.queue, r.type) for r in rows},
+            attempts={r.id: r.attempt for r in rows},
         )
 
     async def prune(

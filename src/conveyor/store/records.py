@@ -118,8 +118,9 @@ class Outcome:
 class RescueReport:
     requeued: list[str]
     failed: list[str]
-    # (queue, type) of each rescued job, for metrics and logs
+    # (queue, type) and attempt of each rescued job, for metrics and logs
     labels: dict[str, tuple[str, str]] = field(default_factory=dict)
+    attempts: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

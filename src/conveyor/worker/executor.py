@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import multiprocessing
@@ -79,8 +80,8 @@ async def _call(spec: HandlerSpec, ctx: JobContext, payload: Any, pools: Pools) 
     loop = asyncio.get_running_loop()
     if spec.executor == "process":
         call = functools.partial(spec.func, ctx.info, payload)
-    else:
-        call = functools.partial(spec.func, ctx, payload)
+    else:  # in the job's log context (run_in_executor, unlike to_thread, does not copy it)
+        call = functools.partial(contextvars.copy_context().run, spec.func, ctx, payload)
     return await loop.run_in_executor(pools.for_kind(spec.executor), call)
 
 

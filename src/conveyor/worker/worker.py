@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor.domain.ids import uuid7
+from conveyor.logs import job_context
 from conveyor.metrics import JobMetrics
 from conveyor.store.backend import Listener, QueueBackend
 from conveyor.store.records import ClaimedJob, ErrorInfo, Outcome
@@ -192,7 +193,9 @@ class Worker:
             idempotency_key=job.idempotency_key or job.id,
         )
         ctx = JobContext(info, self._progress, asyncio.get_running_loop(), self.resources)
-        task = asyncio.create_task(self._run_job(job, ctx), name=f"job-{job.id}")
+        with job_context(job.id, job.type, job.attempt):  # the task keeps the job's fields
+            log.debug("claimed from queue %s", job.queue)
+            task = asyncio.create_task(self._run_job(job, ctx), name=f"job-{job.id}")
         self._running[job.id] = _Running(job, ctx, task, time.monotonic())
         self._per_queue[job.queue] = self._per_queue.get(job.queue, 0) + 1
         self.stats.claimed += 1
@@ -200,6 +203,7 @@ class Worker:
 
     async def _run_job(self, job: ClaimedJob, ctx: JobContext) -> None:
         began = time.perf_counter()
+        log.debug("started (attempt %d of %d)", job.attempt, job.max_attempts)
         outcome: Outcome | None
         try:
             spec = self.registry.get(job.type)
@@ -215,10 +219,12 @@ class Worker:
         entry = self._running.pop(job.id, None)
         self._per_queue[job.queue] -= 1
         if outcome is not None and (entry is None or entry.interrupted is None):
-            self._metrics.ran(job, time.perf_counter() - began)
+            seconds = time.perf_counter() - began
+            self._metrics.ran(job, seconds)
             self._finisher.add(outcome)
+            _log_outcome(outcome, seconds)
         elif entry is not None:
-            log.info("job %s stopped: %s", job.id, entry.interrupted)
+            _log_interrupted(entry.interrupted)
         self._wake.set()
 
     async def _progress(self, job_id: str, attempt: int, percent: int, message: str | None) -> bool:
@@ -333,6 +339,31 @@ class Worker:
                     )
                     pending.discard(force)
         force.cancel()
+
+
+def _log_outcome(outcome: Outcome, seconds: float) -> None:
+    """One line per attempt's end; a success at DEBUG (as many lines as jobs), trouble above."""
+    error = outcome.error
+    reason = f"{error.type}: {error.message}" if error else ""
+    if outcome.kind == "completed":
+        log.debug("completed in %.3f s", seconds)
+    elif outcome.kind == "retry":
+        at = outcome.retry_at.isoformat() if outcome.retry_at else "?"
+        log.info("failed after %.3f s, retrying at %s: %s", seconds, at, reason)
+    else:
+        log.warning("failed after %.3f s, for good: %s", seconds, reason)
+
+
+_INTERRUPTED = {
+    "cancelled": (logging.INFO, "cancelled while running: stopped"),
+    "lost": (logging.WARNING, "lease lost (another worker may run it): stopped"),
+    "released": (logging.INFO, "released to the queue at shutdown"),
+}
+
+
+def _log_interrupted(reason: str | None) -> None:
+    level, message = _INTERRUPTED.get(reason or "", (logging.INFO, f"stopped: {reason}"))
+    log.log(level, message)
 
 
 def _describe(task: asyncio.Task[None]) -> str:
