@@ -94,6 +94,19 @@ async def test_job_from_the_api_appears_live_and_completes(
         await expect(t.page.locator(f"tr[data-job='{job_id}'] .state")).to_have_text("completed")
         assert await t.page.evaluate("window.notReloaded") is True
 
+        slow = {"type": "sleep", "payload": {"seconds": 3.0, "steps": 3}}
+        r = await served.api.client.post("/api/v1/jobs", json=slow, headers=headers)
+        await t.goto(f"/dashboard/jobs/{r.json()['id']}")
+        await t.page.evaluate("window.notReloaded = true")
+        progress = t.page.locator("[data-progress]")
+        await expect(progress).to_have_attribute("value", "33", timeout=LIVE)
+        await expect(progress).to_have_attribute("value", "100", timeout=LIVE)
+        await expect(t.page.locator("[data-region=status] .state")).to_have_text(
+            "completed", timeout=LIVE
+        )
+        await expect(t.page.locator("[data-timeline] li.ev-completed")).to_have_count(1)
+        assert await t.page.evaluate("window.notReloaded") is True
+
 
 async def test_filter_the_jobs_table(served: Served, browser: Browser) -> None:
     jobs = served.api.engine.jobs

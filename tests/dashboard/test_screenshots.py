@@ -87,10 +87,14 @@ async def _desktop(browser: Browser, served: Served, tmp_path: Path, failed_id: 
 async def _phone(browser: Browser, served: Served, tmp_path: Path, failed_id: str) -> None:
     async with tab(browser, served.base, PHONE) as t:
         await t.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD)
+        await expect(t.page.locator("body[data-live-state=open]")).to_have_count(1)
         width = await t.page.evaluate("document.documentElement.scrollWidth")
         assert width <= PHONE["width"], "the overview scrolls sideways on a phone"
         await t.page.screenshot(path=screenshot_path(tmp_path, "overview-phone"))
-        await t.goto("/dashboard/jobs")
-        await t.page.screenshot(path=screenshot_path(tmp_path, "jobs-phone"))
-        await t.goto(f"/dashboard/jobs/{failed_id}")
-        await t.page.screenshot(path=screenshot_path(tmp_path, "job-phone"))
+        for path, name in (
+            ("/dashboard/jobs", "jobs-phone"),
+            (f"/dashboard/jobs/{failed_id}", "job-phone"),
+        ):
+            await t.goto(path)
+            await expect(t.page.locator("body[data-live-state=open]")).to_have_count(1)
+            await t.page.screenshot(path=screenshot_path(tmp_path, name))
