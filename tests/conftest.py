@@ -23,6 +23,7 @@ from conveyor.store.backend import QueueBackend
 from conveyor.store.database import Database
 from conveyor.store.factory import open_backend
 from conveyor.store.migrate import migrate
+from tests.support.processes import Cluster
 
 PG_HOST = os.environ.get("CONVEYOR_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("CONVEYOR_TEST_PG_PORT", "5432"))
@@ -136,6 +137,17 @@ async def backend(db_url: str) -> AsyncIterator[QueueBackend]:
     opened = open_backend(db_url)
     yield opened
     await opened.close()
+
+
+@pytest.fixture
+def cluster(db_url: str, tmp_path: Path) -> Iterator[Cluster]:
+    """Real `conveyor` processes on the test's database, killed at the end."""
+    started = Cluster(db_url, tmp_path)
+    try:
+        yield started
+    finally:
+        started.close()
+        print(started.report())  # pytest shows it when the test failed
 
 
 @pytest.fixture(autouse=True)

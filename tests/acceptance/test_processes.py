@@ -17,7 +17,7 @@ import sqlite3
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,16 +47,6 @@ pytestmark = pytest.mark.slow
 FAST_LEASE = {"lease_seconds": "2", "heartbeat_interval": "0.5"}
 FAST_SCHEDULER = {"scheduler_interval": "0.2"}
 STARTUP = 20.0  # seconds a process may take to start and claim, on a busy 2-core machine
-
-
-@pytest.fixture
-def cluster(db_url: str, tmp_path: Path) -> Iterator[Cluster]:
-    started = Cluster(db_url, tmp_path)
-    try:
-        yield started
-    finally:
-        started.close()
-        print(started.report())  # pytest shows it when the test failed
 
 
 async def job_reaches(

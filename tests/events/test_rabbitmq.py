@@ -8,8 +8,7 @@ import contextlib
 import json
 import signal
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import aio_pika
 import pytest
@@ -178,16 +177,6 @@ async def test_a_dropped_connection_is_reopened_and_nothing_is_lost(
     got = await received(broker)
     for queue, ids in wanted(events).items():
         assert {m.message_id for m in got[queue]} == set(ids)
-
-
-@pytest.fixture
-def cluster(db_url: str, tmp_path: Path) -> Iterator[Cluster]:
-    started = Cluster(db_url, tmp_path)
-    try:
-        yield started
-    finally:
-        started.close()
-        print(started.report())  # pytest shows it when the test failed
 
 
 @pytest.mark.slow

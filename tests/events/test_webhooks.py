@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -27,10 +29,13 @@ from conveyor.net import Resolver
 from conveyor.net.signing import verify
 from conveyor.runtime import Engine
 from conveyor.store import events as ev
+from conveyor.store.backend import QueueBackend
+from conveyor.store.webhooks import Settled, WebhookStore
 from tests.api.conftest import Api, api_settings, running_api
+from tests.events.conftest import finished_jobs
 from tests.net.world import PUBLIC, FakeDns, LoopbackServer, Seen, respond
 from tests.support.engine import processing
-from tests.support.processes import eventually
+from tests.support.processes import Cluster, eventually
 
 FAST = {
     "webhook_backoff_initial": 0.05,
@@ -42,22 +47,28 @@ FAST = {
 
 
 class Receiver:
-    """Answers 500 to the first `failures` requests of each event id, then 200."""
+    """Answers 500 to the first `failures` requests of each event id, then 200; a path in
+    `fixed` always gets its status. Each answer takes `delay` seconds."""
 
-    def __init__(self, failures: int = 0) -> None:
+    def __init__(self, failures: int = 0, fixed: dict[str, int] | None = None, delay: float = 0):
         self.failures = failures
+        self.fixed = fixed or {}
+        self.delay = delay
         self.tries: dict[tuple[str, str], int] = {}
 
     async def __call__(self, seen: Seen, writer: asyncio.StreamWriter) -> None:
         key = (seen.path, seen.headers.get("x-conveyor-event-id", ""))
         self.tries[key] = self.tries.get(key, 0) + 1
         status = 500 if self.tries[key] <= self.failures else 200
-        await respond(writer, status, b"ok")
+        await asyncio.sleep(self.delay)
+        await respond(writer, self.fixed.get(seen.path, status), b"ok")
 
 
 @asynccontextmanager
-async def receiving(failures: int = 0) -> AsyncIterator[LoopbackServer]:
-    server = await LoopbackServer(Receiver(failures)).start()
+async def receiving(
+    failures: int = 0, fixed: dict[str, int] | None = None, delay: float = 0
+) -> AsyncIterator[LoopbackServer]:
+    server = await LoopbackServer(Receiver(failures, fixed, delay)).start()
     try:
         yield server
     finally:
@@ -105,11 +116,15 @@ async def settled(api: Api, path: str, headers: dict[str, str], count: int) -> l
 
 
 async def created_events(engine: Engine, count: int) -> list[ev.Event]:
-    """The `created` events of `count` jobs, once readable (PostgreSQL's horizon may lag)."""
+    return await created_events_of(engine.backend, count)
+
+
+async def created_events_of(backend: QueueBackend, count: int) -> list[ev.Event]:
+    """At least `count` events, once readable (PostgreSQL's horizon may lag)."""
     found: list[ev.Event] = []
 
     async def there() -> bool:
-        found[:] = await engine.backend.read_events(ev.Position(), 10_000)
+        found[:] = await backend.read_events(ev.Position(), 10_000)
         return len(found) >= count
 
     await eventually(there, timeout=30, what=f"{count} events")
@@ -189,18 +204,28 @@ async def test_a_receiver_that_keeps_failing_is_given_up_on_and_a_4xx_is_not_ret
 ) -> None:
     api = private_api
     alice = await api.user("alice@example.com")
-    async with receiving(failures=100) as server:
+    async with receiving(failures=100, fixed={"/gone": 410}) as server:
         base = f"http://127.0.0.1:{server.port}"
-        r = await api.client.post(
-            "/api/v1/webhooks", json={"url": f"{base}/down", "events": ["created"]}, headers=alice
-        )
-        hook = r.json()
+        hooks = []
+        for path in ("/down", "/gone"):
+            r = await api.client.post(
+                "/api/v1/webhooks",
+                json={"url": f"{base}{path}", "events": ["created"]},
+                headers=alice,
+            )
+            hooks.append(r.json())
         async with processing(api.engine), relaying(api.engine):
             await api.client.post("/api/v1/jobs", json={"type": "noop"}, headers=alice)
-            (down,) = await settled(api, f"/api/v1/webhooks/{hook['id']}/deliveries", alice, 1)
+            (down,) = await settled(api, f"/api/v1/webhooks/{hooks[0]['id']}/deliveries", alice, 1)
+            (gone,) = await settled(api, f"/api/v1/webhooks/{hooks[1]['id']}/deliveries", alice, 1)
     assert down["state"] == "failed" and down["attempts"] == FAST["webhook_max_attempts"]
     assert down["last_status"] == 500 and "gave up after 5 attempts" in down["last_error"]
-    assert len(server.seen) == FAST["webhook_max_attempts"]
+    assert [s.path for s in server.seen].count("/down") == FAST["webhook_max_attempts"]
+    assert gone["state"] == "failed" and gone["attempts"] == 1 and gone["last_status"] == 410
+    assert [s.path for s in server.seen].count("/gone") == 1
+    path = f"/api/v1/webhooks/{hooks[0]['id']}/deliveries"
+    for state, count in (("failed", 1), ("pending", 0), ("delivered", 0)):
+        assert len(await deliveries(api, f"{path}?state={state}", alice)) == count
 
 
 # ---- the SSRF guard ------------------------------------------------------------------------------
@@ -368,3 +393,61 @@ def test_backoff_doubles_with_jitter_and_honours_a_longer_retry_after() -> None:
     assert retry_after("120") == 120.0
     assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412480 - 10) == 10.0
     assert retry_after("soon") is None and retry_after(None) is None
+
+
+# ---- a relay process killed mid-delivery ---------------------------------------------------------
+@pytest.mark.slow
+async def test_a_killed_relay_adds_no_duplicate_rows_and_the_next_one_delivers_all(
+    backend: QueueBackend, cluster: Cluster
+) -> None:
+    settings = {
+        "allow_private_urls": "true", "relay_batch": "10", "relay_poll_interval": "0.05",
+        "relay_lease_seconds": "1", "webhook_timeout": "2", "webhook_poll_interval": "0.05",
+        "webhook_backoff_initial": "0.05", "webhook_backoff_max": "0.2",
+    }  # fmt: skip
+    store = WebhookStore(backend.db)
+    async with receiving(delay=0.02) as server:
+        secret = "whsec_a-test-secret-of-some-length"
+        await store.create("system", f"http://127.0.0.1:{server.port}/hook", ["*"], secret)
+        await finished_jobs(backend, 40)  # 120 events: created, started, completed
+        first = cluster.spawn("results-1", ["results"], settings)
+        await eventually(lambda: len(server.seen) >= 30, timeout=60, what="some deliveries")
+        first.send(signal.SIGKILL)  # mid-stream: attempts in flight, batches not yet saved
+        assert await first.wait_exit(10) == -signal.SIGKILL
+        second = cluster.spawn("results-2", ["results"], settings)
+
+        async def all_delivered() -> bool:
+            done = await store.deliveries(state="delivered", limit=1000)
+            return len(done) >= 120
+
+        await eventually(all_delivered, timeout=90, what="every delivery, after the restart")
+        second.send(signal.SIGTERM)
+        assert await second.wait_exit(15) == 0
+    rows = await store.deliveries(limit=1000)
+    assert len(rows) == len({r.event_id for r in rows}) == 120  # one row per event
+    assert all(r.state == "delivered" for r in rows)
+    received = Counter(s.headers["x-conveyor-event-id"] for s in server.seen)
+    assert set(received) == {str(r.event_id) for r in rows}
+    assert signed(secret, server.seen)
+    # Only attempts in flight when the relay died are seen twice (at most its concurrency).
+    assert sum(n - 1 for n in received.values()) <= 16
+
+
+async def test_finished_deliveries_are_pruned_after_retention_and_pending_ones_kept(
+    backend: QueueBackend,
+) -> None:
+    store = WebhookStore(backend.db)
+    await store.create("system", "http://127.0.0.1:9/a", ["*"], "whsec_x")
+    await finished_jobs(backend, 3)
+    events = await created_events_of(backend, 9)
+    assert await store.fan_out(events, lambda e: b"{}") == 9
+    lease = datetime.now(UTC) + timedelta(minutes=1)
+    claimed = await store.claim(9, lease, [], 9)
+    outcomes = [Settled(d.id, d.attempt, "delivered", status=200) for d in claimed[:4]]
+    outcomes += [Settled(d.id, d.attempt, "failed", error="no") for d in claimed[4:6]]
+    await store.settle(outcomes)
+    await store.release(claimed[6:])
+    assert await store.prune(datetime.now(UTC) - timedelta(hours=1)) == 0  # not old enough
+    assert await store.prune(datetime.now(UTC) + timedelta(seconds=1), batch=2) == 6
+    left = await store.deliveries()
+    assert [d.state for d in left] == ["pending"] * 3 and all(d.attempts == 0 for d in left)

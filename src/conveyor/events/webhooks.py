@@ -45,7 +45,7 @@ log = logging.getLogger("conveyor.events.webhooks")
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
 RETRY_AFTER_CAP = 24 * 3600.0  # a Retry-After beyond a day is read as a day
-LEASE_MARGIN = 30.0  # a claim outlives the attempt's timeout by this much
+LEASE_MARGIN = 10.0  # a claim outlives the attempt's timeout by this much
 GATHER_WINDOW = 0.01  # after one attempt ends, others that end within this join its settle
 HEADERS = {
     "event_id": "X-Conveyor-Event-Id",

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from sqlalchemy import and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -367,7 +367,7 @@ class WebhookStore:
             clauses.append(_D.c.state == state)
         if after_id is not None:
             clauses.append(_D.c.id < after_id)
-        query = select(*_LOG_COLUMNS).where(and_(*clauses)).order_by(_D.c.id.desc()).limit(limit)
+        query = select(*_LOG_COLUMNS).where(*clauses).order_by(_D.c.id.desc()).limit(limit)
         async with self.db.read() as conn:
             return [_delivery(row) for row in await conn.execute(query)]
 
