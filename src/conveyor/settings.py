@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(None, ge=1, le=65535)  # worker/scheduler /metrics port
     metrics_host: str = "127.0.0.1"
     metrics_refresh_interval: float = Field(5.0, ge=0)  # API's queue gauges; 0 turns them off
+    # A scrape-only secret for the API's /metrics (Prometheus' bearer token); admins work too
+    metrics_token: SecretStr | None = Field(None, min_length=32)
 
     # dashboard: session lifetime, and whether its cookies are Secure (unset: when the request
     # came over https, as uvicorn sees it; set true behind a TLS-terminating proxy)

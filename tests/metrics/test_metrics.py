@@ -216,6 +216,29 @@ async def test_metrics_are_for_administrators(flow_api: Api) -> None:
     assert r.text.endswith("# EOF\n")
 
 
+SCRAPE_TOKEN = "scrape-" + "x" * 40
+
+
+async def test_a_scrape_token_opens_metrics_and_nothing_else(db_url: str, tmp_path: Path) -> None:
+    settings = api_settings(db_url, tmp_path, metrics_token=SCRAPE_TOKEN)
+    async with running_api(settings) as api:
+        scraper = {"Authorization": f"Bearer {SCRAPE_TOKEN}"}
+        r = await api.client.get("/metrics", headers=scraper)
+        assert r.status_code == 200 and "conveyor_jobs_enqueued_total" in r.text
+        assert (await api.client.get("/api/v1/jobs", headers=scraper)).status_code == 401
+        wrong = {"Authorization": f"Bearer {SCRAPE_TOKEN}y"}
+        assert (await api.client.get("/metrics", headers=wrong)).status_code == 401
+        assert (await api.client.get("/metrics")).status_code == 401
+        assert (await api.client.get("/metrics", headers=await api.admin())).status_code == 200
+        ada = await api.user("ada@example.com")
+        assert (await api.client.get("/metrics", headers=ada)).status_code == 403
+
+
+async def test_without_a_scrape_token_setting_no_token_opens_metrics(flow_api: Api) -> None:
+    anyone = {"Authorization": f"Bearer {SCRAPE_TOKEN}"}
+    assert (await flow_api.client.get("/metrics", headers=anyone)).status_code == 401
+
+
 # ---- the feeding functions on their own ----------------------------------------------------
 @dataclass(frozen=True)
 class Claimed:
