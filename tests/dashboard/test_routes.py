@@ -17,7 +17,7 @@ from conveyor.services.jobs import Submission
 from tests.api.conftest import ADMIN_EMAIL, PASSWORD, api_settings, running_api
 from tests.dashboard.conftest import Browserless, csrf_of, sign_in
 
-PAGES = ["/dashboard/", "/dashboard/jobs", "/dashboard/schedules"]
+PAGES = ["/dashboard/", "/dashboard/jobs", "/dashboard/schedules", "/dashboard/queues"]
 
 
 async def _user(dash: Browserless, address: str) -> tuple[httpx.AsyncClient, str, str]:
@@ -216,6 +216,17 @@ async def test_schedule_with_bad_payload_gets_a_clear_error(dash: Browserless) -
     assert r.status_code == 303
     page = await dash.admin.get("/dashboard/schedules")
     assert re.search(r"\*/5 \* \* \* \*", page.text)
+    (schedule,) = await dash.api.engine.backend.list_schedules()
+    for action, paused in (("pause", True), ("resume", False)):
+        r = await dash.admin.post(
+            f"/dashboard/schedules/{schedule.id}/{action}", data={"csrf_token": dash.admin_csrf}
+        )
+        assert r.status_code == 303
+        assert (await dash.api.engine.backend.list_schedules())[0].paused is paused
+    r = await dash.admin.post(
+        f"/dashboard/schedules/{schedule.id}/delete", data={"csrf_token": dash.admin_csrf}
+    )
+    assert await dash.api.engine.backend.list_schedules() == []
 
 
 async def test_api_key_is_shown_once(dash: Browserless) -> None:
@@ -264,3 +275,28 @@ async def test_bulk_on_selected_rows_is_scoped_to_the_user(dash: Browserless) ->
 
 def _later() -> datetime:
     return datetime.now(UTC) + timedelta(hours=1)
+
+
+async def test_admin_pauses_and_resumes_a_queue(dash: Browserless) -> None:
+    queues = dash.api.engine.queues
+    r = await dash.admin.post("/dashboard/queues/mail/pause", data={"csrf_token": dash.admin_csrf})
+    assert r.status_code == 303
+    paused = {q.name: q.paused for q in await queues.overview(None)}
+    assert paused["mail"] is True
+    page = await dash.admin.get("/dashboard/queues")
+    assert "Resume" in page.text and "paused" in page.text
+    r = await dash.admin.post("/dashboard/queues/mail/resume", data={"csrf_token": dash.admin_csrf})
+    assert r.status_code == 303
+    assert {q.name: q.paused for q in await queues.overview(None)}["mail"] is False
+
+
+async def test_bad_filters_get_a_clear_page(dash: Browserless) -> None:
+    r = await dash.admin.get("/dashboard/jobs?sort=password_hash")
+    assert r.status_code == 422
+    assert "cannot sort by" in r.text
+    r = await dash.admin.get("/dashboard/jobs?after=yesterday")
+    assert r.status_code == 422
+    assert "not a date and time" in r.text
+    assert "Sign out" in r.text  # the error page keeps the navigation
+    r = await dash.admin.get("/dashboard/jobs?page=0")
+    assert r.status_code == 422

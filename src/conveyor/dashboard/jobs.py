@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Form, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from conveyor.dashboard.formats import STATE_NAMES
 from conveyor.dashboard.web import (
     PREFIX,
     Context,
@@ -66,7 +67,7 @@ class JobQuery:
         scope = owner_scope(session)
         return JobFilter(
             owner_id=scope if scope is not None else (self.owner or None),
-            states=tuple(JobState(s) for s in self.state if s in JobState.__members__.values()),
+            states=tuple(JobState(s) for s in self.state if s in STATE_NAMES),
             queue=self.queue or None,
             type=self.type or None,
             tag=self.tag or None,

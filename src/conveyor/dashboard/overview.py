@@ -9,9 +9,9 @@ workers, charts) as HTML made by the same templates.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -27,32 +27,21 @@ from conveyor.dashboard.web import (
     render,
     templates,
 )
-from conveyor.domain.states import JobState
 from conveyor.runtime import Engine
 from conveyor.services.events import EventFeed, Scope
+from conveyor.services.queues import QueueOverview
 from conveyor.services.sessions import WebSession
+from conveyor.services.workers import WorkerView
 from conveyor.store.events import Position
 
 router = APIRouter(prefix=PREFIX, route_class=DashboardRoute, include_in_schema=False)
 
 
 @dataclass
-class QueueRow:
-    name: str
-    counts: dict[str, int] = field(default_factory=dict)
-    oldest_queued_age_s: float | None = None
-    paused: bool = False
-
-    @property
-    def depth(self) -> int:
-        return self.counts.get(JobState.QUEUED.value, 0)
-
-
-@dataclass
 class Summary:
     totals: dict[str, int]
-    queues: list[QueueRow]
-    workers: list[Any]
+    queues: list[QueueOverview]
+    workers: list[WorkerView]
     throughput: charts.Chart
     failures: charts.Chart
     finished: int
@@ -60,36 +49,25 @@ class Summary:
 
 
 async def summary(engine: Engine, session: WebSession) -> Summary:
+    """Everything the overview shows, for the session's scope (an admin: everyone)."""
     scope = owner_scope(session)
-    queues = await _queues(engine, scope)
+    queues = await engine.queues.overview(scope)
     totals = dict.fromkeys(formats.STATE_NAMES, 0)
     for queue in queues:
-        for state, count in queue.counts.items():
-            totals[state] += count
+        for state, count in queue.counts_by_state.items():
+            totals[state.value] += count
     end = formats.now()
     points = await engine.backend.throughput(end - timedelta(minutes=60), scope)
     series = charts.last_hour([charts.Minute(p.minute, p.completed, p.failed) for p in points], end)
-    workers = await engine.backend.list_workers(alive_within=engine.settings.lease_seconds)
     return Summary(
         totals=totals,
         queues=queues,
-        workers=workers,
+        workers=await engine.workers.alive(),
         throughput=charts.throughput_chart(series),
         failures=charts.failure_chart(series),
         finished=sum(m.finished for m in series),
         failed=sum(m.failed for m in series),
     )
-
-
-async def _queues(engine: Engine, scope: str | None) -> list[QueueRow]:
-    rows: dict[str, QueueRow] = {}
-    now = formats.now()
-    for count in await engine.backend.counts(scope):
-        row = rows.setdefault(count.queue, QueueRow(count.queue))
-        row.counts[count.state.value] = count.count
-        if count.state is JobState.QUEUED and count.oldest_created_at is not None:
-            row.oldest_queued_age_s = (now - count.oldest_created_at).total_seconds()
-    return sorted(rows.values(), key=lambda r: r.name)
 
 
 @router.get("/")

@@ -8,7 +8,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Form, Request, Response
 
-from conveyor.dashboard import formats
 from conveyor.dashboard.web import (
     PREFIX,
     AdminSession,
@@ -150,14 +149,7 @@ async def schedule_action(
 @router.get("/queues")
 async def queues(request: Request, session: SessionDep, ctx: Context) -> Response:
     overview = await ctx.engine.queues.overview(owner_scope(session))
-    return render(
-        request,
-        "queues.html",
-        session,
-        page="queues",
-        queues=overview,
-        states=formats.STATE_NAMES,
-    )
+    return render(request, "queues.html", session, page="queues", queues=overview)
 
 
 @router.post("/queues/{name}/{action}")
@@ -169,7 +161,7 @@ async def queue_action(
     ctx: Context,
 ) -> Response:
     if action == "pause":
-        await ctx.engine.queues.pause(name)
+        await ctx.engine.queues.pause(name, session.user.id)
     else:
         await ctx.engine.queues.resume(name)
     response = redirect(f"{PREFIX}/queues")

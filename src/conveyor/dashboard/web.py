@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from fastapi import Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -166,8 +166,6 @@ def flash(request: Request, response: Response, text: str, kind: str = "ok") -> 
 
 
 def _take_flash(request: Request) -> Flash | None:
-    from urllib.parse import unquote
-
     raw = request.cookies.get(FLASH_COOKIE)
     if not raw:
         return None
@@ -219,9 +217,9 @@ class DashboardRoute(APIRoute):
                 clear_cookie(request, response, SESSION_COOKIE)
                 return response
             except ConveyorError as exc:
-                return _error_page(request, exc)
+                return _error_page(request, exc, await _quiet_session(request))
             except RequestValidationError as exc:
-                return _invalid_request(request, exc)
+                return _invalid_request(request, exc, await _quiet_session(request))
 
         return guarded
 
@@ -237,19 +235,32 @@ def _to_sign_in(request: Request, why: str | None = None) -> Response:
     return response
 
 
-def _error_page(request: Request, exc: ConveyorError) -> Response:
+async def _quiet_session(request: Request) -> WebSession | None:
+    """The signed-in session, if any, so an error page keeps its navigation."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        return None
+    try:
+        return await web_sessions(request).resume(cookie)
+    except ConveyorError:
+        return None
+
+
+def _error_page(request: Request, exc: ConveyorError, session: WebSession | None) -> Response:
     status = status_of(exc)
     if wants_json(request):
         return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=status)
     if isinstance(exc, Unverified):
         return render(request, "unverified.html", exc.session, status_code=403)
-    return render(request, "error.html", None, status_code=status, status=status, error=exc)
+    return render(request, "error.html", session, status_code=status, status=status, error=exc)
 
 
-def _invalid_request(request: Request, exc: RequestValidationError) -> Response:
+def _invalid_request(
+    request: Request, exc: RequestValidationError, session: WebSession | None
+) -> Response:
     fields = [".".join(str(p) for p in e.get("loc", ())[1:]) for e in exc.errors()]
     message = "these fields are not valid: " + ", ".join(f for f in fields if f)
     if wants_json(request):
         return JSONResponse(error_body("validation_error", message), status_code=422)
     error = ConveyorError(message)
-    return render(request, "error.html", None, status_code=422, status=422, error=error)
+    return render(request, "error.html", session, status_code=422, status=422, error=error)
