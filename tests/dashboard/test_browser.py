@@ -108,6 +108,24 @@ async def test_job_from_the_api_appears_live_and_completes(
         assert await t.page.evaluate("window.notReloaded") is True
 
 
+async def test_overview_keeps_up_with_a_burst(served: Served, browser: Browser) -> None:
+    """500 jobs at once: thousands of events, coalesced into a few re-reads; the page ends
+    showing every one completed, without a reload."""
+    headers = await served.api.admin()
+    async with tab(browser, served.base) as t:
+        await t.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD)
+        await expect(t.page.locator("body[data-live-state=open]")).to_have_count(1)
+        await t.page.evaluate("window.notReloaded = true")
+        batch = {"jobs": [{"type": "noop", "payload": {"i": i}} for i in range(500)]}
+        r = await served.api.client.post("/api/v1/jobs/batch", json=batch, headers=headers)
+        assert r.status_code == 201, r.text
+        completed = t.page.locator("[data-total=completed]")
+        await expect(completed).to_have_text("500", timeout=30_000)
+        assert await t.page.evaluate("window.notReloaded") is True
+    summaries = [u for u in t.requests if "/dashboard/summary" in u]
+    assert len(summaries) < 100, len(summaries)  # one per event would be thousands
+
+
 async def test_filter_the_jobs_table(served: Served, browser: Browser) -> None:
     jobs = served.api.engine.jobs
     red = await jobs.submit(Submission("noop", {"colour": "red-42"}, tags=("paint",)))

@@ -1,6 +1,6 @@
 // Conveyor dashboard: live updates over SSE and a few conveniences. Our own code, no library.
 // Pages work without it; with it, they follow the server's event stream: each event
-// (debounced) makes the page re-read its numbers or regions, rendered by the server.
+// (coalesced) makes the page re-read its numbers or regions, rendered by the server.
 "use strict";
 
 (function () {
@@ -8,12 +8,27 @@
     "cancelled", "queued"];
   const DEBOUNCE_MS = 300;
 
-  function debounce(fn, ms) {
-    let timer = null;
-    return function () {
-      if (timer) clearTimeout(timer);
-      timer = setTimeout(() => { timer = null; fn(); }, ms);
-    };
+  // At most one call of `fn` per `ms`, and never two at once: a burst of events (or a
+  // steady stream of them, which a plain debounce would postpone forever) becomes one
+  // re-read soon after the first event, and one more after the last.
+  function coalesce(fn, ms) {
+    let waiting = false;
+    let running = false;
+    let again = false;
+    async function run() {
+      waiting = false;
+      running = true;
+      try { await fn(); } catch (e) { console.warn("refresh failed", e); }
+      running = false;
+      if (again) { again = false; schedule(); }
+    }
+    function schedule() {
+      if (running) { again = true; return; }
+      if (waiting) return;
+      waiting = true;
+      setTimeout(run, ms);
+    }
+    return schedule;
   }
 
   function csrfToken() {
@@ -59,7 +74,7 @@
 
   // ---- overview ---------------------------------------------------------------------------
   function overview(root) {
-    const refresh = debounce(async () => {
+    const refresh = coalesce(async () => {
       const data = await getJSON(root.dataset.summary);
       if (!data) return;
       Object.entries(data.totals).forEach(([state, n]) => {
@@ -79,7 +94,7 @@
   // ---- jobs table -------------------------------------------------------------------------
   function jobsTable(table) {
     const body = table.querySelector("[data-rows-body]");
-    const refresh = debounce(async () => {
+    const refresh = coalesce(async () => {
       const data = await getJSON(table.dataset.rows);
       if (!data) return;
       const checked = new Set(Array.from(body.querySelectorAll("input[name=ids]:checked"))
@@ -120,7 +135,7 @@
   // ---- one job ----------------------------------------------------------------------------
   function jobPage(root) {
     const timeline = root.querySelector("[data-timeline]");
-    const refresh = debounce(async () => {
+    const refresh = coalesce(async () => {
       const data = await getJSON(root.dataset.parts);
       if (data) swap(root, data.html);
     }, DEBOUNCE_MS);
