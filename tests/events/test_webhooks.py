@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from conveyor.events.config import RelayConfig
 from conveyor.events.relay import Relay
@@ -131,6 +132,11 @@ async def created_events_of(backend: QueueBackend, count: int) -> list[ev.Event]
     return found
 
 
+def attempts(outcome: str) -> float:
+    found = REGISTRY.get_sample_value("conveyor_webhook_attempts_total", {"outcome": outcome})
+    return found or 0.0
+
+
 def signed(secret: str, requests: Sequence[Seen]) -> bool:
     return all(verify(secret, r.headers["x-conveyor-signature"], r.body) for r in requests)
 
@@ -154,6 +160,7 @@ async def test_real_jobs_reach_a_subscription_and_a_callback_signed_with_retries
         assert r.status_code == 201, r.text
         callback_secret = r.json()["secret"]
         jobs = [{"type": "noop", "callback_url": f"{base}/done?job={i}"} for i in range(3)]
+        before = {outcome: attempts(outcome) for outcome in ("delivered", "retrying")}
         async with processing(api.engine), relaying(api.engine):
             r = await api.client.post("/api/v1/jobs/batch", json={"jobs": jobs}, headers=alice)
             assert r.status_code == 201, r.text
@@ -186,6 +193,9 @@ async def test_real_jobs_reach_a_subscription_and_a_callback_signed_with_retries
     assert hook_requests[-1].headers["x-conveyor-event-type"] == body["type"]
     assert str(body["event_id"]) == hook_requests[-1].headers["x-conveyor-event-id"]
 
+    # The metric moved: 9 deliveries (6 events, 3 callbacks), each after two retries.
+    assert attempts("delivered") - before["delivered"] == 9
+    assert attempts("retrying") - before["retrying"] == 18
     # Callbacks: only the terminal event, signed with the callback secret.
     callbacks = [s for s in server.seen if s.path == "/done"]
     assert {json.loads(s.body)["type"] for s in callbacks} == {"completed"}

@@ -28,6 +28,7 @@ from typing import Any
 
 from conveyor.events import schema
 from conveyor.events.config import WEEK
+from conveyor.metrics import count_webhook_attempt
 from conveyor.net import (
     BlockedUrl,
     FetchFailed,
@@ -195,7 +196,9 @@ class Dispatcher:
             if self._endpoints[delivery.endpoint] <= 0:
                 del self._endpoints[delivery.endpoint]
             if not task.cancelled():
-                self._settled.append(task.result())
+                outcome = task.result()
+                count_webhook_attempt(outcome.state)
+                self._settled.append(outcome)
 
     async def _idle(self, stopping: asyncio.Event) -> None:
         """Until woken, an attempt ends, the poll interval passes, or a stop."""

@@ -6,7 +6,8 @@ Who feeds what:
 - each worker counts claims and accepted outcomes and times attempts (`JobMetrics`);
 - the API counts and times requests by route template (`observe_request`) and refreshes
   the database gauges in the background (`database_gauges`);
-- the relay reports its lag per sink (`set_relay_lag`).
+- the relay reports its lag per sink (`set_relay_lag`), the webhooks dispatcher each
+  attempt's outcome (`count_webhook_attempt`).
 The API serves them at /metrics (administrators only); `conveyor worker` and `conveyor
 scheduler` serve them on `--metrics-port`. See deploy/README.md for multiprocess mode.
 """
@@ -22,6 +23,7 @@ from conveyor.metrics.gauges import (
 )
 from conveyor.metrics.http import UNMATCHED, observe_request
 from conveyor.metrics.jobs import JobMetrics, count_enqueued, count_fired, count_rescued
+from conveyor.metrics.webhooks import count_webhook_attempt
 
 __all__ = [
     "UNMATCHED",
@@ -30,6 +32,7 @@ __all__ = [
     "count_enqueued",
     "count_fired",
     "count_rescued",
+    "count_webhook_attempt",
     "database_gauges",
     "multiprocess_dir",
     "observe_request",

@@ -118,6 +118,11 @@ RELAY_LAG_SECONDS = Gauge(
     ("sink",),
     multiprocess_mode="mostrecent",
 )
+WEBHOOK_ATTEMPTS = Counter(
+    "conveyor_webhook_attempts_total",
+    "Webhook delivery attempts by outcome: delivered, retrying or failed.",
+    ("outcome",),
+)
 
 ALL: tuple[MetricWrapperBase, ...] = (
     JOBS_ENQUEUED,
@@ -136,4 +141,5 @@ ALL: tuple[MetricWrapperBase, ...] = (
     HTTP_REQUEST_SECONDS,
     RELAY_LAG_EVENTS,
     RELAY_LAG_SECONDS,
+    WEBHOOK_ATTEMPTS,
 )

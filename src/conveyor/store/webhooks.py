@@ -273,6 +273,9 @@ class WebhookStore:
         due = [_D.c.state == "pending", _D.c.next_attempt_at <= now]
         if busy:
             due.append(_D.c.endpoint.notin_(list(busy)))
+        async with self.db.read() as conn:  # idle polls stay reads: no write lock, no commit
+            if await conn.scalar(select(_D.c.id).where(*due).limit(1)) is None:
+                return []
         candidates = (
             select(_D.c.id, _D.c.endpoint, _D.c.next_attempt_at)
             .where(*due)
