@@ -443,6 +443,32 @@ async def test_a_killed_relay_adds_no_duplicate_rows_and_the_next_one_delivers_a
     assert sum(n - 1 for n in received.values()) <= 16
 
 
+@pytest.mark.slow
+async def test_two_relay_processes_send_each_delivery_once(
+    backend: QueueBackend, cluster: Cluster
+) -> None:
+    settings = {
+        "allow_private_urls": "true", "relay_poll_interval": "0.05",
+        "webhook_poll_interval": "0.05", "webhook_concurrency": "8",
+    }  # fmt: skip
+    store = WebhookStore(backend.db)
+    async with receiving(delay=0.01) as server:
+        await store.create("system", f"http://127.0.0.1:{server.port}/hook", ["*"], "whsec_x")
+        cluster.spawn("results-1", ["results"], settings)
+        cluster.spawn("results-2", ["results"], settings)
+        await asyncio.sleep(1.0)  # both up: one fans out, both send
+        await finished_jobs(backend, 60)
+
+        async def all_delivered() -> bool:
+            return len(await store.deliveries(state="delivered", limit=1000)) >= 180
+
+        await eventually(all_delivered, timeout=90, what="every delivery")
+    received = Counter(s.headers["x-conveyor-event-id"] for s in server.seen)
+    assert len(received) == 180 and set(received.values()) == {1}  # each sent exactly once
+    senders = Counter(s.headers["x-conveyor-delivery"] for s in server.seen)
+    assert len(senders) == 180
+
+
 async def test_finished_deliveries_are_pruned_after_retention_and_pending_ones_kept(
     backend: QueueBackend,
 ) -> None:
