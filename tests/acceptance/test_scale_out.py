@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -469,6 +470,7 @@ async def cron_fired_once_each(
         ran_once(job, starts, ends, d.victim)
     assert times[-1].timestamp() > sigterm_at + 2  # still firing after a scheduler left
     d.figures["cron_fires"] = len(fires)
+    d.figures["cron_gap_s"] = max((b - a).total_seconds() for a, b in itertools.pairwise(times))
 
 
 @dataclass
@@ -538,6 +540,6 @@ def report(d: Deployment, seconds: float) -> None:
         f"{f['completed_events']:.0f} messages in jobs.completed ({f['completed']:.0f} completed, "
         f"the rest failed), the last {f['events_lag_s'] * 1000:.0f} ms after the last job ended; "
         f"peak {f['peak_connections']:.0f} PostgreSQL connections "
-        f"for 8 processes"
+        f"for 8 processes; longest gap between cron fires {f['cron_gap_s']:.0f} s"
     )
     print("most PostgreSQL connections seen per process:", dict(sorted(d.connections.items())))
