@@ -300,3 +300,12 @@ async def test_bad_filters_get_a_clear_page(dash: Browserless) -> None:
     assert "Sign out" in r.text  # the error page keeps the navigation
     r = await dash.admin.get("/dashboard/jobs?page=0")
     assert r.status_code == 422
+
+
+async def test_pages_forbid_framing_and_other_origins(dash: Browserless) -> None:
+    for path in ("/dashboard/login", "/dashboard/"):
+        r = await dash.admin.get(path)
+        policy = r.headers["content-security-policy"]
+        assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
+        assert r.headers["x-frame-options"] == "DENY"
+        assert r.headers["cache-control"] == "no-store"

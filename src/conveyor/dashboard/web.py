@@ -37,6 +37,17 @@ FLASH_COOKIE = "conveyor_flash"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Pages load only this server's files, cannot be framed (clickjacking) and post only here.
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -185,7 +196,7 @@ def render(
     response = templates.TemplateResponse(
         request, name, {**values, **context}, status_code=status_code
     )
-    response.headers["Cache-Control"] = "no-store"
+    response.headers.update(PAGE_HEADERS)
     if notice is not None:
         clear_cookie(request, response, FLASH_COOKIE)
     return response
