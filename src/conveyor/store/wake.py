@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 # After a ring, a reader that found nothing looks again after these many seconds (in turn)
 # before it falls back to its slow poll: the events that rang may still be below the horizon.
 RECHECKS = (0.005, 0.02, 0.05, 0.1, 0.25)
+OPEN_TIMEOUT = 5.0  # seconds a reader may wait for the listener to open before it polls
 
 
 class Bell:
@@ -93,7 +94,7 @@ class EventWatch:
             await self._listener.close()
             self._listener = None
         with contextlib.suppress(Exception):  # the database may be away: poll meanwhile
-            self._listener = await self._open(self.ring)
+            self._listener = await asyncio.wait_for(self._open(self.ring), OPEN_TIMEOUT)
 
     async def revive(self) -> None:
         """Reopen a listener that died (readers call it on their slow poll)."""
