@@ -63,11 +63,14 @@ _LOG_EVENTS = """
     FROM {source} AS c
 """
 
+# Paused queues are skipped by a per-row probe of the tiny queue_pauses table. OFFSET 0 keeps
+# it a filter on the claim index's ordered scan: as an anti-join the planner estimates one
+# matching row and sorts every queued job instead (measured: 120 ms vs 2 ms at 20,000 queued).
 _CLAIM_TEMPLATE = """
     WITH picked AS (
         SELECT id FROM jobs
         WHERE state = 'queued' AND {queue_test}
-            AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue)
+            AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue OFFSET 0)
         ORDER BY priority DESC, run_at, id
         LIMIT $2
         FOR UPDATE SKIP LOCKED
