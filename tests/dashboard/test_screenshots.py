@@ -5,6 +5,7 @@ shows them); otherwise they go to the test's tmp directory, so the pages are sti
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from playwright.async_api import Browser, expect
 
 from conveyor.domain.states import JobState
 from conveyor.services.jobs import Submission
-from conveyor.store.records import JobFilter
+from conveyor.store.records import JobFilter, NewSchedule
 from tests.api.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.conftest import fresh_database
 from tests.dashboard.browser import PHONE, chromium, screenshot_path, tab
@@ -50,6 +51,9 @@ async def _seed(served: Served) -> str:
         await submit(Submission("sleep", {"seconds": 120, "steps": 40}, queue="reports"))
     cancelled = await submit(Submission("noop", {}, run_at=later))
     await engine.jobs.cancel(cancelled.id)
+    nightly = NewSchedule("nightly report", "0 2 * * *", "noop", {"report": "nightly"})
+    await engine.schedules.create(replace(nightly, timezone="Europe/Paris", owner_id=user.id))
+    await engine.schedules.create(NewSchedule("every five minutes", "*/5 * * * *", "noop", {}))
 
     async def settled() -> bool:
         job = await engine.jobs.get(failed.id)
@@ -57,6 +61,7 @@ async def _seed(served: Served) -> str:
         return job.state is JobState.FAILED and running.total == 2
 
     await eventually(settled, timeout=20, what="the seeded jobs to settle")
+    await engine.queues.pause("reports", None)  # its two sleepers go on running
     return failed.id
 
 
@@ -82,6 +87,10 @@ async def _desktop(browser: Browser, served: Served, tmp_path: Path, failed_id: 
         await t.goto(f"/dashboard/jobs/{failed_id}")
         await t.page.get_by_text("Traceback").first.click()
         await t.page.screenshot(path=screenshot_path(tmp_path, "job"), full_page=True)
+        for page in ("schedules", "queues", "admin/users"):
+            await t.goto(f"/dashboard/{page}")
+            name = page.replace("admin/", "")
+            await t.page.screenshot(path=screenshot_path(tmp_path, name), full_page=True)
 
 
 async def _phone(browser: Browser, served: Served, tmp_path: Path, failed_id: str) -> None:
