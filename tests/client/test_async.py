@@ -77,11 +77,11 @@ async def test_wait_resumes_after_the_connection_drops(
 
 async def test_concurrent_calls_refresh_the_token_once(server: LiveServer, ada: Login) -> None:
     tokens = server.engine.accounts.tokens
-    tokens.access_ttl, tokens.leeway = timedelta(seconds=1), timedelta(0)
+    tokens.access_ttl, tokens.leeway = timedelta(seconds=3), timedelta(0)
     renewed: list[Tokens] = []
     async with await signed_in(server, ada, on_tokens=renewed.append) as c:
         job = await c.submit("noop")
-        await asyncio.sleep(2.1)
+        await asyncio.sleep(4.1)
         got = await asyncio.gather(*(c.get(job.id) for _ in range(5)))
         assert {j.id for j in got} == {job.id}
         # One refresh for all five: a refresh token presented twice would end the login.

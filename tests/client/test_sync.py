@@ -159,12 +159,13 @@ def test_api_key(server: LiveServer) -> None:
 
 
 def test_an_expired_access_token_is_refreshed_once(server: LiveServer, ada: Login) -> None:
-    tokens = server.engine.accounts.tokens  # no setting for these: a 1 s login, no leeway
-    tokens.access_ttl, tokens.leeway = timedelta(seconds=1), timedelta(0)
+    # No setting for these: a 3 s login (2 to 3 s, as exp has whole seconds), no leeway.
+    tokens = server.engine.accounts.tokens
+    tokens.access_ttl, tokens.leeway = timedelta(seconds=3), timedelta(0)
     renewed: list[Tokens] = []
     with signed_in(server, ada, on_tokens=renewed.append) as c:
         job = c.submit("noop")
-        time.sleep(2.1)  # the access token has expired (exp has whole seconds)
+        time.sleep(4.1)  # the access token has expired (exp has whole seconds)
         assert c.get(job.id).id == job.id
         assert len(renewed) == 2  # the login, then one refresh
         assert renewed[1].refresh_token != renewed[0].refresh_token

@@ -24,7 +24,6 @@ from conveyor.client.transport import (
     Credentials,
     RetryPolicy,
     TokensCallback,
-    nothing,
 )
 
 T = TypeVar("T")
@@ -114,22 +113,13 @@ class AsyncClient:
         """Every matching job, newest first, fetching pages as the iteration goes (at most
         `limit` jobs if given)."""
         extra = {"type": type, "queue": queue, "tag": tag, "owner_id": owner_id}
-        filters = calls.job_filters(state, created_after, created_before, **extra)
-        return self._pages(filters, page_size, limit)
+        pages = calls.listing(state, created_after, created_before, page_size, limit, **extra)
+        return self._pages(pages)
 
-    async def _pages(
-        self, filters: dict[str, Any], size: int, limit: int | None
-    ) -> AsyncIterator[Job]:
-        cursor: str | None = None
-        left = limit
-        while left is None or left > 0:
-            page = await self._call(calls.page(filters, cursor, min(size, left or size)))
-            for job in page.items[:left]:
+    async def _pages(self, pages: calls.Pages) -> AsyncIterator[Job]:
+        while (call := pages.next_call()) is not None:
+            for job in pages.take(await self._call(call)):
                 yield job
-            left = None if left is None else left - len(page.items)
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
 
     async def cancel(self, job_id: str) -> Job:
         return await self._call(calls.cancel(job_id))
@@ -201,8 +191,7 @@ class AsyncClient:
 
     @asynccontextmanager
     async def _stream(self, follow: Follow) -> AsyncIterator[httpx.Response]:
-        call: Call[None] = Call("GET", follow.path, nothing, headers=follow.headers())
-        timeout = httpx.Timeout(self._http.timeout.connect, read=follow.read_timeout())
+        call, timeout = follow.request(self._http.timeout.connect)
         response = await self._transmit(call, stream=True, timeout=timeout)
         try:
             if response.is_error:

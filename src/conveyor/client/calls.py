@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -54,26 +55,50 @@ def get(job_id: str) -> Call[Job]:
     return Call("GET", f"/jobs/{job_id}", model(Job), idempotent=True)
 
 
-def page(filters: Mapping[str, Any], cursor: str | None, size: int) -> Call[JobPage]:
-    params = {k: v for k, v in filters.items() if v is not None}
-    params.update(limit=size, **({"cursor": cursor} if cursor else {}))
-    return Call("GET", "/jobs", model(JobPage), params=params, idempotent=True)
+@dataclass
+class Pages:
+    """How far a listing has got: the call for the next page, and how many jobs are still
+    wanted (`left`, None for all). Pages follow `next_cursor` until the server gives none."""
+
+    params: dict[str, Any]
+    size: int
+    left: int | None = None
+    cursor: str | None = None
+    done: bool = False
+
+    def next_call(self) -> Call[JobPage] | None:
+        if self.done or self.left == 0:
+            return None
+        params = {**self.params, "limit": min(self.size, self.left or self.size)}
+        if self.cursor:
+            params["cursor"] = self.cursor
+        return Call("GET", "/jobs", model(JobPage), params=params, idempotent=True)
+
+    def take(self, page: JobPage) -> list[Job]:
+        items = page.items[: self.left]
+        self.left = None if self.left is None else self.left - len(items)
+        self.cursor, self.done = page.next_cursor, page.next_cursor is None
+        return items
 
 
-def job_filters(
+def listing(
     state: str | Sequence[str] | None,
     created_after: datetime | None,
     created_before: datetime | None,
+    page_size: int,
+    limit: int | None,
     **filters: str | None,
-) -> dict[str, Any]:
-    """Query parameters for `list`: several states are repeated `state=` parameters."""
+) -> Pages:
+    """A listing of jobs; several states are repeated `state=` parameters."""
     states = [state] if isinstance(state, str) else list(state or [])
-    return {
+    params = {
         "state": states or None,
         "created_after": created_after.isoformat() if created_after else None,
         "created_before": created_before.isoformat() if created_before else None,
         **filters,
     }
+    kept = {name: value for name, value in params.items() if value is not None}
+    return Pages(kept, page_size, limit)
 
 
 def cancel(job_id: str) -> Call[Job]:

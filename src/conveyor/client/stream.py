@@ -12,8 +12,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import httpx
+
 from conveyor.client.errors import ConnectionFailed, WaitTimeout
 from conveyor.client.models import TERMINAL_EVENTS, JobEvent, Progress
+from conveyor.client.transport import Call, nothing
 
 EventCallback = Callable[[JobEvent], None]
 ProgressCallback = Callable[[Progress], None]
@@ -67,15 +70,14 @@ class Follow:
     _started: float = field(default_factory=time.monotonic)
     parser: SseParser = field(default_factory=SseParser)
 
-    @property
-    def path(self) -> str:
-        return f"/jobs/{self.job_id}/events"
-
-    def headers(self) -> dict[str, str]:
-        """Resume after the last event seen: the server then sends only what came next."""
-        if self.last_event_id is None:
-            return dict(STREAM_HEADERS)
-        return {**STREAM_HEADERS, "Last-Event-ID": self.last_event_id}
+    def request(self, connect_timeout: float | None) -> tuple[Call[None], httpx.Timeout]:
+        """The stream to open next, resuming after the last event seen (the server then
+        sends only what came next), and its timeouts."""
+        headers = dict(STREAM_HEADERS)
+        if self.last_event_id is not None:
+            headers["Last-Event-ID"] = self.last_event_id
+        call = Call("GET", f"/jobs/{self.job_id}/events", nothing, headers=headers)
+        return call, httpx.Timeout(connect_timeout, read=self.read_timeout())
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (None: no deadline); WaitTimeout once past it."""

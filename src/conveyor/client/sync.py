@@ -25,7 +25,6 @@ from conveyor.client.transport import (
     Credentials,
     RetryPolicy,
     TokensCallback,
-    nothing,
 )
 
 T = TypeVar("T")
@@ -114,19 +113,12 @@ class Client:
         """Every matching job, newest first, fetching pages as the iteration goes (at most
         `limit` jobs if given)."""
         extra = {"type": type, "queue": queue, "tag": tag, "owner_id": owner_id}
-        filters = calls.job_filters(state, created_after, created_before, **extra)
-        return self._pages(filters, page_size, limit)
+        pages = calls.listing(state, created_after, created_before, page_size, limit, **extra)
+        return self._pages(pages)
 
-    def _pages(self, filters: dict[str, Any], size: int, limit: int | None) -> Iterator[Job]:
-        cursor: str | None = None
-        left = limit
-        while left is None or left > 0:
-            page = self._call(calls.page(filters, cursor, min(size, left or size)))
-            yield from page.items[:left]
-            left = None if left is None else left - len(page.items)
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
+    def _pages(self, pages: calls.Pages) -> Iterator[Job]:
+        while (call := pages.next_call()) is not None:
+            yield from pages.take(self._call(call))
 
     def cancel(self, job_id: str) -> Job:
         return self._call(calls.cancel(job_id))
@@ -198,8 +190,7 @@ class Client:
 
     @contextmanager
     def _stream(self, follow: Follow) -> Iterator[httpx.Response]:
-        call: Call[None] = Call("GET", follow.path, nothing, headers=follow.headers())
-        timeout = httpx.Timeout(self._http.timeout.connect, read=follow.read_timeout())
+        call, timeout = follow.request(self._http.timeout.connect)
         response = self._transmit(call, stream=True, timeout=timeout)
         try:
             if response.is_error:
