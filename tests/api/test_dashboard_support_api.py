@@ -159,3 +159,16 @@ async def test_workers_list_their_running_jobs(api: Api) -> None:
     assert [(j["id"], j["type"], j["queue"]) for j in worker["current_jobs"]] == [
         (job_id, "noop", "mail")
     ]
+
+
+async def test_throughput_chart_per_minute_for_the_caller(api: Api) -> None:
+    ada = await api.user("ada@example.com")
+    await submit(api, ada)
+    await fail_all(api)
+    r = await api.client.get("/api/v1/throughput", params={"minutes": 3}, headers=ada)
+    assert r.status_code == 200
+    chart = r.json()
+    assert len(chart) == 3
+    assert sum(p["enqueued"] for p in chart) == 1 and sum(p["failed"] for p in chart) == 1
+    assert {p["failure_rate"] for p in chart if p["failed"]} == {1.0}
+    assert (await api.client.get("/api/v1/throughput")).status_code == 401

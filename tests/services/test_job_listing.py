@@ -122,3 +122,29 @@ async def test_offset_and_limit_are_bounded(backend: QueueBackend) -> None:
     for offset, limit in ((-1, 10), (0, 0), (0, 100_000)):
         with pytest.raises(InvalidInput):
             await jobs.page(JobFilter(), offset=offset, limit=limit)
+
+
+async def test_throughput_has_one_point_per_minute_with_zeros_and_failure_rate(
+    backend: QueueBackend,
+) -> None:
+    for _ in range(3):
+        await add(backend, max_attempts=1)
+    ok, bad = await backend.claim("w", ["default"], 2, 30)
+    await backend.finish("w", [Outcome(ok.id, 1, "completed")])
+    await backend.finish("w", [Outcome(bad.id, 1, "failed", error=ErrorInfo("E", "x"))])
+    await add(backend, owner_id="bob")
+    jobs = service(backend)
+
+    chart = await jobs.throughput(minutes=5, owner_id="system")
+    assert len(chart) == 5
+    assert all(b.minute - a.minute == timedelta(minutes=1) for a, b in zip(chart, chart[1:]))
+    assert chart[-1].minute <= utcnow() < chart[-1].minute + timedelta(minutes=1)
+    totals = [sum(getattr(p, f) for p in chart) for f in ("enqueued", "completed", "failed")]
+    assert totals == [3, 1, 1]
+    busy = [p for p in chart if p.completed or p.failed]
+    assert sum(p.failed for p in busy) / sum(p.completed + p.failed for p in busy) == 0.5
+    assert [p.failure_rate for p in chart if p not in busy] == [None] * (5 - len(busy))
+    everyone = await jobs.throughput(minutes=5)
+    assert sum(p.enqueued for p in everyone) == 4
+    with pytest.raises(InvalidInput):
+        await jobs.throughput(minutes=0)

@@ -185,6 +185,14 @@ class ThroughputOut(BaseModel):
     failed: int
 
 
+class ThroughputMinuteOut(BaseModel):
+    minute: datetime
+    enqueued: int
+    completed: int
+    failed: int
+    failure_rate: float | None = Field(description="failed / (completed + failed); null: none.")
+
+
 class Stats(BaseModel):
     totals: dict[str, int]
     queues: list[QueueStats]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -35,6 +35,22 @@ log = logging.getLogger("conveyor.jobs")
 MAX_BATCH = 1000
 MAX_PAGE = 1000
 BULK_BATCH = 500  # jobs per statement and transaction: short locks, bounded memory
+
+
+@dataclass(frozen=True, slots=True)
+class ThroughputMinute:
+    """One minute of a chart: jobs submitted, and jobs that finished completed or failed."""
+
+    minute: datetime  # its start, UTC
+    enqueued: int
+    completed: int
+    failed: int
+
+    @property
+    def failure_rate(self) -> float | None:
+        """Failed among the jobs that finished this minute; None when none finished."""
+        finished = self.completed + self.failed
+        return self.failed / finished if finished else None
 
 
 @dataclass(frozen=True)
@@ -175,6 +191,31 @@ class JobService:
         if owner_id is not None:
             where = replace(where, owner_id=owner_id)
         return await self.backend.bulk_where(action, where, self.bulk_batch)
+
+    async def throughput(
+        self, minutes: int = 60, owner_id: str | None = None, *, now: datetime | None = None
+    ) -> list[ThroughputMinute]:
+        """The last `minutes` minutes, oldest first, the current one included, zeros filled in,
+        so a chart has one point per minute whether or not anything happened."""
+        if not 1 <= minutes <= 24 * 60:
+            raise InvalidInput("minutes must be between 1 and 1440", field="minutes")
+        current = (now or datetime.now(UTC)).replace(second=0, microsecond=0)
+        since = current - timedelta(minutes=minutes - 1)
+        finished = {p.minute: p for p in await self.backend.throughput(since, owner_id)}
+        enqueued = await self.backend.enqueued_per_minute(since, owner_id)
+        chart = []
+        for step in range(minutes):
+            minute = since + timedelta(minutes=step)
+            point = finished.get(minute)
+            chart.append(
+                ThroughputMinute(
+                    minute,
+                    enqueued.get(minute, 0),
+                    point.completed if point else 0,
+                    point.failed if point else 0,
+                )
+            )
+        return chart
 
 
 def _log_submitted(jobs: Sequence[NewJob], results: Sequence[Enqueued]) -> None:

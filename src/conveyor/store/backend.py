@@ -575,6 +575,18 @@ class QueueBackend(ABC):
             for m, c in sorted(points.items())
         ]
 
+    async def enqueued_per_minute(
+        self, since: datetime, owner_id: str | None = None
+    ) -> dict[datetime, int]:
+        """Jobs created per minute since `since` (those not pruned yet), by minute."""
+        minute = self._minute(jobs.c.created_at).label("minute")
+        query = select(minute, func.count()).where(jobs.c.created_at >= since).group_by(minute)
+        if owner_id is not None:
+            query = query.where(jobs.c.owner_id == owner_id)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return {_must(value): count for value, count in rows}
+
     async def counts(self, owner_id: str | None = None) -> list[QueueCount]:
         query = select(
             jobs.c.queue,

@@ -21,6 +21,7 @@ from conveyor.api.schemas import (
     Progress,
     QueueStats,
     Stats,
+    ThroughputMinuteOut,
     ThroughputOut,
 )
 from conveyor.domain.states import JobState
@@ -223,6 +224,27 @@ async def stats(
         ],
         workers_alive=len(alive),
     )
+
+
+@router.get("/throughput")
+async def throughput(
+    user: VerifiedUser,
+    ctx: Context,
+    minutes: Annotated[int, Query(ge=1, le=24 * 60)] = 60,
+) -> list[ThroughputMinuteOut]:
+    """One point per minute (zeros included), oldest first: jobs submitted, completed and
+    failed, and the failure rate. Yours; admins: everyone's."""
+    chart = await ctx.engine.jobs.throughput(minutes, owner_scope(user))
+    return [
+        ThroughputMinuteOut(
+            minute=p.minute,
+            enqueued=p.enqueued,
+            completed=p.completed,
+            failed=p.failed,
+            failure_rate=p.failure_rate,
+        )
+        for p in chart
+    ]
 
 
 @router.get("/job-types")
