@@ -32,11 +32,13 @@ from tests.api.test_security_support import (
     tampered_signature,
     unsigned,
 )
+from tests.net.world import PUBLIC, FakeDns
 
 OTHER_SECRET = "another-secret-key-that-is-long-enough-for-hs256"
 # A valid body for each route that needs one, so the call gets past validation to the lookup.
 BODIES: dict[str, Any] = {
     "PATCH /api/v1/schedules/{schedule_id}": {"paused": True},
+    "PATCH /api/v1/webhooks/{webhook_id}": {"paused": True},
     "PATCH /jobs/{job_id}/status": {"status": "cancelled"},
     "PATCH /api/v1/admin/users/{user_id}": {"role": "admin"},
     "POST /api/v1/admin/users": {"email": "mallory@example.com", "password": "long-password-1"},
@@ -168,13 +170,18 @@ async def test_another_users_objects_are_404_exactly_like_missing_ones(api: Api)
     )
     key = await api.client.post("/api/v1/me/api-keys", json={"name": "ci"}, headers=ada)
     task = await api.client.post("/tasks", json={"title": "t"}, headers=ada)
+    api.engine.webhooks.resolver = FakeDns({"hooks.example": [[PUBLIC]]})
+    hook = await api.client.post(
+        "/api/v1/webhooks", json={"url": "http://hooks.example/h"}, headers=ada
+    )
     codes = (job.status_code, schedule.status_code, key.status_code, task.status_code)
-    assert codes == (201, 201, 201, 201)
+    assert codes == (201, 201, 201, 201) and hook.status_code == 201, hook.text
     adas = {
         "job_id": job.json()["id"],
         "schedule_id": schedule.json()["id"],
         "key_id": key.json()["id"],
         "task_id": str(task.json()["id"]),  # reference 004's tasks have integer ids
+        "webhook_id": hook.json()["id"],
     }
     owned = [
         e
