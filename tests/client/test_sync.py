@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,7 @@ from conveyor.client import (
     JobSpec,
     NotFound,
     Progress,
+    RateLimited,
     RetryPolicy,
     Tokens,
     Unauthorized,
@@ -25,8 +27,9 @@ from conveyor.client import (
     WaitTimeout,
 )
 from conveyor.domain.states import JobState
+from tests.api.conftest import api_settings
 from tests.client.conftest import Counting, Login, Proxy
-from tests.support.live import LiveServer
+from tests.support.live import PASSWORD, LiveServer, live_server
 
 LATER = 3600.0  # a delay that keeps a job scheduled for the whole test
 
@@ -217,3 +220,15 @@ def socket_that_refuses() -> Iterator[str]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     yield f"http://127.0.0.1:{port}"
+
+
+def test_rate_limited_says_when_to_come_back(db_url: str, tmp_path: Path) -> None:
+    settings = api_settings(db_url, tmp_path, rate_limit_auth="2/minute")
+    with live_server(settings) as limited, Client(limited.url) as c:
+        limited.user("ada@example.com")
+        for _ in range(2):
+            c.login("ada@example.com", PASSWORD)
+        with pytest.raises(RateLimited) as caught:
+            c.login("ada@example.com", PASSWORD)
+        assert caught.value.code == "rate_limited" and caught.value.status == 429
+        assert caught.value.retry_after is not None and 0 < caught.value.retry_after <= 60
