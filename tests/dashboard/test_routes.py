@@ -16,6 +16,8 @@ from conveyor.services.accounts import User
 from conveyor.services.jobs import Submission
 from tests.api.conftest import ADMIN_EMAIL, PASSWORD, api_settings, running_api
 from tests.dashboard.conftest import Browserless, csrf_of, sign_in
+from tests.support.engine import processing
+from tests.support.processes import eventually
 
 PAGES = ["/dashboard/", "/dashboard/jobs", "/dashboard/schedules", "/dashboard/queues"]
 
@@ -309,3 +311,36 @@ async def test_pages_forbid_framing_and_other_origins(dash: Browserless) -> None
         assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
         assert r.headers["x-frame-options"] == "DENY"
         assert r.headers["cache-control"] == "no-store"
+
+
+async def test_admin_revokes_another_users_key(dash: Browserless) -> None:
+    accounts = dash.api.engine.accounts
+    client, csrf, user_id = await _user(dash, "keys@example.com")
+    owner = await accounts.get_user(user_id)
+    record, key = await accounts.create_api_key(owner, "laptop")
+    page = await dash.admin.get(f"/dashboard/admin/users/{user_id}/keys")
+    assert page.status_code == 200 and "laptop" in page.text and key not in page.text
+    revoke = f"/dashboard/admin/users/{user_id}/keys/{record.id}/revoke"
+    assert (await client.post(revoke, data={"csrf_token": csrf})).status_code == 403  # not admin
+    r = await dash.admin.post(revoke, data={"csrf_token": dash.admin_csrf})
+    assert r.status_code == 303
+    check = await dash.admin.get("/api/v1/jobs", headers={"Authorization": f"Bearer {key}"})
+    assert check.status_code == 401
+
+
+async def test_tracebacks_are_for_admins(dash: Browserless) -> None:
+    engine = dash.api.engine
+    client, _, user_id = await _user(dash, "tb@example.com")
+    failing = {"seconds": 0, "steps": 1, "fail": True, "permanent": True}
+    job = await engine.jobs.submit(Submission("sleep", failing), user_id)
+    async with processing(engine):
+        await eventually(lambda: _is_failed(dash, job.id), timeout=10, what="the job to fail")
+    own = await client.get(f"/dashboard/jobs/{job.id}")
+    assert "asked to fail permanently" in own.text
+    assert "Traceback" not in own.text
+    admin = await dash.admin.get(f"/dashboard/jobs/{job.id}")
+    assert "Traceback (most recent call last)" in admin.text
+
+
+async def _is_failed(dash: Browserless, job_id: str) -> bool:
+    return (await dash.api.engine.jobs.get(job_id)).state is JobState.FAILED

@@ -56,6 +56,27 @@ async def api_keys(request: Request, session: SessionDep, ctx: Context) -> Respo
     return render(request, "keys.html", session, page="keys", keys=keys, created=None)
 
 
+@router.get("/admin/users/{user_id}/keys")
+async def user_keys(
+    request: Request, user_id: str, session: AdminSession, ctx: Context
+) -> Response:
+    """An admin's view of one account's keys, to revoke a leaked one."""
+    owner = await ctx.accounts.get_user(user_id)
+    keys = await ctx.accounts.list_api_keys(owner, include_revoked=True)
+    return render(request, "user_keys.html", session, page="users", owner=owner, keys=keys)
+
+
+@router.post("/admin/users/{user_id}/keys/{key_id}/revoke")
+async def revoke_user_key(
+    request: Request, user_id: str, key_id: str, session: AdminSession, ctx: Context
+) -> Response:
+    owner = await ctx.accounts.get_user(user_id)
+    record = await ctx.accounts.revoke_api_key(owner, key_id)
+    response = redirect(f"{PREFIX}/admin/users/{user_id}/keys")
+    flash(request, response, f"API key {record.name!r} of {owner.email} revoked.")
+    return response
+
+
 @router.post("/keys")
 async def create_key(
     request: Request,
