@@ -180,3 +180,19 @@ def test_the_login_file_is_private_even_over_an_old_one(config: Path) -> None:
     save_login(SavedLogin("http://x", "a@b.c", "t", "r"))
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
     assert stat.S_IMODE(config.parent.stat().st_mode) == 0o700
+
+
+def test_login_prompts_and_payload_from_a_file(
+    server: LiveServer, ada: User, config: Path, tmp_path: Path
+) -> None:
+    prompted = runner.invoke(app, ["login", "--url", server.url], input=f"{EMAIL}\n{PASSWORD}\n")
+    assert prompted.exit_code == 0, prompted.output
+    assert f"logged in to {server.url} as {EMAIL}" in prompted.output
+    assert PASSWORD not in prompted.output  # the password is not echoed
+    payload = tmp_path / "payload.json"
+    payload.write_text('{"seconds": 0, "steps": 1}')
+    done = runner.invoke(app, ["submit", "sleep", "--payload", f"@{payload}", "--wait", "--json"])
+    assert done.exit_code == 0, done.output
+    assert '"state": "completed"' in done.output
+    missing = runner.invoke(app, ["submit", "sleep", "--payload", "@/no/such/file.json"])
+    assert missing.exit_code == 2 and "cannot read /no/such/file.json" in missing.output
