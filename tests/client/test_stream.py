@@ -62,4 +62,6 @@ def test_reconnects_back_off_then_give_up_and_the_deadline_holds() -> None:
 
     with pytest.raises(WaitTimeout):
         Follow("j", timeout=0).read_timeout()
+    with pytest.raises(WaitTimeout):  # a stream that keeps talking does not outlast it
+        Follow("j", timeout=0).feed(": keep-alive")
     assert Follow("j", timeout=3).read_timeout() <= 3

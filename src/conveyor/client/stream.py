@@ -96,7 +96,9 @@ class Follow:
 
     def feed(self, line: str) -> JobEvent | None:
         """One line of the stream; the event when the line completes one. Any line, even a
-        keep-alive comment, shows the connection works."""
+        keep-alive comment, shows the connection works. The deadline is checked here too: a
+        busy stream never waits on its read timeout."""
+        self.remaining()
         self.drops = 0
         message = self.parser.line(line)
         if message is None:
