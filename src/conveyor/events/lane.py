@@ -48,6 +48,7 @@ class Lane:
         self._held = False
         self._position: Position | None = None  # None: read it from the database first
         self._pace: Pace | None = None
+        self._found = False  # the last read returned events
         self.failures = 0  # consecutive failed turns
         self.delivered = 0
 
@@ -68,7 +69,7 @@ class Lane:
                 while not self._stopping.is_set():
                     delay = await self._turn()
                     if delay is None:
-                        await pace.wait(self._config.poll_interval)
+                        await pace.wait(self._config.poll_interval, found=self._found)
                     else:
                         await self._pause(delay)
         finally:
@@ -108,6 +109,7 @@ class Lane:
             self._position = await self._backend.cursor(self.sink.name)
         events = await self._backend.read_events(self._position, self._config.batch)
         _report_lag(self.sink.name, events)
+        self._found = bool(events)
         if not events:
             return 0
         async with asyncio.timeout(self._config.deliver_timeout):

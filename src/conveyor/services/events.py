@@ -17,6 +17,9 @@ from conveyor.store.backend import QueueBackend
 from conveyor.store.events import CANCELLED, COMPLETED, FAILED, Event, Position
 from conveyor.store.records import JobRecord
 
+# A subscriber reads at most this often however busy the outbox is: with many streams open,
+# each commit's wake-up would otherwise cost one read per stream.
+READ_GAP = 0.02
 # Event types after which a job changes no more (unless a user retries it).
 TERMINAL_EVENTS = frozenset({COMPLETED, FAILED, CANCELLED})
 
@@ -47,14 +50,14 @@ class EventFeed:
         caller gets control back regularly (keep-alives, disconnects) while nothing happens.
         A full batch is followed at once: a subscriber behind catches up at read speed.
         While caught up it reads again when new events commit (or after `poll`)."""
-        async with self.backend.event_wakeups() as pace:
+        async with self.backend.event_wakeups(READ_GAP) as pace:
             while True:
                 batch = await self.read(after, scope)
                 if batch:
                     after = batch[-1].position
                 yield batch
                 if len(batch) < self.batch:
-                    await pace.wait(self.poll)
+                    await pace.wait(self.poll, found=bool(batch))
 
     async def head(self, owner_id: str | None = None) -> Position:
         """The newest readable position of an owner's events (None: anyone's); every event

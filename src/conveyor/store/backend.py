@@ -141,12 +141,13 @@ class QueueBackend(ABC):
         if others:
             self._tell_other_processes()
 
-    def event_wakeups(self) -> AbstractAsyncContextManager[Pace]:
-        """`async with backend.event_wakeups() as pace:` then `await pace.wait(poll)` between
-        reads of the outbox: returns soon after new events commit, anywhere."""
+    def event_wakeups(self, min_gap: float = 0.0) -> AbstractAsyncContextManager[Pace]:
+        """`async with backend.event_wakeups() as pace:` then `await pace.wait(poll, found=...)`
+        between reads of the outbox: returns soon after new events commit, anywhere, but
+        not sooner than `min_gap` after the previous wait (many readers, busy outbox)."""
         if self._watch is None:
             self._watch = EventWatch(self._bell, self._listen_events)
-        return self._watch.pace()
+        return self._watch.pace(min_gap)
 
     # ---- transactions ----------------------------------------------------------------------
     @asynccontextmanager

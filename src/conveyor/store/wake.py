@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 # After a ring, a reader that found nothing looks again after these many seconds (in turn)
 # before it falls back to its slow poll: the events that rang may still be below the horizon.
 RECHECKS = (0.005, 0.02, 0.05, 0.1, 0.25)
+CHASE_EVERY = 1.0  # and then this often, until a read finds something
 OPEN_TIMEOUT = 5.0  # seconds a reader may wait for the listener to open before it polls
 
 
@@ -70,11 +72,11 @@ class EventWatch:
             subscription.rung.set()
 
     @asynccontextmanager
-    async def pace(self) -> AsyncIterator[Pace]:
-        """A reader's wake-ups for as long as it reads."""
+    async def pace(self, min_gap: float = 0.0) -> AsyncIterator[Pace]:
+        """A reader's wake-ups for as long as it reads (`Pace`)."""
         subscription = await self.subscribe()
         try:
-            yield Pace(subscription)
+            yield Pace(subscription, min_gap)
         finally:
             await self.unsubscribe(subscription)
 
@@ -129,30 +131,45 @@ class Subscription:
 
 
 class Pace:
-    """When a reader looks next: at once after a ring, then again a few times shortly after
-    (what rang may still be below PostgreSQL's horizon), else after its slow `poll`."""
+    """When a reader looks next: at once after a ring (but not more often than `min_gap`),
+    then, while its reads find nothing, again shortly after and then every second (what rang
+    may still be below PostgreSQL's horizon); else after its slow `poll`."""
 
-    def __init__(self, subscription: Subscription) -> None:
+    def __init__(self, subscription: Subscription, min_gap: float = 0.0) -> None:
         self._subscription = subscription
+        self._min_gap = min_gap
         self._rechecks: list[float] = []
+        self._chasing = False  # a ring whose events no read has found yet
+        self._last = 0.0
 
     def interrupt(self) -> None:
         """End the current (or next) wait now: the reader is stopping."""
         self._subscription.rung.set()
 
-    async def wait(self, poll: float) -> bool:
-        """Wait before the next read. True when a ring ended the wait."""
+    async def wait(self, poll: float, *, found: bool = False) -> bool:
+        """Wait before the next read; `found`: the last read returned events. True when a
+        ring ended the wait."""
+        if found:
+            self._chasing = False
+            self._rechecks.clear()
+        delay = self._next_delay(poll)
         rung = self._subscription.rung
-        polling = not self._rechecks
-        delay = poll if polling else self._rechecks.pop(0)
         if not rung.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await rung.wait()
-        if rung.is_set():
+        woken = rung.is_set()
+        if woken:
             rung.clear()
-            self._rechecks = list(RECHECKS)
-            return True
-        if polling:
+            self._chasing, self._rechecks = True, list(RECHECKS)
+            if (gap := self._last + self._min_gap - time.monotonic()) > 0:
+                await asyncio.sleep(gap)  # rings coalesce meanwhile
+        elif delay == poll:
             await self._subscription.watch.revive()
-        return False
+        self._last = time.monotonic()
+        return woken
+
+    def _next_delay(self, poll: float) -> float:
+        if self._rechecks:
+            return min(poll, self._rechecks.pop(0))
+        return min(poll, CHASE_EVERY) if self._chasing else poll
