@@ -115,3 +115,32 @@ async def test_an_event_held_below_the_horizon_comes_once_the_older_transaction_
         await older.close()
         relay.stop()
         await asyncio.wait_for(task, 5)
+
+
+async def test_a_woken_reader_that_finds_nothing_keeps_looking_then_rests(
+    backend: QueueBackend,
+) -> None:
+    """After a ring: quick re-checks, then one a second while nothing is found (the horizon);
+    once a read finds events, only a ring or the slow poll wakes it."""
+    async with backend.event_wakeups() as pace:
+        backend._events_committed(others=False)  # this process committed events
+        assert await pace.wait(NEVER) is True
+        began = time.monotonic()
+        for _ in range(7):  # 5, 20, 50, 100, 250, 500 ms, then 1 s
+            assert await pace.wait(NEVER, found=False) is False
+        assert 1.8 < time.monotonic() - began < 4
+        waiting = asyncio.create_task(pace.wait(NEVER, found=True))
+        await asyncio.sleep(1.5)
+        assert not waiting.done()  # found: no more re-checks
+        backend._events_committed(others=False)
+        assert await asyncio.wait_for(waiting, 1) is True
+
+
+async def test_a_reader_with_a_gap_reads_no_more_often(backend: QueueBackend) -> None:
+    async with backend.event_wakeups(min_gap=0.2) as pace:
+        backend._events_committed(others=False)
+        await pace.wait(NEVER)
+        began = time.monotonic()
+        backend._events_committed(others=False)
+        assert await pace.wait(NEVER, found=True) is True
+        assert time.monotonic() - began >= 0.19
