@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from conveyor.api.app import create_app
 from conveyor.api.routes import events as event_routes
@@ -23,6 +22,7 @@ from conveyor.services.events import EventFeed, Scope, _largest
 from conveyor.services.jobs import Submission
 from conveyor.store.events import Position
 from tests.api.conftest import Api, api_settings
+from tests.support.serving import serving
 
 TIMEOUT = 10.0
 STREAM = {"Accept": "text/event-stream"}
@@ -44,38 +44,23 @@ async def live(db_url: str, tmp_path: Path) -> AsyncIterator[Api]:
     """The app under uvicorn on a free loopback port, a client for it, and a worker."""
     settings = api_settings(db_url, tmp_path)
     engine = await Engine.open(settings)
-    config = uvicorn.Config(
-        create_app(settings, engine=engine),
-        host="127.0.0.1",
-        port=0,
-        lifespan="on",
-        ws="none",
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
     worker = engine.worker(concurrency=4)
     working = asyncio.create_task(worker.run())
     try:
-        async with asyncio.timeout(TIMEOUT):
-            while not server.started:
-                await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        base = f"http://127.0.0.1:{port}"
-        client = httpx.AsyncClient(base_url=base, headers=STREAM, timeout=TIMEOUT, trust_env=False)
-        async with client:
-            yield Api(client, engine, settings, Path(settings.mail_url.removeprefix("file://")))
-        # Every stream the tests closed has ended on the server too (no request left running).
-        async with asyncio.timeout(TIMEOUT):
-            while server.server_state.tasks:
-                await asyncio.sleep(0.02)
+        async with serving(create_app(settings, engine=engine)) as (server, base):
+            client = httpx.AsyncClient(
+                base_url=base, headers=STREAM, timeout=TIMEOUT, trust_env=False
+            )
+            async with client:
+                yield Api(client, engine, settings, Path(settings.mail_url.removeprefix("file://")))
+            # Every stream the tests closed has ended on the server too (no request left
+            # running).
+            async with asyncio.timeout(TIMEOUT):
+                while server.server_state.tasks:
+                    await asyncio.sleep(0.02)
     finally:
         worker.stop(force=True)
         await working
-        server.should_exit = True
-        await serving
         await engine.close()
 
 

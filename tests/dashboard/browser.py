@@ -62,6 +62,7 @@ class Tab:
     page: Page
     base: str
     requests: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # console errors and uncaught exceptions
 
     def outside(self) -> list[str]:
         """Requests that went anywhere but the server under test."""
@@ -90,12 +91,18 @@ async def tab(
         opened.requests.append(request.url)
 
     page.on("request", record)
+    page.on("console", lambda m: opened.errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda exc: opened.errors.append(str(exc)))
     page.on("dialog", lambda dialog: dialog.accept())  # the confirm() of dangerous buttons
     try:
         yield opened
     finally:
         await context.close()
     assert not opened.outside(), f"requests left the server: {opened.outside()}"
+    # No script error and no Content-Security-Policy violation on any page; the 4xx a test
+    # provokes on purpose (a refused POST, a missing job) are logged as failed resources.
+    unexpected = [e for e in opened.errors if "Failed to load resource" not in e]
+    assert not unexpected, f"the pages logged errors: {unexpected}"
 
 
 def screenshot_path(tmp_path: Path, name: str) -> Path:

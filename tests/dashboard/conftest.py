@@ -3,7 +3,6 @@ server (uvicorn on a free loopback port, with a worker and a scheduler) for the 
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -11,12 +10,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from conveyor.api.app import create_app
 from conveyor.runtime import Engine
 from tests.api.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Api, api_settings, running_api
 from tests.support.engine import processing
+from tests.support.serving import serving
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 TIMEOUT = 10.0
@@ -81,30 +80,11 @@ class Served:
 async def served(db_url: str, tmp_path: Path) -> AsyncIterator[Served]:
     settings = api_settings(db_url, tmp_path, poll_interval=0.2, scheduler_interval=0.2)
     engine = await Engine.open(settings)
-    config = uvicorn.Config(
-        create_app(settings, engine=engine),
-        host="127.0.0.1",
-        port=0,
-        lifespan="on",
-        ws="none",
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=2,
-    )
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
     try:
-        async with asyncio.timeout(TIMEOUT):
-            while not server.started:
-                await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        base = f"http://127.0.0.1:{port}"
-        client = httpx.AsyncClient(base_url=base, timeout=TIMEOUT, trust_env=False)
-        mail = Path(settings.mail_url.removeprefix("file://"))
-        async with client, processing(engine):
-            yield Served(base, Api(client, engine, settings, mail))
+        async with serving(create_app(settings, engine=engine), grace=2) as (_, base):
+            client = httpx.AsyncClient(base_url=base, timeout=TIMEOUT, trust_env=False)
+            mail = Path(settings.mail_url.removeprefix("file://"))
+            async with client, processing(engine):
+                yield Served(base, Api(client, engine, settings, mail))
     finally:
-        server.should_exit = True
-        server.force_exit = True
-        await serving
         await engine.close()
