@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -32,6 +33,7 @@ async def test_text_finds_by_id_fragment_and_payload_fragment_in_any_case(
     lookalike = await add(backend, payload={"name": "alphaXreport"})
     percent = await add(backend, payload={"note": "100%"})
     thousand = await add(backend, payload={"note": "1000"})
+    accented = await add(backend, payload={"city": "Besançon", "note": "x\\y"})
     jobs = service(backend)
 
     async def found(text: str, **where: Any) -> set[str]:
@@ -46,6 +48,8 @@ async def test_text_finds_by_id_fragment_and_payload_fragment_in_any_case(
     assert await found('"note": "1000"') == {thousand}  # the payload's JSON text
     assert await found(thousand[-10:].upper()) == {thousand}  # a fragment of the id
     assert await found("alpha", owner_id="someone-else") == set()
+    assert await found("besançon") == {accented}  # stored as \u00e7 by SQLite
+    assert await found("x\\\\y") == {accented}  # a backslash as the JSON text spells it
     # The cursor listing honours the same filter.
     listed = await backend.list_jobs(JobFilter(text="alpha"))
     assert {j.id for j in listed} == {report, lookalike}
@@ -137,7 +141,7 @@ async def test_throughput_has_one_point_per_minute_with_zeros_and_failure_rate(
 
     chart = await jobs.throughput(minutes=5, owner_id="system")
     assert len(chart) == 5
-    assert all(b.minute - a.minute == timedelta(minutes=1) for a, b in zip(chart, chart[1:]))
+    assert all(b.minute - a.minute == timedelta(minutes=1) for a, b in pairwise(chart))
     assert chart[-1].minute <= utcnow() < chart[-1].minute + timedelta(minutes=1)
     totals = [sum(getattr(p, f) for p in chart) for f in ("enqueued", "completed", "failed")]
     assert totals == [3, 1, 1]

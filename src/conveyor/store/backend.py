@@ -7,6 +7,7 @@ guarded by the expected state (and, for a worker's own jobs, by worker id and at
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -1055,14 +1056,24 @@ _LIKE_ESCAPE = "\\"
 
 
 def _contains_text(text: str) -> ColumnElement[bool]:
-    """The id or the payload's JSON text contains `text`, in any case; % and _ are literal."""
+    """The id or the payload's JSON text contains `text`, in any case; % and _ are literal.
+
+    SQLite keeps JSON as written by `json.dumps`, non-ASCII characters as `\\uXXXX`: the
+    search also looks for that spelling (PostgreSQL's jsonb text has the characters)."""
+    payload = cast(jobs.c.payload, Text)
+    clauses = [jobs.c.id.ilike(_like(text), escape=_LIKE_ESCAPE)]
+    clauses.append(payload.ilike(_like(text), escape=_LIKE_ESCAPE))
+    if not text.isascii():
+        spelled = "".join(c if c.isascii() else json.dumps(c)[1:-1] for c in text)
+        clauses.append(payload.ilike(_like(spelled), escape=_LIKE_ESCAPE))
+    return or_(*clauses)
+
+
+def _like(text: str) -> str:
+    """A LIKE pattern that matches `text` anywhere, its %, _ and \\ taken literally."""
     escaped = text.replace(_LIKE_ESCAPE, _LIKE_ESCAPE * 2)
     escaped = escaped.replace("%", _LIKE_ESCAPE + "%").replace("_", _LIKE_ESCAPE + "_")
-    pattern = f"%{escaped}%"
-    return or_(
-        jobs.c.id.ilike(pattern, escape=_LIKE_ESCAPE),
-        cast(jobs.c.payload, Text).ilike(pattern, escape=_LIKE_ESCAPE),
-    )
+    return f"%{escaped}%"
 
 
 def _aware(value: Any) -> datetime | None:
