@@ -268,6 +268,10 @@ async def test_no_delivery_to_a_private_address_without_the_setting(
         )
         assert r.status_code == 201, r.text
         hook = r.json()
+        r = await api.client.patch(
+            f"/api/v1/webhooks/{hook['id']}", json={"url": loopback}, headers=alice
+        )
+        assert r.status_code == 422, r.text  # a changed URL is checked again
         async with processing(api.engine), relaying(api.engine, dns):
             r = await api.client.post("/api/v1/jobs", json={"type": "noop"}, headers=alice)
             path = f"/api/v1/webhooks/{hook['id']}/deliveries"
@@ -341,6 +345,10 @@ async def test_a_redelivered_batch_adds_no_delivery_rows(private_api: Api) -> No
         "/api/v1/webhooks", json={"url": "http://127.0.0.1:9/a"}, headers=alice
     )
     hook = r.json()
+    r = await api.client.post(
+        "/api/v1/webhooks", json={"url": "http://127.0.0.1:9/p", "paused": True}, headers=alice
+    )
+    paused = r.json()
     await api.client.post(
         "/api/v1/jobs/batch", json={"jobs": [{"type": "noop"}] * 4}, headers=alice
     )
@@ -353,6 +361,7 @@ async def test_a_redelivered_batch_adds_no_delivery_rows(private_api: Api) -> No
     await sink.deliver(events[1:])
     log = await deliveries(api, f"/api/v1/webhooks/{hook['id']}/deliveries", alice)
     assert sorted(d["event_id"] for d in log) == sorted(e.id for e in events)
+    assert await deliveries(api, f"/api/v1/webhooks/{paused['id']}/deliveries", alice) == []
 
 
 async def test_two_dispatchers_never_claim_the_same_delivery(private_api: Api) -> None:
