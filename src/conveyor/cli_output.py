@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -51,7 +52,7 @@ def print_json(value: Any) -> None:
     out.file.flush()
 
 
-JOB_COLUMNS = ("id", "type", "queue", "state", "attempt", "progress", "created")
+JOB_COLUMNS = ("id", "type", "queue", "state", "progress", "created")
 
 
 def _cell(value: Any) -> str:
@@ -64,12 +65,16 @@ def _cell(value: Any) -> str:
 
 def jobs_table(jobs: Sequence[Mapping[str, Any]], title: str | None = None) -> Table:
     """`jobs` as JSON-ready mappings (the API's job shape)."""
-    table = Table(*JOB_COLUMNS, title=title)
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)  # room for whole ids
+    for column in JOB_COLUMNS:  # whole ids and states: they are what people copy and read
+        keep = column in ("id", "state")
+        table.add_column(column, no_wrap=keep, min_width=36 if column == "id" else None)
     for job in jobs:
         progress = job.get("progress") or {}
+        created = str(job.get("created_at") or "")[5:16].replace("T", " ")  # MM-DD HH:MM
         table.add_row(
-            job["id"], job["type"], job["queue"], job["state"], str(job["attempt"]),
-            f"{progress.get('percent', 0)}%", _cell(job.get("created_at")),
+            job["id"], job["type"], job["queue"], job["state"],
+            f"{progress.get('percent', 0)}%", created,
         )  # fmt: skip
     return table
 
