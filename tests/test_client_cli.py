@@ -20,6 +20,7 @@ from tests.api.conftest import api_settings
 from tests.support.live import PASSWORD, LiveServer, live_server
 from tests.support.processes import CONVEYOR, ROOT, clean_environ
 
+pytestmark = pytest.mark.slow  # subprocesses of the real entry point
 EMAIL = "ada@example.com"
 
 

@@ -10,9 +10,9 @@ from contextlib import contextmanager
 
 import pytest
 
-from conveyor.client import Client, RetryPolicy, ServiceUnavailable
+from conveyor.client import AsyncClient, Client, RetryPolicy, ServiceUnavailable
 from tests.api.test_outage import _block
-from tests.client.conftest import Counting, Login
+from tests.client.conftest import AsyncCounting, Counting, Login
 from tests.support.live import LiveServer
 
 PATIENT = RetryPolicy(attempts=100, backoff=0.05, cap=0.1)
@@ -62,3 +62,27 @@ def test_503_is_retried_only_where_sending_twice_is_safe(
         assert counting.sent.count("POST /api/v1/jobs") > 1
         ids = [j.id for j in c.list()]
         assert keyed.id in ids and len(ids) == 2  # the first job and the keyed one: no more
+
+
+async def test_the_async_client_rides_out_an_outage_on_get(
+    server: LiveServer, ada: Login, db_url: str
+) -> None:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("an outage of an embedded SQLite file is not a network event")
+    database = db_url.rsplit("/", 1)[1]
+    counting = AsyncCounting()
+    async with AsyncClient(server.url, retry=PATIENT, transport=counting) as c:
+        await c.login(ada.email, ada.password)
+        job = await c.submit("noop")
+        await _block(database, allowed=False)
+
+        async def reopen() -> None:
+            await asyncio.sleep(0.8)
+            await _block(database, allowed=True)
+
+        reopening = asyncio.create_task(reopen())
+        try:
+            assert (await c.get(job.id)).id == job.id
+        finally:
+            await reopening
+    assert counting.sent.count(f"GET /api/v1/jobs/{job.id}") > 1
