@@ -344,3 +344,9 @@ async def test_tracebacks_are_for_admins(dash: Browserless) -> None:
 
 async def _is_failed(dash: Browserless, job_id: str) -> bool:
     return (await dash.api.engine.jobs.get(job_id)).state is JobState.FAILED
+
+
+async def test_dashboard_without_a_slash_redirects(dash: Browserless) -> None:
+    r = await dash.admin.get("/dashboard")
+    assert r.status_code in (307, 308)
+    assert r.headers["location"].endswith("/dashboard/")
