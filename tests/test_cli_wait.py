@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +13,6 @@ import pytest
 from tests.support.processes import CONVEYOR, ROOT, Cluster
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def cluster(db_url: str, tmp_path: Path) -> Iterator[Cluster]:
-    started = Cluster(db_url, tmp_path)
-    try:
-        yield started
-    finally:
-        started.close()
-        print(started.report())
 
 
 def enqueue_and_wait(

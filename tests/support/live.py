@@ -15,12 +15,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import uvicorn
-
 from conveyor.api.app import create_app
 from conveyor.runtime import Engine
 from conveyor.services.accounts import User
 from conveyor.settings import Settings
+from tests.support.serving import serving
 
 T = TypeVar("T")
 START_TIMEOUT = 20.0
@@ -78,36 +77,16 @@ async def _serve(
     settings: Settings, concurrency: int, box: dict[str, Any], ready: threading.Event
 ) -> None:
     engine = await Engine.open(settings)
-    config = uvicorn.Config(
-        create_app(settings, engine=engine),
-        host="127.0.0.1",
-        port=0,
-        lifespan="on",
-        ws="none",
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=2,
-    )
-    server = uvicorn.Server(config)
     worker, scheduler = engine.worker("*", concurrency), engine.scheduler()
-    tasks = [
-        asyncio.create_task(server.serve()),
-        asyncio.create_task(worker.run()),
-        asyncio.create_task(scheduler.run()),
-    ]
+    tasks = [asyncio.create_task(worker.run()), asyncio.create_task(scheduler.run())]
     try:
-        async with asyncio.timeout(START_TIMEOUT):
-            while not server.started:
-                await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        loop = asyncio.get_running_loop()
-        box["server"] = LiveServer(f"http://127.0.0.1:{port}", engine, settings, loop)
-        box["stop"] = stop = asyncio.Event()
-        ready.set()
-        await stop.wait()
+        async with serving(create_app(settings, engine=engine), grace=2) as (_server, url):
+            box["server"] = LiveServer(url, engine, settings, asyncio.get_running_loop())
+            box["stop"] = stop = asyncio.Event()
+            ready.set()
+            await stop.wait()
     finally:
         worker.stop(force=True)
         scheduler.stop()
-        server.should_exit = True
         await asyncio.gather(*tasks)
         await engine.close()
