@@ -143,6 +143,9 @@ async def test_queues_pause_resume_and_counts_per_caller(api: Api) -> None:
     assert bad.status_code == 422
     r = await api.client.post("/api/v1/queues/mail/resume", headers=admin)
     assert r.json()["paused"] is False
+    r = await api.client.post("/api/v1/queues/never.used/resume", headers=admin)
+    assert r.status_code == 200 and r.json()["paused"] is False
+    assert r.json()["counts"]["queued"] == 0
     assert len(await api.engine.backend.claim("w", ["mail"], 10, 30)) == 2
 
 

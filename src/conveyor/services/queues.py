@@ -50,6 +50,14 @@ class QueueService:
         now = utcnow()
         return [_overview(name, name in paused, counts, now) for name in sorted(names)]
 
+    async def get(self, name: str) -> QueueOverview:
+        """One queue as everyone's overview shows it; a queue without jobs has zero counts."""
+        name = _checked(name)
+        for queue in await self.overview(None):
+            if queue.name == name:
+                return queue
+        return _overview(name, False, [], utcnow())
+
 
 def _checked(name: str) -> str:
     if not QUEUE_NAME.match(name):

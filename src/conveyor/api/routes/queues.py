@@ -6,7 +6,6 @@ from fastapi import APIRouter
 
 from conveyor.api.deps import AdminUser, Context, VerifiedUser, owner_scope
 from conveyor.api.schemas import QueueOut
-from conveyor.errors import NotFound
 from conveyor.services.queues import QueueOverview
 
 router = APIRouter(prefix="/api/v1/queues", tags=["queues"])
@@ -27,22 +26,15 @@ async def list_queues(user: VerifiedUser, ctx: Context) -> list[QueueOut]:
     return [_out(q) for q in await ctx.engine.queues.overview(owner_scope(user))]
 
 
-async def _one(ctx: Context, name: str) -> QueueOut:
-    for q in await ctx.engine.queues.overview(None):
-        if q.name == name:
-            return _out(q)
-    raise NotFound("no such queue", queue=name)  # pragma: no cover - a resume raced us
-
-
 @router.post("/{name}/pause")
 async def pause_queue(name: str, admin: AdminUser, ctx: Context) -> QueueOut:
     """Workers stop claiming from this queue (running jobs finish); it still accepts jobs."""
     await ctx.engine.queues.pause(name, by=admin.id)
-    return await _one(ctx, name)
+    return _out(await ctx.engine.queues.get(name))
 
 
 @router.post("/{name}/resume")
 async def resume_queue(name: str, _admin: AdminUser, ctx: Context) -> QueueOut:
     """Workers claim from this queue again, at once."""
     await ctx.engine.queues.resume(name)
-    return await _one(ctx, name)
+    return _out(await ctx.engine.queues.get(name))
