@@ -4,7 +4,9 @@ events in the outbox, shows a progress bar, and exits 0 when the job completed, 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,3 +42,20 @@ def test_enqueue_wait_exits_0_on_completion_and_1_on_failure(
     code, final, _ = enqueue_and_wait(cluster, tmp_path, '{"seconds": 0, "fail": true}')
     assert code == 1
     assert final["state"] == "failed" and "asked to fail" in final["error"]["message"]
+
+
+def test_ctrl_c_while_waiting_leaves_quietly(cluster: Cluster, tmp_path: Path) -> None:
+    settings = {"data_dir": str(tmp_path / "data"), "secret_key": "k" * 40}
+    waiting = subprocess.Popen(  # no worker: the job stays queued
+        [CONVEYOR, "enqueue", "noop", "--wait"], cwd=ROOT, env=cluster.env("enqueue", settings),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(3)  # started and following the outbox
+        waiting.send_signal(signal.SIGINT)
+        _out, err = waiting.communicate(timeout=20)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.wait(10)
+    assert waiting.returncode == 130 and "Traceback" not in err, err

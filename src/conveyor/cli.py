@@ -433,7 +433,10 @@ def enqueue(
         finally:
             await engine.close()
 
-    done = _run(main())
+    try:
+        done = _run(main())
+    except KeyboardInterrupt:  # Ctrl-C while waiting: the job goes on; no traceback
+        raise typer.Exit(130) from None
     if wait:
         typer.echo(json.dumps(outcome(done)))
         raise typer.Exit(0 if done.state is JobState.COMPLETED else 1)
