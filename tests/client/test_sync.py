@@ -154,11 +154,28 @@ def test_errors_are_typed_and_carry_the_code(server: LiveServer, ada: Login) -> 
         anonymous.login(ada.email, "wrong password")
 
 
-def test_api_key(server: LiveServer) -> None:
+def test_api_key_types_stats_and_progress(server: LiveServer) -> None:
     key = server.api_key(server.user("key@example.com"))
     with Client(server.url, api_key=key) as c:
-        job = c.submit("noop")
+        job = c.submit("sleep", {"seconds": 0, "steps": 2})
         assert c.wait(job.id, timeout=20).state is JobState.COMPLETED
+        assert c.progress(job.id) == Progress(percent=100, message="step 2/2")
+        sleep = next(t for t in c.job_types() if t.name == "sleep")
+        assert "seconds" in sleep.payload_schema["properties"]
+        assert c.stats()["totals"]["completed"] == 1
+
+
+def test_logout_ends_the_login_on_the_server(server: LiveServer, ada: Login) -> None:
+    issued: list[Tokens] = []
+    with signed_in(server, ada, on_tokens=issued.append) as c:
+        c.logout()
+        with pytest.raises(Unauthorized):
+            c.get("any")  # no credentials left
+    with (
+        Client(server.url, token="expired", refresh_token=kept) as old,
+        pytest.raises(Unauthorized),
+    ):
+        old.get("any")  # the refresh token was revoked
 
 
 def test_an_expired_access_token_is_refreshed_once(server: LiveServer, ada: Login) -> None:
