@@ -123,6 +123,12 @@ class QueueBackend(ABC):
     def _horizon(self) -> ColumnElement[Any] | None:
         """Events of transactions below this are all committed (None: no limit needed)."""
 
+    @abstractmethod
+    def _in_lock_order(self, pick: Sequence[ColumnElement[bool]]) -> ColumnElement[bool]:
+        """The rows of `pick`, for a write that changes several jobs rows: on PostgreSQL
+        locked first in one global order (`locked_in_id_order`). The write keeps its own
+        fence (state, worker, owner) as well."""
+
     async def _log(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
         await ev.record(conn, self._xid(), rows)
         if rows:
@@ -246,9 +252,10 @@ class QueueBackend(ABC):
             await conn.execute(
                 update(workers).where(workers.c.id == worker_id).values(last_heartbeat_at=now)
             )
+            mine = [jobs.c.worker_id == worker_id, jobs.c.state == JobState.RUNNING.value]
             result = await conn.execute(
                 update(jobs)
-                .where(jobs.c.worker_id == worker_id, jobs.c.state == JobState.RUNNING.value)
+                .where(self._in_lock_order(mine), *mine)
                 .values(lease_expires_at=now + timedelta(seconds=lease_s))
                 .returning(jobs.c.id)
             )
@@ -258,14 +265,15 @@ class QueueBackend(ABC):
         """Give running jobs back to the queue without spending their attempt (shutdown)."""
         if not job_ids:
             return set()
+        fence = [
+            jobs.c.id.in_(list(job_ids)),
+            jobs.c.worker_id == worker_id,
+            jobs.c.state == JobState.RUNNING.value,
+        ]
         async with self.db.write() as conn:
             result = await conn.execute(
                 update(jobs)
-                .where(
-                    jobs.c.id.in_(list(job_ids)),
-                    jobs.c.worker_id == worker_id,
-                    jobs.c.state == JobState.RUNNING.value,
-                )
+                .where(self._in_lock_order(fence), *fence)
                 .values(
                     state=JobState.QUEUED.value,
                     attempt=jobs.c.attempt - 1,
@@ -352,10 +360,11 @@ class QueueBackend(ABC):
         columns: Iterable[Any],
     ) -> Sequence[Row[Any]]:
         """Cancel the cancellable jobs among `guard`, tell them, and interrupt running ones."""
+        fence = [*guard, jobs.c.state.in_(_CANCELLABLE_VALUES)]
         rows = (
             await conn.execute(
                 update(jobs)
-                .where(*guard, jobs.c.state.in_(_CANCELLABLE_VALUES))
+                .where(self._in_lock_order(fence), *fence)
                 .values(state=JobState.CANCELLED.value, finished_at=now, lease_expires_at=None)
                 .returning(*columns)
             )
@@ -374,10 +383,11 @@ class QueueBackend(ABC):
         columns: Iterable[Any],
     ) -> Sequence[Row[Any]]:
         """Queue the failed or cancelled jobs among `guard` again, with fresh attempts."""
+        fence = [*guard, jobs.c.state.in_(_RETRYABLE_VALUES)]
         rows = (
             await conn.execute(
                 update(jobs)
-                .where(*guard, jobs.c.state.in_(_RETRYABLE_VALUES))
+                .where(self._in_lock_order(fence), *fence)
                 .values(
                     state=JobState.QUEUED.value,
                     attempt=0,
@@ -442,9 +452,8 @@ class QueueBackend(ABC):
                 return len(await self._cancel_where(conn, guard, now, _BULK_COLUMNS))
             if action == "retry":
                 return len(await self._retry_where(conn, guard, now, _BULK_COLUMNS))
-            result = await conn.execute(
-                delete(jobs).where(*guard, jobs.c.state.in_(_TERMINAL_VALUES))
-            )
+            fence = [*guard, jobs.c.state.in_(_TERMINAL_VALUES)]
+            result = await conn.execute(delete(jobs).where(self._in_lock_order(fence), *fence))
             return int(result.rowcount)
 
     async def set_state(self, job_id: str, target: JobState) -> JobRecord:
@@ -673,10 +682,12 @@ class QueueBackend(ABC):
             & (jobs.c.finished_at < failed_before)
         )
         while True:
-            victims = select(jobs.c.id).where(finished).limit(batch)
+            victims = jobs.c.id.in_(
+                select(jobs.c.id).where(finished).limit(batch).scalar_subquery()
+            )
             async with self.db.write() as conn:
                 result = await conn.execute(
-                    delete(jobs).where(jobs.c.id.in_(victims.scalar_subquery()))
+                    delete(jobs).where(self._in_lock_order([victims, finished]), finished)
                 )
                 if total == 0:
                     await conn.execute(
@@ -1010,6 +1021,21 @@ class _JobView:
     @classmethod
     def of(cls, row: dict[str, Any]) -> _JobView:
         return cls(row["id"], row["owner_id"], row["queue"], row["type"], 0, row["state"])
+
+
+def locked_in_id_order(pick: Sequence[ColumnElement[bool]]) -> ColumnElement[bool]:
+    """`jobs.id IN` the rows matching `pick`, locked first in id order by a CTE.
+
+    Every write that changes several jobs rows in one statement takes its row locks in this
+    one global order, so two such writes (a worker's heartbeat and its batched finish, a
+    bulk cancel, a release) wait for each other instead of deadlocking: without it each
+    locks rows in its own plan's order. FOR UPDATE under ORDER BY locks in the sorted
+    order. The caller keeps its fence on the outer statement as well: a row that changed
+    while we waited for its lock is re-checked there. (PostgreSQL's; SQLite has one writer
+    at a time and no row locks, so it needs no order.)
+    """
+    locked = select(jobs.c.id).where(*pick).order_by(jobs.c.id).with_for_update().cte("locked")
+    return jobs.c.id.in_(select(locked.c.id))
 
 
 @asynccontextmanager

@@ -21,7 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conveyor.domain.states import JobState
 from conveyor.errors import Unavailable
-from conveyor.store.backend import Callback, Leadership, Listener, QueueBackend, utcnow
+from conveyor.store.backend import (
+    Callback,
+    Leadership,
+    Listener,
+    QueueBackend,
+    locked_in_id_order,
+    utcnow,
+)
 from conveyor.store.database import (
     POSTGRES_SESSION,
     Database,
@@ -102,11 +109,23 @@ _FENCE = (
     "jobs.id = v.id AND jobs.state = 'running' AND jobs.worker_id = $1 AND jobs.attempt = v.attempt"
 )
 
+# A worker's rows, locked in id order before the batch changes them: every multi-row
+# write on jobs locks in this one order (see `locked_in_id_order` in backend.py), so a
+# finish and the same worker's heartbeat on another connection wait for each other
+# instead of deadlocking.
+_LOCK_MINE = """
+    SELECT id FROM jobs
+    WHERE id = ANY({ids}::text[]) AND state = 'running' AND worker_id = $1
+    ORDER BY id
+    FOR UPDATE
+"""
+
 _FINISH_TEMPLATE = """
-    WITH changed AS (
+    WITH locked AS ({lock}),
+    changed AS (
         UPDATE jobs SET {set}
-        FROM unnest({arrays}) AS v({columns})
-        WHERE {fence}
+        FROM locked, unnest({arrays}) AS v({columns})
+        WHERE jobs.id = locked.id AND {fence}
         RETURNING jobs.id, jobs.owner_id, jobs.queue, jobs.type, jobs.attempt, {data} AS data
     ),
     logged AS ({log})
@@ -119,7 +138,13 @@ def _finish_statement(kind: str, set_clause: str, arrays: str, columns: str, dat
         type=f"'{kind}'", state=f"'{_STATE_OF[kind]}'", data="c.data", at="$2", source="changed"
     )
     return _FINISH_TEMPLATE.format(
-        set=set_clause, arrays=arrays, columns=columns, fence=_FENCE, data=data, log=log
+        lock=_LOCK_MINE.format(ids="$3"),
+        set=set_clause,
+        arrays=arrays,
+        columns=columns,
+        fence=_FENCE,
+        data=data,
+        log=log,
     )
 
 
@@ -153,6 +178,10 @@ _FAIL = _finish_statement(
     "id, attempt, error, result",
     f"jsonb_strip_nulls(jsonb_build_object('error', {_ERROR_DATA}, 'result', v.result::jsonb))",
 )
+
+# A batch of several kinds is several statements in one transaction: it locks all its rows
+# first, or each statement's locks would be in order only among themselves.
+_LOCK_ALL = _LOCK_MINE.format(ids="$2")
 
 _ENQUEUE = """
     WITH inserted AS (
@@ -247,6 +276,9 @@ class PostgresBackend(QueueBackend):
 
     def _insert_pause(self) -> Any:
         return pg_insert(queue_pauses)
+
+    def _in_lock_order(self, pick: Sequence[ColumnElement[bool]]) -> ColumnElement[bool]:
+        return locked_in_id_order(pick)
 
     # ---- the hot path, on raw asyncpg ------------------------------------------------------
     async def _raw_pool(self) -> asyncpg.Pool:
@@ -349,6 +381,8 @@ class PostgresBackend(QueueBackend):
         accepted: set[str] = set()
         several = len({o.kind for o in outcomes}) > 1
         async with self._raw(transaction=several) as raw:
+            if several:  # several statements: all their rows locked first, in id order
+                await raw.execute(_LOCK_ALL, worker_id, [o.job_id for o in outcomes])
             for kind, statement in (("completed", _COMPLETE), ("retry", _RETRY), ("failed", _FAIL)):
                 chosen = [o for o in outcomes if o.kind == kind]
                 if not chosen:

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import aiosqlite
-from sqlalchemy import ColumnElement, Row, exists, func, literal, select
+from sqlalchemy import ColumnElement, Row, and_, exists, func, literal, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -189,6 +189,11 @@ class SqliteBackend(QueueBackend):
 
     def _insert_pause(self) -> Any:
         return sqlite_insert(queue_pauses)
+
+    def _in_lock_order(self, pick: Sequence[ColumnElement[bool]]) -> ColumnElement[bool]:
+        """Just the rows of `pick`: writers take turns (BEGIN IMMEDIATE), so no two wait on
+        each other's rows and no lock order is needed."""
+        return and_(*pick)
 
     async def claim(
         self,
