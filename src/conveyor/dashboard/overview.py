@@ -10,7 +10,6 @@ workers, charts) as HTML made by the same templates.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -35,6 +34,7 @@ from conveyor.services.workers import WorkerView
 from conveyor.store.events import Position
 
 router = APIRouter(prefix=PREFIX, route_class=DashboardRoute, include_in_schema=False)
+CHART_MINUTES = 60
 
 
 @dataclass
@@ -56,16 +56,14 @@ async def summary(engine: Engine, session: WebSession) -> Summary:
     for queue in queues:
         for state, count in queue.counts_by_state.items():
             totals[state.value] += count
-    end = formats.now()
-    points = await engine.backend.throughput(end - timedelta(minutes=60), scope)
-    series = charts.last_hour([charts.Minute(p.minute, p.completed, p.failed) for p in points], end)
+    series = await engine.jobs.throughput(CHART_MINUTES, scope)
     return Summary(
         totals=totals,
         queues=queues,
         workers=await engine.workers.alive(),
         throughput=charts.throughput_chart(series),
         failures=charts.failure_chart(series),
-        finished=sum(m.finished for m in series),
+        finished=sum(m.completed + m.failed for m in series),
         failed=sum(m.failed for m in series),
     )
 
