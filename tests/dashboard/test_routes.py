@@ -350,3 +350,25 @@ async def test_dashboard_without_a_slash_redirects(dash: Browserless) -> None:
     r = await dash.admin.get("/dashboard")
     assert r.status_code in (307, 308)
     assert r.headers["location"].endswith("/dashboard/")
+
+
+async def test_sign_in_attempts_are_rate_limited(db_url: str, tmp_path: Path) -> None:
+    """The dashboard's sign-in counts against the same per-IP budget as the API's."""
+    settings = api_settings(db_url, tmp_path, rate_limit_auth="3/minute")
+    async with running_api(settings) as api:
+        page = await api.client.get("/dashboard/login")
+        statuses = []
+        for _ in range(4):  # each answer is a fresh form with a fresh token
+            data = {
+                "login": ADMIN_EMAIL,
+                "password": "wrong-wrong",
+                "csrf_token": csrf_of(page.text),
+            }
+            r = await api.client.post("/dashboard/login", data=data)
+            statuses.append(r.status_code)
+            if r.status_code == 401:
+                page = r
+        assert statuses == [401, 401, 401, 429]
+        assert "too many requests" in r.text
+        api_login = {"email": ADMIN_EMAIL, "password": "admin-password-123"}
+        assert (await api.client.post("/api/v1/auth/login", json=api_login)).status_code == 429

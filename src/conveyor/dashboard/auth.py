@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Request, Response
 
+from conveyor.api.deps import limited
 from conveyor.dashboard.web import (
     LOGIN_COOKIE,
     PREFIX,
@@ -56,7 +57,7 @@ async def login_form(request: Request, sessions: Sessions, next: str | None = No
     return _login_page(request, sessions, next or "", None)
 
 
-@router.post("/login")
+@router.post("/login", dependencies=[limited("login")])  # shares the API's sign-in budget
 async def login(
     request: Request,
     sessions: Sessions,
@@ -100,7 +101,7 @@ def _signed_out(request: Request, text: str) -> Response:
     return response
 
 
-@router.post("/verify")
+@router.post("/verify", dependencies=[limited("otp")])
 async def verify(
     request: Request,
     session: AnySession,
@@ -117,7 +118,7 @@ async def verify(
     return response
 
 
-@router.post("/verify/resend")
+@router.post("/verify/resend", dependencies=[limited("otp")])
 async def resend(request: Request, session: AnySession, ctx: Context) -> Response:
     await ctx.accounts.resend_otp(session.user.email)
     response = redirect(f"{PREFIX}/")
