@@ -147,6 +147,12 @@ class JobService:
     async def get(self, job_id: str, owner_id: str | None = None) -> JobRecord:
         return await self.backend.get(job_id, owner_id)
 
+    async def get_many(
+        self, job_ids: Sequence[str], owner_id: str | None = None
+    ) -> list[JobRecord]:
+        """Many jobs in the order asked, in one query (not one per job: a batch of 500)."""
+        return await self.backend.get_many(job_ids, owner_id)
+
     async def cancel(self, job_id: str, owner_id: str | None = None) -> JobRecord:
         job = await self.backend.cancel(job_id, owner_id)
         log.info("cancelled", extra=job_fields(job.id, job.type, job.attempt))

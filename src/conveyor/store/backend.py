@@ -210,20 +210,22 @@ class QueueBackend(ABC):
     async def _existing_for(
         self, conn: AsyncConnection, dupes: Sequence[NewJob]
     ) -> dict[tuple[str, str], Enqueued]:
-        found: dict[tuple[str, str], Enqueued] = {}
+        """The stored jobs the duplicates' idempotency keys name, in one query."""
+        if not dupes:
+            return {}
+        keys: dict[str, set[str]] = {}
         for job in dupes:
-            row = (
-                await conn.execute(
-                    select(jobs.c.id, jobs.c.state).where(
-                        jobs.c.owner_id == job.owner_id,
-                        jobs.c.idempotency_key == job.idempotency_key,
-                    )
-                )
-            ).one()
-            found[(job.owner_id, job.idempotency_key or "")] = Enqueued(
-                row.id, False, JobState(row.state)
-            )
-        return found
+            keys.setdefault(job.owner_id, set()).add(job.idempotency_key or "")
+        named = [
+            (jobs.c.owner_id == owner) & jobs.c.idempotency_key.in_(sorted(wanted))
+            for owner, wanted in keys.items()
+        ]
+        query = select(jobs.c.id, jobs.c.state, jobs.c.owner_id, jobs.c.idempotency_key)
+        rows = (await conn.execute(query.where(or_(*named)))).all()
+        return {
+            (row.owner_id, row.idempotency_key): Enqueued(row.id, False, JobState(row.state))
+            for row in rows
+        }
 
     # ---- the worker's operations -------------------------------------------------------------
     @abstractmethod
@@ -325,6 +327,23 @@ class QueueBackend(ABC):
         if row is None:
             raise NotFound("no such job", job_id=job_id)
         return _job_record(row)
+
+    async def get_many(
+        self, job_ids: Sequence[str], owner_id: str | None = None
+    ) -> list[JobRecord]:
+        """The jobs of `job_ids`, in that order (repeats included), read in one query per
+        `_MANY` ids; NotFound names any that are missing or `owner_id`'s not."""
+        found: dict[str, JobRecord] = {}
+        unique = list(dict.fromkeys(job_ids))
+        async with self.db.read() as conn:
+            for start in range(0, len(unique), _MANY):
+                chunk = unique[start : start + _MANY]
+                query = select(jobs).where(*_scoped([jobs.c.id.in_(chunk)], owner_id))
+                found.update((row.id, _job_record(row)) for row in await conn.execute(query))
+        missing = [job_id for job_id in unique if job_id not in found]
+        if missing:
+            raise NotFound("no such job", job_id=missing[0], missing=len(missing))
+        return [found[job_id] for job_id in job_ids]
 
     async def cancel(self, job_id: str, owner_id: str | None = None) -> JobRecord:
         guard = _scoped([jobs.c.id == job_id], owner_id)
@@ -992,6 +1011,9 @@ class QueueBackend(ABC):
             return [(_must(row.fire_at), row.job_id) for row in await conn.execute(query)]
 
 
+# Ids per query of `get_many`: a whole batch (at most 1,000 jobs) is one query, well under
+# SQLite's and PostgreSQL's limits on bound parameters (32,766 and 32,767).
+_MANY = 1000
 _TERMINAL_VALUES = [JobState.COMPLETED.value, JobState.FAILED.value, JobState.CANCELLED.value]
 _CANCELLABLE_VALUES = sorted(s.value for s in CANCELLABLE)
 _RETRYABLE_VALUES = sorted(s.value for s in USER_RETRYABLE)

@@ -87,7 +87,7 @@ async def create_jobs(body: JobBatchCreate, user: SubmittingUser, ctx: Context) 
     if len(body.jobs) > ctx.settings.max_batch_size:
         raise InvalidInput(f"at most {ctx.settings.max_batch_size} jobs per batch")
     enqueued = await ctx.engine.jobs.submit_many([_submission(j) for j in body.jobs], user.id)
-    jobs = [await ctx.engine.jobs.get(e.id, user.id) for e in enqueued]
+    jobs = await ctx.engine.jobs.get_many([e.id for e in enqueued], user.id)
     return [_out(job, user) for job in jobs]
 
 
