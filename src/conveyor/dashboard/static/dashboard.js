@@ -173,12 +173,15 @@
       attempt.textContent = " attempt " + data.job.attempt;
       item.append(attempt);
     }
-    if (type === "progress" && data && data.data) {
-      const extra = document.createElement("span");
-      extra.className = "muted";
-      extra.textContent = " " + data.data.percent + " %" + (data.data.message ? " · " + data.data.message : "");
-      item.append(extra);
+    const extra = document.createElement("span");
+    extra.className = "muted";
+    const details = data && data.data;
+    if (type === "progress" && details) {
+      extra.textContent = " " + details.percent + " %" + (details.message ? " · " + details.message : "");
+    } else if (details && details.error) {
+      extra.textContent = " " + details.error.message;
     }
+    if (extra.textContent) item.append(extra);
     list.append(item);
   }
 
