@@ -64,15 +64,18 @@ async def test_wait_resumes_after_the_connection_drops(
         job = await c.submit("sleep", {"seconds": 1.0, "steps": 5})
         events: list[JobEvent] = []
 
+        cuts: list[int] = []
+
         def cut_once(progress: Progress) -> None:
-            if progress.percent == 20:
-                proxy.drop()
+            if not cuts:  # at the first report (quick ones may be coalesced: not always 20%)
+                cuts.append(progress.percent)
+                proxy.drop()  # the stream breaks in the middle of the job
 
         done = await c.wait(job.id, timeout=30, on_progress=cut_once, on_event=events.append)
         assert done.state is JobState.COMPLETED
         whole = [e async for e in c.watch(job.id, timeout=10)]
         assert [e.event_id for e in events] == [e.event_id for e in whole]
-        assert proxy.accepted >= 2
+        assert cuts and proxy.accepted >= 2
 
 
 async def test_concurrent_calls_refresh_the_token_once(server: LiveServer, ada: Login) -> None:

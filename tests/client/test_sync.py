@@ -111,13 +111,16 @@ def test_wait_resumes_after_the_connection_drops(
         job = c.submit("sleep", {"seconds": 1.0, "steps": 5})
         events: list[JobEvent] = []
 
+        cuts: list[int] = []
+
         def cut_once(progress: Progress) -> None:
-            if progress.percent == 20:
+            if not cuts:  # at the first report (quick ones may be coalesced: not always 20%)
+                cuts.append(progress.percent)
                 proxy.drop()  # the stream breaks in the middle of the job
 
         done = c.wait(job.id, timeout=30, on_progress=cut_once, on_event=events.append)
         assert done.state is JobState.COMPLETED
-        assert proxy.accepted >= 2  # a new connection after the cut
+        assert cuts and proxy.accepted >= 2  # a new connection after the cut
         whole = list(c.watch(job.id, timeout=10))  # the story from the start, uncut
         assert [e.event_id for e in events] == [e.event_id for e in whole]  # no gap, no repeat
         assert [e.type for e in whole][:2] == ["created", "started"]
