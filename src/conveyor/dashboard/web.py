@@ -236,7 +236,10 @@ class DashboardRoute(APIRoute):
 
 
 def _to_sign_in(request: Request, why: str | None = None) -> Response:
-    if wants_json(request) or request.method not in SAFE_METHODS:
+    """A page redirects to the sign-in form; a script's fetch, a stream (EventSource would
+    choke on an HTML page) and a form post get a plain 401."""
+    streaming = "text/event-stream" in request.headers.get("accept", "")
+    if wants_json(request) or streaming or request.method not in SAFE_METHODS:
         message = why or SignInRequired.__doc__ or ""
         return JSONResponse(error_body("unauthenticated", message.strip()), status_code=401)
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")

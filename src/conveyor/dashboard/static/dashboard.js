@@ -55,7 +55,11 @@
   function follow(url, onEvent) {
     const source = new EventSource(url);
     source.onopen = () => setLiveState("open", "Live");
-    source.onerror = () => setLiveState("error", "Reconnecting…");
+    source.onerror = () => {
+      // CLOSED: the server refused the stream (signed out, say); otherwise it reconnects.
+      if (source.readyState === EventSource.CLOSED) setLiveState("error", "Not live: reload the page");
+      else setLiveState("error", "Reconnecting…");
+    };
     EVENT_TYPES.forEach((type) => source.addEventListener(type, (message) => {
       let data = null;
       try { data = JSON.parse(message.data); } catch (e) { data = null; }
