@@ -182,6 +182,25 @@ async def test_bulk_retry_all_matching_failed_jobs(served: Served, browser: Brow
     assert (await engine.jobs.get(kept.id)).state is JobState.COMPLETED
 
 
+async def test_bulk_cancel_of_checked_rows(served: Served, browser: Browser) -> None:
+    engine = served.api.engine
+    jobs = [await engine.jobs.submit(Submission("noop", {}, run_at=_in_an_hour())) for _ in "abc"]
+    async with tab(browser, served.base) as t:
+        await t.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD)
+        await t.goto("/dashboard/jobs?state=scheduled")
+        for job in jobs[:2]:
+            await t.page.get_by_label(f"Select job {job.id}").check()
+        await expect(t.page.locator("[data-selected]")).to_have_text("2")
+        await t.page.get_by_role("button", name="Cancel", exact=True).click()
+        await t.page.get_by_role("button", name="Yes, cancel 2 jobs").click()
+        await expect(t.page.get_by_role("status")).to_have_text(
+            "Cancel: 2 matched, 2 changed, 0 skipped."
+        )
+        await expect(t.page.locator("tbody tr[data-job]")).to_have_count(1)  # still filtered
+    states = [(await engine.jobs.get(j.id)).state for j in jobs]
+    assert states == [JobState.CANCELLED, JobState.CANCELLED, JobState.SCHEDULED]
+
+
 async def test_cancel_a_scheduled_job_from_its_page(served: Served, browser: Browser) -> None:
     user_id = await _user(served, "sched@example.com")
     engine = served.api.engine
