@@ -372,3 +372,17 @@ async def test_sign_in_attempts_are_rate_limited(db_url: str, tmp_path: Path) ->
         assert "too many requests" in r.text
         api_login = {"email": ADMIN_EMAIL, "password": "admin-password-123"}
         assert (await api.client.post("/api/v1/auth/login", json=api_login)).status_code == 429
+
+
+async def test_sign_out_everywhere(dash: Browserless) -> None:
+    one, csrf, _ = await _user(dash, "every@example.com")
+    two = await dash.client()
+    await sign_in(two, "every@example.com", PASSWORD)
+    login = {"email": "every@example.com", "password": PASSWORD}
+    tokens = (await dash.api.client.post("/api/v1/auth/login", json=login)).json()
+    r = await one.post("/dashboard/logout-everywhere", data={"csrf_token": csrf})
+    assert r.status_code == 303
+    assert (await two.get("/dashboard/jobs")).status_code == 303  # the other browser too
+    body = {"refresh_token": tokens["refresh_token"]}
+    refresh = await dash.api.client.post("/api/v1/auth/refresh", json=body)
+    assert refresh.status_code == 401  # and the API session
