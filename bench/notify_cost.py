@@ -1,0 +1,80 @@
+"""What the debounced events NOTIFY costs PostgreSQL's hot path, A/B in one process.
+
+`python -m bench.notify_cost [--jobs 5000] [--rounds 4]`: a fresh database; each round
+enqueues `--jobs` no-op jobs in batches, then two claimers drain them (claim 64, finish them
+completed, repeat) while a reader holds the event wake-ups open (as a relay does). Rounds
+alternate between the NOTIFY on (as shipped) and off (the method patched out), so load from
+other processes on the machine falls on both alike. Prints jobs/s per round and the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+import uuid
+
+import asyncpg
+
+from conveyor.store.database import Database
+from conveyor.store.factory import open_backend
+from conveyor.store.migrate import migrate
+from conveyor.store.postgres import PostgresBackend
+from conveyor.store.records import NewJob, Outcome
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+async def drain(backend: PostgresBackend, worker: str) -> int:
+    done = 0
+    while claimed := await backend.claim(worker, ["bench"], 64, 60):
+        outcomes = [Outcome(c.id, c.attempt, "completed", result=None) for c in claimed]
+        done += len(await backend.finish(worker, outcomes))
+    return done
+
+
+async def one_round(backend: PostgresBackend, jobs: int) -> float:
+    for start in range(0, jobs, 500):
+        batch = [NewJob(type="noop", payload={}, queue="bench") for _ in range(start, start + 500)]
+        await backend.enqueue(batch)
+    began = time.perf_counter()
+    done = sum(await asyncio.gather(drain(backend, "a"), drain(backend, "b")))
+    return done / (time.perf_counter() - began)
+
+
+async def main(jobs: int, rounds: int) -> None:
+    name = f"bench_notify_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(PG_ADMIN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    shipped = PostgresBackend._tell_other_processes
+    figures: dict[str, list[float]] = {"on": [], "off": []}
+    try:
+        await migrate(Database(url))
+        backend = open_backend(url)
+        assert isinstance(backend, PostgresBackend)
+        async with backend.event_wakeups():
+            for index in range(2 * rounds):
+                variant = "on" if index % 2 == 0 else "off"
+                PostgresBackend._tell_other_processes = (  # type: ignore[method-assign]
+                    shipped if variant == "on" else lambda self: None
+                )
+                rate = await one_round(backend, jobs)
+                figures[variant].append(rate)
+                print(f"round {index + 1}: NOTIFY {variant}: {rate:,.0f} jobs/s")
+        await backend.close()
+    finally:
+        PostgresBackend._tell_other_processes = shipped  # type: ignore[method-assign]
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+    for variant, rates in figures.items():
+        print(f"NOTIFY {variant}: median {statistics.median(rates):,.0f} jobs/s")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--jobs", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=4)
+    args = parser.parse_args()
+    asyncio.run(main(args.jobs, args.rounds))
