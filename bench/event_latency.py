@@ -15,17 +15,15 @@ import asyncio
 import contextlib
 import json
 import tempfile
-import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import aio_pika
-import asyncpg
 import httpx
-import uvicorn
+from tests.support.serving import serving
 
+from bench.scratch_db import scratch_database
 from conveyor.api.app import create_app
 from conveyor.events import Relay
 from conveyor.events.rabbitmq import EXCHANGE, RabbitMQSink
@@ -37,7 +35,6 @@ from conveyor.store.database import Database
 from conveyor.store.migrate import migrate
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 ADMIN = ("admin@example.com", "admin-password-123")
 
 
@@ -52,34 +49,21 @@ def age_ms(at: str) -> float:
     return (datetime.now(UTC) - sent).total_seconds() * 1000
 
 
-@contextlib.asynccontextmanager
-async def database(kind: str, workdir: Path) -> AsyncIterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite:///{workdir / 'bench.db'}"
-        return
-    name = f"bench_events_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(PG_ADMIN)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+class Arrivals:
+    """Each consumer's event ages; `all_in` is set once each has seen `want` events."""
+
+    def __init__(self, want: int) -> None:
+        self.want = want
+        self.ages: dict[str, list[float]] = {"sse": [], "rabbitmq": []}
+        self.all_in = asyncio.Event()
+
+    def add(self, consumer: str, at: str) -> None:
+        self.ages[consumer].append(age_ms(at))
+        if min(len(ages) for ages in self.ages.values()) >= self.want:
+            self.all_in.set()
 
 
-async def serve(settings: Settings, engine: Engine) -> tuple[uvicorn.Server, asyncio.Task[None]]:
-    config = uvicorn.Config(
-        create_app(settings, engine=engine), host="127.0.0.1", port=0, lifespan="on",
-        ws="none", log_config=None, access_log=False, timeout_graceful_shutdown=2,
-    )  # fmt: skip
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    return server, task
-
-
-async def follow_sse(base: str, token: str, got: list[float], ready: asyncio.Event) -> None:
+async def follow_sse(base: str, token: str, got: Arrivals, ready: asyncio.Event) -> None:
     headers = {"Accept": "text/event-stream", "Authorization": f"Bearer {token}"}
     async with (
         httpx.AsyncClient(base_url=base, timeout=None, trust_env=False) as client,
@@ -88,10 +72,10 @@ async def follow_sse(base: str, token: str, got: list[float], ready: asyncio.Eve
         ready.set()
         async for line in response.aiter_lines():
             if line.startswith("data:"):
-                got.append(age_ms(json.loads(line[5:])["at"]))
+                got.add("sse", json.loads(line[5:])["at"])
 
 
-async def follow_amqp(prefix: str, got: list[float], ready: asyncio.Event) -> None:
+async def follow_amqp(prefix: str, got: Arrivals, ready: asyncio.Event) -> None:
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
         channel = await connection.channel()
@@ -103,14 +87,14 @@ async def follow_amqp(prefix: str, got: list[float], ready: asyncio.Event) -> No
         ready.set()
         async with queue.iterator() as messages:
             async for message in messages:
-                got.append(age_ms(json.loads(message.body)["at"]))
+                got.add("rabbitmq", json.loads(message.body)["at"])
                 await message.ack()
 
 
 async def run(kind: str, jobs: int) -> dict[str, tuple[float, float, int]]:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        async with database(kind, workdir) as url:
+        async with scratch_database(kind, workdir, "bench_events") as url:
             await migrate(Database(url))
             prefix = f"bench-{uuid.uuid4().hex[:8]}."
             settings = Settings(
@@ -125,24 +109,40 @@ async def run(kind: str, jobs: int) -> dict[str, tuple[float, float, int]]:
 
 async def measure(settings: Settings, jobs: int) -> dict[str, tuple[float, float, int]]:
     engine = await Engine.open(settings)
-    server, serving = await serve(settings, engine)
-    base = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    try:
+        async with serving(create_app(settings, engine=engine), grace=2) as (_server, base):
+            arrivals = await follow(engine, base, jobs)
+    finally:
+        await engine.close()
+    return {
+        name: (percentile(got, 0.5), percentile(got, 0.99), len(got))
+        for name, got in arrivals.ages.items()
+    }
+
+
+async def admin_token(base: str) -> str:
     async with httpx.AsyncClient(base_url=base, trust_env=False) as client:
         login = await client.post(
             "/api/v1/auth/login", json={"email": ADMIN[0], "password": ADMIN[1]}
         )
-        token = login.json()["access_token"]
+    token: str = login.json()["access_token"]
+    return token
+
+
+async def follow(engine: Engine, base: str, jobs: int) -> Arrivals:
+    """Submit `jobs` jobs 20 ms apart and collect each event's age at each consumer."""
+    settings = engine.settings
     worker = engine.worker(concurrency=4)
-    relay = Relay(engine.backend, [RabbitMQSink(AMQP_URL, prefix=settings.amqp_prefix)],
-                  relay_config(settings))  # fmt: skip
-    sse: list[float] = []
-    amqp: list[float] = []
+    sink = RabbitMQSink(AMQP_URL, prefix=settings.amqp_prefix)
+    relay = Relay(engine.backend, [sink], relay_config(settings))
+    arrivals = Arrivals(3 * jobs)  # created, started, completed
     ready = [asyncio.Event(), asyncio.Event()]
+    token = await admin_token(base)
     tasks = [
         asyncio.create_task(worker.run()),
         asyncio.create_task(relay.run()),
-        asyncio.create_task(follow_sse(base, token, sse, ready[0])),
-        asyncio.create_task(follow_amqp(settings.amqp_prefix, amqp, ready[1])),
+        asyncio.create_task(follow_sse(base, token, arrivals, ready[0])),
+        asyncio.create_task(follow_amqp(settings.amqp_prefix, arrivals, ready[1])),
     ]
     try:
         for flag in ready:
@@ -151,22 +151,16 @@ async def measure(settings: Settings, jobs: int) -> dict[str, tuple[float, float
         for i in range(jobs):
             await engine.jobs.submit(Submission(type="noop", payload={"i": i}))
             await asyncio.sleep(0.02)
-        deadline = time.monotonic() + 30
-        while min(len(sse), len(amqp)) < 3 * jobs and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(30):
+                await arrivals.all_in.wait()
     finally:
         worker.stop(force=True)
         relay.stop()
         for task in tasks[2:]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        server.should_exit = True
-        await serving
-        await engine.close()
-    return {
-        name: (percentile(got, 0.5), percentile(got, 0.99), len(got))
-        for name, got in (("sse", sse), ("rabbitmq", amqp))
-    }
+    return arrivals
 
 
 def main() -> None:

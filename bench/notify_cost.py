@@ -13,17 +13,14 @@ import argparse
 import asyncio
 import statistics
 import time
-import uuid
+from pathlib import Path
 
-import asyncpg
-
+from bench.scratch_db import scratch_database
 from conveyor.store.database import Database
 from conveyor.store.factory import open_backend
 from conveyor.store.migrate import migrate
 from conveyor.store.postgres import PostgresBackend
 from conveyor.store.records import NewJob, Outcome
-
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 async def drain(backend: PostgresBackend, worker: str) -> int:
@@ -44,10 +41,13 @@ async def one_round(backend: PostgresBackend, jobs: int) -> float:
 
 
 async def main(jobs: int, rounds: int) -> None:
-    name = f"bench_notify_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(PG_ADMIN)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    async with scratch_database("postgres", Path(), "bench_notify") as url:
+        figures = await compare(url, jobs, rounds)
+    for variant, rates in figures.items():
+        print(f"NOTIFY {variant}: median {statistics.median(rates):,.0f} jobs/s")
+
+
+async def compare(url: str, jobs: int, rounds: int) -> dict[str, list[float]]:
     shipped = PostgresBackend._tell_other_processes
     figures: dict[str, list[float]] = {"on": [], "off": []}
     try:
@@ -66,10 +66,7 @@ async def main(jobs: int, rounds: int) -> None:
         await backend.close()
     finally:
         PostgresBackend._tell_other_processes = shipped  # type: ignore[method-assign]
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-    for variant, rates in figures.items():
-        print(f"NOTIFY {variant}: median {statistics.median(rates):,.0f} jobs/s")
+    return figures
 
 
 if __name__ == "__main__":
