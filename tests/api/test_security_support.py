@@ -30,6 +30,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.routing import Mount, Route
 
 from conveyor.api.app import create_app
+from conveyor.dashboard.web import DashboardRoute
 from conveyor.runtime import Engine
 from conveyor.settings import Settings
 from tests.api.conftest import Api
@@ -69,6 +70,9 @@ DOCS_PATHS = frozenset(
     }
 )
 STATIC_MOUNTS = frozenset({"/static/api-docs"})
+# The dashboard's pages use a session cookie, not a bearer token: tests/dashboard/
+# test_inventory.py walks its routes the same way and checks them for sessions and CSRF.
+DASHBOARD_PREFIX = "/dashboard"
 _PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
 
 
@@ -109,7 +113,7 @@ def api_routes(settings: Settings) -> list[Endpoint]:
     found: list[Endpoint] = []
     for context in iter_route_contexts(app.routes):
         route = context.original_route
-        if isinstance(route, APIRoute):
+        if isinstance(route, APIRoute) and not isinstance(route, DashboardRoute):
             assert context.path is not None
             body = context.body_field
             needs_body = body is not None and bool(body.field_info.is_required())
@@ -117,8 +121,13 @@ def api_routes(settings: Settings) -> list[Endpoint]:
                 Endpoint(method, context.path, context.dependant, needs_body)
                 for method in sorted(context.methods or ())
             )
-        elif (isinstance(route, Route) and context.path in DOCS_PATHS) or (
-            isinstance(route, Mount) and route.path in STATIC_MOUNTS
+        elif (
+            (isinstance(route, Route) and context.path in DOCS_PATHS)
+            or (isinstance(route, Mount) and route.path in STATIC_MOUNTS)
+            or (
+                isinstance(route, DashboardRoute | Mount)
+                and (context.path or route.path).startswith(DASHBOARD_PREFIX)
+            )
         ):
             continue
         else:
