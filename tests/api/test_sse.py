@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
+from conveyor.api import sse
 from conveyor.api.app import create_app
-from conveyor.api.routes import events as event_routes
 from conveyor.runtime import Engine
 from conveyor.services.events import EventFeed, Scope, _largest
 from conveyor.services.jobs import Submission
@@ -239,7 +239,7 @@ async def test_users_see_only_their_own_events_and_admins_see_all(live: Api) -> 
 async def test_a_quiet_stream_sends_keep_alive_comments(
     live: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(event_routes, "KEEPALIVE_S", 0.1)
+    monkeypatch.setattr(sse, "KEEPALIVE_S", 0.1)
     headers = await live.user("ada@example.com")
     async with (
         live.client.stream("GET", "/api/v1/events", headers=headers) as response,

@@ -15,7 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from conveyor.api.routes.events import POSITION_PATTERN, _stream
+from conveyor.api.sse import POSITION_PATTERN, event_stream
 from conveyor.dashboard import charts, formats
 from conveyor.dashboard.web import (
     PREFIX,
@@ -112,4 +112,4 @@ async def events(
     feed = EventFeed(ctx.engine.backend)
     resume = request.headers.get("last-event-id") or after
     start = Position.parse(resume) if resume else await feed.head(scope.owner_id)
-    return _stream(request, feed, scope, start, until_terminal=False)
+    return event_stream(request, feed, scope, start, until_terminal=False)

@@ -10,26 +10,18 @@ documentation.
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator
-from contextlib import aclosing
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel
+from fastapi.responses import JSONResponse
 
 from conveyor.api.deps import Context, VerifiedUser, owner_scope
 from conveyor.api.errors import error_body
-from conveyor.services.events import TERMINAL_EVENTS, EventFeed, Scope
-from conveyor.store.events import Event, Position
+from conveyor.api.sse import POSITION_PATTERN, event_stream
+from conveyor.services.events import EventFeed, Scope
+from conveyor.store.events import Position
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
-
-KEEPALIVE_S = 15.0  # a comment this often keeps proxies from closing an idle stream
-POSITION_PATTERN = r"^\d{1,20}(\.\d{1,20})?$"
-HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy buffering
 
 LastEventId = Annotated[
     str | None,
@@ -39,48 +31,6 @@ After = Annotated[
     str | None,
     Query(pattern=POSITION_PATTERN, description="Start after this position (`id` of an event)."),
 ]
-
-
-class EventJob(BaseModel):
-    id: str
-    type: str
-    queue: str
-    state: str
-    attempt: int
-
-
-class EventMessage(BaseModel):
-    """The `data` of one message. `event_id` is the message's `id`, for clients that read
-    only the data (it is also what `?after=` takes)."""
-
-    event_id: str
-    type: str
-    job: EventJob
-    data: dict[str, Any] | None
-    at: datetime
-
-    @classmethod
-    def of(cls, event: Event) -> EventMessage:
-        job = EventJob(
-            id=event.job_id,
-            type=event.job_type,
-            queue=event.queue,
-            state=event.state,
-            attempt=event.attempt,
-        )
-        return cls(
-            event_id=str(event.position),
-            type=event.type,
-            job=job,
-            data=event.data,
-            at=event.created_at,
-        )
-
-
-def sse_message(event: Event) -> str:
-    """One SSE message; the JSON is on one line, so it needs one `data:` field."""
-    data = EventMessage.of(event).model_dump_json()
-    return f"id: {event.position}\nevent: {event.type}\ndata: {data}\n\n"
 
 
 @router.get("/jobs/{job_id}/events", include_in_schema=False)
@@ -97,14 +47,14 @@ async def job_events(
     ends after a terminal event unless `follow=true`. A client resuming after the end gets
     204, which tells a browser's EventSource to stop reconnecting."""
     job = await ctx.engine.jobs.get(job_id, owner_scope(user))  # another user's: 404 first
-    if not _accepts_stream(request):
+    if not _acceptsevent_stream(request):
         return _not_acceptable()
     feed = EventFeed(ctx.engine.backend)
     scope = Scope(owner_scope(user), job.id)
     start = _start(last_event_id, after)
     if start is not None and not follow and await feed.story_told(job, start, scope):
         return Response(status_code=status.HTTP_204_NO_CONTENT)
-    return _stream(request, feed, scope, start or Position(), until_terminal=not follow)
+    return event_stream(request, feed, scope, start or Position(), until_terminal=not follow)
 
 
 @router.get("/events", include_in_schema=False)
@@ -117,15 +67,15 @@ async def events(
 ) -> Response:
     """Every change to the caller's jobs (an admin's: everyone's) from now on, or after
     `Last-Event-ID` / `after`. It never ends by itself."""
-    if not _accepts_stream(request):
+    if not _acceptsevent_stream(request):
         return _not_acceptable()
     feed = EventFeed(ctx.engine.backend)
     scope = Scope(owner_scope(user))
     start = _start(last_event_id, after) or await feed.head(scope.owner_id)
-    return _stream(request, feed, scope, start, until_terminal=False)
+    return event_stream(request, feed, scope, start, until_terminal=False)
 
 
-def _accepts_stream(request: Request) -> bool:
+def _acceptsevent_stream(request: Request) -> bool:
     """Streams go only to clients that ask for one (EventSource always does). Anything else
     (curl without -H, a generic HTTP client, a route-walking test) would wait forever for the
     end of a body that has none; it gets a 406 that says what to send."""
@@ -141,32 +91,3 @@ def _start(last_event_id: str | None, after: str | None) -> Position | None:
     """The header wins: a reconnecting EventSource sends it along with the first URL."""
     text = last_event_id or after
     return Position.parse(text) if text else None
-
-
-def _stream(
-    request: Request, feed: EventFeed, scope: Scope, start: Position, *, until_terminal: bool
-) -> StreamingResponse:
-    body = _messages(request, feed, scope, start, until_terminal)
-    return StreamingResponse(body, media_type="text/event-stream", headers=HEADERS)
-
-
-async def _messages(
-    request: Request, feed: EventFeed, scope: Scope, start: Position, until_terminal: bool
-) -> AsyncIterator[str]:
-    """Messages until the client goes away (or the job's end, if `until_terminal`), with a
-    keep-alive comment whenever the stream has been quiet for `KEEPALIVE_S`."""
-    quiet_since = time.monotonic()
-    async with aclosing(feed.tail(start, scope)) as batches:
-        async for batch in batches:
-            if await request.is_disconnected():
-                return
-            for event in batch:
-                yield sse_message(event)
-                if until_terminal and event.type in TERMINAL_EVENTS:
-                    return
-            now = time.monotonic()
-            if batch:
-                quiet_since = now
-            elif now - quiet_since >= KEEPALIVE_S:
-                quiet_since = now
-                yield ": keep-alive\n\n"

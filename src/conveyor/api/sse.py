@@ -1,0 +1,98 @@
+"""Server-sent events from the outbox, shared by the doors that stream them (the API's
+`/api/v1/.../events` routes and the dashboard's cookie-authenticated stream).
+
+Each message is `id: <position>` (`"xid.id"`, what a client sends back to resume),
+`event: <type>` and one line of JSON `data` (`EventMessage`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from datetime import datetime
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
+from conveyor.services.events import TERMINAL_EVENTS, EventFeed, Scope
+from conveyor.store.events import Event, Position
+
+KEEPALIVE_S = 15.0  # a comment this often keeps proxies from closing an idle stream
+POSITION_PATTERN = r"^\d{1,20}(\.\d{1,20})?$"
+HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy buffering
+
+
+class EventJob(BaseModel):
+    id: str
+    type: str
+    queue: str
+    state: str
+    attempt: int
+
+
+class EventMessage(BaseModel):
+    """The `data` of one message. `event_id` is the message's `id`, for clients that read
+    only the data (it is also what `?after=` takes)."""
+
+    event_id: str
+    type: str
+    job: EventJob
+    data: dict[str, Any] | None
+    at: datetime
+
+    @classmethod
+    def of(cls, event: Event) -> EventMessage:
+        job = EventJob(
+            id=event.job_id,
+            type=event.job_type,
+            queue=event.queue,
+            state=event.state,
+            attempt=event.attempt,
+        )
+        return cls(
+            event_id=str(event.position),
+            type=event.type,
+            job=job,
+            data=event.data,
+            at=event.created_at,
+        )
+
+
+def sse_message(event: Event) -> str:
+    """One SSE message; the JSON is on one line, so it needs one `data:` field."""
+    data = EventMessage.of(event).model_dump_json()
+    return f"id: {event.position}\nevent: {event.type}\ndata: {data}\n\n"
+
+
+def event_stream(
+    request: Request, feed: EventFeed, scope: Scope, start: Position, *, until_terminal: bool
+) -> StreamingResponse:
+    """The outbox from `start` on as an SSE response, for any door that authenticated the
+    caller and scoped the feed (the API's routes, the dashboard)."""
+    body = _messages(request, feed, scope, start, until_terminal)
+    return StreamingResponse(body, media_type="text/event-stream", headers=HEADERS)
+
+
+async def _messages(
+    request: Request, feed: EventFeed, scope: Scope, start: Position, until_terminal: bool
+) -> AsyncIterator[str]:
+    """Messages until the client goes away (or the job's end, if `until_terminal`), with a
+    keep-alive comment whenever the stream has been quiet for `KEEPALIVE_S`."""
+    quiet_since = time.monotonic()
+    async with aclosing(feed.tail(start, scope)) as batches:
+        async for batch in batches:
+            if await request.is_disconnected():
+                return
+            for event in batch:
+                yield sse_message(event)
+                if until_terminal and event.type in TERMINAL_EVENTS:
+                    return
+            now = time.monotonic()
+            if batch:
+                quiet_since = now
+            elif now - quiet_since >= KEEPALIVE_S:
+                quiet_since = now
+                yield ": keep-alive\n\n"
