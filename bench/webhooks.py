@@ -74,14 +74,15 @@ async def dispatch(url: str, events: int) -> dict[str, float]:
     from conveyor.events import schema
     from conveyor.events.webhooks import DispatchConfig, Dispatcher
     from conveyor.net import FetchPolicy
+    from conveyor.net.signing import SecretKeys
     from conveyor.store import events as ev
     from conveyor.store.webhooks import WebhookStore
 
     backend = open_backend(url)
-    store = WebhookStore(backend.db)
+    store = WebhookStore(backend.db, SecretKeys("bench-secret-key"))
     server, port, seen = await receiver()
     try:
-        await store.create("bench", f"http://127.0.0.1:{port}/hook", ["*"], "whsec_bench")
+        await store.create("bench", f"http://127.0.0.1:{port}/hook", ["*"])
         await backend.enqueue(
             [NewJob(type="noop", payload={"i": i}, owner_id="bench") for i in range(events)]
         )

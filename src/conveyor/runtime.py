@@ -11,6 +11,7 @@ from conveyor.events.relay import Relay
 from conveyor.events.setup import relay_config, sinks_from_settings
 from conveyor.mail import backend_from_url
 from conveyor.net import FetchPolicy
+from conveyor.net.signing import SecretKeys
 from conveyor.scheduler.scheduler import Scheduler, SchedulerConfig
 from conveyor.services.accounts import AccountService
 from conveyor.services.jobs import JobService
@@ -56,8 +57,9 @@ class Engine:
         except BaseException:
             await backend.close()
             raise
+        keys = SecretKeys(settings.resolved_secret_key())
         webhooks = WebhookService(
-            WebhookStore(backend.db), backend, FetchPolicy.from_settings(settings)
+            WebhookStore(backend.db, keys), backend, FetchPolicy.from_settings(settings)
         )
         jobs = JobService(backend, registry)
         jobs.check_callbacks = webhooks.check_callbacks

@@ -27,7 +27,7 @@ from conveyor.events.relay import Relay
 from conveyor.events.setup import webhook_sink
 from conveyor.events.webhooks import DispatchConfig, backoff, retry_after
 from conveyor.net import Resolver
-from conveyor.net.signing import verify
+from conveyor.net.signing import SecretKeys, verify
 from conveyor.runtime import Engine
 from conveyor.store import events as ev
 from conveyor.store.backend import QueueBackend
@@ -45,6 +45,7 @@ FAST = {
     "webhook_max_attempts": 5,
     "webhook_timeout": 5.0,
 }
+KEY = "a-secret-key-for-the-relay-processes"  # their SECRET_KEY: it derives the secrets
 
 
 class Receiver:
@@ -422,12 +423,11 @@ async def test_a_killed_relay_adds_no_duplicate_rows_and_the_next_one_delivers_a
     settings = {
         "allow_private_urls": "true", "relay_batch": "10", "relay_poll_interval": "0.05",
         "relay_lease_seconds": "1", "webhook_timeout": "2", "webhook_poll_interval": "0.05",
-        "webhook_backoff_initial": "0.05", "webhook_backoff_max": "0.2",
+        "webhook_backoff_initial": "0.05", "webhook_backoff_max": "0.2", "secret_key": KEY,
     }  # fmt: skip
-    store = WebhookStore(backend.db)
+    store = WebhookStore(backend.db, SecretKeys(KEY))
     async with receiving(delay=0.02) as server:
-        secret = "whsec_a-test-secret-of-some-length"
-        await store.create("system", f"http://127.0.0.1:{server.port}/hook", ["*"], secret)
+        _, secret = await store.create("system", f"http://127.0.0.1:{server.port}/hook", ["*"])
         await finished_jobs(backend, 40)  # 120 events: created, started, completed
         first = cluster.spawn("results-1", ["results"], settings)
         await eventually(lambda: len(server.seen) >= 30, timeout=60, what="some deliveries")
@@ -458,11 +458,11 @@ async def test_two_relay_processes_send_each_delivery_once(
 ) -> None:
     settings = {
         "allow_private_urls": "true", "relay_poll_interval": "0.05",
-        "webhook_poll_interval": "0.05", "webhook_concurrency": "8",
+        "webhook_poll_interval": "0.05", "webhook_concurrency": "8", "secret_key": KEY,
     }  # fmt: skip
-    store = WebhookStore(backend.db)
+    store = WebhookStore(backend.db, SecretKeys(KEY))
     async with receiving(delay=0.01) as server:
-        await store.create("system", f"http://127.0.0.1:{server.port}/hook", ["*"], "whsec_x")
+        await store.create("system", f"http://127.0.0.1:{server.port}/hook", ["*"])
         cluster.spawn("results-1", ["results"], settings)
         cluster.spawn("results-2", ["results"], settings)
         await asyncio.sleep(1.0)  # both up: one fans out, both send
@@ -481,8 +481,8 @@ async def test_two_relay_processes_send_each_delivery_once(
 async def test_finished_deliveries_are_pruned_after_retention_and_pending_ones_kept(
     backend: QueueBackend,
 ) -> None:
-    store = WebhookStore(backend.db)
-    await store.create("system", "http://127.0.0.1:9/a", ["*"], "whsec_x")
+    store = WebhookStore(backend.db, SecretKeys(KEY))
+    await store.create("system", "http://127.0.0.1:9/a", ["*"])
     await finished_jobs(backend, 3)
     events = await created_events_of(backend, 9)
     assert await store.fan_out(events, lambda e: b"{}") == 9

@@ -10,6 +10,7 @@ from conveyor.events.config import RelayConfig
 from conveyor.events.sinks import Sink
 from conveyor.events.webhooks import DispatchConfig, Dispatcher, WebhookSink
 from conveyor.net import FetchPolicy, Resolver
+from conveyor.net.signing import SecretKeys
 from conveyor.settings import Settings
 from conveyor.store.database import Database
 from conveyor.store.webhooks import WebhookStore
@@ -38,7 +39,7 @@ def webhook_sink(settings: Settings, db: Database, resolver: Resolver | None = N
         poll_interval=settings.webhook_poll_interval,
         retention=settings.webhook_retention_seconds,
     )
-    store = WebhookStore(db)
+    store = WebhookStore(db, SecretKeys(settings.resolved_secret_key()))
     policy = FetchPolicy.from_settings(settings)
     return WebhookSink(store, Dispatcher(store, policy, config, resolver))
 

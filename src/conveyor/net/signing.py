@@ -8,18 +8,42 @@ what lets a receiver refuse a replayed request: an old ``t`` cannot be swapped f
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import json
 import secrets
 import time
 
 SIGNATURE_TOLERANCE = 300
 SECRET_PREFIX = "whsec_"
+WEBHOOK = "webhook"  # purposes of derived secrets: a subscription's, keyed by its id
+CALLBACK = "callback"  # and a user's job-callback secret, keyed by the owner id
 
 
-def new_secret() -> str:
-    """A fresh signing secret (256 bits), shown to its owner once."""
-    return SECRET_PREFIX + secrets.token_urlsafe(32)
+def new_nonce() -> str:
+    """A fresh per-row nonce (256 bits): what the database keeps instead of a secret."""
+    return secrets.token_urlsafe(32)
+
+
+class SecretKeys:
+    """Signing secrets derived from the server key, so the database never holds one.
+
+    A secret is HMAC-SHA256(key, purpose, row id, nonce), `key` itself an HMAC of the
+    SECRET_KEY under a label of its own (the same key never signs tokens and secrets). The row
+    keeps only the random nonce: a leaked database or backup cannot forge a signature without
+    the SECRET_KEY, rotation is a new nonce, and changing the SECRET_KEY changes every secret.
+    The purpose and row id under the MAC mean a nonce copied to another row derives nothing
+    that row's receiver accepts.
+    """
+
+    def __init__(self, secret_key: str) -> None:
+        self._key = hmac.new(secret_key.encode(), b"conveyor.signing-secrets", hashlib.sha256)
+
+    def derive(self, purpose: str, row_id: str, nonce: str) -> str:
+        mac = self._key.copy()
+        mac.update(json.dumps([purpose, row_id, nonce]).encode())  # unambiguous framing
+        return SECRET_PREFIX + base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode()
 
 
 def sign(secret: str, body: bytes, timestamp: int) -> str:

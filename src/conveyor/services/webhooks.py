@@ -2,7 +2,8 @@
 
 A target URL is checked when it is given (scheme, port, and every address its host resolves
 to, under the SSRF policy) and again by the dispatcher at every attempt, since DNS may have
-changed since. Signing secrets are generated here and returned once; reads never show them.
+changed since. Signing secrets are returned once, at creation or rotation; reads never show
+them, and the database holds only the nonces they are derived from (store/webhooks.py).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from typing import Any
 from conveyor.errors import InvalidInput
 from conveyor.net import BlockedUrl, FetchFailed, FetchPolicy, Resolver
 from conveyor.net.resolve import checked_addresses
-from conveyor.net.signing import new_secret
 from conveyor.net.urls import check_url
 from conveyor.store.backend import QueueBackend
 from conveyor.store.events import EVENT_TYPES
@@ -87,11 +87,15 @@ class WebhookService:
     ) -> Created:
         wanted = event_types(types)
         await self.check_url(url)
-        secret = new_secret()
-        record = await self.store.create(
-            owner_id, url, wanted, secret, description=description, paused=paused
+        record, secret = await self.store.create(
+            owner_id, url, wanted, description=description, paused=paused
         )
         return Created(record, secret)
+
+    async def rotate_secret(self, webhook_id: str, owner_id: str | None) -> Created:
+        """A new signing secret for the subscription, replacing the old one at once."""
+        secret = await self.store.rotate_secret(webhook_id, owner_id)
+        return Created(await self.store.get(webhook_id, owner_id), secret)
 
     async def list_webhooks(
         self, owner_id: str | None, *, after_id: str | None = None, limit: int = 100
@@ -146,8 +150,7 @@ class WebhookService:
     # ---- job callbacks ---------------------------------------------------------------------
     async def rotate_callback_secret(self, owner_id: str) -> tuple[str, datetime]:
         """A new secret for the owner's job callbacks, replacing any old one at once."""
-        secret = new_secret()
-        return secret, await self.store.set_callback_secret(owner_id, secret)
+        return await self.store.set_callback_secret(owner_id)
 
     async def check_callbacks(self, owner_id: str, urls: Sequence[str]) -> None:
         """Job submission's check: each URL may be called, and callbacks can be signed."""

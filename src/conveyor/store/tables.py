@@ -317,7 +317,8 @@ webhooks = Table(
     Column("owner_id", String(64), nullable=False),
     Column("url", Text, nullable=False),
     Column("event_types", JsonType, nullable=False),
-    Column("secret", String(128), nullable=False),
+    # Not the secret: a random nonce it is derived from with the server key (net/signing.py).
+    Column("secret_nonce", String(64), nullable=False),
     Column("description", String(200), nullable=True),
     Column("paused", Boolean, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
@@ -325,12 +326,13 @@ webhooks = Table(
 )
 Index("ix_webhooks_owner", webhooks.c.owner_id, webhooks.c.id)
 
-# The key that signs a user's job callbacks (`callback_url`); one per user, rotated by replacing.
+# The key that signs a user's job callbacks (`callback_url`); one per user, rotated by replacing
+# the nonce. Like webhooks.secret_nonce, only the nonce is stored, never the secret.
 callback_secrets = Table(
     "callback_secrets",
     metadata,
     Column("owner_id", String(64), primary_key=True),
-    Column("secret", String(128), nullable=False),
+    Column("secret_nonce", String(64), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
 )
 

@@ -5,6 +5,11 @@ Deliveries are the webhooks sink's own outbox: `fan_out` turns relayed events in
 adds nothing. `claim` hands due rows to one dispatcher at a time (`FOR UPDATE SKIP LOCKED` on
 PostgreSQL; SQLite's single writer under `BEGIN IMMEDIATE`) and pushes their next attempt
 time forward by a lease, so a dispatcher that dies mid-send leaves them due again later.
+
+Signing secrets never reach the database: a webhook or callback-secret row keeps a random
+nonce, and the secret is derived from it with the server key (`SecretKeys`) when it is shown
+(once, at creation or rotation) and when a claimed delivery is signed. The nonce never
+leaves this module.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conveyor.domain.ids import uuid7
 from conveyor.errors import NotFound
+from conveyor.net.signing import CALLBACK, WEBHOOK, SecretKeys, new_nonce
 from conveyor.store import events as ev
 from conveyor.store.database import Database
 from conveyor.store.tables import callback_secrets, job_callbacks, webhook_deliveries, webhooks
@@ -143,8 +149,9 @@ def pg_callback_args(rows: Sequence[dict[str, Any]], now: datetime) -> list[Any]
 
 
 class WebhookStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, keys: SecretKeys) -> None:
         self.db = db
+        self.keys = keys
 
     def _insert(self, table: Any) -> Any:
         return pg_insert(table) if self.db.dialect == "postgresql" else sqlite_insert(table)
@@ -155,22 +162,28 @@ class WebhookStore:
         owner_id: str,
         url: str,
         event_types: Sequence[str],
-        secret: str,
         *,
         description: str | None = None,
         paused: bool = False,
-    ) -> WebhookRecord:
-        now = utcnow()
+    ) -> tuple[WebhookRecord, str]:
+        """The new subscription and its signing secret (derived, never stored)."""
+        now, nonce = utcnow(), new_nonce()
         values = {
             "id": uuid7(), "owner_id": owner_id, "url": url, "event_types": list(event_types),
-            "secret": secret, "description": description, "paused": paused,
+            "secret_nonce": nonce, "description": description, "paused": paused,
             "created_at": now, "updated_at": now,
         }  # fmt: skip
         async with self.db.write() as conn:
             row = (
                 await conn.execute(insert(webhooks).values(**values).returning(*webhooks.c))
             ).one()
-        return _webhook(row)
+        return _webhook(row), self.keys.derive(WEBHOOK, row.id, nonce)
+
+    async def rotate_secret(self, webhook_id: str, owner_id: str | None) -> str:
+        """A new signing secret for the subscription; the old one stops signing at once."""
+        nonce = new_nonce()
+        await self.update(webhook_id, owner_id, secret_nonce=nonce)
+        return self.keys.derive(WEBHOOK, webhook_id, nonce)
 
     async def get(self, webhook_id: str, owner_id: str | None = None) -> WebhookRecord:
         query = select(webhooks).where(webhooks.c.id == webhook_id, *_owned(owner_id))
@@ -217,19 +230,19 @@ class WebhookStore:
             raise NotFound("no such webhook", webhook_id=webhook_id)
 
     # ---- callback secrets ------------------------------------------------------------------
-    async def set_callback_secret(self, owner_id: str, secret: str) -> datetime:
-        """Create or replace the owner's callback signing secret."""
-        now = utcnow()
+    async def set_callback_secret(self, owner_id: str) -> tuple[str, datetime]:
+        """Create or replace the owner's callback signing secret: the secret and when."""
+        now, nonce = utcnow(), new_nonce()
         stmt = self._insert(callback_secrets).values(
-            owner_id=owner_id, secret=secret, created_at=now
+            owner_id=owner_id, secret_nonce=nonce, created_at=now
         )
         stmt = stmt.on_conflict_do_update(
             index_elements=[callback_secrets.c.owner_id],
-            set_={"secret": secret, "created_at": now},
+            set_={"secret_nonce": nonce, "created_at": now},
         )
         async with self.db.write() as conn:
             await conn.execute(stmt)
-        return now
+        return self.keys.derive(CALLBACK, owner_id, nonce), now
 
     async def has_callback_secret(self, owner_id: str) -> bool:
         query = select(func.count()).where(callback_secrets.c.owner_id == owner_id)
@@ -298,7 +311,7 @@ class WebhookStore:
         )
         async with self.db.write() as conn:
             rows = (await conn.execute(stmt)).all()
-            secrets = await _secrets(conn, rows)
+            secrets = await _secrets(conn, rows, self.keys)
         return [_due(row, secrets) for row in rows]
 
     async def settle(self, outcomes: Sequence[Settled]) -> None:
@@ -452,17 +465,22 @@ def _delivery_rows(
     return rows
 
 
-async def _secrets(conn: AsyncConnection, rows: Sequence[Any]) -> dict[str, str]:
-    """Signing secrets by target: a webhook's id, or `callback:<owner>`."""
+async def _secrets(conn: AsyncConnection, rows: Sequence[Any], keys: SecretKeys) -> dict[str, str]:
+    """Signing secrets by target (a webhook's id, or `callback:<owner>`), derived from the
+    rows' nonces."""
     hook_ids = sorted({r.webhook_id for r in rows if r.webhook_id})
     owners = sorted({r.owner_id for r in rows if r.target == CALLBACK_TARGET})
     found: dict[str, str] = {}
     if hook_ids:
-        query = select(webhooks.c.id, webhooks.c.secret).where(webhooks.c.id.in_(hook_ids))
-        found.update({row.id: row.secret for row in await conn.execute(query)})
+        query = select(webhooks.c.id, webhooks.c.secret_nonce).where(webhooks.c.id.in_(hook_ids))
+        for row in await conn.execute(query):
+            found[row.id] = keys.derive(WEBHOOK, row.id, row.secret_nonce)
     if owners:
         query = select(callback_secrets).where(callback_secrets.c.owner_id.in_(owners))
-        found.update({f"callback:{r.owner_id}": r.secret for r in await conn.execute(query)})
+        for row in await conn.execute(query):
+            found[f"callback:{row.owner_id}"] = keys.derive(
+                CALLBACK, row.owner_id, row.secret_nonce
+            )
     return found
 
 

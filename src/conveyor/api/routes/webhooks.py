@@ -79,6 +79,15 @@ async def update_webhook(
     return WebhookOut.of(record)
 
 
+@router.post("/webhooks/{webhook_id}/secret", status_code=status.HTTP_201_CREATED)
+async def rotate_webhook_secret(
+    webhook_id: str, user: VerifiedUser, ctx: Context
+) -> WebhookCreated:
+    """A new signing secret, shown this once; the old one signs nothing from now on."""
+    rotated = await ctx.engine.webhooks.rotate_secret(webhook_id, owner_scope(user))
+    return WebhookCreated(**WebhookOut.of(rotated.webhook).model_dump(), secret=rotated.secret)
+
+
 @router.delete("/webhooks/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_webhook(webhook_id: str, user: VerifiedUser, ctx: Context) -> Response:
     """The subscription and its delivery log; pending deliveries are not sent."""

@@ -24,7 +24,7 @@ def upgrade() -> None:
     op.create_table(
         "callback_secrets",
         sa.Column("owner_id", sa.String(length=64), nullable=False),
-        sa.Column("secret", sa.String(length=128), nullable=False),
+        sa.Column("secret_nonce", sa.String(length=64), nullable=False),
         sa.Column("created_at", conveyor.store.types.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("owner_id", name=op.f("pk_callback_secrets")),
     )
@@ -38,7 +38,7 @@ def upgrade() -> None:
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=False,
         ),
-        sa.Column("secret", sa.String(length=128), nullable=False),
+        sa.Column("secret_nonce", sa.String(length=64), nullable=False),
         sa.Column("description", sa.String(length=200), nullable=True),
         sa.Column("paused", sa.Boolean(), nullable=False),
         sa.Column("created_at", conveyor.store.types.UTCDateTime(timezone=True), nullable=False),
