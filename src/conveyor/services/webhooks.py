@@ -147,6 +147,11 @@ class WebhookService:
             job_id=job_id, state=state, after_id=after_id, limit=limit
         )
 
+    async def retry_delivery(self, delivery_id: int, owner_id: str | None) -> DeliveryRecord:
+        """Send a failed delivery again (its attempts start over); the dispatcher's next look,
+        within WEBHOOK_POLL_INTERVAL, takes it. 404 for another user's, 409 unless failed."""
+        return await self.store.retry(delivery_id, owner_id)
+
     # ---- job callbacks ---------------------------------------------------------------------
     async def rotate_callback_secret(self, owner_id: str) -> tuple[str, datetime]:
         """A new secret for the owner's job callbacks, replacing any old one at once."""

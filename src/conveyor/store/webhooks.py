@@ -26,7 +26,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conveyor.domain.ids import uuid7
-from conveyor.errors import NotFound
+from conveyor.errors import Conflict, NotFound
 from conveyor.net.signing import CALLBACK, WEBHOOK, SecretKeys, new_nonce
 from conveyor.store import events as ev
 from conveyor.store.database import Database
@@ -362,6 +362,27 @@ class WebhookStore:
         )
         async with self.db.write() as conn:
             await conn.execute(stmt, [{"b_id": d.id, "b_attempt": d.attempt} for d in claimed])
+
+    async def retry(self, delivery_id: int, owner_id: str | None) -> DeliveryRecord:
+        """A failed delivery pending again, due now, with its attempts reset: a new round of
+        up to `max_attempts`. Its last status and error stay until the next attempt."""
+        now = utcnow()
+        owned = [_D.c.id == delivery_id, *_owned_d(owner_id)]
+        stmt = (
+            update(_D)
+            .where(*owned, _D.c.state == "failed")
+            .values(state="pending", attempts=0, next_attempt_at=now, finished_at=None)
+            .values(updated_at=now)
+            .returning(*_LOG_COLUMNS)
+        )
+        async with self.db.write() as conn:
+            row = (await conn.execute(stmt)).one_or_none()
+            state = None if row else await conn.scalar(select(_D.c.state).where(*owned))
+        if row is not None:
+            return _delivery(row)
+        if state is None:
+            raise NotFound("no such delivery", delivery_id=delivery_id)
+        raise Conflict(f"only a failed delivery can be retried; this one is {state}", state=state)
 
     # ---- the log -----------------------------------------------------------------------------
     async def deliveries(

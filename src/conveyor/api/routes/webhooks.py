@@ -131,6 +131,13 @@ async def job_deliveries(
     return _page(found, size)
 
 
+@router.post("/webhooks/deliveries/{delivery_id}/retry")
+async def retry_delivery(delivery_id: int, user: VerifiedUser, ctx: Context) -> DeliveryOut:
+    """Send a failed delivery again, due now, its attempts starting over (a full retry
+    schedule). Only a failed one (409 otherwise); another user's is 404."""
+    return DeliveryOut.of(await ctx.engine.webhooks.retry_delivery(delivery_id, owner_scope(user)))
+
+
 def _page(found: list[DeliveryRecord], size: int) -> DeliveryPage:
     items = [DeliveryOut.of(d) for d in found[:size]]
     return DeliveryPage(items=items, next_cursor=items[-1].id if len(found) > size else None)
