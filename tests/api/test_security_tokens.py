@@ -33,6 +33,7 @@ from tests.api.test_security_support import (
     tampered_signature,
     unsigned,
 )
+from tests.events.test_webhooks import created_events_of
 from tests.net.world import PUBLIC, FakeDns
 
 OTHER_SECRET = "another-secret-key-that-is-long-enough-for-hs256"
@@ -163,6 +164,15 @@ async def test_every_protected_route_refuses_missing_and_forged_tokens(api: Api)
     assert failures == []
 
 
+async def a_delivery(api: Api, owner: dict[str, str], webhook_id: str) -> int:
+    """The id of a delivery to the owner's webhook: of a job submitted after it, fanned out."""
+    await api.client.post("/api/v1/jobs", json={"type": "noop"}, headers=owner)
+    store = api.engine.webhooks.store
+    await store.fan_out(await created_events_of(api.engine.backend, 2), lambda e: b"{}")
+    (delivery,) = await store.deliveries(webhook_id=webhook_id)
+    return delivery.id
+
+
 async def test_another_users_objects_are_404_exactly_like_missing_ones(api: Api) -> None:
     ada = bearer((await session(api, "ada@example.com"))["access_token"])
     bob = bearer((await session(api, "bob@example.com"))["access_token"])
@@ -180,12 +190,14 @@ async def test_another_users_objects_are_404_exactly_like_missing_ones(api: Api)
     )
     codes = (job.status_code, schedule.status_code, key.status_code, task.status_code)
     assert codes == (201, 201, 201, 201) and hook.status_code == 201, hook.text
+    delivery = await a_delivery(api, ada, hook.json()["id"])
     adas = {
         "job_id": job.json()["id"],
         "schedule_id": schedule.json()["id"],
         "key_id": key.json()["id"],
         "task_id": str(task.json()["id"]),  # reference 004's tasks have integer ids
         "webhook_id": hook.json()["id"],
+        "delivery_id": str(delivery),  # an integer id, like tasks'
     }
     owned = [
         e
@@ -195,7 +207,9 @@ async def test_another_users_objects_are_404_exactly_like_missing_ones(api: Api)
     assert {p for e in owned for p in e.params} == set(adas), "a new kind of id: extend adas"
     failures: list[str] = []
     for endpoint in owned:
-        missing = {name: uuid7() for name in adas} | {"task_id": str(2**31 - 2)}
+        missing = {name: uuid7() for name in adas} | {
+            "task_id": str(2**31 - 2), "delivery_id": str(2**31 - 2)
+        }  # fmt: skip
         theirs = await call(api.client, endpoint, bob, body_for(endpoint), **adas)
         absent = await call(api.client, endpoint, bob, body_for(endpoint), **missing)
         if theirs.status_code != 404 or not same_modulo(

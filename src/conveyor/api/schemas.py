@@ -100,9 +100,14 @@ class JobOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    callback_url: str | None = Field(
+        None, description="Where the job's end is POSTed (docs/events.md), if it was given."
+    )
 
     @classmethod
-    def of(cls, job: JobRecord, *, tracebacks: bool = False) -> JobOut:
+    def of(
+        cls, job: JobRecord, *, tracebacks: bool = False, callback_url: str | None = None
+    ) -> JobOut:
         errors = [
             JobError(**{k: v for k, v in e.items() if k in JobError.model_fields})
             for e in job.errors
@@ -117,6 +122,7 @@ class JobOut(BaseModel):
             tags=job.tags, owner_id=job.owner_id, idempotency_key=job.idempotency_key,
             schedule_id=job.schedule_id, timeout=job.timeout_s, run_at=job.run_at,
             created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
+            callback_url=callback_url,
         )  # fmt: skip
 
 

@@ -157,6 +157,11 @@ class WebhookService:
         """A new secret for the owner's job callbacks, replacing any old one at once."""
         return await self.store.set_callback_secret(owner_id)
 
+    async def callback_urls(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """Job id -> `callback_url` for the jobs (already read, so already allowed) that have
+        one; the jobs' API output shows it."""
+        return await self.store.callback_urls(job_ids)
+
     async def check_callbacks(self, owner_id: str, urls: Sequence[str]) -> None:
         """Job submission's check: each URL may be called, and callbacks can be signed."""
         for url in dict.fromkeys(urls):

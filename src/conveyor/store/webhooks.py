@@ -249,11 +249,13 @@ class WebhookStore:
         async with self.db.read() as conn:
             return bool(await conn.scalar(query))
 
-    async def callback_url(self, job_id: str) -> str | None:
-        query = select(job_callbacks.c.url).where(job_callbacks.c.job_id == job_id)
+    async def callback_urls(self, job_ids: Iterable[str]) -> dict[str, str]:
+        """The `callback_url` of those of the jobs that have one: one query for a whole page."""
+        wanted = set(job_ids)
+        if not wanted:
+            return {}
         async with self.db.read() as conn:
-            found: str | None = await conn.scalar(query)
-        return found
+            return await _callbacks(conn, wanted)
 
     # ---- fan-out (the sink's deliver) ---------------------------------------------------------
     async def fan_out(self, events: Sequence[ev.Event], encode: Callable[[ev.Event], bytes]) -> int:

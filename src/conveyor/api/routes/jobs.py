@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
 
-from conveyor.api.deps import Context, SubmittingUser, VerifiedUser, owner_scope
+from conveyor.api.deps import AppContext, Context, SubmittingUser, VerifiedUser, owner_scope
 from conveyor.api.schemas import (
     AnyUtcDateTime,
     BulkOut,
@@ -57,9 +58,16 @@ def _submission(body: JobCreate, header_key: str | None = None) -> Submission:
     )
 
 
-def _out(job: JobRecord, user: User) -> JobOut:
-    """Tracebacks are for administrators; owners see the error type and message."""
-    return JobOut.of(job, tracebacks=user.is_admin)
+async def _outs(jobs: Sequence[JobRecord], user: User, ctx: AppContext) -> list[JobOut]:
+    """Tracebacks are for administrators; owners see the error type and message. The jobs'
+    `callback_url`s are read from their side table in one query for the whole list."""
+    urls = await ctx.engine.webhooks.callback_urls([job.id for job in jobs])
+    return [JobOut.of(j, tracebacks=user.is_admin, callback_url=urls.get(j.id)) for j in jobs]
+
+
+async def _out(job: JobRecord, user: User, ctx: AppContext) -> JobOut:
+    (out,) = await _outs([job], user, ctx)
+    return out
 
 
 @router.post(
@@ -78,7 +86,7 @@ async def create_job(
     enqueued = await ctx.engine.jobs.submit(_submission(body, idempotency_key), owner_id=user.id)
     if not enqueued.created:
         response.status_code = status.HTTP_200_OK
-    return _out(await ctx.engine.jobs.get(enqueued.id, user.id), user)
+    return await _out(await ctx.engine.jobs.get(enqueued.id, user.id), user, ctx)
 
 
 @router.post("/jobs/batch", status_code=status.HTTP_201_CREATED)
@@ -88,7 +96,7 @@ async def create_jobs(body: JobBatchCreate, user: SubmittingUser, ctx: Context) 
         raise InvalidInput(f"at most {ctx.settings.max_batch_size} jobs per batch")
     enqueued = await ctx.engine.jobs.submit_many([_submission(j) for j in body.jobs], user.id)
     jobs = await ctx.engine.jobs.get_many([e.id for e in enqueued], user.id)
-    return [_out(job, user) for job in jobs]
+    return await _outs(jobs, user, ctx)
 
 
 @router.get("/jobs")
@@ -129,7 +137,7 @@ async def list_jobs(
     if sort is None and offset is None:
         jobs = await ctx.engine.backend.list_jobs(where, after_id=cursor, limit=size + 1)
         more = len(jobs) > size
-        items = [_out(job, user) for job in jobs[:size]]
+        items = await _outs(jobs[:size], user, ctx)
         return JobPage(items=items, next_cursor=items[-1].id if more else None)
     if cursor is not None:
         raise InvalidInput(
@@ -139,7 +147,7 @@ async def list_jobs(
     page = await ctx.engine.jobs.page(where, sort or "-created_at", start, size)
     following = start + len(page.items)
     return JobPage(
-        items=[_out(job, user) for job in page.items],
+        items=await _outs(page.items, user, ctx),
         total=page.total,
         next_offset=following if following < page.total else None,
     )
@@ -159,19 +167,19 @@ async def bulk_jobs(body: BulkRequest, user: VerifiedUser, ctx: Context) -> Bulk
 
 @router.get("/jobs/{job_id}")
 async def get_job(job_id: str, user: VerifiedUser, ctx: Context) -> JobOut:
-    return _out(await ctx.engine.jobs.get(job_id, owner_scope(user)), user)
+    return await _out(await ctx.engine.jobs.get(job_id, owner_scope(user)), user, ctx)
 
 
 @router.post("/jobs/{job_id}/cancel")
 async def cancel_job(job_id: str, user: VerifiedUser, ctx: Context) -> JobOut:
     """Cancel a scheduled, queued, retrying or running job (a running one is interrupted)."""
-    return _out(await ctx.engine.jobs.cancel(job_id, owner_scope(user)), user)
+    return await _out(await ctx.engine.jobs.cancel(job_id, owner_scope(user)), user, ctx)
 
 
 @router.post("/jobs/{job_id}/retry")
 async def retry_job(job_id: str, user: VerifiedUser, ctx: Context) -> JobOut:
     """Queue a failed or cancelled job again, with fresh attempts."""
-    return _out(await ctx.engine.jobs.retry(job_id, owner_scope(user)), user)
+    return await _out(await ctx.engine.jobs.retry(job_id, owner_scope(user)), user, ctx)
 
 
 @router.delete("/jobs/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
