@@ -2,9 +2,10 @@
 
 `python -m bench.notify_cost [--jobs 5000] [--rounds 4]`: a fresh database; each round
 enqueues `--jobs` no-op jobs in batches, then two claimers drain them (claim 64, finish them
-completed, repeat) while a reader holds the event wake-ups open (as a relay does). Rounds
-alternate between the NOTIFY on (as shipped) and off (the method patched out), so load from
-other processes on the machine falls on both alike. Prints jobs/s per round and the medians.
+completed, repeat) while a reader holds the event wake-ups open (as a relay does). After an
+untimed warm-up round, rounds go on, off, off, on, ... (NOTIFY as shipped, or the method
+patched out), so neither a drift over the run nor other processes' load favours one side.
+Prints jobs/s per round and the medians.
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ async def compare(url: str, jobs: int, rounds: int) -> dict[str, list[float]]:
         backend = open_backend(url)
         assert isinstance(backend, PostgresBackend)
         async with backend.event_wakeups():
+            await one_round(backend, jobs)  # warm-up: caches, plans, the pool
             for index in range(2 * rounds):
-                variant = "on" if index % 2 == 0 else "off"
+                variant = "on" if index % 4 in (0, 3) else "off"
                 PostgresBackend._tell_other_processes = (  # type: ignore[method-assign]
                     shipped if variant == "on" else lambda self: None
                 )

@@ -55,8 +55,9 @@ KEEPALIVE_SECONDS = 5.0
 # Cross-process event wake-ups: at most one NOTIFY in flight per process, and at most one per
 # this many seconds. Each NOTIFY is a statement and a commit that takes PostgreSQL's notify
 # queue lock: one per claim or finish would double the hot path's statements and serialise
-# its commits (5 ms measured 19 % fewer jobs/s, bench/notify_cost.py). The first change after
-# a quiet spell is told at once; while busy, readers elsewhere wait at most this much longer.
+# its commits. At most 20 a second is lost in the noise (bench/notify_cost.py). The first
+# change after a quiet spell is told at once; while busy, readers elsewhere wait at most this
+# much longer.
 EVENTS_NOTIFY_GAP = 0.05
 
 # The hot path runs on a raw asyncpg pool: one prepared statement per operation whatever the
