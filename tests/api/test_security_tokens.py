@@ -17,6 +17,8 @@ from conveyor.api.deps import admin_user, current_user, verified_user
 from conveyor.api.routes.metrics import scraper
 from conveyor.auth.tokens import TokenService
 from conveyor.domain.ids import uuid7
+from conveyor.events.schema import encode
+from conveyor.store.events import Position
 from tests.api.conftest import PASSWORD, Api, api_settings
 from tests.api.test_security_support import (
     Endpoint,
@@ -33,8 +35,8 @@ from tests.api.test_security_support import (
     tampered_signature,
     unsigned,
 )
-from tests.events.test_webhooks import created_events_of
 from tests.net.world import PUBLIC, FakeDns
+from tests.support.processes import eventually
 
 OTHER_SECRET = "another-secret-key-that-is-long-enough-for-hs256"
 # A valid body for each route that needs one, so the call gets past validation to the lookup.
@@ -166,9 +168,14 @@ async def test_every_protected_route_refuses_missing_and_forged_tokens(api: Api)
 
 async def a_delivery(api: Api, owner: dict[str, str], webhook_id: str) -> int:
     """The id of a delivery to the owner's webhook: of a job submitted after it, fanned out."""
-    await api.client.post("/api/v1/jobs", json={"type": "noop"}, headers=owner)
-    store = api.engine.webhooks.store
-    await store.fan_out(await created_events_of(api.engine.backend, 2), lambda e: b"{}")
+    r = await api.client.post("/api/v1/jobs", json={"type": "noop"}, headers=owner)
+    store, job_id = api.engine.webhooks.store, r.json()["id"]
+
+    async def fanned_out() -> bool:  # once the job's event is readable (PostgreSQL's horizon)
+        events = await api.engine.backend.read_events(Position(), 1000)
+        return await store.fan_out([e for e in events if e.job_id == job_id], encode) > 0
+
+    await eventually(fanned_out, timeout=30, what="a delivery of the new job's event")
     (delivery,) = await store.deliveries(webhook_id=webhook_id)
     return delivery.id
 
