@@ -294,7 +294,7 @@ def test_compose_mounts_the_monitoring_files_that_exist(resolved: dict[str, Any]
             source = volume.split(":", 1)[0]
             if source.startswith("/"):  # a bind mount (named volumes have no slash)
                 relative = Path(source).relative_to(DEPLOY)
-                if relative.name != "conveyor-api-key":  # made by the operator (docs/deploy.md)
+                if relative.name != "metrics-token":  # made by the operator (docs/deploy.md)
                     assert (DEPLOY / relative).exists(), source
 
 
