@@ -8,12 +8,15 @@ broken machine, not a reason to pass.
 from __future__ import annotations
 
 import asyncio
+import inspect
+import io
 import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -163,3 +166,44 @@ def cheap_argon2(request: pytest.FixtureRequest) -> Iterator[None]:
     configure_argon2(time_cost=1, memory_kib=1024)
     yield
     configure_argon2()
+
+
+STUCK_AFTER_S = 10.0
+
+
+@pytest.fixture(autouse=True)
+def _stuck_task_check(request: pytest.FixtureRequest) -> None:
+    """Async tests check, at the end, that every task they left behind dies when cancelled
+    (requested first, so it is torn down after the test's other fixtures)."""
+    if inspect.iscoroutinefunction(getattr(request.node, "obj", None)):
+        request.getfixturevalue("no_stuck_tasks")
+
+
+@pytest.fixture
+async def no_stuck_tasks() -> AsyncIterator[None]:
+    """Cancel the tasks a test left running (after its other fixtures are torn down) and fail
+    the test, naming each one with its stack, if one still runs after `STUCK_AFTER_S`.
+
+    Without this, such a task hangs the event loop's close inside pytest-asyncio, with no
+    name and past pytest-timeout (seen once in a full run): in production it would hang a
+    process's shutdown the same way, so it is a bug to find, not to wait out.
+    """
+    yield
+    me = asyncio.current_task()
+    left = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+    for task in left:
+        task.cancel()
+    if not left:
+        return
+    _, stuck = await asyncio.wait(left, timeout=STUCK_AFTER_S)
+    if stuck:
+        described = "\n".join(f"{t.get_name()}: {t.get_coro()!r}\n{_stack(t)}" for t in stuck)
+        for task in stuck:  # let the loop close; the failure below says what was stuck
+            asyncio.tasks._unregister_task(task)
+        pytest.fail(f"{len(stuck)} task(s) ignored cancellation:\n{described}")
+
+
+def _stack(task: asyncio.Task[Any]) -> str:
+    out = io.StringIO()
+    task.print_stack(file=out)
+    return out.getvalue()

@@ -553,9 +553,12 @@ class _PgListener(Listener):
         self._channels[channel](payload)
 
     async def _keepalive(self) -> None:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that
+        # lands as the query completes, and this loop would then never end.
         while True:
             await asyncio.sleep(KEEPALIVE_SECONDS)
-            await asyncio.wait_for(self._conn.fetchval("SELECT 1"), KEEPALIVE_SECONDS)
+            async with asyncio.timeout(KEEPALIVE_SECONDS):
+                await self._conn.fetchval("SELECT 1")
 
     def alive(self) -> bool:
         return self._task is not None and not self._task.done()
