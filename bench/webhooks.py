@@ -15,38 +15,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import statistics
 import tempfile
 import time
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
+from bench.scratch_db import scratch_database
 from conveyor.store.database import Database
 from conveyor.store.factory import open_backend
 from conveyor.store.migrate import migrate
 from conveyor.store.records import NewJob
-
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-@contextlib.asynccontextmanager
-async def database(kind: str, workdir: Path) -> AsyncIterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite:///{workdir / 'bench.db'}"
-        return
-    name = f"bench_webhooks_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(PG_ADMIN)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def receiver() -> tuple[asyncio.Server, int, list[int]]:
@@ -155,7 +134,7 @@ def _job(i: int, callback: bool) -> NewJob:
 
 async def main(kind: str, events: int, enqueues: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        async with database(kind, Path(tmp)) as url:
+        async with scratch_database(kind, Path(tmp), "bench_webhooks") as url:
             db = Database(url)
             await migrate(db)
             await db.dispose()
