@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Row, Text, cast, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.dml import Update
 
 from conveyor.domain.states import CANCELLABLE, USER_RETRYABLE, JobState, check_transition
 from conveyor.errors import Conflict, IllegalTransition, NotFound
@@ -128,6 +129,10 @@ class QueueBackend(ABC):
         """The rows of `pick`, for a write that changes several jobs rows: on PostgreSQL
         locked first in one global order (`locked_in_id_order`). The write keeps its own
         fence (state, worker, owner) as well."""
+
+    def _update_locked(self, fence: Sequence[ColumnElement[bool]]) -> Update:
+        """An UPDATE of the jobs `fence` picks, their rows locked in `_in_lock_order`."""
+        return update(jobs).where(self._in_lock_order(fence), *fence)
 
     async def _log(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
         await ev.record(conn, self._xid(), rows)
@@ -256,8 +261,7 @@ class QueueBackend(ABC):
             )
             mine = [jobs.c.worker_id == worker_id, jobs.c.state == JobState.RUNNING.value]
             result = await conn.execute(
-                update(jobs)
-                .where(self._in_lock_order(mine), *mine)
+                self._update_locked(mine)
                 .values(lease_expires_at=now + timedelta(seconds=lease_s))
                 .returning(jobs.c.id)
             )
@@ -274,8 +278,7 @@ class QueueBackend(ABC):
         ]
         async with self.db.write() as conn:
             result = await conn.execute(
-                update(jobs)
-                .where(self._in_lock_order(fence), *fence)
+                self._update_locked(fence)
                 .values(
                     state=JobState.QUEUED.value,
                     attempt=jobs.c.attempt - 1,
@@ -382,8 +385,7 @@ class QueueBackend(ABC):
         fence = [*guard, jobs.c.state.in_(_CANCELLABLE_VALUES)]
         rows = (
             await conn.execute(
-                update(jobs)
-                .where(self._in_lock_order(fence), *fence)
+                self._update_locked(fence)
                 .values(state=JobState.CANCELLED.value, finished_at=now, lease_expires_at=None)
                 .returning(*columns)
             )
@@ -405,8 +407,7 @@ class QueueBackend(ABC):
         fence = [*guard, jobs.c.state.in_(_RETRYABLE_VALUES)]
         rows = (
             await conn.execute(
-                update(jobs)
-                .where(self._in_lock_order(fence), *fence)
+                self._update_locked(fence)
                 .values(
                     state=JobState.QUEUED.value,
                     attempt=0,
