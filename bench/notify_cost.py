@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 from bench.scratch_db import scratch_database
+from conveyor.domain.jobs import NewJob, Outcome
 from conveyor.store.database import Database
 from conveyor.store.factory import open_backend
 from conveyor.store.migrate import migrate
 from conveyor.store.postgres import PostgresBackend
-from conveyor.store.records import NewJob, Outcome
 
 
 async def drain(backend: PostgresBackend, worker: str) -> int:

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.scratch_db import scratch_database
+from conveyor.domain.jobs import NewJob
 from conveyor.store.database import Database
 from conveyor.store.factory import open_backend
 from conveyor.store.migrate import migrate
-from conveyor.store.records import NewJob
 
 
 async def receiver() -> tuple[asyncio.Server, int, list[int]]:
@@ -50,11 +50,11 @@ async def receiver() -> tuple[asyncio.Server, int, list[int]]:
 
 
 async def dispatch(url: str, events: int) -> dict[str, float]:
+    from conveyor.domain import events as ev
     from conveyor.events import schema
     from conveyor.events.webhooks import DispatchConfig, Dispatcher
     from conveyor.net import FetchPolicy
     from conveyor.net.signing import SecretKeys
-    from conveyor.store import events as ev
     from conveyor.store.webhooks import WebhookStore
 
     backend = open_backend(url)

@@ -10,10 +10,10 @@ from contextlib import aclosing
 from typing import Any
 
 from conveyor.cli_output import job_bar
+from conveyor.domain.events import Position
+from conveyor.domain.jobs import JobRecord
 from conveyor.runtime import Engine
 from conveyor.services.events import TERMINAL_EVENTS, EventFeed, Scope
-from conveyor.store.events import Position
-from conveyor.store.records import JobRecord
 
 
 async def wait_in_outbox(engine: Engine, job_id: str) -> JobRecord:

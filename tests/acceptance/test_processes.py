@@ -24,9 +24,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from conveyor.domain.jobs import JobRecord, NewJob
 from conveyor.domain.states import JobState
 from conveyor.store.backend import QueueBackend
-from conveyor.store.records import JobRecord, NewJob
 from conveyor.worker.registry import load_handlers
 from conveyor.worker.worker import Worker, WorkerConfig
 from tests.support.processes import (

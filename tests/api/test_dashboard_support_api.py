@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from conveyor.domain.jobs import ErrorInfo, Outcome
 from conveyor.domain.states import JobState
-from conveyor.store.records import ErrorInfo, Outcome
 from tests.api.conftest import Api
 
 

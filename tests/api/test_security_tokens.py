@@ -16,9 +16,9 @@ import httpx
 from conveyor.api.deps import admin_user, current_user, verified_user
 from conveyor.api.routes.metrics import scraper
 from conveyor.auth.tokens import TokenService
+from conveyor.domain.events import Position
 from conveyor.domain.ids import uuid7
 from conveyor.events.schema import encode
-from conveyor.store.events import Position
 from tests.api.conftest import PASSWORD, Api, api_settings
 from tests.api.test_security_support import (
     Endpoint,

@@ -17,10 +17,10 @@ import pytest
 
 from conveyor.api import sse
 from conveyor.api.app import create_app
+from conveyor.domain.events import Position
 from conveyor.runtime import Engine
 from conveyor.services.events import EventFeed, Scope, _largest
 from conveyor.services.jobs import Submission
-from conveyor.store.events import Position
 from tests.api.conftest import Api, api_settings
 from tests.support.serving import serving
 

@@ -7,12 +7,12 @@ from collections import Counter
 
 import pytest
 
+from conveyor.domain import events as ev
+from conveyor.domain.jobs import BulkResult, ErrorInfo, JobFilter, NewJob, Outcome
 from conveyor.domain.states import JobState
 from conveyor.errors import InvalidInput
 from conveyor.services.jobs import JobService
-from conveyor.store import events as ev
 from conveyor.store.backend import QueueBackend
-from conveyor.store.records import BulkResult, ErrorInfo, JobFilter, NewJob, Outcome
 from conveyor.worker.registry import Registry
 
 FAILED = (JobState.FAILED,)

@@ -8,10 +8,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-from conveyor.store import events as ev
+from conveyor.domain import events as ev
+from conveyor.domain.clock import utcnow
+from conveyor.domain.jobs import ErrorInfo, NewJob, Outcome
 from conveyor.store import tables
-from conveyor.store.backend import QueueBackend, utcnow
-from conveyor.store.records import ErrorInfo, NewJob, Outcome
+from conveyor.store.backend import QueueBackend
 
 
 def job(**fields: object) -> NewJob:

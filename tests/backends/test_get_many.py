@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from conveyor.domain.jobs import NewJob
 from conveyor.domain.states import JobState
 from conveyor.errors import NotFound
 from conveyor.store.backend import QueueBackend
-from conveyor.store.records import NewJob
 
 
 def jobs_of(owner: str, n: int) -> list[NewJob]:

@@ -22,9 +22,9 @@ import pytest
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError
 
+from conveyor.domain.jobs import ClaimedJob, ErrorInfo, NewJob, Outcome
 from conveyor.store.backend import QueueBackend
 from conveyor.store.factory import open_backend
-from conveyor.store.records import ClaimedJob, ErrorInfo, NewJob, Outcome
 from conveyor.worker.context import JobContext
 from conveyor.worker.registry import Registry
 from conveyor.worker.worker import Worker, WorkerConfig

@@ -7,10 +7,11 @@ from datetime import timedelta
 
 import pytest
 
+from conveyor.domain.clock import utcnow
+from conveyor.domain.jobs import ErrorInfo, JobFilter, NewJob, Outcome
 from conveyor.domain.states import JobState
 from conveyor.errors import IllegalTransition, NotFound
-from conveyor.store.backend import QueueBackend, utcnow
-from conveyor.store.records import ErrorInfo, JobFilter, NewJob, Outcome
+from conveyor.store.backend import QueueBackend
 
 W = "worker-a"
 

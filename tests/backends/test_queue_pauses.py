@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from conveyor.domain.jobs import NewJob
 from conveyor.domain.states import JobState
 from conveyor.store.backend import QueueBackend
-from conveyor.store.records import NewJob
 
 
 def job(queue: str, priority: int = 0) -> NewJob:

@@ -11,10 +11,11 @@ from datetime import timedelta
 import pytest
 
 from conveyor.auth.otp import OtpCheck, OtpCodes, OtpOutcome, OtpRecord
+from conveyor.domain.accounts import ApiKeyRecord, UserRecord, otp_subject
+from conveyor.domain.clock import utcnow
 from conveyor.errors import Conflict
-from conveyor.store.backend import utcnow
 from conveyor.store.database import Database
-from conveyor.store.users import ApiKeyRecord, UserRecord, UserStore, otp_subject
+from conveyor.store.users import UserStore
 
 HASH = "$argon2id$not-a-real-hash"
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, expect
 
+from conveyor.domain.events import Position
 from conveyor.domain.states import JobState
 from conveyor.services.jobs import Submission
-from conveyor.store.events import Position
 from tests.api.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, PASSWORD
 from tests.conftest import fresh_database
 from tests.dashboard.browser import Tab, chromium, tab

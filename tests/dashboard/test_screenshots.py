@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, expect
 
+from conveyor.domain.jobs import JobFilter
+from conveyor.domain.schedules import NewSchedule
 from conveyor.domain.states import JobState
 from conveyor.services.jobs import Submission
-from conveyor.store.records import JobFilter, NewSchedule
 from tests.api.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.conftest import fresh_database
 from tests.dashboard.browser import PHONE, chromium, screenshot_path, tab

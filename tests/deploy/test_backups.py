@@ -21,8 +21,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from conveyor.domain.jobs import NewJob
 from conveyor.store.factory import open_backend
-from conveyor.store.records import NewJob
 from tests.conftest import PG_HOST, PG_PORT, PG_USER, _drop, _pg_admin, fresh_database, pg_url
 
 BATCH = 50

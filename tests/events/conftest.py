@@ -19,10 +19,10 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
+from conveyor.domain import events as ev
+from conveyor.domain.jobs import NewJob, Outcome
 from conveyor.events.rabbitmq import EXCHANGE, QUEUES
-from conveyor.store import events as ev
 from conveyor.store.backend import QueueBackend
-from conveyor.store.records import NewJob, Outcome
 from tests.conftest import _missing
 from tests.support.processes import eventually
 

@@ -15,12 +15,12 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 from yarl import URL
 
+from conveyor.domain import events as ev
+from conveyor.domain.jobs import ErrorInfo, NewJob, Outcome
 from conveyor.events import Relay, RelayConfig
 from conveyor.events.rabbitmq import QUEUES, RabbitMQSink
 from conveyor.events.schema import SCHEMA
-from conveyor.store import events as ev
 from conveyor.store.backend import QueueBackend
-from conveyor.store.records import ErrorInfo, NewJob, Outcome
 from tests.events.conftest import Broker, Cuttable, finished_jobs, visible_events
 from tests.support.processes import Cluster, eventually
 

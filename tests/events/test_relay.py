@@ -8,9 +8,9 @@ from contextlib import asynccontextmanager
 
 import pytest
 
+from conveyor.domain import events as ev
 from conveyor.events import Relay, RelayConfig, Sink
 from conveyor.events.rabbitmq import RabbitMQSink
-from conveyor.store import events as ev
 from conveyor.store.backend import QueueBackend
 from tests.events.conftest import (
     Recorder,

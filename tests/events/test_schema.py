@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta, timezone
 
+from conveyor.domain.events import Event
 from conveyor.events import schema
-from conveyor.store.events import Event
 
 
 def event(**changes: object) -> Event:

@@ -13,11 +13,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from conveyor.domain import events as ev
+from conveyor.domain.jobs import NewJob
 from conveyor.events import Relay, RelayConfig
 from conveyor.services.events import EventFeed, Scope
-from conveyor.store import events as ev
 from conveyor.store.backend import QueueBackend
-from conveyor.store.records import NewJob
 from tests.events.conftest import Recorder, finished_jobs
 from tests.support.processes import Cluster, eventually
 

@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from conveyor.domain import events as ev
+from conveyor.domain.webhooks import Settled
 from conveyor.events.config import RelayConfig
 from conveyor.events.relay import Relay
 from conveyor.events.setup import webhook_sink
@@ -29,9 +31,8 @@ from conveyor.events.webhooks import DispatchConfig, backoff, retry_after
 from conveyor.net import Resolver
 from conveyor.net.signing import SecretKeys, verify
 from conveyor.runtime import Engine
-from conveyor.store import events as ev
 from conveyor.store.backend import QueueBackend
-from conveyor.store.webhooks import Settled, WebhookStore
+from conveyor.store.webhooks import WebhookStore
 from tests.api.conftest import Api, api_settings, running_api
 from tests.events.conftest import finished_jobs
 from tests.net.world import PUBLIC, FakeDns, LoopbackServer, Seen, respond

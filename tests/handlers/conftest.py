@@ -22,10 +22,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from PIL import Image
 
+from conveyor.domain.jobs import JobRecord
 from conveyor.domain.states import TERMINAL
 from conveyor.runtime import Engine
 from conveyor.services.jobs import Submission
-from conveyor.store.records import JobRecord
 from tests.api.conftest import api_settings
 from tests.net.world import LoopbackServer, Seen, respond
 

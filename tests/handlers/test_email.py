@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
+from conveyor.domain.jobs import JobRecord
 from conveyor.domain.states import JobState
 from conveyor.errors import InvalidInput
 from conveyor.handlers.email import EmailPayload, send_email
 from conveyor.runtime import Engine
 from conveyor.services.jobs import Submission
-from conveyor.store.records import JobRecord
 from conveyor.worker.context import JobContext, JobInfo
 from conveyor.worker.resources import Resources
 from tests.handlers.conftest import open_engine, run_job

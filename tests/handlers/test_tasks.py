@@ -12,14 +12,15 @@ from typing import Any
 
 import pytest
 
+from conveyor.domain.jobs import JobFilter
 from conveyor.domain.states import JobState
+from conveyor.domain.tasks import TaskRecord
 from conveyor.errors import InvalidInput, NotFound, UnknownJobType
 from conveyor.handlers.task_autocomplete import TaskAutocompletePayload, task_autocomplete
 from conveyor.runtime import Engine
 from conveyor.services.jobs import JobService
 from conveyor.services.tasks import TaskService
-from conveyor.store.records import JobFilter
-from conveyor.store.tasks import TaskRecord, TaskStore
+from conveyor.store.tasks import TaskStore
 from conveyor.worker.context import JobContext, JobInfo
 from conveyor.worker.registry import Registry
 from conveyor.worker.resources import Resources

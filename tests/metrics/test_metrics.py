@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from conveyor.domain.jobs import ClaimedJob
 from conveyor.domain.states import TERMINAL, JobState
 from conveyor.metrics import JobMetrics, count_enqueued, render, set_queue_gauges, set_relay_lag
 from conveyor.metrics.gauges import QueueCountLike
-from conveyor.store.records import ClaimedJob
 from tests.api.conftest import Api, api_settings, running_api
 from tests.metrics import handlers
 from tests.metrics.samples import Samples

@@ -7,12 +7,14 @@ import asyncio
 import uuid
 from datetime import timedelta
 
+from conveyor.domain.clock import utcnow
+from conveyor.domain.jobs import NewJob
+from conveyor.domain.schedules import NewSchedule
 from conveyor.metrics import render
 from conveyor.scheduler.scheduler import Scheduler, SchedulerConfig
 from conveyor.services.jobs import JobService
 from conveyor.services.schedules import ScheduleService
-from conveyor.store.backend import QueueBackend, utcnow
-from conveyor.store.records import NewJob, NewSchedule
+from conveyor.store.backend import QueueBackend
 from conveyor.worker.registry import load_handlers
 from tests.metrics.samples import Samples
 from tests.support.processes import eventually

@@ -8,14 +8,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from conveyor.domain.clock import utcnow
+from conveyor.domain.jobs import NewJob
+from conveyor.domain.schedules import NewSchedule
 from conveyor.domain.states import JobState
 from conveyor.errors import Conflict, InvalidInput, UnknownJobType
 from conveyor.scheduler.scheduler import Scheduler, SchedulerConfig
 from conveyor.services.jobs import JobService
 from conveyor.services.schedules import ScheduleService
-from conveyor.store.backend import QueueBackend, utcnow
+from conveyor.store.backend import QueueBackend
 from conveyor.store.factory import open_backend
-from conveyor.store.records import NewJob, NewSchedule
 from conveyor.worker.registry import load_handlers
 from tests.backends.test_events import settled
 

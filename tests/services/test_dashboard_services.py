@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from conveyor.domain.jobs import BulkResult, JobFilter
 from conveyor.domain.states import JobState
 from conveyor.runtime import Engine
 from conveyor.services.jobs import Submission
-from conveyor.store.records import BulkResult, JobFilter
 from conveyor.worker.worker import Worker
 from tests.api.conftest import api_settings
 

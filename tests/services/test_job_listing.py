@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
+from conveyor.domain.clock import utcnow
+from conveyor.domain.jobs import SORT_KEYS, ErrorInfo, JobFilter, JobRecord, NewJob, Outcome
 from conveyor.domain.states import JobState
 from conveyor.errors import InvalidInput
 from conveyor.services.jobs import JobService
-from conveyor.store.backend import QueueBackend, utcnow
-from conveyor.store.records import SORT_KEYS, ErrorInfo, JobFilter, JobRecord, NewJob, Outcome
+from conveyor.store.backend import QueueBackend
 from conveyor.worker.registry import Registry
 
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
+from conveyor.domain.jobs import NewJob
 from conveyor.domain.retry import RetryPolicy
 from conveyor.domain.states import TERMINAL
 from conveyor.logs import setup_logging
 from conveyor.store.backend import QueueBackend
-from conveyor.store.records import NewJob
 from conveyor.worker.context import JobContext
 from conveyor.worker.registry import Registry
 from conveyor.worker.worker import Worker, WorkerConfig

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from conveyor.domain.jobs import JobRecord, NewJob
 from conveyor.domain.retry import RetryPolicy
 from conveyor.domain.states import JobState
 from conveyor.errors import NonRetryableError
 from conveyor.store.backend import QueueBackend
-from conveyor.store.records import JobRecord, NewJob
 from conveyor.worker.context import JobContext, JobInfo
 from conveyor.worker.registry import Registry
 from conveyor.worker.worker import Worker, WorkerConfig

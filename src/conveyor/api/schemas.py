@@ -7,8 +7,9 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
+from conveyor.domain.jobs import BulkAction, JobFilter, JobRecord
+from conveyor.domain.schedules import ScheduleRecord
 from conveyor.domain.states import JobState
-from conveyor.store.records import BulkAction, JobFilter, JobRecord, ScheduleRecord
 
 
 class Strict(BaseModel):

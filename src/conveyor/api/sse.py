@@ -17,8 +17,8 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
+from conveyor.domain.events import Event, Position
 from conveyor.services.events import TERMINAL_EVENTS, EventFeed, Scope
-from conveyor.store.events import Event, Position
 
 KEEPALIVE_S = 15.0  # a comment this often keeps proxies from closing an idle stream
 POSITION_PATTERN = r"^\d{1,20}(\.\d{1,20})?$"

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from conveyor.api.schemas import Strict
-from conveyor.store.webhooks import DeliveryRecord, WebhookRecord
+from conveyor.domain.webhooks import DeliveryRecord, WebhookRecord
 
 EventTypeName = Literal[
     "created", "started", "progress", "retrying", "completed", "failed", "cancelled", "queued",

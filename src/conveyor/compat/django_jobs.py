@@ -14,9 +14,9 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from conveyor.api.deps import Context, SubmittingUser, VerifiedUser, limited
+from conveyor.domain.jobs import JobFilter, JobRecord
 from conveyor.domain.states import JobState
 from conveyor.services.jobs import Submission
-from conveyor.store.records import JobFilter, JobRecord
 
 router = APIRouter(prefix="/api", tags=["compat: Django + Celery (003)"])
 

@@ -14,10 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from conveyor.api.deps import Context, SubmittingUser, VerifiedUser, limited, owner_scope
 from conveyor.compat.shapes import CompatJob
+from conveyor.domain.jobs import JobFilter
 from conveyor.domain.states import JobState
 from conveyor.errors import Forbidden
 from conveyor.services.jobs import Submission
-from conveyor.store.records import JobFilter
 
 router = APIRouter(tags=["compat: JobScope (000), CloudTask (001)"])
 

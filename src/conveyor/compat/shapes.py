@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from conveyor.store.records import JobRecord
+from conveyor.domain.jobs import JobRecord
 
 
 class CompatJob(BaseModel):

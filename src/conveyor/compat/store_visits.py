@@ -25,11 +25,11 @@ from pydantic import BaseModel, ValidationError
 
 from conveyor.api.deps import Context, OptionalUser, client_ip, owner_scope, verified_user
 from conveyor.api.errors import status_of
+from conveyor.domain.jobs import JobRecord
 from conveyor.domain.states import JobState
 from conveyor.errors import ConveyorError, InvalidInput, NotFound, Unauthenticated
 from conveyor.handlers.store_visits import StoreError, StoreVisitsFailed, StoreVisitsPayload
 from conveyor.services.jobs import Submission
-from conveyor.store.records import JobRecord
 
 JOB_TYPE = "store_visits"
 ANONYMOUS_OWNER = "anonymous"

@@ -21,7 +21,7 @@ from conveyor.api.deps import (
     limited,
     owner_scope,
 )
-from conveyor.store.tasks import TaskRecord
+from conveyor.domain.tasks import TaskRecord
 
 router = APIRouter(tags=["compat: task manager (004)"])
 

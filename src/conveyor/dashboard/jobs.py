@@ -22,13 +22,13 @@ from conveyor.dashboard.web import (
     render,
     templates,
 )
+from conveyor.domain.events import Event, Position
+from conveyor.domain.jobs import SORT_KEYS, JobFilter, JobRecord
 from conveyor.domain.states import TERMINAL, JobState
 from conveyor.errors import Conflict, InvalidInput
 from conveyor.runtime import Engine
 from conveyor.services.events import EventFeed, Scope
 from conveyor.services.sessions import WebSession
-from conveyor.store.events import Event, Position
-from conveyor.store.records import SORT_KEYS, JobFilter, JobRecord
 
 router = APIRouter(prefix=PREFIX, route_class=DashboardRoute, include_in_schema=False)
 

@@ -26,12 +26,12 @@ from conveyor.dashboard.web import (
     render,
     templates,
 )
+from conveyor.domain.events import Position
 from conveyor.runtime import Engine
 from conveyor.services.events import EventFeed, Scope
 from conveyor.services.queues import QueueOverview
 from conveyor.services.sessions import WebSession
 from conveyor.services.workers import WorkerView
-from conveyor.store.events import Position
 
 router = APIRouter(prefix=PREFIX, route_class=DashboardRoute, include_in_schema=False)
 CHART_MINUTES = 60

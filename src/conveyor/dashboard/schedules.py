@@ -20,8 +20,8 @@ from conveyor.dashboard.web import (
     render,
 )
 from conveyor.domain import cron
+from conveyor.domain.schedules import NewSchedule, ScheduleRecord
 from conveyor.errors import ConveyorError, InvalidInput
-from conveyor.store.records import NewSchedule, ScheduleRecord
 
 router = APIRouter(prefix=PREFIX, route_class=DashboardRoute, include_in_schema=False)
 UPCOMING = 3

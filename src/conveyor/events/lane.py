@@ -21,11 +21,11 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from conveyor.domain.events import Event, Position
 from conveyor.events.config import RelayConfig
 from conveyor.events.sinks import Sink
 from conveyor.metrics import set_relay_lag
 from conveyor.store.backend import QueueBackend
-from conveyor.store.events import Event, Position
 from conveyor.store.wake import Pace
 
 log = logging.getLogger("conveyor.events.relay")

@@ -22,8 +22,8 @@ import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 from yarl import URL
 
+from conveyor.domain.events import Event
 from conveyor.events import schema
-from conveyor.store.events import Event
 
 log = logging.getLogger("conveyor.events.rabbitmq")
 

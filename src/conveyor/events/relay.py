@@ -17,10 +17,11 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
+from conveyor.domain.clock import utcnow
 from conveyor.events.config import RelayConfig
 from conveyor.events.lane import Lane
 from conveyor.events.sinks import Serving, Sink
-from conveyor.store.backend import QueueBackend, utcnow
+from conveyor.store.backend import QueueBackend
 
 log = logging.getLogger("conveyor.events.relay")
 

@@ -11,7 +11,7 @@ import json
 from datetime import UTC
 from typing import Any
 
-from conveyor.store.events import Event
+from conveyor.domain.events import Event
 
 SCHEMA = "conveyor.event/1"
 CONTENT_TYPE = "application/json"

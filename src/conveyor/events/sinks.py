@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from conveyor.store.events import Event
+from conveyor.domain.events import Event
 
 
 class Sink(Protocol):

@@ -26,6 +26,8 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from conveyor.domain.events import Event
+from conveyor.domain.webhooks import DueDelivery, Settled
 from conveyor.events import schema
 from conveyor.events.config import WEEK
 from conveyor.metrics import count_webhook_attempt
@@ -39,8 +41,7 @@ from conveyor.net import (
     fetch,
 )
 from conveyor.net.signing import sign
-from conveyor.store.events import Event
-from conveyor.store.webhooks import DueDelivery, Settled, WebhookStore
+from conveyor.store.webhooks import WebhookStore
 
 log = logging.getLogger("conveyor.events.webhooks")
 

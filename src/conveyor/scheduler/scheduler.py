@@ -12,11 +12,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from conveyor.domain.clock import utcnow
+from conveyor.domain.jobs import RescueReport
 from conveyor.logs import job_fields
 from conveyor.metrics import count_rescued
 from conveyor.services.schedules import ScheduleService
-from conveyor.store.backend import QueueBackend, utcnow
-from conveyor.store.records import RescueReport
+from conveyor.store.backend import QueueBackend
 
 log = logging.getLogger("conveyor.scheduler")
 

@@ -36,6 +36,7 @@ from conveyor.auth.passwords import (
 )
 from conveyor.auth.refresh import issue_session, rotate
 from conveyor.auth.tokens import Clock, IssuedToken, TokenService, utc_now
+from conveyor.domain.accounts import ApiKeyRecord, Role, UserChanges, UserRecord, otp_subject
 from conveyor.domain.ids import uuid7
 from conveyor.errors import (
     ConfigurationError,
@@ -46,14 +47,7 @@ from conveyor.errors import (
     Unauthenticated,
 )
 from conveyor.mail import MailBackend, MailDeliveryError, Message
-from conveyor.store.users import (
-    ApiKeyRecord,
-    Role,
-    UserChanges,
-    UserRecord,
-    UserStore,
-    otp_subject,
-)
+from conveyor.store.users import UserStore
 
 log = logging.getLogger("conveyor.accounts")
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 
+from conveyor.domain.events import CANCELLED, COMPLETED, FAILED, Event, Position
+from conveyor.domain.jobs import JobRecord
 from conveyor.domain.states import TERMINAL
 from conveyor.store.backend import QueueBackend
-from conveyor.store.events import CANCELLED, COMPLETED, FAILED, Event, Position
-from conveyor.store.records import JobRecord
 
 # A subscriber reads at most this often however busy the outbox is: with many streams open,
 # each commit's wake-up would otherwise cost one read per stream.

@@ -11,12 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from conveyor.domain.states import JobState
-from conveyor.errors import InvalidInput
-from conveyor.logs import job_fields
-from conveyor.metrics import count_enqueued
-from conveyor.store.backend import QueueBackend
-from conveyor.store.records import (
+from conveyor.domain.jobs import (
     BULK_ACTIONS,
     SYSTEM_OWNER,
     BulkAction,
@@ -28,6 +23,11 @@ from conveyor.store.records import (
     JobSort,
     NewJob,
 )
+from conveyor.domain.states import JobState
+from conveyor.errors import InvalidInput
+from conveyor.logs import job_fields
+from conveyor.metrics import count_enqueued
+from conveyor.store.backend import QueueBackend
 from conveyor.worker.registry import Registry
 
 log = logging.getLogger("conveyor.jobs")

@@ -6,10 +6,11 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
+from conveyor.domain.clock import utcnow
+from conveyor.domain.queues import QueueCount
 from conveyor.domain.states import JobState
 from conveyor.errors import InvalidInput
-from conveyor.store.backend import QueueBackend, utcnow
-from conveyor.store.records import QueueCount
+from conveyor.store.backend import QueueBackend
 from conveyor.worker.registry import Registry
 
 # The names a job may be submitted to (api/schemas.py JobCreate.queue), so any queue can be

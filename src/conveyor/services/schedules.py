@@ -6,10 +6,12 @@ from dataclasses import replace
 from typing import Any
 
 from conveyor.domain import cron
+from conveyor.domain.clock import utcnow
+from conveyor.domain.jobs import SYSTEM_OWNER, NewJob
+from conveyor.domain.schedules import NewSchedule, ScheduleRecord
 from conveyor.metrics import count_fired
 from conveyor.services.jobs import JobService, Submission
-from conveyor.store.backend import QueueBackend, utcnow
-from conveyor.store.records import SYSTEM_OWNER, NewJob, NewSchedule, ScheduleRecord
+from conveyor.store.backend import QueueBackend
 
 _EDITABLE = {
     "cron",

@@ -6,10 +6,11 @@ import contextlib
 from dataclasses import replace
 from datetime import timedelta
 
+from conveyor.domain.clock import utcnow
+from conveyor.domain.tasks import TaskRecord
 from conveyor.errors import IllegalTransition, InvalidInput, NotFound
 from conveyor.services.jobs import JobService, Submission
-from conveyor.store.backend import utcnow
-from conveyor.store.tasks import TaskRecord, TaskStore
+from conveyor.store.tasks import TaskStore
 
 
 class TaskService:

@@ -13,19 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from conveyor.domain.events import EVENT_TYPES
+from conveyor.domain.webhooks import ALL_TYPES, DeliveryRecord, DeliveryState, WebhookRecord
 from conveyor.errors import InvalidInput
 from conveyor.net import BlockedUrl, FetchFailed, FetchPolicy, Resolver
 from conveyor.net.resolve import checked_addresses
 from conveyor.net.urls import check_url
 from conveyor.store.backend import QueueBackend
-from conveyor.store.events import EVENT_TYPES
-from conveyor.store.webhooks import (
-    ALL_TYPES,
-    DeliveryRecord,
-    DeliveryState,
-    WebhookRecord,
-    WebhookStore,
-)
+from conveyor.store.webhooks import WebhookStore
 
 MAX_URL = 2048
 ALIASES = {"all": ALL_TYPES}

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from conveyor.domain.workers import JobRef
 from conveyor.store.backend import QueueBackend
-from conveyor.store.records import JobRef
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,11 +19,9 @@ from sqlalchemy import ColumnElement, Row, Text, cast, delete, func, insert, or_
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Update
 
-from conveyor.domain.states import CANCELLABLE, USER_RETRYABLE, JobState, check_transition
-from conveyor.errors import Conflict, IllegalTransition, NotFound
-from conveyor.store import events as ev
-from conveyor.store.database import Database, after_commit
-from conveyor.store.records import (
+from conveyor.domain import events as ev
+from conveyor.domain.clock import utcnow
+from conveyor.domain.jobs import (
     BulkAction,
     BulkResult,
     ClaimedJob,
@@ -31,18 +29,19 @@ from conveyor.store.records import (
     JobFilter,
     JobListPage,
     JobRecord,
-    JobRef,
     JobSort,
     NewJob,
-    NewSchedule,
     Outcome,
-    PausedQueue,
-    QueueCount,
     RescueReport,
-    ScheduleRecord,
     ThroughputPoint,
-    WorkerInfo,
 )
+from conveyor.domain.queues import PausedQueue, QueueCount
+from conveyor.domain.schedules import NewSchedule, ScheduleRecord
+from conveyor.domain.states import CANCELLABLE, USER_RETRYABLE, JobState, check_transition
+from conveyor.domain.workers import JobRef, WorkerInfo
+from conveyor.errors import Conflict, IllegalTransition, NotFound
+from conveyor.store import events as outbox
+from conveyor.store.database import Database, after_commit
 from conveyor.store.tables import (
     events,
     jobs,
@@ -56,10 +55,6 @@ from conveyor.store.wake import EventWatch, Pace, bells
 from conveyor.store.webhooks import callback_rows, record_callbacks
 
 Callback = Callable[[str], None]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class Listener(ABC):
@@ -135,7 +130,7 @@ class QueueBackend(ABC):
         return update(jobs).where(self._in_lock_order(fence), *fence)
 
     async def _log(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-        await ev.record(conn, self._xid(), rows)
+        await outbox.record(conn, self._xid(), rows)
         if rows:
             after_commit(conn, self._events_committed)
 
@@ -198,7 +193,7 @@ class QueueBackend(ABC):
             )
             inserted = {r.id for r in (await c.execute(stmt, rows)).all()}
             created = [_JobView.of(r) for r in rows if r["id"] in inserted]
-            await self._log(c, [ev.event_row(ev.CREATED, j, j.state, now) for j in created])
+            await self._log(c, [outbox.event_row(ev.CREATED, j, j.state, now) for j in created])
             await record_callbacks(c, callback_rows(new_jobs, inserted, now))
             existing = await self._existing_for(c, [j for j in new_jobs if j.id not in inserted])
             runnable = {r["queue"] for r in rows if r["id"] in inserted and r["state"] == "queued"}
@@ -293,7 +288,7 @@ class QueueBackend(ABC):
                 now = utcnow()
                 data = {"reason": "released"}
                 await self._log(
-                    conn, [ev.event_row(ev.QUEUED, r, "queued", now, data) for r in rows]
+                    conn, [outbox.event_row(ev.QUEUED, r, "queued", now, data) for r in rows]
                 )
                 await self._notify_jobs(conn, {row.queue for row in rows})
         return {row.id for row in rows}
@@ -316,7 +311,9 @@ class QueueBackend(ABC):
             row = result.one_or_none()
             if row is not None:
                 data = {"percent": percent, "message": message}
-                await self._log(conn, [ev.event_row(ev.PROGRESS, row, "running", utcnow(), data)])
+                await self._log(
+                    conn, [outbox.event_row(ev.PROGRESS, row, "running", utcnow(), data)]
+                )
             return row is not None
 
     # ---- user operations ---------------------------------------------------------------------
@@ -390,7 +387,9 @@ class QueueBackend(ABC):
                 .returning(*columns)
             )
         ).all()
-        await self._log(conn, [ev.event_row(ev.CANCELLED, row, "cancelled", now) for row in rows])
+        await self._log(
+            conn, [outbox.event_row(ev.CANCELLED, row, "cancelled", now) for row in rows]
+        )
         for row in rows:
             if row.worker_id:
                 await self._notify_cancel(conn, row.id)
@@ -423,7 +422,7 @@ class QueueBackend(ABC):
             )
         ).all()
         data = {"reason": "retried"}
-        await self._log(conn, [ev.event_row(ev.QUEUED, r, "queued", now, data) for r in rows])
+        await self._log(conn, [outbox.event_row(ev.QUEUED, r, "queued", now, data) for r in rows])
         if rows:
             await self._notify_jobs(conn, {row.queue for row in rows})
         return rows
@@ -511,7 +510,7 @@ class QueueBackend(ABC):
             if row is None:
                 raise Conflict("the job changed state; try again")
             data = {"reason": "set by an administrator"}
-            await self._log(conn, [ev.event_row(target.value, row, target.value, now, data)])
+            await self._log(conn, [outbox.event_row(target.value, row, target.value, now, data)])
             if target is JobState.QUEUED:
                 await self._notify_jobs(conn, {row.queue})
         return _job_record(row)
@@ -674,7 +673,7 @@ class QueueBackend(ABC):
             await self._log(
                 conn,
                 [
-                    ev.event_row(
+                    outbox.event_row(
                         ev.FAILED if r.state == "failed" else ev.RETRYING, r, r.state, now, data
                     )
                     for r in rows
@@ -727,9 +726,9 @@ class QueueBackend(ABC):
         job_id: str | None = None,
     ) -> list[ev.Event]:
         """Committed events after `after`, in an order no later commit can precede."""
-        query = ev.page_query(after, self._horizon(), limit, owner_id=owner_id, job_id=job_id)
+        query = outbox.page_query(after, self._horizon(), limit, owner_id=owner_id, job_id=job_id)
         async with self.db.read() as conn:
-            return [ev.to_event(row) for row in await conn.execute(query)]
+            return [outbox.to_event(row) for row in await conn.execute(query)]
 
     async def cursor(self, sink: str) -> ev.Position:
         query = select(sink_cursors).where(sink_cursors.c.sink == sink)
@@ -760,7 +759,7 @@ class QueueBackend(ABC):
         floor = await self._prune_floor(before, sinks)
         clauses = [events.c.created_at < before]
         if floor is not None:
-            clauses.append(~ev.after(floor))
+            clauses.append(~outbox.after(floor))
         total = 0
         while True:
             victims = select(events.c.id).where(*clauses).limit(batch)
@@ -1032,7 +1031,7 @@ _BULK_COLUMNS = (*_EVENT_COLUMNS, jobs.c.worker_id)
 
 @dataclass(frozen=True, slots=True)
 class _JobView:
-    """A job row as `ev.event_row` reads it, from an insert's parameters."""
+    """A job row as `outbox.event_row` reads it, from an insert's parameters."""
 
     id: str
     owner_id: str

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import insert, select
 
-from conveyor.store.backend import utcnow
+from conveyor.domain.clock import utcnow
 from conveyor.store.database import Database
 from conveyor.store.tables import email_deliveries
 

@@ -19,16 +19,11 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from conveyor.domain.clock import utcnow
+from conveyor.domain.jobs import ClaimedJob, Enqueued, NewJob, Outcome
 from conveyor.domain.states import JobState
 from conveyor.errors import Unavailable
-from conveyor.store.backend import (
-    Callback,
-    Leadership,
-    Listener,
-    QueueBackend,
-    locked_in_id_order,
-    utcnow,
-)
+from conveyor.store.backend import Callback, Leadership, Listener, QueueBackend, locked_in_id_order
 from conveyor.store.database import (
     POSTGRES_SESSION,
     Database,
@@ -36,7 +31,6 @@ from conveyor.store.database import (
     is_outage,
     plain_postgres_dsn,
 )
-from conveyor.store.records import ClaimedJob, Enqueued, NewJob, Outcome
 from conveyor.store.sql import RETURNING_CLAIM, typed
 from conveyor.store.tables import jobs, queue_pauses, schedule_fires
 from conveyor.store.webhooks import (

@@ -17,7 +17,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from conveyor.store import events as ev
+from conveyor.domain import events as ev
+from conveyor.domain.clock import utcnow
+from conveyor.domain.jobs import ClaimedJob, Outcome
+from conveyor.store import events as outbox
 from conveyor.store.backend import (
     Callback,
     Leadership,
@@ -25,10 +28,8 @@ from conveyor.store.backend import (
     QueueBackend,
     claimed_job,
     event_data,
-    utcnow,
 )
 from conveyor.store.database import Database
-from conveyor.store.records import ClaimedJob, Outcome
 from conveyor.store.sql import CLAIM_COLUMNS, RETURNING_CLAIM, typed
 from conveyor.store.tables import jobs, queue_pauses, schedule_fires
 from conveyor.store.types import sqlite_time
@@ -218,7 +219,9 @@ class SqliteBackend(QueueBackend):
         async with self.db.write() as conn:
             rows = (await conn.execute(statement, params)).all()
             data = {"worker_id": worker_id}
-            await self._log(conn, [ev.event_row(ev.STARTED, r, "running", now, data) for r in rows])
+            await self._log(
+                conn, [outbox.event_row(ev.STARTED, r, "running", now, data) for r in rows]
+            )
         return [claimed_job(row) for row in rows]
 
     async def finish(self, worker_id: str, outcomes: Sequence[Outcome]) -> set[str]:
@@ -255,7 +258,10 @@ class SqliteBackend(QueueBackend):
             accepted.update(row.id for row in rows)
             await self._log(
                 conn,
-                [ev.event_row(kind, r, _STATE[kind], now, event_data(by_id[r.id])) for r in rows],
+                [
+                    outbox.event_row(kind, r, _STATE[kind], now, event_data(by_id[r.id]))
+                    for r in rows
+                ],
             )
         return accepted
 

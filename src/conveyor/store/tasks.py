@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from conveyor.store.backend import utcnow
+from conveyor.domain.clock import utcnow
+from conveyor.domain.tasks import TaskRecord
 from conveyor.store.database import Database
 from conveyor.store.tables import tasks
-
-
-@dataclass(frozen=True, slots=True)
-class TaskRecord:
-    id: int
-    owner_id: str
-    title: str
-    description: str
-    status: str
-    job_id: str | None
-    created_at: datetime
-    completed_at: datetime | None
 
 
 class TaskStore:

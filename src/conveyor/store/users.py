@@ -9,9 +9,8 @@ neither has to look before it leaps.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, TypedDict, Unpack
+from typing import Any, Unpack
 
 from sqlalchemy import Row, delete, exists, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -20,64 +19,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conveyor.auth.otp import OtpCheck, OtpRecord
+from conveyor.domain.accounts import ApiKeyRecord, Role, UserChanges, UserRecord, otp_subject
+from conveyor.domain.clock import utcnow
 from conveyor.domain.ids import uuid7
 from conveyor.errors import Conflict
-from conveyor.store.backend import utcnow
 from conveyor.store.database import Database
 from conveyor.store.tables import api_keys, otp_codes, refresh_tokens, users
 from conveyor.store.types import UTCDateTime
 
-Role = Literal["admin", "user"]
-
 _FIRST_ADMIN_LOCK = 7230861200413  # PostgreSQL advisory lock id; migrations use ...412
-
-
-@dataclass(frozen=True, slots=True)
-class UserRecord:
-    """A stored user, password hash included: it never leaves the service layer."""
-
-    id: str
-    email: str
-    username: str | None
-    role: Role
-    verified: bool
-    disabled: bool
-    created_at: datetime
-    updated_at: datetime
-    password_hash: str
-
-
-@dataclass(frozen=True, slots=True)
-class ApiKeyRecord:
-    """A stored API key. Only its hash is kept, and that stays in the store."""
-
-    id: str
-    user_id: str
-    name: str
-    prefix: str
-    created_at: datetime
-    last_used_at: datetime | None
-    revoked_at: datetime | None
-
-
-class UserChanges(TypedDict, total=False):
-    """The columns `UserStore.update_user` may change."""
-
-    email: str
-    username: str | None
-    password_hash: str
-    role: Role
-    verified: bool
-    disabled: bool
-
-
-def otp_subject(user_id: str) -> str:
-    """The subject an e-mail verification code of this user is issued for.
-
-    The table keeps one row per user and not the subject, so the subject is rebuilt from
-    the user id; it is part of the code's MAC, so a row copied to another user is useless.
-    """
-    return f"verify-email:{user_id}"
 
 
 class UserStore:

@@ -14,9 +14,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from conveyor.domain.clock import utcnow
+from conveyor.domain.jobs import ClaimedJob, ErrorInfo, Outcome
 from conveyor.errors import JobFailed, JobTimeout, NonRetryableError
-from conveyor.store.backend import utcnow
-from conveyor.store.records import ClaimedJob, ErrorInfo, Outcome
 from conveyor.worker.context import JobCancelled, JobContext
 from conveyor.worker.registry import HandlerSpec
 

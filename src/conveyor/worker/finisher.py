@@ -6,8 +6,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from conveyor.domain.jobs import Outcome
 from conveyor.store.backend import QueueBackend
-from conveyor.store.records import Outcome
 
 log = logging.getLogger("conveyor.worker")
 

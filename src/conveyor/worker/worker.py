@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor.domain.ids import uuid7
+from conveyor.domain.jobs import ClaimedJob, ErrorInfo, Outcome
 from conveyor.logs import job_context
 from conveyor.metrics import JobMetrics
 from conveyor.store.backend import Listener, QueueBackend
-from conveyor.store.records import ClaimedJob, ErrorInfo, Outcome
 from conveyor.worker.context import JobContext, JobInfo
 from conveyor.worker.executor import Pools, execute
 from conveyor.worker.finisher import Finisher

@@ -19,8 +19,8 @@ from conveyor.api.schemas import (
     UserOut,
     VerifyOtp,
 )
+from conveyor.domain.accounts import ApiKeyRecord
 from conveyor.services.accounts import TokenPair, User
-from conveyor.store.users import ApiKeyRecord
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"])
 

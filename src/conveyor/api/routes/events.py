@@ -18,8 +18,8 @@ from fastapi.responses import JSONResponse
 from conveyor.api.deps import Context, VerifiedUser, owner_scope
 from conveyor.api.errors import error_body
 from conveyor.api.sse import POSITION_PATTERN, event_stream
+from conveyor.domain.events import Position
 from conveyor.services.events import EventFeed, Scope
-from conveyor.store.events import Position
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 

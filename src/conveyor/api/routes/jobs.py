@@ -25,11 +25,11 @@ from conveyor.api.schemas import (
     ThroughputMinuteOut,
     ThroughputOut,
 )
+from conveyor.domain.jobs import SORT_KEYS, JobFilter, JobRecord
 from conveyor.domain.states import JobState
 from conveyor.errors import Conflict, InvalidInput
 from conveyor.services.accounts import User
 from conveyor.services.jobs import Submission
-from conveyor.store.records import SORT_KEYS, JobFilter, JobRecord
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
 IdempotencyKey = Annotated[

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Response, status
 
 from conveyor.api.deps import Context, VerifiedUser, owner_scope
 from conveyor.api.schemas import ScheduleCreate, ScheduleOut, ScheduleUpdate
-from conveyor.store.records import NewSchedule
+from conveyor.domain.schedules import NewSchedule
 
 router = APIRouter(prefix="/api/v1/schedules", tags=["schedules"])
 

@@ -18,7 +18,7 @@ from conveyor.api.webhook_schemas import (
     WebhookPage,
     WebhookUpdate,
 )
-from conveyor.store.webhooks import DeliveryRecord
+from conveyor.domain.webhooks import DeliveryRecord
 
 router = APIRouter(prefix="/api/v1", tags=["webhooks"])
 StateQuery = Annotated[Literal["pending", "delivered", "failed"] | None, Query()]

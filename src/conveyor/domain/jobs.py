@@ -1,4 +1,4 @@
-"""Plain records that cross the store boundary (no SQLAlchemy types leak out)."""
+"""Jobs as every layer sees them: what is submitted, stored, claimed, reported and listed."""
 
 from __future__ import annotations
 
@@ -124,82 +124,6 @@ class RescueReport:
 
 
 @dataclass(frozen=True, slots=True)
-class WorkerInfo:
-    id: str
-    hostname: str
-    pid: int
-    queues: list[str]
-    concurrency: int
-    started_at: datetime
-    last_heartbeat_at: datetime
-    stopped_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class JobRef:
-    """A running job as a worker listing shows it."""
-
-    id: str
-    type: str
-    queue: str
-    started_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class QueueCount:
-    queue: str
-    state: JobState
-    count: int
-    oldest_created_at: datetime | None
-    oldest_run_at: datetime | None = None  # when the longest-waiting one became due
-
-
-@dataclass(frozen=True, slots=True)
-class PausedQueue:
-    queue: str
-    paused_at: datetime
-    paused_by: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class NewSchedule:
-    name: str
-    cron: str
-    job_type: str
-    payload: dict[str, Any]
-    timezone: str = "UTC"
-    queue: str | None = None
-    priority: int = 0
-    max_attempts: int | None = None
-    timeout_s: float | None = None
-    tags: tuple[str, ...] = ()
-    paused: bool = False
-    owner_id: str = SYSTEM_OWNER
-    id: str = field(default_factory=uuid7)
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduleRecord:
-    id: str
-    owner_id: str
-    name: str
-    cron: str
-    timezone: str
-    job_type: str
-    queue: str | None
-    payload: dict[str, Any]
-    priority: int
-    max_attempts: int | None
-    timeout_s: float | None
-    tags: list[str]
-    paused: bool
-    next_fire_at: datetime | None
-    last_fire_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
 class JobFilter:
     """Which jobs a listing (or a bulk action) covers; `owner_id=None` means every owner."""
 
@@ -243,6 +167,8 @@ class JobListPage:
 
 
 BulkAction = Literal["retry", "cancel", "delete"]
+
+
 BULK_ACTIONS: tuple[BulkAction, ...] = ("retry", "cancel", "delete")
 
 

@@ -1,0 +1,48 @@
+"""Cron schedules: what a user creates, and what is stored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from conveyor.domain.ids import uuid7
+from conveyor.domain.jobs import SYSTEM_OWNER
+
+
+@dataclass(frozen=True, slots=True)
+class NewSchedule:
+    name: str
+    cron: str
+    job_type: str
+    payload: dict[str, Any]
+    timezone: str = "UTC"
+    queue: str | None = None
+    priority: int = 0
+    max_attempts: int | None = None
+    timeout_s: float | None = None
+    tags: tuple[str, ...] = ()
+    paused: bool = False
+    owner_id: str = SYSTEM_OWNER
+    id: str = field(default_factory=uuid7)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRecord:
+    id: str
+    owner_id: str
+    name: str
+    cron: str
+    timezone: str
+    job_type: str
+    queue: str | None
+    payload: dict[str, Any]
+    priority: int
+    max_attempts: int | None
+    timeout_s: float | None
+    tags: list[str]
+    paused: bool
+    next_fire_at: datetime | None
+    last_fire_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
