@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from conveyor.auth.errors import OtpCooldown
-from conveyor.auth.otp import OtpCodes, OtpOutcome, OtpPolicy, OtpRecord, generate_code
+from conveyor.auth.otp import OtpCodes, OtpPolicy, generate_code
+from conveyor.domain.otp import OtpOutcome, OtpRecord
 
 NOW = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
 SUBJECT = "verify-email:user-1"

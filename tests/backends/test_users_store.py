@@ -10,9 +10,10 @@ from datetime import timedelta
 
 import pytest
 
-from conveyor.auth.otp import OtpCheck, OtpCodes, OtpOutcome, OtpRecord
+from conveyor.auth.otp import OtpCodes
 from conveyor.domain.accounts import ApiKeyRecord, UserRecord, otp_subject
 from conveyor.domain.clock import utcnow
+from conveyor.domain.otp import OtpCheck, OtpOutcome, OtpRecord
 from conveyor.errors import Conflict
 from conveyor.store.database import Database
 from conveyor.store.users import UserStore

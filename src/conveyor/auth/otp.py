@@ -1,9 +1,9 @@
 """Six-digit one-time codes (e-mail verification) as pure state transitions.
 
-The store keeps one ``OtpRecord`` per subject (for example ``"verify-email:<user id>"``);
-``issue`` returns the record that replaces it, so only the newest code is ever valid, and
-``check`` returns the outcome with the record to write back. No I/O and no wall clock here:
-``now`` is always passed in.
+The store keeps one ``OtpRecord`` (a record of ``conveyor.domain.otp``) per subject (for
+example ``"verify-email:<user id>"``); ``issue`` returns the record that replaces it, so only
+the newest code is ever valid, and ``check`` returns the outcome with the record to write
+back. No I/O and no wall clock here: ``now`` is always passed in.
 
 Codes are stored as HMAC-SHA256, keyed with a key derived from the secret key, and not with
 argon2. A code has only 10^6 values, so a slow hash would not stop an offline search of a
@@ -21,9 +21,9 @@ import math
 import secrets
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 from conveyor.auth.errors import OtpCooldown
+from conveyor.domain.otp import OtpCheck, OtpOutcome, OtpRecord
 
 CODE_DIGITS = 6
 
@@ -35,38 +35,6 @@ class OtpPolicy:
     ttl: timedelta = timedelta(minutes=10)
     max_attempts: int = 5
     resend_cooldown: timedelta = timedelta(seconds=60)
-
-
-@dataclass(frozen=True, slots=True)
-class OtpRecord:
-    """The persisted state of the current code of one subject."""
-
-    subject: str
-    code_hash: str
-    created_at: datetime
-    expires_at: datetime
-    attempts: int = 0
-    used_at: datetime | None = None
-
-
-class OtpOutcome(StrEnum):
-    OK = "ok"
-    WRONG = "wrong"
-    EXPIRED = "expired"
-    USED = "used"
-    LOCKED = "locked"
-
-
-@dataclass(frozen=True, slots=True)
-class OtpCheck:
-    """The result of a check and the record to persist (unchanged unless a guess counted)."""
-
-    outcome: OtpOutcome
-    record: OtpRecord
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome is OtpOutcome.OK
 
 
 def generate_code() -> str:

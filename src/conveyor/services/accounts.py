@@ -26,7 +26,7 @@ from typing import Unpack
 
 from conveyor.auth.api_keys import generate, hash_key, looks_like_api_key
 from conveyor.auth.errors import InvalidToken, PasswordPolicyError
-from conveyor.auth.otp import OtpCodes, OtpRecord
+from conveyor.auth.otp import OtpCodes
 from conveyor.auth.passwords import (
     check_password_policy,
     hash_password,
@@ -38,6 +38,7 @@ from conveyor.auth.refresh import issue_session, rotate
 from conveyor.auth.tokens import Clock, IssuedToken, TokenService, utc_now
 from conveyor.domain.accounts import ApiKeyRecord, Role, UserChanges, UserRecord, otp_subject
 from conveyor.domain.ids import uuid7
+from conveyor.domain.otp import OtpRecord
 from conveyor.errors import (
     ConfigurationError,
     Conflict,

@@ -18,10 +18,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from conveyor.auth.otp import OtpCheck, OtpRecord
 from conveyor.domain.accounts import ApiKeyRecord, Role, UserChanges, UserRecord, otp_subject
 from conveyor.domain.clock import utcnow
 from conveyor.domain.ids import uuid7
+from conveyor.domain.otp import OtpCheck, OtpRecord
 from conveyor.errors import Conflict
 from conveyor.store.database import Database
 from conveyor.store.tables import api_keys, otp_codes, refresh_tokens, users
