@@ -201,7 +201,7 @@ class UserStore:
                 )
         return True
 
-    # ---- refresh tokens (conveyor.auth.refresh.RefreshStore) ---------------------------------
+    # ---- refresh tokens (the RefreshStore of auth/refresh.py) --------------------------------
     async def record(self, *, jti: str, family_id: str, subject: str, expires_at: datetime) -> None:
         async with self.db.write() as conn:
             await conn.execute(
