@@ -55,13 +55,15 @@ async def dispatch(url: str, events: int) -> dict[str, float]:
     from conveyor.events.webhooks import DispatchConfig, Dispatcher
     from conveyor.net import FetchPolicy
     from conveyor.net.signing import SecretKeys
+    from conveyor.store.webhook_deliveries import WebhookDeliveryStore
     from conveyor.store.webhooks import WebhookStore
 
     backend = open_backend(url)
-    store = WebhookStore(backend.db, SecretKeys("bench-secret-key"))
+    keys = SecretKeys("bench-secret-key")
+    hooks, store = WebhookStore(backend.db, keys), WebhookDeliveryStore(backend.db, keys)
     server, port, seen = await receiver()
     try:
-        await store.create("bench", f"http://127.0.0.1:{port}/hook", ["*"])
+        await hooks.create("bench", f"http://127.0.0.1:{port}/hook", ["*"])
         await backend.enqueue(
             [NewJob(type="noop", payload={"i": i}, owner_id="bench") for i in range(events)]
         )

@@ -26,6 +26,7 @@ from conveyor.store.factory import open_backend
 from conveyor.store.migrate import migrate
 from conveyor.store.tasks import TaskStore
 from conveyor.store.users import UserStore
+from conveyor.store.webhook_deliveries import WebhookDeliveryStore
 from conveyor.store.webhooks import WebhookStore
 from conveyor.worker.registry import Registry, load_handlers
 from conveyor.worker.resources import Resources
@@ -59,7 +60,10 @@ class Engine:
             raise
         keys = SecretKeys(settings.resolved_secret_key())
         webhooks = WebhookService(
-            WebhookStore(backend.db, keys), backend, FetchPolicy.from_settings(settings)
+            WebhookStore(backend.db, keys),
+            WebhookDeliveryStore(backend.db, keys),
+            backend,
+            FetchPolicy.from_settings(settings),
         )
         jobs = JobService(backend, registry)
         jobs.check_callbacks = webhooks.check_callbacks

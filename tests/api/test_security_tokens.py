@@ -169,7 +169,7 @@ async def test_every_protected_route_refuses_missing_and_forged_tokens(api: Api)
 async def a_delivery(api: Api, owner: dict[str, str], webhook_id: str) -> int:
     """The id of a delivery to the owner's webhook: of a job submitted after it, fanned out."""
     r = await api.client.post("/api/v1/jobs", json={"type": "noop"}, headers=owner)
-    store, job_id = api.engine.webhooks.store, r.json()["id"]
+    store, job_id = api.engine.webhooks.delivery_log, r.json()["id"]
 
     async def fanned_out() -> bool:  # once the job's event is readable (PostgreSQL's horizon)
         events = await api.engine.backend.read_events(Position(), 1000)

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from conveyor.net.signing import SecretKeys
 from conveyor.store.database import Database
 from conveyor.store.tables import callback_secrets, webhooks
-from conveyor.store.webhooks import WebhookStore
+from conveyor.store.webhook_deliveries import WebhookDeliveryStore
 from tests.api.conftest import Api
 from tests.events.test_webhooks import created_events, private_api
 
@@ -32,7 +32,7 @@ async def stored_values(db: Database) -> list[str]:
     return found
 
 
-async def claimed_secrets(store: WebhookStore, count: int) -> dict[str, str | None]:
+async def claimed_secrets(store: WebhookDeliveryStore, count: int) -> dict[str, str | None]:
     """Claim what is due and give it back: each claimed target's signing secret."""
     lease = datetime.now(UTC) + timedelta(minutes=1)
     claimed = await store.claim(100, lease, [], 100)
@@ -65,7 +65,7 @@ async def test_the_database_holds_no_secret_and_deliveries_sign_with_the_shown_o
     r = await api.client.post("/api/v1/jobs", json=job, headers=alice)
     assert r.status_code == 201, r.text
     await api.client.post(f"/api/v1/jobs/{r.json()['id']}/cancel", headers=alice)
-    store = api.engine.webhooks.store
+    store = api.engine.webhooks.delivery_log
     events = await created_events(api.engine, 2)  # created, cancelled
     assert await store.fan_out(events, lambda e: b"{}") == 3  # 2 to the hook, 1 callback
     assert await claimed_secrets(store, 2) == {hook_id: hook_secret, "callback": callback_secret}
@@ -85,7 +85,7 @@ async def test_the_database_holds_no_secret_and_deliveries_sign_with_the_shown_o
     assert (await claimed_secrets(store, 2))[hook_id] == rotated  # bob changed nothing
 
     # The same rows under another SECRET_KEY derive other secrets: the rows alone sign nothing.
-    other = WebhookStore(api.engine.backend.db, SecretKeys("another-secret-key"))
+    other = WebhookDeliveryStore(api.engine.backend.db, SecretKeys("another-secret-key"))
     elsewhere = await claimed_secrets(other, 2)
     assert elsewhere[hook_id] != rotated and elsewhere["callback"] != rotated_callback
     assert all(s is not None and s.startswith("whsec_") for s in elsewhere.values())

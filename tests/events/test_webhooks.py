@@ -32,6 +32,7 @@ from conveyor.net import Resolver
 from conveyor.net.signing import SecretKeys, verify
 from conveyor.runtime import Engine
 from conveyor.store.backend import QueueBackend
+from conveyor.store.webhook_deliveries import WebhookDeliveryStore
 from conveyor.store.webhooks import WebhookStore
 from tests.api.conftest import Api, api_settings, running_api
 from tests.events.conftest import finished_jobs
@@ -132,6 +133,12 @@ async def created_events_of(backend: QueueBackend, count: int) -> list[ev.Event]
 
     await eventually(there, timeout=30, what=f"{count} events")
     return found
+
+
+def webhook_stores(backend: QueueBackend) -> tuple[WebhookStore, WebhookDeliveryStore]:
+    """The subscriptions and the delivery log, deriving secrets as the relay processes do."""
+    keys = SecretKeys(KEY)
+    return WebhookStore(backend.db, keys), WebhookDeliveryStore(backend.db, keys)
 
 
 def attempts(outcome: str) -> float:
@@ -426,9 +433,9 @@ async def test_a_killed_relay_adds_no_duplicate_rows_and_the_next_one_delivers_a
         "relay_lease_seconds": "1", "webhook_timeout": "2", "webhook_poll_interval": "0.05",
         "webhook_backoff_initial": "0.05", "webhook_backoff_max": "0.2", "secret_key": KEY,
     }  # fmt: skip
-    store = WebhookStore(backend.db, SecretKeys(KEY))
+    hooks, store = webhook_stores(backend)
     async with receiving(delay=0.02) as server:
-        _, secret = await store.create("system", f"http://127.0.0.1:{server.port}/hook", ["*"])
+        _, secret = await hooks.create("system", f"http://127.0.0.1:{server.port}/hook", ["*"])
         await finished_jobs(backend, 40)  # 120 events: created, started, completed
         first = cluster.spawn("results-1", ["results"], settings)
         await eventually(lambda: len(server.seen) >= 30, timeout=60, what="some deliveries")
@@ -461,9 +468,9 @@ async def test_two_relay_processes_send_each_delivery_once(
         "allow_private_urls": "true", "relay_poll_interval": "0.05",
         "webhook_poll_interval": "0.05", "webhook_concurrency": "8", "secret_key": KEY,
     }  # fmt: skip
-    store = WebhookStore(backend.db, SecretKeys(KEY))
+    hooks, store = webhook_stores(backend)
     async with receiving(delay=0.01) as server:
-        await store.create("system", f"http://127.0.0.1:{server.port}/hook", ["*"])
+        await hooks.create("system", f"http://127.0.0.1:{server.port}/hook", ["*"])
         cluster.spawn("results-1", ["results"], settings)
         cluster.spawn("results-2", ["results"], settings)
         await asyncio.sleep(1.0)  # both up: one fans out, both send
@@ -482,8 +489,8 @@ async def test_two_relay_processes_send_each_delivery_once(
 async def test_finished_deliveries_are_pruned_after_retention_and_pending_ones_kept(
     backend: QueueBackend,
 ) -> None:
-    store = WebhookStore(backend.db, SecretKeys(KEY))
-    await store.create("system", "http://127.0.0.1:9/a", ["*"])
+    hooks, store = webhook_stores(backend)
+    await hooks.create("system", "http://127.0.0.1:9/a", ["*"])
     await finished_jobs(backend, 3)
     events = await created_events_of(backend, 9)
     assert await store.fan_out(events, lambda e: b"{}") == 9

@@ -13,7 +13,7 @@ from conveyor.net import FetchPolicy, Resolver
 from conveyor.net.signing import SecretKeys
 from conveyor.settings import Settings
 from conveyor.store.database import Database
-from conveyor.store.webhooks import WebhookStore
+from conveyor.store.webhook_deliveries import WebhookDeliveryStore
 
 
 def sinks_from_settings(settings: Settings, db: Database | None = None) -> list[Sink]:
@@ -39,7 +39,7 @@ def webhook_sink(settings: Settings, db: Database, resolver: Resolver | None = N
         poll_interval=settings.webhook_poll_interval,
         retention=settings.webhook_retention_seconds,
     )
-    store = WebhookStore(db, SecretKeys(settings.resolved_secret_key()))
+    store = WebhookDeliveryStore(db, SecretKeys(settings.resolved_secret_key()))
     policy = FetchPolicy.from_settings(settings)
     return WebhookSink(store, Dispatcher(store, policy, config, resolver))
 

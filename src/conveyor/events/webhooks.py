@@ -41,7 +41,7 @@ from conveyor.net import (
     fetch,
 )
 from conveyor.net.signing import sign
-from conveyor.store.webhooks import WebhookStore
+from conveyor.store.webhook_deliveries import WebhookDeliveryStore
 
 log = logging.getLogger("conveyor.events.webhooks")
 
@@ -130,7 +130,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        store: WebhookStore,
+        store: WebhookDeliveryStore,
         policy: FetchPolicy,
         config: DispatchConfig | None = None,
         resolver: Resolver | None = None,
@@ -303,7 +303,7 @@ class WebhookSink:
 
     name = "webhooks"
 
-    def __init__(self, store: WebhookStore, dispatcher: Dispatcher) -> None:
+    def __init__(self, store: WebhookDeliveryStore, dispatcher: Dispatcher) -> None:
         self.store = store
         self.dispatcher = dispatcher
 

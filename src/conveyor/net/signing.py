@@ -12,18 +12,10 @@ import base64
 import hashlib
 import hmac
 import json
-import secrets
 import time
 
 SIGNATURE_TOLERANCE = 300
 SECRET_PREFIX = "whsec_"
-WEBHOOK = "webhook"  # purposes of derived secrets: a subscription's, keyed by its id
-CALLBACK = "callback"  # and a user's job-callback secret, keyed by the owner id
-
-
-def new_nonce() -> str:
-    """A fresh per-row nonce (256 bits): what the database keeps instead of a secret."""
-    return secrets.token_urlsafe(32)
 
 
 class SecretKeys:
@@ -34,7 +26,8 @@ class SecretKeys:
     keeps only the random nonce: a leaked database or backup cannot forge a signature without
     the SECRET_KEY, rotation is a new nonce, and changing the SECRET_KEY changes every secret.
     The purpose and row id under the MAC mean a nonce copied to another row derives nothing
-    that row's receiver accepts.
+    that row's receiver accepts. The webhook stores are given one as their `SecretDeriver`;
+    they choose the purposes and keep the nonces (store/webhooks.py).
     """
 
     def __init__(self, secret_key: str) -> None:

@@ -3,7 +3,8 @@
 A target URL is checked when it is given (scheme, port, and every address its host resolves
 to, under the SSRF policy) and again by the dispatcher at every attempt, since DNS may have
 changed since. Signing secrets are returned once, at creation or rotation; reads never show
-them, and the database holds only the nonces they are derived from (store/webhooks.py).
+them, and the database holds only the nonces they are derived from (store/webhooks.py). The
+delivery log is a store of its own (store/webhook_deliveries.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from conveyor.net import BlockedUrl, FetchFailed, FetchPolicy, Resolver
 from conveyor.net.resolve import checked_addresses
 from conveyor.net.urls import check_url
 from conveyor.store.backend import QueueBackend
+from conveyor.store.webhook_deliveries import WebhookDeliveryStore
 from conveyor.store.webhooks import WebhookStore
 
 MAX_URL = 2048
@@ -48,11 +50,13 @@ class WebhookService:
     def __init__(
         self,
         store: WebhookStore,
+        delivery_log: WebhookDeliveryStore,
         backend: QueueBackend,
         policy: FetchPolicy,
         resolver: Resolver | None = None,
     ) -> None:
         self.store = store
+        self.delivery_log = delivery_log
         self.backend = backend
         self.policy = policy
         self.resolver = resolver  # None: the OS resolver; tests give their own
@@ -123,7 +127,7 @@ class WebhookService:
         limit: int = 50,
     ) -> list[DeliveryRecord]:
         await self.store.get(webhook_id, owner_id)  # someone else's webhook is 404
-        return await self.store.deliveries(
+        return await self.delivery_log.deliveries(
             webhook_id=webhook_id, state=state, after_id=after_id, limit=limit
         )
 
@@ -138,14 +142,14 @@ class WebhookService:
     ) -> list[DeliveryRecord]:
         """Every delivery of the job's events: to subscriptions and to its callback_url."""
         await self.backend.get(job_id, owner_id)  # someone else's job is 404
-        return await self.store.deliveries(
+        return await self.delivery_log.deliveries(
             job_id=job_id, state=state, after_id=after_id, limit=limit
         )
 
     async def retry_delivery(self, delivery_id: int, owner_id: str | None) -> DeliveryRecord:
         """Send a failed delivery again (its attempts start over); the dispatcher's next look,
         within WEBHOOK_POLL_INTERVAL, takes it. 404 for another user's, 409 unless failed."""
-        return await self.store.retry(delivery_id, owner_id)
+        return await self.delivery_log.retry(delivery_id, owner_id)
 
     # ---- job callbacks ---------------------------------------------------------------------
     async def rotate_callback_secret(self, owner_id: str) -> tuple[str, datetime]:
