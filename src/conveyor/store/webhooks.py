@@ -191,7 +191,7 @@ class WebhookStore:
             return await job_callback_urls(conn, wanted)
 
 
-# ---- what the delivery log reads of subscriptions, in its own transaction -------------------
+# ---- what the delivery log reads of subscriptions, inside the log's transaction -------------
 async def active_subscriptions(
     conn: AsyncConnection, owners: set[str]
 ) -> dict[str, list[WebhookRecord]]:
@@ -206,6 +206,7 @@ async def active_subscriptions(
 
 
 async def job_callback_urls(conn: AsyncConnection, job_ids: set[str]) -> dict[str, str]:
+    """Job id -> `callback_url`, for those of the jobs that have one."""
     if not job_ids:
         return {}
     query = select(job_callbacks.c.job_id, job_callbacks.c.url).where(
