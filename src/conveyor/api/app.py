@@ -21,9 +21,8 @@ from conveyor.api.routes import webhooks as webhook_routes
 from conveyor.api.routes import workers as worker_routes
 from conveyor.api.schemas import ErrorBody
 from conveyor.compat import cloudtask, django_jobs, jobscope, store_visits, tasks
-from conveyor.runtime import Engine
+from conveyor.runtime import Engine, load_handlers
 from conveyor.settings import Settings
-from conveyor.worker.registry import load_handlers
 
 log = logging.getLogger("conveyor.api")
 
