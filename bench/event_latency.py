@@ -24,11 +24,11 @@ import httpx
 from tests.support.serving import serving
 
 from bench.scratch_db import scratch_database
-from conveyor.api.app import create_app
 from conveyor.events import Relay
 from conveyor.events.rabbitmq import EXCHANGE, RabbitMQSink
 from conveyor.events.setup import relay_config
 from conveyor.runtime import Engine
+from conveyor.server import create_app
 from conveyor.services.jobs import Submission
 from conveyor.settings import Settings
 from conveyor.store.database import Database

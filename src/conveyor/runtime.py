@@ -28,9 +28,16 @@ from conveyor.store.tasks import TaskStore
 from conveyor.store.users import UserStore
 from conveyor.store.webhook_deliveries import WebhookDeliveryStore
 from conveyor.store.webhooks import WebhookStore
-from conveyor.worker.registry import Registry, load_handlers
+from conveyor.worker.registry import Registry, load_blueprints
 from conveyor.worker.resources import Resources
 from conveyor.worker.worker import Worker, WorkerConfig
+
+
+def load_handlers(modules: list[str]) -> Registry:
+    """The job types of this process: the built-ins, every entry point's, then `modules`'."""
+    from conveyor import handlers  # here, not at the top: commands that run no job skip PIL & co
+
+    return Registry(handlers.blueprint, *load_blueprints(modules))
 
 
 @dataclass

@@ -26,8 +26,8 @@ import pytest
 
 from conveyor.domain.jobs import JobRecord, NewJob
 from conveyor.domain.states import JobState
+from conveyor.runtime import load_handlers
 from conveyor.store.backend import QueueBackend
-from conveyor.worker.registry import load_handlers
 from conveyor.worker.worker import Worker, WorkerConfig
 from tests.support.processes import (
     CONVEYOR,

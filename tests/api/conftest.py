@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from conveyor.api.app import create_app
 from conveyor.runtime import Engine
+from conveyor.server import create_app
 from conveyor.settings import Settings
 
 ADMIN_EMAIL = "admin@example.com"

@@ -30,8 +30,8 @@ from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import response_schema_conformance
 from starlette.types import ASGIApp
 
-from conveyor.api.app import create_app
 from conveyor.auth.passwords import configure_argon2
+from conveyor.server import create_app
 from tests.api.conftest import PASSWORD, api_settings
 from tests.conftest import fresh_database
 

@@ -29,9 +29,9 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.routing import Mount, Route
 
-from conveyor.api.app import create_app
 from conveyor.dashboard.web import DashboardRoute
 from conveyor.runtime import Engine
+from conveyor.server import create_app
 from conveyor.settings import Settings
 from tests.api.conftest import Api
 

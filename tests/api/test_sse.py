@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from conveyor.api import sse
-from conveyor.api.app import create_app
 from conveyor.domain.events import Position
 from conveyor.runtime import Engine
+from conveyor.server import create_app
 from conveyor.services.events import EventFeed, Scope, _largest
 from conveyor.services.jobs import Submission
 from tests.api.conftest import Api, api_settings

@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from conveyor.api.app import create_app
 from conveyor.compat import store_visits
 from conveyor.runtime import Engine
+from conveyor.server import create_app
 from tests.api.conftest import Api, api_settings
 from tests.handlers.conftest import ImageSite, url
 from tests.net.world import LoopbackServer

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conveyor.api.app import create_app
 from conveyor.runtime import Engine
+from conveyor.server import create_app
 from tests.api.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Api, api_settings, running_api
 from tests.support.engine import processing
 from tests.support.serving import serving

@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from conveyor.runtime import load_handlers
 from conveyor.services.jobs import JobService, Submission
 from conveyor.store.factory import open_backend
-from conveyor.worker.registry import load_handlers
 from tests.metrics.samples import Samples
 from tests.support.processes import CONVEYOR, ROOT, Proc, clean_environ, eventually
 

@@ -11,11 +11,11 @@ from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import NewJob
 from conveyor.domain.schedules import NewSchedule
 from conveyor.metrics import render
+from conveyor.runtime import load_handlers
 from conveyor.scheduler.scheduler import Scheduler, SchedulerConfig
 from conveyor.services.jobs import JobService
 from conveyor.services.schedules import ScheduleService
 from conveyor.store.backend import QueueBackend
-from conveyor.worker.registry import load_handlers
 from tests.metrics.samples import Samples
 from tests.support.processes import eventually
 

@@ -13,12 +13,12 @@ from conveyor.domain.jobs import NewJob
 from conveyor.domain.schedules import NewSchedule
 from conveyor.domain.states import JobState
 from conveyor.errors import Conflict, InvalidInput, UnknownJobType
+from conveyor.runtime import load_handlers
 from conveyor.scheduler.scheduler import Scheduler, SchedulerConfig
 from conveyor.services.jobs import JobService
 from conveyor.services.schedules import ScheduleService
 from conveyor.store.backend import QueueBackend
 from conveyor.store.factory import open_backend
-from conveyor.worker.registry import load_handlers
 from tests.backends.test_events import settled
 
 

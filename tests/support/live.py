@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from conveyor.api.app import create_app
 from conveyor.runtime import Engine
+from conveyor.server import create_app
 from conveyor.services.accounts import User
 from conveyor.settings import Settings
 from tests.support.serving import serving

@@ -1,31 +1,24 @@
-"""`create_app(settings)`: the FastAPI application, built by a factory (no module globals)."""
+"""`install(app, settings)`: the HTTP API on an app the composition root (server.py) built:
+the one error shape, the middleware, the routers, the docs and the OpenAPI document."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from conveyor import __version__, dashboard
 from conveyor.api import errors
-from conveyor.api.deps import AppContext
-from conveyor.api.middleware import BodyLimits, HttpMetrics, RequestLog
-from conveyor.api.ratelimit import RateLimits
+from conveyor.api.middleware.body_limits import BodyLimits
+from conveyor.api.middleware.http_metrics import HttpMetrics
+from conveyor.api.middleware.request_log import RequestLog
 from conveyor.api.routes import admin, auth, docs, events, health, jobs, metrics, schedules
 from conveyor.api.routes import queues as queue_routes
 from conveyor.api.routes import webhooks as webhook_routes
 from conveyor.api.routes import workers as worker_routes
 from conveyor.api.schemas import ErrorBody
-from conveyor.compat import cloudtask, django_jobs, jobscope, store_visits, tasks
-from conveyor.runtime import Engine
+from conveyor.runtime import load_handlers
 from conveyor.settings import Settings
-from conveyor.worker.registry import load_handlers
-
-log = logging.getLogger("conveyor.api")
 
 DESCRIPTION = """
 Submit jobs, follow them, get their results. Authenticate with `Authorization: Bearer
@@ -34,34 +27,8 @@ Errors always have the shape `{"error": {"code", "message", "details"?}}`.
 """
 
 
-def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
-    """The API. Give it an open `engine` to share one with a worker (`conveyor run`)."""
-    settings = settings or Settings()
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        own = engine is None
-        eng = engine or await Engine.open(settings)
-        limits = RateLimits(settings.redis_url, settings.rate_limit_namespace)
-        try:
-            await _bootstrap_admin(eng)
-            app.state.conveyor = AppContext(settings, eng, eng.accounts, limits)
-            async with metrics.refreshed_gauges(eng):  # queue depth, oldest job, workers alive
-                yield
-        finally:
-            await limits.aclose()
-            if own:
-                await eng.close()
-
-    app = FastAPI(
-        title="Conveyor",
-        version=__version__,
-        description=DESCRIPTION,
-        lifespan=lifespan,
-        docs_url=None,  # served by routes/docs.py from packaged assets, not a CDN
-        redoc_url=None,
-        openapi_url="/openapi.json",
-    )
+def install(app: FastAPI, settings: Settings) -> None:
+    """The API's routes; its error shape and middleware hold for everything on `app`."""
     errors.install(app)
     app.add_middleware(
         BodyLimits, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth
@@ -73,21 +40,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     for routes in (queue_routes, worker_routes):
         app.include_router(routes.router)
     app.include_router(webhook_routes.router)
-    for adapter in (jobscope, cloudtask, store_visits, django_jobs, tasks):
-        app.include_router(adapter.router)
     docs.mount_assets(app)
-    dashboard.install(app)  # /dashboard: pages, their live stream and static files
     app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
-    return app
-
-
-async def _bootstrap_admin(engine: Engine) -> None:
-    s = engine.settings
-    given = s.admin_password.get_secret_value() if s.admin_password else None
-    generated = await engine.accounts.ensure_admin(s.admin_email, given)
-    if generated:
-        # Printed once, on the first start only; it is never stored in clear.
-        print(f"\n  Conveyor admin created: {s.admin_email} / password: {generated}\n", flush=True)
 
 
 def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Built-in job types; importing this package registers them."""
+"""Built-in job types, one module each; `blueprint` holds them all for the engine to include."""
 
 from __future__ import annotations
 
@@ -12,14 +12,17 @@ from conveyor.handlers import (
     task_autocomplete,
     webhook,
 )
+from conveyor.worker.blueprint import Blueprint
 
-__all__ = [
-    "cpu",
-    "email",
-    "generic",
-    "noop",
-    "sleep",
-    "store_visits",
-    "task_autocomplete",
-    "webhook",
-]
+blueprint = Blueprint(
+    cpu.blueprint,
+    email.blueprint,
+    generic.blueprint,
+    noop.blueprint,
+    sleep.blueprint,
+    store_visits.blueprint,
+    task_autocomplete.blueprint,
+    webhook.blueprint,
+)
+
+__all__ = ["blueprint"]

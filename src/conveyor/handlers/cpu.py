@@ -6,8 +6,10 @@ import hashlib
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from conveyor.worker.blueprint import Blueprint
 from conveyor.worker.context import JobInfo
-from conveyor.worker.registry import job
+
+blueprint = Blueprint()
 
 
 class CpuHashPayload(BaseModel):
@@ -22,7 +24,7 @@ class CpuHashResult(BaseModel):
     rounds: int
 
 
-@job("cpu_hash", queue="default", max_attempts=2, executor="process")
+@blueprint.job("cpu_hash", queue="default", max_attempts=2, executor="process")
 def cpu_hash(info: JobInfo, payload: CpuHashPayload) -> CpuHashResult:
     """Hash `data` with SHA-256 `rounds` times, in another process."""
     digest = payload.data.encode()

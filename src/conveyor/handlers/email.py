@@ -7,8 +7,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from conveyor.domain.retry import RetryPolicy
 from conveyor.mail import Message
 from conveyor.store.deliveries import DeliveryStore
+from conveyor.worker.blueprint import Blueprint
 from conveyor.worker.context import JobContext
-from conveyor.worker.registry import job
+
+blueprint = Blueprint()
 
 
 class EmailPayload(BaseModel):
@@ -25,7 +27,9 @@ class EmailResult(BaseModel):
     already_sent: bool = False
 
 
-@job("email", queue="mail", max_attempts=5, timeout=60, retry=RetryPolicy(base=5, cap=600))
+@blueprint.job(
+    "email", queue="mail", max_attempts=5, timeout=60, retry=RetryPolicy(base=5, cap=600)
+)
 async def send_email(ctx: JobContext, payload: EmailPayload) -> EmailResult:
     """Send the message; a retry after a crash finds the recorded send and does not resend."""
     deliveries = DeliveryStore(ctx.resources.backend.db)

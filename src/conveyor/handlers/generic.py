@@ -6,8 +6,10 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from conveyor.worker.blueprint import Blueprint
 from conveyor.worker.context import JobContext
-from conveyor.worker.registry import job
+
+blueprint = Blueprint()
 
 
 class GenericPayload(BaseModel):
@@ -23,7 +25,7 @@ class GenericResult(BaseModel):
     processed_at: datetime
 
 
-@job("generic", max_attempts=3)
+@blueprint.job("generic", max_attempts=3)
 async def generic(ctx: JobContext, payload: GenericPayload) -> GenericResult:
     """Process a titled job: report progress and record when it was done."""
     await ctx.progress(50, "processing")

@@ -6,8 +6,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from conveyor.worker.blueprint import Blueprint
 from conveyor.worker.context import JobContext
-from conveyor.worker.registry import job
+
+blueprint = Blueprint()
 
 
 class NoopPayload(BaseModel):
@@ -16,7 +18,7 @@ class NoopPayload(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-@job("noop", max_attempts=1)
+@blueprint.job("noop", max_attempts=1)
 async def noop(ctx: JobContext, payload: NoopPayload) -> dict[str, Any] | None:
     """Finish at once, echoing nothing."""
     return None

@@ -8,8 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor.domain.retry import RetryPolicy
 from conveyor.errors import NonRetryableError
+from conveyor.worker.blueprint import Blueprint
 from conveyor.worker.context import JobContext
-from conveyor.worker.registry import job
+
+blueprint = Blueprint()
 
 
 class SleepPayload(BaseModel):
@@ -29,7 +31,7 @@ class SleepResult(BaseModel):
     attempt: int
 
 
-@job("sleep", max_attempts=3, retry=RetryPolicy(base=1.0, cap=60.0))
+@blueprint.job("sleep", max_attempts=3, retry=RetryPolicy(base=1.0, cap=60.0))
 async def sleep(ctx: JobContext, payload: SleepPayload) -> SleepResult:
     """Sleep `seconds` in `steps`, reporting progress; optionally fail."""
     for step in range(1, payload.steps + 1):

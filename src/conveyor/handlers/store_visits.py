@@ -37,8 +37,10 @@ from conveyor.net import BlockedUrl, FetchError, FetchPolicy, FetchResult, fetch
 from conveyor.net.policy import MiB
 from conveyor.net.urls import check_url
 from conveyor.settings import Settings
+from conveyor.worker.blueprint import Blueprint
 from conveyor.worker.context import JobContext
-from conveyor.worker.registry import job
+
+blueprint = Blueprint()
 
 IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP")
 MAX_PIXELS = 50_000_000
@@ -280,7 +282,7 @@ def image_policy(settings: Settings) -> FetchPolicy:
     return replace(FetchPolicy.from_settings(settings), max_bytes=MAX_IMAGE_BYTES)
 
 
-@job("store_visits", max_attempts=3, timeout=JOB_TIMEOUT)
+@blueprint.job("store_visits", max_attempts=3, timeout=JOB_TIMEOUT)
 async def store_visits(ctx: JobContext, payload: StoreVisitsPayload) -> StoreVisitsResult:
     """Measure every image of every visit (perimeter = 2 * (width + height)); one error per
     failing store (unknown store_id, or an image that cannot be downloaded or read)."""

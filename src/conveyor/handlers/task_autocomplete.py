@@ -5,8 +5,10 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor.store.tasks import TaskStore
+from conveyor.worker.blueprint import Blueprint
 from conveyor.worker.context import JobContext
-from conveyor.worker.registry import job
+
+blueprint = Blueprint()
 
 
 class TaskAutocompletePayload(BaseModel):
@@ -20,7 +22,7 @@ class TaskAutocompleteResult(BaseModel):
     completed: bool  # False: the task was deleted or completed before the job ran
 
 
-@job("task_autocomplete", max_attempts=5)
+@blueprint.job("task_autocomplete", max_attempts=5)
 async def task_autocomplete(
     ctx: JobContext, payload: TaskAutocompletePayload
 ) -> TaskAutocompleteResult:

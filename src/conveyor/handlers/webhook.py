@@ -42,8 +42,10 @@ from conveyor.net.policy import MiB
 from conveyor.net.signing import SIGNATURE_TOLERANCE, sign, verify
 from conveyor.net.urls import check_url, origin, parse_url
 from conveyor.settings import Settings
+from conveyor.worker.blueprint import Blueprint
 from conveyor.worker.context import JobContext
-from conveyor.worker.registry import job
+
+blueprint = Blueprint()
 
 SIGNATURE_HEADER = "X-Conveyor-Signature"
 JOB_HEADER = "X-Conveyor-Job"
@@ -151,7 +153,7 @@ def _judge(result: FetchResult, attempt: int) -> WebhookResult:
     raise DeliveryRefused(message, status=result.status)
 
 
-@job("webhook", max_attempts=8, timeout=60, retry=RetryPolicy(base=1.0, factor=3.0))
+@blueprint.job("webhook", max_attempts=8, timeout=60, retry=RetryPolicy(base=1.0, factor=3.0))
 async def webhook(ctx: JobContext, payload: WebhookPayload) -> WebhookResult:
     """POST `body` as JSON to `url`, signed with `secret` if given; retried on 5xx and
     network errors, failed at once on other 4xx, redirects and refused addresses."""

@@ -17,8 +17,8 @@ from pydantic import ValidationError
 from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import ClaimedJob, ErrorInfo, Outcome
 from conveyor.errors import JobFailed, JobTimeout, NonRetryableError
+from conveyor.worker.blueprint import HandlerSpec
 from conveyor.worker.context import JobCancelled, JobContext
-from conveyor.worker.registry import HandlerSpec
 
 log = logging.getLogger("conveyor.worker")
 

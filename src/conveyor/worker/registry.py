@@ -1,56 +1,25 @@
-"""Job types: the `@job` decorator, the registry it fills, and loading user handler modules."""
+"""The job types one engine knows: a `Registry` built from blueprints, and the blueprints of
+user handler modules and entry points.
+
+The engine builds its registry explicitly (runtime.py: the built-ins' blueprint, then these);
+nothing here imports the built-in handlers, and nothing registers into a module global.
+"""
 
 from __future__ import annotations
 
 import importlib
-import inspect
-import logging
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from importlib.metadata import entry_points
-from typing import Any, Literal, TypeVar, get_type_hints
+from functools import reduce
+from importlib.metadata import EntryPoint, entry_points
+from types import ModuleType
 
-from pydantic import BaseModel, TypeAdapter
-
-from conveyor.domain.retry import DEFAULT_RETRY, RetryPolicy
 from conveyor.errors import ConfigurationError, UnknownJobType
+from conveyor.worker.blueprint import Blueprint, HandlerSpec
 
-log = logging.getLogger("conveyor.worker")
-
-ExecutorKind = Literal["async", "thread", "process"]
 ENTRY_POINT_GROUP = "conveyor.handlers"
-F = TypeVar("F", bound=Callable[..., Any])
 
 
-@dataclass(frozen=True)
-class HandlerSpec:
-    """Everything the engine needs to know about a job type."""
-
-    name: str
-    func: Callable[..., Any]
-    payload_model: type[BaseModel]
-    result_adapter: TypeAdapter[Any]
-    queue: str = "default"
-    max_attempts: int = 3
-    timeout: float | None = None
-    priority: int = 0
-    retry: RetryPolicy = DEFAULT_RETRY
-    executor: ExecutorKind = "async"
-    description: str = ""
-    result_schema: dict[str, Any] = field(default_factory=dict)
-
-
-class Registry:
-    """Job types by name. The default one is filled by `@job` at import time."""
-
-    def __init__(self) -> None:
-        self._specs: dict[str, HandlerSpec] = {}
-
-    def add(self, spec: HandlerSpec) -> None:
-        existing = self._specs.get(spec.name)
-        if existing is not None and existing.func is not spec.func:
-            raise ConfigurationError(f"job type {spec.name!r} is registered twice")
-        self._specs[spec.name] = spec
+class Registry(Blueprint):
+    """Job types by name, as the worker runs them and the services validate submissions."""
 
     def get(self, name: str) -> HandlerSpec:
         try:
@@ -61,83 +30,48 @@ class Registry:
                 type=name,
             ) from None
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._specs
 
-    def __iter__(self) -> Iterator[HandlerSpec]:
-        return iter(sorted(self._specs.values(), key=lambda spec: spec.name))
-
-    def job(
-        self,
-        name: str,
-        *,
-        queue: str = "default",
-        max_attempts: int = 3,
-        timeout: float | None = None,
-        priority: int = 0,
-        retry: RetryPolicy = DEFAULT_RETRY,
-        executor: ExecutorKind | None = None,
-    ) -> Callable[[F], F]:
-        """Register `func(ctx, payload)` as job type `name`; the function itself is unchanged."""
-        if max_attempts < 1:
-            raise ConfigurationError("max_attempts must be at least 1")
-
-        def decorate(func: F) -> F:
-            payload_model, result_type = _signature_types(name, func)
-            adapter: TypeAdapter[Any] = TypeAdapter(result_type)
-            kind = executor or ("async" if inspect.iscoroutinefunction(func) else "thread")
-            if kind == "async" and not inspect.iscoroutinefunction(func):
-                raise ConfigurationError(f"{name}: executor 'async' needs an async def")
-            self.add(
-                HandlerSpec(
-                    name=name,
-                    func=func,
-                    payload_model=payload_model,
-                    result_adapter=adapter,
-                    queue=queue,
-                    max_attempts=max_attempts,
-                    timeout=timeout,
-                    priority=priority,
-                    retry=retry,
-                    executor=kind,
-                    description=inspect.getdoc(func) or "",
-                    result_schema=adapter.json_schema(),
-                )
-            )
-            return func
-
-        return decorate
+# `from conveyor.worker.registry import job`, the way user modules declared job types before
+# blueprints, keeps working: such types go to this blueprint, which is included for a module
+# (or entry point) that does not name a blueprint of its own.
+default_blueprint = Blueprint()
+job = default_blueprint.job
 
 
-def _signature_types(name: str, func: Callable[..., Any]) -> tuple[type[BaseModel], Any]:
-    hints = get_type_hints(func)
-    params = [p for p in inspect.signature(func).parameters.values() if p.name != "self"]
-    if len(params) != 2:
-        raise ConfigurationError(f"{name}: a handler takes (ctx, payload)")
-    payload = hints.get(params[1].name)
-    if not (isinstance(payload, type) and issubclass(payload, BaseModel)):
-        raise ConfigurationError(f"{name}: the payload must be annotated with a pydantic model")
-    result = hints.get("return", Any)
-    return payload, (Any if result is type(None) else result)
+def load_blueprints(modules: list[str]) -> list[Blueprint]:
+    """The blueprints of the entry points of group `conveyor.handlers`, then of `modules`
+    (each `package.module`, or `package.module:attribute` naming a blueprint or registry)."""
+    found = [_entry_blueprint(entry) for entry in entry_points(group=ENTRY_POINT_GROUP)]
+    return found + [_named_blueprint(name) for name in modules]
 
 
-default_registry = Registry()
-job = default_registry.job
+def blueprint_of(target: object) -> Blueprint:
+    """A blueprint (or registry) as is; a module's `blueprint`; otherwise the default one,
+    which the import of a module written with the plain `@job` has filled."""
+    if isinstance(target, Blueprint):
+        return target
+    own = getattr(target, "blueprint", None) if isinstance(target, ModuleType) else None
+    return own if isinstance(own, Blueprint) else default_blueprint
 
 
-def load_handlers(modules: list[str], registry: Registry | None = None) -> Registry:
-    """Import built-ins, entry points of group `conveyor.handlers`, then the named modules."""
-    importlib.import_module("conveyor.handlers")
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            entry.load()
-        except Exception as exc:
-            raise ConfigurationError(
-                f"cannot load handlers from entry point {entry.name}: {exc}"
-            ) from exc
-    for module in modules:
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            raise ConfigurationError(f"cannot import handler module {module!r}: {exc}") from exc
-    return registry or default_registry
+def _entry_blueprint(entry: EntryPoint) -> Blueprint:
+    try:
+        return blueprint_of(entry.load())
+    except Exception as exc:
+        raise ConfigurationError(
+            f"cannot load handlers from entry point {entry.name}: {exc}"
+        ) from exc
+
+
+def _named_blueprint(name: str) -> Blueprint:
+    module_name, _, attribute = name.partition(":")
+    try:
+        module: object = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"cannot import handler module {name!r}: {exc}") from exc
+    if not attribute:
+        return blueprint_of(module)
+    try:
+        return blueprint_of(reduce(getattr, attribute.split("."), module))
+    except AttributeError as exc:
+        raise ConfigurationError(f"cannot load handlers from {name!r}: {exc}") from exc

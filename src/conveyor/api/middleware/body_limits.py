@@ -1,101 +1,13 @@
-"""ASGI middleware: request ids and one log line per request; HTTP metrics; body size and JSON
-depth caps."""
+"""Body size and JSON depth caps, and NUL characters refused, before any handler parses."""
 
 from __future__ import annotations
 
 import json
-import logging
-import time
-import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conveyor.api.errors import error_body
-from conveyor.logs import request_id as request_id_var
-from conveyor.metrics import UNMATCHED, observe_request
-
-log = logging.getLogger("conveyor.http")
-
-
-class RequestLog:
-    """Gives every request an id (echoed as X-Request-ID) and logs one line when it ends."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming[:64] if incoming.isprintable() and incoming else uuid.uuid4().hex
-        token = request_id_var.set(request_id)
-        started = time.perf_counter()
-        status = 500
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"x-request-id", request_id.encode()),
-                ]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            elapsed = (time.perf_counter() - started) * 1000
-            log.info(
-                "%s %s %d %.1fms",
-                scope["method"],
-                scope["path"],
-                status,
-                elapsed,
-                extra={"request_id": request_id},
-            )
-            request_id_var.reset(token)
-
-
-class HttpMetrics:
-    """Counts and times every request by route template (`/api/v1/jobs/{job_id}`), never by
-    raw path, which would make one series per id. The router records the matched route in
-    the scope it shares with us, so it is read after the response, at no extra cost."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        root_path = scope.get("root_path", "")
-        started = time.perf_counter()
-        status = 500
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_status)
-        finally:
-            route = route_template(scope, root_path)
-            observe_request(route, scope["method"], status, time.perf_counter() - started)
-
-
-def route_template(scope: Scope, root_path: str) -> str:
-    """The matched route's path template; for a mount (static files), its prefix + /{path};
-    UNMATCHED when nothing matched (404s, and bodies refused before routing)."""
-    path = getattr(scope.get("route"), "path", None)
-    if isinstance(path, str):
-        return path
-    mounted = str(scope.get("root_path", ""))[len(root_path) :]
-    return f"{mounted}/{{path}}" if mounted else UNMATCHED
 
 
 class BodyLimits:
