@@ -206,7 +206,7 @@ def _server(settings: Settings, engine: Engine | None = None) -> Any:
     """A uvicorn server for the API whose signals are ours to handle."""
     import uvicorn
 
-    from conveyor.api.app import create_app
+    from conveyor.server import create_app
 
     config = uvicorn.Config(
         create_app(settings, engine=engine),
