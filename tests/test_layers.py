@@ -180,7 +180,7 @@ def test_imports_point_down_the_layers() -> None:
     up = [i for i in internal() if layer_of(i.target) < layer_of(i.module)]
     table = "\n".join(f"  {layer}: {', '.join(sorted(n or '__init__' for n in names))}"
                       for layer, names in LAYERS)  # fmt: skip
-    assert not up, f"imports pointing up the layers\n{table}\n:\n" + _listed(up)
+    assert not up, f"imports pointing up the layers (top first:\n{table}\n):\n" + _listed(up)
 
 
 def test_no_import_cycles() -> None:
