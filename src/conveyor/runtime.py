@@ -14,6 +14,8 @@ from conveyor.net import FetchPolicy
 from conveyor.net.signing import SecretKeys
 from conveyor.scheduler.scheduler import Scheduler, SchedulerConfig
 from conveyor.services.accounts import AccountService
+from conveyor.services.events import EventFeed
+from conveyor.services.health import HealthService
 from conveyor.services.jobs import JobService
 from conveyor.services.queues import QueueService
 from conveyor.services.schedules import ScheduleService
@@ -52,6 +54,8 @@ class Engine:
     webhooks: WebhookService
     queues: QueueService
     workers: WorkerService
+    events: EventFeed
+    health: HealthService
 
     @classmethod
     async def open(cls, settings: Settings, *, apply_migrations: bool = False) -> Engine:
@@ -81,7 +85,8 @@ class Engine:
         workers = WorkerService(backend, alive_within=settings.lease_seconds)
         return cls(
             settings, backend, registry, jobs, schedules, accounts, tasks, webhooks,
-            queues=queues, workers=workers,
+            queues=queues, workers=workers, events=EventFeed(backend),
+            health=HealthService(backend),
         )  # fmt: skip
 
     def worker(
@@ -114,7 +119,7 @@ class Engine:
         )
         return Scheduler(
             self.backend,
-            self.schedules,
+            self.registry,
             config,
             pruners=[self.accounts.store.prune_refresh_tokens],
         )

@@ -38,7 +38,7 @@ async def test_rescues_and_cron_fires_are_counted(backend: QueueBackend) -> None
     )
     await backend.update_schedule(schedule.id, None, next_fire_at=utcnow() - timedelta(seconds=1))
     before = scrape()
-    scheduler = Scheduler(backend, schedules, SchedulerConfig(interval=0.05))
+    scheduler = Scheduler(backend, load_handlers([]), SchedulerConfig(interval=0.05))
     running = asyncio.create_task(scheduler.run())
     try:
 

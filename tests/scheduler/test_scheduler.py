@@ -116,8 +116,8 @@ async def test_bad_schedules_are_refused(backend: QueueBackend) -> None:
 async def test_only_one_scheduler_leads(db_url: str) -> None:
     one, two = open_backend(db_url), open_backend(db_url)
     config = SchedulerConfig(leader_ttl=1.0)
-    first = Scheduler(one, services(one), config)
-    second = Scheduler(two, services(two), config)
+    first = Scheduler(one, load_handlers([]), config)
+    second = Scheduler(two, load_handlers([]), config)
     second.id = "other-scheduler"
     second._leadership = two.leadership("scheduler", second.id, config.leader_ttl)
     try:
@@ -135,7 +135,7 @@ async def test_only_one_scheduler_leads(db_url: str) -> None:
 
 async def test_leader_tick_promotes_rescues_and_prunes(backend: QueueBackend) -> None:
     config = SchedulerConfig(prune_every=0, prune_completed_after=0)
-    scheduler = Scheduler(backend, services(backend), config)
+    scheduler = Scheduler(backend, load_handlers([]), config)
     (due,) = await backend.enqueue(
         [NewJob(type="noop", payload={}, run_at=utcnow() + timedelta(seconds=0.2))]
     )
@@ -155,7 +155,7 @@ async def test_the_leader_prunes_old_events_with_no_relay_running(backend: Queue
     """Nothing else would delete them; a sink's fresh cursor still holds back what it has
     not delivered."""
     config = SchedulerConfig(prune_every=0, events_retention=0)
-    scheduler = Scheduler(backend, services(backend), config)
+    scheduler = Scheduler(backend, load_handlers([]), config)
     await backend.enqueue([NewJob(type="noop", payload={}) for _ in range(5)])
     events = await settled(backend, 5)
     await backend.save_cursor("rabbitmq", events[2].position)

@@ -128,7 +128,7 @@ async def create_job(body: NewJob, user: SubmittingUser, ctx: Context) -> Any:
 @router.get("/jobs/")
 async def list_jobs(user: VerifiedUser, ctx: Context) -> list[DjangoJob]:
     """The caller's own jobs (admins too: this is the owner's view)."""
-    jobs = await ctx.engine.backend.list_jobs(
+    jobs = await ctx.engine.jobs.newest_first(
         JobFilter(owner_id=user.id, type="generic"), limit=ctx.settings.max_page_size
     )
     return [DjangoJob.of(job) for job in jobs]
@@ -138,7 +138,7 @@ async def list_jobs(user: VerifiedUser, ctx: Context) -> list[DjangoJob]:
 async def job_results(user: VerifiedUser, ctx: Context) -> list[DjangoResult]:
     """Results of the caller's completed jobs only."""
     where = JobFilter(owner_id=user.id, type="generic", states=(JobState.COMPLETED,))
-    jobs = await ctx.engine.backend.list_jobs(where, limit=ctx.settings.max_page_size)
+    jobs = await ctx.engine.jobs.newest_first(where, limit=ctx.settings.max_page_size)
     return [
         DjangoResult(
             job_id=job.id,

@@ -72,7 +72,7 @@ async def login(body: LoginBody, ctx: Context) -> TokenOut:
 @router.get("/jobs/stats")
 async def job_stats(ctx: Context) -> JobStats:
     """Public: aggregate counts only, never a job."""
-    counts = await ctx.engine.backend.counts()
+    counts = await ctx.engine.queues.counts()
     by_status = dict.fromkeys((s.value for s in JobState), 0)
     for count in counts:
         by_status[count.state.value] += count.count
@@ -91,7 +91,7 @@ async def create_job(body: CreateJob, user: SubmittingUser, ctx: Context) -> Com
 @router.get("/jobs")
 async def list_jobs(user: VerifiedUser, ctx: Context) -> list[CompatJob]:
     where = JobFilter(owner_id=owner_scope(user))
-    jobs = await ctx.engine.backend.list_jobs(where, limit=ctx.settings.max_page_size)
+    jobs = await ctx.engine.jobs.newest_first(where, limit=ctx.settings.max_page_size)
     return [CompatJob.of(job) for job in jobs]
 
 

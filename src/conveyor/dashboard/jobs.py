@@ -27,7 +27,7 @@ from conveyor.domain.jobs import SORT_KEYS, JobFilter, JobRecord
 from conveyor.domain.states import TERMINAL, JobState
 from conveyor.errors import Conflict, InvalidInput
 from conveyor.runtime import Engine
-from conveyor.services.events import EventFeed, Scope
+from conveyor.services.events import Scope
 from conveyor.services.sessions import WebSession
 
 router = APIRouter(prefix=PREFIX, route_class=DashboardRoute, include_in_schema=False)
@@ -251,7 +251,7 @@ async def bulk(
 
 # ---- one job ----------------------------------------------------------------------------------
 async def _timeline(engine: Engine, job: JobRecord, owner_id: str | None) -> list[Event]:
-    feed = EventFeed(engine.backend)
+    feed = engine.events
     scope = Scope(owner_id, job.id)
     found: list[Event] = []
     position = Position()
@@ -334,5 +334,5 @@ async def _act(engine: Engine, job_id: str, action: Action, scope: str | None) -
     if action == "cancel":
         await engine.jobs.cancel(job_id, scope)
         return "", "The job is cancelled."
-    await engine.backend.delete_finished(job_id, scope)
+    await engine.jobs.delete(job_id, scope)
     return f"{PREFIX}/jobs", "The job is deleted."

@@ -28,7 +28,7 @@ from conveyor.dashboard.web import (
 )
 from conveyor.domain.events import Position
 from conveyor.runtime import Engine
-from conveyor.services.events import EventFeed, Scope
+from conveyor.services.events import Scope
 from conveyor.services.queues import QueueOverview
 from conveyor.services.sessions import WebSession
 from conveyor.services.workers import WorkerView
@@ -109,7 +109,7 @@ async def events(
     scope = Scope(owner_scope(session), job)
     if job is not None:
         await ctx.engine.jobs.get(job, scope.owner_id)  # another user's job: 404
-    feed = EventFeed(ctx.engine.backend)
+    feed = ctx.engine.events
     resume = request.headers.get("last-event-id") or after
     start = Position.parse(resume) if resume else await feed.head(scope.owner_id)
     return event_stream(request, feed, scope, start, until_terminal=False)

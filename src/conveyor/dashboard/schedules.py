@@ -41,7 +41,7 @@ def upcoming(schedule: ScheduleRecord, count: int = UPCOMING) -> list[datetime]:
 async def _schedules_page(
     request: Request, session: SessionDep, ctx: Context, form: dict[str, str], error: str | None
 ) -> Response:
-    records = await ctx.engine.backend.list_schedules(owner_scope(session))
+    records = await ctx.engine.schedules.of_owner(owner_scope(session))
     return render(
         request,
         "schedules.html",
@@ -138,7 +138,7 @@ async def schedule_action(
     elif action == "resume":
         await ctx.engine.schedules.resume(schedule_id, scope)
     else:
-        await ctx.engine.backend.delete_schedule(schedule_id, scope)
+        await ctx.engine.schedules.delete(schedule_id, scope)
     response = redirect(f"{PREFIX}/schedules")
     done = {"pause": "paused", "resume": "resumed", "delete": "deleted"}[action]
     flash(request, response, f"Schedule {done}.")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence, Sized
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -40,12 +40,10 @@ class QueueCountLike(Protocol):
     def oldest_created_at(self) -> datetime | None: ...
 
 
-class GaugeSource(Protocol):
-    """The two reads a refresh needs (a QueueBackend has both)."""
-
-    async def counts(self) -> Sequence[QueueCountLike]: ...
-
-    async def list_workers(self, alive_within: float | None = None) -> Sequence[object]: ...
+# The two reads a refresh needs (the queue and worker services have them): every queue's
+# counts by state, and the workers alive.
+ReadCounts = Callable[[], Awaitable[Sequence[QueueCountLike]]]
+ReadAlive = Callable[[], Awaitable[Sized]]
 
 
 # Every queue ever seen by this process: a queue whose jobs were all pruned reads 0 rather
@@ -73,20 +71,20 @@ def set_relay_lag(sink: str, events: int, seconds: float) -> None:
     RELAY_LAG_SECONDS.labels(sink).set(seconds)
 
 
-async def refresh_database_gauges(source: GaugeSource, alive_within: float) -> None:
-    counts = await source.counts()
-    alive = await source.list_workers(alive_within=alive_within)
+async def refresh_database_gauges(counts_of: ReadCounts, alive_of: ReadAlive) -> None:
+    counts = await counts_of()
+    alive = await alive_of()
     set_queue_gauges(counts)
     WORKERS_ALIVE.set(len(alive))
 
 
-async def _refresh_forever(source: GaugeSource, interval: float, alive_within: float) -> None:
+async def _refresh_forever(counts_of: ReadCounts, alive_of: ReadAlive, interval: float) -> None:
     """Keep the last values while the database is away (dropping to 0 would read as an
     empty queue), and say so once per outage rather than every few seconds."""
     failing = False
     while True:
         try:
-            await refresh_database_gauges(source, alive_within)
+            await refresh_database_gauges(counts_of, alive_of)
         except Exception as exc:
             if not failing:
                 log.warning("metrics: cannot read queue figures (%s); keeping the last ones", exc)
@@ -100,14 +98,14 @@ async def _refresh_forever(source: GaugeSource, interval: float, alive_within: f
 
 @contextlib.asynccontextmanager
 async def database_gauges(
-    source: GaugeSource, interval: float, alive_within: float
+    counts_of: ReadCounts, alive_of: ReadAlive, interval: float
 ) -> AsyncIterator[None]:
     """Refresh the database gauges every `interval` seconds while the block runs (0: never)."""
     if interval <= 0:
         yield
         return
     task = asyncio.create_task(
-        _refresh_forever(source, interval, alive_within), name="metrics-gauges"
+        _refresh_forever(counts_of, alive_of, interval), name="metrics-gauges"
     )
     try:
         yield

@@ -16,8 +16,9 @@ from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import RescueReport
 from conveyor.logs import job_fields
 from conveyor.metrics import count_rescued
-from conveyor.services.schedules import ScheduleService
+from conveyor.scheduler.fires import fire_due
 from conveyor.store.backend import QueueBackend
+from conveyor.worker.registry import Registry
 
 log = logging.getLogger("conveyor.scheduler")
 
@@ -49,13 +50,13 @@ class Scheduler:
     def __init__(
         self,
         backend: QueueBackend,
-        schedules: ScheduleService,
+        registry: Registry,  # the job types: a fire's job is checked against its type
         config: SchedulerConfig,
         *,
         pruners: Sequence[Callable[[datetime], Awaitable[int]]] = (),
     ) -> None:
         self.backend = backend
-        self.schedules = schedules
+        self.registry = registry
         self.config = config
         self._pruners = list(pruners)  # other stores' expired rows (e.g. refresh tokens)
         self.id = f"{socket.gethostname()}-{os.getpid()}"
@@ -99,7 +100,7 @@ class Scheduler:
         if not report.leader:
             return report
         report.promoted = await self.backend.promote_due()
-        report.fired = await self.schedules.fire_due()
+        report.fired = await fire_due(self.backend, self.registry)
         rescued = await self.backend.rescue_expired()
         count_rescued(rescued)
         _log_rescued(rescued)

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conveyor.domain.jobs import (
@@ -22,11 +21,13 @@ from conveyor.domain.jobs import (
     JobRecord,
     JobSort,
     NewJob,
+    ThroughputPoint,
 )
 from conveyor.domain.states import JobState
 from conveyor.errors import InvalidInput
 from conveyor.logs import job_fields
 from conveyor.metrics import count_enqueued
+from conveyor.scheduler.fires import checked_job
 from conveyor.store.backend import QueueBackend
 from conveyor.worker.registry import Registry
 
@@ -84,30 +85,20 @@ class JobService:
         self.bulk_batch = bulk_batch
 
     def prepare(self, submission: Submission, owner_id: str = SYSTEM_OWNER) -> NewJob:
-        """Validate against the type's payload model; bad input changes nothing."""
-        spec = self.registry.get(submission.type)
-        try:
-            payload = spec.payload_model.model_validate(submission.payload)
-        except ValidationError as exc:
-            raise InvalidInput(
-                f"invalid payload for job type {submission.type!r}",
-                errors=exc.errors(include_url=False, include_context=False, include_input=False),
-            ) from exc
-        if submission.max_attempts is not None and submission.max_attempts < 1:
-            raise InvalidInput("max_attempts must be at least 1", field="max_attempts")
-        if submission.run_at is not None and submission.run_at.tzinfo is None:
-            raise InvalidInput("run_at needs a time zone", field="run_at")
-        return NewJob(
-            type=spec.name,
-            payload=payload.model_dump(mode="json", exclude_unset=False),
-            queue=submission.queue or spec.queue,
-            priority=submission.priority if submission.priority is not None else spec.priority,
-            max_attempts=submission.max_attempts or spec.max_attempts,
+        """Validate against the type's payload model; bad input changes nothing. The rule is
+        the scheduler's too (`checked_job`): a cron fire is checked as a submission is."""
+        return checked_job(
+            self.registry,
+            submission.type,
+            submission.payload,
+            owner_id,
+            queue=submission.queue,
+            priority=submission.priority,
+            max_attempts=submission.max_attempts,
+            timeout_s=submission.timeout_s,
             run_at=submission.run_at,
-            timeout_s=submission.timeout_s if submission.timeout_s is not None else spec.timeout,
             idempotency_key=submission.idempotency_key,
-            owner_id=owner_id,
-            tags=tuple(submission.tags),
+            tags=submission.tags,
             callback_url=submission.callback_url,
         )
 
@@ -163,6 +154,24 @@ class JobService:
 
     async def set_state(self, job_id: str, target: JobState) -> JobRecord:
         return await self.backend.set_state(job_id, target)
+
+    async def delete(self, job_id: str, owner_id: str | None = None) -> None:
+        """Delete a finished job; one still in motion is a Conflict (cancel it first)."""
+        await self.backend.delete_finished(job_id, owner_id)
+
+    async def newest_first(
+        self, where: JobFilter, *, after_id: str | None = None, limit: int = 50
+    ) -> list[JobRecord]:
+        """Up to `limit` jobs, newest first, older than the job `after_id` (a cursor: ids are
+        time-ordered) when given."""
+        return await self.backend.list_jobs(where, after_id=after_id, limit=limit)
+
+    async def finished_per_minute(
+        self, since: datetime, owner_id: str | None = None
+    ) -> list[ThroughputPoint]:
+        """Jobs completed and failed per minute since `since`, minutes without any left out
+        (`throughput` fills them in for a chart)."""
+        return await self.backend.throughput(since, owner_id)
 
     async def page(
         self, where: JobFilter, sort: str = "-created_at", offset: int = 0, limit: int = 50

@@ -40,6 +40,10 @@ class QueueService:
     async def resume(self, name: str) -> None:
         await self.backend.resume_queue(_checked(name))
 
+    async def counts(self, owner_id: str | None = None) -> list[QueueCount]:
+        """Jobs per queue and state, with the oldest of each: one owner's, or everyone's."""
+        return await self.backend.counts(owner_id)
+
     async def overview(self, owner_id: str | None) -> list[QueueOverview]:
         """Every queue with jobs (one owner's, or everyone's for None), every handler's queue,
         and, for everyone's view, every paused queue; sorted by name."""

@@ -1,15 +1,15 @@
-"""Cron schedules: create, change, pause; each fire enqueues the schedule's job template."""
+"""Cron schedules: create, read, change, pause, delete; each fire enqueues the schedule's job
+template (the firing itself is the scheduler's: scheduler/fires.py)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from conveyor.domain import cron
 from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import SYSTEM_OWNER, NewJob
 from conveyor.domain.schedules import NewSchedule, ScheduleRecord
-from conveyor.metrics import count_fired
+from conveyor.scheduler.fires import fire_due, fire_job
 from conveyor.services.jobs import JobService, Submission
 from conveyor.store.backend import QueueBackend
 
@@ -61,33 +61,22 @@ class ScheduleService:
     async def resume(self, schedule_id: str, owner_id: str | None = None) -> ScheduleRecord:
         return await self.update(schedule_id, owner_id, paused=False)
 
+    async def get(self, schedule_id: str, owner_id: str | None = None) -> ScheduleRecord:
+        return await self.backend.get_schedule(schedule_id, owner_id)
+
+    async def of_owner(self, owner_id: str | None) -> list[ScheduleRecord]:
+        """One owner's schedules (None: everyone's), by name."""
+        return await self.backend.list_schedules(owner_id)
+
+    async def delete(self, schedule_id: str, owner_id: str | None = None) -> None:
+        await self.backend.delete_schedule(schedule_id, owner_id)
+
     async def fire_due(self, limit: int = 100) -> int:
-        """Fire every schedule whose time has come; each fire time runs once, whoever fires it."""
-        now = utcnow()
-        fired = 0
-        for schedule in await self.backend.due_schedules(now, limit):
-            assert schedule.next_fire_at is not None
-            fire_at = schedule.next_fire_at
-            job = self.job_for(schedule, fire_at)
-            # Missed fires while nobody was running are coalesced into this one.
-            following = cron.next_fire(schedule.cron, schedule.timezone, max(now, fire_at))
-            if await self.backend.fire_schedule(schedule, fire_at, job, following):
-                count_fired(job)
-                fired += 1
-        return fired
+        """What the scheduler does each tick (scheduler/fires.py), for callers without one."""
+        return await fire_due(self.backend, self.jobs.registry, limit)
 
     def job_for(self, schedule: ScheduleRecord, fire_at: Any) -> NewJob:
-        submission = Submission(
-            type=schedule.job_type,
-            payload=schedule.payload,
-            queue=schedule.queue,
-            priority=schedule.priority,
-            max_attempts=schedule.max_attempts,
-            timeout_s=schedule.timeout_s,
-            tags=tuple(schedule.tags),
-        )
-        job = self.jobs.prepare(submission, schedule.owner_id)
-        return replace(job, schedule_id=schedule.id)
+        return fire_job(self.jobs.registry, schedule)
 
     @staticmethod
     def _submission(job_type: str, payload: dict[str, Any], queue: str | None) -> Submission:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from conveyor.domain.workers import JobRef
+from conveyor.domain.workers import JobRef, WorkerInfo
 from conveyor.store.backend import QueueBackend
 
 
@@ -44,3 +44,7 @@ class WorkerService:
             )
             for info, refs in await self.backend.workers_with_jobs(self.alive_within)
         ]
+
+    async def list_alive(self) -> list[WorkerInfo]:
+        """The live workers alone, oldest first (no running jobs: cheaper, for counting)."""
+        return await self.backend.list_workers(alive_within=self.alive_within)

@@ -19,7 +19,7 @@ from conveyor.api.deps import Context, VerifiedUser, owner_scope
 from conveyor.api.errors import error_body
 from conveyor.api.sse import POSITION_PATTERN, event_stream
 from conveyor.domain.events import Position
-from conveyor.services.events import EventFeed, Scope
+from conveyor.services.events import Scope
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 
@@ -49,7 +49,7 @@ async def job_events(
     job = await ctx.engine.jobs.get(job_id, owner_scope(user))  # another user's: 404 first
     if not _acceptsevent_stream(request):
         return _not_acceptable()
-    feed = EventFeed(ctx.engine.backend)
+    feed = ctx.engine.events
     scope = Scope(owner_scope(user), job.id)
     start = _start(last_event_id, after)
     if start is not None and not follow and await feed.story_told(job, start, scope):
@@ -69,7 +69,7 @@ async def events(
     `Last-Event-ID` / `after`. It never ends by itself."""
     if not _acceptsevent_stream(request):
         return _not_acceptable()
-    feed = EventFeed(ctx.engine.backend)
+    feed = ctx.engine.events
     scope = Scope(owner_scope(user))
     start = _start(last_event_id, after) or await feed.head(scope.owner_id)
     return event_stream(request, feed, scope, start, until_terminal=False)

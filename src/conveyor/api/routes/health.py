@@ -20,5 +20,5 @@ async def health() -> Health:
 @router.get("/ready", response_model=Health, responses={503: {"description": "database down"}})
 async def ready(ctx: Context) -> Health:
     """The database answers; 503 otherwise."""
-    await ctx.engine.backend.db.ping()
+    await ctx.engine.health.check_database()
     return Health(status="ready", version=__version__)

@@ -135,7 +135,7 @@ async def list_jobs(
     )
     size = min(limit, ctx.settings.max_page_size)
     if sort is None and offset is None:
-        jobs = await ctx.engine.backend.list_jobs(where, after_id=cursor, limit=size + 1)
+        jobs = await ctx.engine.jobs.newest_first(where, after_id=cursor, limit=size + 1)
         more = len(jobs) > size
         items = await _outs(jobs[:size], user, ctx)
         return JobPage(items=items, next_cursor=items[-1].id if more else None)
@@ -185,7 +185,7 @@ async def retry_job(job_id: str, user: VerifiedUser, ctx: Context) -> JobOut:
 @router.delete("/jobs/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_job(job_id: str, user: VerifiedUser, ctx: Context) -> Response:
     """Delete a finished job (completed, failed or cancelled)."""
-    await ctx.engine.backend.delete_finished(job_id, owner_scope(user))
+    await ctx.engine.jobs.delete(job_id, owner_scope(user))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -211,11 +211,10 @@ async def stats(
 ) -> Stats:
     """Counts per state and queue, and jobs finished per minute over the last `minutes`."""
     scope = owner_scope(user)
-    backend = ctx.engine.backend
-    counts = await backend.counts(scope)
+    counts = await ctx.engine.queues.counts(scope)
     since = datetime.now(UTC) - timedelta(minutes=minutes)
-    points = await backend.throughput(since, scope)
-    alive = await backend.list_workers(alive_within=ctx.settings.lease_seconds)
+    points = await ctx.engine.jobs.finished_per_minute(since, scope)
+    alive = await ctx.engine.workers.list_alive()
     totals: dict[str, int] = dict.fromkeys((s.value for s in JobState), 0)
     queues: dict[str, QueueStats] = {}
     for c in counts:

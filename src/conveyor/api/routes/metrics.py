@@ -42,5 +42,6 @@ def scrape(request: Request, _allowed: Annotated[None, Depends(scraper)]) -> Res
 def refreshed_gauges(engine: Engine) -> AbstractAsyncContextManager[None]:
     """Queue depth, oldest job age and workers alive, re-read every few seconds while the
     app runs; a worker counts as alive within one lease, as in `conveyor info`."""
-    s = engine.settings
-    return metrics.database_gauges(engine.backend, s.metrics_refresh_interval, s.lease_seconds)
+    return metrics.database_gauges(
+        engine.queues.counts, engine.workers.list_alive, engine.settings.metrics_refresh_interval
+    )

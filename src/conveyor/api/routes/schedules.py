@@ -42,13 +42,13 @@ async def create_schedule(body: ScheduleCreate, user: VerifiedUser, ctx: Context
 
 @router.get("")
 async def list_schedules(user: VerifiedUser, ctx: Context) -> list[ScheduleOut]:
-    records = await ctx.engine.backend.list_schedules(owner_scope(user))
+    records = await ctx.engine.schedules.of_owner(owner_scope(user))
     return [ScheduleOut.of(r) for r in records]
 
 
 @router.get("/{schedule_id}")
 async def get_schedule(schedule_id: str, user: VerifiedUser, ctx: Context) -> ScheduleOut:
-    return ScheduleOut.of(await ctx.engine.backend.get_schedule(schedule_id, owner_scope(user)))
+    return ScheduleOut.of(await ctx.engine.schedules.get(schedule_id, owner_scope(user)))
 
 
 @router.patch("/{schedule_id}")
@@ -76,5 +76,5 @@ async def resume_schedule(schedule_id: str, user: VerifiedUser, ctx: Context) ->
 
 @router.delete("/{schedule_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_schedule(schedule_id: str, user: VerifiedUser, ctx: Context) -> Response:
-    await ctx.engine.backend.delete_schedule(schedule_id, owner_scope(user))
+    await ctx.engine.schedules.delete(schedule_id, owner_scope(user))
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,102 @@
+"""Cron fires: the job a due schedule enqueues, and firing every due schedule once.
+
+The job a fire enqueues is checked against its job type as the type is now (its handler may
+have changed since the schedule was saved), by the same rule as a submission: `checked_job`,
+which `JobService.prepare` uses too. It lives here, below the services, because the
+scheduler fires without them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from conveyor.domain import cron
+from conveyor.domain.clock import utcnow
+from conveyor.domain.jobs import SYSTEM_OWNER, NewJob
+from conveyor.domain.schedules import ScheduleRecord
+from conveyor.errors import InvalidInput
+from conveyor.metrics import count_fired
+from conveyor.store.backend import QueueBackend
+from conveyor.worker.registry import Registry
+
+
+def checked_job(
+    registry: Registry,
+    job_type: str,
+    payload: dict[str, Any],
+    owner_id: str = SYSTEM_OWNER,
+    *,
+    queue: str | None = None,
+    priority: int | None = None,
+    max_attempts: int | None = None,
+    timeout_s: float | None = None,
+    run_at: datetime | None = None,
+    idempotency_key: str | None = None,
+    tags: Sequence[str] = (),
+    callback_url: str | None = None,
+) -> NewJob:
+    """Validate against the type's payload model, and take the type's defaults for the
+    options left unset; bad input raises and changes nothing."""
+    spec = registry.get(job_type)
+    try:
+        valid = spec.payload_model.model_validate(payload)
+    except ValidationError as exc:
+        raise InvalidInput(
+            f"invalid payload for job type {job_type!r}",
+            errors=exc.errors(include_url=False, include_context=False, include_input=False),
+        ) from exc
+    if max_attempts is not None and max_attempts < 1:
+        raise InvalidInput("max_attempts must be at least 1", field="max_attempts")
+    if run_at is not None and run_at.tzinfo is None:
+        raise InvalidInput("run_at needs a time zone", field="run_at")
+    return NewJob(
+        type=spec.name,
+        payload=valid.model_dump(mode="json", exclude_unset=False),
+        queue=queue or spec.queue,
+        priority=priority if priority is not None else spec.priority,
+        max_attempts=max_attempts or spec.max_attempts,
+        run_at=run_at,
+        timeout_s=timeout_s if timeout_s is not None else spec.timeout,
+        idempotency_key=idempotency_key,
+        owner_id=owner_id,
+        tags=tuple(tags),
+        callback_url=callback_url,
+    )
+
+
+def fire_job(registry: Registry, schedule: ScheduleRecord) -> NewJob:
+    """The job one fire of `schedule` enqueues, owned by the schedule's owner."""
+    job = checked_job(
+        registry,
+        schedule.job_type,
+        schedule.payload,
+        schedule.owner_id,
+        queue=schedule.queue,
+        priority=schedule.priority,
+        max_attempts=schedule.max_attempts,
+        timeout_s=schedule.timeout_s,
+        tags=schedule.tags,
+    )
+    return replace(job, schedule_id=schedule.id)
+
+
+async def fire_due(backend: QueueBackend, registry: Registry, limit: int = 100) -> int:
+    """Fire every schedule whose time has come; each fire time runs once, whoever fires it
+    (the store's fire row is unique per schedule and time)."""
+    now = utcnow()
+    fired = 0
+    for schedule in await backend.due_schedules(now, limit):
+        assert schedule.next_fire_at is not None
+        fire_at = schedule.next_fire_at
+        job = fire_job(registry, schedule)
+        # Missed fires while nobody was running are coalesced into this one.
+        following = cron.next_fire(schedule.cron, schedule.timezone, max(now, fire_at))
+        if await backend.fire_schedule(schedule, fire_at, job, following):
+            count_fired(job)
+            fired += 1
+    return fired

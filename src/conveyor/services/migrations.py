@@ -1,0 +1,16 @@
+"""Bringing a database's schema up to date (`conveyor migrate`), without opening an engine:
+no handlers loaded, no services built, one connection pool opened and closed."""
+
+from __future__ import annotations
+
+from conveyor.store.database import Database
+from conveyor.store.migrate import migrate
+
+
+async def apply_migrations(database_url: str) -> None:
+    """Every migration not applied yet; concurrent callers serialise on the database."""
+    db = Database(database_url)
+    try:
+        await migrate(db)
+    finally:
+        await db.dispose()
