@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import BaseModel
 
 from conveyor.cli.login import ApiKey, Url, connected
 from conveyor.cli.output import (
@@ -25,8 +24,12 @@ from conveyor.cli.output import (
     record_table,
     rows_table,
 )
-from conveyor.client import Client, Job, JobEvent
 from conveyor.domain.states import JobState
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from conveyor.client import Client, Job, JobEvent
 
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 JobId = Annotated[str, typer.Argument(metavar="ID", help="The job's id.")]
@@ -128,9 +131,9 @@ def _by_id(group: typer.Typer, name: str, act: Callable[[Client, str], Any], doc
     group.command(name)(command)
 
 
-_by_id(jobs_app, "get", Client.get, "One job, with its payload, result and errors.")
-_by_id(jobs_app, "cancel", Client.cancel, "Cancel a job that has not finished.")
-_by_id(jobs_app, "retry", Client.retry, "Queue a failed or cancelled job again.")
+_by_id(jobs_app, "get", lambda c, i: c.get(i), "One job, with its payload, result and errors.")
+_by_id(jobs_app, "cancel", lambda c, i: c.cancel(i), "Cancel a job that has not finished.")
+_by_id(jobs_app, "retry", lambda c, i: c.retry(i), "Queue a failed or cancelled job again.")
 
 
 def _event_line(event: JobEvent) -> str:
@@ -206,8 +209,13 @@ def schedules_create(
         _show(schedule, as_json, f"schedule {schedule.id}")
 
 
-_by_id(schedules_app, "pause", Client.pause_schedule, "Stop firing until resumed.")
-_by_id(schedules_app, "resume", Client.resume_schedule, "Fire again from the next cron time.")
+_by_id(schedules_app, "pause", lambda c, i: c.pause_schedule(i), "Stop firing until resumed.")
+_by_id(
+    schedules_app,
+    "resume",
+    lambda c, i: c.resume_schedule(i),
+    "Fire again from the next cron time.",
+)
 
 
 @schedules_app.command("delete")

@@ -4,6 +4,9 @@
 read (`CONVEYOR_CLIENT_CONFIG`, else the user's config directory); the other client commands
 use it, or `--api-key` / `CONVEYOR_API_KEY` instead. Every failure is one red line on stderr
 and exit code 2.
+
+The client library (httpx, pydantic) is imported when a command connects, not when the
+command line is read, so `conveyor --help` stays quick.
 """
 
 from __future__ import annotations
@@ -16,20 +19,14 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from conveyor.cli.output import InputError, error_line, out
-from conveyor.client import (
-    Client,
-    ConnectionFailed,
-    ConveyorAPIError,
-    ConveyorClientError,
-    Tokens,
-    Unauthorized,
-    ValidationFailed,
-)
+
+if TYPE_CHECKING:
+    from conveyor.client import Client, ConveyorClientError, Tokens
 
 CONFIG_ENV = "CONVEYOR_CLIENT_CONFIG"
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -106,6 +103,13 @@ class Target:
     credentials: str  # "key", "login" or "none": what a 401 means depends on it
 
     def explain(self, exc: ConveyorClientError) -> str:
+        from conveyor.client import (
+            ConnectionFailed,
+            ConveyorAPIError,
+            Unauthorized,
+            ValidationFailed,
+        )
+
         if isinstance(exc, ConnectionFailed):
             return f"cannot reach {self.url}: is the server running?"
         if isinstance(exc, Unauthorized):
@@ -122,6 +126,8 @@ class Target:
 
 
 def _client(url: str | None, api_key: str | None) -> tuple[Client, Target]:
+    from conveyor.client import Client
+
     saved = load_login()
     base = (url or (saved.url if saved else DEFAULT_URL)).rstrip("/")
     if api_key:
@@ -140,6 +146,8 @@ def _client(url: str | None, api_key: str | None) -> tuple[Client, Target]:
 @contextlib.contextmanager
 def connected(url: str | None, api_key: str | None) -> Iterator[Client]:
     """A client for the command, and one clear line instead of any traceback."""
+    from conveyor.client import ConveyorClientError
+
     client, target = _client(url, api_key)
     try:
         with client:
@@ -161,6 +169,8 @@ def login(
     ] = False,
 ) -> None:
     """Log in to a server; the URL and the login are saved for the other commands."""
+    from conveyor.client import Client, ConveyorClientError
+
     saved = load_login()
     base = (url or (saved.url if saved else DEFAULT_URL)).rstrip("/")
     email = email or typer.prompt("E-mail")
@@ -180,6 +190,8 @@ def login(
 
 def logout() -> None:
     """End the saved login, on the server too when it can be reached."""
+    from conveyor.client import Client, ConveyorClientError
+
     saved = load_login()
     if saved is None:
         out.print("not logged in")

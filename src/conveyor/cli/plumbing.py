@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Coroutine
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 
 from conveyor.cli.output import without_password
@@ -35,6 +34,8 @@ Handlers = Annotated[
 
 
 def load_settings(**overrides: Any) -> Settings:
+    from pydantic import ValidationError
+
     from conveyor.settings import Settings
 
     try:
