@@ -1,8 +1,8 @@
 """What every database-direct command shares: its settings, an open engine, the event loop,
 and Conveyor's typed errors turned into one red line.
 
-The server is imported inside the functions that need it (the engine when a command opens
-one), so `conveyor --help` and the client commands load none of it.
+The server, and even the settings (pydantic), are imported inside the functions that need
+them, so `conveyor --help` and the client commands load none of it.
 """
 
 from __future__ import annotations
