@@ -30,6 +30,7 @@ from conveyor.runtime import load_handlers
 from conveyor.store.backend import QueueBackend
 from conveyor.worker.worker import Worker, WorkerConfig
 from tests.support.processes import (
+    CHILD_PYTHONPATH,
     CONVEYOR,
     HANDLERS,
     ROOT,
@@ -400,7 +401,7 @@ class CliRun:
 def _cli_env(db_url: str, logs: Path, name: str, extra: dict[str, str]) -> dict[str, str]:
     env = clean_environ()
     env.update(
-        PYTHONPATH=str(ROOT),
+        PYTHONPATH=CHILD_PYTHONPATH,
         CONVEYOR_DATABASE_URL=db_url,
         CONVEYOR_LOG_FILE=str(logs / f"{name}.log"),
     )

@@ -25,6 +25,9 @@ from tests.support.handlers import RECORD_DIR_ENV
 ROOT = Path(__file__).resolve().parents[2]
 CONVEYOR = str(Path(sys.executable).with_name("conveyor"))
 HANDLERS = "tests.support.handlers"
+# This tree's src/ first, so a child runs the code under test even when the venv's editable
+# install points at another checkout (a git worktree); the root for tests.support.
+CHILD_PYTHONPATH = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
 
 
 def clean_environ() -> dict[str, str]:
@@ -113,7 +116,7 @@ class Cluster:
     def env(self, name: str, settings: Mapping[str, str]) -> dict[str, str]:
         env = clean_environ()
         env.update(
-            PYTHONPATH=str(ROOT),
+            PYTHONPATH=CHILD_PYTHONPATH,
             PYTHONUNBUFFERED="1",
             CONVEYOR_DATABASE_URL=self.db_url,
             CONVEYOR_HANDLER_MODULES=HANDLERS,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conveyor.cli import app
+from conveyor.cli.app import app
 from conveyor.services.accounts import User
 from tests.api.conftest import api_settings
 from tests.support.live import PASSWORD, LiveServer, live_server
@@ -173,7 +173,7 @@ def test_api_key_jobs_and_schedules_in_process(server: LiveServer, ada: User, co
 
 
 def test_the_login_file_is_private_even_over_an_old_one(config: Path) -> None:
-    from conveyor.client_cli import SavedLogin, save_login
+    from conveyor.cli.login import SavedLogin, save_login
 
     config.parent.mkdir(parents=True, mode=0o755)
     config.write_text("{}")

@@ -1,6 +1,7 @@
 """What the `conveyor` commands show: JSON input read from an option, jobs as a table or
-JSON, and a progress bar fed by a job's events. Shared by the database-direct commands
-(cli.py) and the client commands (client_cli.py); it imports nothing of the server.
+JSON, a URL without its password, and a progress bar fed by a job's events. Shared by the
+database-direct commands (processes, admin, jobs) and the client commands (client.py); it
+imports nothing of the server.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from rich import box
 from rich.console import Console
@@ -39,6 +41,15 @@ def json_object(text: str, option: str = "--payload") -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InputError(f"{option} must be a JSON object")
     return value
+
+
+def without_password(url: str) -> str:
+    """A URL as it may be shown: any password in it replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def error_line(message: str) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conveyor.cli import app
+from conveyor.cli.app import app
 
 runner = CliRunner()
 

@@ -1,0 +1,169 @@
+"""`conveyor migrate|config|info|users|version`: looking after one installation, straight on
+its database (no server needs to run)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+from rich.table import Table
+
+from conveyor import __version__
+from conveyor.cli.output import without_password
+from conveyor.cli.plumbing import console, die, load_settings, opened, quiet_logs, run_async
+
+if TYPE_CHECKING:
+    from conveyor.runtime import Engine
+
+T = TypeVar("T")
+
+users_app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
+
+
+def migrate() -> None:
+    """Apply database migrations."""
+    settings = load_settings()
+    quiet_logs()
+
+    async def main() -> None:
+        from conveyor.services.migrations import apply_migrations
+
+        await apply_migrations(settings.database_url)
+
+    run_async(main())
+    console.print("migrations applied")
+
+
+def config() -> None:
+    """Print the effective settings, secrets hidden."""
+    settings = load_settings()
+    table = Table("setting", "value", title=f"Conveyor {__version__}")
+    for name, value in settings.model_dump().items():
+        hidden = value is not None and ("secret" in name or "password" in name)
+        shown = "**********" if hidden else value
+        if name.endswith("_url") and isinstance(value, str):
+            shown = without_password(value)
+        table.add_row(f"CONVEYOR_{name.upper()}", str(shown))
+    console.print(table)
+
+
+def info(
+    watch: Annotated[bool, typer.Option(help="Refresh every second until Ctrl-C.")] = False,
+) -> None:
+    """Queue depths by state, and the workers that are alive."""
+    settings = load_settings()
+    quiet_logs()
+
+    async def main() -> None:
+        async with opened(settings) as engine:
+            if not watch:
+                console.print(await _snapshot(engine))
+                return
+            from rich.live import Live
+
+            with Live(await _snapshot(engine), console=console, refresh_per_second=2) as live:
+                while True:
+                    await asyncio.sleep(1)
+                    live.update(await _snapshot(engine))
+
+    with contextlib.suppress(KeyboardInterrupt):
+        run_async(main())
+
+
+async def _snapshot(engine: Engine) -> Table:
+    counts = await engine.queues.counts()
+    alive = await engine.workers.list_alive()
+    table = Table("queue", "state", "jobs", "oldest", title="Conveyor queues")
+    now = datetime.now(UTC)
+    for c in counts:
+        age = f"{(now - c.oldest_created_at).total_seconds():.0f}s" if c.oldest_created_at else ""
+        table.add_row(c.queue, c.state.value, str(c.count), age)
+    table.caption = f"{len(alive)} worker(s) alive: " + ", ".join(w.id for w in alive)
+    return table
+
+
+def version() -> None:
+    """Print the version."""
+    console.print(__version__)
+
+
+# ---- users -------------------------------------------------------------------------------
+def _with_accounts(action: Callable[[Engine], Awaitable[T]]) -> T:
+    settings = load_settings()
+    quiet_logs()
+
+    async def main() -> T:
+        async with opened(settings) as engine:
+            return await action(engine)
+
+    return run_async(main())
+
+
+@users_app.command("create")
+def users_create(
+    email: str,
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+    admin: Annotated[bool, typer.Option("--admin", help="Make an administrator.")] = False,
+) -> None:
+    """Create a verified account."""
+    role = "admin" if admin else "user"
+    user = _with_accounts(lambda e: e.accounts.create_user(email, password, role, verified=True))
+    console.print(f"created {user.email} ({user.role}) id={user.id}")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List accounts."""
+
+    async def collect(engine: Engine) -> list[Any]:
+        found: list[Any] = []
+        after: str | None = None
+        while page := await engine.accounts.list_users(after_id=after, limit=200):
+            found.extend(page)
+            after = page[-1].id
+        return found
+
+    table = Table("id", "email", "role", "verified", "disabled", "created")
+    for user in _with_accounts(collect):
+        table.add_row(
+            user.id, user.email, user.role, str(user.verified), str(user.disabled),
+            user.created_at.isoformat(timespec="seconds"),
+        )  # fmt: skip
+    console.print(table)
+
+
+async def _user_id(engine: Engine, email: str) -> str:
+    from conveyor.services.cli_support import find_user
+
+    user = await find_user(engine.accounts, email)
+    if user is None:
+        die(f"no account with the e-mail {email}")
+    return user.id
+
+
+@users_app.command("promote")
+def users_promote(email: str) -> None:
+    """Make an account an administrator."""
+
+    async def promote(engine: Engine) -> Any:
+        return await engine.accounts.set_role(await _user_id(engine, email), "admin")
+
+    console.print(f"{_with_accounts(promote).email} is now an admin")
+
+
+@users_app.command("disable")
+def users_disable(
+    email: str,
+    enable: Annotated[bool, typer.Option("--enable", help="Re-enable instead.")] = False,
+) -> None:
+    """Disable an account (signs it out everywhere), or re-enable it with --enable."""
+
+    async def toggle(engine: Engine) -> Any:
+        return await engine.accounts.set_disabled(await _user_id(engine, email), not enable)
+
+    user = _with_accounts(toggle)
+    console.print(f"{user.email} is {'disabled' if user.disabled else 'enabled'}")

@@ -1,0 +1,247 @@
+"""`conveyor run|api|worker|scheduler|results`: the long-running processes.
+
+Each stops gracefully on the first SIGINT/SIGTERM and at once on the second. The server
+(uvicorn, the API, the engine) is imported when a process starts, not when the command line
+is read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from conveyor.cli.plumbing import Handlers, die, load_settings, log_setup, opened, run_async
+
+if TYPE_CHECKING:
+    from conveyor.runtime import Engine
+    from conveyor.settings import Settings
+
+log = logging.getLogger("conveyor.cli")
+
+MetricsPort = Annotated[
+    int | None,
+    typer.Option(
+        "--metrics-port",
+        min=1,
+        max=65535,
+        help="Serve Prometheus /metrics on this port (CONVEYOR_METRICS_PORT; host: METRICS_HOST).",
+    ),
+]
+
+
+async def _until_signalled(stoppers: list[Callable[[bool], None]], main: Awaitable[int]) -> int:
+    """First SIGINT/SIGTERM: graceful stop. Second: stop at once."""
+    loop = asyncio.get_running_loop()
+    hits = {"n": 0}
+
+    def on_signal() -> None:
+        hits["n"] += 1
+        log.info("signal received (%d); %s", hits["n"], "stopping" if hits["n"] == 1 else "forcing")
+        for stop in stoppers:
+            stop(hits["n"] > 1)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    return await main
+
+
+def _exit(code: int) -> None:
+    """Leave even if a sync handler's thread is still stuck in user code."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if threading.active_count() > 1:
+        logging.shutdown()
+        os._exit(code)
+    raise typer.Exit(code)
+
+
+def run(
+    handlers: Handlers = None,
+    concurrency: Annotated[int | None, typer.Option(help="Jobs at once.")] = None,
+    host: Annotated[str | None, typer.Option(help="Address the API listens on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port the API listens on.")] = None,
+) -> None:
+    """Everything in one process: migrations, the API, a worker, the scheduler and, when a
+    sink is configured, the events relay."""
+    settings = load_settings(handler_modules=handlers, host=host, port=port)
+    log_setup(settings)
+
+    async def main() -> int:
+        async with opened(settings, apply_migrations=True) as engine:
+            worker = engine.worker("*", concurrency)  # one process runs every queue
+            scheduler = engine.scheduler()
+            relay = engine.relay()  # events relay: None without a sink
+            server = _server(settings, engine)
+
+            def stop(force: bool) -> None:
+                worker.stop(force)
+                scheduler.stop()
+                if relay is not None:
+                    relay.stop()
+                server.should_exit = True
+
+            async def everything() -> int:
+                tasks = [asyncio.create_task(scheduler.run()), asyncio.create_task(server.serve())]
+                if relay is not None:
+                    tasks.append(asyncio.create_task(relay.run()))
+                code = await worker.run()
+                stop(False)
+                await asyncio.gather(*tasks)
+                return code
+
+            return await _until_signalled([stop], everything())
+
+    _exit(run_async(main()))
+
+
+def _server(settings: Settings, engine: Engine | None = None) -> Any:
+    """A uvicorn server for the API whose signals are ours to handle."""
+    import uvicorn
+
+    from conveyor.server import create_app
+
+    config = uvicorn.Config(
+        create_app(settings, engine=engine),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        lifespan="on",
+    )
+
+    return _quiet_server(config)
+
+
+def _quiet_server(config: Any) -> Any:
+    """A uvicorn server that leaves SIGINT/SIGTERM to `_until_signalled` (for every part)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return Server(config)
+
+
+@contextlib.asynccontextmanager
+async def _metrics_endpoint(settings: Settings) -> AsyncIterator[None]:
+    """Serve /metrics on METRICS_HOST:METRICS_PORT on this event loop while the block runs.
+
+    The port is bound here, before the work starts, so a taken port is one clear error.
+    """
+    if settings.metrics_port is None:
+        yield
+        return
+    import uvicorn
+
+    from conveyor.metrics import asgi_app
+
+    try:
+        sock = socket.create_server((settings.metrics_host, settings.metrics_port))
+    except OSError as exc:
+        die(f"--metrics-port {settings.metrics_port}: {exc.strerror or exc}")
+    config = uvicorn.Config(
+        asgi_app(), log_config=None, access_log=False, server_header=False, lifespan="off"
+    )
+
+    server = _quiet_server(config)
+    serving = asyncio.create_task(server.serve(sockets=[sock]), name="metrics-server")
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await serving
+        sock.close()
+
+
+def api(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    handlers: Handlers = None,
+) -> None:
+    """Serve the HTTP API (run several behind a load balancer to scale)."""
+    settings = load_settings(handler_modules=handlers, host=host, port=port)
+    log_setup(settings)
+
+    async def main() -> int:
+        server = _server(settings)
+
+        def stop(_force: bool) -> None:
+            server.should_exit = True
+
+        await _until_signalled([stop], server.serve())
+        return 0
+
+    _exit(run_async(main()))
+
+
+def worker(
+    queues: Annotated[
+        str | None,
+        typer.Option(help="Queues: 'a,b=2' caps b at 2 jobs at once; '*' is every queue."),
+    ] = None,
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Jobs at once.")] = None,
+    burst: Annotated[bool, typer.Option(help="Exit once the queues are empty.")] = False,
+    handlers: Handlers = None,
+    metrics_port: MetricsPort = None,
+) -> None:
+    """Run a worker process."""
+    settings = load_settings(handler_modules=handlers, metrics_port=metrics_port)
+    log_setup(settings)
+
+    async def main() -> int:
+        async with opened(settings) as engine:
+            try:
+                w = engine.worker(queues, concurrency, burst)
+            except ValueError as exc:
+                die(f"--queues: {exc}")
+            async with _metrics_endpoint(settings):
+                return await _until_signalled([w.stop], w.run())
+
+    _exit(run_async(main()))
+
+
+def scheduler(handlers: Handlers = None, metrics_port: MetricsPort = None) -> None:
+    """Run a scheduler process (one leads; the others stand by)."""
+    settings = load_settings(handler_modules=handlers, metrics_port=metrics_port)
+    log_setup(settings)
+
+    async def main() -> int:
+        async with opened(settings) as engine:
+            s = engine.scheduler()
+            async with _metrics_endpoint(settings):
+                return await _until_signalled([lambda _force: s.stop()], s.run())
+
+    _exit(run_async(main()))
+
+
+def results(handlers: Handlers = None, metrics_port: MetricsPort = None) -> None:
+    """Relay job events to the configured sinks (webhooks, RabbitMQ) and send webhook
+    deliveries; any number may run."""
+    settings = load_settings(handler_modules=handlers, metrics_port=metrics_port)
+    log_setup(settings)
+
+    async def main() -> int:
+        async with opened(settings) as engine:
+            relay = engine.relay()
+            if relay is None:
+                die(
+                    "no event sink is configured: set CONVEYOR_AMQP_URL, or turn webhooks "
+                    "back on (CONVEYOR_WEBHOOK_ENABLED=true)"
+                )
+            async with _metrics_endpoint(settings):
+                return await _until_signalled([lambda _force: relay.stop()], relay.run())
+
+    _exit(run_async(main()))
