@@ -19,11 +19,13 @@ PACKAGE = "conveyor"
 
 # From the top down: a module may import its own layer or any layer below it, never above.
 # A module's place is its first name under `conveyor` (`conveyor.api.routes.jobs` -> `api`);
-# "" is the package's own __init__. Every cli module sits with the doors: cli.py, cli_*.py,
-# client_cli.py, or a cli/ package.
+# "" is the package's own __init__. The command line is a composition root as well as a door:
+# `conveyor run`/`api` start the server (so it sits above `server`), and the door rule (no
+# store, no sqlalchemy) holds for it as for every door.
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
+    ("command line", frozenset({"cli"})),  # starts every process; the client commands
     ("root", frozenset({"server"})),  # the composition root: mounts every door on one app
-    ("doors", frozenset({"api", "dashboard", "compat", "cli", "client", "client_cli"})),
+    ("doors", frozenset({"api", "dashboard", "compat", "client"})),
     ("wiring", frozenset({"runtime"})),  # the Engine handed to the doors: services, wired
     ("services", frozenset({"services"})),
     ("engine", frozenset({"worker", "scheduler", "events", "handlers"})),
@@ -32,7 +34,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("base", frozenset({"", "domain", "settings", "errors", "logs", "metrics",
                         "auth", "mail", "net"})),
 )  # fmt: skip
-DOORS = next(names for layer, names in LAYERS if layer == "doors")
+DOORS = next(names for layer, names in LAYERS if layer == "doors") | {"cli"}
 
 
 @dataclass(frozen=True, order=True)
@@ -111,9 +113,8 @@ def _is_ours(name: str) -> bool:
 
 
 def place(name: str) -> str:
-    """`conveyor.api.routes.jobs` -> `api`; every cli module -> `cli`."""
-    first = name.split(".")[1] if "." in name else ""
-    return "cli" if first.startswith("cli_") else first
+    """`conveyor.api.routes.jobs` -> `api`."""
+    return name.split(".")[1] if "." in name else ""
 
 
 def layer_of(name: str) -> int:
