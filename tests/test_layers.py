@@ -184,6 +184,21 @@ def test_imports_point_down_the_layers() -> None:
     assert not up, f"imports pointing up the layers (top first:\n{table}\n):\n" + _listed(up)
 
 
+def test_the_api_imports_no_other_door() -> None:
+    """Only the composition root mounts the doors together; the dashboard and the adapters
+    may use the API's HTTP plumbing (deps, errors), never the reverse."""
+    found = [
+        i for i in internal() if place(i.module) == "api" and place(i.target) in DOORS - {"api"}
+    ]
+    assert not found, "the API importing another door:\n" + _listed(found)
+
+
+def test_the_worker_imports_no_handler_module() -> None:
+    """Handlers declare blueprints the engine includes; the worker never loads them itself."""
+    found = [i for i in internal() if place(i.module) == "worker" and place(i.target) == "handlers"]
+    assert not found, "the worker importing handlers:\n" + _listed(found)
+
+
 def test_no_import_cycles() -> None:
     cycles = _cycles(internal())
     inside = [i for cycle in cycles for i in internal() if i.module in cycle and i.target in cycle]
