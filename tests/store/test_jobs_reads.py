@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
-from conveyor.domain.jobs import NewJob
+from conveyor.domain.clock import utcnow
+from conveyor.domain.jobs import JobFilter, NewJob
 from conveyor.domain.states import JobState
 from conveyor.errors import NotFound
 from conveyor.store.backend import QueueBackend
+from tests.store.helpers import job, job_in_state
 
 
 def jobs_of(owner: str, n: int) -> list[NewJob]:
@@ -70,3 +74,52 @@ async def test_a_batch_of_duplicates_reads_back_each_owners_existing_job(
 
     assert [e.id for e in found] == [e.id for e in reversed(stored)]
     assert not any(e.created for e in found)
+
+
+async def test_owner_scoping_hides_other_owners_jobs(backend: QueueBackend) -> None:
+    (alices,) = await backend.enqueue([job(owner_id="alice")])
+    with pytest.raises(NotFound):
+        await backend.get(alices.id, owner_id="bob")
+    with pytest.raises(NotFound):
+        await backend.cancel(alices.id, owner_id="bob")
+    assert (await backend.get(alices.id, owner_id="alice")).owner_id == "alice"
+    assert [j.id for j in await backend.list_jobs(JobFilter(owner_id="bob"))] == []
+
+
+async def test_counts_by_queue_and_state(backend: QueueBackend) -> None:
+    await backend.enqueue([job(), job(), job(queue="mail")])
+    counts = {(c.queue, c.state): c.count for c in await backend.counts()}
+    assert counts == {("default", JobState.QUEUED): 2, ("mail", JobState.QUEUED): 1}
+
+
+async def test_list_filters_by_tag_state_and_creation_time(backend: QueueBackend) -> None:
+
+    before = utcnow()
+    tagged = await backend.enqueue(
+        [job(tags=("red", "big")), job(tags=("red",)), job(tags=("blue",))]
+    )
+    after = utcnow()
+    red = await backend.list_jobs(JobFilter(tag="red"))
+    assert {j.id for j in red} == {tagged[0].id, tagged[1].id}
+    assert [j.id for j in await backend.list_jobs(JobFilter(tag="big"))] == [tagged[0].id]
+    assert await backend.list_jobs(JobFilter(created_before=before)) == []
+    assert (
+        len(
+            await backend.list_jobs(
+                JobFilter(created_after=before, created_before=after + timedelta(seconds=1))
+            )
+        )
+        == 3
+    )
+    page = await backend.list_jobs(limit=2)
+    rest = await backend.list_jobs(after_id=page[-1].id, limit=2)
+    assert [j.id for j in page + rest] == [t.id for t in reversed(tagged)]
+
+
+async def test_throughput_counts_finished_jobs_per_minute(backend: QueueBackend) -> None:
+    await job_in_state(backend, "completed")
+    await job_in_state(backend, "completed")
+    await job_in_state(backend, "failed")
+    (point,) = await backend.throughput(utcnow() - timedelta(minutes=5))
+    assert (point.completed, point.failed) == (2, 1)
+    assert point.minute <= utcnow()

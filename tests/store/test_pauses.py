@@ -43,20 +43,3 @@ async def test_jobs_already_running_are_not_touched_by_a_pause(backend: QueueBac
     await backend.pause_queue("a")
     assert await backend.heartbeat("w", 30) == {running.id}
     assert (await backend.get(running.id)).state is JobState.RUNNING
-
-
-async def test_workers_with_their_running_jobs_in_one_listing(backend: QueueBackend) -> None:
-    await backend.register_worker("w1", "host", 1, ["a"], 4)
-    await backend.register_worker("w2", "host", 2, ["b"], 2)
-    await backend.register_worker("gone", "host", 3, ["a"], 2)
-    await backend.unregister_worker("gone")
-    await backend.enqueue([job("a"), job("a"), job("b")])
-    first = await backend.claim("w1", ["a"], 10, 30)
-    listed = await backend.workers_with_jobs(alive_within=60)
-    assert [(info.id, [ref.id for ref in refs]) for info, refs in listed] == [
-        ("w1", sorted(j.id for j in first)),
-        ("w2", []),
-    ]
-    (info, refs), _ = listed
-    assert info.queues == ["a"] and info.concurrency == 4
-    assert {r.queue for r in refs} == {"a"} and all(r.started_at for r in refs)

@@ -13,23 +13,11 @@ from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import ErrorInfo, NewJob, Outcome
 from conveyor.store import tables
 from conveyor.store.backend import QueueBackend
+from tests.store.helpers import settled
 
 
 def job(**fields: object) -> NewJob:
     return NewJob(type="noop", payload={}, **fields)  # type: ignore[arg-type]
-
-
-async def settled(
-    backend: QueueBackend, count: int, *, job_id: str | None = None
-) -> list[ev.Event]:
-    """The first `count` events once readable. On PostgreSQL a reader sees only transactions
-    older than the oldest still running on the server, and other tests' transactions count."""
-    for _ in range(200):
-        found = await backend.read_events(ev.Position(), job_id=job_id)
-        if len(found) >= count:
-            return found
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"only {len(found)} of {count} events became readable")
 
 
 async def types_of(backend: QueueBackend, job_id: str, count: int) -> list[str]:
