@@ -12,7 +12,9 @@ from conveyor.store.backend import QueueBackend
 
 
 def job(**fields: object) -> NewJob:
-    return NewJob(type="noop", payload={"n": fields.pop("n", 0)}, **fields)  # type: ignore[arg-type]
+    """A job of type "noop" with payload {"n": n} unless `fields` say otherwise."""
+    fields.setdefault("type", "noop")
+    return NewJob(payload={"n": fields.pop("n", 0)}, **fields)  # type: ignore[arg-type]
 
 
 async def job_in_state(backend: QueueBackend, state: str) -> str:

@@ -1,4 +1,5 @@
-"""The queue operations, one suite run on SQLite and on PostgreSQL."""
+"""Jobs on both databases: enqueue, and what users and admins do to them (cancel, retry,
+set a state, delete a finished one)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 
 from conveyor.domain.jobs import Outcome
 from conveyor.domain.states import JobState
-from conveyor.errors import IllegalTransition
+from conveyor.errors import Conflict, IllegalTransition, NotFound
 from conveyor.store.backend import QueueBackend
 from tests.store.helpers import job, job_in_state
 
@@ -110,3 +111,34 @@ async def test_only_a_worker_starts_a_job(backend: QueueBackend) -> None:
     with pytest.raises(IllegalTransition, match="only a worker"):
         await backend.set_state(queued, JobState.RUNNING)
     assert (await backend.get(queued)).state is JobState.QUEUED
+
+
+@pytest.mark.parametrize("state", ["completed", "failed", "cancelled"])
+async def test_delete_finished_removes_a_finished_job(backend: QueueBackend, state: str) -> None:
+    job_id = await job_in_state(backend, state)
+    await backend.delete_finished(job_id)
+    with pytest.raises(NotFound):
+        await backend.get(job_id)
+    with pytest.raises(NotFound):
+        await backend.delete_finished(job_id)
+
+
+@pytest.mark.parametrize("state", ["scheduled", "queued", "running", "retrying"])
+async def test_delete_finished_refuses_a_live_job(backend: QueueBackend, state: str) -> None:
+    job_id = await job_in_state(backend, state)
+    with pytest.raises(Conflict, match="cancel it first"):
+        await backend.delete_finished(job_id)
+    assert (await backend.get(job_id)).state.value == state
+
+
+async def test_delete_finished_is_owner_scoped(backend: QueueBackend) -> None:
+    (alices,) = await backend.enqueue([job(owner_id="alice")])
+    await backend.cancel(alices.id)
+    with pytest.raises(NotFound):
+        await backend.delete_finished(alices.id, owner_id="bob")
+    assert (await backend.get(alices.id)).state is JobState.CANCELLED
+    await backend.delete_finished(alices.id, owner_id="alice")
+    with pytest.raises(NotFound):
+        await backend.get(alices.id)
+    with pytest.raises(NotFound):
+        await backend.delete_finished("no-such-job")

@@ -1,4 +1,5 @@
-"""Reading many jobs at once, on SQLite and on PostgreSQL: order, owners, missing ids."""
+"""Reading jobs on both databases: one, many (order, owners, missing ids), cursor listings,
+offset pages in every sort order, counts and per-minute figures."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ from datetime import timedelta
 import pytest
 
 from conveyor.domain.clock import utcnow
-from conveyor.domain.jobs import JobFilter, NewJob
+from conveyor.domain.jobs import (
+    SORT_KEYS,
+    ErrorInfo,
+    JobFilter,
+    JobRecord,
+    JobSort,
+    NewJob,
+    Outcome,
+)
 from conveyor.domain.states import JobState
 from conveyor.errors import NotFound
 from conveyor.store.backend import QueueBackend
@@ -123,3 +132,94 @@ async def test_throughput_counts_finished_jobs_per_minute(backend: QueueBackend)
     (point,) = await backend.throughput(utcnow() - timedelta(minutes=5))
     assert (point.completed, point.failed) == (2, 1)
     assert point.minute <= utcnow()
+
+
+async def varied(backend: QueueBackend) -> list[JobRecord]:
+    """Six jobs that differ in every sortable column, two finished, one running, one
+    scheduled (and so with no finish time)."""
+    now = utcnow()
+    specs: list[dict[str, object]] = [
+        {"type": "alpha", "queue": "q1", "priority": 3},
+        {"type": "beta", "queue": "q2", "priority": 1, "run_at": now + timedelta(hours=1)},
+        {"type": "alpha", "queue": "q2", "priority": 3},
+        {"type": "gamma", "queue": "done", "priority": 0},
+        {"type": "beta", "queue": "lost", "priority": 2},
+        {"type": "delta", "queue": "busy", "priority": 1},
+    ]
+    ids = [(await backend.enqueue([job(**spec)]))[0].id for spec in specs]
+    (done,) = await backend.claim("w", ["done"], 1, 30)
+    (lost,) = await backend.claim("w", ["lost"], 1, 30)
+    await backend.claim("w", ["busy"], 1, 30)
+    await backend.finish("w", [Outcome(done.id, 1, "completed")])
+    await backend.finish("w", [Outcome(lost.id, 1, "failed", error=ErrorInfo("E", "m"))])
+    return await backend.get_many(ids)
+
+
+def in_order(jobs: list[JobRecord], key: str, descending: bool) -> list[str]:
+    """The order a page promises: by the column, then the id the same way; missing last."""
+    present = [j for j in jobs if getattr(j, key) is not None]
+    missing = [j for j in jobs if getattr(j, key) is None]
+    present.sort(key=lambda j: (_sortable(getattr(j, key)), j.id), reverse=descending)
+    missing.sort(key=lambda j: j.id, reverse=descending)
+    return [j.id for j in present + missing]
+
+
+def _sortable(value: object) -> object:
+    return value.value if isinstance(value, JobState) else value
+
+
+async def test_a_page_follows_every_sort_key_both_ways(backend: QueueBackend) -> None:
+    jobs = await varied(backend)
+    for key in SORT_KEYS:
+        for descending in (False, True):
+            page = await backend.page_jobs(JobFilter(), JobSort(key, descending))
+            assert [j.id for j in page.items] == in_order(jobs, key, descending), (key, descending)
+            assert page.total == len(jobs)
+
+
+async def test_offset_pages_cover_everything_once_and_each_tells_the_total(
+    backend: QueueBackend,
+) -> None:
+    jobs = await varied(backend)
+    order = JobSort("priority", descending=True)
+    seen: list[str] = []
+    for offset in range(0, 8, 2):
+        page = await backend.page_jobs(JobFilter(), order, offset=offset, limit=2)
+        assert page.total == 6 and len(page.items) == min(2, 6 - offset)
+        seen += [j.id for j in page.items]
+    assert seen == in_order(jobs, "priority", True)
+    beyond = await backend.page_jobs(JobFilter(), order, offset=50)
+    assert (beyond.items, beyond.total) == ([], 6)
+
+
+async def test_a_page_and_its_total_honour_the_filter(backend: QueueBackend) -> None:
+    jobs = await varied(backend)
+    await backend.enqueue([job(type="alpha", owner_id="bob")])
+    alphas = await backend.page_jobs(
+        JobFilter(type="alpha", owner_id=jobs[0].owner_id), JobSort(), limit=1
+    )
+    assert alphas.total == 2 and [j.id for j in alphas.items] == [jobs[2].id]  # newest first
+    finished = (JobState.COMPLETED, JobState.FAILED)
+    page = await backend.page_jobs(JobFilter(states=finished), JobSort("finished_at", False))
+    assert [j.id for j in page.items] == [jobs[3].id, jobs[4].id] and page.total == 2
+    assert (await backend.page_jobs(JobFilter(owner_id="carol"), JobSort())).total == 0
+
+
+async def test_counts_and_enqueued_per_minute_are_owner_scoped(backend: QueueBackend) -> None:
+    before = utcnow()
+    await backend.enqueue([job(owner_id="ada"), job(owner_id="ada"), job(owner_id="bob")])
+    later = await backend.enqueue([job(owner_id="ada", run_at=utcnow() + timedelta(hours=1))])
+    counts = await backend.counts("ada")
+    assert [(c.queue, c.state, c.count) for c in counts] == [
+        ("default", JobState.QUEUED, 2),
+        ("default", JobState.SCHEDULED, 1),
+    ]
+    assert all(c.oldest_created_at is not None and c.oldest_created_at >= before for c in counts)
+    assert counts[1].oldest_run_at == (await backend.get(later[0].id)).run_at
+    assert sum(c.count for c in await backend.counts()) == 4
+
+    per_minute = await backend.enqueued_per_minute(before - timedelta(minutes=1), "ada")
+    assert sum(per_minute.values()) == 3
+    assert all(m.second == 0 and m.microsecond == 0 and m.tzinfo for m in per_minute)
+    assert sum((await backend.enqueued_per_minute(before - timedelta(minutes=1))).values()) == 4
+    assert await backend.enqueued_per_minute(utcnow() + timedelta(minutes=1)) == {}
