@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from conveyor.domain import events as ev
 from conveyor.domain.clock import utcnow
@@ -56,3 +56,10 @@ async def settled(
             return found
         await asyncio.sleep(0.05)
     raise AssertionError(f"only {len(found)} of {count} events became readable")
+
+
+async def wait_past(moment: datetime) -> None:
+    """Return once the clock has passed `moment` (a lease's or a run time's end): time must
+    pass for what comes next, however busy the machine is."""
+    while utcnow() <= moment:
+        await asyncio.sleep(0.01)

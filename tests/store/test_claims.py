@@ -6,9 +6,10 @@ import asyncio
 from datetime import timedelta
 
 from conveyor.domain.clock import utcnow
-from conveyor.domain.jobs import ErrorInfo, Outcome
+from conveyor.domain.jobs import ErrorInfo, NewJob, Outcome
 from conveyor.domain.states import JobState
 from conveyor.store.backend import QueueBackend
+from conveyor.store.factory import open_backend
 from tests.store.helpers import job
 
 W = "worker-a"
@@ -124,3 +125,92 @@ async def test_star_claims_every_queue_but_the_excluded(backend: QueueBackend) -
     assert sorted(j.queue for j in claimed) == ["a", "b"]
     (last,) = await backend.claim(W, ["capped"], 10, 30)
     assert last.queue == "capped"
+
+
+async def test_a_claimed_job_carries_what_its_handler_needs(backend: QueueBackend) -> None:
+    new = NewJob(
+        type="mail", payload={"to": "a@b.c"}, queue="q", priority=4, max_attempts=5,
+        timeout_s=7.5, idempotency_key="k", owner_id="ada",
+    )  # fmt: skip
+    await backend.enqueue([new])
+    (claimed,) = await backend.claim(W, ["q"], 1, 30)
+    assert (claimed.id, claimed.type, claimed.queue, claimed.payload) == (
+        new.id,
+        "mail",
+        "q",
+        {"to": "a@b.c"},
+    )
+    assert (claimed.attempt, claimed.max_attempts, claimed.timeout_s, claimed.priority) == (
+        1,
+        5,
+        7.5,
+        4,
+    )
+    assert (claimed.owner_id, claimed.idempotency_key) == ("ada", "k")
+    assert claimed.run_at == (await backend.get(new.id)).run_at
+    record = await backend.get(new.id)
+    assert record.lease_expires_at is not None and record.lease_expires_at > utcnow()
+
+
+async def test_nothing_asked_is_nothing_done(backend: QueueBackend) -> None:
+    await backend.enqueue([job()])
+    assert await backend.claim(W, ["default"], 0, 30) == []
+    assert await backend.claim(W, [], 10, 30) == []
+    assert await backend.finish(W, []) == set()
+    assert await backend.release(W, []) == set()
+    assert await backend.heartbeat(W, 30) == set()
+    (left,) = await backend.list_jobs()
+    assert left.state is JobState.QUEUED
+
+
+async def test_two_processes_claiming_at_once_never_take_the_same_job(
+    backend: QueueBackend, db_url: str
+) -> None:
+    other = open_backend(db_url)
+    try:
+        await backend.enqueue([job(n=i) for i in range(120)])
+        taken: list[str] = []
+        for _ in range(4):
+            mine, theirs = await asyncio.gather(
+                backend.claim("w1", ["default"], 20, 30), other.claim("w2", ["default"], 20, 30)
+            )
+            taken += [j.id for j in mine + theirs]
+        assert len(taken) == len(set(taken)) == 120
+    finally:
+        await other.close()
+
+
+async def test_one_finish_takes_mixed_outcomes_and_fences_each(backend: QueueBackend) -> None:
+    await backend.enqueue([job(n=i, max_attempts=2) for i in range(4)])
+    done, again, failed, stale = await backend.claim(W, ["default"], 4, 30)
+    error = ErrorInfo("E", "m")
+    later = utcnow() + timedelta(hours=1)
+    accepted = await backend.finish(
+        W,
+        [
+            Outcome(done.id, 1, "completed", result=[1, 2]),
+            Outcome(again.id, 1, "retry", error=error, retry_at=later),
+            Outcome(failed.id, 1, "failed", error=error, result={"partial": True}),
+            Outcome(stale.id, 2, "completed"),  # not the attempt it runs: fenced out
+        ],
+    )
+    assert accepted == {done.id, again.id, failed.id}
+    states = {j: (await backend.get(j)).state for j in (done.id, again.id, failed.id, stale.id)}
+    assert states == {
+        done.id: JobState.COMPLETED,
+        again.id: JobState.RETRYING,
+        failed.id: JobState.FAILED,
+        stale.id: JobState.RUNNING,
+    }
+    assert (await backend.get(done.id)).result == [1, 2]
+    assert (await backend.get(failed.id)).result == {"partial": True}
+    assert (await backend.get(again.id)).run_at == later
+
+
+async def test_heartbeat_no_longer_names_a_job_cancelled_meanwhile(backend: QueueBackend) -> None:
+    """How a worker without the cancel notification learns of a cancel at the latest."""
+    await backend.enqueue([job(n=1), job(n=2)])
+    kept, cancelled = await backend.claim(W, ["default"], 2, 30)
+    await backend.cancel(cancelled.id)
+    assert await backend.heartbeat(W, 30) == {kept.id}
+    assert await backend.heartbeat("another-worker", 30) == set()
