@@ -10,6 +10,7 @@ import pytest
 from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import (
     SORT_KEYS,
+    BulkResult,
     ErrorInfo,
     JobFilter,
     JobRecord,
@@ -223,3 +224,33 @@ async def test_counts_and_enqueued_per_minute_are_owner_scoped(backend: QueueBac
     assert all(m.second == 0 and m.microsecond == 0 and m.tzinfo for m in per_minute)
     assert sum((await backend.enqueued_per_minute(before - timedelta(minutes=1))).values()) == 4
     assert await backend.enqueued_per_minute(utcnow() + timedelta(minutes=1)) == {}
+
+
+async def test_every_filter_field_narrows_listings_pages_and_bulk_actions_alike(
+    backend: QueueBackend,
+) -> None:
+    before = utcnow()
+    (red,) = await backend.enqueue([job(type="resize", queue="img", tags=("red",), n=7)])
+    middle = utcnow()
+    (bobs,) = await backend.enqueue([job(type="mail", owner_id="bob", tags=("blue",))])
+    (later,) = await backend.enqueue([job(type="resize", run_at=utcnow() + timedelta(hours=1))])
+    filters = {
+        JobFilter(owner_id="bob"): {bobs.id},
+        JobFilter(states=(JobState.SCHEDULED,)): {later.id},
+        JobFilter(queue="img"): {red.id},
+        JobFilter(type="resize"): {red.id, later.id},
+        JobFilter(tag="red"): {red.id},
+        JobFilter(created_after=middle): {bobs.id, later.id},
+        JobFilter(created_before=middle): {red.id},
+        JobFilter(created_after=before, type="mail"): {bobs.id},
+        JobFilter(text=red.id[-8:].upper()): {red.id},
+        JobFilter(text='"n": 7'): {red.id},
+        JobFilter(tag="green"): set(),
+    }
+    for where, expected in filters.items():
+        assert {j.id for j in await backend.list_jobs(where)} == expected, where
+        page = await backend.page_jobs(where, JobSort())
+        assert ({j.id for j in page.items}, page.total) == (expected, len(expected)), where
+        # Queued and scheduled jobs cannot be retried: the bulk action only counts them.
+        matched = len(expected)
+        assert await backend.bulk_where("retry", where, 2) == BulkResult(matched, 0, matched)
