@@ -75,6 +75,15 @@ async def leads_within(contender: Lead, seconds: float) -> float:
     return time.monotonic() - started
 
 
+async def leads(contender: Lead) -> bool:
+    """`acquire`, a failed try counted as not leading, as the scheduler and the relay count it
+    (that the try fails at all is the bug of `test_a_leader_whose_session_ended_...`)."""
+    try:
+        return await contender.acquire()
+    except Exception:
+        return False
+
+
 async def end_leader_session(url: str) -> None:
     """PostgreSQL: terminate the one server session holding an advisory lock in this
     database (the leader's connection dies, as when its process is killed)."""
@@ -138,9 +147,9 @@ async def test_when_the_leaders_session_ends_the_other_leads_within_the_document
     assert time.time() - ended <= takeover_time(db_url) + SLACK
 
     # The old leader learns it at its next try, and so stops acting; the new one stays.
-    assert not await a.acquire()
+    assert not await leads(a)
     assert await b.acquire()
-    assert not await a.acquire()
+    assert not await leads(a)
 
 
 async def test_release_lets_the_other_lead_at_once(pair: tuple[Lead, Lead]) -> None:
@@ -180,3 +189,41 @@ async def test_each_name_has_its_own_leader(db_url: str) -> None:
             await lead.release()
         await one.close()
         await two.close()
+
+
+ROUNDS = 60  # PostgreSQL; SQLite waits out a lease per round
+LOST_LEADER_RAISES = (
+    "PostgreSQL's _AdvisoryLeadership.acquire lets asyncpg's InternalClientError ('cannot "
+    "switch to state 11; another operation (2) is in progress') escape instead of returning "
+    "False: the server frees the advisory lock before it closes the terminated session's "
+    "socket, so the other contender can lead while the old connection holds the FATAL "
+    "message but not yet the end of stream; acquire catches only OSError, PostgresError and "
+    "InterfaceError (about one round in seven here)"
+)
+
+
+async def test_a_leader_whose_session_ended_is_told_false_not_an_error(
+    db_url: str, request: pytest.FixtureRequest
+) -> None:
+    """The old leader's next `acquire` returns False, every time, never an error (many rounds:
+    the bug below shows in some only; they stop at the first)."""
+    if is_postgres(db_url):
+        lost = pytest.mark.xfail(
+            strict=True, raises=asyncpg.InternalClientError, reason=LOST_LEADER_RAISES
+        )
+        request.applymarker(lost)
+    for _ in range(ROUNDS if is_postgres(db_url) else 2):
+        one, two = open_backend(db_url), open_backend(db_url)
+        a, b = one.leadership(NAME, "host-a-101", TTL), two.leadership(NAME, "host-b-202", TTL)
+        try:
+            assert await a.acquire()
+            assert not await b.acquire()  # connected, standing by
+            if is_postgres(db_url):
+                await end_leader_session(db_url)
+            await leads_within(b, takeover_time(db_url) + SLACK)
+            assert await a.acquire() is False
+        finally:
+            await a.release()
+            await b.release()
+            await one.close()
+            await two.close()
