@@ -19,7 +19,7 @@ from conveyor.services.jobs import JobService
 from conveyor.services.schedules import ScheduleService
 from conveyor.store.backend import QueueBackend
 from conveyor.store.factory import open_backend
-from tests.backends.test_events import settled
+from tests.store.helpers import settled
 
 
 def services(backend: QueueBackend) -> ScheduleService:

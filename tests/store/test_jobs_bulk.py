@@ -8,7 +8,15 @@ from collections import Counter
 import pytest
 
 from conveyor.domain import events as ev
-from conveyor.domain.jobs import BulkResult, ErrorInfo, JobFilter, NewJob, Outcome
+from conveyor.domain.jobs import (
+    BulkAction,
+    BulkResult,
+    ErrorInfo,
+    JobFilter,
+    JobSort,
+    NewJob,
+    Outcome,
+)
 from conveyor.domain.states import JobState
 from conveyor.errors import InvalidInput
 from conveyor.services.jobs import JobService
@@ -157,3 +165,55 @@ async def test_exactly_one_of_filter_or_ids(backend: QueueBackend) -> None:
         await jobs.bulk("retry", where=JobFilter(), ids=["a"])
     with pytest.raises(InvalidInput):
         await jobs.bulk("explode", ids=["a"])  # type: ignore[arg-type]
+
+
+# ---- the store's own bulk methods (the service above picks between them and checks input)
+async def test_bulk_where_walks_the_filter_in_batches_and_counts_what_it_skipped(
+    backend: QueueBackend,
+) -> None:
+    failed = await failed_jobs(backend, 7, type="x", owner_id="ada")
+    await failed_jobs(backend, 2, type="x", owner_id="bob")
+    live = await backend.enqueue([NewJob(type="x", payload={}, owner_id="ada") for _ in range(3)])
+
+    result = await backend.bulk_where("retry", JobFilter(type="x", owner_id="ada"), batch=2)
+
+    assert result == BulkResult(matched=10, changed=7, skipped=3)
+    assert await states(backend, failed) == {JobState.QUEUED}
+    assert await states(backend, [e.id for e in live]) == {JobState.QUEUED}
+    bobs = JobFilter(owner_id="bob", states=FAILED)
+    assert (await backend.page_jobs(bobs, JobSort())).total == 2
+
+
+@pytest.mark.parametrize("action", ["retry", "cancel", "delete"])
+async def test_bulk_where_with_nothing_matching_changes_nothing(
+    backend: QueueBackend, action: BulkAction
+) -> None:
+    await failed_jobs(backend, 2)
+    assert await backend.bulk_where(action, JobFilter(type="none"), batch=10) == BulkResult(0, 0, 0)
+    assert len(await backend.list_jobs()) == 2
+
+
+async def test_bulk_where_cancels_live_jobs_and_deletes_finished_ones(
+    backend: QueueBackend,
+) -> None:
+    failed = await failed_jobs(backend, 3, queue="a")
+    queued = await backend.enqueue([NewJob(type="noop", payload={}, queue="b") for _ in range(4)])
+    cancel = await backend.bulk_where("cancel", JobFilter(), batch=3)
+    assert cancel == BulkResult(matched=7, changed=4, skipped=3)
+    assert await states(backend, [e.id for e in queued]) == {JobState.CANCELLED}
+    delete = await backend.bulk_where("delete", JobFilter(queue="a"), batch=3)
+    assert delete == BulkResult(matched=3, changed=3, skipped=0)
+    assert {j.id for j in await backend.list_jobs()} == {e.id for e in queued}
+    assert failed
+
+
+async def test_bulk_ids_counts_each_id_once_and_skips_others_and_unknown_ones(
+    backend: QueueBackend,
+) -> None:
+    mine = await failed_jobs(backend, 3, owner_id="ada")
+    (theirs,) = await failed_jobs(backend, 1, owner_id="bob")
+    ids = [*mine, mine[0], theirs, "no-such-job"]
+    assert await backend.bulk_ids("retry", ids, "ada", batch=2) == BulkResult(5, 3, 2)
+    assert await states(backend, mine) == {JobState.QUEUED}
+    assert (await backend.get(theirs)).state is JobState.FAILED
+    assert await backend.bulk_ids("retry", [theirs], None, batch=2) == BulkResult(1, 1, 0)

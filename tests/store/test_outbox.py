@@ -13,23 +13,12 @@ from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import ErrorInfo, NewJob, Outcome
 from conveyor.store import tables
 from conveyor.store.backend import QueueBackend
+from conveyor.store.factory import open_backend
+from tests.store.helpers import settled
 
 
 def job(**fields: object) -> NewJob:
     return NewJob(type="noop", payload={}, **fields)  # type: ignore[arg-type]
-
-
-async def settled(
-    backend: QueueBackend, count: int, *, job_id: str | None = None
-) -> list[ev.Event]:
-    """The first `count` events once readable. On PostgreSQL a reader sees only transactions
-    older than the oldest still running on the server, and other tests' transactions count."""
-    for _ in range(200):
-        found = await backend.read_events(ev.Position(), job_id=job_id)
-        if len(found) >= count:
-            return found
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"only {len(found)} of {count} events became readable")
 
 
 async def types_of(backend: QueueBackend, job_id: str, count: int) -> list[str]:
@@ -169,3 +158,30 @@ async def test_a_late_commit_is_never_skipped(backend: QueueBackend) -> None:
         assert await backend.read_events(ev.Position()) == []  # held back, not skipped
     seen = [e.job_id for e in await settled(backend, 2)]
     assert seen == [late.id, early.id]
+
+
+async def test_a_reader_waiting_for_events_wakes_when_another_backend_commits_some(
+    backend: QueueBackend, db_url: str
+) -> None:
+    """`event_wakeups`: a reader with a slow poll returns soon after a commit with events,
+    made here through another backend (the relay and SSE feeds wait this way)."""
+    other = open_backend(db_url)
+    try:
+        async with backend.event_wakeups() as pace:
+            waiting = asyncio.create_task(pace.wait(poll=60))
+            await asyncio.sleep(0)  # let it start waiting
+            await other.enqueue([job()])
+            assert await asyncio.wait_for(waiting, 10) is True  # woken, not timed out
+        assert len(await settled(backend, 1)) == 1
+    finally:
+        await other.close()
+
+
+async def test_a_cursor_moves_forward_and_back_as_saved(backend: QueueBackend) -> None:
+    await backend.enqueue([job() for _ in range(3)])
+    events = await settled(backend, 3)
+    for position in (events[0].position, events[2].position, events[1].position):
+        await backend.save_cursor("sink", position)
+        assert await backend.cursor("sink") == position
+    await backend.save_cursor("other", events[0].position)
+    assert await backend.cursor("sink") == events[1].position

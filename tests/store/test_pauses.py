@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
+from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import NewJob
 from conveyor.domain.states import JobState
 from conveyor.store.backend import QueueBackend
+from conveyor.store.factory import open_backend
 
 
 def job(queue: str, priority: int = 0) -> NewJob:
@@ -45,18 +50,38 @@ async def test_jobs_already_running_are_not_touched_by_a_pause(backend: QueueBac
     assert (await backend.get(running.id)).state is JobState.RUNNING
 
 
-async def test_workers_with_their_running_jobs_in_one_listing(backend: QueueBackend) -> None:
-    await backend.register_worker("w1", "host", 1, ["a"], 4)
-    await backend.register_worker("w2", "host", 2, ["b"], 2)
-    await backend.register_worker("gone", "host", 3, ["a"], 2)
-    await backend.unregister_worker("gone")
-    await backend.enqueue([job("a"), job("a"), job("b")])
-    first = await backend.claim("w1", ["a"], 10, 30)
-    listed = await backend.workers_with_jobs(alive_within=60)
-    assert [(info.id, [ref.id for ref in refs]) for info, refs in listed] == [
-        ("w1", sorted(j.id for j in first)),
-        ("w2", []),
-    ]
-    (info, refs), _ = listed
-    assert info.queues == ["a"] and info.concurrency == 4
-    assert {r.queue for r in refs} == {"a"} and all(r.started_at for r in refs)
+async def test_a_pause_holds_for_every_process_the_moment_it_commits(
+    backend: QueueBackend, db_url: str
+) -> None:
+    other = open_backend(db_url)
+    try:
+        await backend.enqueue([job("a"), job("a")])
+        before = utcnow()
+        await other.pause_queue("a", by="ops")
+        await backend.pause_queue("z")
+        assert await backend.claim("w", ["a"], 10, 30) == []
+        assert await backend.claim("w", ["*"], 10, 30) == []
+        listed = await backend.paused_queues()
+        assert [(p.queue, p.paused_by) for p in listed] == [("a", "ops"), ("z", None)]
+        assert all(p.paused_at >= before and p.paused_at.tzinfo for p in listed)
+        assert await backend.resume_queue("a") is True
+        assert len(await other.claim("w", ["a"], 10, 30)) == 2
+    finally:
+        await other.close()
+
+
+async def test_resume_wakes_the_queues_listeners(backend: QueueBackend, db_url: str) -> None:
+    other = open_backend(db_url)
+    heard: list[str] = []
+    listener = await backend.listen(heard.append, lambda _job: None)
+    try:
+        await other.pause_queue("a")
+        heard.clear()
+        assert await other.resume_queue("a")
+        deadline = time.monotonic() + 10
+        while "a" not in heard and "*" not in heard:
+            assert time.monotonic() < deadline, "no wake-up within 10 s"
+            await asyncio.sleep(0.01)
+    finally:
+        await listener.close()
+        await other.close()

@@ -1,0 +1,216 @@
+"""Claims and what a worker does with them: finish, heartbeat, release, progress."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from conveyor.domain.clock import utcnow
+from conveyor.domain.jobs import ErrorInfo, NewJob, Outcome
+from conveyor.domain.states import JobState
+from conveyor.store.backend import QueueBackend
+from conveyor.store.factory import open_backend
+from tests.store.helpers import job
+
+W = "worker-a"
+
+
+async def test_enqueue_then_claim_and_complete(backend: QueueBackend) -> None:
+    (enqueued,) = await backend.enqueue([job(n=1)])
+    assert enqueued.created and enqueued.state is JobState.QUEUED
+
+    (claimed,) = await backend.claim(W, ["default"], 10, lease_s=30)
+    assert claimed.id == enqueued.id and claimed.attempt == 1 and claimed.payload == {"n": 1}
+    running = await backend.get(enqueued.id)
+    assert running.state is JobState.RUNNING and running.worker_id == W
+
+    accepted = await backend.finish(W, [Outcome(claimed.id, 1, "completed", result={"ok": 1})])
+    done = await backend.get(enqueued.id)
+    assert accepted == {enqueued.id}
+    assert done.state is JobState.COMPLETED and done.result == {"ok": 1} and done.progress == 100
+    assert done.finished_at is not None and done.started_at is not None
+
+
+async def test_claims_follow_priority_then_age_and_only_named_queues(
+    backend: QueueBackend,
+) -> None:
+    low = await backend.enqueue([job(n=1, priority=0)])
+    high = await backend.enqueue([job(n=2, priority=10)])
+    other = await backend.enqueue([job(n=3, priority=99, queue="other")])
+    (first,) = await backend.claim(W, ["default"], 1, 30)
+    (second,) = await backend.claim(W, ["default"], 1, 30)
+    assert [first.id, second.id] == [high[0].id, low[0].id]
+    (third,) = await backend.claim(W, ["other", "default"], 5, 30)
+    assert third.id == other[0].id
+
+
+async def test_retry_outcome_waits_for_its_backoff(backend: QueueBackend) -> None:
+    (queued,) = await backend.enqueue([job(max_attempts=3)])
+    (claimed,) = await backend.claim(W, ["default"], 1, 30)
+    retry_at = utcnow() + timedelta(seconds=1)
+    error = ErrorInfo("RuntimeError", "boom", "trace")
+    await backend.finish(W, [Outcome(claimed.id, 1, "retry", error=error, retry_at=retry_at)])
+    record = await backend.get(queued.id)
+    assert record.state is JobState.RETRYING and record.run_at == retry_at
+    assert record.errors[0]["type"] == "RuntimeError" and record.errors[0]["attempt"] == 1
+    assert await backend.promote_due() == 0
+    await asyncio.sleep(1.1)
+    assert await backend.promote_due() == 1
+    (again,) = await backend.claim(W, ["default"], 1, 30)
+    assert again.attempt == 2
+    await backend.finish(W, [Outcome(again.id, 2, "failed", error=error)])
+    failed = await backend.get(queued.id)
+    assert failed.state is JobState.FAILED and len(failed.errors) == 2
+
+
+async def test_late_result_from_a_worker_that_lost_its_lease_is_rejected(
+    backend: QueueBackend,
+) -> None:
+    (queued,) = await backend.enqueue([job(max_attempts=3)])
+    (first,) = await backend.claim("slow", ["default"], 1, lease_s=0.2)
+    await asyncio.sleep(0.3)
+    report = await backend.rescue_expired()
+    assert report.requeued == [queued.id]
+    (second,) = await backend.claim("fast", ["default"], 1, lease_s=30)
+    assert second.attempt == 2
+
+    late = await backend.finish("slow", [Outcome(first.id, 1, "completed", result="late")])
+    assert late == set()
+    assert await backend.finish("fast", [Outcome(second.id, 2, "completed", result="ok")]) == {
+        queued.id
+    }
+    record = await backend.get(queued.id)
+    assert record.result == "ok" and record.attempt == 2
+    assert record.errors[0]["type"] == "LeaseExpired"
+
+
+async def test_heartbeat_extends_every_lease_of_the_worker(backend: QueueBackend) -> None:
+    await backend.register_worker(W, "host", 1, ["default"], 4)
+    await backend.enqueue([job(n=i) for i in range(3)])
+    claimed = await backend.claim(W, ["default"], 3, lease_s=0.3)
+    for _ in range(4):
+        await asyncio.sleep(0.15)
+        owned = await backend.heartbeat(W, lease_s=0.3)
+        assert owned == {c.id for c in claimed}
+        assert (await backend.rescue_expired()).requeued == []
+    (alive,) = await backend.list_workers(alive_within=5)
+    assert alive.id == W
+
+
+async def test_release_gives_jobs_back_without_spending_an_attempt(
+    backend: QueueBackend,
+) -> None:
+    (queued,) = await backend.enqueue([job()])
+    (claimed,) = await backend.claim(W, ["default"], 1, 30)
+    assert await backend.release("someone-else", [claimed.id]) == set()
+    assert await backend.release(W, [claimed.id]) == {claimed.id}
+    record = await backend.get(queued.id)
+    assert record.state is JobState.QUEUED and record.attempt == 0
+    (again,) = await backend.claim(W, ["default"], 1, 30)
+    assert again.attempt == 1
+
+
+async def test_progress_is_fenced_to_the_running_attempt(backend: QueueBackend) -> None:
+    (queued,) = await backend.enqueue([job()])
+    await backend.claim(W, ["default"], 1, 30)
+    assert await backend.set_progress(W, queued.id, 1, 40, "reading")
+    assert not await backend.set_progress("other", queued.id, 1, 90, "nope")
+    record = await backend.get(queued.id)
+    assert (record.progress, record.progress_message) == (40, "reading")
+
+
+async def test_star_claims_every_queue_but_the_excluded(backend: QueueBackend) -> None:
+    await backend.enqueue([job(queue="a"), job(queue="b"), job(queue="capped")])
+    claimed = await backend.claim(W, ["*"], 10, 30, exclude=["capped"])
+    assert sorted(j.queue for j in claimed) == ["a", "b"]
+    (last,) = await backend.claim(W, ["capped"], 10, 30)
+    assert last.queue == "capped"
+
+
+async def test_a_claimed_job_carries_what_its_handler_needs(backend: QueueBackend) -> None:
+    new = NewJob(
+        type="mail", payload={"to": "a@b.c"}, queue="q", priority=4, max_attempts=5,
+        timeout_s=7.5, idempotency_key="k", owner_id="ada",
+    )  # fmt: skip
+    await backend.enqueue([new])
+    (claimed,) = await backend.claim(W, ["q"], 1, 30)
+    assert (claimed.id, claimed.type, claimed.queue, claimed.payload) == (
+        new.id,
+        "mail",
+        "q",
+        {"to": "a@b.c"},
+    )
+    assert (claimed.attempt, claimed.max_attempts, claimed.timeout_s, claimed.priority) == (
+        1,
+        5,
+        7.5,
+        4,
+    )
+    assert (claimed.owner_id, claimed.idempotency_key) == ("ada", "k")
+    assert claimed.run_at == (await backend.get(new.id)).run_at
+    record = await backend.get(new.id)
+    assert record.lease_expires_at is not None and record.lease_expires_at > utcnow()
+
+
+async def test_nothing_asked_is_nothing_done(backend: QueueBackend) -> None:
+    await backend.enqueue([job()])
+    assert await backend.claim(W, ["default"], 0, 30) == []
+    assert await backend.claim(W, [], 10, 30) == []
+    assert await backend.finish(W, []) == set()
+    assert await backend.release(W, []) == set()
+    assert await backend.heartbeat(W, 30) == set()
+    (left,) = await backend.list_jobs()
+    assert left.state is JobState.QUEUED
+
+
+async def test_two_processes_claiming_at_once_never_take_the_same_job(
+    backend: QueueBackend, db_url: str
+) -> None:
+    other = open_backend(db_url)
+    try:
+        await backend.enqueue([job(n=i) for i in range(120)])
+        taken: list[str] = []
+        for _ in range(4):
+            mine, theirs = await asyncio.gather(
+                backend.claim("w1", ["default"], 20, 30), other.claim("w2", ["default"], 20, 30)
+            )
+            taken += [j.id for j in mine + theirs]
+        assert len(taken) == len(set(taken)) == 120
+    finally:
+        await other.close()
+
+
+async def test_one_finish_takes_mixed_outcomes_and_fences_each(backend: QueueBackend) -> None:
+    await backend.enqueue([job(n=i, max_attempts=2) for i in range(4)])
+    done, again, failed, stale = await backend.claim(W, ["default"], 4, 30)
+    error = ErrorInfo("E", "m")
+    later = utcnow() + timedelta(hours=1)
+    accepted = await backend.finish(
+        W,
+        [
+            Outcome(done.id, 1, "completed", result=[1, 2]),
+            Outcome(again.id, 1, "retry", error=error, retry_at=later),
+            Outcome(failed.id, 1, "failed", error=error, result={"partial": True}),
+            Outcome(stale.id, 2, "completed"),  # not the attempt it runs: fenced out
+        ],
+    )
+    assert accepted == {done.id, again.id, failed.id}
+    states = {j: (await backend.get(j)).state for j in (done.id, again.id, failed.id, stale.id)}
+    assert states == {
+        done.id: JobState.COMPLETED,
+        again.id: JobState.RETRYING,
+        failed.id: JobState.FAILED,
+        stale.id: JobState.RUNNING,
+    }
+    assert (await backend.get(done.id)).result == [1, 2]
+    assert (await backend.get(failed.id)).result == {"partial": True}
+    assert (await backend.get(again.id)).run_at == later
+
+
+async def test_heartbeat_no_longer_names_a_job_cancelled_meanwhile(backend: QueueBackend) -> None:
+    """How a worker without the cancel notification learns of a cancel at the latest."""
+    await backend.enqueue([job(n=1), job(n=2)])
+    kept, cancelled = await backend.claim(W, ["default"], 2, 30)
+    await backend.cancel(cancelled.id)
+    assert await backend.heartbeat(W, 30) == {kept.id}
+    assert await backend.heartbeat("another-worker", 30) == set()

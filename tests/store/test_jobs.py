@@ -1,0 +1,144 @@
+"""Jobs on both databases: enqueue, and what users and admins do to them (cancel, retry,
+set a state, delete a finished one)."""
+
+from __future__ import annotations
+
+import pytest
+
+from conveyor.domain.jobs import Outcome
+from conveyor.domain.states import JobState
+from conveyor.errors import Conflict, IllegalTransition, NotFound
+from conveyor.store.backend import QueueBackend
+from tests.store.helpers import job, job_in_state
+
+W = "worker-a"
+
+
+async def test_enqueue_many_is_one_transaction_and_claims_in_batches(
+    backend: QueueBackend,
+) -> None:
+    results = await backend.enqueue([job(n=i) for i in range(250)])
+    assert len({r.id for r in results}) == 250
+    first = await backend.claim(W, ["default"], 100, 30)
+    second = await backend.claim("worker-b", ["default"], 1000, 30)
+    assert len(first) == 100 and len(second) == 150
+    assert not {j.id for j in first} & {j.id for j in second}
+
+
+async def test_enqueue_in_the_callers_transaction_rolls_back_with_it(
+    backend: QueueBackend,
+) -> None:
+    class Boom(Exception):
+        pass
+
+    async def enqueue_then_fail() -> None:
+        async with backend.transaction() as conn:
+            await backend.enqueue([job()], conn=conn)
+            raise Boom
+
+    with pytest.raises(Boom):
+        await enqueue_then_fail()
+    assert await backend.claim(W, ["default"], 10, 30) == []
+
+    async with backend.transaction() as conn:
+        (kept,) = await backend.enqueue([job()], conn=conn)
+    assert (await backend.get(kept.id)).state is JobState.QUEUED
+
+
+async def test_idempotency_key_returns_the_existing_job(backend: QueueBackend) -> None:
+    (first,) = await backend.enqueue([job(idempotency_key="k1", owner_id="alice")])
+    (again,) = await backend.enqueue([job(n=9, idempotency_key="k1", owner_id="alice")])
+    (bobs,) = await backend.enqueue([job(idempotency_key="k1", owner_id="bob")])
+    assert first.created and not again.created and again.id == first.id
+    assert bobs.created and bobs.id != first.id
+    # duplicates inside one batch collapse too
+    batch = await backend.enqueue([job(idempotency_key="k2"), job(idempotency_key="k2")])
+    assert batch[0].id == batch[1].id and [b.created for b in batch] == [True, False]
+
+
+@pytest.mark.parametrize("state", ["scheduled", "queued", "retrying", "running"])
+async def test_cancel_in_each_cancellable_state(backend: QueueBackend, state: str) -> None:
+    job_id = await job_in_state(backend, state)
+    cancelled = await backend.cancel(job_id)
+    assert cancelled.state is JobState.CANCELLED and cancelled.finished_at is not None
+    # a running job's worker can no longer complete it
+    assert await backend.finish(W, [Outcome(job_id, 1, "completed")]) == set()
+
+
+@pytest.mark.parametrize("state", ["completed", "failed", "cancelled"])
+async def test_cancel_of_a_finished_job_is_an_illegal_transition(
+    backend: QueueBackend, state: str
+) -> None:
+    job_id = await job_in_state(backend, state)
+    with pytest.raises(IllegalTransition):
+        await backend.cancel(job_id)
+    assert (await backend.get(job_id)).state.value == state
+
+
+@pytest.mark.parametrize("state", ["failed", "cancelled"])
+async def test_user_retry_requeues_failed_and_cancelled_jobs(
+    backend: QueueBackend, state: str
+) -> None:
+    job_id = await job_in_state(backend, state)
+    record = await backend.retry(job_id)
+    assert record.state is JobState.QUEUED and record.attempt == 0
+    (claimed,) = await backend.claim(W, ["default"], 1, 30)
+    assert claimed.id == job_id and claimed.attempt == 1
+
+
+@pytest.mark.parametrize("state", ["scheduled", "queued", "running", "retrying", "completed"])
+async def test_user_retry_of_a_live_or_completed_job_is_refused(
+    backend: QueueBackend, state: str
+) -> None:
+    job_id = await job_in_state(backend, state)
+    with pytest.raises(IllegalTransition):
+        await backend.retry(job_id)
+
+
+async def test_admin_set_state_follows_the_state_machine(backend: QueueBackend) -> None:
+    job_id = await job_in_state(backend, "completed")
+    with pytest.raises(IllegalTransition):
+        await backend.set_state(job_id, JobState.RUNNING)
+    queued = await job_in_state(backend, "queued")
+    with pytest.raises(IllegalTransition):
+        await backend.set_state(queued, JobState.COMPLETED)
+    assert (await backend.set_state(queued, JobState.CANCELLED)).state is JobState.CANCELLED
+    assert (await backend.set_state(queued, JobState.QUEUED)).state is JobState.QUEUED
+
+
+async def test_only_a_worker_starts_a_job(backend: QueueBackend) -> None:
+    queued = await job_in_state(backend, "queued")
+    with pytest.raises(IllegalTransition, match="only a worker"):
+        await backend.set_state(queued, JobState.RUNNING)
+    assert (await backend.get(queued)).state is JobState.QUEUED
+
+
+@pytest.mark.parametrize("state", ["completed", "failed", "cancelled"])
+async def test_delete_finished_removes_a_finished_job(backend: QueueBackend, state: str) -> None:
+    job_id = await job_in_state(backend, state)
+    await backend.delete_finished(job_id)
+    with pytest.raises(NotFound):
+        await backend.get(job_id)
+    with pytest.raises(NotFound):
+        await backend.delete_finished(job_id)
+
+
+@pytest.mark.parametrize("state", ["scheduled", "queued", "running", "retrying"])
+async def test_delete_finished_refuses_a_live_job(backend: QueueBackend, state: str) -> None:
+    job_id = await job_in_state(backend, state)
+    with pytest.raises(Conflict, match="cancel it first"):
+        await backend.delete_finished(job_id)
+    assert (await backend.get(job_id)).state.value == state
+
+
+async def test_delete_finished_is_owner_scoped(backend: QueueBackend) -> None:
+    (alices,) = await backend.enqueue([job(owner_id="alice")])
+    await backend.cancel(alices.id)
+    with pytest.raises(NotFound):
+        await backend.delete_finished(alices.id, owner_id="bob")
+    assert (await backend.get(alices.id)).state is JobState.CANCELLED
+    await backend.delete_finished(alices.id, owner_id="alice")
+    with pytest.raises(NotFound):
+        await backend.get(alices.id)
+    with pytest.raises(NotFound):
+        await backend.delete_finished("no-such-job")

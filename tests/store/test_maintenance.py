@@ -1,0 +1,114 @@
+"""Maintenance: promotion of due jobs, rescue of expired leases, pruning of finished rows."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from conveyor.domain.clock import utcnow
+from conveyor.domain.jobs import ErrorInfo, NewJob, Outcome, RescueReport
+from conveyor.domain.schedules import NewSchedule
+from conveyor.domain.states import JobState
+from conveyor.errors import NotFound
+from conveyor.store.backend import QueueBackend
+from tests.store.helpers import job, job_in_state, wait_past
+
+W = "worker-a"
+
+
+async def test_scheduled_jobs_do_not_start_early(backend: QueueBackend) -> None:
+    (later,) = await backend.enqueue([job(run_at=utcnow() + timedelta(seconds=1.5))])
+    assert later.state is JobState.SCHEDULED
+    assert await backend.promote_due() == 0
+    assert await backend.claim(W, ["default"], 10, 30) == []
+    await asyncio.sleep(1.6)
+    assert await backend.promote_due() == 1
+    (claimed,) = await backend.claim(W, ["default"], 10, 30)
+    assert claimed.id == later.id
+
+
+async def test_rescue_fails_jobs_whose_attempts_are_spent(backend: QueueBackend) -> None:
+    (queued,) = await backend.enqueue([job(max_attempts=1)])
+    await backend.claim(W, ["default"], 1, lease_s=0.1)
+    await asyncio.sleep(0.2)
+    report = await backend.rescue_expired()
+    assert report.failed == [queued.id] and report.requeued == []
+    assert (await backend.get(queued.id)).state is JobState.FAILED
+
+
+async def test_prune_deletes_old_finished_jobs_only(backend: QueueBackend) -> None:
+    done = await job_in_state(backend, "completed")
+    failed = await job_in_state(backend, "failed")
+    live = [await job_in_state(backend, s) for s in ("queued", "scheduled", "running")]
+    future = utcnow() + timedelta(seconds=1)
+    assert (
+        await backend.prune(
+            completed_before=future, failed_before=utcnow() - timedelta(days=1), batch=1
+        )
+        == 1
+    )
+    with pytest.raises(NotFound):
+        await backend.get(done)
+    assert (await backend.get(failed)).state is JobState.FAILED
+    assert await backend.prune(completed_before=future, failed_before=future, batch=1) == 1
+    for job_id in live:
+        assert (await backend.get(job_id)).state is not JobState.COMPLETED
+
+
+async def retrying(backend: QueueBackend, n: int, due_in: timedelta) -> list[str]:
+    """`n` jobs that failed once and wait to be tried again `due_in` from now."""
+    await backend.enqueue([job(n=i, queue="r") for i in range(n)])
+    claimed = await backend.claim(W, ["r"], n, 30)
+    again = utcnow() + due_in
+    error = ErrorInfo("E", "m")
+    outcomes = [Outcome(c.id, 1, "retry", error=error, retry_at=again) for c in claimed]
+    assert len(await backend.finish(W, outcomes)) == n
+    return [c.id for c in claimed]
+
+
+async def test_promotion_takes_due_retries_in_bounded_batches(backend: QueueBackend) -> None:
+    due = await retrying(backend, 3, timedelta(seconds=-1))
+    later = await retrying(backend, 1, timedelta(hours=1))
+    assert await backend.promote_due(limit=2) == 2
+    assert await backend.promote_due(limit=2) == 1
+    assert await backend.promote_due(limit=2) == 0
+    assert {(await backend.get(i)).state for i in due} == {JobState.QUEUED}
+    assert (await backend.get(later[0])).state is JobState.RETRYING
+    assert {c.id for c in await backend.claim(W, ["r"], 10, 30)} == set(due)
+
+
+async def test_rescue_reports_each_job_and_spares_live_leases(backend: QueueBackend) -> None:
+    await backend.enqueue([job(queue="lost", type="a", max_attempts=3) for _ in range(3)])
+    (kept,) = await backend.enqueue([job(queue="kept")])
+    lost = await backend.claim(W, ["lost"], 3, lease_s=0.05)
+    await backend.claim("alive", ["kept"], 1, lease_s=60)
+    await wait_past(utcnow() + timedelta(seconds=0.06))
+
+    first = await backend.rescue_expired(limit=2)
+    rest = await backend.rescue_expired(limit=2)
+    assert await backend.rescue_expired() == RescueReport(requeued=[], failed=[])
+    rescued = first.requeued + rest.requeued
+    assert len(first.requeued) == 2 and sorted(rescued) == sorted(j.id for j in lost)
+    assert first.failed == rest.failed == []
+    assert first.labels == {i: ("lost", "a") for i in first.requeued}
+    assert first.attempts == {i: 1 for i in first.requeued}
+    assert (await backend.get(kept.id)).state is JobState.RUNNING
+    again = await backend.claim(W, ["lost"], 3, 30)
+    assert {j.attempt for j in again} == {2}
+
+
+async def test_prune_drops_schedule_fires_older_than_the_failed_retention(
+    backend: QueueBackend,
+) -> None:
+    now = utcnow().replace(microsecond=0)
+    schedule = await backend.create_schedule(
+        NewSchedule(name="s", cron="* * * * *", job_type="noop", payload={}), now
+    )
+    for fire_at in (now - timedelta(days=10), now - timedelta(minutes=1)):
+        fired = NewJob(type="noop", payload={}, schedule_id=schedule.id)
+        assert await backend.fire_schedule(schedule, fire_at, fired, now)
+    old = now - timedelta(days=7)
+    await backend.prune(completed_before=old, failed_before=old)
+    assert [at for at, _ in await backend.fires_of(schedule.id)] == [now - timedelta(minutes=1)]
