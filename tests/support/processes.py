@@ -113,7 +113,8 @@ class Cluster:
     def env(self, name: str, settings: Mapping[str, str]) -> dict[str, str]:
         env = clean_environ()
         env.update(
-            PYTHONPATH=str(ROOT),
+            # This tree's code first (not whichever checkout is installed), then its tests.
+            PYTHONPATH=os.pathsep.join((str(ROOT / "src"), str(ROOT))),
             PYTHONUNBUFFERED="1",
             CONVEYOR_DATABASE_URL=self.db_url,
             CONVEYOR_HANDLER_MODULES=HANDLERS,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from conveyor.handlers import (
+    account_mail,
     cpu,
     email,
     generic,
@@ -14,6 +15,7 @@ from conveyor.handlers import (
 )
 
 __all__ = [
+    "account_mail",
     "cpu",
     "email",
     "generic",
