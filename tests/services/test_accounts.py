@@ -42,9 +42,7 @@ from conveyor.services.accounts import (
     registration,
     signin,
 )
-from conveyor.services.accounts import (
-    admin as admin_part,
-)
+from conveyor.services.accounts import admin as admin_part
 from conveyor.services.jobs import JobService
 from conveyor.settings import Settings
 from conveyor.store.backend import QueueBackend
