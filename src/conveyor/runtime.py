@@ -9,7 +9,8 @@ from conveyor.auth.passwords import configure_argon2
 from conveyor.auth.tokens import TokenService
 from conveyor.events.relay import Relay
 from conveyor.events.setup import relay_config, sinks_from_settings
-from conveyor.mail import backend_from_url
+from conveyor.handlers.account_mail import AccountLetters
+from conveyor.mail import MailBackend, backend_from_url
 from conveyor.net import FetchPolicy
 from conveyor.net.signing import SecretKeys
 from conveyor.scheduler.scheduler import Scheduler, SchedulerConfig
@@ -56,6 +57,7 @@ class Engine:
     workers: WorkerService
     events: EventFeed
     health: HealthService
+    mail: MailBackend  # what `email` and `account_mail` jobs send through
 
     @classmethod
     async def open(cls, settings: Settings, *, apply_migrations: bool = False) -> Engine:
@@ -80,13 +82,14 @@ class Engine:
         jobs.check_callbacks = webhooks.check_callbacks
         schedules = ScheduleService(backend, jobs)
         tasks = TaskService(jobs, TaskStore(backend.db), settings.task_autocomplete_seconds)
-        accounts = build_accounts(settings, backend)
+        accounts = build_accounts(settings, jobs)
         queues = QueueService(backend, registry)
         workers = WorkerService(backend, alive_within=settings.lease_seconds)
         return cls(
             settings, backend, registry, jobs, schedules, accounts, tasks, webhooks,
             queues=queues, workers=workers, events=EventFeed(backend),
             health=HealthService(backend),
+            mail=backend_from_url(settings.mail_url, settings.mail_from),
         )  # fmt: skip
 
     def worker(
@@ -105,7 +108,7 @@ class Engine:
             grace=s.shutdown_grace,
             burst=burst,
         )
-        resources = Resources(settings=s, backend=self.backend, mail=self.accounts.mail)
+        resources = Resources(settings=s, backend=self.backend, mail=self.mail)
         return Worker(self.backend, self.registry, config, resources=resources)
 
     def scheduler(self) -> Scheduler:
@@ -130,18 +133,18 @@ class Engine:
         return Relay(self.backend, sinks, relay_config(self.settings)) if sinks else None
 
     async def close(self) -> None:
-        await self.accounts.aclose()
         await self.backend.close()
 
 
-def build_accounts(settings: Settings, backend: QueueBackend) -> AccountService:
+def build_accounts(settings: Settings, jobs: JobService) -> AccountService:
     if settings.argon2_time_cost or settings.argon2_memory_kib:
         configure_argon2(settings.argon2_time_cost, settings.argon2_memory_kib)
     secret = settings.resolved_secret_key()
     return AccountService(
-        UserStore(backend.db),
+        UserStore(jobs.backend.db),
         TokenService(secret),
         OtpCodes(secret),
-        backend_from_url(settings.mail_url, settings.mail_from),
+        jobs,
+        AccountLetters(secret),
         email_verification=settings.email_verification,
     )

@@ -1,4 +1,8 @@
-"""A running app per test on each database, with mail written as real .eml files to read."""
+"""A running app per test on each database, with mail written as real .eml files to read.
+
+Account mail is a durable job: reading the mail first runs what is queued on the ``mail``
+queue through a real worker (in burst mode), as `conveyor run`'s worker would.
+"""
 
 from __future__ import annotations
 
@@ -30,8 +34,12 @@ class Api:
     settings: Settings
     mail_dir: Path
 
+    async def deliver(self) -> None:
+        """Send the queued mail: a burst worker on the ``mail`` queue, until it is empty."""
+        await self.engine.worker("mail", concurrency=4, burst=True).run()
+
     async def mails_to(self, address: str) -> list[Message]:
-        await self.engine.accounts.drain()
+        await self.deliver()
         found = []
         for path in sorted(self.mail_dir.glob("*.eml"), key=lambda p: p.stat().st_mtime_ns):
             message = email.message_from_bytes(path.read_bytes())

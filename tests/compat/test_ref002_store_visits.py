@@ -159,7 +159,8 @@ async def test_bad_requests_answer_400_in_the_reference_shape_and_store_nothing(
         for body, message in BAD_REQUESTS:
             r = await submit(api, body, headers)
             assert (r.status_code, r.json()) == (400, {"error": message}), body
-        assert await api.engine.backend.counts() == []
+        counts = await api.engine.backend.counts()
+        assert [c for c in counts if c.queue != "mail"] == []  # account mail aside
 
 
 async def test_unknown_fields_are_ignored_as_the_reference_does(

@@ -84,9 +84,7 @@ def context_for(engine: Engine, job: JobRecord) -> JobContext:
         owner_id=job.owner_id,
         idempotency_key=job.idempotency_key or job.id,
     )
-    resources = Resources(
-        settings=engine.settings, backend=engine.backend, mail=engine.accounts.mail
-    )
+    resources = Resources(settings=engine.settings, backend=engine.backend, mail=engine.mail)
     return JobContext(info, sink, asyncio.get_running_loop(), resources)
 
 

@@ -147,7 +147,7 @@ async def test_deleting_a_pending_task_cancels_its_job(db_url: str, tmp_path: Pa
 
         # Had the job run anyway, it would find no task and say so.
         info = JobInfo(task.job_id, "task_autocomplete", "default", 1, 5, OWNER, task.job_id)
-        resources = Resources(engine.settings, engine.backend, engine.accounts.mail)
+        resources = Resources(engine.settings, engine.backend, engine.mail)
 
         async def sink(job_id: str, attempt: int, percent: int, message: str | None) -> bool:
             return True

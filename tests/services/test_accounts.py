@@ -1,11 +1,15 @@
-"""The account service on real databases (SQLite and PostgreSQL), with mail kept in memory."""
+"""The account service on real databases (SQLite and PostgreSQL), with mail kept in memory.
+
+Account mail is queued as durable jobs; `AccountService.drain` here runs the queue through a
+real worker whose mail backend is the in-memory `Mailbox`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import re
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,18 +30,27 @@ from conveyor.errors import (
     NotFound,
     Unauthenticated,
 )
+from conveyor.handlers.account_mail import AccountLetters
 from conveyor.mail import Message
-from conveyor.services import accounts as accounts_module
+from conveyor.runtime import load_handlers
+from conveyor.services import accounts as real
 from conveyor.services.accounts import (
     INVALID_CODE,
-    AccountService,
     RegisterResult,
     User,
     normalize_email,
     normalize_username,
+    registration,
+    signin,
 )
+from conveyor.services.accounts import admin as admin_part
+from conveyor.services.jobs import JobService
+from conveyor.settings import Settings
+from conveyor.store.backend import QueueBackend
 from conveyor.store.database import Database
 from conveyor.store.users import UserStore
+from conveyor.worker.resources import Resources
+from conveyor.worker.worker import Worker, WorkerConfig
 
 PASSWORD = "correct horse battery"
 ALICE = "alice@example.com"
@@ -75,14 +88,18 @@ class FakeClock:
         self.now += timedelta(**delta)
 
 
+class AccountService(real.AccountService):
+    """The real service, plus `drain`: send its queued mail through a real worker in burst
+    mode (the ``mail`` queue), so a test reads the mail right after the call that queued it."""
+
+    resources: Resources
+
+    async def drain(self) -> None:
+        config = WorkerConfig(queues={"mail": None}, concurrency=4, burst=True)
+        await Worker(self.jobs.backend, self.jobs.registry, config, self.resources).run()
+
+
 Factory = Callable[..., AccountService]
-
-
-@pytest.fixture
-async def db(db_url: str) -> AsyncIterator[Database]:
-    database = Database(db_url)
-    yield database
-    await database.dispose()
 
 
 @pytest.fixture
@@ -96,28 +113,30 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def make_service(db: Database, mailbox: Mailbox, clock: FakeClock) -> AsyncIterator[Factory]:
-    """Services sharing one secret, mailbox and clock; each may have its own Database."""
+def make_service(backend: QueueBackend, mailbox: Mailbox, clock: FakeClock) -> Factory:
+    """Services sharing one secret, mailbox, clock and job queue; each may have its own
+    Database for its accounts."""
     secret = secrets.token_urlsafe(48)
-    made: list[AccountService] = []
+    jobs = JobService(backend, load_handlers([]))
+    settings = Settings(database_url="sqlite:///unused.db", secret_key=secret)
+    resources = Resources(settings, backend, mailbox)
 
     def make(
         *, email_verification: bool = True, database: Database | None = None
     ) -> AccountService:
         service = AccountService(
-            UserStore(database or db),
+            UserStore(database or backend.db),
             TokenService(secret, clock=clock),
             OtpCodes(secret),
-            mailbox,
+            jobs,
+            AccountLetters(secret),
             email_verification=email_verification,
             clock=clock,
         )
-        made.append(service)
+        service.resources = resources
         return service
 
-    yield make
-    for service in made:
-        await service.aclose()
+    return make
 
 
 @pytest.fixture
@@ -146,15 +165,17 @@ async def failure(call: Awaitable[Any]) -> tuple[type[BaseException], str, dict[
 
 
 def counting(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
-    """Count calls of one of the service module's password functions."""
+    """Count calls of one of the service's password functions, in every part that uses it."""
     calls: list[int] = []
-    original = getattr(accounts_module, name)
+    parts = [part for part in (registration, signin, admin_part) if hasattr(part, name)]
+    original = getattr(parts[0], name)
 
     def wrapper(*args: Any) -> Any:
         calls.append(1)
         return original(*args)
 
-    monkeypatch.setattr(accounts_module, name, wrapper)
+    for part in parts:
+        monkeypatch.setattr(part, name, wrapper)
     return calls
 
 

@@ -3,14 +3,14 @@ a disabled account or a new password, and are never interchangeable with API tok
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from conveyor.errors import Unauthenticated
-from conveyor.runtime import build_accounts
+from conveyor.runtime import build_accounts, load_handlers
 from conveyor.services.accounts import AccountService
+from conveyor.services.jobs import JobService
 from conveyor.services.sessions import WebSessions
 from conveyor.settings import Settings
 from conveyor.store.backend import QueueBackend
@@ -28,14 +28,13 @@ class Clock:
 
 
 @pytest.fixture
-async def accounts(backend: QueueBackend) -> AsyncIterator[AccountService]:
+async def accounts(backend: QueueBackend) -> AccountService:
     settings = Settings(
         database_url="sqlite:///unused.db", secret_key=SECRET, mail_url="console://"
     )
-    service = build_accounts(settings, backend)
+    service = build_accounts(settings, JobService(backend, load_handlers([])))
     await service.create_user("ann@example.com", PASSWORD)
-    yield service
-    await service.aclose()
+    return service
 
 
 def sessions(accounts: AccountService, clock: Clock | None = None) -> WebSessions:

@@ -137,9 +137,7 @@ def users_list() -> None:
 
 
 async def _user_id(engine: Engine, email: str) -> str:
-    from conveyor.services.cli_support import find_user
-
-    user = await find_user(engine.accounts, email)
+    user = await engine.accounts.find_user(email)
     if user is None:
         die(f"no account with the e-mail {email}")
     return user.id

@@ -72,7 +72,7 @@ async def login(body: LoginBody, ctx: Context) -> TokenOut:
 @router.get("/jobs/stats")
 async def job_stats(ctx: Context) -> JobStats:
     """Public: aggregate counts only, never a job."""
-    counts = await ctx.engine.queues.counts()
+    counts = await ctx.engine.queues.public_counts()
     by_status = dict.fromkeys((s.value for s in JobState), 0)
     for count in counts:
         by_status[count.state.value] += count.count

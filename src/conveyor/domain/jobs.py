@@ -11,6 +11,9 @@ from conveyor.domain.states import JobState
 from conveyor.errors import InvalidInput
 
 SYSTEM_OWNER = "system"
+# The owner of the jobs the account service submits for itself (its mail): kept apart so that
+# nothing public counts them (a resend to a registered address would otherwise show).
+ACCOUNTS_OWNER = "accounts"
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from conveyor.handlers import (
+    account_mail,
     cpu,
     email,
     generic,
@@ -15,6 +16,7 @@ from conveyor.handlers import (
 from conveyor.worker.blueprint import Blueprint
 
 blueprint = Blueprint(
+    account_mail.blueprint,
     cpu.blueprint,
     email.blueprint,
     generic.blueprint,

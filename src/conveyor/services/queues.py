@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from conveyor.domain.clock import utcnow
+from conveyor.domain.jobs import ACCOUNTS_OWNER
 from conveyor.domain.queues import QueueCount
 from conveyor.domain.states import JobState
 from conveyor.errors import InvalidInput
@@ -43,6 +44,16 @@ class QueueService:
     async def counts(self, owner_id: str | None = None) -> list[QueueCount]:
         """Jobs per queue and state, with the oldest of each: one owner's, or everyone's."""
         return await self.backend.counts(owner_id)
+
+    async def public_counts(self) -> list[QueueCount]:
+        """Everyone's counts but the account service's own mail jobs: what an anonymous caller
+        may see (counting those would tell whether a resend went to a registered address)."""
+        own = {(c.queue, c.state): c.count for c in await self.backend.counts(ACCOUNTS_OWNER)}
+        counts = [
+            replace(c, count=c.count - own.get((c.queue, c.state), 0))
+            for c in await self.backend.counts()
+        ]
+        return [c for c in counts if c.count > 0]
 
     async def overview(self, owner_id: str | None) -> list[QueueOverview]:
         """Every queue with jobs (one owner's, or everyone's for None), every handler's queue,

@@ -8,7 +8,8 @@ neither has to look before it leaps.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from typing import Any, Unpack
 
@@ -40,6 +41,10 @@ class UserStore:
         """The dialect's INSERT construct, which knows ``ON CONFLICT``."""
         return pg_insert(table) if self.db.dialect == "postgresql" else sqlite_insert(table)
 
+    def _write(self, conn: AsyncConnection | None) -> AbstractAsyncContextManager[AsyncConnection]:
+        """The caller's transaction when given (to commit with what it enqueues), else one."""
+        return _borrowed(conn) if conn is not None else self.db.write()
+
     # ---- users -------------------------------------------------------------------------------
     async def create_user(
         self,
@@ -50,13 +55,15 @@ class UserStore:
         verified: bool = False,
         username: str | None = None,
         only_if_no_admin: bool = False,
+        conn: AsyncConnection | None = None,
     ) -> UserRecord | None:
         """Insert a user; None when the e-mail or username is taken (nothing is changed).
 
         ``only_if_no_admin`` makes the insert conditional on no admin existing, checked in
         the same transaction, for the first-start admin that several processes may try to
         create at once. SQLite serialises writers anyway; on PostgreSQL an advisory lock
-        does, so even processes given different admin e-mails create one admin.
+        does, so even processes given different admin e-mails create one admin. With
+        ``conn`` the insert joins that transaction.
         """
         now = utcnow()
         values = {
@@ -70,11 +77,11 @@ class UserStore:
             "created_at": now,
             "updated_at": now,
         }
-        async with self.db.write() as conn:
-            if only_if_no_admin and await self._admin_exists_locked(conn):
+        async with self._write(conn) as c:
+            if only_if_no_admin and await self._admin_exists_locked(c):
                 return None
             stmt = self._insert(users).values(**values).on_conflict_do_nothing()
-            row = (await conn.execute(stmt.returning(*users.c))).one_or_none()
+            row = (await c.execute(stmt.returning(*users.c))).one_or_none()
         return None if row is None else _user(row)
 
     async def get_user(self, user_id: str) -> UserRecord | None:
@@ -142,8 +149,11 @@ class UserStore:
         return None if row is None else _user(row)
 
     # ---- one-time codes ----------------------------------------------------------------------
-    async def save_otp(self, user_id: str, record: OtpRecord) -> None:
-        """Store a newly issued code, replacing the previous one (only the newest is valid)."""
+    async def save_otp(
+        self, user_id: str, record: OtpRecord, conn: AsyncConnection | None = None
+    ) -> None:
+        """Store a newly issued code, replacing the previous one (only the newest is valid);
+        in ``conn``'s transaction when given, with the mail that carries the code."""
         _check_subject(user_id, record)
         values = _otp_values(record)
         stmt = (
@@ -151,8 +161,8 @@ class UserStore:
             .values(user_id=user_id, **values)
             .on_conflict_do_update(index_elements=[otp_codes.c.user_id], set_=values)
         )
-        async with self.db.write() as conn:
-            await conn.execute(stmt)
+        async with self._write(conn) as c:
+            await c.execute(stmt)
 
     async def load_otp(self, user_id: str) -> OtpRecord | None:
         query = select(otp_codes).where(otp_codes.c.user_id == user_id)
@@ -342,6 +352,11 @@ class UserStore:
 
 
 _KEY: Sequence[Any] = tuple(column for column in api_keys.c if column.name != "key_hash")
+
+
+@asynccontextmanager
+async def _borrowed(conn: AsyncConnection) -> AsyncIterator[AsyncConnection]:
+    yield conn
 
 
 async def _admin_exists(conn: AsyncConnection) -> bool:
