@@ -27,8 +27,8 @@ from conveyor.domain.jobs import SORT_KEYS, JobFilter, JobRecord
 from conveyor.domain.states import TERMINAL, JobState
 from conveyor.errors import Conflict, InvalidInput
 from conveyor.runtime import Engine
+from conveyor.services.accounts.web_sessions import WebSession
 from conveyor.services.events import Scope
-from conveyor.services.sessions import WebSession
 
 router = APIRouter(prefix=PREFIX, route_class=DashboardRoute, include_in_schema=False)
 

@@ -28,9 +28,9 @@ from conveyor.dashboard.web import (
 )
 from conveyor.domain.events import Position
 from conveyor.runtime import Engine
+from conveyor.services.accounts.web_sessions import WebSession
 from conveyor.services.events import Scope
 from conveyor.services.queues import QueueOverview
-from conveyor.services.sessions import WebSession
 from conveyor.services.workers import WorkerView
 
 router = APIRouter(prefix=PREFIX, route_class=DashboardRoute, include_in_schema=False)

@@ -26,7 +26,7 @@ from conveyor.api.deps import AppContext, get_context
 from conveyor.api.errors import error_body, status_of
 from conveyor.dashboard import formats
 from conveyor.errors import ConveyorError, Forbidden, Unauthenticated
-from conveyor.services.sessions import WebSession, WebSessions
+from conveyor.services.accounts.web_sessions import WebSession, WebSessions
 
 log = logging.getLogger("conveyor.dashboard")
 

@@ -47,7 +47,7 @@ class SignIn(AccountCore):
 
     async def authenticate(self, login: str, password: str) -> User:
         """The account a login and password belong to, without starting an API session (the
-        dashboard keeps its own, `conveyor.services.sessions`). Fails like `login`."""
+        dashboard keeps its own, `conveyor.services.accounts.web_sessions`). Fails like `login`."""
         return public(await self._check_credentials(login, password))
 
     async def refresh(self, refresh_token: str) -> TokenPair:

@@ -10,8 +10,8 @@ import pytest
 from conveyor.errors import Unauthenticated
 from conveyor.runtime import build_accounts, load_handlers
 from conveyor.services.accounts import AccountService
+from conveyor.services.accounts.web_sessions import WebSessions
 from conveyor.services.jobs import JobService
-from conveyor.services.sessions import WebSessions
 from conveyor.settings import Settings
 from conveyor.store.backend import QueueBackend
 
