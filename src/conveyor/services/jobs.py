@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conveyor.domain.jobs import (
     BULK_ACTIONS,
@@ -28,6 +27,7 @@ from conveyor.errors import InvalidInput
 from conveyor.logs import job_fields
 from conveyor.metrics import count_enqueued
 from conveyor.store.backend import QueueBackend
+from conveyor.store.transaction import Transaction
 from conveyor.worker.registry import Registry
 
 log = logging.getLogger("conveyor.jobs")
@@ -115,7 +115,7 @@ class JobService:
         self,
         submission: Submission,
         owner_id: str = SYSTEM_OWNER,
-        conn: AsyncConnection | None = None,
+        conn: Transaction | None = None,
     ) -> Enqueued:
         (enqueued,) = await self.submit_many([submission], owner_id, conn)
         return enqueued
@@ -124,7 +124,7 @@ class JobService:
         self,
         submissions: Sequence[Submission],
         owner_id: str = SYSTEM_OWNER,
-        conn: AsyncConnection | None = None,
+        conn: Transaction | None = None,
     ) -> list[Enqueued]:
         """All or nothing: one bad submission rejects the batch before anything is stored."""
         if len(submissions) > MAX_BATCH:
