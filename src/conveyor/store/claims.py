@@ -13,7 +13,6 @@ from typing import Any
 
 from sqlalchemy import update
 
-from conveyor.domain import events as ev
 from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import ClaimedJob, Outcome
 from conveyor.domain.states import JobState
@@ -106,10 +105,8 @@ class Claims(StoreBase):
             rows = result.all()
             if rows:
                 now = utcnow()
-                data = {"reason": "released"}
-                await self._log(
-                    conn, [outbox.event_row(ev.QUEUED, r, "queued", now, data) for r in rows]
-                )
+                said = outbox.requeued("released")
+                await self._log(conn, [outbox.said_row(said, r, now) for r in rows])
                 await self.driver.notify_jobs(conn, {row.queue for row in rows})
         return {row.id for row in rows}
 
@@ -130,10 +127,8 @@ class Claims(StoreBase):
             )
             row = result.one_or_none()
             if row is not None:
-                data = {"percent": percent, "message": message}
-                await self._log(
-                    conn, [outbox.event_row(ev.PROGRESS, row, "running", utcnow(), data)]
-                )
+                said = outbox.progressed(percent, message)
+                await self._log(conn, [outbox.said_row(said, row, utcnow())])
             return row is not None
 
 

@@ -33,6 +33,28 @@ def started(worker_id: str) -> Said:
     return Said(ev.STARTED, "running", {"worker_id": worker_id})
 
 
+def requeued(reason: str) -> Said:
+    """Queued again without a failure: "released" at shutdown, "retried" by a user."""
+    return Said(ev.QUEUED, "queued", {"reason": reason})
+
+
+def progressed(percent: int, message: str | None) -> Said:
+    return Said(ev.PROGRESS, "running", {"percent": percent, "message": message})
+
+
+CANCELLED = Said(ev.CANCELLED, "cancelled")
+
+
+def rescued(state: str) -> Said:
+    """A lease expired: the job is queued again (a retry) or failed (attempts spent)."""
+    kind = ev.FAILED if state == "failed" else ev.RETRYING
+    return Said(kind, state, {"reason": "lease expired"})
+
+
+def set_by_admin(state: str) -> Said:
+    return Said(state, state, {"reason": "set by an administrator"})
+
+
 def finished(outcome: Outcome) -> Said:
     kind = FINISHED[outcome.kind]
     return Said(kind.type, kind.state, outcome_data(outcome))

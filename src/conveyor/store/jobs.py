@@ -112,9 +112,7 @@ class Jobs(JobReads):
                 .returning(*columns)
             )
         ).all()
-        await self._log(
-            conn, [outbox.event_row(ev.CANCELLED, row, "cancelled", now) for row in rows]
-        )
+        await self._log(conn, [outbox.said_row(outbox.CANCELLED, row, now) for row in rows])
         for row in rows:
             if row.worker_id:
                 await self.driver.notify_cancel(conn, row.id)
@@ -146,8 +144,8 @@ class Jobs(JobReads):
                 .returning(*columns)
             )
         ).all()
-        data = {"reason": "retried"}
-        await self._log(conn, [outbox.event_row(ev.QUEUED, r, "queued", now, data) for r in rows])
+        said = outbox.requeued("retried")
+        await self._log(conn, [outbox.said_row(said, r, now) for r in rows])
         if rows:
             await self.driver.notify_jobs(conn, {row.queue for row in rows})
         return rows
@@ -237,8 +235,8 @@ class Jobs(JobReads):
             ).one_or_none()
             if row is None:
                 raise Conflict("the job changed state; try again")
-            data = {"reason": "set by an administrator"}
-            await self._log(conn, [outbox.event_row(target.value, row, target.value, now, data)])
+            said = outbox.set_by_admin(target.value)
+            await self._log(conn, [outbox.said_row(said, row, now)])
             if target is JobState.QUEUED:
                 await self.driver.notify_jobs(conn, {row.queue})
         return job_record(row)

@@ -6,7 +6,6 @@ from datetime import datetime
 
 from sqlalchemy import delete, select, update
 
-from conveyor.domain import events as ev
 from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import RescueReport
 from conveyor.domain.states import JobState
@@ -46,16 +45,7 @@ class Maintenance(StoreBase):
         now = utcnow()
         async with self.db.write() as conn:
             rows = await self.driver.rescue(conn, now, limit)
-            data = {"reason": "lease expired"}
-            await self._log(
-                conn,
-                [
-                    outbox.event_row(
-                        ev.FAILED if r.state == "failed" else ev.RETRYING, r, r.state, now, data
-                    )
-                    for r in rows
-                ],
-            )
+            await self._log(conn, [outbox.said_row(outbox.rescued(r.state), r, now) for r in rows])
             requeued = [r for r in rows if r.state == JobState.QUEUED.value]
             if requeued:
                 await self.driver.notify_jobs(conn, {r.queue for r in requeued})

@@ -102,7 +102,7 @@ class SqliteDriver:
             .returning(jobs.c.id)
         )
         inserted = {r.id for r in (await conn.execute(stmt, list(rows))).all()}
-        new = [_JobView.of(r) for r in rows if r["id"] in inserted]
+        new = [_NewJobView(r) for r in rows if r["id"] in inserted]
         now = rows[0]["created_at"]
         await outbox.record(
             conn, self.xid(), [outbox.event_row(created, j, j.state, now) for j in new]
@@ -184,7 +184,7 @@ class SqliteDriver:
         """Nothing of its own to close: the engines are the Database's."""
 
 
-class _JobView:
+class _NewJobView:
     """A new job as `outbox.event_row` reads it, from an insert's parameters."""
 
     __slots__ = ("attempt", "id", "owner_id", "queue", "state", "type")
@@ -192,10 +192,6 @@ class _JobView:
     def __init__(self, row: dict[str, Any]) -> None:
         self.id, self.owner_id, self.queue = row["id"], row["owner_id"], row["queue"]
         self.type, self.state, self.attempt = row["type"], row["state"], 0
-
-    @classmethod
-    def of(cls, row: dict[str, Any]) -> _JobView:
-        return cls(row)
 
 
 async def _existing(
