@@ -8,8 +8,7 @@ databases is the driver's (store/driver.py), chosen by store/factory.py.
 from __future__ import annotations
 
 from conveyor.store.claims import Claims
-from conveyor.store.database import Database
-from conveyor.store.driver import Callback, Driver, Leadership, Listener
+from conveyor.store.driver import Callback, Leadership, Listener
 from conveyor.store.maintenance import Maintenance
 from conveyor.store.outbox import Outbox
 from conveyor.store.pauses import Pauses
@@ -27,9 +26,6 @@ class QueueBackend(Schedules, Claims, Maintenance, Outbox, Workers, Pauses):
     (claims.py), the leader's maintenance (maintenance.py), the outbox (outbox.py),
     workers (workers.py) and queue pauses (pauses.py)."""
 
-    def __init__(self, db: Database, driver: Driver) -> None:
-        super().__init__(db, driver)
-
     async def listen(self, on_jobs: Callback, on_cancel: Callback) -> Listener:
         """Wake-ups for a worker: queues that got runnable jobs, jobs cancelled while running."""
         return await self.driver.listen(on_jobs, on_cancel)
@@ -39,6 +35,6 @@ class QueueBackend(Schedules, Claims, Maintenance, Outbox, Workers, Pauses):
         return self.driver.leadership(name, holder, ttl)
 
     async def close(self) -> None:
-        await self.close_wakeups()
+        await self._close_wakeups()
         await self.driver.close()
         await self.db.dispose()

@@ -95,6 +95,6 @@ class Outbox(StoreBase):
                 held.append(ev.Position(row.xid, row.event_id))
         return min(held, key=lambda p: (p.xid, p.id), default=None)
 
-    async def close_wakeups(self) -> None:
+    async def _close_wakeups(self) -> None:
         if self._watch is not None:
             await self._watch.close()
