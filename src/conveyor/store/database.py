@@ -12,7 +12,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.util import await_
+from sqlalchemy.util import await_, greenlet_spawn
 
 from conveyor.errors import ConfigurationError, Unavailable
 
@@ -98,13 +98,17 @@ class Database:
         One statement runs in its own implicit transaction: one round trip and one commit.
         Only several statements that must commit together ask for `transaction`.
         """
-        async with _translate_outage(), self.writer.connect() as conn:
-            raw: Any = (await conn.get_raw_connection()).driver_connection
-            if not transaction:
-                yield raw
-                return
-            async with raw.transaction():
-                yield raw
+        async with _translate_outage():
+            pooled = await self.writer.raw_connection()  # the pool's own, no Connection
+            try:
+                raw: Any = pooled.driver_connection
+                if not transaction:
+                    yield raw
+                    return
+                async with raw.transaction():
+                    yield raw
+            finally:
+                await greenlet_spawn(pooled.close)  # back to the pool
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
