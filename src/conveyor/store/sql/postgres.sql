@@ -3,7 +3,7 @@
 -- statement is prepared once whatever the batch size. The statements that change jobs on
 -- the hot path write their events in the same statement (a data-modifying CTE): the change
 -- and its event commit together in one round trip. What an event says (its type, state and
--- data) comes in as parameters, decided once in store/outbox.py; the SQL only copies the
+-- data) comes in as parameters, decided once in store/events.py; the SQL only copies the
 -- job's columns beside it.
 
 -- name: enqueue

@@ -2,7 +2,7 @@
 -- Parameters are :named; batches come in as one JSON array read with json_each. Writers
 -- take turns under BEGIN IMMEDIATE (store/database.py), so no statement needs a lock
 -- order. SQLite has no data-modifying CTE: the events of a change are a second statement
--- in the same transaction, built from the rows the change returned (store/outbox.py).
+-- in the same transaction, built from the rows the change returned (store/events.py).
 
 -- name: claim
 -- Up to :limit queued jobs of the queues in :queues (a JSON array), highest priority
