@@ -95,13 +95,21 @@ class PostgresDriver:
         # Jobs with a callback_url add one side-table insert, in the same transaction; the
         # others stay one statement in its own implicit transaction.
         async with self.db.raw(transaction=bool(callbacks)) as raw:
-            inserted = {r[0] for r in await raw.fetch(SQL["enqueue"], *args)}
+            inserted = {
+                r[0] for r in await raw.fetch(SQL["enqueue"], *args, timeout=COMMAND_TIMEOUT)
+            }
             mine = [c for c in callbacks if c["job_id"] in inserted]
             if mine:
-                await raw.execute(SQL["record_callbacks"], *_callback_args(mine, now))
+                await raw.execute(
+                    SQL["record_callbacks"], *_callback_args(mine, now), timeout=COMMAND_TIMEOUT
+                )
             dupes = _key_args([r for r in rows if r["id"] not in inserted])
             # The duplicates' rows are committed: ON CONFLICT waited for them.
-            found = await raw.fetch(SQL["existing"], *dupes) if dupes[0] else []
+            found = (
+                await raw.fetch(SQL["existing"], *dupes, timeout=COMMAND_TIMEOUT)
+                if dupes[0]
+                else []
+            )
         return Inserted(inserted, _existing(found))
 
     async def claim(
@@ -154,7 +162,7 @@ class PostgresDriver:
 
     async def _notify_events(self) -> None:
         async with self.db.raw() as raw:
-            await raw.execute(SQL["notify"], EVENTS_CHANNEL, "")
+            await raw.execute(SQL["notify"], EVENTS_CHANNEL, "", timeout=COMMAND_TIMEOUT)
 
     async def listen(self, on_jobs: Callback, on_cancel: Callback) -> Listener:
         listener = PgListener(self.dsn, {JOBS_CHANNEL: on_jobs, CANCEL_CHANNEL: on_cancel})
