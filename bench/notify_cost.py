@@ -18,13 +18,14 @@ from pathlib import Path
 
 from bench.scratch_db import scratch_database
 from conveyor.domain.jobs import NewJob, Outcome
+from conveyor.store.backend import QueueBackend
 from conveyor.store.database import Database
+from conveyor.store.drivers.postgres import PostgresDriver
 from conveyor.store.factory import open_backend
 from conveyor.store.migrate import migrate
-from conveyor.store.postgres import PostgresBackend
 
 
-async def drain(backend: PostgresBackend, worker: str) -> int:
+async def drain(backend: QueueBackend, worker: str) -> int:
     done = 0
     while claimed := await backend.claim(worker, ["bench"], 64, 60):
         outcomes = [Outcome(c.id, c.attempt, "completed", result=None) for c in claimed]
@@ -32,7 +33,7 @@ async def drain(backend: PostgresBackend, worker: str) -> int:
     return done
 
 
-async def one_round(backend: PostgresBackend, jobs: int) -> float:
+async def one_round(backend: QueueBackend, jobs: int) -> float:
     for start in range(0, jobs, 500):
         batch = [NewJob(type="noop", payload={}, queue="bench") for _ in range(start, start + 500)]
         await backend.enqueue(batch)
@@ -49,17 +50,17 @@ async def main(jobs: int, rounds: int) -> None:
 
 
 async def compare(url: str, jobs: int, rounds: int) -> dict[str, list[float]]:
-    shipped = PostgresBackend._tell_other_processes
+    shipped = PostgresDriver.tell_other_processes
     figures: dict[str, list[float]] = {"on": [], "off": []}
     try:
         await migrate(Database(url))
         backend = open_backend(url)
-        assert isinstance(backend, PostgresBackend)
+        assert isinstance(backend.driver, PostgresDriver)
         async with backend.event_wakeups():
             await one_round(backend, jobs)  # warm-up: caches, plans, the pool
             for index in range(2 * rounds):
                 variant = "on" if index % 4 in (0, 3) else "off"
-                PostgresBackend._tell_other_processes = (  # type: ignore[method-assign]
+                PostgresDriver.tell_other_processes = (  # type: ignore[method-assign]
                     shipped if variant == "on" else lambda self: None
                 )
                 rate = await one_round(backend, jobs)
@@ -67,7 +68,7 @@ async def compare(url: str, jobs: int, rounds: int) -> dict[str, list[float]]:
                 print(f"round {index + 1}: NOTIFY {variant}: {rate:,.0f} jobs/s")
         await backend.close()
     finally:
-        PostgresBackend._tell_other_processes = shipped  # type: ignore[method-assign]
+        PostgresDriver.tell_other_processes = shipped  # type: ignore[method-assign]
     return figures
 
 

@@ -104,5 +104,3 @@ def setup_logging(level: str = "INFO", fmt: str = "text", log_file: Path | None 
         handler.addFilter(ContextFields())
         root.addHandler(handler)
     root.setLevel(level.upper())
-    logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
-    logging.getLogger("aiosqlite").setLevel(logging.INFO)  # DEBUG: every statement, twice

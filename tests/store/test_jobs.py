@@ -33,7 +33,7 @@ async def test_enqueue_in_the_callers_transaction_rolls_back_with_it(
 
     async def enqueue_then_fail() -> None:
         async with backend.transaction() as conn:
-            await backend.enqueue([job()], conn=conn)
+            await backend.enqueue([job()], tx=conn)
             raise Boom
 
     with pytest.raises(Boom):
@@ -41,7 +41,7 @@ async def test_enqueue_in_the_callers_transaction_rolls_back_with_it(
     assert await backend.claim(W, ["default"], 10, 30) == []
 
     async with backend.transaction() as conn:
-        (kept,) = await backend.enqueue([job()], conn=conn)
+        (kept,) = await backend.enqueue([job()], tx=conn)
     assert (await backend.get(kept.id)).state is JobState.QUEUED
 
 

@@ -69,7 +69,7 @@ async def test_no_event_without_its_change(backend: QueueBackend) -> None:
 
     async def enqueue_then_fail() -> None:
         async with backend.transaction() as conn:
-            await backend.enqueue([job()], conn=conn)
+            await backend.enqueue([job()], tx=conn)
             raise Boom
 
     with pytest.raises(Boom):
@@ -153,7 +153,7 @@ async def test_a_late_commit_is_never_skipped(backend: QueueBackend) -> None:
     if backend.dialect != "postgresql":
         pytest.skip("SQLite has one writer: commit order is id order")
     async with backend.transaction() as slow:
-        (late,) = await backend.enqueue([job()], conn=slow)
+        (late,) = await backend.enqueue([job()], tx=slow)
         (early,) = await backend.enqueue([job()])  # commits first, with a later xid
         assert await backend.read_events(ev.Position()) == []  # held back, not skipped
     seen = [e.job_id for e in await settled(backend, 2)]

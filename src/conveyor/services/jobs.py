@@ -8,8 +8,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from conveyor.domain.jobs import (
     BULK_ACTIONS,
     SYSTEM_OWNER,
@@ -29,6 +27,7 @@ from conveyor.logs import job_fields
 from conveyor.metrics import count_enqueued
 from conveyor.scheduler.fires import checked_job
 from conveyor.store.backend import QueueBackend
+from conveyor.store.transaction import Transaction
 from conveyor.worker.registry import Registry
 
 log = logging.getLogger("conveyor.jobs")
@@ -106,23 +105,23 @@ class JobService:
         self,
         submission: Submission,
         owner_id: str = SYSTEM_OWNER,
-        conn: AsyncConnection | None = None,
+        tx: Transaction | None = None,
     ) -> Enqueued:
-        (enqueued,) = await self.submit_many([submission], owner_id, conn)
+        (enqueued,) = await self.submit_many([submission], owner_id, tx)
         return enqueued
 
     async def submit_many(
         self,
         submissions: Sequence[Submission],
         owner_id: str = SYSTEM_OWNER,
-        conn: AsyncConnection | None = None,
+        tx: Transaction | None = None,
     ) -> list[Enqueued]:
         """All or nothing: one bad submission rejects the batch before anything is stored."""
         if len(submissions) > MAX_BATCH:
             raise InvalidInput(f"at most {MAX_BATCH} jobs per batch", limit=MAX_BATCH)
         prepared = [self.prepare(s, owner_id) for s in submissions]
         await self._check_callbacks(owner_id, prepared)
-        enqueued = await self.backend.enqueue(prepared, conn=conn)
+        enqueued = await self.backend.enqueue(prepared, tx=tx)
         count_enqueued(prepared, enqueued)  # in the caller's transaction: counted at insert
         _log_submitted(prepared, enqueued)
         return enqueued

@@ -23,8 +23,8 @@ class TaskService:
         """The task row and its completion job commit together: neither exists alone."""
         if not title.strip():
             raise InvalidInput("a task needs a title", field="title")
-        async with self.jobs.backend.transaction() as conn:
-            task = await self.store.create(conn, owner_id, title, description)
+        async with self.jobs.backend.transaction() as tx:
+            task = await self.store.create(tx, owner_id, title, description)
             enqueued = await self.jobs.submit(
                 Submission(
                     type="task_autocomplete",
@@ -33,9 +33,9 @@ class TaskService:
                     idempotency_key=f"task-{task.id}",
                 ),
                 owner_id=owner_id,
-                conn=conn,
+                tx=tx,
             )
-            await self.store.attach_job(conn, task.id, enqueued.id)
+            await self.store.attach_job(tx, task.id, enqueued.id)
         return replace(task, job_id=enqueued.id)
 
     async def list(self, owner_id: str | None) -> list[TaskRecord]:

@@ -10,8 +10,9 @@ from typing import Any, Literal
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.util import await_, greenlet_spawn
 
 from conveyor.errors import ConfigurationError, Unavailable
 
@@ -53,6 +54,7 @@ class Database:
     """
 
     def __init__(self, url: str, *, pool_size: int = 10, sqlite_synchronous: str = "FULL"):
+        _quiet_drivers()
         self.url = url
         self.dialect, driver_url = async_url(url)
         if self.dialect == "sqlite":
@@ -67,9 +69,9 @@ class Database:
                 driver_url,
                 pool_size=pool_size,
                 max_overflow=pool_size,
-                pool_pre_ping=True,
                 connect_args={"server_settings": POSTGRES_SESSION},
             )
+            _ping_on_checkout(self.writer)
             self.reader = self.writer
 
     @property
@@ -88,6 +90,26 @@ class Database:
                 callbacks: list[Callable[[], None]] = conn.info.pop(_AFTER_COMMIT, [])
             for callback in callbacks:
                 callback()
+
+    @asynccontextmanager
+    async def raw(self, *, transaction: bool = False) -> AsyncIterator[Any]:
+        """The database driver's own connection (asyncpg's) of a pooled connection, for the
+        named statements of the hot path: no SQLAlchemy layer per statement, one pool.
+
+        One statement runs in its own implicit transaction: one round trip and one commit.
+        Only several statements that must commit together ask for `transaction`.
+        """
+        async with _translate_outage():
+            pooled = await self.writer.raw_connection()  # the pool's own, no Connection
+            try:
+                raw: Any = pooled.driver_connection
+                if not transaction:
+                    yield raw
+                    return
+                async with raw.transaction():
+                    yield raw
+            finally:
+                await greenlet_spawn(pooled.close)  # back to the pool
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -114,6 +136,19 @@ def after_commit(conn: AsyncConnection, callback: Callable[[], None]) -> None:
     callbacks: list[Callable[[], None]] = conn.info.setdefault(_AFTER_COMMIT, [])
     if callback not in callbacks:
         callbacks.append(callback)
+
+
+def _ping_on_checkout(engine: AsyncEngine) -> None:
+    """Pessimistic disconnect handling in one round trip: a pooled connection that died
+    (the server restarted) is replaced before anyone uses it. SQLAlchemy's `pool_pre_ping`
+    on asyncpg costs three (BEGIN, ping, ROLLBACK), paid by every claim and finish."""
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        try:
+            await_(dbapi_connection.driver_connection.fetchrow(";"))
+        except Exception as exc:
+            raise DisconnectionError("a pooled connection is gone") from exc
 
 
 def _configure_sqlite(engine: AsyncEngine, synchronous: str, *, immediate: bool) -> None:
@@ -172,3 +207,10 @@ async def _translate_outage() -> AsyncIterator[None]:
             raise
         log.warning("database unavailable: %s", exc)
         raise Unavailable("the database is not reachable; nothing was changed") from exc
+
+
+def _quiet_drivers() -> None:
+    """The database libraries log every statement below these levels (aiosqlite twice), which
+    would drown a DEBUG log; the store's own logger says what matters."""
+    logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)

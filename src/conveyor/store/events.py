@@ -1,4 +1,10 @@
-"""The event outbox: rows written with each job state change, read in commit-safe order."""
+"""Event rows: what each job state change says, and how the outbox is read in commit order.
+
+The one rule for events on both databases: what an event says (its type, state and data) is
+decided here, in Python; the statement that changes the job stores it beside the job's own
+columns (id, owner, queue, type, attempt): on PostgreSQL inside the same statement, on
+SQLite by `record` in the same transaction. Changing an event is one edit here.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,67 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, insert, literal, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from conveyor.domain import events as ev
 from conveyor.domain.events import Event, Position
+from conveyor.domain.jobs import Outcome
+from conveyor.store.driver import Said
 from conveyor.store.tables import events
+
+# The state a job is in after each kind of finish, and the event that says so.
+FINISHED: dict[str, Said] = {
+    "completed": Said(ev.COMPLETED, "completed"),
+    "retry": Said(ev.RETRYING, "retrying"),
+    "failed": Said(ev.FAILED, "failed"),
+}
+
+
+def started(worker_id: str) -> Said:
+    return Said(ev.STARTED, "running", {"worker_id": worker_id})
+
+
+def requeued(reason: str) -> Said:
+    """Queued again without a failure: "released" at shutdown, "retried" by a user."""
+    return Said(ev.QUEUED, "queued", {"reason": reason})
+
+
+def progressed(percent: int, message: str | None) -> Said:
+    return Said(ev.PROGRESS, "running", {"percent": percent, "message": message})
+
+
+CANCELLED = Said(ev.CANCELLED, "cancelled")
+
+
+def rescued(state: str) -> Said:
+    """A lease expired: the job is queued again (a retry) or failed (attempts spent)."""
+    kind = ev.FAILED if state == "failed" else ev.RETRYING
+    return Said(kind, state, {"reason": "lease expired"})
+
+
+def set_by_admin(state: str) -> Said:
+    return Said(state, state, {"reason": "set by an administrator"})
+
+
+def finished(outcome: Outcome) -> Said:
+    kind = FINISHED[outcome.kind]
+    return Said(kind.type, kind.state, outcome_data(outcome))
+
+
+def outcome_data(outcome: Outcome) -> dict[str, Any]:
+    """What an outcome's event tells subscribers: the result, or the error and next try."""
+    if outcome.kind == "completed":
+        return {"result": outcome.result}
+    data: dict[str, Any] = {}
+    if outcome.error is not None:
+        data["error"] = {"type": outcome.error.type, "message": outcome.error.message}
+    if outcome.retry_at is not None:
+        data["retry_at"] = outcome.retry_at.isoformat()
+    if outcome.result is not None:
+        data["result"] = outcome.result
+    return data
+
+
+def said_row(said: Said, job: Any, at: datetime) -> dict[str, Any]:
+    return event_row(said.type, job, said.state, at, said.data)
 
 
 def event_row(

@@ -1,17 +1,21 @@
-"""Open the right backend for a database URL."""
+"""Open the queue store for a database URL, with that database's driver."""
 
 from __future__ import annotations
 
 from conveyor.store.backend import QueueBackend
 from conveyor.store.database import Database
+from conveyor.store.driver import Driver
 
 
 def open_backend(url: str, *, pool_size: int = 10) -> QueueBackend:
     db = Database(url, pool_size=pool_size)
+    driver: Driver
     if db.dialect == "sqlite":
-        from conveyor.store.sqlite import SqliteBackend
+        from conveyor.store.drivers.sqlite import SqliteDriver
 
-        return SqliteBackend(db)
-    from conveyor.store.postgres import PostgresBackend
+        driver = SqliteDriver(db)
+    else:
+        from conveyor.store.drivers.postgres import PostgresDriver
 
-    return PostgresBackend(db)
+        driver = PostgresDriver(db)
+    return QueueBackend(db, driver)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conveyor.domain.clock import utcnow
 from conveyor.domain.tasks import TaskRecord
 from conveyor.store.database import Database
 from conveyor.store.tables import tasks
+from conveyor.store.transaction import Transaction
 
 
 class TaskStore:
@@ -18,10 +18,10 @@ class TaskStore:
         self.db = db
 
     async def create(
-        self, conn: AsyncConnection, owner_id: str, title: str, description: str
+        self, tx: Transaction, owner_id: str, title: str, description: str
     ) -> TaskRecord:
         row = (
-            await conn.execute(
+            await tx.connection.execute(
                 insert(tasks)
                 .values(
                     owner_id=owner_id,
@@ -35,8 +35,10 @@ class TaskStore:
         ).one()
         return _task(row)
 
-    async def attach_job(self, conn: AsyncConnection, task_id: int, job_id: str) -> None:
-        await conn.execute(update(tasks).where(tasks.c.id == task_id).values(job_id=job_id))
+    async def attach_job(self, tx: Transaction, task_id: int, job_id: str) -> None:
+        await tx.connection.execute(
+            update(tasks).where(tasks.c.id == task_id).values(job_id=job_id)
+        )
 
     async def list(self, owner_id: str | None) -> list[TaskRecord]:
         query = select(tasks).order_by(tasks.c.id)

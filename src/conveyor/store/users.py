@@ -26,6 +26,7 @@ from conveyor.domain.otp import OtpCheck, OtpRecord
 from conveyor.errors import Conflict
 from conveyor.store.database import Database
 from conveyor.store.tables import api_keys, otp_codes, refresh_tokens, users
+from conveyor.store.transaction import Transaction
 from conveyor.store.types import UTCDateTime
 
 _FIRST_ADMIN_LOCK = 7230861200413  # PostgreSQL advisory lock id; migrations use ...412
@@ -41,9 +42,9 @@ class UserStore:
         """The dialect's INSERT construct, which knows ``ON CONFLICT``."""
         return pg_insert(table) if self.db.dialect == "postgresql" else sqlite_insert(table)
 
-    def _write(self, conn: AsyncConnection | None) -> AbstractAsyncContextManager[AsyncConnection]:
+    def _write(self, tx: Transaction | None) -> AbstractAsyncContextManager[AsyncConnection]:
         """The caller's transaction when given (to commit with what it enqueues), else one."""
-        return _borrowed(conn) if conn is not None else self.db.write()
+        return _borrowed(tx.connection) if tx is not None else self.db.write()
 
     # ---- users -------------------------------------------------------------------------------
     async def create_user(
@@ -55,7 +56,7 @@ class UserStore:
         verified: bool = False,
         username: str | None = None,
         only_if_no_admin: bool = False,
-        conn: AsyncConnection | None = None,
+        tx: Transaction | None = None,
     ) -> UserRecord | None:
         """Insert a user; None when the e-mail or username is taken (nothing is changed).
 
@@ -63,7 +64,7 @@ class UserStore:
         the same transaction, for the first-start admin that several processes may try to
         create at once. SQLite serialises writers anyway; on PostgreSQL an advisory lock
         does, so even processes given different admin e-mails create one admin. With
-        ``conn`` the insert joins that transaction.
+        ``tx`` the insert joins that transaction.
         """
         now = utcnow()
         values = {
@@ -77,7 +78,7 @@ class UserStore:
             "created_at": now,
             "updated_at": now,
         }
-        async with self._write(conn) as c:
+        async with self._write(tx) as c:
             if only_if_no_admin and await self._admin_exists_locked(c):
                 return None
             stmt = self._insert(users).values(**values).on_conflict_do_nothing()
@@ -150,10 +151,10 @@ class UserStore:
 
     # ---- one-time codes ----------------------------------------------------------------------
     async def save_otp(
-        self, user_id: str, record: OtpRecord, conn: AsyncConnection | None = None
+        self, user_id: str, record: OtpRecord, tx: Transaction | None = None
     ) -> None:
         """Store a newly issued code, replacing the previous one (only the newest is valid);
-        in ``conn``'s transaction when given, with the mail that carries the code."""
+        in ``tx``'s transaction when given, with the mail that carries the code."""
         _check_subject(user_id, record)
         values = _otp_values(record)
         stmt = (
@@ -161,7 +162,7 @@ class UserStore:
             .values(user_id=user_id, **values)
             .on_conflict_do_update(index_elements=[otp_codes.c.user_id], set_=values)
         )
-        async with self._write(conn) as c:
+        async with self._write(tx) as c:
             await c.execute(stmt)
 
     async def load_otp(self, user_id: str) -> OtpRecord | None:

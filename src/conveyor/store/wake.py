@@ -1,8 +1,8 @@
 """Wake-ups for event readers: "the outbox may have grown", without polling it.
 
-Writers ring after a commit that wrote events (`QueueBackend._events_committed`): in this
-process through a `Bell` (per database URL), across processes through the backend (a NOTIFY
-on PostgreSQL; SQLite's `PRAGMA data_version` watch). Readers (the relay's lanes, every SSE
+Writers ring after a commit that wrote events (`StoreBase._events_committed`, store/base.py):
+in this process through a `Bell` (per database URL), across processes through the driver (a
+NOTIFY on PostgreSQL; SQLite's `PRAGMA data_version` watch). Readers (the relay's lanes, every SSE
 stream) share one `EventWatch` per backend, so a thousand SSE clients cost one LISTEN
 connection, not a thousand.
 
@@ -19,10 +19,8 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from conveyor.store.backend import Listener
+from conveyor.store.driver import Listener
 
 # After a ring, a reader that found nothing looks again after these many seconds (in turn)
 # before it falls back to its slow poll: the events that rang may still be below the horizon.

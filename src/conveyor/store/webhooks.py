@@ -47,38 +47,6 @@ def new_nonce() -> str:
 _D = webhook_deliveries
 
 
-# ---- job callbacks, written in the enqueue transaction ---------------------------------------
-def callback_rows(jobs: Iterable[Any], inserted: set[str], now: datetime) -> list[dict[str, Any]]:
-    """The job_callbacks rows of the newly inserted jobs (NewJob-like) that carry one."""
-    return [
-        {"job_id": j.id, "owner_id": j.owner_id, "url": j.callback_url, "created_at": now}
-        for j in jobs
-        if j.callback_url and j.id in inserted
-    ]
-
-
-async def record_callbacks(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        await conn.execute(insert(job_callbacks), list(rows))
-
-
-# The same on PostgreSQL's raw asyncpg hot path: one statement whatever the batch size.
-PG_RECORD_CALLBACKS = """
-    INSERT INTO job_callbacks (job_id, owner_id, url, created_at)
-    SELECT t.job_id, t.owner_id, t.url, $4
-    FROM unnest($1::text[], $2::text[], $3::text[]) AS t(job_id, owner_id, url)
-"""
-
-
-def pg_callback_args(rows: Sequence[dict[str, Any]], now: datetime) -> list[Any]:
-    return [
-        [r["job_id"] for r in rows],
-        [r["owner_id"] for r in rows],
-        [r["url"] for r in rows],
-        now,
-    ]
-
-
 class WebhookStore:
     """Subscriptions and callback secrets: each secret is shown once, and never stored."""
 

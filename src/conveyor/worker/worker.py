@@ -15,7 +15,8 @@ from conveyor.domain.ids import uuid7
 from conveyor.domain.jobs import ClaimedJob, ErrorInfo, Outcome
 from conveyor.logs import job_context
 from conveyor.metrics import JobMetrics
-from conveyor.store.backend import Listener, QueueBackend
+from conveyor.store.backend import QueueBackend
+from conveyor.store.driver import Listener
 from conveyor.worker.context import JobContext, JobInfo
 from conveyor.worker.executor import Pools, execute
 from conveyor.worker.finisher import Finisher

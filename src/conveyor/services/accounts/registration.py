@@ -52,21 +52,21 @@ class Registration(AccountCore):
         if wanted == "admin" and (actor is None or not actor.is_admin):
             raise Forbidden("only an admin can create an admin account")
         password_hash = await asyncio.to_thread(hash_password, password)
-        async with self.jobs.backend.transaction() as conn:
+        async with self.jobs.backend.transaction() as tx:
             record = await self.store.create_user(
                 email=address,
                 password_hash=password_hash,
                 role=wanted,
                 verified=not self.email_verification,
-                conn=conn,
+                tx=tx,
             )
             if record is None:
-                await self.jobs.submit(self._taken_notice(address), ACCOUNTS_OWNER, conn=conn)
+                await self.jobs.submit(self._taken_notice(address), ACCOUNTS_OWNER, tx=tx)
                 return RegisterResult(None, False)
             if self.email_verification:
                 otp, mail = self._new_code(record)
-                await self.store.save_otp(record.id, otp, conn=conn)
-                await self.jobs.submit(mail, ACCOUNTS_OWNER, conn=conn)
+                await self.store.save_otp(record.id, otp, tx=tx)
+                await self.jobs.submit(mail, ACCOUNTS_OWNER, tx=tx)
         return RegisterResult(record.id, True)
 
     def registration_token(self, result: RegisterResult) -> str:
@@ -113,9 +113,9 @@ class Registration(AccountCore):
             log.info("verification code not resent: within the cooldown")
             return
         otp, mail = self._new_code(user, previous)
-        async with self.jobs.backend.transaction() as conn:
-            await self.store.save_otp(user.id, otp, conn=conn)
-            await self.jobs.submit(mail, ACCOUNTS_OWNER, conn=conn)
+        async with self.jobs.backend.transaction() as tx:
+            await self.store.save_otp(user.id, otp, tx=tx)
+            await self.jobs.submit(mail, ACCOUNTS_OWNER, tx=tx)
 
     def require_verified(self, user: User) -> None:
         """Refuse an unverified account while e-mail verification is on."""

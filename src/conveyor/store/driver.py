@@ -1,0 +1,155 @@
+"""What each database implements: statements only, no policy (river's driver executor).
+
+The shared store modules (jobs, claims, maintenance, outbox, ...) decide which statements
+run, in which transaction, what events they write and when processes are woken; a driver
+knows how to say it in its database's SQL (store/sql/<dialect>.sql) and its wake-up and
+leadership machinery. One implementation per database: store/drivers/postgres.py and
+store/drivers/sqlite.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import ColumnElement, Table
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from conveyor.domain.jobs import ClaimedJob, Outcome
+
+Callback = Callable[[str], None]
+
+
+class Listener(Protocol):
+    """A running subscription to wake-ups; `alive` lets its owner notice it died."""
+
+    def alive(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+class Leadership(Protocol):
+    """Who runs maintenance (promotion, cron, rescue, pruning) or a relay lane right now."""
+
+    async def acquire(self) -> bool:
+        """Try to be (or stay) leader; True while we are."""
+        ...
+
+    async def release(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Said:
+    """What an event says beside its job's columns (store/events.py decides it)."""
+
+    type: str
+    state: str
+    data: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FinishBatch:
+    """The outcomes of one kind in a finish, with the error entry and event of each."""
+
+    kind: str  # "completed", "retry" or "failed": the statement
+    outcomes: Sequence[Outcome]
+    errors: Sequence[dict[str, Any] | None]
+    events: Sequence[Said]
+
+
+@dataclass(frozen=True, slots=True)
+class Inserted:
+    """What an insert of new jobs did: the ids it inserted, and for the duplicates (their
+    idempotency key taken) the stored job's (id, state) by (owner, key)."""
+
+    ids: set[str]
+    existing: dict[tuple[str, str | None], tuple[str, str]]
+
+
+class Driver(Protocol):
+    """One database's statements. `conn`, where taken, is the caller's open transaction."""
+
+    dialect: str
+
+    # ---- pieces of the shared SQLAlchemy Core statements -------------------------------
+    def insert(self, table: Table) -> Any:
+        """The database's INSERT construct (it knows ON CONFLICT)."""
+        ...
+
+    def xid(self) -> ColumnElement[Any]:
+        """The writing transaction's id, stored with each event (store/events.py)."""
+        ...
+
+    def horizon(self) -> ColumnElement[Any] | None:
+        """Events of transactions below this are all committed (None: no limit needed)."""
+        ...
+
+    def has_tag(self, tag: str) -> ColumnElement[bool]: ...
+
+    def minute(self, column: Any) -> ColumnElement[Any]:
+        """The column truncated to its minute (a time, or its sortable text on SQLite)."""
+        ...
+
+    def in_lock_order(self, pick: Sequence[ColumnElement[bool]]) -> ColumnElement[bool]:
+        """The rows of `pick`, locked first in the one global order where rows have locks
+        (store/locking.py)."""
+        ...
+
+    # ---- the hot path -------------------------------------------------------------------
+    async def insert_jobs(
+        self,
+        conn: AsyncConnection | None,
+        rows: Sequence[dict[str, Any]],
+        callbacks: Sequence[dict[str, Any]],
+        created: str,
+    ) -> Inserted:
+        """Insert `rows` (a duplicate idempotency key inserts nothing) with a `created`
+        event each, the `callbacks` of those inserted, and wake their runnable queues."""
+        ...
+
+    async def claim(
+        self,
+        worker_id: str,
+        queues: Sequence[str],
+        every_queue: bool,
+        limit: int,
+        lease: tuple[datetime, datetime],
+        said: Said,
+    ) -> list[ClaimedJob]:
+        """Claim and log in one transaction; `every_queue`: all but `queues`; `lease` is
+        (now, its end)."""
+        ...
+
+    async def finish(
+        self, worker_id: str, now: datetime, batches: Sequence[FinishBatch]
+    ) -> set[str]:
+        """Fenced finishes and their events in one transaction; the ids accepted."""
+        ...
+
+    async def rescue(self, conn: AsyncConnection, now: datetime, limit: int) -> Sequence[Any]:
+        """Expired leases back to queued (or failed); rows of id, state, queue, owner_id,
+        type, attempt."""
+        ...
+
+    # ---- wake-ups and leadership -------------------------------------------------------
+    async def notify_jobs(self, conn: AsyncConnection, queues: set[str]) -> None:
+        """Wake idle workers of these queues (once `conn` commits, where it can wait)."""
+        ...
+
+    async def notify_cancel(self, conn: AsyncConnection, job_id: str) -> None: ...
+
+    def tell_other_processes(self) -> None:
+        """After a commit that wrote events: wake other processes' readers, if they need it."""
+        ...
+
+    async def listen(self, on_jobs: Callback, on_cancel: Callback) -> Listener: ...
+
+    async def listen_events(self, on_events: Callable[[], None]) -> Listener:
+        """Call `on_events` when another process committed events (maybe a little early)."""
+        ...
+
+    def leadership(self, name: str, holder: str, ttl: float) -> Leadership: ...
+
+    async def close(self) -> None: ...

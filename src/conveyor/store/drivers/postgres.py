@@ -1,0 +1,255 @@
+"""PostgreSQL's statements: SKIP LOCKED claims, array batches, events in the same statement.
+
+The hot path (enqueue, claim, finish) runs its named statements (store/sql/postgres.sql)
+on the asyncpg connection of a pooled SQLAlchemy connection (`Database.raw`): one prepared
+statement per operation whatever the batch size, without SQLAlchemy's per-statement cost,
+and one pool for everything. LISTEN and leadership hold sessions of their own
+(drivers/pg_sessions.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Boolean, ColumnElement, Table, cast, func, literal
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from conveyor.domain.jobs import ClaimedJob
+from conveyor.store.database import Database, plain_postgres_dsn
+from conveyor.store.driver import Callback, FinishBatch, Inserted, Leadership, Listener, Said
+from conveyor.store.drivers.pg_sessions import (
+    CANCEL_CHANNEL,
+    EVENTS_CHANNEL,
+    JOBS_CHANNEL,
+    AdvisoryLeadership,
+    Notifier,
+    PgListener,
+)
+from conveyor.store.locking import locked_in_id_order
+from conveyor.store.sql import load
+from conveyor.store.tables import jobs
+
+SQL = load(
+    "postgres",
+    frozenset(
+        {"enqueue", "existing", "record_callbacks", "claim", "claim_any", "lock_mine"}
+        | {"complete", "retry", "fail", "rescue", "notify", "try_lead", "unlead", "ping"}
+    ),
+)
+# A hung statement on the hot path surfaces as an error rather than a stuck worker.
+COMMAND_TIMEOUT = 60.0
+
+
+class PostgresDriver:
+    dialect = "postgresql"
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.dsn = plain_postgres_dsn(db.url)
+        self._notifier = Notifier(self._notify_events)
+
+    # ---- pieces of the shared Core statements -------------------------------------------
+    def insert(self, table: Table) -> Any:
+        return pg_insert(table)
+
+    def xid(self) -> ColumnElement[Any]:
+        return func.txid_current()
+
+    def horizon(self) -> ColumnElement[Any] | None:
+        # Every transaction below the oldest running one has committed or aborted.
+        return func.txid_snapshot_xmin(func.txid_current_snapshot())
+
+    def has_tag(self, tag: str) -> ColumnElement[bool]:
+        wanted = cast(literal(json.dumps([tag])), JSONB)
+        return jobs.c.tags.op("@>", return_type=Boolean)(wanted)
+
+    def minute(self, column: Any) -> ColumnElement[Any]:
+        return func.date_trunc("minute", column)
+
+    def in_lock_order(self, pick: Sequence[ColumnElement[bool]]) -> ColumnElement[bool]:
+        return locked_in_id_order(pick)
+
+    # ---- the hot path ---------------------------------------------------------------------
+    async def insert_jobs(
+        self,
+        conn: AsyncConnection | None,
+        rows: Sequence[dict[str, Any]],
+        callbacks: Sequence[dict[str, Any]],
+        created: str,
+    ) -> Inserted:
+        now = rows[0]["created_at"]
+        args = (*_enqueue_args(rows), created)
+        if conn is not None:  # inside the caller's transaction: through SQLAlchemy's cursor
+            inserted = {r[0] for r in await conn.exec_driver_sql(SQL["enqueue"], args)}
+            mine = [c for c in callbacks if c["job_id"] in inserted]
+            if mine:
+                await conn.exec_driver_sql(SQL["record_callbacks"], _callback_args(mine, now))
+            dupes = _key_args([r for r in rows if r["id"] not in inserted])
+            found = (await conn.exec_driver_sql(SQL["existing"], dupes)).all() if dupes[0] else []
+            return Inserted(inserted, _existing(found))
+        # Jobs with a callback_url add one side-table insert, in the same transaction; the
+        # others stay one statement in its own implicit transaction.
+        async with self.db.raw(transaction=bool(callbacks)) as raw:
+            inserted = {
+                r[0] for r in await raw.fetch(SQL["enqueue"], *args, timeout=COMMAND_TIMEOUT)
+            }
+            mine = [c for c in callbacks if c["job_id"] in inserted]
+            if mine:
+                await raw.execute(
+                    SQL["record_callbacks"], *_callback_args(mine, now), timeout=COMMAND_TIMEOUT
+                )
+            dupes = _key_args([r for r in rows if r["id"] not in inserted])
+            # The duplicates' rows are committed: ON CONFLICT waited for them.
+            found = (
+                await raw.fetch(SQL["existing"], *dupes, timeout=COMMAND_TIMEOUT)
+                if dupes[0]
+                else []
+            )
+        return Inserted(inserted, _existing(found))
+
+    async def claim(
+        self,
+        worker_id: str,
+        queues: Sequence[str],
+        every_queue: bool,
+        limit: int,
+        lease: tuple[datetime, datetime],
+        said: Said,
+    ) -> list[ClaimedJob]:
+        statement = SQL["claim_any" if every_queue else "claim"]
+        data = json.dumps(said.data)
+        async with self.db.raw() as raw:
+            rows = await raw.fetch(
+                statement, list(queues), limit, worker_id, *lease, said.type, said.state, data,
+                timeout=COMMAND_TIMEOUT,
+            )  # fmt: skip
+        return [_claimed(row) for row in rows]
+
+    async def finish(
+        self, worker_id: str, now: datetime, batches: Sequence[FinishBatch]
+    ) -> set[str]:
+        accepted: set[str] = set()
+        several = len(batches) > 1
+        async with self.db.raw(transaction=several) as raw:
+            if several:  # several statements: all their rows locked first, in id order
+                ids = [o.job_id for batch in batches for o in batch.outcomes]
+                await raw.execute(SQL["lock_mine"], worker_id, ids, timeout=COMMAND_TIMEOUT)
+            for batch in batches:
+                args = [worker_id, now, *_finish_args(batch)]
+                rows = await raw.fetch(SQL[_STATEMENT[batch.kind]], *args, timeout=COMMAND_TIMEOUT)
+                accepted.update(row[0] for row in rows)
+        return accepted
+
+    async def rescue(self, conn: AsyncConnection, now: datetime, limit: int) -> Sequence[Any]:
+        return (await conn.exec_driver_sql(SQL["rescue"], (now, now.isoformat(), limit))).all()
+
+    # ---- wake-ups and leadership ------------------------------------------------------
+    async def notify_jobs(self, conn: AsyncConnection, queues: set[str]) -> None:
+        # Delivered at commit, once per queue per transaction: batching is the debounce.
+        for queue in sorted(queues):
+            await conn.exec_driver_sql(SQL["notify"], (JOBS_CHANNEL, queue))
+
+    async def notify_cancel(self, conn: AsyncConnection, job_id: str) -> None:
+        await conn.exec_driver_sql(SQL["notify"], (CANCEL_CHANNEL, job_id))
+
+    def tell_other_processes(self) -> None:
+        self._notifier.poke()
+
+    async def _notify_events(self) -> None:
+        async with self.db.raw() as raw:
+            await raw.execute(SQL["notify"], EVENTS_CHANNEL, "", timeout=COMMAND_TIMEOUT)
+
+    async def listen(self, on_jobs: Callback, on_cancel: Callback) -> Listener:
+        listener = PgListener(self.dsn, {JOBS_CHANNEL: on_jobs, CANCEL_CHANNEL: on_cancel})
+        await listener.start(SQL["ping"])
+        return listener
+
+    async def listen_events(self, on_events: Callable[[], None]) -> Listener:
+        def wake(_payload: str) -> None:
+            on_events()
+
+        listener = PgListener(self.dsn, {EVENTS_CHANNEL: wake, JOBS_CHANNEL: wake})
+        await listener.start(SQL["ping"])
+        return listener
+
+    def leadership(self, name: str, holder: str, ttl: float) -> Leadership:
+        return AdvisoryLeadership(self.dsn, name, (SQL["try_lead"], SQL["unlead"], SQL["ping"]))
+
+    async def close(self) -> None:
+        await self._notifier.close()
+
+
+_STATEMENT = {"completed": "complete", "retry": "retry", "failed": "fail"}
+
+
+def _enqueue_args(rows: Sequence[dict[str, Any]]) -> list[Any]:
+    """Column arrays for the enqueue statement ($13 is the shared created_at)."""
+    names = (
+        "id", "owner_id", "queue", "type", "payload", "priority", "state", "max_attempts",
+        "run_at", "timeout_s", "idempotency_key", "tags", "schedule_id",
+    )  # fmt: skip
+    columns: dict[str, list[Any]] = {name: [row[name] for row in rows] for name in names}
+    columns["payload"] = [json.dumps(p) for p in columns["payload"]]
+    columns["tags"] = [json.dumps(t) for t in columns["tags"]]
+    arrays = [columns[name] for name in names]
+    return [*arrays[:12], rows[0]["created_at"], arrays[12]]
+
+
+def _callback_args(rows: Sequence[dict[str, Any]], now: datetime) -> tuple[Any, ...]:
+    return (
+        [r["job_id"] for r in rows],
+        [r["owner_id"] for r in rows],
+        [r["url"] for r in rows],
+        now,
+    )
+
+
+def _finish_args(batch: FinishBatch) -> list[Any]:
+    """$3.. of a finish statement: ids, attempts, results or errors, [run_at | result],
+    then each event's data and the events' type and state."""
+    outcomes = batch.outcomes
+    args: list[Any] = [[o.job_id for o in outcomes], [o.attempt for o in outcomes]]
+    if batch.kind == "completed":
+        args.append([_json_or_none(o.result) for o in outcomes])
+    else:
+        args.append([json.dumps(error) for error in batch.errors])
+    if batch.kind == "retry":
+        args.append([o.retry_at for o in outcomes])
+    elif batch.kind == "failed":  # what a failed job did finish, if it says so
+        args.append([_json_or_none(o.result) for o in outcomes])
+    args.append([json.dumps(said.data) for said in batch.events])
+    return [*args, batch.events[0].type, batch.events[0].state]
+
+
+def _existing(rows: Sequence[Any]) -> dict[tuple[str, str | None], tuple[str, str]]:
+    return {(r[2], r[3]): (r[0], r[1]) for r in rows}
+
+
+def _key_args(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[str | None]]:
+    return [r["owner_id"] for r in rows], [r["idempotency_key"] for r in rows]
+
+
+def _claimed(row: Any) -> ClaimedJob:
+    """A claimed row; the pool's connections decode jsonb already (SQLAlchemy's codec)."""
+    return ClaimedJob(
+        id=row[0],
+        type=row[1],
+        queue=row[2],
+        payload=row[3],
+        attempt=row[4],
+        max_attempts=row[5],
+        timeout_s=row[6],
+        priority=row[7],
+        owner_id=row[8],
+        idempotency_key=row[9],
+        run_at=row[10],
+    )
+
+
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)

@@ -1,0 +1,242 @@
+"""SQLite's statements: one writer per process under BEGIN IMMEDIATE, JSON-array batches.
+
+SQLite has no data-modifying CTE, so a change's events are a second statement in its
+transaction, built from the rows the change returned (store/events.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Table, and_, exists, func, literal, or_, select
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from conveyor.domain.jobs import ClaimedJob
+from conveyor.store import events as outbox
+from conveyor.store.database import Database
+from conveyor.store.driver import Callback, FinishBatch, Inserted, Leadership, Listener, Said
+from conveyor.store.drivers.sqlite_sessions import LeaseLeadership, SqliteListener, bus_of
+from conveyor.store.records import aware
+from conveyor.store.sql import CLAIM_COLUMNS, load, typed
+from conveyor.store.tables import job_callbacks, jobs
+from conveyor.store.types import sqlite_time
+
+_SQL = load(
+    "sqlite",
+    frozenset({"claim", "claim_any", "complete", "retry", "fail", "rescue"})
+    | frozenset({"try_lead", "unlead", "data_version"}),
+)
+_CLAIM = typed(_SQL["claim"], times=("now", "lease"), columns=CLAIM_COLUMNS)
+_CLAIM_ANY = typed(_SQL["claim_any"], times=("now", "lease"), columns=CLAIM_COLUMNS)
+_FINISH = {
+    "completed": typed(_SQL["complete"], times=("now",)),
+    "retry": typed(_SQL["retry"]),
+    "failed": typed(_SQL["fail"], times=("now",)),
+}
+_RESCUE = typed(_SQL["rescue"], times=("now",))
+_LEAD = typed(_SQL["try_lead"], times=("now", "expires"))
+_UNLEAD = typed(_SQL["unlead"])
+
+
+class SqliteDriver:
+    dialect = "sqlite"
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._bus = bus_of(db.url)
+        self.path = make_url(db.url).database or ":memory:"
+
+    # ---- pieces of the shared Core statements -------------------------------------------
+    def insert(self, table: Table) -> Any:
+        return sqlite_insert(table)
+
+    def xid(self) -> ColumnElement[Any]:
+        return literal(0)  # one writer: commit order is id order
+
+    def horizon(self) -> ColumnElement[Any] | None:
+        return None
+
+    def has_tag(self, tag: str) -> ColumnElement[bool]:
+        each = func.json_each(jobs.c.tags).table_valued("value")
+        return exists(select(1).select_from(each).where(each.c.value == tag))
+
+    def minute(self, column: Any) -> ColumnElement[Any]:
+        return func.substr(column, 1, 16) + literal(":00")
+
+    def in_lock_order(self, pick: Sequence[ColumnElement[bool]]) -> ColumnElement[bool]:
+        """Just the rows of `pick`: writers take turns (BEGIN IMMEDIATE), so no two wait on
+        each other's rows and no lock order is needed."""
+        return and_(*pick)
+
+    # ---- the hot path ---------------------------------------------------------------------
+    async def insert_jobs(
+        self,
+        conn: AsyncConnection | None,
+        rows: Sequence[dict[str, Any]],
+        callbacks: Sequence[dict[str, Any]],
+        created: str,
+    ) -> Inserted:
+        if conn is not None:
+            return await self._insert_jobs(conn, rows, callbacks, created)
+        async with self.db.write() as own:
+            return await self._insert_jobs(own, rows, callbacks, created)
+
+    async def _insert_jobs(
+        self,
+        conn: AsyncConnection,
+        rows: Sequence[dict[str, Any]],
+        callbacks: Sequence[dict[str, Any]],
+        created: str,
+    ) -> Inserted:
+        stmt = (
+            sqlite_insert(jobs)
+            .on_conflict_do_nothing(
+                index_elements=[jobs.c.owner_id, jobs.c.idempotency_key],
+                index_where=jobs.c.idempotency_key.isnot(None),
+            )
+            .returning(jobs.c.id)
+        )
+        inserted = {r.id for r in (await conn.execute(stmt, list(rows))).all()}
+        new = [_NewJobView(r) for r in rows if r["id"] in inserted]
+        now = rows[0]["created_at"]
+        await outbox.record(
+            conn, self.xid(), [outbox.event_row(created, j, j.state, now) for j in new]
+        )
+        mine = [c for c in callbacks if c["job_id"] in inserted]
+        if mine:
+            await conn.execute(job_callbacks.insert(), mine)
+        existing = await _existing(conn, [r for r in rows if r["id"] not in inserted])
+        runnable = {j.queue for j in new if j.state == "queued"}
+        if runnable:
+            await self.notify_jobs(conn, runnable)
+        return Inserted(inserted, existing)
+
+    async def claim(
+        self,
+        worker_id: str,
+        queues: Sequence[str],
+        every_queue: bool,
+        limit: int,
+        lease: tuple[datetime, datetime],
+        said: Said,
+    ) -> list[ClaimedJob]:
+        now, until = lease
+        params = {
+            "worker": worker_id,
+            "now": now,
+            "lease": until,
+            "queues": json.dumps(list(queues)),
+            "limit": limit,
+        }
+        async with self.db.write() as conn:
+            rows = (await conn.execute(_CLAIM_ANY if every_queue else _CLAIM, params)).all()
+            await outbox.record(conn, self.xid(), [outbox.said_row(said, r, now) for r in rows])
+        return [_claimed(row) for row in rows]
+
+    async def finish(
+        self, worker_id: str, now: datetime, batches: Sequence[FinishBatch]
+    ) -> set[str]:
+        accepted: set[str] = set()
+        async with self.db.write() as conn:
+            for batch in batches:
+                params = {"batch": _batch_json(batch), "worker": worker_id, "now": now}
+                rows = (await conn.execute(_FINISH[batch.kind], params)).all()
+                accepted.update(row.id for row in rows)
+                said = {o.job_id: s for o, s in zip(batch.outcomes, batch.events, strict=True)}
+                logged = [outbox.said_row(said[r.id], r, now) for r in rows]
+                await outbox.record(conn, self.xid(), logged)
+        return accepted
+
+    async def rescue(self, conn: AsyncConnection, now: datetime, limit: int) -> Sequence[Any]:
+        params = {"now": now, "now_iso": now.isoformat(), "limit": limit}
+        return (await conn.execute(_RESCUE, params)).all()
+
+    # ---- wake-ups and leadership ------------------------------------------------------
+    async def notify_jobs(self, conn: AsyncConnection, queues: set[str]) -> None:
+        for queue in queues:
+            self._bus.emit(self._bus.jobs, queue)
+
+    async def notify_cancel(self, conn: AsyncConnection, job_id: str) -> None:
+        self._bus.emit(self._bus.cancels, job_id)
+
+    def tell_other_processes(self) -> None:
+        """Nothing to send: other processes watch `PRAGMA data_version`."""
+
+    async def listen(self, on_jobs: Callback, on_cancel: Callback) -> Listener:
+        listener = SqliteListener(self._bus, self.path, on_jobs, on_cancel)
+        await listener.start(_SQL["data_version"])
+        return listener
+
+    async def listen_events(self, on_events: Callable[[], None]) -> Listener:
+        """Other processes' commits, seen by the data_version watch (this process's own
+        commits ring the in-process bell)."""
+        return await self.listen(lambda _queue: on_events(), lambda _job: None)
+
+    def leadership(self, name: str, holder: str, ttl: float) -> Leadership:
+        return LeaseLeadership(self.db, (_LEAD, _UNLEAD), name, holder, ttl)
+
+    async def close(self) -> None:
+        """Nothing of its own to close: the engines are the Database's."""
+
+
+class _NewJobView:
+    """A new job as `outbox.event_row` reads it, from an insert's parameters."""
+
+    __slots__ = ("attempt", "id", "owner_id", "queue", "state", "type")
+
+    def __init__(self, row: dict[str, Any]) -> None:
+        self.id, self.owner_id, self.queue = row["id"], row["owner_id"], row["queue"]
+        self.type, self.state, self.attempt = row["type"], row["state"], 0
+
+
+async def _existing(
+    conn: AsyncConnection, dupes: Sequence[dict[str, Any]]
+) -> dict[tuple[str, str | None], tuple[str, str]]:
+    """The stored jobs the duplicates' idempotency keys name, in one query."""
+    if not dupes:
+        return {}
+    keys: dict[str, set[str]] = {}
+    for row in dupes:
+        keys.setdefault(row["owner_id"], set()).add(row["idempotency_key"] or "")
+    named = [
+        (jobs.c.owner_id == owner) & jobs.c.idempotency_key.in_(sorted(wanted))
+        for owner, wanted in keys.items()
+    ]
+    query = select(jobs.c.id, jobs.c.state, jobs.c.owner_id, jobs.c.idempotency_key)
+    found = (await conn.execute(query.where(or_(*named)))).all()
+    return {(r.owner_id, r.idempotency_key): (r.id, r.state) for r in found}
+
+
+def _batch_json(batch: FinishBatch) -> str:
+    """The JSON array a finish statement reads with json_each."""
+    items: list[list[Any]] = []
+    for outcome, error in zip(batch.outcomes, batch.errors, strict=True):
+        if batch.kind == "completed":
+            items.append([outcome.job_id, outcome.attempt, outcome.result])
+        elif batch.kind == "retry":
+            assert outcome.retry_at is not None
+            items.append([outcome.job_id, outcome.attempt, error, sqlite_time(outcome.retry_at)])
+        else:
+            items.append([outcome.job_id, outcome.attempt, error, outcome.result])
+    return json.dumps(items)
+
+
+def _claimed(row: Any) -> ClaimedJob:
+    return ClaimedJob(
+        id=row.id,
+        type=row.type,
+        queue=row.queue,
+        payload=row.payload,
+        attempt=row.attempt,
+        max_attempts=row.max_attempts,
+        timeout_s=row.timeout_s,
+        priority=row.priority,
+        owner_id=row.owner_id,
+        idempotency_key=row.idempotency_key,
+        run_at=aware(row.run_at),
+    )

@@ -1,0 +1,109 @@
+"""SQLite's wake-ups and leadership: an in-process bus, a data_version watch, a lease row."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from datetime import timedelta
+
+import aiosqlite
+from sqlalchemy import TextClause
+
+from conveyor.domain.clock import utcnow
+from conveyor.store.database import Database
+from conveyor.store.driver import Callback
+
+# How often an idle process looks for commits made by other processes.
+CROSS_PROCESS_POLL = 0.02
+
+
+class LocalBus:
+    """In-process wake-ups, per database file: enqueue and cancel reach this process at once."""
+
+    def __init__(self) -> None:
+        self.jobs: set[Callback] = set()
+        self.cancels: set[Callback] = set()
+
+    def emit(self, targets: set[Callback], value: str) -> None:
+        for callback in list(targets):
+            callback(value)
+
+
+_buses: dict[str, LocalBus] = defaultdict(LocalBus)
+
+
+def bus_of(url: str) -> LocalBus:
+    return _buses[url]
+
+
+class SqliteListener:
+    """In-process callbacks, plus a watch on PRAGMA data_version for other processes' commits."""
+
+    def __init__(self, bus: LocalBus, path: str, on_jobs: Callback, on_cancel: Callback) -> None:
+        self._bus = bus
+        self._path = path
+        self._on_jobs = on_jobs
+        self._on_cancel = on_cancel
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, data_version: str) -> None:
+        self._bus.jobs.add(self._on_jobs)
+        self._bus.cancels.add(self._on_cancel)
+        self._task = asyncio.create_task(self._watch(data_version), name="sqlite-data-version")
+
+    async def _watch(self, data_version: str) -> None:
+        # Its own autocommit connection: inside a transaction data_version would be frozen.
+        async with aiosqlite.connect(self._path, isolation_level=None) as conn:
+            last = None
+            while True:
+                async with conn.execute(data_version) as cursor:
+                    row = await cursor.fetchone()
+                version = row[0] if row else None
+                if last is not None and version != last:
+                    self._on_jobs("*")
+                last = version
+                await asyncio.sleep(CROSS_PROCESS_POLL)
+
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def close(self) -> None:
+        self._bus.jobs.discard(self._on_jobs)
+        self._bus.cancels.discard(self._on_cancel)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class LeaseLeadership:
+    """Leadership as a row with an expiry, renewed by its holder: SQLite has no advisory locks.
+
+    `statements` are the named take-or-renew and give-up statements."""
+
+    def __init__(
+        self,
+        db: Database,
+        statements: tuple[TextClause, TextClause],
+        name: str,
+        holder: str,
+        ttl: float,
+    ) -> None:
+        self._db, self._name, self._holder, self._ttl = db, name, holder, ttl
+        self._lead, self._unlead = statements
+
+    async def acquire(self) -> bool:
+        now = utcnow()
+        params = {
+            "name": self._name,
+            "holder": self._holder,
+            "now": now,
+            "expires": now + timedelta(seconds=self._ttl),
+        }
+        async with self._db.write() as conn:
+            return (await conn.execute(self._lead, params)).one_or_none() is not None
+
+    async def release(self) -> None:
+        async with self._db.write() as conn:
+            await conn.execute(self._unlead, {"name": self._name, "holder": self._holder})

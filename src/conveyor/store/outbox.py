@@ -1,0 +1,100 @@
+"""The outbox as its readers see it: events in commit-safe order, cursors, pruning, wake-ups.
+
+How event rows are made and read is store/events.py; how readers are woken, store/wake.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+
+from sqlalchemy import delete, insert, select, update
+
+from conveyor.domain import events as ev
+from conveyor.domain.clock import utcnow
+from conveyor.store import events as rows
+from conveyor.store.base import StoreBase
+from conveyor.store.records import must
+from conveyor.store.tables import events, sink_cursors
+from conveyor.store.wake import EventWatch, Pace
+
+
+class Outbox(StoreBase):
+    async def read_events(
+        self,
+        after: ev.Position,
+        limit: int = 500,
+        *,
+        owner_id: str | None = None,
+        job_id: str | None = None,
+    ) -> list[ev.Event]:
+        """Committed events after `after`, in an order no later commit can precede."""
+        horizon = self.driver.horizon()
+        query = rows.page_query(after, horizon, limit, owner_id=owner_id, job_id=job_id)
+        async with self.db.read() as conn:
+            return [rows.to_event(row) for row in await conn.execute(query)]
+
+    def event_wakeups(self, min_gap: float = 0.0) -> AbstractAsyncContextManager[Pace]:
+        """`async with backend.event_wakeups() as pace:` then `await pace.wait(poll, found=...)`
+        between reads of the outbox: returns soon after new events commit, anywhere, but
+        not sooner than `min_gap` after the previous wait (many readers, busy outbox)."""
+        if self._watch is None:
+            self._watch = EventWatch(self._bell, self.driver.listen_events)
+        return self._watch.pace(min_gap)
+
+    async def cursor(self, sink: str) -> ev.Position:
+        query = select(sink_cursors).where(sink_cursors.c.sink == sink)
+        async with self.db.read() as conn:
+            row = (await conn.execute(query)).one_or_none()
+        return ev.Position() if row is None else ev.Position(row.xid, row.event_id)
+
+    async def save_cursor(self, sink: str, position: ev.Position) -> None:
+        values = {"xid": position.xid, "event_id": position.id, "updated_at": utcnow()}
+        async with self.db.write() as conn:
+            done = await conn.execute(
+                update(sink_cursors).where(sink_cursors.c.sink == sink).values(**values)
+            )
+            if done.rowcount == 0:
+                await conn.execute(insert(sink_cursors).values(sink=sink, **values))
+
+    async def prune_events(
+        self, before: datetime, sinks: Sequence[str] = (), batch: int = 10_000
+    ) -> int:
+        """Delete events older than `before` that every sink still in use has delivered, one
+        bounded batch per statement (and transaction).
+
+        In use: the named sinks (configured in the caller's process), whatever their cursor
+        says, and every other sink whose cursor moved since `before`. A cursor left alone
+        for longer than the retention belongs to a sink that was removed (or has failed for
+        that long): it no longer holds events back, or they would be kept forever.
+        """
+        floor = await self._prune_floor(before, sinks)
+        clauses = [events.c.created_at < before]
+        if floor is not None:
+            clauses.append(~rows.after(floor))
+        total = 0
+        while True:
+            victims = select(events.c.id).where(*clauses).limit(batch)
+            async with self.db.write() as conn:
+                result = await conn.execute(
+                    delete(events).where(events.c.id.in_(victims.scalar_subquery()))
+                )
+            total += result.rowcount
+            if result.rowcount < batch:
+                return total
+
+    async def _prune_floor(self, before: datetime, sinks: Sequence[str]) -> ev.Position | None:
+        """The lowest cursor of the sinks in use (None: no sink holds anything back)."""
+        async with self.db.read() as conn:
+            found = (await conn.execute(select(sink_cursors))).all()
+        known = {row.sink: row for row in found}
+        held = [ev.Position() for sink in sinks if sink not in known]  # nothing delivered yet
+        for row in found:
+            if row.sink in sinks or must(row.updated_at) >= before:
+                held.append(ev.Position(row.xid, row.event_id))
+        return min(held, key=lambda p: (p.xid, p.id), default=None)
+
+    async def _close_wakeups(self) -> None:
+        if self._watch is not None:
+            await self._watch.close()

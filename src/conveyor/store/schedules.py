@@ -1,0 +1,150 @@
+"""Cron schedules and their fires: a fire and its job commit together, once per fire time."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+
+from conveyor.domain.clock import utcnow
+from conveyor.domain.jobs import NewJob
+from conveyor.domain.schedules import NewSchedule, ScheduleRecord
+from conveyor.errors import Conflict, NotFound
+from conveyor.store.jobs import Jobs
+from conveyor.store.records import must, schedule_record
+from conveyor.store.tables import schedule_fires, schedules
+from conveyor.store.transaction import Transaction
+
+
+class Schedules(Jobs):
+    async def create_schedule(
+        self, new: NewSchedule, next_fire_at: datetime | None
+    ) -> ScheduleRecord:
+        now = utcnow()
+        values = {
+            "id": new.id,
+            "owner_id": new.owner_id,
+            "name": new.name,
+            "cron": new.cron,
+            "timezone": new.timezone,
+            "job_type": new.job_type,
+            "queue": new.queue,
+            "payload": new.payload,
+            "priority": new.priority,
+            "max_attempts": new.max_attempts,
+            "timeout_s": new.timeout_s,
+            "tags": list(new.tags),
+            "paused": new.paused,
+            "next_fire_at": next_fire_at,
+            "last_fire_at": None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        async with self.db.write() as conn:
+            taken = await conn.scalar(
+                select(func.count()).where(
+                    schedules.c.owner_id == new.owner_id, schedules.c.name == new.name
+                )
+            )
+            if taken:
+                raise Conflict(f"a schedule named {new.name!r} already exists", name=new.name)
+            row = (
+                await conn.execute(insert(schedules).values(**values).returning(*schedules.c))
+            ).one()
+        return schedule_record(row)
+
+    async def get_schedule(self, schedule_id: str, owner_id: str | None = None) -> ScheduleRecord:
+        query = select(schedules).where(schedules.c.id == schedule_id)
+        if owner_id is not None:
+            query = query.where(schedules.c.owner_id == owner_id)
+        async with self.db.read() as conn:
+            row = (await conn.execute(query)).one_or_none()
+        if row is None:
+            raise NotFound("no such schedule", schedule_id=schedule_id)
+        return schedule_record(row)
+
+    async def list_schedules(self, owner_id: str | None = None) -> list[ScheduleRecord]:
+        query = select(schedules).order_by(schedules.c.name)
+        if owner_id is not None:
+            query = query.where(schedules.c.owner_id == owner_id)
+        async with self.db.read() as conn:
+            return [schedule_record(row) for row in await conn.execute(query)]
+
+    async def update_schedule(
+        self, schedule_id: str, owner_id: str | None, **values: Any
+    ) -> ScheduleRecord:
+        guard = [schedules.c.id == schedule_id]
+        if owner_id is not None:
+            guard.append(schedules.c.owner_id == owner_id)
+        values["updated_at"] = utcnow()
+        if "tags" in values:
+            values["tags"] = list(values["tags"])
+        async with self.db.write() as conn:
+            row = (
+                await conn.execute(
+                    update(schedules).where(*guard).values(**values).returning(*schedules.c)
+                )
+            ).one_or_none()
+        if row is None:
+            raise NotFound("no such schedule", schedule_id=schedule_id)
+        return schedule_record(row)
+
+    async def delete_schedule(self, schedule_id: str, owner_id: str | None = None) -> None:
+        guard = [schedules.c.id == schedule_id]
+        if owner_id is not None:
+            guard.append(schedules.c.owner_id == owner_id)
+        async with self.db.write() as conn:
+            result = await conn.execute(delete(schedules).where(*guard))
+        if result.rowcount == 0:
+            raise NotFound("no such schedule", schedule_id=schedule_id)
+
+    async def due_schedules(self, now: datetime, limit: int = 100) -> list[ScheduleRecord]:
+        query = (
+            select(schedules)
+            .where(schedules.c.paused.is_(False), schedules.c.next_fire_at <= now)
+            .order_by(schedules.c.next_fire_at)
+            .limit(limit)
+        )
+        async with self.db.read() as conn:
+            return [schedule_record(row) for row in await conn.execute(query)]
+
+    async def fire_schedule(
+        self, schedule: ScheduleRecord, fire_at: datetime, job: NewJob, next_fire_at: datetime
+    ) -> bool:
+        """Record the fire and enqueue its job atomically; False if this fire time already ran."""
+        async with self.db.write() as conn:
+            claimed = (
+                await conn.execute(
+                    self.driver.insert(schedule_fires)
+                    .values(
+                        schedule_id=schedule.id,
+                        fire_at=fire_at,
+                        job_id=job.id,
+                        created_at=utcnow(),
+                    )
+                    .on_conflict_do_nothing(
+                        index_elements=[schedule_fires.c.schedule_id, schedule_fires.c.fire_at]
+                    )
+                    .returning(schedule_fires.c.job_id)
+                )
+            ).one_or_none()
+            if claimed is not None:
+                await self.enqueue([job], tx=Transaction(conn))
+            await conn.execute(
+                update(schedules)
+                .where(
+                    schedules.c.id == schedule.id, schedules.c.next_fire_at == schedule.next_fire_at
+                )
+                .values(last_fire_at=fire_at, next_fire_at=next_fire_at)
+            )
+        return claimed is not None
+
+    async def fires_of(self, schedule_id: str) -> list[tuple[datetime, str]]:
+        query = (
+            select(schedule_fires.c.fire_at, schedule_fires.c.job_id)
+            .where(schedule_fires.c.schedule_id == schedule_id)
+            .order_by(schedule_fires.c.fire_at)
+        )
+        async with self.db.read() as conn:
+            return [(must(row.fire_at), row.job_id) for row in await conn.execute(query)]

@@ -1,0 +1,105 @@
+-- SQLite: every hand-written statement of the queue, by name (store/sql/__init__.py).
+-- Parameters are :named; batches come in as one JSON array read with json_each. Writers
+-- take turns under BEGIN IMMEDIATE (store/database.py), so no statement needs a lock
+-- order. SQLite has no data-modifying CTE: the events of a change are a second statement
+-- in the same transaction, built from the rows the change returned (store/events.py).
+
+-- name: claim
+-- Up to :limit queued jobs of the queues in :queues (a JSON array), highest priority
+-- first, for :worker; paused queues are skipped.
+UPDATE jobs SET state = 'running', attempt = attempt + 1, worker_id = :worker,
+    started_at = :now, lease_expires_at = :lease
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE state = 'queued' AND queue IN (SELECT value FROM json_each(:queues))
+        AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue)
+    ORDER BY priority DESC, run_at, id
+    LIMIT :limit
+)
+RETURNING jobs.id, jobs.type, jobs.queue, jobs.payload, jobs.attempt, jobs.max_attempts,
+    jobs.timeout_s, jobs.priority, jobs.owner_id, jobs.idempotency_key, jobs.run_at
+
+-- name: claim_any
+-- `claim` from every queue except those in :queues (a worker of queues ["*"]).
+UPDATE jobs SET state = 'running', attempt = attempt + 1, worker_id = :worker,
+    started_at = :now, lease_expires_at = :lease
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE state = 'queued' AND queue NOT IN (SELECT value FROM json_each(:queues))
+        AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue)
+    ORDER BY priority DESC, run_at, id
+    LIMIT :limit
+)
+RETURNING jobs.id, jobs.type, jobs.queue, jobs.payload, jobs.attempt, jobs.max_attempts,
+    jobs.timeout_s, jobs.priority, jobs.owner_id, jobs.idempotency_key, jobs.run_at
+
+-- name: complete
+-- Fenced finish of :worker's jobs as completed; :batch is [[id, attempt, result], ...].
+WITH v AS (
+    SELECT value ->> 0 AS id, value ->> 1 AS attempt, value -> 2 AS result
+    FROM json_each(:batch)
+)
+UPDATE jobs SET state = 'completed', result = v.result, progress = 100,
+    finished_at = :now, lease_expires_at = NULL
+FROM v WHERE jobs.id = v.id AND jobs.state = 'running' AND jobs.worker_id = :worker
+    AND jobs.attempt = v.attempt
+RETURNING jobs.id, jobs.owner_id, jobs.queue, jobs.type, jobs.attempt
+
+-- name: retry
+-- Fenced finish as retrying; :batch is [[id, attempt, error, run_at], ...].
+WITH v AS (
+    SELECT value ->> 0 AS id, value ->> 1 AS attempt, value -> 2 AS error,
+        value ->> 3 AS run_at
+    FROM json_each(:batch)
+)
+UPDATE jobs SET state = 'retrying', run_at = v.run_at,
+    errors = json_insert(jobs.errors, '$[#]', json(v.error)),
+    worker_id = NULL, lease_expires_at = NULL
+FROM v WHERE jobs.id = v.id AND jobs.state = 'running' AND jobs.worker_id = :worker
+    AND jobs.attempt = v.attempt
+RETURNING jobs.id, jobs.owner_id, jobs.queue, jobs.type, jobs.attempt
+
+-- name: fail
+-- Fenced finish as failed; :batch is [[id, attempt, error, result], ...].
+WITH v AS (
+    SELECT value ->> 0 AS id, value ->> 1 AS attempt, value -> 2 AS error,
+        value -> 3 AS result
+    FROM json_each(:batch)
+)
+UPDATE jobs SET state = 'failed', finished_at = :now, lease_expires_at = NULL,
+    errors = json_insert(jobs.errors, '$[#]', json(v.error)), result = v.result
+FROM v WHERE jobs.id = v.id AND jobs.state = 'running' AND jobs.worker_id = :worker
+    AND jobs.attempt = v.attempt
+RETURNING jobs.id, jobs.owner_id, jobs.queue, jobs.type, jobs.attempt
+
+-- name: rescue
+-- Up to :limit running jobs whose lease ended before :now: queued again, or failed when
+-- their attempts are spent, with a LeaseExpired error appended.
+UPDATE jobs SET
+    state = CASE WHEN attempt < max_attempts THEN 'queued' ELSE 'failed' END,
+    finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE :now END,
+    errors = json_insert(errors, '$[#]', json_object(
+        'attempt', attempt, 'at', :now_iso, 'type', 'LeaseExpired',
+        'message', 'the worker running this job stopped heartbeating',
+        'worker_id', worker_id)),
+    worker_id = NULL, lease_expires_at = NULL
+WHERE id IN (
+    SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < :now
+    ORDER BY lease_expires_at LIMIT :limit
+)
+RETURNING id, state, queue, owner_id, type, attempt
+
+-- name: try_lead
+-- Leadership: a row with an expiry, taken when free or expired, renewed by its holder
+-- (SQLite has no advisory locks).
+INSERT INTO leader_leases (name, holder, expires_at) VALUES (:name, :holder, :expires)
+ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+WHERE leader_leases.holder = excluded.holder OR leader_leases.expires_at < :now
+RETURNING holder
+
+-- name: unlead
+DELETE FROM leader_leases WHERE name = :name AND holder = :holder
+
+-- name: data_version
+-- Changes when another connection commits: how idle processes notice other processes.
+PRAGMA data_version
