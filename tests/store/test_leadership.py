@@ -192,26 +192,13 @@ async def test_each_name_has_its_own_leader(db_url: str) -> None:
 
 
 ROUNDS = 60  # PostgreSQL; SQLite waits out a lease per round
-LOST_LEADER_RAISES = (
-    "PostgreSQL's _AdvisoryLeadership.acquire lets asyncpg's InternalClientError ('cannot "
-    "switch to state 11; another operation (2) is in progress') escape instead of returning "
-    "False: the server frees the advisory lock before it closes the terminated session's "
-    "socket, so the other contender can lead while the old connection holds the FATAL "
-    "message but not yet the end of stream; acquire catches only OSError, PostgresError and "
-    "InterfaceError (about one round in seven here)"
-)
 
 
 async def test_a_leader_whose_session_ended_is_told_false_not_an_error(
-    db_url: str, request: pytest.FixtureRequest
+    db_url: str,
 ) -> None:
     """The old leader's next `acquire` returns False, every time, never an error (many rounds:
     the bug below shows in some only; they stop at the first)."""
-    if is_postgres(db_url):
-        lost = pytest.mark.xfail(
-            strict=True, raises=asyncpg.InternalClientError, reason=LOST_LEADER_RAISES
-        )
-        request.applymarker(lost)
     for _ in range(ROUNDS if is_postgres(db_url) else 2):
         one, two = open_backend(db_url), open_backend(db_url)
         a, b = one.leadership(NAME, "host-a-101", TTL), two.leadership(NAME, "host-b-202", TTL)

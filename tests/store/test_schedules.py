@@ -238,20 +238,10 @@ async def test_deleting_a_schedule_deletes_its_fires_but_not_its_jobs(
 
 
 async def test_two_processes_creating_one_name_at_once_one_gets_a_conflict(
-    backend: QueueBackend, other: QueueBackend, db_url: str, request: pytest.FixtureRequest
+    backend: QueueBackend, other: QueueBackend, db_url: str
 ) -> None:
     """The name is unique per owner: whoever loses the race is told Conflict (HTTP 409), as
     when the name was taken long ago, not a database error (HTTP 500)."""
-    if db_url.startswith("postgresql"):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="create_schedule checks the name with a SELECT count before its INSERT, "
-                "both under READ COMMITTED: two racing creates both see none, and the loser's "
-                "INSERT fails on uq_schedules_owner_name with sqlalchemy IntegrityError, not "
-                "Conflict (39 of 40 rounds)",
-            )
-        )
     for n in range(10):
         results = await asyncio.gather(
             backend.create_schedule(new(f"race-{n}"), None),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, select, update
 
 from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import NewJob
@@ -41,17 +41,18 @@ class Schedules(Jobs):
             "created_at": now,
             "updated_at": now,
         }
+        # The unique index decides, not a look first: two creates of one name racing on
+        # PostgreSQL both saw none, and the loser's INSERT failed as an integrity error (500).
+        statement = (
+            self.driver.insert(schedules)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["owner_id", "name"])
+            .returning(*schedules.c)
+        )
         async with self.db.write() as conn:
-            taken = await conn.scalar(
-                select(func.count()).where(
-                    schedules.c.owner_id == new.owner_id, schedules.c.name == new.name
-                )
-            )
-            if taken:
-                raise Conflict(f"a schedule named {new.name!r} already exists", name=new.name)
-            row = (
-                await conn.execute(insert(schedules).values(**values).returning(*schedules.c))
-            ).one()
+            row = (await conn.execute(statement)).one_or_none()
+        if row is None:
+            raise Conflict(f"a schedule named {new.name!r} already exists", name=new.name)
         return schedule_record(row)
 
     async def get_schedule(self, schedule_id: str, owner_id: str | None = None) -> ScheduleRecord:

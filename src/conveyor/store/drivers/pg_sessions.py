@@ -133,7 +133,14 @@ class AdvisoryLeadership:
                 await self._conn.fetchval(self._ping)  # still connected means still held
             else:
                 self._held = bool(await self._conn.fetchval(self._try, self._key))
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # InternalClientError: the server ends a terminated session's lock before its socket,
+        # so a call can meet the FATAL message half-read; the lock is gone either way.
+        except (
+            OSError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            asyncpg.InternalClientError,
+        ) as exc:
             log.warning("leadership check failed: %s", exc)
             await self._drop()
         return self._held
