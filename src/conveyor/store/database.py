@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -138,13 +139,28 @@ def after_commit(conn: AsyncConnection, callback: Callable[[], None]) -> None:
         callbacks.append(callback)
 
 
+_RETURNED_AT = "conveyor.returned_at"
+FRESH_S = 1.0  # a connection back in the pool for less than this is not pinged
+
+
 def _ping_on_checkout(engine: AsyncEngine) -> None:
-    """Pessimistic disconnect handling in one round trip: a pooled connection that died
-    (the server restarted) is replaced before anyone uses it. SQLAlchemy's `pool_pre_ping`
-    on asyncpg costs three (BEGIN, ping, ROLLBACK), paid by every claim and finish."""
+    """Pessimistic disconnect handling in one round trip: a pooled connection that has sat
+    idle (long enough for the server to have restarted meanwhile) is pinged, and replaced if
+    it died, before anyone uses it. SQLAlchemy's `pool_pre_ping` on asyncpg costs three
+    (BEGIN, ping, ROLLBACK). A connection returned within `FRESH_S` is not pinged: the hot
+    path cycles its connections many times a second, and a ping on each claim and finish
+    doubled their round trips (one failed statement per connection a restart kills
+    mid-burst is what the callers already retry)."""
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info[_RETURNED_AT] = time.monotonic()
 
     @event.listens_for(engine.sync_engine, "checkout")
-    def _on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get(_RETURNED_AT, -FRESH_S) < FRESH_S:
+            return
         try:
             await_(dbapi_connection.driver_connection.fetchrow(";"))
         except Exception as exc:
