@@ -15,6 +15,10 @@ from conveyor.runtime import Engine
 from conveyor.services.accounts import AccountService, User, require_admin
 from conveyor.settings import Settings
 
+# The largest integer either database holds (PostgreSQL BIGINT, SQLite INTEGER): every integer
+# a path or query passes on to the store is declared at most this, so a larger one is a 422.
+BIGINT_MAX = 2**63 - 1
+
 
 @dataclass
 class AppContext:

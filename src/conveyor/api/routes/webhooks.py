@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Response, status
 
-from conveyor.api.deps import Context, VerifiedUser, owner_scope
+from conveyor.api.deps import BIGINT_MAX, Context, VerifiedUser, owner_scope
 from conveyor.api.webhook_schemas import (
     CallbackSecretOut,
     DeliveryOut,
@@ -22,7 +22,10 @@ from conveyor.domain.webhooks import DeliveryRecord
 
 router = APIRouter(prefix="/api/v1", tags=["webhooks"])
 StateQuery = Annotated[Literal["pending", "delivered", "failed"] | None, Query()]
-Cursor = Annotated[int | None, Query(ge=0, description="`next_cursor` of the previous page.")]
+Cursor = Annotated[
+    int | None, Query(ge=0, le=BIGINT_MAX, description="`next_cursor` of the previous page.")
+]
+DeliveryId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
@@ -132,7 +135,7 @@ async def job_deliveries(
 
 
 @router.post("/webhooks/deliveries/{delivery_id}/retry")
-async def retry_delivery(delivery_id: int, user: VerifiedUser, ctx: Context) -> DeliveryOut:
+async def retry_delivery(delivery_id: DeliveryId, user: VerifiedUser, ctx: Context) -> DeliveryOut:
     """Send a failed delivery again, due now, its attempts starting over (a full retry
     schedule). Only a failed one (409 otherwise); another user's is 404."""
     return DeliveryOut.of(await ctx.engine.webhooks.retry_delivery(delivery_id, owner_scope(user)))
