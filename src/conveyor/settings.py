@@ -43,7 +43,8 @@ class Settings(BaseSettings):
 
     # API limits
     rate_limit_auth: str = "20/minute"
-    rate_limit_submit: str = "600/minute"
+    rate_limit_submit: str = "600/minute"  # submission requests per user
+    rate_limit_jobs: str = "10000/minute"  # jobs submitted per user: a batch counts each job
     rate_limit_namespace: str = Field("conveyor", pattern=r"^[\w.:-]{1,64}$")
     max_body_bytes: int = Field(1_048_576, ge=1024)
     max_json_depth: int = Field(32, ge=2, le=1000)

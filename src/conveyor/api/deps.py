@@ -93,9 +93,17 @@ async def admin_user(user: CurrentUser) -> User:
 AdminUser = Annotated[User, Depends(admin_user)]
 
 
+async def charge_submission(ctx: AppContext, key: str, jobs: int = 1) -> None:
+    """One submission request (RATE_LIMIT_SUBMIT) carrying `jobs` jobs (RATE_LIMIT_JOBS, so a
+    batch costs its length), per user `key`; RateLimited when either is spent."""
+    settings = ctx.settings
+    await ctx.limits.check(settings.rate_limit_submit, "submit", key)
+    await ctx.limits.check(settings.rate_limit_jobs, "jobs", key, cost=jobs, unit="jobs")
+
+
 async def submitting_user(user: VerifiedUser, ctx: Context) -> User:
-    """A verified user within their job-submission rate."""
-    await ctx.limits.check(ctx.settings.rate_limit_submit, "submit", user.id)
+    """A verified user within their job-submission rate, submitting one job."""
+    await charge_submission(ctx, user.id)
     return user
 
 
