@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(32, ge=2, le=1000)
     max_page_size: int = Field(200, ge=1)
     max_batch_size: int = Field(1000, ge=1)
+    # slow and numerous clients, per API process (api/connections.py): the request line and
+    # headers, then the body, must arrive within these seconds (else 408 and closed)
+    http_header_timeout: float = Field(20.0, gt=0, le=3600)
+    http_body_timeout: float = Field(60.0, gt=0, le=3600)
+    http_max_connections: int = Field(1000, ge=1)  # more: 503 and closed at once
 
     # engine
     worker_concurrency: int = Field(default_factory=_default_concurrency, ge=1, le=10_000)
