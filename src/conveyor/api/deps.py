@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from conveyor.api.ratelimit import RateLimits
@@ -126,3 +126,11 @@ def limited(scope: str) -> Any:
 def owner_scope(user: User) -> str | None:
     """The owner a query is limited to: the caller, or nobody in particular for admins."""
     return None if user.is_admin else user.id
+
+
+def _no_store(response: Response) -> None:
+    response.headers["Cache-Control"] = "no-store"
+
+
+# On answers that carry a credential (tokens, API keys, signing secrets): no cache keeps them.
+NO_STORE = Depends(_no_store)

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 
-from conveyor.api.deps import BIGINT_MAX, Context, VerifiedUser, owner_scope
+from conveyor.api.deps import BIGINT_MAX, NO_STORE, Context, VerifiedUser, owner_scope
 from conveyor.api.webhook_schemas import (
     CallbackSecretOut,
     DeliveryOut,
@@ -29,7 +29,7 @@ DeliveryId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
-@router.post("/webhooks", status_code=status.HTTP_201_CREATED)
+@router.post("/webhooks", status_code=status.HTTP_201_CREATED, dependencies=[NO_STORE])
 async def create_webhook(body: WebhookCreate, user: VerifiedUser, ctx: Context) -> WebhookCreated:
     """Subscribe a URL to your jobs' events. The URL must be public http(s) (the SSRF guard);
     the answer carries the signing `secret`, shown this once."""
@@ -55,7 +55,9 @@ async def list_webhooks(
     return WebhookPage(items=items, next_cursor=items[-1].id if len(found) > size else None)
 
 
-@router.post("/webhooks/callback-secret", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/webhooks/callback-secret", status_code=status.HTTP_201_CREATED, dependencies=[NO_STORE]
+)
 async def rotate_callback_secret(user: VerifiedUser, ctx: Context) -> CallbackSecretOut:
     """Create (or replace) the secret that signs your jobs' `callback_url` deliveries.
     Shown this once; a new one takes effect for every later attempt at once."""
@@ -82,7 +84,9 @@ async def update_webhook(
     return WebhookOut.of(record)
 
 
-@router.post("/webhooks/{webhook_id}/secret", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/webhooks/{webhook_id}/secret", status_code=status.HTTP_201_CREATED, dependencies=[NO_STORE]
+)
 async def rotate_webhook_secret(
     webhook_id: str, user: VerifiedUser, ctx: Context
 ) -> WebhookCreated:
