@@ -74,7 +74,8 @@ class GuardedHttp(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm()
         super().on_headers_complete()
-        if not self.pipeline:  # a queued request's body is not read until its turn
+        upgraded = self.parser.should_upgrade() and self._should_upgrade()  # websocket's now
+        if not self.pipeline and not upgraded:  # a queued request's body waits for its turn
             self._arm(self.body_timeout, self._body_too_slow)
 
     def on_message_complete(self) -> None:
