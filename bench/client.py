@@ -55,6 +55,7 @@ def _start(database_url: str, workdir: Path) -> tuple[subprocess.Popen[bytes], s
         "CONVEYOR_ADMIN_EMAIL": ADMIN,
         "CONVEYOR_ADMIN_PASSWORD": PASSWORD,
         "CONVEYOR_RATE_LIMIT_SUBMIT": "1000000/minute",
+        "CONVEYOR_RATE_LIMIT_JOBS": "10000000/minute",
         "CONVEYOR_RATE_LIMIT_AUTH": "1000/minute",
     }
     conveyor = str(Path(sys.executable).with_name("conveyor"))

@@ -102,6 +102,7 @@ async def run(kind: str, jobs: int) -> dict[str, tuple[float, float, int]]:
                 secret_key="bench-secret-key-that-is-long-enough-for-hs256",
                 mail_url=f"file://{workdir / 'mail'}", admin_email=ADMIN[0],
                 admin_password=ADMIN[1], rate_limit_submit="100000/minute",
+                rate_limit_jobs="10000000/minute",
                 amqp_url=AMQP_URL, amqp_prefix=prefix,
             )  # fmt: skip
             return await measure(settings, jobs)

@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from conveyor.settings import private_file
+
 _EXTRAS = ("job_id", "job_type", "attempt", "request_id", "worker_id")
 _SHORT = {"job_id": "job", "job_type": "type", "request_id": "request", "worker_id": "worker"}
 
@@ -86,13 +88,22 @@ class TextFormatter(logging.Formatter):
         return f"{line}  {extras}" if extras else line
 
 
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """Every file it opens (the first, and each new one after a rollover) is 0600: log lines
+    carry ids, addresses and error messages that are no one else's business."""
+
+    def _open(self) -> Any:
+        private_file(Path(self.baseFilename))
+        return super()._open()
+
+
 def setup_logging(level: str = "INFO", fmt: str = "text", log_file: Path | None = None) -> None:
     formatter: logging.Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
     if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
+        private_file(log_file)
         handlers.append(
-            logging.handlers.RotatingFileHandler(
+            PrivateRotatingFileHandler(
                 log_file, maxBytes=10 * 1024 * 1024, backupCount=5, encoding="utf-8"
             )
         )

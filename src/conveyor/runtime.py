@@ -23,7 +23,7 @@ from conveyor.services.schedules import ScheduleService
 from conveyor.services.tasks import TaskService
 from conveyor.services.webhooks import WebhookService
 from conveyor.services.workers import WorkerService
-from conveyor.settings import Settings
+from conveyor.settings import Settings, private_sqlite_files
 from conveyor.store.backend import QueueBackend
 from conveyor.store.factory import open_backend
 from conveyor.store.migrate import migrate
@@ -63,6 +63,7 @@ class Engine:
     async def open(cls, settings: Settings, *, apply_migrations: bool = False) -> Engine:
         modules = [m.strip() for m in settings.handler_modules.split(",") if m.strip()]
         registry = load_handlers(modules)
+        private_sqlite_files(settings.database_url)  # 0600 before the store creates it
         backend = open_backend(settings.database_url)
         try:
             await backend.db.ping()

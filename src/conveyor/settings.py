@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from functools import cached_property
@@ -43,12 +44,18 @@ class Settings(BaseSettings):
 
     # API limits
     rate_limit_auth: str = "20/minute"
-    rate_limit_submit: str = "600/minute"
+    rate_limit_submit: str = "600/minute"  # submission requests per user
+    rate_limit_jobs: str = "10000/minute"  # jobs submitted per user: a batch counts each job
     rate_limit_namespace: str = Field("conveyor", pattern=r"^[\w.:-]{1,64}$")
     max_body_bytes: int = Field(1_048_576, ge=1024)
     max_json_depth: int = Field(32, ge=2, le=1000)
     max_page_size: int = Field(200, ge=1)
     max_batch_size: int = Field(1000, ge=1)
+    # slow and numerous clients, per API process (api/connections.py): the request line and
+    # headers, then the body, must arrive within these seconds (else 408 and closed)
+    http_header_timeout: float = Field(20.0, gt=0, le=3600)
+    http_body_timeout: float = Field(60.0, gt=0, le=3600)
+    http_max_connections: int = Field(1000, ge=1)  # more: 503 and closed at once
 
     # engine
     worker_concurrency: int = Field(default_factory=_default_concurrency, ge=1, le=10_000)
@@ -124,9 +131,51 @@ class Settings(BaseSettings):
         path = self.data_dir / "secret_key"
         if path.exists():
             return path.read_text().strip()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_directory(self.data_dir)
         key = secrets.token_urlsafe(48)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(key)
         return key
+
+
+def private_directory(path: Path) -> Path:
+    """`path` (and missing parents) created if need be; a directory this call creates is
+    0700, whatever the umask (mkdir's mode is masked by it; chmod is not)."""
+    if not path.exists():
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.chmod(0o700)
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """`path` created empty as 0600 if missing (its directory as `private_directory` makes
+    it), and made 0600 if it exists: the SQLite database and the log files hold secrets
+    (hashes, tokens' families, payloads) that other accounts on the host must not read."""
+    private_directory(path.parent)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    with contextlib.suppress(PermissionError):  # someone else's: ours to use, not to change
+        path.chmod(0o600)
+    return path
+
+
+def sqlite_file(database_url: str) -> Path | None:
+    """The file of a `sqlite:///path` URL (None for PostgreSQL or an in-memory database)."""
+    scheme, sep, rest = database_url.partition(":///")
+    if not sep or not scheme.startswith("sqlite"):
+        return None
+    name = rest.split("?", 1)[0]
+    return Path(name).expanduser() if name and name != ":memory:" else None
+
+
+def private_sqlite_files(database_url: str) -> None:
+    """Before a store opens a SQLite database: the file 0600 (SQLite gives its -wal and -shm
+    files the database file's mode), and those two 0600 too if an older run left them wider."""
+    path = sqlite_file(database_url)
+    if path is None:
+        return
+    private_file(path)
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            private_file(side)

@@ -8,6 +8,7 @@ import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -99,23 +100,68 @@ async def test_job_submission_is_limited_per_user(db_url: str, tmp_path: Path) -
         assert listed.status_code == 200 and len(listed.json()["items"]) == 3
 
 
+async def stored(api: Api, headers: dict[str, str]) -> int:
+    listed = await api.client.get("/api/v1/jobs", params={"limit": 1000}, headers=headers)
+    assert listed.status_code == 200, listed.text
+    return len(listed.json()["items"])
+
+
+async def batch(api: Api, headers: dict[str, str], size: int) -> httpx.Response:
+    jobs = [{"type": "noop"}] * size
+    return await api.client.post("/api/v1/jobs/batch", json={"jobs": jobs}, headers=headers)
+
+
+async def test_the_jobs_limit_counts_every_job_of_a_batch(db_url: str, tmp_path: Path) -> None:
+    """CONVEYOR_RATE_LIMIT_JOBS counts jobs, not requests: a batch costs its length."""
+    settings = api_settings(db_url, tmp_path, rate_limit_jobs="3/minute")
+    async with serve(settings) as served:
+        api = served.api
+        ada, bob = await api.user("ada@example.com"), await api.user("bob@example.com")
+        too_many = await batch(api, ada, 4)
+        assert_limited(too_many)
+        assert "4 jobs" in error_of(too_many)["message"]
+        assert await stored(api, ada) == 0
+        assert [(await submit(api, ada)).status_code for _ in range(3)] == [201] * 3
+        assert_limited(await submit(api, ada))
+        assert_limited(await batch(api, ada, 1))
+        assert await stored(api, ada) == 3
+
+        assert (await batch(api, bob, 2)).status_code == 201
+        assert_limited(await batch(api, bob, 2))  # 2 + 2 > 3: none of the second batch stored
+        assert (await submit(api, bob)).status_code == 201
+        assert await stored(api, bob) == 3
+
+
 @pytest.fixture
 async def redis_url() -> AsyncIterator[str]:
-    """REDIS_URL, emptied before and after; skipped without a server (failed in CI)."""
-    client = aioredis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    """REDIS_URL, emptied before and after; skipped without a server (failed in CI).
+
+    Each xdist worker gets a database of its own (REDIS_URL's for the first, then 13, 12...;
+    14 is the benchmark's): two workers emptying one database under each other's running
+    test, and counting each other's hits from 127.0.0.1, made these tests flaky with -n 2.
+    """
+    url = _worker_database(REDIS_URL)
+    client = aioredis.Redis.from_url(url, socket_connect_timeout=2)
     try:
         try:
             await client.ping()
         except (OSError, aioredis.RedisError) as exc:
-            message = f"Redis is not reachable at {REDIS_URL} ({exc})"
+            message = f"Redis is not reachable at {url} ({exc})"
             if IN_CI:
                 pytest.fail(f"{message}: CI needs it running")
             pytest.skip(message)
         await client.flushdb()
-        yield REDIS_URL
+        yield url
         await client.flushdb()
     finally:
         await client.aclose()
+
+
+def _worker_database(url: str) -> str:
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    if worker == 0:
+        return url
+    return urlsplit(url)._replace(path=f"/{max(0, 14 - worker)}").geturl()
 
 
 @pytest.mark.redis
@@ -150,6 +196,20 @@ async def test_api_processes_share_one_limit_through_redis(
         assert (await submit(b, admin)).status_code == 201
         assert (await submit(a, admin)).status_code == 201
         assert_limited(await submit(b, admin))
+
+
+@pytest.mark.redis
+async def test_api_processes_count_batch_jobs_in_one_window_through_redis(
+    db_url: str, tmp_path: Path, redis_url: str
+) -> None:
+    settings = api_settings(db_url, tmp_path, redis_url=redis_url, rate_limit_jobs="5/minute")
+    async with serve(settings) as one, serve(settings) as two:
+        ada = await one.api.user("ada@example.com")
+        assert (await batch(one.api, ada, 3)).status_code == 201
+        assert_limited(await batch(two.api, ada, 3))
+        assert (await batch(two.api, ada, 2)).status_code == 201
+        assert_limited(await submit(one.api, ada))
+        assert await stored(one.api, ada) == 5
 
 
 async def test_an_unreachable_redis_lets_requests_through(db_url: str, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from conveyor.auth.passwords import (
     MAX_LENGTH,
     MIN_LENGTH,
     check_password_policy,
+    common_passwords,
     hash_password,
     needs_rehash,
     verify_dummy,
@@ -31,8 +32,9 @@ def test_same_password_hashes_differently_each_time() -> None:
 
 @pytest.mark.parametrize("length", [MIN_LENGTH, MAX_LENGTH])
 def test_length_bounds_are_accepted(length: int) -> None:
-    check_password_policy("x" * length)
-    assert verify_password("x" * length, hash_password("x" * length))
+    password = ("xy" * length)[:length]  # "x" * 8 is a common password
+    check_password_policy(password)
+    assert verify_password(password, hash_password(password))
 
 
 @pytest.mark.parametrize("length", [0, MIN_LENGTH - 1, MAX_LENGTH + 1])
@@ -57,7 +59,7 @@ def test_unreadable_hash_is_a_mismatch() -> None:
 
 
 def test_fresh_hash_needs_no_rehash() -> None:
-    assert not needs_rehash(hash_password("password1"))
+    assert not needs_rehash(hash_password("not-a-common-one"))
 
 
 def test_hash_with_other_parameters_or_scheme_needs_rehash() -> None:
@@ -73,3 +75,25 @@ def test_verify_dummy_fails_and_costs_a_real_verification() -> None:
     dummy = passwords._dummy_hash()
     assert dummy.startswith("$argon2id$")
     assert not needs_rehash(dummy)
+
+
+@pytest.mark.parametrize(
+    "password", ["password1", "Password1", "QWERTYUIOP", "iloveyou", "1q2w3e4r"]
+)
+def test_a_common_password_is_refused_with_a_clear_message(password: str) -> None:
+    with pytest.raises(PasswordPolicyError, match="most common"):
+        check_password_policy(password)
+
+
+@pytest.mark.parametrize(
+    "password",
+    # the example credentials of the reference documents: their documented calls must pass
+    ["securePassword123", "securepassword123", "correct horse battery"],
+)
+def test_the_reference_documents_passwords_are_not_common(password: str) -> None:
+    check_password_policy(password)
+
+
+def test_the_shipped_list_is_read() -> None:
+    common = common_passwords()
+    assert len(common) > 900 and all(len(p) >= 8 and p == p.lower() for p in common)

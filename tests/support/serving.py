@@ -16,9 +16,10 @@ import uvicorn
 
 @asynccontextmanager
 async def serving(
-    app: Any, *, timeout: float = 10.0, grace: int = 5
+    app: Any, *, timeout: float = 10.0, grace: int = 5, options: dict[str, Any] | None = None
 ) -> AsyncIterator[tuple[uvicorn.Server, str]]:
-    """The running server and its base URL until the block ends (then shut down)."""
+    """The running server and its base URL until the block ends (then shut down); `options`
+    adds to uvicorn's config (e.g. `conveyor.api.connections.uvicorn_options`)."""
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -28,6 +29,7 @@ async def serving(
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=grace,
+        **(options or {}),
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

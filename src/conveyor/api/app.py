@@ -12,6 +12,7 @@ from conveyor.api import errors
 from conveyor.api.middleware.body_limits import BodyLimits
 from conveyor.api.middleware.http_metrics import HttpMetrics
 from conveyor.api.middleware.request_log import RequestLog
+from conveyor.api.middleware.security_headers import NoSniff
 from conveyor.api.routes import admin, auth, docs, events, health, jobs, metrics, schedules
 from conveyor.api.routes import queues as queue_routes
 from conveyor.api.routes import webhooks as webhook_routes
@@ -35,6 +36,7 @@ def install(app: FastAPI, settings: Settings) -> None:
     )
     app.add_middleware(HttpMetrics)  # outside BodyLimits: refused bodies are counted too
     app.add_middleware(RequestLog)
+    app.add_middleware(NoSniff)  # outermost of ours: every answer, refusals included
     for module in (health, auth, jobs, events, schedules, admin, docs, metrics):
         app.include_router(module.router)
     for routes in (queue_routes, worker_routes):

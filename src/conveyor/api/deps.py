@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from conveyor.api.ratelimit import RateLimits
@@ -14,6 +14,10 @@ from conveyor.errors import Unauthenticated
 from conveyor.runtime import Engine
 from conveyor.services.accounts import AccountService, User, require_admin
 from conveyor.settings import Settings
+
+# The largest integer either database holds (PostgreSQL BIGINT, SQLite INTEGER): every integer
+# a path or query passes on to the store is declared at most this, so a larger one is a 422.
+BIGINT_MAX = 2**63 - 1
 
 
 @dataclass
@@ -89,9 +93,17 @@ async def admin_user(user: CurrentUser) -> User:
 AdminUser = Annotated[User, Depends(admin_user)]
 
 
+async def charge_submission(ctx: AppContext, key: str, jobs: int = 1) -> None:
+    """One submission request (RATE_LIMIT_SUBMIT) carrying `jobs` jobs (RATE_LIMIT_JOBS, so a
+    batch costs its length), per user `key`; RateLimited when either is spent."""
+    settings = ctx.settings
+    await ctx.limits.check(settings.rate_limit_submit, "submit", key)
+    await ctx.limits.check(settings.rate_limit_jobs, "jobs", key, cost=jobs, unit="jobs")
+
+
 async def submitting_user(user: VerifiedUser, ctx: Context) -> User:
-    """A verified user within their job-submission rate."""
-    await ctx.limits.check(ctx.settings.rate_limit_submit, "submit", user.id)
+    """A verified user within their job-submission rate, submitting one job."""
+    await charge_submission(ctx, user.id)
     return user
 
 
@@ -114,3 +126,11 @@ def limited(scope: str) -> Any:
 def owner_scope(user: User) -> str | None:
     """The owner a query is limited to: the caller, or nobody in particular for admins."""
     return None if user.is_admin else user.id
+
+
+def _no_store(response: Response) -> None:
+    response.headers["Cache-Control"] = "no-store"
+
+
+# On answers that carry a credential (tokens, API keys, signing secrets): no cache keeps them.
+NO_STORE = Depends(_no_store)

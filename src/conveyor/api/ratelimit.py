@@ -6,7 +6,7 @@ import logging
 import math
 import time
 
-from limits import parse
+from limits import RateLimitItem, parse
 from limits.aio.storage import RedisStorage, Storage
 from limits.aio.storage.redis.redispy import RedispyBridge
 from limits.aio.strategies import MovingWindowRateLimiter
@@ -21,6 +21,12 @@ def storage_uri(redis_url: str | None) -> str:
     if not redis_url:
         return "async+memory://"
     return redis_url if redis_url.startswith("async+") else f"async+{redis_url}"
+
+
+def _window(item: RateLimitItem) -> str:
+    """ "minute", "10 second"... as the rule spells its window."""
+    unit = item.GRANULARITY.name
+    return unit if item.multiples == 1 else f"{item.multiples} {unit}"
 
 
 class RateLimits:
@@ -44,11 +50,18 @@ class RateLimits:
         self._limiter = MovingWindowRateLimiter(self.storage)
         self._namespace = namespace
 
-    async def check(self, rule: str, *keys: str) -> None:
+    async def check(self, rule: str, *keys: str, cost: int = 1, unit: str = "requests") -> None:
+        """Spend `cost` units of `rule` (a batch of n jobs: n), all or none."""
         item = parse(rule)
+        if cost > item.amount:  # would never fit, however long the caller waits
+            raise RateLimited(
+                f"{cost} {unit} at once are more than the {item.amount} allowed per "
+                f"{_window(item)}; send fewer",
+                retry_after=item.get_expiry(),
+            )
         identifiers = (self._namespace, *keys)
         try:
-            allowed = await self._limiter.hit(item, *identifiers)
+            allowed = await self._limiter.hit(item, *identifiers, cost=cost)
             if allowed:
                 return
             stats = await self._limiter.get_window_stats(item, *identifiers)

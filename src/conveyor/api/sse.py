@@ -21,7 +21,9 @@ from conveyor.domain.events import Event, Position
 from conveyor.services.events import TERMINAL_EVENTS, EventFeed, Scope
 
 KEEPALIVE_S = 15.0  # a comment this often keeps proxies from closing an idle stream
-POSITION_PATTERN = r"^\d{1,20}(\.\d{1,20})?$"
+# 18 digits: below 2**63, so a 64-bit database integer holds it (a position a database wrote
+# never comes near; one beyond is a 422, not an overflow in the query)
+POSITION_PATTERN = r"^\d{1,18}(\.\d{1,18})?$"
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy buffering
 
 

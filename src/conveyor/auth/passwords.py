@@ -1,4 +1,5 @@
-"""Password hashing with argon2id (through pwdlib) and the password length policy.
+"""Password hashing with argon2id (through pwdlib) and the password policy: a length, and
+none of the most common passwords (common_passwords.txt, which names its source).
 
 Hashing is deliberately slow (tens of milliseconds of CPU): callers on an event loop should
 run these functions in a thread (``asyncio.to_thread``) rather than block the loop.
@@ -7,6 +8,7 @@ run these functions in a thread (``asyncio.to_thread``) rather than block the lo
 from __future__ import annotations
 
 from functools import cache
+from importlib.resources import files
 from secrets import token_urlsafe
 
 import argon2
@@ -36,13 +38,25 @@ def configure_argon2(time_cost: int | None = None, memory_kib: int | None = None
 
 
 def check_password_policy(password: str) -> None:
-    """Refuse passwords that are too short to resist guessing or long enough to cost us CPU."""
+    """Refuse passwords that are too short to resist guessing, long enough to cost us CPU, or
+    among the common ones every guessing list tries first (compared in lower case)."""
     if not MIN_LENGTH <= len(password) <= MAX_LENGTH:
         raise PasswordPolicyError(
             f"The password must be between {MIN_LENGTH} and {MAX_LENGTH} characters long.",
             min_length=MIN_LENGTH,
             max_length=MAX_LENGTH,
         )
+    if password.lower() in common_passwords():
+        raise PasswordPolicyError(
+            "This password is one of the most common ones, which are guessed first; choose another."
+        )
+
+
+@cache
+def common_passwords() -> frozenset[str]:
+    """The shipped list, read once."""
+    text = files("conveyor.auth").joinpath("common_passwords.txt").read_text(encoding="utf-8")
+    return frozenset(line for line in text.splitlines() if line and not line.startswith("#"))
 
 
 def hash_password(password: str) -> str:

@@ -108,6 +108,7 @@ def _server(settings: Settings, engine: Engine | None = None) -> Any:
     """A uvicorn server for the API whose signals are ours to handle."""
     import uvicorn
 
+    from conveyor.api.connections import uvicorn_options
     from conveyor.server import create_app
 
     config = uvicorn.Config(
@@ -118,6 +119,7 @@ def _server(settings: Settings, engine: Engine | None = None) -> Any:
         access_log=False,
         server_header=False,
         lifespan="on",
+        **uvicorn_options(settings),  # slow and numerous clients cut off
     )
 
     return _quiet_server(config)

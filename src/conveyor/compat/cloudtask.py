@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from conveyor.api.deps import Context, limited
+from conveyor.api.deps import NO_STORE, Context, limited
 from conveyor.compat.jobscope import TokenOut
 
 router = APIRouter(tags=["compat: CloudTask (001)"])
@@ -28,7 +28,9 @@ class ActuatorHealth(BaseModel):
 
 
 @router.post(
-    "/auth/register", status_code=status.HTTP_201_CREATED, dependencies=[limited("register")]
+    "/auth/register",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[limited("register"), NO_STORE],
 )
 async def register(body: Credentials, ctx: Context) -> TokenOut:
     """A taken e-mail answers alike: its token belongs to no account and authenticates nobody."""
@@ -36,7 +38,7 @@ async def register(body: Credentials, ctx: Context) -> TokenOut:
     return TokenOut(token=ctx.accounts.registration_token(result))
 
 
-@router.post("/auth/login", dependencies=[limited("login")])
+@router.post("/auth/login", dependencies=[limited("login"), NO_STORE])
 async def login(body: Credentials, ctx: Context) -> TokenOut:
     pair = await ctx.accounts.login(body.email, body.password)
     return TokenOut(token=pair.access)

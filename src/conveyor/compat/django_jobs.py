@@ -13,7 +13,7 @@ from fastapi import APIRouter, status
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from conveyor.api.deps import Context, SubmittingUser, VerifiedUser, limited
+from conveyor.api.deps import NO_STORE, Context, SubmittingUser, VerifiedUser, limited
 from conveyor.domain.jobs import JobFilter, JobRecord
 from conveyor.domain.states import JobState
 from conveyor.services.jobs import Submission
@@ -98,13 +98,13 @@ async def verify_otp(body: Otp, ctx: Context) -> Message:
     return Message(message="E-mail verified.")
 
 
-@router.post("/login/", dependencies=[limited("login")])
+@router.post("/login/", dependencies=[limited("login"), NO_STORE])
 async def login(body: Credentials, ctx: Context) -> Pair:
     pair = await ctx.accounts.login(body.email, body.password)
     return Pair(access=pair.access, refresh=pair.refresh)
 
 
-@router.post("/token/refresh/", dependencies=[limited("refresh")])
+@router.post("/token/refresh/", dependencies=[limited("refresh"), NO_STORE])
 async def refresh(body: Refresh, ctx: Context) -> Pair:
     pair = await ctx.accounts.refresh(body.refresh)
     return Pair(access=pair.access, refresh=pair.refresh)

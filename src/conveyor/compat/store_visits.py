@@ -23,7 +23,14 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 
-from conveyor.api.deps import Context, OptionalUser, client_ip, owner_scope, verified_user
+from conveyor.api.deps import (
+    Context,
+    OptionalUser,
+    charge_submission,
+    client_ip,
+    owner_scope,
+    verified_user,
+)
 from conveyor.api.errors import status_of
 from conveyor.domain.jobs import JobRecord
 from conveyor.domain.states import JobState
@@ -119,7 +126,7 @@ CallerDep = Annotated[Caller, Depends(caller)]
 
 async def submitter(who: CallerDep, ctx: Context) -> Caller:
     """A caller within the job-submission rate."""
-    await ctx.limits.check(ctx.settings.rate_limit_submit, "submit", who.limit_key)
+    await charge_submission(ctx, who.limit_key)
     return who
 
 

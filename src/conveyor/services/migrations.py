@@ -3,12 +3,14 @@ no handlers loaded, no services built, one connection pool opened and closed."""
 
 from __future__ import annotations
 
+from conveyor.settings import private_sqlite_files
 from conveyor.store.database import Database
 from conveyor.store.migrate import migrate
 
 
 async def apply_migrations(database_url: str) -> None:
     """Every migration not applied yet; concurrent callers serialise on the database."""
+    private_sqlite_files(database_url)  # 0600 before the store creates it
     db = Database(database_url)
     try:
         await migrate(db)

@@ -31,7 +31,10 @@ class BodyLimits:
         if scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
             await self.app(scope, receive, send)
             return
-        body = await _read(receive, self.max_bytes)
+        try:
+            body = await _read(receive, self.max_bytes)
+        except _ClientGone:  # a truncated body must not reach a handler as if it were whole
+            return
         if body is None:
             await _reply(send, 413, "payload_too_large", f"the body is over {self.max_bytes} bytes")
             return
@@ -42,6 +45,10 @@ class BodyLimits:
         await self.app(scope, _replay(body), send)
 
 
+class _ClientGone(Exception):
+    """The client went away (or was cut off for sending too slowly) before the body ended."""
+
+
 async def _read(receive: Receive, max_bytes: int) -> bytes | None:
     """The whole body, or None as soon as it passes `max_bytes`."""
     chunks: list[bytes] = []
@@ -49,7 +56,7 @@ async def _read(receive: Receive, max_bytes: int) -> bytes | None:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            raise _ClientGone
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > max_bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from conveyor.api.deps import Context, CurrentUser, OptionalUser, limited
+from conveyor.api.deps import NO_STORE, Context, CurrentUser, OptionalUser, limited
 from conveyor.api.schemas import (
     Accepted,
     ApiKeyCreate,
@@ -82,13 +82,13 @@ async def resend(body: EmailOnly, ctx: Context) -> Accepted:
     return Accepted(message="If the address awaits verification, a new code is on its way.")
 
 
-@router.post("/auth/login", dependencies=[limited("login")])
+@router.post("/auth/login", dependencies=[limited("login"), NO_STORE])
 async def login(body: Login, ctx: Context) -> TokensOut:
     """An access token (15 minutes) and a refresh token (14 days, rotating)."""
     return tokens_out(await ctx.accounts.login(body.email, body.password))
 
 
-@router.post("/auth/refresh", dependencies=[limited("refresh")])
+@router.post("/auth/refresh", dependencies=[limited("refresh"), NO_STORE])
 async def refresh(body: RefreshRequest, ctx: Context) -> TokensOut:
     """A new pair for a refresh token; presenting a used one signs the whole session out."""
     return tokens_out(await ctx.accounts.refresh(body.refresh_token))
@@ -117,7 +117,7 @@ async def list_api_keys(user: CurrentUser, ctx: Context) -> list[ApiKeyOut]:
     return [key_out(k) for k in await ctx.accounts.list_api_keys(user)]
 
 
-@router.post("/me/api-keys", status_code=status.HTTP_201_CREATED)
+@router.post("/me/api-keys", status_code=status.HTTP_201_CREATED, dependencies=[NO_STORE])
 async def create_api_key(body: ApiKeyCreate, user: CurrentUser, ctx: Context) -> ApiKeyCreated:
     """A key for programs (`Authorization: Bearer cvk_...`); the key is shown only now."""
     record, plaintext = await ctx.accounts.create_api_key(user, body.name)

@@ -8,7 +8,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
 
-from conveyor.api.deps import AppContext, Context, SubmittingUser, VerifiedUser, owner_scope
+from conveyor.api.deps import (
+    AppContext,
+    Context,
+    SubmittingUser,
+    VerifiedUser,
+    charge_submission,
+    owner_scope,
+)
 from conveyor.api.schemas import (
     AnyUtcDateTime,
     BulkOut,
@@ -90,10 +97,12 @@ async def create_job(
 
 
 @router.post("/jobs/batch", status_code=status.HTTP_201_CREATED)
-async def create_jobs(body: JobBatchCreate, user: SubmittingUser, ctx: Context) -> list[JobOut]:
-    """Submit many jobs in one transaction: all are stored, or none."""
+async def create_jobs(body: JobBatchCreate, user: VerifiedUser, ctx: Context) -> list[JobOut]:
+    """Submit many jobs in one transaction: all are stored, or none. Each job counts
+    against the per-user jobs limit (RATE_LIMIT_JOBS); the batch is one request."""
     if len(body.jobs) > ctx.settings.max_batch_size:
         raise InvalidInput(f"at most {ctx.settings.max_batch_size} jobs per batch")
+    await charge_submission(ctx, user.id, len(body.jobs))
     enqueued = await ctx.engine.jobs.submit_many([_submission(j) for j in body.jobs], user.id)
     jobs = await ctx.engine.jobs.get_many([e.id for e in enqueued], user.id)
     return await _outs(jobs, user, ctx)

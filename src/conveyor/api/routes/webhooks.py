@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Response, status
 
-from conveyor.api.deps import Context, VerifiedUser, owner_scope
+from conveyor.api.deps import BIGINT_MAX, NO_STORE, Context, VerifiedUser, owner_scope
 from conveyor.api.webhook_schemas import (
     CallbackSecretOut,
     DeliveryOut,
@@ -22,11 +22,14 @@ from conveyor.domain.webhooks import DeliveryRecord
 
 router = APIRouter(prefix="/api/v1", tags=["webhooks"])
 StateQuery = Annotated[Literal["pending", "delivered", "failed"] | None, Query()]
-Cursor = Annotated[int | None, Query(ge=0, description="`next_cursor` of the previous page.")]
+Cursor = Annotated[
+    int | None, Query(ge=0, le=BIGINT_MAX, description="`next_cursor` of the previous page.")
+]
+DeliveryId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
-@router.post("/webhooks", status_code=status.HTTP_201_CREATED)
+@router.post("/webhooks", status_code=status.HTTP_201_CREATED, dependencies=[NO_STORE])
 async def create_webhook(body: WebhookCreate, user: VerifiedUser, ctx: Context) -> WebhookCreated:
     """Subscribe a URL to your jobs' events. The URL must be public http(s) (the SSRF guard);
     the answer carries the signing `secret`, shown this once."""
@@ -52,7 +55,9 @@ async def list_webhooks(
     return WebhookPage(items=items, next_cursor=items[-1].id if len(found) > size else None)
 
 
-@router.post("/webhooks/callback-secret", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/webhooks/callback-secret", status_code=status.HTTP_201_CREATED, dependencies=[NO_STORE]
+)
 async def rotate_callback_secret(user: VerifiedUser, ctx: Context) -> CallbackSecretOut:
     """Create (or replace) the secret that signs your jobs' `callback_url` deliveries.
     Shown this once; a new one takes effect for every later attempt at once."""
@@ -79,7 +84,9 @@ async def update_webhook(
     return WebhookOut.of(record)
 
 
-@router.post("/webhooks/{webhook_id}/secret", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/webhooks/{webhook_id}/secret", status_code=status.HTTP_201_CREATED, dependencies=[NO_STORE]
+)
 async def rotate_webhook_secret(
     webhook_id: str, user: VerifiedUser, ctx: Context
 ) -> WebhookCreated:
@@ -132,7 +139,7 @@ async def job_deliveries(
 
 
 @router.post("/webhooks/deliveries/{delivery_id}/retry")
-async def retry_delivery(delivery_id: int, user: VerifiedUser, ctx: Context) -> DeliveryOut:
+async def retry_delivery(delivery_id: DeliveryId, user: VerifiedUser, ctx: Context) -> DeliveryOut:
     """Send a failed delivery again, due now, its attempts starting over (a full retry
     schedule). Only a failed one (409 otherwise); another user's is 404."""
     return DeliveryOut.of(await ctx.engine.webhooks.retry_delivery(delivery_id, owner_scope(user)))
