@@ -80,7 +80,6 @@ def test_schema_states_the_account_rules(document: dict[str, Any]) -> None:
         ("OPTIONS", "/api/v1/jobs", "GET, POST"),
         ("PUT", "/api/v1/jobs", "GET, POST"),
         ("PUT", "/api/v1/jobs/some-id", "DELETE, GET"),
-        ("GET", "/api/v1/jobs/batch", "POST"),
         ("OPTIONS", "/tasks", "GET, POST"),
         ("PUT", "/api/v1/schedules/x", "DELETE, GET, PATCH"),
     ],

@@ -73,6 +73,9 @@ def _document_operation(operation: dict[str, Any], route: RouteContext, method: 
         if own and status == 404:
             continue  # it says itself how it answers a missing thing (400, in its shape)
         responses.setdefault(str(status), _error_response(status))
+    for code, answer in responses.items():
+        if code[0] in "45" and "content" not in answer and not own:
+            answer["content"] = _error_response(int(code))["content"]  # said why, not how
     if deps.optional_user in _direct(route.dependant):
         # Anyone may call it; a credential, when sent, counts (e.g. an admin creating an admin).
         operation["security"] = [*operation.get("security", []), {}]
