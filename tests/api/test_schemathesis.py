@@ -49,7 +49,11 @@ SEMANTIC = {
     "POST /api/verify-otp/": "the code must be the one mailed",
     "POST /api/v1/me/password": "old_password must be the current password",
     "POST /api/v1/me/api-keys": "a key name is printable once trimmed",
+    # The address pattern cannot bound the local part (before @) to 64 characters.
     "POST /api/v1/auth/resend": "an address's local part is at most 64 characters",
+    "POST /api/v1/auth/register": "an address's local part is at most 64 characters",
+    "POST /register": "an address's local part is at most 64 characters",
+    "POST /api/v1/admin/users": "an address's local part is at most 64 characters",
     "POST /api/register/": "the address is checked by the service (shared login model)",
     "POST /auth/register": "the address is checked by the service (shared login model)",
     "POST /login": "a username or an e-mail address",
