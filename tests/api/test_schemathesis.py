@@ -1,19 +1,23 @@
 """Property-based run of every operation in /openapi.json (schemathesis 4, pytest
-integration), signed in as a verified user, on SQLite and PostgreSQL: no 5xx, and every
-response matches its own documented schema.
+integration) with EVERY check schemathesis has, the stateful phase included, signed in as a
+verified user and as an admin, on SQLite and PostgreSQL. Any failure fails the test.
 
 How it is wired:
 - The schema is the app's own OpenAPI, built at import (it does not depend on the
   database). Its ASGI app is `PROXY`, which forwards to the app of the current database:
   schemathesis runs the app's lifespan in its own event-loop thread and restarts it for
   each operation, so the app is built fresh by the fixture, not at import.
-  (`schemathesis.pytest.from_fixture` would be the other way, but it fails on this pytest:
-  "'Function' object has no attribute '_nodeid'".)
-- One database per kind for the whole module (module-scoped fixtures), one user.
-- Bounded and reproducible: 10 examples per operation from the `examples` and `fuzzing`
-  phases (the `coverage` phase alone doubles the run time), derandomized, no example
-  database. Explicit regression tests for what fuzzing is unlikely to hit are in
-  test_limits_inputs.py.
+- One database per kind and one app per (kind, role) for the whole module.
+- Bounded and reproducible: a few examples per operation from every phase, derandomized, no
+  example database; `STATEFUL` steps of linked calls. A CLI run of the same checks, unbounded,
+  is how the figures in the changelog were made (`st run --checks all`).
+- NUL characters are not generated: the body-limits middleware refuses them anywhere (422),
+  which its own tests cover; a pattern on every string would only say that again.
+
+One allowance, and only for `positive_data_acceptance`: the operations in `SEMANTIC` check
+rules a JSON Schema cannot state (a code that was mailed, a password that is current, a host
+that resolves, a payload that fits the job type named beside it, one of two fields), and
+answer 422 for schema-valid input that breaks them. Every other check holds for them too.
 """
 
 from __future__ import annotations
@@ -25,17 +29,52 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import CHECKS, load_all_checks
 from schemathesis.python import asgi
-from schemathesis.specs.openapi.checks import response_schema_conformance
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 from starlette.types import ASGIApp
 
 from conveyor.auth.passwords import configure_argon2
 from conveyor.server import create_app
-from tests.api.conftest import PASSWORD, api_settings
+from tests.api.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, PASSWORD, api_settings
 from tests.conftest import fresh_database
 
-EXAMPLES = 10
+# schemathesis's own string strategies trip this hypothesis warning (not our code).
+pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
+EXAMPLES = 5
+STATEFUL = 25
+
+SEMANTIC = {
+    "POST /api/v1/auth/verify": "the code must be the one mailed",
+    "POST /api/verify-otp/": "the code must be the one mailed",
+    "POST /api/v1/me/password": "old_password must be the current password",
+    "POST /api/v1/me/api-keys": "a key name is printable once trimmed",
+    # The address pattern cannot bound the local part (before @) to 64 characters.
+    "POST /api/v1/auth/resend": "an address's local part is at most 64 characters",
+    "POST /api/v1/auth/register": "an address's local part is at most 64 characters",
+    "POST /register": "an address's local part is at most 64 characters",
+    "POST /api/v1/admin/users": "an address's local part is at most 64 characters",
+    "POST /api/register/": "the address is checked by the service (shared login model)",
+    "POST /auth/register": "the address is checked by the service (shared login model)",
+    "POST /login": "a username or an e-mail address",
+    "POST /api/v1/jobs": "the payload must fit the named type; run_at or delay",
+    "POST /api/v1/jobs/batch": "the payload must fit the named type; run_at or delay",
+    "POST /api/v1/jobs/bulk": "a filter or ids, not both",
+    "GET /api/v1/jobs": "a cursor pages newest first, so not with sort",
+    "POST /api/v1/schedules": "the type must be registered; a valid cron and timezone",
+    "PATCH /api/v1/schedules/{schedule_id}": "a valid cron and timezone; a registered type",
+    "POST /api/v1/webhooks": "the URL must resolve to a public address",
+    "PATCH /api/v1/webhooks/{webhook_id}": "the URL must resolve to a public address",
+    "POST /jobs": "the payload must fit the named type",
+    "POST /api/jobs/": "the scheduled time is not in the past",
+    "POST /api/jobs": "reference 002's visits are checked in its own words",
+    "GET /api/status": "reference 002 answers a missing jobid in its own words",
+    "PATCH /jobs/{job_id}/status": "only some state changes are allowed",
+    # Schema-expressible, but the rule belongs in the route's parameter, which another change
+    # owns: `name: Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")]` (reported).
+    "POST /api/v1/queues/{name}/pause": "a queue name is 1-100 of [\\w.:-] (route to state it)",
+    "POST /api/v1/queues/{name}/resume": "a queue name is 1-100 of [\\w.:-] (route to state it)",
+}
 
 
 class Proxy:
@@ -53,7 +92,18 @@ PROXY = Proxy()
 _openapi = create_app(api_settings("sqlite:///unused.db", Path("/nonexistent"))).openapi()
 schema = schemathesis.openapi.from_dict(_openapi)
 schema.app = PROXY
-schema.config.phases.update(phases=["examples", "fuzzing"])
+schema.config.phases.update(phases=["examples", "coverage", "fuzzing", "stateful"])
+schema.config.generation.update(allow_x00=False)
+load_all_checks()
+ALL_CHECKS: list[Any] = list(CHECKS.get_all())  # every built-in check, all 14
+HYPOTHESIS = settings(
+    deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+)
+
+
+def excluded(case: schemathesis.Case[Any]) -> list[Any]:
+    label = f"{case.operation.method.upper()} {case.operation.path}"
+    return [positive_data_acceptance] if label in SEMANTIC else []
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -65,22 +115,32 @@ def fuzz_db(
         yield url
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["user", "admin"])
 def fuzz_headers(
-    fuzz_db: str, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, fuzz_db: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, str]]:
-    """Points PROXY at a fresh app on `fuzz_db`; the Authorization header of its user."""
+    """Points PROXY at a fresh app on `fuzz_db`; the Authorization header of a verified user
+    or of the admin (an API key: it outlives the access token, and no fuzzed call ends it)."""
     configure_argon2(time_cost=1, memory_kib=1024)  # as the root conftest does per test
-    settings = api_settings(fuzz_db, tmp_path_factory.mktemp("fuzz-app"), email_verification=False)
-    PROXY.target = create_app(settings)
-    credentials = {"email": "fuzz@example.com", "password": PASSWORD}
+    settings_ = api_settings(fuzz_db, tmp_path_factory.mktemp("fuzz-app"), email_verification=False)
+    PROXY.target = create_app(settings_)
+    if request.param == "admin":
+        credentials = {"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+    else:
+        credentials = {"email": "fuzz@example.com", "password": PASSWORD}
     with asgi.get_client(PROXY) as client:
-        r = client.post("http://testserver/api/v1/auth/register", json=credentials)
-        assert r.status_code == 202, r.text
+        if request.param == "user":
+            r = client.post("http://testserver/api/v1/auth/register", json=credentials)
+            assert r.status_code == 202, r.text
         r = client.post("http://testserver/api/v1/auth/login", json=credentials)
         assert r.status_code == 200, r.text
+        token = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        r = client.post(
+            "http://testserver/api/v1/me/api-keys", json={"name": "fuzz"}, headers=token
+        )
+        assert r.status_code == 201, r.text
     try:
-        yield {"Authorization": f"Bearer {r.json()['access_token']}"}
+        yield {"Authorization": f"Bearer {r.json()['key']}"}
     finally:
         asgi.shutdown_lifespans()  # the plugin does this after each test; to be sure
         PROXY.target = None
@@ -88,16 +148,28 @@ def fuzz_headers(
 
 
 @schema.parametrize()
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=list(HealthCheck),
-)
-def test_no_server_errors_and_responses_match_the_schema(
-    case: schemathesis.Case[Any], fuzz_headers: dict[str, str]
-) -> None:
-    case.call_and_validate(
-        headers=fuzz_headers, checks=[not_a_server_error, response_schema_conformance]
-    )
+@settings(HYPOTHESIS, max_examples=EXAMPLES)
+def test_every_check_passes(case: schemathesis.Case[Any], fuzz_headers: dict[str, str]) -> None:
+    case.call_and_validate(headers=fuzz_headers, checks=ALL_CHECKS, excluded_checks=excluded(case))
+
+
+def test_stateful_every_check_passes(fuzz_headers: dict[str, str]) -> None:
+    """Linked calls (create, then read, change, delete what was created), every check."""
+
+    class Machine(schema.as_state_machine()):  # type: ignore[misc]
+        def get_call_kwargs(self, case: schemathesis.Case[Any]) -> dict[str, Any]:
+            return {"headers": fuzz_headers}
+
+        def validate_response(
+            self, response: Any, case: schemathesis.Case[Any], **kwargs: Any
+        ) -> None:
+            case.validate_response(
+                response,
+                checks=ALL_CHECKS,
+                excluded_checks=excluded(case),
+                headers=fuzz_headers,
+                transport_kwargs=kwargs or None,
+                recorder=getattr(self, "recorder", None),
+            )
+
+    Machine.run(settings=settings(HYPOTHESIS, max_examples=STATEFUL, stateful_step_count=6))

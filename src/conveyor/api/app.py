@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from conveyor.api import errors
+from conveyor.api import errors, openapi
 from conveyor.api.middleware.body_limits import BodyLimits
 from conveyor.api.middleware.http_metrics import HttpMetrics
 from conveyor.api.middleware.request_log import RequestLog
@@ -59,6 +59,8 @@ def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
     error_schema = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
     components.update(error_schema.pop("$defs", {}))
     components["HTTPValidationError"] = error_schema
+    components["ErrorBody"] = error_schema
+    openapi.document(schema, app.routes)
     for spec in load_handlers(modules):
         model = spec.payload_model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(model.pop("$defs", {}))

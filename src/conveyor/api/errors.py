@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conveyor.auth.errors import InvalidToken, OtpCooldown
@@ -92,11 +93,26 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     code = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated"}.get(
         exc.status_code, "http_error"
     )
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request))
     return JSONResponse(
-        error_body(code, str(exc.detail)),
-        status_code=exc.status_code,
-        headers=getattr(exc, "headers", None),
+        error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers
     )
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method of every route at the request's path. Starlette's 405 names only those of
+    the first route it matched, while one path often has a route per method."""
+    path = request.scope.get("route_path") or request.url.path
+    by_params: dict[int, set[str]] = {}
+    for route in iter_route_contexts(request.app.routes):
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
+            params = str(getattr(route, "path_format", "")).count("{")
+            by_params.setdefault(params, set()).update(getattr(route, "methods", None) or ())
+    # `/jobs/batch` is also `/jobs/{job_id}`: the path written out wins, as it is documented.
+    return sorted(by_params[min(by_params)]) if by_params else []
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

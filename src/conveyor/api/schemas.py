@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+)
 
+from conveyor.auth.passwords import MAX_LENGTH, MIN_LENGTH
 from conveyor.domain.jobs import BulkAction, JobFilter, JobRecord
 from conveyor.domain.schedules import ScheduleRecord
 from conveyor.domain.states import JobState
@@ -26,8 +36,32 @@ def _to_utc(value: datetime) -> datetime:
         raise ValueError("the time is out of range once converted to UTC") from None
 
 
-UtcDateTime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
-AnyUtcDateTime = Annotated[datetime, AfterValidator(_to_utc)]  # naive means UTC
+def _iso_text(value: Any) -> Any:
+    """A time is ISO 8601 text, as the schema's `date-time` says: pydantic would also read a
+    number (`0.5`, in a query too) as seconds since 1970."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or _NUMBER.fullmatch(value):
+        raise ValueError("a date and time in ISO 8601 is expected, e.g. 2026-01-31T12:00:00Z")
+    return value
+
+
+_NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")
+UtcDateTime = Annotated[AwareDatetime, BeforeValidator(_iso_text), AfterValidator(_to_utc)]
+AnyUtcDateTime = Annotated[  # naive means UTC
+    datetime, BeforeValidator(_iso_text), AfterValidator(_to_utc)
+]
+
+# What the account services check, stated in the schema for clients and generators. An
+# address is trimmed and lower-cased before it is checked (services/accounts.py); the local
+# part's 64-character limit is the one rule a pattern here does not say.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+EMAIL_PATTERN = rf"^\s*{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})+\s*$"
+Email = Annotated[str, Field(min_length=3, max_length=320, pattern=EMAIL_PATTERN)]
+NewPassword = Annotated[
+    str, Field(min_length=MIN_LENGTH, max_length=MAX_LENGTH, description="8 to 1024 characters.")
+]
 
 
 class ErrorDetail(BaseModel):
@@ -257,7 +291,7 @@ class ScheduleCreate(Strict):
     max_attempts: int | None = Field(None, ge=1, le=100)
     timeout: float | None = Field(None, gt=0)
     tags: list[str] = Field(default_factory=list, max_length=20)
-    paused: bool = False
+    paused: StrictBool = False
 
 
 class ScheduleUpdate(Strict):
@@ -270,7 +304,7 @@ class ScheduleUpdate(Strict):
     max_attempts: int | None = Field(None, ge=1, le=100)
     timeout: float | None = Field(None, gt=0)
     tags: list[str] | None = Field(None, max_length=20)
-    paused: bool | None = None
+    paused: StrictBool | None = None
 
 
 class ScheduleOut(BaseModel):
@@ -307,12 +341,9 @@ class Health(BaseModel):
 
 
 # ---- accounts --------------------------------------------------------------------------------
-class Credentials(Strict):
-    email: str = Field(min_length=3, max_length=320, examples=["ada@example.com"])
-    password: str = Field(min_length=1, max_length=1024)
-
-
-class Register(Credentials):
+class Register(Strict):
+    email: Email = Field(examples=["ada@example.com"])
+    password: NewPassword
     role: str | None = Field(None, pattern="^(user|admin)$", description="admin: admins only")
 
 
@@ -322,12 +353,13 @@ class Login(Strict):
 
 
 class VerifyOtp(Strict):
+    # Not `Email`: any address, well-formed or not, answers like a wrong code (no hint).
     email: str = Field(min_length=3, max_length=320)
     code: str = Field(min_length=1, max_length=16, examples=["123456"])
 
 
 class EmailOnly(Strict):
-    email: str = Field(min_length=3, max_length=320)
+    email: Email
 
 
 class RefreshRequest(Strict):
@@ -347,7 +379,7 @@ class Accepted(BaseModel):
 
 class PasswordChange(Strict):
     old_password: str = Field(min_length=1, max_length=1024)
-    new_password: str = Field(min_length=1, max_length=1024)
+    new_password: NewPassword
 
 
 class UserOut(BaseModel):
@@ -360,16 +392,16 @@ class UserOut(BaseModel):
 
 
 class UserCreate(Strict):
-    email: str = Field(min_length=3, max_length=320)
-    password: str = Field(min_length=1, max_length=1024)
+    email: Email
+    password: NewPassword
     role: str = Field("user", pattern="^(user|admin)$")
-    verified: bool = True
+    verified: StrictBool = True
 
 
 class UserUpdate(Strict):
     role: str | None = Field(None, pattern="^(user|admin)$")
-    disabled: bool | None = None
-    verified: bool | None = None
+    disabled: StrictBool | None = None  # strict: `0` or `"yes"` is not a boolean
+    verified: StrictBool | None = None
 
 
 class ApiKeyCreate(Strict):

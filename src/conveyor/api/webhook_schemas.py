@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from conveyor.api.schemas import Strict
 from conveyor.domain.webhooks import DeliveryRecord, WebhookRecord
@@ -25,14 +25,14 @@ class WebhookCreate(Strict):
         description="Event types to receive; `*` (or `all`, the default) for every type.",
     )
     description: str | None = Field(None, max_length=200)
-    paused: bool = False
+    paused: StrictBool = False
 
 
 class WebhookUpdate(Strict):
     url: str | None = Field(None, min_length=1, max_length=2048)
     events: list[EventTypeName] | None = Field(None, min_length=1, max_length=10)
     description: str | None = Field(None, max_length=200)
-    paused: bool | None = Field(None, description="Paused: no new deliveries are made.")
+    paused: StrictBool | None = Field(None, description="Paused: no new deliveries are made.")
 
 
 class WebhookOut(BaseModel):

@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, status
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel
 
 from conveyor.api.deps import NO_STORE, Context, SubmittingUser, VerifiedUser, limited
 from conveyor.domain.jobs import JobFilter, JobRecord
@@ -31,7 +31,7 @@ class Credentials(BaseModel):
 class Otp(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: str = Field(min_length=3, max_length=320)
+    email: str = Field(min_length=3, max_length=320)  # any: answers like a wrong code
     otp: str = Field(min_length=1, max_length=16)
 
 
@@ -110,7 +110,18 @@ async def refresh(body: Refresh, ctx: Context) -> Pair:
     return Pair(access=pair.access, refresh=pair.refresh)
 
 
-@router.post("/jobs/", status_code=status.HTTP_201_CREATED, response_model=DjangoJob)
+class FieldErrors(RootModel[dict[str, list[str]]]):
+    """Django REST framework's answer to invalid input: messages per field."""
+
+
+PAST: dict[int | str, dict[str, Any]] = {
+    400: {"model": FieldErrors, "description": "The scheduled time is in the past."}
+}
+
+
+@router.post(
+    "/jobs/", status_code=status.HTTP_201_CREATED, response_model=DjangoJob, responses=PAST
+)
 async def create_job(body: NewJob, user: SubmittingUser, ctx: Context) -> Any:
     if body.scheduled_time is not None and body.scheduled_time <= datetime.now(UTC):
         return JSONResponse(

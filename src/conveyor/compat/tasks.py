@@ -21,6 +21,7 @@ from conveyor.api.deps import (
     limited,
     owner_scope,
 )
+from conveyor.api.schemas import Email, NewPassword
 from conveyor.domain.tasks import TaskRecord
 
 router = APIRouter(tags=["compat: task manager (004)"])
@@ -29,8 +30,8 @@ router = APIRouter(tags=["compat: task manager (004)"])
 class RegisterBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: str = Field(min_length=3, max_length=320)
-    password: str = Field(min_length=1, max_length=1024)
+    email: Email
+    password: NewPassword
     role: str = Field("user", pattern="^(user|admin)$")
 
 
