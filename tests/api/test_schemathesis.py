@@ -72,8 +72,6 @@ SEMANTIC = {
     "PATCH /jobs/{job_id}/status": "only some state changes are allowed",
     # Schema-expressible, but the rule belongs in the route's parameter, which another change
     # owns: `name: Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")]` (reported).
-    "POST /api/v1/queues/{name}/pause": "a queue name is 1-100 of [\\w.:-] (route to state it)",
-    "POST /api/v1/queues/{name}/resume": "a queue name is 1-100 of [\\w.:-] (route to state it)",
 }
 
 

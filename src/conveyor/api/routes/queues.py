@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path
 
 from conveyor.api.deps import AdminUser, Context, VerifiedUser, owner_scope
 from conveyor.api.schemas import QueueOut
 from conveyor.services.queues import QueueOverview
 
 router = APIRouter(prefix="/api/v1/queues", tags=["queues"])
+# The rule the queue service checks, stated where clients read it (as a job's `queue` is).
+QueueName = Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[\w.\-:]+$")]
 
 
 def _out(q: QueueOverview) -> QueueOut:
@@ -27,14 +31,14 @@ async def list_queues(user: VerifiedUser, ctx: Context) -> list[QueueOut]:
 
 
 @router.post("/{name}/pause")
-async def pause_queue(name: str, admin: AdminUser, ctx: Context) -> QueueOut:
+async def pause_queue(name: QueueName, admin: AdminUser, ctx: Context) -> QueueOut:
     """Workers stop claiming from this queue (running jobs finish); it still accepts jobs."""
     await ctx.engine.queues.pause(name, by=admin.id)
     return _out(await ctx.engine.queues.get(name))
 
 
 @router.post("/{name}/resume")
-async def resume_queue(name: str, _admin: AdminUser, ctx: Context) -> QueueOut:
+async def resume_queue(name: QueueName, _admin: AdminUser, ctx: Context) -> QueueOut:
     """Workers claim from this queue again, at once."""
     await ctx.engine.queues.resume(name)
     return _out(await ctx.engine.queues.get(name))
