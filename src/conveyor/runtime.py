@@ -147,4 +147,5 @@ def build_accounts(settings: Settings, jobs: JobService) -> AccountService:
         jobs,
         AccountLetters(secret),
         email_verification=settings.email_verification,
+        password_change_revokes_api_keys=settings.password_change_revokes_api_keys,
     )

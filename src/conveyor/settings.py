@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from functools import cached_property
@@ -94,6 +95,15 @@ class Settings(BaseSettings):
     dashboard_session_hours: float = Field(12.0, gt=0, le=24 * 14)
     dashboard_secure_cookies: bool | None = None
 
+    # account security (docs/deploy.md): whose X-Forwarded-For counts (comma-separated
+    # addresses or networks, "*" for any; none by default), the per-account sign-in throttle
+    # (failed attempts per account), the "already registered" mail's cooldown per address,
+    # and whether a password change also revokes the account's API keys
+    trusted_proxies: str = ""
+    rate_limit_login_account: str = "10/minute"
+    register_notice_cooldown: float = Field(60.0, ge=0)
+    password_change_revokes_api_keys: bool = False
+
     # built-in job types
     store_master_path: Path | None = None
     store_visit_delay: str = "0.1-0.4"
@@ -113,6 +123,19 @@ class Settings(BaseSettings):
             raise ValueError("must be a sqlite:/// or postgresql:// URL")
         return value
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: str) -> str:
+        for item in _split(value):
+            if item != "*":
+                ipaddress.ip_network(item, strict=False)  # ValueError names the bad entry
+        return value
+
+    @cached_property
+    def trusted_proxy_list(self) -> list[str]:
+        """`trusted_proxies` as uvicorn's ``forwarded_allow_ips`` takes it (empty: nobody)."""
+        return _split(self.trusted_proxies)
+
     @cached_property
     def queue_names(self) -> list[str]:
         return [name.strip() for name in self.worker_queues.split(",") if name.strip()]
@@ -130,3 +153,7 @@ class Settings(BaseSettings):
         with os.fdopen(fd, "w") as handle:
             handle.write(key)
         return key
+
+
+def _split(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]

@@ -27,6 +27,7 @@ class AccountCore:
         letters: AccountLetters,
         *,
         email_verification: bool,
+        password_change_revokes_api_keys: bool = False,
         clock: Clock | None = None,
     ) -> None:
         self.store = store
@@ -35,6 +36,7 @@ class AccountCore:
         self.jobs = jobs
         self.letters = letters
         self.email_verification = email_verification
+        self.password_change_revokes_api_keys = password_change_revokes_api_keys
         self._clock = clock or utc_now
 
     async def _record(self, user_id: str) -> UserRecord:
