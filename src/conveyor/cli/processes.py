@@ -118,6 +118,9 @@ def _server(settings: Settings, engine: Engine | None = None) -> Any:
         access_log=False,
         server_header=False,
         lifespan="on",
+        # X-Forwarded-For/-Proto count only from CONVEYOR_TRUSTED_PROXIES (none by default)
+        proxy_headers=bool(settings.trusted_proxy_list),
+        forwarded_allow_ips=settings.trusted_proxy_list,
     )
 
     return _quiet_server(config)

@@ -30,6 +30,7 @@ from conveyor.errors import Forbidden, InvalidInput, Unauthenticated
 from conveyor.services.accounts.core import AccountCore
 from conveyor.services.accounts.records import TokenPair, User, public
 from conveyor.services.accounts.registration import REGISTRATION_ROLE, VERIFY_FIRST
+from conveyor.services.accounts.throttle import SIGNIN_THROTTLE, throttle_key
 
 API_KEY_TOUCH_INTERVAL = timedelta(minutes=1)
 INVALID_CREDENTIALS = "invalid credentials"
@@ -125,6 +126,22 @@ class SignIn(AccountCore):
             await self.store.revoke_all_api_keys(user.id)
 
     async def _check_credentials(self, login: str, password: str) -> UserRecord:
+        """The account, or Unauthenticated; under the door's per-account throttle, if any
+        (`conveyor.services.accounts.throttle`), which counts failures and known clients."""
+        throttle = SIGNIN_THROTTLE.get()
+        if throttle is None:
+            return await self._verify_credentials(login, password)
+        key = throttle_key(login)
+        await throttle.check(key)
+        try:
+            user = await self._verify_credentials(login, password)
+        except Unauthenticated:
+            await throttle.failed(key)
+            raise
+        await throttle.succeeded(key)
+        return user
+
+    async def _verify_credentials(self, login: str, password: str) -> UserRecord:
         user = await self.store.find_by_login(login.strip())
         if user is None:
             await asyncio.to_thread(verify_dummy, password)
