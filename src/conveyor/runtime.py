@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from conveyor.auth.otp import OtpCodes
 from conveyor.auth.passwords import configure_argon2
@@ -148,4 +149,6 @@ def build_accounts(settings: Settings, jobs: JobService) -> AccountService:
         jobs,
         AccountLetters(secret),
         email_verification=settings.email_verification,
+        password_change_revokes_api_keys=settings.password_change_revokes_api_keys,
+        register_notice_cooldown=timedelta(seconds=settings.register_notice_cooldown),
     )

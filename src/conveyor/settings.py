@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import ipaddress
 import os
 import secrets
 from functools import cached_property
@@ -101,6 +101,15 @@ class Settings(BaseSettings):
     dashboard_session_hours: float = Field(12.0, gt=0, le=24 * 14)
     dashboard_secure_cookies: bool | None = None
 
+    # account security (docs/deploy.md): whose X-Forwarded-For counts (comma-separated
+    # addresses or networks, "*" for any; none by default), the per-account sign-in throttle
+    # (failed attempts per account), the "already registered" mail's cooldown per address,
+    # and whether a password change also revokes the account's API keys
+    trusted_proxies: str = ""
+    rate_limit_login_account: str = "10/minute"
+    register_notice_cooldown: float = Field(60.0, ge=0)
+    password_change_revokes_api_keys: bool = False
+
     # built-in job types
     store_master_path: Path | None = None
     store_visit_delay: str = "0.1-0.4"
@@ -120,6 +129,19 @@ class Settings(BaseSettings):
             raise ValueError("must be a sqlite:/// or postgresql:// URL")
         return value
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: str) -> str:
+        for item in _split(value):
+            if item != "*":
+                ipaddress.ip_network(item, strict=False)  # ValueError names the bad entry
+        return value
+
+    @cached_property
+    def trusted_proxy_list(self) -> list[str]:
+        """`trusted_proxies` as uvicorn's ``forwarded_allow_ips`` takes it (empty: nobody)."""
+        return _split(self.trusted_proxies)
+
     @cached_property
     def queue_names(self) -> list[str]:
         return [name.strip() for name in self.worker_queues.split(",") if name.strip()]
@@ -137,45 +159,3 @@ class Settings(BaseSettings):
         with os.fdopen(fd, "w") as handle:
             handle.write(key)
         return key
-
-
-def private_directory(path: Path) -> Path:
-    """`path` (and missing parents) created if need be; a directory this call creates is
-    0700, whatever the umask (mkdir's mode is masked by it; chmod is not)."""
-    if not path.exists():
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path.chmod(0o700)
-    return path
-
-
-def private_file(path: Path) -> Path:
-    """`path` created empty as 0600 if missing (its directory as `private_directory` makes
-    it), and made 0600 if it exists: the SQLite database and the log files hold secrets
-    (hashes, tokens' families, payloads) that other accounts on the host must not read."""
-    private_directory(path.parent)
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
-    with contextlib.suppress(PermissionError):  # someone else's: ours to use, not to change
-        path.chmod(0o600)
-    return path
-
-
-def sqlite_file(database_url: str) -> Path | None:
-    """The file of a `sqlite:///path` URL (None for PostgreSQL or an in-memory database)."""
-    scheme, sep, rest = database_url.partition(":///")
-    if not sep or not scheme.startswith("sqlite"):
-        return None
-    name = rest.split("?", 1)[0]
-    return Path(name).expanduser() if name and name != ":memory:" else None
-
-
-def private_sqlite_files(database_url: str) -> None:
-    """Before a store opens a SQLite database: the file 0600 (SQLite gives its -wal and -shm
-    files the database file's mode), and those two 0600 too if an older run left them wider."""
-    path = sqlite_file(database_url)
-    if path is None:
-        return
-    private_file(path)
-    for suffix in ("-wal", "-shm"):
-        side = path.with_name(path.name + suffix)
-        if side.exists():
-            private_file(side)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -244,3 +245,68 @@ async def test_shutdown_closes_the_limiters_redis_connections(
         assert await login(served.api.client) == 401  # opens the limiter's connection
         assert await redis_clients(redis_url) > before
     assert await redis_clients(redis_url) == before
+
+
+# ---- the per-account sign-in throttle (issue 14, finding 4) ----------------------------------
+async def sign_in(client: httpx.AsyncClient, email: str, password: str) -> httpx.Response:
+    return await client.post("/api/v1/auth/login", json={"email": email, "password": password})
+
+
+async def check_account_throttle(settings: Any) -> None:
+    """Three failures for one account from three addresses, and the account waits; its
+    owner's known address still signs in; an unknown account is throttled alike."""
+    async with serve(settings) as served:
+        api, client_from = served.api, served.client_from
+        await api.user("ada@example.com")  # signs in from 127.0.0.1: a known client of ada
+        guessers = [client_from(f"198.51.100.{n}") for n in range(1, 6)]
+        for guesser in guessers[:3]:
+            assert (await sign_in(guesser, "ADA@example.com ", "wrong password")).status_code == 401
+        assert_limited(await sign_in(guessers[3], "ada@example.com", "wrong password"))
+        assert_limited(await sign_in(guessers[4], "ada@example.com", PASSWORD))
+        assert (await sign_in(api.client, "ada@example.com", PASSWORD)).status_code == 200
+        # A login nobody has is counted the same way, so the 429 tells nothing.
+        for guesser in guessers[:3]:
+            assert (await sign_in(guesser, "nobody@example.com", "x")).status_code == 401
+        assert_limited(await sign_in(guessers[3], "nobody@example.com", "x"))
+        # Other accounts are untouched.
+        assert (await sign_in(guessers[4], "bob@example.com", "x")).status_code == 401
+
+
+async def test_failed_sign_ins_per_account_are_throttled_in_memory(
+    db_url: str, tmp_path: Path
+) -> None:
+    await check_account_throttle(
+        api_settings(db_url, tmp_path, rate_limit_login_account="3/minute")
+    )
+
+
+@pytest.fixture
+async def own_redis_namespace(redis_url: str) -> AsyncIterator[tuple[str, str]]:
+    """A Redis URL and a namespace no other test uses: the ``redis_url`` database is emptied
+    by every test that starts or ends meanwhile (on another xdist worker), so this test
+    keeps its counters in the next database down and removes them afterwards."""
+    url = redis_url.rsplit("/", 1)[0] + "/14"
+    namespace = f"t{uuid.uuid4().hex}"
+    yield url, namespace
+    client = aioredis.Redis.from_url(url)
+    try:
+        keys = [key async for key in client.scan_iter(f"{namespace}:*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.redis
+async def test_failed_sign_ins_per_account_are_throttled_through_redis(
+    db_url: str, tmp_path: Path, own_redis_namespace: tuple[str, str]
+) -> None:
+    url, namespace = own_redis_namespace
+    settings = api_settings(
+        db_url,
+        tmp_path,
+        rate_limit_login_account="3/minute",
+        redis_url=url,
+        rate_limit_namespace=namespace,
+    )
+    await check_account_throttle(settings)

@@ -198,3 +198,14 @@ async def test_access_token_cannot_be_rotated(
         await rotate(access, store, tokens=tokens, role_of=roles)
 
     assert store.revoked == set()
+
+
+async def test_access_tokens_name_the_session_they_belong_to(
+    tokens: TokenService, store: InMemoryRefreshStore, roles: Roles
+) -> None:
+    """So that ending the session (the family) can end its access tokens too."""
+    access, first = await issue_session("user-1", "member", store, tokens=tokens)
+    rotated, second = await rotate(first.token, store, tokens=tokens, role_of=roles)
+
+    assert tokens.decode(access, "access").family == first.family_id
+    assert tokens.decode(rotated, "access").family == second.family_id == first.family_id

@@ -386,3 +386,26 @@ async def test_sign_out_everywhere(dash: Browserless) -> None:
     body = {"refresh_token": tokens["refresh_token"]}
     refresh = await dash.api.client.post("/api/v1/auth/refresh", json=body)
     assert refresh.status_code == 401  # and the API session
+
+
+async def test_api_sign_outs_and_the_dashboard_session(dash: Browserless) -> None:
+    """An API logout ends that API session only; the dashboard's "sign out everywhere" ends
+    the API sessions' access tokens at once too (issue 14, finding 1)."""
+    browser, csrf, _ = await _user(dash, "both@example.com")
+    login = {"email": "both@example.com", "password": PASSWORD}
+    first = (await dash.api.client.post("/api/v1/auth/login", json=login)).json()
+    second = (await dash.api.client.post("/api/v1/auth/login", json=login)).json()
+    out = {"refresh_token": first["refresh_token"]}
+    assert (await dash.api.client.post("/api/v1/auth/logout", json=out)).status_code == 204
+    assert (await browser.get("/dashboard/jobs")).status_code == 200  # the browser stays in
+
+    def me(token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+    assert (
+        await dash.api.client.get("/api/v1/me", headers=me(second["access_token"]))
+    ).status_code == 200
+    r = await browser.post("/dashboard/logout-everywhere", data={"csrf_token": csrf})
+    assert r.status_code == 303
+    ended = await dash.api.client.get("/api/v1/me", headers=me(second["access_token"]))
+    assert ended.status_code == 401

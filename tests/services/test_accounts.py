@@ -333,6 +333,30 @@ async def test_registering_a_taken_email_changes_nothing_and_tells_the_owner(
         await accounts.login(ALICE, "another password")
 
 
+def notices(mailbox: Mailbox, address: str) -> int:
+    return sum(1 for m in mailbox.sent if m.to == address and "already has one" in m.text)
+
+
+async def test_a_taken_address_is_told_once_per_cooldown_window(
+    accounts: AccountService, mailbox: Mailbox, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await signup(accounts, mailbox, ALICE)
+    clock.now = clock.now.replace(second=0, microsecond=0)  # the start of a 60 s window
+    hashes = counting(monkeypatch, "hash_password")
+
+    for _ in range(10):
+        assert await accounts.register(ALICE, PASSWORD) == RegisterResult(None, False)
+        clock.advance(seconds=5)
+    await accounts.drain()
+    assert notices(mailbox, ALICE) == 1
+    assert len(hashes) == 10, "every attempt still costs a password hash"
+
+    clock.advance(seconds=60)
+    await accounts.register(ALICE.upper(), PASSWORD)
+    await accounts.drain()
+    assert notices(mailbox, ALICE) == 2
+
+
 async def test_unknown_login_wrong_password_and_disabled_account_fail_alike(
     accounts: AccountService, mailbox: Mailbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from conveyor.api.ratelimit import RateLimits
+from conveyor.api.ratelimit import RateLimits, SigninThrottle
 from conveyor.auth.api_keys import looks_like_api_key
 from conveyor.errors import Unauthenticated
 from conveyor.runtime import Engine
 from conveyor.services.accounts import AccountService, User, require_admin
+from conveyor.services.accounts.throttle import SIGNIN_THROTTLE
 from conveyor.settings import Settings
 
 # The largest integer either database holds (PostgreSQL BIGINT, SQLite INTEGER): every integer
@@ -115,10 +117,21 @@ def client_ip(request: Request) -> str:
 
 
 def limited(scope: str) -> Any:
-    """A per-IP limit on an unauthenticated call (register, login, OTP)."""
+    """A per-IP limit on an unauthenticated call (register, login, OTP); sign-ins also meet
+    the per-account throttle (`conveyor.api.ratelimit.SigninThrottle`), set for the request."""
 
-    async def check(request: Request, ctx: Context) -> None:
-        await ctx.limits.check(ctx.settings.rate_limit_auth, scope, client_ip(request))
+    async def check(request: Request, ctx: Context) -> AsyncIterator[None]:
+        client = client_ip(request)
+        await ctx.limits.check(ctx.settings.rate_limit_auth, scope, client)
+        if scope != "login":
+            yield
+            return
+        rule = ctx.settings.rate_limit_login_account
+        SIGNIN_THROTTLE.set(SigninThrottle(ctx.limits, rule, client))
+        try:
+            yield
+        finally:
+            SIGNIN_THROTTLE.set(None)
 
     return Depends(check)
 

@@ -80,3 +80,61 @@ class RateLimits:
             self.storage.bridge, RedispyBridge
         ):
             await self.storage.bridge.storage.aclose()
+
+    @property
+    def namespace(self) -> str:
+        return self._namespace
+
+
+# ---- the per-account sign-in throttle (issue 14) ---------------------------------------------
+KNOWN_CLIENT = parse("1/30 days")  # a client that signed in as a login is known for this long
+
+
+class SigninThrottle:
+    """Per-account sign-in limits for one request's client (`services.accounts.throttle`).
+
+    Failed attempts per login are counted in ``rule``'s moving window (every client
+    together); over it, further attempts for that login answer 429 without a password
+    check until the window has room again (at most the window). A client address that
+    signed in as that login in the last 30 days is exempt, so guessers elsewhere cannot
+    lock the owner out of their usual address; it still meets the per-IP limit. Unknown
+    logins are counted alike, so a 429 says nothing about who is registered. Like
+    `RateLimits`, it fails open when the shared store is down.
+    """
+
+    def __init__(self, limits: RateLimits, rule: str, client: str) -> None:
+        self._limiter = MovingWindowRateLimiter(limits.storage)
+        self._rule = parse(rule)
+        self._namespace = limits.namespace
+        self._client = client
+
+    async def check(self, login: str) -> None:
+        failures = (self._namespace, "login-account", login)
+        try:
+            if await self._known(login) or await self._limiter.test(self._rule, *failures):
+                return
+            stats = await self._limiter.get_window_stats(self._rule, *failures)
+        except Exception as exc:
+            log.warning("rate limiter unavailable (%s); not throttling sign-in", exc)
+            return
+        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        raise RateLimited(
+            f"too many failed sign-ins for this account; retry in {retry_after} s",
+            retry_after=retry_after,
+        )
+
+    async def failed(self, login: str) -> None:
+        await self._hit(self._rule, "login-account", login)
+
+    async def succeeded(self, login: str) -> None:
+        await self._hit(KNOWN_CLIENT, "login-known", login, self._client)
+
+    async def _known(self, login: str) -> bool:
+        item = (self._namespace, "login-known", login, self._client)
+        return not await self._limiter.test(KNOWN_CLIENT, *item)
+
+    async def _hit(self, item: RateLimitItem, *keys: str) -> None:
+        try:
+            await self._limiter.hit(item, self._namespace, *keys)
+        except Exception as exc:
+            log.warning("rate limiter unavailable (%s); sign-in not counted", exc)

@@ -3,7 +3,8 @@
 Every refresh token can be exchanged once. Exchanging it marks it used and returns a new
 pair in the same family. If a used token is presented again, either the legitimate client
 or a thief holds a copy, and we cannot tell which: the whole family (that login) is revoked
-and both must sign in again. The storage is a Protocol so the store layer can provide it
+and both must sign in again. Access tokens carry their family id, so the store can refuse
+them as soon as their family is revoked. The storage is a Protocol so the store layer can provide it
 later without this module knowing SQL.
 """
 
@@ -46,7 +47,7 @@ async def issue_session(
     """Start a new family at login: an access token and a recorded refresh token."""
     refresh = tokens.issue_refresh(subject)
     await _record(store, refresh, subject)
-    return tokens.issue_access(subject, role), refresh
+    return tokens.issue_access(subject, role, refresh.family_id), refresh
 
 
 async def rotate(
@@ -72,7 +73,7 @@ async def rotate(
         raise InvalidToken("This account can no longer sign in.")
     refresh = tokens.issue_refresh(claims.sub, family_id)
     await _record(store, refresh, claims.sub)
-    return tokens.issue_access(claims.sub, role), refresh
+    return tokens.issue_access(claims.sub, role, family_id), refresh
 
 
 async def _record(store: RefreshStore, token: IssuedToken, subject: str) -> None:

@@ -1,6 +1,7 @@
 """Signed JWTs (HS256) for access and refresh, with an injectable clock.
 
-An access token is short-lived and carries the role; a refresh token is long-lived, belongs
+An access token is short-lived, carries the role and names its session (``fam``, the refresh
+family it was issued with, so it dies with that session); a refresh token is long-lived, belongs
 to a *family* (one login) and is exchanged for a new pair by ``conveyor.auth.refresh``.
 The ``typ`` claim keeps the two apart, so one can never be used in place of the other.
 
@@ -95,9 +96,14 @@ class TokenService:
         self.leeway = leeway
         self._clock = clock or utc_now
 
-    def issue_access(self, sub: str, role: str) -> str:
-        """A short-lived token that authorizes API calls as ``sub`` with ``role``."""
-        token, _, _ = self._encode(sub, "access", self.access_ttl, role=role)
+    def issue_access(self, sub: str, role: str, family_id: str | None = None) -> str:
+        """A short-lived token that authorizes API calls as ``sub`` with ``role``.
+
+        ``family_id`` names the session (refresh family) it belongs to, so that ending the
+        session ends the access token too, not only its refresh tokens.
+        """
+        extra = {"fam": family_id} if family_id is not None else {}
+        token, _, _ = self._encode(sub, "access", self.access_ttl, role=role, **extra)
         return token
 
     def issue_refresh(self, sub: str, family_id: str | None = None) -> IssuedToken:

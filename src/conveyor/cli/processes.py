@@ -120,6 +120,9 @@ def _server(settings: Settings, engine: Engine | None = None) -> Any:
         server_header=False,
         lifespan="on",
         **uvicorn_options(settings),  # slow and numerous clients cut off
+        # X-Forwarded-For/-Proto count only from CONVEYOR_TRUSTED_PROXIES (none by default)
+        proxy_headers=bool(settings.trusted_proxy_list),
+        forwarded_allow_ips=settings.trusted_proxy_list,
     )
 
     return _quiet_server(config)

@@ -256,6 +256,32 @@ class UserStore:
         async with self.db.read() as conn:
             return bool(await conn.scalar(select(revoked)))
 
+    async def get_user_in_session(
+        self, user_id: str, family_id: str | None, issued_at: datetime
+    ) -> tuple[UserRecord | None, bool]:
+        """The user an access token names, and whether the token's session has ended.
+
+        One indexed round trip, the same as `get_user`, so checking the session costs an
+        access token's request next to nothing. A token with a family has ended when its
+        family was revoked (sign-out, password change, reuse, disabled account). A token
+        without one (a registration token, or one issued before tokens named their family)
+        has ended when any of the user's sessions was revoked at or after it was issued.
+        """
+        if family_id is not None:
+            ended = exists().where(
+                refresh_tokens.c.family_id == family_id, refresh_tokens.c.revoked_at.is_not(None)
+            )
+        else:
+            ended = exists().where(
+                refresh_tokens.c.user_id == user_id, refresh_tokens.c.revoked_at >= issued_at
+            )
+        query = select(users, ended.label("session_ended")).where(users.c.id == user_id)
+        async with self.db.read() as conn:
+            row = (await conn.execute(query)).one_or_none()
+        if row is None:
+            return None, False
+        return _user(row), bool(row.session_ended)
+
     async def revoke_all_for_user(self, user_id: str) -> None:
         """Sign the user out everywhere (password change, disabled account)."""
         await self._revoke(refresh_tokens.c.user_id == user_id)
@@ -326,6 +352,15 @@ class UserStore:
                     (api_keys.c.last_used_at.is_(None)) | (api_keys.c.last_used_at < unless_since),
                 )
                 .values(last_used_at=now)
+            )
+
+    async def revoke_all_api_keys(self, user_id: str) -> None:
+        """Revoke every live key of the user (a password change, when so configured)."""
+        async with self.db.write() as conn:
+            await conn.execute(
+                update(api_keys)
+                .where(api_keys.c.user_id == user_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
             )
 
     async def list_api_keys(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from conveyor.auth.otp import OtpCodes
 from conveyor.auth.tokens import Clock, TokenService, utc_now
 from conveyor.domain.accounts import UserRecord
@@ -27,6 +29,8 @@ class AccountCore:
         letters: AccountLetters,
         *,
         email_verification: bool,
+        password_change_revokes_api_keys: bool = False,
+        register_notice_cooldown: timedelta = timedelta(seconds=60),
         clock: Clock | None = None,
     ) -> None:
         self.store = store
@@ -35,6 +39,8 @@ class AccountCore:
         self.jobs = jobs
         self.letters = letters
         self.email_verification = email_verification
+        self.password_change_revokes_api_keys = password_change_revokes_api_keys
+        self.register_notice_cooldown = register_notice_cooldown
         self._clock = clock or utc_now
 
     async def _record(self, user_id: str) -> UserRecord:

@@ -131,8 +131,21 @@ class Registration(AccountCore):
         return record, _mail(payload, f"{user.id}:{_stamp(record.created_at)}")
 
     def _taken_notice(self, address: str) -> Submission:
-        cause = f"{hashlib.sha256(address.encode()).hexdigest()[:32]}:{_stamp(self._clock())}"
+        """The "someone tried to register" mail, at most one per address per cooldown window.
+
+        The key names the window, not the moment: every attempt within one window enqueues
+        the same key, which the queue keeps once (``ON CONFLICT DO NOTHING``). So the taken
+        path still costs one hash and one transaction whether or not a mail results, and
+        many sources together cannot flood the owner's inbox.
+        """
+        cause = f"{hashlib.sha256(address.encode()).hexdigest()[:32]}:{self._notice_window()}"
         return _mail(self.letters.address_taken(address), cause)
+
+    def _notice_window(self) -> str:
+        seconds = self.register_notice_cooldown.total_seconds()
+        if seconds <= 0:
+            return _stamp(self._clock())  # no cooldown: every attempt is its own cause
+        return f"w{int(self._clock().timestamp() // seconds)}x{int(seconds)}"
 
     async def _find_email_quietly(self, email: str) -> UserRecord | None:
         """The account of ``email``, or None for an unknown or malformed address."""

@@ -2,10 +2,11 @@
 
 Argon2 runs in threads (`asyncio.to_thread`): it takes tens of milliseconds of CPU, which
 would otherwise stall every request on the event loop. Sessions are short access tokens
-plus rotating refresh tokens (`conveyor.auth.refresh`); signing out, changing the password
-and disabling the account revoke refresh tokens, and an access token is checked against the
-stored account on every use, so a disabled account stops at once and a role change applies
-at once.
+plus rotating refresh tokens (`conveyor.auth.refresh`); signing out, changing the password,
+reusing a refresh token and disabling the account revoke refresh-token families, and an
+access token (which names its family) is checked against the stored account and its family
+on every use, in one indexed query: a disabled account or an ended session stops at once and
+a role change applies at once.
 """
 
 from __future__ import annotations
@@ -29,9 +30,12 @@ from conveyor.errors import Forbidden, InvalidInput, Unauthenticated
 from conveyor.services.accounts.core import AccountCore
 from conveyor.services.accounts.records import TokenPair, User, public
 from conveyor.services.accounts.registration import REGISTRATION_ROLE, VERIFY_FIRST
+from conveyor.services.accounts.throttle import SIGNIN_THROTTLE, throttle_key
 
 API_KEY_TOUCH_INTERVAL = timedelta(minutes=1)
 INVALID_CREDENTIALS = "invalid credentials"
+CANNOT_SIGN_IN = "this account cannot sign in"
+SIGNED_OUT = "this session was signed out; sign in again"
 
 
 class SignIn(AccountCore):
@@ -77,15 +81,20 @@ class SignIn(AccountCore):
         await self.store.revoke_family(claims.family)
 
     async def user_from_access_token(self, token: str) -> User:
-        """The account an access token speaks for, as it is now (role, disabled)."""
+        """The account an access token speaks for, as it is now (role, disabled), while the
+        session it was issued for lasts: signed out, its access tokens stop at once."""
         claims = self.tokens.decode(token, "access")
-        if claims.role == REGISTRATION_ROLE and self.email_verification:
-            # A registration token answers like an unverified account whether or not the
-            # address was new: telling them apart would reveal who is registered.
-            record = await self.store.get_user(claims.sub)
-            if record is None or not record.verified:
-                raise Forbidden(VERIFY_FIRST)
-        return public(await self._active(claims.sub))
+        record, ended = await self.store.get_user_in_session(claims.sub, claims.family, claims.iat)
+        # A registration token answers like an unverified account whether or not the
+        # address was new: telling them apart would reveal who is registered.
+        registering = claims.role == REGISTRATION_ROLE and self.email_verification
+        if registering and (record is None or not record.verified):
+            raise Forbidden(VERIFY_FIRST)
+        if record is None or record.disabled:
+            raise Unauthenticated(CANNOT_SIGN_IN)
+        if ended:
+            raise Unauthenticated(SIGNED_OUT)
+        return public(record)
 
     async def user_from_api_key(self, key: str) -> User:
         """The owner of a live API key; records the use at most once a minute."""
@@ -99,7 +108,13 @@ class SignIn(AccountCore):
         return public(user)
 
     async def change_password(self, user: User, old: str, new: str) -> None:
-        """Set a new password after checking the old one, and sign out every session."""
+        """Set a new password after checking the old one, and sign out every session.
+
+        Every session's access and refresh tokens stop at once. API keys are kept, as
+        GitHub keeps personal access tokens: they are separate credentials for machines,
+        each revocable on its own, and a routine password change should not break every
+        deployment. ``password_change_revokes_api_keys`` revokes them too.
+        """
         check_password_policy(new)
         record = await self._record(user.id)
         if not await asyncio.to_thread(verify_password, old, record.password_hash):
@@ -107,8 +122,26 @@ class SignIn(AccountCore):
         password_hash = await asyncio.to_thread(hash_password, new)
         await self.store.update_user(user.id, password_hash=password_hash)
         await self.store.revoke_all_for_user(user.id)
+        if self.password_change_revokes_api_keys:
+            await self.store.revoke_all_api_keys(user.id)
 
     async def _check_credentials(self, login: str, password: str) -> UserRecord:
+        """The account, or Unauthenticated; under the door's per-account throttle, if any
+        (`conveyor.services.accounts.throttle`), which counts failures and known clients."""
+        throttle = SIGNIN_THROTTLE.get()
+        if throttle is None:
+            return await self._verify_credentials(login, password)
+        key = throttle_key(login)
+        await throttle.check(key)
+        try:
+            user = await self._verify_credentials(login, password)
+        except Unauthenticated:
+            await throttle.failed(key)
+            raise
+        await throttle.succeeded(key)
+        return user
+
+    async def _verify_credentials(self, login: str, password: str) -> UserRecord:
         user = await self.store.find_by_login(login.strip())
         if user is None:
             await asyncio.to_thread(verify_dummy, password)
@@ -136,7 +169,7 @@ class SignIn(AccountCore):
     async def _active(self, user_id: str) -> UserRecord:
         record = await self.store.get_user(user_id)
         if record is None or record.disabled:
-            raise Unauthenticated("this account cannot sign in")
+            raise Unauthenticated(CANNOT_SIGN_IN)
         return record
 
     async def _touch(self, key: ApiKeyRecord) -> None:
