@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import secrets
@@ -159,3 +160,49 @@ class Settings(BaseSettings):
         with os.fdopen(fd, "w") as handle:
             handle.write(key)
         return key
+
+
+def private_directory(path: Path) -> Path:
+    """`path` (and missing parents) created if need be; a directory this call creates is
+    0700, whatever the umask (mkdir's mode is masked by it; chmod is not)."""
+    if not path.exists():
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.chmod(0o700)
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """`path` created empty as 0600 if missing (its directory as `private_directory` makes
+    it), and made 0600 if it exists: the SQLite database and the log files hold secrets
+    (hashes, tokens' families, payloads) that other accounts on the host must not read."""
+    private_directory(path.parent)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    with contextlib.suppress(PermissionError):  # someone else's: ours to use, not to change
+        path.chmod(0o600)
+    return path
+
+
+def sqlite_file(database_url: str) -> Path | None:
+    """The file of a `sqlite:///path` URL (None for PostgreSQL or an in-memory database)."""
+    scheme, sep, rest = database_url.partition(":///")
+    if not sep or not scheme.startswith("sqlite"):
+        return None
+    name = rest.split("?", 1)[0]
+    return Path(name).expanduser() if name and name != ":memory:" else None
+
+
+def private_sqlite_files(database_url: str) -> None:
+    """Before a store opens a SQLite database: the file 0600 (SQLite gives its -wal and -shm
+    files the database file's mode), and those two 0600 too if an older run left them wider."""
+    path = sqlite_file(database_url)
+    if path is None:
+        return
+    private_file(path)
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            private_file(side)
+
+
+def _split(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
