@@ -289,7 +289,7 @@ class ScheduleCreate(Strict):
     queue: str | None = Field(None, min_length=1, max_length=100)
     priority: int = Field(0, ge=-1000, le=1000)
     max_attempts: int | None = Field(None, ge=1, le=100)
-    timeout: float | None = Field(None, gt=0)
+    timeout: float | None = Field(None, gt=0, le=7 * 86400, description="Seconds per attempt.")
     tags: list[str] = Field(default_factory=list, max_length=20)
     paused: StrictBool = False
 
@@ -302,7 +302,7 @@ class ScheduleUpdate(Strict):
     queue: str | None = Field(None, min_length=1, max_length=100)
     priority: int | None = Field(None, ge=-1000, le=1000)
     max_attempts: int | None = Field(None, ge=1, le=100)
-    timeout: float | None = Field(None, gt=0)
+    timeout: float | None = Field(None, gt=0, le=7 * 86400, description="Seconds per attempt.")
     tags: list[str] | None = Field(None, max_length=20)
     paused: StrictBool | None = None
 
