@@ -18,12 +18,15 @@ import importlib
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from bench.conveyor_handlers import JOB_TYPE
+from bench.peers.probe import Sample, poll
+
+COMPLETED = f"SELECT count(*) FROM jobs WHERE state = 'completed' AND type = '{JOB_TYPE}'"
 
 
 def _database_url() -> str:
@@ -128,6 +131,30 @@ class Driver:
     def send_batch(self, indices: Sequence[int]) -> None:
         """``submit_many``: one transaction for the batch (at most 1,000 jobs)."""
         self._runner.run(self._engine.jobs.submit_many([self._job(i) for i in indices]))
+
+    # -- durable completion -----------------------------------------------------------------
+    def probe(self, n: int, interval_s: float, timeout_s: float) -> Iterator[Sample]:
+        """Rows committed ``completed``, read by a connection of our own (for SQLite: the
+        file, opened separately; WAL lets it read while the workers write)."""
+        url = _database_url()
+        if url.startswith("sqlite"):
+            conn = sqlite3.connect(_sqlite_path(url), timeout=5)
+            try:
+                yield from poll(
+                    lambda: int(conn.execute(COMPLETED).fetchone()[0]), n, interval_s, timeout_s
+                )
+            finally:
+                conn.close()
+            return
+        asyncpg = importlib.import_module("asyncpg")
+        dsn = url.replace("postgresql+asyncpg://", "postgresql://")
+        pg = self._runner.run(asyncpg.connect(dsn))
+        try:
+            yield from poll(
+                lambda: int(self._runner.run(pg.fetchval(COMPLETED))), n, interval_s, timeout_s
+            )
+        finally:
+            self._runner.run(pg.close())
 
     # -- versions ---------------------------------------------------------------------------
     def server_version(self) -> str:

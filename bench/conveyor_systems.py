@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.systems import PG_ADMIN_URL, CommandSystem, SystemUnavailable
+from bench.systems import PG_ADMIN_URL, REPO_ROOT, CommandSystem, SystemUnavailable
 
 ENGINE_READY = True
 ENABLE_ENV = "BENCH_CONVEYOR"
@@ -46,12 +47,34 @@ def engine_ready() -> bool:
     return ENGINE_READY or os.environ.get(ENABLE_ENV) == "1"
 
 
+def source_commit(source: Path) -> str:
+    """``git describe``-like identity of a source tree: its HEAD and whether it is dirty."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(source), "status", "--porcelain", "--", "src"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return head + ("+dirty" if dirty else "")
+
+
 class ConveyorSystem(CommandSystem):
     """Conveyor on SQLite (one file, in a temporary directory) or on PostgreSQL."""
 
     drain_n = DRAIN_N
 
-    def __init__(self, database: str) -> None:
+    def __init__(self, database: str, source: Path | None = None) -> None:
         if not engine_ready():
             raise SystemUnavailable(
                 f"conveyor-{database}: NotImplemented until the engine lands "
@@ -63,6 +86,14 @@ class ConveyorSystem(CommandSystem):
         self.database = database
         self.name = f"conveyor-{database}"
         self.label = f"Conveyor ({'SQLite' if database == 'sqlite' else 'PostgreSQL'})"
+        # The Conveyor the client, workers and API import: this tree's src/ unless
+        # --conveyor-src names another tree (an A/B with the same harness).
+        self.source = (source or REPO_ROOT).resolve()
+        if source is not None:
+            self.label += f" @{self.source.name}"
+            self.name += f"@{self.source.name}"
+        if not (self.source / "src" / "conveyor").is_dir():
+            raise SystemUnavailable(f"{self.name}: no src/conveyor in {self.source}")
         # The README's advice for many short async jobs: a high in-flight count per process,
         # so claims and finishes travel in large batches (WORKER_CONCURRENCY defaults to
         # CPUs x 4, sized for jobs that do real work).
@@ -87,16 +118,26 @@ class ConveyorSystem(CommandSystem):
             "workers": f"{n_processes} x conveyor worker --concurrency {self.concurrency}",
             "concurrency_per_process": self.concurrency,
             "database_url": self.database_url,
+            "source": str(self.source),
+            "commit": source_commit(self.source),
         }
+
+    def pythonpath(self) -> str:
+        """The chosen tree's src/ first, then the bench's own tree (bench.* modules)."""
+        return os.pathsep.join(dict.fromkeys([str(self.source / "src"), str(REPO_ROOT)]))
+
+    @property
+    def conveyor(self) -> str:
+        """The project venv's ``conveyor`` script (it imports from PYTHONPATH first)."""
+        return shutil.which("conveyor", path=str(Path(sys.executable).parent)) or "conveyor"
 
     def client_argv(self) -> list[str]:
         return [sys.executable, "-m", "bench.peers.client", "--driver", "conveyor"]
 
     def worker_argvs(self, n_processes: int) -> list[list[str]]:
-        conveyor = shutil.which("conveyor", path=str(Path(sys.executable).parent)) or "conveyor"
         return [
             [
-                conveyor,
+                self.conveyor,
                 *("worker", "--queues", "bench", "--concurrency", str(self.concurrency)),
                 *("--handlers", "bench.conveyor_handlers"),
             ]

@@ -3,7 +3,9 @@
 * **enqueue** (workers stopped): ``single_n`` jobs one call each; then, as the drain's
   pre-fill, ``drain_n`` jobs in batches of ``batch_size``. Rate = jobs / client-side seconds.
 * **drain**: with the queue pre-filled, start the workers and wait until every job has a
-  record; throughput = completed / (last end - first start), so worker boot is not counted.
+  record *and* the system's store holds every job as durably done (bench/durable.py: sampled
+  every 0.1 s during the drain); executed rate = completed / (last end - first start), so
+  worker boot is not counted; durable rate = jobs / (first start -> last completion durable).
   Lost = indices never recorded, duplicated = executions beyond the first. After a timeout
   the unrecorded jobs are reported as ``not_run`` and ``lost`` is unknown (None).
 * **latency**: workers started and warmed up (a few jobs run, then a pause so they are idle),
@@ -22,14 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import machine
+from bench import durable, machine
+from bench.durable import DurableFigures
 from bench.procs import BenchError
 from bench.rundir import RunDir
-from bench.systems import EnqueueTiming, System
+from bench.systems import PROBE_INTERVAL_S, EnqueueTiming, System
 
 WARMUP_START = 1_000_000  # warm-up job indices, outside every measured range
 DUPLICATE_GRACE_S = 0.5  # after the last job, how long late duplicates may still land
 IDLE_PAUSE_S = 1.0
+PROBE_START_TIMEOUT_S = 20.0  # the probe's first read (rabbitmqctl boots an Erlang VM)
 
 
 @dataclass(frozen=True)
@@ -80,8 +84,9 @@ class DrainFigures:
     lost: int | None  # = not_run, or None after a timeout (late or lost: cannot tell)
     duplicated: int
     seconds: float  # first start to last end
-    jobs_per_s: float
+    jobs_per_s: float  # executed rate
     timed_out: bool
+    durable: DurableFigures | None = None
 
 
 @dataclass(frozen=True)
@@ -137,16 +142,26 @@ def drain(system: System, plan: Plan, run_dir: Path) -> tuple[EnqueueFigures, Dr
     system.settle()
     records = RunDir(run_dir)
     expected = range(n)
-    system.start_workers(run_dir, plan.n_processes)
+    probe = system.probe(n, plan.drain_timeout_s + 10, run_dir.parent / "probe-stderr.txt")
     try:
-        done = records.wait_for(expected, plan.drain_timeout_s, system.check_workers)
-        time.sleep(DUPLICATE_GRACE_S)
+        probe.wait_first(PROBE_START_TIMEOUT_S)
+        deadline = time.monotonic() + plan.drain_timeout_s
+        system.start_workers(run_dir, plan.n_processes)
+        try:
+            done = records.wait_for(expected, plan.drain_timeout_s, system.check_workers)
+            probe.wait_done(deadline - time.monotonic())
+            time.sleep(DUPLICATE_GRACE_S)
+        finally:
+            system.stop_workers()
     finally:
-        system.stop_workers()
+        probe.stop()
     records.poll()
     tally = records.account(expected)
     runs = [e for e in records.executions if e.index in expected]
+    first_start = min(e.start for e in runs) if runs else None
     span = (max(e.end for e in runs) - min(e.start for e in runs)) if runs else 0.0
+    first_ends = [e.end for e in records.first_runs(expected).values()]
+    durability = durable.figures(probe.samples, first_ends, first_start, n, PROBE_INTERVAL_S)
     figures = DrainFigures(
         n=n,
         completed=tally.completed,
@@ -155,12 +170,15 @@ def drain(system: System, plan: Plan, run_dir: Path) -> tuple[EnqueueFigures, Dr
         duplicated=tally.duplicated,
         seconds=span,
         jobs_per_s=tally.completed / span if span > 0 else 0.0,
-        timed_out=not done,
+        timed_out=not done or not durability.all_durable,
+        durable=durability,
     )
     _say(
         system,
-        f"drain: {figures.jobs_per_s:,.0f} jobs/s, not run {tally.lost}, dup {tally.duplicated}"
-        + (" (TIMED OUT)" if not done else ""),
+        f"drain: executed {figures.jobs_per_s:,.0f} jobs/s, durable "
+        f"{durability.jobs_per_s or 0:,.0f} jobs/s, unrecorded peak {durability.unrecorded_peak}"
+        f", not run {tally.lost}, dup {tally.duplicated}"
+        + (" (TIMED OUT)" if figures.timed_out else ""),
     )
     return batch, figures
 

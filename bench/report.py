@@ -32,7 +32,9 @@ COLUMNS = (
     ("system", "left"),
     ("enqueue\nsingle/s", "right"),
     ("enqueue\nbatch/s", "right"),
-    ("drain\njobs/s", "right"),
+    ("drain durable\njobs/s", "right"),
+    ("drain executed\njobs/s", "right"),
+    ("unrecorded\npeak", "right"),
     ("drain\nN", "right"),
     ("lost", "right"),
     ("dup", "right"),
@@ -41,6 +43,9 @@ COLUMNS = (
     ("CPU busy\nbefore", "right"),
 )
 CAPTION = (
+    "drain durable: jobs / (first start -> last completion durable in the system's store); "
+    "executed: jobs / (first start -> last handler end); unrecorded peak: most jobs run but "
+    "not yet durably done at one sample (a crash re-runs them).\n"
     "lost/dup: over the drain and latency phases; '?' = timed out (late or lost, cannot tell). "
     "CPU busy before: the share of both cores others used just before the system ran."
 )
@@ -50,7 +55,9 @@ def _row(r: SystemResult) -> list[str]:
     phases = [f for f in (r.drain, r.latency) if f is not None]
     losses = [f.lost for f in phases]
     lost = "?" if None in losses else str(sum(x for x in losses if x is not None))
-    drain = _num(r.drain.jobs_per_s if r.drain else None)
+    executed = _num(r.drain.jobs_per_s if r.drain else None)
+    durability = r.drain.durable if r.drain else None
+    drain = _num(durability.jobs_per_s if durability else None)
     if r.drain and r.drain.timed_out:
         drain += " (timeout)"
     return [
@@ -58,6 +65,8 @@ def _row(r: SystemResult) -> list[str]:
         _num(r.enqueue_single.jobs_per_s if r.enqueue_single else None),
         _num(r.enqueue_batch.jobs_per_s if r.enqueue_batch else None),
         drain,
+        executed,
+        _num(durability.unrecorded_peak if durability else None),
         _num(r.drain.n if r.drain else None),
         lost if phases else "-",
         str(sum(f.duplicated for f in phases)) if phases else "-",

@@ -15,8 +15,10 @@ worker commands, the environment) and add an :class:`Entry` to :data:`REGISTRY`.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bench import peers_venv
+from bench.durable import Probe
 from bench.procs import BenchError, run_json, spawn, stop, tail
 
 Mode = Literal["single", "batch"]
@@ -31,6 +34,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CLIENT_TIMEOUT_S = 180.0
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 CELERY_REDIS_URL = "redis://127.0.0.1:6379/14"  # a db of its own: purge = FLUSHDB
+RQ_REDIS_URL = CELERY_REDIS_URL  # the same benchmark db: one system runs at a time
+PROBE_INTERVAL_S = 0.1
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432"
 
 
@@ -93,6 +98,14 @@ class System(ABC):
         """Enqueue jobs ``start .. start+n-1``, one call each or in batches; time it."""
 
     @abstractmethod
+    def probe(self, n: int, timeout_s: float, log: Path) -> Probe:
+        """Start sampling how many of ``n`` drained jobs the store holds as durably done."""
+
+    @abstractmethod
+    def worker_pids(self) -> list[int]:
+        """The process ids of the running workers' process groups (for RSS sampling)."""
+
+    @abstractmethod
     def trickle(self, n: int, gap_ms: float, *, start: int = 0) -> list[float]:
         """Enqueue one job at a time, ``gap_ms`` apart; return each job's enqueue time."""
 
@@ -124,9 +137,13 @@ class CommandSystem(System):
     def extra_env(self) -> dict[str, str]:
         """Environment for both the client and the workers."""
 
+    def pythonpath(self) -> str:
+        """Where the client and workers import from: the bench's tree (and its peers)."""
+        return str(REPO_ROOT)
+
     def env(self, run_dir: Path | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONHOME"}}
-        env.update(PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1", **self.extra_env())
+        env.update(PYTHONPATH=self.pythonpath(), PYTHONUNBUFFERED="1", **self.extra_env())
         if run_dir is not None:
             env["BENCH_RUN_DIR"] = str(run_dir)
         return env
@@ -157,6 +174,23 @@ class CommandSystem(System):
         args = ["--n", str(n), "--gap-ms", str(gap_ms), "--start", str(start)]
         result = self._client("trickle", *args)
         return [float(t) for t in result["enqueued_at"]]
+
+    def probe(self, n: int, timeout_s: float, log: Path) -> Probe:
+        args = ["--n", str(n), "--interval-s", str(PROBE_INTERVAL_S), "--timeout-s", str(timeout_s)]
+        return Probe([*self.client_argv(), "probe", *args], self.env(), log)
+
+    def worker_pids(self) -> list[int]:
+        """Every live process in the workers' groups (the leaders and what they forked)."""
+        groups = {proc.pid for proc in self._workers if proc.poll() is None}
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) in groups:  # field 5 of stat: the process group id
+                pids.append(int(stat.parent.name))
+        return sorted(pids)
 
     def start_workers(self, run_dir: Path, n_processes: int = 2) -> None:
         if self._workers:
@@ -304,6 +338,82 @@ class ProcrastinateSystem(PeerSystem):
         ]
 
 
+class HueySystem(PeerSystem):
+    """Huey on its SQLite storage: one consumer, a worker process per CPU (peers/huey_app.py)."""
+
+    driver = "huey"
+    name = "huey-sqlite"
+    label = "Huey + SQLite"
+    drain_n = 20_000
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._tmp: Path | None = None
+
+    @property
+    def db_path(self) -> Path:
+        if self._tmp is None:
+            self._tmp = Path(tempfile.mkdtemp(prefix="bench-huey-"))
+        return self._tmp / "huey.db"
+
+    def settings(self, n_processes: int) -> dict[str, Any]:
+        return {
+            "workers": f"huey_consumer -k process -w {n_processes}",
+            "storage": "SqliteHuey defaults (WAL, results stored)",
+            "durable": "result stored (Huey deletes the message at dequeue)",
+            "db": str(self.db_path),
+        }
+
+    def extra_env(self) -> dict[str, str]:
+        return {"BENCH_HUEY_DB": str(self.db_path)}
+
+    def worker_argvs(self, n_processes: int) -> list[list[str]]:
+        return [
+            [
+                str(peers_venv.venv_bin("huey_consumer")),
+                "bench.peers.huey_app.huey",
+                *("-k", "process", "-w", str(n_processes), "-q"),
+            ]
+        ]
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        finally:
+            if self._tmp is not None:
+                shutil.rmtree(self._tmp, ignore_errors=True)
+                self._tmp = None
+
+
+class RqSystem(PeerSystem):
+    """RQ on Redis: ``rq worker-pool`` of 2 non-forking workers (peers/rq_app.py)."""
+
+    driver = "rq"
+    name = "rq-redis"
+    label = "RQ + Redis"
+    drain_n = 10_000
+    worker_class = "rq.worker.SimpleWorker"
+
+    def settings(self, n_processes: int) -> dict[str, Any]:
+        return {
+            "workers": f"rq worker-pool -n {n_processes} -w {self.worker_class}",
+            "durable": "in the finished registry",
+            "redis": RQ_REDIS_URL,
+        }
+
+    def extra_env(self) -> dict[str, str]:
+        return {"BENCH_RQ_REDIS": RQ_REDIS_URL}
+
+    def worker_argvs(self, n_processes: int) -> list[list[str]]:
+        return [
+            [
+                str(peers_venv.venv_bin("rq")),
+                *("worker-pool", "-n", str(n_processes), "-w", self.worker_class),
+                *("-u", RQ_REDIS_URL, "-q", "bench_rq"),
+            ]
+        ]
+
+
 # ---- registry ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Entry:
@@ -325,6 +435,13 @@ def _conveyor(database: str) -> Callable[[], System]:
     return make
 
 
+def conveyor_with_source(name: str, source: Path | None) -> System:
+    """``conveyor-sqlite``/``-postgres`` running another source tree (``--conveyor-src``)."""
+    from bench.conveyor_systems import ConveyorSystem
+
+    return ConveyorSystem(name.removeprefix("conveyor-"), source=source)
+
+
 def _conveyor_enabled() -> bool:
     from bench.conveyor_systems import engine_ready
 
@@ -344,6 +461,8 @@ REGISTRY: Mapping[str, Entry] = {
         ),
         Entry("dramatiq-rabbitmq", DramatiqSystem),
         Entry("procrastinate", ProcrastinateSystem),
+        Entry("huey-sqlite", HueySystem),
+        Entry("rq-redis", RqSystem),
         # Conveyor's own systems: see bench/conveyor_systems.py for how they plug in.
         Entry("conveyor-sqlite", _conveyor("sqlite"), enabled=_conveyor_enabled, peer=False),
         Entry("conveyor-postgres", _conveyor("postgres"), enabled=_conveyor_enabled, peer=False),

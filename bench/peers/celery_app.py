@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib import metadata
 
 from celery import Celery
 
+from bench.peers.probe import Sample, poll, rabbitmq_samples
 from bench.peers.record import record
 
 BROKER_URL = os.environ.get("BENCH_CELERY_BROKER", "redis://127.0.0.1:6379/14")
@@ -85,6 +86,21 @@ class Driver:
         with app.producer_or_acquire() as producer:
             for index in indices:
                 noop.apply_async((index, time.time()), producer=producer)
+
+    def probe(self, n: int, interval_s: float, timeout_s: float) -> Iterator[Sample]:
+        """Messages the broker no longer holds: n - queued - unacknowledged. Celery acks
+        early (its default), so a message leaves the broker just before its task runs."""
+        if not _is_redis():
+            yield from rabbitmq_samples(QUEUE, n, interval_s, timeout_s)
+            return
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=3)
+            client = conn.default_channel.client
+
+            def count() -> int:  # kombu's Redis transport: the queue list + the unacked hash
+                return n - int(client.llen(QUEUE)) - int(client.hlen("unacked"))
+
+            yield from poll(count, n, interval_s, timeout_s)
 
     def server_version(self) -> str:
         with app.connection_for_write() as conn:

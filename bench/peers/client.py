@@ -3,13 +3,16 @@
     python -m bench.peers.client --driver celery setup|purge|settle|versions
     python -m bench.peers.client --driver celery enqueue --n 2000 --mode single|batch
     python -m bench.peers.client --driver celery trickle --n 200 --gap-ms 20
+    python -m bench.peers.client --driver celery probe --n 20000 [--interval-s 0.1]
 
 The client is standard-library only, so Conveyor's systems run it too, in the project venv
 (``--driver conveyor``): every system's enqueues are timed by this same code.
 
 Every command prints exactly one JSON object on stdout (logs go to stderr), so the harness in
-the project venv never imports a peer. Timings exclude interpreter start-up and connecting:
-the clock starts after :meth:`Driver.open`, as it would in a long-running application.
+the project venv never imports a peer; ``probe`` alone prints one per sample,
+``{"t": time, "done": durably completed jobs}``, as it goes (see peers/probe.py). Timings
+exclude interpreter start-up and connecting: the clock starts after :meth:`Driver.open`, as it
+would in a long-running application.
 """
 
 from __future__ import annotations
@@ -19,12 +22,15 @@ import importlib
 import json
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 DRIVERS = {
     "celery": "bench.peers.celery_app",
     "dramatiq": "bench.peers.dramatiq_app",
     "procrastinate": "bench.peers.procrastinate_app",
+    "huey": "bench.peers.huey_app",
+    "rq": "bench.peers.rq_app",
     # Conveyor's driver runs this same client in the project venv (bench/conveyor_driver.py).
     "conveyor": "bench.conveyor_driver",
 }
@@ -41,6 +47,7 @@ class Driver(Protocol):
     def settle(self) -> None: ...
     def send_single(self, indices: range) -> None: ...
     def send_batch(self, indices: range) -> None: ...
+    def probe(self, n: int, interval_s: float, timeout_s: float) -> Iterator[tuple[float, int]]: ...
     def server_version(self) -> str: ...
     def versions(self) -> dict[str, str]: ...
 
@@ -69,6 +76,16 @@ def _trickle(driver: Driver, args: argparse.Namespace) -> dict[str, Any]:
     return {"n": args.n, "start": args.start, "enqueued_at": enqueued_at}
 
 
+def _probe(driver: Driver, args: argparse.Namespace) -> dict[str, Any]:
+    """Stream durable-completion samples until ``n`` are done or the timeout passes."""
+    last = 0
+    for at, done in driver.probe(args.n, args.interval_s, args.timeout_s):
+        sys.stdout.write(json.dumps({"t": at, "done": done}) + "\n")
+        sys.stdout.flush()
+        last = done
+    return {"n": args.n, "done": last, "end": True}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--driver", choices=sorted(DRIVERS), required=True)
@@ -86,6 +103,10 @@ def _parser() -> argparse.ArgumentParser:
     trickle.add_argument("--n", type=int, required=True)
     trickle.add_argument("--gap-ms", type=float, default=20.0)
     trickle.add_argument("--start", type=int, default=0)
+    probe = commands.add_parser("probe", help="stream durably completed counts (JSON lines)")
+    probe.add_argument("--n", type=int, required=True)
+    probe.add_argument("--interval-s", type=float, default=0.1)
+    probe.add_argument("--timeout-s", type=float, default=120.0)
     return parser
 
 
@@ -106,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             result = {"ok": True}
         elif args.command == "versions":
             result = {"packages": driver.versions(), "server": driver.server_version()}
+        elif args.command == "probe":
+            result = _probe(driver, args)
         elif args.command == "enqueue":
             result = _enqueue(driver, args)
         else:

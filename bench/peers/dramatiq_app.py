@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib import metadata
 
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
+from bench.peers.probe import Sample, rabbitmq_samples
 from bench.peers.record import record
 
 AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -62,6 +63,11 @@ class Driver:
         """Dramatiq's batch API is ``group(...).run()``; it publishes each message in turn
         on the same channel (RabbitMQ has no multi-message publish)."""
         dramatiq.group([noop.message(index, time.time()) for index in indices]).run()
+
+    def probe(self, n: int, interval_s: float, timeout_s: float) -> Iterator[Sample]:
+        """Messages acknowledged: n - ready - unacknowledged, read inside the broker.
+        Dramatiq acknowledges a message after its actor returned."""
+        yield from rabbitmq_samples(QUEUE, n, interval_s, timeout_s)
 
     def server_version(self) -> str:
         props = broker.connection._impl.server_properties

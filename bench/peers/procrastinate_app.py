@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib import metadata
 
 import procrastinate
 import psycopg
 from psycopg import sql
 
+from bench.peers.probe import Sample, poll
 from bench.peers.record import record
 
 DSN = os.environ.get(
@@ -111,6 +112,17 @@ class Driver:
 
     async def _send_batch(self, indices: Sequence[int], now: float) -> None:
         await noop.batch_defer_async(*({"index": index, "enqueued_at": now} for index in indices))
+
+    def probe(self, n: int, interval_s: float, timeout_s: float) -> Iterator[Sample]:
+        """Jobs whose ``succeeded`` status is committed, from a connection of our own."""
+        with psycopg.connect(DSN, autocommit=True) as conn:
+
+            def count() -> int:
+                query = "SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'"
+                row = conn.execute(query).fetchone()
+                return int(row[0]) if row else 0
+
+            yield from poll(count, n, interval_s, timeout_s)
 
     def server_version(self) -> str:
         with psycopg.connect(DSN) as conn:

@@ -1,0 +1,139 @@
+"""Durable completion during a drain: the system's own store, sampled every 0.1 s.
+
+A job has *executed* when its record line is written (peers/record.py, the handler's last act);
+it is *durably complete* when the system's store says so (Conveyor's row committed
+``completed``, Procrastinate's ``succeeded``, a broker's message acknowledged, Huey's result
+stored, RQ's finished registry), read by ``bench.peers.client probe`` in a subprocess of the
+system's venv (peers/probe.py). From the samples and the records:
+
+* **durable rate** = jobs / (first start -> the first sample that saw every job done). A
+  system that drops a message before running it (Celery's early ack) is done no earlier than
+  its last execution, so that moment is the later of the two.
+* **unrecorded peak** = max over samples of (executed by the sample's time - done in it): the
+  jobs a crash at that moment would run again.
+* **acked unrun peak** = max of (done - executed): jobs the store had already let go of but
+  that had not run yet (a crash then loses them; only early-ack systems have any).
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.procs import BenchError, tail
+
+
+@dataclass(frozen=True)
+class DurableFigures:
+    samples: int
+    interval_s: float
+    all_durable: bool  # the probe saw every job done before the phase ended
+    seconds: float | None  # first start -> last completion durable
+    jobs_per_s: float | None
+    unrecorded_peak: int
+    unrecorded_peak_at_s: float | None  # since the first start
+    acked_unrun_peak: int
+    # every sample: (seconds since the first start, executed by then, durably done)
+    series: tuple[tuple[float, int, int], ...] = ()
+
+
+class Probe:
+    """``probe`` running in a subprocess; its JSON lines collected by a thread."""
+
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str], log: Path) -> None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self.log = log
+        self.samples: list[tuple[float, int]] = []
+        self.finished = threading.Event()
+        self._first = threading.Event()
+        with log.open("ab") as err:
+            self._proc = subprocess.Popen(
+                list(argv),
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                start_new_session=True,
+            )
+        self._reader = threading.Thread(target=self._read, daemon=True, name="durable-probe")
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for raw in self._proc.stdout:
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                continue
+            if "t" in line:
+                self.samples.append((float(line["t"]), int(line["done"])))
+                self._first.set()
+        self.finished.set()
+
+    def wait_first(self, timeout_s: float) -> None:
+        """Until the first sample is in (the probe is reading), or raise."""
+        deadline = time.monotonic() + timeout_s
+        while not self._first.wait(0.05):
+            if self.finished.is_set() or time.monotonic() > deadline:
+                self.stop()
+                raise BenchError(f"durable probe gave no sample; its log:\n{tail(self.log)}")
+
+    def wait_done(self, timeout_s: float) -> bool:
+        """Until the probe ended by itself (every job done, or its own timeout)."""
+        return self.finished.wait(max(0.0, timeout_s))
+
+    def stop(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(timeout=5)
+        self._reader.join(timeout=5)
+
+
+def figures(
+    samples: Sequence[tuple[float, int]],
+    first_ends: Sequence[float],
+    first_start: float | None,
+    n: int,
+    interval_s: float,
+) -> DurableFigures:
+    """Combine probe samples with the executions' end times (the first run of each job)."""
+    ends = sorted(first_ends)
+    unrecorded, unrecorded_at, unrun = 0, None, 0
+    done_at: float | None = None
+    series = []
+    for at, done in samples:
+        executed = bisect.bisect_right(ends, at)
+        if first_start is not None:
+            series.append((round(at - first_start, 3), executed, done))
+        if executed - done > unrecorded:
+            unrecorded, unrecorded_at = executed - done, at
+        unrun = max(unrun, done - executed)
+        if done >= n and done_at is None:
+            done_at = at
+    all_durable = done_at is not None and len(ends) >= n
+    seconds = None
+    if all_durable and done_at is not None and first_start is not None:
+        seconds = max(done_at, ends[-1]) - first_start
+    return DurableFigures(
+        samples=len(samples),
+        interval_s=interval_s,
+        all_durable=all_durable,
+        seconds=seconds,
+        jobs_per_s=n / seconds if seconds else None,
+        unrecorded_peak=unrecorded,
+        unrecorded_peak_at_s=(
+            unrecorded_at - first_start if unrecorded_at and first_start is not None else None
+        ),
+        acked_unrun_peak=unrun,
+        series=tuple(series),
+    )
