@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import machine
+from bench.http_submit import HttpFigures
 from bench.measure import Plan, SystemResult
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -76,10 +77,11 @@ def _row(r: SystemResult) -> list[str]:
     ]
 
 
-def table(results: list[SystemResult]) -> Table:
+def table(results: list[SystemResult], rounds: int = 1) -> Table:
     errors = [f"{r.name} FAILED: {r.error.splitlines()[0]}" for r in results if r.error]
+    medians = f", median of {rounds} rounds" if rounds > 1 else ""
     out = Table(
-        title="No-op jobs, 2 worker processes, this machine",
+        title=f"No-op jobs, 2 worker processes, this machine{medians}",
         caption="\n".join([CAPTION, *errors]),
     )
     for header, justify in COLUMNS:
@@ -89,13 +91,63 @@ def table(results: list[SystemResult]) -> Table:
     return out
 
 
-def print_table(results: list[SystemResult]) -> None:
+def print_table(results: list[SystemResult], rounds: int = 1) -> None:
     # Not a terminal (make, CI, a pipe): rich would assume 80 columns and wrap every cell.
-    Console(width=None if sys.stdout.isatty() else 150).print(table(results))
+    Console(width=None if sys.stdout.isatty() else 150).print(table(results, rounds))
+
+
+def http_table(figures: list[HttpFigures], source: str) -> Table:
+    out = Table(
+        title=f"HTTP submits, one conveyor api process{source} (wrk)",
+        caption="CPU: the API process's utime + stime per request. xacts: database "
+        "transactions per request (PostgreSQL; rollbacks of them in brackets).",
+    )
+    for header in ("store", "scenario", "conns", "requests/s", "jobs/s", "p50 ms", "p99 ms"):
+        out.add_column(header, justify="left" if header in {"store", "scenario"} else "right")
+    out.add_column("CPU ms/req", justify="right")
+    out.add_column("xacts/req", justify="right")
+    out.add_column("non-2xx", justify="right")
+    for f in figures:
+        xacts = "-"
+        if f.xacts_per_request is not None and f.rollbacks_per_request is not None:
+            xacts = f"{f.xacts_per_request:.1f} ({f.rollbacks_per_request:.1f})"
+        out.add_row(
+            f.store,
+            f.scenario,
+            str(f.connections),
+            _num(f.requests_per_s),
+            _num(f.jobs_per_s),
+            _num(f.p50_ms, 1),
+            _num(f.p99_ms, 1),
+            _num(f.server_cpu_ms_per_request, 2),
+            xacts,
+            str(f.non_2xx + f.socket_errors),
+        )
+    return out
+
+
+def targets_table(rows: list[tuple[str, str, str]]) -> Table:
+    out = Table(title="Issue #12 targets, this run")
+    out.add_column("figure")
+    out.add_column("measured", justify="right")
+    out.add_column("goal", justify="right")
+    for row in rows:
+        out.add_row(*row)
+    return out
+
+
+def print_tables(tables: list[Table]) -> None:
+    console = Console(width=None if sys.stdout.isatty() else 150)
+    for item in tables:
+        console.print(item)
 
 
 def to_json(
-    results: list[SystemResult], plan: Plan, started: datetime, elapsed_s: float
+    results: list[SystemResult],
+    plan: Plan,
+    started: datetime,
+    elapsed_s: float,
+    extras: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "timestamp": started.astimezone(UTC).isoformat(timespec="seconds"),
@@ -104,6 +156,7 @@ def to_json(
         "plan": dataclasses.asdict(plan),
         "command": " ".join(["python -m bench.run", *sys.argv[1:]]),
         "systems": {r.name: dataclasses.asdict(r) for r in results},
+        **(extras or {}),
     }
 
 

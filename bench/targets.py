@@ -1,0 +1,118 @@
+"""The figures of issue #12's "Targets" table, computed from one run's results."""
+
+from __future__ import annotations
+
+from bench.http_submit import HttpFigures
+from bench.measure import SystemResult
+from bench.pgbench_limit import PgbenchFigures
+from bench.soak import SoakFigures
+
+CONCURRENCY = 64  # per worker process (bench/conveyor_systems.py)
+
+
+def _durable(result: SystemResult | None) -> float | None:
+    if result is None or result.drain is None or result.drain.durable is None:
+        return None
+    return result.drain.durable.jobs_per_s
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x ({a:,.0f} vs {b:,.0f})" if a and b else "-"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def rows(
+    results: list[SystemResult],
+    suffix: str,
+    http: list[HttpFigures],
+    pgbench: PgbenchFigures | None,
+    soak: SoakFigures | None,
+) -> list[tuple[str, str, str]]:
+    """(figure, measured, goal) for the Conveyor systems named ``conveyor-*{suffix}``."""
+    by_name = {r.name: r for r in results}
+    pg, lite = by_name.get(f"conveyor-postgres{suffix}"), by_name.get(f"conveyor-sqlite{suffix}")
+    peers = [r for r in results if not r.name.startswith("conveyor-") and _durable(r)]
+    fastest = max(peers, key=lambda r: _durable(r) or 0.0, default=None)
+    tag = f" {suffix}" if suffix else ""
+    out: list[tuple[str, str, str]] = []
+    if fastest is not None:
+        out.append(
+            (
+                f"PG durable drain vs the fastest peer's ({fastest.label}){tag}",
+                _ratio(_durable(pg), _durable(fastest)),
+                ">= 2x",
+            )
+        )
+    out.append(
+        (
+            f"PG durable drain vs Procrastinate{tag}",
+            _ratio(_durable(pg), _durable(by_name.get("procrastinate"))),
+            ">= 15x",
+        )
+    )
+    out.append(
+        (
+            f"SQLite durable drain vs Huey + SQLite{tag}",
+            _ratio(_durable(lite), _durable(by_name.get("huey-sqlite"))),
+            ">= 2x",
+        )
+    )
+    for result in (pg, lite):
+        if result and result.drain and result.drain.durable:
+            out.append(
+                (
+                    f"executed-but-unrecorded peak, {result.label}",
+                    f"{result.drain.durable.unrecorded_peak:,}",
+                    f"<= {2 * CONCURRENCY}",
+                )
+            )
+    if pg and pg.latency:
+        out.append(
+            (
+                f"idle p50 / p99, PG{tag}",
+                f"{_ms(pg.latency.p50_ms)} / {_ms(pg.latency.p99_ms)} ms",
+                "<= 2 / <= 10 ms",
+            )
+        )
+    for f in http:
+        if f.store != "postgres":
+            continue
+        if f.scenario == "single, JWT":
+            out.append(
+                (
+                    f"HTTP single submits/s, PG, 32 clients{tag}",
+                    f"{f.requests_per_s:,.0f}",
+                    ">= 1,500",
+                )
+            )
+            out.append(
+                (
+                    f"server CPU per single submit{tag}",
+                    f"{f.server_cpu_ms_per_request:.2f} ms",
+                    "<= 0.6 ms",
+                )
+            )
+        elif f.is_batch():
+            out.append(
+                (
+                    f"HTTP batch jobs/s (500 per request), PG{tag}",
+                    f"{f.jobs_per_s:,.0f}",
+                    ">= 20,000",
+                )
+            )
+    if pg and pg.enqueue_single and pgbench:
+        ratio = pg.enqueue_single.jobs_per_s / pgbench.tps if pgbench.tps else 0.0
+        out.append(
+            (
+                f"sequential enqueue / pgbench single-insert tps{tag}",
+                f"{ratio:.2f} ({pg.enqueue_single.jobs_per_s:,.0f} / {pgbench.tps:,.0f})",
+                ">= 0.77 (within 1.3x)",
+            )
+        )
+    if soak is not None and soak.rss_total_mib:
+        marks = " -> ".join(f"{v:.1f}" for v in soak.rss_total_mib.values())
+        out.append((f"worker RSS over {soak.n:,} jobs (sum of 2)", f"{marks} MiB", "flat"))
+    return out
