@@ -20,6 +20,10 @@ How they plug in (the precise interface, shared with the peers):
   ``send_single`` (one ``JobService.submit`` per job), ``send_batch`` (``submit_many``),
   ``versions``/``server_version``.
 
+Source tree: the client, workers and API import Conveyor from ``<source>/src`` (PYTHONPATH
+first): this tree by default, another with ``python -m bench.run --conveyor-src PATH`` (an A/B
+of two trees with the same harness); the tree's commit is reported with the settings.
+
 To enable: make sure ``python -m bench.peers.client --driver conveyor setup`` and a
 ``conveyor worker`` work with the environment above, set ``ENGINE_READY = True``, run
 ``python -m bench.run --systems conveyor-sqlite,conveyor-postgres --quick``, then the full run.

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.procs import BenchError, tail
+from bench.procs import BenchError, stop, tail
 
 
 @dataclass(frozen=True)
@@ -89,13 +89,8 @@ class Probe:
         return self.finished.wait(max(0.0, timeout_s))
 
     def stop(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(timeout=5)
+        """Stop the probe and what it started (``rabbitmqctl``): its whole process group."""
+        stop(self._proc, grace_s=5)
         self._reader.join(timeout=5)
 
 

@@ -40,6 +40,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from bench import machine
 from bench.conveyor_systems import ConveyorSystem
 from bench.procs import BenchError, spawn, stop, tail
 
@@ -93,6 +94,7 @@ class HttpFigures:
     server_cpu_ms_per_request: float
     xacts_per_request: float | None  # PostgreSQL only
     rollbacks_per_request: float | None
+    cpu_busy_before: float | None = None  # share of both cores busy in the second before
 
     def is_batch(self) -> bool:
         return self.scenario.startswith("batch")
@@ -260,6 +262,7 @@ def _scenario(
     body = _body(scenario)
     body_file = api.workdir / f"body-{scenario.jobs_per_request}.json"
     body_file.write_bytes(body)
+    busy = machine.cpu_busy()
     before = _xacts(api.system)
     with api.running() as pid:
         _warm_up(api.url, scenario, token, body)
@@ -286,6 +289,7 @@ def _scenario(
         server_cpu_ms_per_request=(cpu1 - cpu0) * 1000 / requests if requests else 0.0,
         xacts_per_request=(commits + rollbacks - sum(baseline)) / served if pg else None,
         rollbacks_per_request=(rollbacks - baseline[1]) / served if pg else None,
+        cpu_busy_before=busy,
     )
 
 

@@ -17,6 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import machine
 from bench.procs import BenchError
 
 DB = "conveyor_bench_pgbench"
@@ -35,6 +36,7 @@ class PgbenchFigures:
     seconds: float
     transactions: int
     tps: float
+    cpu_busy_before: float | None = None
 
 
 def _psql(dbname: str, sql: str) -> None:
@@ -51,6 +53,7 @@ def measure(seconds: float = 5.0) -> PgbenchFigures:
         _psql("postgres", f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
         _psql("postgres", f"CREATE DATABASE {DB}")
         _psql(DB, TABLE)
+        busy = machine.cpu_busy()
         with tempfile.TemporaryDirectory(prefix="bench-pgbench-") as tmp:
             script = Path(tmp) / "insert.sql"
             script.write_text(SCRIPT)
@@ -71,6 +74,4 @@ def measure(seconds: float = 5.0) -> PgbenchFigures:
     count = re.search(r"number of transactions actually processed: (\d+)", done.stdout)
     if done.returncode != 0 or tps is None or count is None:
         raise BenchError(f"pgbench failed ({done.returncode}): {done.stderr[-500:]}")
-    return PgbenchFigures(
-        seconds=seconds, transactions=int(count.group(1)), tps=float(tps.group(1))
-    )
+    return PgbenchFigures(seconds, int(count.group(1)), float(tps.group(1)), busy)

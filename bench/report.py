@@ -107,6 +107,7 @@ def http_table(figures: list[HttpFigures], source: str) -> Table:
     out.add_column("CPU ms/req", justify="right")
     out.add_column("xacts/req", justify="right")
     out.add_column("non-2xx", justify="right")
+    out.add_column("CPU busy\nbefore", justify="right")
     for f in figures:
         xacts = "-"
         if f.xacts_per_request is not None and f.rollbacks_per_request is not None:
@@ -122,6 +123,7 @@ def http_table(figures: list[HttpFigures], source: str) -> Table:
             _num(f.server_cpu_ms_per_request, 2),
             xacts,
             str(f.non_2xx + f.socket_errors),
+            "-" if f.cpu_busy_before is None else f"{f.cpu_busy_before:.0%}",
         )
     return out
 

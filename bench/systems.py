@@ -344,7 +344,7 @@ class HueySystem(PeerSystem):
     driver = "huey"
     name = "huey-sqlite"
     label = "Huey + SQLite"
-    drain_n = 20_000
+    drain_n = 10_000  # its pre-fill is one committed INSERT per job (no batch API)
 
     def __init__(self) -> None:
         super().__init__()
