@@ -39,6 +39,9 @@ class DurableFigures:
     unrecorded_peak: int
     unrecorded_peak_at_s: float | None  # since the first start
     acked_unrun_peak: int
+    done_at_end: int = 0  # durably done in the last sample
+    # not all durable: n / (first start -> last sample) bounds the durable rate from above
+    below_jobs_per_s: float | None = None
     # every sample: (seconds since the first start, executed by then, durably done)
     series: tuple[tuple[float, int, int], ...] = ()
 
@@ -116,9 +119,11 @@ def figures(
         if done >= n and done_at is None:
             done_at = at
     all_durable = done_at is not None and len(ends) >= n
-    seconds = None
+    seconds, below = None, None
     if all_durable and done_at is not None and first_start is not None:
         seconds = max(done_at, ends[-1]) - first_start
+    elif samples and first_start is not None and samples[-1][0] > first_start:
+        below = n / (samples[-1][0] - first_start)
     return DurableFigures(
         samples=len(samples),
         interval_s=interval_s,
@@ -130,5 +135,7 @@ def figures(
             unrecorded_at - first_start if unrecorded_at and first_start is not None else None
         ),
         acked_unrun_peak=unrun,
+        done_at_end=samples[-1][1] if samples else 0,
+        below_jobs_per_s=below,
         series=tuple(series),
     )

@@ -173,10 +173,16 @@ def drain(system: System, plan: Plan, run_dir: Path) -> tuple[EnqueueFigures, Dr
         timed_out=not done or not durability.all_durable,
         durable=durability,
     )
+    bound = durability.below_jobs_per_s or 0.0
+    durable_text = (
+        f"{durability.jobs_per_s:,.0f} jobs/s"
+        if durability.jobs_per_s
+        else f"{durability.done_at_end:,} of {n} by the end (< {bound:,.0f} jobs/s)"
+    )
     _say(
         system,
-        f"drain: executed {figures.jobs_per_s:,.0f} jobs/s, durable "
-        f"{durability.jobs_per_s or 0:,.0f} jobs/s, unrecorded peak {durability.unrecorded_peak}"
+        f"drain: executed {figures.jobs_per_s:,.0f} jobs/s, durable {durable_text}, "
+        f"unrecorded peak {durability.unrecorded_peak}"
         f", not run {tally.lost}, dup {tally.duplicated}"
         + (" (TIMED OUT)" if figures.timed_out else ""),
     )

@@ -46,7 +46,8 @@ COLUMNS = (
 CAPTION = (
     "drain durable: jobs / (first start -> last completion durable in the system's store); "
     "executed: jobs / (first start -> last handler end); unrecorded peak: most jobs run but "
-    "not yet durably done at one sample (a crash re-runs them).\n"
+    "not yet durably done at one sample (a crash re-runs them); '< x': not all durable "
+    "when the drain timed out.\n"
     "lost/dup: over the drain and latency phases; '?' = timed out (late or lost, cannot tell). "
     "CPU busy before: the share of both cores others used just before the system ran."
 )
@@ -59,6 +60,8 @@ def _row(r: SystemResult) -> list[str]:
     executed = _num(r.drain.jobs_per_s if r.drain else None)
     durability = r.drain.durable if r.drain else None
     drain = _num(durability.jobs_per_s if durability else None)
+    if durability and durability.jobs_per_s is None and durability.below_jobs_per_s:
+        drain = f"< {durability.below_jobs_per_s:,.0f}"  # not all durable when it ended
     if r.drain and r.drain.timed_out:
         drain += " (timeout)"
     return [

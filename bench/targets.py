@@ -16,8 +16,23 @@ def _durable(result: SystemResult | None) -> float | None:
     return result.drain.durable.jobs_per_s
 
 
-def _ratio(a: float | None, b: float | None) -> str:
-    return f"{a / b:.2f}x ({a:,.0f} vs {b:,.0f})" if a and b else "-"
+def _bound(result: SystemResult | None) -> float | None:
+    """A drain not all durable when it timed out: its rate is below this."""
+    if result is None or result.drain is None or result.drain.durable is None:
+        return None
+    return result.drain.durable.below_jobs_per_s
+
+
+def _ratio(a: SystemResult | None, b: SystemResult | None) -> str:
+    """a's durable rate / b's; '<' or '>' when one of them only has a bound."""
+    x, y = _durable(a), _durable(b)
+    if x and y:
+        return f"{x / y:.2f}x ({x:,.0f} vs {y:,.0f})"
+    if y and _bound(a):
+        return f"< {(_bound(a) or 0) / y:.2f}x (< {_bound(a):,.0f} vs {y:,.0f})"
+    if x and _bound(b):
+        return f"> {x / (_bound(b) or 1):.2f}x ({x:,.0f} vs < {_bound(b):,.0f})"
+    return "-"
 
 
 def _ms(value: float | None) -> str:
@@ -42,21 +57,21 @@ def rows(
         out.append(
             (
                 f"PG durable drain vs the fastest peer's ({fastest.label}){tag}",
-                _ratio(_durable(pg), _durable(fastest)),
+                _ratio(pg, fastest),
                 ">= 2x",
             )
         )
     out.append(
         (
             f"PG durable drain vs Procrastinate{tag}",
-            _ratio(_durable(pg), _durable(by_name.get("procrastinate"))),
+            _ratio(pg, by_name.get("procrastinate")),
             ">= 15x",
         )
     )
     out.append(
         (
             f"SQLite durable drain vs Huey + SQLite{tag}",
-            _ratio(_durable(lite), _durable(by_name.get("huey-sqlite"))),
+            _ratio(lite, by_name.get("huey-sqlite")),
             ">= 2x",
         )
     )
