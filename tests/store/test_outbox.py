@@ -185,3 +185,25 @@ async def test_a_cursor_moves_forward_and_back_as_saved(backend: QueueBackend) -
         assert await backend.cursor("sink") == position
     await backend.save_cursor("other", events[0].position)
     assert await backend.cursor("sink") == events[1].position
+
+
+async def test_pruning_walks_the_reading_order_and_stops_at_the_first_event_still_needed(
+    backend: QueueBackend,
+) -> None:
+    """No index on the events' age: a slice deletes the oldest events in reading order, up to
+    the first one too young to go; older ones behind it wait for it (clocks of several
+    hosts may disagree a little)."""
+    await backend.enqueue([job() for _ in range(6)])
+    events = await settled(backend, 6)
+    young = events[3].id
+    async with backend.db.write() as conn:
+        await conn.execute(update(tables.events).values(created_at=utcnow() - hours(2)))
+        await conn.execute(
+            update(tables.events).where(tables.events.c.id == young).values(created_at=utcnow())
+        )
+    retention = utcnow() - hours(1)
+    assert await backend.prune_old_events(retention, limit=2) == 2  # a full slice
+    assert await backend.prune_old_events(retention, limit=2) == 1  # then up to the young one
+    assert await backend.prune_old_events(retention, limit=2) == 0
+    left = await settled(backend, 3)
+    assert [e.id for e in left] == [e.id for e in events[3:]]

@@ -109,6 +109,10 @@ def after(position: Position) -> ColumnElement[bool]:
     return tuple_(events.c.xid, events.c.id) > tuple_(literal(position.xid), literal(position.id))
 
 
+def up_to(position: Position) -> ColumnElement[bool]:
+    return tuple_(events.c.xid, events.c.id) <= tuple_(literal(position.xid), literal(position.id))
+
+
 def visible(horizon: ColumnElement[Any] | None) -> list[ColumnElement[bool]]:
     """Only events of transactions older than every running one (None: no such limit)."""
     return [] if horizon is None else [events.c.xid < horizon]

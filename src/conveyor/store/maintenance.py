@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, tuple_, update
 
 from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import RescueReport
@@ -57,28 +57,47 @@ class Maintenance(StoreBase):
         )
 
     async def prune(
-        self, completed_before: datetime, failed_before: datetime, batch: int = 10_000
+        self, completed_before: datetime, failed_before: datetime, batch: int = 1000
     ) -> int:
-        """Delete finished jobs past retention, one bounded batch per statement."""
+        """Delete every finished job past retention (and old fire rows), slice by slice.
+
+        The scheduler calls the slices itself, a bounded number per tick; this runs them
+        all, for callers with nothing else to do meanwhile."""
         total = 0
+        while (done := await self.prune_finished(completed_before, failed_before, batch)) > 0:
+            total += done
+            if done < batch:
+                break
+        while await self.prune_fires(failed_before, batch) >= batch:
+            pass
+        return total
+
+    async def prune_finished(
+        self, completed_before: datetime, failed_before: datetime, limit: int
+    ) -> int:
+        """One slice: up to `limit` finished jobs past retention deleted in one short
+        transaction (fewer than `limit`: none are left). Completed jobs are kept until
+        `completed_before`, failed and cancelled ones until `failed_before`."""
         finished = (
             (jobs.c.state == JobState.COMPLETED.value) & (jobs.c.finished_at < completed_before)
         ) | (
             jobs.c.state.in_([JobState.FAILED.value, JobState.CANCELLED.value])
             & (jobs.c.finished_at < failed_before)
         )
-        while True:
-            victims = jobs.c.id.in_(
-                select(jobs.c.id).where(finished).limit(batch).scalar_subquery()
+        victims = jobs.c.id.in_(select(jobs.c.id).where(finished).limit(limit).scalar_subquery())
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                delete(jobs).where(self.driver.in_lock_order([victims, finished]), finished)
             )
-            async with self.db.write() as conn:
-                result = await conn.execute(
-                    delete(jobs).where(self.driver.in_lock_order([victims, finished]), finished)
-                )
-                if total == 0:
-                    await conn.execute(
-                        delete(schedule_fires).where(schedule_fires.c.fire_at < failed_before)
-                    )
-            total += result.rowcount
-            if result.rowcount < batch:
-                return total
+        return int(result.rowcount)
+
+    async def prune_fires(self, before: datetime, limit: int) -> int:
+        """One slice of `schedule_fires` rows older than `before` (a fire that old can no
+        longer be attempted twice: the schedule moved past it long ago)."""
+        key = tuple_(schedule_fires.c.schedule_id, schedule_fires.c.fire_at)
+        old = select(schedule_fires.c.schedule_id, schedule_fires.c.fire_at).where(
+            schedule_fires.c.fire_at < before
+        )
+        async with self.db.write() as conn:
+            result = await conn.execute(delete(schedule_fires).where(key.in_(old.limit(limit))))
+        return int(result.rowcount)

@@ -59,10 +59,26 @@ class Outbox(StoreBase):
                 await conn.execute(insert(sink_cursors).values(sink=sink, **values))
 
     async def prune_events(
-        self, before: datetime, sinks: Sequence[str] = (), batch: int = 10_000
+        self, before: datetime, sinks: Sequence[str] = (), batch: int = 1000
     ) -> int:
-        """Delete events older than `before` that every sink still in use has delivered, one
-        bounded batch per statement (and transaction).
+        """Delete every event `prune_old_events` may, slice by slice (see there)."""
+        total = 0
+        while (done := await self.prune_old_events(before, sinks, batch)) > 0:
+            total += done
+            if done < batch:
+                break
+        return total
+
+    async def prune_old_events(
+        self, before: datetime, sinks: Sequence[str] = (), limit: int = 1000
+    ) -> int:
+        """One slice: delete up to `limit` of the oldest events, in reading order, that are
+        older than `before` and that every sink still in use has delivered, in one short
+        transaction. Fewer than `limit`: nothing more can go now.
+
+        The slice walks the reading order's index from its start, so no index on the
+        events' age is kept for pruning; it stops at the first event still needed (too
+        young, or not delivered yet): what lies behind it waits for the next round.
 
         In use: the named sinks (configured in the caller's process), whatever their cursor
         says, and every other sink whose cursor moved since `before`. A cursor left alone
@@ -70,19 +86,27 @@ class Outbox(StoreBase):
         that long): it no longer holds events back, or they would be kept forever.
         """
         floor = await self._prune_floor(before, sinks)
-        clauses = [events.c.created_at < before]
-        if floor is not None:
-            clauses.append(~rows.after(floor))
-        total = 0
-        while True:
-            victims = select(events.c.id).where(*clauses).limit(batch)
-            async with self.db.write() as conn:
-                result = await conn.execute(
-                    delete(events).where(events.c.id.in_(victims.scalar_subquery()))
-                )
-            total += result.rowcount
-            if result.rowcount < batch:
-                return total
+        oldest = (
+            select(events.c.xid, events.c.id, events.c.created_at)
+            .order_by(events.c.xid, events.c.id)
+            .limit(limit)
+        )
+        async with self.db.write() as conn:
+            last: ev.Position | None = None
+            for row in await conn.execute(oldest):
+                if must(row.created_at) >= before or (
+                    floor is not None and (row.xid, row.id) > (floor.xid, floor.id)
+                ):
+                    break
+                last = ev.Position(row.xid, row.id)
+            if last is None:
+                return 0
+            # Rows up to `last` committed since the read are past retention too, and below
+            # a floor nothing commits late (a cursor never passes a running transaction).
+            result = await conn.execute(
+                delete(events).where(rows.up_to(last), events.c.created_at < before)
+            )
+        return int(result.rowcount)
 
     async def _prune_floor(self, before: datetime, sinks: Sequence[str]) -> ev.Position | None:
         """The lowest cursor of the sinks in use (None: no sink holds anything back)."""
