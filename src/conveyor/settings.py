@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     prune_completed_after: float = Field(24 * 3600.0, ge=0)
     prune_failed_after: float = Field(7 * 24 * 3600.0, ge=0)
     prune_batch: int = Field(1000, ge=1, le=100_000)  # rows per pruning slice (transaction)
-    prune_budget: float = Field(0.1, ge=0, le=60)  # seconds of pruning slices per tick
+    prune_budget: float = Field(0.25, ge=0, le=60)  # seconds of pruning slices per tick
     handler_modules: str = ""
 
     # events relay (`conveyor results`; inside `conveyor run` when a sink is configured)

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from conveyor.domain.clock import utcnow
-from conveyor.domain.jobs import ErrorInfo, NewJob, Outcome, RescueReport
+from conveyor.domain.jobs import ErrorInfo, JobFilter, NewJob, Outcome, RescueReport
 from conveyor.domain.schedules import NewSchedule
 from conveyor.domain.states import JobState
 from conveyor.errors import NotFound
@@ -117,18 +117,23 @@ async def test_prune_drops_schedule_fires_older_than_the_failed_retention(
 async def test_prune_slices_delete_at_most_their_limit_and_only_what_is_past_retention(
     backend: QueueBackend,
 ) -> None:
+    """Oldest first, each slice resuming where the one before it ended."""
     done = [await job_in_state(backend, "completed") for _ in range(5)]
     failed = await job_in_state(backend, "failed")
     live = [await job_in_state(backend, s) for s in ("queued", "running", "retrying")]
-    future, past = utcnow() + timedelta(seconds=1), utcnow() - timedelta(days=1)
-    assert await backend.prune_finished(future, past, limit=2) == 2
-    assert await backend.prune_finished(future, past, limit=2) == 2
-    assert await backend.prune_finished(future, past, limit=2) == 1  # fewer: the last slice
-    assert await backend.prune_finished(future, past, limit=2) == 0
+    future, completed = utcnow() + timedelta(seconds=1), JobState.COMPLETED
+    first, mark = await backend.prune_finished(completed, future, 2)
+    assert first == 2 and mark is not None
+    left = await backend.list_jobs(JobFilter(states=(completed,)))
+    assert {j.id for j in left} == set(done[2:])  # the two that finished first went
+    assert (await backend.prune_finished(completed, future, 2, mark))[0] == 2
+    last, mark = await backend.prune_finished(completed, future, 2, mark)
+    assert last == 1  # fewer than the limit: the last slice
+    assert await backend.prune_finished(completed, future, 2, mark) == (0, mark)
     for job_id in done:
         with pytest.raises(NotFound):
             await backend.get(job_id)
-    assert (await backend.get(failed)).state is JobState.FAILED  # kept longer
+    assert (await backend.get(failed)).state is JobState.FAILED  # another state's walk
     for job_id in live:
         await backend.get(job_id)
 

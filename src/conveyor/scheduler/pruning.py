@@ -14,10 +14,13 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
+from typing import TypeVar
 
 from conveyor.domain.clock import utcnow
 from conveyor.store.backend import QueueBackend
 
+M = TypeVar("M")  # where a walk of slices has got to
 # One slice: delete up to `batch` rows, return how many went.
 Slice = Callable[[int], Awaitable[int]]
 # Another store's pruner (e.g. expired refresh tokens): one call deletes what it deletes.
@@ -87,38 +90,38 @@ def prune_round(
 ) -> PruneRound:
     """The round that deletes what is past `keep` at `now`. Events that a sink in use has
     not delivered stay (`prune_old_events`), also where no relay runs, as nothing else
-    would delete the rest there."""
+    would delete the rest there. Each walk resumes where its previous slice ended."""
     now = now or utcnow()
 
     def ago(seconds: float) -> datetime:
         return now - timedelta(seconds=seconds)
 
-    completed, failed = ago(keep.completed), ago(keep.failed)
-
-    async def finished(limit: int) -> int:
-        return await backend.prune_finished(completed, failed, limit)
-
-    async def fires(limit: int) -> int:
-        return await backend.prune_fires(failed, limit)
-
-    async def events(limit: int) -> int:
-        return await backend.prune_old_events(ago(keep.events), limit=limit)
-
-    async def workers(_limit: int) -> int:
-        return await backend.prune_workers(ago(keep.workers))
-
     steps = [
-        Step("jobs", finished),
-        Step("other", fires),
-        Step("events", events),
-        Step("other", workers, sliced=False),
+        Step("jobs", _walk(partial(backend.prune_finished, state, before)))
+        for state, before in backend.retained(ago(keep.completed), ago(keep.failed))
     ]
+    steps.append(Step("other", partial(backend.prune_fires, ago(keep.failed))))
+    events = partial(backend.prune_old_events, ago(keep.events), ())
+    steps.append(Step("events", _walk(events)))
+    steps.append(Step("other", _one_call(backend.prune_workers, ago(keep.workers)), sliced=False))
     steps += [Step("other", _one_call(prune, now), sliced=False) for prune in pruners]
     return PruneRound(steps, batch)
 
 
-def _one_call(prune: Pruner, now: datetime) -> Slice:
+def _walk(slice_from: Callable[[int, M | None], Awaitable[tuple[int, M | None]]]) -> Slice:
+    """A slice that remembers where the previous one ended."""
+    mark: M | None = None
+
+    async def run(limit: int) -> int:
+        nonlocal mark
+        deleted, mark = await slice_from(limit, mark)
+        return deleted
+
+    return run
+
+
+def _one_call(prune: Pruner, at: datetime) -> Slice:
     async def run(_limit: int) -> int:
-        return await prune(now)
+        return await prune(at)
 
     return run

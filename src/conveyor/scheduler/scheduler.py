@@ -30,7 +30,7 @@ class SchedulerConfig:
     prune_completed_after: float = 24 * 3600.0
     prune_failed_after: float = 7 * 24 * 3600.0
     prune_batch: int = 1000  # rows per slice: one short transaction each
-    prune_budget: float = 0.1  # seconds of slices per tick, after its other work (min. one)
+    prune_budget: float = 0.25  # seconds of slices per tick, after its other work (min. one)
     worker_rows_kept: float = 24 * 3600.0
     events_retention: float = 7 * 24 * 3600.0  # outbox rows (docs/events.md, Pruning)
 

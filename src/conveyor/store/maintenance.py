@@ -11,6 +11,7 @@ from conveyor.domain.jobs import RescueReport
 from conveyor.domain.states import JobState
 from conveyor.store import events as outbox
 from conveyor.store.base import StoreBase
+from conveyor.store.records import aware
 from conveyor.store.tables import jobs, schedule_fires
 
 _WAITING = [JobState.SCHEDULED.value, JobState.RETRYING.value]
@@ -64,32 +65,52 @@ class Maintenance(StoreBase):
         The scheduler calls the slices itself, a bounded number per tick; this runs them
         all, for callers with nothing else to do meanwhile."""
         total = 0
-        while (done := await self.prune_finished(completed_before, failed_before, batch)) > 0:
-            total += done
-            if done < batch:
-                break
+        for state, before in self.retained(completed_before, failed_before):
+            mark: datetime | None = None
+            while True:
+                done, mark = await self.prune_finished(state, before, batch, mark)
+                total += done
+                if done < batch:
+                    break
         while await self.prune_fires(failed_before, batch) >= batch:
             pass
         return total
 
+    @staticmethod
+    def retained(
+        completed_before: datetime, failed_before: datetime
+    ) -> list[tuple[JobState, datetime]]:
+        """Each finished state with the moment before which its jobs go."""
+        return [
+            (JobState.COMPLETED, completed_before),
+            (JobState.FAILED, failed_before),
+            (JobState.CANCELLED, failed_before),
+        ]
+
     async def prune_finished(
-        self, completed_before: datetime, failed_before: datetime, limit: int
-    ) -> int:
-        """One slice: up to `limit` finished jobs past retention deleted in one short
-        transaction (fewer than `limit`: none are left). Completed jobs are kept until
-        `completed_before`, failed and cancelled ones until `failed_before`."""
-        finished = (
-            (jobs.c.state == JobState.COMPLETED.value) & (jobs.c.finished_at < completed_before)
-        ) | (
-            jobs.c.state.in_([JobState.FAILED.value, JobState.CANCELLED.value])
-            & (jobs.c.finished_at < failed_before)
-        )
-        victims = jobs.c.id.in_(select(jobs.c.id).where(finished).limit(limit).scalar_subquery())
+        self, state: JobState, before: datetime, limit: int, after: datetime | None = None
+    ) -> tuple[int, datetime | None]:
+        """One slice: up to `limit` jobs in `state` that finished before `before`, oldest
+        first, deleted in one short transaction. Returns how many went (fewer than `limit`:
+        none are left) and where the next slice starts: pass it back as `after`, so a slice
+        does not walk again past the index entries of the rows the slices before it deleted
+        (dead until vacuumed, which may be a while on a busy server)."""
+        pick = [jobs.c.state == state.value, jobs.c.finished_at < before]
+        if after is not None:
+            pick.append(jobs.c.finished_at >= after)  # ties of `after` may be left: >=
+        oldest = select(jobs.c.id).where(*pick).order_by(jobs.c.finished_at).limit(limit)
+        victims = jobs.c.id.in_(oldest.scalar_subquery())
+        fence = [jobs.c.state == state.value, jobs.c.finished_at < before]
         async with self.db.write() as conn:
-            result = await conn.execute(
-                delete(jobs).where(self.driver.in_lock_order([victims, finished]), finished)
-            )
-        return int(result.rowcount)
+            gone = (
+                await conn.execute(
+                    delete(jobs)
+                    .where(self.driver.in_lock_order([victims, *fence]), *fence)
+                    .returning(jobs.c.finished_at)
+                )
+            ).all()
+        marks = [aware(row.finished_at) for row in gone]
+        return len(gone), max((m for m in marks if m is not None), default=after)
 
     async def prune_fires(self, before: datetime, limit: int) -> int:
         """One slice of `schedule_fires` rows older than `before` (a fire that old can no
