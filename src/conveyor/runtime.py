@@ -120,6 +120,7 @@ class Engine:
             prune_completed_after=s.prune_completed_after,
             prune_failed_after=s.prune_failed_after,
             prune_batch=s.prune_batch,
+            prune_budget=s.prune_budget,
             events_retention=s.events_retention_seconds,
         )
         return Scheduler(

@@ -68,7 +68,8 @@ class Settings(BaseSettings):
     scheduler_interval: float = Field(0.5, gt=0, le=60)
     prune_completed_after: float = Field(24 * 3600.0, ge=0)
     prune_failed_after: float = Field(7 * 24 * 3600.0, ge=0)
-    prune_batch: int = Field(10_000, ge=1)
+    prune_batch: int = Field(1000, ge=1, le=100_000)  # rows per pruning slice (transaction)
+    prune_budget: float = Field(0.25, ge=0, le=60)  # seconds of pruning slices per tick
     handler_modules: str = ""
 
     # events relay (`conveyor results`; inside `conveyor run` when a sink is configured)

@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import Table, func, insert, select
 
 from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import NewJob
@@ -17,9 +18,11 @@ from conveyor.runtime import load_handlers
 from conveyor.scheduler.scheduler import Scheduler, SchedulerConfig
 from conveyor.services.jobs import JobService
 from conveyor.services.schedules import ScheduleService
+from conveyor.store import tables
 from conveyor.store.backend import QueueBackend
 from conveyor.store.factory import open_backend
-from tests.store.helpers import settled
+from conveyor.store.records import must
+from tests.store.helpers import job_in_state, settled, wait_past
 
 
 def services(backend: QueueBackend) -> ScheduleService:
@@ -172,3 +175,100 @@ async def test_the_leader_prunes_old_events_with_no_relay_running(backend: Queue
         assert (await scheduler.tick()).events_pruned == 2
     finally:
         await scheduler._leadership.release()
+
+
+# ---- pruning in bounded slices ---------------------------------------------------------------
+OLD_DONE, OLD_EVENTS, KEPT_DONE = 12_000, 9_000, 50
+
+
+async def backlog(backend: QueueBackend) -> set[str]:
+    """Rows to prune, written directly (tens of thousands through the API would take long):
+    completed jobs finished two days ago and events eight days old; beside them rows that
+    must stay: jobs finished an hour ago, failed ones two days ago (kept a week), and
+    events of an hour ago. Returns the ids of the jobs that must stay."""
+    now = utcnow()
+
+    def finished(n: int, state: str, ago: timedelta) -> dict[str, object]:
+        at = now - ago
+        return {
+            "id": f"old-{state}-{ago.total_seconds():.0f}-{n:06d}", "owner_id": "u",
+            "queue": "default", "type": "noop", "payload": {}, "priority": 0, "state": state,
+            "attempt": 1, "max_attempts": 1, "run_at": at, "progress": 100, "errors": [],
+            "tags": [], "created_at": at, "started_at": at, "finished_at": at,
+        }  # fmt: skip
+
+    def event(n: int, ago: timedelta) -> dict[str, object]:
+        return {
+            "xid": 0, "type": "completed", "job_id": f"gone-{n}", "owner_id": "u",
+            "queue": "default", "job_type": "noop", "state": "completed", "attempt": 1,
+            "data": None, "created_at": now - ago,
+        }  # fmt: skip
+
+    two_days, hour = timedelta(days=2), timedelta(hours=1)
+    rows = [finished(n, "completed", two_days) for n in range(OLD_DONE)]
+    rows += [finished(n, "completed", hour) for n in range(KEPT_DONE)]
+    rows += [finished(n, "failed", two_days) for n in range(KEPT_DONE)]
+    async with backend.db.write() as conn:
+        await conn.execute(insert(tables.jobs), rows)
+        await conn.execute(
+            insert(tables.events), [event(n, timedelta(days=8)) for n in range(OLD_EVENTS)]
+        )
+        await conn.execute(insert(tables.events), [event(n, hour) for n in range(KEPT_DONE)])
+    return {str(row["id"]) for row in rows[OLD_DONE:]}
+
+
+async def due_and_lost(backend: QueueBackend, queue: str) -> tuple[str, str]:
+    """A scheduled job whose time has come and a running job whose lease has expired."""
+    soon = utcnow() + timedelta(seconds=0.05)
+    (due,) = await backend.enqueue([NewJob(type="noop", payload={}, run_at=soon, queue=queue)])
+    (lost,) = await backend.enqueue([NewJob(type="noop", payload={}, queue=queue)])
+    (claimed,) = await backend.claim("gone", [queue], 1, lease_s=0.05)
+    assert claimed.id == lost.id
+    await wait_past(utcnow() + timedelta(seconds=0.05))  # the lease ends sooner than that
+    return due.id, lost.id
+
+
+async def count(backend: QueueBackend, table: Table) -> int:
+    async with backend.db.read() as conn:
+        return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
+
+
+async def test_pruning_a_backlog_in_slices_never_holds_up_promotion_or_rescue(
+    backend: QueueBackend,
+) -> None:
+    """One slice of 500 rows per tick (budget 0): every tick promotes and rescues what is
+    due while the backlog is still being pruned, and the round, over many ticks, deletes
+    exactly the rows past retention."""
+    kept = await backlog(backend)
+    live = [await job_in_state(backend, s) for s in ("queued", "running", "scheduled")]
+    config = SchedulerConfig(
+        prune_every=0, prune_batch=500, prune_budget=0, prune_completed_after=24 * 3600
+    )
+    scheduler = Scheduler(backend, load_handlers([]), config)
+    jobs_pruned = events_pruned = ticks = 0
+    try:
+        while True:
+            due, lost = ("", "") if ticks % 10 else await due_and_lost(backend, f"q{ticks}")
+            report = await scheduler.tick()
+            ticks += 1
+            assert report.pruned + report.events_pruned <= 500  # one slice per tick
+            jobs_pruned += report.pruned
+            events_pruned += report.events_pruned
+            if due:  # promoted and rescued in the same tick, pruning or not
+                assert (report.promoted, report.requeued) == (1, 1)
+                assert (await backend.get(due)).state is JobState.QUEUED
+                assert (await backend.get(lost)).state is JobState.QUEUED
+            if not report.pruning:
+                break
+            assert ticks < 100
+    finally:
+        await scheduler.close()
+    assert ticks > (OLD_DONE + OLD_EVENTS) // 500  # several ticks, not one
+    assert (jobs_pruned, events_pruned) == (OLD_DONE, OLD_EVENTS)
+    assert await count(backend, tables.events) >= KEPT_DONE  # the young ones (and new ones)
+    async with backend.db.read() as conn:
+        left = set((await conn.execute(select(tables.jobs.c.id))).scalars())
+        oldest = (await conn.execute(select(func.min(tables.events.c.created_at)))).scalar_one()
+    assert {i for i in left if i.startswith("old-")} == kept
+    assert set(live) <= left
+    assert must(oldest) > utcnow() - timedelta(days=7)

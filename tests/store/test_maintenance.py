@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from conveyor.domain.clock import utcnow
-from conveyor.domain.jobs import ErrorInfo, NewJob, Outcome, RescueReport
+from conveyor.domain.jobs import ErrorInfo, JobFilter, NewJob, Outcome, RescueReport
 from conveyor.domain.schedules import NewSchedule
 from conveyor.domain.states import JobState
 from conveyor.errors import NotFound
@@ -111,4 +111,42 @@ async def test_prune_drops_schedule_fires_older_than_the_failed_retention(
         assert await backend.fire_schedule(schedule, fire_at, fired, now)
     old = now - timedelta(days=7)
     await backend.prune(completed_before=old, failed_before=old)
+    assert [at for at, _ in await backend.fires_of(schedule.id)] == [now - timedelta(minutes=1)]
+
+
+async def test_prune_slices_delete_at_most_their_limit_and_only_what_is_past_retention(
+    backend: QueueBackend,
+) -> None:
+    """Oldest first, each slice resuming where the one before it ended."""
+    done = [await job_in_state(backend, "completed") for _ in range(5)]
+    failed = await job_in_state(backend, "failed")
+    live = [await job_in_state(backend, s) for s in ("queued", "running", "retrying")]
+    future, completed = utcnow() + timedelta(seconds=1), JobState.COMPLETED
+    first, mark = await backend.prune_finished(completed, future, 2)
+    assert first == 2 and mark is not None
+    left = await backend.list_jobs(JobFilter(states=(completed,)))
+    assert {j.id for j in left} == set(done[2:])  # the two that finished first went
+    assert (await backend.prune_finished(completed, future, 2, mark))[0] == 2
+    last, mark = await backend.prune_finished(completed, future, 2, mark)
+    assert last == 1  # fewer than the limit: the last slice
+    assert await backend.prune_finished(completed, future, 2, mark) == (0, mark)
+    for job_id in done:
+        with pytest.raises(NotFound):
+            await backend.get(job_id)
+    assert (await backend.get(failed)).state is JobState.FAILED  # another state's walk
+    for job_id in live:
+        await backend.get(job_id)
+
+
+async def test_fire_rows_are_pruned_in_slices(backend: QueueBackend) -> None:
+    now = utcnow().replace(microsecond=0)
+    schedule = await backend.create_schedule(
+        NewSchedule(name="s", cron="* * * * *", job_type="noop", payload={}), now
+    )
+    for minutes in (1, 2, 3, 4, 60 * 24 * 10):
+        fired = NewJob(type="noop", payload={}, schedule_id=schedule.id)
+        assert await backend.fire_schedule(schedule, now - timedelta(minutes=minutes), fired, now)
+    cut = now - timedelta(seconds=90)
+    assert await backend.prune_fires(cut, limit=3) == 3
+    assert await backend.prune_fires(cut, limit=3) == 1
     assert [at for at, _ in await backend.fires_of(schedule.id)] == [now - timedelta(minutes=1)]

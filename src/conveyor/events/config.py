@@ -15,6 +15,7 @@ class RelayConfig:
     backoff_max: float = 30.0
     retention: float = WEEK  # delivered events older than this are deleted
     prune_every: float = 300.0
+    prune_batch: int = 1000  # events per pruning slice (one short transaction each)
     # How long a sink's lease outlives a relay that stopped renewing it (SQLite's leader
     # lease; PostgreSQL's advisory lock ends with its session). Renewed every third of it.
     lease_ttl: float = 10.0

@@ -77,10 +77,12 @@ class Relay:
     async def prune(self) -> int:
         """Delete events past retention that every sink in use has delivered: those
         configured here, and any other whose cursor moved within the retention (a sink
-        configured in another relay process). The scheduler prunes the same way.
+        configured in another relay process). The scheduler prunes the same way. Slice by
+        slice, each a short transaction; this task delays nothing else of the relay.
         """
         before = utcnow() - timedelta(seconds=self.config.retention)
-        pruned = await self.backend.prune_events(before, [sink.name for sink in self.sinks])
+        sinks = [sink.name for sink in self.sinks]
+        pruned = await self.backend.prune_events(before, sinks, self.config.prune_batch)
         if pruned:
             log.info("pruned %d delivered events", pruned)
         return pruned

@@ -50,5 +50,6 @@ def relay_config(settings: Settings) -> RelayConfig:
         batch=settings.relay_batch,
         backoff_max=settings.relay_backoff_max,
         retention=settings.events_retention_seconds,
+        prune_batch=settings.prune_batch,
         lease_ttl=settings.relay_lease_seconds,
     )

@@ -8,15 +8,14 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
-from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import RescueReport
 from conveyor.logs import job_fields
 from conveyor.metrics import count_rescued
 from conveyor.scheduler.fires import fire_due
+from conveyor.scheduler.pruning import Pruner, PruneRound, Retention, prune_round
 from conveyor.store.backend import QueueBackend
 from conveyor.worker.registry import Registry
 
@@ -27,10 +26,11 @@ log = logging.getLogger("conveyor.scheduler")
 class SchedulerConfig:
     interval: float = 0.5
     leader_ttl: float = 15.0
-    prune_every: float = 60.0
+    prune_every: float = 60.0  # from the end of one pruning round to the next one's start
     prune_completed_after: float = 24 * 3600.0
     prune_failed_after: float = 7 * 24 * 3600.0
-    prune_batch: int = 10_000
+    prune_batch: int = 1000  # rows per slice: one short transaction each
+    prune_budget: float = 0.25  # seconds of slices per tick, after its other work (min. one)
     worker_rows_kept: float = 24 * 3600.0
     events_retention: float = 7 * 24 * 3600.0  # outbox rows (docs/events.md, Pruning)
 
@@ -44,6 +44,7 @@ class TickReport:
     failed: int = 0
     pruned: int = 0
     events_pruned: int = 0
+    pruning: bool = False  # a pruning round is still under way after this tick
 
 
 class Scheduler:
@@ -53,7 +54,7 @@ class Scheduler:
         registry: Registry,  # the job types: a fire's job is checked against its type
         config: SchedulerConfig,
         *,
-        pruners: Sequence[Callable[[datetime], Awaitable[int]]] = (),
+        pruners: Sequence[Pruner] = (),
     ) -> None:
         self.backend = backend
         self.registry = registry
@@ -62,7 +63,8 @@ class Scheduler:
         self.id = f"{socket.gethostname()}-{os.getpid()}"
         self._leadership = backend.leadership("scheduler", self.id, config.leader_ttl)
         self._stop = asyncio.Event()
-        self._last_prune = 0.0
+        self._round: PruneRound | None = None
+        self._round_ended = -float("inf")  # monotonic time the last pruning round ended
 
     def stop(self) -> None:
         self._stop.set()
@@ -76,6 +78,7 @@ class Scheduler:
         was_leader = False
         try:
             while not self._stop.is_set():
+                started = time.monotonic()
                 try:
                     report = await self.tick()
                 except Exception as exc:  # the database may be away; try again next tick
@@ -86,8 +89,10 @@ class Scheduler:
                         "scheduler %s is %s", self.id, "leader" if report.leader else "standby"
                     )
                     was_leader = report.leader
+                # Ticks start `interval` apart; a tick that took longer is followed at once.
+                pause = max(0.0, self.config.interval - (time.monotonic() - started))
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.config.interval):
+                    async with asyncio.timeout(pause):
                         await self._stop.wait()
         finally:
             with contextlib.suppress(Exception):
@@ -95,9 +100,13 @@ class Scheduler:
         return 0
 
     async def tick(self) -> TickReport:
+        """Promotion, cron and rescue first, every tick; then pruning for what is left of
+        the tick's budget (pruning.py), so a large backlog to prune delays them by at most
+        `prune_budget` plus one slice."""
         report = TickReport(leader=await self._leadership.acquire())
         # Firing is safe without leadership (unique fire rows); leading just avoids waste.
         if not report.leader:
+            self._round = None  # the next leader starts its own
             return report
         report.promoted = await self.backend.promote_due()
         report.fired = await fire_due(self.backend, self.registry)
@@ -105,35 +114,33 @@ class Scheduler:
         count_rescued(rescued)
         _log_rescued(rescued)
         report.requeued, report.failed = len(rescued.requeued), len(rescued.failed)
-        if time.monotonic() - self._last_prune >= self.config.prune_every:
-            report.pruned = await self._prune()
-            report.events_pruned = await self._prune_events()
-            self._last_prune = time.monotonic()
+        await self._prune(report)
         return report
 
-    async def _prune(self) -> int:
-        now = utcnow()
+    async def _prune(self, report: TickReport) -> None:
+        """A slice or more of the pruning round under way, starting one when it is due."""
         cfg = self.config
-        pruned = await self.backend.prune(
-            completed_before=now - timedelta(seconds=cfg.prune_completed_after),
-            failed_before=now - timedelta(seconds=cfg.prune_failed_after),
-            batch=cfg.prune_batch,
-        )
-        await self.backend.prune_workers(now - timedelta(seconds=cfg.worker_rows_kept))
-        for prune in self._pruners:
-            await prune(now)
-        if pruned:
-            log.info("pruned %d finished jobs", pruned)
-        return pruned
-
-    async def _prune_events(self) -> int:
-        """Old outbox events, also where no relay runs (then nothing else would delete them);
-        those a sink in use has not delivered stay (`prune_events`)."""
-        before = utcnow() - timedelta(seconds=self.config.events_retention)
-        pruned = await self.backend.prune_events(before, batch=self.config.prune_batch)
-        if pruned:
-            log.info("pruned %d old events", pruned)
-        return pruned
+        if self._round is None:
+            if time.monotonic() - self._round_ended < cfg.prune_every:
+                return
+            keep = Retention(
+                cfg.prune_completed_after,
+                cfg.prune_failed_after,
+                cfg.worker_rows_kept,
+                cfg.events_retention,
+            )
+            self._round = prune_round(self.backend, keep, cfg.prune_batch, self._pruners)
+        deleted = await self._round.run(cfg.prune_budget)
+        report.pruned, report.events_pruned = deleted.jobs, deleted.events
+        if self._round.done:
+            total = self._round.deleted
+            if total.jobs or total.events or total.other:
+                log.info(
+                    "pruned %d finished jobs, %d old events, %d other rows",
+                    total.jobs, total.events, total.other,
+                )  # fmt: skip
+            self._round, self._round_ended = None, time.monotonic()
+        report.pruning = self._round is not None
 
 
 def _log_rescued(report: RescueReport) -> None:

@@ -105,8 +105,21 @@ async def record(
         await conn.execute(insert(events).values(xid=xid), batch)
 
 
-def after(position: Position) -> ColumnElement[bool]:
+def after(position: Position, one_writer: bool = False) -> ColumnElement[bool]:
+    """Events after `position` in reading order. With `one_writer` (SQLite: one writer at a
+    time, so commit order is id order and every xid is 0) it is spelled `xid = x AND id > i`,
+    the same there, because SQLite turns a row-value comparison into a scan from `xid > x`'s
+    start: all of the table (measured: 169 ms against 0.6 ms per read of 500 at 1M events)."""
+    if one_writer:
+        return and_(events.c.xid == position.xid, events.c.id > position.id)
     return tuple_(events.c.xid, events.c.id) > tuple_(literal(position.xid), literal(position.id))
+
+
+def up_to(position: Position, one_writer: bool = False) -> ColumnElement[bool]:
+    """Events at or before `position` in reading order (`after`'s complement)."""
+    if one_writer:
+        return and_(events.c.xid == position.xid, events.c.id <= position.id)
+    return tuple_(events.c.xid, events.c.id) <= tuple_(literal(position.xid), literal(position.id))
 
 
 def visible(horizon: ColumnElement[Any] | None) -> list[ColumnElement[bool]]:
@@ -131,8 +144,9 @@ def page_query(
     owner_id: str | None = None,
     job_id: str | None = None,
     types: Sequence[str] = (),
+    one_writer: bool = False,
 ) -> Any:
-    clauses = [after(position), *visible(horizon), *scope(owner_id, job_id)]
+    clauses = [after(position, one_writer), *visible(horizon), *scope(owner_id, job_id)]
     if types:
         clauses.append(events.c.type.in_(list(types)))
     return select(events).where(and_(*clauses)).order_by(events.c.xid, events.c.id).limit(limit)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, tuple_, update
 
 from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import RescueReport
 from conveyor.domain.states import JobState
 from conveyor.store import events as outbox
 from conveyor.store.base import StoreBase
+from conveyor.store.records import aware
 from conveyor.store.tables import jobs, schedule_fires
 
 _WAITING = [JobState.SCHEDULED.value, JobState.RETRYING.value]
@@ -57,28 +58,67 @@ class Maintenance(StoreBase):
         )
 
     async def prune(
-        self, completed_before: datetime, failed_before: datetime, batch: int = 10_000
+        self, completed_before: datetime, failed_before: datetime, batch: int = 1000
     ) -> int:
-        """Delete finished jobs past retention, one bounded batch per statement."""
+        """Delete every finished job past retention (and old fire rows), slice by slice.
+
+        The scheduler calls the slices itself, a bounded number per tick; this runs them
+        all, for callers with nothing else to do meanwhile."""
         total = 0
-        finished = (
-            (jobs.c.state == JobState.COMPLETED.value) & (jobs.c.finished_at < completed_before)
-        ) | (
-            jobs.c.state.in_([JobState.FAILED.value, JobState.CANCELLED.value])
-            & (jobs.c.finished_at < failed_before)
-        )
-        while True:
-            victims = jobs.c.id.in_(
-                select(jobs.c.id).where(finished).limit(batch).scalar_subquery()
-            )
-            async with self.db.write() as conn:
-                result = await conn.execute(
-                    delete(jobs).where(self.driver.in_lock_order([victims, finished]), finished)
+        for state, before in self.retained(completed_before, failed_before):
+            mark: datetime | None = None
+            while True:
+                done, mark = await self.prune_finished(state, before, batch, mark)
+                total += done
+                if done < batch:
+                    break
+        while await self.prune_fires(failed_before, batch) >= batch:
+            pass
+        return total
+
+    @staticmethod
+    def retained(
+        completed_before: datetime, failed_before: datetime
+    ) -> list[tuple[JobState, datetime]]:
+        """Each finished state with the moment before which its jobs go."""
+        return [
+            (JobState.COMPLETED, completed_before),
+            (JobState.FAILED, failed_before),
+            (JobState.CANCELLED, failed_before),
+        ]
+
+    async def prune_finished(
+        self, state: JobState, before: datetime, limit: int, after: datetime | None = None
+    ) -> tuple[int, datetime | None]:
+        """One slice: up to `limit` jobs in `state` that finished before `before`, oldest
+        first, deleted in one short transaction. Returns how many went (fewer than `limit`:
+        none are left) and where the next slice starts: pass it back as `after`, so a slice
+        does not walk again past the index entries of the rows the slices before it deleted
+        (dead until vacuumed, which may be a while on a busy server)."""
+        pick = [jobs.c.state == state.value, jobs.c.finished_at < before]
+        if after is not None:
+            pick.append(jobs.c.finished_at >= after)  # ties of `after` may be left: >=
+        oldest = select(jobs.c.id).where(*pick).order_by(jobs.c.finished_at).limit(limit)
+        victims = jobs.c.id.in_(oldest.scalar_subquery())
+        fence = [jobs.c.state == state.value, jobs.c.finished_at < before]
+        async with self.db.write() as conn:
+            gone = (
+                await conn.execute(
+                    delete(jobs)
+                    .where(self.driver.in_lock_order([victims, *fence]), *fence)
+                    .returning(jobs.c.finished_at)
                 )
-                if total == 0:
-                    await conn.execute(
-                        delete(schedule_fires).where(schedule_fires.c.fire_at < failed_before)
-                    )
-            total += result.rowcount
-            if result.rowcount < batch:
-                return total
+            ).all()
+        marks = [aware(row.finished_at) for row in gone]
+        return len(gone), max((m for m in marks if m is not None), default=after)
+
+    async def prune_fires(self, before: datetime, limit: int) -> int:
+        """One slice of `schedule_fires` rows older than `before` (a fire that old can no
+        longer be attempted twice: the schedule moved past it long ago)."""
+        key = tuple_(schedule_fires.c.schedule_id, schedule_fires.c.fire_at)
+        old = select(schedule_fires.c.schedule_id, schedule_fires.c.fire_at).where(
+            schedule_fires.c.fire_at < before
+        )
+        async with self.db.write() as conn:
+            result = await conn.execute(delete(schedule_fires).where(key.in_(old.limit(limit))))
+        return int(result.rowcount)

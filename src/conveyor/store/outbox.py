@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 
@@ -21,6 +22,11 @@ from conveyor.store.wake import EventWatch, Pace
 
 
 class Outbox(StoreBase):
+    @property
+    def _one_writer(self) -> bool:
+        """SQLite: commit order is id order and every event's xid is 0 (store/events.py)."""
+        return self.dialect == "sqlite"
+
     async def read_events(
         self,
         after: ev.Position,
@@ -30,10 +36,24 @@ class Outbox(StoreBase):
         job_id: str | None = None,
     ) -> list[ev.Event]:
         """Committed events after `after`, in an order no later commit can precede."""
-        horizon = self.driver.horizon()
-        query = rows.page_query(after, horizon, limit, owner_id=owner_id, job_id=job_id)
+        query = self.events_query(after, limit, owner_id=owner_id, job_id=job_id)
         async with self.db.read() as conn:
             return [rows.to_event(row) for row in await conn.execute(query)]
+
+    def events_query(
+        self,
+        after: ev.Position,
+        limit: int,
+        *,
+        owner_id: str | None = None,
+        job_id: str | None = None,
+    ) -> Any:
+        """The statement `read_events` runs (also for EXPLAIN: every reader's plan must be
+        an index range from its position, never a scan from the table's start)."""
+        horizon = self.driver.horizon()
+        return rows.page_query(
+            after, horizon, limit, owner_id=owner_id, job_id=job_id, one_writer=self._one_writer
+        )
 
     def event_wakeups(self, min_gap: float = 0.0) -> AbstractAsyncContextManager[Pace]:
         """`async with backend.event_wakeups() as pace:` then `await pace.wait(poll, found=...)`
@@ -59,10 +79,33 @@ class Outbox(StoreBase):
                 await conn.execute(insert(sink_cursors).values(sink=sink, **values))
 
     async def prune_events(
-        self, before: datetime, sinks: Sequence[str] = (), batch: int = 10_000
+        self, before: datetime, sinks: Sequence[str] = (), batch: int = 1000
     ) -> int:
-        """Delete events older than `before` that every sink still in use has delivered, one
-        bounded batch per statement (and transaction).
+        """Delete every event `prune_old_events` may, slice by slice (see there)."""
+        total, mark = 0, None
+        while True:
+            done, mark = await self.prune_old_events(before, sinks, batch, mark)
+            total += done
+            if done < batch:
+                return total
+
+    async def prune_old_events(
+        self,
+        before: datetime,
+        sinks: Sequence[str] = (),
+        limit: int = 1000,
+        after: ev.Position | None = None,
+    ) -> tuple[int, ev.Position | None]:
+        """One slice: delete up to `limit` of the oldest events, in reading order from
+        `after`, that are older than `before` and that every sink still in use has
+        delivered, in one short transaction. Returns how many went (fewer than `limit`:
+        nothing more can go now) and where the next slice starts: pass it back as `after`,
+        so a slice does not walk again past the index entries of the events the slices
+        before it deleted (dead until vacuumed).
+
+        The slice walks the reading order's index, so no index on the events' age is kept
+        for pruning; it stops at the first event still needed (too young, or not delivered
+        yet): what lies behind it waits for the next round.
 
         In use: the named sinks (configured in the caller's process), whatever their cursor
         says, and every other sink whose cursor moved since `before`. A cursor left alone
@@ -70,19 +113,31 @@ class Outbox(StoreBase):
         that long): it no longer holds events back, or they would be kept forever.
         """
         floor = await self._prune_floor(before, sinks)
-        clauses = [events.c.created_at < before]
-        if floor is not None:
-            clauses.append(~rows.after(floor))
-        total = 0
-        while True:
-            victims = select(events.c.id).where(*clauses).limit(batch)
-            async with self.db.write() as conn:
-                result = await conn.execute(
-                    delete(events).where(events.c.id.in_(victims.scalar_subquery()))
+        start = [] if after is None else [rows.after(after, self._one_writer)]
+        oldest = (
+            select(events.c.xid, events.c.id, events.c.created_at)
+            .where(*start)
+            .order_by(events.c.xid, events.c.id)
+            .limit(limit)
+        )
+        async with self.db.write() as conn:
+            last: ev.Position | None = None
+            for row in await conn.execute(oldest):
+                if must(row.created_at) >= before or (
+                    floor is not None and (row.xid, row.id) > (floor.xid, floor.id)
+                ):
+                    break
+                last = ev.Position(row.xid, row.id)
+            if last is None:
+                return 0, after
+            # Rows up to `last` committed since the read are past retention too, and below
+            # a floor nothing commits late (a cursor never passes a running transaction).
+            result = await conn.execute(
+                delete(events).where(
+                    *start, rows.up_to(last, self._one_writer), events.c.created_at < before
                 )
-            total += result.rowcount
-            if result.rowcount < batch:
-                return total
+            )
+        return int(result.rowcount), last
 
     async def _prune_floor(self, before: datetime, sinks: Sequence[str]) -> ev.Position | None:
         """The lowest cursor of the sinks in use (None: no sink holds anything back)."""
