@@ -74,7 +74,7 @@ class Intake:
         prepared = await self.jobs.prepare_many(submissions, credential.user_id)
         request = _Request(credential, prepared)
         self._waiting.append(request)
-        if self._committing is None:
+        if self._committing is None or self._committing.done():  # done: its loop went away
             self._committing = asyncio.create_task(self._commit_waiting(), name="intake")
         user, enqueued = await request.answer
         self.jobs.submitted(prepared, enqueued)
