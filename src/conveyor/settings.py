@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(32, ge=2, le=1000)
     max_page_size: int = Field(200, ge=1)
     max_batch_size: int = Field(1000, ge=1)
+    # off: a submission's commit does not wait for its WAL flush (PostgreSQL only); a crash of
+    # the database server can lose the last ~0.6 s of acknowledged jobs (docs/design.md)
+    submit_synchronous_commit: bool = True
     # slow and numerous clients, per API process (api/connections.py): the request line and
     # headers, then the body, must arrive within these seconds (else 408 and closed)
     http_header_timeout: float = Field(20.0, gt=0, le=3600)

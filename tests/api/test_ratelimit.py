@@ -15,6 +15,8 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from conveyor.api.ratelimit import Charge, RateLimits
+from conveyor.errors import RateLimited
 from tests.api.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, PASSWORD, Api, api_settings
 from tests.api.test_security_support import error_of, serve
 
@@ -310,3 +312,49 @@ async def test_failed_sign_ins_per_account_are_throttled_through_redis(
         rate_limit_namespace=namespace,
     )
     await check_account_throttle(settings)
+
+
+async def charge_twice_then_count(limits: RateLimits, user: str) -> int:
+    """A submission that fits, one whose jobs do not, then how many more requests fit."""
+    submit, jobs = Charge("5/minute", ("submit", user)), Charge("3/minute", ("jobs", user), cost=2)
+    await limits.charge(submit, jobs)
+    with pytest.raises(RateLimited):
+        await limits.charge(submit, jobs)  # 2 + 2 jobs > 3: refused, and nothing spent
+    more = 0
+    while more < 10:
+        try:
+            await limits.charge(submit)
+        except RateLimited:
+            break
+        more += 1
+    return more
+
+
+async def test_a_submission_spends_its_request_and_its_jobs_together_in_memory() -> None:
+    limits = RateLimits()
+    try:
+        assert await charge_twice_then_count(limits, "ada") == 4
+    finally:
+        await limits.aclose()
+
+
+@pytest.mark.redis
+async def test_a_submission_spends_its_request_and_its_jobs_together_through_redis(
+    redis_url: str,
+) -> None:
+    """One script, one round trip, all or nothing (two checks spent the request window even
+    when the jobs window refused)."""
+    limits = RateLimits(redis_url)
+    try:
+        assert await charge_twice_then_count(limits, "ada") == 4
+        client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        keys = sorted(await client.keys("*"))
+        await client.aclose()
+        assert keys == [
+            "conveyor:rl:charge:jobs:ada",
+            "conveyor:rl:charge:jobs:ada:n",
+            "conveyor:rl:charge:submit:ada",
+            "conveyor:rl:charge:submit:ada:n",
+        ]
+    finally:
+        await limits.aclose()

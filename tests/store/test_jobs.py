@@ -4,6 +4,7 @@ set a state, delete a finished one)."""
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import text
 
 from conveyor.domain.jobs import Outcome
 from conveyor.domain.states import JobState
@@ -43,6 +44,30 @@ async def test_enqueue_in_the_callers_transaction_rolls_back_with_it(
     async with backend.transaction() as conn:
         (kept,) = await backend.enqueue([job()], tx=conn)
     assert (await backend.get(kept.id)).state is JobState.QUEUED
+
+
+async def test_an_enqueue_answers_with_the_record_a_read_returns(backend: QueueBackend) -> None:
+    (done,) = await backend.enqueue([job(n=1)])
+    assert done.created and done.record == await backend.get(done.id)
+
+
+@pytest.mark.parametrize("synchronous", [True, False])
+async def test_a_relaxed_enqueue_turns_synchronous_commit_off_for_its_transaction_only(
+    backend: QueueBackend, synchronous: bool
+) -> None:
+    """CONVEYOR_SUBMIT_SYNCHRONOUS_COMMIT=off: the submit's own transaction commits without
+    waiting for its WAL flush (PostgreSQL); nothing else does. SQLite stores alike."""
+    async with backend.transaction() as tx:
+        (done,) = await backend.enqueue([job()], tx=tx, synchronous=synchronous)
+        if backend.dialect == "postgresql":
+            mode = await tx.connection.scalar(text("SHOW synchronous_commit"))
+            assert mode == ("on" if synchronous else "off")
+    (alone,) = await backend.enqueue([job()], synchronous=synchronous)  # its own transaction
+    assert (await backend.get(done.id)).state is JobState.QUEUED
+    assert (await backend.get(alone.id)).state is JobState.QUEUED
+    if backend.dialect == "postgresql":
+        async with backend.transaction() as tx:  # the pool's connections are left as they were
+            assert await tx.connection.scalar(text("SHOW synchronous_commit")) == "on"
 
 
 async def test_idempotency_key_returns_the_existing_job(backend: QueueBackend) -> None:

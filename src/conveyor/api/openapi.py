@@ -7,7 +7,7 @@ Derived, not listed by hand, so a new route is documented by the dependencies it
 - a verified or admin caller: 403; a submission or per-IP rate limit: 429;
 - a path parameter: 404 (no such thing, or not yours); any input: 422 (and 400 and 413 with
   a body);
-- the database (`get_context`): 503 when it is unreachable; a change, or a thing by id,
+- the database (`context`): 503 when it is unreachable; a change, or a thing by id,
   409 (taken, or not in a state that allows it).
 A route that documents its own error answers (a reference adapter answering in its
 reference's shape) is trusted with them and only gains what it did not name.
@@ -45,7 +45,8 @@ _CALLER: dict[Callable[..., Any], tuple[int, ...]] = {
     deps.verified_user: (401, 403),
     deps.admin_user: (401, 403),
     deps.submitting_user: (401, 403, 429),
-    deps.get_context: (503,),
+    deps.submitter: (401, 403, 429),  # refused callers learn it from the intake
+    deps.context: (503,),
 }
 
 _CREDENTIALS = frozenset({"password", "old_password", "refresh_token", "refresh"})

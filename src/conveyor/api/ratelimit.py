@@ -5,16 +5,66 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import RedisStorage, Storage
 from limits.aio.storage.redis.redispy import RedispyBridge
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
+from redis.commands.core import AsyncScript
 
 from conveyor.errors import RateLimited
 
 log = logging.getLogger("conveyor.ratelimit")
+
+
+# Moving windows in sorted sets (score: the server's time; members unique per key). KEYS
+# are the windows; ARGV holds limit, expiry (s) and cost for each. All or nothing: returns
+# nothing when every window had room (each now holds `cost` more), else when the fullest
+# one has room again (seconds since the epoch), having spent nothing.
+_CHARGE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local wait = nil
+for i = 1, #KEYS do
+  local limit, expiry, cost = tonumber(ARGV[3*i-2]), tonumber(ARGV[3*i-1]), tonumber(ARGV[3*i])
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - expiry)
+  local over = redis.call('ZCARD', KEYS[i]) + cost - limit
+  if over > 0 then
+    local freed = redis.call('ZRANGE', KEYS[i], over - 1, over - 1, 'WITHSCORES')
+    local at = tonumber(freed[2]) + expiry
+    if wait == nil or at > wait then wait = at end
+  end
+end
+if wait ~= nil then return tostring(wait) end
+for i = 1, #KEYS do
+  local expiry, cost = tonumber(ARGV[3*i-1]), tonumber(ARGV[3*i])
+  local last = redis.call('INCRBY', KEYS[i] .. ':n', cost)
+  for first = last - cost + 1, last, 500 do
+    local entries = {}
+    for n = first, math.min(first + 499, last) do
+      entries[#entries + 1] = now
+      entries[#entries + 1] = n
+    end
+    redis.call('ZADD', KEYS[i], unpack(entries))
+  end
+  redis.call('EXPIRE', KEYS[i], expiry)
+  redis.call('EXPIRE', KEYS[i] .. ':n', expiry)
+end
+return false
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """Spend `cost` units of `rule` (e.g. "600/minute") in the window of `keys`."""
+
+    rule: str
+    keys: tuple[str, ...]
+    cost: int = 1
+    unit: str = "requests"
 
 
 def storage_uri(redis_url: str | None) -> str:
@@ -49,27 +99,56 @@ class RateLimits:
             self.storage = storage
         self._limiter = MovingWindowRateLimiter(self.storage)
         self._namespace = namespace
+        self._script: AsyncScript | None = None
+        if isinstance(self.storage, RedisStorage) and isinstance(
+            self.storage.bridge, RedispyBridge
+        ):
+            self._script = self.storage.bridge.storage.register_script(_CHARGE_LUA)
 
     async def check(self, rule: str, *keys: str, cost: int = 1, unit: str = "requests") -> None:
         """Spend `cost` units of `rule` (a batch of n jobs: n), all or none."""
-        item = parse(rule)
-        if cost > item.amount:  # would never fit, however long the caller waits
-            raise RateLimited(
-                f"{cost} {unit} at once are more than the {item.amount} allowed per "
-                f"{_window(item)}; send fewer",
-                retry_after=item.get_expiry(),
-            )
-        identifiers = (self._namespace, *keys)
+        await self.charge(Charge(rule, keys, cost, unit))
+
+    async def charge(self, *charges: Charge) -> None:
+        """Spend every charge, or none when one has no room (RateLimited, with the longest
+        wait): a submission spends a request and its jobs in one check, one round trip."""
+        items = [(parse(c.rule), c) for c in charges]
+        for item, c in items:
+            if c.cost > item.amount:  # would never fit, however long the caller waits
+                raise RateLimited(
+                    f"{c.cost} {c.unit} at once are more than the {item.amount} allowed per "
+                    f"{_window(item)}; send fewer",
+                    retry_after=item.get_expiry(),
+                )
         try:
-            allowed = await self._limiter.hit(item, *identifiers, cost=cost)
-            if allowed:
-                return
-            stats = await self._limiter.get_window_stats(item, *identifiers)
+            reset_at = await (self._charge_redis(items) if self._script else self._charge(items))
         except Exception as exc:  # the shared store is down: fail open, loudly
             log.warning("rate limiter unavailable (%s); letting the request through", exc)
             return
-        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        if reset_at is None:
+            return
+        retry_after = max(1, math.ceil(reset_at - time.time()))
         raise RateLimited(f"too many requests; retry in {retry_after} s", retry_after=retry_after)
+
+    async def _charge(self, items: Sequence[tuple[RateLimitItem, Charge]]) -> float | None:
+        """In memory: every window tested, then all spent (no await yields in between)."""
+        for item, c in items:
+            identifiers = (self._namespace, *c.keys)
+            if not await self._limiter.test(item, *identifiers, cost=c.cost):
+                return (await self._limiter.get_window_stats(item, *identifiers)).reset_time
+        for item, c in items:
+            await self._limiter.hit(item, self._namespace, *c.keys, cost=c.cost)
+        return None
+
+    async def _charge_redis(self, items: Sequence[tuple[RateLimitItem, Charge]]) -> float | None:
+        """In Redis: one script tests and spends every window atomically (one round trip)."""
+        assert self._script is not None
+        keys = [":".join((self._namespace, "rl", "charge", *c.keys)) for _, c in items]
+        args: list[int] = []
+        for item, c in items:
+            args += [item.amount, item.get_expiry(), c.cost]
+        answer = await self._script(keys=keys, args=args)
+        return None if not answer else float(answer)
 
     async def reset(self) -> None:
         await self.storage.reset()

@@ -38,6 +38,9 @@ class Enqueued:
     id: str
     created: bool  # False: an existing job with the same idempotency key was returned
     state: JobState
+    # The stored job, as inserted (created ones only): the API answers a submit with it
+    # rather than reading the row back.
+    record: JobRecord | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,6 +75,9 @@ CallbackCheck = Callable[[str, Sequence[str]], Awaitable[None]]
 
 class JobService:
     check_callbacks: CallbackCheck | None = None  # set by the engine; None: no callbacks
+    # CONVEYOR_SUBMIT_SYNCHRONOUS_COMMIT (set by the engine): off, a submission's commit does
+    # not wait for its WAL flush on PostgreSQL (docs/design.md: what a crash can lose)
+    synchronous_commit: bool = True
 
     def __init__(
         self, backend: QueueBackend, registry: Registry, bulk_batch: int = BULK_BATCH
@@ -117,14 +120,30 @@ class JobService:
         tx: Transaction | None = None,
     ) -> list[Enqueued]:
         """All or nothing: one bad submission rejects the batch before anything is stored."""
+        prepared = await self.prepare_many(submissions, owner_id)
+        enqueued = await self.store(prepared, tx)
+        self.submitted(prepared, enqueued)  # in the caller's transaction: counted at insert
+        return enqueued
+
+    async def store(self, prepared: Sequence[NewJob], tx: Transaction | None) -> list[Enqueued]:
+        """Insert prepared jobs (in `tx` when given), committed as the settings say."""
+        return await self.backend.enqueue(prepared, tx=tx, synchronous=self.synchronous_commit)
+
+    async def prepare_many(
+        self, submissions: Sequence[Submission], owner_id: str = SYSTEM_OWNER
+    ) -> list[NewJob]:
+        """Every submission checked (its payload, its callback URL) and made a new job;
+        InvalidInput for the first bad one."""
         if len(submissions) > MAX_BATCH:
             raise InvalidInput(f"at most {MAX_BATCH} jobs per batch", limit=MAX_BATCH)
         prepared = [self.prepare(s, owner_id) for s in submissions]
         await self._check_callbacks(owner_id, prepared)
-        enqueued = await self.backend.enqueue(prepared, tx=tx)
-        count_enqueued(prepared, enqueued)  # in the caller's transaction: counted at insert
+        return prepared
+
+    def submitted(self, prepared: Sequence[NewJob], enqueued: Sequence[Enqueued]) -> None:
+        """Count and log jobs the store has taken."""
+        count_enqueued(prepared, enqueued)
         _log_submitted(prepared, enqueued)
-        return enqueued
 
     async def _check_callbacks(self, owner_id: str, prepared: Sequence[NewJob]) -> None:
         urls = [job.callback_url for job in prepared if job.callback_url]

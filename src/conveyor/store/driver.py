@@ -104,9 +104,12 @@ class Driver(Protocol):
         rows: Sequence[dict[str, Any]],
         callbacks: Sequence[dict[str, Any]],
         created: str,
+        synchronous: bool = True,
     ) -> Inserted:
         """Insert `rows` (a duplicate idempotency key inserts nothing) with a `created`
-        event each, the `callbacks` of those inserted, and wake their runnable queues."""
+        event each, the `callbacks` of those inserted, and wake their runnable queues.
+        Not `synchronous`: the transaction's commit may return before its WAL is flushed
+        (PostgreSQL's `synchronous_commit = off` for this transaction; docs/design.md)."""
         ...
 
     async def claim(

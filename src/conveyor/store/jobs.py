@@ -44,15 +44,19 @@ _BULK_COLUMNS = (*EVENT_COLUMNS, jobs.c.worker_id)
 
 class Jobs(JobReads):
     async def enqueue(
-        self, new_jobs: Sequence[NewJob], tx: Transaction | None = None
+        self, new_jobs: Sequence[NewJob], tx: Transaction | None = None, *, synchronous: bool = True
     ) -> list[Enqueued]:
-        """Insert jobs in one transaction (the caller's, if given); idempotency keys dedupe."""
+        """Insert jobs in one transaction (the caller's, if given); idempotency keys dedupe.
+
+        Not `synchronous` (CONVEYOR_SUBMIT_SYNCHRONOUS_COMMIT=off): that transaction commits
+        without waiting for its WAL flush on PostgreSQL (docs/design.md says what it risks)."""
         if not new_jobs:
             return []
         now = utcnow()
         rows = [job_row(job, now) for job in new_jobs]
         conn = tx.connection if tx is not None else None
-        done = await self.driver.insert_jobs(conn, rows, callback_rows(new_jobs, now), ev.CREATED)
+        callbacks = callback_rows(new_jobs, now)
+        done = await self.driver.insert_jobs(conn, rows, callbacks, ev.CREATED, synchronous)
         # A queued job's wake-up on the jobs channel wakes event readers elsewhere too; only
         # jobs scheduled for later need the events channel.
         others = any(row["state"] != JobState.QUEUED.value for row in rows)
@@ -64,7 +68,7 @@ class Jobs(JobReads):
         out: list[Enqueued] = []
         for job, row in zip(new_jobs, rows, strict=True):
             if job.id in done.ids:
-                out.append(Enqueued(job.id, True, JobState(row["state"])))
+                out.append(Enqueued(job.id, True, JobState(row["state"]), inserted_record(row)))
             else:
                 found_id, state = done.existing[(job.owner_id, job.idempotency_key)]
                 out.append(Enqueued(found_id, False, JobState(state)))
@@ -280,6 +284,11 @@ def job_row(job: NewJob, now: datetime) -> dict[str, Any]:
         "started_at": None,
         "finished_at": None,
     }
+
+
+def inserted_record(row: dict[str, Any]) -> JobRecord:
+    """The record of a job just inserted from `row` (`job_row`): what a read would return."""
+    return JobRecord(**{**row, "state": JobState(row["state"])})
 
 
 def callback_rows(new_jobs: Iterable[NewJob], now: datetime) -> list[dict[str, Any]]:

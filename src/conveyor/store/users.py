@@ -42,6 +42,10 @@ class UserStore:
         """The dialect's INSERT construct, which knows ``ON CONFLICT``."""
         return pg_insert(table) if self.db.dialect == "postgresql" else sqlite_insert(table)
 
+    def _read(self, tx: Transaction | None) -> AbstractAsyncContextManager[AsyncConnection]:
+        """The caller's transaction when given (its check commits with its change), else a read."""
+        return _borrowed(tx.connection) if tx is not None else self.db.read()
+
     def _write(self, tx: Transaction | None) -> AbstractAsyncContextManager[AsyncConnection]:
         """The caller's transaction when given (to commit with what it enqueues), else one."""
         return _borrowed(tx.connection) if tx is not None else self.db.write()
@@ -257,7 +261,11 @@ class UserStore:
             return bool(await conn.scalar(select(revoked)))
 
     async def get_user_in_session(
-        self, user_id: str, family_id: str | None, issued_at: datetime
+        self,
+        user_id: str,
+        family_id: str | None,
+        issued_at: datetime,
+        tx: Transaction | None = None,
     ) -> tuple[UserRecord | None, bool]:
         """The user an access token names, and whether the token's session has ended.
 
@@ -266,6 +274,7 @@ class UserStore:
         family was revoked (sign-out, password change, reuse, disabled account). A token
         without one (a registration token, or one issued before tokens named their family)
         has ended when any of the user's sessions was revoked at or after it was issued.
+        In ``tx`` when given: a submission checks its caller in its own transaction.
         """
         if family_id is not None:
             ended = exists().where(
@@ -276,7 +285,7 @@ class UserStore:
                 refresh_tokens.c.user_id == user_id, refresh_tokens.c.revoked_at >= issued_at
             )
         query = select(users, ended.label("session_ended")).where(users.c.id == user_id)
-        async with self.db.read() as conn:
+        async with self._read(tx) as conn:
             row = (await conn.execute(query)).one_or_none()
         if row is None:
             return None, False
@@ -337,14 +346,38 @@ class UserStore:
             row = (await conn.execute(query)).one_or_none()
         return None if row is None else _api_key(row)
 
-    async def touch_api_key(self, key_id: str, now: datetime, *, unless_since: datetime) -> None:
+    async def api_key_owner(
+        self, key_id: str, tx: Transaction | None = None
+    ) -> tuple[UserRecord | None, ApiKeyRecord | None]:
+        """The key (revoked or not) and its owner, in one indexed query (``tx``'s, if given):
+        an API key's request checks its key and its account in one round trip."""
+        query = (
+            select(users, *(c.label(f"key_{c.name}") for c in _KEY))
+            .select_from(api_keys.join(users, users.c.id == api_keys.c.user_id))
+            .where(api_keys.c.id == key_id)
+        )
+        async with self._read(tx) as conn:
+            row = (await conn.execute(query)).one_or_none()
+        if row is None:
+            return None, None
+        key = ApiKeyRecord(**{c.name: getattr(row, f"key_{c.name}") for c in _KEY})
+        return _user(row), key
+
+    async def touch_api_key(
+        self,
+        key_id: str,
+        now: datetime,
+        *,
+        unless_since: datetime,
+        tx: Transaction | None = None,
+    ) -> None:
         """Set ``last_used_at``, unless it is already at or after ``unless_since``.
 
         Callers skip the call when the key they read was used recently, so a busy key costs
         one write per interval rather than one per request; the guard keeps racing callers
         from moving the time backwards.
         """
-        async with self.db.write() as conn:
+        async with self._write(tx) as conn:
             await conn.execute(
                 update(api_keys)
                 .where(

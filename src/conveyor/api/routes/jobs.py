@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Query, Response, status
 from conveyor.api.deps import (
     AppContext,
     Context,
-    SubmittingUser,
+    Submitter,
     VerifiedUser,
     charge_submission,
     owner_scope,
@@ -32,7 +32,7 @@ from conveyor.api.schemas import (
     ThroughputMinuteOut,
     ThroughputOut,
 )
-from conveyor.domain.jobs import SORT_KEYS, JobFilter, JobRecord
+from conveyor.domain.jobs import SORT_KEYS, Enqueued, JobFilter, JobRecord
 from conveyor.domain.states import JobState
 from conveyor.errors import Conflict, InvalidInput
 from conveyor.services.accounts import User
@@ -84,28 +84,52 @@ async def _out(job: JobRecord, user: User, ctx: AppContext) -> JobOut:
 )
 async def create_job(
     body: JobCreate,
-    user: SubmittingUser,
+    credential: Submitter,
     ctx: Context,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> JobOut:
     """Submit a job; its payload is validated against the job type's model (see /job-types)."""
-    enqueued = await ctx.engine.jobs.submit(_submission(body, idempotency_key), owner_id=user.id)
-    if not enqueued.created:
+    await charge_submission(ctx, credential.user_id)
+    submission = _submission(body, idempotency_key)
+    user, enqueued = await ctx.intake.submit(credential, [submission])
+    if not enqueued[0].created:
         response.status_code = status.HTTP_200_OK
-    return await _out(await ctx.engine.jobs.get(enqueued.id, user.id), user, ctx)
+    (out,) = await _answers(enqueued, [submission], user, ctx)
+    return out
 
 
 @router.post("/jobs/batch", status_code=status.HTTP_201_CREATED)
-async def create_jobs(body: JobBatchCreate, user: VerifiedUser, ctx: Context) -> list[JobOut]:
+async def create_jobs(body: JobBatchCreate, credential: Submitter, ctx: Context) -> list[JobOut]:
     """Submit many jobs in one transaction: all are stored, or none. Each job counts
     against the per-user jobs limit (RATE_LIMIT_JOBS); the batch is one request."""
     if len(body.jobs) > ctx.settings.max_batch_size:
         raise InvalidInput(f"at most {ctx.settings.max_batch_size} jobs per batch")
-    await charge_submission(ctx, user.id, len(body.jobs))
-    enqueued = await ctx.engine.jobs.submit_many([_submission(j) for j in body.jobs], user.id)
-    jobs = await ctx.engine.jobs.get_many([e.id for e in enqueued], user.id)
-    return await _outs(jobs, user, ctx)
+    await charge_submission(ctx, credential.user_id, len(body.jobs))
+    submissions = [_submission(j) for j in body.jobs]
+    user, enqueued = await ctx.intake.submit(credential, submissions)
+    return await _answers(enqueued, submissions, user, ctx)
+
+
+async def _answers(
+    enqueued: Sequence[Enqueued], submissions: Sequence[Submission], user: User, ctx: AppContext
+) -> list[JobOut]:
+    """What was stored, without reading it back; only jobs an idempotency key named (stored
+    earlier) are read, in one query."""
+    earlier = [e.id for e in enqueued if e.record is None]
+    found: dict[str, JobRecord] = {}
+    urls: dict[str, str] = {}
+    if earlier:  # NotFound if one was deleted since, as a read of it would answer
+        found = {job.id: job for job in await ctx.engine.jobs.get_many(earlier, user.id)}
+        urls = await ctx.engine.webhooks.callback_urls(earlier)
+    outs = []
+    for done, submission in zip(enqueued, submissions, strict=True):
+        if done.record is not None:
+            job, url = done.record, submission.callback_url
+        else:
+            job, url = found[done.id], urls.get(done.id)
+        outs.append(JobOut.of(job, tracebacks=user.is_admin, callback_url=url))
+    return outs
 
 
 @router.get("/jobs")

@@ -15,6 +15,7 @@ be) and `records` (what the doors get back).
 
 from __future__ import annotations
 
+from conveyor.services.accounts.credentials import Credential
 from conveyor.services.accounts.records import RegisterResult, TokenPair, User
 from conveyor.services.accounts.registration import INVALID_CODE
 from conveyor.services.accounts.rules import normalize_email, normalize_username, require_admin
@@ -23,6 +24,7 @@ from conveyor.services.accounts.service import AccountService
 __all__ = [
     "INVALID_CODE",
     "AccountService",
+    "Credential",
     "RegisterResult",
     "TokenPair",
     "User",

@@ -42,6 +42,8 @@ class AccountCore:
         self.password_change_revokes_api_keys = password_change_revokes_api_keys
         self.register_notice_cooldown = register_notice_cooldown
         self._clock = clock or utc_now
+        # An API key's hash -> (key id, owner id): fixed for the key's life (credentials.py)
+        self._key_owners: dict[str, tuple[str, str]] = {}
 
     async def _record(self, user_id: str) -> UserRecord:
         record = await self.store.get_user(user_id)

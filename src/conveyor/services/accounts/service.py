@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from conveyor.services.accounts.admin import Administration
 from conveyor.services.accounts.api_keys import ApiKeys
+from conveyor.services.accounts.credentials import Credentials
 from conveyor.services.accounts.registration import Registration
 from conveyor.services.accounts.signin import SignIn
 
 
-class AccountService(Registration, SignIn, ApiKeys, Administration):
+class AccountService(Registration, SignIn, Credentials, ApiKeys, Administration):
     """Every account use case; the API, the dashboard, the CLI and the adapters call these.
 
     Each part is a module of `conveyor.services.accounts`; they share `AccountCore`'s state.

@@ -5,16 +5,14 @@ would otherwise stall every request on the event loop. Sessions are short access
 plus rotating refresh tokens (`conveyor.auth.refresh`); signing out, changing the password,
 reusing a refresh token and disabling the account revoke refresh-token families, and an
 access token (which names its family) is checked against the stored account and its family
-on every use, in one indexed query: a disabled account or an ended session stops at once and
-a role change applies at once.
+on every use, in one indexed query (`credentials.py`): a disabled account or an ended session
+stops at once and a role change applies at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 
-from conveyor.auth.api_keys import hash_key, looks_like_api_key
 from conveyor.auth.errors import InvalidToken, PasswordPolicyError
 from conveyor.auth.passwords import (
     check_password_policy,
@@ -25,17 +23,13 @@ from conveyor.auth.passwords import (
 )
 from conveyor.auth.refresh import issue_session, rotate
 from conveyor.auth.tokens import IssuedToken
-from conveyor.domain.accounts import ApiKeyRecord, UserRecord
-from conveyor.errors import Forbidden, InvalidInput, Unauthenticated
+from conveyor.domain.accounts import UserRecord
+from conveyor.errors import InvalidInput, Unauthenticated
 from conveyor.services.accounts.core import AccountCore
 from conveyor.services.accounts.records import TokenPair, User, public
-from conveyor.services.accounts.registration import REGISTRATION_ROLE, VERIFY_FIRST
 from conveyor.services.accounts.throttle import SIGNIN_THROTTLE, throttle_key
 
-API_KEY_TOUCH_INTERVAL = timedelta(minutes=1)
 INVALID_CREDENTIALS = "invalid credentials"
-CANNOT_SIGN_IN = "this account cannot sign in"
-SIGNED_OUT = "this session was signed out; sign in again"
 
 
 class SignIn(AccountCore):
@@ -79,33 +73,6 @@ class SignIn(AccountCore):
         if claims.family is None:  # TokenClaims refuses this already; keeps the type narrow
             raise InvalidToken()
         await self.store.revoke_family(claims.family)
-
-    async def user_from_access_token(self, token: str) -> User:
-        """The account an access token speaks for, as it is now (role, disabled), while the
-        session it was issued for lasts: signed out, its access tokens stop at once."""
-        claims = self.tokens.decode(token, "access")
-        record, ended = await self.store.get_user_in_session(claims.sub, claims.family, claims.iat)
-        # A registration token answers like an unverified account whether or not the
-        # address was new: telling them apart would reveal who is registered.
-        registering = claims.role == REGISTRATION_ROLE and self.email_verification
-        if registering and (record is None or not record.verified):
-            raise Forbidden(VERIFY_FIRST)
-        if record is None or record.disabled:
-            raise Unauthenticated(CANNOT_SIGN_IN)
-        if ended:
-            raise Unauthenticated(SIGNED_OUT)
-        return public(record)
-
-    async def user_from_api_key(self, key: str) -> User:
-        """The owner of a live API key; records the use at most once a minute."""
-        if not looks_like_api_key(key):
-            raise Unauthenticated("invalid API key")
-        record = await self.store.find_api_key(hash_key(key))
-        if record is None:
-            raise Unauthenticated("invalid API key")
-        user = await self._active(record.user_id)
-        await self._touch(record)
-        return public(user)
 
     async def change_password(self, user: User, old: str, new: str) -> None:
         """Set a new password after checking the old one, and sign out every session.
@@ -165,15 +132,3 @@ class SignIn(AccountCore):
     def _pair(self, access: str, refresh: IssuedToken, user: UserRecord) -> TokenPair:
         expires_in = int(self.tokens.access_ttl.total_seconds())
         return TokenPair(access, refresh.token, expires_in, public(user))
-
-    async def _active(self, user_id: str) -> UserRecord:
-        record = await self.store.get_user(user_id)
-        if record is None or record.disabled:
-            raise Unauthenticated(CANNOT_SIGN_IN)
-        return record
-
-    async def _touch(self, key: ApiKeyRecord) -> None:
-        now = self._clock()
-        since = now - API_KEY_TOUCH_INTERVAL
-        if key.last_used_at is None or key.last_used_at < since:
-            await self.store.touch_api_key(key.id, now, unless_since=since)

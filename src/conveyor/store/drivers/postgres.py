@@ -81,9 +81,10 @@ class PostgresDriver:
         rows: Sequence[dict[str, Any]],
         callbacks: Sequence[dict[str, Any]],
         created: str,
+        synchronous: bool = True,
     ) -> Inserted:
         now = rows[0]["created_at"]
-        args = (*_enqueue_args(rows), created)
+        args = (*_enqueue_args(rows), created, synchronous)
         if conn is not None:  # inside the caller's transaction: through SQLAlchemy's cursor
             inserted = {r[0] for r in await conn.exec_driver_sql(SQL["enqueue"], args)}
             mine = [c for c in callbacks if c["job_id"] in inserted]

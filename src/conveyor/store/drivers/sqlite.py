@@ -80,7 +80,10 @@ class SqliteDriver:
         rows: Sequence[dict[str, Any]],
         callbacks: Sequence[dict[str, Any]],
         created: str,
+        synchronous: bool = True,
     ) -> Inserted:
+        """`synchronous` is PostgreSQL's: the writer's `PRAGMA synchronous` holds for every
+        write of the process, so a submit cannot relax it alone (docs/design.md)."""
         if conn is not None:
             return await self._insert_jobs(conn, rows, callbacks, created)
         async with self.db.write() as own:

@@ -9,6 +9,9 @@
 -- name: enqueue
 -- New jobs, their 'created' events ($15: the type) and one NOTIFY per queue that got
 -- runnable jobs, delivered when the statement commits. $13 is the shared created_at.
+-- $16 false (CONVEYOR_SUBMIT_SYNCHRONOUS_COMMIT=off): `synchronous_commit` is off for the
+-- rest of this transaction (set_config's is_local), so its commit does not wait for the
+-- WAL flush, without a round trip of its own (docs/design.md: what that risks).
 WITH inserted AS (
     INSERT INTO jobs (id, owner_id, queue, type, payload, priority, state, attempt,
         max_attempts, run_at, timeout_s, idempotency_key, progress, errors, tags,
@@ -33,8 +36,12 @@ logged AS (
 woken AS (
     SELECT pg_notify('conveyor_jobs', queue)
     FROM (SELECT DISTINCT queue FROM inserted WHERE state = 'queued') AS q
+),
+relaxed AS (
+    SELECT set_config('synchronous_commit', 'off', true) WHERE NOT $16::bool
 )
-SELECT id, (SELECT count(*) FROM woken) AS woken FROM inserted
+SELECT id, (SELECT count(*) FROM woken) AS woken, (SELECT count(*) FROM relaxed) AS relaxed
+FROM inserted
 
 -- name: existing
 -- The stored jobs that duplicates' (owner, idempotency key) pairs name.

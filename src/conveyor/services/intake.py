@@ -1,0 +1,148 @@
+"""Submissions over HTTP, many at once: checked and stored together, one commit for all.
+
+A submission used to cost a transaction to check its caller, one to insert, and two reads
+to answer. Here every request that arrives while a commit is in flight waits for the next
+one (group commit): whoever is waiting when the previous commit returns goes into one
+transaction that checks each caller (the session of an access token, the key of an API
+key, the account; in the transaction that inserts, so a session ended or a key revoked
+before it commits stops the request), inserts every admitted job in one statement, and
+commits once. Each request is answered only after that commit: as durable as before.
+Nothing lingers: a request that finds no commit in flight starts one at once.
+
+One request does not fail the others. A refused caller is answered alone; idempotency
+keys dedupe inside the group as across groups (the statement's ON CONFLICT); a statement
+that fails rolls the group back, and each of its requests is then tried alone, so only
+the culprit fails (a batch stays all or nothing). A request whose client left before its
+group started is dropped, never inserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from conveyor.domain.jobs import Enqueued, NewJob
+from conveyor.errors import ConveyorError, Unavailable
+from conveyor.services.accounts import AccountService, Credential, User
+from conveyor.services.jobs import JobService, Submission
+
+log = logging.getLogger("conveyor.intake")
+
+GROUP_JOBS = 1000  # jobs per group transaction at most (a request is never split)
+
+
+@dataclass
+class _Request:
+    credential: Credential
+    jobs: list[NewJob]
+    answer: asyncio.Future[tuple[User, list[Enqueued]]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class Intake:
+    """`submit(credential, submissions)`: one request's jobs, committed with its neighbours'.
+
+    One per process (the app's): its requests share one commit at a time.
+    """
+
+    def __init__(
+        self, jobs: JobService, accounts: AccountService, group_jobs: int = GROUP_JOBS
+    ) -> None:
+        self.jobs = jobs
+        self.accounts = accounts
+        self.group_jobs = group_jobs
+        self._waiting: list[_Request] = []
+        self._committing: asyncio.Task[None] | None = None
+        self.groups = 0  # transactions committed or tried (tests and the bench read it)
+
+    async def submit(
+        self, credential: Credential, submissions: Sequence[Submission]
+    ) -> tuple[User, list[Enqueued]]:
+        """The caller as checked, and their jobs once committed (all of them, or none).
+
+        Bad input is refused before anything waits (InvalidInput); a refused caller gets
+        the error their credential earns (Unauthenticated, Forbidden).
+        """
+        if any(s.callback_url for s in submissions):
+            # Their check reads the account's callback secret: confirm the caller first.
+            (verdict,) = await self.accounts.users_for([credential], verified=True)
+            if isinstance(verdict, ConveyorError):
+                raise verdict
+        prepared = await self.jobs.prepare_many(submissions, credential.user_id)
+        request = _Request(credential, prepared)
+        self._waiting.append(request)
+        if self._committing is None or self._committing.done():  # done: its loop went away
+            self._committing = asyncio.create_task(self._commit_waiting(), name="intake")
+        user, enqueued = await request.answer
+        self.jobs.submitted(prepared, enqueued)
+        return user, enqueued
+
+    async def _commit_waiting(self) -> None:
+        """Commit groups of whoever is waiting, until nobody is."""
+        try:
+            while self._waiting:
+                await self._commit(self._next_group())
+        finally:
+            self._committing = None
+            for request in self._waiting:  # only if cancelled (shutdown): nobody is left hanging
+                _fail(request, Unavailable("the server is stopping; nothing was stored"))
+            self._waiting.clear()
+
+    def _next_group(self) -> list[_Request]:
+        size = jobs = 0
+        for request in self._waiting:
+            if size and jobs + len(request.jobs) > self.group_jobs:
+                break
+            size += 1
+            jobs += len(request.jobs)
+        group = self._waiting[:size]
+        del self._waiting[:size]
+        return [r for r in group if not r.answer.done()]  # a client that left: dropped
+
+    async def _commit(self, group: list[_Request]) -> None:
+        if not group:
+            return
+        self.groups += 1
+        try:
+            outcomes = await self._store(group)
+        except Exception as exc:
+            if len(group) == 1 or isinstance(exc, Unavailable):
+                for request in group:
+                    _fail(request, exc)
+                return
+            log.info("a group of %d submissions failed (%s); each is tried alone", len(group), exc)
+            for request in group:
+                await self._commit([request])
+            return
+        for request, outcome in zip(group, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                _fail(request, outcome)
+            elif not request.answer.done():
+                request.answer.set_result(outcome)
+
+    async def _store(
+        self, group: Sequence[_Request]
+    ) -> list[tuple[User, list[Enqueued]] | ConveyorError]:
+        """One transaction: every caller checked, every admitted job inserted, one commit."""
+        async with self.jobs.backend.transaction() as tx:
+            verdicts = await self.accounts.users_for(
+                [r.credential for r in group], tx, verified=True
+            )
+            admitted = [r for r, v in zip(group, verdicts, strict=True) if isinstance(v, User)]
+            jobs = [job for request in admitted for job in request.jobs]
+            enqueued = iter(await self.jobs.store(jobs, tx) if jobs else [])
+        outcomes: list[tuple[User, list[Enqueued]] | ConveyorError] = []
+        for request, verdict in zip(group, verdicts, strict=True):
+            if isinstance(verdict, User):
+                outcomes.append((verdict, [next(enqueued) for _ in request.jobs]))
+            else:
+                outcomes.append(verdict)
+        return outcomes
+
+
+def _fail(request: _Request, exc: BaseException) -> None:
+    if not request.answer.done():
+        request.answer.set_exception(exc)
