@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint fmt bench screenshots compose-check clean
+.PHONY: install run test lint fmt bench chaos screenshots compose-check clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -33,6 +33,11 @@ fmt: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+
+# Every fault of issue #13 against real processes on both databases (docs/operations.md);
+# a private PostgreSQL cluster of its own, 6-7 minutes on 2 busy cores, non-zero on any failure.
+chaos: $(STAMP)
+	$(BIN)/python -m chaos.run
 
 # The Dockerfile and deploy/compose.yaml checked without a container engine: hadolint,
 # `docker-compose config` (Debian's docker-compose), and their agreement with the settings.

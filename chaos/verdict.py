@@ -1,0 +1,271 @@
+"""Jepsen's total-queue check on what the handlers recorded, and one row of the table.
+
+What went in: the submitter's ledger (each job's index and whether the API acknowledged it,
+refused it, or left it unknown: a timeout may or may not have committed). What came out: the
+handlers' records (`chaos.handlers`) and, at the end, each job's state in the database.
+
+* A job is **ok** when the database says ``completed`` and a handler recorded its end.
+* **lost**: acknowledged (or unknown but present in the database), terminal, and not ok: it
+  was dead-lettered, cancelled, or marked completed without a recorded execution. An
+  acknowledged job missing from the database is lost too.
+* **stuck**: not terminal when the scenario's drain deadline passed.
+* A **duplicate** is a job that started more than once. Each earlier start is *explained*
+  when a fault accounts for it: its worker was killed or exited, the database was out while
+  it ran (lease expiry is then the contract), or the job is itself the fault (the crashing
+  or blocking job). An unexplained duplicate is a bug: a live, connected worker lost a job.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TERMINAL = frozenset({"completed", "failed", "cancelled"})
+OUTAGES = frozenset({"cut", "partition", "restart"})
+
+
+@dataclass(frozen=True)
+class Execution:
+    """One line of a handler's record."""
+
+    event: str  # "start" or "end"
+    index: int
+    job_id: str
+    attempt: int
+    owner: int  # the worker process's pid
+    t: float  # unix time
+
+
+@dataclass
+class Fault:
+    """One injected fault: what, when, and which process or job it hit."""
+
+    kind: str  # kill-worker, kill-scheduler, kill-relay, cut, partition, restart, crash, block
+    start: float
+    end: float
+    pid: int | None = None  # the process killed
+    index: int | None = None  # the job that is the fault (crash, block)
+    recovery: float | None = None  # seconds until work resumed; None: never, or not measured
+
+
+@dataclass(frozen=True)
+class Submission:
+    index: int
+    outcome: str  # "acked", "refused" (a definite error), "unknown" (no answer)
+    job_id: str | None
+    t: float
+    latency: float
+    fault_job: bool = False  # the crashing or blocking job: not judged
+
+
+@dataclass(frozen=True)
+class StoredJob:
+    job_id: str
+    index: int
+    state: str
+
+
+@dataclass
+class Tally:
+    jobs: int = 0
+    ok: int = 0
+    lost: list[int] = field(default_factory=list)  # indexes
+    stuck: list[int] = field(default_factory=list)
+    duplicates: int = 0
+    unexplained: list[int] = field(default_factory=list)  # indexes of unexplained duplicates
+    lost_events: int = 0
+
+
+def read_executions(directory: Path) -> list[Execution]:
+    found: list[Execution] = []
+    for path in sorted(directory.glob("exec-*.log")):
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) != 6:  # a line cut short by SIGKILL mid-write cannot happen
+                continue  # (one write(2) each), but a torn file must not crash the judge
+            event, index, job_id, attempt, owner, t = parts
+            found.append(Execution(event, int(index), job_id, int(attempt), int(owner), float(t)))
+    return sorted(found, key=lambda e: e.t)
+
+
+def tally(
+    submissions: Sequence[Submission],
+    stored: Iterable[StoredJob],
+    executions: Sequence[Execution],
+    faults: Sequence[Fault],
+    lease: float,
+) -> Tally:
+    by_index: dict[int, list[StoredJob]] = defaultdict(list)
+    for job in stored:
+        by_index[job.index].append(job)
+    ended = {e.job_id for e in executions if e.event == "end"}
+    fault_jobs = {s.index for s in submissions if s.fault_job}
+    result = Tally()
+    for sub in submissions:
+        if sub.fault_job or sub.outcome == "refused":
+            continue
+        rows = by_index.get(sub.index, [])
+        if sub.outcome == "unknown" and not rows:
+            continue  # never committed: nothing was promised
+        result.jobs += 1
+        _judge(sub.index, rows, ended, result)
+    _duplicates(executions, faults, fault_jobs, lease, result)
+    return result
+
+
+def _judge(index: int, rows: Sequence[StoredJob], ended: set[str], result: Tally) -> None:
+    if not rows:
+        result.lost.append(index)
+    elif any(r.state == "completed" and r.job_id in ended for r in rows):
+        result.ok += 1
+    elif all(r.state in TERMINAL for r in rows):
+        result.lost.append(index)
+    else:
+        result.stuck.append(index)
+
+
+def _duplicates(
+    executions: Sequence[Execution],
+    faults: Sequence[Fault],
+    fault_jobs: set[int],
+    lease: float,
+    result: Tally,
+) -> None:
+    starts: dict[str, list[Execution]] = defaultdict(list)
+    for e in executions:
+        if e.event == "start":
+            starts[e.job_id].append(e)
+    dead = {f.pid for f in faults if f.pid is not None}
+    for runs in starts.values():
+        if len(runs) < 2:
+            continue
+        result.duplicates += 1
+        earlier = itertools.pairwise(runs)
+        if not all(_explained(a, b, dead, faults, fault_jobs, lease) for a, b in earlier):
+            result.unexplained.append(runs[0].index)
+
+
+def _explained(
+    run: Execution,
+    again: Execution,
+    dead: set[int],
+    faults: Sequence[Fault],
+    fault_jobs: set[int],
+    lease: float,
+) -> bool:
+    """Whether a fault accounts for `run` being started again (at `again.t`)."""
+    if run.index in fault_jobs or run.owner in dead:
+        return True
+    # The database was out while the job ran: its lease may rightly expire (a lease's
+    # worth of margin after the outage, for the heartbeat that was due during it).
+    return any(f.kind in OUTAGES and f.start <= again.t and run.t <= f.end + lease for f in faults)
+
+
+def kill_recovery(executions: Sequence[Execution], fault: Fault) -> float | None:
+    """Seconds from the kill until the last job the killed worker held started again
+    elsewhere (None: one never did; 0.0: it held nothing)."""
+    held = _held_at(executions, fault.pid, fault.start)
+    worst = 0.0
+    for job_id in held:
+        again = [e.t for e in executions if e.event == "start" and e.job_id == job_id]
+        later = [t for t in again if t > fault.start]
+        if not later:
+            return None
+        worst = max(worst, min(later) - fault.start)
+    return worst
+
+
+def _held_at(executions: Sequence[Execution], pid: int | None, when: float) -> set[str]:
+    open_runs: set[tuple[str, int]] = set()
+    for e in executions:
+        if e.owner != pid or e.t > when:
+            continue
+        key = (e.job_id, e.attempt)
+        if e.event == "start":
+            open_runs.add(key)
+        else:
+            open_runs.discard(key)
+    return {job_id for job_id, _ in open_runs}
+
+
+def outage_recovery(executions: Sequence[Execution], fault: Fault) -> float | None:
+    """Seconds from the end of an outage until the first job started after it."""
+    after = [e.t for e in executions if e.event == "start" and e.t > fault.end]
+    return min(after) - fault.end if after else None
+
+
+def worst(values: Iterable[float | None]) -> float | None:
+    """The largest; None if any is None (a recovery that never happened)."""
+    found = list(values)
+    if any(v is None for v in found):
+        return None
+    numbers = [v for v in found if v is not None]
+    return max(numbers) if numbers else None
+
+
+@dataclass
+class Row:
+    """One line of the table, and whether it passes."""
+
+    scenario: str
+    db: str
+    jobs: int = 0
+    faults: str = ""
+    lost: int = 0
+    duplicates: int = 0
+    unexplained: int = 0
+    stuck: int = 0
+    exits: list[str] = field(default_factory=list)
+    slowest_answer: float | None = None  # seconds, during outages
+    answer_bound: float | None = None
+    recovery: float | None = None
+    recovery_measured: bool = False
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None  # the scenario itself broke (not a verdict on Conveyor)
+
+    def failures(self) -> list[str]:
+        why = []
+        if self.error:
+            why.append(f"error: {self.error}")
+        if self.lost:
+            why.append(f"{self.lost} lost")
+        if self.stuck:
+            why.append(f"{self.stuck} stuck")
+        if self.unexplained:
+            why.append(f"{self.unexplained} duplicates no fault explains")
+        if self.exits:
+            why.append("exits: " + ", ".join(self.exits))
+        if self.answer_bound is not None and (
+            self.slowest_answer is None or self.slowest_answer > self.answer_bound
+        ):
+            why.append(f"slowest answer over {self.answer_bound:.1f} s")
+        if self.recovery_measured and self.recovery is None:
+            why.append("work never resumed")
+        return why
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures()
+
+    def apply(self, counted: Tally, faults: Sequence[Fault]) -> None:
+        self.jobs = counted.jobs
+        self.lost = len(counted.lost) + counted.lost_events
+        self.stuck = len(counted.stuck)
+        self.duplicates = counted.duplicates
+        self.unexplained = len(counted.unexplained)
+        self.faults = describe_faults(faults)
+
+
+def describe_faults(faults: Sequence[Fault]) -> str:
+    counts: Mapping[str, int] = _count(f.kind for f in faults)
+    return ", ".join(f"{n} {kind}" for kind, n in counts.items())
+
+
+def _count(kinds: Iterable[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for kind in kinds:
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts

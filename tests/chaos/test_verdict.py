@@ -1,0 +1,92 @@
+"""The total-queue check: records written by the suite's handlers, judged against a ledger."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from chaos.handlers import RECORD_DIR_ENV, record
+from chaos.verdict import (
+    Execution,
+    Fault,
+    StoredJob,
+    Submission,
+    kill_recovery,
+    read_executions,
+    tally,
+)
+
+LEASE = 3.0
+
+
+def sub(index: int, outcome: str = "acked", fault_job: bool = False) -> Submission:
+    return Submission(index, outcome, f"j{index}", 0.0, 0.01, fault_job)
+
+
+def run(event: str, index: int, attempt: int, owner: int, t: float) -> Execution:
+    return Execution(event, index, f"j{index}", attempt, owner, t)
+
+
+def test_handlers_records_are_read_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(RECORD_DIR_ENV, str(tmp_path))
+    record("start", 7, "job-a", 1, 4242)
+    record("end", 7, "job-a", 1, 4242)
+    (tmp_path / "exec-1.log").write_text("start 1 torn")  # a torn line is skipped
+    found = read_executions(tmp_path)
+    assert [(e.event, e.index, e.job_id, e.attempt, e.owner) for e in found] == [
+        ("start", 7, "job-a", 1, 4242),
+        ("end", 7, "job-a", 1, 4242),
+    ]
+    assert found[0].t <= found[1].t
+
+
+def test_completed_with_a_recorded_end_is_ok_else_lost_or_stuck() -> None:
+    submissions = [sub(0), sub(1), sub(2), sub(3), sub(4), sub(5, "refused"), sub(6, "unknown")]
+    stored = [
+        StoredJob("j0", 0, "completed"),
+        StoredJob("j1", 1, "failed"),  # dead-lettered: lost
+        StoredJob("j2", 2, "completed"),  # completed, but no handler ever ended it: lost
+        StoredJob("j3", 3, "queued"),  # stuck
+        # j4 acknowledged but missing from the database: lost
+        # j6's submission got no answer and never committed: nothing was promised
+    ]
+    executions = [run("start", 0, 1, 10, 1.0), run("end", 0, 1, 10, 2.0)]
+    counted = tally(submissions, stored, executions, [], LEASE)
+    assert (counted.jobs, counted.ok) == (5, 1)
+    assert sorted(counted.lost) == [1, 2, 4]
+    assert counted.stuck == [3]
+
+
+def test_duplicates_are_explained_by_a_kill_an_outage_or_the_fault_job_only() -> None:
+    submissions = [sub(i) for i in range(4)] + [sub(4, fault_job=True)]
+    stored = [StoredJob(f"j{i}", i, "completed") for i in range(5)]
+    executions = [
+        run("start", 0, 1, 10, 1.0),  # on worker 10, killed at 1.5
+        run("start", 0, 2, 11, 5.0),
+        run("start", 1, 1, 11, 6.0),  # ran while the database was cut (7..9)
+        run("start", 1, 2, 11, 12.0),
+        run("start", 2, 1, 11, 20.0),  # a live worker, no fault: unexplained
+        run("start", 2, 2, 11, 25.0),
+        run("start", 3, 1, 11, 30.0),  # once: no duplicate
+        run("start", 4, 1, 11, 30.0),  # the blocking job itself
+        run("start", 4, 2, 11, 36.0),
+    ] + [run("end", i, 2 if i != 3 else 1, 11, 40.0) for i in range(5)]
+    faults = [Fault("kill-worker", 1.5, 1.5, pid=10), Fault("cut", 7.0, 9.0)]
+    counted = tally(submissions, stored, executions, faults, LEASE)
+    assert counted.duplicates == 4
+    assert counted.unexplained == [2]
+    assert counted.lost == [] and counted.stuck == []
+
+
+def test_kill_recovery_is_until_the_last_held_job_started_again() -> None:
+    executions = [
+        run("start", 0, 1, 10, 1.0),
+        run("start", 1, 1, 10, 1.1),
+        run("end", 1, 1, 10, 1.2),  # finished before the kill: not held
+        run("start", 2, 1, 10, 1.3),
+        run("start", 0, 2, 11, 4.0),
+        run("start", 2, 2, 11, 6.5),
+    ]
+    kill = Fault("kill-worker", 2.0, 2.0, pid=10)
+    assert kill_recovery(executions, kill) == pytest.approx(4.5)
+    assert kill_recovery(executions[:-1], kill) is None  # job 2 never ran again
