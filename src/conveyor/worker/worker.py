@@ -37,6 +37,14 @@ class WorkerConfig:
     burst: bool = False  # drain what is queued, then exit
     threads: int = 8
     processes: int | None = None
+    # At most this many jobs running or run with their outcome not yet committed; None:
+    # the concurrency. Claims wait while the finisher is behind, so a crash re-runs at most
+    # this many finished jobs and a finish batch is never larger.
+    max_unrecorded: int | None = None
+
+    @property
+    def unrecorded_bound(self) -> int:
+        return max(1, self.max_unrecorded or self.concurrency)
 
     @staticmethod
     def parse_queues(spec: str) -> dict[str, int | None]:
@@ -93,7 +101,12 @@ class Worker:
         self._failure: str | None = None
         self._pools = Pools(config.threads, config.processes)
         self._metrics = JobMetrics()
-        self._finisher = Finisher(backend, self.id, on_persisted=self._persisted)
+        self._finisher = Finisher(
+            backend,
+            self.id,
+            max_batch=min(500, config.unrecorded_bound),
+            on_persisted=self._persisted,
+        )
         self._listener: Listener | None = None
 
     # ---- control ---------------------------------------------------------------------------
@@ -107,6 +120,11 @@ class Worker:
     @property
     def running_ids(self) -> set[str]:
         return set(self._running)
+
+    @property
+    def unrecorded(self) -> int:
+        """Jobs run whose outcome is not yet committed."""
+        return self._finisher.unrecorded
 
     # ---- main ------------------------------------------------------------------------------
     async def run(self) -> int:
@@ -131,8 +149,9 @@ class Worker:
         while not self._stop.is_set():
             self._wake.clear()
             want = self._free_slots()
-            got = await self._claim(want) if want >= self._claim_threshold() else 0
-            if self.config.burst and got == 0 and not self._running:
+            tried = want >= self._claim_threshold()
+            got = await self._claim(want) if tried else 0
+            if self.config.burst and tried and got == 0 and not self._running:
                 log.info("burst mode: queue drained")
                 return
             if got and got == want:
@@ -142,13 +161,17 @@ class Worker:
                     await self._wake.wait()
 
     def _free_slots(self) -> int:
-        return self.config.concurrency - len(self._running)
+        """Room for new jobs: within the concurrency, and within the bound on jobs whose
+        outcome is not yet durable (running, or run and waiting for the finisher)."""
+        running = len(self._running)
+        behind = self.config.unrecorded_bound - running - self._finisher.unrecorded
+        return min(self.config.concurrency - running, behind)
 
     def _claim_threshold(self) -> int:
         """Claim in batches while busy; claim a single job at once when idle."""
         if not self._running:
             return 1
-        return max(1, self.config.concurrency // 4)
+        return max(1, min(self.config.concurrency, self.config.unrecorded_bound) // 4)
 
     async def _claim(self, free: int) -> int:
         got = 0
@@ -235,6 +258,7 @@ class Worker:
         self.stats.finished += len(accepted)
         self.stats.dropped += len(batch) - len(accepted)
         self._metrics.persisted(batch, accepted)
+        self._wake.set()  # room to claim again
 
     # ---- interruptions ---------------------------------------------------------------------
     def _on_jobs(self, _queue: str) -> None:
