@@ -296,3 +296,19 @@ async def test_a_claim_updates_its_rows_by_primary_key(backend: QueueBackend, db
     plan = await _plan_of(db_url, PG_SQL["claim"], args)
     assert "Seq Scan on jobs" not in plan and "Hash Join" not in plan, plan
     assert "Index Scan using pk_jobs on jobs" in plan, plan
+
+
+async def test_a_claim_tells_its_jobs_early_and_still_commits_them(backend: QueueBackend) -> None:
+    """An idle worker starts jobs while the claim commits; what it was told is what is
+    claimed, and the claim is committed when `claim` returns."""
+    await backend.enqueue([job(n=i) for i in range(3)])
+    told: list[list[str]] = []
+    claimed = await backend.claim(
+        W, ["default"], 2, 30, early=lambda js: told.append([j.id for j in js])
+    )
+    assert told == [[c.id for c in claimed]] and len(claimed) == 2
+    for c in claimed:
+        assert (await backend.get(c.id)).state is JobState.RUNNING
+    assert await backend.claim(W, ["default"], 5, 30, early=lambda js: told.append([])) != []
+    assert await backend.claim(W, ["default"], 5, 30, early=lambda js: told.append(["x"])) == []
+    assert told[-1] == []  # nothing claimed: not told

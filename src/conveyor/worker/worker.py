@@ -66,6 +66,7 @@ class _Running:
     ctx: JobContext
     task: asyncio.Task[None]
     claimed_at: float
+    committed: asyncio.Event  # its claim is committed (set at once unless started early)
     interrupted: str | None = None  # why the worker stopped it: "cancelled", "lost", "released"
 
 
@@ -177,17 +178,42 @@ class Worker:
         got = 0
         capped = [name for name, cap in self.config.queues.items() if cap is not None]
         for queues, limit in self._claim_plan(free):
-            try:
-                jobs = await self.backend.claim(
-                    self.id, queues, limit, self.config.lease_s, exclude=capped
-                )
-            except Exception as exc:
-                log.warning("claim failed: %s", exc)
+            taken = await self._claim_some(queues, limit, capped)
+            if taken is None:
                 return got
-            for job in jobs:
-                self._start(job)
-            got += len(jobs)
+            got += taken
         return got
+
+    async def _claim_some(self, queues: list[str], limit: int, capped: list[str]) -> int | None:
+        """One claim statement; None when it failed. Idle, the jobs start as soon as the
+        claim returns them, while its commit is made durable (the wake-up's latency); busy,
+        one statement, the jobs started after it."""
+        started: list[ClaimedJob] = []
+        committed = asyncio.Event()
+
+        def start_early(jobs: list[ClaimedJob]) -> None:
+            started.extend(jobs)
+            self._start_all(jobs, committed)
+
+        try:
+            jobs = await self.backend.claim(
+                self.id, queues, limit, self.config.lease_s, exclude=capped,
+                early=None if self._running else start_early,
+            )  # fmt: skip
+        except Exception as exc:
+            log.warning("claim failed: %s", exc)
+            for job in started:  # started early, but the claim did not commit
+                self._interrupt(job.id, "lost")
+            return None
+        finally:
+            committed.set()
+        if not started:
+            self._start_all(jobs, committed)
+        return len(jobs)
+
+    def _start_all(self, jobs: list[ClaimedJob], committed: asyncio.Event) -> None:
+        for job in jobs:
+            self._start(job, committed)
 
     def _claim_plan(self, free: int) -> list[tuple[list[str], int]]:
         """Capped queues are claimed one by one within their cap; the rest together.
@@ -206,7 +232,7 @@ class Worker:
             plan.append((["*"] if "*" in open_queues else open_queues, free))
         return plan
 
-    def _start(self, job: ClaimedJob) -> None:
+    def _start(self, job: ClaimedJob, committed: asyncio.Event) -> None:
         info = JobInfo(
             id=job.id,
             type=job.type,
@@ -219,13 +245,13 @@ class Worker:
         ctx = JobContext(info, self._progress, asyncio.get_running_loop(), self.resources)
         with job_context(job.id, job.type, job.attempt):  # the task keeps the job's fields
             log.debug("claimed from queue %s", job.queue)
-            task = asyncio.create_task(self._run_job(job, ctx), name=f"job-{job.id}")
-        self._running[job.id] = _Running(job, ctx, task, time.monotonic())
+            task = asyncio.create_task(self._run_job(job, ctx, committed), name=f"job-{job.id}")
+        self._running[job.id] = _Running(job, ctx, task, time.monotonic(), committed)
         self._per_queue[job.queue] = self._per_queue.get(job.queue, 0) + 1
         self.stats.claimed += 1
         self._metrics.started(job)
 
-    async def _run_job(self, job: ClaimedJob, ctx: JobContext) -> None:
+    async def _run_job(self, job: ClaimedJob, ctx: JobContext, committed: asyncio.Event) -> None:
         began = time.perf_counter()
         log.debug("started (attempt %d of %d)", job.attempt, job.max_attempts)
         outcome: Outcome | None
@@ -240,6 +266,10 @@ class Worker:
                 outcome = await execute(spec, job, ctx, self._pools)
             except asyncio.CancelledError:
                 outcome = None
+        try:  # a finish whose snapshot predates the claim's commit would not see the claim
+            await committed.wait()
+        except asyncio.CancelledError:
+            outcome = None
         entry = self._running.pop(job.id, None)
         self._per_queue[job.queue] -= 1
         if outcome is not None and (entry is None or entry.interrupted is None):
@@ -252,6 +282,9 @@ class Worker:
         self._wake.set()
 
     async def _progress(self, job_id: str, attempt: int, percent: int, message: str | None) -> bool:
+        entry = self._running.get(job_id)
+        if entry is not None:  # started early: its fenced update must see the claim
+            await entry.committed.wait()
         return await self.backend.set_progress(self.id, job_id, attempt, percent, message)
 
     def _persisted(self, batch: list[Outcome], accepted: set[str]) -> None:
