@@ -110,6 +110,7 @@ class Engine:
             heartbeat_interval=s.heartbeat_interval,
             grace=s.shutdown_grace,
             burst=burst,
+            max_unrecorded=s.worker_max_unrecorded,
         )
         resources = Resources(settings=s, backend=self.backend, mail=self.mail)
         return Worker(self.backend, self.registry, config, resources=resources)

@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     # engine
     worker_concurrency: int = Field(default_factory=_default_concurrency, ge=1, le=10_000)
     worker_queues: str = "default"
+    # jobs running or run but not yet recorded, per worker process; unset: its concurrency
+    worker_max_unrecorded: int | None = Field(None, ge=1, le=100_000)
     poll_interval: float = Field(1.0, gt=0, le=60)
     lease_seconds: float = Field(60.0, gt=0)
     heartbeat_interval: float = Field(5.0, gt=0)

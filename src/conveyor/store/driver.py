@@ -120,9 +120,11 @@ class Driver(Protocol):
         limit: int,
         lease: tuple[datetime, datetime],
         said: Said,
+        early: Callable[[list[ClaimedJob]], None] | None = None,
     ) -> list[ClaimedJob]:
         """Claim and log in one transaction; `every_queue`: all but `queues`; `lease` is
-        (now, its end)."""
+        (now, its end). `early`, if given, is told the claimed jobs before the commit (in
+        an explicit transaction), so that an idle worker starts them while it commits."""
         ...
 
     async def finish(

@@ -13,7 +13,14 @@ log = logging.getLogger("conveyor.worker")
 
 
 class Finisher:
-    """Collects outcomes and persists them in batches; `close` flushes what is left."""
+    """Collects outcomes and persists them in batches; `close` flushes what is left.
+
+    `unrecorded` counts the outcomes not yet committed (waiting or in the statement under
+    way): the worker claims new work only while it stays under its bound, so a batch is
+    never larger than that bound, and a crash re-runs at most that many finished jobs.
+    The finisher lingers (a couple of milliseconds, to gather a batch) only when it was
+    idle; when outcomes arrived while it was writing, it is behind and writes them at once.
+    """
 
     def __init__(
         self,
@@ -29,10 +36,16 @@ class Finisher:
         self._max_batch = max_batch
         self._linger = linger
         self._pending: list[Outcome] = []
+        self._writing = 0
         self._ready = asyncio.Event()
         self._closing = False
         self._on_persisted = on_persisted
         self.task: asyncio.Task[None] | None = None
+
+    @property
+    def unrecorded(self) -> int:
+        """Outcomes handed in whose commit has not yet happened."""
+        return len(self._pending) + self._writing
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name="finisher")
@@ -42,11 +55,13 @@ class Finisher:
         self._ready.set()
 
     async def _run(self) -> None:
+        behind = False
         while not (self._closing and not self._pending):
             await self._ready.wait()
-            if len(self._pending) < self._max_batch and not self._closing:
+            if not behind and len(self._pending) < self._max_batch and not self._closing:
                 await asyncio.sleep(self._linger)
             await self._flush()
+            behind = bool(self._pending)  # outcomes arrived while writing: no linger
 
     async def _flush(self) -> None:
         batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
@@ -54,6 +69,7 @@ class Finisher:
             self._ready.clear()
         if not batch:
             return
+        self._writing = len(batch)
         delay = 0.05
         while True:
             try:
@@ -63,6 +79,7 @@ class Finisher:
                 log.warning("could not persist %d outcomes (%s); retrying", len(batch), exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+        self._writing = 0
         dropped = [o.job_id for o in batch if o.job_id not in accepted]
         if dropped:
             log.warning("late results dropped (lease lost or job cancelled): %s", dropped)

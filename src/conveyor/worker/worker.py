@@ -37,6 +37,14 @@ class WorkerConfig:
     burst: bool = False  # drain what is queued, then exit
     threads: int = 8
     processes: int | None = None
+    # At most this many jobs running or run with their outcome not yet committed; None:
+    # the concurrency. Claims wait while the finisher is behind, so a crash re-runs at most
+    # this many finished jobs and a finish batch is never larger.
+    max_unrecorded: int | None = None
+
+    @property
+    def unrecorded_bound(self) -> int:
+        return max(1, self.max_unrecorded or self.concurrency)
 
     @staticmethod
     def parse_queues(spec: str) -> dict[str, int | None]:
@@ -58,6 +66,7 @@ class _Running:
     ctx: JobContext
     task: asyncio.Task[None]
     claimed_at: float
+    committed: asyncio.Event  # its claim is committed (set at once unless started early)
     interrupted: str | None = None  # why the worker stopped it: "cancelled", "lost", "released"
 
 
@@ -93,7 +102,12 @@ class Worker:
         self._failure: str | None = None
         self._pools = Pools(config.threads, config.processes)
         self._metrics = JobMetrics()
-        self._finisher = Finisher(backend, self.id, on_persisted=self._persisted)
+        self._finisher = Finisher(
+            backend,
+            self.id,
+            max_batch=min(500, config.unrecorded_bound),
+            on_persisted=self._persisted,
+        )
         self._listener: Listener | None = None
 
     # ---- control ---------------------------------------------------------------------------
@@ -107,6 +121,11 @@ class Worker:
     @property
     def running_ids(self) -> set[str]:
         return set(self._running)
+
+    @property
+    def unrecorded(self) -> int:
+        """Jobs run whose outcome is not yet committed."""
+        return self._finisher.unrecorded
 
     # ---- main ------------------------------------------------------------------------------
     async def run(self) -> int:
@@ -131,8 +150,9 @@ class Worker:
         while not self._stop.is_set():
             self._wake.clear()
             want = self._free_slots()
-            got = await self._claim(want) if want >= self._claim_threshold() else 0
-            if self.config.burst and got == 0 and not self._running:
+            tried = want >= self._claim_threshold()
+            got = await self._claim(want) if tried else 0
+            if self.config.burst and tried and got == 0 and not self._running:
                 log.info("burst mode: queue drained")
                 return
             if got and got == want:
@@ -142,29 +162,58 @@ class Worker:
                     await self._wake.wait()
 
     def _free_slots(self) -> int:
-        return self.config.concurrency - len(self._running)
+        """Room for new jobs: within the concurrency, and within the bound on jobs whose
+        outcome is not yet durable (running, or run and waiting for the finisher)."""
+        running = len(self._running)
+        behind = self.config.unrecorded_bound - running - self._finisher.unrecorded
+        return min(self.config.concurrency - running, behind)
 
     def _claim_threshold(self) -> int:
         """Claim in batches while busy; claim a single job at once when idle."""
         if not self._running:
             return 1
-        return max(1, self.config.concurrency // 4)
+        return max(1, min(self.config.concurrency, self.config.unrecorded_bound) // 4)
 
     async def _claim(self, free: int) -> int:
         got = 0
         capped = [name for name, cap in self.config.queues.items() if cap is not None]
         for queues, limit in self._claim_plan(free):
-            try:
-                jobs = await self.backend.claim(
-                    self.id, queues, limit, self.config.lease_s, exclude=capped
-                )
-            except Exception as exc:
-                log.warning("claim failed: %s", exc)
+            taken = await self._claim_some(queues, limit, capped)
+            if taken is None:
                 return got
-            for job in jobs:
-                self._start(job)
-            got += len(jobs)
+            got += taken
         return got
+
+    async def _claim_some(self, queues: list[str], limit: int, capped: list[str]) -> int | None:
+        """One claim statement; None when it failed. Idle, the jobs start as soon as the
+        claim returns them, while its commit is made durable (the wake-up's latency); busy,
+        one statement, the jobs started after it."""
+        started: list[ClaimedJob] = []
+        committed = asyncio.Event()
+
+        def start_early(jobs: list[ClaimedJob]) -> None:
+            started.extend(jobs)
+            self._start_all(jobs, committed)
+
+        try:
+            jobs = await self.backend.claim(
+                self.id, queues, limit, self.config.lease_s, exclude=capped,
+                early=None if self._running else start_early,
+            )  # fmt: skip
+        except Exception as exc:
+            log.warning("claim failed: %s", exc)
+            for job in started:  # started early, but the claim did not commit
+                self._interrupt(job.id, "lost")
+            return None
+        finally:
+            committed.set()
+        if not started:
+            self._start_all(jobs, committed)
+        return len(jobs)
+
+    def _start_all(self, jobs: list[ClaimedJob], committed: asyncio.Event) -> None:
+        for job in jobs:
+            self._start(job, committed)
 
     def _claim_plan(self, free: int) -> list[tuple[list[str], int]]:
         """Capped queues are claimed one by one within their cap; the rest together.
@@ -183,7 +232,7 @@ class Worker:
             plan.append((["*"] if "*" in open_queues else open_queues, free))
         return plan
 
-    def _start(self, job: ClaimedJob) -> None:
+    def _start(self, job: ClaimedJob, committed: asyncio.Event) -> None:
         info = JobInfo(
             id=job.id,
             type=job.type,
@@ -196,13 +245,13 @@ class Worker:
         ctx = JobContext(info, self._progress, asyncio.get_running_loop(), self.resources)
         with job_context(job.id, job.type, job.attempt):  # the task keeps the job's fields
             log.debug("claimed from queue %s", job.queue)
-            task = asyncio.create_task(self._run_job(job, ctx), name=f"job-{job.id}")
-        self._running[job.id] = _Running(job, ctx, task, time.monotonic())
+            task = asyncio.create_task(self._run_job(job, ctx, committed), name=f"job-{job.id}")
+        self._running[job.id] = _Running(job, ctx, task, time.monotonic(), committed)
         self._per_queue[job.queue] = self._per_queue.get(job.queue, 0) + 1
         self.stats.claimed += 1
         self._metrics.started(job)
 
-    async def _run_job(self, job: ClaimedJob, ctx: JobContext) -> None:
+    async def _run_job(self, job: ClaimedJob, ctx: JobContext, committed: asyncio.Event) -> None:
         began = time.perf_counter()
         log.debug("started (attempt %d of %d)", job.attempt, job.max_attempts)
         outcome: Outcome | None
@@ -217,6 +266,10 @@ class Worker:
                 outcome = await execute(spec, job, ctx, self._pools)
             except asyncio.CancelledError:
                 outcome = None
+        try:  # a finish whose snapshot predates the claim's commit would not see the claim
+            await committed.wait()
+        except asyncio.CancelledError:
+            outcome = None
         entry = self._running.pop(job.id, None)
         self._per_queue[job.queue] -= 1
         if outcome is not None and (entry is None or entry.interrupted is None):
@@ -229,12 +282,16 @@ class Worker:
         self._wake.set()
 
     async def _progress(self, job_id: str, attempt: int, percent: int, message: str | None) -> bool:
+        entry = self._running.get(job_id)
+        if entry is not None:  # started early: its fenced update must see the claim
+            await entry.committed.wait()
         return await self.backend.set_progress(self.id, job_id, attempt, percent, message)
 
     def _persisted(self, batch: list[Outcome], accepted: set[str]) -> None:
         self.stats.finished += len(accepted)
         self.stats.dropped += len(batch) - len(accepted)
         self._metrics.persisted(batch, accepted)
+        self._wake.set()  # room to claim again
 
     # ---- interruptions ---------------------------------------------------------------------
     def _on_jobs(self, _queue: str) -> None:

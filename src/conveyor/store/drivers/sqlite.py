@@ -127,6 +127,7 @@ class SqliteDriver:
         limit: int,
         lease: tuple[datetime, datetime],
         said: Said,
+        early: Callable[[list[ClaimedJob]], None] | None = None,
     ) -> list[ClaimedJob]:
         now, until = lease
         params = {
@@ -139,7 +140,10 @@ class SqliteDriver:
         async with self.db.write() as conn:
             rows = (await conn.execute(_CLAIM_ANY if every_queue else _CLAIM, params)).all()
             await outbox.record(conn, self.xid(), [outbox.said_row(said, r, now) for r in rows])
-        return [_claimed(row) for row in rows]
+            claimed = [_claimed(row) for row in rows]
+            if early is not None and claimed:
+                early(claimed)  # they start while the commit syncs the file
+        return claimed
 
     async def finish(
         self, worker_id: str, now: datetime, batches: Sequence[FinishBatch]

@@ -35,18 +35,23 @@ RETURNING jobs.id, jobs.type, jobs.queue, jobs.payload, jobs.attempt, jobs.max_a
 
 -- name: complete
 -- Fenced finish of :worker's jobs as completed; :batch is [[id, attempt, result], ...].
+-- Linear in the batch: each row is found by primary key. The unary `+` on the fence's
+-- columns keeps their indexes out of the plan: without statistics (no ANALYZE) SQLite
+-- otherwise took every running row of the worker from ix_jobs_worker and scanned the
+-- batch for each (500 outcomes, 3,000 running rows: 514 ms; by primary key 3 ms).
 WITH v AS (
     SELECT value ->> 0 AS id, value ->> 1 AS attempt, value -> 2 AS result
     FROM json_each(:batch)
 )
 UPDATE jobs SET state = 'completed', result = v.result, progress = 100,
     finished_at = :now, lease_expires_at = NULL
-FROM v WHERE jobs.id = v.id AND jobs.state = 'running' AND jobs.worker_id = :worker
-    AND jobs.attempt = v.attempt
+FROM v WHERE jobs.id = v.id AND +jobs.state = 'running' AND +jobs.worker_id = :worker
+    AND +jobs.attempt = v.attempt
 RETURNING jobs.id, jobs.owner_id, jobs.queue, jobs.type, jobs.attempt
 
 -- name: retry
--- Fenced finish as retrying; :batch is [[id, attempt, error, run_at], ...].
+-- Fenced finish as retrying; :batch is [[id, attempt, error, run_at], ...]. By primary key,
+-- as `complete`.
 WITH v AS (
     SELECT value ->> 0 AS id, value ->> 1 AS attempt, value -> 2 AS error,
         value ->> 3 AS run_at
@@ -55,12 +60,13 @@ WITH v AS (
 UPDATE jobs SET state = 'retrying', run_at = v.run_at,
     errors = json_insert(jobs.errors, '$[#]', json(v.error)),
     worker_id = NULL, lease_expires_at = NULL
-FROM v WHERE jobs.id = v.id AND jobs.state = 'running' AND jobs.worker_id = :worker
-    AND jobs.attempt = v.attempt
+FROM v WHERE jobs.id = v.id AND +jobs.state = 'running' AND +jobs.worker_id = :worker
+    AND +jobs.attempt = v.attempt
 RETURNING jobs.id, jobs.owner_id, jobs.queue, jobs.type, jobs.attempt
 
 -- name: fail
--- Fenced finish as failed; :batch is [[id, attempt, error, result], ...].
+-- Fenced finish as failed; :batch is [[id, attempt, error, result], ...]. By primary key, as
+-- `complete`.
 WITH v AS (
     SELECT value ->> 0 AS id, value ->> 1 AS attempt, value -> 2 AS error,
         value -> 3 AS result
@@ -68,8 +74,8 @@ WITH v AS (
 )
 UPDATE jobs SET state = 'failed', finished_at = :now, lease_expires_at = NULL,
     errors = json_insert(jobs.errors, '$[#]', json(v.error)), result = v.result
-FROM v WHERE jobs.id = v.id AND jobs.state = 'running' AND jobs.worker_id = :worker
-    AND jobs.attempt = v.attempt
+FROM v WHERE jobs.id = v.id AND +jobs.state = 'running' AND +jobs.worker_id = :worker
+    AND +jobs.attempt = v.attempt
 RETURNING jobs.id, jobs.owner_id, jobs.queue, jobs.type, jobs.attempt
 
 -- name: rescue
