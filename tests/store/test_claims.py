@@ -10,7 +10,7 @@ from datetime import timedelta
 import asyncpg
 
 from conveyor.domain.clock import utcnow
-from conveyor.domain.jobs import ErrorInfo, NewJob, Outcome
+from conveyor.domain.jobs import ClaimedJob, ErrorInfo, NewJob, Outcome
 from conveyor.domain.states import JobState
 from conveyor.store.backend import QueueBackend
 from conveyor.store.drivers.postgres import SQL as PG_SQL
@@ -312,3 +312,23 @@ async def test_a_claim_tells_its_jobs_early_and_still_commits_them(backend: Queu
     assert await backend.claim(W, ["default"], 5, 30, early=lambda js: told.append([])) != []
     assert await backend.claim(W, ["default"], 5, 30, early=lambda js: told.append(["x"])) == []
     assert told[-1] == []  # nothing claimed: not told
+
+
+async def test_sqlite_tells_claimed_jobs_only_once_their_claim_is_committed(
+    backend: QueueBackend, db_url: str
+) -> None:
+    """SQLite commits on aiosqlite's thread: a job started before that commit could kill the
+    process and take its own claim with it (claimed again for ever, no attempt spent). So
+    when it is told, another connection already sees the job running."""
+    if db_url.startswith("postgresql"):
+        return  # its COMMIT is sent before any handler can run (drivers/postgres.py)
+    await backend.enqueue([job(n=1)])
+    seen: list[str] = []
+
+    def look(claimed: list[ClaimedJob]) -> None:
+        with sqlite3.connect(db_url.split("///", 1)[1], timeout=0) as other:
+            row = other.execute("SELECT state FROM jobs WHERE id = ?", (claimed[0].id,)).fetchone()
+            seen.append(row[0])
+
+    assert len(await backend.claim(W, ["default"], 1, 30, early=look)) == 1
+    assert seen == ["running"]

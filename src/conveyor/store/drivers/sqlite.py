@@ -141,8 +141,12 @@ class SqliteDriver:
             rows = (await conn.execute(_CLAIM_ANY if every_queue else _CLAIM, params)).all()
             await outbox.record(conn, self.xid(), [outbox.said_row(said, r, now) for r in rows])
             claimed = [_claimed(row) for row in rows]
-            if early is not None and claimed:
-                early(claimed)  # they start while the commit syncs the file
+        # Told only once committed: the commit runs on aiosqlite's thread, so a handler that
+        # started first and crashed the process could take the claim with it, and a job that
+        # kills its worker would be claimed again for ever without spending an attempt.
+        # (PostgreSQL's COMMIT is on the wire before any handler runs: drivers/postgres.py.)
+        if early is not None and claimed:
+            early(claimed)
         return claimed
 
     async def finish(
