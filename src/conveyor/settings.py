@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(60.0, gt=0)
     heartbeat_interval: float = Field(5.0, gt=0)
     shutdown_grace: float = Field(30.0, ge=0)
+    # executor="process" handlers: children per worker (unset: one per CPU), and when a child
+    # is replaced after its job (unset: never): after N jobs, or above M MB of peak memory
+    worker_processes: int | None = Field(None, ge=1, le=1024)
+    worker_max_tasks_per_child: int | None = Field(None, ge=1)
+    worker_max_memory_per_child: int | None = Field(None, ge=1)  # MB of peak resident memory
     scheduler_interval: float = Field(0.5, gt=0, le=60)
     prune_completed_after: float = Field(24 * 3600.0, ge=0)
     prune_failed_after: float = Field(7 * 24 * 3600.0, ge=0)

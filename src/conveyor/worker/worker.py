@@ -20,6 +20,7 @@ from conveyor.store.driver import Listener
 from conveyor.worker.context import JobContext, JobInfo
 from conveyor.worker.executor import Pools, execute
 from conveyor.worker.finisher import Finisher
+from conveyor.worker.process_pool import ChildLimits
 from conveyor.worker.registry import Registry
 from conveyor.worker.resources import Resources
 
@@ -37,6 +38,7 @@ class WorkerConfig:
     burst: bool = False  # drain what is queued, then exit
     threads: int = 8
     processes: int | None = None
+    child_limits: ChildLimits = field(default_factory=ChildLimits)  # process-pool recycling
 
     @staticmethod
     def parse_queues(spec: str) -> dict[str, int | None]:
@@ -91,7 +93,7 @@ class Worker:
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._failure: str | None = None
-        self._pools = Pools(config.threads, config.processes)
+        self._pools = Pools(config.threads, config.processes, config.child_limits)
         self._metrics = JobMetrics()
         self._finisher = Finisher(backend, self.id, on_persisted=self._persisted)
         self._listener: Listener | None = None
