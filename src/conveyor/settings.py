@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     http_header_timeout: float = Field(20.0, gt=0, le=3600)
     http_body_timeout: float = Field(60.0, gt=0, le=3600)
     http_max_connections: int = Field(1000, ge=1)  # more: 503 and closed at once
+    # on SIGTERM, requests under way get this long; then what still runs (an event stream,
+    # which its client resumes elsewhere with Last-Event-ID) is cut so the process can exit
+    http_shutdown_grace: int = Field(2, ge=0, le=3600)
 
     # engine
     worker_concurrency: int = Field(default_factory=_default_concurrency, ge=1, le=10_000)
