@@ -51,6 +51,17 @@ def raise_value_error() -> None:
     raise ValueError("bad input")
 
 
+class TwoPartError(Exception):
+    """Pickles, but does not unpickle: its args are the message, its __init__ wants two."""
+
+    def __init__(self, what: str, why: str) -> None:
+        super().__init__(f"{what}: {why}")
+
+
+def raise_two_part_error() -> None:
+    raise TwoPartError("lost", "why")
+
+
 class Crash(BaseModel):
     code: int = 3
 
@@ -119,6 +130,17 @@ async def test_a_handler_exception_keeps_its_child_and_its_remote_traceback() ->
         with pytest.raises(ValueError, match="bad input") as raised:
             await pool.run(raise_value_error)
         assert "raise_value_error" in str(raised.value.__cause__)
+        assert await pool.run(pid_after, 0) == before
+    finally:
+        pool.shutdown()
+
+
+async def test_an_answer_the_worker_cannot_read_is_the_call_error_not_the_childs() -> None:
+    pool = ProcessPool(1)
+    try:
+        before = await pool.run(pid_after, 0)
+        with pytest.raises(TypeError, match="could not be read in the worker"):
+            await pool.run(raise_two_part_error)
         assert await pool.run(pid_after, 0) == before
     finally:
         pool.shutdown()

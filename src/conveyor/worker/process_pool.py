@@ -190,16 +190,16 @@ class ProcessPool:
         child.tasks += 1
         limits = self.limits
         if limits.max_tasks is not None and child.tasks >= limits.max_tasks:
-            reason = "tasks"
+            reason = "recycled_tasks"
         elif limits.max_memory_mb is not None and peak_rss_kb > limits.max_memory_mb * 1024:
-            reason = "memory"
+            reason = "recycled_memory"
         elif not self._closed:
             self._idle.append(child)
             return
         else:
             reason = "shutdown"
-        log.debug("recycling process-pool child (pid %d): %s limit", child.pid, reason)
-        PROCESS_CHILDREN_REPLACED.labels(f"recycled_{reason}").inc()
+        log.debug("letting process-pool child (pid %d) go: %s", child.pid, reason)
+        PROCESS_CHILDREN_REPLACED.labels(reason).inc()
         self._discard(child, kill=False)
 
     def _discard(self, child: _Child, *, kill: bool) -> None:
