@@ -32,6 +32,7 @@ from conveyor.store.tasks import TaskStore
 from conveyor.store.users import UserStore
 from conveyor.store.webhook_deliveries import WebhookDeliveryStore
 from conveyor.store.webhooks import WebhookStore
+from conveyor.worker.process_pool import ChildLimits
 from conveyor.worker.registry import Registry, load_blueprints
 from conveyor.worker.resources import Resources
 from conveyor.worker.worker import Worker, WorkerConfig
@@ -111,6 +112,8 @@ class Engine:
             grace=s.shutdown_grace,
             burst=burst,
             max_unrecorded=s.worker_max_unrecorded,
+            processes=s.worker_processes,
+            child_limits=ChildLimits(s.worker_max_tasks_per_child, s.worker_max_memory_per_child),
         )
         resources = Resources(settings=s, backend=self.backend, mail=self.mail)
         return Worker(self.backend, self.registry, config, resources=resources)

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     http_header_timeout: float = Field(20.0, gt=0, le=3600)
     http_body_timeout: float = Field(60.0, gt=0, le=3600)
     http_max_connections: int = Field(1000, ge=1)  # more: 503 and closed at once
+    # on SIGTERM, requests under way get this long; then what still runs (an event stream,
+    # which its client resumes elsewhere with Last-Event-ID) is cut so the process can exit
+    http_shutdown_grace: int = Field(2, ge=0, le=3600)
 
     # engine
     worker_concurrency: int = Field(default_factory=_default_concurrency, ge=1, le=10_000)
@@ -70,6 +73,11 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(60.0, gt=0)
     heartbeat_interval: float = Field(5.0, gt=0)
     shutdown_grace: float = Field(30.0, ge=0)
+    # executor="process" handlers: children per worker (unset: one per CPU), and when a child
+    # is replaced after its job (unset: never): after N jobs, or above M MB of peak memory
+    worker_processes: int | None = Field(None, ge=1, le=1024)
+    worker_max_tasks_per_child: int | None = Field(None, ge=1)
+    worker_max_memory_per_child: int | None = Field(None, ge=1)  # MB of peak resident memory
     scheduler_interval: float = Field(0.5, gt=0, le=60)
     prune_completed_after: float = Field(24 * 3600.0, ge=0)
     prune_failed_after: float = Field(7 * 24 * 3600.0, ge=0)

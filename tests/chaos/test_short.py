@@ -1,7 +1,7 @@
 """The short chaos run inside `make test`: a few worker SIGKILLs per database (these pass),
-one database cut and one process-pool crash (issue #13 items 1 and 3: these fail today and
-are marked xfail(strict=True), so fixing them flips the marker). The full suite is
-`make chaos` (`python -m chaos.run`).
+one database cut (issue #13 item 1: it fails today and is marked xfail(strict=True), so
+fixing it flips the marker) and one process-pool crash (item 3, fixed: it passes). The full
+suite is `make chaos` (`python -m chaos.run`).
 
 Every scenario judges with the total-queue check of `chaos.verdict` on what the handlers
 recorded; the bounds are the scenarios' own, generous for a loaded machine. The row's
@@ -46,7 +46,6 @@ async def test_database_cut_stops_nobody(where: Where) -> None:
     _passed(await outage(where, "postgres", fault="cut", seconds=4.0, light=True))
 
 
-@pytest.mark.xfail(strict=True, reason="#13 item 3: a crashed pool child breaks the pool")
 @pytest.mark.timeout(180)
 async def test_process_pool_child_crash_costs_only_its_own_job(where: Where) -> None:
     _passed(await pool_crash(where, "sqlite"))

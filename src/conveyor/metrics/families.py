@@ -123,6 +123,13 @@ WEBHOOK_ATTEMPTS = Counter(
     "Webhook delivery attempts by outcome: delivered, retrying or failed.",
     ("outcome",),
 )
+PROCESS_CHILDREN_REPLACED = Counter(
+    "conveyor_process_children_replaced_total",
+    "Process-pool children a worker let go, by reason: died (exit or signal; the job it ran "
+    "failed that attempt), stopped (its job timed out or was cancelled), recycled_tasks, "
+    "recycled_memory (CONVEYOR_WORKER_MAX_TASKS_PER_CHILD, _MAX_MEMORY_PER_CHILD), shutdown.",
+    ("reason",),
+)
 
 ALL: tuple[MetricWrapperBase, ...] = (
     JOBS_ENQUEUED,
@@ -142,4 +149,5 @@ ALL: tuple[MetricWrapperBase, ...] = (
     RELAY_LAG_EVENTS,
     RELAY_LAG_SECONDS,
     WEBHOOK_ATTEMPTS,
+    PROCESS_CHILDREN_REPLACED,
 )

@@ -6,9 +6,8 @@ import asyncio
 import contextvars
 import functools
 import logging
-import multiprocessing
 import traceback
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -19,33 +18,38 @@ from conveyor.domain.jobs import ClaimedJob, ErrorInfo, Outcome
 from conveyor.errors import JobFailed, JobTimeout, NonRetryableError
 from conveyor.worker.blueprint import HandlerSpec
 from conveyor.worker.context import JobCancelled, JobContext
+from conveyor.worker.process_pool import ChildLimits, ProcessDied, ProcessPool
 
 log = logging.getLogger("conveyor.worker")
 
 
 class Pools:
-    """Thread and process pools for sync handlers, created on first use, shut down once."""
+    """The thread pool and the process pool of sync handlers, created on first use."""
 
-    def __init__(self, threads: int, processes: int | None = None) -> None:
+    def __init__(
+        self, threads: int, processes: int | None = None, limits: ChildLimits | None = None
+    ) -> None:
         self._threads = threads
         self._processes = processes
+        self._limits = limits
         self._thread_pool: ThreadPoolExecutor | None = None
-        self._process_pool: ProcessPoolExecutor | None = None
+        self._process_pool: ProcessPool | None = None
 
-    def for_kind(self, kind: str) -> Executor:
-        if kind == "process":
-            if self._process_pool is None:
-                context = multiprocessing.get_context("spawn")
-                self._process_pool = ProcessPoolExecutor(self._processes, mp_context=context)
-            return self._process_pool
+    def threads(self) -> ThreadPoolExecutor:
         if self._thread_pool is None:
             self._thread_pool = ThreadPoolExecutor(self._threads, thread_name_prefix="job")
         return self._thread_pool
 
+    def processes(self) -> ProcessPool:
+        if self._process_pool is None:
+            self._process_pool = ProcessPool(self._processes, self._limits)
+        return self._process_pool
+
     def shutdown(self) -> None:
-        for pool in (self._thread_pool, self._process_pool):
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
+        if self._thread_pool is not None:
+            self._thread_pool.shutdown(wait=False, cancel_futures=True)
+        if self._process_pool is not None:
+            self._process_pool.shutdown()
 
 
 async def execute(spec: HandlerSpec, job: ClaimedJob, ctx: JobContext, pools: Pools) -> Outcome:
@@ -69,6 +73,8 @@ async def execute(spec: HandlerSpec, job: ClaimedJob, ctx: JobContext, pools: Po
         return _failed(job, _info(exc), _partial(spec, exc.result))
     except (NonRetryableError, JobCancelled) as exc:
         return _failed(job, _info(exc))
+    except ProcessDied as exc:  # this job's own child died; the pool has replaced it
+        return _error(spec, job, ErrorInfo(ProcessDied.__name__, str(exc)))
     except Exception as exc:
         return _error(spec, job, _info(exc))
     return Outcome(job.id, job.attempt, "completed", result=result)
@@ -77,12 +83,11 @@ async def execute(spec: HandlerSpec, job: ClaimedJob, ctx: JobContext, pools: Po
 async def _call(spec: HandlerSpec, ctx: JobContext, payload: Any, pools: Pools) -> Any:
     if spec.executor == "async":
         return await spec.func(ctx, payload)
-    loop = asyncio.get_running_loop()
     if spec.executor == "process":
-        call = functools.partial(spec.func, ctx.info, payload)
-    else:  # in the job's log context (run_in_executor, unlike to_thread, does not copy it)
-        call = functools.partial(contextvars.copy_context().run, spec.func, ctx, payload)
-    return await loop.run_in_executor(pools.for_kind(spec.executor), call)
+        return await pools.processes().run(spec.func, ctx.info, payload)
+    # in the job's log context (run_in_executor, unlike to_thread, does not copy it)
+    call = functools.partial(contextvars.copy_context().run, spec.func, ctx, payload)
+    return await asyncio.get_running_loop().run_in_executor(pools.threads(), call)
 
 
 def _error(spec: HandlerSpec, job: ClaimedJob, error: ErrorInfo) -> Outcome:

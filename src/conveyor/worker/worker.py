@@ -20,6 +20,7 @@ from conveyor.store.driver import Listener
 from conveyor.worker.context import JobContext, JobInfo
 from conveyor.worker.executor import Pools, execute
 from conveyor.worker.finisher import Finisher
+from conveyor.worker.process_pool import ChildLimits
 from conveyor.worker.registry import Registry
 from conveyor.worker.resources import Resources
 
@@ -37,6 +38,7 @@ class WorkerConfig:
     burst: bool = False  # drain what is queued, then exit
     threads: int = 8
     processes: int | None = None
+    child_limits: ChildLimits = field(default_factory=ChildLimits)  # process-pool recycling
     # At most this many jobs running or run with their outcome not yet committed; None:
     # the concurrency. Claims wait while the finisher is behind, so a crash re-runs at most
     # this many finished jobs and a finish batch is never larger.
@@ -100,7 +102,7 @@ class Worker:
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._failure: str | None = None
-        self._pools = Pools(config.threads, config.processes)
+        self._pools = Pools(config.threads, config.processes, config.child_limits)
         self._metrics = JobMetrics()
         self._finisher = Finisher(
             backend,
