@@ -65,8 +65,8 @@ async def test_a_fire_time_already_taken_is_not_fired_again(backend: QueueBacken
     job_one = svc.job_for(stale, fire_at)
     job_two = svc.job_for(stale, fire_at)
     later = fire_at + timedelta(minutes=5)
-    assert await backend.fire_schedule(stale, fire_at, job_one, later)
-    assert not await backend.fire_schedule(stale, fire_at, job_two, later)
+    assert await backend.fire_schedule(stale, [(fire_at, job_one)], later)
+    assert not await backend.fire_schedule(stale, [(fire_at, job_two)], later)
     assert len(await backend.fires_of(schedule.id)) == 1
 
 
