@@ -30,8 +30,9 @@ def services(backend: QueueBackend) -> ScheduleService:
 
 
 async def make_due(backend: QueueBackend, schedule_id: str) -> None:
-    """Pretend the next fire time has come, without waiting a real minute."""
-    past = utcnow() - timedelta(seconds=1)
+    """Pretend the next fire time has come, without waiting a real minute: the last round
+    minute, so no other time of a minute-grained cron has come since (it would fire too)."""
+    past = utcnow().replace(second=0, microsecond=0)
     await backend.update_schedule(schedule_id, None, next_fire_at=past)
 
 
