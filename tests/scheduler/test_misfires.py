@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from conveyor.domain import cron
 from conveyor.domain.schedules import MisfirePolicy, NewSchedule, ScheduleRecord
 from conveyor.runtime import load_handlers
 from conveyor.scheduler.fires import Misfires, fire_due
@@ -156,3 +157,25 @@ async def test_schedulers_racing_through_late_ticks_and_an_outage_fire_each_time
     finally:
         for b in backends:
             await b.close()
+
+
+@pytest.mark.parametrize(
+    ("expression", "zone", "start"),
+    [
+        ("30 2 * * *", "Europe/Paris", datetime(2030, 3, 25, tzinfo=UTC)),  # 02:30 skipped
+        ("30 2 * * *", "Europe/Paris", datetime(2030, 10, 20, tzinfo=UTC)),  # 02:30 twice
+        ("0 * * * *", "Europe/Paris", datetime(2030, 10, 26, 20, tzinfo=UTC)),
+        ("*/20 * * * *", "America/New_York", datetime(2030, 11, 2, 20, tzinfo=UTC)),
+    ],
+)
+def test_catching_up_walks_back_over_the_same_times_as_firing_walks_forward(
+    expression: str, zone: str, start: datetime
+) -> None:
+    """Missed times are found walking back from now; across DST changes they must be the
+    times the schedule would have fired walking forward, none more, none less."""
+    forward = [cron.next_fire(expression, zone, start)]
+    until = start + timedelta(days=10)
+    while (following := cron.next_fire(expression, zone, forward[-1])) <= until:
+        forward.append(following)
+    assert cron.fires_since(expression, zone, forward[0], until, 10_000) == forward
+    assert cron.fires_since(expression, zone, forward[0], until, 3) == forward[-3:]
