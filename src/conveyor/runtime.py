@@ -122,6 +122,9 @@ class Engine:
         s = self.settings
         config = SchedulerConfig(
             interval=s.scheduler_interval,
+            leader_ttl=s.scheduler_lease_seconds,
+            misfire_grace=s.scheduler_misfire_grace,
+            catchup_max=s.scheduler_catchup_max,
             prune_completed_after=s.prune_completed_after,
             prune_failed_after=s.prune_failed_after,
             prune_batch=s.prune_batch,

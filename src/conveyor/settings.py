@@ -79,6 +79,13 @@ class Settings(BaseSettings):
     worker_max_tasks_per_child: int | None = Field(None, ge=1)
     worker_max_memory_per_child: int | None = Field(None, ge=1)  # MB of peak resident memory
     scheduler_interval: float = Field(0.5, gt=0, le=60)
+    # SQLite: a scheduler that stops renewing leads for this long (PostgreSQL: its lock ends
+    # with its session); a dead one on the same host is seen at once (docs/design.md)
+    scheduler_lease_seconds: float = Field(15.0, gt=0, le=3600)
+    # a fire at most this late fires, every one; a schedule more late than this follows its
+    # misfire policy (skip, once, all: at most scheduler_catchup_max fires)
+    scheduler_misfire_grace: float = Field(60.0, ge=0)
+    scheduler_catchup_max: int = Field(100, ge=1, le=10_000)
     prune_completed_after: float = Field(24 * 3600.0, ge=0)
     prune_failed_after: float = Field(7 * 24 * 3600.0, ge=0)
     prune_batch: int = Field(1000, ge=1, le=100_000)  # rows per pruning slice (transaction)

@@ -30,8 +30,9 @@ def services(backend: QueueBackend) -> ScheduleService:
 
 
 async def make_due(backend: QueueBackend, schedule_id: str) -> None:
-    """Pretend the next fire time has come, without waiting a real minute."""
-    past = utcnow() - timedelta(seconds=1)
+    """Pretend the next fire time has come, without waiting a real minute: the last round
+    minute, so no other time of a minute-grained cron has come since (it would fire too)."""
+    past = utcnow().replace(second=0, microsecond=0)
     await backend.update_schedule(schedule_id, None, next_fire_at=past)
 
 
@@ -65,8 +66,8 @@ async def test_a_fire_time_already_taken_is_not_fired_again(backend: QueueBacken
     job_one = svc.job_for(stale, fire_at)
     job_two = svc.job_for(stale, fire_at)
     later = fire_at + timedelta(minutes=5)
-    assert await backend.fire_schedule(stale, fire_at, job_one, later)
-    assert not await backend.fire_schedule(stale, fire_at, job_two, later)
+    assert await backend.fire_schedule(stale, [(fire_at, job_one)], later)
+    assert not await backend.fire_schedule(stale, [(fire_at, job_two)], later)
     assert len(await backend.fires_of(schedule.id)) == 1
 
 

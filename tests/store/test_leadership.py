@@ -13,15 +13,27 @@ polls against a deadline of that documented time plus `SLACK` for a busy machine
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
 from typing import Protocol
 
 import asyncpg
 import pytest
+from sqlalchemy import insert
 
+from conveyor.domain.clock import utcnow
 from conveyor.scheduler.scheduler import SchedulerConfig
+from conveyor.store.drivers.processes import ProcessId, host_key
 from conveyor.store.factory import open_backend
+from conveyor.store.tables import leader_leases
+from tests.conftest import fresh_database
 
 NAME = "scheduler"
 TTL = 1.0  # the lease the contenders ask for (PostgreSQL's lock has none)
@@ -214,3 +226,130 @@ async def test_a_leader_whose_session_ended_is_told_false_not_an_error(
             await b.release()
             await one.close()
             await two.close()
+
+
+# ---- SQLite: a lease held by a dead process of this host is taken over at once ----------------
+# The row names its holder's process (host, pid, start time); a contender that cannot take it
+# reads it and, when that process is certainly gone, takes it without waiting for the expiry
+# (store/drivers/processes.py). Every lease below is far from expired: only that rule can free it.
+LONG = 600.0
+
+
+@pytest.fixture
+def sqlite_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with fresh_database("sqlite", request, tmp_path) as url:
+        yield url
+
+
+IDENTIFY = (
+    "import sys; from conveyor.store.drivers.processes import this_process as me; p = me();"
+    " print(p.pid, p.started, flush=True); sys.stdin.read()"
+)
+
+
+@contextmanager
+def holder_process() -> Iterator[tuple[subprocess.Popen[str], ProcessId]]:
+    """A live process of this host, and how it identifies itself; it ends with the block."""
+    with subprocess.Popen(
+        [sys.executable, "-c", IDENTIFY], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as child:  # closes its pipes and reaps it at the end
+        try:
+            assert child.stdout is not None
+            pid, started = child.stdout.readline().split()
+            yield child, ProcessId(host_key(), int(pid), started)
+        finally:
+            child.kill()
+
+
+async def hold(url: str, holder: ProcessId, name: str = NAME) -> None:
+    """Write the lease as that process would have, valid for `LONG` seconds."""
+    backend = open_backend(url)
+    try:
+        async with backend.db.write() as conn:
+            await conn.execute(
+                insert(leader_leases).values(
+                    name=name,
+                    holder=f"held-by-{holder.pid}",
+                    expires_at=utcnow() + timedelta(seconds=LONG),
+                    host=holder.host,
+                    pid=holder.pid,
+                    pid_started=holder.started,
+                )
+            )
+    finally:
+        await backend.close()
+
+
+@asynccontextmanager
+async def contender(url: str, holder: str = "host-b-202") -> AsyncIterator[Lead]:
+    backend = open_backend(url)
+    lead = backend.leadership(NAME, holder, TTL)
+    try:
+        yield lead
+    finally:
+        await lead.release()
+        await backend.close()
+
+
+async def test_a_lease_of_a_process_that_exited_is_taken_at_once(sqlite_url: str) -> None:
+    with holder_process() as (child, dead):
+        child.kill()
+        child.wait()
+    await hold(sqlite_url, dead)
+    async with contender(sqlite_url) as lead:
+        assert await lead.acquire()
+        assert await lead.acquire()  # and it renews as its own
+
+
+async def test_a_lease_of_a_killed_process_not_yet_reaped_is_taken_at_once(
+    sqlite_url: str,
+) -> None:
+    with holder_process() as (child, zombie):
+        child.send_signal(signal.SIGKILL)
+        while _state(zombie.pid) != "Z":  # killed; its parent (this test) has not waited
+            await asyncio.sleep(POLL)
+        await hold(sqlite_url, zombie)
+        async with contender(sqlite_url) as lead:
+            assert await lead.acquire()
+
+
+async def test_a_live_holder_is_never_displaced(sqlite_url: str) -> None:
+    with holder_process() as (_child, alive):
+        await hold(sqlite_url, alive)
+        async with contender(sqlite_url) as a, contender(sqlite_url, "host-c-303") as b:
+            for _ in range(20):
+                assert not await a.acquire()
+                assert not await b.acquire()
+                await asyncio.sleep(POLL)
+
+
+async def test_a_reused_pid_does_not_keep_a_dead_holders_lease(sqlite_url: str) -> None:
+    """The PID runs, but a process that started at another time: the holder is gone."""
+    with holder_process() as (_child, alive):
+        await hold(sqlite_url, replace(alive, started=str(int(alive.started or 0) + 1)))
+        async with contender(sqlite_url) as lead:
+            assert await lead.acquire()
+
+
+async def test_a_holder_on_another_host_waits_for_its_expiry(sqlite_url: str) -> None:
+    """Another host's PIDs say nothing here (nor another container's PID namespace)."""
+    with holder_process() as (child, dead):
+        child.kill()
+        child.wait()
+    await hold(sqlite_url, replace(dead, host="elsewhere|boot|pid:[1]"))
+    async with contender(sqlite_url) as lead:
+        assert not await lead.acquire()
+
+
+async def test_two_contenders_finding_a_dead_holder_take_it_once(sqlite_url: str) -> None:
+    with holder_process() as (child, dead):
+        child.kill()
+        child.wait()
+    await hold(sqlite_url, dead)
+    async with contender(sqlite_url) as a, contender(sqlite_url, "host-c-303") as b:
+        assert sorted(await asyncio.gather(a.acquire(), b.acquire())) == [False, True]
+
+
+def _state(pid: int) -> str:
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text[text.rindex(")") + 2]

@@ -106,9 +106,11 @@ async def test_prune_drops_schedule_fires_older_than_the_failed_retention(
     schedule = await backend.create_schedule(
         NewSchedule(name="s", cron="* * * * *", job_type="noop", payload={}), now
     )
-    for fire_at in (now - timedelta(days=10), now - timedelta(minutes=1)):
-        fired = NewJob(type="noop", payload={}, schedule_id=schedule.id)
-        assert await backend.fire_schedule(schedule, fire_at, fired, now)
+    fires = [
+        (fire_at, NewJob(type="noop", payload={}, schedule_id=schedule.id))
+        for fire_at in (now - timedelta(days=10), now - timedelta(minutes=1))
+    ]
+    assert await backend.fire_schedule(schedule, fires, now) == 2
     old = now - timedelta(days=7)
     await backend.prune(completed_before=old, failed_before=old)
     assert [at for at, _ in await backend.fires_of(schedule.id)] == [now - timedelta(minutes=1)]
@@ -143,9 +145,11 @@ async def test_fire_rows_are_pruned_in_slices(backend: QueueBackend) -> None:
     schedule = await backend.create_schedule(
         NewSchedule(name="s", cron="* * * * *", job_type="noop", payload={}), now
     )
-    for minutes in (1, 2, 3, 4, 60 * 24 * 10):
-        fired = NewJob(type="noop", payload={}, schedule_id=schedule.id)
-        assert await backend.fire_schedule(schedule, now - timedelta(minutes=minutes), fired, now)
+    fires = [
+        (now - timedelta(minutes=minutes), NewJob(type="noop", payload={}, schedule_id=schedule.id))
+        for minutes in (1, 2, 3, 4, 60 * 24 * 10)
+    ]
+    assert await backend.fire_schedule(schedule, fires, now) == 5
     cut = now - timedelta(seconds=90)
     assert await backend.prune_fires(cut, limit=3) == 3
     assert await backend.prune_fires(cut, limit=3) == 1

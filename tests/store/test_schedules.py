@@ -168,7 +168,7 @@ async def test_a_fire_enqueues_its_job_and_moves_the_schedule_on(backend: QueueB
     schedule = await backend.create_schedule(new("nightly", queue="reports"), minute(-1))
     job = replace(fire_job(schedule), queue="reports")
 
-    assert await backend.fire_schedule(schedule, minute(-1), job, minute(1))
+    assert await backend.fire_schedule(schedule, [(minute(-1), job)], minute(1))
 
     assert await backend.fires_of(schedule.id) == [(minute(-1), job.id)]
     queued = await backend.get(job.id)
@@ -186,20 +186,20 @@ async def test_a_fire_time_that_already_ran_fires_no_second_job(backend: QueueBa
     minute = minutes()
     schedule = await backend.create_schedule(new("nightly"), minute(-2))
     first = fire_job(schedule)
-    assert await backend.fire_schedule(schedule, minute(-2), first, minute(-1))
+    assert await backend.fire_schedule(schedule, [(minute(-2), first)], minute(-1))
 
     again = fire_job(schedule)  # a stale copy of the record, the same fire time
-    assert not await backend.fire_schedule(schedule, minute(-2), again, minute(-1))
+    assert not await backend.fire_schedule(schedule, [(minute(-2), again)], minute(-1))
     with pytest.raises(NotFound):
         await backend.get(again.id)
     assert await backend.fires_of(schedule.id) == [(minute(-2), first.id)]
 
     # The stale record does not move the schedule back; the fresh one fires the next time.
-    assert not await backend.fire_schedule(schedule, minute(-2), fire_job(schedule), minute(-2))
+    assert not await backend.fire_schedule(schedule, [(minute(-2), fire_job(schedule))], minute(-2))
     fresh = await backend.get_schedule(schedule.id)
     assert fresh.next_fire_at == minute(-1)
     later = fire_job(fresh)
-    assert await backend.fire_schedule(fresh, minute(-1), later, minute(1))
+    assert await backend.fire_schedule(fresh, [(minute(-1), later)], minute(1))
     assert await backend.fires_of(schedule.id) == [(minute(-2), first.id), (minute(-1), later.id)]
 
 
@@ -212,8 +212,8 @@ async def test_two_processes_racing_on_a_fire_time_fire_it_once(
     for n in range(-10, 0):
         mine, theirs = fire_job(schedule), fire_job(schedule)
         fired = await asyncio.gather(
-            backend.fire_schedule(schedule, minute(n), mine, minute(n + 1)),
-            other.fire_schedule(schedule, minute(n), theirs, minute(n + 1)),
+            backend.fire_schedule(schedule, [(minute(n), mine)], minute(n + 1)),
+            other.fire_schedule(schedule, [(minute(n), theirs)], minute(n + 1)),
         )
         assert sorted(fired) == [False, True], f"fire time {n}: {fired}"
         winner, loser = (mine, theirs) if fired[0] else (theirs, mine)
@@ -231,7 +231,7 @@ async def test_deleting_a_schedule_deletes_its_fires_but_not_its_jobs(
     minute = minutes()
     schedule = await backend.create_schedule(new("nightly"), minute(-1))
     job = fire_job(schedule)
-    assert await backend.fire_schedule(schedule, minute(-1), job, minute(1))
+    assert await backend.fire_schedule(schedule, [(minute(-1), job)], minute(1))
     await backend.delete_schedule(schedule.id)
     assert await backend.fires_of(schedule.id) == []
     assert (await backend.get(job.id)).schedule_id == schedule.id

@@ -18,7 +18,7 @@ from pydantic import (
 
 from conveyor.auth.passwords import MAX_LENGTH, MIN_LENGTH
 from conveyor.domain.jobs import BulkAction, JobFilter, JobRecord
-from conveyor.domain.schedules import ScheduleRecord
+from conveyor.domain.schedules import MisfirePolicy, ScheduleRecord
 from conveyor.domain.states import JobState
 
 
@@ -292,6 +292,12 @@ class ScheduleCreate(Strict):
     timeout: float | None = Field(None, gt=0, le=7 * 86400, description="Seconds per attempt.")
     tags: list[str] = Field(default_factory=list, max_length=20)
     paused: StrictBool = False
+    misfire_policy: MisfirePolicy = Field(
+        "once",
+        description="Fire times missed by more than the scheduler's misfire grace (an outage):"
+        " skip (fire none), once (fire the latest), all (fire each, up to a bound)."
+        " Fires less late than the grace always fire.",
+    )
 
 
 class ScheduleUpdate(Strict):
@@ -305,6 +311,7 @@ class ScheduleUpdate(Strict):
     timeout: float | None = Field(None, gt=0, le=7 * 86400, description="Seconds per attempt.")
     tags: list[str] | None = Field(None, max_length=20)
     paused: StrictBool | None = None
+    misfire_policy: MisfirePolicy | None = None
 
 
 class ScheduleOut(BaseModel):
@@ -320,6 +327,7 @@ class ScheduleOut(BaseModel):
     timeout: float | None
     tags: list[str]
     paused: bool
+    misfire_policy: MisfirePolicy
     next_fire_at: datetime | None
     last_fire_at: datetime | None
     created_at: datetime
@@ -330,7 +338,8 @@ class ScheduleOut(BaseModel):
         return cls(
             id=s.id, name=s.name, cron=s.cron, timezone=s.timezone, type=s.job_type,
             payload=s.payload, queue=s.queue, priority=s.priority, max_attempts=s.max_attempts,
-            timeout=s.timeout_s, tags=s.tags, paused=s.paused, next_fire_at=s.next_fire_at,
+            timeout=s.timeout_s, tags=s.tags, paused=s.paused, misfire_policy=s.misfire_policy,
+            next_fire_at=s.next_fire_at,
             last_fire_at=s.last_fire_at, created_at=s.created_at, updated_at=s.updated_at,
         )  # fmt: skip
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, croniter
@@ -28,6 +28,28 @@ def next_fire(expression: str, timezone: str, after: datetime) -> datetime:
     local = after.astimezone(_zone(timezone))
     fire: datetime = croniter(expression, local).get_next(datetime)
     return fire.astimezone(UTC)
+
+
+def fires_since(
+    expression: str, timezone: str, first: datetime, until: datetime, limit: int
+) -> list[datetime]:
+    """The latest `limit` fire times from `first` (a fire time: the schedule's next one) up to
+    `until` included, oldest first, in UTC. Walks back from `until`, so a long outage costs
+    `limit` steps, not one per missed time."""
+    if limit <= 0 or first > until:
+        return []
+    zone = _zone(timezone)
+    # croniter's get_prev is strictly before its start: start a microsecond after `until`.
+    walk = croniter(expression, (until + timedelta(microseconds=1)).astimezone(zone))
+    latest: list[datetime] = []
+    while len(latest) < limit:
+        fire: datetime = walk.get_prev(datetime).astimezone(UTC)
+        if fire <= first:
+            break
+        latest.append(fire)
+    if len(latest) < limit:
+        latest.append(first)
+    return latest[::-1]
 
 
 def _zone(name: str) -> ZoneInfo:

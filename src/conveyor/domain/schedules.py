@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from conveyor.domain.ids import uuid7
 from conveyor.domain.jobs import SYSTEM_OWNER
+
+# What a schedule does with fire times missed by more than the scheduler's misfire grace
+# (an outage): fire none of them, one (the latest), or each (the latest `catchup_max`).
+MisfirePolicy = Literal["skip", "once", "all"]
+MISFIRE_POLICIES: tuple[str, ...] = get_args(MisfirePolicy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +28,7 @@ class NewSchedule:
     timeout_s: float | None = None
     tags: tuple[str, ...] = ()
     paused: bool = False
+    misfire_policy: MisfirePolicy = "once"
     owner_id: str = SYSTEM_OWNER
     id: str = field(default_factory=uuid7)
 
@@ -42,6 +48,7 @@ class ScheduleRecord:
     timeout_s: float | None
     tags: list[str]
     paused: bool
+    misfire_policy: MisfirePolicy
     next_fire_at: datetime | None
     last_fire_at: datetime | None
     created_at: datetime

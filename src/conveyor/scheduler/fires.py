@@ -9,8 +9,8 @@ scheduler fires without them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -85,18 +85,49 @@ def fire_job(registry: Registry, schedule: ScheduleRecord) -> NewJob:
     return replace(job, schedule_id=schedule.id)
 
 
-async def fire_due(backend: QueueBackend, registry: Registry, limit: int = 100) -> int:
-    """Fire every schedule whose time has come; each fire time runs once, whoever fires it
-    (the store's fire row is unique per schedule and time)."""
-    now = utcnow()
+@dataclass(frozen=True, slots=True)
+class Misfires:
+    """When a fire is late and when it is missed (SchedulerConfig; docs/design.md, Cron).
+
+    A schedule whose next fire time is at most `grace` seconds past fires every time that has
+    come, late: a slow tick loses no report. One more late than that was missed (the
+    scheduler was away) and its `misfire_policy` decides, as Quartz's misfire instructions
+    and APScheduler's coalesce do: `skip` fires none of the missed times, `once` the latest
+    of them, `all` each of them, the latest `catchup_max` when there are more."""
+
+    grace: float = 60.0
+    catchup_max: int = 100
+
+    def fire_times(self, schedule: ScheduleRecord, now: datetime) -> list[datetime]:
+        first = schedule.next_fire_at
+        if first is None or first > now:
+            return []
+        if now - first <= timedelta(seconds=self.grace):
+            limit = self.catchup_max
+        else:
+            limit = {"skip": 0, "once": 1}.get(schedule.misfire_policy, self.catchup_max)
+        return cron.fires_since(schedule.cron, schedule.timezone, first, now, limit)
+
+
+async def fire_due(
+    backend: QueueBackend,
+    registry: Registry,
+    limit: int = 100,
+    *,
+    misfires: Misfires | None = None,
+    now: datetime | None = None,
+) -> int:
+    """Fire every schedule whose time has come, as of `now` (the clock's, unless given); each
+    fire time runs once, whoever fires it: the schedule advances from the state it was read in
+    or not at all, and the store's fire row is unique per schedule and time."""
+    now = now or utcnow()
+    misfires = misfires or Misfires()
     fired = 0
     for schedule in await backend.due_schedules(now, limit):
-        assert schedule.next_fire_at is not None
-        fire_at = schedule.next_fire_at
-        job = fire_job(registry, schedule)
-        # Missed fires while nobody was running are coalesced into this one.
-        following = cron.next_fire(schedule.cron, schedule.timezone, max(now, fire_at))
-        if await backend.fire_schedule(schedule, fire_at, job, following):
+        fires = [(at, fire_job(registry, schedule)) for at in misfires.fire_times(schedule, now)]
+        following = cron.next_fire(schedule.cron, schedule.timezone, now)
+        done = await backend.fire_schedule(schedule, fires, following)
+        for _at, job in fires[:done]:
             count_fired(job)
-            fired += 1
+        fired += done
     return fired

@@ -10,11 +10,12 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from conveyor.domain.jobs import RescueReport
 from conveyor.logs import job_fields
 from conveyor.metrics import count_rescued
-from conveyor.scheduler.fires import fire_due
+from conveyor.scheduler.fires import Misfires, fire_due
 from conveyor.scheduler.pruning import Pruner, PruneRound, Retention, prune_round
 from conveyor.store.backend import QueueBackend
 from conveyor.worker.registry import Registry
@@ -25,7 +26,9 @@ log = logging.getLogger("conveyor.scheduler")
 @dataclass
 class SchedulerConfig:
     interval: float = 0.5
-    leader_ttl: float = 15.0
+    leader_ttl: float = 15.0  # SQLite's lease (CONVEYOR_SCHEDULER_LEASE_SECONDS)
+    misfire_grace: float = 60.0  # a fire later than this is missed: policy decides (fires.py)
+    catchup_max: int = 100  # at most this many missed fires of one schedule fire (`all`)
     prune_every: float = 60.0  # from the end of one pruning round to the next one's start
     prune_completed_after: float = 24 * 3600.0
     prune_failed_after: float = 7 * 24 * 3600.0
@@ -99,17 +102,19 @@ class Scheduler:
                 await self.close()
         return 0
 
-    async def tick(self) -> TickReport:
+    async def tick(self, now: datetime | None = None) -> TickReport:
         """Promotion, cron and rescue first, every tick; then pruning for what is left of
         the tick's budget (pruning.py), so a large backlog to prune delays them by at most
-        `prune_budget` plus one slice."""
+        `prune_budget` plus one slice. `now` is the cron's clock (the real one unless given:
+        tests drive late ticks and outages with it)."""
         report = TickReport(leader=await self._leadership.acquire())
         # Firing is safe without leadership (unique fire rows); leading just avoids waste.
         if not report.leader:
             self._round = None  # the next leader starts its own
             return report
         report.promoted = await self.backend.promote_due()
-        report.fired = await fire_due(self.backend, self.registry)
+        misfires = Misfires(self.config.misfire_grace, self.config.catchup_max)
+        report.fired = await fire_due(self.backend, self.registry, misfires=misfires, now=now)
         rescued = await self.backend.rescue_expired()
         count_rescued(rescued)
         _log_rescued(rescued)

@@ -3,12 +3,14 @@ template (the firing itself is the scheduler's: scheduler/fires.py)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from conveyor.domain import cron
 from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import SYSTEM_OWNER, NewJob
-from conveyor.domain.schedules import NewSchedule, ScheduleRecord
+from conveyor.domain.schedules import MISFIRE_POLICIES, NewSchedule, ScheduleRecord
+from conveyor.errors import InvalidInput
 from conveyor.scheduler.fires import fire_due, fire_job
 from conveyor.services.jobs import JobService, Submission
 from conveyor.store.backend import QueueBackend
@@ -24,6 +26,7 @@ _EDITABLE = {
     "timeout_s",
     "tags",
     "paused",
+    "misfire_policy",
 }
 
 
@@ -34,6 +37,7 @@ class ScheduleService:
 
     async def create(self, new: NewSchedule) -> ScheduleRecord:
         cron.validate(new.cron, new.timezone)
+        _check_policy(new.misfire_policy)
         self.jobs.prepare(self._submission(new.job_type, new.payload, new.queue), new.owner_id)
         next_fire = cron.next_fire(new.cron, new.timezone, utcnow())
         return await self.backend.create_schedule(new, next_fire)
@@ -47,6 +51,7 @@ class ScheduleService:
         current = await self.backend.get_schedule(schedule_id, owner_id)
         merged = {**_as_new(current), **changes}
         cron.validate(merged["cron"], merged["timezone"])
+        _check_policy(merged["misfire_policy"])
         self.jobs.prepare(
             self._submission(merged["job_type"], merged["payload"], merged["queue"]),
             current.owner_id,
@@ -71,9 +76,9 @@ class ScheduleService:
     async def delete(self, schedule_id: str, owner_id: str | None = None) -> None:
         await self.backend.delete_schedule(schedule_id, owner_id)
 
-    async def fire_due(self, limit: int = 100) -> int:
+    async def fire_due(self, limit: int = 100, *, now: datetime | None = None) -> int:
         """What the scheduler does each tick (scheduler/fires.py), for callers without one."""
-        return await fire_due(self.backend, self.jobs.registry, limit)
+        return await fire_due(self.backend, self.jobs.registry, limit, now=now)
 
     def job_for(self, schedule: ScheduleRecord, fire_at: Any) -> NewJob:
         return fire_job(self.jobs.registry, schedule)
@@ -81,6 +86,13 @@ class ScheduleService:
     @staticmethod
     def _submission(job_type: str, payload: dict[str, Any], queue: str | None) -> Submission:
         return Submission(type=job_type, payload=payload, queue=queue)
+
+
+def _check_policy(policy: str) -> None:
+    if policy not in MISFIRE_POLICIES:
+        raise InvalidInput(
+            f"misfire_policy must be one of {', '.join(MISFIRE_POLICIES)}", field="misfire_policy"
+        )
 
 
 def _as_new(record: ScheduleRecord) -> dict[str, Any]:

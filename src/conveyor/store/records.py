@@ -81,6 +81,7 @@ def schedule_record(row: Any) -> ScheduleRecord:
         timeout_s=row.timeout_s,
         tags=list(row.tags or []),
         paused=bool(row.paused),
+        misfire_policy=row.misfire_policy,
         next_fire_at=aware(row.next_fire_at),
         last_fire_at=aware(row.last_fire_at),
         created_at=must(row.created_at),

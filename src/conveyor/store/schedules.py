@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -36,6 +37,7 @@ class Schedules(Jobs):
             "timeout_s": new.timeout_s,
             "tags": list(new.tags),
             "paused": new.paused,
+            "misfire_policy": new.misfire_policy,
             "next_fire_at": next_fire_at,
             "last_fire_at": None,
             "created_at": now,
@@ -111,35 +113,59 @@ class Schedules(Jobs):
             return [schedule_record(row) for row in await conn.execute(query)]
 
     async def fire_schedule(
-        self, schedule: ScheduleRecord, fire_at: datetime, job: NewJob, next_fire_at: datetime
-    ) -> bool:
-        """Record the fire and enqueue its job atomically; False if this fire time already ran."""
+        self,
+        schedule: ScheduleRecord,
+        fires: Sequence[tuple[datetime, NewJob]],
+        next_fire_at: datetime,
+    ) -> int:
+        """Advance the schedule from the `next_fire_at` it was read with, record each fire and
+        enqueue its job, all in one transaction; how many fired. A scheduler that read the
+        same state and decided later finds the schedule advanced and fires nothing (and a fire
+        time already recorded, whoever decided it, is never enqueued twice)."""
+        fired = [fire_at for fire_at, _job in fires]
+        advance = {"next_fire_at": next_fire_at}
+        if fired:
+            advance["last_fire_at"] = max(fired)
         async with self.db.write() as conn:
+            won = (
+                await conn.execute(
+                    update(schedules)
+                    .where(
+                        schedules.c.id == schedule.id,
+                        schedules.c.next_fire_at == schedule.next_fire_at,
+                    )
+                    .values(**advance)
+                    .returning(schedules.c.id)
+                )
+            ).one_or_none()
+            if won is None or not fires:
+                return 0
+            created = utcnow()
             claimed = (
                 await conn.execute(
                     self.driver.insert(schedule_fires)
                     .values(
-                        schedule_id=schedule.id,
-                        fire_at=fire_at,
-                        job_id=job.id,
-                        created_at=utcnow(),
+                        [
+                            {
+                                "schedule_id": schedule.id,
+                                "fire_at": fire_at,
+                                "job_id": job.id,
+                                "created_at": created,
+                            }
+                            for fire_at, job in fires
+                        ]
                     )
                     .on_conflict_do_nothing(
                         index_elements=[schedule_fires.c.schedule_id, schedule_fires.c.fire_at]
                     )
                     .returning(schedule_fires.c.job_id)
                 )
-            ).one_or_none()
-            if claimed is not None:
-                await self.enqueue([job], tx=Transaction(conn))
-            await conn.execute(
-                update(schedules)
-                .where(
-                    schedules.c.id == schedule.id, schedules.c.next_fire_at == schedule.next_fire_at
-                )
-                .values(last_fire_at=fire_at, next_fire_at=next_fire_at)
-            )
-        return claimed is not None
+            ).all()
+            ids = {row.job_id for row in claimed}
+            jobs = [job for _fire_at, job in fires if job.id in ids]
+            if jobs:
+                await self.enqueue(jobs, tx=Transaction(conn))
+        return len(jobs)
 
     async def fires_of(self, schedule_id: str) -> list[tuple[datetime, str]]:
         query = (

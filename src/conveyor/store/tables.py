@@ -151,6 +151,8 @@ schedules = Table(
     Column("timeout_s", Float, nullable=True),
     Column("tags", JsonType, nullable=False),
     Column("paused", Boolean, nullable=False),
+    # What a fire later than the scheduler's grace does: skip, once or all (fires.py).
+    Column("misfire_policy", String(8), nullable=False, server_default="once"),
     Column("next_fire_at", UTCDateTime, nullable=True),
     Column("last_fire_at", UTCDateTime, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
@@ -182,6 +184,11 @@ leader_leases = Table(
     Column("name", String(100), primary_key=True),
     Column("holder", String(100), nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
+    # The holder's process: a contender on the same host that finds it gone takes over at
+    # once instead of waiting out the expiry (drivers/processes.py).
+    Column("host", String(255), nullable=True),
+    Column("pid", Integer, nullable=True),
+    Column("pid_started", String(32), nullable=True),
 )
 
 # ---- accounts --------------------------------------------------------------------------------

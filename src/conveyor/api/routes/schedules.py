@@ -34,6 +34,7 @@ async def create_schedule(body: ScheduleCreate, user: VerifiedUser, ctx: Context
             timeout_s=body.timeout,
             tags=tuple(body.tags),
             paused=body.paused,
+            misfire_policy=body.misfire_policy,
             owner_id=user.id,
         )
     )

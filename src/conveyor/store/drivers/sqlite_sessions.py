@@ -8,11 +8,13 @@ import sqlite3
 from collections import defaultdict
 from datetime import timedelta
 
-from sqlalchemy import TextClause
+from sqlalchemy import TextClause, select
 
 from conveyor.domain.clock import utcnow
 from conveyor.store.database import Database
 from conveyor.store.driver import Callback
+from conveyor.store.drivers.processes import ProcessId, is_gone, this_process
+from conveyor.store.tables import leader_leases
 
 # How often an idle process looks for commits made by other processes. The look is one
 # `PRAGMA data_version` on the event loop's own thread (about 3 us of CPU in WAL mode: it
@@ -91,7 +93,11 @@ class SqliteListener:
 class LeaseLeadership:
     """Leadership as a row with an expiry, renewed by its holder: SQLite has no advisory locks.
 
-    `statements` are the named take-or-renew and give-up statements."""
+    The row also names the holder's process. A contender that cannot take the row reads it,
+    and when the holder is a process of this host that is gone (killed, crashed: see
+    processes.py) takes it at once instead of waiting out the expiry; a live holder, or one
+    on another host, keeps it until it expires. `statements` are the named take-or-renew and
+    give-up statements."""
 
     def __init__(
         self,
@@ -103,17 +109,43 @@ class LeaseLeadership:
     ) -> None:
         self._db, self._name, self._holder, self._ttl = db, name, holder, ttl
         self._lead, self._unlead = statements
+        self._me = this_process()
 
     async def acquire(self) -> bool:
+        if await self._try(dead=None):
+            return True
+        dead = await self._dead_holder()
+        return dead is not None and await self._try(dead=dead)
+
+    async def _try(self, dead: str | None) -> bool:
         now = utcnow()
         params = {
             "name": self._name,
             "holder": self._holder,
             "now": now,
             "expires": now + timedelta(seconds=self._ttl),
+            "host": self._me.host,
+            "pid": self._me.pid,
+            "pid_started": self._me.started,
+            "dead": dead,
         }
         async with self._db.write() as conn:
             return (await conn.execute(self._lead, params)).one_or_none() is not None
+
+    async def _dead_holder(self) -> str | None:
+        """The current holder, when its process is certainly gone; None otherwise."""
+        query = select(
+            leader_leases.c.holder,
+            leader_leases.c.host,
+            leader_leases.c.pid,
+            leader_leases.c.pid_started,
+        ).where(leader_leases.c.name == self._name)
+        async with self._db.read() as conn:
+            row = (await conn.execute(query)).one_or_none()
+        if row is None or row.host is None or row.pid is None or row.holder == self._holder:
+            return None
+        gone = is_gone(ProcessId(row.host, row.pid, row.pid_started))
+        return str(row.holder) if gone else None
 
     async def release(self) -> None:
         async with self._db.write() as conn:

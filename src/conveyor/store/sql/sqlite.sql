@@ -97,10 +97,14 @@ RETURNING id, state, queue, owner_id, type, attempt
 
 -- name: try_lead
 -- Leadership: a row with an expiry, taken when free or expired, renewed by its holder
--- (SQLite has no advisory locks).
-INSERT INTO leader_leases (name, holder, expires_at) VALUES (:name, :holder, :expires)
-ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+-- (SQLite has no advisory locks); or taken from :dead, a holder whose process is known gone
+-- (NULL matches no holder).
+INSERT INTO leader_leases (name, holder, expires_at, host, pid, pid_started)
+VALUES (:name, :holder, :expires, :host, :pid, :pid_started)
+ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at,
+    host = excluded.host, pid = excluded.pid, pid_started = excluded.pid_started
 WHERE leader_leases.holder = excluded.holder OR leader_leases.expires_at < :now
+    OR leader_leases.holder = :dead
 RETURNING holder
 
 -- name: unlead
