@@ -19,6 +19,7 @@ from conveyor.store import tables
 from conveyor.store.backend import QueueBackend
 from conveyor.store.factory import open_backend
 from conveyor.store.jobs import EVENT_COLUMNS
+from conveyor.store.outbox import SharedHorizon
 from tests.events.conftest import writing_elsewhere
 from tests.store.helpers import settled
 
@@ -288,6 +289,30 @@ async def test_a_follower_gets_every_event_once_in_order_with_writers_of_every_k
         by_job.setdefault(event.job_id, []).append(event.id)
     assert all(ids == sorted(ids) for ids in by_job.values())
     assert total > 50 and {e.type for e in everything} >= {"cancelled", "retrying", "completed"}
+
+
+async def test_readers_waiting_together_share_one_horizon_asked_after_they_asked() -> None:
+    """A reader woken by a commit needs a horizon asked after that commit: one asked
+    before it asked is not enough, but every reader that asked meanwhile shares the next."""
+    asked = 0
+    gate = asyncio.Event()
+
+    async def ask() -> int:
+        nonlocal asked
+        asked += 1
+        number = asked
+        await gate.wait()
+        return number
+
+    shared = SharedHorizon(ask, asyncio.get_running_loop())
+    first = asyncio.create_task(shared.get())
+    await asyncio.sleep(0)  # the first query is under way
+    later = [asyncio.create_task(shared.get()) for _ in range(50)]
+    await asyncio.sleep(0)
+    gate.set()
+    assert await first == 1
+    assert await asyncio.gather(*later) == [2] * 50
+    assert asked == 2
 
 
 async def test_a_reader_waiting_for_events_wakes_when_another_backend_commits_some(
