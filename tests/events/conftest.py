@@ -13,9 +13,11 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import aio_pika
+import asyncpg
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
@@ -23,7 +25,7 @@ from conveyor.domain import events as ev
 from conveyor.domain.jobs import NewJob, Outcome
 from conveyor.events.rabbitmq import EXCHANGE, QUEUES
 from conveyor.store.backend import QueueBackend
-from tests.conftest import _missing
+from tests.conftest import _drop, _missing, _pg_admin, pg_url
 from tests.support.processes import eventually
 
 AMQP_URL = os.environ.get("CONVEYOR_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -43,11 +45,33 @@ async def all_events(backend: QueueBackend) -> list[ev.Event]:
     return await backend.read_events(ev.Position(), 1_000_000)
 
 
+@asynccontextmanager
+async def writing_elsewhere() -> AsyncIterator[asyncpg.Connection]:
+    """A private database on the same PostgreSQL server, with a transaction that wrote (it
+    has a transaction id) and stays open idle until the block ends: another application's
+    migration or batch update. The database is dropped afterwards."""
+    name = f"conveyor_other_{uuid.uuid4().hex[:12]}"
+    admin = await _pg_admin()
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    other = await asyncpg.connect(pg_url(name))
+    try:
+        async with other.transaction():
+            await other.execute("CREATE TABLE batch (n int)")
+            await other.execute("INSERT INTO batch SELECT generate_series(1, 1000)")
+            yield other
+    finally:
+        await other.close()
+        await _drop(name)
+
+
 async def visible_events(backend: QueueBackend, jobs: int) -> list[ev.Event]:
     """Every event, once all of `jobs` finished jobs' events can be read.
 
-    On PostgreSQL, readers see events only below the oldest transaction running anywhere
-    on the server (another test's CREATE DATABASE counts), so they may show a moment late.
+    On PostgreSQL, readers see events only once every transaction that may still write
+    one below them has ended (docs/events.md), so they may show a moment late.
     """
     found: list[ev.Event] = []
 

@@ -18,7 +18,7 @@ from conveyor.domain.jobs import NewJob
 from conveyor.events import Relay, RelayConfig
 from conveyor.services.events import EventFeed, Scope
 from conveyor.store.backend import QueueBackend
-from tests.events.conftest import Recorder, finished_jobs
+from tests.events.conftest import Recorder, finished_jobs, writing_elsewhere
 from tests.support.processes import Cluster, eventually
 
 NEVER = 60.0  # the safety-net poll: longer than any test here waits
@@ -105,7 +105,9 @@ async def test_an_event_held_below_the_horizon_comes_once_the_older_transaction_
         await eventually(lambda: relay.lanes[0].held, timeout=10, what="the relay lock")
         blocker = older.transaction()
         await blocker.start()
-        await older.fetchval("SELECT txid_current()")  # an xid below the next event's
+        # An event writer (marked as Conveyor's are) with an xid below the next event's.
+        await older.execute("LOCK TABLE events IN ROW EXCLUSIVE MODE")
+        await older.fetchval("SELECT txid_current()")
         await finished_jobs(backend, 1)  # rings now, but cannot be read yet
         await asyncio.sleep(0.6)  # past every quick re-check
         assert sink.ids == []
@@ -115,6 +117,36 @@ async def test_an_event_held_below_the_horizon_comes_once_the_older_transaction_
         await older.close()
         relay.stop()
         await asyncio.wait_for(task, 5)
+
+
+async def test_a_write_transaction_open_in_another_database_delays_no_event(
+    backend: QueueBackend,
+) -> None:
+    """The horizon ignores transactions that cannot write our events: another database's
+    open write (a migration, a batch, a session idle in transaction) used to hold back
+    every relay and SSE stream on the server until it ended."""
+    if backend.dialect != "postgresql":
+        pytest.skip("SQLite has one writer: commit order is id order")
+    sink = Recorder()
+    feed = EventFeed(backend, poll=NEVER)
+    seen: list[ev.Event] = []
+
+    async def follow() -> None:
+        async with aclosing(feed.tail(ev.Position(), Scope())) as batches:
+            async for batch in batches:
+                seen.extend(batch)
+
+    async with writing_elsewhere(), relaying(backend, sink):
+        task = asyncio.create_task(follow())
+        try:
+            await asyncio.sleep(0.2)  # caught up (nothing yet) and waiting
+            await finished_jobs(backend, 2)
+            await arrived(sink, 6, within=10)  # the other transaction is still open
+            await eventually(lambda: len(seen) >= 6, timeout=10, what="the feed's events")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    assert [e.id for e in seen] == sink.ids
 
 
 async def test_a_woken_reader_that_finds_nothing_keeps_looking_then_rests(

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
+import asyncpg
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from conveyor.domain import events as ev
 from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import ErrorInfo, NewJob, Outcome
+from conveyor.store import events as outbox
 from conveyor.store import tables
 from conveyor.store.backend import QueueBackend
 from conveyor.store.factory import open_backend
+from conveyor.store.jobs import EVENT_COLUMNS
+from conveyor.store.outbox import SharedHorizon
+from tests.events.conftest import writing_elsewhere
 from tests.store.helpers import settled
 
 
@@ -159,6 +165,154 @@ async def test_a_late_commit_is_never_skipped(backend: QueueBackend) -> None:
         assert await backend.read_events(ev.Position()) == []  # held back, not skipped
     seen = [e.job_id for e in await settled(backend, 2)]
     assert seen == [late.id, early.id]
+
+
+async def a_life(backend: QueueBackend) -> str:
+    """One job enqueued, claimed and completed: three events."""
+    (made,) = await backend.enqueue([job()])
+    (claimed,) = await backend.claim("w", ["default"], 1, 30)
+    await backend.finish("w", [Outcome(claimed.id, claimed.attempt, "completed")])
+    return made.id
+
+
+async def test_a_write_open_in_another_database_holds_nothing_back(
+    backend: QueueBackend,
+) -> None:
+    """PostgreSQL used to read below the oldest transaction of the whole server: another
+    database's open write held every event back until it ended."""
+    if backend.dialect != "postgresql":
+        pytest.skip("SQLite has one writer: commit order is id order")
+    async with writing_elsewhere():
+        done = await a_life(backend)
+        assert await types_of(backend, done, 3) == ["created", "started", "completed"]
+
+
+async def test_a_transaction_of_ours_that_writes_no_event_holds_nothing_back(
+    backend: QueueBackend, db_url: str
+) -> None:
+    """An operator's UPDATE left open in psql, or any transaction of this database that
+    did not mark itself as writing events: it cannot add one below the readers."""
+    if backend.dialect != "postgresql":
+        pytest.skip("SQLite has one writer: commit order is id order")
+    (bystander,) = await backend.enqueue([job(queue="elsewhere")])
+    operator = await asyncpg.connect(db_url)
+    try:
+        async with operator.transaction():
+            await operator.execute("UPDATE jobs SET priority = 5 WHERE id = $1", bystander.id)
+            done = await a_life(backend)
+            assert await types_of(backend, done, 3) == ["created", "started", "completed"]
+    finally:
+        await operator.close()
+
+
+async def cancel_slowly(backend: QueueBackend, pause: float) -> None:
+    """A Core writer at its slowest: it changes a job (its transaction id is assigned then),
+    waits, and only then writes the job's event, so readers pass its id meanwhile."""
+    (made,) = await backend.enqueue([job(queue="slow")])
+    async with backend.db.write() as conn:
+        found = await conn.execute(
+            update(tables.jobs)
+            .where(tables.jobs.c.id == made.id)
+            .values(state="cancelled", finished_at=utcnow())
+            .returning(*EVENT_COLUMNS)
+        )
+        changed = found.all()
+        await asyncio.sleep(pause)
+        await backend._log(conn, [outbox.said_row(outbox.CANCELLED, r, utcnow()) for r in changed])
+
+
+async def mixed_finishes(backend: QueueBackend) -> None:
+    """The hot path: enqueue, claim, and a finish of several kinds (several statements in
+    one transaction, its id assigned by the first)."""
+    await backend.enqueue([job(max_attempts=3) for _ in range(4)])
+    claimed = await backend.claim("w", ["default"], 4, 30)
+    retry_at = utcnow() + timedelta(hours=1)
+    outcomes = [
+        Outcome(c.id, c.attempt, "completed")
+        if i % 2
+        else Outcome(c.id, c.attempt, "retry", error=ErrorInfo("E", "x"), retry_at=retry_at)
+        for i, c in enumerate(claimed)
+    ]
+    await backend.finish("w", outcomes)
+
+
+async def test_a_follower_gets_every_event_once_in_order_with_writers_of_every_kind(
+    backend: QueueBackend,
+) -> None:
+    """A reader following the outbox by position (the relay, an SSE stream), while the hot
+    path, slow Core writers and transactions that write no event commit concurrently, sees
+    exactly what is there afterwards, in the same order: none lost, none twice, each job's
+    events in the order they happened."""
+    running = True
+
+    async def repeat(work: Callable[[], Awaitable[None]]) -> None:
+        while running:
+            await work()
+
+    (bystander,) = await backend.enqueue([job(queue="none")])
+
+    async def bystand() -> None:  # writes (so has a transaction id), but no event
+        async with backend.db.write() as conn:
+            change = update(tables.jobs).where(tables.jobs.c.id == bystander.id)
+            await conn.execute(change.values(priority=tables.jobs.c.priority + 1))
+            await asyncio.sleep(0.05)
+
+    followed: list[ev.Event] = []
+
+    async def follow(until: Callable[[], bool]) -> None:
+        position = ev.Position()
+        while not until():
+            page = await backend.read_events(position, 100)
+            followed.extend(page)
+            position = page[-1].position if page else position
+            await asyncio.sleep(0 if page else 0.005)
+
+    writers = [
+        asyncio.create_task(repeat(lambda: mixed_finishes(backend))),
+        asyncio.create_task(repeat(lambda: cancel_slowly(backend, 0.05))),
+        asyncio.create_task(repeat(lambda: cancel_slowly(backend, 0.2))),
+        asyncio.create_task(repeat(bystand)),
+    ]
+    reader = asyncio.create_task(follow(lambda: not running and len(followed) >= total))
+    total = 1 << 62
+    await asyncio.sleep(3)
+    running = False
+    await asyncio.gather(*writers)
+    async with backend.db.read() as conn:  # all committed now: the table itself
+        order = select(tables.events).order_by(tables.events.c.xid, tables.events.c.id)
+        everything = (await conn.execute(order)).all()
+    total = len(everything)
+    await asyncio.wait_for(reader, 30)
+    assert [e.id for e in followed] == [e.id for e in everything]
+    by_job: dict[str, list[int]] = {}
+    for event in followed:
+        by_job.setdefault(event.job_id, []).append(event.id)
+    assert all(ids == sorted(ids) for ids in by_job.values())
+    assert total > 50 and {e.type for e in everything} >= {"cancelled", "retrying", "completed"}
+
+
+async def test_readers_waiting_together_share_one_horizon_asked_after_they_asked() -> None:
+    """A reader woken by a commit needs a horizon asked after that commit: one asked
+    before it asked is not enough, but every reader that asked meanwhile shares the next."""
+    asked = 0
+    gate = asyncio.Event()
+
+    async def ask() -> int:
+        nonlocal asked
+        asked += 1
+        number = asked
+        await gate.wait()
+        return number
+
+    shared = SharedHorizon(ask, asyncio.get_running_loop())
+    first = asyncio.create_task(shared.get())
+    await asyncio.sleep(0)  # the first query is under way
+    later = [asyncio.create_task(shared.get()) for _ in range(50)]
+    await asyncio.sleep(0)
+    gate.set()
+    assert await first == 1
+    assert await asyncio.gather(*later) == [2] * 50
+    assert asked == 2
 
 
 async def test_a_reader_waiting_for_events_wakes_when_another_backend_commits_some(

@@ -32,6 +32,8 @@ class StoreBase:
     async def transaction(self) -> AsyncIterator[Transaction]:
         """A write transaction callers may enqueue into alongside their own statements."""
         async with self.db.write() as conn:
+            # Whatever it writes first, what it enqueues is keyed by its transaction id.
+            await self.driver.lock_events(conn)
             yield Transaction(conn)
 
     def _use(self, tx: Transaction | None) -> AbstractAsyncContextManager[AsyncConnection]:
@@ -44,10 +46,14 @@ class StoreBase:
         return update(jobs).where(self.driver.in_lock_order(fence), *fence)
 
     async def _log(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-        """Write events in `conn`'s transaction; readers are rung once it commits."""
+        """Write events in `conn`'s transaction; readers are rung once it commits. The
+        transaction is marked as writing events first: their key comes after (store/
+        outbox.py's horizon)."""
+        if not rows:
+            return
+        await self.driver.lock_events(conn)
         await outbox.record(conn, self.driver.xid(), rows)
-        if rows:
-            after_commit(conn, self._events_committed)
+        after_commit(conn, self._events_committed)
 
     def _events_committed(self, *, others: bool = True) -> None:
         """After a commit that wrote events: wake this process's readers (store/wake.py)

@@ -79,11 +79,19 @@ class Driver(Protocol):
         ...
 
     def xid(self) -> ColumnElement[Any]:
-        """The writing transaction's id, stored with each event (store/events.py)."""
+        """The reading-order key stored with each event a Core statement inserts, after
+        `lock_events` (store/events.py; PostgreSQL's hot-path statements store their
+        transaction id)."""
         ...
 
-    def horizon(self) -> ColumnElement[Any] | None:
-        """Events of transactions below this are all committed (None: no limit needed)."""
+    async def lock_events(self, conn: AsyncConnection) -> None:
+        """Mark `conn`'s transaction as one that writes events, until it ends: what holds
+        the readers' horizon back (store/outbox.py)."""
+        ...
+
+    async def horizon(self) -> int | None:
+        """Every event with a smaller key has committed, and none can still commit with
+        one (None: no such limit, one writer)."""
         ...
 
     def has_tag(self, tag: str) -> ColumnElement[bool]: ...

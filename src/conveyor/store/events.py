@@ -122,8 +122,9 @@ def up_to(position: Position, one_writer: bool = False) -> ColumnElement[bool]:
     return tuple_(events.c.xid, events.c.id) <= tuple_(literal(position.xid), literal(position.id))
 
 
-def visible(horizon: ColumnElement[Any] | None) -> list[ColumnElement[bool]]:
-    """Only events of transactions older than every running one (None: no such limit)."""
+def visible(horizon: int | None) -> list[ColumnElement[bool]]:
+    """Only events below the horizon, where nothing can commit any more (None: no such
+    limit; store/outbox.py)."""
     return [] if horizon is None else [events.c.xid < horizon]
 
 
@@ -138,7 +139,7 @@ def scope(owner_id: str | None, job_id: str | None) -> list[ColumnElement[bool]]
 
 def page_query(
     position: Position,
-    horizon: ColumnElement[Any] | None,
+    horizon: int | None,
     limit: int,
     *,
     owner_id: str | None = None,

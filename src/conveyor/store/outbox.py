@@ -5,7 +5,8 @@ How event rows are made and read is store/events.py; how readers are woken, stor
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any
@@ -22,6 +23,8 @@ from conveyor.store.wake import EventWatch, Pace
 
 
 class Outbox(StoreBase):
+    _horizons: SharedHorizon | None = None
+
     @property
     def _one_writer(self) -> bool:
         """SQLite: commit order is id order and every event's xid is 0 (store/events.py)."""
@@ -36,21 +39,32 @@ class Outbox(StoreBase):
         job_id: str | None = None,
     ) -> list[ev.Event]:
         """Committed events after `after`, in an order no later commit can precede."""
-        query = self.events_query(after, limit, owner_id=owner_id, job_id=job_id)
+        horizon = await self.read_horizon()
+        query = self.events_query(after, limit, horizon, owner_id=owner_id, job_id=job_id)
         async with self.db.read() as conn:
             return [rows.to_event(row) for row in await conn.execute(query)]
+
+    async def read_horizon(self) -> int | None:
+        """Where reading must stop for now (None: nowhere, one writer). It is asked once
+        for all the readers of this process that are waiting for one, in its own statement
+        before theirs (docs/events.md, "Reading in commit order")."""
+        loop = asyncio.get_running_loop()
+        if self._horizons is None or self._horizons.loop is not loop:
+            self._horizons = SharedHorizon(self.driver.horizon, loop)
+        return await self._horizons.get()
 
     def events_query(
         self,
         after: ev.Position,
         limit: int,
+        horizon: int | None = None,
         *,
         owner_id: str | None = None,
         job_id: str | None = None,
     ) -> Any:
-        """The statement `read_events` runs (also for EXPLAIN: every reader's plan must be
-        an index range from its position, never a scan from the table's start)."""
-        horizon = self.driver.horizon()
+        """The statement `read_events` runs below `horizon` (also for EXPLAIN: every
+        reader's plan must be an index range from its position, never a scan from the
+        table's start)."""
         return rows.page_query(
             after, horizon, limit, owner_id=owner_id, job_id=job_id, one_writer=self._one_writer
         )
@@ -153,3 +167,33 @@ class Outbox(StoreBase):
     async def _close_wakeups(self) -> None:
         if self._watch is not None:
             await self._watch.close()
+
+
+class SharedHorizon:
+    """The horizon, asked once for every reader that is waiting for one.
+
+    A reader needs a horizon asked after it asked (after the commit that woke it), not an
+    older one. One query runs at a time; whoever asked while it ran shares the next one,
+    so a hundred SSE streams woken by one commit cost two horizon queries, not a hundred
+    (the query reads the server's lock table: docs/events.md)."""
+
+    def __init__(
+        self, ask: Callable[[], Awaitable[int | None]], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.loop = loop
+        self._ask = ask
+        self._lock = asyncio.Lock()
+        self._started = 0  # queries begun
+        self._done = 0  # the number of the last one that answered
+        self._value: int | None = None
+
+    async def get(self) -> int | None:
+        begun_before = self._started
+        async with self._lock:
+            if self._done > begun_before:  # begun after we asked, and answered
+                return self._value
+            self._started += 1
+            number = self._started
+            self._value = await self._ask()
+            self._done = number
+            return self._value

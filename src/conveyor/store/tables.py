@@ -280,8 +280,9 @@ Index("ix_tasks_owner_id", tasks.c.owner_id, tasks.c.id)
 # ---- events (the outbox) ---------------------------------------------------------------------
 # One row per job state change, written in the same statement or transaction as the change.
 # `xid` is the writing transaction (PostgreSQL `txid_current()`; 0 on SQLite, whose single
-# writer commits in id order): readers walk (xid, id) below the oldest running transaction,
-# so an event that commits late never lands behind a cursor that has moved on.
+# writer commits in id order): readers walk (xid, id) below the oldest running transaction
+# that writes events (store/outbox.py), so an event that commits late never lands behind a
+# cursor that has moved on.
 events = Table(
     "events",
     metadata,

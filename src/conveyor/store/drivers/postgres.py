@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ColumnElement, Table, cast, func, literal
+from sqlalchemy import BigInteger, Boolean, ColumnElement, Table, Text, cast, func, literal
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -39,6 +39,7 @@ SQL = load(
     frozenset(
         {"enqueue", "existing", "record_callbacks", "claim", "claim_any", "lock_mine"}
         | {"complete", "retry", "fail", "rescue", "notify", "try_lead", "unlead", "ping"}
+        | {"horizon", "lock_events"}
     ),
 )
 # A hung statement on the hot path surfaces as an error rather than a stuck worker.
@@ -58,11 +59,18 @@ class PostgresDriver:
         return pg_insert(table)
 
     def xid(self) -> ColumnElement[Any]:
-        return func.txid_current()
+        # After `lock_events`: at least this transaction's id, and at least the xmax of a
+        # snapshot taken after the lock, so no reader that missed the lock has passed it
+        # (docs/events.md, "Reading in commit order").
+        xmax = cast(cast(func.pg_snapshot_xmax(func.pg_current_snapshot()), Text), BigInteger)
+        return func.greatest(func.txid_current(), xmax)
 
-    def horizon(self) -> ColumnElement[Any] | None:
-        # Every transaction below the oldest running one has committed or aborted.
-        return func.txid_snapshot_xmin(func.txid_current_snapshot())
+    async def lock_events(self, conn: AsyncConnection) -> None:
+        await conn.exec_driver_sql(SQL["lock_events"])
+
+    async def horizon(self) -> int | None:
+        async with self.db.raw() as raw:
+            return int(await raw.fetchval(SQL["horizon"], timeout=COMMAND_TIMEOUT))
 
     def has_tag(self, tag: str) -> ColumnElement[bool]:
         wanted = cast(literal(json.dumps([tag])), JSONB)
@@ -144,6 +152,9 @@ class PostgresDriver:
         several = len(batches) > 1
         async with self.db.raw(transaction=several) as raw:
             if several:  # several statements: all their rows locked first, in id order
+                # Their events carry the transaction's id, which locking rows assigns: it
+                # is marked as writing events first (store/outbox.py's horizon).
+                await raw.execute(SQL["lock_events"], timeout=COMMAND_TIMEOUT)
                 ids = [o.job_id for batch in batches for o in batch.outcomes]
                 await raw.execute(SQL["lock_mine"], worker_id, ids, timeout=COMMAND_TIMEOUT)
             for batch in batches:

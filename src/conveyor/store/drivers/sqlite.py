@@ -58,7 +58,10 @@ class SqliteDriver:
     def xid(self) -> ColumnElement[Any]:
         return literal(0)  # one writer: commit order is id order
 
-    def horizon(self) -> ColumnElement[Any] | None:
+    async def lock_events(self, conn: AsyncConnection) -> None:
+        return None  # one writer: nothing commits behind a reader
+
+    async def horizon(self) -> int | None:
         return None
 
     def has_tag(self, tag: str) -> ColumnElement[bool]:

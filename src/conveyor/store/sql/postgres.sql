@@ -256,3 +256,46 @@ SELECT pg_advisory_unlock($1)
 -- name: ping
 -- The keepalive of a dedicated session (LISTEN, leadership): still connected, still held.
 SELECT 1
+
+-- name: horizon
+-- The outbox's read horizon (store/outbox.py, docs/events.md "Reading in commit order"):
+-- every event below it has committed, and none can still commit below it. It is the
+-- statement snapshot's xmax, lowered to the oldest running transaction that may write
+-- events: one that holds a lock on `events` in ROW EXCLUSIVE mode or stronger. Each
+-- statement that inserts events takes that lock before it runs, so before it writes; a
+-- transaction that wrote before it writes events takes it first (`lock_events`). So a
+-- running transaction whose own transaction-id lock is held by a transaction without it
+-- (other databases' transactions, and ours that write no events) holds nothing back; one
+-- whose lock is not in the view yet (it was just assigned, or just ended) still does.
+-- pg_locks is read once: the transaction-id locks and the locks on `events` come from
+-- one pass over the lock table. The caller reads events in a later statement, whose
+-- snapshot sees every transaction this one found gone. A transaction id in the snapshot
+-- is 64 bits (epoch and xid); the lock's is the low 32.
+WITH snap AS (SELECT pg_current_snapshot() AS s),
+locks AS MATERIALIZED (
+    SELECT locktype, transactionid, virtualtransaction FROM pg_locks
+    WHERE locktype = 'transactionid' AND mode = 'ExclusiveLock' AND granted
+        OR locktype = 'relation' AND relation = 'events'::regclass
+            AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+            AND mode <> 'AccessShareLock'
+),
+bystanders AS (
+    SELECT own.transactionid::text::bigint AS xid32 FROM locks AS own
+    WHERE own.locktype = 'transactionid' AND NOT EXISTS (
+        SELECT 1 FROM locks AS writing
+        WHERE writing.locktype = 'relation'
+            AND writing.virtualtransaction = own.virtualtransaction)
+)
+SELECT least(
+    (SELECT pg_snapshot_xmax(s)::text::bigint FROM snap),
+    (SELECT min(x::text::bigint) FROM snap, pg_snapshot_xip(snap.s) AS x
+        WHERE x::text::bigint % 4294967296 NOT IN (SELECT xid32 FROM bystanders))
+)
+
+-- name: lock_events
+-- Marks this transaction as one that writes events, for `horizon`, until it ends. Taken
+-- before its events are written when it wrote something else first (the Core writers),
+-- or before its first write when its events are keyed by its transaction id (a caller's
+-- transaction that enqueues, a finish of several statements). ROW EXCLUSIVE is what an
+-- INSERT takes: it waits for nothing an INSERT would not wait for.
+LOCK TABLE events IN ROW EXCLUSIVE MODE
