@@ -66,7 +66,11 @@ class Engine:
         modules = [m.strip() for m in settings.handler_modules.split(",") if m.strip()]
         registry = load_handlers(modules)
         private_sqlite_files(settings.database_url)  # 0600 before the store creates it
-        backend = open_backend(settings.database_url)
+        backend = open_backend(
+            settings.database_url,
+            connect_timeout=settings.db_connect_timeout,
+            request_timeout=settings.db_request_timeout,
+        )
         try:
             await backend.db.ping()
             if apply_migrations:

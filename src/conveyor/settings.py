@@ -64,6 +64,13 @@ class Settings(BaseSettings):
     # which its client resumes elsewhere with Last-Event-ID) is cut so the process can exit
     http_shutdown_grace: int = Field(2, ge=0, le=3600)
 
+    # database timeouts (docs/design.md "Timeouts"): opening a PostgreSQL connection, in
+    # every process; and each database operation of an API request (pool wait, connect,
+    # statements): past it the connection is dropped and the request answered 503 with
+    # Retry-After. Workers, the scheduler and the relay are not bounded by the second.
+    db_connect_timeout: float = Field(5.0, gt=0, le=300)
+    db_request_timeout: float = Field(1.5, gt=0, le=300)
+
     # engine
     worker_concurrency: int = Field(default_factory=_default_concurrency, ge=1, le=10_000)
     worker_queues: str = "default"

@@ -45,6 +45,8 @@ async def test_postgres_outage_is_503_and_accepted_jobs_survive(
             assert ready.status_code == 503
             assert submit.status_code == 503, submit.text
             assert submit.json()["error"]["code"] == "unavailable"
+            assert int(submit.headers["Retry-After"]) >= 1
+            assert int(ready.headers["Retry-After"]) >= 1
             assert "Traceback" not in submit.text
         finally:
             await _block(database, allowed=True)

@@ -10,6 +10,7 @@ from fastapi.openapi.utils import get_openapi
 
 from conveyor.api import errors, openapi
 from conveyor.api.middleware.body_limits import BodyLimits
+from conveyor.api.middleware.db_deadline import DatabaseDeadline
 from conveyor.api.middleware.http_metrics import HttpMetrics
 from conveyor.api.middleware.request_log import RequestLog
 from conveyor.api.middleware.security_headers import NoSniff
@@ -34,6 +35,7 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(
         BodyLimits, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth
     )
+    app.add_middleware(DatabaseDeadline)
     app.add_middleware(HttpMetrics)  # outside BodyLimits: refused bodies are counted too
     app.add_middleware(RequestLog)
     app.add_middleware(NoSniff)  # outermost of ours: every answer, refusals included

@@ -60,6 +60,8 @@ def _headers(exc: ConveyorError, status: int) -> dict[str, str]:
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
     retry_after = exc.details.get("retry_after")
+    if retry_after is None and status == 503:
+        retry_after = 1  # every 503 says when to come back (a client's backoff reads it)
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, int(float(retry_after) + 0.999)))
     return headers

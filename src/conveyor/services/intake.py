@@ -12,8 +12,10 @@ Nothing lingers: a request that finds no commit in flight starts one at once.
 One request does not fail the others. A refused caller is answered alone; idempotency
 keys dedupe inside the group as across groups (the statement's ON CONFLICT); a statement
 that fails rolls the group back, and each of its requests is then tried alone, so only
-the culprit fails (a batch stays all or nothing). A request whose client left before its
-group started is dropped, never inserted.
+the culprit fails (a batch stays all or nothing). A database that does not answer in time
+(`db_request_timeout`) fails the group and everyone waiting behind it at once, with
+`Unavailable` (503): nothing hangs. A request whose client left before its group started
+is dropped, never inserted.
 """
 
 from __future__ import annotations
@@ -109,6 +111,11 @@ class Intake:
         try:
             outcomes = await self._store(group)
         except Exception as exc:
+            if isinstance(exc, Unavailable):
+                # The database did not answer (or not in time): whoever waits for the next
+                # group would wait as long again, so they are answered now too (503, retry).
+                group = [*group, *self._waiting]
+                self._waiting.clear()
             if len(group) == 1 or isinstance(exc, Unavailable):
                 for request in group:
                     _fail(request, exc)

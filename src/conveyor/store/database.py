@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +27,16 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # locks, which SKIP LOCKED claims and the rescuer pass over forever: the server ends such
 # sessions after a while, and their work is then rescued like a dead worker's.
 POSTGRES_SESSION = {"idle_in_transaction_session_timeout": "30000", "application_name": "conveyor"}
+CONNECT_TIMEOUT_S = 5.0  # opening a PostgreSQL connection, in any process
+REQUEST_TIMEOUT_S = 1.5  # one database operation of a request (`Database.request_path`)
+RETRY_AFTER_S = 1  # what a 503 for an unreachable database tells the client to wait
+
+# Seconds each database operation may take in this context: set for request paths only (the
+# API's requests and what they start), None for workers, the scheduler and the relay, whose
+# big batches and pruning slices must not fail for taking long.
+_budget: ContextVar[float | None] = ContextVar("conveyor_db_budget", default=None)
+# The driver connections the current bounded operation holds: ended at its deadline.
+_held: ContextVar[list[Any] | None] = ContextVar("conveyor_db_held", default=None)
 
 
 def async_url(url: str) -> tuple[Dialect, str]:
@@ -54,9 +66,18 @@ class Database:
     wait on the busy timeout. Reads use a separate pool and see WAL snapshots.
     """
 
-    def __init__(self, url: str, *, pool_size: int = 10, sqlite_synchronous: str = "FULL"):
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        sqlite_synchronous: str = "FULL",
+        connect_timeout: float = CONNECT_TIMEOUT_S,
+        request_timeout: float = REQUEST_TIMEOUT_S,
+    ):
         _quiet_drivers()
         self.url = url
+        self.request_timeout = request_timeout
         self.dialect, driver_url = async_url(url)
         if self.dialect == "sqlite":
             self.writer = create_async_engine(
@@ -75,7 +96,7 @@ class Database:
                 driver_url,
                 pool_size=2 * pool_size,
                 max_overflow=0,
-                connect_args={"server_settings": POSTGRES_SESSION},
+                connect_args={"server_settings": POSTGRES_SESSION, "timeout": connect_timeout},
             )
             _ping_on_checkout(self.writer)
             self.reader = self.writer
@@ -84,12 +105,27 @@ class Database:
     def engine(self) -> AsyncEngine:
         return self.writer
 
+    @contextmanager
+    def request_path(self) -> Iterator[None]:
+        """Bound every database operation started in this context (and in the tasks it
+        creates) by `request_timeout`: waiting for a pooled connection, connecting, and its
+        statements. At the deadline the operation's connection is ended (on a partition the
+        server cannot answer, so its own statement_timeout never fires, and a connection
+        in an unknown state must not go back to the pool) and `Unavailable` is raised, which
+        the API answers 503 with Retry-After. Workers, the scheduler and the relay run
+        unbounded: their long statements are not request paths."""
+        token = _budget.set(self.request_timeout)
+        try:
+            yield
+        finally:
+            _budget.reset(token)
+
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction; unreachable databases surface as `Unavailable`.
 
         Callbacks registered with `after_commit` run once it committed (not on rollback)."""
-        async with _translate_outage():
+        async with _bounded(), _translate_outage():
             async with self.writer.begin() as conn:
                 conn.info.pop(_AFTER_COMMIT, None)  # info outlives a checkout: start clean
                 yield conn
@@ -105,21 +141,23 @@ class Database:
         One statement runs in its own implicit transaction: one round trip and one commit.
         Only several statements that must commit together ask for `transaction`.
         """
-        async with _translate_outage():
+        async with _bounded(), _translate_outage():
             pooled = await self.writer.raw_connection()  # the pool's own, no Connection
+            raw: Any = pooled.driver_connection
             try:
-                raw: Any = pooled.driver_connection
                 if not transaction:
                     yield raw
                     return
                 async with raw.transaction():
                     yield raw
             finally:
+                if raw.is_closed():  # ended at a deadline or by the network: not reusable
+                    await greenlet_spawn(pooled.invalidate)
                 await greenlet_spawn(pooled.close)  # back to the pool
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with _translate_outage(), self.reader.connect() as conn:
+        async with _bounded(), _translate_outage(), self.reader.connect() as conn:
             yield conn
 
     async def ping(self) -> None:
@@ -164,6 +202,9 @@ def _ping_on_checkout(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "checkout")
     def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        held = _held.get()
+        if held is not None:  # a bounded operation: its deadline ends this connection
+            held.append(dbapi_connection.driver_connection)
         if time.monotonic() - record.info.get(_RETURNED_AT, -FRESH_S) < FRESH_S:
             return
         try:
@@ -189,11 +230,27 @@ def _configure_sqlite(engine: AsyncEngine, synchronous: str, *, immediate: bool)
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
+        if immediate:
+            _wait_for_writers(conn)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+_BUSY_TIMEOUT = "conveyor.busy_timeout_ms"
+
+
+def _wait_for_writers(conn: Any) -> None:
+    """How long this write waits for another process's write lock: the request's budget on a
+    request path (a locked database answers 503 in time), the long busy timeout elsewhere.
+    Set only when it changes: one connection serves both kinds in `conveyor run`."""
+    budget = _budget.get()
+    wanted = SQLITE_BUSY_TIMEOUT_MS if budget is None else max(1, int(budget * 1000))
+    if conn.info.get(_BUSY_TIMEOUT, SQLITE_BUSY_TIMEOUT_MS) != wanted:
+        conn.exec_driver_sql(f"PRAGMA busy_timeout = {wanted}")
+        conn.info[_BUSY_TIMEOUT] = wanted
+
+
 _CONNECTION_WORDS = (
-    "connect", "closed", "terminat", "refused", "reset", "unable to open",
+    "connect", "closed", "database is locked", "terminat", "refused", "reset", "unable to open",
     "accepting connections", "shutting down", "starting up",
 )  # fmt: skip
 # SQLSTATE classes that mean "the server is away", not "your statement is wrong":
@@ -220,6 +277,44 @@ def is_outage(exc: BaseException) -> bool:
 
 
 @asynccontextmanager
+async def _bounded() -> AsyncIterator[None]:
+    """The deadline of one operation on a request path (`Database.request_path`); nothing
+    outside one. At the deadline the driver connections the operation checked out are
+    terminated (no network round trip: a partitioned server cannot answer a cancel or a
+    rollback) and the operation is cancelled, so its clean-up fails at once instead of
+    waiting on the network too; the pool replaces those connections on their next use."""
+    budget = _budget.get()
+    if budget is None:
+        yield
+        return
+    held: list[Any] = []
+    token = _held.set(held)
+    loop = asyncio.get_running_loop()
+    ending = loop.call_later(budget, _terminate, held)
+    try:
+        async with asyncio.timeout(budget):
+            yield
+    except TimeoutError as exc:
+        log.warning("database did not answer within %.1f s: connection dropped", budget)
+        # Not "nothing was changed": a commit already sent may have reached the server.
+        raise Unavailable(
+            "the database did not answer in time; retry (a submission with an idempotency key"
+            " is stored once however often it is sent)",
+            retry_after=RETRY_AFTER_S,
+        ) from exc
+    finally:
+        ending.cancel()
+        _held.reset(token)
+
+
+def _terminate(connections: list[Any]) -> None:
+    for connection in connections:
+        terminate = getattr(connection, "terminate", None)  # asyncpg's: closes the socket
+        if terminate is not None and not connection.is_closed():
+            terminate()
+
+
+@asynccontextmanager
 async def _translate_outage() -> AsyncIterator[None]:
     try:
         yield
@@ -227,7 +322,9 @@ async def _translate_outage() -> AsyncIterator[None]:
         if not is_outage(exc):
             raise
         log.warning("database unavailable: %s", exc)
-        raise Unavailable("the database is not reachable; nothing was changed") from exc
+        raise Unavailable(
+            "the database is not reachable; nothing was changed", retry_after=RETRY_AFTER_S
+        ) from exc
 
 
 def _quiet_drivers() -> None:

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 from conveyor.store.backend import QueueBackend
-from conveyor.store.database import Database
+from conveyor.store.database import CONNECT_TIMEOUT_S, REQUEST_TIMEOUT_S, Database
 from conveyor.store.driver import Driver
 
 
-def open_backend(url: str, *, pool_size: int = 10) -> QueueBackend:
-    db = Database(url, pool_size=pool_size)
+def open_backend(
+    url: str,
+    *,
+    pool_size: int = 10,
+    connect_timeout: float = CONNECT_TIMEOUT_S,
+    request_timeout: float = REQUEST_TIMEOUT_S,
+) -> QueueBackend:
+    db = Database(
+        url,
+        pool_size=pool_size,
+        connect_timeout=connect_timeout,
+        request_timeout=request_timeout,
+    )
     driver: Driver
     if db.dialect == "sqlite":
         from conveyor.store.drivers.sqlite import SqliteDriver
