@@ -70,15 +70,19 @@ class Finisher:
         if not batch:
             return
         self._writing = len(batch)
-        delay = 0.05
+        delay, failed = 0.05, 0
         while True:
             try:
                 accepted = await self._backend.finish(self._worker_id, batch)
                 break
             except Exception as exc:  # keep the outcomes; the database may come back
-                log.warning("could not persist %d outcomes (%s); retrying", len(batch), exc)
+                failed += 1  # said once per outage, not once per retry
+                level = logging.WARNING if failed == 1 else logging.DEBUG
+                log.log(level, "could not persist %d outcomes (%s); retrying", len(batch), exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+        if failed:
+            log.info("persisted %d outcomes after %d failed tries", len(batch), failed)
         self._writing = 0
         dropped = [o.job_id for o in batch if o.job_id not in accepted]
         if dropped:
