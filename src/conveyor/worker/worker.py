@@ -111,6 +111,7 @@ class Worker:
             on_persisted=self._persisted,
         )
         self._listener: Listener | None = None
+        self._claiming = 0  # claim statements in flight
         self._db_away: float | None = None  # monotonic time the database went away, if it has
 
     # ---- control ---------------------------------------------------------------------------
@@ -198,6 +199,7 @@ class Worker:
             started.extend(jobs)
             self._start_all(jobs, committed)
 
+        self._claiming += 1
         try:
             jobs = await self.backend.claim(
                 self.id, queues, limit, self.config.lease_s, exclude=capped,
@@ -209,6 +211,7 @@ class Worker:
                 self._interrupt(job.id, "lost")
             return None
         finally:
+            self._claiming -= 1
             committed.set()
         if not started:
             self._start_all(jobs, committed)
@@ -348,9 +351,28 @@ class Worker:
                 continue
             last_ok = started
             self._db_fine("heartbeats")
+            await self._release_orphans(owned)
             for job_id, entry in list(self._running.items()):
                 if job_id not in owned and entry.claimed_at < started:
                     self._interrupt(job_id, "lost")
+
+    async def _release_orphans(self, owned: set[str]) -> None:
+        """Give back jobs the database says are ours but this worker never started: a claim
+        whose commit reached the server while its answer was lost (a connection cut) leaves
+        them, and the heartbeat would otherwise extend their leases for as long as we live.
+        Not while a claim is in flight (its jobs are ours but not started yet)."""
+        if self._claiming:
+            return
+        held = self._finisher.holds()
+        orphans = [j for j in owned if j not in self._running and j not in held]
+        if not orphans:
+            return
+        released = await self.backend.release(self.id, orphans)
+        if released:
+            log.warning(
+                "released %d jobs claimed by an answer that never came: %s",
+                len(released), ", ".join(sorted(released)),
+            )  # fmt: skip
 
     async def _monitor(self, heartbeat: asyncio.Task[None]) -> None:
         """Stop the worker instead of running half-broken when a side task dies."""
