@@ -1,7 +1,6 @@
 """The short chaos run inside `make test`: a few worker SIGKILLs per database (these pass),
-one database cut (issue #13 item 1: it fails today and is marked xfail(strict=True), so
-fixing it flips the marker) and one process-pool crash (item 3, fixed: it passes). The full
-suite is `make chaos` (`python -m chaos.run`).
+one database cut (issue #13 item 1, fixed: it passes) and one process-pool crash (item 3,
+fixed: it passes). The full suite is `make chaos` (`python -m chaos.run`).
 
 Every scenario judges with the total-queue check of `chaos.verdict` on what the handlers
 recorded; the bounds are the scenarios' own, generous for a loaded machine. The row's
@@ -40,7 +39,6 @@ async def test_worker_sigkills_lose_nothing(where: Where, kind: str) -> None:
     assert row.jobs >= 100
 
 
-@pytest.mark.xfail(strict=True, reason="#13 item 1: a worker exits when the database goes away")
 @pytest.mark.timeout(180)
 async def test_database_cut_stops_nobody(where: Where) -> None:
     _passed(await outage(where, "postgres", fault="cut", seconds=4.0, light=True))

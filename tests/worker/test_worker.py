@@ -346,3 +346,18 @@ async def test_a_commit_from_another_process_wakes_an_idle_worker(db_url: str) -
         await asyncio.wait_for(task, 10)
         await mine.close()
         await theirs.close()
+
+
+async def test_jobs_claimed_in_its_name_but_never_started_are_given_back(
+    backend: QueueBackend,
+) -> None:
+    """A claim whose commit reached the database while its answer was lost (a cut connection)
+    leaves jobs running in the worker's name that it never started; its heartbeat must not
+    keep them forever (issue #13 item 1: they were stuck after `pg-restart`)."""
+    (job,) = await backend.enqueue([NewJob(type="ok", payload={}, queue="elsewhere")])
+    registry, _ = make_registry()
+    async with running(backend, registry) as worker:
+        (claimed,) = await backend.claim(worker.id, ["elsewhere"], 1, 30)  # the lost answer
+        assert claimed.id == job.id
+        back = await wait_for(backend, job.id, lambda r: r.state == JobState.QUEUED)
+    assert back.worker_id is None and back.attempt == 0

@@ -151,12 +151,19 @@ class Dispatcher:
         self._wake.set()
 
     async def run(self, stopping: asyncio.Event) -> None:
+        failing = 0  # turns failed in a row: said once, not once per poll of an outage
         while not stopping.is_set():
             try:
                 await self._turn()
             except Exception as exc:  # the database may be away: try again after a pause
-                log.warning("webhook dispatch failed: %s: %s", type(exc).__name__, exc)
+                failing += 1
+                level = logging.WARNING if failing == 1 else logging.DEBUG
+                log.log(level, "webhook dispatch failed: %s: %s", type(exc).__name__, exc)
                 await _sleep_unless(stopping, self.config.poll_interval)
+            else:
+                if failing:
+                    log.info("webhook dispatch works again after %d failed turns", failing)
+                failing = 0
             await self._idle(stopping)
         await self._drain()
 

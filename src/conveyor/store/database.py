@@ -314,6 +314,27 @@ def _terminate(connections: list[Any]) -> None:
             terminate()
 
 
+class _OutageLog:
+    """Say once per process that the database went away and once that it is back: a worker
+    or an API process makes many attempts a second during an outage."""
+
+    since: float | None = None
+
+    @classmethod
+    def failed(cls, exc: Exception) -> None:
+        if cls.since is None:
+            cls.since = time.monotonic()
+            log.warning("database unavailable: %s (said once until it is back)", exc)
+        else:
+            log.debug("database unavailable: %s", exc)
+
+    @classmethod
+    def answered(cls) -> None:
+        if cls.since is not None:
+            log.info("database available again after %.1fs", time.monotonic() - cls.since)
+            cls.since = None
+
+
 @asynccontextmanager
 async def _translate_outage() -> AsyncIterator[None]:
     try:
@@ -321,10 +342,13 @@ async def _translate_outage() -> AsyncIterator[None]:
     except Exception as exc:
         if not is_outage(exc):
             raise
-        log.warning("database unavailable: %s", exc)
+        _OutageLog.failed(exc)
         raise Unavailable(
             "the database is not reachable; nothing was changed", retry_after=RETRY_AFTER_S
         ) from exc
+    else:
+        if _OutageLog.since is not None:
+            _OutageLog.answered()
 
 
 def _quiet_drivers() -> None:

@@ -37,6 +37,7 @@ class Finisher:
         self._linger = linger
         self._pending: list[Outcome] = []
         self._writing = 0
+        self._batch: list[Outcome] = []  # the outcomes being written now
         self._ready = asyncio.Event()
         self._closing = False
         self._on_persisted = on_persisted
@@ -46,6 +47,10 @@ class Finisher:
     def unrecorded(self) -> int:
         """Outcomes handed in whose commit has not yet happened."""
         return len(self._pending) + self._writing
+
+    def holds(self) -> set[str]:
+        """The jobs whose outcome is handed in but not yet committed."""
+        return {o.job_id for o in self._pending} | {o.job_id for o in self._batch}
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name="finisher")
@@ -69,17 +74,21 @@ class Finisher:
             self._ready.clear()
         if not batch:
             return
-        self._writing = len(batch)
-        delay = 0.05
+        self._writing, self._batch = len(batch), batch
+        delay, failed = 0.05, 0
         while True:
             try:
                 accepted = await self._backend.finish(self._worker_id, batch)
                 break
             except Exception as exc:  # keep the outcomes; the database may come back
-                log.warning("could not persist %d outcomes (%s); retrying", len(batch), exc)
+                failed += 1  # said once per outage, not once per retry
+                level = logging.WARNING if failed == 1 else logging.DEBUG
+                log.log(level, "could not persist %d outcomes (%s); retrying", len(batch), exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        self._writing = 0
+        if failed:
+            log.info("persisted %d outcomes after %d failed tries", len(batch), failed)
+        self._writing, self._batch = 0, []
         dropped = [o.job_id for o in batch if o.job_id not in accepted]
         if dropped:
             log.warning("late results dropped (lease lost or job cancelled): %s", dropped)

@@ -111,6 +111,8 @@ class Worker:
             on_persisted=self._persisted,
         )
         self._listener: Listener | None = None
+        self._claiming = 0  # claim statements in flight
+        self._db_away: float | None = None  # monotonic time the database went away, if it has
 
     # ---- control ---------------------------------------------------------------------------
     def stop(self, force: bool = False) -> None:
@@ -197,21 +199,40 @@ class Worker:
             started.extend(jobs)
             self._start_all(jobs, committed)
 
+        self._claiming += 1
         try:
             jobs = await self.backend.claim(
                 self.id, queues, limit, self.config.lease_s, exclude=capped,
                 early=None if self._running else start_early,
             )  # fmt: skip
         except Exception as exc:
-            log.warning("claim failed: %s", exc)
+            self._db_trouble("claim", exc)
             for job in started:  # started early, but the claim did not commit
                 self._interrupt(job.id, "lost")
             return None
         finally:
+            self._claiming -= 1
             committed.set()
         if not started:
             self._start_all(jobs, committed)
+        self._db_fine("claims")
         return len(jobs)
+
+    def _db_trouble(self, what: str, exc: Exception) -> None:
+        """Say once that the database is away, not once per poll of an outage."""
+        if self._db_away is None:
+            log.warning(
+                "database unreachable (%s failed: %s); retrying until it is back", what, exc
+            )
+            self._db_away = time.monotonic()
+        else:
+            log.debug("%s failed: %s", what, exc)
+
+    def _db_fine(self, what: str) -> None:
+        if self._db_away is not None:
+            away = time.monotonic() - self._db_away
+            log.info("database reachable again after %.1fs: %s resumed", away, what)
+            self._db_away = None
 
     def _start_all(self, jobs: list[ClaimedJob], committed: asyncio.Event) -> None:
         for job in jobs:
@@ -321,14 +342,37 @@ class Worker:
             try:
                 owned = await self.backend.heartbeat(self.id, self.config.lease_s)
             except Exception as exc:
+                self._db_trouble("heartbeat", exc)
                 if time.monotonic() - last_ok > self.config.lease_s:
-                    raise RuntimeError("no heartbeat for a whole lease") from exc
-                log.warning("heartbeat failed: %s", exc)
+                    # Every lease may have run out: another worker may get these jobs.
+                    for job_id, entry in list(self._running.items()):
+                        if entry.claimed_at < last_ok:
+                            self._interrupt(job_id, "lost")
                 continue
             last_ok = started
+            self._db_fine("heartbeats")
+            await self._release_orphans(owned)
             for job_id, entry in list(self._running.items()):
                 if job_id not in owned and entry.claimed_at < started:
                     self._interrupt(job_id, "lost")
+
+    async def _release_orphans(self, owned: set[str]) -> None:
+        """Give back jobs the database says are ours but this worker never started: a claim
+        whose commit reached the server while its answer was lost (a connection cut) leaves
+        them, and the heartbeat would otherwise extend their leases for as long as we live.
+        Not while a claim is in flight (its jobs are ours but not started yet)."""
+        if self._claiming:
+            return
+        held = self._finisher.holds()
+        orphans = [j for j in owned if j not in self._running and j not in held]
+        if not orphans:
+            return
+        released = await self.backend.release(self.id, orphans)
+        if released:
+            log.warning(
+                "released %d jobs claimed by an answer that never came: %s",
+                len(released), ", ".join(sorted(released)),
+            )  # fmt: skip
 
     async def _monitor(self, heartbeat: asyncio.Task[None]) -> None:
         """Stop the worker instead of running half-broken when a side task dies."""

@@ -2,7 +2,9 @@
 
 LISTEN and a session-level advisory lock belong to one server session for as long as they
 last, so each holds a dedicated connection (not one of the pool's, which it would keep
-from the hot path); a keepalive query notices when it drops.
+from the hot path). Either may drop (a database outage): the listener reconnects on its own
+with backoff; leadership is lost with its session and is tried for again on the next
+`acquire` (another process may lead meanwhile).
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ JOBS_CHANNEL = "conveyor_jobs"
 CANCEL_CHANNEL = "conveyor_cancel"
 EVENTS_CHANNEL = "conveyor_events"
 KEEPALIVE_SECONDS = 5.0
+CONNECT_TIMEOUT = 5.0  # seconds: a database that does not answer is away, not slow
+# A dropped LISTEN connection is reopened after these many seconds, doubling up to the cap:
+# once the database is back, wake-ups resume within RECONNECT_MAX (polling covers the gap).
+RECONNECT_FIRST = 0.1
+RECONNECT_MAX = 2.0
 # Cross-process event wake-ups: at most one NOTIFY in flight per process, and at most one per
 # this many seconds. Each NOTIFY is a statement and a commit that takes PostgreSQL's notify
 # queue lock: one per claim or finish would double the hot path's statements and serialise
@@ -69,42 +76,115 @@ class Notifier:
 
 
 class PgListener:
-    """LISTEN on a dedicated connection; a keepalive query notices when it drops."""
+    """LISTEN on a dedicated connection that outlives database outages.
 
-    def __init__(self, dsn: str, channels: Mapping[str, Callback]) -> None:
+    A dropped connection (noticed at once through asyncpg's termination callback, or by the
+    keepalive query within `KEEPALIVE_SECONDS`) is reopened with capped backoff; meanwhile its
+    owner's poll covers the gap, and once back `on_reconnect` tells it to look at once for
+    what the lost notifications would have said. It logs once when the database goes away and
+    once when it is back. `alive` stays true while reconnecting: only a bug ends it.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        channels: Mapping[str, Callback],
+        on_reconnect: Callable[[], None] | None = None,
+    ) -> None:
         self._dsn = dsn
         self._channels = dict(channels)
+        self._on_reconnect = on_reconnect
         self._conn: Any = None
+        self._dropped = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.reconnects = 0  # how many times it came back (tests and logs)
 
     async def start(self, ping: str) -> None:
-        self._conn = await asyncpg.connect(self._dsn)
-        for channel in self._channels:
-            await self._conn.add_listener(channel, self._heard)
-        self._task = asyncio.create_task(self._keepalive(ping), name="pg-listener")
+        """Connect now (a database away at start is the caller's error), then keep at it."""
+        self._conn = await self._open()
+        self._task = asyncio.create_task(self._run(ping), name="pg-listener")
+
+    async def _open(self) -> Any:
+        conn = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT)
+        try:
+            for channel in self._channels:
+                await conn.add_listener(channel, self._heard)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=2)
+            raise
+        self._dropped.clear()
+        conn.add_termination_listener(self._lost)
+        return conn
 
     def _heard(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
         self._channels[channel](payload)
 
-    async def _keepalive(self, ping: str) -> None:
-        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that
-        # lands as the query completes, and this loop would then never end.
+    def _lost(self, _conn: Any) -> None:
+        self._dropped.set()
+
+    async def _run(self, ping: str) -> None:
         while True:
-            await asyncio.sleep(KEEPALIVE_SECONDS)
-            async with asyncio.timeout(KEEPALIVE_SECONDS):
-                await self._conn.fetchval(ping)
+            reason = await self._watch(ping)
+            log.warning(
+                "database unreachable: the LISTEN connection dropped (%s); "
+                "reconnecting, polling meanwhile",
+                reason,
+            )
+            await self._reconnect()
+            self.reconnects += 1
+            log.info("database reachable again: LISTEN reconnected")
+            if self._on_reconnect is not None:
+                self._on_reconnect()
+
+    async def _watch(self, ping: str) -> str:
+        """Until the connection drops; returns why."""
+        try:
+            while not self._dropped.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(KEEPALIVE_SECONDS):
+                        await self._dropped.wait()
+                if self._dropped.is_set():
+                    break
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel
+                # that lands as the query completes, and this loop would then never end.
+                async with asyncio.timeout(KEEPALIVE_SECONDS):
+                    await self._conn.fetchval(ping)
+            reason = "connection closed"
+        except Exception as exc:  # any failed keepalive: the session is not to be trusted
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        await self._discard()
+        return reason
+
+    async def _reconnect(self) -> None:
+        delay = RECONNECT_FIRST
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                self._conn = await self._open()
+                return
+            except Exception as exc:
+                log.debug("LISTEN reconnect failed, next in %.1fs: %s", delay, exc)
+                delay = min(delay * 2, RECONNECT_MAX)
+
+    async def _discard(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=2)
 
     def alive(self) -> bool:
         return self._task is not None and not self._task.done()
+
+    def connected(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed()
 
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                await self._conn.close(timeout=2)
+        await self._discard()
 
 
 def lock_key(name: str) -> int:
@@ -123,12 +203,14 @@ class AdvisoryLeadership:
         self._try, self._unlock, self._ping = statements
         self._conn: Any = None
         self._held = False
+        self._away = False  # the last check failed: said once, not every tick
 
     async def acquire(self) -> bool:
+        """Reconnects as needed: a lost session lost the lock, tried for again here."""
         try:
             if self._conn is None or self._conn.is_closed():
                 self._held = False
-                self._conn = await asyncpg.connect(self._dsn)
+                self._conn = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT)
             if self._held:
                 await self._conn.fetchval(self._ping)  # still connected means still held
             else:
@@ -141,8 +223,14 @@ class AdvisoryLeadership:
             asyncpg.InterfaceError,
             asyncpg.InternalClientError,
         ) as exc:
-            log.warning("leadership check failed: %s", exc)
+            if not self._away:
+                log.warning("database unreachable: leadership lost until it is back: %s", exc)
+            self._away = True
             await self._drop()
+            return False
+        if self._away:
+            log.info("database reachable again: leadership session reopened")
+            self._away = False
         return self._held
 
     async def release(self) -> None:

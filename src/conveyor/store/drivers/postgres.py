@@ -183,7 +183,12 @@ class PostgresDriver:
             await raw.execute(SQL["notify"], EVENTS_CHANNEL, "", timeout=COMMAND_TIMEOUT)
 
     async def listen(self, on_jobs: Callback, on_cancel: Callback) -> Listener:
-        listener = PgListener(self.dsn, {JOBS_CHANNEL: on_jobs, CANCEL_CHANNEL: on_cancel})
+        # Back from an outage: claim at once (the jobs' NOTIFYs of the gap are lost).
+        listener = PgListener(
+            self.dsn,
+            {JOBS_CHANNEL: on_jobs, CANCEL_CHANNEL: on_cancel},
+            on_reconnect=lambda: on_jobs(""),
+        )
         await listener.start(SQL["ping"])
         return listener
 
@@ -191,7 +196,9 @@ class PostgresDriver:
         def wake(_payload: str) -> None:
             on_events()
 
-        listener = PgListener(self.dsn, {EVENTS_CHANNEL: wake, JOBS_CHANNEL: wake})
+        listener = PgListener(
+            self.dsn, {EVENTS_CHANNEL: wake, JOBS_CHANNEL: wake}, on_reconnect=on_events
+        )
         await listener.start(SQL["ping"])
         return listener
 
