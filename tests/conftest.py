@@ -20,6 +20,8 @@ from typing import Any
 
 import asyncpg
 import pytest
+from chaos.proxy import Proxy
+from sqlalchemy.engine import make_url
 
 from conveyor.auth.passwords import configure_argon2
 from conveyor.store.backend import QueueBackend
@@ -207,3 +209,19 @@ def _stack(task: asyncio.Task[Any]) -> str:
     out = io.StringIO()
     task.print_stack(file=out)
     return out.getvalue()
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[Proxy]:
+    """The chaos suite's TCP proxy in front of the shared PostgreSQL (pass, cut, partition):
+    connect through it with `through_proxy`."""
+    started = Proxy(PG_HOST, PG_PORT)
+    await started.start()
+    yield started
+    await started.stop()
+
+
+def through_proxy(db_url: str, proxy: Proxy) -> str:
+    """`db_url` (a PostgreSQL database) reached through `proxy`."""
+    url = make_url(db_url).set(host="127.0.0.1", port=proxy.port)
+    return url.render_as_string(hide_password=False)

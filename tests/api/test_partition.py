@@ -6,31 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 from chaos.proxy import Proxy
-from sqlalchemy.engine import make_url
 
 from tests.api.conftest import api_settings, running_api
-from tests.conftest import PG_HOST, PG_PORT
+from tests.conftest import through_proxy
 
 BOUND_S = 5.0  # the design answers within db_request_timeout (1.5 s); margin for a loaded box
-
-
-@pytest.fixture
-async def proxy() -> AsyncIterator[Proxy]:
-    started = Proxy(PG_HOST, PG_PORT)
-    await started.start()
-    yield started
-    await started.stop()
-
-
-def _through(db_url: str, proxy: Proxy) -> str:
-    url = make_url(db_url).set(host="127.0.0.1", port=proxy.port)
-    return url.render_as_string(hide_password=False)
 
 
 async def _timed(request: asyncio.Future[httpx.Response]) -> tuple[httpx.Response, float]:
@@ -51,7 +36,7 @@ async def test_partition_answers_503_in_time_and_recovers(
 ) -> None:
     if not db_url.startswith("postgresql"):
         pytest.skip("a partition is a network fault: PostgreSQL only")
-    async with running_api(api_settings(_through(db_url, proxy), tmp_path)) as api:
+    async with running_api(api_settings(through_proxy(db_url, proxy), tmp_path)) as api:
         headers = await api.user("ada@example.com")
         client = api.client
         before = await client.post("/api/v1/jobs", json={"type": "noop"}, headers=headers)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,7 @@ from chaos.proxy import Proxy
 from conveyor.domain.jobs import NewJob
 from conveyor.store.drivers.pg_sessions import PgListener
 from conveyor.store.factory import open_backend
-from tests.conftest import PG_HOST, PG_PORT, PG_USER, fresh_database
+from tests.conftest import fresh_database, through_proxy
 from tests.store.test_listener import listening, new_job
 from tests.support.processes import Cluster
 
@@ -33,18 +33,6 @@ def pg_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-async def proxy() -> AsyncIterator[Proxy]:
-    started = Proxy(PG_HOST, PG_PORT)
-    await started.start()
-    yield started
-    await started.stop()
-
-
-def through(proxy: Proxy, url: str) -> str:
-    return f"postgresql://{PG_USER}@127.0.0.1:{proxy.port}/{url.rsplit('/', 1)[1]}"
-
-
 async def until(check: Callable[[], bool], seconds: float = DEADLINE) -> None:
     deadline = time.monotonic() + seconds
     while not check():
@@ -54,7 +42,7 @@ async def until(check: Callable[[], bool], seconds: float = DEADLINE) -> None:
 
 
 async def test_a_listener_survives_a_cut_and_hears_again_after_it(pg_db: str, proxy: Proxy) -> None:
-    backend, direct = open_backend(through(proxy, pg_db)), open_backend(pg_db)
+    backend, direct = open_backend(through_proxy(pg_db, proxy)), open_backend(pg_db)
     listener, heard = await listening(backend)
     assert isinstance(listener, PgListener)
     try:
@@ -83,7 +71,7 @@ async def test_a_listener_survives_a_cut_and_hears_again_after_it(pg_db: str, pr
 async def test_a_worker_process_survives_a_cut_and_runs_the_jobs_submitted_after(
     pg_db: str, proxy: Proxy, tmp_path: Path
 ) -> None:
-    cluster = Cluster(through(proxy, pg_db), tmp_path)
+    cluster = Cluster(through_proxy(pg_db, proxy), tmp_path)
     direct = open_backend(pg_db)
     try:
         worker = cluster.worker("worker")
