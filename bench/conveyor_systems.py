@@ -35,7 +35,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -102,19 +101,11 @@ class ConveyorSystem(CommandSystem):
         # so claims and finishes travel in large batches (WORKER_CONCURRENCY defaults to
         # CPUs x 4, sized for jobs that do real work).
         self.concurrency = 64
-        self._tmp: Path | None = None  # made by setup(), removed by teardown()
-
-    @property
-    def tmp(self) -> Path:
-        """Scratch directory for the SQLite file, data dir and logs."""
-        if self._tmp is None:
-            self._tmp = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-"))
-        return self._tmp
 
     @property
     def database_url(self) -> str:
         if self.database == "sqlite":
-            return f"sqlite:///{self.tmp / 'bench.db'}"
+            return f"sqlite:///{self.scratch / 'bench.db'}"
         return f"{PG_ADMIN_URL}/conveyor_bench"
 
     def settings(self, n_processes: int) -> dict[str, Any]:
@@ -152,15 +143,7 @@ class ConveyorSystem(CommandSystem):
         return {
             "CONVEYOR_DATABASE_URL": self.database_url,
             "CONVEYOR_HANDLER_MODULES": "bench.conveyor_handlers",
-            "CONVEYOR_DATA_DIR": str(self.tmp / "data"),
-            "CONVEYOR_LOG_FILE": str(self.tmp / "conveyor.log"),
+            "CONVEYOR_DATA_DIR": str(self.scratch / "data"),
+            "CONVEYOR_LOG_FILE": str(self.scratch / "conveyor.log"),
             "CONVEYOR_LOG_LEVEL": "WARNING",
         }
-
-    def teardown(self) -> None:
-        try:
-            super().teardown()
-        finally:
-            if self._tmp is not None:
-                shutil.rmtree(self._tmp, ignore_errors=True)
-                self._tmp = None

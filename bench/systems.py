@@ -109,13 +109,29 @@ class System(ABC):
     def trickle(self, n: int, gap_ms: float, *, start: int = 0) -> list[float]:
         """Enqueue one job at a time, ``gap_ms`` apart; return each job's enqueue time."""
 
+    _scratch: Path | None = None
+
+    @property
+    def scratch(self) -> Path:
+        """A private temporary directory (files, data dirs, logs), made on first use and
+        removed by ``teardown``."""
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-"))
+        return self._scratch
+
     def teardown(self) -> None:
-        """Stop workers, then purge (the latter best-effort: the run is over)."""
-        self.stop_workers()
+        """Stop workers, then purge (the latter best-effort: the run is over); the scratch
+        directory goes in any case."""
         try:
-            self.purge()
-        except BenchError as exc:
-            print(f"bench: {self.name}: purge at teardown failed: {exc}", file=sys.stderr)
+            self.stop_workers()
+            try:
+                self.purge()
+            except BenchError as exc:
+                print(f"bench: {self.name}: purge at teardown failed: {exc}", file=sys.stderr)
+        finally:
+            if self._scratch is not None:
+                shutil.rmtree(self._scratch, ignore_errors=True)
+                self._scratch = None
 
 
 class CommandSystem(System):
@@ -346,15 +362,9 @@ class HueySystem(PeerSystem):
     label = "Huey + SQLite"
     drain_n = 10_000  # its pre-fill is one committed INSERT per job (no batch API)
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._tmp: Path | None = None
-
     @property
     def db_path(self) -> Path:
-        if self._tmp is None:
-            self._tmp = Path(tempfile.mkdtemp(prefix="bench-huey-"))
-        return self._tmp / "huey.db"
+        return self.scratch / "huey.db"
 
     def settings(self, n_processes: int) -> dict[str, Any]:
         return {
@@ -375,14 +385,6 @@ class HueySystem(PeerSystem):
                 *("-k", "process", "-w", str(n_processes), "-q"),
             ]
         ]
-
-    def teardown(self) -> None:
-        try:
-            super().teardown()
-        finally:
-            if self._tmp is not None:
-                shutil.rmtree(self._tmp, ignore_errors=True)
-                self._tmp = None
 
 
 class RqSystem(PeerSystem):
