@@ -54,8 +54,32 @@ def async_url(url: str) -> tuple[Dialect, str]:
 
 
 def plain_postgres_dsn(url: str) -> str:
-    """The libpq-style DSN asyncpg's own connect() takes (for LISTEN and advisory locks)."""
-    return make_url(url).set(drivername="postgresql").render_as_string(False)
+    """The libpq-style DSN asyncpg's own connect() takes (for LISTEN and advisory locks).
+
+    Several hosts (a highly available database without a virtual IP) come in SQLAlchemy's
+    form, ``?host=a:5432&host=b:5432``, which its asyncpg dialect hands to the pool as lists;
+    asyncpg's own DSN parser would keep only the last ``host=``, so they are rewritten as
+    its lists, ``?host=a,b&port=5432,5432`` (a host without a port gets the URL's, else 5432):
+    LISTEN and leadership then try the hosts in the same order as the pool, with the same
+    ``target_session_attrs``."""
+    parsed = make_url(url).set(drivername="postgresql")
+    hosts = parsed.query.get("host")
+    if isinstance(hosts, tuple):
+        default = str(parsed.port or 5432)
+        pairs = [_host_port(h, default) for h in hosts]
+        parsed = parsed.update_query_dict(
+            {"host": ",".join(h for h, _ in pairs), "port": ",".join(p for _, p in pairs)}
+        )
+    return parsed.render_as_string(False)
+
+
+def _host_port(spec: str, default: str) -> tuple[str, str]:
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` as (host, port)."""
+    if spec.startswith("["):
+        host, _, rest = spec[1:].partition("]")
+        return host, rest.removeprefix(":") or default
+    host, colon, port = spec.rpartition(":")
+    return (host, port) if colon and port.isdigit() else (spec, default)
 
 
 class Database:
