@@ -9,6 +9,10 @@
   real partition sees a stall, not a corrupted stream (a proxy that threw the bytes away
   would desynchronise the database protocol, which no network does).
 
+`retarget` sends new connections to another server and ends the open ones, as a virtual IP
+moved to a promoted standby (or Patroni's HAProxy, whose health check follows the primary)
+would: the failover scenario.
+
 The proxy runs on the caller's event loop; the suite points processes at ``127.0.0.1:port``.
 """
 
@@ -64,6 +68,14 @@ class Proxy:
         elif previous == "cut":
             await self._listen()
         log.info("proxy :%d %s -> %s", self.port, previous, mode)
+
+    async def retarget(self, target_host: str, target_port: int) -> None:
+        """From now on connect to `target_host:target_port`; every open connection is ended
+        (it leads to the old server: after a failover, one that is gone or no longer the
+        primary, as HAProxy's ``on-marked-down shutdown-sessions`` ends them)."""
+        previous, self.target = self.target, (target_host, target_port)
+        await self._drop_links()
+        log.info("proxy :%d retargeted %s:%d -> %s:%d", self.port, *previous, *self.target)
 
     async def stop(self) -> None:
         await self._close_listener()

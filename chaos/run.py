@@ -30,6 +30,7 @@ from chaos.pgcluster import PrivateCluster
 from chaos.scenarios import (
     Scenario,
     Where,
+    failover,
     leader_kills,
     loop_block,
     outage,
@@ -61,6 +62,7 @@ def plans(kills_pg: int, kills_sqlite: int, outage_s: float) -> list[Plan]:
         Plan("db-cut", "postgres", cut),
         Plan("partition", "postgres", part),
         Plan("pg-restart", "postgres", restart),
+        Plan("failover", "postgres", failover),
         Plan("pool-crash", "postgres", pool_crash),
         Plan("pool-crash", "sqlite", pool_crash),
         Plan("loop-block", "postgres", loop_block),

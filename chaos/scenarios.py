@@ -8,6 +8,7 @@ drain, and judges with the total-queue check (`chaos.verdict`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from chaos.client import Api, Prober
 from chaos.fleet import Proc
-from chaos.pgcluster import PrivateCluster, free_port
+from chaos.pgcluster import PrivateCluster, ReplicatedPair, free_port
 from chaos.proxy import Proxy
 from chaos.receiver import Receiver
 from chaos.stage import Stage, stage, stored_jobs
@@ -220,20 +221,15 @@ async def outage(
         proxy = Proxy(*s.target.host_port) if fault != "restart" else None
         url = s.target.via(await proxy.start()) if proxy else s.target.url
         try:
-            return await _outage(s, url, fault, seconds, proxy, where.cluster, light)
+            inject = functools.partial(_inject, fault, seconds, proxy, where.cluster)
+            return await _outage(s, url, inject, light)
         finally:
             if proxy is not None:
                 await proxy.stop()
 
 
 async def _outage(
-    s: Stage,
-    url: str,
-    fault: str,
-    seconds: float,
-    proxy: Proxy | None,
-    cluster: PrivateCluster | None,
-    light: bool,
+    s: Stage, url: str, inject: Callable[[Stage], Awaitable[list[Fault]]], light: bool
 ) -> Row:
     api_proc = await s.start_api(db_url=url)
     apis = [s.api]
@@ -254,7 +250,7 @@ async def _outage(
     prober = Prober(s.submitter, apis)
     prober.start()
     await asyncio.sleep(1.0)
-    windows = await _inject(fault, seconds, proxy, cluster, s)
+    windows = await inject(s)
     await asyncio.sleep(3.0)
     await prober.stop()
     row = await finish(s, 4 * s.lease + 90)
@@ -293,6 +289,82 @@ async def _inject(
             await asyncio.sleep(8.0)
     s.faults.extend(windows)
     return windows
+
+
+# ---- a failover: the primary dies, its synchronous standby is promoted ---------------------
+# The failure detector's delay, in leases (Patroni: up to its TTL, 30 s by default): longer
+# than a lease, so the running jobs' leases run out during the failover and the leader that
+# the new primary elects has to rescue them.
+DETECT_LEASES = 1.5
+
+
+async def failover(
+    where: Where, kind: str, detect_leases: float = DETECT_LEASES, light: bool = False
+) -> Row:
+    """The processes of `outage` on a primary with a synchronous streaming standby of its
+    own (`chaos.pgcluster.ReplicatedPair`, not the suite's cluster: this one is lost), all
+    through the proxy, which stands for the virtual IP or Patroni's HAProxy: under load the
+    primary is killed (``stop -m immediate``), `detect_leases` leases later the standby is
+    promoted and the proxy retargeted to it. Every acknowledged submission and completion
+    must be on the new primary, nobody exits, the scheduler leads again there and work
+    resumes."""
+    if kind != "postgres":
+        raise ValueError("failover is a PostgreSQL scenario")
+    pair = ReplicatedPair()
+    try:
+        await asyncio.to_thread(pair.start)
+        proxy = Proxy("127.0.0.1", pair.primary.port)
+        admin = f"postgresql://postgres@127.0.0.1:{await proxy.start()}/postgres"
+        try:
+            async with stage("failover", kind, where.dir("failover", kind), admin,
+                             where.lease) as s:  # fmt: skip
+                detect = detect_leases * where.lease
+                inject = functools.partial(_fail_over, pair, proxy, detect)
+                return await _outage(s, s.target.url, inject, light)
+        finally:
+            await proxy.stop()
+    finally:
+        await asyncio.to_thread(pair.stop)
+
+
+async def _fail_over(pair: ReplicatedPair, proxy: Proxy, detect: float, s: Stage) -> list[Fault]:
+    """Kill, detect, promote, retarget: the window runs from the kill to the retarget."""
+    start = time.time()
+    await asyncio.to_thread(pair.primary.crash)
+    await asyncio.sleep(detect)
+    clock = time.monotonic()
+    await asyncio.to_thread(pair.standby.promote)
+    promoted = time.monotonic() - clock
+    await proxy.retarget("127.0.0.1", pair.standby.port)
+    window = Fault("failover", start, time.time())
+    s.faults.append(window)
+    s.row.notes.append(f"primary down {window.end - start:.1f} s (promotion {promoted:.1f} s)")
+    try:
+        await eventually(lambda: _led_since(s, window.end) is not None, STARTUP_S, "a leader")
+    except TimeoutError:
+        s.row.notes.append("no scheduler led on the new primary")  # rescue then never runs
+    else:
+        led = _led_since(s, window.end)
+        assert led is not None
+        s.row.notes.append(f"a scheduler led on the new primary {led - window.end:.1f} s after")
+    return [window]
+
+
+def _led_since(s: Stage, since: float) -> float | None:
+    """When a scheduler (alone or in `conveyor run`) first logged that it leads, after
+    `since` (unix time; the log's timestamps are local time, to the millisecond)."""
+    found = []
+    for proc in s.fleet.living("scheduler") + s.fleet.living("run"):
+        for line in proc.output().splitlines():
+            if line.rstrip().endswith(" is leader") and len(line) > 23:
+                try:
+                    at = time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S"))
+                except ValueError:
+                    continue
+                at += int(line[20:23]) / 1000
+                if at >= since:
+                    found.append(at)
+    return min(found, default=None)
 
 
 # ---- a process-pool child crash --------------------------------------------------------------

@@ -11,8 +11,9 @@ handlers' records (`chaos.handlers`) and, at the end, each job's state in the da
 * **stuck**: not terminal when the scenario's drain deadline passed.
 * A **duplicate** is a job that started more than once. Each earlier start is *explained*
   when a fault accounts for it: its worker was killed or exited, the database was out while
-  it ran (lease expiry is then the contract), or the job is itself the fault (the crashing
-  or blocking job). An unexplained duplicate is a bug: a live, connected worker lost a job.
+  it ran (a cut, partition, restart or failover: lease expiry is then the contract), or the
+  job is itself the fault (the crashing or blocking job). An unexplained duplicate is a
+  bug: a live, connected worker lost a job.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
-OUTAGES = frozenset({"cut", "partition", "restart"})
+OUTAGES = frozenset({"cut", "partition", "restart", "failover"})
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,8 @@ class Execution:
 class Fault:
     """One injected fault: what, when, and which process or job it hit."""
 
-    kind: str  # kill-worker, kill-scheduler, kill-relay, cut, partition, restart, crash, block
+    kind: str  # kill-worker, kill-scheduler, kill-relay, cut, partition, restart, failover,
+    # crash, block
     start: float
     end: float
     pid: int | None = None  # the process killed

@@ -7,7 +7,7 @@ import asyncio
 
 import asyncpg
 import pytest
-from chaos.pgcluster import ClusterError, PrivateCluster
+from chaos.pgcluster import ClusterError, PrivateCluster, ReplicatedPair
 
 pytestmark = pytest.mark.slow
 
@@ -45,3 +45,77 @@ def test_private_cluster_starts_restarts_and_is_removed() -> None:
     finally:
         cluster.stop()
     assert not cluster.root.exists()
+
+
+async def _row_count(url: str) -> tuple[bool, int]:
+    conn = await asyncpg.connect(url, timeout=30)
+    try:
+        return bool(await conn.fetchval("SELECT pg_is_in_recovery()")), int(
+            await conn.fetchval("SELECT count(*) FROM t")
+        )
+    finally:
+        await conn.close()
+
+
+def test_a_synchronous_standby_is_made_and_promoted_with_every_commit() -> None:
+    """The failover scenario's building block: the standby streams synchronously, so a
+    commit the primary acknowledged is on it; after the primary's crash it is promoted and
+    takes writes; the promoted one does not wait for a standby of its own."""
+    try:
+        pair = ReplicatedPair()
+    except ClusterError as exc:
+        pytest.skip(str(exc))
+    try:
+        pair.start()
+        assert pair.sync_state() == "sync"
+        assert pair.standby.sql("SHOW synchronous_standby_names") == ""
+        pair.primary.sql("CREATE TABLE t (x int); INSERT INTO t SELECT generate_series(1, 100)")
+        assert asyncio.run(_row_count(pair.standby.admin_url)) == (True, 100)
+
+        pair.primary.crash()
+        assert not pair.primary.running()
+        pair.standby.promote()
+        pair.standby.sql("INSERT INTO t VALUES (101)")  # writable, and returns: no sync wait
+        assert asyncio.run(_row_count(pair.standby.admin_url)) == (False, 101)
+    finally:
+        pair.stop()
+    assert not pair.primary.root.exists() and not pair.standby.root.exists()
+
+
+def test_a_multi_host_url_with_target_session_attrs_finds_the_primary() -> None:
+    """What docs/operations.md tells operators without a virtual IP: ``?host=a:p&host=b:p
+    &target_session_attrs=read-write`` in CONVEYOR_DATABASE_URL. Conveyor's pool (SQLAlchemy
+    on asyncpg) and its own sessions (LISTEN, leadership: asyncpg's connect) both skip the
+    standby listed first, and after a failover reach the promoted one."""
+    from conveyor.store.database import Database, plain_postgres_dsn
+
+    try:
+        pair = ReplicatedPair()
+    except ClusterError as exc:
+        pytest.skip(str(exc))
+
+    hosts = [pair.standby.port, pair.primary.port]
+    url = "postgresql://postgres@/postgres?" + "&".join(f"host=127.0.0.1:{p}" for p in hosts)
+    url += "&target_session_attrs=read-write"
+
+    async def ports() -> tuple[int, int]:
+        db = Database(url)
+        try:
+            async with db.read() as conn:
+                pooled = (await conn.exec_driver_sql("SELECT inet_server_port()")).scalar_one()
+        finally:
+            await db.dispose()
+        own = await asyncpg.connect(plain_postgres_dsn(url), timeout=30)
+        try:
+            return int(pooled), int(await own.fetchval("SELECT inet_server_port()"))
+        finally:
+            await own.close()
+
+    try:
+        pair.start()
+        assert asyncio.run(ports()) == (pair.primary.port, pair.primary.port)
+        pair.primary.crash()
+        pair.standby.promote()
+        assert asyncio.run(ports()) == (pair.standby.port, pair.standby.port)
+    finally:
+        pair.stop()

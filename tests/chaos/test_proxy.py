@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -82,3 +83,28 @@ async def test_partition_holds_bytes_both_ways_without_closing_then_delivers(
     assert await asyncio.wait_for(reader.readexactly(4), READ_S) == b"held"
     assert await opened == b"new"
     writer.close()
+
+
+async def test_retarget_ends_open_connections_and_sends_new_ones_to_the_new_server(
+    proxy: Proxy,
+) -> None:
+    async def shout(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(1024):
+                writer.write(data.upper())
+                await writer.drain()
+        writer.close()
+
+    other = await asyncio.start_server(shout, "127.0.0.1", 0)
+    try:
+        reader, writer = await _connect(proxy)
+        writer.write(b"a")
+        assert await asyncio.wait_for(reader.readexactly(1), READ_S) == b"a"
+
+        await proxy.retarget("127.0.0.1", other.sockets[0].getsockname()[1])
+        assert await asyncio.wait_for(reader.read(10), READ_S) == b""  # the old link ended
+        writer.close()
+        assert await _roundtrip(proxy, b"new") == b"NEW"  # the same port, the new server
+    finally:
+        other.close()
+        await other.wait_closed()
