@@ -123,6 +123,7 @@ class Database:
                 connect_args={"server_settings": POSTGRES_SESSION, "timeout": connect_timeout},
             )
             _ping_on_checkout(self.writer)
+            _replace_read_only_sessions(self.writer)
             self.reader = self.writer
 
     @property
@@ -174,6 +175,10 @@ class Database:
                     return
                 async with raw.transaction():
                     yield raw
+            except Exception as exc:
+                if is_read_only(exc) and not raw.is_closed():
+                    raw.terminate()  # a session on a server that takes no writes: replaced
+                raise
             finally:
                 if raw.is_closed():  # ended at a deadline or by the network: not reusable
                     await greenlet_spawn(pooled.invalidate)
@@ -237,6 +242,18 @@ def _ping_on_checkout(engine: AsyncEngine) -> None:
             raise DisconnectionError("a pooled connection is gone") from exc
 
 
+def _replace_read_only_sessions(engine: AsyncEngine) -> None:
+    """A write refused because the server is read-only (a standby, or a demoted primary:
+    around a failover the address may lead to one for a while) counts as a disconnect, so
+    SQLAlchemy drops that connection and every other one the pool held then, and the next
+    ones are opened where the address leads now (`raw` does the same for its own)."""
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _on_error(context: Any) -> None:
+        if is_read_only(context.original_exception):
+            context.is_disconnect = True
+
+
 def _configure_sqlite(engine: AsyncEngine, synchronous: str, *, immediate: bool) -> None:
     if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
         raise ConfigurationError(f"bad SQLite synchronous mode: {synchronous}")
@@ -278,8 +295,20 @@ _CONNECTION_WORDS = (
     "accepting connections", "shutting down", "starting up",
 )  # fmt: skip
 # SQLSTATE classes that mean "the server is away", not "your statement is wrong":
-# connection exceptions, insufficient resources, operator intervention, no such database.
-_OUTAGE_SQLSTATES = ("08", "53", "57P", "3D000")
+# connection exceptions, insufficient resources, operator intervention, no such database,
+# and a server that takes no writes (a standby: the primary is elsewhere, or failing over).
+_READ_ONLY_SQLSTATE = "25006"
+_OUTAGE_SQLSTATES = ("08", "53", "57P", "3D000", _READ_ONLY_SQLSTATE)
+
+
+def is_read_only(exc: BaseException) -> bool:
+    """Whether a write was refused because the server is read-only (SQLSTATE 25006)."""
+    for error in (exc, getattr(exc, "orig", None), getattr(exc, "__cause__", None)):
+        if (
+            getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+        ) == _READ_ONLY_SQLSTATE:
+            return True
+    return False
 
 
 def is_outage(exc: BaseException) -> bool:
