@@ -76,3 +76,26 @@ async def test_writes_on_a_read_only_server_are_unavailable_then_recover(
     for _ in range(3):
         (job,) = await backend.enqueue([_job()])
         await backend.release("nobody", [job.id])
+
+
+async def test_leadership_is_not_taken_on_a_read_only_server(
+    pg_db: str, backend: QueueBackend
+) -> None:
+    """An advisory lock can be taken on a standby (locks are not replicated), so a leader
+    whose session landed there would lead alone on a server that takes none of its writes,
+    and keep leading after the address led to the primary again (its pings still answer):
+    with one scheduler nothing would rescue, promote or fire. Such a session is refused,
+    and one that turns read-only is left, so the next try goes where the address leads."""
+    lead = backend.leadership("read-only-test", "host-a-1", 5.0)
+    try:
+        assert await lead.acquire()
+        await _read_only(pg_db, True)
+        assert await lead.acquire()  # the session from before is still writable
+        await lead.release()
+        assert not await lead.acquire()  # a new session: read-only, so no leadership
+        assert not await lead.acquire()
+        await _read_only(pg_db, False)
+        assert await lead.acquire()
+    finally:
+        await _read_only(pg_db, False)
+        await lead.release()

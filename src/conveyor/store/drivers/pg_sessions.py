@@ -192,10 +192,17 @@ def lock_key(name: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+class _ReadOnly(Exception):
+    """The leadership session is on a server that takes no writes."""
+
+
 class AdvisoryLeadership:
     """A session-level advisory lock on a dedicated connection: held until that session ends.
 
-    `statements` are the named try-lock, unlock and ping statements."""
+    `statements` are the named try-lock, unlock and ping statements. The lock is taken, and
+    kept, only on a server that takes writes: a session that finds itself on a standby (a
+    failover's address still leading there) is left, and the next `acquire` opens a new
+    one wherever the address leads then."""
 
     def __init__(self, dsn: str, name: str, statements: tuple[str, str, str]) -> None:
         self._dsn = dsn
@@ -212,9 +219,14 @@ class AdvisoryLeadership:
                 self._held = False
                 self._conn = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT)
             if self._held:
-                await self._conn.fetchval(self._ping)  # still connected means still held
+                # Still connected means still held; false: the server turned read-only.
+                if not await self._conn.fetchval(self._ping):
+                    raise _ReadOnly("the server no longer takes writes")
             else:
-                self._held = bool(await self._conn.fetchval(self._try, self._key))
+                got = await self._conn.fetchval(self._try, self._key)
+                if got is None:
+                    raise _ReadOnly("the server takes no writes (a standby?)")
+                self._held = bool(got)
         # InternalClientError: the server ends a terminated session's lock before its socket,
         # so a call can meet the FATAL message half-read; the lock is gone either way.
         except (
@@ -222,6 +234,7 @@ class AdvisoryLeadership:
             asyncpg.PostgresError,
             asyncpg.InterfaceError,
             asyncpg.InternalClientError,
+            _ReadOnly,
         ) as exc:
             if not self._away:
                 log.warning("database unreachable: leadership lost until it is back: %s", exc)

@@ -39,6 +39,7 @@ SQL = load(
     frozenset(
         {"enqueue", "existing", "record_callbacks", "claim", "claim_any", "lock_mine"}
         | {"complete", "retry", "fail", "rescue", "notify", "try_lead", "unlead", "ping"}
+        | {"lead_ping"}
         | {"horizon", "lock_events"}
     ),
 )
@@ -203,7 +204,9 @@ class PostgresDriver:
         return listener
 
     def leadership(self, name: str, holder: str, ttl: float) -> Leadership:
-        return AdvisoryLeadership(self.dsn, name, (SQL["try_lead"], SQL["unlead"], SQL["ping"]))
+        return AdvisoryLeadership(
+            self.dsn, name, (SQL["try_lead"], SQL["unlead"], SQL["lead_ping"])
+        )
 
     async def close(self) -> None:
         await self._notifier.close()

@@ -247,8 +247,17 @@ RETURNING jobs.id, jobs.state, jobs.queue, jobs.owner_id, jobs.type, jobs.attemp
 SELECT pg_notify($1, $2)
 
 -- name: try_lead
--- Leadership: a session-level advisory lock, held until the session ends.
-SELECT pg_try_advisory_lock($1)
+-- Leadership: a session-level advisory lock, held until the session ends. Only on a server
+-- that takes writes (NULL otherwise, and the lock is not taken): a standby grants advisory
+-- locks too, and a leader there would write nothing (around a failover the address may
+-- lead to one for a while). CASE, not AND: it decides the order of evaluation.
+SELECT CASE WHEN current_setting('transaction_read_only') = 'on' THEN NULL
+    ELSE pg_try_advisory_lock($1) END
+
+-- name: lead_ping
+-- The leader's keepalive: still connected means the lock is still held; false when the
+-- server no longer takes writes (the leader then leaves that session).
+SELECT current_setting('transaction_read_only') = 'off'
 
 -- name: unlead
 SELECT pg_advisory_unlock($1)
