@@ -299,7 +299,11 @@ DETECT_LEASES = 1.5
 
 
 async def failover(
-    where: Where, kind: str, detect_leases: float = DETECT_LEASES, light: bool = False
+    where: Where,
+    kind: str,
+    detect_leases: float = DETECT_LEASES,
+    light: bool = False,
+    standby_first: float = 0.0,
 ) -> Row:
     """The processes of `outage` on a primary with a synchronous streaming standby of its
     own (`chaos.pgcluster.ReplicatedPair`, not the suite's cluster: this one is lost), all
@@ -307,7 +311,9 @@ async def failover(
     primary is killed (``stop -m immediate``), `detect_leases` leases later the standby is
     promoted and the proxy retargeted to it. Every acknowledged submission and completion
     must be on the new primary, nobody exits, the scheduler leads again there and work
-    resumes."""
+    resumes. `standby_first` > 0: the proxy is retargeted that many seconds before the
+    promotion, so the processes meet a read-only standby first (a virtual IP that follows
+    the leader key, which Patroni takes before it promotes)."""
     if kind != "postgres":
         raise ValueError("failover is a PostgreSQL scenario")
     pair = ReplicatedPair()
@@ -319,7 +325,7 @@ async def failover(
             async with stage("failover", kind, where.dir("failover", kind), admin,
                              where.lease) as s:  # fmt: skip
                 detect = detect_leases * where.lease
-                inject = functools.partial(_fail_over, pair, proxy, detect)
+                inject = functools.partial(_fail_over, pair, proxy, detect, standby_first)
                 return await _outage(s, s.target.url, inject, light)
         finally:
             await proxy.stop()
@@ -327,15 +333,22 @@ async def failover(
         await asyncio.to_thread(pair.stop)
 
 
-async def _fail_over(pair: ReplicatedPair, proxy: Proxy, detect: float, s: Stage) -> list[Fault]:
-    """Kill, detect, promote, retarget: the window runs from the kill to the retarget."""
+async def _fail_over(
+    pair: ReplicatedPair, proxy: Proxy, detect: float, standby_first: float, s: Stage
+) -> list[Fault]:
+    """Kill, detect, promote, retarget (or retarget, wait, promote): the window runs from
+    the kill until the address leads to the promoted standby."""
     start = time.time()
     await asyncio.to_thread(pair.primary.crash)
     await asyncio.sleep(detect)
+    if standby_first > 0:
+        await proxy.retarget("127.0.0.1", pair.standby.port)
+        await asyncio.sleep(standby_first)
     clock = time.monotonic()
     await asyncio.to_thread(pair.standby.promote)
     promoted = time.monotonic() - clock
-    await proxy.retarget("127.0.0.1", pair.standby.port)
+    if standby_first <= 0:
+        await proxy.retarget("127.0.0.1", pair.standby.port)
     window = Fault("failover", start, time.time())
     s.faults.append(window)
     s.row.notes.append(f"primary down {window.end - start:.1f} s (promotion {promoted:.1f} s)")
