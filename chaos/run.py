@@ -3,7 +3,8 @@
 Starts a private PostgreSQL cluster (initdb in a temporary directory, as the ``postgres``
 system user; removed at the end), runs every scenario on each database it applies to, one
 after the other, and prints one table. ``--pg-admin URL`` uses an existing server instead
-(databases are created and dropped there; the restart scenario is then skipped). Exit
+(databases are created and dropped there; the restart scenario is then skipped). The
+failover scenario always starts a primary and a standby of its own. Exit
 status: 0 when every row passed, 1 when any row failed (a loss, a stuck job, a duplicate no
 fault explains, an unexpected process exit, an answer over the bound, work that never
 resumed, or a scenario that broke), 2 for a bad selection.
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     rows: list[Row] = []
     try:
-        wanted = any(p.kind == "postgres" for p in chosen)
+        wanted = any(p.kind == "postgres" and p.name != "failover" for p in chosen)
         with postgres(args.pg_admin, wanted) as (admin, cluster):
             where = Where(workdir, admin, args.lease, cluster)
             for plan in chosen:

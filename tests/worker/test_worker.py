@@ -361,3 +361,45 @@ async def test_jobs_claimed_in_its_name_but_never_started_are_given_back(
         assert claimed.id == job.id
         back = await wait_for(backend, job.id, lambda r: r.state == JobState.QUEUED)
     assert back.worker_id is None and back.attempt == 0
+
+
+SLOW_CLAIM_COMMIT = """
+CREATE FUNCTION slow_claim_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_sleep(1.5); RETURN NULL; END $$;
+CREATE CONSTRAINT TRIGGER slow_claim AFTER UPDATE ON jobs DEFERRABLE INITIALLY DEFERRED
+FOR EACH ROW WHEN (OLD.state = 'queued' AND NEW.state = 'running')
+EXECUTE FUNCTION slow_claim_commit();
+"""
+
+
+async def test_a_heartbeat_during_an_early_started_claims_commit_does_not_lose_its_jobs(
+    db_url: str, backend: QueueBackend
+) -> None:
+    """An idle PostgreSQL worker starts what it claimed while the claim's COMMIT is on its
+    way. A heartbeat that read the worker's jobs before that commit landed does not list
+    them; they were taken for lost (stopped), then given back as claimed-but-not-started and
+    run a second time by the same live worker (seen as unexplained duplicates in the chaos
+    suite's short db-cut on a loaded machine). Here the commit is made slow on purpose (a
+    deferred trigger on the claim's update sleeps at COMMIT), so heartbeats run during it."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("early starts are PostgreSQL's (SQLite's claim commits before it answers)")
+    import asyncpg
+
+    admin = await asyncpg.connect(db_url)
+    try:
+        await admin.execute(SLOW_CLAIM_COMMIT)
+    finally:
+        await admin.close()
+    registry = Registry()
+    starts: list[int] = []
+
+    @registry.job("counted", max_attempts=3)
+    async def counted(ctx: JobContext, payload: Naps) -> None:
+        starts.append(ctx.attempt)
+        await asyncio.sleep(payload.seconds)
+
+    (job,) = await backend.enqueue([NewJob(type="counted", payload={"seconds": 1.0})])
+    async with running(backend, registry, heartbeat_interval=0.1):
+        done = await wait_for(backend, job.id, terminal, timeout=30)
+    assert done.state == JobState.COMPLETED
+    assert starts == [1]

@@ -215,6 +215,11 @@ class Worker:
             committed.set()
         if not started:
             self._start_all(jobs, committed)
+        else:  # held from the commit on: a heartbeat that read before it did not see them
+            now = time.monotonic()
+            for job in started:
+                if (entry := self._running.get(job.id)) is not None:
+                    entry.claimed_at = now
         self._db_fine("claims")
         return len(jobs)
 
@@ -353,7 +358,9 @@ class Worker:
             self._db_fine("heartbeats")
             await self._release_orphans(owned)
             for job_id, entry in list(self._running.items()):
-                if job_id not in owned and entry.claimed_at < started:
+                # Only jobs whose claim had committed when this heartbeat began: it cannot
+                # list one started early whose COMMIT was still on its way.
+                if job_id not in owned and entry.committed.is_set() and entry.claimed_at < started:
                     self._interrupt(job_id, "lost")
 
     async def _release_orphans(self, owned: set[str]) -> None:
