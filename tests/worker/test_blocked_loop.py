@@ -10,7 +10,10 @@ now starts a spare in its place, so the next job still finds a thread.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -100,7 +103,7 @@ async def test_sync_handlers_that_outlive_their_timeouts_do_not_starve_the_pool(
 
     @registry.job("stuck", max_attempts=1, timeout=0.2)
     def stuck(ctx: JobContext, payload: Empty) -> None:
-        release.wait(DEADLINE)  # deaf to ctx.cancelled: a call that cannot be interrupted
+        release.wait(4 * DEADLINE)  # deaf to ctx.cancelled: a call that cannot be interrupted
 
     @registry.job("quick")
     def quick(ctx: JobContext, payload: Empty) -> str:
@@ -127,3 +130,62 @@ async def test_sync_handlers_that_outlive_their_timeouts_do_not_starve_the_pool(
                              what="the returned threads no longer counted")  # fmt: skip
     finally:
         release.set()
+
+
+async def test_a_loop_blocked_past_the_limit_gives_its_leases_up(
+    backend: QueueBackend, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A loop blocked for good must not hold its jobs for good: past
+    `loop_block_limit` the watchdog stops renewing, the leases run out and the rescuer
+    takes the jobs back; when the loop turns again the worker stops them (lease lost).
+
+    The blocking handler waits on a helper thread (its own event loop and connection)
+    that rescues the neighbour once its lease has run out, then lets the loop go: with
+    leases renewed for ever the helper would wait for ever."""
+    registry = Registry()
+    rescued = threading.Event()
+    neighbour_ran = threading.Event()
+
+    @registry.job("hog", max_attempts=1)
+    async def hog(ctx: JobContext, payload: Empty) -> None:
+        rescued.wait(DEADLINE)  # blocking the loop is the point
+
+    @registry.job("neighbour")
+    async def neighbour(ctx: JobContext, payload: Empty) -> None:
+        neighbour_ran.set()
+        await asyncio.sleep(DEADLINE)
+
+    (victim,) = await backend.enqueue([NewJob(type="neighbour", payload={})])
+
+    def rescuer() -> None:
+        async def run() -> None:
+            own = open_backend(db_url)
+            try:
+                deadline = time.monotonic() + DEADLINE
+                while time.monotonic() < deadline:
+                    if victim.id in (await own.rescue_expired()).requeued:
+                        rescued.set()
+                        return
+                    await asyncio.sleep(0.1)
+            finally:
+                await own.close()
+
+        asyncio.run(run())
+
+    caplog.set_level(logging.INFO, logger="conveyor.worker")
+    helper = threading.Thread(target=rescuer, name="test-rescuer")
+    async with running(backend, registry, lease_s=2.0, heartbeat_interval=0.2,
+                       loop_block_limit=2.0):  # fmt: skip
+        await eventually(neighbour_ran.is_set, timeout=DEADLINE, what="the neighbour to start")
+        helper.start()
+        (hogging,) = await backend.enqueue([NewJob(type="hog", payload={}, max_attempts=1)])
+        await wait_for(backend, hogging.id, terminal, timeout=DEADLINE)
+        await eventually(lambda: any("lease lost" in r.getMessage() for r in caplog.records),
+                         timeout=DEADLINE, what="the rescued neighbour stopped")  # fmt: skip
+    await asyncio.to_thread(helper.join, DEADLINE)
+    assert rescued.is_set()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("over the 2 s limit" in m and f"by job {hogging.id}" in m for m in messages), (
+        messages
+    )
+    assert any("lease lost" in m for m in messages), messages

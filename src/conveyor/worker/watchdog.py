@@ -9,9 +9,10 @@ The watchdog runs on its own OS thread, with its own small asyncio loop and its 
 connection (the store's one driver per database, a second engine of it opened on first
 need): the main loop never has to turn for it. A task on the main loop marks each turn
 (`turned`); the main heartbeat marks each renewal (`renewed`). When the loop has not turned
-for `STALL_S`, the watchdog names the blocking job (the task the loop is running) and logs
-the stack the main thread is blocked in; while the loop stays blocked it renews the leases
-itself every heartbeat interval, so nothing is rescued from a worker that is merely slow.
+for `STALL_S` (1 s, less with a short lease), the watchdog names the blocking job (the
+task the loop is running) and logs the stack the main thread is blocked in; while the
+loop stays blocked it renews the leases itself every heartbeat interval, so nothing is
+rescued from a worker that is merely slow.
 
 A loop blocked for good must not hold its jobs for good: past `limit` seconds blocked the
 watchdog stops renewing, says so, and the leases run out as a dead worker's would; the
@@ -39,7 +40,8 @@ from conveyor.store.factory import open_backend
 
 log = logging.getLogger("conveyor.worker")
 
-STALL_S = 1.0  # the loop not turning for this long is reported (asyncio's debug mode: 0.1 s)
+STALL_S = 1.0  # the loop not turning for this long is reported (asyncio's debug mode: 0.1 s),
+# or a quarter of the lease if that is shorter: the first renewal must beat the lease
 TURN_S = 0.1  # how often the main loop marks a turn
 LOOK_S = 0.1  # how often the watchdog looks
 STACK_FRAMES = 25  # innermost frames of the blocked stack in the log
@@ -90,6 +92,7 @@ class LoopWatchdog:
         self._backend: QueueBackend | None = None
         self._own_loop: asyncio.AbstractEventLoop | None = None
         self._stall_start = now
+        self._stall_s = min(STALL_S, lease_s / 4)
         self._next_try = now  # after a failed renewal, the next is tried a little later
 
     # ---- the main loop's side --------------------------------------------------------------
@@ -135,7 +138,7 @@ class LoopWatchdog:
         while not self._stop.wait(LOOK_S):
             now = time.monotonic()
             stalled = now - self.turned_at
-            if stalled < STALL_S:
+            if stalled < self._stall_s:
                 if blocked is not None:
                     self._turned_again(blocked, now - self._stall_start, gave_up)
                     blocked, gave_up = None, False

@@ -103,6 +103,9 @@ class Worker:
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid7()[-12:]}"
         self.stats = _Stats()
         self._running: dict[str, _Running] = {}
+        # Older attempts of jobs claimed again while they still ran here, by (id, attempt):
+        # taken back by the rescuer while this worker's loop was blocked past its limit.
+        self._superseded: dict[tuple[str, int], _Running] = {}
         self._per_queue: dict[str, int] = dict.fromkeys(config.queues, 0)
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
@@ -284,6 +287,10 @@ class Worker:
             idempotency_key=job.idempotency_key or job.id,
         )
         ctx = JobContext(info, self._progress, asyncio.get_running_loop(), self.resources)
+        older = self._running.get(job.id)
+        if older is not None:  # rescued from us, claimed again before a heartbeat said so
+            self._interrupt(job.id, "lost")
+            self._superseded[(job.id, older.job.attempt)] = self._running.pop(job.id)
         with job_context(job.id, job.type, job.attempt):  # the task keeps the job's fields
             log.debug("claimed from queue %s", job.queue)
             task = asyncio.create_task(self._run_job(job, ctx, committed), name=f"job-{job.id}")
@@ -311,7 +318,9 @@ class Worker:
             await committed.wait()
         except asyncio.CancelledError:
             outcome = None
-        entry = self._running.pop(job.id, None)
+        entry = self._superseded.pop((job.id, job.attempt), None)
+        if entry is None:
+            entry = self._running.pop(job.id, None)
         self._per_queue[job.queue] -= 1
         if outcome is not None and (entry is None or entry.interrupted is None):
             seconds = time.perf_counter() - began
