@@ -136,6 +136,8 @@ class LoopWatchdog:
         blocked: Blocker | None = None  # reported, while the loop stays blocked
         gave_up = False
         while not self._stop.wait(LOOK_S):
+            if self._main_loop is None or not self._main_loop.is_running():
+                return  # the loop is gone, not blocked (its worker never stopped us)
             now = time.monotonic()
             stalled = now - self.turned_at
             if stalled < self._stall_s:
@@ -210,4 +212,4 @@ class LoopWatchdog:
             return
         self.renewals += 1
         self.renewed_at = max(self.renewed_at, now)
-        log.info("loop watchdog renewed the leases of worker %s", self._worker_id)
+        log.debug("loop watchdog renewed the leases of worker %s", self._worker_id)
