@@ -118,6 +118,8 @@ class Engine:
             max_unrecorded=s.worker_max_unrecorded,
             processes=s.worker_processes,
             child_limits=ChildLimits(s.worker_max_tasks_per_child, s.worker_max_memory_per_child),
+            spare_threads=s.worker_spare_threads,
+            loop_block_limit=s.worker_loop_block_limit,
         )
         resources = Resources(settings=s, backend=self.backend, mail=self.mail)
         return Worker(self.backend, self.registry, config, resources=resources)

@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     worker_processes: int | None = Field(None, ge=1, le=1024)
     worker_max_tasks_per_child: int | None = Field(None, ge=1)
     worker_max_memory_per_child: int | None = Field(None, ge=1)  # MB of peak resident memory
+    # plain `def` handlers: threads started in the place of ones that outlived their jobs
+    # (timed out or stopped; a thread cannot be killed); beyond this the pool shrinks
+    worker_spare_threads: int = Field(16, ge=0, le=1024)
+    # a handler blocking the event loop: its worker's leases are kept by the watchdog
+    # thread for this many seconds, then given up (its jobs are rescued by others)
+    worker_loop_block_limit: float = Field(300.0, gt=0)
     scheduler_interval: float = Field(0.5, gt=0, le=60)
     # SQLite: a scheduler that stops renewing leads for this long (PostgreSQL: its lock ends
     # with its session); a dead one on the same host is seen at once (docs/design.md)

@@ -130,6 +130,18 @@ PROCESS_CHILDREN_REPLACED = Counter(
     "recycled_memory (CONVEYOR_WORKER_MAX_TASKS_PER_CHILD, _MAX_MEMORY_PER_CHILD), shutdown.",
     ("reason",),
 )
+WORKER_LOOP_BLOCKS = Counter(
+    "conveyor_worker_loop_blocks_total",
+    "Times a worker's event loop did not turn for over a second (a handler blocking it); the "
+    "log names the job and the stack it was blocked in.",
+)
+WORKER_ABANDONED_THREADS = Gauge(
+    "conveyor_worker_abandoned_threads",
+    "Threads of sync handlers that timed out or were stopped and still run (a thread cannot "
+    "be killed); the pool starts a spare in each one's place, up to "
+    "CONVEYOR_WORKER_SPARE_THREADS.",
+    multiprocess_mode="livesum",
+)
 
 ALL: tuple[MetricWrapperBase, ...] = (
     JOBS_ENQUEUED,
@@ -150,4 +162,6 @@ ALL: tuple[MetricWrapperBase, ...] = (
     RELAY_LAG_SECONDS,
     WEBHOOK_ATTEMPTS,
     PROCESS_CHILDREN_REPLACED,
+    WORKER_LOOP_BLOCKS,
+    WORKER_ABANDONED_THREADS,
 )

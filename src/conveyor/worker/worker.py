@@ -23,6 +23,7 @@ from conveyor.worker.finisher import Finisher
 from conveyor.worker.process_pool import ChildLimits
 from conveyor.worker.registry import Registry
 from conveyor.worker.resources import Resources
+from conveyor.worker.watchdog import Blocker, LoopWatchdog
 
 log = logging.getLogger("conveyor.worker")
 
@@ -43,6 +44,11 @@ class WorkerConfig:
     # the concurrency. Claims wait while the finisher is behind, so a crash re-runs at most
     # this many finished jobs and a finish batch is never larger.
     max_unrecorded: int | None = None
+    # Threads started in the place of sync handlers' threads that outlived their jobs.
+    spare_threads: int = 16
+    # A blocked event loop's leases are kept by the watchdog thread for this long, then
+    # given up so its jobs are rescued (worker/watchdog.py).
+    loop_block_limit: float = 300.0
 
     @property
     def unrecorded_bound(self) -> int:
@@ -97,12 +103,17 @@ class Worker:
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid7()[-12:]}"
         self.stats = _Stats()
         self._running: dict[str, _Running] = {}
+        # Older attempts of jobs claimed again while they still ran here, by (id, attempt):
+        # taken back by the rescuer while this worker's loop was blocked past its limit.
+        self._superseded: dict[tuple[str, int], _Running] = {}
         self._per_queue: dict[str, int] = dict.fromkeys(config.queues, 0)
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._failure: str | None = None
-        self._pools = Pools(config.threads, config.processes, config.child_limits)
+        self._pools = Pools(
+            config.threads, config.processes, config.child_limits, config.spare_threads
+        )
         self._metrics = JobMetrics()
         self._finisher = Finisher(
             backend,
@@ -113,6 +124,14 @@ class Worker:
         self._listener: Listener | None = None
         self._claiming = 0  # claim statements in flight
         self._db_away: float | None = None  # monotonic time the database went away, if it has
+        self._watchdog = LoopWatchdog(
+            url=backend.db.url,
+            worker_id=self.id,
+            lease_s=config.lease_s,
+            heartbeat_interval=config.heartbeat_interval,
+            limit=config.loop_block_limit,
+            blocker=self._blocker,
+        )
 
     # ---- control ---------------------------------------------------------------------------
     def stop(self, force: bool = False) -> None:
@@ -139,6 +158,8 @@ class Worker:
         )
         self._listener = await self.backend.listen(self._on_jobs, self._on_cancel)
         self._finisher.start()
+        self._watchdog.start()
+        pulse = asyncio.create_task(self._watchdog.pulse(), name="loop-pulse")
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
         monitor = asyncio.create_task(self._monitor(heartbeat), name="monitor")
         log.info(
@@ -147,7 +168,7 @@ class Worker:
         try:
             await self._claim_loop()
         finally:
-            await self._shutdown(heartbeat, monitor)
+            await self._shutdown(heartbeat, monitor, pulse)
         return 1 if self._failure else 0
 
     async def _claim_loop(self) -> None:
@@ -271,6 +292,10 @@ class Worker:
             idempotency_key=job.idempotency_key or job.id,
         )
         ctx = JobContext(info, self._progress, asyncio.get_running_loop(), self.resources)
+        older = self._running.get(job.id)
+        if older is not None:  # rescued from us, claimed again before a heartbeat said so
+            self._interrupt(job.id, "lost")
+            self._superseded[(job.id, older.job.attempt)] = self._running.pop(job.id)
         with job_context(job.id, job.type, job.attempt):  # the task keeps the job's fields
             log.debug("claimed from queue %s", job.queue)
             task = asyncio.create_task(self._run_job(job, ctx, committed), name=f"job-{job.id}")
@@ -298,7 +323,9 @@ class Worker:
             await committed.wait()
         except asyncio.CancelledError:
             outcome = None
-        entry = self._running.pop(job.id, None)
+        entry = self._superseded.pop((job.id, job.attempt), None)
+        if entry is None:
+            entry = self._running.pop(job.id, None)
         self._per_queue[job.queue] -= 1
         if outcome is not None and (entry is None or entry.interrupted is None):
             seconds = time.perf_counter() - began
@@ -340,7 +367,9 @@ class Worker:
 
     # ---- background ------------------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:
-        last_ok = time.monotonic()
+        """Renew the leases every interval, and stop the jobs the database says are no longer
+        ours. While a handler blocks the loop the watchdog's thread renews them instead; its
+        renewals count here as this loop's own (`renewed_at`)."""
         while True:
             await asyncio.sleep(self.config.heartbeat_interval)
             started = time.monotonic()
@@ -348,13 +377,14 @@ class Worker:
                 owned = await self.backend.heartbeat(self.id, self.config.lease_s)
             except Exception as exc:
                 self._db_trouble("heartbeat", exc)
+                last_ok = self._watchdog.renewed_at
                 if time.monotonic() - last_ok > self.config.lease_s:
                     # Every lease may have run out: another worker may get these jobs.
                     for job_id, entry in list(self._running.items()):
                         if entry.claimed_at < last_ok:
                             self._interrupt(job_id, "lost")
                 continue
-            last_ok = started
+            self._watchdog.renewed(started)
             self._db_fine("heartbeats")
             await self._release_orphans(owned)
             for job_id, entry in list(self._running.items()):
@@ -394,6 +424,15 @@ class Worker:
             elif self._finisher.task is not None and self._finisher.task.done():
                 self._fail(f"the finisher stopped: {_describe(self._finisher.task)}")
 
+    def _blocker(self, task: asyncio.Task[Any] | None) -> Blocker:
+        """Name the task the loop runs while blocked (called on the watchdog's thread, while
+        this loop, and so every change to `_running`, is stopped)."""
+        name = task.get_name() if task is not None else ""
+        entry = self._running.get(name.removeprefix("job-")) if name.startswith("job-") else None
+        if entry is None:
+            return Blocker(None, f"task {name}" if name else "a callback outside any task", 0)
+        return Blocker(entry.job.id, entry.job.type, entry.job.attempt)
+
     def _fail(self, reason: str) -> None:
         if self._stop.is_set():
             return
@@ -402,7 +441,9 @@ class Worker:
         self.stop()
 
     # ---- shutdown --------------------------------------------------------------------------
-    async def _shutdown(self, heartbeat: asyncio.Task[None], monitor: asyncio.Task[None]) -> None:
+    async def _shutdown(
+        self, heartbeat: asyncio.Task[None], monitor: asyncio.Task[None], pulse: asyncio.Task[None]
+    ) -> None:
         monitor.cancel()  # from here on, side tasks stop because we stop them
         await self._drain_running()
         leftover = [job_id for job_id in self._running]
@@ -418,7 +459,8 @@ class Worker:
         if leftover:
             released = await self.backend.release(self.id, leftover)
             log.info("released %d jobs back to the queue", len(released))
-        for task in (heartbeat, monitor):
+        await self._watchdog.stop()
+        for task in (heartbeat, monitor, pulse):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
