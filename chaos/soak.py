@@ -114,6 +114,7 @@ class Outcome:
     cron: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (fired, expected)
     exits: list[str] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
+    retried: dict[str, int] = field(default_factory=dict)  # answered 503 (or not), then sent again
     drain_s: float = 0.0
 
 
@@ -144,6 +145,14 @@ async def sign_in(url: str, email: str, password: str) -> Api:
         login = await http.post("/api/v1/auth/login", json=body)
         login.raise_for_status()
         return Api(url, str(login.json()["access_token"]))
+
+
+async def with_api_key(api: Api) -> Api:
+    """The same account with an API key: a 30-minute run outlives an access token."""
+    async with api.client(60) as http:
+        answer = await http.post("/api/v1/me/api-keys", json={"name": "soak"})
+        answer.raise_for_status()
+        return Api(api.url, str(answer.json()["key"]))
 
 
 async def create_schedules(side: Api) -> list[str]:
@@ -347,6 +356,7 @@ async def count_outcome(
         out.cron[name] = (len(ticks.get(number, ())), int(cron_s // period))
     out.exits = s.fleet.unexpected_exits()
     out.errors = dict(load.errors)
+    out.retried = dict(load.retried)
     return out
 
 
@@ -524,6 +534,8 @@ def render(report: Report) -> str:
     )
     errors = ", ".join(f"{k} x{v}" for k, v in sorted(o.errors.items())) or "none"
     lines.append(f"errors           {errors}; exits: {', '.join(o.exits) or 'none'}")
+    retried = ", ".join(f"{k} x{v}" for k, v in sorted(o.retried.items())) or "none"
+    lines.append(f"retried          {retried} (sent again after Retry-After, as clients do)")
     lines.append("")
     verdict = "PASS" if report.passed else "FAIL"
     lines.append(f"verdict {verdict}" + "".join(f"\n  - {f}" for f in report.failures))
@@ -575,14 +587,15 @@ async def _soak(
     quiet: bool,
 ) -> Report:
     api_proc = await s.start_api()
-    side = await sign_in(s.api.url, SIDE_EMAIL, SIDE_PASSWORD)
+    main = await with_api_key(s.api)
+    side = await with_api_key(await sign_in(s.api.url, SIDE_EMAIL, SIDE_PASSWORD))
     await side.subscribe(receiver.url)
     ports = spawn_fleet(s, workers, concurrency)
     metrics = {api_proc.name: f"{s.api.url}/metrics"}
     metrics |= {name: f"http://127.0.0.1:{port}/metrics" for name, port in ports.items()}
     schedule_ids = await create_schedules(side)
     cron_started = time.monotonic()
-    load = Load(s.api, side, rate=rate)
+    load = Load(main, side, rate=rate)
     sampler = Sampler(s.fleet.procs, metrics, depth)
     load.start()
     started = time.monotonic()
@@ -602,6 +615,12 @@ async def _soak(
                 )
                 if not quiet:
                     print(progress(sample, sample_seconds), file=sys.stderr, flush=True)
+                    if load.errors or load.retried:
+                        said = {
+                            **load.errors,
+                            **{f"retried {k}": v for k, v in load.retried.items()},
+                        }
+                        print(f"soak   so far: {said}", file=sys.stderr, flush=True)
         await load.stop_submitting()
         await pause_schedules(side, schedule_ids)
         cron_s = time.monotonic() - cron_started

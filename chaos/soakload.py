@@ -28,6 +28,9 @@ from chaos.client import Api
 
 SSE_HEADERS = {"Accept": "text/event-stream"}
 REQUEST_TIMEOUT_S = 30.0
+TRIES = 6  # a submission answered 503 (or not at all) is sent again, as Conveyor's client does
+RETRY_CAP_S = 2.0
+OK = (200, 201)  # 200: an earlier try of the same submission was stored
 
 
 @dataclass
@@ -60,7 +63,8 @@ def job_body(rng: random.Random, index: int, pool_share: float) -> dict[str, Any
     if kind == "soak.pool":
         seconds = min(seconds, 0.2)
     payload = {"index": index, "seconds": round(seconds, 4), "fail_first": fail_first}
-    return {"type": kind, "payload": payload, "max_attempts": 5}
+    key = f"soak-{index}"  # a retried submission is stored once
+    return {"type": kind, "payload": payload, "max_attempts": 5, "idempotency_key": key}
 
 
 async def sse_messages(response: httpx.Response) -> AsyncIterator[tuple[str, str, str]]:
@@ -115,7 +119,8 @@ class Load:
         self.early: dict[str, float] = {}
         self.side_jobs: set[str] = set()  # side's submitted job ids (webhooks expected)
         self.last_id = ""  # the newest acknowledged main job (what followers follow)
-        self.errors: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()  # requests that failed for good
+        self.retried: Counter[str] = Counter()  # answers retried: 503 (the contract under overload)
         self.window = Window()
         self.totals = Window()
         self._stop = asyncio.Event()
@@ -167,21 +172,39 @@ class Load:
                 next_at += interval
                 await self._submit_one(http)
 
+    async def _post(self, http: httpx.AsyncClient, what: str, url: str, body: object) -> Any:
+        """POST with retries on 503 (after its Retry-After, capped) and on no answer; the
+        answer's JSON, or None (counted as an error) when every try failed."""
+        failure, pause = "", 0.0
+        for attempt in range(TRIES):
+            if attempt:
+                await asyncio.sleep(pause)
+            try:
+                answer = await http.post(url, json=body)
+            except httpx.HTTPError as exc:
+                failure, pause = type(exc).__name__, 1.0
+                self.retried[f"{what} {failure}"] += 1
+                continue
+            if answer.status_code in OK:
+                return answer.json()
+            failure = str(answer.status_code)
+            if answer.status_code != 503:
+                break
+            self.retried[f"{what} 503"] += 1
+            pause = min(RETRY_CAP_S, float(answer.headers.get("Retry-After", "1")))
+        self.errors[f"{what} {failure}"] += 1
+        return None
+
     async def _submit_one(self, http: httpx.AsyncClient) -> None:
         index = self._take_index()
         body = job_body(self.rng, index, self.pool_share)
         started = time.monotonic()
-        try:
-            answer = await http.post("/api/v1/jobs", json=body)
-        except httpx.HTTPError as exc:
+        out = await self._post(http, "submit", "/api/v1/jobs", body)
+        if out is None:
             self.unknown += 1
-            self.errors[f"submit {type(exc).__name__}"] += 1
-            return
-        if answer.status_code != 201:
-            self.errors[f"submit {answer.status_code}"] += 1
             return
         elapsed = time.monotonic() - started
-        job_id = str(answer.json()["id"])
+        job_id = str(out["id"])
         self.acked.add(index)
         self._submitted(job_id, started)
         self.last_id = job_id
@@ -205,17 +228,12 @@ class Load:
                 indexes = [self._take_index() for _ in range(self.batch_size)]
                 jobs = [job_body(self.rng, i, self.pool_share) for i in indexes]
                 started = time.monotonic()
-                try:
-                    answer = await http.post("/api/v1/jobs/batch", json={"jobs": jobs})
-                except httpx.HTTPError as exc:
+                outs = await self._post(http, "batch", "/api/v1/jobs/batch", {"jobs": jobs})
+                if outs is None:
                     self.unknown += len(jobs)
-                    self.errors[f"batch {type(exc).__name__}"] += 1
-                    continue
-                if answer.status_code != 201:
-                    self.errors[f"batch {answer.status_code}"] += 1
                     continue
                 self.window.batch_s.append(time.monotonic() - started)
-                for index, out in zip(indexes, answer.json(), strict=True):
+                for index, out in zip(indexes, outs, strict=True):
                     self.acked.add(index)
                     self._submitted(str(out["id"]), started)
                 self.window.submitted += len(jobs)
@@ -229,18 +247,14 @@ class Load:
                     await asyncio.wait_for(self._stop.wait(), 1.0 / self.side_rate)
                     return
                 index = self._take_index()
-                body = {"type": "soak.work", "payload": {"index": index, "seconds": 0.01}}
-                try:
-                    answer = await http.post("/api/v1/jobs", json=body)
-                except httpx.HTTPError as exc:
+                payload = {"index": index, "seconds": 0.01}
+                body = {"type": "soak.work", "payload": payload, "idempotency_key": f"soak-{index}"}
+                out = await self._post(http, "side submit", "/api/v1/jobs", body)
+                if out is None:
                     self.unknown += 1
-                    self.errors[f"side submit {type(exc).__name__}"] += 1
-                    continue
-                if answer.status_code != 201:
-                    self.errors[f"side submit {answer.status_code}"] += 1
                     continue
                 self.acked.add(index)
-                self.side_jobs.add(str(answer.json()["id"]))
+                self.side_jobs.add(str(out["id"]))
 
     # ---- SSE -------------------------------------------------------------------------------
     async def _stream(self, api: Api, name: str) -> None:
