@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint fmt bench chaos screenshots compose-check clean
+.PHONY: install run test lint fmt bench chaos soak screenshots compose-check clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -38,6 +38,12 @@ bench: $(STAMP)
 # a private PostgreSQL cluster of its own, 6-7 minutes on 2 busy cores, non-zero on any failure.
 chaos: $(STAMP)
 	$(BIN)/python -m chaos.run
+
+# 30 minutes of mixed load (submits, batches, retries, cron, SSE, webhooks) on a private
+# PostgreSQL cluster; every process's RSS, p99 latency and queue depth sampled; non-zero
+# unless RSS stays flat and nothing is lost (docs/operations.md, "Soak"). SOAK_ARGS: options.
+soak: $(STAMP)
+	$(BIN)/python -m chaos.soak $(SOAK_ARGS)
 
 # The Dockerfile and deploy/compose.yaml checked without a container engine: hadolint,
 # `docker-compose config` (Debian's docker-compose), and their agreement with the settings.

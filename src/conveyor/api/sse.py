@@ -7,6 +7,7 @@ Each message is `id: <position>` (`"xid.id"`, what a client sends back to resume
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -18,12 +19,14 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from conveyor.domain.events import Event, Position
+from conveyor.errors import Unavailable
 from conveyor.services.events import TERMINAL_EVENTS, EventFeed, Scope
 
 KEEPALIVE_S = 15.0  # a comment this often keeps proxies from closing an idle stream
 # 18 digits: below 2**63, so a 64-bit database integer holds it (a position a database wrote
 # never comes near; one beyond is a 422, not an overflow in the query)
 POSITION_PATTERN = r"^\d{1,18}(\.\d{1,18})?$"
+RETRY_S = 1.0  # after a read the database did not answer in time, the stream reads again
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy buffering
 
 
@@ -82,19 +85,34 @@ async def _messages(
     request: Request, feed: EventFeed, scope: Scope, start: Position, until_terminal: bool
 ) -> AsyncIterator[str]:
     """Messages until the client goes away (or the job's end, if `until_terminal`), with a
-    keep-alive comment whenever the stream has been quiet for `KEEPALIVE_S`."""
+    keep-alive comment whenever the stream has been quiet for `KEEPALIVE_S`.
+
+    A read the database does not answer within the request deadline (`Unavailable`: the
+    server overloaded, restarting or out of reach) ends that read, not the stream: the
+    response has started, so nothing could answer 503 and the stream would be cut mid-body
+    with an "unhandled error" (`make soak` found it at load 20). The stream says so in a
+    comment and reads again from its last event after `RETRY_S`."""
     quiet_since = time.monotonic()
-    async with aclosing(feed.tail(start, scope)) as batches:
-        async for batch in batches:
+    after = start
+    while True:
+        try:
+            async with aclosing(feed.tail(after, scope)) as batches:
+                async for batch in batches:
+                    if await request.is_disconnected():
+                        return
+                    for event in batch:
+                        yield sse_message(event)
+                        after = event.position
+                        if until_terminal and event.type in TERMINAL_EVENTS:
+                            return
+                    now = time.monotonic()
+                    if batch:
+                        quiet_since = now
+                    elif now - quiet_since >= KEEPALIVE_S:
+                        quiet_since = now
+                        yield ": keep-alive\n\n"
+        except Unavailable:
             if await request.is_disconnected():
                 return
-            for event in batch:
-                yield sse_message(event)
-                if until_terminal and event.type in TERMINAL_EVENTS:
-                    return
-            now = time.monotonic()
-            if batch:
-                quiet_since = now
-            elif now - quiet_since >= KEEPALIVE_S:
-                quiet_since = now
-                yield ": keep-alive\n\n"
+            yield ": the database is not answering; retrying\n\n"
+            await asyncio.sleep(RETRY_S)
