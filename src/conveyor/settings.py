@@ -101,6 +101,8 @@ class Settings(BaseSettings):
 
     # events relay (`conveyor results`; inside `conveyor run` when a sink is configured)
     amqp_prefix: str = Field("", pattern=r"^[\w.:-]{0,64}$")  # before exchange and queue names
+    # The contract queues' type; RabbitMQ cannot change it in place (docs/operations.md).
+    amqp_queue_type: str = Field("classic", pattern="^(classic|quorum)$")
     relay_poll_interval: float = Field(1.0, gt=0, le=60)  # safety net: wake-ups on commit
     relay_batch: int = Field(500, ge=1, le=10_000)
     relay_backoff_max: float = Field(30.0, gt=0)
