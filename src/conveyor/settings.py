@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     # Retry-After. Workers, the scheduler and the relay are not bounded by the second.
     db_connect_timeout: float = Field(5.0, gt=0, le=300)
     db_request_timeout: float = Field(1.5, gt=0, le=300)
+    # PostgreSQL's application_name of this process's sessions (pg_stat_activity, PgBouncer's
+    # SHOW CLIENTS); unset: `conveyor <command>` (docs/operations.md "Connection budgets").
+    db_application_name: str | None = Field(None, pattern=r"^[\w .:-]{1,40}$")
 
     # engine
     worker_concurrency: int = Field(default_factory=_default_concurrency, ge=1, le=10_000)

@@ -25,8 +25,11 @@ Dialect = Literal["sqlite", "postgresql"]
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # A process frozen inside a transaction (SIGSTOP, a debugger, a stuck host) would hold its row
 # locks, which SKIP LOCKED claims and the rescuer pass over forever: the server ends such
-# sessions after a while, and their work is then rescued like a dead worker's.
-POSTGRES_SESSION = {"idle_in_transaction_session_timeout": "30000", "application_name": "conveyor"}
+# sessions after a while, and their work is then rescued like a dead worker's. Set by a
+# statement on each new pooled connection, not as a startup parameter: PgBouncer refuses a
+# startup parameter it does not know ("unsupported startup parameter"), and with it in
+# `ignore_startup_parameters` the setting would silently not apply.
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 30_000
 CONNECT_TIMEOUT_S = 5.0  # opening a PostgreSQL connection, in any process
 REQUEST_TIMEOUT_S = 1.5  # one database operation of a request (`Database.request_path`)
 RETRY_AFTER_S = 1  # what a 503 for an unreachable database tells the client to wait
@@ -74,9 +77,13 @@ class Database:
         sqlite_synchronous: str = "FULL",
         connect_timeout: float = CONNECT_TIMEOUT_S,
         request_timeout: float = REQUEST_TIMEOUT_S,
+        application_name: str = "conveyor",
     ):
         _quiet_drivers()
         self.url = url
+        # PostgreSQL: the pool's sessions carry it; dedicated ones (LISTEN, leadership) add
+        # what they are for. PgBouncer passes it on to the server.
+        self.application_name = application_name
         self.request_timeout = request_timeout
         self.dialect, driver_url = async_url(url)
         if self.dialect == "sqlite":
@@ -96,8 +103,12 @@ class Database:
                 driver_url,
                 pool_size=2 * pool_size,
                 max_overflow=0,
-                connect_args={"server_settings": POSTGRES_SESSION, "timeout": connect_timeout},
+                connect_args={
+                    "server_settings": {"application_name": application_name},
+                    "timeout": connect_timeout,
+                },
             )
+            _set_up_postgres_session(self.writer)
             _ping_on_checkout(self.writer)
             self.reader = self.writer
 
@@ -180,6 +191,16 @@ def after_commit(conn: AsyncConnection, callback: Callable[[], None]) -> None:
     callbacks: list[Callable[[], None]] = conn.info.setdefault(_AFTER_COMMIT, [])
     if callback not in callbacks:
         callbacks.append(callback)
+
+
+def _set_up_postgres_session(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        await_(
+            dbapi_connection.driver_connection.execute(
+                f"SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_TIMEOUT_MS}"
+            )
+        )
 
 
 _RETURNED_AT = "conveyor.returned_at"

@@ -90,8 +90,10 @@ class PgListener:
         dsn: str,
         channels: Mapping[str, Callback],
         on_reconnect: Callable[[], None] | None = None,
+        application_name: str = "conveyor listen",
     ) -> None:
         self._dsn = dsn
+        self._session = {"application_name": application_name}
         self._channels = dict(channels)
         self._on_reconnect = on_reconnect
         self._conn: Any = None
@@ -105,7 +107,9 @@ class PgListener:
         self._task = asyncio.create_task(self._run(ping), name="pg-listener")
 
     async def _open(self) -> Any:
-        conn = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT)
+        conn = await asyncpg.connect(
+            self._dsn, timeout=CONNECT_TIMEOUT, server_settings=self._session
+        )
         try:
             for channel in self._channels:
                 await conn.add_listener(channel, self._heard)
@@ -197,8 +201,15 @@ class AdvisoryLeadership:
 
     `statements` are the named try-lock, unlock and ping statements."""
 
-    def __init__(self, dsn: str, name: str, statements: tuple[str, str, str]) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        name: str,
+        statements: tuple[str, str, str],
+        application_name: str = "conveyor lead",
+    ) -> None:
         self._dsn = dsn
+        self._session = {"application_name": application_name}
         self._key = lock_key(name)
         self._try, self._unlock, self._ping = statements
         self._conn: Any = None
@@ -210,7 +221,9 @@ class AdvisoryLeadership:
         try:
             if self._conn is None or self._conn.is_closed():
                 self._held = False
-                self._conn = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT)
+                self._conn = await asyncpg.connect(
+                    self._dsn, timeout=CONNECT_TIMEOUT, server_settings=self._session
+                )
             if self._held:
                 await self._conn.fetchval(self._ping)  # still connected means still held
             else:

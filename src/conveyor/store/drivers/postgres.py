@@ -188,6 +188,7 @@ class PostgresDriver:
             self.dsn,
             {JOBS_CHANNEL: on_jobs, CANCEL_CHANNEL: on_cancel},
             on_reconnect=lambda: on_jobs(""),
+            application_name=f"{self.db.application_name} listen",
         )
         await listener.start(SQL["ping"])
         return listener
@@ -197,13 +198,21 @@ class PostgresDriver:
             on_events()
 
         listener = PgListener(
-            self.dsn, {EVENTS_CHANNEL: wake, JOBS_CHANNEL: wake}, on_reconnect=on_events
+            self.dsn,
+            {EVENTS_CHANNEL: wake, JOBS_CHANNEL: wake},
+            on_reconnect=on_events,
+            application_name=f"{self.db.application_name} events",
         )
         await listener.start(SQL["ping"])
         return listener
 
     def leadership(self, name: str, holder: str, ttl: float) -> Leadership:
-        return AdvisoryLeadership(self.dsn, name, (SQL["try_lead"], SQL["unlead"], SQL["ping"]))
+        return AdvisoryLeadership(
+            self.dsn,
+            name,
+            (SQL["try_lead"], SQL["unlead"], SQL["ping"]),
+            application_name=f"{self.db.application_name} lead {name}"[:63],
+        )
 
     async def close(self) -> None:
         await self._notifier.close()
