@@ -127,8 +127,8 @@ def pgbouncer(
         deadline = time.monotonic() + 30
         while not _answers(port):
             if popen.poll() is not None or time.monotonic() > deadline:
-                stderr = (directory / "pgbouncer.stderr").read_text(errors="replace")
-                raise RuntimeError(f"pgbouncer did not start ({popen.poll()}): {stderr}")
+                said = (directory / "pgbouncer.stderr").read_text(errors="replace")
+                raise RuntimeError(f"pgbouncer did not start ({popen.poll()}): {said}")
             time.sleep(0.05)
         yield PgBouncer(port, mode, log, popen)
     finally:
