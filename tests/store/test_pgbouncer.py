@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -241,3 +242,59 @@ async def test_the_pooled_sessions_keep_their_settings_through_pgbouncer(
         finally:
             await db.dispose()
     assert tuple(row) == ("30s", "conveyor probe")
+
+
+async def test_transaction_mode_is_refused_for_sessions(
+    database: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Behind PgBouncer in transaction mode a LISTEN would hear nothing and two schedulers
+    would share one advisory lock (seen: both logged "is leader"). The dedicated sessions
+    see it when they open: the listener refuses to start, leadership is never taken, and
+    the pool's prepared statements meeting another client's say so; each with one line
+    naming the cause and the fix (a process exits with it at start)."""
+    from conveyor.store.database import SessionPooling
+    from conveyor.store.factory import open_backend
+
+    with bouncer(tmp_path, "transaction") as pool:
+        backend = open_backend(pool.url(database))
+        try:
+            with pytest.raises(SessionPooling, match="pool_mode must be `session`"):
+                await backend.listen(lambda _queue: None, lambda _job: None)
+            leaders = [backend.leadership("scheduler", f"s{n}", 10) for n in (1, 2)]
+            with caplog.at_level(logging.INFO, logger="conveyor.store.postgres"):
+                for _ in range(3):
+                    assert [await lead.acquire() for lead in leaders] == [False, False]
+            for lead in leaders:
+                await lead.release()
+        finally:
+            await backend.close()
+    refusals = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(refusals) == 2, refusals  # once per leadership, not once per try
+    assert all("not leading scheduler" in line and "session" in line for line in refusals)
+
+
+async def test_processes_behind_transaction_mode_say_why_in_one_line(
+    database: str, tmp_path: Path
+) -> None:
+    """Started one after the other as an operator would, a worker and a scheduler each say
+    what is wrong in one line, without a traceback. The scheduler's pool meets the worker's
+    prepared statements on the server session PgBouncer hands it on (asyncpg numbers its
+    statements per process from 1); before, that was a traceback ending in
+    `prepared statement "__asyncpg_stmt_1__" already exists` and asyncpg's hint."""
+    with bouncer(tmp_path, "transaction") as pool:
+        cluster = Cluster(pool.url(database), tmp_path)
+        try:
+            worker = cluster.worker("worker", settings=settings(tmp_path))
+            assert await worker.wait_exit(60) != 0
+            scheduler = cluster.scheduler("scheduler", settings(tmp_path))
+
+            def said() -> bool:
+                return "pool_mode must be `session`" in scheduler.output()
+
+            await eventually(said, timeout=60, what="the scheduler to refuse")
+        finally:
+            cluster.close()
+            print(cluster.report()[-10_000:])
+    for proc in (worker, scheduler):
+        text = proc.output()
+        assert "pool_mode must be `session`" in text and "Traceback" not in text, text

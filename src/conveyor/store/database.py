@@ -270,6 +270,35 @@ def _wait_for_writers(conn: Any) -> None:
         conn.info[_BUSY_TIMEOUT] = wanted
 
 
+class SessionPooling(ConfigurationError):
+    """The dedicated sessions are not the client's own: a connection pooler in transaction
+    or statement mode (PgBouncer's `pool_mode = transaction`) hands one server session to
+    other clients between statements. LISTEN would hear nothing and an advisory lock would
+    be shared (two leaders), so Conveyor refuses rather than run that way."""
+
+    def __init__(self, seen: str) -> None:
+        super().__init__(
+            "the database connection goes through a pooler that shares server sessions "
+            f"between clients ({seen}): PgBouncer's pool_mode must be `session` for "
+            "Conveyor (LISTEN, advisory-lock leadership and prepared statements need their "
+            "own session); see docs/operations.md 'Connection budgets and PgBouncer'"
+        )
+
+
+# SQLSTATEs of asyncpg's named prepared statements meeting another client's on a server
+# session a pooler shares (duplicate_prepared_statement, invalid_sql_statement_name).
+_SHARED_SESSION_SQLSTATES = ("42P05", "26000")
+
+
+def shared_session(exc: BaseException) -> bool:
+    """Whether an error is a prepared statement another client's session already had (or no
+    longer has): the mark of a pooler in transaction mode."""
+    for error in (exc, getattr(exc, "orig", None), getattr(exc, "__cause__", None)):
+        if getattr(error, "sqlstate", None) in _SHARED_SESSION_SQLSTATES:
+            return True
+    return False
+
+
 _CONNECTION_WORDS = (
     "connect", "closed", "database is locked", "terminat", "refused", "reset", "unable to open",
     "accepting connections", "shutting down", "starting up",
@@ -361,6 +390,8 @@ async def _translate_outage() -> AsyncIterator[None]:
     try:
         yield
     except Exception as exc:
+        if shared_session(exc):
+            raise SessionPooling(str(getattr(exc, "orig", exc)).splitlines()[0]) from exc
         if not is_outage(exc):
             raise
         _OutageLog.failed(exc)

@@ -39,7 +39,7 @@ SQL = load(
     frozenset(
         {"enqueue", "existing", "record_callbacks", "claim", "claim_any", "lock_mine"}
         | {"complete", "retry", "fail", "rescue", "notify", "try_lead", "unlead", "ping"}
-        | {"horizon", "lock_events"}
+        | {"horizon", "lock_events", "backend_pid"}
     ),
 )
 # A hung statement on the hot path surfaces as an error rather than a stuck worker.
@@ -189,6 +189,7 @@ class PostgresDriver:
             {JOBS_CHANNEL: on_jobs, CANCEL_CHANNEL: on_cancel},
             on_reconnect=lambda: on_jobs(""),
             application_name=f"{self.db.application_name} listen",
+            pid_sql=SQL["backend_pid"],
         )
         await listener.start(SQL["ping"])
         return listener
@@ -202,6 +203,7 @@ class PostgresDriver:
             {EVENTS_CHANNEL: wake, JOBS_CHANNEL: wake},
             on_reconnect=on_events,
             application_name=f"{self.db.application_name} events",
+            pid_sql=SQL["backend_pid"],
         )
         await listener.start(SQL["ping"])
         return listener
@@ -212,6 +214,7 @@ class PostgresDriver:
             name,
             (SQL["try_lead"], SQL["unlead"], SQL["ping"]),
             application_name=f"{self.db.application_name} lead {name}"[:63],
+            pid_sql=SQL["backend_pid"],
         )
 
     async def close(self) -> None:
