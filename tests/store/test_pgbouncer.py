@@ -83,7 +83,7 @@ async def fleet(database: str, tmp_path: Path) -> AsyncIterator[Fleet]:
         client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30)
         try:
             cluster.spawn("api", ["api", "--port", str(port)], values)
-            cluster.worker("worker", concurrency=4, settings=values)
+            cluster.worker("worker", concurrency=16, settings=values)
             cluster.scheduler("scheduler-1", values)
             cluster.scheduler("scheduler-2", values)
             cluster.spawn("results", ["results"], values)
@@ -161,6 +161,58 @@ async def advisory_holders(database: str) -> list[str]:
     return sorted(row["application_name"] for row in rows)
 
 
+# The most server sessions each kind of process may hold (docs/operations.md "Connection
+# budgets and PgBouncer"): its pool (2 x 10, opened as needed, kept once opened) and its
+# dedicated sessions, by application_name; per process (the fleet runs two schedulers).
+POOL = 20
+BUDGET = {
+    "conveyor api": POOL,
+    "conveyor api events": 1,  # LISTEN for event streams, while any is open
+    "conveyor worker": POOL,
+    "conveyor worker listen": 1,
+    "conveyor scheduler": POOL,
+    "conveyor scheduler lead scheduler": 1,
+    "conveyor results": POOL,
+    "conveyor results events": 1,
+    "conveyor results lead relay:webhooks": 1,
+}
+
+
+class Peaks:
+    """The most server sessions seen per application_name, sampled until stopped."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self.most: Counter[str] = Counter()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _sample(self) -> None:
+        conn = await asyncpg.connect(self.database)
+        try:
+            while True:
+                rows = await conn.fetch(
+                    "SELECT application_name, count(*) AS n FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    " GROUP BY application_name"
+                )
+                for row in rows:
+                    name = row["application_name"]
+                    self.most[name] = max(self.most[name], row["n"])
+                await asyncio.sleep(0.1)
+        finally:
+            await conn.close()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._sample())
+
+    async def stop(self) -> Counter[str]:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        return self.most
+
+
 async def sse_events(
     fleet: Fleet, auth: dict[str, str], seen: list[dict[str, Any]], opened: asyncio.Event
 ) -> None:
@@ -182,10 +234,15 @@ async def sse_events(
 
 
 async def test_a_fleet_runs_through_pgbouncer_in_session_mode(fleet: Fleet) -> None:
+    """API submits, a worker drains (woken by NOTIFY), one of two schedulers leads and
+    promotes, the relay delivers, SSE streams every completion; then a load phase, with
+    every kind of process's server sessions sampled against its budget."""
     auth = await login(fleet.api)
     seen: list[dict[str, Any]] = []
     opened = asyncio.Event()
     stream = asyncio.create_task(sse_events(fleet, auth, seen, opened))
+    peaks = Peaks(fleet.database)
+    peaks.start()
     try:
         await asyncio.wait_for(opened.wait(), 30)
         # Settle: the worker's first poll is behind it, so what follows is woken by NOTIFY.
@@ -203,10 +260,21 @@ async def test_a_fleet_runs_through_pgbouncer_in_session_mode(fleet: Fleet) -> N
         await eventually(streamed, timeout=30, what="every completed event on the SSE stream")
         counts = await sessions(fleet.database)
         holders = await advisory_holders(fleet.database)
+        load = await loaded(fleet, auth)
     finally:
         stream.cancel()
         with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):
             await stream
+        most = await peaks.stop()
+    print(f"load: {load}")
+    print("most server sessions per application_name:", dict(sorted(most.items())))
+    for name, budget in BUDGET.items():
+        processes = 2 if name.startswith("conveyor scheduler") else 1
+        assert 1 <= most[name] <= budget * processes, (name, most[name])
+    del most[""]  # the test's own connections
+    for name in [name for name in most if name.endswith(" check")]:
+        del most[name]  # a dedicated session's check of its pooler, a moment at its start
+    assert set(most) <= set(BUDGET), most  # nothing unnamed or unexpected
     print(f"10 jobs done in {took:.2f}s, the delayed one in {took_later:.2f}s")
     print("server sessions per application_name:", dict(sorted(counts.items())))
     print("advisory locks held by:", holders)
@@ -298,3 +366,71 @@ async def test_processes_behind_transaction_mode_say_why_in_one_line(
     for proc in (worker, scheduler):
         text = proc.output()
         assert "pool_mode must be `session`" in text and "Traceback" not in text, text
+
+
+async def loaded(fleet: Fleet, auth: dict[str, str]) -> str:
+    """Four more event streams, 40 concurrent single submits, then two batches of 500
+    jobs, until every job completed: the load the budgets are sampled under."""
+    streams = []
+    for _ in range(4):
+        opened = asyncio.Event()
+        streams.append(asyncio.create_task(sse_events(fleet, auth, [], opened)))
+        await asyncio.wait_for(opened.wait(), 30)
+    try:
+        started = time.monotonic()
+        await asyncio.gather(*(submit(fleet, auth) for _ in range(40)))
+        batch = {"jobs": [{"type": "record", "payload": {"n": n}} for n in range(500)]}
+        for _ in range(2):
+            r = await fleet.api.post("/api/v1/jobs/batch", json=batch, headers=auth)
+            assert r.status_code == 201, r.text
+
+        async def drained() -> bool:
+            conn = await asyncpg.connect(fleet.database)
+            try:
+                left = await conn.fetchval("SELECT count(*) FROM jobs WHERE state <> 'completed'")
+            finally:
+                await conn.close()
+            return bool(left == 0)
+
+        await eventually(drained, timeout=180, what="the load to drain", every=0.5)
+        return f"1040 jobs in {time.monotonic() - started:.1f}s, 5 event streams"
+    finally:
+        for task in streams:
+            task.cancel()
+        await asyncio.gather(*streams, return_exceptions=True)
+
+
+async def test_conveyor_run_through_pgbouncer_within_its_budget(
+    database: str, tmp_path: Path
+) -> None:
+    """Everything in one process shares one pool; its dedicated sessions add up."""
+    with bouncer(tmp_path, "session") as pool:
+        cluster = Cluster(pool.url(database), tmp_path)
+        port = closed_port()
+        client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30)
+        peaks = Peaks(database)
+        try:
+            cluster.spawn("run", ["run", "--port", str(port)], settings(tmp_path))
+
+            async def ready() -> bool:
+                with contextlib.suppress(httpx.TransportError):
+                    return (await client.get("/ready")).status_code == 200
+                return False
+
+            await eventually(ready, timeout=STARTUP, what="conveyor run to be ready")
+            peaks.start()
+            fleet = Fleet(cluster, client, database)
+            load = await loaded(fleet, await login(client))
+            most = await peaks.stop()
+            holders = await advisory_holders(database)
+        finally:
+            await peaks.stop()
+            await client.aclose()
+            cluster.close()
+            print(cluster.report()[-10_000:])
+    print(f"conveyor run, load: {load}")
+    print("most server sessions per application_name:", dict(sorted(most.items())))
+    assert holders == ["conveyor run lead relay:webhooks", "conveyor run lead scheduler"]
+    assert 1 <= most["conveyor run"] <= POOL
+    for name in ("listen", "events", "lead scheduler", "lead relay:webhooks"):
+        assert most[f"conveyor run {name}"] == 1, (name, most)

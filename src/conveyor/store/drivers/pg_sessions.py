@@ -60,7 +60,11 @@ async def own_session(conn: Any, dsn: str, session: Mapping[str, str], pid_sql: 
     mine: set[int] = set()
     theirs: set[int] = set()
     try:
-        other = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT, server_settings=session)
+        # Named apart: it lives for a few round trips, beside the budgeted sessions.
+        name = f"{session.get('application_name', 'conveyor')[:56]} check"
+        other = await asyncpg.connect(
+            dsn, timeout=CONNECT_TIMEOUT, server_settings={**session, "application_name": name}
+        )
         try:
             for _ in range(3):
                 mine.add(await conn.fetchval(pid_sql))
