@@ -70,6 +70,7 @@ class Engine:
             settings.database_url,
             connect_timeout=settings.db_connect_timeout,
             request_timeout=settings.db_request_timeout,
+            application_name=settings.db_application_name or "conveyor",
         )
         try:
             await backend.db.ping()

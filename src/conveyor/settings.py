@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     # Retry-After. Workers, the scheduler and the relay are not bounded by the second.
     db_connect_timeout: float = Field(5.0, gt=0, le=300)
     db_request_timeout: float = Field(1.5, gt=0, le=300)
+    # PostgreSQL's application_name of this process's sessions (pg_stat_activity, PgBouncer's
+    # SHOW CLIENTS); unset: `conveyor <command>` (docs/operations.md "Connection budgets").
+    db_application_name: str | None = Field(None, pattern=r"^[\w .:-]{1,40}$")
 
     # engine
     worker_concurrency: int = Field(default_factory=_default_concurrency, ge=1, le=10_000)
@@ -107,6 +110,8 @@ class Settings(BaseSettings):
 
     # events relay (`conveyor results`; inside `conveyor run` when a sink is configured)
     amqp_prefix: str = Field("", pattern=r"^[\w.:-]{0,64}$")  # before exchange and queue names
+    # The contract queues' type; RabbitMQ cannot change it in place (docs/operations.md).
+    amqp_queue_type: str = Field("classic", pattern="^(classic|quorum)$")
     relay_poll_interval: float = Field(1.0, gt=0, le=60)  # safety net: wake-ups on commit
     relay_batch: int = Field(500, ge=1, le=10_000)
     relay_backoff_max: float = Field(30.0, gt=0)

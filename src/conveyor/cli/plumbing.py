@@ -33,7 +33,9 @@ Handlers = Annotated[
 ]
 
 
-def load_settings(**overrides: Any) -> Settings:
+def load_settings(*, command: str | None = None, **overrides: Any) -> Settings:
+    """The settings, with the command line's `overrides`; a long-running `command` names
+    its database sessions after itself unless CONVEYOR_DB_APPLICATION_NAME does."""
     from pydantic import ValidationError
 
     from conveyor.settings import Settings
@@ -43,6 +45,8 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         die(f"invalid settings: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}")
     values = {k: v for k, v in overrides.items() if v is not None}
+    if command is not None and base.db_application_name is None:
+        values["db_application_name"] = f"conveyor {command}"
     return base.model_copy(update=values) if values else base
 
 

@@ -76,7 +76,7 @@ def run(
 ) -> None:
     """Everything in one process: migrations, the API, a worker, the scheduler and, when a
     sink is configured, the events relay."""
-    settings = load_settings(handler_modules=handlers, host=host, port=port)
+    settings = load_settings(command="run", handler_modules=handlers, host=host, port=port)
     log_setup(settings)
 
     async def main() -> int:
@@ -182,7 +182,7 @@ def api(
     handlers: Handlers = None,
 ) -> None:
     """Serve the HTTP API (run several behind a load balancer to scale)."""
-    settings = load_settings(handler_modules=handlers, host=host, port=port)
+    settings = load_settings(command="api", handler_modules=handlers, host=host, port=port)
     log_setup(settings)
 
     async def main() -> int:
@@ -208,7 +208,7 @@ def worker(
     metrics_port: MetricsPort = None,
 ) -> None:
     """Run a worker process."""
-    settings = load_settings(handler_modules=handlers, metrics_port=metrics_port)
+    settings = load_settings(command="worker", handler_modules=handlers, metrics_port=metrics_port)
     log_setup(settings)
 
     async def main() -> int:
@@ -225,7 +225,9 @@ def worker(
 
 def scheduler(handlers: Handlers = None, metrics_port: MetricsPort = None) -> None:
     """Run a scheduler process (one leads; the others stand by)."""
-    settings = load_settings(handler_modules=handlers, metrics_port=metrics_port)
+    settings = load_settings(
+        command="scheduler", handler_modules=handlers, metrics_port=metrics_port
+    )
     log_setup(settings)
 
     async def main() -> int:
@@ -240,7 +242,7 @@ def scheduler(handlers: Handlers = None, metrics_port: MetricsPort = None) -> No
 def results(handlers: Handlers = None, metrics_port: MetricsPort = None) -> None:
     """Relay job events to the configured sinks (webhooks, RabbitMQ) and send webhook
     deliveries; any number may run."""
-    settings = load_settings(handler_modules=handlers, metrics_port=metrics_port)
+    settings = load_settings(command="results", handler_modules=handlers, metrics_port=metrics_port)
     log_setup(settings)
 
     async def main() -> int:

@@ -6,9 +6,19 @@ queues `<prefix>jobs.created` (bound to `jobs.created`) and `<prefix>jobs.comple
 to `jobs.completed`, `jobs.failed` and `jobs.cancelled`: every finished job, CloudTask,
 CONTRACTS.md 001). Other consumers bind their own queues, e.g. `jobs.#`.
 
+The two queues are classic by default, or quorum queues (`x-queue-type: quorum`: replicated
+by Raft across a cluster) with `queue_type="quorum"`. RabbitMQ cannot change the type of a
+queue that exists: declaring it with the other type is refused (406 PRECONDITION_FAILED),
+which this sink turns into `QueueTypeMismatch`, naming the queue and the way out; the relay
+retries with backoff, so deleting the old queue is enough for it to go on
+(docs/operations.md "RabbitMQ quorum queues").
+
 A batch is published on one channel with publisher confirms, all messages in flight at
 once, and `deliver` returns only when the broker confirmed every one; anything less raises,
-and the relay publishes the batch again: duplicates carry the same `message_id`.
+and the relay publishes the batch again: duplicates carry the same `message_id`. Messages
+whose routing key a contract queue binds are published `mandatory`: if that queue was
+deleted while the relay was connected, the broker returns the message instead of dropping
+it, and the sink declares its topology again before the batch is retried.
 """
 
 from __future__ import annotations
@@ -16,9 +26,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 from yarl import URL
 
@@ -36,6 +49,30 @@ QUEUES: Mapping[str, tuple[str, ...]] = {
     "jobs.completed": ("jobs.completed", "jobs.failed", "jobs.cancelled"),
 }
 RECONNECT_INTERVAL = 1  # seconds between attempts after a lost connection
+QUEUE_TYPES = ("classic", "quorum")
+_CURRENT_TYPE = re.compile(r"current is (?:the value )?'?(\w+)'?")
+
+
+class QueueTypeMismatch(RuntimeError):
+    """A contract queue exists with another type than the one configured. RabbitMQ never
+    changes a queue's type in place, so this lasts until an operator acts; the message says
+    how."""
+
+    def __init__(self, queue: str, wanted: str, existing: str) -> None:
+        self.queue, self.wanted, self.existing = queue, wanted, existing
+        super().__init__(
+            f"RabbitMQ queue {queue!r} exists as a {existing} queue, but "
+            f"CONVEYOR_AMQP_QUEUE_TYPE={wanted}; RabbitMQ cannot change a queue's type. "
+            f"Either set CONVEYOR_AMQP_QUEUE_TYPE={existing}, or let consumers drain the "
+            f"queue and delete it (rabbitmqctl delete_queue {queue}): the relay declares it "
+            f"as {wanted} on its next retry and delivers from its cursor, nothing is lost "
+            f"(docs/operations.md, 'RabbitMQ quorum queues')"
+        )
+
+
+class QueueMissing(RuntimeError):
+    """The broker returned a mandatory message: the contract queue bound to its routing key
+    is gone (deleted while the relay was connected)."""
 
 
 class RabbitMQSink:
@@ -50,11 +87,17 @@ class RabbitMQSink:
         *,
         prefix: str = "",
         queues: Mapping[str, Sequence[str]] = QUEUES,
+        queue_type: str = "classic",
         confirm_timeout: float = 30.0,
     ) -> None:
+        if queue_type not in QUEUE_TYPES:
+            raise ValueError(f"queue_type must be one of {QUEUE_TYPES}, not {queue_type!r}")
         self._url = url
         self.exchange_name = f"{prefix}{EXCHANGE}"
         self.queue_names = {f"{prefix}{name}": tuple(keys) for name, keys in queues.items()}
+        self.queue_type = queue_type
+        self._bound = {key for keys in self.queue_names.values() for key in keys}
+        self._reported: QueueTypeMismatch | None = None  # said once at ERROR, then WARNING
         self._confirm_timeout = confirm_timeout
         self._connection: AbstractRobustConnection | None = None
         self._exchange: AbstractExchange | None = None
@@ -66,6 +109,8 @@ class RabbitMQSink:
             *(self._publish(exchange, event) for event in events), return_exceptions=True
         )
         for outcome in published:
+            if isinstance(outcome, QueueMissing):
+                await self.close()  # the next delivery declares the topology again
             if isinstance(outcome, BaseException):
                 raise outcome
 
@@ -79,13 +124,18 @@ class RabbitMQSink:
             type=schema.routing_key(event),
             app_id="conveyor",
         )
-        # Not mandatory: a routing key nobody binds (jobs.progress, say) is simply dropped.
-        await exchange.publish(
-            message,
-            schema.routing_key(event),
-            mandatory=False,
-            timeout=self._confirm_timeout,
-        )
+        # Mandatory only where a contract queue must take it: a routing key nobody binds
+        # (jobs.progress, say) is simply dropped.
+        key = schema.routing_key(event)
+        try:
+            await exchange.publish(
+                message, key, mandatory=key in self._bound, timeout=self._confirm_timeout
+            )
+        except aiormq.exceptions.PublishError as exc:
+            raise QueueMissing(
+                f"RabbitMQ returned event {message.message_id} ({key}): no queue bound to it; "
+                "the contract queues are declared again before the retry"
+            ) from exc
 
     async def _ready(self) -> AbstractExchange:
         async with self._connecting:
@@ -108,19 +158,53 @@ class RabbitMQSink:
             timeout=self._confirm_timeout,
             client_properties={"connection_name": "conveyor-relay"},
         )
-        channel = await self._connection.channel(publisher_confirms=True)
+        channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
         exchange = await channel.declare_exchange(
             self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
         )
         for queue_name, keys in self.queue_names.items():
-            queue = await channel.declare_queue(queue_name, durable=True)
+            queue = await self._declare_queue(channel, queue_name)
             for key in keys:
                 await queue.bind(exchange, routing_key=key)
-        log.info("connected to RabbitMQ; publishing to exchange %s", self.exchange_name)
+        if self._reported is not None:
+            log.info("RabbitMQ queue %s is now a %s queue", self._reported.queue, self.queue_type)
+            self._reported = None
+        log.info(
+            "connected to RabbitMQ; publishing to exchange %s (%s queues)",
+            self.exchange_name, self.queue_type,
+        )  # fmt: skip
         return exchange
+
+    async def _declare_queue(
+        self, channel: aio_pika.abc.AbstractChannel, name: str
+    ) -> aio_pika.abc.AbstractQueue:
+        """Classic queues are declared without arguments, as before the setting existed
+        (and as consumers declare them); quorum ones with `x-queue-type`."""
+        arguments: dict[str, Any] | None = None
+        if self.queue_type != "classic":
+            arguments = {"x-queue-type": self.queue_type}
+        try:
+            return await channel.declare_queue(name, durable=True, arguments=arguments)
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            text = str(exc)
+            if "x-queue-type" not in text:
+                raise
+            mismatch = QueueTypeMismatch(name, self.queue_type, _existing_type(text))
+            if self._reported is None or str(self._reported) != str(mismatch):
+                log.error("%s", mismatch)  # once; the relay's retries log a line each
+                self._reported = mismatch
+            raise mismatch from None
 
     async def close(self) -> None:
         connection, self._connection, self._exchange = self._connection, None, None
         if connection is not None:
             with contextlib.suppress(Exception):
                 await connection.close()
+
+
+def _existing_type(refusal: str) -> str:
+    """The type RabbitMQ says the queue has: "... but current is none" (no `x-queue-type`,
+    a classic queue) or "... current is 'quorum'"."""
+    found = _CURRENT_TYPE.search(refusal)
+    existing = found.group(1) if found else "unknown"
+    return "classic" if existing == "none" else existing

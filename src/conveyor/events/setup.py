@@ -22,7 +22,13 @@ def sinks_from_settings(settings: Settings, db: Database | None = None) -> list[
     if settings.amqp_url:
         from conveyor.events.rabbitmq import RabbitMQSink  # aio-pika only when used
 
-        sinks.append(RabbitMQSink(settings.amqp_url, prefix=settings.amqp_prefix))
+        sinks.append(
+            RabbitMQSink(
+                settings.amqp_url,
+                prefix=settings.amqp_prefix,
+                queue_type=settings.amqp_queue_type,
+            )
+        )
     if settings.webhook_enabled and db is not None:
         sinks.append(webhook_sink(settings, db))
     return sinks

@@ -25,8 +25,11 @@ Dialect = Literal["sqlite", "postgresql"]
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # A process frozen inside a transaction (SIGSTOP, a debugger, a stuck host) would hold its row
 # locks, which SKIP LOCKED claims and the rescuer pass over forever: the server ends such
-# sessions after a while, and their work is then rescued like a dead worker's.
-POSTGRES_SESSION = {"idle_in_transaction_session_timeout": "30000", "application_name": "conveyor"}
+# sessions after a while, and their work is then rescued like a dead worker's. Set by a
+# statement on each new pooled connection, not as a startup parameter: PgBouncer refuses a
+# startup parameter it does not know ("unsupported startup parameter"), and with it in
+# `ignore_startup_parameters` the setting would silently not apply.
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 30_000
 CONNECT_TIMEOUT_S = 5.0  # opening a PostgreSQL connection, in any process
 REQUEST_TIMEOUT_S = 1.5  # one database operation of a request (`Database.request_path`)
 RETRY_AFTER_S = 1  # what a 503 for an unreachable database tells the client to wait
@@ -98,9 +101,13 @@ class Database:
         sqlite_synchronous: str = "FULL",
         connect_timeout: float = CONNECT_TIMEOUT_S,
         request_timeout: float = REQUEST_TIMEOUT_S,
+        application_name: str = "conveyor",
     ):
         _quiet_drivers()
         self.url = url
+        # PostgreSQL: the pool's sessions carry it; dedicated ones (LISTEN, leadership) add
+        # what they are for. PgBouncer passes it on to the server.
+        self.application_name = application_name
         self.request_timeout = request_timeout
         self.dialect, driver_url = async_url(url)
         if self.dialect == "sqlite":
@@ -120,8 +127,12 @@ class Database:
                 driver_url,
                 pool_size=2 * pool_size,
                 max_overflow=0,
-                connect_args={"server_settings": POSTGRES_SESSION, "timeout": connect_timeout},
+                connect_args={
+                    "server_settings": {"application_name": application_name},
+                    "timeout": connect_timeout,
+                },
             )
+            _set_up_postgres_session(self.writer)
             _ping_on_checkout(self.writer)
             _replace_read_only_sessions(self.writer)
             self.reader = self.writer
@@ -211,6 +222,16 @@ def after_commit(conn: AsyncConnection, callback: Callable[[], None]) -> None:
         callbacks.append(callback)
 
 
+def _set_up_postgres_session(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        await_(
+            dbapi_connection.driver_connection.execute(
+                f"SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_TIMEOUT_MS}"
+            )
+        )
+
+
 _RETURNED_AT = "conveyor.returned_at"
 FRESH_S = 1.0  # a connection back in the pool for less than this is not pinged
 
@@ -288,6 +309,35 @@ def _wait_for_writers(conn: Any) -> None:
     if conn.info.get(_BUSY_TIMEOUT, SQLITE_BUSY_TIMEOUT_MS) != wanted:
         conn.exec_driver_sql(f"PRAGMA busy_timeout = {wanted}")
         conn.info[_BUSY_TIMEOUT] = wanted
+
+
+class SessionPooling(ConfigurationError):
+    """The dedicated sessions are not the client's own: a connection pooler in transaction
+    or statement mode (PgBouncer's `pool_mode = transaction`) hands one server session to
+    other clients between statements. LISTEN would hear nothing and an advisory lock would
+    be shared (two leaders), so Conveyor refuses rather than run that way."""
+
+    def __init__(self, seen: str) -> None:
+        super().__init__(
+            "the database connection goes through a pooler that shares server sessions "
+            f"between clients ({seen}): PgBouncer's pool_mode must be `session` for "
+            "Conveyor (LISTEN, advisory-lock leadership and prepared statements need their "
+            "own session); see docs/operations.md 'Connection budgets and PgBouncer'"
+        )
+
+
+# SQLSTATEs of asyncpg's named prepared statements meeting another client's on a server
+# session a pooler shares (duplicate_prepared_statement, invalid_sql_statement_name).
+_SHARED_SESSION_SQLSTATES = ("42P05", "26000")
+
+
+def shared_session(exc: BaseException) -> bool:
+    """Whether an error is a prepared statement another client's session already had (or no
+    longer has): the mark of a pooler in transaction mode."""
+    for error in (exc, getattr(exc, "orig", None), getattr(exc, "__cause__", None)):
+        if getattr(error, "sqlstate", None) in _SHARED_SESSION_SQLSTATES:
+            return True
+    return False
 
 
 _CONNECTION_WORDS = (
@@ -393,6 +443,8 @@ async def _translate_outage() -> AsyncIterator[None]:
     try:
         yield
     except Exception as exc:
+        if shared_session(exc):
+            raise SessionPooling(str(getattr(exc, "orig", exc)).splitlines()[0]) from exc
         if not is_outage(exc):
             raise
         _OutageLog.failed(exc)

@@ -13,12 +13,14 @@ def open_backend(
     pool_size: int = 10,
     connect_timeout: float = CONNECT_TIMEOUT_S,
     request_timeout: float = REQUEST_TIMEOUT_S,
+    application_name: str = "conveyor",
 ) -> QueueBackend:
     db = Database(
         url,
         pool_size=pool_size,
         connect_timeout=connect_timeout,
         request_timeout=request_timeout,
+        application_name=application_name,
     )
     driver: Driver
     if db.dialect == "sqlite":

@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 
+from conveyor.store.database import SessionPooling
 from conveyor.store.driver import Callback
 
 log = logging.getLogger("conveyor.store.postgres")
@@ -38,6 +39,45 @@ RECONNECT_MAX = 2.0
 # change after a quiet spell is told at once; while busy, readers elsewhere wait at most this
 # much longer.
 EVENTS_NOTIFY_GAP = 0.05
+
+
+# asyncpg's named prepared statements meeting another client's on a shared server session
+_SHARED_SESSION_ERRORS = (
+    asyncpg.DuplicatePreparedStatementError,
+    asyncpg.InvalidSQLStatementNameError,
+)
+
+
+async def own_session(conn: Any, dsn: str, session: Mapping[str, str], pid_sql: str) -> None:
+    """Raise `SessionPooling` if `conn` does not keep one server session of its own.
+
+    Cheap (one short connection, a few round trips, when a dedicated session opens) and never
+    wrong when it raises: on a connection of its own the server pid never changes and no
+    other client sees it. Behind a transaction-mode pooler a quiet pool hands the session
+    `conn` just released to the next client, and a busy one hands `conn` other sessions, so
+    one of the two shows; a pooler that happens to show neither passes (documented).
+    """
+    mine: set[int] = set()
+    theirs: set[int] = set()
+    try:
+        # Named apart: it lives for a few round trips, beside the budgeted sessions.
+        name = f"{session.get('application_name', 'conveyor')[:56]} check"
+        other = await asyncpg.connect(
+            dsn, timeout=CONNECT_TIMEOUT, server_settings={**session, "application_name": name}
+        )
+        try:
+            for _ in range(3):
+                mine.add(await conn.fetchval(pid_sql))
+                theirs.add(await other.fetchval(pid_sql))
+        finally:
+            with contextlib.suppress(Exception):
+                await other.close(timeout=2)
+    except _SHARED_SESSION_ERRORS as exc:
+        raise SessionPooling(f"{type(exc).__name__}: {exc}".splitlines()[0]) from exc
+    if len(mine) > 1:
+        raise SessionPooling(f"one connection was answered by server sessions {sorted(mine)}")
+    if mine & theirs:
+        raise SessionPooling(f"two connections were answered by server session {min(mine)}")
 
 
 class Notifier:
@@ -90,8 +130,12 @@ class PgListener:
         dsn: str,
         channels: Mapping[str, Callback],
         on_reconnect: Callable[[], None] | None = None,
+        application_name: str = "conveyor listen",
+        pid_sql: str | None = None,
     ) -> None:
+        self._pid_sql = pid_sql  # given: check the session is ours on the first connect
         self._dsn = dsn
+        self._session = {"application_name": application_name}
         self._channels = dict(channels)
         self._on_reconnect = on_reconnect
         self._conn: Any = None
@@ -100,12 +144,21 @@ class PgListener:
         self.reconnects = 0  # how many times it came back (tests and logs)
 
     async def start(self, ping: str) -> None:
-        """Connect now (a database away at start is the caller's error), then keep at it."""
+        """Connect now (a database away at start, or sessions shared by a pooler, is the
+        caller's error), then keep at it."""
         self._conn = await self._open()
+        if self._pid_sql is not None:
+            try:
+                await own_session(self._conn, self._dsn, self._session, self._pid_sql)
+            except BaseException:
+                await self._discard()
+                raise
         self._task = asyncio.create_task(self._run(ping), name="pg-listener")
 
     async def _open(self) -> Any:
-        conn = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT)
+        conn = await asyncpg.connect(
+            self._dsn, timeout=CONNECT_TIMEOUT, server_settings=self._session
+        )
         try:
             for channel in self._channels:
                 await conn.add_listener(channel, self._heard)
@@ -204,8 +257,19 @@ class AdvisoryLeadership:
     failover's address still leading there) is left, and the next `acquire` opens a new
     one wherever the address leads then."""
 
-    def __init__(self, dsn: str, name: str, statements: tuple[str, str, str]) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        name: str,
+        statements: tuple[str, str, str],
+        application_name: str = "conveyor lead",
+        pid_sql: str | None = None,
+    ) -> None:
+        self._pid_sql = pid_sql  # given: check each new session is ours before leading
+        self._shared = False  # a pooler shares sessions: never lead (said once)
         self._dsn = dsn
+        self._session = {"application_name": application_name}
+        self._name = name
         self._key = lock_key(name)
         self._try, self._unlock, self._ping = statements
         self._conn: Any = None
@@ -217,7 +281,12 @@ class AdvisoryLeadership:
         try:
             if self._conn is None or self._conn.is_closed():
                 self._held = False
-                self._conn = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT)
+                self._conn = await asyncpg.connect(
+                    self._dsn, timeout=CONNECT_TIMEOUT, server_settings=self._session
+                )
+                if self._pid_sql is not None:
+                    await own_session(self._conn, self._dsn, self._session, self._pid_sql)
+                    self._shared = False
             if self._held:
                 # Still connected means still held; false: the server turned read-only.
                 if not await self._conn.fetchval(self._ping):
@@ -227,6 +296,12 @@ class AdvisoryLeadership:
                 if got is None:
                     raise _ReadOnly("the server takes no writes (a standby?)")
                 self._held = bool(got)
+        except SessionPooling as exc:  # two leaders at once would follow: refuse to lead
+            if not self._shared:
+                log.error("not leading %s: %s", self._name, exc)
+            self._shared = True
+            await self._drop()
+            return False
         # InternalClientError: the server ends a terminated session's lock before its socket,
         # so a call can meet the FATAL message half-read; the lock is gone either way.
         except (

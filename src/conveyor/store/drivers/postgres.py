@@ -40,7 +40,7 @@ SQL = load(
         {"enqueue", "existing", "record_callbacks", "claim", "claim_any", "lock_mine"}
         | {"complete", "retry", "fail", "rescue", "notify", "try_lead", "unlead", "ping"}
         | {"lead_ping"}
-        | {"horizon", "lock_events"}
+        | {"horizon", "lock_events", "backend_pid"}
     ),
 )
 # A hung statement on the hot path surfaces as an error rather than a stuck worker.
@@ -189,6 +189,8 @@ class PostgresDriver:
             self.dsn,
             {JOBS_CHANNEL: on_jobs, CANCEL_CHANNEL: on_cancel},
             on_reconnect=lambda: on_jobs(""),
+            application_name=f"{self.db.application_name} listen",
+            pid_sql=SQL["backend_pid"],
         )
         await listener.start(SQL["ping"])
         return listener
@@ -198,14 +200,22 @@ class PostgresDriver:
             on_events()
 
         listener = PgListener(
-            self.dsn, {EVENTS_CHANNEL: wake, JOBS_CHANNEL: wake}, on_reconnect=on_events
+            self.dsn,
+            {EVENTS_CHANNEL: wake, JOBS_CHANNEL: wake},
+            on_reconnect=on_events,
+            application_name=f"{self.db.application_name} events",
+            pid_sql=SQL["backend_pid"],
         )
         await listener.start(SQL["ping"])
         return listener
 
     def leadership(self, name: str, holder: str, ttl: float) -> Leadership:
         return AdvisoryLeadership(
-            self.dsn, name, (SQL["try_lead"], SQL["unlead"], SQL["lead_ping"])
+            self.dsn,
+            name,
+            (SQL["try_lead"], SQL["unlead"], SQL["lead_ping"]),
+            application_name=f"{self.db.application_name} lead {name}"[:63],
+            pid_sql=SQL["backend_pid"],
         )
 
     async def close(self) -> None:

@@ -266,6 +266,11 @@ SELECT pg_advisory_unlock($1)
 -- The keepalive of a dedicated session (LISTEN, leadership): still connected, still held.
 SELECT 1
 
+-- name: backend_pid
+-- Which server session answers: the same one every time on a dedicated connection, unless
+-- a pooler in transaction mode stands between (drivers/pg_sessions.py `own_session`).
+SELECT pg_backend_pid()
+
 -- name: horizon
 -- The outbox's read horizon (store/outbox.py, docs/events.md "Reading in commit order"):
 -- every event below it has committed, and none can still commit below it. It is the
