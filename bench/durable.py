@@ -9,8 +9,12 @@ system's venv (peers/probe.py). From the samples and the records:
 * **durable rate** = jobs / (first start -> the first sample that saw every job done). A
   system that drops a message before running it (Celery's early ack) is done no earlier than
   its last execution, so that moment is the later of the two.
-* **unrecorded peak** = max over samples of (executed by the sample's time - done in it): the
-  jobs a crash at that moment would run again.
+* **unrecorded peak** = max over samples of (executed - done): the jobs a crash at that
+  moment would run again. A sample's count reads a snapshot taken at some moment between the
+  time before the read and the time after it, so it is bounded on both sides: executed by the
+  time *before* (surely executed at the snapshot; the lower bound, a peak certainly reached)
+  and executed by the time *after* (the upper bound). Between them lies what the probe cannot
+  tell apart: executions ending while the count ran (at 14,000 jobs/s a 5 ms count is 70 jobs).
 * **acked unrun peak** = max of (done - executed): jobs the store had already let go of but
   that had not run yet (a crash then loses them; only early-ack systems have any).
 """
@@ -36,7 +40,7 @@ class DurableFigures:
     all_durable: bool  # the probe saw every job done before the phase ended
     seconds: float | None  # first start -> last completion durable
     jobs_per_s: float | None
-    unrecorded_peak: int
+    unrecorded_peak: int  # lower bound: certainly reached at some sample's snapshot
     unrecorded_peak_at_s: float | None  # since the first start
     acked_unrun_peak: int
     done_at_end: int = 0  # durably done in the last sample
@@ -44,6 +48,10 @@ class DurableFigures:
     below_jobs_per_s: float | None = None
     # every sample: (seconds since the first start, executed by then, durably done)
     series: tuple[tuple[float, int, int], ...] = ()
+    # upper bound: executions ended by the time each count returned, minus its count
+    unrecorded_peak_high: int = 0
+    # the longest count (before -> after), seconds: how wide the bounds can be
+    longest_read_s: float = 0.0
 
 
 class Probe:
@@ -52,7 +60,7 @@ class Probe:
     def __init__(self, argv: Sequence[str], env: Mapping[str, str], log: Path) -> None:
         log.parent.mkdir(parents=True, exist_ok=True)
         self.log = log
-        self.samples: list[tuple[float, int]] = []
+        self.samples: list[tuple[float, float, int]] = []  # (before, after, done)
         self.finished = threading.Event()
         self._first = threading.Event()
         with log.open("ab") as err:
@@ -75,7 +83,9 @@ class Probe:
             except ValueError:
                 continue
             if "t" in line:
-                self.samples.append((float(line["t"]), int(line["done"])))
+                after = float(line["t"])
+                before = float(line.get("t0", after))
+                self.samples.append((before, after, int(line["done"])))
                 self._first.set()
         self.finished.set()
 
@@ -98,23 +108,31 @@ class Probe:
 
 
 def figures(
-    samples: Sequence[tuple[float, int]],
+    samples: Sequence[tuple[float, float, int]],
     first_ends: Sequence[float],
     first_start: float | None,
     n: int,
     interval_s: float,
 ) -> DurableFigures:
-    """Combine probe samples with the executions' end times (the first run of each job)."""
+    """Combine probe samples with the executions' end times (the first run of each job).
+
+    A sample is ``(before, after, done)``: its count's snapshot lies between the two times,
+    so the unrecorded jobs at that snapshot were at least executed(before) - done and at most
+    executed(after) - done (see the module docstring). The acked-unrun figure takes the
+    side that cannot overstate it, executed(after)."""
     ends = sorted(first_ends)
-    unrecorded, unrecorded_at, unrun = 0, None, 0
+    unrecorded, unrecorded_at, unrun, high, longest = 0, None, 0, 0, 0.0
     done_at: float | None = None
     series = []
-    for at, done in samples:
+    for before, at, done in samples:
+        surely = bisect.bisect_right(ends, before)
         executed = bisect.bisect_right(ends, at)
+        longest = max(longest, at - before)
         if first_start is not None:
             series.append((round(at - first_start, 3), executed, done))
-        if executed - done > unrecorded:
-            unrecorded, unrecorded_at = executed - done, at
+        if surely - done > unrecorded:
+            unrecorded, unrecorded_at = surely - done, before
+        high = max(high, executed - done)
         unrun = max(unrun, done - executed)
         if done >= n and done_at is None:
             done_at = at
@@ -122,8 +140,8 @@ def figures(
     seconds, below = None, None
     if all_durable and done_at is not None and first_start is not None:
         seconds = max(done_at, ends[-1]) - first_start
-    elif samples and first_start is not None and samples[-1][0] > first_start:
-        below = n / (samples[-1][0] - first_start)
+    elif samples and first_start is not None and samples[-1][1] > first_start:
+        below = n / (samples[-1][1] - first_start)
     return DurableFigures(
         samples=len(samples),
         interval_s=interval_s,
@@ -135,7 +153,17 @@ def figures(
             unrecorded_at - first_start if unrecorded_at and first_start is not None else None
         ),
         acked_unrun_peak=unrun,
-        done_at_end=samples[-1][1] if samples else 0,
+        done_at_end=samples[-1][2] if samples else 0,
         below_jobs_per_s=below,
         series=tuple(series),
+        unrecorded_peak_high=high,
+        longest_read_s=round(longest, 4),
     )
+
+
+def unrecorded_range(durability: DurableFigures | None) -> str:
+    """``low-high`` (the two bounds of the peak, see the module docstring), one number if equal."""
+    if durability is None:
+        return "-"
+    low, high = durability.unrecorded_peak, max(durability.unrecorded_peak_high, 0)
+    return f"{low:,}" if high <= low else f"{low:,}-{high:,}"

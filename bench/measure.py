@@ -182,7 +182,8 @@ def drain(system: System, plan: Plan, run_dir: Path) -> tuple[EnqueueFigures, Dr
     _say(
         system,
         f"drain: executed {figures.jobs_per_s:,.0f} jobs/s, durable {durable_text}, "
-        f"unrecorded peak {durability.unrecorded_peak}"
+        f"unrecorded peak {durability.unrecorded_peak}-{durability.unrecorded_peak_high}"
+        f" (longest count {durability.longest_read_s * 1000:.1f} ms)"
         f", not run {tally.lost}, dup {tally.duplicated}"
         + (" (TIMED OUT)" if figures.timed_out else ""),
     )

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import machine
+from bench.durable import unrecorded_range
 from bench.http_submit import HttpFigures
 from bench.measure import Plan, SystemResult
 
@@ -46,7 +47,8 @@ COLUMNS = (
 CAPTION = (
     "drain durable: jobs / (first start -> last completion durable in the system's store); "
     "executed: jobs / (first start -> last handler end); unrecorded peak: most jobs run but "
-    "not yet durably done at one sample (a crash re-runs them); '< x': not all durable "
+    "not yet durably done at one sample (a crash re-runs them), 'a-b': at least a (run before "
+    "the count began), at most b (run before it returned); '< x': not all durable "
     "when the drain timed out.\n"
     "lost/dup: over the drain and latency phases; '?' = timed out (late or lost, cannot tell). "
     "CPU busy before: the share of both cores others used just before the system ran."
@@ -70,7 +72,7 @@ def _row(r: SystemResult) -> list[str]:
         _num(r.enqueue_batch.jobs_per_s if r.enqueue_batch else None),
         drain,
         executed,
-        _num(durability.unrecorded_peak if durability else None),
+        unrecorded_range(durability),
         _num(r.drain.n if r.drain else None),
         lost if phases else "-",
         str(sum(f.duplicated for f in phases)) if phases else "-",

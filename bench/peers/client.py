@@ -10,9 +10,9 @@ The client is standard-library only, so Conveyor's systems run it too, in the pr
 
 Every command prints exactly one JSON object on stdout (logs go to stderr), so the harness in
 the project venv never imports a peer; ``probe`` alone prints one per sample,
-``{"t": time, "done": durably completed jobs}``, as it goes (see peers/probe.py). Timings
-exclude interpreter start-up and connecting: the clock starts after :meth:`Driver.open`, as it
-would in a long-running application.
+``{"t0": before the read, "t": after it, "done": durably completed jobs}``, as it goes (see
+peers/probe.py). Timings exclude interpreter start-up and connecting: the clock starts after
+:meth:`Driver.open`, as it would in a long-running application.
 """
 
 from __future__ import annotations
@@ -47,7 +47,9 @@ class Driver(Protocol):
     def settle(self) -> None: ...
     def send_single(self, indices: range) -> None: ...
     def send_batch(self, indices: range) -> None: ...
-    def probe(self, n: int, interval_s: float, timeout_s: float) -> Iterator[tuple[float, int]]: ...
+    def probe(
+        self, n: int, interval_s: float, timeout_s: float
+    ) -> Iterator[tuple[float, float, int]]: ...
     def server_version(self) -> str: ...
     def versions(self) -> dict[str, str]: ...
 
@@ -79,8 +81,8 @@ def _trickle(driver: Driver, args: argparse.Namespace) -> dict[str, Any]:
 def _probe(driver: Driver, args: argparse.Namespace) -> dict[str, Any]:
     """Stream durable-completion samples until ``n`` are done or the timeout passes."""
     last = 0
-    for at, done in driver.probe(args.n, args.interval_s, args.timeout_s):
-        sys.stdout.write(json.dumps({"t": at, "done": done}) + "\n")
+    for before, after, done in driver.probe(args.n, args.interval_s, args.timeout_s):
+        sys.stdout.write(json.dumps({"t0": before, "t": after, "done": done}) + "\n")
         sys.stdout.flush()
         last = done
     return {"n": args.n, "done": last, "end": True}

@@ -1,9 +1,11 @@
 """Durable-completion probes: how many of a drain's jobs the system's own store holds as done.
 
-Standard library only (used in both venvs). A probe yields ``(time.time(), done)`` samples
-about every ``interval_s`` until ``done >= n`` or ``timeout_s`` passes; the time is taken
-*after* the read returned, so any job counted was durable by then. ``bench.peers.client probe``
-prints them as JSON lines for the harness.
+Standard library only (used in both venvs). A probe yields ``(before, after, done)`` samples
+about every ``interval_s`` until ``done >= n`` or ``timeout_s`` passes: ``time.time()`` just
+before the read was sent and just after it returned. The store's snapshot that ``done`` counts
+was taken somewhere between the two, so the harness bounds what it compares with it exactly:
+executions ended by ``before`` (surely seen by then) and by ``after`` (possibly). Any job
+counted was durable by ``after``. ``bench.peers.client probe`` prints them as JSON lines.
 
 RabbitMQ has no cheap live "unacknowledged" count over AMQP (a passive queue.declare reports
 ready messages only, the management plugin's figures are refreshed every 5 s, and each
@@ -20,7 +22,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 
-Sample = tuple[float, int]
+Sample = tuple[float, float, int]  # before the read, after it, durably done
 
 
 def poll(count: Callable[[], int], n: int, interval_s: float, timeout_s: float) -> Iterator[Sample]:
@@ -28,8 +30,9 @@ def poll(count: Callable[[], int], n: int, interval_s: float, timeout_s: float) 
     deadline = time.monotonic() + timeout_s
     while True:
         started = time.monotonic()
+        before = time.time()
         done = count()
-        yield time.time(), done
+        yield before, time.time(), done
         if done >= n or time.monotonic() >= deadline:
             return
         time.sleep(max(0.0, interval_s - (time.monotonic() - started)))
@@ -43,8 +46,9 @@ Info = fun() -> case rabbit_amqqueue:lookup(Q) of
     _ -> {{-1, -1}} end end,
 Deadline = erlang:monotonic_time(millisecond) + {timeout_ms},
 Loop = fun L() ->
+    Before = os:system_time(microsecond),
     {{R, U}} = Info(),
-    io:format("sample ~b ~b ~b~n", [os:system_time(microsecond), R, U]),
+    io:format("sample ~b ~b ~b ~b~n", [Before, os:system_time(microsecond), R, U]),
     case (R =:= 0 andalso U =:= 0) orelse erlang:monotonic_time(millisecond) > Deadline of
         true -> done;
         false -> timer:sleep({interval_ms}), L()
@@ -75,12 +79,12 @@ def rabbitmq_samples(
         assert proc.stdout is not None
         for line in proc.stdout:
             fields = line.split()
-            if len(fields) != 4 or fields[0] != "sample":
+            if len(fields) != 5 or fields[0] != "sample":
                 continue
-            at_us, ready, unacked = (int(v) for v in fields[1:])
+            before_us, after_us, ready, unacked = (int(v) for v in fields[1:])
             if ready < 0:
                 raise RuntimeError(f"rabbitmq: queue {queue!r} not found")
-            yield at_us / 1e6, n - ready - unacked
+            yield before_us / 1e6, after_us / 1e6, n - ready - unacked
         if proc.wait() != 0:
             raise RuntimeError(
                 f"rabbitmqctl eval failed: {proc.stderr.read() if proc.stderr else ''}"

@@ -3,9 +3,12 @@ set a state, delete a finished one)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import text
 
+from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import Outcome
 from conveyor.domain.states import JobState
 from conveyor.errors import Conflict, IllegalTransition, NotFound
@@ -49,6 +52,29 @@ async def test_enqueue_in_the_callers_transaction_rolls_back_with_it(
 async def test_an_enqueue_answers_with_the_record_a_read_returns(backend: QueueBackend) -> None:
     (done,) = await backend.enqueue([job(n=1)])
     assert done.created and done.record == await backend.get(done.id)
+
+
+async def test_a_single_enqueue_stores_what_a_batch_stores(backend: QueueBackend) -> None:
+    """One job goes through its own statement on PostgreSQL (scalars, not arrays): the same
+    row, the same 'created' event, a job for later stays scheduled, as in a batch."""
+    later = utcnow() + timedelta(hours=1)
+    fields = {"queue": "q1", "priority": 3, "max_attempts": 4, "timeout_s": 2.5}
+    extra = {"tags": ("a", "b"), "idempotency_key": "k", "owner_id": "alice"}
+    (one,) = await backend.enqueue([job(n=1, **fields, **extra)])
+    pair = await backend.enqueue([job(n=1, **fields, **{**extra, "owner_id": "bob"}), job()])
+    (soon,) = await backend.enqueue([job(run_at=later)])
+    alone, batched = await backend.get(one.id), await backend.get(pair[0].id)
+    same = ("payload", "queue", "priority", "max_attempts", "timeout_s", "tags", "state")
+    assert [getattr(alone, f) for f in same] == [getattr(batched, f) for f in same]
+    assert alone.state is JobState.QUEUED and alone.tags == ["a", "b"]
+    assert alone.idempotency_key == "k" and alone.owner_id == "alice"
+    assert (await backend.get(soon.id)).state is JobState.SCHEDULED
+    async with backend.transaction() as tx:
+        created = await tx.connection.execute(
+            text("SELECT job_id FROM events WHERE type = 'created'")
+        )
+        logged = {row[0] for row in created}
+    assert {one.id, pair[0].id, pair[1].id, soon.id} <= logged
 
 
 @pytest.mark.parametrize("synchronous", [True, False])

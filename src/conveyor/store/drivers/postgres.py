@@ -37,10 +37,9 @@ from conveyor.store.tables import jobs
 SQL = load(
     "postgres",
     frozenset(
-        {"enqueue", "existing", "record_callbacks", "claim", "claim_any", "lock_mine"}
-        | {"complete", "retry", "fail", "rescue", "notify", "try_lead", "unlead", "ping"}
-        | {"lead_ping"}
-        | {"horizon", "lock_events", "backend_pid"}
+        {"enqueue", "enqueue_one", "existing", "record_callbacks", "claim", "claim_any"}
+        | {"lock_mine", "complete", "retry", "fail", "rescue", "notify", "try_lead", "unlead"}
+        | {"ping", "lead_ping", "horizon", "lock_events", "backend_pid"}
     ),
 )
 # A hung statement on the hot path surfaces as an error rather than a stuck worker.
@@ -93,9 +92,12 @@ class PostgresDriver:
         synchronous: bool = True,
     ) -> Inserted:
         now = rows[0]["created_at"]
-        args = (*_enqueue_args(rows), created, synchronous)
+        # One job (a single submit): scalars, not one-element arrays (postgres.sql says why).
+        statement = SQL["enqueue_one" if len(rows) == 1 else "enqueue"]
+        columns = _enqueue_one_args(rows[0]) if len(rows) == 1 else _enqueue_args(rows)
+        args = (*columns, created, synchronous)
         if conn is not None:  # inside the caller's transaction: through SQLAlchemy's cursor
-            inserted = {r[0] for r in await conn.exec_driver_sql(SQL["enqueue"], args)}
+            inserted = {r[0] for r in await conn.exec_driver_sql(statement, args)}
             mine = [c for c in callbacks if c["job_id"] in inserted]
             if mine:
                 await conn.exec_driver_sql(SQL["record_callbacks"], _callback_args(mine, now))
@@ -105,9 +107,7 @@ class PostgresDriver:
         # Jobs with a callback_url add one side-table insert, in the same transaction; the
         # others stay one statement in its own implicit transaction.
         async with self.db.raw(transaction=bool(callbacks)) as raw:
-            inserted = {
-                r[0] for r in await raw.fetch(SQL["enqueue"], *args, timeout=COMMAND_TIMEOUT)
-            }
+            inserted = {r[0] for r in await raw.fetch(statement, *args, timeout=COMMAND_TIMEOUT)}
             mine = [c for c in callbacks if c["job_id"] in inserted]
             if mine:
                 await raw.execute(
@@ -225,17 +225,27 @@ class PostgresDriver:
 _STATEMENT = {"completed": "complete", "retry": "retry", "failed": "fail"}
 
 
+_ENQUEUED = (
+    "id", "owner_id", "queue", "type", "payload", "priority", "state", "max_attempts",
+    "run_at", "timeout_s", "idempotency_key", "tags", "schedule_id",
+)  # fmt: skip
+
+
 def _enqueue_args(rows: Sequence[dict[str, Any]]) -> list[Any]:
     """Column arrays for the enqueue statement ($13 is the shared created_at)."""
-    names = (
-        "id", "owner_id", "queue", "type", "payload", "priority", "state", "max_attempts",
-        "run_at", "timeout_s", "idempotency_key", "tags", "schedule_id",
-    )  # fmt: skip
+    names = _ENQUEUED
     columns: dict[str, list[Any]] = {name: [row[name] for row in rows] for name in names}
     columns["payload"] = [json.dumps(p) for p in columns["payload"]]
     columns["tags"] = [json.dumps(t) for t in columns["tags"]]
     arrays = [columns[name] for name in names]
     return [*arrays[:12], rows[0]["created_at"], arrays[12]]
+
+
+def _enqueue_one_args(row: dict[str, Any]) -> list[Any]:
+    """$1-$14 of `enqueue_one`: the same values as `_enqueue_args`, one job's, as scalars."""
+    values = [row[name] for name in _ENQUEUED]
+    values[4], values[11] = json.dumps(row["payload"]), json.dumps(row["tags"])
+    return [*values[:12], row["created_at"], values[12]]
 
 
 def _callback_args(rows: Sequence[dict[str, Any]], now: datetime) -> tuple[Any, ...]:
