@@ -10,10 +10,7 @@ from fastapi.openapi.utils import get_openapi
 
 from conveyor.api import errors, openapi
 from conveyor.api.middleware.body_limits import BodyLimits
-from conveyor.api.middleware.db_deadline import DatabaseDeadline
-from conveyor.api.middleware.http_metrics import HttpMetrics
-from conveyor.api.middleware.request_log import RequestLog
-from conveyor.api.middleware.security_headers import NoSniff
+from conveyor.api.middleware.edge import RequestEdge
 from conveyor.api.routes import admin, auth, docs, events, health, jobs, metrics, schedules
 from conveyor.api.routes import queues as queue_routes
 from conveyor.api.routes import webhooks as webhook_routes
@@ -35,10 +32,8 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(
         BodyLimits, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth
     )
-    app.add_middleware(DatabaseDeadline)
-    app.add_middleware(HttpMetrics)  # outside BodyLimits: refused bodies are counted too
-    app.add_middleware(RequestLog)
-    app.add_middleware(NoSniff)  # outermost of ours: every answer, refusals included
+    # Outside BodyLimits: refused bodies are counted, logged and get the headers too.
+    app.add_middleware(RequestEdge)
     for module in (health, auth, jobs, events, schedules, admin, docs, metrics):
         app.include_router(module.router)
     for routes in (queue_routes, worker_routes):
