@@ -87,29 +87,28 @@ async def _out(job: JobRecord, user: User, ctx: AppContext) -> JobOut:
     responses={200: {"description": "an existing job with the same idempotency key"}},
 )
 async def create_job(
-    body: JobCreate,
-    credential: Submitter,
-    ctx: Context,
-    idempotency_key: IdempotencyKey = None,
+    body: JobCreate, caller: Submitter, idempotency_key: IdempotencyKey = None
 ) -> Response:
     """Submit a job; its payload is validated against the job type's model (see /job-types)."""
-    await charge_submission(ctx, credential.user_id)
+    ctx = caller.ctx
+    await charge_submission(ctx, caller.credential.user_id)
     submission = _submission(body, idempotency_key)
-    user, enqueued = await ctx.intake.submit(credential, [submission])
+    user, enqueued = await ctx.intake.submit(caller.credential, [submission])
     ((job, url),) = await _answers(enqueued, [submission], user, ctx)
     answer = job_json(job, url, tracebacks=user.is_admin)
     return _json(answer, status.HTTP_201_CREATED if enqueued[0].created else status.HTTP_200_OK)
 
 
 @router.post("/jobs/batch", status_code=status.HTTP_201_CREATED, response_model=list[JobOut])
-async def create_jobs(body: JobBatchCreate, credential: Submitter, ctx: Context) -> Response:
+async def create_jobs(body: JobBatchCreate, caller: Submitter) -> Response:
     """Submit many jobs in one transaction: all are stored, or none. Each job counts
     against the per-user jobs limit (RATE_LIMIT_JOBS); the batch is one request."""
+    ctx = caller.ctx
     if len(body.jobs) > ctx.settings.max_batch_size:
         raise InvalidInput(f"at most {ctx.settings.max_batch_size} jobs per batch")
-    await charge_submission(ctx, credential.user_id, len(body.jobs))
+    await charge_submission(ctx, caller.credential.user_id, len(body.jobs))
     submissions = [_submission(j) for j in body.jobs]
-    user, enqueued = await ctx.intake.submit(credential, submissions)
+    user, enqueued = await ctx.intake.submit(caller.credential, submissions)
     answers = await _answers(enqueued, submissions, user, ctx)
     return _json(jobs_json(answers, tracebacks=user.is_admin), status.HTTP_201_CREATED)
 
