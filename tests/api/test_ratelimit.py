@@ -3,6 +3,7 @@ default and shared by every API process through Redis."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import uuid
@@ -356,5 +357,26 @@ async def test_a_submission_spends_its_request_and_its_jobs_together_through_red
             "conveyor:rl:charge:submit:ada",
             "conveyor:rl:charge:submit:ada:n",
         ]
+    finally:
+        await limits.aclose()
+
+
+async def test_memory_windows_make_room_as_charges_age_and_forget_idle_keys() -> None:
+    """In memory a charge is one entry whatever its cost (a batch of 500 jobs is one), it
+    leaves the window when the window has passed, and idle keys are swept away."""
+    limits = RateLimits()
+    memory = limits._memory
+    assert memory is not None
+    memory.SWEEP_EVERY_S = 0.0  # sweep on every charge
+    try:
+        await limits.check("500/second", "jobs", "ada", cost=500)
+        with pytest.raises(RateLimited) as refused:
+            await limits.check("500/second", "jobs", "ada")
+        assert refused.value.details["retry_after"] == 1
+        await limits.check("500/second", "jobs", "bob", cost=499)  # per key
+        await limits.check("500/second", "jobs", "bob")
+        await asyncio.sleep(1.2)
+        await limits.check("500/second", "jobs", "ada", cost=500)  # the window has passed
+        assert list(memory._windows) == [("jobs", "ada")]  # bob's aged out and was forgotten
     finally:
         await limits.aclose()

@@ -206,3 +206,21 @@ def test_default_clock_issues_tokens_valid_now() -> None:
     claims = tokens.decode(tokens.issue_access("user-1", "member"), "access")
 
     assert abs(claims.iat - datetime.now(UTC)) < timedelta(seconds=5)
+
+
+def test_a_remembered_access_token_is_still_checked_on_every_use(
+    tokens: TokenService, clock: FakeClock
+) -> None:
+    """Claims are remembered per token once verified; its type and times are not."""
+    token = tokens.issue_access("user-1", "member")
+    assert tokens.decode(token, "access").sub == "user-1"
+    assert tokens.decode(token, "access").sub == "user-1"  # remembered
+    with pytest.raises(InvalidToken):
+        tokens.decode(token, "refresh")
+    head, _, signature = token.split(".")
+    forged = f"{head}.{_b64({**_payload(token), 'sub': 'user-2'})}.{signature}"
+    with pytest.raises(InvalidToken):
+        tokens.decode(forged, "access")
+    clock.now = START + timedelta(minutes=15, seconds=11)
+    with pytest.raises(ExpiredToken):
+        tokens.decode(token, "access")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -42,3 +43,4 @@ def test_uuid7_ids_are_unique_and_time_ordered() -> None:
     assert len(set(ids)) == len(ids)
     assert ids == sorted(ids)
     assert all(i[14] == "7" for i in ids[:10])
+    assert all(str(uuid.UUID(i)) == i and uuid.UUID(i).version == 7 for i in ids[:100])

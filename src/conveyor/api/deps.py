@@ -118,17 +118,27 @@ async def charge_submission(ctx: AppContext, key: str, jobs: int = 1) -> None:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Submitting:
+    """A submission's caller, as its token claims, and the app's context."""
+
+    credential: Credential
+    ctx: AppContext
+
+
 async def submitter(
     request: Request,
-    ctx: Context,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Credential:
+) -> Submitting:
     """Who a submission claims to be, read from its token alone: the store confirms it in
-    the transaction that inserts the jobs (`conveyor.services.intake`)."""
-    return await ctx.accounts.credential(bearer_token(request))
+    the transaction that inserts the jobs (`conveyor.services.intake`). It carries the
+    context too, so a submit route resolves two dependencies, not four (FastAPI's work
+    per dependency is a visible part of a single submit's CPU)."""
+    ctx = get_context(request)
+    return Submitting(await ctx.accounts.credential(bearer_token(request)), ctx)
 
 
-Submitter = Annotated[Credential, Depends(submitter)]
+Submitter = Annotated[Submitting, Depends(submitter)]
 
 
 async def submitting_user(user: VerifiedUser, ctx: Context) -> User:

@@ -45,7 +45,8 @@ _CALLER: dict[Callable[..., Any], tuple[int, ...]] = {
     deps.verified_user: (401, 403),
     deps.admin_user: (401, 403),
     deps.submitting_user: (401, 403, 429),
-    deps.submitter: (401, 403, 429),  # refused callers learn it from the intake
+    # refused callers learn it from the intake; it reads the context (503) itself
+    deps.submitter: (401, 403, 429, 503),
     deps.context: (503,),
 }
 

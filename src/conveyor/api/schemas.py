@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -14,7 +15,9 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    TypeAdapter,
 )
+from typing_extensions import TypedDict
 
 from conveyor.auth.passwords import MAX_LENGTH, MIN_LENGTH
 from conveyor.domain.jobs import BulkAction, JobFilter, JobRecord
@@ -143,22 +146,91 @@ class JobOut(BaseModel):
     def of(
         cls, job: JobRecord, *, tracebacks: bool = False, callback_url: str | None = None
     ) -> JobOut:
-        errors = [
-            JobError(**{k: v for k, v in e.items() if k in JobError.model_fields})
-            for e in job.errors
-        ]
-        if not tracebacks:
-            errors = [e.model_copy(update={"traceback": None}) for e in errors]
         return cls(
             id=job.id, type=job.type, queue=job.queue, state=job.state, priority=job.priority,
             attempt=job.attempt, max_attempts=job.max_attempts, payload=job.payload,
-            result=job.result, errors=errors,
+            result=job.result, errors=job_errors(job, tracebacks),
             progress=Progress(percent=job.progress, message=job.progress_message),
             tags=job.tags, owner_id=job.owner_id, idempotency_key=job.idempotency_key,
             schedule_id=job.schedule_id, timeout=job.timeout_s, run_at=job.run_at,
             created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
             callback_url=callback_url,
         )  # fmt: skip
+
+
+def job_errors(job: JobRecord, tracebacks: bool) -> list[JobError]:
+    """A job's errors as shown: tracebacks are for administrators; owners see the error
+    type and message."""
+    errors = [
+        JobError(**{k: v for k, v in e.items() if k in JobError.model_fields}) for e in job.errors
+    ]
+    if not tracebacks:
+        errors = [e.model_copy(update={"traceback": None}) for e in errors]
+    return errors
+
+
+class _ProgressFields(TypedDict):
+    percent: int
+    message: str | None
+
+
+class _JobOutFields(TypedDict):
+    """`JobOut`'s fields, as a dict: what a submit answers is serialised from these without
+    building a model per job (validating 500 `JobOut`s cost a batch more than its insert).
+    tests/api/test_answers.py checks both give the same bytes and the same field names."""
+
+    id: str
+    type: str
+    queue: str
+    state: JobState
+    priority: int
+    attempt: int
+    max_attempts: int
+    payload: dict[str, Any]
+    result: Any
+    errors: list[JobError]
+    progress: _ProgressFields
+    tags: list[str]
+    owner_id: str
+    idempotency_key: str | None
+    schedule_id: str | None
+    timeout: float | None
+    run_at: datetime
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    callback_url: str | None
+
+
+_JOB_JSON = TypeAdapter(_JobOutFields)
+_JOBS_JSON = TypeAdapter(list[_JobOutFields])
+Answer = tuple[JobRecord, str | None]  # a job and its callback_url
+
+
+def jobs_json(jobs: Sequence[Answer], *, tracebacks: bool) -> bytes:
+    """`[JobOut.of(job, ...), ...]` as JSON, built from the records directly: the same
+    bytes at a fraction of the CPU."""
+    return _JOBS_JSON.dump_json([_fields(job, url, tracebacks) for job, url in jobs])
+
+
+def job_json(job: JobRecord, callback_url: str | None, *, tracebacks: bool) -> bytes:
+    """`JobOut.of(job, ...)` as JSON, the same way."""
+    return _JOB_JSON.dump_json(_fields(job, callback_url, tracebacks))
+
+
+def _fields(job: JobRecord, callback_url: str | None, tracebacks: bool) -> _JobOutFields:
+    return {
+        "id": job.id, "type": job.type, "queue": job.queue, "state": job.state,
+        "priority": job.priority, "attempt": job.attempt, "max_attempts": job.max_attempts,
+        "payload": job.payload, "result": job.result,
+        "errors": job_errors(job, tracebacks) if job.errors else [],
+        "progress": {"percent": job.progress, "message": job.progress_message},
+        "tags": list(job.tags), "owner_id": job.owner_id,
+        "idempotency_key": job.idempotency_key, "schedule_id": job.schedule_id,
+        "timeout": None if job.timeout_s is None else float(job.timeout_s),
+        "run_at": job.run_at, "created_at": job.created_at, "started_at": job.started_at,
+        "finished_at": job.finished_at, "callback_url": callback_url,
+    }  # fmt: skip
 
 
 class JobPage(BaseModel):

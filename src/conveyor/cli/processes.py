@@ -115,7 +115,7 @@ def _server(settings: Settings, engine: Engine | None = None) -> Any:
     from conveyor.server import create_app
 
     config = uvicorn.Config(
-        create_app(settings, engine=engine),
+        create_app(settings, engine=engine, freeze_gc=True),
         host=settings.host,
         port=settings.port,
         log_config=None,

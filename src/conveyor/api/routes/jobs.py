@@ -17,6 +17,7 @@ from conveyor.api.deps import (
     owner_scope,
 )
 from conveyor.api.schemas import (
+    Answer,
     AnyUtcDateTime,
     BulkOut,
     BulkRequest,
@@ -31,6 +32,8 @@ from conveyor.api.schemas import (
     Stats,
     ThroughputMinuteOut,
     ThroughputOut,
+    job_json,
+    jobs_json,
 )
 from conveyor.domain.jobs import SORT_KEYS, Enqueued, JobFilter, JobRecord
 from conveyor.domain.states import JobState
@@ -80,56 +83,60 @@ async def _out(job: JobRecord, user: User, ctx: AppContext) -> JobOut:
 @router.post(
     "/jobs",
     status_code=status.HTTP_201_CREATED,
+    response_model=JobOut,
     responses={200: {"description": "an existing job with the same idempotency key"}},
 )
 async def create_job(
-    body: JobCreate,
-    credential: Submitter,
-    ctx: Context,
-    response: Response,
-    idempotency_key: IdempotencyKey = None,
-) -> JobOut:
+    body: JobCreate, caller: Submitter, idempotency_key: IdempotencyKey = None
+) -> Response:
     """Submit a job; its payload is validated against the job type's model (see /job-types)."""
-    await charge_submission(ctx, credential.user_id)
+    ctx = caller.ctx
+    await charge_submission(ctx, caller.credential.user_id)
     submission = _submission(body, idempotency_key)
-    user, enqueued = await ctx.intake.submit(credential, [submission])
-    if not enqueued[0].created:
-        response.status_code = status.HTTP_200_OK
-    (out,) = await _answers(enqueued, [submission], user, ctx)
-    return out
+    user, enqueued = await ctx.intake.submit(caller.credential, [submission])
+    ((job, url),) = await _answers(enqueued, [submission], user, ctx)
+    answer = job_json(job, url, tracebacks=user.is_admin)
+    return _json(answer, status.HTTP_201_CREATED if enqueued[0].created else status.HTTP_200_OK)
 
 
-@router.post("/jobs/batch", status_code=status.HTTP_201_CREATED)
-async def create_jobs(body: JobBatchCreate, credential: Submitter, ctx: Context) -> list[JobOut]:
+@router.post("/jobs/batch", status_code=status.HTTP_201_CREATED, response_model=list[JobOut])
+async def create_jobs(body: JobBatchCreate, caller: Submitter) -> Response:
     """Submit many jobs in one transaction: all are stored, or none. Each job counts
     against the per-user jobs limit (RATE_LIMIT_JOBS); the batch is one request."""
+    ctx = caller.ctx
     if len(body.jobs) > ctx.settings.max_batch_size:
         raise InvalidInput(f"at most {ctx.settings.max_batch_size} jobs per batch")
-    await charge_submission(ctx, credential.user_id, len(body.jobs))
+    await charge_submission(ctx, caller.credential.user_id, len(body.jobs))
     submissions = [_submission(j) for j in body.jobs]
-    user, enqueued = await ctx.intake.submit(credential, submissions)
-    return await _answers(enqueued, submissions, user, ctx)
+    user, enqueued = await ctx.intake.submit(caller.credential, submissions)
+    answers = await _answers(enqueued, submissions, user, ctx)
+    return _json(jobs_json(answers, tracebacks=user.is_admin), status.HTTP_201_CREATED)
+
+
+def _json(content: bytes, status_code: int) -> Response:
+    """An answer serialised already: FastAPI's response-model pass would validate and
+    serialise it again (the route's `response_model` still documents it)."""
+    return Response(content, status_code, media_type="application/json")
 
 
 async def _answers(
     enqueued: Sequence[Enqueued], submissions: Sequence[Submission], user: User, ctx: AppContext
-) -> list[JobOut]:
-    """What was stored, without reading it back; only jobs an idempotency key named (stored
-    earlier) are read, in one query."""
+) -> list[Answer]:
+    """What was stored, without reading it back; only jobs an idempotency key named
+    (stored earlier) are read, in one query."""
     earlier = [e.id for e in enqueued if e.record is None]
     found: dict[str, JobRecord] = {}
     urls: dict[str, str] = {}
     if earlier:  # NotFound if one was deleted since, as a read of it would answer
         found = {job.id: job for job in await ctx.engine.jobs.get_many(earlier, user.id)}
         urls = await ctx.engine.webhooks.callback_urls(earlier)
-    outs = []
+    answers: list[Answer] = []
     for done, submission in zip(enqueued, submissions, strict=True):
         if done.record is not None:
-            job, url = done.record, submission.callback_url
+            answers.append((done.record, submission.callback_url))
         else:
-            job, url = found[done.id], urls.get(done.id)
-        outs.append(JobOut.of(job, tracebacks=user.is_admin, callback_url=url))
-    return outs
+            answers.append((found[done.id], urls.get(done.id)))
+    return answers
 
 
 @router.get("/jobs")
