@@ -9,8 +9,10 @@ How it is wired:
   each operation, so the app is built fresh by the fixture, not at import.
 - One database per kind and one app per (kind, role) for the whole module.
 - Bounded and reproducible: a few examples per operation from every phase, derandomized, no
-  example database; `STATEFUL` steps of linked calls. A CLI run of the same checks, unbounded,
-  is how the figures in the changelog were made (`st run --checks all`).
+  example database; `STATEFUL` steps of linked calls. The environment variables
+  `FUZZ_EXAMPLES` and `FUZZ_STATEFUL` raise both for a long run, and `FUZZ_REPORT` names a file
+  that gets one line per (database, role): the cases called and the seconds taken. The
+  unbounded run of the changelog was made that way (docs/operations.md has the command).
 - NUL characters are not generated: the body-limits middleware refuses them anywhere (422),
   which its own tests cover; a pattern on every string would only say that again.
 
@@ -22,6 +24,9 @@ answer 422 for schema-valid input that breaks them. Every other check holds for 
 
 from __future__ import annotations
 
+import os
+import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,8 +46,10 @@ from tests.conftest import fresh_database
 
 # schemathesis's own string strategies trip this hypothesis warning (not our code).
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
-EXAMPLES = 5
-STATEFUL = 25
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "5"))
+STATEFUL = int(os.environ.get("FUZZ_STATEFUL", "25"))
+REPORT = os.environ.get("FUZZ_REPORT")
+CASES: Counter[str] = Counter()  # cases called per "database role", for FUZZ_REPORT
 
 SEMANTIC = {
     "POST /api/v1/auth/verify": "the code must be the one mailed",
@@ -80,6 +87,7 @@ class Proxy:
 
     def __init__(self) -> None:
         self.target: ASGIApp | None = None
+        self.label = ""  # "database role" of the current app, to count cases
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         assert self.target is not None, "the fuzz_headers fixture sets the app"
@@ -122,6 +130,8 @@ def fuzz_headers(
     configure_argon2(time_cost=1, memory_kib=1024)  # as the root conftest does per test
     settings_ = api_settings(fuzz_db, tmp_path_factory.mktemp("fuzz-app"), email_verification=False)
     PROXY.target = create_app(settings_)
+    label = f"{'sqlite' if fuzz_db.startswith('sqlite') else 'postgres'} {request.param}"
+    PROXY.label, started = label, time.monotonic()
     if request.param == "admin":
         credentials = {"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
     else:
@@ -143,11 +153,16 @@ def fuzz_headers(
         asgi.shutdown_lifespans()  # the plugin does this after each test; to be sure
         PROXY.target = None
         configure_argon2()
+        if REPORT:
+            with open(REPORT, "a", encoding="utf-8") as out:
+                elapsed = time.monotonic() - started
+                out.write(f"{label}: {CASES[label]} cases in {elapsed:.0f} s\n")
 
 
 @schema.parametrize()
 @settings(HYPOTHESIS, max_examples=EXAMPLES)
 def test_every_check_passes(case: schemathesis.Case[Any], fuzz_headers: dict[str, str]) -> None:
+    CASES[PROXY.label] += 1
     case.call_and_validate(headers=fuzz_headers, checks=ALL_CHECKS, excluded_checks=excluded(case))
 
 
@@ -169,5 +184,6 @@ def test_stateful_every_check_passes(fuzz_headers: dict[str, str]) -> None:
                 transport_kwargs=kwargs or None,
                 recorder=getattr(self, "recorder", None),
             )
+            CASES[PROXY.label] += 1
 
     Machine.run(settings=settings(HYPOTHESIS, max_examples=STATEFUL, stateful_step_count=6))
