@@ -18,9 +18,9 @@ from conveyor.auth.passwords import (
     check_password_policy,
     common_passwords,
     entries_of,
-    ranked_common_passwords,
     hash_password,
     needs_rehash,
+    ranked_common_passwords,
     verify_dummy,
     verify_password,
 )
@@ -92,8 +92,16 @@ COMMON = "This password is one of the most common ones"
 @pytest.mark.parametrize(
     "password",
     # ranks 9, 35, 17, 14, 31, 99, 579 and 9,004 of the list, compared in lower case
-    ["password1", "qwerty123", "QWERTYUIOP", "iloveyou", "1q2w3e4r", "88888888", "12121212"]
-    + ["William123"],
+    [
+        "password1",
+        "qwerty123",
+        "QWERTYUIOP",
+        "iloveyou",
+        "1q2w3e4r",
+        "88888888",
+        "12121212",
+        "William123",
+    ],
 )
 def test_a_common_password_is_refused_with_a_clear_message(password: str) -> None:
     with pytest.raises(PasswordPolicyError, match=COMMON) as caught:
@@ -104,7 +112,7 @@ def test_a_common_password_is_refused_with_a_clear_message(password: str) -> Non
 def test_every_entry_of_eight_characters_or_more_is_refused_down_to_the_last() -> None:
     ranked = ranked_common_passwords()
     assert ranked.index("william123") + 1 == 9_004
-    for password in [p for p in ranked[8_990:] if len(p) >= MIN_LENGTH][:3] + [ranked[-1]]:
+    for password in [*[p for p in ranked[8990:] if len(p) >= MIN_LENGTH][:3], ranked[-1]]:
         with pytest.raises(PasswordPolicyError, match=COMMON):
             check_password_policy(password)
 
