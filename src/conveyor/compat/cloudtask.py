@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from conveyor.api.deps import NO_STORE, Context, limited
+from conveyor.api.deps import NO_STORE, Context, Throttle, limited
 from conveyor.compat.jobscope import TokenOut
 
 router = APIRouter(tags=["compat: CloudTask (001)"])
@@ -39,8 +39,8 @@ async def register(body: Credentials, ctx: Context) -> TokenOut:
 
 
 @router.post("/auth/login", dependencies=[limited("login"), NO_STORE])
-async def login(body: Credentials, ctx: Context) -> TokenOut:
-    pair = await ctx.accounts.login(body.email, body.password)
+async def login(body: Credentials, ctx: Context, throttle: Throttle) -> TokenOut:
+    pair = await ctx.accounts.login(body.email, body.password, throttle=throttle)
     return TokenOut(token=pair.access)
 
 

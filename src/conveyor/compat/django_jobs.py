@@ -13,7 +13,7 @@ from fastapi import APIRouter, status
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel
 
-from conveyor.api.deps import NO_STORE, Context, SubmittingUser, VerifiedUser, limited
+from conveyor.api.deps import NO_STORE, Context, SubmittingUser, Throttle, VerifiedUser, limited
 from conveyor.domain.jobs import JobFilter, JobRecord
 from conveyor.domain.states import JobState
 from conveyor.services.jobs import Submission
@@ -99,8 +99,8 @@ async def verify_otp(body: Otp, ctx: Context) -> Message:
 
 
 @router.post("/login/", dependencies=[limited("login"), NO_STORE])
-async def login(body: Credentials, ctx: Context) -> Pair:
-    pair = await ctx.accounts.login(body.email, body.password)
+async def login(body: Credentials, ctx: Context, throttle: Throttle) -> Pair:
+    pair = await ctx.accounts.login(body.email, body.password, throttle=throttle)
     return Pair(access=pair.access, refresh=pair.refresh)
 
 

@@ -12,7 +12,15 @@ from typing import Any
 from fastapi import APIRouter, status
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from conveyor.api.deps import NO_STORE, Context, SubmittingUser, VerifiedUser, limited, owner_scope
+from conveyor.api.deps import (
+    NO_STORE,
+    Context,
+    SubmittingUser,
+    Throttle,
+    VerifiedUser,
+    limited,
+    owner_scope,
+)
 from conveyor.compat.shapes import CompatJob
 from conveyor.domain.jobs import JobFilter
 from conveyor.domain.states import JobState
@@ -63,9 +71,10 @@ class JobStats(BaseModel):
 
 
 @router.post("/login", dependencies=[limited("login"), NO_STORE])
-async def login(body: LoginBody, ctx: Context) -> TokenOut:
+async def login(body: LoginBody, ctx: Context, throttle: Throttle) -> TokenOut:
     """The username may be a username (the first admin is `admin`) or an e-mail."""
-    pair = await ctx.accounts.login(body.username or body.email or "", body.password)
+    login = body.username or body.email or ""
+    pair = await ctx.accounts.login(login, body.password, throttle=throttle)
     return TokenOut(token=pair.access)
 
 
