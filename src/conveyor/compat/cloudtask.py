@@ -11,6 +11,7 @@ from fastapi import APIRouter, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor.api.deps import NO_STORE, Context, Throttle, limited
+from conveyor.api.schemas import SignUp
 from conveyor.compat.jobscope import TokenOut
 
 router = APIRouter(tags=["compat: CloudTask (001)"])
@@ -32,7 +33,7 @@ class ActuatorHealth(BaseModel):
     status_code=status.HTTP_201_CREATED,
     dependencies=[limited("register"), NO_STORE],
 )
-async def register(body: Credentials, ctx: Context) -> TokenOut:
+async def register(body: SignUp, ctx: Context) -> TokenOut:
     """A taken e-mail answers alike: its token belongs to no account and authenticates nobody."""
     result = await ctx.accounts.register(body.email, body.password)
     return TokenOut(token=ctx.accounts.registration_token(result))

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel
 
 from conveyor.api.deps import NO_STORE, Context, SubmittingUser, Throttle, VerifiedUser, limited
+from conveyor.api.schemas import SignUp
 from conveyor.domain.jobs import JobFilter, JobRecord
 from conveyor.domain.states import JobState
 from conveyor.services.jobs import Submission
@@ -86,7 +87,7 @@ class DjangoResult(BaseModel):
 
 
 @router.post("/register/", status_code=status.HTTP_201_CREATED, dependencies=[limited("register")])
-async def register(body: Credentials, ctx: Context) -> Message:
+async def register(body: SignUp, ctx: Context) -> Message:
     """A 6-digit code is e-mailed (the console backend prints it to the log by default)."""
     await ctx.accounts.register(body.email, body.password)
     return Message(message="Registered. Check your e-mail for the verification code.")

@@ -33,7 +33,16 @@ router = APIRouter(tags=["compat: JobScope (000), CloudTask (001)"])
 class LoginBody(BaseModel):
     """`{"username", "password"}` (JobScope) or `{"email", "password"}` (task manager, 004)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # The schema says what `_one_login` checks: a non-empty username or e-mail.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"required": [name], "properties": {name: {"type": "string", "minLength": 1}}}
+                for name in ("username", "email")
+            ]
+        },
+    )
 
     username: str | None = Field(None, max_length=320)
     email: str | None = Field(None, max_length=320)
