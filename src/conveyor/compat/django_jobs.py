@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel
 
 from conveyor.api.deps import NO_STORE, Context, SubmittingUser, Throttle, VerifiedUser, limited
-from conveyor.api.schemas import SignUp
+from conveyor.api.schemas import ErrorBody, SignUp
 from conveyor.domain.jobs import JobFilter, JobRecord
 from conveyor.domain.states import JobState
 from conveyor.services.jobs import Submission
@@ -116,7 +116,12 @@ class FieldErrors(RootModel[dict[str, list[str]]]):
 
 
 PAST: dict[int | str, dict[str, Any]] = {
-    400: {"model": FieldErrors, "description": "The scheduled time is in the past."}
+    400: {
+        # FieldErrors as the reference answers; a body that is not even UTF-8 text gets the
+        # API's error shape before the route is reached.
+        "model": FieldErrors | ErrorBody,
+        "description": "The scheduled time is in the past, or the body is not text.",
+    }
 }
 
 
