@@ -12,7 +12,7 @@ How it is wired:
   example database; `STATEFUL` steps of linked calls. The environment variables
   `FUZZ_EXAMPLES` and `FUZZ_STATEFUL` raise both for a long run, and `FUZZ_REPORT` names a file
   that gets one line per (database, role): the cases called and the seconds taken. The
-  unbounded run of the changelog was made that way (docs/operations.md has the command).
+  unbounded run in docs/design.md (As built, "API contract") was made that way.
 - NUL characters are not generated: the body-limits middleware refuses them anywhere (422),
   which its own tests cover; a pattern on every string would only say that again.
 
