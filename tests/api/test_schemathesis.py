@@ -85,8 +85,10 @@ SEMANTIC: dict[str, dict[str, str]] = {  # operation -> {"status code[:field]": 
     "PATCH /api/v1/schedules/{schedule_id}": {
         "422 *": "a valid cron and timezone; a registered type"
     },
-    "POST /api/v1/webhooks": {"422 *": "the URL must resolve to a public address"},
-    "PATCH /api/v1/webhooks/{webhook_id}": {"422 *": "the URL must resolve to a public address"},
+    "POST /api/v1/webhooks": {"422 invalid_input:url": "the URL must resolve to a public address"},
+    "PATCH /api/v1/webhooks/{webhook_id}": {
+        "422 invalid_input:url": "the URL must resolve to a public address"
+    },
     "POST /jobs": {"422 *": "the payload must fit the named type"},
     "POST /api/jobs/": {"400 *": "the scheduled time is not in the past"},
     "POST /api/jobs": {"400 *": "reference 002 checks its visits (count, dates) in its own words"},
