@@ -20,6 +20,7 @@ from conveyor.api.ratelimit import Charge, RateLimits
 from conveyor.errors import RateLimited
 from tests.api.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, PASSWORD, Api, api_settings
 from tests.api.test_security_support import error_of, serve
+from tests.dashboard.conftest import csrf_of
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 # Database 15 is these tests' own: the fixture empties it before and after each test.
@@ -281,6 +282,42 @@ async def test_failed_sign_ins_per_account_are_throttled_in_memory(
     await check_account_throttle(
         api_settings(db_url, tmp_path, rate_limit_login_account="3/minute")
     )
+
+
+async def test_every_sign_in_door_meets_the_same_account_throttle(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Each door passes its client's throttle to the account service itself (no request-wide
+    state), so each must be seen to: after three failures through the API, every other way to
+    sign in as that account from a new address waits too, and the dashboard's form as well."""
+    settings = api_settings(db_url, tmp_path, rate_limit_login_account="3/minute")
+    async with serve(settings) as served:
+        await served.api.user("ada@example.com")
+        for n in range(3):
+            guesser = served.client_from(f"198.51.100.{n}")
+            assert (await sign_in(guesser, "ada@example.com", "wrong")).status_code == 401
+        attempts = [
+            ("/login", {"username": "ada@example.com", "password": PASSWORD}),  # 000
+            ("/auth/login", {"email": "ada@example.com", "password": PASSWORD}),  # 001
+            ("/api/login/", {"email": "ada@example.com", "password": PASSWORD}),  # 003
+            ("/login", {"email": "ada@example.com", "password": PASSWORD}),  # 004
+        ]
+        for n, (path, body) in enumerate(attempts, start=10):
+            assert_limited(await served.client_from(f"198.51.100.{n}").post(path, json=body))
+        browser = served.client_from("198.51.100.20")
+        form = await browser.get("/dashboard/login")
+        r = await browser.post(
+            "/dashboard/login",
+            data={
+                "login": "ada@example.com",
+                "password": PASSWORD,
+                "csrf_token": csrf_of(form.text),
+            },
+        )
+        assert r.status_code == 429, r.text
+        # the owner's known address is not held back, through any door
+        r = await served.api.client.post("/api/login/", json=attempts[2][1])
+        assert r.status_code == 200, r.text
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -14,7 +13,6 @@ from conveyor.auth.api_keys import looks_like_api_key
 from conveyor.errors import Unauthenticated
 from conveyor.runtime import Engine
 from conveyor.services.accounts import AccountService, Credential, User, require_admin
-from conveyor.services.accounts.throttle import SIGNIN_THROTTLE
 from conveyor.services.intake import Intake
 from conveyor.settings import Settings
 
@@ -157,22 +155,21 @@ def client_ip(request: Request) -> str:
 
 def limited(scope: str) -> Any:
     """A per-IP limit on an unauthenticated call (register, login, OTP); sign-ins also meet
-    the per-account throttle (`conveyor.api.ratelimit.SigninThrottle`), set for the request."""
+    the per-account throttle, which the route passes on with the credentials (`Throttle`)."""
 
-    async def check(request: Request, ctx: Context) -> AsyncIterator[None]:
-        client = client_ip(request)
-        await ctx.limits.check(ctx.settings.rate_limit_auth, scope, client)
-        if scope != "login":
-            yield
-            return
-        rule = ctx.settings.rate_limit_login_account
-        SIGNIN_THROTTLE.set(SigninThrottle(ctx.limits, rule, client))
-        try:
-            yield
-        finally:
-            SIGNIN_THROTTLE.set(None)
+    async def check(request: Request, ctx: Context) -> None:
+        await ctx.limits.check(ctx.settings.rate_limit_auth, scope, client_ip(request))
 
     return Depends(check)
+
+
+def signin_throttle(request: Request, ctx: Context) -> SigninThrottle:
+    """The per-account sign-in throttle (`conveyor.api.ratelimit.SigninThrottle`) for this
+    request's client, for a sign-in route to hand to `AccountService.login`/`authenticate`."""
+    return SigninThrottle(ctx.limits, ctx.settings.rate_limit_login_account, client_ip(request))
+
+
+Throttle = Annotated[SigninThrottle, Depends(signin_throttle)]
 
 
 def owner_scope(user: User) -> str | None:

@@ -55,13 +55,28 @@ AnyUtcDateTime = Annotated[  # naive means UTC
     datetime, BeforeValidator(_iso_text), AfterValidator(_to_utc)
 ]
 
-# What the account services check, stated in the schema for clients and generators. An
-# address is trimmed and lower-cased before it is checked (services/accounts.py); the local
-# part's 64-character limit is the one rule a pattern here does not say.
+# What the account services check (services/accounts/rules.py), stated in the schema for
+# clients and generators. An address is trimmed and lower-cased before it is checked; the
+# negative lookahead bounds the local part (before the @) to 64 characters. pydantic's regex
+# engine has no lookaround, so the pattern is given to the schema as is and checked here by
+# Python's `re` (ECMA-262, which JSON Schema patterns follow, reads it the same way).
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-EMAIL_PATTERN = rf"^\s*{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})+\s*$"
-Email = Annotated[str, Field(min_length=3, max_length=320, pattern=EMAIL_PATTERN)]
+EMAIL_PATTERN = rf"^\s*(?![^@]{{65}}){_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})+\s*$"
+_EMAIL = re.compile(EMAIL_PATTERN)
+
+
+def _email_syntax(value: str) -> str:
+    if _EMAIL.fullmatch(value) is None:
+        raise ValueError("an e-mail address, at most 64 characters before the @")
+    return value
+
+
+Email = Annotated[
+    str,
+    Field(min_length=3, max_length=320, json_schema_extra={"pattern": EMAIL_PATTERN}),
+    AfterValidator(_email_syntax),
+]
 NewPassword = Annotated[
     str, Field(min_length=MIN_LENGTH, max_length=MAX_LENGTH, description="8 to 1024 characters.")
 ]
@@ -426,6 +441,14 @@ class Register(Strict):
     email: Email = Field(examples=["ada@example.com"])
     password: NewPassword
     role: str | None = Field(None, pattern="^(user|admin)$", description="admin: admins only")
+
+
+class SignUp(Strict):
+    """An address and a new password: the reference adapters' sign-ups (001, 003), whose
+    sign-ins take any text (`Credentials` there), as a wrong password answers alike."""
+
+    email: Email = Field(examples=["ada@example.com"])
+    password: NewPassword
 
 
 class Login(Strict):

@@ -1,5 +1,6 @@
 """Password hashing with argon2id (through pwdlib) and the password policy: a length, and
-none of the most common passwords (common_passwords.txt, which names its source).
+none of the 10,000 most common passwords (common_passwords.txt, which names its source;
+common_passwords_build.py writes it).
 
 Hashing is deliberately slow (tens of milliseconds of CPU): callers on an event loop should
 run these functions in a thread (``asyncio.to_thread``) rather than block the loop.
@@ -55,8 +56,20 @@ def check_password_policy(password: str) -> None:
 @cache
 def common_passwords() -> frozenset[str]:
     """The shipped list, read once."""
+    return frozenset(ranked_common_passwords())
+
+
+def ranked_common_passwords() -> list[str]:
+    """The shipped list in its order, most common first."""
     text = files("conveyor.auth").joinpath("common_passwords.txt").read_text(encoding="utf-8")
-    return frozenset(line for line in text.splitlines() if line and not line.startswith("#"))
+    return entries_of(text)
+
+
+def entries_of(text: str) -> list[str]:
+    """The entries of a list file: what follows its header, which ends at the first empty
+    line (an entry may itself start with "#", so "#" cannot mark comments)."""
+    _header, _, body = text.partition("\n\n")
+    return body.splitlines()
 
 
 def hash_password(password: str) -> str:

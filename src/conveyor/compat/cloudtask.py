@@ -10,7 +10,8 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from conveyor.api.deps import NO_STORE, Context, limited
+from conveyor.api.deps import NO_STORE, Context, Throttle, limited
+from conveyor.api.schemas import SignUp
 from conveyor.compat.jobscope import TokenOut
 
 router = APIRouter(tags=["compat: CloudTask (001)"])
@@ -32,15 +33,15 @@ class ActuatorHealth(BaseModel):
     status_code=status.HTTP_201_CREATED,
     dependencies=[limited("register"), NO_STORE],
 )
-async def register(body: Credentials, ctx: Context) -> TokenOut:
+async def register(body: SignUp, ctx: Context) -> TokenOut:
     """A taken e-mail answers alike: its token belongs to no account and authenticates nobody."""
     result = await ctx.accounts.register(body.email, body.password)
     return TokenOut(token=ctx.accounts.registration_token(result))
 
 
 @router.post("/auth/login", dependencies=[limited("login"), NO_STORE])
-async def login(body: Credentials, ctx: Context) -> TokenOut:
-    pair = await ctx.accounts.login(body.email, body.password)
+async def login(body: Credentials, ctx: Context, throttle: Throttle) -> TokenOut:
+    pair = await ctx.accounts.login(body.email, body.password, throttle=throttle)
     return TokenOut(token=pair.access)
 
 

@@ -13,7 +13,8 @@ from fastapi import APIRouter, status
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel
 
-from conveyor.api.deps import NO_STORE, Context, SubmittingUser, VerifiedUser, limited
+from conveyor.api.deps import NO_STORE, Context, SubmittingUser, Throttle, VerifiedUser, limited
+from conveyor.api.schemas import ErrorBody, SignUp
 from conveyor.domain.jobs import JobFilter, JobRecord
 from conveyor.domain.states import JobState
 from conveyor.services.jobs import Submission
@@ -86,7 +87,7 @@ class DjangoResult(BaseModel):
 
 
 @router.post("/register/", status_code=status.HTTP_201_CREATED, dependencies=[limited("register")])
-async def register(body: Credentials, ctx: Context) -> Message:
+async def register(body: SignUp, ctx: Context) -> Message:
     """A 6-digit code is e-mailed (the console backend prints it to the log by default)."""
     await ctx.accounts.register(body.email, body.password)
     return Message(message="Registered. Check your e-mail for the verification code.")
@@ -99,8 +100,8 @@ async def verify_otp(body: Otp, ctx: Context) -> Message:
 
 
 @router.post("/login/", dependencies=[limited("login"), NO_STORE])
-async def login(body: Credentials, ctx: Context) -> Pair:
-    pair = await ctx.accounts.login(body.email, body.password)
+async def login(body: Credentials, ctx: Context, throttle: Throttle) -> Pair:
+    pair = await ctx.accounts.login(body.email, body.password, throttle=throttle)
     return Pair(access=pair.access, refresh=pair.refresh)
 
 
@@ -115,7 +116,12 @@ class FieldErrors(RootModel[dict[str, list[str]]]):
 
 
 PAST: dict[int | str, dict[str, Any]] = {
-    400: {"model": FieldErrors, "description": "The scheduled time is in the past."}
+    400: {
+        # FieldErrors as the reference answers; a body that is not even UTF-8 text gets the
+        # API's error shape before the route is reached.
+        "model": FieldErrors | ErrorBody,
+        "description": "The scheduled time is in the past, or the body is not text.",
+    }
 }
 
 

@@ -12,7 +12,15 @@ from typing import Any
 from fastapi import APIRouter, status
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from conveyor.api.deps import NO_STORE, Context, SubmittingUser, VerifiedUser, limited, owner_scope
+from conveyor.api.deps import (
+    NO_STORE,
+    Context,
+    SubmittingUser,
+    Throttle,
+    VerifiedUser,
+    limited,
+    owner_scope,
+)
 from conveyor.compat.shapes import CompatJob
 from conveyor.domain.jobs import JobFilter
 from conveyor.domain.states import JobState
@@ -25,7 +33,16 @@ router = APIRouter(tags=["compat: JobScope (000), CloudTask (001)"])
 class LoginBody(BaseModel):
     """`{"username", "password"}` (JobScope) or `{"email", "password"}` (task manager, 004)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # The schema says what `_one_login` checks: a non-empty username or e-mail.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"required": [name], "properties": {name: {"type": "string", "minLength": 1}}}
+                for name in ("username", "email")
+            ]
+        },
+    )
 
     username: str | None = Field(None, max_length=320)
     email: str | None = Field(None, max_length=320)
@@ -63,9 +80,10 @@ class JobStats(BaseModel):
 
 
 @router.post("/login", dependencies=[limited("login"), NO_STORE])
-async def login(body: LoginBody, ctx: Context) -> TokenOut:
+async def login(body: LoginBody, ctx: Context, throttle: Throttle) -> TokenOut:
     """The username may be a username (the first admin is `admin`) or an e-mail."""
-    pair = await ctx.accounts.login(body.username or body.email or "", body.password)
+    login = body.username or body.email or ""
+    pair = await ctx.accounts.login(login, body.password, throttle=throttle)
     return TokenOut(token=pair.access)
 
 

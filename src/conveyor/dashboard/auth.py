@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Request, Response
 
-from conveyor.api.deps import limited
+from conveyor.api.deps import Throttle, limited
 from conveyor.dashboard.web import (
     LOGIN_COOKIE,
     PREFIX,
@@ -61,6 +61,7 @@ async def login_form(request: Request, sessions: Sessions, next: str | None = No
 async def login(
     request: Request,
     sessions: Sessions,
+    throttle: Throttle,
     login: Annotated[str, Form(max_length=320)],
     password: Annotated[str, Form(max_length=1024)],
     csrf_token: Annotated[str, Form(max_length=200)] = "",
@@ -71,7 +72,7 @@ async def login(
     if not sessions.check_login_csrf(request.cookies.get(LOGIN_COOKIE), csrf_token):
         raise CsrfRefused()
     try:
-        cookie, _ = await sessions.sign_in(login, password)
+        cookie, _ = await sessions.sign_in(login, password, throttle=throttle)
     except Unauthenticated:
         return _login_page(request, sessions, next, "Wrong e-mail, username or password.", 401)
     response = redirect(_safe_next(next))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from conveyor.api.deps import NO_STORE, Context, CurrentUser, OptionalUser, limited
+from conveyor.api.deps import NO_STORE, Context, CurrentUser, OptionalUser, Throttle, limited
 from conveyor.api.schemas import (
     Accepted,
     ApiKeyCreate,
@@ -83,9 +83,9 @@ async def resend(body: EmailOnly, ctx: Context) -> Accepted:
 
 
 @router.post("/auth/login", dependencies=[limited("login"), NO_STORE])
-async def login(body: Login, ctx: Context) -> TokensOut:
+async def login(body: Login, ctx: Context, throttle: Throttle) -> TokensOut:
     """An access token (15 minutes) and a refresh token (14 days, rotating)."""
-    return tokens_out(await ctx.accounts.login(body.email, body.password))
+    return tokens_out(await ctx.accounts.login(body.email, body.password, throttle=throttle))
 
 
 @router.post("/auth/refresh", dependencies=[limited("refresh"), NO_STORE])

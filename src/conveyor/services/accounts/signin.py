@@ -27,26 +27,31 @@ from conveyor.domain.accounts import UserRecord
 from conveyor.errors import InvalidInput, Unauthenticated
 from conveyor.services.accounts.core import AccountCore
 from conveyor.services.accounts.records import TokenPair, User, public
-from conveyor.services.accounts.throttle import SIGNIN_THROTTLE, throttle_key
+from conveyor.services.accounts.throttle import SigninThrottle, throttle_key
 
 INVALID_CREDENTIALS = "invalid credentials"
 
 
 class SignIn(AccountCore):
-    async def login(self, login: str, password: str) -> TokenPair:
+    async def login(
+        self, login: str, password: str, *, throttle: SigninThrottle | None = None
+    ) -> TokenPair:
         """Sign in with an e-mail or username; every failure is the same Unauthenticated.
 
         An unknown login spends the time of a real password check, and a disabled account
         is refused only after its password was checked, so timing tells nothing either.
+        ``throttle`` is the door's per-account throttle for the request's client, if any.
         """
-        user = await self._check_credentials(login, password)
+        user = await self._check_credentials(login, password, throttle)
         access, refresh = await issue_session(user.id, user.role, self.store, tokens=self.tokens)
         return self._pair(access, refresh, user)
 
-    async def authenticate(self, login: str, password: str) -> User:
+    async def authenticate(
+        self, login: str, password: str, *, throttle: SigninThrottle | None = None
+    ) -> User:
         """The account a login and password belong to, without starting an API session (the
         dashboard keeps its own, `conveyor.services.accounts.web_sessions`). Fails like `login`."""
-        return public(await self._check_credentials(login, password))
+        return public(await self._check_credentials(login, password, throttle))
 
     async def refresh(self, refresh_token: str) -> TokenPair:
         """Exchange a refresh token for a new pair; reusing one signs its whole family out.
@@ -92,10 +97,11 @@ class SignIn(AccountCore):
         if self.password_change_revokes_api_keys:
             await self.store.revoke_all_api_keys(user.id)
 
-    async def _check_credentials(self, login: str, password: str) -> UserRecord:
+    async def _check_credentials(
+        self, login: str, password: str, throttle: SigninThrottle | None
+    ) -> UserRecord:
         """The account, or Unauthenticated; under the door's per-account throttle, if any
         (`conveyor.services.accounts.throttle`), which counts failures and known clients."""
-        throttle = SIGNIN_THROTTLE.get()
         if throttle is None:
             return await self._verify_credentials(login, password)
         key = throttle_key(login)

@@ -4,13 +4,12 @@ The per-IP limit alone lets many addresses guess one account's password together
 per-account throttle slows that, but must not let the guessers lock the real owner out.
 The policy (docs/deploy.md) lives with the rate limiter of the door that serves the
 request (`conveyor.api.ratelimit.SigninThrottle`), since only the door knows the client's
-address; the door sets it for the request in `SIGNIN_THROTTLE`, and checking credentials
-here consults it. Callers that set none (the CLI) are not throttled.
+address; the door passes it with the credentials (`login(..., throttle=...)`), and checking
+them here consults it. Callers that pass none (the CLI) are not throttled.
 """
 
 from __future__ import annotations
 
-from contextvars import ContextVar
 from typing import Protocol
 
 
@@ -25,11 +24,6 @@ class SigninThrottle(Protocol):
 
     async def succeeded(self, login: str) -> None:
         """Remember that this client signed in as ``login``."""
-
-
-SIGNIN_THROTTLE: ContextVar[SigninThrottle | None] = ContextVar(
-    "conveyor_signin_throttle", default=None
-)
 
 
 def throttle_key(login: str) -> str:

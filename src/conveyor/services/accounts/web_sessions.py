@@ -27,6 +27,7 @@ from conveyor.auth.refresh import issue_session
 from conveyor.auth.tokens import Clock, TokenService
 from conveyor.errors import NotFound, Unauthenticated
 from conveyor.services.accounts import AccountService, User
+from conveyor.services.accounts.throttle import SigninThrottle
 
 AUDIENCE = "conveyor-dashboard"
 SIGNED_OUT = "your dashboard session has ended; sign in again"
@@ -53,9 +54,12 @@ class WebSessions:
         self.tokens = TokenService(secret, audience=AUDIENCE, refresh_ttl=ttl, clock=clock)
         self._csrf_key = hmac.new(secret.encode(), b"conveyor dashboard csrf", "sha256").digest()
 
-    async def sign_in(self, login: str, password: str) -> tuple[str, WebSession]:
-        """The cookie value and the session for a login and password (Unauthenticated else)."""
-        user = await self.accounts.authenticate(login, password)
+    async def sign_in(
+        self, login: str, password: str, *, throttle: SigninThrottle | None = None
+    ) -> tuple[str, WebSession]:
+        """The cookie value and the session for a login and password (Unauthenticated else),
+        under the door's per-account sign-in throttle, if any."""
+        user = await self.accounts.authenticate(login, password, throttle=throttle)
         store = self.accounts.store
         _, issued = await issue_session(user.id, user.role, store, tokens=self.tokens)
         return issued.token, self._session(user, issued.family_id, issued.expires_at)
