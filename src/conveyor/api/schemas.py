@@ -21,6 +21,7 @@ from typing_extensions import TypedDict
 
 from conveyor.auth.passwords import MAX_LENGTH, MIN_LENGTH
 from conveyor.domain.jobs import BulkAction, JobFilter, JobRecord
+from conveyor.domain.queues import QUEUE_NAME_MAX, QUEUE_NAME_PATTERN
 from conveyor.domain.schedules import MisfirePolicy, ScheduleRecord
 from conveyor.domain.states import JobState
 
@@ -98,7 +99,9 @@ class ErrorBody(BaseModel):
 class JobCreate(Strict):
     type: str = Field(min_length=1, max_length=100, examples=["sleep"])
     payload: dict[str, Any] = Field(default_factory=dict, examples=[{"seconds": 2}])
-    queue: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[\w.\-:]+$")
+    queue: str | None = Field(
+        None, min_length=1, max_length=QUEUE_NAME_MAX, pattern=QUEUE_NAME_PATTERN
+    )
     priority: int | None = Field(None, ge=-1000, le=1000, description="Higher runs first.")
     run_at: UtcDateTime | None = Field(None, description="Not before this time.")
     delay: float | None = Field(None, ge=0, le=366 * 86400, description="Seconds from now.")

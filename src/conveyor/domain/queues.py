@@ -7,6 +7,12 @@ from datetime import datetime
 
 from conveyor.domain.states import JobState
 
+# The characters of a queue name, as the API documents them. ASCII spelled out: `\w` is
+# ASCII to JSON Schema's clients but Unicode to Python and pydantic, so `aµ` once passed
+# the server while failing the documented pattern.
+QUEUE_NAME_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
+QUEUE_NAME_MAX = 100
+
 
 @dataclass(frozen=True, slots=True)
 class QueueCount:

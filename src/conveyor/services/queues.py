@@ -8,7 +8,7 @@ from datetime import datetime
 
 from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import ACCOUNTS_OWNER
-from conveyor.domain.queues import QueueCount
+from conveyor.domain.queues import QUEUE_NAME_MAX, QUEUE_NAME_PATTERN, QueueCount
 from conveyor.domain.states import JobState
 from conveyor.errors import InvalidInput
 from conveyor.store.backend import QueueBackend
@@ -16,7 +16,7 @@ from conveyor.worker.registry import Registry
 
 # The names a job may be submitted to (api/schemas.py JobCreate.queue), so any queue can be
 # paused, even before its first job arrives.
-QUEUE_NAME = re.compile(r"^[\w.\-:]{1,100}$")
+QUEUE_NAME = re.compile(QUEUE_NAME_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +76,9 @@ class QueueService:
 
 
 def _checked(name: str) -> str:
-    if not QUEUE_NAME.match(name):
+    if len(name) > QUEUE_NAME_MAX or not QUEUE_NAME.match(name):
         raise InvalidInput(
-            "a queue name is 1-100 letters, digits, '_', '.', '-' or ':'", queue=name
+            "a queue name is 1-100 ASCII letters, digits, '_', '.', '-' or ':'", queue=name
         )
     return name
 

@@ -8,11 +8,14 @@ from fastapi import APIRouter, Path
 
 from conveyor.api.deps import AdminUser, Context, VerifiedUser, owner_scope
 from conveyor.api.schemas import QueueOut
+from conveyor.domain.queues import QUEUE_NAME_MAX, QUEUE_NAME_PATTERN
 from conveyor.services.queues import QueueOverview
 
 router = APIRouter(prefix="/api/v1/queues", tags=["queues"])
 # The rule the queue service checks, stated where clients read it (as a job's `queue` is).
-QueueName = Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[\w.\-:]+$")]
+QueueName = Annotated[
+    str, Path(min_length=1, max_length=QUEUE_NAME_MAX, pattern=QUEUE_NAME_PATTERN)
+]
 
 
 def _out(q: QueueOverview) -> QueueOut:
