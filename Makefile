@@ -35,7 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
 # Every fault of issue #13 against real processes on both databases (docs/operations.md);
-# a private PostgreSQL cluster of its own, 6-7 minutes on 2 busy cores, non-zero on any failure.
+# a private PostgreSQL cluster of its own, 7-8 minutes on 2 busy cores, non-zero on any failure.
 chaos: $(STAMP)
 	$(BIN)/python -m chaos.run
 
