@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import zoneinfo
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -97,6 +98,16 @@ class ErrorBody(BaseModel):
 
 # ---- jobs ------------------------------------------------------------------------------------
 class JobCreate(Strict):
+    # run_at or delay, not both (null is as good as absent), in the schema for clients too.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "not": {
+                "required": ["run_at", "delay"],
+                "properties": {"run_at": {"type": "string"}, "delay": {"type": "number"}},
+            }
+        }
+    )
+
     type: str = Field(min_length=1, max_length=100, examples=["sleep"])
     payload: dict[str, Any] = Field(default_factory=dict, examples=[{"seconds": 2}])
     queue: str | None = Field(
@@ -113,6 +124,7 @@ class JobCreate(Strict):
         None,
         min_length=1,
         max_length=2048,
+        pattern="^[Hh][Tt][Tt][Pp][Ss]?://",
         description="POSTed the job's completed, failed and cancelled events, signed with "
         "your callback secret (POST /api/v1/webhooks/callback-secret).",
     )
@@ -285,6 +297,16 @@ class JobFilterIn(Strict):
 
 
 class BulkRequest(Strict):
+    # Exactly one of filter and ids (null is as good as absent), in the schema for clients too.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["filter"], "properties": {"filter": {"type": "object"}}},
+                {"required": ["ids"], "properties": {"ids": {"type": "array"}}},
+            ]
+        }
+    )
+
     action: BulkAction
     filter: JobFilterIn | None = Field(None, description="All jobs matching this ...")
     ids: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
@@ -370,10 +392,28 @@ class WorkerOut(BaseModel):
 
 
 # ---- schedules -------------------------------------------------------------------------------
+TIME_ZONES = sorted(zoneinfo.available_timezones())
+
+
+def _known_zone(name: str) -> str:
+    """ZoneInfo also opens files that are not zones of the list (posixrules): the schema's
+    enum is the list, so the service refuses what the enum does not name."""
+    if name not in TIME_ZONES_SET:
+        raise ValueError(f"unknown time zone: {name!r}")
+    return name
+
+
+TIME_ZONES_SET = frozenset(TIME_ZONES)
+# An IANA name this server's tz database has (zoneinfo.available_timezones()).
+TimeZone = Annotated[
+    str, AfterValidator(_known_zone), Field(json_schema_extra={"enum": TIME_ZONES})
+]
+
+
 class ScheduleCreate(Strict):
     name: str = Field(min_length=1, max_length=200)
     cron: str = Field(min_length=1, max_length=200, examples=["*/5 * * * *"])
-    timezone: str = Field("UTC", max_length=64, examples=["Europe/Paris"])
+    timezone: TimeZone = Field("UTC", examples=["Europe/Paris"])
     type: str = Field(min_length=1, max_length=100)
     payload: dict[str, Any] = Field(default_factory=dict)
     queue: str | None = Field(None, min_length=1, max_length=100)
@@ -392,7 +432,7 @@ class ScheduleCreate(Strict):
 
 class ScheduleUpdate(Strict):
     cron: str | None = Field(None, min_length=1, max_length=200)
-    timezone: str | None = Field(None, max_length=64)
+    timezone: TimeZone | None = None
     type: str | None = Field(None, min_length=1, max_length=100)
     payload: dict[str, Any] | None = None
     queue: str | None = Field(None, min_length=1, max_length=100)

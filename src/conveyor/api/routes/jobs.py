@@ -153,9 +153,17 @@ async def list_jobs(
         str | None, Query(max_length=200, description="In the id or the payload, any case.")
     ] = None,
     owner_id: Annotated[str | None, Query(description="Admins only: one owner's jobs.")] = None,
-    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=64, description="Newest-first paging only: not with `sort`/`offset`."),
+    ] = None,
     sort: Annotated[
-        str | None, Query(max_length=32, description=f"One of {', '.join(SORT_KEYS)}; -desc.")
+        str | None,
+        Query(
+            max_length=32,
+            description=f"One of {', '.join(SORT_KEYS)}; -desc. Not with `cursor`.",
+            json_schema_extra={"enum": [*SORT_KEYS, *(f"-{key}" for key in SORT_KEYS)]},
+        ),
     ] = None,
     offset: Annotated[int | None, Query(ge=0, le=10_000_000)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
