@@ -3,6 +3,7 @@ events in the outbox, shows a progress bar, and exits 0 when the job completed, 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -12,9 +13,20 @@ from typing import Any
 
 import pytest
 
+from conveyor.domain.states import JobState
+from conveyor.store.factory import open_backend
 from tests.support.processes import CONVEYOR, ROOT, Cluster
 
 pytestmark = pytest.mark.slow
+
+
+async def queued(db_url: str) -> bool:
+    """Whether the database holds a queued job (the test's one)."""
+    backend = open_backend(db_url)
+    try:
+        return any(c.state is JobState.QUEUED and c.count for c in await backend.counts())
+    finally:
+        await backend.close()
 
 
 def enqueue_and_wait(
@@ -45,17 +57,24 @@ def test_enqueue_wait_exits_0_on_completion_and_1_on_failure(
 
 
 def test_ctrl_c_while_waiting_leaves_quietly(cluster: Cluster, tmp_path: Path) -> None:
+    """Ctrl-C once the job is submitted and being followed. It used to come after a fixed
+    3 s, which on a loaded machine could land while the command was still importing (a
+    KeyboardInterrupt traceback, not this command's doing): now after the job is stored."""
     settings = {"data_dir": str(tmp_path / "data"), "secret_key": "k" * 40}
     waiting = subprocess.Popen(  # no worker: the job stays queued
         [CONVEYOR, "enqueue", "noop", "--wait"], cwd=ROOT, env=cluster.env("enqueue", settings),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        time.sleep(3)  # started and following the outbox
+        deadline = time.monotonic() + 60
+        while not asyncio.run(queued(cluster.db_url)):
+            assert time.monotonic() < deadline and waiting.poll() is None, "never stored"
+            time.sleep(0.2)
+        time.sleep(1)  # from the commit to following the outbox: local work only
         waiting.send_signal(signal.SIGINT)
-        _out, err = waiting.communicate(timeout=20)
+        _out, err = waiting.communicate(timeout=60)
     finally:
         if waiting.poll() is None:
             waiting.kill()
-            waiting.wait(10)
+            waiting.communicate(timeout=10)
     assert waiting.returncode == 130 and "Traceback" not in err, err
