@@ -29,6 +29,16 @@ async def queued(db_url: str) -> bool:
         await backend.close()
 
 
+def stuck(process: subprocess.Popen[str]) -> str:
+    """What a process that ignored SIGINT was doing: its signal masks, and every thread's
+    stack (faulthandler, on SIGABRT)."""
+    status = Path(f"/proc/{process.pid}/status").read_text()
+    masks = [line for line in status.splitlines() if line.startswith(("SigIgn", "SigCgt"))]
+    process.send_signal(signal.SIGABRT)
+    _out, err = process.communicate(timeout=20)
+    return f"{masks}\n{err[-6000:]}"
+
+
 def enqueue_and_wait(
     cluster: Cluster, tmp_path: Path, payload: str
 ) -> tuple[int, dict[str, Any], str]:
@@ -62,7 +72,8 @@ def test_ctrl_c_while_waiting_leaves_quietly(cluster: Cluster, tmp_path: Path) -
     KeyboardInterrupt traceback, not this command's doing): now after the job is stored."""
     settings = {"data_dir": str(tmp_path / "data"), "secret_key": "k" * 40}
     waiting = subprocess.Popen(  # no worker: the job stays queued
-        [CONVEYOR, "enqueue", "noop", "--wait"], cwd=ROOT, env=cluster.env("enqueue", settings),
+        [CONVEYOR, "enqueue", "noop", "--wait"], cwd=ROOT,
+        env={**cluster.env("enqueue", settings), "PYTHONFAULTHANDLER": "1"},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -72,7 +83,10 @@ def test_ctrl_c_while_waiting_leaves_quietly(cluster: Cluster, tmp_path: Path) -
             time.sleep(0.2)
         time.sleep(1)  # from the commit to following the outbox: local work only
         waiting.send_signal(signal.SIGINT)
-        _out, err = waiting.communicate(timeout=60)
+        try:
+            _out, err = waiting.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running 60 s after SIGINT: {stuck(waiting)}") from None
     finally:
         if waiting.poll() is None:
             waiting.kill()
