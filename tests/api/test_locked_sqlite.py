@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.settings import sqlite_file
-from tests.api.conftest import api_settings, running_api
+from tests.api.conftest import DEADLINE_S, api_settings, running_api
 
 BOUND_S = 5.0  # the design answers within db_request_timeout (1.5 s); margin for a loaded box
 
@@ -21,7 +21,7 @@ async def test_locked_sqlite_answers_503_in_time(db_url: str, tmp_path: Path) ->
         pytest.skip("SQLite's file lock")
     path = sqlite_file(db_url)
     assert path is not None
-    async with running_api(api_settings(db_url, tmp_path)) as api:
+    async with running_api(api_settings(db_url, tmp_path, db_request_timeout=DEADLINE_S)) as api:
         headers = await api.user("ada@example.com")
         other = sqlite3.connect(path, isolation_level=None)  # another process's writer
         try:

@@ -7,7 +7,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.api.conftest import api_settings, running_api
+from tests.api.conftest import DEADLINE_S, api_settings, running_api
 from tests.conftest import PG_ADMIN_DB, PG_HOST, PG_PORT, PG_USER
 
 
@@ -34,7 +34,7 @@ async def test_postgres_outage_is_503_and_accepted_jobs_survive(
     if not db_url.startswith("postgresql"):
         pytest.skip("an outage of an embedded SQLite file is not a network event")
     database = db_url.rsplit("/", 1)[1]
-    async with running_api(api_settings(db_url, tmp_path)) as api:
+    async with running_api(api_settings(db_url, tmp_path, db_request_timeout=DEADLINE_S)) as api:
         headers = await api.user("ada@example.com")
         accepted = await api.client.post("/api/v1/jobs", json={"type": "noop"}, headers=headers)
         assert accepted.status_code == 201

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from chaos.proxy import Proxy
 
-from tests.api.conftest import api_settings, running_api
+from tests.api.conftest import DEADLINE_S, api_settings, running_api
 from tests.conftest import through_proxy
 
 BOUND_S = 5.0  # the design answers within db_request_timeout (1.5 s); margin for a loaded box
@@ -36,7 +36,9 @@ async def test_partition_answers_503_in_time_and_recovers(
 ) -> None:
     if not db_url.startswith("postgresql"):
         pytest.skip("a partition is a network fault: PostgreSQL only")
-    async with running_api(api_settings(through_proxy(db_url, proxy), tmp_path)) as api:
+    async with running_api(
+        api_settings(through_proxy(db_url, proxy), tmp_path, db_request_timeout=DEADLINE_S)
+    ) as api:
         headers = await api.user("ada@example.com")
         client = api.client
         before = await client.post("/api/v1/jobs", json={"type": "noop"}, headers=headers)
