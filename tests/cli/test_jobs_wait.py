@@ -29,6 +29,13 @@ async def queued(db_url: str) -> bool:
         await backend.close()
 
 
+def as_in_a_terminal() -> None:
+    """Ctrl-C's default action, as a terminal's foreground command has it. A test run started
+    in the background by a non-interactive shell ignores SIGINT, and every child inherits
+    that (POSIX): then `enqueue --wait` rightly ignores the signal too, and this test hung."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def stuck(process: subprocess.Popen[str]) -> str:
     """What a process that ignored SIGINT was doing: its signal masks, and every thread's
     stack (faulthandler, on SIGABRT)."""
@@ -74,7 +81,7 @@ def test_ctrl_c_while_waiting_leaves_quietly(cluster: Cluster, tmp_path: Path) -
     waiting = subprocess.Popen(  # no worker: the job stays queued
         [CONVEYOR, "enqueue", "noop", "--wait"], cwd=ROOT,
         env={**cluster.env("enqueue", settings), "PYTHONFAULTHANDLER": "1"},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=as_in_a_terminal,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
