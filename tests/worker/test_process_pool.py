@@ -237,3 +237,18 @@ async def test_a_worker_recycles_children_after_max_tasks(backend: QueueBackend)
         done = [await wait_for(backend, job_id, terminal, 60) for job_id in ids]
     assert all(r.state is JobState.COMPLETED for r in done)
     assert len({r.result for r in done}) == 3  # each job in a new child
+
+
+async def test_a_big_worker_does_not_make_its_fresh_children_look_big() -> None:
+    """A child's memory is its own: the peak RSS Linux reports (ru_maxrss) carries the
+    forking parent's resident size across exec, so a worker (here: this test process) above
+    the limit recycled every child after every job (CI, where the pytest process had grown)."""
+    ballast = bytearray(450 * 1024 * 1024)  # the parent, resident above the children's limit
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    pool = ProcessPool(1, ChildLimits(max_memory_mb=400))
+    try:
+        first = await pool.run(pid_after, 0)
+        assert await pool.run(pid_after, 0) == first
+    finally:
+        pool.shutdown()
+        del ballast

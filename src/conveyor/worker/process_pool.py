@@ -27,7 +27,6 @@ import multiprocessing
 import os
 import resource
 import signal
-import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,7 +84,7 @@ class _Reply:
     value: Any
     error: BaseException | None
     trace: str  # the child's formatted traceback of `error`
-    peak_rss_kb: int
+    rss_kb: int
 
 
 class _Child:
@@ -132,7 +131,7 @@ class ProcessPool:
                 reply = await self._call(child, data)
             finally:
                 self._busy.discard(child)
-            self._checkin(child, reply.peak_rss_kb)
+            self._checkin(child, reply.rss_kb)
         if reply.error is not None:
             reply.error.__cause__ = ChildTraceback(reply.trace)
             raise reply.error
@@ -186,12 +185,12 @@ class ProcessPool:
         log.warning("%s; replacing it", died)
         return died
 
-    def _checkin(self, child: _Child, peak_rss_kb: int) -> None:
+    def _checkin(self, child: _Child, rss_kb: int) -> None:
         child.tasks += 1
         limits = self.limits
         if limits.max_tasks is not None and child.tasks >= limits.max_tasks:
             reason = "recycled_tasks"
-        elif limits.max_memory_mb is not None and peak_rss_kb > limits.max_memory_mb * 1024:
+        elif limits.max_memory_mb is not None and rss_kb > limits.max_memory_mb * 1024:
             reason = "recycled_memory"
         elif not self._closed:
             self._idle.append(child)
@@ -254,7 +253,7 @@ async def _readable(conn: Connection) -> None:
 
 # ---- in the child ------------------------------------------------------------------------------
 def _serve(conn: Connection) -> None:
-    """A child's life: read a call, run it, answer `(kind, value, traceback, peak_rss_kb)`."""
+    """A child's life: read a call, run it, answer `(kind, value, traceback, rss_kb)`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     while True:
         try:
@@ -267,13 +266,23 @@ def _serve(conn: Connection) -> None:
         except BaseException as exc:  # SystemExit in a handler is its error, not the child's
             reply = ("error", exc, "".join(traceback.format_exception(exc)))
         try:
-            conn.send((*reply, _peak_rss_kb()))
+            conn.send((*reply, _rss_kb()))
         except Exception as exc:  # the result or the exception does not pickle
             what = "result" if reply[0] == "ok" else "exception"
             error = TypeError(f"the handler's {what} cannot be sent back to the worker: {exc!r}")
-            conn.send(("error", error, reply[2], _peak_rss_kb()))
+            conn.send(("error", error, reply[2], _rss_kb()))
 
 
-def _peak_rss_kb() -> int:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak // 1024 if sys.platform == "darwin" else peak  # bytes there, KiB on Linux
+def _rss_kb() -> int:
+    """The child's own peak resident memory: Linux's VmHWM, which starts afresh at exec. Not
+    ru_maxrss: on Linux that carries the forking parent's resident size across exec, so a
+    worker above the limit recycled every child after every job. Elsewhere (macOS, no
+    /proc) ru_maxrss, in bytes there."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1])  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
