@@ -52,6 +52,18 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(32, ge=2, le=1000)
     max_page_size: int = Field(200, ge=1)
     max_batch_size: int = Field(1000, ge=1)
+
+    # flow control (docs/flow-control.md): owners (or a type's fair_key) share the fleet in
+    # weighted round robin; off: one global order by priority, then run_at
+    fair_dispatch: bool = True
+    # per-user caps (0: none) on jobs waiting (scheduled, queued, retrying) and running; an
+    # administrator can set a user's own
+    quota_max_queued: int = Field(0, ge=0)
+    quota_max_running: int = Field(0, ge=0)
+    # a run_at this far in the past is accepted (clock skew between clients and server)
+    run_at_past_tolerance: float = Field(60.0, ge=0, le=86400)
+    # seconds between recounts of concurrency slots and rate buckets from the jobs table
+    limits_reconcile_interval: float = Field(60.0, gt=0, le=86400)
     # off: a submission's commit does not wait for its WAL flush (PostgreSQL only); a crash of
     # the database server can lose the last ~0.6 s of acknowledged jobs (docs/design.md)
     submit_synchronous_commit: bool = True

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from conveyor.domain.flow import LimitKey
 from conveyor.domain.ids import uuid7
 from conveyor.domain.states import JobState
 from conveyor.errors import InvalidInput
@@ -31,6 +32,11 @@ class NewJob:
     schedule_id: str | None = None
     id: str = field(default_factory=uuid7)
     callback_url: str | None = None  # kept in job_callbacks, only for jobs that have one
+    # Flow control, evaluated once at submit from the job type's declarations (domain/flow.py).
+    fair_key: str | None = None  # None: fair dispatch off (claim order is run_at's)
+    limit_keys: tuple[LimitKey, ...] = ()
+    unique_key: str | None = None
+    unique_states: frozenset[JobState] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

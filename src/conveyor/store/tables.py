@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
     text,
 )
 
@@ -59,6 +60,12 @@ jobs = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("started_at", UTCDateTime, nullable=True),
     Column("finished_at", UTCDateTime, nullable=True),
+    # flow control (docs/flow-control.md): evaluated at submit, never at claim
+    Column("fair_key", String(200), nullable=True),
+    Column("fair_tag", Float, nullable=False, server_default="0"),
+    Column("limited", Boolean, nullable=False, server_default=false()),
+    Column("unique_key", String(255), nullable=True),
+    Column("unique_states", String(120), nullable=True),
     CheckConstraint(f"state IN ({_STATES})", name="state"),
     CheckConstraint("progress BETWEEN 0 AND 100", name="progress"),
     CheckConstraint("max_attempts >= 1", name="max_attempts"),
@@ -204,6 +211,10 @@ users = Table(
     Column("disabled", Boolean, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # flow control: this user's share under fair dispatch, and own quotas (None: the settings')
+    Column("fair_weight", Float, nullable=False, server_default="1"),
+    Column("max_queued", Integer, nullable=True),
+    Column("max_running", Integer, nullable=True),
     CheckConstraint("role IN ('admin', 'user')", name="role"),
 )
 Index("uq_users_email", users.c.email, unique=True)

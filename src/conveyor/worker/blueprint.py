@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeVar, get_type_hints
 
 from pydantic import BaseModel, TypeAdapter
 
+from conveyor.domain.flow import KeySource, Limit, Unique, check_names, check_source
 from conveyor.domain.retry import DEFAULT_RETRY, RetryPolicy
 from conveyor.errors import ConfigurationError
 
@@ -38,6 +39,11 @@ class HandlerSpec:
     executor: ExecutorKind = "async"
     description: str = ""
     result_schema: dict[str, Any] = field(default_factory=dict)
+    # Flow control (domain/flow.py, docs/flow-control.md): the limits a job of this type is
+    # under, whose share of the fleet it competes for, and when two submits are one job.
+    limits: tuple[Limit, ...] = ()
+    fair_key: KeySource = "owner"
+    unique: Unique | None = None
 
 
 class Blueprint:
@@ -76,10 +82,15 @@ class Blueprint:
         priority: int = 0,
         retry: RetryPolicy = DEFAULT_RETRY,
         executor: ExecutorKind | None = None,
+        limits: tuple[Limit, ...] = (),
+        fair_key: KeySource = "owner",
+        unique: Unique | None = None,
     ) -> Callable[[F], F]:
         """Declare `func(ctx, payload)` as job type `name`; the function itself is unchanged."""
         if max_attempts < 1:
             raise ConfigurationError("max_attempts must be at least 1")
+        check_names(tuple(limits), name)
+        check_source(fair_key, f"{name}: fair_key")
 
         def decorate(func: F) -> F:
             payload_model, result_type = _signature_types(name, func)
@@ -101,6 +112,9 @@ class Blueprint:
                     executor=kind,
                     description=inspect.getdoc(func) or "",
                     result_schema=adapter.json_schema(),
+                    limits=tuple(limits),
+                    fair_key=fair_key,
+                    unique=unique,
                 )
             )
             return func

@@ -1,0 +1,137 @@
+"""Flow control as a job type declares it: concurrency limits, rate limits, fairness, uniqueness.
+
+A declaration names where its key comes from (`KeySource`); the key is evaluated once, when a
+job is submitted, and stored with the job: the claim never looks at the payload again
+(docs/flow-control.md).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from conveyor.domain.states import JobState
+from conveyor.errors import ConfigurationError, InvalidInput
+
+# Where a key comes from: "" (one key for every job: a global limit), "owner", "queue", "type",
+# or "payload.<field>[.<field>...]" (a field of the payload; a missing field is refused at submit).
+KeySource = str
+_PLAIN_SOURCES = frozenset({"", "owner", "queue", "type"})
+MAX_KEY_LENGTH = 200
+LIMIT_NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+
+
+def check_name(name: str) -> None:
+    if not re.fullmatch(LIMIT_NAME_PATTERN, name):
+        raise ConfigurationError(f"limit name {name!r} must match {LIMIT_NAME_PATTERN}")
+
+
+def check_source(source: KeySource, what: str) -> None:
+    """A declaration's key source, checked when the job type is declared."""
+    if source in _PLAIN_SOURCES:
+        return
+    prefix, _, path = source.partition(".")
+    if prefix != "payload" or not path or any(not part for part in path.split(".")):
+        raise ConfigurationError(
+            f"{what}: key {source!r} is not one of '', 'owner', 'queue', 'type', 'payload.<field>'"
+        )
+
+
+def evaluate_key(
+    source: KeySource, *, owner_id: str, queue: str, type_name: str, payload: dict[str, Any]
+) -> str:
+    """The key a job gets from `source` (at submit; InvalidInput if its payload lacks it)."""
+    if source == "":
+        return ""
+    if source == "owner":
+        return owner_id
+    if source == "queue":
+        return queue
+    if source == "type":
+        return type_name
+    value: Any = payload
+    for part in source.partition(".")[2].split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise InvalidInput(f"the payload has no {source[len('payload.') :]!r}", field=source)
+        value = value[part]
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise InvalidInput(f"{source} must be a string or a number to be a key", field=source)
+    key = str(value)
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidInput(f"{source} is longer than {MAX_KEY_LENGTH} characters", field=source)
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class Concurrency:
+    """At most `max_running` jobs running at once per key, across every worker and host."""
+
+    name: str
+    max_running: int
+    key: KeySource = ""
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+        if self.max_running < 1:
+            raise ConfigurationError(f"limit {self.name!r}: max_running must be at least 1")
+        check_source(self.key, f"limit {self.name!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """At most `limit` starts per `per_s` seconds per key (a token bucket of `burst` tokens,
+    refilled at limit/per_s a second; `burst` defaults to `limit`), shared by every worker."""
+
+    name: str
+    limit: int
+    per_s: float
+    key: KeySource = ""
+    burst: int | None = None
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+        if self.limit < 1 or self.per_s <= 0:
+            raise ConfigurationError(f"rate {self.name!r}: limit ≥ 1 and per_s > 0 are needed")
+        if self.burst is not None and self.burst < 1:
+            raise ConfigurationError(f"rate {self.name!r}: burst must be at least 1")
+        check_source(self.key, f"rate {self.name!r}")
+
+
+Limit = Concurrency | Rate
+
+# While in these states a unique job blocks another with the same unique key (River's default).
+DEFAULT_UNIQUE_STATES: frozenset[JobState] = frozenset(
+    {JobState.SCHEDULED, JobState.QUEUED, JobState.RUNNING, JobState.RETRYING}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Unique:
+    """Jobs of one type with equal `fields` of the payload (all of it: `fields=None`) are one
+    job while the existing one is in `states` and, with `period_s`, within one period."""
+
+    fields: tuple[str, ...] | None = None
+    period_s: float | None = None
+    states: frozenset[JobState] = field(default=DEFAULT_UNIQUE_STATES)
+
+    def __post_init__(self) -> None:
+        if self.period_s is not None and self.period_s <= 0:
+            raise ConfigurationError("unique: period_s must be positive")
+        if not self.states:
+            raise ConfigurationError("unique: states must name at least one state")
+
+
+@dataclass(frozen=True, slots=True)
+class LimitKey:
+    """One limit a stored job is under, with the key its submit evaluated."""
+
+    name: str
+    key: str
+
+
+def check_names(limits: tuple[Limit, ...], what: str) -> None:
+    """One declaration per name on a job type."""
+    names = [limit.name for limit in limits]
+    if len(set(names)) != len(names):
+        raise ConfigurationError(f"{what}: a limit name appears twice")
