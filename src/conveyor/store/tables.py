@@ -413,3 +413,52 @@ Index(
 Index("ix_webhook_deliveries_webhook", webhook_deliveries.c.webhook_id, webhook_deliveries.c.id)
 Index("ix_webhook_deliveries_job", webhook_deliveries.c.job_id, webhook_deliveries.c.id)
 Index("ix_webhook_deliveries_finished", webhook_deliveries.c.finished_at)
+
+# ---- flow control (docs/flow-control.md) -----------------------------------------------------
+# Each limit as the job types declare it (synced from the registry at start): the value is
+# configuration, never part of a key.
+flow_limits = Table(
+    "flow_limits",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("kind", String(12), nullable=False),
+    Column("max_running", Integer, nullable=True),
+    Column("rate_limit", Integer, nullable=True),
+    Column("per_s", Float, nullable=True),
+    Column("burst", Integer, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint("kind IN ('concurrency', 'rate')", name="kind"),
+)
+
+# The limits a job is under, with the keys its submit evaluated (written with the job, only
+# for jobs of types that declare limits: `jobs.limited` says which).
+job_limits = Table(
+    "job_limits",
+    metadata,
+    Column("job_id", String(36), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("key", String(200), nullable=False),
+)
+Index("ix_job_limits_name_key", job_limits.c.name, job_limits.c.key)
+
+# A concurrency limit's slots per key: N rows for a limit of N, each free (job_id NULL) or
+# held by the running job that took it in its claim's transaction.
+limit_slots = Table(
+    "limit_slots",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("slot", Integer, primary_key=True),
+    Column("job_id", String(36), nullable=True),
+)
+Index("ix_limit_slots_job_id", limit_slots.c.job_id)
+
+# A rate limit's token bucket per key, refilled on read by the time since `refreshed_at`.
+rate_buckets = Table(
+    "rate_buckets",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("tokens", Float, nullable=False),
+    Column("refreshed_at", UTCDateTime, nullable=False),
+)
