@@ -58,6 +58,19 @@ class IllegalTransition(Conflict):
     code = "illegal_transition"
 
 
+class IdempotencyKeyReused(Conflict):
+    """This idempotency key was used for another request (another type, payload or queue);
+    nothing was stored."""
+
+    code = "idempotency_key_reused"
+
+
+class UniqueKeyTaken(Conflict):
+    """Another live job of this unique job type holds the same unique key."""
+
+    code = "unique_key_taken"
+
+
 class InvalidInput(ConveyorError):
     """The input is not valid."""
 

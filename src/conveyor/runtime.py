@@ -89,6 +89,7 @@ class Engine:
         jobs = JobService(backend, registry)
         jobs.check_callbacks = webhooks.check_callbacks
         jobs.synchronous_commit = settings.submit_synchronous_commit
+        jobs.run_at_past_tolerance = settings.run_at_past_tolerance
         schedules = ScheduleService(backend, jobs)
         tasks = TaskService(jobs, TaskStore(backend.db), settings.task_autocomplete_seconds)
         accounts = build_accounts(settings, jobs)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import TypeAdapter
 
-from conveyor.api.schemas import JobOut, _JobOutFields, job_json, jobs_json
+from conveyor.api.schemas import JobSubmitted, _JobOutFields, job_json, jobs_json
 from conveyor.domain.jobs import JobRecord, NewJob
 from conveyor.domain.states import JobState
 from conveyor.store.jobs import inserted_record, job_row
@@ -57,12 +57,21 @@ def records() -> list[JobRecord]:
 
 @pytest.mark.parametrize("tracebacks", [False, True])
 def test_the_answer_has_the_bytes_of_jobout(tracebacks: bool) -> None:
-    answers = [(job, "https://example.com/hook" if i else None) for i, job in enumerate(records())]
-    models = [JobOut.of(job, tracebacks=tracebacks, callback_url=url) for job, url in answers]
-    assert jobs_json(answers, tracebacks=tracebacks) == TypeAdapter(list[JobOut]).dump_json(models)
-    for (job, url), model in zip(answers, models, strict=True):
-        assert job_json(job, url, tracebacks=tracebacks) == model.model_dump_json().encode()
+    answers = [
+        (job, "https://example.com/hook" if i else None, i == 1) for i, job in enumerate(records())
+    ]
+    models = [
+        JobSubmitted.of(job, tracebacks=tracebacks, callback_url=url).model_copy(
+            update={"duplicate": duplicate}
+        )
+        for job, url, duplicate in answers
+    ]
+    expected = TypeAdapter(list[JobSubmitted]).dump_json(models)
+    assert jobs_json(answers, tracebacks=tracebacks) == expected
+    for (job, url, duplicate), model in zip(answers, models, strict=True):
+        answer = job_json(job, url, tracebacks=tracebacks, duplicate=duplicate)
+        assert answer == model.model_dump_json().encode()
 
 
 def test_the_answer_has_the_fields_of_jobout() -> None:
-    assert list(_JobOutFields.__annotations__) == list(JobOut.model_fields)
+    assert list(_JobOutFields.__annotations__) == list(JobSubmitted.model_fields)

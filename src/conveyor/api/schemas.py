@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 from pydantic import (
     AfterValidator,
@@ -175,7 +175,7 @@ class JobOut(BaseModel):
     @classmethod
     def of(
         cls, job: JobRecord, *, tracebacks: bool = False, callback_url: str | None = None
-    ) -> JobOut:
+    ) -> Self:
         return cls(
             id=job.id, type=job.type, queue=job.queue, state=job.state, priority=job.priority,
             attempt=job.attempt, max_attempts=job.max_attempts, payload=job.payload,
@@ -186,6 +186,17 @@ class JobOut(BaseModel):
             created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
             callback_url=callback_url,
         )  # fmt: skip
+
+
+class JobSubmitted(JobOut):
+    """A submit's answer: the job, and whether it is an earlier one a unique job type's rule
+    returned instead of storing this submission."""
+
+    duplicate: bool = Field(
+        False,
+        description="True: this job type is unique (docs/flow-control.md) and a live job with "
+        "the same unique key already existed; it is that job, and nothing was stored (200).",
+    )
 
 
 def job_errors(job: JobRecord, tracebacks: bool) -> list[JobError]:
@@ -230,25 +241,30 @@ class _JobOutFields(TypedDict):
     started_at: datetime | None
     finished_at: datetime | None
     callback_url: str | None
+    duplicate: bool
 
 
 _JOB_JSON = TypeAdapter(_JobOutFields)
 _JOBS_JSON = TypeAdapter(list[_JobOutFields])
-Answer = tuple[JobRecord, str | None]  # a job and its callback_url
+Answer = tuple[JobRecord, str | None, bool]  # a job, its callback_url, and `duplicate`
 
 
 def jobs_json(jobs: Sequence[Answer], *, tracebacks: bool) -> bytes:
-    """`[JobOut.of(job, ...), ...]` as JSON, built from the records directly: the same
+    """`[JobSubmitted.of(job, ...), ...]` as JSON, built from the records directly: the same
     bytes at a fraction of the CPU."""
-    return _JOBS_JSON.dump_json([_fields(job, url, tracebacks) for job, url in jobs])
+    return _JOBS_JSON.dump_json([_fields(*answer, tracebacks) for answer in jobs])
 
 
-def job_json(job: JobRecord, callback_url: str | None, *, tracebacks: bool) -> bytes:
-    """`JobOut.of(job, ...)` as JSON, the same way."""
-    return _JOB_JSON.dump_json(_fields(job, callback_url, tracebacks))
+def job_json(
+    job: JobRecord, callback_url: str | None, *, tracebacks: bool, duplicate: bool = False
+) -> bytes:
+    """`JobSubmitted.of(job, ...)` as JSON, the same way."""
+    return _JOB_JSON.dump_json(_fields(job, callback_url, duplicate, tracebacks))
 
 
-def _fields(job: JobRecord, callback_url: str | None, tracebacks: bool) -> _JobOutFields:
+def _fields(
+    job: JobRecord, callback_url: str | None, duplicate: bool, tracebacks: bool
+) -> _JobOutFields:
     return {
         "id": job.id, "type": job.type, "queue": job.queue, "state": job.state,
         "priority": job.priority, "attempt": job.attempt, "max_attempts": job.max_attempts,
@@ -259,7 +275,7 @@ def _fields(job: JobRecord, callback_url: str | None, tracebacks: bool) -> _JobO
         "idempotency_key": job.idempotency_key, "schedule_id": job.schedule_id,
         "timeout": None if job.timeout_s is None else float(job.timeout_s),
         "run_at": job.run_at, "created_at": job.created_at, "started_at": job.started_at,
-        "finished_at": job.finished_at, "callback_url": callback_url,
+        "finished_at": job.finished_at, "callback_url": callback_url, "duplicate": duplicate,
     }  # fmt: skip
 
 

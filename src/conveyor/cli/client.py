@@ -84,9 +84,11 @@ def submit(
             max_attempts=max_attempts, timeout=timeout, idempotency_key=idempotency_key,
             tags=tag or [],
         )  # fmt: skip
+        duplicate = job.duplicate
         if wait:
             job = _wait_with_bar(client, job, wait_timeout)
-        _show(job, as_json, f"job {job.id}")
+        title = f"job {job.id}" + (" (a duplicate: the live unique job)" if duplicate else "")
+        _show(job.model_copy(update={"duplicate": duplicate}), as_json, title)
     if wait:
         _exit_for(job)
 

@@ -66,7 +66,8 @@ def enqueue(
     if wait:
         typer.echo(json.dumps(outcome(done)))
         raise typer.Exit(0 if done.state is JobState.COMPLETED else 1)
-    typer.echo(json.dumps({"id": done.id, "state": done.state.value, "created": done.created}))
+    said = {"id": done.id, "state": done.state.value, "created": done.created}
+    typer.echo(json.dumps({**said, "duplicate": done.duplicate}))
 
 
 def _parse_payload(text: str) -> dict[str, Any]:

@@ -53,6 +53,9 @@ class Job(Model):
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # A submit's answer only: True when the job type is unique and this is the live job that
+    # already had the same unique key (nothing was stored); False everywhere else.
+    duplicate: bool = False
 
     @property
     def finished(self) -> bool:

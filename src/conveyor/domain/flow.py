@@ -7,8 +7,12 @@ job is submitted, and stored with the job: the claim never looks at the payload 
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from conveyor.domain.states import JobState
@@ -118,8 +122,32 @@ class Unique:
     def __post_init__(self) -> None:
         if self.period_s is not None and self.period_s <= 0:
             raise ConfigurationError("unique: period_s must be positive")
-        if not self.states:
-            raise ConfigurationError("unique: states must name at least one state")
+        missing = DEFAULT_UNIQUE_STATES - self.states
+        if missing:
+            # A live job moving between live states must never meet its own key taken (the
+            # index covers a row only while its state is in `states`), as River requires.
+            names = ", ".join(sorted(s.value for s in missing))
+            raise ConfigurationError(f"unique: states must include every live state ({names})")
+        if self.fields is not None:
+            if not self.fields or any(not name for name in self.fields):
+                raise ConfigurationError("unique: fields must name payload fields (or be None)")
+            if len(set(self.fields)) != len(self.fields):
+                raise ConfigurationError("unique: a field appears twice")
+
+    def key(self, *, owner_id: str, type_name: str, payload: dict[str, Any], now: datetime) -> str:
+        """The job's unique key: sha256 hex of its owner, type, the chosen payload fields (a
+        missing one counts as null) and, with a period, the period `now` falls in."""
+        chosen = (
+            payload if self.fields is None else {name: payload.get(name) for name in self.fields}
+        )
+        period = None if self.period_s is None else math.floor(now.timestamp() / self.period_s)
+        text = json.dumps(
+            [owner_id, type_name, chosen, period],
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,11 +42,13 @@ class NewJob:
 @dataclass(frozen=True, slots=True)
 class Enqueued:
     id: str
-    created: bool  # False: an existing job with the same idempotency key was returned
+    created: bool  # False: an existing job was returned (its idempotency key, or `duplicate`)
     state: JobState
     # The stored job, as inserted (created ones only): the API answers a submit with it
     # rather than reading the row back.
     record: JobRecord | None = None
+    # True: a unique job type's live job with the same unique key was returned, nothing stored
+    duplicate: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from conveyor.domain.clock import utcnow
+from conveyor.domain.flow import Unique
 from conveyor.domain.jobs import (
     BULK_ACTIONS,
     SYSTEM_OWNER,
@@ -78,6 +80,9 @@ class JobService:
     # CONVEYOR_SUBMIT_SYNCHRONOUS_COMMIT (set by the engine): off, a submission's commit does
     # not wait for its WAL flush on PostgreSQL (docs/design.md: what a crash can lose)
     synchronous_commit: bool = True
+    # CONVEYOR_RUN_AT_PAST_TOLERANCE (set by the engine): a submitted run_at earlier than
+    # now minus this many seconds is refused (clock skew between client and server)
+    run_at_past_tolerance: float = 60.0
 
     def __init__(
         self, backend: QueueBackend, registry: Registry, bulk_batch: int = BULK_BATCH
@@ -88,8 +93,15 @@ class JobService:
 
     def prepare(self, submission: Submission, owner_id: str = SYSTEM_OWNER) -> NewJob:
         """Validate against the type's payload model; bad input changes nothing. The rule is
-        the scheduler's too (`checked_job`): a cron fire is checked as a submission is."""
-        return checked_job(
+        the scheduler's too (`checked_job`): a cron fire is checked as a submission is.
+
+        Every door's submit comes here, so the rules a caller's submit obeys and the
+        scheduler's own inserts (retries, cron fires, misfire catch-up) do not are here: a
+        run_at in the past beyond the tolerance is refused, and a unique job type's key is
+        computed (docs/flow-control.md)."""
+        now = utcnow()
+        self._check_run_at(submission.run_at, now)
+        job = checked_job(
             self.registry,
             submission.type,
             submission.payload,
@@ -103,6 +115,18 @@ class JobService:
             tags=submission.tags,
             callback_url=submission.callback_url,
         )
+        return unique_job(job, self.registry.get(job.type).unique, now)
+
+    def _check_run_at(self, run_at: datetime | None, now: datetime) -> None:
+        if run_at is None or run_at.tzinfo is None:  # no time zone: checked_job refuses it
+            return
+        earliest = now - timedelta(seconds=self.run_at_past_tolerance)
+        if run_at < earliest:
+            raise InvalidInput(
+                f"run_at is in the past (more than {self.run_at_past_tolerance:g} s before "
+                "the server's clock); leave it out to run the job now",
+                field="run_at",
+            )
 
     async def submit(
         self,
@@ -251,6 +275,14 @@ class JobService:
         return chart
 
 
+def unique_job(job: NewJob, unique: Unique | None, now: datetime) -> NewJob:
+    """`job` with the unique key and states its type's declaration gives (none: as is)."""
+    if unique is None:
+        return job
+    key = unique.key(owner_id=job.owner_id, type_name=job.type, payload=job.payload, now=now)
+    return replace(job, unique_key=key, unique_states=unique.states)
+
+
 def _log_submitted(jobs: Sequence[NewJob], results: Sequence[Enqueued]) -> None:
     """DEBUG, one line per job (as many as jobs); in the API it carries the request id, which
     links a request to the job ids it made (nothing else stores the request id)."""
@@ -258,4 +290,6 @@ def _log_submitted(jobs: Sequence[NewJob], results: Sequence[Enqueued]) -> None:
         return
     for job, result in zip(jobs, results, strict=True):
         said = "submitted" if result.created else "already submitted (idempotency key)"
+        if result.duplicate:
+            said = "a duplicate of a unique job"
         log.debug("%s to queue %s", said, job.queue, extra=job_fields(result.id, job.type, 0))

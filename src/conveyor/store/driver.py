@@ -10,7 +10,7 @@ store/drivers/sqlite.py.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -60,12 +60,26 @@ class FinishBatch:
 
 
 @dataclass(frozen=True, slots=True)
+class Existing:
+    """A stored job an idempotency key names, with what its request asked (to tell the same
+    request again from another one reusing the key)."""
+
+    id: str
+    state: str
+    type: str
+    queue: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Inserted:
-    """What an insert of new jobs did: the ids it inserted, and for the duplicates (their
-    idempotency key taken) the stored job's (id, state) by (owner, key)."""
+    """What an insert of new jobs did: the ids it inserted; for the duplicates, the stored
+    jobs their idempotency keys name by (owner, key), and the live jobs their unique keys
+    name, (id, state) by unique key."""
 
     ids: set[str]
-    existing: dict[tuple[str, str | None], tuple[str, str]]
+    existing: dict[tuple[str, str | None], Existing]
+    unique: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 class Driver(Protocol):

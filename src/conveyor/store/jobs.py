@@ -8,20 +8,23 @@ events in the same transaction; multi-row changes lock their rows in the one ord
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Row, delete, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conveyor.domain import events as ev
 from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import BulkAction, BulkResult, Enqueued, JobFilter, JobRecord, NewJob
 from conveyor.domain.states import CANCELLABLE, USER_RETRYABLE, JobState, check_transition
-from conveyor.errors import Conflict, IllegalTransition
+from conveyor.errors import Conflict, IdempotencyKeyReused, IllegalTransition, UniqueKeyTaken
 from conveyor.store import events as outbox
 from conveyor.store.database import after_commit
+from conveyor.store.driver import Inserted
 from conveyor.store.reads import JobReads, scoped
 from conveyor.store.records import job_record
 from conveyor.store.tables import jobs
@@ -46,12 +49,19 @@ class Jobs(JobReads):
     async def enqueue(
         self, new_jobs: Sequence[NewJob], tx: Transaction | None = None, *, synchronous: bool = True
     ) -> list[Enqueued]:
-        """Insert jobs in one transaction (the caller's, if given); idempotency keys dedupe.
+        """Insert jobs in one transaction (the caller's, if given); idempotency keys dedupe,
+        and so do unique keys (docs/flow-control.md): a duplicate never aborts the
+        transaction, its existing job is returned instead.
 
         Not `synchronous` (CONVEYOR_SUBMIT_SYNCHRONOUS_COMMIT=off): that transaction commits
         without waiting for its WAL flush on PostgreSQL (docs/design.md says what it risks)."""
         if not new_jobs:
             return []
+        if tx is None and len(new_jobs) > 1 and any(j.idempotency_key for j in new_jobs):
+            # A key reused for another request refuses the batch after its insert: in a
+            # transaction, so that nothing of it is stored.
+            async with self.transaction() as own:
+                return await self.enqueue(new_jobs, own, synchronous=synchronous)
         now = utcnow()
         rows = [job_row(job, now) for job in new_jobs]
         conn = tx.connection if tx is not None else None
@@ -65,14 +75,12 @@ class Jobs(JobReads):
             after_commit(conn, ring)
         elif done.ids:
             ring()
-        out: list[Enqueued] = []
-        for job, row in zip(new_jobs, rows, strict=True):
-            if job.id in done.ids:
-                out.append(Enqueued(job.id, True, JobState(row["state"]), inserted_record(row)))
-            else:
-                found_id, state = done.existing[(job.owner_id, job.idempotency_key)]
-                out.append(Enqueued(found_id, False, JobState(state)))
-        return out
+        return [
+            Enqueued(job.id, True, JobState(row["state"]), inserted_record(row))
+            if job.id in done.ids
+            else _already_there(job, done)
+            for job, row in zip(new_jobs, rows, strict=True)
+        ]
 
     async def cancel(self, job_id: str, owner_id: str | None = None) -> JobRecord:
         guard = scoped([jobs.c.id == job_id], owner_id)
@@ -85,10 +93,13 @@ class Jobs(JobReads):
         raise Conflict("the job changed state; try again")  # pragma: no cover - a race
 
     async def retry(self, job_id: str, owner_id: str | None = None) -> JobRecord:
-        """A user's retry of a failed or cancelled job: queued again with fresh attempts."""
+        """A user's retry of a failed or cancelled job: queued again with fresh attempts.
+
+        UniqueKeyTaken (409) if it is a unique job whose key a live job holds meanwhile."""
         guard = scoped([jobs.c.id == job_id], owner_id)
-        async with self.db.write() as conn:
-            rows = await self._retry_where(conn, guard, utcnow(), jobs.c)
+        with _unique_key_taken():
+            async with self.db.write() as conn:
+                rows = await self._retry_where(conn, guard, utcnow(), jobs.c)
         if rows:
             return job_record(rows[0])
         current = await self.get(job_id, owner_id)
@@ -197,7 +208,8 @@ class Jobs(JobReads):
             if action == "cancel":
                 return len(await self._cancel_where(conn, guard, now, _BULK_COLUMNS))
             if action == "retry":
-                return len(await self._retry_where(conn, guard, now, _BULK_COLUMNS))
+                with _unique_key_taken():
+                    return len(await self._retry_where(conn, guard, now, _BULK_COLUMNS))
             fence = [*guard, jobs.c.state.in_(_TERMINAL_VALUES)]
             result = await conn.execute(
                 delete(jobs).where(self.driver.in_lock_order(fence), *fence)
@@ -256,6 +268,41 @@ class Jobs(JobReads):
             raise Conflict(f"a {current.state.value} job cannot be deleted; cancel it first")
 
 
+def _already_there(job: NewJob, done: Inserted) -> Enqueued:
+    """The answer to a submit that inserted nothing: the job its idempotency key names (the
+    same request again; another request with the key is refused), else the live job its
+    unique key names."""
+    if job.idempotency_key is not None:
+        found = done.existing.get((job.owner_id, job.idempotency_key))
+        if found is not None:
+            if (found.type, found.queue, found.payload) != (job.type, job.queue, job.payload):
+                raise IdempotencyKeyReused(
+                    "this Idempotency-Key was used for another request (another type, queue "
+                    f"or payload: job {found.id}); nothing was stored",
+                    job_id=found.id,
+                )
+            return Enqueued(found.id, False, JobState(found.state))
+    if job.unique_key is not None and job.unique_key in done.unique:
+        found_id, state = done.unique[job.unique_key]
+        return Enqueued(found_id, False, JobState(state), duplicate=True)
+    # The job it collided with left the states that made it one (it finished) meanwhile.
+    raise Conflict("the job this submit duplicated changed meanwhile; try again")
+
+
+@contextmanager
+def _unique_key_taken() -> Iterator[None]:
+    """A job queued again whose unique key a live job holds meets the unique index."""
+    try:
+        yield
+    except IntegrityError as exc:
+        if "uq_jobs_unique" not in str(exc) and "unique_key" not in str(exc):
+            raise
+        raise UniqueKeyTaken(
+            "another live job of this unique job type holds the same unique key; "
+            "wait for it to finish (or cancel it) before retrying this one"
+        ) from exc
+
+
 def job_row(job: NewJob, now: datetime) -> dict[str, Any]:
     run_at = job.run_at or now
     state = JobState.SCHEDULED if run_at > now else JobState.QUEUED
@@ -283,12 +330,23 @@ def job_row(job: NewJob, now: datetime) -> dict[str, Any]:
         "created_at": now,
         "started_at": None,
         "finished_at": None,
+        "unique_key": job.unique_key,
+        "unique_states": _stored_states(job.unique_states) if job.unique_key else None,
     }
+
+
+def _stored_states(states: frozenset[JobState]) -> str:
+    """ ",queued,running," (in the state machine's order): the index searches ",<state>,"."""
+    return "," + ",".join(s.value for s in JobState if s in states) + ","
+
+
+_RECORD_FIELDS = frozenset(JobRecord.__dataclass_fields__)
 
 
 def inserted_record(row: dict[str, Any]) -> JobRecord:
     """The record of a job just inserted from `row` (`job_row`): what a read would return."""
-    return JobRecord(**{**row, "state": JobState(row["state"])})
+    fields = {k: v for k, v in row.items() if k in _RECORD_FIELDS}
+    return JobRecord(**{**fields, "state": JobState(row["state"])})
 
 
 def callback_rows(new_jobs: Iterable[NewJob], now: datetime) -> list[dict[str, Any]]:

@@ -118,6 +118,17 @@ Index(
     postgresql_where=text("idempotency_key IS NOT NULL"),
     sqlite_where=text("idempotency_key IS NOT NULL"),
 )
+# One live job per unique key: a row is covered while its state is one of its own
+# unique_states (",queued,running," style; migration 0014, docs/flow-control.md).
+Index(
+    "uq_jobs_unique",
+    jobs.c.unique_key,
+    unique=True,
+    postgresql_where=text(
+        "unique_key IS NOT NULL AND strpos(unique_states, ',' || state || ',') > 0"
+    ),
+    sqlite_where=text("unique_key IS NOT NULL AND instr(unique_states, ',' || state || ',') > 0"),
+)
 
 workers = Table(
     "workers",

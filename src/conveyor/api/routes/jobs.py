@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response, status
 
@@ -21,11 +21,13 @@ from conveyor.api.schemas import (
     AnyUtcDateTime,
     BulkOut,
     BulkRequest,
+    ErrorBody,
     JobBatchCreate,
     JobCreate,
     JobOut,
     JobPage,
     JobResult,
+    JobSubmitted,
     JobTypeOut,
     Progress,
     QueueStats,
@@ -80,11 +82,33 @@ async def _out(job: JobRecord, user: User, ctx: AppContext) -> JobOut:
     return out
 
 
+_SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
+    409: {
+        "model": ErrorBody,
+        "description": "`idempotency_key_reused`: the Idempotency-Key was used for another "
+        "request (another type, queue or payload); nothing was stored.",
+    },
+    422: {
+        "model": ErrorBody,
+        "description": "Invalid input, among it a `run_at` in the past by more than the "
+        "server's tolerance (CONVEYOR_RUN_AT_PAST_TOLERANCE, 60 s by default).",
+    },
+}
+
+
 @router.post(
     "/jobs",
     status_code=status.HTTP_201_CREATED,
-    response_model=JobOut,
-    responses={200: {"description": "an existing job with the same idempotency key"}},
+    response_model=JobSubmitted,
+    responses={
+        200: {
+            "model": JobSubmitted,
+            "description": "Nothing stored: the job submitted earlier with this Idempotency-Key "
+            "and the same type, queue and payload (`duplicate` false), or the live job of a "
+            "unique job type with the same unique key (`duplicate` true).",
+        },
+        **_SUBMIT_ERRORS,
+    },
 )
 async def create_job(
     body: JobCreate, caller: Submitter, idempotency_key: IdempotencyKey = None
@@ -94,15 +118,22 @@ async def create_job(
     await charge_submission(ctx, caller.credential.user_id)
     submission = _submission(body, idempotency_key)
     user, enqueued = await ctx.intake.submit(caller.credential, [submission])
-    ((job, url),) = await _answers(enqueued, [submission], user, ctx)
-    answer = job_json(job, url, tracebacks=user.is_admin)
+    ((job, url, duplicate),) = await _answers(enqueued, [submission], user, ctx)
+    answer = job_json(job, url, tracebacks=user.is_admin, duplicate=duplicate)
     return _json(answer, status.HTTP_201_CREATED if enqueued[0].created else status.HTTP_200_OK)
 
 
-@router.post("/jobs/batch", status_code=status.HTTP_201_CREATED, response_model=list[JobOut])
+@router.post(
+    "/jobs/batch",
+    status_code=status.HTTP_201_CREATED,
+    response_model=list[JobSubmitted],
+    responses=_SUBMIT_ERRORS,
+)
 async def create_jobs(body: JobBatchCreate, caller: Submitter) -> Response:
     """Submit many jobs in one transaction: all are stored, or none. Each job counts
-    against the per-user jobs limit (RATE_LIMIT_JOBS); the batch is one request."""
+    against the per-user jobs limit (RATE_LIMIT_JOBS); the batch is one request. A job
+    that duplicates a live unique job (or repeats an idempotency key's request) is that
+    job in the answer (`duplicate` says which), the others are stored; the answer is 201."""
     ctx = caller.ctx
     if len(body.jobs) > ctx.settings.max_batch_size:
         raise InvalidInput(f"at most {ctx.settings.max_batch_size} jobs per batch")
@@ -122,8 +153,8 @@ def _json(content: bytes, status_code: int) -> Response:
 async def _answers(
     enqueued: Sequence[Enqueued], submissions: Sequence[Submission], user: User, ctx: AppContext
 ) -> list[Answer]:
-    """What was stored, without reading it back; only jobs an idempotency key named
-    (stored earlier) are read, in one query."""
+    """What was stored, without reading it back; only jobs an idempotency key or a unique
+    key named (stored earlier) are read, in one query."""
     earlier = [e.id for e in enqueued if e.record is None]
     found: dict[str, JobRecord] = {}
     urls: dict[str, str] = {}
@@ -133,9 +164,9 @@ async def _answers(
     answers: list[Answer] = []
     for done, submission in zip(enqueued, submissions, strict=True):
         if done.record is not None:
-            answers.append((done.record, submission.callback_url))
+            answers.append((done.record, submission.callback_url, False))
         else:
-            answers.append((found[done.id], urls.get(done.id)))
+            answers.append((found[done.id], urls.get(done.id), done.duplicate))
     return answers
 
 

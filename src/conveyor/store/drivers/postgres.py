@@ -21,7 +21,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conveyor.domain.jobs import ClaimedJob
 from conveyor.store.database import Database, plain_postgres_dsn
-from conveyor.store.driver import Callback, FinishBatch, Inserted, Leadership, Listener, Said
+from conveyor.store.driver import (
+    Callback,
+    Existing,
+    FinishBatch,
+    Inserted,
+    Leadership,
+    Listener,
+    Said,
+)
 from conveyor.store.drivers.pg_sessions import (
     CANCEL_CHANNEL,
     EVENTS_CHANNEL,
@@ -37,7 +45,15 @@ from conveyor.store.tables import jobs
 SQL = load(
     "postgres",
     frozenset(
-        {"enqueue", "enqueue_one", "existing", "record_callbacks", "claim", "claim_any"}
+        {
+            "enqueue",
+            "enqueue_one",
+            "existing",
+            "existing_unique",
+            "record_callbacks",
+            "claim",
+            "claim_any",
+        }
         | {"lock_mine", "complete", "retry", "fail", "rescue", "notify", "try_lead", "unlead"}
         | {"ping", "lead_ping", "horizon", "lock_events", "backend_pid"}
     ),
@@ -95,15 +111,20 @@ class PostgresDriver:
         # One job (a single submit): scalars, not one-element arrays (postgres.sql says why).
         statement = SQL["enqueue_one" if len(rows) == 1 else "enqueue"]
         columns = _enqueue_one_args(rows[0]) if len(rows) == 1 else _enqueue_args(rows)
-        args = (*columns, created, synchronous)
+        args = (*columns, created, synchronous, *_unique_args(rows))
         if conn is not None:  # inside the caller's transaction: through SQLAlchemy's cursor
             inserted = {r[0] for r in await conn.exec_driver_sql(statement, args)}
             mine = [c for c in callbacks if c["job_id"] in inserted]
             if mine:
                 await conn.exec_driver_sql(SQL["record_callbacks"], _callback_args(mine, now))
-            dupes = _key_args([r for r in rows if r["id"] not in inserted])
-            found = (await conn.exec_driver_sql(SQL["existing"], dupes)).all() if dupes[0] else []
-            return Inserted(inserted, _existing(found))
+            dupes = [r for r in rows if r["id"] not in inserted]
+            found: Sequence[Any] = []
+            live: Sequence[Any] = []
+            if keyed := _key_args(dupes, "idempotency_key"):
+                found = (await conn.exec_driver_sql(SQL["existing"], keyed)).all()
+            if keyed := _key_args(dupes, "unique_key"):
+                live = (await conn.exec_driver_sql(SQL["existing_unique"], keyed)).all()
+            return Inserted(inserted, _existing(found), _live(live))
         # Jobs with a callback_url add one side-table insert, in the same transaction; the
         # others stay one statement in its own implicit transaction.
         async with self.db.raw(transaction=bool(callbacks)) as raw:
@@ -113,14 +134,14 @@ class PostgresDriver:
                 await raw.execute(
                     SQL["record_callbacks"], *_callback_args(mine, now), timeout=COMMAND_TIMEOUT
                 )
-            dupes = _key_args([r for r in rows if r["id"] not in inserted])
+            dupes = [r for r in rows if r["id"] not in inserted]
             # The duplicates' rows are committed: ON CONFLICT waited for them.
-            found = (
-                await raw.fetch(SQL["existing"], *dupes, timeout=COMMAND_TIMEOUT)
-                if dupes[0]
-                else []
-            )
-        return Inserted(inserted, _existing(found))
+            found = live = []
+            if keyed := _key_args(dupes, "idempotency_key"):
+                found = await raw.fetch(SQL["existing"], *keyed, timeout=COMMAND_TIMEOUT)
+            if keyed := _key_args(dupes, "unique_key"):
+                live = await raw.fetch(SQL["existing_unique"], *keyed, timeout=COMMAND_TIMEOUT)
+        return Inserted(inserted, _existing(found), _live(live))
 
     async def claim(
         self,
@@ -274,12 +295,33 @@ def _finish_args(batch: FinishBatch) -> list[Any]:
     return [*args, batch.events[0].type, batch.events[0].state]
 
 
-def _existing(rows: Sequence[Any]) -> dict[tuple[str, str | None], tuple[str, str]]:
-    return {(r[2], r[3]): (r[0], r[1]) for r in rows}
+def _unique_args(rows: Sequence[dict[str, Any]]) -> tuple[Any, Any]:
+    """$17, $18 of the enqueue statements: unique_key and unique_states (arrays, or a
+    single job's scalars)."""
+    if len(rows) == 1:
+        return rows[0]["unique_key"], rows[0]["unique_states"]
+    return [r["unique_key"] for r in rows], [r["unique_states"] for r in rows]
 
 
-def _key_args(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[str | None]]:
-    return [r["owner_id"] for r in rows], [r["idempotency_key"] for r in rows]
+def _existing(rows: Sequence[Any]) -> dict[tuple[str, str | None], Existing]:
+    return {(r[2], r[3]): Existing(r[0], r[1], r[4], r[5], _json_value(r[6])) for r in rows}
+
+
+def _live(rows: Sequence[Any]) -> dict[str, tuple[str, str]]:
+    return {r[2]: (r[0], r[1]) for r in rows}
+
+
+def _json_value(value: Any) -> Any:
+    """A jsonb value as the pool's codec decodes it (already), or as text if not."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _key_args(rows: Sequence[dict[str, Any]], column: str) -> tuple[list[str], list[str]] | None:
+    """(owners, keys) of the rows that have a `column` key; None when none has."""
+    keyed = [r for r in rows if r[column] is not None]
+    if not keyed:
+        return None
+    return [r["owner_id"] for r in keyed], [r[column] for r in keyed]
 
 
 def _claimed(row: Any) -> ClaimedJob:

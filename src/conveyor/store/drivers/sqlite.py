@@ -19,7 +19,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from conveyor.domain.jobs import ClaimedJob
 from conveyor.store import events as outbox
 from conveyor.store.database import Database
-from conveyor.store.driver import Callback, FinishBatch, Inserted, Leadership, Listener, Said
+from conveyor.store.driver import (
+    Callback,
+    Existing,
+    FinishBatch,
+    Inserted,
+    Leadership,
+    Listener,
+    Said,
+)
 from conveyor.store.drivers.sqlite_sessions import LeaseLeadership, SqliteListener, bus_of
 from conveyor.store.records import aware
 from conveyor.store.sql import CLAIM_COLUMNS, load, typed
@@ -99,14 +107,9 @@ class SqliteDriver:
         callbacks: Sequence[dict[str, Any]],
         created: str,
     ) -> Inserted:
-        stmt = (
-            sqlite_insert(jobs)
-            .on_conflict_do_nothing(
-                index_elements=[jobs.c.owner_id, jobs.c.idempotency_key],
-                index_where=jobs.c.idempotency_key.isnot(None),
-            )
-            .returning(jobs.c.id)
-        )
+        # No conflict target: a taken idempotency key and a taken unique key (uq_jobs_unique)
+        # both skip the row, never abort the statement.
+        stmt = sqlite_insert(jobs).on_conflict_do_nothing().returning(jobs.c.id)
         inserted = {r.id for r in (await conn.execute(stmt, list(rows))).all()}
         new = [_NewJobView(r) for r in rows if r["id"] in inserted]
         now = rows[0]["created_at"]
@@ -116,11 +119,13 @@ class SqliteDriver:
         mine = [c for c in callbacks if c["job_id"] in inserted]
         if mine:
             await conn.execute(job_callbacks.insert(), mine)
-        existing = await _existing(conn, [r for r in rows if r["id"] not in inserted])
+        dupes = [r for r in rows if r["id"] not in inserted]
+        existing = await _existing(conn, [r for r in dupes if r["idempotency_key"] is not None])
+        live = await _live(conn, [r for r in dupes if r["unique_key"] is not None])
         runnable = {j.queue for j in new if j.state == "queued"}
         if runnable:
             await self.notify_jobs(conn, runnable)
-        return Inserted(inserted, existing)
+        return Inserted(inserted, existing, live)
 
     async def claim(
         self,
@@ -210,20 +215,41 @@ class _NewJobView:
 
 async def _existing(
     conn: AsyncConnection, dupes: Sequence[dict[str, Any]]
-) -> dict[tuple[str, str | None], tuple[str, str]]:
+) -> dict[tuple[str, str | None], Existing]:
     """The stored jobs the duplicates' idempotency keys name, in one query."""
     if not dupes:
         return {}
+    query = select(
+        jobs.c.id, jobs.c.state, jobs.c.owner_id, jobs.c.idempotency_key, jobs.c.type,
+        jobs.c.queue, jobs.c.payload,
+    )  # fmt: skip
+    found = (await conn.execute(query.where(_named(dupes, jobs.c.idempotency_key)))).all()
+    return {
+        (r.owner_id, r.idempotency_key): Existing(r.id, r.state, r.type, r.queue, r.payload)
+        for r in found
+    }
+
+
+async def _live(
+    conn: AsyncConnection, dupes: Sequence[dict[str, Any]]
+) -> dict[str, tuple[str, str]]:
+    """The live jobs (uq_jobs_unique's rows) the duplicates' unique keys name, in one query."""
+    if not dupes:
+        return {}
+    live = func.instr(jobs.c.unique_states, literal(",") + jobs.c.state + literal(",")) > 0
+    query = select(jobs.c.id, jobs.c.state, jobs.c.unique_key)
+    found = (await conn.execute(query.where(_named(dupes, jobs.c.unique_key), live))).all()
+    return {r.unique_key: (r.id, r.state) for r in found}
+
+
+def _named(dupes: Sequence[dict[str, Any]], column: Any) -> ColumnElement[bool]:
+    """Rows whose (owner, `column`) is one of the duplicates'."""
     keys: dict[str, set[str]] = {}
     for row in dupes:
-        keys.setdefault(row["owner_id"], set()).add(row["idempotency_key"] or "")
-    named = [
-        (jobs.c.owner_id == owner) & jobs.c.idempotency_key.in_(sorted(wanted))
-        for owner, wanted in keys.items()
-    ]
-    query = select(jobs.c.id, jobs.c.state, jobs.c.owner_id, jobs.c.idempotency_key)
-    found = (await conn.execute(query.where(or_(*named)))).all()
-    return {(r.owner_id, r.idempotency_key): (r.id, r.state) for r in found}
+        keys.setdefault(row["owner_id"], set()).add(row[column.name])
+    return or_(
+        *((jobs.c.owner_id == owner) & column.in_(sorted(wanted)) for owner, wanted in keys.items())
+    )
 
 
 def _batch_json(batch: FinishBatch) -> str:

@@ -12,19 +12,21 @@
 -- $16 false (CONVEYOR_SUBMIT_SYNCHRONOUS_COMMIT=off): `synchronous_commit` is off for the
 -- rest of this transaction (set_config's is_local), so its commit does not wait for the
 -- WAL flush, without a round trip of its own (docs/design.md: what that risks).
+-- $17, $18: unique_key, unique_states. ON CONFLICT without a target: a taken idempotency
+-- key and a taken unique key (uq_jobs_unique) both skip the row, never abort the statement.
 WITH inserted AS (
     INSERT INTO jobs (id, owner_id, queue, type, payload, priority, state, attempt,
         max_attempts, run_at, timeout_s, idempotency_key, progress, errors, tags,
-        schedule_id, created_at)
+        schedule_id, created_at, unique_key, unique_states)
     SELECT t.id, t.owner_id, t.queue, t.type, t.payload::jsonb, t.priority, t.state, 0,
         t.max_attempts, t.run_at, t.timeout_s, t.idempotency_key, 0, '[]'::jsonb,
-        t.tags::jsonb, t.schedule_id, $13
+        t.tags::jsonb, t.schedule_id, $13, t.unique_key, t.unique_states
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[],
         $7::text[], $8::int[], $9::timestamptz[], $10::float8[], $11::text[], $12::text[],
-        $14::text[])
+        $14::text[], $17::text[], $18::text[])
         AS t(id, owner_id, queue, type, payload, priority, state, max_attempts, run_at,
-            timeout_s, idempotency_key, tags, schedule_id)
-    ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+            timeout_s, idempotency_key, tags, schedule_id, unique_key, unique_states)
+    ON CONFLICT DO NOTHING
     RETURNING id, queue, state, owner_id, type, 0 AS attempt
 ),
 logged AS (
@@ -51,11 +53,11 @@ FROM inserted
 WITH inserted AS (
     INSERT INTO jobs (id, owner_id, queue, type, payload, priority, state, attempt,
         max_attempts, run_at, timeout_s, idempotency_key, progress, errors, tags,
-        schedule_id, created_at)
+        schedule_id, created_at, unique_key, unique_states)
     VALUES ($1::text, $2::text, $3::text, $4::text, $5::text::jsonb, $6::int, $7::text, 0,
         $8::int, $9::timestamptz, $10::float8, $11::text, 0, '[]'::jsonb, $12::text::jsonb,
-        $14::text, $13)
-    ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        $14::text, $13, $17::text, $18::text)
+    ON CONFLICT DO NOTHING
     RETURNING id, queue, state, owner_id, type
 ),
 logged AS (
@@ -74,10 +76,20 @@ SELECT id, (SELECT count(*) FROM woken) AS woken, (SELECT count(*) FROM relaxed)
 FROM inserted
 
 -- name: existing
--- The stored jobs that duplicates' (owner, idempotency key) pairs name.
-SELECT jobs.id, jobs.state, jobs.owner_id, jobs.idempotency_key FROM jobs
+-- The stored jobs that duplicates' (owner, idempotency key) pairs name, with what they
+-- were asked to be (the same request again, or another reusing the key?).
+SELECT jobs.id, jobs.state, jobs.owner_id, jobs.idempotency_key, jobs.type, jobs.queue,
+    jobs.payload
+FROM jobs
 JOIN unnest($1::text[], $2::text[]) AS k(owner_id, idempotency_key)
     ON jobs.owner_id = k.owner_id AND jobs.idempotency_key = k.idempotency_key
+
+-- name: existing_unique
+-- The live jobs (uq_jobs_unique's rows) that duplicates' (owner, unique key) pairs name.
+SELECT jobs.id, jobs.state, jobs.unique_key FROM jobs
+JOIN unnest($1::text[], $2::text[]) AS k(owner_id, unique_key)
+    ON jobs.owner_id = k.owner_id AND jobs.unique_key = k.unique_key
+WHERE strpos(jobs.unique_states, ',' || jobs.state || ',') > 0
 
 -- name: record_callbacks
 -- The job_callbacks rows of newly inserted jobs, in the enqueue's transaction.
