@@ -32,6 +32,7 @@ def test_enqueue_and_info(env: Path) -> None:
     done = runner.invoke(app, ["enqueue", "sleep", "--payload", '{"seconds": 0}', "--delay", "60"])
     assert done.exit_code == 0, done.output
     assert json.loads(done.output)["state"] == "scheduled"
+    assert json.loads(done.output)["duplicate"] is False
     info = runner.invoke(app, ["info"])
     assert info.exit_code == 0 and "scheduled" in info.output
 
@@ -69,6 +70,7 @@ def test_users_lifecycle(env: Path) -> None:
         (["enqueue", "sleep", "--payload", "{bad"], "not valid JSON"),
         (["enqueue", "sleep", "--payload", "[1]"], "must be a JSON object"),
         (["enqueue", "sleep", "--payload", '{"seconds": -1}'], "invalid payload"),
+        (["enqueue", "sleep", "--delay", "-3600"], "run_at is in the past"),
     ],
 )
 def test_bad_input_is_one_clear_line(env: Path, args: list[str], message: str) -> None:
