@@ -3,15 +3,18 @@ set a state, delete a finished one)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import text
 
 from conveyor.domain.clock import utcnow
-from conveyor.domain.jobs import Outcome
+from conveyor.domain.flow import DEFAULT_UNIQUE_STATES
+from conveyor.domain.ids import uuid7
+from conveyor.domain.jobs import NewJob, Outcome
 from conveyor.domain.states import JobState
-from conveyor.errors import Conflict, IllegalTransition, NotFound
+from conveyor.errors import Conflict, IdempotencyKeyReused, IllegalTransition, NotFound
 from conveyor.store.backend import QueueBackend
 from tests.store.helpers import job, job_in_state
 
@@ -98,9 +101,12 @@ async def test_a_relaxed_enqueue_turns_synchronous_commit_off_for_its_transactio
 
 async def test_idempotency_key_returns_the_existing_job(backend: QueueBackend) -> None:
     (first,) = await backend.enqueue([job(idempotency_key="k1", owner_id="alice")])
-    (again,) = await backend.enqueue([job(n=9, idempotency_key="k1", owner_id="alice")])
+    (again,) = await backend.enqueue([job(idempotency_key="k1", owner_id="alice")])
     (bobs,) = await backend.enqueue([job(idempotency_key="k1", owner_id="bob")])
     assert first.created and not again.created and again.id == first.id
+    # the key reused for another payload: refused, nothing stored
+    with pytest.raises(IdempotencyKeyReused):
+        await backend.enqueue([job(n=9, idempotency_key="k1", owner_id="alice")])
     assert bobs.created and bobs.id != first.id
     # duplicates inside one batch collapse too
     batch = await backend.enqueue([job(idempotency_key="k2"), job(idempotency_key="k2")])
@@ -193,3 +199,19 @@ async def test_delete_finished_is_owner_scoped(backend: QueueBackend) -> None:
         await backend.get(alices.id)
     with pytest.raises(NotFound):
         await backend.delete_finished("no-such-job")
+
+
+async def test_a_unique_duplicate_never_aborts_the_callers_transaction(
+    backend: QueueBackend,
+) -> None:
+    live = NewJob(type="noop", payload={}, unique_key="u-1", unique_states=DEFAULT_UNIQUE_STATES)
+    (first,) = await backend.enqueue([live])
+    async with backend.transaction() as tx:
+        (dup,) = await backend.enqueue([replace(live, id=uuid7())], tx)
+        (other,) = await backend.enqueue([job(n=1)], tx)  # after it, in the same transaction
+    assert dup.duplicate and not dup.created and dup.id == first.id
+    assert other.created and (await backend.get(other.id)).state is JobState.QUEUED
+    # Finished (and its states the default ones), it holds the key no more.
+    await backend.cancel(first.id)
+    (fresh,) = await backend.enqueue([replace(live, id=uuid7())])
+    assert fresh.created and not fresh.duplicate

@@ -76,7 +76,9 @@ async def test_a_batch_of_duplicates_reads_back_each_owners_existing_job(
     ]
     stored = await backend.enqueue(first)
     again = [
-        NewJob(type="noop", payload={}, owner_id=j.owner_id, idempotency_key=j.idempotency_key)
+        NewJob(
+            type="noop", payload=j.payload, owner_id=j.owner_id, idempotency_key=j.idempotency_key
+        )
         for j in reversed(first)
     ]
 
