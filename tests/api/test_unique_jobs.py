@@ -145,6 +145,11 @@ async def test_a_retry_whose_key_a_live_job_took_is_409(api: Api, how: str) -> N
     assert retried.json()["error"]["code"] == "unique_key_taken"
     still = (await api.client.get(f"{JOBS}/{old['id']}", headers=ada)).json()
     assert still["state"] == how
+    # A bulk retry skips it (and retries the others).
+    bulk = {"action": "retry", "ids": [old["id"]]}
+    r = await post(api, ada, bulk, f"{JOBS}/bulk")
+    assert r.status_code == 200, r.text
+    assert (r.json()["changed"], r.json()["skipped"]) == (0, 1)
     # Once the live one is gone, the retry goes through.
     r = await api.client.post(f"{JOBS}/{live.json()['id']}/cancel", headers=ada)
     assert r.status_code == 200, r.text

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, delete, select, update
+from sqlalchemy import ColumnElement, Row, delete, exists, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -109,6 +109,11 @@ class Jobs(JobReads):
                 current=current.state.value,
                 target=JobState.QUEUED.value,
             )
+        async with self.db.read() as conn:
+            if (
+                await conn.execute(select(jobs.c.id).where(jobs.c.id == job_id, ~_key_free()))
+            ).first():
+                raise UniqueKeyTaken(_KEY_TAKEN)
         raise Conflict("the job changed state; try again")  # pragma: no cover - a race
 
     async def _cancel_where(
@@ -140,8 +145,9 @@ class Jobs(JobReads):
         now: datetime,
         columns: Iterable[Any],
     ) -> Sequence[Row[Any]]:
-        """Queue the failed or cancelled jobs among `guard` again, with fresh attempts."""
-        fence = [*guard, jobs.c.state.in_(_RETRYABLE_VALUES)]
+        """Queue the failed or cancelled jobs among `guard` again, with fresh attempts; a
+        unique job whose key a live job holds stays (a bulk retry skips it)."""
+        fence = [*guard, jobs.c.state.in_(_RETRYABLE_VALUES), _key_free()]
         rows = (
             await conn.execute(
                 self._update_locked(fence)
@@ -289,18 +295,30 @@ def _already_there(job: NewJob, done: Inserted) -> Enqueued:
     raise Conflict("the job this submit duplicated changed meanwhile; try again")
 
 
+_KEY_TAKEN = (
+    "another live job of this unique job type holds the same unique key; "
+    "wait for it to finish (or cancel it) before retrying this one"
+)
+
+
+def _key_free() -> ColumnElement[bool]:
+    """The job has no unique key, or no other job holds it live (uq_jobs_unique's rows)."""
+    other = jobs.alias("holder")
+    live = other.c.unique_states.like(literal("%,") + other.c.state + literal(",%"))
+    held = exists().where(other.c.unique_key == jobs.c.unique_key, other.c.id != jobs.c.id, live)
+    return or_(jobs.c.unique_key.is_(None), ~held)
+
+
 @contextmanager
 def _unique_key_taken() -> Iterator[None]:
-    """A job queued again whose unique key a live job holds meets the unique index."""
+    """A job queued again whose unique key a live job took meanwhile (after the guard of
+    `_key_free` looked) meets the unique index."""
     try:
         yield
     except IntegrityError as exc:
         if "uq_jobs_unique" not in str(exc) and "unique_key" not in str(exc):
             raise
-        raise UniqueKeyTaken(
-            "another live job of this unique job type holds the same unique key; "
-            "wait for it to finish (or cancel it) before retrying this one"
-        ) from exc
+        raise UniqueKeyTaken(_KEY_TAKEN) from exc
 
 
 def job_row(job: NewJob, now: datetime) -> dict[str, Any]:
