@@ -94,10 +94,31 @@ async def test_two_api_processes_store_one_job_per_unique_key(
         assert sorted(job["duplicate"] for job in jobs) == [False] + [True] * (2 * EACH - 1)
         ids.add(jobs[0]["id"])
 
+    # Batches naming the same keys in opposite orders, one per API at once: each key
+    # stored once, and neither waits for the other for ever (keys are inserted in order).
+    for n in range(ROUNDS):
+        keys = [f"batch-{n}-{k}" for k in range(4)]
+        bodies = [
+            {"jobs": [{"type": "unique_order", "payload": {"order_id": k}} for k in order]}
+            for order in (keys, keys[::-1])
+        ]
+        answers = await asyncio.gather(
+            *(
+                client.post("/api/v1/jobs/batch", json=body, headers=headers)
+                for client, body in zip(apis, bodies, strict=True)
+            )
+        )
+        assert [a.status_code for a in answers] == [201, 201], [a.text for a in answers]
+        first, second = (a.json() for a in answers)
+        assert [j["id"] for j in first] == [j["id"] for j in second[::-1]]
+        fresh = [j for j in first + second if not j["duplicate"]]
+        assert len(fresh) == len(keys)
+        ids.update(j["id"] for j in first)
+
     listed = await apis[1].get(
         "/api/v1/jobs", params={"type": "unique_order", "limit": 1000}, headers=headers
     )
     assert listed.status_code == 200, listed.text
     stored = listed.json()["items"]
-    assert len(stored) == ROUNDS
+    assert len(stored) == 5 * ROUNDS
     assert {job["id"] for job in stored} == ids

@@ -67,6 +67,8 @@ TYPE = "the type must be registered here: handlers come from configuration, not 
 HOOK = "a callback_url must resolve to a public address"
 CURSOR = "a cursor pages newest first, so not with sort/offset: no JSON Schema spans parameters"
 CRON = "a valid cron expression (croniter's grammar): no pattern says it"
+PAST = "a run_at no further in the past than the tolerance: no schema says 'after now'"
+REUSED = "an idempotency key names one request: another request with it is refused"
 SEMANTIC: dict[str, dict[str, str]] = {  # operation -> {"status code[:field]": reason}
     "POST /api/v1/auth/register": {"422 password_policy": COMMON},
     "POST /register": {"422 password_policy": COMMON},
@@ -83,10 +85,17 @@ SEMANTIC: dict[str, dict[str, str]] = {  # operation -> {"status code[:field]": 
         "422 invalid_input:name": "printable is Unicode's categories (str.isprintable): no "
         "pattern without \\p{...} classes says it",
     },
-    "POST /api/v1/jobs": {"422 unknown_job_type": TYPE, "422 invalid_input:callback_url": HOOK},
+    "POST /api/v1/jobs": {
+        "422 unknown_job_type": TYPE,
+        "422 invalid_input:callback_url": HOOK,
+        "422 invalid_input:run_at": PAST,
+        "409 idempotency_key_reused": REUSED,
+    },
     "POST /api/v1/jobs/batch": {
         "422 unknown_job_type": TYPE,
         "422 invalid_input:callback_url": HOOK,
+        "422 invalid_input:run_at": PAST,
+        "409 idempotency_key_reused": REUSED,
     },
     "GET /api/v1/jobs": {"422 invalid_input:cursor": CURSOR},
     "POST /api/v1/schedules": {"422 unknown_job_type": TYPE, "422 invalid_input:cron": CRON},

@@ -255,7 +255,16 @@ async def cancel_job(job_id: str, user: VerifiedUser, ctx: Context) -> JobOut:
     return await _out(await ctx.engine.jobs.cancel(job_id, owner_scope(user)), user, ctx)
 
 
-@router.post("/jobs/{job_id}/retry")
+@router.post(
+    "/jobs/{job_id}/retry",
+    responses={
+        409: {
+            "model": ErrorBody,
+            "description": "`illegal_transition`: the job is not failed or cancelled; "
+            "`unique_key_taken`: a unique job whose key another live job holds now.",
+        }
+    },
+)
 async def retry_job(job_id: str, user: VerifiedUser, ctx: Context) -> JobOut:
     """Queue a failed or cancelled job again, with fresh attempts."""
     return await _out(await ctx.engine.jobs.retry(job_id, owner_scope(user)), user, ctx)
