@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, delete, exists, literal, or_, select, update
+from sqlalchemy import ColumnElement, Row, delete, exists, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -113,7 +113,9 @@ class Jobs(JobReads):
             )
         async with self.db.read() as conn:
             if (
-                await conn.execute(select(jobs.c.id).where(jobs.c.id == job_id, ~_key_free()))
+                await conn.execute(
+                    select(jobs.c.id).where(jobs.c.id == job_id, ~_key_free(self.driver.dialect))
+                )
             ).first():
                 raise UniqueKeyTaken(_KEY_TAKEN)
         raise Conflict("the job changed state; try again")  # pragma: no cover - a race
@@ -149,7 +151,7 @@ class Jobs(JobReads):
     ) -> Sequence[Row[Any]]:
         """Queue the failed or cancelled jobs among `guard` again, with fresh attempts; a
         unique job whose key a live job holds stays (a bulk retry skips it)."""
-        fence = [*guard, jobs.c.state.in_(_RETRYABLE_VALUES), _key_free()]
+        fence = [*guard, jobs.c.state.in_(_RETRYABLE_VALUES), _key_free(self.driver.dialect)]
         rows = (
             await conn.execute(
                 self._update_locked(fence)
@@ -312,11 +314,17 @@ _KEY_TAKEN = (
 )
 
 
-def _key_free() -> ColumnElement[bool]:
-    """The job has no unique key, or no other job holds it live (uq_jobs_unique's rows)."""
+def _key_free(dialect: str) -> ColumnElement[bool]:
+    """The job has no unique key, or no other job holds it live: uq_jobs_unique's rows, by
+    the index's own predicate, constants included (so that the planner can use the index)."""
     other = jobs.alias("holder")
-    live = other.c.unique_states.like(literal("%,") + other.c.state + literal(",%"))
-    held = exists().where(other.c.unique_key == jobs.c.unique_key, other.c.id != jobs.c.id, live)
+    find = "strpos" if dialect == "postgresql" else "instr"
+    live = text(f"{find}(holder.unique_states, ',' || holder.state || ',') > 0")
+    held = (
+        exists()
+        .where(other.c.unique_key == jobs.c.unique_key, other.c.id != jobs.c.id, live)
+        .correlate(jobs)
+    )
     return or_(jobs.c.unique_key.is_(None), ~held)
 
 
