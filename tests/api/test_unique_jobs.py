@@ -64,6 +64,18 @@ async def test_a_duplicate_is_the_live_job_answered_200_and_per_owner(api: Api) 
     assert await count(api, ada) == 2
 
 
+async def test_job_types_show_their_unique_rule(api: Api) -> None:
+    ada = await api.user("ada@example.com")
+    types = {t["name"]: t for t in (await api.client.get("/api/v1/job-types", headers=ada)).json()}
+    assert types["unique_order"]["unique"] == {
+        "fields": ["order_id"],
+        "period_s": None,
+        "states": ["scheduled", "queued", "running", "retrying"],
+    }
+    assert types["unique_period"]["unique"]["period_s"] == PERIOD_S
+    assert "completed" in types["unique_ever"]["unique"]["states"]
+
+
 async def test_a_batch_with_duplicates_stores_each_key_once(api: Api) -> None:
     ada = await api.user("ada@example.com")
     existing = (await post(api, ada, {"type": "unique_order", "payload": {"order_id": "1"}})).json()

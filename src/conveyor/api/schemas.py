@@ -21,6 +21,7 @@ from typing_extensions import TypedDict
 
 from conveyor.auth.passwords import MAX_LENGTH, MIN_LENGTH
 from conveyor.domain.cron import TIME_ZONES
+from conveyor.domain.flow import Unique
 from conveyor.domain.jobs import BulkAction, JobFilter, JobRecord
 from conveyor.domain.queues import QUEUE_NAME_MAX, QUEUE_NAME_PATTERN
 from conveyor.domain.schedules import MisfirePolicy, ScheduleRecord
@@ -369,6 +370,22 @@ class Stats(BaseModel):
     workers_alive: int
 
 
+class UniqueOut(BaseModel):
+    """A unique job type's rule (docs/flow-control.md, "Unique jobs")."""
+
+    fields: list[str] | None = Field(description="The payload fields compared; null: all.")
+    period_s: float | None = Field(description="Jobs are unique within periods this long.")
+    states: list[JobState] = Field(description="While in these states a job holds its key.")
+
+    @classmethod
+    def of(cls, unique: Unique | None) -> UniqueOut | None:
+        if unique is None:
+            return None
+        fields = None if unique.fields is None else list(unique.fields)
+        states = [state for state in JobState if state in unique.states]
+        return cls(fields=fields, period_s=unique.period_s, states=states)
+
+
 class JobTypeOut(BaseModel):
     name: str
     queue: str
@@ -377,6 +394,7 @@ class JobTypeOut(BaseModel):
     description: str
     payload_schema: dict[str, Any]
     result_schema: dict[str, Any]
+    unique: UniqueOut | None = Field(None, description="Set: a duplicate submit answers 200.")
 
 
 # ---- queues and workers ----------------------------------------------------------------------

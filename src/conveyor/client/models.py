@@ -101,6 +101,8 @@ class JobType(Model):
     description: str = ""
     payload_schema: dict[str, Any] = {}
     result_schema: dict[str, Any] = {}
+    # A unique job type's rule: {"fields", "period_s", "states"} (docs/flow-control.md)
+    unique: dict[str, Any] | None = None
 
 
 class Tokens(Model):

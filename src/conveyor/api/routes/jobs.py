@@ -34,6 +34,7 @@ from conveyor.api.schemas import (
     Stats,
     ThroughputMinuteOut,
     ThroughputOut,
+    UniqueOut,
     job_json,
     jobs_json,
 )
@@ -354,6 +355,7 @@ async def job_types(ctx: Context) -> list[JobTypeOut]:
             description=spec.description,
             payload_schema=spec.payload_model.model_json_schema(),
             result_schema=spec.result_schema,
+            unique=UniqueOut.of(spec.unique),
         )
         for spec in ctx.engine.registry
     ]
