@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import AsyncIterator
@@ -208,6 +209,21 @@ async def test_a_batch_reusing_a_key_is_409_and_stores_none_of_it(api: Api) -> N
     r = await post(api, ada, {"jobs": twice}, f"{JOBS}/batch")
     assert r.status_code == 409, r.text
     assert await count(api, ada) == 1
+
+
+async def test_a_reused_key_fails_only_its_own_request_in_a_shared_commit(api: Api) -> None:
+    """Concurrent submits share one transaction (services/intake.py): the group is rolled back
+    and each request tried alone, so only the one reusing a key is refused."""
+    ada = await api.user("ada@example.com")
+    keyed = {**ada, "Idempotency-Key": "k-4"}
+    assert (await post(api, keyed, {"type": "noop"})).status_code == 201
+    answers = await asyncio.gather(
+        *(post(api, ada, {"type": "noop", "payload": {"n": n}}) for n in range(8)),
+        post(api, keyed, {"type": "noop", "payload": {"n": "other"}}),
+    )
+    assert [a.status_code for a in answers] == [201] * 8 + [409]
+    assert answers[-1].json()["error"]["code"] == "idempotency_key_reused"
+    assert await count(api, ada) == 9
 
 
 # ---- run_at in the past ------------------------------------------------------------------
