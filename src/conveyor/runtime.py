@@ -89,6 +89,7 @@ class Engine:
         jobs = JobService(backend, registry)
         jobs.check_callbacks = webhooks.check_callbacks
         jobs.synchronous_commit = settings.submit_synchronous_commit
+        jobs.fair_dispatch = settings.fair_dispatch
         schedules = ScheduleService(backend, jobs)
         tasks = TaskService(jobs, TaskStore(backend.db), settings.task_autocomplete_seconds)
         accounts = build_accounts(settings, jobs)
@@ -137,6 +138,7 @@ class Engine:
             prune_batch=s.prune_batch,
             prune_budget=s.prune_budget,
             events_retention=s.events_retention_seconds,
+            fair_dispatch=s.fair_dispatch,
         )
         return Scheduler(
             self.backend,

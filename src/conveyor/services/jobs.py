@@ -78,6 +78,9 @@ class JobService:
     # CONVEYOR_SUBMIT_SYNCHRONOUS_COMMIT (set by the engine): off, a submission's commit does
     # not wait for its WAL flush on PostgreSQL (docs/design.md: what a crash can lose)
     synchronous_commit: bool = True
+    # CONVEYOR_FAIR_DISPATCH (set by the engine): off, no job gets a fair key and claims go
+    # by priority, then due time, as before fair dispatch (docs/flow-control.md)
+    fair_dispatch: bool = True
 
     def __init__(
         self, backend: QueueBackend, registry: Registry, bulk_batch: int = BULK_BATCH
@@ -102,6 +105,7 @@ class JobService:
             idempotency_key=submission.idempotency_key,
             tags=submission.tags,
             callback_url=submission.callback_url,
+            fair=self.fair_dispatch,
         )
 
     async def submit(

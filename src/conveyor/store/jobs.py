@@ -138,6 +138,7 @@ class Jobs(JobReads):
                     state=JobState.QUEUED.value,
                     attempt=0,
                     run_at=now,
+                    fair_tag=now.timestamp(),  # due-time order, as a retry's
                     worker_id=None,
                     finished_at=None,
                     started_at=None,
@@ -227,7 +228,9 @@ class Jobs(JobReads):
         if target in (JobState.COMPLETED, JobState.FAILED):
             values.update(finished_at=now, worker_id=None, lease_expires_at=None)
         if target is JobState.QUEUED:
-            values.update(run_at=now, worker_id=None, lease_expires_at=None)
+            values.update(
+                run_at=now, fair_tag=now.timestamp(), worker_id=None, lease_expires_at=None
+            )
         async with self.db.write() as conn:
             row = (
                 await conn.execute(
@@ -283,12 +286,18 @@ def job_row(job: NewJob, now: datetime) -> dict[str, Any]:
         "created_at": now,
         "started_at": None,
         "finished_at": None,
+        # its fair tag is the driver's to compute, in the insert (docs/flow-control.md)
+        "fair_key": job.fair_key,
     }
 
 
 def inserted_record(row: dict[str, Any]) -> JobRecord:
     """The record of a job just inserted from `row` (`job_row`): what a read would return."""
-    return JobRecord(**{**row, "state": JobState(row["state"])})
+    fields = {k: v for k, v in row.items() if k not in _NOT_RECORDED}
+    return JobRecord(**{**fields, "state": JobState(row["state"])})
+
+
+_NOT_RECORDED = frozenset({"fair_key", "fair_tag"})  # the store's, not a JobRecord's
 
 
 def callback_rows(new_jobs: Iterable[NewJob], now: datetime) -> list[dict[str, Any]]:

@@ -28,7 +28,7 @@ from conveyor.store.types import sqlite_time
 
 _SQL = load(
     "sqlite",
-    frozenset({"claim", "claim_any", "complete", "retry", "fail", "rescue"})
+    frozenset({"fair_heads", "claim", "claim_any", "complete", "retry", "fail", "rescue"})
     | frozenset({"try_lead", "unlead", "data_version"}),
 )
 _CLAIM = typed(_SQL["claim"], times=("now", "lease"), columns=CLAIM_COLUMNS)
@@ -39,6 +39,7 @@ _FINISH = {
     "failed": typed(_SQL["fail"], times=("now",)),
 }
 _RESCUE = typed(_SQL["rescue"], times=("now",))
+_FAIR_HEADS = typed(_SQL["fair_heads"])
 _LEAD = typed(_SQL["try_lead"], times=("now", "expires"))
 _UNLEAD = typed(_SQL["unlead"])
 
@@ -99,6 +100,7 @@ class SqliteDriver:
         callbacks: Sequence[dict[str, Any]],
         created: str,
     ) -> Inserted:
+        rows = await _with_fair_tags(conn, rows)
         stmt = (
             sqlite_insert(jobs)
             .on_conflict_do_nothing(
@@ -206,6 +208,36 @@ class _NewJobView:
     def __init__(self, row: dict[str, Any]) -> None:
         self.id, self.owner_id, self.queue = row["id"], row["owner_id"], row["queue"]
         self.type, self.state, self.attempt = row["type"], row["state"], 0
+
+
+async def _with_fair_tags(
+    conn: AsyncConnection, rows: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The rows, each with its fair tag (docs/flow-control.md "Fair dispatch"): its run_at's
+    epoch without a fair key; otherwise max(V, L [, its run_at]) + rank / weight, from one
+    `fair_heads` read for the batch's (queue, priority, key) groups, as PostgreSQL's
+    `enqueue` computes it in the statement."""
+    groups: dict[tuple[str, int, str, bool], list[dict[str, Any]]] = {}
+    tagged: list[dict[str, Any]] = []
+    for row in rows:
+        row = {**row, "fair_tag": row["run_at"].timestamp()}
+        tagged.append(row)
+        if row["fair_key"] is not None:
+            owned = row["owner_id"] == row["fair_key"]
+            groups.setdefault((row["queue"], row["priority"], row["fair_key"], owned), []).append(
+                row
+            )
+    if not groups:
+        return tagged
+    asked = json.dumps([list(group) for group in groups])
+    heads = {h.i: h for h in (await conn.execute(_FAIR_HEADS, {"groups": asked})).all()}
+    for i, members in enumerate(groups.values()):
+        head = heads[i]
+        for rank, row in enumerate(members, start=1):
+            due = row["fair_tag"] if head.v is None or row["state"] != "queued" else None
+            start = max(t for t in (head.v, head.l, due) if t is not None)
+            row["fair_tag"] = start + rank / head.w
+    return tagged
 
 
 async def _existing(
