@@ -14,7 +14,8 @@
 -- WAL flush, without a round trip of its own (docs/design.md: what that risks).
 -- $17: each job's fair key (NULL: due-time order). Its fair tag (docs/flow-control.md "Fair
 -- dispatch") is computed per (queue, priority, key) of the batch, not per row: `heads` reads
--- the band's head (V, the first row of ix_jobs_claim), the key's last queued tag (L, the
+-- the band's head (V, the first row of ix_jobs_claim: its order, spelled out, keeps the
+-- planner on that index rather than on ix_jobs_claim_any filtered by queue), the key's last queued tag (L, the
 -- last row of ix_jobs_fair) and the key's weight (the owner's fair_weight when the key is
 -- the job's owner, else 1), then each job takes max(V, L [, its run_at]) + rank / weight.
 WITH t AS (
@@ -28,8 +29,9 @@ WITH t AS (
 ),
 heads AS (
     SELECT g.queue, g.priority, g.fair_key, g.owned,
-        (SELECT min(j.fair_tag) FROM jobs AS j
-            WHERE j.state = 'queued' AND j.queue = g.queue AND j.priority = g.priority) AS v,
+        (SELECT j.fair_tag FROM jobs AS j
+            WHERE j.state = 'queued' AND j.queue = g.queue AND j.priority = g.priority
+            ORDER BY j.queue, j.priority DESC, j.fair_tag LIMIT 1) AS v,
         (SELECT max(j.fair_tag) FROM jobs AS j
             WHERE j.state = 'queued' AND j.queue = g.queue AND j.priority = g.priority
                 AND j.fair_key = g.fair_key AND j.fair_key IS NOT NULL) AS l,
@@ -86,9 +88,9 @@ WITH inserted AS (
             SELECT greatest(h.v, h.l, CASE WHEN h.v IS NULL OR $7::text <> 'queued'
                 THEN extract(epoch FROM $9::timestamptz) END) + 1 / h.w
             FROM (SELECT
-                (SELECT min(j.fair_tag) FROM jobs AS j
-                    WHERE j.state = 'queued' AND j.queue = $3::text
-                        AND j.priority = $6::int) AS v,
+                (SELECT j.fair_tag FROM jobs AS j
+                    WHERE j.state = 'queued' AND j.queue = $3::text AND j.priority = $6::int
+                    ORDER BY j.queue, j.priority DESC, j.fair_tag LIMIT 1) AS v,
                 (SELECT max(j.fair_tag) FROM jobs AS j
                     WHERE j.state = 'queued' AND j.queue = $3::text AND j.priority = $6::int
                         AND j.fair_key = $17::text AND j.fair_key IS NOT NULL) AS l,

@@ -12,12 +12,13 @@
 -- the key is the jobs' owner, else 1). Read in the insert's write transaction: no other
 -- writer moves them meanwhile.
 SELECT g.key AS i,
-    (SELECT min(j.fair_tag) FROM jobs AS j
-        WHERE j.state = 'queued' AND j.queue = g.value ->> 0
-            AND j.priority = g.value ->> 1) AS v,
-    (SELECT max(j.fair_tag) FROM jobs AS j
+    (SELECT j.fair_tag FROM jobs AS j
         WHERE j.state = 'queued' AND j.queue = g.value ->> 0 AND j.priority = g.value ->> 1
-            AND j.fair_key = g.value ->> 2 AND j.fair_key IS NOT NULL) AS l,
+        ORDER BY j.queue, j.priority DESC, j.fair_tag LIMIT 1) AS v,
+    (SELECT j.fair_tag FROM jobs AS j
+        WHERE j.state = 'queued' AND j.queue = g.value ->> 0 AND j.priority = g.value ->> 1
+            AND j.fair_key = g.value ->> 2 AND j.fair_key IS NOT NULL
+        ORDER BY j.fair_tag DESC LIMIT 1) AS l,
     coalesce((SELECT u.fair_weight FROM users AS u
         WHERE g.value ->> 3 AND u.id = g.value ->> 2 AND u.fair_weight > 0), 1) AS w
 FROM json_each(:groups) AS g
