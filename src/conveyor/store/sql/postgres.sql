@@ -13,13 +13,15 @@
 -- rest of this transaction (set_config's is_local), so its commit does not wait for the
 -- WAL flush, without a round trip of its own (docs/design.md: what that risks).
 -- $17: each job's fair key (NULL: due-time order). Its fair tag (docs/flow-control.md "Fair
--- dispatch") is computed per (queue, priority, key) of the batch, not per row: `heads` reads
--- the band's head (V, the first row of ix_jobs_claim: its order, spelled out, keeps the
--- planner on that index rather than on ix_jobs_claim_any filtered by queue), the key's last queued tag (L, the
--- last row of ix_jobs_fair) and the key's weight (the owner's fair_weight when the key is
--- the job's owner, else 1), then each job takes max(V, L [, its run_at]) + rank / weight.
+-- dispatch") is computed per (queue, priority, key) of the batch, not per row: the group's
+-- first job (r = 1) reads the band's head (V, the first row of ix_jobs_claim: its order,
+-- spelled out, keeps the planner on that index rather than on ix_jobs_claim_any filtered
+-- by queue), the key's last queued tag (L, the last row of ix_jobs_fair) and the key's
+-- weight (the owner's fair_weight when the key is the job's owner, else 1); a window hands
+-- them to the group's other jobs (a join of rows to groups was a nested loop: quadratic in
+-- the batch's keys), and each job takes max(V, L [, its run_at]) + rank / weight.
 WITH t AS (
-    SELECT u.*, u.owner_id IS NOT DISTINCT FROM u.fair_key AS owned,
+    SELECT u.*,
         row_number() OVER (PARTITION BY u.queue, u.priority, u.fair_key ORDER BY u.n) AS r
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[],
         $7::text[], $8::int[], $9::timestamptz[], $10::float8[], $11::text[], $12::text[],
@@ -27,31 +29,38 @@ WITH t AS (
         AS u(id, owner_id, queue, type, payload, priority, state, max_attempts, run_at,
             timeout_s, idempotency_key, tags, schedule_id, fair_key, n)
 ),
-heads AS (
-    SELECT g.queue, g.priority, g.fair_key, g.owned,
-        (SELECT j.fair_tag FROM jobs AS j
-            WHERE j.state = 'queued' AND j.queue = g.queue AND j.priority = g.priority
-            ORDER BY j.queue, j.priority DESC, j.fair_tag LIMIT 1) AS v,
-        (SELECT max(j.fair_tag) FROM jobs AS j
-            WHERE j.state = 'queued' AND j.queue = g.queue AND j.priority = g.priority
-                AND j.fair_key = g.fair_key AND j.fair_key IS NOT NULL) AS l,
-        coalesce((SELECT u.fair_weight FROM users AS u
-            WHERE g.owned AND u.id = g.fair_key AND u.fair_weight > 0), 1) AS w
-    FROM (SELECT DISTINCT queue, priority, fair_key, owned FROM t WHERE fair_key IS NOT NULL)
-        AS g
+firsts AS (
+    SELECT t.*,
+        CASE WHEN t.r = 1 AND t.fair_key IS NOT NULL THEN (
+            SELECT j.fair_tag FROM jobs AS j
+            WHERE j.state = 'queued' AND j.queue = t.queue AND j.priority = t.priority
+            ORDER BY j.queue, j.priority DESC, j.fair_tag LIMIT 1) END AS v1,
+        CASE WHEN t.r = 1 AND t.fair_key IS NOT NULL THEN (
+            SELECT max(j.fair_tag) FROM jobs AS j
+            WHERE j.state = 'queued' AND j.queue = t.queue AND j.priority = t.priority
+                AND j.fair_key = t.fair_key AND j.fair_key IS NOT NULL) END AS l1,
+        CASE WHEN t.r = 1 AND t.fair_key IS NOT NULL THEN coalesce((
+            SELECT u.fair_weight FROM users AS u
+            WHERE u.id = t.fair_key AND t.owner_id = t.fair_key AND u.fair_weight > 0), 1)
+            END AS w1
+    FROM t
+),
+h AS (
+    SELECT f.*, max(f.v1) OVER g AS v, max(f.l1) OVER g AS l, max(f.w1) OVER g AS w
+    FROM firsts AS f
+    WINDOW g AS (PARTITION BY f.queue, f.priority, f.fair_key)
 ),
 inserted AS (
     INSERT INTO jobs (id, owner_id, queue, type, payload, priority, state, attempt,
         max_attempts, run_at, timeout_s, idempotency_key, progress, errors, tags,
         schedule_id, created_at, fair_key, fair_tag)
-    SELECT t.id, t.owner_id, t.queue, t.type, t.payload::jsonb, t.priority, t.state, 0,
-        t.max_attempts, t.run_at, t.timeout_s, t.idempotency_key, 0, '[]'::jsonb,
-        t.tags::jsonb, t.schedule_id, $13, t.fair_key,
-        CASE WHEN t.fair_key IS NULL THEN extract(epoch FROM t.run_at)
-            ELSE greatest(h.v, h.l, CASE WHEN h.v IS NULL OR t.state <> 'queued'
-                THEN extract(epoch FROM t.run_at) END) + t.r / h.w END
-    FROM t LEFT JOIN heads AS h ON h.queue = t.queue AND h.priority = t.priority
-        AND h.fair_key = t.fair_key AND h.owned = t.owned
+    SELECT h.id, h.owner_id, h.queue, h.type, h.payload::jsonb, h.priority, h.state, 0,
+        h.max_attempts, h.run_at, h.timeout_s, h.idempotency_key, 0, '[]'::jsonb,
+        h.tags::jsonb, h.schedule_id, $13, h.fair_key,
+        CASE WHEN h.fair_key IS NULL THEN extract(epoch FROM h.run_at)
+            ELSE greatest(h.v, h.l, CASE WHEN h.v IS NULL OR h.state <> 'queued'
+                THEN extract(epoch FROM h.run_at) END) + h.r / h.w END
+    FROM h ORDER BY h.n
     ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, queue, state, owner_id, type, 0 AS attempt
 ),
