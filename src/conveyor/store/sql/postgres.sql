@@ -13,16 +13,18 @@
 -- rest of this transaction (set_config's is_local), so its commit does not wait for the
 -- WAL flush, without a round trip of its own (docs/design.md: what that risks).
 -- $17: each job's fair key (NULL: due-time order). Its fair tag (docs/flow-control.md "Fair
--- dispatch") is computed per (queue, priority, key) of the batch, not per row: the group's
--- first job (r = 1) reads the band's head (V, the first row of ix_jobs_claim: its order,
+-- dispatch") is computed per (queue, priority, key) of the batch, not per row: the band's
+-- first keyed job (rb = 1) reads its head (V, the first row of ix_jobs_claim: its order,
 -- spelled out, keeps the planner on that index rather than on ix_jobs_claim_any filtered
--- by queue), the key's last queued tag (L, the last row of ix_jobs_fair) and the key's
--- weight (the owner's fair_weight when the key is the job's owner, else 1); a window hands
--- them to the group's other jobs (a join of rows to groups was a nested loop: quadratic in
+-- by queue), each key's first job (r = 1) the key's last queued tag (L, the last row of
+-- ix_jobs_fair) and its weight (the owner's fair_weight when the key is the job's owner,
+-- else 1); windows hand them to the band's and the key's other jobs (a join of rows to groups was a nested loop: quadratic in
 -- the batch's keys), and each job takes max(V, L [, its run_at]) + rank / weight.
 WITH t AS (
     SELECT u.*,
-        row_number() OVER (PARTITION BY u.queue, u.priority, u.fair_key ORDER BY u.n) AS r
+        row_number() OVER (PARTITION BY u.queue, u.priority, u.fair_key ORDER BY u.n) AS r,
+        row_number() OVER (PARTITION BY u.queue, u.priority, u.fair_key IS NULL
+            ORDER BY u.n) AS rb
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[],
         $7::text[], $8::int[], $9::timestamptz[], $10::float8[], $11::text[], $12::text[],
         $14::text[], $17::text[]) WITH ORDINALITY
@@ -31,7 +33,7 @@ WITH t AS (
 ),
 firsts AS (
     SELECT t.*,
-        CASE WHEN t.r = 1 AND t.fair_key IS NOT NULL THEN (
+        CASE WHEN t.rb = 1 AND t.fair_key IS NOT NULL THEN (
             SELECT j.fair_tag FROM jobs AS j
             WHERE j.state = 'queued' AND j.queue = t.queue AND j.priority = t.priority
             ORDER BY j.queue, j.priority DESC, j.fair_tag LIMIT 1) END AS v1,
@@ -46,7 +48,8 @@ firsts AS (
     FROM t
 ),
 h AS (
-    SELECT f.*, max(f.v1) OVER g AS v, max(f.l1) OVER g AS l, max(f.w1) OVER g AS w
+    SELECT f.*, max(f.v1) OVER (PARTITION BY f.queue, f.priority) AS v,
+        max(f.l1) OVER g AS l, max(f.w1) OVER g AS w
     FROM firsts AS f
     WINDOW g AS (PARTITION BY f.queue, f.priority, f.fair_key)
 ),
@@ -85,7 +88,8 @@ FROM inserted
 -- the one-at-a-time submit's statement. Arrays cost the client a type check per argument
 -- and element (asyncpg looks for nested arrays) and the server an unnest: measured about a
 -- third of the client's CPU per single submit. Its fair tag as in `enqueue` (rank 1); the
--- probes are initplans, run only for a job with a fair key.
+-- probes are initplans, run only for a job with a fair key (OFFSET 0: each runs once, not
+-- once per reference).
 WITH inserted AS (
     INSERT INTO jobs (id, owner_id, queue, type, payload, priority, state, attempt,
         max_attempts, run_at, timeout_s, idempotency_key, progress, errors, tags,
@@ -106,6 +110,7 @@ WITH inserted AS (
                 coalesce((SELECT u.fair_weight FROM users AS u
                     WHERE $2::text = $17::text AND u.id = $17::text AND u.fair_weight > 0),
                     1) AS w
+                OFFSET 0
             ) AS h) END)
     ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, queue, state, owner_id, type
