@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 
 from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import ErrorInfo, NewJob, Outcome
+from conveyor.domain.states import JobState
 from conveyor.store.backend import QueueBackend
 from conveyor.store.tables import jobs, users
 from conveyor.store.users import UserStore
@@ -164,6 +165,14 @@ async def test_a_users_retry_and_a_rescue_requeue_by_due_time(backend: QueueBack
     await eventually_rescued(backend, second.id)
     assert second.run_at is not None
     assert abs(await tag_of(backend, second.id) - second.run_at.timestamp()) < 0.01
+
+
+async def test_an_administrators_move_to_queued_runs_it_by_now(backend: QueueBackend) -> None:
+    later = utcnow() + timedelta(hours=1)
+    (scheduled,) = await backend.enqueue([job(owner_id="A", fair_key="A", run_at=later)])
+    before = utcnow().timestamp()
+    await backend.set_state(scheduled.id, JobState.QUEUED)
+    assert before - 0.01 <= await tag_of(backend, scheduled.id) <= utcnow().timestamp() + 0.01
 
 
 async def eventually_promoted(backend: QueueBackend, count: int) -> None:
