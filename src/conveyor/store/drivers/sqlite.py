@@ -217,19 +217,18 @@ async def _with_fair_tags(
     epoch without a fair key; otherwise max(V, L [, its run_at]) + rank / weight, from one
     `fair_heads` read for the batch's (queue, priority, key) groups, as PostgreSQL's
     `enqueue` computes it in the statement."""
-    groups: dict[tuple[str, int, str, bool], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
     tagged: list[dict[str, Any]] = []
     for row in rows:
         row = {**row, "fair_tag": row["run_at"].timestamp()}
         tagged.append(row)
         if row["fair_key"] is not None:
-            owned = row["owner_id"] == row["fair_key"]
-            groups.setdefault((row["queue"], row["priority"], row["fair_key"], owned), []).append(
-                row
-            )
+            groups.setdefault((row["queue"], row["priority"], row["fair_key"]), []).append(row)
     if not groups:
         return tagged
-    asked = json.dumps([list(group) for group in groups])
+    # The weight is the owner's when the group's first job is its key's owner's (a batch has
+    # one owner), as in PostgreSQL's `enqueue`.
+    asked = json.dumps([[*g, m[0]["owner_id"] == g[2]] for g, m in groups.items()])
     heads = {h.i: h for h in (await conn.execute(_FAIR_HEADS, {"groups": asked})).all()}
     for i, members in enumerate(groups.values()):
         head = heads[i]
