@@ -23,10 +23,20 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench.conveyor_handlers import JOB_TYPE
+from bench.conveyor_handlers import FLOW_ENV, FLOW_TYPES, STARVE_B_FROM_ENV, TENANTS
 from bench.peers.probe import Sample, poll
 
+# BENCH_FLOW (bench/flow.py) picks the job type and gives each job a tenant; unset: bench_noop
+FLOW = os.environ.get(FLOW_ENV, "")
+JOB_TYPE = FLOW_TYPES[FLOW]
 COMPLETED = f"SELECT count(*) FROM jobs WHERE state = 'completed' AND type = '{JOB_TYPE}'"
+
+
+def tenant(index: int) -> str:
+    """Job `index`'s tenant: one of TENANTS round robin, or (starve) A's burst then B's."""
+    if FLOW == "starve":
+        return "B" if index >= int(os.environ[STARVE_B_FROM_ENV]) else "A"
+    return f"t{index % TENANTS}"
 
 
 def _database_url() -> str:
@@ -117,7 +127,9 @@ class Driver:
 
     # -- enqueue ----------------------------------------------------------------------------
     def _job(self, index: int) -> Any:
-        payload = {"index": index, "enqueued_at": time.time()}
+        payload: dict[str, Any] = {"index": index, "enqueued_at": time.time()}
+        if FLOW:
+            payload["tenant"] = tenant(index)
         return self._submission(type=JOB_TYPE, payload=payload)
 
     def send_single(self, indices: Sequence[int]) -> None:

@@ -46,3 +46,48 @@ def _job_decorator() -> Any:
 
 
 _job_decorator()(JOB_TYPE, queue=QUEUE, max_attempts=1)(bench_noop)
+
+
+# ---- flow control (bench/flow.py): the same no-op, under a tenant's fair key or limit --------
+FLOW_ENV = "BENCH_FLOW"  # "" (bench_noop), "fair", "limited" or "starve"
+STARVE_B_FROM_ENV = "BENCH_FLOW_B_FROM"  # starve: indices from here on are tenant B's
+TENANTS = 1_000
+FAIR_TYPE = "bench_fair"
+LIMITED_TYPE = "bench_limited"
+LIMIT_NAME = "bench_tenant"
+LIMIT_PER_TENANT = 2
+FLOW_TYPES = {"": JOB_TYPE, "fair": FAIR_TYPE, "limited": LIMITED_TYPE, "starve": FAIR_TYPE}
+
+
+class TenantPayload(BaseModel):
+    """A bench job of one tenant: its key for fair dispatch and for the limit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int
+    enqueued_at: float
+    tenant: str
+
+
+async def bench_tenant_noop(ctx: Any, payload: TenantPayload) -> None:
+    """`bench_noop` for a tenant's job."""
+    record(payload.index, time.time())
+
+
+def _declare_flow_types() -> None:
+    """`bench_fair` (fair key: the payload's tenant) and `bench_limited` (the same, and at
+    most LIMIT_PER_TENANT running per tenant). A limit the claim does not enforce yet shows
+    in the records: bench/flow.py labels such a run."""
+    job = _job_decorator()
+    concurrency = importlib.import_module("conveyor.domain.flow").Concurrency
+    job(FAIR_TYPE, queue=QUEUE, max_attempts=1, fair_key="payload.tenant")(bench_tenant_noop)
+    job(
+        LIMITED_TYPE,
+        queue=QUEUE,
+        max_attempts=1,
+        fair_key="payload.tenant",
+        limits=(concurrency(LIMIT_NAME, LIMIT_PER_TENANT, key="payload.tenant"),),
+    )(bench_tenant_noop)
+
+
+_declare_flow_types()

@@ -5,7 +5,8 @@ do not compete for the 2 cores), then Conveyor's HTTP section and the pgbench si
 limit, prints the tables (systems, HTTP, issue #12's targets) and writes
 ``bench/results/latest.json``. ``--conveyor-src PATH`` (repeatable) runs Conveyor from other
 source trees, ``--rounds N`` alternates everything N times and reports medians, ``--soak N``
-runs only the long worker-memory run. Exit status: 0 if everything was measured, 1 if a
+runs only the long worker-memory run, ``--only flow`` only flow control's drains and
+starvation figure (bench/flow.py). Exit status: 0 if everything was measured, 1 if a
 part failed, 2 if a selection is invalid.
 """
 
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import http_submit, peers_venv, pgbench_limit, soak, targets
+from bench import flow, http_submit, peers_venv, pgbench_limit, soak, targets
 from bench.measure import Plan, SystemResult, measure
 from bench.procs import BenchError
 from bench.report import (
@@ -56,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--systems", help=f"comma-separated, from: {known} (default: {default})")
     parser.add_argument("--n", type=int, help="drain size for every system (default: per system)")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test (~2 min)")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "latest.json")
+    parser.add_argument(
+        "--out", type=Path, help="default: bench/results/latest.json (--only flow: flow.json)"
+    )
     parser.add_argument("--keep-run-dir", action="store_true", help="keep records and worker logs")
     parser.add_argument("--list", action="store_true", help="list the systems and exit")
     parser.add_argument(
@@ -71,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-pgbench", action="store_true", help="skip the pgbench limit")
     parser.add_argument(
         "--soak", type=int, metavar="N", help="only the long run: N jobs on PostgreSQL, worker RSS"
+    )
+    parser.add_argument(
+        "--only",
+        choices=["flow"],
+        help="only this section: flow = fair dispatch and limits beside the plain drain, "
+        "both databases, and the starvation figure (bench/flow.py)",
     )
     parser.add_argument(
         "--budget-s",
@@ -162,8 +171,20 @@ def _run_soak(args: argparse.Namespace, sources: list[Path | None], work: Path) 
     return 1 if any(r["error"] or r["timed_out"] for r in runs.values()) else 0
 
 
+def _run_flow(args: argparse.Namespace, plan: Plan, work: Path) -> int:
+    started, clock = now(), time.monotonic()
+    rows = flow.run(plan, work, args.quick)
+    print_tables([flow.table(rows)])
+    extras = {"flow": flow.as_json(rows), "load_after": _loadavg()}
+    write_json(to_json([], plan, started, time.monotonic() - clock, extras), args.out)
+    print(f"bench: wrote {args.out}", file=sys.stderr)
+    return 1 if any(r.error for r in rows) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.out is None:
+        args.out = RESULTS_DIR / ("flow.json" if args.only == "flow" else "latest.json")
     if args.list:
         for name, entry in REGISTRY.items():
             print(f"{name:20} {'enabled' if entry.enabled() else 'disabled'}")
@@ -188,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.soak:
             return _run_soak(args, sources, work)
+        if args.only == "flow":
+            return _run_flow(args, plan, work)
         return _run(args, names, sources, plan, work)
     finally:
         if args.keep_run_dir:

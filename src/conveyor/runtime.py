@@ -90,6 +90,7 @@ class Engine:
         jobs.check_callbacks = webhooks.check_callbacks
         jobs.synchronous_commit = settings.submit_synchronous_commit
         jobs.run_at_past_tolerance = settings.run_at_past_tolerance
+        jobs.fair_dispatch = settings.fair_dispatch
         schedules = ScheduleService(backend, jobs)
         tasks = TaskService(jobs, TaskStore(backend.db), settings.task_autocomplete_seconds)
         accounts = build_accounts(settings, jobs)
@@ -138,6 +139,7 @@ class Engine:
             prune_batch=s.prune_batch,
             prune_budget=s.prune_budget,
             events_retention=s.events_retention_seconds,
+            fair_dispatch=s.fair_dispatch,
         )
         return Scheduler(
             self.backend,

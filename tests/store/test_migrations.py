@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection
+from sqlalchemy import Connection, insert, select
 
+from conveyor.domain.clock import utcnow
+from conveyor.domain.jobs import NewJob
 from conveyor.store.database import Database
-from conveyor.store.migrate import current_revision, migrate
-from conveyor.store.tables import metadata
+from conveyor.store.jobs import job_row
+from conveyor.store.migrate import alembic_config, current_revision, migrate
+from conveyor.store.tables import jobs, metadata
 
 
 def _diff(sync_conn: Connection) -> list[Any]:
@@ -26,5 +31,26 @@ async def test_migrated_schema_equals_the_tables_in_code(db_url: str) -> None:
             diff = await conn.run_sync(_diff)
         assert diff == []
         assert await current_revision(db) is not None
+    finally:
+        await db.dispose()
+
+
+async def test_0013_gives_stored_jobs_their_due_time_as_fair_tag_and_goes_back(
+    db_url: str,
+) -> None:
+    """Jobs stored before fair dispatch keep their order: fair_tag = run_at's epoch."""
+    db = Database(db_url)
+    run_at = utcnow() - timedelta(minutes=5)
+    try:
+        async with db.write() as conn:
+            await conn.run_sync(lambda sync: command.downgrade(alembic_config(sync), "0011"))
+            row = job_row(NewJob(type="noop", payload={}, run_at=run_at), utcnow())
+            row.pop("fair_key")
+            await conn.execute(insert(jobs), [row])
+        await migrate(db)
+        async with db.read() as conn:
+            tag = (await conn.execute(select(jobs.c.fair_tag))).scalar_one()
+            diff = await conn.run_sync(_diff)
+        assert abs(tag - run_at.timestamp()) < 0.01 and diff == []
     finally:
         await db.dispose()

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from conveyor.domain import cron
 from conveyor.domain.clock import utcnow
+from conveyor.domain.flow import evaluate_key
 from conveyor.domain.jobs import SYSTEM_OWNER, NewJob
 from conveyor.domain.schedules import ScheduleRecord
 from conveyor.errors import InvalidInput
@@ -39,9 +40,11 @@ def checked_job(
     idempotency_key: str | None = None,
     tags: Sequence[str] = (),
     callback_url: str | None = None,
+    fair: bool = True,
 ) -> NewJob:
     """Validate against the type's payload model, and take the type's defaults for the
-    options left unset; bad input raises and changes nothing."""
+    options left unset; bad input raises and changes nothing. With `fair` (the setting
+    fair_dispatch), the job's fair key is the type's `fair_key` source, evaluated now."""
     spec = registry.get(job_type)
     try:
         valid = spec.payload_model.model_validate(payload)
@@ -54,10 +57,19 @@ def checked_job(
         raise InvalidInput("max_attempts must be at least 1", field="max_attempts")
     if run_at is not None and run_at.tzinfo is None:
         raise InvalidInput("run_at needs a time zone", field="run_at")
+    checked = valid.model_dump(mode="json", exclude_unset=False)
+    queue = queue or spec.queue
+    fair_key = (
+        evaluate_key(
+            spec.fair_key, owner_id=owner_id, queue=queue, type_name=spec.name, payload=checked
+        )
+        if fair
+        else None
+    )
     return NewJob(
         type=spec.name,
-        payload=valid.model_dump(mode="json", exclude_unset=False),
-        queue=queue or spec.queue,
+        payload=checked,
+        queue=queue,
         priority=priority if priority is not None else spec.priority,
         max_attempts=max_attempts or spec.max_attempts,
         run_at=run_at,
@@ -66,10 +78,11 @@ def checked_job(
         owner_id=owner_id,
         tags=tuple(tags),
         callback_url=callback_url,
+        fair_key=fair_key,
     )
 
 
-def fire_job(registry: Registry, schedule: ScheduleRecord) -> NewJob:
+def fire_job(registry: Registry, schedule: ScheduleRecord, fair: bool = True) -> NewJob:
     """The job one fire of `schedule` enqueues, owned by the schedule's owner."""
     job = checked_job(
         registry,
@@ -81,6 +94,7 @@ def fire_job(registry: Registry, schedule: ScheduleRecord) -> NewJob:
         max_attempts=schedule.max_attempts,
         timeout_s=schedule.timeout_s,
         tags=schedule.tags,
+        fair=fair,
     )
     return replace(job, schedule_id=schedule.id)
 
@@ -116,6 +130,7 @@ async def fire_due(
     *,
     misfires: Misfires | None = None,
     now: datetime | None = None,
+    fair: bool = True,
 ) -> int:
     """Fire every schedule whose time has come, as of `now` (the clock's, unless given); each
     fire time runs once, whoever fires it: the schedule advances from the state it was read in
@@ -124,7 +139,8 @@ async def fire_due(
     misfires = misfires or Misfires()
     fired = 0
     for schedule in await backend.due_schedules(now, limit):
-        fires = [(at, fire_job(registry, schedule)) for at in misfires.fire_times(schedule, now)]
+        times = misfires.fire_times(schedule, now)
+        fires = [(at, fire_job(registry, schedule, fair)) for at in times]
         following = cron.next_fire(schedule.cron, schedule.timezone, now)
         done = await backend.fire_schedule(schedule, fires, following)
         for _at, job in fires[:done]:

@@ -36,6 +36,7 @@ class SchedulerConfig:
     prune_budget: float = 0.25  # seconds of slices per tick, after its other work (min. one)
     worker_rows_kept: float = 24 * 3600.0
     events_retention: float = 7 * 24 * 3600.0  # outbox rows (docs/events.md, Pruning)
+    fair_dispatch: bool = True  # fired jobs get their type's fair key (docs/flow-control.md)
 
 
 @dataclass
@@ -114,7 +115,9 @@ class Scheduler:
             return report
         report.promoted = await self.backend.promote_due()
         misfires = Misfires(self.config.misfire_grace, self.config.catchup_max)
-        report.fired = await fire_due(self.backend, self.registry, misfires=misfires, now=now)
+        report.fired = await fire_due(
+            self.backend, self.registry, misfires=misfires, now=now, fair=self.config.fair_dispatch
+        )
         rescued = await self.backend.rescue_expired()
         count_rescued(rescued)
         _log_rescued(rescued)

@@ -83,6 +83,9 @@ class JobService:
     # CONVEYOR_RUN_AT_PAST_TOLERANCE (set by the engine): a submitted run_at earlier than
     # now minus this many seconds is refused (clock skew between client and server)
     run_at_past_tolerance: float = 60.0
+    # CONVEYOR_FAIR_DISPATCH (set by the engine): off, no job gets a fair key and claims go
+    # by priority, then due time, as before fair dispatch (docs/flow-control.md)
+    fair_dispatch: bool = True
 
     def __init__(
         self, backend: QueueBackend, registry: Registry, bulk_batch: int = BULK_BATCH
@@ -114,6 +117,7 @@ class JobService:
             idempotency_key=submission.idempotency_key,
             tags=submission.tags,
             callback_url=submission.callback_url,
+            fair=self.fair_dispatch,
         )
         return unique_job(job, self.registry.get(job.type).unique, now)
 

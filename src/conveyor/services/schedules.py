@@ -78,10 +78,12 @@ class ScheduleService:
 
     async def fire_due(self, limit: int = 100, *, now: datetime | None = None) -> int:
         """What the scheduler does each tick (scheduler/fires.py), for callers without one."""
-        return await fire_due(self.backend, self.jobs.registry, limit, now=now)
+        return await fire_due(
+            self.backend, self.jobs.registry, limit, now=now, fair=self.jobs.fair_dispatch
+        )
 
     def job_for(self, schedule: ScheduleRecord, fire_at: Any) -> NewJob:
-        return fire_job(self.jobs.registry, schedule)
+        return fire_job(self.jobs.registry, schedule, self.jobs.fair_dispatch)
 
     @staticmethod
     def _submission(job_type: str, payload: dict[str, Any], queue: str | None) -> Submission:

@@ -159,6 +159,7 @@ class Jobs(JobReads):
                     state=JobState.QUEUED.value,
                     attempt=0,
                     run_at=now,
+                    fair_tag=now.timestamp(),  # due-time order, as a retry's
                     worker_id=None,
                     finished_at=None,
                     started_at=None,
@@ -249,7 +250,9 @@ class Jobs(JobReads):
         if target in (JobState.COMPLETED, JobState.FAILED):
             values.update(finished_at=now, worker_id=None, lease_expires_at=None)
         if target is JobState.QUEUED:
-            values.update(run_at=now, worker_id=None, lease_expires_at=None)
+            values.update(
+                run_at=now, fair_tag=now.timestamp(), worker_id=None, lease_expires_at=None
+            )
         async with self.db.write() as conn:
             row = (
                 await conn.execute(
@@ -369,6 +372,8 @@ def job_row(job: NewJob, now: datetime) -> dict[str, Any]:
         "finished_at": None,
         "unique_key": job.unique_key,
         "unique_states": _stored_states(job.unique_states) if job.unique_key else None,
+        # its fair tag is the driver's to compute, in the insert (docs/flow-control.md)
+        "fair_key": job.fair_key,
     }
 
 

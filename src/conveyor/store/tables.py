@@ -71,12 +71,14 @@ jobs = Table(
     CheckConstraint("max_attempts >= 1", name="max_attempts"),
 )
 
-# Claims read only queued rows in claim order: a partial index keeps that scan tiny.
+# Claims read only queued rows in claim order (priority, then the fair tag: run_at's epoch
+# when fair dispatch is off): a partial index keeps that scan tiny. Its first row of a
+# (queue, priority) is the band's head, which a fair submit reads (docs/flow-control.md).
 Index(
     "ix_jobs_claim",
     jobs.c.queue,
     jobs.c.priority.desc(),
-    jobs.c.run_at,
+    jobs.c.fair_tag,
     jobs.c.id,
     postgresql_where=text("state = 'queued'"),
     sqlite_where=text("state = 'queued'"),
@@ -85,10 +87,20 @@ Index(
 Index(
     "ix_jobs_claim_any",
     jobs.c.priority.desc(),
-    jobs.c.run_at,
+    jobs.c.fair_tag,
     jobs.c.id,
     postgresql_where=text("state = 'queued'"),
     sqlite_where=text("state = 'queued'"),
+)
+# A fair submit's other probe: the last tag of its key's queued jobs in the band.
+Index(
+    "ix_jobs_fair",
+    jobs.c.queue,
+    jobs.c.priority,
+    jobs.c.fair_key,
+    jobs.c.fair_tag,
+    postgresql_where=text("state = 'queued' AND fair_key IS NOT NULL"),
+    sqlite_where=text("state = 'queued' AND fair_key IS NOT NULL"),
 )
 Index(
     "ix_jobs_due",

@@ -36,7 +36,7 @@ from conveyor.store.types import sqlite_time
 
 _SQL = load(
     "sqlite",
-    frozenset({"claim", "claim_any", "complete", "retry", "fail", "rescue"})
+    frozenset({"fair_heads", "claim", "claim_any", "complete", "retry", "fail", "rescue"})
     | frozenset({"try_lead", "unlead", "data_version"}),
 )
 _CLAIM = typed(_SQL["claim"], times=("now", "lease"), columns=CLAIM_COLUMNS)
@@ -47,6 +47,7 @@ _FINISH = {
     "failed": typed(_SQL["fail"], times=("now",)),
 }
 _RESCUE = typed(_SQL["rescue"], times=("now",))
+_FAIR_HEADS = typed(_SQL["fair_heads"])
 _LEAD = typed(_SQL["try_lead"], times=("now", "expires"))
 _UNLEAD = typed(_SQL["unlead"])
 
@@ -107,6 +108,7 @@ class SqliteDriver:
         callbacks: Sequence[dict[str, Any]],
         created: str,
     ) -> Inserted:
+        rows = await _with_fair_tags(conn, rows)
         # No conflict target: a taken idempotency key and a taken unique key (uq_jobs_unique)
         # both skip the row, never abort the statement.
         stmt = sqlite_insert(jobs).on_conflict_do_nothing().returning(jobs.c.id)
@@ -211,6 +213,35 @@ class _NewJobView:
     def __init__(self, row: dict[str, Any]) -> None:
         self.id, self.owner_id, self.queue = row["id"], row["owner_id"], row["queue"]
         self.type, self.state, self.attempt = row["type"], row["state"], 0
+
+
+async def _with_fair_tags(
+    conn: AsyncConnection, rows: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The rows, each with its fair tag (docs/flow-control.md "Fair dispatch"): its run_at's
+    epoch without a fair key; otherwise max(V, L [, its run_at]) + rank / weight, from one
+    `fair_heads` read for the batch's (queue, priority, key) groups, as PostgreSQL's
+    `enqueue` computes it in the statement."""
+    groups: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
+    tagged: list[dict[str, Any]] = []
+    for row in rows:
+        row = {**row, "fair_tag": row["run_at"].timestamp()}
+        tagged.append(row)
+        if row["fair_key"] is not None:
+            groups.setdefault((row["queue"], row["priority"], row["fair_key"]), []).append(row)
+    if not groups:
+        return tagged
+    # The weight is the owner's when the group's first job is its key's owner's (a batch has
+    # one owner), as in PostgreSQL's `enqueue`.
+    asked = json.dumps([[*g, m[0]["owner_id"] == g[2]] for g, m in groups.items()])
+    heads = {h.i: h for h in (await conn.execute(_FAIR_HEADS, {"groups": asked})).all()}
+    for i, members in enumerate(groups.values()):
+        head = heads[i]
+        for rank, row in enumerate(members, start=1):
+            due = row["fair_tag"] if head.v is None or row["state"] != "queued" else None
+            start = max(t for t in (head.v, head.l, due) if t is not None)
+            row["fair_tag"] = start + rank / head.w
+    return tagged
 
 
 async def _existing(

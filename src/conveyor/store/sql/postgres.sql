@@ -14,18 +14,60 @@
 -- WAL flush, without a round trip of its own (docs/design.md: what that risks).
 -- $17, $18: unique_key, unique_states. ON CONFLICT without a target: a taken idempotency
 -- key and a taken unique key (uq_jobs_unique) both skip the row, never abort the statement.
-WITH inserted AS (
-    INSERT INTO jobs (id, owner_id, queue, type, payload, priority, state, attempt,
-        max_attempts, run_at, timeout_s, idempotency_key, progress, errors, tags,
-        schedule_id, created_at, unique_key, unique_states)
-    SELECT t.id, t.owner_id, t.queue, t.type, t.payload::jsonb, t.priority, t.state, 0,
-        t.max_attempts, t.run_at, t.timeout_s, t.idempotency_key, 0, '[]'::jsonb,
-        t.tags::jsonb, t.schedule_id, $13, t.unique_key, t.unique_states
+-- $19: each job's fair key (NULL: due-time order). Its fair tag (docs/flow-control.md "Fair
+-- dispatch") is computed per (queue, priority, key) of the batch, not per row: the band's
+-- first keyed job (rb = 1) reads its head (V, the first row of ix_jobs_claim: its order,
+-- spelled out, keeps the planner on that index rather than on ix_jobs_claim_any filtered
+-- by queue), each key's first job (r = 1) the key's last queued tag (L, the last row of
+-- ix_jobs_fair) and its weight (the owner's fair_weight when the key is the job's owner,
+-- else 1); windows hand them to the band's and the key's other jobs (a join of rows to groups was a nested loop: quadratic in
+-- the batch's keys), and each job takes max(V, L [, its run_at]) + rank / weight.
+WITH t AS (
+    SELECT u.*,
+        row_number() OVER (PARTITION BY u.queue, u.priority, u.fair_key ORDER BY u.n) AS r,
+        row_number() OVER (PARTITION BY u.queue, u.priority, u.fair_key IS NULL
+            ORDER BY u.n) AS rb
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[],
         $7::text[], $8::int[], $9::timestamptz[], $10::float8[], $11::text[], $12::text[],
-        $14::text[], $17::text[], $18::text[])
-        AS t(id, owner_id, queue, type, payload, priority, state, max_attempts, run_at,
-            timeout_s, idempotency_key, tags, schedule_id, unique_key, unique_states)
+        $14::text[], $19::text[], $17::text[], $18::text[]) WITH ORDINALITY
+        AS u(id, owner_id, queue, type, payload, priority, state, max_attempts, run_at,
+            timeout_s, idempotency_key, tags, schedule_id, fair_key, unique_key, unique_states,
+            n)
+),
+firsts AS (
+    SELECT t.*,
+        CASE WHEN t.rb = 1 AND t.fair_key IS NOT NULL THEN (
+            SELECT j.fair_tag FROM jobs AS j
+            WHERE j.state = 'queued' AND j.queue = t.queue AND j.priority = t.priority
+            ORDER BY j.queue, j.priority DESC, j.fair_tag LIMIT 1) END AS v1,
+        CASE WHEN t.r = 1 AND t.fair_key IS NOT NULL THEN (
+            SELECT max(j.fair_tag) FROM jobs AS j
+            WHERE j.state = 'queued' AND j.queue = t.queue AND j.priority = t.priority
+                AND j.fair_key = t.fair_key AND j.fair_key IS NOT NULL) END AS l1,
+        CASE WHEN t.r = 1 AND t.fair_key IS NOT NULL THEN coalesce((
+            SELECT u.fair_weight FROM users AS u
+            WHERE u.id = t.fair_key AND t.owner_id = t.fair_key AND u.fair_weight > 0), 1)
+            END AS w1
+    FROM t
+),
+h AS (
+    SELECT f.*, max(f.v1) OVER (PARTITION BY f.queue, f.priority) AS v,
+        max(f.l1) OVER g AS l, max(f.w1) OVER g AS w
+    FROM firsts AS f
+    WINDOW g AS (PARTITION BY f.queue, f.priority, f.fair_key)
+),
+inserted AS (
+    INSERT INTO jobs (id, owner_id, queue, type, payload, priority, state, attempt,
+        max_attempts, run_at, timeout_s, idempotency_key, progress, errors, tags,
+        schedule_id, created_at, fair_key, fair_tag, unique_key, unique_states)
+    SELECT h.id, h.owner_id, h.queue, h.type, h.payload::jsonb, h.priority, h.state, 0,
+        h.max_attempts, h.run_at, h.timeout_s, h.idempotency_key, 0, '[]'::jsonb,
+        h.tags::jsonb, h.schedule_id, $13, h.fair_key,
+        CASE WHEN h.fair_key IS NULL THEN extract(epoch FROM h.run_at)
+            ELSE greatest(h.v, h.l, CASE WHEN h.v IS NULL OR h.state <> 'queued'
+                THEN extract(epoch FROM h.run_at) END) + h.r / h.w END,
+        h.unique_key, h.unique_states
+    FROM h ORDER BY h.n
     ON CONFLICT DO NOTHING
     RETURNING id, queue, state, owner_id, type, 0 AS attempt
 ),
@@ -46,17 +88,35 @@ SELECT id, (SELECT count(*) FROM woken) AS woken, (SELECT count(*) FROM relaxed)
 FROM inserted
 
 -- name: enqueue_one
--- `enqueue` for a single job, its columns as scalars ($1-$12, $14; the same numbering):
+-- `enqueue` for a single job, its columns as scalars ($1-$12, $14, $17-$19; the same numbering):
 -- the one-at-a-time submit's statement. Arrays cost the client a type check per argument
 -- and element (asyncpg looks for nested arrays) and the server an unnest: measured about a
--- third of the client's CPU per single submit.
+-- third of the client's CPU per single submit. Its fair tag as in `enqueue` (rank 1); the
+-- probes are initplans, run only for a job with a fair key (OFFSET 0: each runs once, not
+-- once per reference).
 WITH inserted AS (
     INSERT INTO jobs (id, owner_id, queue, type, payload, priority, state, attempt,
         max_attempts, run_at, timeout_s, idempotency_key, progress, errors, tags,
-        schedule_id, created_at, unique_key, unique_states)
+        schedule_id, created_at, fair_key, fair_tag, unique_key, unique_states)
     VALUES ($1::text, $2::text, $3::text, $4::text, $5::text::jsonb, $6::int, $7::text, 0,
         $8::int, $9::timestamptz, $10::float8, $11::text, 0, '[]'::jsonb, $12::text::jsonb,
-        $14::text, $13, $17::text, $18::text)
+        $14::text, $13, $19::text,
+        CASE WHEN $19::text IS NULL THEN extract(epoch FROM $9::timestamptz) ELSE (
+            SELECT greatest(h.v, h.l, CASE WHEN h.v IS NULL OR $7::text <> 'queued'
+                THEN extract(epoch FROM $9::timestamptz) END) + 1 / h.w
+            FROM (SELECT
+                (SELECT j.fair_tag FROM jobs AS j
+                    WHERE j.state = 'queued' AND j.queue = $3::text AND j.priority = $6::int
+                    ORDER BY j.queue, j.priority DESC, j.fair_tag LIMIT 1) AS v,
+                (SELECT max(j.fair_tag) FROM jobs AS j
+                    WHERE j.state = 'queued' AND j.queue = $3::text AND j.priority = $6::int
+                        AND j.fair_key = $19::text AND j.fair_key IS NOT NULL) AS l,
+                coalesce((SELECT u.fair_weight FROM users AS u
+                    WHERE $2::text = $19::text AND u.id = $19::text AND u.fair_weight > 0),
+                    1) AS w
+                OFFSET 0
+            ) AS h) END,
+        $17::text, $18::text)
     ON CONFLICT DO NOTHING
     RETURNING id, queue, state, owner_id, type
 ),
@@ -98,7 +158,8 @@ SELECT t.job_id, t.owner_id, t.url, $4
 FROM unnest($1::text[], $2::text[], $3::text[]) AS t(job_id, owner_id, url)
 
 -- name: claim
--- Up to $2 queued jobs of the queues $1, highest priority first, for worker $3.
+-- Up to $2 queued jobs of the queues $1, highest priority first, then by fair tag (due time
+-- when fair dispatch is off; docs/flow-control.md "Fair dispatch"), for worker $3.
 -- Paused queues are skipped by a per-row probe of the tiny queue_pauses table. OFFSET 0
 -- keeps it a filter on the claim index's ordered scan: as an anti-join the planner
 -- estimates one matching row and sorts every queued job instead (measured: 120 ms vs 2 ms
@@ -110,7 +171,7 @@ WITH picked AS (
     SELECT id FROM jobs
     WHERE state = 'queued' AND queue = ANY($1::text[])
         AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue OFFSET 0)
-    ORDER BY priority DESC, run_at, id
+    ORDER BY priority DESC, fair_tag, id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 ),
@@ -136,7 +197,7 @@ WITH picked AS (
     SELECT id FROM jobs
     WHERE state = 'queued' AND queue <> ALL($1::text[])
         AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue OFFSET 0)
-    ORDER BY priority DESC, run_at, id
+    ORDER BY priority DESC, fair_tag, id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 ),
@@ -207,7 +268,8 @@ logged AS (
 SELECT id FROM changed
 
 -- name: retry
--- Fenced finish as retrying: errors $5 appended, run again at $6. $7-$9: the events.
+-- Fenced finish as retrying: errors $5 appended, run again at $6 (its fair tag: that time,
+-- due-time order). $7-$9: the events.
 -- Found, locked and fenced as in `complete`.
 WITH locked AS (
     SELECT j.id, j.state, j.worker_id, j.attempt, v.error, v.run_at, v.data
@@ -220,6 +282,7 @@ WITH locked AS (
 ),
 changed AS (
     UPDATE jobs SET state = 'retrying', run_at = l.run_at,
+        fair_tag = extract(epoch FROM l.run_at),
         errors = jobs.errors || jsonb_build_array(l.error::jsonb),
         worker_id = NULL, lease_expires_at = NULL
     FROM locked AS l
@@ -267,7 +330,8 @@ SELECT id FROM changed
 
 -- name: rescue
 -- Up to $3 running jobs whose lease ended before $1: queued again, or failed when their
--- attempts are spent, with a LeaseExpired error ($2: now as text) appended.
+-- attempts are spent, with a LeaseExpired error ($2: now as text) appended; requeued in
+-- due-time order (its tag: its run_at's epoch), as before fair dispatch.
 WITH expired AS (
     SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < $1
     ORDER BY lease_expires_at LIMIT $3
@@ -280,7 +344,8 @@ UPDATE jobs SET
         'attempt', jobs.attempt, 'at', $2::text, 'type', 'LeaseExpired',
         'message', 'the worker running this job stopped heartbeating',
         'worker_id', jobs.worker_id)),
-    worker_id = NULL, lease_expires_at = NULL
+    worker_id = NULL, lease_expires_at = NULL,
+    fair_tag = extract(epoch FROM jobs.run_at)
 FROM expired WHERE jobs.id = expired.id
 RETURNING jobs.id, jobs.state, jobs.queue, jobs.owner_id, jobs.type, jobs.attempt
 

@@ -4,16 +4,36 @@
 -- order. SQLite has no data-modifying CTE: the events of a change are a second statement
 -- in the same transaction, built from the rows the change returned (store/events.py).
 
+-- name: fair_heads
+-- What a fair submit's tags start from (docs/flow-control.md "Fair dispatch"), for each
+-- group of :groups ([[queue, priority, key, owned], ...]: the batch's jobs with a fair key,
+-- by band and key): the band's head v (the first row of ix_jobs_claim), the key's last
+-- queued tag l (the last row of ix_jobs_fair) and its weight w (the owner's fair_weight when
+-- the key is the jobs' owner, else 1). Read in the insert's write transaction: no other
+-- writer moves them meanwhile.
+SELECT g.key AS i,
+    (SELECT j.fair_tag FROM jobs AS j
+        WHERE j.state = 'queued' AND j.queue = g.value ->> 0 AND j.priority = g.value ->> 1
+        ORDER BY j.queue, j.priority DESC, j.fair_tag LIMIT 1) AS v,
+    (SELECT j.fair_tag FROM jobs AS j
+        WHERE j.state = 'queued' AND j.queue = g.value ->> 0 AND j.priority = g.value ->> 1
+            AND j.fair_key = g.value ->> 2 AND j.fair_key IS NOT NULL
+        ORDER BY j.fair_tag DESC LIMIT 1) AS l,
+    coalesce((SELECT u.fair_weight FROM users AS u
+        WHERE g.value ->> 3 AND u.id = g.value ->> 2 AND u.fair_weight > 0), 1) AS w
+FROM json_each(:groups) AS g
+
 -- name: claim
 -- Up to :limit queued jobs of the queues in :queues (a JSON array), highest priority
--- first, for :worker; paused queues are skipped.
+-- first, then by fair tag (due time when fair dispatch is off), for :worker; paused queues
+-- are skipped.
 UPDATE jobs SET state = 'running', attempt = attempt + 1, worker_id = :worker,
     started_at = :now, lease_expires_at = :lease
 WHERE id IN (
     SELECT id FROM jobs
     WHERE state = 'queued' AND queue IN (SELECT value FROM json_each(:queues))
         AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue)
-    ORDER BY priority DESC, run_at, id
+    ORDER BY priority DESC, fair_tag, id
     LIMIT :limit
 )
 RETURNING jobs.id, jobs.type, jobs.queue, jobs.payload, jobs.attempt, jobs.max_attempts,
@@ -27,7 +47,7 @@ WHERE id IN (
     SELECT id FROM jobs
     WHERE state = 'queued' AND queue NOT IN (SELECT value FROM json_each(:queues))
         AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue)
-    ORDER BY priority DESC, run_at, id
+    ORDER BY priority DESC, fair_tag, id
     LIMIT :limit
 )
 RETURNING jobs.id, jobs.type, jobs.queue, jobs.payload, jobs.attempt, jobs.max_attempts,
@@ -51,13 +71,14 @@ RETURNING jobs.id, jobs.owner_id, jobs.queue, jobs.type, jobs.attempt
 
 -- name: retry
 -- Fenced finish as retrying; :batch is [[id, attempt, error, run_at], ...]. By primary key,
--- as `complete`.
+-- as `complete`. Its fair tag: the new run_at's epoch (due-time order).
 WITH v AS (
     SELECT value ->> 0 AS id, value ->> 1 AS attempt, value -> 2 AS error,
         value ->> 3 AS run_at
     FROM json_each(:batch)
 )
 UPDATE jobs SET state = 'retrying', run_at = v.run_at,
+    fair_tag = (julianday(v.run_at) - 2440587.5) * 86400.0,
     errors = json_insert(jobs.errors, '$[#]', json(v.error)),
     worker_id = NULL, lease_expires_at = NULL
 FROM v WHERE jobs.id = v.id AND +jobs.state = 'running' AND +jobs.worker_id = :worker
@@ -80,7 +101,8 @@ RETURNING jobs.id, jobs.owner_id, jobs.queue, jobs.type, jobs.attempt
 
 -- name: rescue
 -- Up to :limit running jobs whose lease ended before :now: queued again, or failed when
--- their attempts are spent, with a LeaseExpired error appended.
+-- their attempts are spent, with a LeaseExpired error appended; requeued in due-time order
+-- (its fair tag: its run_at's epoch).
 UPDATE jobs SET
     state = CASE WHEN attempt < max_attempts THEN 'queued' ELSE 'failed' END,
     finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE :now END,
@@ -88,7 +110,8 @@ UPDATE jobs SET
         'attempt', attempt, 'at', :now_iso, 'type', 'LeaseExpired',
         'message', 'the worker running this job stopped heartbeating',
         'worker_id', worker_id)),
-    worker_id = NULL, lease_expires_at = NULL
+    worker_id = NULL, lease_expires_at = NULL,
+    fair_tag = (julianday(run_at) - 2440587.5) * 86400.0
 WHERE id IN (
     SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < :now
     ORDER BY lease_expires_at LIMIT :limit

@@ -1,0 +1,218 @@
+"""Flow control's figures (issue #15): ``python -m bench.run --only flow``.
+
+For each database (PostgreSQL and SQLite, in the same run), each a fresh database and the
+drain's settings (bench/measure.py ``drain``: pre-filled, then 2 workers of concurrency 64,
+measured by durable completion):
+
+* **plain**: ``bench_noop`` with fair dispatch off (``CONVEYOR_FAIR_DISPATCH=false``): one
+  order by priority and due time, as before issue #15; the baseline of the ratios.
+* **fair**: ``bench_fair``, the same no-op spread over 1,000 tenants (``payload.tenant``, its
+  fair key), fair dispatch on.
+* **limited**: ``bench_limited``, as ``fair`` and at most 2 running per tenant
+  (``Concurrency("bench_tenant", 2, key="payload.tenant")``). Labelled ``limit not
+  enforced`` when the store recorded no limit key for the jobs (a build whose claim ignores
+  limits): its rate is then not a limited drain's.
+* **starvation**: tenant A's burst (``drain_n`` jobs, 10,000 in the full run) then tenant B's
+  10, queued before the workers start; the worst start of B's jobs in claims (how many jobs
+  started before B's last, from the execution records) and in ms after the drain's first
+  start, FIFO (fair dispatch off) and fair.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sqlite3
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from rich.table import Table
+
+from bench import machine
+from bench.conveyor_handlers import FLOW_ENV, STARVE_B_FROM_ENV
+from bench.conveyor_systems import ConveyorSystem
+from bench.measure import DrainFigures, Plan, drain
+from bench.procs import BenchError
+from bench.rundir import RunDir
+
+DATABASES = ("postgres", "sqlite")
+B_JOBS = 10
+STARVE_A_FULL = 10_000
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    flow: str  # BENCH_FLOW: the job type and its tenants (bench/conveyor_handlers.py)
+    fair: bool  # CONVEYOR_FAIR_DISPATCH
+
+
+PLAIN = Scenario("plain", "", fair=False)
+FAIR = Scenario("fair", "fair", fair=True)
+LIMITED = Scenario("limited", "limited", fair=True)
+STARVE_FIFO = Scenario("starve FIFO", "starve", fair=False)
+STARVE_FAIR = Scenario("starve fair", "starve", fair=True)
+
+
+class FlowSystem(ConveyorSystem):
+    """Conveyor on one database, its client and workers told the scenario."""
+
+    def __init__(self, database: str, scenario: Scenario, b_from: int | None = None) -> None:
+        super().__init__(database)
+        self.scenario, self.b_from = scenario, b_from
+        self.name += f" {scenario.name}"
+        self.limit_keys: int | None = None  # stored for the queued jobs (limited only)
+
+    def settle(self) -> None:
+        """After the pre-fill, before the workers start: also count the limit keys."""
+        super().settle()
+        if self.scenario is LIMITED:
+            self.limit_keys = self.limit_keys_recorded()
+
+    def extra_env(self) -> dict[str, str]:
+        env = super().extra_env()
+        env[FLOW_ENV] = self.scenario.flow
+        env["CONVEYOR_FAIR_DISPATCH"] = "true" if self.scenario.fair else "false"
+        if self.b_from is not None:
+            env[STARVE_B_FROM_ENV] = str(self.b_from)
+        return env
+
+    def limit_keys_recorded(self) -> int:
+        """How many limit keys the store holds for the queued jobs (0: limits not applied)."""
+        query = "SELECT count(*) FROM job_limits"
+        if self.database == "sqlite":
+            with sqlite3.connect(self.database_url.split(":///", 1)[1]) as conn:
+                return int(conn.execute(query).fetchone()[0])
+        return asyncio.run(_pg_count(self.database_url, query))
+
+
+async def _pg_count(url: str, query: str) -> int:
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        return int(await conn.fetchval(query))
+    finally:
+        await conn.close()
+
+
+@dataclass
+class FlowFigures:
+    database: str
+    scenario: str
+    n: int
+    durable_jobs_per_s: float | None = None
+    executed_jobs_per_s: float | None = None
+    of_plain: float | None = None  # durable rate / the plain drain's, same database
+    b_worst_claims: int | None = None  # starvation: jobs started before B's last start
+    b_worst_ms: float | None = None  # ... and B's last start after the drain's first start
+    note: str = ""
+    error: str | None = None
+
+
+def _say(message: str) -> None:
+    print(f"bench: flow: {message}", file=sys.stderr, flush=True)
+
+
+def _starvation(run_dir: Path, b_from: int) -> tuple[int, float]:
+    """(jobs started before B's last start, ms from the first start to it), from records."""
+    records = RunDir(run_dir)
+    records.poll()
+    starts = sorted((e.start, e.index) for e in records.executions)
+    b_positions = [n for n, (_, index) in enumerate(starts, start=1) if index >= b_from]
+    if len(b_positions) < B_JOBS:
+        raise BenchError(f"only {len(b_positions)} of tenant B's {B_JOBS} jobs ran")
+    last = b_positions[-1]
+    return last - 1, (starts[last - 1][0] - starts[0][0]) * 1000
+
+
+def _one(
+    database: str, scenario: Scenario, plan: Plan, n: int, work: Path, b_from: int | None
+) -> FlowFigures:
+    figures = FlowFigures(database, scenario.name, n)
+    system = FlowSystem(database, scenario, b_from)
+    machine.wait_quiet(plan.quiet_threshold, plan.quiet_wait_s)
+    run_dir = work / f"{database}-{scenario.name.replace(' ', '-')}" / "drain"
+    try:
+        system.setup()
+        result = _drain(system, plan, n, run_dir)
+        durable = result.durable
+        figures.durable_jobs_per_s = durable.jobs_per_s if durable else None
+        figures.executed_jobs_per_s = result.jobs_per_s
+        if result.timed_out:
+            figures.note = "TIMED OUT"
+        if scenario is LIMITED:
+            keys = system.limit_keys
+            figures.note = figures.note or (
+                "limit not enforced (no limit keys stored)" if not keys else f"{keys:,} keys"
+            )
+        if b_from is not None:
+            figures.b_worst_claims, figures.b_worst_ms = _starvation(run_dir, b_from)
+    except BenchError as exc:
+        figures.error = str(exc)
+        _say(f"{system.name}: FAILED: {exc}")
+    finally:
+        system.teardown()
+    return figures
+
+
+def _drain(system: FlowSystem, plan: Plan, n: int, run_dir: Path) -> DrainFigures:
+    _, figures = drain(system, dataclasses.replace(plan, drain_n=n), run_dir)
+    return figures
+
+
+def run(plan: Plan, work: Path, quick: bool) -> list[FlowFigures]:
+    """Every scenario on each database, the databases in the same run."""
+    n = plan.drain_n or FlowSystem.drain_n
+    burst = n if quick else STARVE_A_FULL
+    out: list[FlowFigures] = []
+    for database in DATABASES:
+        plain: float | None = None
+        for scenario in (PLAIN, FAIR, LIMITED):
+            figures = _one(database, scenario, plan, n, work, None)
+            if scenario is PLAIN:
+                plain = figures.durable_jobs_per_s
+            elif plain and figures.durable_jobs_per_s:
+                figures.of_plain = figures.durable_jobs_per_s / plain
+            out.append(figures)
+            _say(f"{database} {scenario.name}: {figures}")
+        for scenario in (STARVE_FIFO, STARVE_FAIR):
+            figures = _one(database, scenario, plan, burst + B_JOBS, work, burst)
+            out.append(figures)
+            _say(f"{database} {scenario.name}: {figures}")
+    return out
+
+
+def _num(value: float | int | None, fmt: str = ",.0f") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def table(rows: list[FlowFigures]) -> Table:
+    out = Table(
+        title="Flow control: drains by durable completion (2 workers x 64), and starvation",
+        caption="of plain: durable rate / the plain drain's on the same database. B worst: "
+        "tenant B's 10 jobs queued after A's burst; jobs started before B's last, and its "
+        "start in ms after the drain's first start.",
+    )
+    for header in ("store", "scenario", "jobs", "durable jobs/s", "executed jobs/s"):
+        out.add_column(header, justify="left" if header in {"store", "scenario"} else "right")
+    for header in ("of plain", "B worst (claims)", "B worst (ms)", "note"):
+        out.add_column(header, justify="left" if header == "note" else "right")
+    for r in rows:
+        out.add_row(
+            r.database,
+            r.scenario,
+            _num(r.n),
+            _num(r.durable_jobs_per_s),
+            _num(r.executed_jobs_per_s),
+            _num(r.of_plain, ".0%"),
+            _num(r.b_worst_claims),
+            _num(r.b_worst_ms, ",.1f"),
+            r.error or r.note,
+        )
+    return out
+
+
+def as_json(rows: list[FlowFigures]) -> list[dict[str, Any]]:
+    return [dataclasses.asdict(r) for r in rows]
