@@ -137,6 +137,7 @@ class Engine:
             prune_batch=s.prune_batch,
             prune_budget=s.prune_budget,
             events_retention=s.events_retention_seconds,
+            limits_reconcile_interval=s.limits_reconcile_interval,
         )
         return Scheduler(
             self.backend,

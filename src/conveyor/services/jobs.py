@@ -86,6 +86,11 @@ class JobService:
         self.registry = registry
         self.bulk_batch = bulk_batch
 
+    async def define_limits(self) -> None:
+        """Store the values of the limits the job types declare (docs/flow-control.md: the
+        last process started with a changed value sets it for all)."""
+        await self.backend.define_limits([lim for spec in self.registry for lim in spec.limits])
+
     def prepare(self, submission: Submission, owner_id: str = SYSTEM_OWNER) -> NewJob:
         """Validate against the type's payload model; bad input changes nothing. The rule is
         the scheduler's too (`checked_job`): a cron fire is checked as a submission is."""
