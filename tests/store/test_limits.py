@@ -14,11 +14,14 @@ from conveyor.domain.clock import utcnow
 from conveyor.domain.flow import Concurrency, LimitKey, Rate
 from conveyor.domain.jobs import ErrorInfo, NewJob, Outcome
 from conveyor.domain.states import JobState
+from conveyor.errors import InvalidInput
+from conveyor.scheduler.fires import checked_job
 from conveyor.scheduler.scheduler import Scheduler, SchedulerConfig, TickReport
 from conveyor.store.backend import QueueBackend
 from conveyor.store.tables import job_limits, jobs, limit_slots
 from conveyor.worker.registry import Registry
 from tests.store.helpers import job
+from tests.support import limit_handlers
 
 W = "worker-a"
 
@@ -143,7 +146,9 @@ async def test_a_far_future_job_holds_nothing(backend: QueueBackend) -> None:
     assert (await backend.get(future.id)).state is JobState.SCHEDULED
 
 
-@pytest.mark.parametrize("how", ["cancel", "retry", "fail", "release", "rescue", "admin"])
+@pytest.mark.parametrize(
+    "how", ["cancel", "bulk_cancel", "retry", "fail", "release", "rescue", "admin"]
+)
 async def test_every_change_out_of_running_frees_the_slot_at_once(
     backend: QueueBackend, how: str
 ) -> None:
@@ -154,6 +159,9 @@ async def test_every_change_out_of_running_frees_the_slot_at_once(
     later = utcnow() + timedelta(hours=1)
     if how == "cancel":
         await backend.cancel(a.id)
+    elif how == "bulk_cancel":
+        assert (await backend.bulk_ids("cancel", [a.id, b.id], None, 100)).changed == 2
+        b = a  # cancelled too: the key's slot is free, with nothing left to claim
     elif how == "retry":
         error = ErrorInfo("E", "m")
         await backend.finish(W, [Outcome(a.id, 1, "retry", error=error, retry_at=later)])
@@ -167,8 +175,9 @@ async def test_every_change_out_of_running_frees_the_slot_at_once(
     else:
         await backend.set_state(a.id, JobState.COMPLETED)
     assert await held(backend) == {}
-    got = await backend.claim(W, ["default"], 1, 30)
-    assert got[0].id in {a.id, b.id}
+    if how != "bulk_cancel":
+        got = await backend.claim(W, ["default"], 1, 30)
+        assert got[0].id in {a.id, b.id}
 
 
 async def test_the_reconcile_frees_a_leaked_slot_and_logs_it(
@@ -215,3 +224,12 @@ async def test_a_changed_value_takes_effect(backend: QueueBackend) -> None:
     assert len(await backend.claim(W, ["default"], 10, 30)) == 1
     await backend.define_limits([Concurrency("c", 3)])  # last writer wins
     assert len(await backend.claim(W, ["default"], 10, 30)) == 2
+
+
+def test_a_key_is_evaluated_at_submit_and_a_payload_without_it_is_refused() -> None:
+    types = Registry()
+    types.include(limit_handlers.blueprint)
+    new = checked_job(types, "limited_one", {"k": "c42"}, "alice")
+    assert new.limit_keys == (LimitKey("lim_one", "c42"),)
+    with pytest.raises(InvalidInput):
+        checked_job(types, "limited_one", {"k": None}, "alice")

@@ -13,7 +13,7 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from conveyor.domain.flow import Concurrency
+from conveyor.domain.flow import Concurrency, Rate
 from conveyor.worker.blueprint import Blueprint
 from conveyor.worker.context import JobContext
 from tests.support.handlers import QUICK_RETRY, _append
@@ -60,4 +60,13 @@ async def limited_one(ctx: JobContext, payload: Keyed) -> Interval:
 )  # fmt: skip
 async def limited_two(ctx: JobContext, payload: Keyed) -> Interval:
     """At most two running per key."""
+    return await _run(ctx, payload)
+
+
+@blueprint.job(
+    "rated", max_attempts=3, retry=QUICK_RETRY,
+    limits=(Rate("rate_two", 2, per_s=1, key="payload.k", burst=1), Concurrency("rated_c", 5)),
+)  # fmt: skip
+async def rated(ctx: JobContext, payload: Keyed) -> Interval:
+    """Two starts a second per key, one at a time at most (a bucket of one token)."""
     return await _run(ctx, payload)

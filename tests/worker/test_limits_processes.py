@@ -4,6 +4,7 @@ while holding slots gives them back through the rescue."""
 
 from __future__ import annotations
 
+import itertools
 import signal
 
 import pytest
@@ -107,3 +108,29 @@ async def test_a_killed_worker_s_slots_come_back_after_the_rescue(
     for enqueued in held:
         record = await backend.get(enqueued.id)
         assert record.attempt == 2 and record.errors[0]["type"] == "LeaseExpired"
+
+
+async def test_jobs_held_back_by_a_rate_start_at_their_tokens_without_a_new_submit(
+    backend: QueueBackend, cluster: Cluster
+) -> None:
+    """The worker polls once a minute here: jobs waiting for tokens (two a second) must be
+    started by the wake-up it computes for the next token, not by a poll or a submit."""
+    types = registry()
+    new = [checked_job(types, "rated", {"k": "x"}) for _ in range(6)]
+    await backend.enqueue(new)
+    # Nothing else wakes it meanwhile: no poll, and no heartbeat (its commit is a wake-up on
+    # SQLite's data_version watch) within the test's deadline.
+    quiet = {"poll_interval": "60", "heartbeat_interval": "50", "lease_seconds": "120"}
+    cluster.worker("w", concurrency=4, settings={**HANDLERS, **quiet})
+
+    async def done() -> bool:
+        return await finished(backend, "rated") == len(new)
+
+    await eventually(done, timeout=45, what="six rate-limited jobs started by their tokens")
+    query = select(jobs.c.started_at).where(jobs.c.type == "rated")
+    async with backend.db.read() as conn:
+        starts = sorted(r.started_at for r in (await conn.execute(query)).all())
+    # The claims' own clock (the one the buckets refill by): a bucket of one token refilled
+    # at two a second admits one job per half second at most.
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(starts)]
+    assert all(gap >= 0.499 for gap in gaps), gaps

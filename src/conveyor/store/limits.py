@@ -7,7 +7,6 @@ running (migration 0012). What is left here runs rarely: at start, and on the le
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,8 @@ from conveyor.domain.states import JobState
 from conveyor.store.base import StoreBase
 from conveyor.store.tables import flow_limits, jobs, limit_slots, rate_buckets
 
-log = logging.getLogger("conveyor.limits")
+RECENT_S = 0.5  # a token due this recently may have been missed by the last claim
+MIN_WAIT_S = 0.05  # the shortest wait for a token: never a tight loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +119,8 @@ class Limits(StoreBase):
             if not rate_limit or not per_s:
                 continue
             at = (1.0 - tokens) * per_s / rate_limit - (now - refreshed_at).total_seconds()
-            if at > 0 and (soonest is None or at < soonest):
-                soonest = at
+            # A token that came due in the last moments may have come after the claim that
+            # missed it: claim again soon. One due long ago is a bucket nobody waits on.
+            if at > -RECENT_S and (soonest is None or at < soonest):
+                soonest = max(at, MIN_WAIT_S)
         return soonest
