@@ -89,6 +89,7 @@ class Engine:
         jobs = JobService(backend, registry)
         jobs.check_callbacks = webhooks.check_callbacks
         jobs.synchronous_commit = settings.submit_synchronous_commit
+        jobs.quota_max_running = settings.quota_max_running
         schedules = ScheduleService(backend, jobs)
         tasks = TaskService(jobs, TaskStore(backend.db), settings.task_autocomplete_seconds)
         accounts = build_accounts(settings, jobs)
@@ -121,6 +122,7 @@ class Engine:
             child_limits=ChildLimits(s.worker_max_tasks_per_child, s.worker_max_memory_per_child),
             spare_threads=s.worker_spare_threads,
             loop_block_limit=s.worker_loop_block_limit,
+            running_quota=s.quota_max_running,
         )
         resources = Resources(settings=s, backend=self.backend, mail=self.mail)
         return Worker(self.backend, self.registry, config, resources=resources)

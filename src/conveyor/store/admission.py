@@ -86,9 +86,9 @@ def plan(
             continue
         for demand in mine:
             pair = (demand.name, demand.key)
-            if demand.kind == "concurrency":
+            if demand.kind == "concurrency" and demand.max_running is not None:
                 out.holds.append((demand.name, demand.key, slots[pair].pop(0), job_id))
-            else:
+            elif demand.kind == "rate":
                 tokens[pair] -= 1.0
                 out.buckets[pair] = tokens[pair]
         out.admitted.append(job_id)
@@ -107,8 +107,8 @@ def _blocker(
     refusal notes when its next token comes."""
     for demand in mine:
         pair = (demand.name, demand.key)
-        if demand.kind == "concurrency" and slots.get(pair):
-            continue
+        if demand.kind == "concurrency" and (demand.max_running is None or slots.get(pair)):
+            continue  # a free slot, or a running quota without a cap
         if demand.kind == "rate":
             if pair not in tokens:
                 tokens[pair] = refill(buckets.get(pair), demand, now)

@@ -14,10 +14,10 @@ from typing import Any
 from sqlalchemy import and_, exists, select, update
 
 from conveyor.domain.clock import utcnow
-from conveyor.domain.flow import Concurrency, Limit
+from conveyor.domain.flow import RUNNING_QUOTA, Concurrency, Limit
 from conveyor.domain.states import JobState
 from conveyor.store.base import StoreBase
-from conveyor.store.tables import flow_limits, jobs, limit_slots, rate_buckets
+from conveyor.store.tables import flow_limits, jobs, limit_slots, rate_buckets, users
 
 RECENT_S = 0.5  # a token due this recently may have been missed by the last claim
 MIN_WAIT_S = 0.05  # the shortest wait for a token: never a tight loop
@@ -61,6 +61,25 @@ class Limits(StoreBase):
                 await conn.execute(
                     stmt.on_conflict_do_update(index_elements=[flow_limits.c.name], set_=changed)
                 )
+
+    async def define_running_quota(self, default: int) -> None:
+        """The running quota's default cap per user (0: none; a user's own cap, users.
+        max_running, overrides it); last writer wins, as for `define_limits`."""
+        row = {
+            "kind": "concurrency", "max_running": default or None, "rate_limit": None,
+            "per_s": None, "burst": None, "updated_at": utcnow(),
+        }  # fmt: skip
+        stmt = self.driver.insert(flow_limits).values(name=RUNNING_QUOTA, **row)
+        async with self.db.write() as conn:
+            await conn.execute(
+                stmt.on_conflict_do_update(index_elements=[flow_limits.c.name], set_=row)
+            )
+
+    async def running_caps(self) -> dict[str, int]:
+        """Every user's own running cap (users.max_running > 0), by user id."""
+        query = select(users.c.id, users.c.max_running).where(users.c.max_running > 0)
+        async with self.db.read() as conn:
+            return {row.id: row.max_running for row in (await conn.execute(query)).all()}
 
     async def reconcile_limits(self) -> list[Drift]:
         """Free every slot held by a job that is not running (or no longer exists): what a

@@ -50,6 +50,9 @@ class WorkerConfig:
     # A blocked event loop's leases are kept by the watchdog thread for this long, then
     # given up so its jobs are rescued (worker/watchdog.py).
     loop_block_limit: float = 300.0
+    # The running quota's default cap, stored at start (settings.quota_max_running; None:
+    # leave the stored one; docs/flow-control.md).
+    running_quota: int | None = None
 
     @property
     def unrecorded_bound(self) -> int:
@@ -163,6 +166,8 @@ class Worker:
             self.id, socket.gethostname(), os.getpid(), list(cfg.queues), cfg.concurrency
         )
         await self.backend.define_limits(self._limits)
+        if cfg.running_quota is not None:
+            await self.backend.define_running_quota(cfg.running_quota)
         self._listener = await self.backend.listen(self._on_jobs, self._on_cancel)
         self._finisher.start()
         self._watchdog.start()

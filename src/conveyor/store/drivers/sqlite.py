@@ -28,6 +28,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from conveyor.domain.flow import RUNNING_QUOTA
 from conveyor.domain.jobs import ClaimedJob
 from conveyor.store import admission
 from conveyor.store import events as outbox
@@ -51,6 +52,7 @@ from conveyor.store.tables import (
     jobs,
     limit_slots,
     rate_buckets,
+    users,
 )
 from conveyor.store.types import sqlite_time
 
@@ -253,18 +255,23 @@ async def _admit(
     are under admits, adding them to `claimed`; their rows (for the events). One writer at a
     time (BEGIN IMMEDIATE): what this transaction reads no other changes before it commits."""
     now, until = lease
+    # The running quota's size per key is its user's own cap, else the default (None: none).
+    own_cap = and_(
+        job_limits.c.name == RUNNING_QUOTA, users.c.id == job_limits.c.key, users.c.max_running > 0
+    )
+    found = job_limits.outerjoin(flow_limits, flow_limits.c.name == job_limits.c.name)
     query = (
         select(
             job_limits.c.job_id,
             job_limits.c.name,
             job_limits.c.key,
             flow_limits.c.kind,
-            flow_limits.c.max_running,
+            func.coalesce(users.c.max_running, flow_limits.c.max_running),
             flow_limits.c.rate_limit,
             flow_limits.c.per_s,
             flow_limits.c.burst,
         )
-        .select_from(job_limits.outerjoin(flow_limits, flow_limits.c.name == job_limits.c.name))
+        .select_from(found.outerjoin(users, own_cap))
         .where(job_limits.c.job_id.in_(list(waiting)))
     )
     demands = [admission.Demand(*row) for row in (await conn.execute(query)).all()]

@@ -105,10 +105,13 @@ WITH picked AS (
         AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue OFFSET 0)
         AND (NOT jobs.limited OR NOT EXISTS (
             SELECT 1 FROM job_limits AS jl LEFT JOIN flow_limits AS fl ON fl.name = jl.name
+                LEFT JOIN users AS u ON jl.name = 'quota.running' AND u.id = jl.key
+                    AND u.max_running > 0
             WHERE jl.job_id = jobs.id AND (fl.kind IS NULL
-                OR fl.kind = 'concurrency' AND fl.max_running <= (
+                OR fl.kind = 'concurrency' AND coalesce(u.max_running, fl.max_running) <= (
                     SELECT count(*) FROM limit_slots AS s WHERE s.name = jl.name
-                        AND s.key = jl.key AND s.slot <= fl.max_running AND s.job_id IS NOT NULL)
+                        AND s.key = jl.key AND s.job_id IS NOT NULL
+                        AND s.slot <= coalesce(u.max_running, fl.max_running))
                 OR fl.kind = 'rate' AND EXISTS (
                     SELECT 1 FROM rate_buckets AS b WHERE b.name = jl.name AND b.key = jl.key
                         AND b.tokens + greatest(0, extract(epoch FROM $4 - b.refreshed_at))
@@ -143,10 +146,13 @@ WITH picked AS (
         AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue OFFSET 0)
         AND (NOT jobs.limited OR NOT EXISTS (
             SELECT 1 FROM job_limits AS jl LEFT JOIN flow_limits AS fl ON fl.name = jl.name
+                LEFT JOIN users AS u ON jl.name = 'quota.running' AND u.id = jl.key
+                    AND u.max_running > 0
             WHERE jl.job_id = jobs.id AND (fl.kind IS NULL
-                OR fl.kind = 'concurrency' AND fl.max_running <= (
+                OR fl.kind = 'concurrency' AND coalesce(u.max_running, fl.max_running) <= (
                     SELECT count(*) FROM limit_slots AS s WHERE s.name = jl.name
-                        AND s.key = jl.key AND s.slot <= fl.max_running AND s.job_id IS NOT NULL)
+                        AND s.key = jl.key AND s.job_id IS NOT NULL
+                        AND s.slot <= coalesce(u.max_running, fl.max_running))
                 OR fl.kind = 'rate' AND EXISTS (
                     SELECT 1 FROM rate_buckets AS b WHERE b.name = jl.name AND b.key = jl.key
                         AND b.tokens + greatest(0, extract(epoch FROM $4 - b.refreshed_at))
@@ -186,12 +192,17 @@ WHERE t.job_id IN (SELECT id FROM marked)
 
 -- name: limit_demands
 -- The limits of the candidates $1 still queued, each candidate locked (SKIP LOCKED: one
--- another claim holds is its), with each limit's definition (NULL: not defined yet).
+-- another claim holds is its), with each limit's definition (NULL: not defined yet). The
+-- size of the running quota's key is its user's own cap, else the default (NULL: no cap).
 WITH mine AS (
     SELECT id FROM jobs WHERE jobs.id = ANY($1::text[]) AND state = 'queued' AND limited
     ORDER BY id FOR UPDATE SKIP LOCKED
 )
-SELECT jl.job_id, jl.name, jl.key, fl.kind, fl.max_running, fl.rate_limit, fl.per_s, fl.burst
+SELECT jl.job_id, jl.name, jl.key, fl.kind,
+    coalesce((SELECT u.max_running FROM users AS u
+        WHERE jl.name = 'quota.running' AND u.id = jl.key AND u.max_running > 0),
+        fl.max_running) AS max_running,
+    fl.rate_limit, fl.per_s, fl.burst
 FROM mine JOIN job_limits AS jl ON jl.job_id = mine.id
 LEFT JOIN flow_limits AS fl ON fl.name = jl.name
 

@@ -19,10 +19,13 @@ WHERE id IN (
             AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue)
             AND (NOT jobs.limited OR NOT EXISTS (
                 SELECT 1 FROM job_limits AS jl LEFT JOIN flow_limits AS fl ON fl.name = jl.name
+                    LEFT JOIN users AS u ON jl.name = 'quota.running' AND u.id = jl.key
+                        AND u.max_running > 0
                 WHERE jl.job_id = jobs.id AND (fl.kind IS NULL
-                    OR fl.kind = 'concurrency' AND fl.max_running <= (
+                    OR fl.kind = 'concurrency' AND coalesce(u.max_running, fl.max_running) <= (
                         SELECT count(*) FROM limit_slots AS s WHERE s.name = jl.name
-                            AND s.key = jl.key AND s.slot <= fl.max_running AND s.job_id IS NOT NULL)
+                            AND s.key = jl.key AND s.job_id IS NOT NULL
+                            AND s.slot <= coalesce(u.max_running, fl.max_running))
                     OR fl.kind = 'rate' AND EXISTS (
                         SELECT 1 FROM rate_buckets AS b WHERE b.name = jl.name AND b.key = jl.key
                             AND b.tokens + max(0, (julianday(:now) - julianday(b.refreshed_at))
@@ -45,10 +48,13 @@ WHERE id IN (
             AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue)
             AND (NOT jobs.limited OR NOT EXISTS (
                 SELECT 1 FROM job_limits AS jl LEFT JOIN flow_limits AS fl ON fl.name = jl.name
+                    LEFT JOIN users AS u ON jl.name = 'quota.running' AND u.id = jl.key
+                        AND u.max_running > 0
                 WHERE jl.job_id = jobs.id AND (fl.kind IS NULL
-                    OR fl.kind = 'concurrency' AND fl.max_running <= (
+                    OR fl.kind = 'concurrency' AND coalesce(u.max_running, fl.max_running) <= (
                         SELECT count(*) FROM limit_slots AS s WHERE s.name = jl.name
-                            AND s.key = jl.key AND s.slot <= fl.max_running AND s.job_id IS NOT NULL)
+                            AND s.key = jl.key AND s.job_id IS NOT NULL
+                            AND s.slot <= coalesce(u.max_running, fl.max_running))
                     OR fl.kind = 'rate' AND EXISTS (
                         SELECT 1 FROM rate_buckets AS b WHERE b.name = jl.name AND b.key = jl.key
                             AND b.tokens + max(0, (julianday(:now) - julianday(b.refreshed_at))
@@ -68,10 +74,13 @@ WHERE state = 'queued' AND queue IN (SELECT value FROM json_each(:queues)) AND l
     AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue)
     AND (NOT jobs.limited OR NOT EXISTS (
         SELECT 1 FROM job_limits AS jl LEFT JOIN flow_limits AS fl ON fl.name = jl.name
+            LEFT JOIN users AS u ON jl.name = 'quota.running' AND u.id = jl.key
+                AND u.max_running > 0
         WHERE jl.job_id = jobs.id AND (fl.kind IS NULL
-            OR fl.kind = 'concurrency' AND fl.max_running <= (
+            OR fl.kind = 'concurrency' AND coalesce(u.max_running, fl.max_running) <= (
                 SELECT count(*) FROM limit_slots AS s WHERE s.name = jl.name
-                    AND s.key = jl.key AND s.slot <= fl.max_running AND s.job_id IS NOT NULL)
+                    AND s.key = jl.key AND s.job_id IS NOT NULL
+                    AND s.slot <= coalesce(u.max_running, fl.max_running))
             OR fl.kind = 'rate' AND EXISTS (
                 SELECT 1 FROM rate_buckets AS b WHERE b.name = jl.name AND b.key = jl.key
                     AND b.tokens + max(0, (julianday(:now) - julianday(b.refreshed_at))
@@ -86,10 +95,13 @@ WHERE state = 'queued' AND queue NOT IN (SELECT value FROM json_each(:queues)) A
     AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue)
     AND (NOT jobs.limited OR NOT EXISTS (
         SELECT 1 FROM job_limits AS jl LEFT JOIN flow_limits AS fl ON fl.name = jl.name
+            LEFT JOIN users AS u ON jl.name = 'quota.running' AND u.id = jl.key
+                AND u.max_running > 0
         WHERE jl.job_id = jobs.id AND (fl.kind IS NULL
-            OR fl.kind = 'concurrency' AND fl.max_running <= (
+            OR fl.kind = 'concurrency' AND coalesce(u.max_running, fl.max_running) <= (
                 SELECT count(*) FROM limit_slots AS s WHERE s.name = jl.name
-                    AND s.key = jl.key AND s.slot <= fl.max_running AND s.job_id IS NOT NULL)
+                    AND s.key = jl.key AND s.job_id IS NOT NULL
+                    AND s.slot <= coalesce(u.max_running, fl.max_running))
             OR fl.kind = 'rate' AND EXISTS (
                 SELECT 1 FROM rate_buckets AS b WHERE b.name = jl.name AND b.key = jl.key
                     AND b.tokens + max(0, (julianday(:now) - julianday(b.refreshed_at))
