@@ -16,7 +16,7 @@ from conveyor.domain.jobs import ErrorInfo, NewJob, Outcome
 from conveyor.domain.states import JobState
 from conveyor.errors import InvalidInput
 from conveyor.scheduler.fires import checked_job
-from conveyor.scheduler.scheduler import Scheduler, SchedulerConfig, TickReport
+from conveyor.scheduler.scheduler import Scheduler, SchedulerConfig
 from conveyor.store.backend import QueueBackend
 from conveyor.store.tables import job_limits, jobs, limit_slots
 from conveyor.worker.registry import Registry
@@ -194,12 +194,12 @@ async def test_the_reconcile_frees_a_leaked_slot_and_logs_it(
             limit_slots.insert().values(name="one", key="gone", slot=1, job_id="no-such-job")
         )
     assert await backend.claim(W, ["default"], 5, 30) == []  # wedged, as a leak would
-    scheduler = Scheduler(backend, Registry(), SchedulerConfig())
+    # A tick of the leader, its reconcile due at once.
+    scheduler = Scheduler(backend, Registry(), SchedulerConfig(limits_reconcile_interval=1e-6))
     try:
         with caplog.at_level(logging.WARNING, logger="conveyor.scheduler"):
-            report = TickReport()
-            await scheduler._reconcile(report, force=True)
-        assert report.drift == 2
+            report = await scheduler.tick()
+        assert report.leader and report.drift == 2
         assert "limit one key 'k'" in caplog.text and "limit one key 'gone'" in caplog.text
     finally:
         await scheduler.close()

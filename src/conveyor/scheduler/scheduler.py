@@ -126,13 +126,10 @@ class Scheduler:
         await self._prune(report)
         return report
 
-    async def _reconcile(self, report: TickReport, *, force: bool = False) -> None:
+    async def _reconcile(self, report: TickReport) -> None:
         """Every `limits_reconcile_interval`: free the slots no running job holds (a leak
         the release trigger should make impossible), each logged and counted."""
-        if (
-            not force
-            and time.monotonic() - self._reconciled < self.config.limits_reconcile_interval
-        ):
+        if time.monotonic() - self._reconciled < self.config.limits_reconcile_interval:
             return
         self._reconciled = time.monotonic()
         for drift in await self.backend.reconcile_limits():
