@@ -8,6 +8,7 @@ import logging
 from datetime import timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select, update
 
 from conveyor.domain.clock import utcnow
@@ -121,6 +122,25 @@ async def test_rate_and_concurrency_on_one_job(backend: QueueBackend) -> None:
     assert {(await backend.get(i)).state for i in left} == {JobState.QUEUED}
 
 
+def drifted() -> float:
+    sample = REGISTRY.get_sample_value("conveyor_limit_drift_corrected_total", {"limit": "one"})
+    return sample or 0
+
+
+def refused(name: str) -> float:
+    return (
+        REGISTRY.get_sample_value("conveyor_limit_admissions_refused_total", {"limit": name}) or 0
+    )
+
+
+async def test_refusals_are_counted_by_limit_name(backend: QueueBackend) -> None:
+    await backend.define_limits([Concurrency("counted", 1)])
+    await backend.enqueue([limited(("counted", ""), n=i) for i in range(3)])
+    before = refused("counted")
+    assert len(await backend.claim(W, ["default"], 10, 30)) == 1  # two picked, refused
+    assert refused("counted") == before + 2
+
+
 async def test_a_full_key_does_not_hold_back_other_jobs(backend: QueueBackend) -> None:
     """Head of line: a key at its limit with many queued jobs, then one other job."""
     await backend.define_limits([Concurrency("one", 1, key="payload.k")])
@@ -194,12 +214,14 @@ async def test_the_reconcile_frees_a_leaked_slot_and_logs_it(
             limit_slots.insert().values(name="one", key="gone", slot=1, job_id="no-such-job")
         )
     assert await backend.claim(W, ["default"], 5, 30) == []  # wedged, as a leak would
+    drift_before = drifted()
     # A tick of the leader, its reconcile due at once.
     scheduler = Scheduler(backend, Registry(), SchedulerConfig(limits_reconcile_interval=1e-6))
     try:
         with caplog.at_level(logging.WARNING, logger="conveyor.scheduler"):
             report = await scheduler.tick()
         assert report.leader and report.drift == 2
+        assert drifted() == drift_before + 2
         assert "limit one key 'k'" in caplog.text and "limit one key 'gone'" in caplog.text
     finally:
         await scheduler.close()
