@@ -56,6 +56,24 @@ async def test_a_limited_job_is_stored_with_its_keys_and_an_unlimited_one_withou
     )
 
 
+async def test_a_limited_job_enqueued_in_the_caller_s_transaction_too(
+    backend: QueueBackend,
+) -> None:
+    """The path of the API's group commit: the job, its limits and its flag commit together."""
+    await backend.define_limits([Concurrency("per_customer", 1, key="payload.customer")])
+    async with backend.transaction() as tx:
+        a, b = await backend.enqueue(
+            [limited(("per_customer", "c1"), n=1), limited(("per_customer", "c1"), n=2)], tx
+        )
+        (c,) = await backend.enqueue([limited(("per_customer", "c2"), n=3)], tx)
+    async with backend.db.read() as conn:
+        flags = dict((await conn.execute(select(jobs.c.id, jobs.c.limited))).all())
+        count = (await conn.execute(select(func.count()).select_from(job_limits))).scalar()
+    assert flags == {a.id: True, b.id: True, c.id: True} and count == 3
+    claimed = await backend.claim(W, ["default"], 10, 30)
+    assert len(claimed) == 2 and c.id in {x.id for x in claimed}
+
+
 async def test_concurrency_limit_admits_n_per_key_and_a_finish_frees_the_slot(
     backend: QueueBackend,
 ) -> None:
