@@ -276,16 +276,27 @@ async def _admit(
     )
     demands = [admission.Demand(*row) for row in (await conn.execute(query)).all()]
     free: dict[tuple[str, str], list[int]] = {}
-    for (name, key), (size, _need) in admission.wanted(demands).items():
-        pair = (limit_slots.c.name == name) & (limit_slots.c.key == key)
-        have = (await conn.execute(select(func.count()).where(pair))).scalar_one()
-        if have < size:
-            made = [{"name": name, "key": key, "slot": n} for n in range(have + 1, size + 1)]
+    if slots := admission.wanted(demands):
+        # Every slot of the keys at hand in one read; the missing ones made in one insert.
+        both = tuple_(limit_slots.c.name, limit_slots.c.key).in_(list(slots))
+        c = limit_slots.c
+        query_slots = select(c.name, c.key, c.slot, c.job_id).where(both)
+        rows = (await conn.execute(query_slots)).all()
+        top: dict[tuple[str, str], int] = {}
+        for name, key, slot, holder in rows:
+            top[(name, key)] = max(top.get((name, key), 0), slot)
+            if holder is None and slot <= slots[(name, key)][0]:
+                free.setdefault((name, key), []).append(slot)
+        missing = [
+            (name, key, n)
+            for (name, key), (size, _need) in slots.items()
+            for n in range(top.get((name, key), 0) + 1, size + 1)
+        ]
+        if missing:
+            made = [{"name": name, "key": key, "slot": n} for name, key, n in missing]
             await conn.execute(sqlite_insert(limit_slots).on_conflict_do_nothing(), made)
-        open_ = select(limit_slots.c.slot).where(
-            pair, limit_slots.c.job_id.is_(None), limit_slots.c.slot <= size
-        )
-        free[(name, key)] = list((await conn.execute(open_)).scalars())
+            for name, key, n in missing:
+                free.setdefault((name, key), []).append(n)
     buckets: dict[tuple[str, str], admission.Bucket] = {}
     if rates := admission.rated(demands):
         pairs = tuple_(rate_buckets.c.name, rate_buckets.c.key).in_(list(rates))
