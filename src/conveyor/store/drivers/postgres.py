@@ -49,8 +49,8 @@ SQL = load(
         {"enqueue", "enqueue_one", "existing", "record_callbacks", "claim", "claim_any"}
         | {"lock_mine", "complete", "retry", "fail", "rescue", "notify", "try_lead", "unlead"}
         | {"ping", "lead_ping", "horizon", "lock_events", "backend_pid"}
-        | {"record_limits", "limit_demands", "limit_slots_add", "limit_slots_free"}
-        | {"rate_buckets_add", "rate_buckets_lock", "limit_admit"}
+        | {"record_limits", "limit_demands", "limit_slots_free", "rate_buckets_lock"}
+        | {"limit_admit"}
     ),
 )
 # A hung statement on the hot path surfaces as an error rather than a stuck worker.
@@ -185,15 +185,16 @@ class PostgresDriver:
         """Start those of the limited candidates `waiting` (claim order) that every limit
         they are under admits, adding them to `claimed` (store/admission.py)."""
         now = lease[0]
-        found = await raw.fetch(SQL["limit_demands"], list(waiting), timeout=COMMAND_TIMEOUT)
-        demands = [admission.Demand(*row) for row in found]
+        found = await raw.fetch(
+            SQL["limit_demands"], list(waiting), now, timeout=COMMAND_TIMEOUT
+        )  # with the slots and buckets its keys lacked, made
+        demands = [admission.Demand(*row[:8]) for row in found]
         if not demands:
             return
         free: dict[tuple[str, str], list[int]] = {}
         if slots := admission.wanted(demands):
             names, keys = [p[0] for p in slots], [p[1] for p in slots]
             sizes, needs = [v[0] for v in slots.values()], [v[1] for v in slots.values()]
-            await raw.execute(SQL["limit_slots_add"], names, keys, sizes, timeout=COMMAND_TIMEOUT)
             taken = await raw.fetch(
                 SQL["limit_slots_free"], names, keys, sizes, needs, timeout=COMMAND_TIMEOUT
             )
@@ -202,10 +203,6 @@ class PostgresDriver:
         buckets: dict[tuple[str, str], admission.Bucket] = {}
         if rates := admission.rated(demands):
             names, keys = [p[0] for p in rates], [p[1] for p in rates]
-            full = [d.capacity for d in rates.values()]
-            await raw.execute(
-                SQL["rate_buckets_add"], names, keys, full, now, timeout=COMMAND_TIMEOUT
-            )
             for name, key, tokens, at in await raw.fetch(
                 SQL["rate_buckets_lock"], names, keys, timeout=COMMAND_TIMEOUT
             ):

@@ -194,28 +194,43 @@ WHERE t.job_id IN (SELECT id FROM marked)
 -- The limits of the candidates $1 still queued, each candidate locked (SKIP LOCKED: one
 -- another claim holds is its), with each limit's definition (NULL: not defined yet). The
 -- size of the running quota's key is its user's own cap, else the default (NULL: no cap).
+-- The same statement makes what the keys lack: slots 1..size of each concurrency key and a
+-- full token bucket (at $2) of each rate key, in one global order (two claims making the
+-- same rows wait for each other in that order, never in a cycle).
 WITH mine AS (
     SELECT id FROM jobs WHERE jobs.id = ANY($1::text[]) AND state = 'queued' AND limited
     ORDER BY id FOR UPDATE SKIP LOCKED
+),
+found AS (
+    SELECT jl.job_id, jl.name, jl.key, fl.kind,
+        coalesce((SELECT u.max_running FROM users AS u
+            WHERE jl.name = 'quota.running' AND u.id = jl.key AND u.max_running > 0),
+            fl.max_running) AS max_running,
+        fl.rate_limit, fl.per_s, fl.burst
+    FROM mine JOIN job_limits AS jl ON jl.job_id = mine.id
+    LEFT JOIN flow_limits AS fl ON fl.name = jl.name
+),
+made AS (
+    INSERT INTO limit_slots (name, key, slot)
+    SELECT d.name, d.key, g.slot
+    FROM (SELECT DISTINCT name, key, max_running FROM found
+        WHERE kind = 'concurrency' AND max_running IS NOT NULL) AS d
+    CROSS JOIN LATERAL generate_series(coalesce((SELECT max(s.slot) FROM limit_slots AS s
+        WHERE s.name = d.name AND s.key = d.key), 0) + 1, d.max_running) AS g(slot)
+    ORDER BY d.name, d.key, g.slot
+    ON CONFLICT DO NOTHING
+    RETURNING limit_slots.slot
+),
+filled AS (
+    INSERT INTO rate_buckets (name, key, tokens, refreshed_at)
+    SELECT DISTINCT ON (name, key) name, key, coalesce(burst, rate_limit)::float8, $2
+    FROM found WHERE kind = 'rate'
+    ORDER BY name, key
+    ON CONFLICT DO NOTHING
+    RETURNING rate_buckets.key
 )
-SELECT jl.job_id, jl.name, jl.key, fl.kind,
-    coalesce((SELECT u.max_running FROM users AS u
-        WHERE jl.name = 'quota.running' AND u.id = jl.key AND u.max_running > 0),
-        fl.max_running) AS max_running,
-    fl.rate_limit, fl.per_s, fl.burst
-FROM mine JOIN job_limits AS jl ON jl.job_id = mine.id
-LEFT JOIN flow_limits AS fl ON fl.name = jl.name
-
--- name: limit_slots_add
--- The missing slots 1..$3 of each (limit $1, key $2), created lazily, in one global order
--- (two claims creating the same slots wait for each other in that order, never in a cycle).
-INSERT INTO limit_slots (name, key, slot)
-SELECT d.name, d.key, g.slot
-FROM unnest($1::text[], $2::text[], $3::int[]) AS d(name, key, n)
-CROSS JOIN LATERAL generate_series(coalesce((SELECT max(s.slot) FROM limit_slots AS s
-    WHERE s.name = d.name AND s.key = d.key), 0) + 1, d.n) AS g(slot)
-ORDER BY d.name, d.key, g.slot
-ON CONFLICT DO NOTHING
+SELECT f.*, (SELECT count(*) FROM made) AS made, (SELECT count(*) FROM filled) AS filled
+FROM found AS f
 
 -- name: limit_slots_free
 -- Up to $4 free slots numbered at most $3 of each (limit $1, key $2), locked: a slot another
@@ -229,14 +244,6 @@ CROSS JOIN LATERAL (
     ORDER BY s.slot LIMIT d.need
     FOR UPDATE SKIP LOCKED
 ) AS f
-
--- name: rate_buckets_add
--- The missing token buckets of each (rate $1, key $2), full ($3 tokens) at $4.
-INSERT INTO rate_buckets (name, key, tokens, refreshed_at)
-SELECT d.name, d.key, d.tokens, $4
-FROM unnest($1::text[], $2::text[], $3::float8[]) AS d(name, key, tokens)
-ORDER BY d.name, d.key
-ON CONFLICT DO NOTHING
 
 -- name: rate_buckets_lock
 -- The buckets of (rate $1, key $2), locked in one global order: a claim waits for another
