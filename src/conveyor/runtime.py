@@ -91,6 +91,7 @@ class Engine:
         jobs.synchronous_commit = settings.submit_synchronous_commit
         jobs.run_at_past_tolerance = settings.run_at_past_tolerance
         jobs.fair_dispatch = settings.fair_dispatch
+        jobs.quota_max_running = settings.quota_max_running
         schedules = ScheduleService(backend, jobs)
         tasks = TaskService(jobs, TaskStore(backend.db), settings.task_autocomplete_seconds)
         accounts = build_accounts(settings, jobs)
@@ -123,6 +124,7 @@ class Engine:
             child_limits=ChildLimits(s.worker_max_tasks_per_child, s.worker_max_memory_per_child),
             spare_threads=s.worker_spare_threads,
             loop_block_limit=s.worker_loop_block_limit,
+            running_quota=s.quota_max_running,
         )
         resources = Resources(settings=s, backend=self.backend, mail=self.mail)
         return Worker(self.backend, self.registry, config, resources=resources)
@@ -140,6 +142,7 @@ class Engine:
             prune_budget=s.prune_budget,
             events_retention=s.events_retention_seconds,
             fair_dispatch=s.fair_dispatch,
+            limits_reconcile_interval=s.limits_reconcile_interval,
         )
         return Scheduler(
             self.backend,

@@ -65,6 +65,7 @@ def _lifespan(
         limits = RateLimits(settings.redis_url, settings.rate_limit_namespace)
         try:
             await _bootstrap_admin(eng)
+            await eng.jobs.define_limits()
             app.state.conveyor = AppContext(settings, eng, eng.accounts, limits)
             if freeze_gc:
                 gc.collect()  # what is garbage already is not frozen with the rest

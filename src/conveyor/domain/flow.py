@@ -104,6 +104,10 @@ class Rate:
 
 Limit = Concurrency | Rate
 
+# The built-in concurrency limit of a user's running quota: keyed by owner, its size per key
+# that user's cap (users.max_running, else settings.quota_max_running; 0 or none: no cap).
+RUNNING_QUOTA = "quota.running"
+
 # While in these states a unique job blocks another with the same unique key (River's default).
 DEFAULT_UNIQUE_STATES: frozenset[JobState] = frozenset(
     {JobState.SCHEDULED, JobState.QUEUED, JobState.RUNNING, JobState.RETRYING}

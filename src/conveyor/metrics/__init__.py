@@ -23,14 +23,17 @@ from conveyor.metrics.gauges import (
 )
 from conveyor.metrics.http import UNMATCHED, observe_request
 from conveyor.metrics.jobs import JobMetrics, count_enqueued, count_fired, count_rescued
+from conveyor.metrics.limits import count_drift, count_refused
 from conveyor.metrics.webhooks import count_webhook_attempt
 
 __all__ = [
     "UNMATCHED",
     "JobMetrics",
     "asgi_app",
+    "count_drift",
     "count_enqueued",
     "count_fired",
+    "count_refused",
     "count_rescued",
     "count_webhook_attempt",
     "database_gauges",

@@ -143,6 +143,20 @@ WORKER_ABANDONED_THREADS = Gauge(
     multiprocess_mode="livesum",
 )
 
+# Flow control (docs/flow-control.md): by limit name only, never by key (bounded cardinality).
+LIMIT_REFUSED = Counter(
+    "conveyor_limit_admissions_refused_total",
+    "Limited jobs a claim picked but could not start: the limit (the first of the job's that "
+    "had no free slot or token) held them back; they stay queued.",
+    ("limit",),
+)
+LIMIT_DRIFT_CORRECTED = Counter(
+    "conveyor_limit_drift_corrected_total",
+    "Concurrency slots the reconcile freed because no running job held them (a leak: each "
+    "is also logged at WARNING with its limit and key).",
+    ("limit",),
+)
+
 ALL: tuple[MetricWrapperBase, ...] = (
     JOBS_ENQUEUED,
     JOBS_STARTED,
@@ -164,4 +178,6 @@ ALL: tuple[MetricWrapperBase, ...] = (
     PROCESS_CHILDREN_REPLACED,
     WORKER_LOOP_BLOCKS,
     WORKER_ABANDONED_THREADS,
+    LIMIT_REFUSED,
+    LIMIT_DRIFT_CORRECTED,
 )

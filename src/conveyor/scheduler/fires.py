@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from conveyor.domain import cron
 from conveyor.domain.clock import utcnow
-from conveyor.domain.flow import evaluate_key
+from conveyor.domain.flow import LimitKey, evaluate_key
 from conveyor.domain.jobs import SYSTEM_OWNER, NewJob
 from conveyor.domain.schedules import ScheduleRecord
 from conveyor.errors import InvalidInput
@@ -66,6 +66,16 @@ def checked_job(
         if fair
         else None
     )
+    # Each limit's key, evaluated once, here: the claim never reads the payload again.
+    keys = tuple(
+        LimitKey(
+            limit.name,
+            evaluate_key(
+                limit.key, owner_id=owner_id, queue=queue, type_name=spec.name, payload=checked
+            ),
+        )
+        for limit in spec.limits
+    )
     return NewJob(
         type=spec.name,
         payload=checked,
@@ -79,6 +89,7 @@ def checked_job(
         tags=tuple(tags),
         callback_url=callback_url,
         fair_key=fair_key,
+        limit_keys=keys,
     )
 
 

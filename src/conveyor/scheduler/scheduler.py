@@ -14,7 +14,7 @@ from datetime import datetime
 
 from conveyor.domain.jobs import RescueReport
 from conveyor.logs import job_fields
-from conveyor.metrics import count_rescued
+from conveyor.metrics import count_drift, count_rescued
 from conveyor.scheduler.fires import Misfires, fire_due
 from conveyor.scheduler.pruning import Pruner, PruneRound, Retention, prune_round
 from conveyor.store.backend import QueueBackend
@@ -37,6 +37,7 @@ class SchedulerConfig:
     worker_rows_kept: float = 24 * 3600.0
     events_retention: float = 7 * 24 * 3600.0  # outbox rows (docs/events.md, Pruning)
     fair_dispatch: bool = True  # fired jobs get their type's fair key (docs/flow-control.md)
+    limits_reconcile_interval: float = 60.0  # slots held by no running job freed, logged
 
 
 @dataclass
@@ -49,6 +50,7 @@ class TickReport:
     pruned: int = 0
     events_pruned: int = 0
     pruning: bool = False  # a pruning round is still under way after this tick
+    drift: int = 0  # concurrency slots the reconcile freed (held by no running job)
 
 
 class Scheduler:
@@ -69,6 +71,7 @@ class Scheduler:
         self._stop = asyncio.Event()
         self._round: PruneRound | None = None
         self._round_ended = -float("inf")  # monotonic time the last pruning round ended
+        self._reconciled = -float("inf")  # monotonic time of the last reconcile of limits
 
     def stop(self) -> None:
         self._stop.set()
@@ -122,8 +125,23 @@ class Scheduler:
         count_rescued(rescued)
         _log_rescued(rescued)
         report.requeued, report.failed = len(rescued.requeued), len(rescued.failed)
+        await self._reconcile(report)
         await self._prune(report)
         return report
+
+    async def _reconcile(self, report: TickReport) -> None:
+        """Every `limits_reconcile_interval`: free the slots no running job holds (a leak
+        the release trigger should make impossible), each logged and counted."""
+        if time.monotonic() - self._reconciled < self.config.limits_reconcile_interval:
+            return
+        self._reconciled = time.monotonic()
+        for drift in await self.backend.reconcile_limits():
+            count_drift(drift.name)
+            log.warning(
+                "limit %s key %r: freed slot %d held by job %s, which is not running",
+                drift.name, drift.key, drift.slot, drift.job_id,
+            )  # fmt: skip
+            report.drift += 1
 
     async def _prune(self, report: TickReport) -> None:
         """A slice or more of the pruning round under way, starting one when it is due."""

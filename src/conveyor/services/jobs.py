@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from conveyor.domain.clock import utcnow
-from conveyor.domain.flow import Unique
+from conveyor.domain.flow import RUNNING_QUOTA, LimitKey, Unique
 from conveyor.domain.jobs import (
     BULK_ACTIONS,
     SYSTEM_OWNER,
@@ -36,6 +37,7 @@ log = logging.getLogger("conveyor.jobs")
 
 MAX_BATCH = 1000
 MAX_PAGE = 1000
+CAPS_TTL_S = 5.0  # how stale a process's copy of the users' running caps may be
 BULK_BATCH = 500  # jobs per statement and transaction: short locks, bounded memory
 
 
@@ -92,7 +94,26 @@ class JobService:
     ) -> None:
         self.backend = backend
         self.registry = registry
+        self.quota_max_running = 0  # settings.quota_max_running: the default running cap
+        self._caps: tuple[float, dict[str, int]] | None = None  # (read at, users' own caps)
         self.bulk_batch = bulk_batch
+
+    async def define_limits(self) -> None:
+        """Store the values of the limits the job types declare, and the running quota's
+        default (docs/flow-control.md: the last process started with a changed value sets
+        it for all)."""
+        await self.backend.define_limits([lim for spec in self.registry for lim in spec.limits])
+        await self.backend.define_running_quota(self.quota_max_running)
+
+    async def _running_cap(self, owner_id: str) -> int | None:
+        """The owner's running quota (its own cap, else the default; None: no cap). The
+        users' caps are read at most every CAPS_TTL_S per process, not once per submit."""
+        if owner_id == SYSTEM_OWNER:
+            return None
+        now = time.monotonic()
+        if self._caps is None or now - self._caps[0] > CAPS_TTL_S:
+            self._caps = (now, await self.backend.running_caps())
+        return self._caps[1].get(owner_id) or self.quota_max_running or None
 
     def prepare(self, submission: Submission, owner_id: str = SYSTEM_OWNER) -> NewJob:
         """Validate against the type's payload model; bad input changes nothing. The rule is
@@ -166,6 +187,9 @@ class JobService:
             raise InvalidInput(f"at most {MAX_BATCH} jobs per batch", limit=MAX_BATCH)
         prepared = [self.prepare(s, owner_id) for s in submissions]
         await self._check_callbacks(owner_id, prepared)
+        if await self._running_cap(owner_id):  # under the running quota: its built-in limit
+            quota = LimitKey(RUNNING_QUOTA, owner_id)
+            prepared = [replace(j, limit_keys=(*j.limit_keys, quota)) for j in prepared]
         return prepared
 
     def submitted(self, prepared: Sequence[NewJob], enqueued: Sequence[Enqueued]) -> None:

@@ -16,9 +16,10 @@ from sqlalchemy import update
 from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import ClaimedJob, Outcome
 from conveyor.domain.states import JobState
+from conveyor.metrics import count_refused
 from conveyor.store import events as outbox
 from conveyor.store.base import StoreBase
-from conveyor.store.driver import FinishBatch
+from conveyor.store.driver import Claimed, FinishBatch
 from conveyor.store.jobs import EVENT_COLUMNS
 from conveyor.store.tables import jobs, workers
 
@@ -33,7 +34,7 @@ class Claims(StoreBase):
         *,
         exclude: Sequence[str] = (),
         early: Callable[[list[ClaimedJob]], None] | None = None,
-    ) -> list[ClaimedJob]:
+    ) -> Claimed:
         """Take up to `limit` queued jobs of these queues, highest priority first.
 
         `queues == ["*"]` takes from every queue except those in `exclude`. `early` is told
@@ -43,7 +44,7 @@ class Claims(StoreBase):
         stop them (another worker may take them; their outcomes would be fenced out).
         """
         if limit <= 0 or not queues:
-            return []
+            return Claimed()
         now = utcnow()
         every = "*" in queues
         names = list(exclude) if every else list(queues)
@@ -52,6 +53,8 @@ class Claims(StoreBase):
         claimed = await self.driver.claim(worker_id, names, every, limit, lease, said, early)
         if claimed:
             self._events_committed()
+        if claimed.refused:
+            count_refused(claimed.refused)
         return claimed
 
     async def finish(self, worker_id: str, outcomes: Sequence[Outcome]) -> set[str]:

@@ -59,6 +59,19 @@ class FinishBatch:
     events: Sequence[Said]
 
 
+class Claimed(list[ClaimedJob]):
+    """A claim's jobs; and of the limited candidates it could not admit, how many each
+    limit refused, and when the first refused by a rate has its next token (seconds)."""
+
+    refused: dict[str, int]
+    retry_in: float | None
+
+    def __init__(self, jobs: Any = ()) -> None:
+        super().__init__(jobs)
+        self.refused = {}
+        self.retry_in = None
+
+
 @dataclass(frozen=True, slots=True)
 class Existing:
     """A stored job an idempotency key names, with what its request asked (to tell the same
@@ -127,9 +140,11 @@ class Driver(Protocol):
         callbacks: Sequence[dict[str, Any]],
         created: str,
         synchronous: bool = True,
+        limits: Sequence[dict[str, Any]] = (),
     ) -> Inserted:
         """Insert `rows` (a duplicate idempotency key inserts nothing) with a `created`
-        event each, the `callbacks` of those inserted, and wake their runnable queues.
+        event each, the `callbacks` and `limits` (job_limits rows) of those inserted, and
+        wake their runnable queues.
         Not `synchronous`: the transaction's commit may return before its WAL is flushed
         (PostgreSQL's `synchronous_commit = off` for this transaction; docs/design.md)."""
         ...
@@ -143,7 +158,7 @@ class Driver(Protocol):
         lease: tuple[datetime, datetime],
         said: Said,
         early: Callable[[list[ClaimedJob]], None] | None = None,
-    ) -> list[ClaimedJob]:
+    ) -> Claimed:
         """Claim and log in one transaction; `every_queue`: all but `queues`; `lease` is
         (now, its end). `early`, if given, is told the claimed jobs before the commit (in
         an explicit transaction), so that an idle worker starts them while it commits."""

@@ -66,8 +66,9 @@ class Jobs(JobReads):
         rows = [job_row(job, now) for job in new_jobs]
         conn = tx.connection if tx is not None else None
         callbacks = callback_rows(new_jobs, now)
+        limits = limit_rows(new_jobs)
         done = await self.driver.insert_jobs(
-            conn, _in_key_order(rows), callbacks, ev.CREATED, synchronous
+            conn, _in_key_order(rows), callbacks, ev.CREATED, synchronous, limits=limits
         )
         # A queued job's wake-up on the jobs channel wakes event readers elsewhere too; only
         # jobs scheduled for later need the events channel.
@@ -389,6 +390,15 @@ def inserted_record(row: dict[str, Any]) -> JobRecord:
     """The record of a job just inserted from `row` (`job_row`): what a read would return."""
     fields = {k: v for k, v in row.items() if k in _RECORD_FIELDS}
     return JobRecord(**{**fields, "state": JobState(row["state"])})
+
+
+def limit_rows(new_jobs: Iterable[NewJob]) -> list[dict[str, Any]]:
+    """The job_limits rows of the jobs under limits (their keys evaluated at submit); the
+    driver writes those of the jobs it inserted, and marks them `limited`, in the enqueue's
+    transaction. Jobs without limits cost nothing here."""
+    return [
+        {"job_id": j.id, "name": lk.name, "key": lk.key} for j in new_jobs for lk in j.limit_keys
+    ]
 
 
 def callback_rows(new_jobs: Iterable[NewJob], now: datetime) -> list[dict[str, Any]]:

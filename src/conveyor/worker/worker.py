@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from conveyor.domain.flow import Rate
 from conveyor.domain.ids import uuid7
 from conveyor.domain.jobs import ClaimedJob, ErrorInfo, Outcome
 from conveyor.logs import job_context
@@ -49,6 +50,9 @@ class WorkerConfig:
     # A blocked event loop's leases are kept by the watchdog thread for this long, then
     # given up so its jobs are rescued (worker/watchdog.py).
     loop_block_limit: float = 300.0
+    # The running quota's default cap, stored at start (settings.quota_max_running; None:
+    # leave the stored one; docs/flow-control.md).
+    running_quota: int | None = None
 
     @property
     def unrecorded_bound(self) -> int:
@@ -123,6 +127,11 @@ class Worker:
         )
         self._listener: Listener | None = None
         self._claiming = 0  # claim statements in flight
+        # Flow control: the limits of the types run here (their values stored at start), and
+        # the rates among them, whose next token this worker wakes up for.
+        self._limits = [limit for spec in registry for limit in spec.limits]
+        self._rates = sorted({limit.name for limit in self._limits if isinstance(limit, Rate)})
+        self._retry_in: float | None = None  # seconds to a refused rate's next token
         self._db_away: float | None = None  # monotonic time the database went away, if it has
         self._watchdog = LoopWatchdog(
             url=backend.db.url,
@@ -156,6 +165,9 @@ class Worker:
         await self.backend.register_worker(
             self.id, socket.gethostname(), os.getpid(), list(cfg.queues), cfg.concurrency
         )
+        await self.backend.define_limits(self._limits)
+        if cfg.running_quota is not None:
+            await self.backend.define_running_quota(cfg.running_quota)
         self._listener = await self.backend.listen(self._on_jobs, self._on_cancel)
         self._finisher.start()
         self._watchdog.start()
@@ -183,8 +195,22 @@ class Worker:
             if got and got == want:
                 continue  # there may be more waiting
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.config.poll_interval):
+                async with asyncio.timeout(await self._pause(tried)):
                     await self._wake.wait()
+
+    async def _pause(self, tried: bool) -> float:
+        """How long to wait for a wake-up: the poll interval, or less when a job held back
+        by a rate limit gets its next token sooner (computed, not polled for)."""
+        pause = self.config.poll_interval
+        if not (tried and self._rates):
+            return pause
+        soonest = self._retry_in
+        if soonest is None:
+            with contextlib.suppress(Exception):  # the database away: the claim says so
+                soonest = await self.backend.next_token_in(self._rates)
+        if soonest is not None:
+            pause = min(pause, max(soonest, 0.005))
+        return pause
 
     def _free_slots(self) -> int:
         """Room for new jobs: within the concurrency, and within the bound on jobs whose
@@ -201,6 +227,7 @@ class Worker:
 
     async def _claim(self, free: int) -> int:
         got = 0
+        self._retry_in = None
         capped = [name for name, cap in self.config.queues.items() if cap is not None]
         for queues, limit in self._claim_plan(free):
             taken = await self._claim_some(queues, limit, capped)
@@ -234,6 +261,8 @@ class Worker:
         finally:
             self._claiming -= 1
             committed.set()
+        if jobs.retry_in is not None:
+            self._retry_in = min(jobs.retry_in, self._retry_in or jobs.retry_in)
         if not started:
             self._start_all(jobs, committed)
         else:  # held from the commit on: a heartbeat that read before it did not see them

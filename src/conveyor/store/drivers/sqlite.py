@@ -11,16 +11,31 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, exists, func, literal, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    and_,
+    bindparam,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from conveyor.domain.flow import RUNNING_QUOTA
 from conveyor.domain.jobs import ClaimedJob
+from conveyor.store import admission
 from conveyor.store import events as outbox
 from conveyor.store.database import Database
 from conveyor.store.driver import (
     Callback,
+    Claimed,
     Existing,
     FinishBatch,
     Inserted,
@@ -31,16 +46,27 @@ from conveyor.store.driver import (
 from conveyor.store.drivers.sqlite_sessions import LeaseLeadership, SqliteListener, bus_of
 from conveyor.store.records import aware
 from conveyor.store.sql import CLAIM_COLUMNS, load, typed
-from conveyor.store.tables import job_callbacks, jobs
+from conveyor.store.tables import (
+    flow_limits,
+    job_callbacks,
+    job_limits,
+    jobs,
+    limit_slots,
+    rate_buckets,
+    users,
+)
 from conveyor.store.types import sqlite_time
 
 _SQL = load(
     "sqlite",
     frozenset({"fair_heads", "claim", "claim_any", "complete", "retry", "fail", "rescue"})
+    | frozenset({"claim_waiting", "claim_any_waiting"})
     | frozenset({"try_lead", "unlead", "data_version"}),
 )
 _CLAIM = typed(_SQL["claim"], times=("now", "lease"), columns=CLAIM_COLUMNS)
 _CLAIM_ANY = typed(_SQL["claim_any"], times=("now", "lease"), columns=CLAIM_COLUMNS)
+_WAITING = typed(_SQL["claim_waiting"], times=("now",))
+_WAITING_ANY = typed(_SQL["claim_any_waiting"], times=("now",))
 _FINISH = {
     "completed": typed(_SQL["complete"], times=("now",)),
     "retry": typed(_SQL["retry"]),
@@ -93,13 +119,14 @@ class SqliteDriver:
         callbacks: Sequence[dict[str, Any]],
         created: str,
         synchronous: bool = True,
+        limits: Sequence[dict[str, Any]] = (),
     ) -> Inserted:
         """`synchronous` is PostgreSQL's: the writer's `PRAGMA synchronous` holds for every
         write of the process, so a submit cannot relax it alone (docs/design.md)."""
         if conn is not None:
-            return await self._insert_jobs(conn, rows, callbacks, created)
+            return await self._insert_jobs(conn, rows, callbacks, created, limits)
         async with self.db.write() as own:
-            return await self._insert_jobs(own, rows, callbacks, created)
+            return await self._insert_jobs(own, rows, callbacks, created, limits)
 
     async def _insert_jobs(
         self,
@@ -107,6 +134,7 @@ class SqliteDriver:
         rows: Sequence[dict[str, Any]],
         callbacks: Sequence[dict[str, Any]],
         created: str,
+        limits: Sequence[dict[str, Any]],
     ) -> Inserted:
         rows = await _with_fair_tags(conn, rows)
         # No conflict target: a taken idempotency key and a taken unique key (uq_jobs_unique)
@@ -121,6 +149,11 @@ class SqliteDriver:
         mine = [c for c in callbacks if c["job_id"] in inserted]
         if mine:
             await conn.execute(job_callbacks.insert(), mine)
+        held = [x for x in limits if x["job_id"] in inserted]
+        if held:
+            await conn.execute(job_limits.insert(), held)
+            marked = sorted({x["job_id"] for x in held})
+            await conn.execute(update(jobs).where(jobs.c.id.in_(marked)).values(limited=True))
         dupes = [r for r in rows if r["id"] not in inserted]
         existing = await _existing(conn, [r for r in dupes if r["idempotency_key"] is not None])
         live = await _live(conn, [r for r in dupes if r["unique_key"] is not None])
@@ -138,7 +171,7 @@ class SqliteDriver:
         lease: tuple[datetime, datetime],
         said: Said,
         early: Callable[[list[ClaimedJob]], None] | None = None,
-    ) -> list[ClaimedJob]:
+    ) -> Claimed:
         now, until = lease
         params = {
             "worker": worker_id,
@@ -149,8 +182,14 @@ class SqliteDriver:
         }
         async with self.db.write() as conn:
             rows = (await conn.execute(_CLAIM_ANY if every_queue else _CLAIM, params)).all()
+            claimed = Claimed(_claimed(row) for row in rows)
+            if len(rows) < limit:  # room left: limited candidates, if any, are admitted now
+                params["limit"] = limit - len(rows)
+                waiting = _WAITING_ANY if every_queue else _WAITING
+                found = [r.id for r in (await conn.execute(waiting, params)).all()]
+                if found:
+                    rows = [*rows, *await _admit(conn, found, worker_id, lease, claimed)]
             await outbox.record(conn, self.xid(), [outbox.said_row(said, r, now) for r in rows])
-            claimed = [_claimed(row) for row in rows]
         # Told only once committed: the commit runs on aiosqlite's thread, so a handler that
         # started first and crashed the process could take the claim with it, and a job that
         # kills its worker would be claimed again for ever without spending an attempt.
@@ -203,6 +242,110 @@ class SqliteDriver:
 
     async def close(self) -> None:
         """Nothing of its own to close: the engines are the Database's."""
+
+
+async def _admit(
+    conn: AsyncConnection,
+    waiting: Sequence[str],
+    worker_id: str,
+    lease: tuple[datetime, datetime],
+    claimed: Claimed,
+) -> Sequence[Any]:
+    """Start those of the limited candidates `waiting` (claim order) that every limit they
+    are under admits, adding them to `claimed`; their rows (for the events). One writer at a
+    time (BEGIN IMMEDIATE): what this transaction reads no other changes before it commits."""
+    now, until = lease
+    # The running quota's size per key is its user's own cap, else the default (None: none).
+    own_cap = and_(
+        job_limits.c.name == RUNNING_QUOTA, users.c.id == job_limits.c.key, users.c.max_running > 0
+    )
+    found = job_limits.outerjoin(flow_limits, flow_limits.c.name == job_limits.c.name)
+    query = (
+        select(
+            job_limits.c.job_id,
+            job_limits.c.name,
+            job_limits.c.key,
+            flow_limits.c.kind,
+            func.coalesce(users.c.max_running, flow_limits.c.max_running),
+            flow_limits.c.rate_limit,
+            flow_limits.c.per_s,
+            flow_limits.c.burst,
+        )
+        .select_from(found.outerjoin(users, own_cap))
+        .where(job_limits.c.job_id.in_(list(waiting)))
+    )
+    demands = [admission.Demand(*row) for row in (await conn.execute(query)).all()]
+    free: dict[tuple[str, str], list[int]] = {}
+    if slots := admission.wanted(demands):
+        # Every slot of the keys at hand in one read; the missing ones made in one insert.
+        both = tuple_(limit_slots.c.name, limit_slots.c.key).in_(list(slots))
+        c = limit_slots.c
+        query_slots = select(c.name, c.key, c.slot, c.job_id).where(both)
+        rows = (await conn.execute(query_slots)).all()
+        top: dict[tuple[str, str], int] = {}
+        for name, key, slot, holder in rows:
+            top[(name, key)] = max(top.get((name, key), 0), slot)
+            if holder is None and slot <= slots[(name, key)][0]:
+                free.setdefault((name, key), []).append(slot)
+        missing = [
+            (name, key, n)
+            for (name, key), (size, _need) in slots.items()
+            for n in range(top.get((name, key), 0) + 1, size + 1)
+        ]
+        if missing:
+            made = [{"name": name, "key": key, "slot": n} for name, key, n in missing]
+            await conn.execute(sqlite_insert(limit_slots).on_conflict_do_nothing(), made)
+            for name, key, n in missing:
+                free.setdefault((name, key), []).append(n)
+    buckets: dict[tuple[str, str], admission.Bucket] = {}
+    if rates := admission.rated(demands):
+        pairs = tuple_(rate_buckets.c.name, rate_buckets.c.key).in_(list(rates))
+        stored = select(rate_buckets.c.name, rate_buckets.c.key, rate_buckets.c.tokens,
+                        rate_buckets.c.refreshed_at).where(pairs)  # fmt: skip
+        for name, key, tokens, at in (await conn.execute(stored)).all():
+            buckets[(name, key)] = admission.Bucket(tokens, at)
+    plan = admission.plan(waiting, demands, free, buckets, now)
+    claimed.refused, claimed.retry_in = plan.refused, plan.retry_in
+    if not plan.admitted:
+        return []
+    if plan.holds:
+        hold = (
+            update(limit_slots)
+            .where(
+                limit_slots.c.name == bindparam("n"),
+                limit_slots.c.key == bindparam("k"),
+                limit_slots.c.slot == bindparam("s"),
+                limit_slots.c.job_id.is_(None),
+            )
+            .values(job_id=bindparam("j"))
+        )
+        held = [{"n": n, "k": k, "s": slot, "j": j} for n, k, slot, j in plan.holds]
+        await conn.execute(hold, held)
+    for (name, key), tokens in plan.buckets.items():
+        upsert = sqlite_insert(rate_buckets).values(
+            name=name, key=key, tokens=tokens, refreshed_at=now
+        )
+        await conn.execute(
+            upsert.on_conflict_do_update(
+                index_elements=[rate_buckets.c.name, rate_buckets.c.key],
+                set_={"tokens": tokens, "refreshed_at": now},
+            )
+        )
+    start = (
+        update(jobs)
+        .where(jobs.c.id.in_(plan.admitted), jobs.c.state == "queued")
+        .values(
+            state="running",
+            attempt=jobs.c.attempt + 1,
+            worker_id=worker_id,
+            started_at=now,
+            lease_expires_at=until,
+        )
+        .returning(*(jobs.c[name] for name in CLAIM_COLUMNS))
+    )
+    rows = (await conn.execute(start)).all()
+    claimed.extend(_claimed(row) for row in rows)
+    return rows
 
 
 class _NewJobView:

@@ -25,16 +25,33 @@ FROM json_each(:groups) AS g
 
 -- name: claim
 -- Up to :limit queued jobs of the queues in :queues (a JSON array), highest priority
--- first, then by fair tag (due time when fair dispatch is off), for :worker; paused queues
--- are skipped.
+-- first, then by fair tag (due time when fair dispatch is off), for :worker; paused queues are skipped. Limited jobs (docs/flow-control.md)
+-- count among the :limit candidates but are not started here: `claim_waiting` lists them
+-- and the driver admits them in the same transaction. A per-row probe leaves out those
+-- whose limits have no free slot or token now (head of line); unlimited jobs skip it.
 UPDATE jobs SET state = 'running', attempt = attempt + 1, worker_id = :worker,
     started_at = :now, lease_expires_at = :lease
 WHERE id IN (
-    SELECT id FROM jobs
-    WHERE state = 'queued' AND queue IN (SELECT value FROM json_each(:queues))
-        AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue)
-    ORDER BY priority DESC, fair_tag, id
-    LIMIT :limit
+    SELECT id FROM (
+        SELECT id, limited FROM jobs
+        WHERE state = 'queued' AND queue IN (SELECT value FROM json_each(:queues))
+            AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue)
+            AND (NOT jobs.limited OR NOT EXISTS (
+                SELECT 1 FROM job_limits AS jl LEFT JOIN flow_limits AS fl ON fl.name = jl.name
+                    LEFT JOIN users AS u ON jl.name = 'quota.running' AND u.id = jl.key
+                        AND u.max_running > 0
+                WHERE jl.job_id = jobs.id AND (fl.kind IS NULL
+                    OR fl.kind = 'concurrency' AND coalesce(u.max_running, fl.max_running) <= (
+                        SELECT count(*) FROM limit_slots AS s WHERE s.name = jl.name
+                            AND s.key = jl.key AND s.job_id IS NOT NULL
+                            AND s.slot <= coalesce(u.max_running, fl.max_running))
+                    OR fl.kind = 'rate' AND EXISTS (
+                        SELECT 1 FROM rate_buckets AS b WHERE b.name = jl.name AND b.key = jl.key
+                            AND b.tokens + max(0, (julianday(:now) - julianday(b.refreshed_at))
+                                * 86400.0) * fl.rate_limit / fl.per_s < 1))))
+        ORDER BY priority DESC, fair_tag, id
+        LIMIT :limit
+    ) WHERE NOT limited
 )
 RETURNING jobs.id, jobs.type, jobs.queue, jobs.payload, jobs.attempt, jobs.max_attempts,
     jobs.timeout_s, jobs.priority, jobs.owner_id, jobs.idempotency_key, jobs.run_at
@@ -44,14 +61,72 @@ RETURNING jobs.id, jobs.type, jobs.queue, jobs.payload, jobs.attempt, jobs.max_a
 UPDATE jobs SET state = 'running', attempt = attempt + 1, worker_id = :worker,
     started_at = :now, lease_expires_at = :lease
 WHERE id IN (
-    SELECT id FROM jobs
-    WHERE state = 'queued' AND queue NOT IN (SELECT value FROM json_each(:queues))
-        AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue)
-    ORDER BY priority DESC, fair_tag, id
-    LIMIT :limit
+    SELECT id FROM (
+        SELECT id, limited FROM jobs
+        WHERE state = 'queued' AND queue NOT IN (SELECT value FROM json_each(:queues))
+            AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue)
+            AND (NOT jobs.limited OR NOT EXISTS (
+                SELECT 1 FROM job_limits AS jl LEFT JOIN flow_limits AS fl ON fl.name = jl.name
+                    LEFT JOIN users AS u ON jl.name = 'quota.running' AND u.id = jl.key
+                        AND u.max_running > 0
+                WHERE jl.job_id = jobs.id AND (fl.kind IS NULL
+                    OR fl.kind = 'concurrency' AND coalesce(u.max_running, fl.max_running) <= (
+                        SELECT count(*) FROM limit_slots AS s WHERE s.name = jl.name
+                            AND s.key = jl.key AND s.job_id IS NOT NULL
+                            AND s.slot <= coalesce(u.max_running, fl.max_running))
+                    OR fl.kind = 'rate' AND EXISTS (
+                        SELECT 1 FROM rate_buckets AS b WHERE b.name = jl.name AND b.key = jl.key
+                            AND b.tokens + max(0, (julianday(:now) - julianday(b.refreshed_at))
+                                * 86400.0) * fl.rate_limit / fl.per_s < 1))))
+        ORDER BY priority DESC, fair_tag, id
+        LIMIT :limit
+    ) WHERE NOT limited
 )
 RETURNING jobs.id, jobs.type, jobs.queue, jobs.payload, jobs.attempt, jobs.max_attempts,
     jobs.timeout_s, jobs.priority, jobs.owner_id, jobs.idempotency_key, jobs.run_at
+
+-- name: claim_waiting
+-- The limited candidates of `claim` that its :limit left room for, in claim order (run
+-- only when `claim` started fewer than it could).
+SELECT id FROM jobs
+WHERE state = 'queued' AND queue IN (SELECT value FROM json_each(:queues)) AND limited
+    AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue)
+    AND (NOT jobs.limited OR NOT EXISTS (
+        SELECT 1 FROM job_limits AS jl LEFT JOIN flow_limits AS fl ON fl.name = jl.name
+            LEFT JOIN users AS u ON jl.name = 'quota.running' AND u.id = jl.key
+                AND u.max_running > 0
+        WHERE jl.job_id = jobs.id AND (fl.kind IS NULL
+            OR fl.kind = 'concurrency' AND coalesce(u.max_running, fl.max_running) <= (
+                SELECT count(*) FROM limit_slots AS s WHERE s.name = jl.name
+                    AND s.key = jl.key AND s.job_id IS NOT NULL
+                    AND s.slot <= coalesce(u.max_running, fl.max_running))
+            OR fl.kind = 'rate' AND EXISTS (
+                SELECT 1 FROM rate_buckets AS b WHERE b.name = jl.name AND b.key = jl.key
+                    AND b.tokens + max(0, (julianday(:now) - julianday(b.refreshed_at))
+                        * 86400.0) * fl.rate_limit / fl.per_s < 1))))
+ORDER BY priority DESC, fair_tag, id
+LIMIT :limit
+
+-- name: claim_any_waiting
+-- `claim_waiting` for `claim_any`.
+SELECT id FROM jobs
+WHERE state = 'queued' AND queue NOT IN (SELECT value FROM json_each(:queues)) AND limited
+    AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue)
+    AND (NOT jobs.limited OR NOT EXISTS (
+        SELECT 1 FROM job_limits AS jl LEFT JOIN flow_limits AS fl ON fl.name = jl.name
+            LEFT JOIN users AS u ON jl.name = 'quota.running' AND u.id = jl.key
+                AND u.max_running > 0
+        WHERE jl.job_id = jobs.id AND (fl.kind IS NULL
+            OR fl.kind = 'concurrency' AND coalesce(u.max_running, fl.max_running) <= (
+                SELECT count(*) FROM limit_slots AS s WHERE s.name = jl.name
+                    AND s.key = jl.key AND s.job_id IS NOT NULL
+                    AND s.slot <= coalesce(u.max_running, fl.max_running))
+            OR fl.kind = 'rate' AND EXISTS (
+                SELECT 1 FROM rate_buckets AS b WHERE b.name = jl.name AND b.key = jl.key
+                    AND b.tokens + max(0, (julianday(:now) - julianday(b.refreshed_at))
+                        * 86400.0) * fl.rate_limit / fl.per_s < 1))))
+ORDER BY priority DESC, fair_tag, id
+LIMIT :limit
 
 -- name: complete
 -- Fenced finish of :worker's jobs as completed; :batch is [[id, attempt, result], ...].
