@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from conveyor.domain import cron
 from conveyor.domain.clock import utcnow
+from conveyor.domain.flow import LimitKey, evaluate_key
 from conveyor.domain.jobs import SYSTEM_OWNER, NewJob
 from conveyor.domain.schedules import ScheduleRecord
 from conveyor.errors import InvalidInput
@@ -54,10 +55,25 @@ def checked_job(
         raise InvalidInput("max_attempts must be at least 1", field="max_attempts")
     if run_at is not None and run_at.tzinfo is None:
         raise InvalidInput("run_at needs a time zone", field="run_at")
+    chosen_queue = queue or spec.queue
+    dumped = valid.model_dump(mode="json", exclude_unset=False)
+    limit_keys = tuple(
+        LimitKey(
+            limit.name,
+            evaluate_key(
+                limit.key,
+                owner_id=owner_id,
+                queue=chosen_queue,
+                type_name=spec.name,
+                payload=dumped,
+            ),
+        )
+        for limit in spec.limits
+    )
     return NewJob(
         type=spec.name,
-        payload=valid.model_dump(mode="json", exclude_unset=False),
-        queue=queue or spec.queue,
+        payload=dumped,
+        queue=chosen_queue,
         priority=priority if priority is not None else spec.priority,
         max_attempts=max_attempts or spec.max_attempts,
         run_at=run_at,
@@ -66,6 +82,7 @@ def checked_job(
         owner_id=owner_id,
         tags=tuple(tags),
         callback_url=callback_url,
+        limit_keys=limit_keys,
     )
 
 

@@ -126,8 +126,24 @@ class JobService:
         return enqueued
 
     async def store(self, prepared: Sequence[NewJob], tx: Transaction | None) -> list[Enqueued]:
-        """Insert prepared jobs (in `tx` when given), committed as the settings say."""
-        return await self.backend.enqueue(prepared, tx=tx, synchronous=self.synchronous_commit)
+        """Insert prepared jobs (in `tx` when given), committed as the settings say, with the
+        limit keys of those under limits."""
+        if not any(job.limit_keys for job in prepared):
+            return await self.backend.enqueue(prepared, tx=tx, synchronous=self.synchronous_commit)
+        if tx is None:
+            async with self.backend.transaction() as own:
+                return await self._store_limited(prepared, own)
+        return await self._store_limited(prepared, tx)
+
+    async def _store_limited(self, prepared: Sequence[NewJob], tx: Transaction) -> list[Enqueued]:
+        enqueued = await self.backend.enqueue(prepared, tx=tx, synchronous=self.synchronous_commit)
+        keys = {
+            e.id: job.limit_keys
+            for job, e in zip(prepared, enqueued, strict=True)
+            if e.created and job.limit_keys
+        }
+        await self.backend.insert_limit_keys(tx, keys)
+        return enqueued
 
     async def prepare_many(
         self, submissions: Sequence[Submission], owner_id: str = SYSTEM_OWNER

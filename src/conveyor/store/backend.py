@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from conveyor.store.claims import Claims
 from conveyor.store.driver import Callback, Leadership, Listener
+from conveyor.store.flow import FlowReads
 from conveyor.store.maintenance import Maintenance
 from conveyor.store.outbox import Outbox
 from conveyor.store.pauses import Pauses
@@ -19,12 +20,12 @@ from conveyor.store.workers import Workers
 __all__ = ["QueueBackend"]
 
 
-class QueueBackend(Schedules, Claims, Maintenance, Outbox, Workers, Pauses):
+class QueueBackend(Schedules, Claims, Maintenance, Outbox, Workers, Pauses, FlowReads):
     """Every queue operation, by name. Instances are per process and safe to share.
 
     jobs, reads and schedules (store/jobs.py, reads.py, schedules.py), the worker's claims
     (claims.py), the leader's maintenance (maintenance.py), the outbox (outbox.py),
-    workers (workers.py) and queue pauses (pauses.py)."""
+    workers (workers.py), queue pauses (pauses.py) and flow control's reads (flow.py)."""
 
     async def listen(self, on_jobs: Callback, on_cancel: Callback) -> Listener:
         """Wake-ups for a worker: queues that got runnable jobs, jobs cancelled while running."""
