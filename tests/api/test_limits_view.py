@@ -31,7 +31,7 @@ async def api(db_url: str, tmp_path: Path) -> AsyncIterator[Api]:
 
 async def define_limits(api: Api) -> None:
     now = datetime.now(UTC)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"name": "customer_slots", "kind": "concurrency", "max_running": 1, "rate_limit": None,
          "per_s": None, "burst": None, "updated_at": now},
         {"name": "customer_calls", "kind": "rate", "max_running": None, "rate_limit": 2,
