@@ -15,8 +15,10 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, update
 
+from conveyor import metrics
 from conveyor.store.tables import flow_limits, jobs, rate_buckets
 from tests.api.conftest import Api, api_settings, running_api
+from tests.metrics.samples import Samples
 
 HANDLERS = "tests.support.flow_handlers"
 
@@ -186,3 +188,23 @@ async def test_jobs_without_limits_show_nothing(api: Api) -> None:
 async def test_the_limits_route_needs_a_user(api: Api) -> None:
     r = await api.client.get("/api/v1/limits")
     assert r.status_code == 401
+
+
+async def test_metrics_count_jobs_per_limit_name_not_per_key(api: Api) -> None:
+    """The refresh the app runs in the background, then a scrape: one series per limit."""
+    admin, *_ = await scene(api)
+    engine = api.engine
+    await metrics.refresh_database_gauges(
+        engine.queues.counts, engine.workers.list_alive, engine.flow.limit_totals
+    )
+    r = await api.client.get("/metrics", headers=admin)
+    assert r.status_code == 200, r.text
+    s = Samples(r.text)
+    assert s.get("conveyor_limit_running_jobs", limit="customer_slots") == 1
+    assert s.get("conveyor_limit_ready_jobs", limit="customer_slots") == 4
+    assert s.get("conveyor_limit_ready_jobs", limit="customer_calls") == 4
+    assert s.label_values("conveyor_limit_ready_jobs", "limit") >= {
+        "customer_slots",
+        "customer_calls",
+    }
+    assert "acme" not in s.label_values("conveyor_limit_ready_jobs", "limit")
