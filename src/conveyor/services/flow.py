@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from conveyor.domain.flow_view import Bucket, KeyCount, LimitDefinition
 from conveyor.domain.jobs import JobRecord
 from conveyor.domain.states import JobState
 from conveyor.errors import InvalidInput, QuotaExceeded
 from conveyor.store.backend import QueueBackend
-from conveyor.store.flow import Bucket, KeyCount, LimitDefinition
 from conveyor.store.transaction import Transaction
 
 MAX_LIMITS_PAGE = 500

@@ -9,12 +9,11 @@ limits").
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
 
 from sqlalchemy import and_, case, func, insert, literal, or_, select, tuple_, union_all
 
 from conveyor.domain.flow import LimitKey
+from conveyor.domain.flow_view import Bucket, KeyCount, LimitDefinition
 from conveyor.domain.states import JobState
 from conveyor.store.base import StoreBase
 from conveyor.store.records import must
@@ -24,38 +23,6 @@ from conveyor.store.transaction import Transaction
 # A job in one of these states waits for its turn: what the queued quota counts.
 WAITING_STATES = (JobState.SCHEDULED.value, JobState.QUEUED.value, JobState.RETRYING.value)
 _RUNNING, _QUEUED = JobState.RUNNING.value, JobState.QUEUED.value
-
-
-@dataclass(frozen=True, slots=True)
-class LimitDefinition:
-    """A limit as flow_limits holds it (synced from the job types)."""
-
-    name: str
-    kind: str  # "concurrency" | "rate"
-    max_running: int | None
-    rate_limit: int | None
-    per_s: float | None
-    burst: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class KeyCount:
-    """One limit's key: its jobs running and ready (queued) now."""
-
-    name: str
-    key: str
-    running: int
-    ready: int
-
-
-@dataclass(frozen=True, slots=True)
-class Bucket:
-    """A rate limit's bucket as stored: `tokens` at `refreshed_at`."""
-
-    name: str
-    key: str
-    tokens: float
-    refreshed_at: datetime
 
 
 class FlowReads(StoreBase):
