@@ -15,7 +15,6 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
-    StrictInt,
     TypeAdapter,
 )
 from typing_extensions import TypedDict
@@ -555,10 +554,10 @@ class UserUpdate(Strict):
     fair_weight: float | None = Field(
         None, gt=0, le=1000, description="share under fair dispatch (default 1)"
     )
-    max_queued: StrictInt | None = Field(
+    max_queued: int | None = Field(
         None, ge=0, le=1_000_000_000, description="jobs waiting at once (0: no cap)"
     )
-    max_running: StrictInt | None = Field(
+    max_running: int | None = Field(
         None, ge=0, le=1_000_000_000, description="jobs running at once (0: no cap)"
     )
 

@@ -25,7 +25,7 @@ async def limits(
     request: Request,
     session: SessionDep,
     ctx: Context,
-    cursor: Annotated[str | None, Query(max_length=600)] = None,
+    cursor: Annotated[str | None, Query(max_length=300)] = None,
 ) -> Response:
     page = await ctx.engine.flow.limits(owner_scope(session), cursor=cursor, limit=PAGE)
     return render(request, "limits.html", session, page="limits", limits=page)

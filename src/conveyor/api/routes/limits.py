@@ -17,7 +17,10 @@ router = APIRouter(prefix="/api/v1", tags=["limits"])
 async def list_limits(
     user: VerifiedUser,
     ctx: Context,
-    cursor: Annotated[str | None, Query(max_length=600)] = None,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=300, description="`next_cursor` of the page before (limit/key)."),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMITS_PAGE)] = 100,
 ) -> LimitsOut:
     """Per limit and key with jobs running or ready: how many of each (counted from the jobs
