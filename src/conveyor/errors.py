@@ -40,6 +40,12 @@ class RateLimited(ConveyorError):
     code = "rate_limited"
 
 
+class QuotaExceeded(RateLimited):
+    """This would take your waiting jobs beyond your quota; nothing was stored."""
+
+    code = "quota_exceeded"
+
+
 class PayloadTooLarge(ConveyorError):
     """The request body is too large."""
 

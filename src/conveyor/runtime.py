@@ -17,6 +17,7 @@ from conveyor.net.signing import SecretKeys
 from conveyor.scheduler.scheduler import Scheduler, SchedulerConfig
 from conveyor.services.accounts import AccountService
 from conveyor.services.events import EventFeed
+from conveyor.services.flow import FlowService
 from conveyor.services.health import HealthService
 from conveyor.services.jobs import JobService
 from conveyor.services.queues import QueueService
@@ -60,6 +61,7 @@ class Engine:
     events: EventFeed
     health: HealthService
     mail: MailBackend  # what `email` and `account_mail` jobs send through
+    flow: FlowService  # quotas at submit, limits made visible (docs/flow-control.md)
 
     @classmethod
     async def open(cls, settings: Settings, *, apply_migrations: bool = False) -> Engine:
@@ -97,11 +99,14 @@ class Engine:
         accounts = build_accounts(settings, jobs)
         queues = QueueService(backend, registry)
         workers = WorkerService(backend, alive_within=settings.lease_seconds)
+        flow = FlowService(backend)
+        flow.quota_max_queued = settings.quota_max_queued
+        flow.quota_max_running = settings.quota_max_running
         return cls(
             settings, backend, registry, jobs, schedules, accounts, tasks, webhooks,
             queues=queues, workers=workers, events=EventFeed(backend),
             health=HealthService(backend),
-            mail=backend_from_url(settings.mail_url, settings.mail_from),
+            mail=backend_from_url(settings.mail_url, settings.mail_from), flow=flow,
         )  # fmt: skip
 
     def worker(

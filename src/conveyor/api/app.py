@@ -13,7 +13,7 @@ from starlette.routing import BaseRoute
 from conveyor.api import errors, openapi
 from conveyor.api.middleware.body_limits import BodyLimits
 from conveyor.api.middleware.edge import RequestEdge
-from conveyor.api.routes import admin, auth, docs, events, health, jobs, metrics, schedules
+from conveyor.api.routes import admin, auth, docs, events, health, jobs, limits, metrics, schedules
 from conveyor.api.routes import queues as queue_routes
 from conveyor.api.routes import webhooks as webhook_routes
 from conveyor.api.routes import workers as worker_routes
@@ -59,7 +59,7 @@ def install(app: FastAPI, settings: Settings) -> None:
 
 DOCUMENTED: tuple[ModuleType, ...] = (
     health, auth, jobs, events, schedules, admin, docs, metrics,
-    queue_routes, worker_routes, webhook_routes,
+    queue_routes, worker_routes, webhook_routes, limits,
 )  # fmt: skip
 MATCHED: tuple[ModuleType, ...] = (jobs, *(m for m in DOCUMENTED if m is not jobs))
 

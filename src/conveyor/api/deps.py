@@ -32,7 +32,7 @@ class AppContext:
     intake: Intake = field(init=False)  # submissions, committed in groups (services/intake.py)
 
     def __post_init__(self) -> None:
-        self.intake = Intake(self.engine.jobs, self.accounts)
+        self.intake = Intake(self.engine.jobs, self.accounts, self.engine.flow)
 
 
 def get_context(request: Request) -> AppContext:

@@ -35,7 +35,9 @@ WHY = {
     409: "The resource is not in a state that allows this.",
     413: "The body is larger than the server accepts.",
     422: "The input is not valid; `details` says where.",
-    429: "Too many requests; `Retry-After` says when to try again.",
+    429: "Too many requests (`rate_limited`): `Retry-After` says when to try again. On a "
+    "submit, also `quota_exceeded`: the owner's waiting jobs would pass their queued quota; "
+    "nothing was stored (docs/flow-control.md).",
     503: "The database (or another backing service) is unavailable for now.",
 }
 

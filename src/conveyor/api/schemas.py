@@ -565,6 +565,11 @@ class UserOut(BaseModel):
     verified: bool
     disabled: bool
     created_at: datetime
+    # flow control (docs/flow-control.md): the share under fair dispatch, and the user's own
+    # quotas (null: the server's default, CONVEYOR_QUOTA_MAX_QUEUED/RUNNING; 0: no cap)
+    fair_weight: float = 1.0
+    max_queued: int | None = None
+    max_running: int | None = None
 
 
 class UserCreate(Strict):
@@ -578,6 +583,17 @@ class UserUpdate(Strict):
     role: str | None = Field(None, pattern="^(user|admin)$")
     disabled: StrictBool | None = None  # strict: `0` or `"yes"` is not a boolean
     verified: StrictBool | None = None
+    # Flow settings: a field left out is kept; null puts back the default (fair_weight 1,
+    # the quotas the server's CONVEYOR_QUOTA_MAX_QUEUED / _RUNNING); a quota of 0 is no cap.
+    fair_weight: float | None = Field(
+        None, gt=0, le=1000, description="share under fair dispatch (default 1)"
+    )
+    max_queued: int | None = Field(
+        None, ge=0, le=1_000_000_000, description="jobs waiting at once (0: no cap)"
+    )
+    max_running: int | None = Field(
+        None, ge=0, le=1_000_000_000, description="jobs running at once (0: no cap)"
+    )
 
 
 class ApiKeyCreate(Strict):
@@ -595,3 +611,52 @@ class ApiKeyOut(BaseModel):
 
 class ApiKeyCreated(ApiKeyOut):
     key: str = Field(description="Shown once: store it now.")
+
+
+class WaitingReasonOut(BaseModel):
+    """Why a queued job is not running yet (docs/flow-control.md, "Seeing limits")."""
+
+    kind: str = Field(
+        description="limit (a concurrency limit at its cap), rate (a rate limit out of "
+        "tokens), quota (the owner's running quota), turn (nothing holds it: its turn)"
+    )
+    message: str
+    limit: str | None = None
+    key: str | None = None
+
+
+class JobDetailOut(JobOut):
+    waiting_reason: WaitingReasonOut | None = Field(
+        None, description="Why a queued job waits; null unless the job is queued."
+    )
+
+
+class LimitOut(BaseModel):
+    """A limit as the job types declare it (flow_limits)."""
+
+    name: str
+    kind: str = Field(description="concurrency or rate")
+    max_running: int | None = None
+    rate_limit: int | None = None
+    per_s: float | None = None
+    burst: int | None = None
+
+
+class LimitKeyOut(BaseModel):
+    """One limit's key now: jobs running and ready (queued) under it, and for a rate limit
+    the tokens in its bucket at this moment (null before its first use)."""
+
+    name: str
+    kind: str | None
+    key: str
+    running: int
+    ready: int
+    max_running: int | None = None
+    tokens: float | None = None
+    capacity: int | None = None
+
+
+class LimitsOut(BaseModel):
+    limits: list[LimitOut]
+    keys: list[LimitKeyOut]
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page.")

@@ -127,13 +127,21 @@ def users_list() -> None:
             after = page[-1].id
         return found
 
-    table = Table("id", "email", "role", "verified", "disabled", "created")
+    table = Table(
+        "id", "email", "role", "verified", "disabled", "created", "weight", "max queued",
+        "max running",
+    )  # fmt: skip
     for user in _with_accounts(collect):
         table.add_row(
             user.id, user.email, user.role, str(user.verified), str(user.disabled),
-            user.created_at.isoformat(timespec="seconds"),
+            user.created_at.isoformat(timespec="seconds"), f"{user.fair_weight:g}",
+            _cap(user.max_queued), _cap(user.max_running),
         )  # fmt: skip
     console.print(table)
+
+
+def _cap(value: int | None) -> str:
+    return "default" if value is None else "none" if value == 0 else str(value)
 
 
 async def _user_id(engine: Engine, email: str) -> str:
@@ -165,3 +173,53 @@ def users_disable(
 
     user = _with_accounts(toggle)
     console.print(f"{user.email} is {'disabled' if user.disabled else 'enabled'}")
+
+
+QuotaOption = Annotated[
+    str | None,
+    typer.Option(
+        help="A number of jobs; 0: no cap; 'default': the server's setting.", show_default=False
+    ),
+]
+
+
+@users_app.command("flow")
+def users_flow(
+    email: str,
+    weight: Annotated[
+        str | None,
+        typer.Option(
+            help="Share under fair dispatch, > 0 and ≤ 1000; 'default': 1.", show_default=False
+        ),
+    ] = None,
+    max_queued: QuotaOption = None,
+    max_running: QuotaOption = None,
+) -> None:
+    """Set an account's fair-dispatch weight and quotas (docs/flow-control.md); options left
+    out are kept. With none, print the current ones."""
+    changes: dict[str, Any] = {}
+    if weight is not None:
+        changes["fair_weight"] = _number(weight, float, "--weight")
+    if max_queued is not None:
+        changes["max_queued"] = _number(max_queued, int, "--max-queued")
+    if max_running is not None:
+        changes["max_running"] = _number(max_running, int, "--max-running")
+
+    async def apply(engine: Engine) -> Any:
+        return await engine.accounts.set_flow(await _user_id(engine, email), **changes)
+
+    user = _with_accounts(apply)
+    console.print(
+        f"{user.email}: weight {user.fair_weight:g}, max queued {_cap(user.max_queued)}, "
+        f"max running {_cap(user.max_running)}"
+    )
+
+
+def _number(text: str, kind: type[int] | type[float], option: str) -> Any:
+    """An option's number; 'default' is None (the server's setting)."""
+    if text.strip().lower() == "default":
+        return None
+    try:
+        return kind(text)
+    except ValueError:
+        die(f"{option} must be a number or 'default', not {text!r}")

@@ -3,8 +3,8 @@ them.
 
 Database-direct commands: the processes (processes.py), looking after an installation
 (admin.py) and `enqueue` (jobs.py). Client commands over the REST API: `login`/`logout`
-(login.py), `submit`, `jobs` and `schedules` (client.py). Building the command line imports
-nothing of the server; each command imports what it runs.
+(login.py), `submit`, `limits`, `jobs` and `schedules` (client.py). Building the command
+line imports nothing of the server; each command imports what it runs.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ for command in (
     login.login,
     login.logout,
     client.submit,
+    client.limits,
     admin.version,
 ):
     app.command()(command)

@@ -173,6 +173,33 @@ def jobs_watch(
     _exit_for(job)
 
 
+# ---- limits -----------------------------------------------------------------------------------
+LIMIT_COLUMNS = ("name", "key", "running", "ready", "max_running", "tokens", "capacity")
+
+
+def limits(
+    as_json: AsJson = False,
+    url: Url = None,
+    api_key: ApiKey = None,
+    size: Annotated[int, typer.Option("--limit", help="Keys at most.")] = 500,
+) -> None:
+    """Flow-control limits per key: jobs running and ready, rate tokens now (your own jobs'
+    keys; every key for an administrator)."""
+    rows: list[dict[str, Any]] = []
+    with connected(url, api_key) as client:
+        cursor: str | None = None
+        while len(rows) < size:
+            page = client.limits(cursor=cursor, limit=min(500, size - len(rows)))
+            rows += [k.model_dump(mode="json") for k in page.keys]
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+    if as_json:
+        print_json(rows)
+    else:
+        out.print(rows_table(rows, LIMIT_COLUMNS))
+
+
 # ---- schedules --------------------------------------------------------------------------------
 SCHEDULE_COLUMNS = ("id", "name", "cron", "timezone", "type", "paused", "next_fire_at")
 

@@ -12,7 +12,17 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from conveyor.client.models import Job, JobPage, JobResult, JobType, Progress, Schedule, Tokens
+from conveyor.client.models import (
+    Job,
+    JobPage,
+    JobResult,
+    JobType,
+    Limits,
+    Progress,
+    Schedule,
+    Tokens,
+    User,
+)
 from conveyor.client.transport import Call, model, models, nothing
 
 
@@ -175,3 +185,33 @@ def resume_schedule(schedule_id: str) -> Call[Schedule]:
 
 def delete_schedule(schedule_id: str) -> Call[None]:
     return Call("DELETE", f"/schedules/{schedule_id}", nothing, idempotent=True)
+
+
+def limits(cursor: str | None = None, limit: int = 100) -> Call[Limits]:
+    """Per limit and key: running, ready and rate tokens (a user's own jobs; all for admins)."""
+    params: dict[str, Any] = {"limit": limit}
+    if cursor:
+        params["cursor"] = cursor
+    return Call("GET", "/limits", model(Limits), params=params, idempotent=True)
+
+
+# A user's flow settings an administrator changes; a key left out is kept, None is the default.
+FLOW_SETTINGS = frozenset({"fair_weight", "max_queued", "max_running"})
+
+
+def set_user_flow(user_id: str, changes: Mapping[str, Any]) -> Call[User]:
+    """An admin's change of a user's fair-dispatch weight and quotas (the same body again
+    sets the same values: idempotent)."""
+    unknown = set(changes) - FLOW_SETTINGS
+    if unknown:
+        raise TypeError(f"not a flow setting: {', '.join(sorted(unknown))}")
+    return Call(
+        "PATCH", f"/admin/users/{user_id}", model(User), json=dict(changes), idempotent=True
+    )
+
+
+def list_users(after: str | None = None, limit: int = 200) -> Call[list[User]]:
+    params: dict[str, Any] = {"limit": limit}
+    if after:
+        params["cursor"] = after
+    return Call("GET", "/admin/users", models(User), params=params, idempotent=True)

@@ -102,6 +102,12 @@ class RateLimited(ConveyorAPIError):
     retry_after: float | None = None
 
 
+class QuotaExceeded(RateLimited):
+    """429 `quota_exceeded`: the submit would take your waiting jobs beyond your quota;
+    nothing was stored. Waiting does not help until some of your jobs start or finish;
+    `details` has `max_queued`, `waiting` and `requested`."""
+
+
 class ServerError(ConveyorAPIError):
     """500 and any other 5xx without a class of its own."""
 
@@ -148,6 +154,8 @@ def error_from(response: httpx.Response) -> ConveyorAPIError:
     code, message, details = _error_parts(response)
     status = response.status_code
     kind = _BY_STATUS.get(status) or (ServerError if status >= 500 else BadRequest)
+    if status == 429 and code == "quota_exceeded":
+        kind = QuotaExceeded
     error = kind(status, code, message, details)
     if isinstance(error, RateLimited | ServiceUnavailable):
         error.retry_after = retry_after(response)

@@ -56,11 +56,66 @@ class Job(Model):
     # A submit's answer only: True when the job type is unique and this is the live job that
     # already had the same unique key (nothing was stored); False everywhere else.
     duplicate: bool = False
+    # Only on a single job's answer (`get`): why a queued job waits (None otherwise).
+    waiting_reason: WaitingReason | None = None
 
     @property
     def finished(self) -> bool:
         """Completed, failed or cancelled: the job changes no more unless retried."""
         return self.state in TERMINAL
+
+
+class WaitingReason(Model):
+    """Why a queued job is not running yet: `kind` is limit, rate, quota or turn."""
+
+    kind: str
+    message: str
+    limit: str | None = None
+    key: str | None = None
+
+
+class Limit(Model):
+    """A flow-control limit as the job types declare it."""
+
+    name: str
+    kind: str
+    max_running: int | None = None
+    rate_limit: int | None = None
+    per_s: float | None = None
+    burst: int | None = None
+
+
+class LimitKey(Model):
+    """One limit's key now: jobs running and ready, and a rate limit's tokens."""
+
+    name: str
+    kind: str | None = None
+    key: str
+    running: int
+    ready: int
+    max_running: int | None = None
+    tokens: float | None = None
+    capacity: int | None = None
+
+
+class Limits(Model):
+    limits: list[Limit]
+    keys: list[LimitKey]
+    next_cursor: str | None = None
+
+
+class User(Model):
+    """An account as an administrator sees it, flow settings included."""
+
+    id: str
+    email: str
+    role: str
+    verified: bool
+    disabled: bool
+    created_at: datetime
+    fair_weight: float = 1.0
+    max_queued: int | None = None
+    max_running: int | None = None
 
 
 class JobPage(Model):

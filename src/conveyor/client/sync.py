@@ -17,7 +17,17 @@ from conveyor import __version__
 from conveyor.client import calls
 from conveyor.client.calls import JobSpec
 from conveyor.client.errors import ConnectionFailed, ServiceUnavailable, error_from, retry_after
-from conveyor.client.models import Job, JobEvent, JobResult, JobType, Progress, Schedule, Tokens
+from conveyor.client.models import (
+    Job,
+    JobEvent,
+    JobResult,
+    JobType,
+    Limits,
+    Progress,
+    Schedule,
+    Tokens,
+    User,
+)
 from conveyor.client.stream import EventCallback, Follow, ProgressCallback
 from conveyor.client.transport import (
     Call,
@@ -143,6 +153,20 @@ class Client:
 
     def stats(self) -> dict[str, Any]:
         return self._call(calls.stats())
+
+    # ---- flow control ---------------------------------------------------------------------------
+    def limits(self, *, cursor: str | None = None, limit: int = 100) -> Limits:
+        """One page of limits and keys (running, ready, rate tokens); follow `next_cursor`."""
+        return self._call(calls.limits(cursor, limit))
+
+    def set_user_flow(self, user_id: str, **changes: Any) -> User:
+        """Admin only: a user's `fair_weight`, `max_queued`, `max_running` (None: back to the
+        default; a quota of 0: no cap); settings left out are kept."""
+        return self._call(calls.set_user_flow(user_id, changes))
+
+    def list_users(self, *, after: str | None = None, limit: int = 200) -> builtins.list[User]:
+        """Admin only: accounts oldest first, `limit` after the id `after`."""
+        return self._call(calls.list_users(after, limit))
 
     # ---- following a job ----------------------------------------------------------------------
     def wait(

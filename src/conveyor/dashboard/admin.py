@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Form, Request, Response
 
@@ -16,7 +16,7 @@ from conveyor.dashboard.web import (
     redirect,
     render,
 )
-from conveyor.errors import ConveyorError
+from conveyor.errors import ConveyorError, InvalidInput
 
 router = APIRouter(prefix=PREFIX, route_class=DashboardRoute, include_in_schema=False)
 UserAction = Literal["verify", "unverify", "promote", "demote", "disable", "enable"]
@@ -26,6 +26,42 @@ UserAction = Literal["verify", "unverify", "promote", "demote", "disable", "enab
 async def users(request: Request, session: AdminSession, ctx: Context) -> Response:
     listed = await ctx.accounts.list_users(limit=1000)
     return render(request, "users.html", session, page="users", users=listed)
+
+
+@router.post("/admin/users/{user_id}/flow")
+async def user_flow(
+    request: Request,
+    user_id: str,
+    session: AdminSession,
+    ctx: Context,
+    fair_weight: Annotated[str, Form(max_length=20)] = "",
+    max_queued: Annotated[str, Form(max_length=20)] = "",
+    max_running: Annotated[str, Form(max_length=20)] = "",
+) -> Response:
+    """A user's fair-dispatch weight and quotas; an empty field is the default."""
+    response = redirect(f"{PREFIX}/admin/users")
+    try:
+        user = await ctx.accounts.set_flow(
+            user_id,
+            fair_weight=_number(fair_weight, float, "fair_weight"),
+            max_queued=_number(max_queued, int, "max_queued"),
+            max_running=_number(max_running, int, "max_running"),
+        )
+    except ConveyorError as exc:
+        flash(request, response, exc.message, "error")
+        return response
+    flash(request, response, f"Flow settings of {user.email} saved.")
+    return response
+
+
+def _number(text: str, kind: type[int] | type[float], name: str) -> Any:
+    """A form field as a number of `kind`; empty is None (the default)."""
+    if not text.strip():
+        return None
+    try:
+        return kind(text.strip())
+    except ValueError:
+        raise InvalidInput(f"{name} must be a number", field=name) from None
 
 
 @router.post("/admin/users/{user_id}/{action}")

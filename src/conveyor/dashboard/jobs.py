@@ -288,6 +288,7 @@ async def job_page(request: Request, job_id: str, session: SessionDep, ctx: Cont
         page="jobs",
         timeline=timeline,
         after=after,
+        waiting=await ctx.engine.flow.waiting_reason(job),
         **_job_context(job, session),
     )
 
@@ -297,6 +298,7 @@ async def job_parts(request: Request, job_id: str, session: SessionDep, ctx: Con
     """The job page's changing regions, re-rendered, for the live script."""
     job = await ctx.engine.jobs.get(job_id, owner_scope(session))
     values = _job_context(job, session)
+    values["waiting"] = await ctx.engine.flow.waiting_reason(job)
     parts = templates.env.get_template("_job.html").make_module(
         {"user": session.user, "session": session, "prefix": PREFIX, **values}
     )

@@ -22,6 +22,11 @@ class UserRecord:
     created_at: datetime
     updated_at: datetime
     password_hash: str
+    # flow control (docs/flow-control.md): share under fair dispatch, own quotas (None: the
+    # settings' default; 0: no cap)
+    fair_weight: float = 1.0
+    max_queued: int | None = None
+    max_running: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +51,9 @@ class UserChanges(TypedDict, total=False):
     role: Role
     verified: bool
     disabled: bool
+    fair_weight: float
+    max_queued: int | None
+    max_running: int | None
 
 
 def otp_subject(user_id: str) -> str:

@@ -18,6 +18,7 @@ from conveyor.metrics.exposition import asgi_app, multiprocess_dir, registry, re
 from conveyor.metrics.gauges import (
     database_gauges,
     refresh_database_gauges,
+    set_limit_gauges,
     set_queue_gauges,
     set_relay_lag,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "refresh_database_gauges",
     "registry",
     "render",
+    "set_limit_gauges",
     "set_queue_gauges",
     "set_relay_lag",
 ]

@@ -90,6 +90,19 @@ QUEUE_OLDEST_AGE = Gauge(
     QUEUE_LABELS,
     multiprocess_mode="mostrecent",
 )
+# Per limit NAME, never per key (keys are payload values: unbounded cardinality).
+LIMIT_RUNNING = Gauge(
+    "conveyor_limit_running_jobs",
+    "Jobs running under each flow-control limit (every key together), read from the database.",
+    ("limit",),
+    multiprocess_mode="mostrecent",
+)
+LIMIT_READY = Gauge(
+    "conveyor_limit_ready_jobs",
+    "Jobs queued (ready) under each flow-control limit (every key together).",
+    ("limit",),
+    multiprocess_mode="mostrecent",
+)
 WORKERS_ALIVE = Gauge(
     "conveyor_workers_alive",
     "Workers whose heartbeat is recent, read from the database.",

@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 from conveyor.domain.jobs import Enqueued, NewJob
 from conveyor.errors import ConveyorError, Unavailable
 from conveyor.services.accounts import AccountService, Credential, User
+from conveyor.services.flow import FlowService, QuotaAsk
 from conveyor.services.jobs import JobService, Submission
+from conveyor.store.transaction import Transaction
 
 log = logging.getLogger("conveyor.intake")
 
@@ -51,10 +53,15 @@ class Intake:
     """
 
     def __init__(
-        self, jobs: JobService, accounts: AccountService, group_jobs: int = GROUP_JOBS
+        self,
+        jobs: JobService,
+        accounts: AccountService,
+        flow: FlowService | None = None,
+        group_jobs: int = GROUP_JOBS,
     ) -> None:
         self.jobs = jobs
         self.accounts = accounts
+        self.flow = flow  # None: no quotas
         self.group_jobs = group_jobs
         self._waiting: list[_Request] = []
         self._committing: asyncio.Task[None] | None = None
@@ -135,9 +142,10 @@ class Intake:
     ) -> list[tuple[User, list[Enqueued]] | ConveyorError]:
         """One transaction: every caller checked, every admitted job inserted, one commit."""
         async with self.jobs.backend.transaction() as tx:
-            verdicts = await self.accounts.users_for(
-                [r.credential for r in group], tx, verified=True
+            verdicts: list[User | ConveyorError] = list(
+                await self.accounts.users_for([r.credential for r in group], tx, verified=True)
             )
+            verdicts = await self._within_quotas(tx, group, verdicts)
             admitted = [r for r, v in zip(group, verdicts, strict=True) if isinstance(v, User)]
             jobs = [job for request in admitted for job in request.jobs]
             enqueued = iter(await self.jobs.store(jobs, tx) if jobs else [])
@@ -148,6 +156,25 @@ class Intake:
             else:
                 outcomes.append(verdict)
         return outcomes
+
+    async def _within_quotas(
+        self, tx: Transaction, group: Sequence[_Request], verdicts: list[User | ConveyorError]
+    ) -> list[User | ConveyorError]:
+        """The verdicts, with QuotaExceeded for each admitted request that would take its
+        owner beyond their queued cap (it alone fails; the group's others still commit)."""
+        if self.flow is None:
+            return verdicts
+        admitted = [i for i, v in enumerate(verdicts) if isinstance(v, User)]
+        asks = [_ask(verdicts[i], group[i]) for i in admitted]
+        for i, refused in zip(admitted, await self.flow.check_quotas(tx, asks), strict=True):
+            if refused is not None:
+                verdicts[i] = refused
+        return verdicts
+
+
+def _ask(user: User | ConveyorError, request: _Request) -> QuotaAsk:
+    assert isinstance(user, User)
+    return QuotaAsk(user.id, user.max_queued, len(request.jobs))
 
 
 def _fail(request: _Request, exc: BaseException) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from conveyor.store.claims import Claims
 from conveyor.store.driver import Callback, Leadership, Listener
+from conveyor.store.flow import FlowReads
 from conveyor.store.limits import Limits
 from conveyor.store.maintenance import Maintenance
 from conveyor.store.outbox import Outbox
@@ -20,12 +21,13 @@ from conveyor.store.workers import Workers
 __all__ = ["QueueBackend"]
 
 
-class QueueBackend(Schedules, Claims, Maintenance, Outbox, Workers, Pauses, Limits):
+class QueueBackend(Schedules, Claims, Maintenance, Outbox, Workers, Pauses, Limits, FlowReads):
     """Every queue operation, by name. Instances are per process and safe to share.
 
     jobs, reads and schedules (store/jobs.py, reads.py, schedules.py), the worker's claims
     (claims.py), the leader's maintenance (maintenance.py), the outbox (outbox.py),
-    workers (workers.py), queue pauses (pauses.py) and flow control's limits (limits.py)."""
+    workers (workers.py), queue pauses (pauses.py), flow control's limits (limits.py) and
+    its reads (flow.py)."""
 
     async def listen(self, on_jobs: Callback, on_cancel: Callback) -> Listener:
         """Wake-ups for a worker: queues that got runnable jobs, jobs cancelled while running."""

@@ -122,6 +122,14 @@ Index(
 )
 Index("ix_jobs_finished", jobs.c.state, jobs.c.finished_at)
 Index("ix_jobs_owner", jobs.c.owner_id, jobs.c.id)
+# The queued quota counts an owner's waiting jobs at submit (store/flow.py): without this
+# index that count read the owner's whole history through ix_jobs_owner.
+Index(
+    "ix_jobs_owner_waiting",
+    jobs.c.owner_id,
+    postgresql_where=text("state IN ('scheduled', 'queued', 'retrying')"),
+    sqlite_where=text("state IN ('scheduled', 'queued', 'retrying')"),
+)
 Index(
     "uq_jobs_idempotency",
     jobs.c.owner_id,

@@ -462,6 +462,9 @@ def _user(row: Row[Any]) -> UserRecord:
         created_at=row.created_at,
         updated_at=row.updated_at,
         password_hash=row.password_hash,
+        fair_weight=float(row.fair_weight),
+        max_queued=row.max_queued,
+        max_running=row.max_running,
     )
 
 

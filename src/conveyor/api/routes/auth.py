@@ -41,6 +41,9 @@ def user_out(user: User) -> UserOut:
         verified=user.verified,
         disabled=user.disabled,
         created_at=user.created_at,
+        fair_weight=user.fair_weight,
+        max_queued=user.max_queued,
+        max_running=user.max_running,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -24,6 +25,7 @@ from conveyor.api.schemas import (
     ErrorBody,
     JobBatchCreate,
     JobCreate,
+    JobDetailOut,
     JobOut,
     JobPage,
     JobResult,
@@ -35,6 +37,7 @@ from conveyor.api.schemas import (
     ThroughputMinuteOut,
     ThroughputOut,
     UniqueOut,
+    WaitingReasonOut,
     job_json,
     jobs_json,
 )
@@ -246,8 +249,13 @@ async def bulk_jobs(body: BulkRequest, user: VerifiedUser, ctx: Context) -> Bulk
 
 
 @router.get("/jobs/{job_id}")
-async def get_job(job_id: str, user: VerifiedUser, ctx: Context) -> JobOut:
-    return await _out(await ctx.engine.jobs.get(job_id, owner_scope(user)), user, ctx)
+async def get_job(job_id: str, user: VerifiedUser, ctx: Context) -> JobDetailOut:
+    """The job; a queued one says why it waits (`waiting_reason`: docs/flow-control.md)."""
+    job = await ctx.engine.jobs.get(job_id, owner_scope(user))
+    out = await _out(job, user, ctx)
+    reason = await ctx.engine.flow.waiting_reason(job)
+    waiting = None if reason is None else WaitingReasonOut(**asdict(reason))
+    return JobDetailOut(**out.model_dump(), waiting_reason=waiting)
 
 
 @router.post("/jobs/{job_id}/cancel")

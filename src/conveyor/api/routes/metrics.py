@@ -40,8 +40,12 @@ def scrape(request: Request, _allowed: Annotated[None, Depends(scraper)]) -> Res
 
 
 def refreshed_gauges(engine: Engine) -> AbstractAsyncContextManager[None]:
-    """Queue depth, oldest job age and workers alive, re-read every few seconds while the
-    app runs; a worker counts as alive within one lease, as in `conveyor info`."""
+    """Queue depth, oldest job age, workers alive and jobs per limit name, re-read every few
+    seconds while the app runs; a worker counts as alive within one lease, as in `conveyor
+    info`."""
     return metrics.database_gauges(
-        engine.queues.counts, engine.workers.list_alive, engine.settings.metrics_refresh_interval
+        engine.queues.counts,
+        engine.workers.list_alive,
+        engine.settings.metrics_refresh_interval,
+        engine.flow.limit_totals,
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from typing import Unpack
+from typing import TypedDict, Unpack
 
 from conveyor.auth.errors import PasswordPolicyError
 from conveyor.auth.passwords import hash_password
@@ -21,6 +21,21 @@ from conveyor.services.accounts.rules import check_role, normalize_email, normal
 log = logging.getLogger("conveyor.accounts")
 
 MAX_PAGE = 1000
+MAX_FAIR_WEIGHT = 1000.0
+DEFAULT_FAIR_WEIGHT = 1.0
+MAX_QUOTA = 1_000_000_000  # a cap beyond an INTEGER column is a mistake, not a wish
+
+
+class FlowChanges(TypedDict, total=False):
+    """A user's flow settings an admin changes (docs/flow-control.md); a key left out is kept.
+
+    fair_weight: the user's share under fair dispatch, > 0 and ≤ 1000 (None: back to 1).
+    max_queued, max_running: the user's own quotas (None: the settings' default; 0: no cap).
+    """
+
+    fair_weight: float | None
+    max_queued: int | None
+    max_running: int | None
 
 
 class Administration(AccountCore):
@@ -81,6 +96,19 @@ class Administration(AccountCore):
     async def set_verified(self, user_id: str, verified: bool) -> User:
         return await self._update(user_id, verified=verified)
 
+    async def set_flow(self, user_id: str, **changes: Unpack[FlowChanges]) -> User:
+        """An admin's change of a user's fair-dispatch weight and quotas; InvalidInput for a
+        value out of range, nothing changed then."""
+        values: UserChanges = {}
+        if "fair_weight" in changes:
+            values["fair_weight"] = _fair_weight(changes["fair_weight"])
+        for name in ("max_queued", "max_running"):
+            if name in changes:
+                values[name] = _quota(name, changes[name])
+        if not values:
+            return await self.get_user(user_id)
+        return await self._update(user_id, **values)
+
     async def ensure_admin(
         self, email: str, password: str | None, *, username: str | None = "admin"
     ) -> str | None:
@@ -139,3 +167,19 @@ class Administration(AccountCore):
             f"cannot create the first admin: {address} or its username belongs to an account "
             "that is not an admin; set another admin e-mail or promote that account"
         )
+
+
+def _fair_weight(weight: float | None) -> float:
+    if weight is None:
+        return DEFAULT_FAIR_WEIGHT
+    if isinstance(weight, bool) or not 0 < weight <= MAX_FAIR_WEIGHT:
+        raise InvalidInput(
+            f"fair_weight must be above 0 and at most {MAX_FAIR_WEIGHT:g}", field="fair_weight"
+        )
+    return float(weight)
+
+
+def _quota(name: str, cap: int | None) -> int | None:
+    if cap is not None and (isinstance(cap, bool) or not 0 <= cap <= MAX_QUOTA):
+        raise InvalidInput(f"{name} must be between 0 (no cap) and {MAX_QUOTA}", field=name)
+    return cap

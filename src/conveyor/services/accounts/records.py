@@ -19,6 +19,10 @@ class User:
     verified: bool
     disabled: bool
     created_at: datetime
+    # flow control: share under fair dispatch, own quotas (None: the settings'; 0: no cap)
+    fair_weight: float = 1.0
+    max_queued: int | None = None
+    max_running: int | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -56,4 +60,7 @@ def public(record: UserRecord) -> User:
         verified=record.verified,
         disabled=record.disabled,
         created_at=record.created_at,
+        fair_weight=record.fair_weight,
+        max_queued=record.max_queued,
+        max_running=record.max_running,
     )

@@ -1,0 +1,81 @@
+"""The CLI's side of flow control: `conveyor users flow` (straight on the database) and
+`conveyor limits` (a client of the server)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conveyor.cli.app import app
+from tests.api.conftest import api_settings
+from tests.support.live import LiveServer, live_server
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(tmp_path: Path, sqlite_template: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    db = tmp_path / "c.db"
+    shutil.copy(sqlite_template, db)
+    monkeypatch.setenv("CONVEYOR_DATABASE_URL", f"sqlite:///{db}")
+    monkeypatch.setenv("CONVEYOR_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CONVEYOR_LOG_FILE", "")
+    monkeypatch.setenv("CONVEYOR_SECRET_KEY", "cli-test-secret-key-long-enough-for-hs256")
+    monkeypatch.setenv("CONVEYOR_ARGON2_TIME_COST", "1")
+    monkeypatch.setenv("CONVEYOR_ARGON2_MEMORY_KIB", "1024")
+    return db
+
+
+def test_users_flow_sets_weight_and_quotas(env: Path) -> None:
+    made = runner.invoke(app, ["users", "create", "ada@example.com", "--password", "pass-word-1"])
+    assert made.exit_code == 0, made.output
+    shown = runner.invoke(app, ["users", "flow", "ada@example.com"])
+    assert shown.exit_code == 0, shown.output
+    assert "weight 1, max queued default, max running default" in shown.output
+    args = ["--weight", "2.5", "--max-queued", "100", "--max-running", "0"]
+    done = runner.invoke(app, ["users", "flow", "ada@example.com", *args])
+    assert done.exit_code == 0, done.output
+    assert "weight 2.5, max queued 100, max running none" in done.output
+    back = runner.invoke(app, ["users", "flow", "ada@example.com", "--max-queued", "default"])
+    assert "weight 2.5, max queued default, max running none" in back.output
+    listed = runner.invoke(app, ["users", "list"], terminal_width=250)
+    assert "2.5" in listed.output
+    for bad in (["--weight", "0"], ["--max-queued", "-1"], ["--weight", "lots"]):
+        refused = runner.invoke(app, ["users", "flow", "ada@example.com", *bad])
+        assert refused.exit_code == 2, refused.output
+        assert "Traceback" not in refused.output
+    nobody = runner.invoke(app, ["users", "flow", "nobody@example.com", "--weight", "2"])
+    assert nobody.exit_code == 2 and "no account" in nobody.output
+
+
+@pytest.fixture
+def server(db_url: str, tmp_path: Path) -> Iterator[LiveServer]:
+    settings = api_settings(db_url, tmp_path, handler_modules="tests.support.flow_handlers")
+    with live_server(settings) as running:
+        yield running
+
+
+def test_limits_lists_the_callers_keys(
+    server: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONVEYOR_CLIENT_CONFIG", str(tmp_path / "login.json"))
+    ada = server.user("ada@example.com")
+    server.run(server.engine.queues.pause("parked"))  # its jobs stay ready
+    env = {"CONVEYOR_API_KEY": server.api_key(ada), "CONVEYOR_URL": server.url}
+    body = ["--payload", '{"customer": "acme"}', "--queue", "parked", "--json"]
+    submitted = runner.invoke(app, ["submit", "per_customer", *body], env=env)
+    assert submitted.exit_code == 0, submitted.output
+    listed = runner.invoke(app, ["limits", "--json"], env=env)
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.output)
+    assert {(r["name"], r["key"], r["ready"]) for r in rows} == {
+        ("customer_calls", "acme", 1),
+        ("customer_slots", "acme", 1),
+    }
+    table = runner.invoke(app, ["limits"], env=env, terminal_width=200)
+    assert table.exit_code == 0 and "customer_slots" in table.output
