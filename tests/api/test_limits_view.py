@@ -1,7 +1,7 @@
 """Seeing limits (docs/flow-control.md): `GET /api/v1/limits` per limit and key, scoped to
 the caller's own jobs unless an admin asks, and a queued job's `waiting_reason`.
 
-The limit definitions are written to flow_limits here as the registry's sync would; the jobs
+The limit definitions are stored by the service's own sync, as at start; the jobs
 come through the normal submit of a type that declares limits (tests/support/flow_handlers).
 """
 
@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import insert, update
 
 from conveyor import metrics
-from conveyor.store.tables import flow_limits, jobs, rate_buckets
+from conveyor.store.tables import jobs, rate_buckets
 from tests.api.conftest import Api, api_settings, running_api
 from tests.metrics.samples import Samples
 
@@ -32,15 +32,8 @@ async def api(db_url: str, tmp_path: Path) -> AsyncIterator[Api]:
 
 
 async def define_limits(api: Api) -> None:
-    now = datetime.now(UTC)
-    rows: list[dict[str, Any]] = [
-        {"name": "customer_slots", "kind": "concurrency", "max_running": 1, "rate_limit": None,
-         "per_s": None, "burst": None, "updated_at": now},
-        {"name": "customer_calls", "kind": "rate", "max_running": None, "rate_limit": 2,
-         "per_s": 60.0, "burst": None, "updated_at": now},
-    ]  # fmt: skip
-    async with api.engine.backend.db.write() as conn:
-        await conn.execute(insert(flow_limits), rows)
+    """As an API process does at start (server.py): the registry's limits stored."""
+    await api.engine.jobs.define_limits()
 
 
 async def submit(api: Api, headers: dict[str, str], customer: str) -> str:
@@ -104,6 +97,7 @@ async def test_an_admin_sees_every_key_and_a_user_only_their_own(api: Api) -> No
     assert {d["name"]: d["kind"] for d in everything["limits"]} == {
         "customer_calls": "rate",
         "customer_slots": "concurrency",
+        "quota.running": "concurrency",  # the running quota's own limit (no default cap here)
     }
     by_key = {(k["name"], k["key"]): k for k in everything["keys"]}
     acme_calls = by_key[("customer_calls", "acme")]

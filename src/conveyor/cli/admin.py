@@ -131,7 +131,12 @@ def users_list() -> None:
         "id", "email", "role", "verified", "disabled", "created", "weight", "max queued",
         "max running",
     )  # fmt: skip
-    for user in _with_accounts(collect):
+    users = _with_accounts(collect)
+    # A narrow terminal folds the ids, never the e-mail addresses (what people look for).
+    table.columns[0].overflow = "fold"
+    table.columns[1].no_wrap = True
+    table.columns[1].min_width = max((len(u.email) for u in users), default=5)
+    for user in users:
         table.add_row(
             user.id, user.email, user.role, str(user.verified), str(user.disabled),
             user.created_at.isoformat(timespec="seconds"), f"{user.fair_weight:g}",
