@@ -14,6 +14,7 @@ from conveyor.domain.states import JobState
 from conveyor.scheduler.fires import checked_job
 from conveyor.store.backend import QueueBackend
 from conveyor.store.tables import jobs, limit_slots
+from conveyor.store.tables import workers as workers_table
 from conveyor.worker.registry import Registry
 from tests.support import limit_handlers
 from tests.support.processes import Cluster, eventually
@@ -54,9 +55,25 @@ async def test_workers_racing_never_run_more_than_the_limit_per_key(
     types = registry()
     total = 1000
     new = [checked_job(types, job_type, {"k": KEYS[i % 2]}) for i in range(total)]
+    procs = [cluster.worker(f"w{i}", concurrency=4, settings=HANDLERS) for i in range(workers)]
+
+    async def all_up() -> bool:
+        assert all(p.running() for p in procs), "a worker exited"
+        async with backend.db.read() as conn:
+            return (
+                int(
+                    (
+                        await conn.execute(select(func.count()).select_from(workers_table))
+                    ).scalar_one()
+                )
+                == workers
+            )
+
+    # Every worker up before the first job (on a busy machine the first one to start could
+    # otherwise drain them all before the others begin: no race would be tested).
+    await eventually(all_up, timeout=120, what=f"{workers} workers registered")
     for start in range(0, total, 500):
         await backend.enqueue(new[start : start + 500])
-    procs = [cluster.worker(f"w{i}", concurrency=4, settings=HANDLERS) for i in range(workers)]
 
     async def done() -> bool:
         assert all(p.running() for p in procs), "a worker exited"
