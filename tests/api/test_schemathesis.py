@@ -9,9 +9,12 @@ How it is wired:
   each operation, so the app is built fresh by the fixture, not at import.
 - One database per kind and one app per (kind, role) for the whole module.
 - Bounded and reproducible: a few examples per operation from every phase, derandomized, no
-  example database; `STATEFUL` steps of linked calls. The environment variables
-  `FUZZ_EXAMPLES` and `FUZZ_STATEFUL` raise both for a long run, and `FUZZ_REPORT` names a file
-  that gets one line per (database, role): the cases called and the seconds taken. The
+  example database; `STATEFUL` scenarios of linked calls, run by tests/support/stateful.py
+  (the database keeps each scenario's changes, which hypothesis' replays would otherwise
+  report as flaky generation). The environment variables `FUZZ_EXAMPLES` and
+  `FUZZ_STATEFUL` raise both for a long run, `FUZZ_SEED` moves the stateful runs' seeds, and
+  `FUZZ_REPORT` names a file that gets one line per (database, role): the cases called and
+  the seconds taken, and the stateful scenarios and hypothesis runs they took. The
   unbounded run in docs/design.md (As built, "API contract") was made that way.
 - NUL characters are not generated: the body-limits middleware refuses them anywhere (422),
   which its own tests cover; a pattern on every string would only say that again.
@@ -38,7 +41,6 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from hypothesis.errors import FlakyStrategyDefinition
 from schemathesis.checks import CHECKS, load_all_checks
 from schemathesis.core.transport import Response
 from schemathesis.python import asgi
@@ -53,14 +55,17 @@ from conveyor.auth.passwords import configure_argon2
 from conveyor.server import create_app
 from tests.api.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, PASSWORD, Api, api_settings
 from tests.conftest import fresh_database
+from tests.support.stateful import run_stateful
 
 # schemathesis's own string strategies trip this hypothesis warning (not our code).
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "5"))
 STATEFUL = int(os.environ.get("FUZZ_STATEFUL", "25"))
+SEED = int(os.environ.get("FUZZ_SEED", "0"))  # the stateful runs' first seed
 REPORT = os.environ.get("FUZZ_REPORT")
 CASES: Counter[str] = Counter()  # cases called per "database role", for FUZZ_REPORT
 ALLOWED: Counter[str] = Counter()  # "database role: operation answer" the allowances let by
+STATEFUL_RUNS: dict[str, str] = {}  # "database role" -> "N scenarios in K hypothesis runs"
 
 COMMON = "a new password is not one of the 10,000 most common (a list, not a pattern)"
 TYPE = "the type must be registered here: handlers come from configuration, not the schema"
@@ -222,6 +227,8 @@ def fuzz_headers(
             with open(REPORT, "a", encoding="utf-8") as out:
                 elapsed = time.monotonic() - started
                 out.write(f"{label}: {CASES[label]} cases in {elapsed:.0f} s\n")
+                if label in STATEFUL_RUNS:
+                    out.write(f"  stateful: {STATEFUL_RUNS[label]}\n")
                 for answer, n in sorted(ALLOWED.items()):
                     if answer.startswith(f"{label}:"):
                         out.write(f"  allowed {n}x {answer.removeprefix(label + ': ')}\n")
@@ -245,41 +252,21 @@ def test_every_check_passes(case: schemathesis.Case[Any], fuzz_headers: dict[str
 
 
 def test_stateful_every_check_passes(fuzz_headers: dict[str, str]) -> None:
-    """Linked calls (create, then read, change, delete what was created), every check."""
-
-    class Machine(schema.as_state_machine()):  # type: ignore[misc]
-        def get_call_kwargs(self, case: schemathesis.Case[Any]) -> dict[str, Any]:
-            return {"headers": credential(case, fuzz_headers)}
-
-        def before_call(self, case: schemathesis.Case[Any]) -> None:
-            without_quotas(case)
-
-        def validate_response(
-            self, response: Any, case: schemathesis.Case[Any], **kwargs: Any
-        ) -> None:
-            try:
-                case.validate_response(
-                    response,
-                    checks=ALL_CHECKS,
-                    headers=credential(case, fuzz_headers),
-                    transport_kwargs=kwargs or None,
-                    recorder=getattr(self, "recorder", None),
-                )
-            except Exception as exc:
-                first_failures.append(f"{case.method} {case.path}: {exc}"[:3000])
-                raise
-            CASES[PROXY.label] += 1
-
-    # A failure whose replay meets another database state ends as hypothesis'
-    # FlakyStrategyDefinition, which hides it (CI, 2026-12-05): the first one is kept and shown.
-    first_failures: list[str] = []
+    """Linked calls (create, then read, change, delete what was created), every check; the
+    database keeps each scenario's changes, so hypothesis' replays may draw otherwise, which
+    alone is not a failure (tests/support/stateful.py)."""
     reset_quotas(fuzz_headers)
-    try:
-        Machine.run(settings=settings(HYPOTHESIS, max_examples=STATEFUL, stateful_step_count=6))
-    except FlakyStrategyDefinition:
-        if not first_failures:
-            raise
-        raise AssertionError(f"first failure before the replay: {first_failures[0]}") from None
+    run = run_stateful(
+        schema,
+        scenarios=STATEFUL,
+        settings=settings(HYPOTHESIS, stateful_step_count=6),
+        checks=ALL_CHECKS,
+        headers=lambda case: credential(case, fuzz_headers),
+        seed=SEED,
+        before_call=without_quotas,
+    )
+    CASES[PROXY.label] += run.calls
+    STATEFUL_RUNS[PROXY.label] = f"{run.scenarios} scenarios in {run.runs} hypothesis runs"
 
 
 QUOTAS = ("max_queued", "max_running")
