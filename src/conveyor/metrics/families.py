@@ -193,4 +193,6 @@ ALL: tuple[MetricWrapperBase, ...] = (
     WORKER_ABANDONED_THREADS,
     LIMIT_REFUSED,
     LIMIT_DRIFT_CORRECTED,
+    LIMIT_RUNNING,
+    LIMIT_READY,
 )
