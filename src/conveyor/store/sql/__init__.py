@@ -4,6 +4,10 @@
 opened by `-- name: <name>`, so a reader sees one database's whole queue SQL in one place
 (procrastinate's queries.sql). A driver asks for the names it runs when it is imported:
 a name missing from the file, or a block no driver asks for, fails then, not at run time.
+
+A condition several statements share is written once, as a block opened by
+`-- fragment: <name>`, and placed in each statement by a line `-- include: <name>` (the
+line is replaced by the fragment's text): a change to it is made once.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from sqlalchemy import TextClause, bindparam, text
 from conveyor.store.tables import jobs
 from conveyor.store.types import UTCDateTime
 
-_NAME = re.compile(r"^--\s*name:\s*(\S+)\s*$", re.MULTILINE)
+_NAME = re.compile(r"^--\s*(name|fragment):\s*(\S+)\s*$", re.MULTILINE)
+_INCLUDE = re.compile(r"^\s*--\s*include:\s*(\S+)\s*$")
 
 
 class MissingStatement(LookupError):
@@ -24,19 +29,39 @@ class MissingStatement(LookupError):
 
 
 def parse(source: str) -> dict[str, str]:
-    """The blocks of a SQL file by name; each block runs to the next `-- name:` line. Whole
-    comment lines are the reader's, not the database's: they are left out (a `:name` in a
-    comment would read as a parameter)."""
+    """The statements of a SQL file by name; each block runs to the next `-- name:` or
+    `-- fragment:` line, its `-- include:` lines replaced by their fragments. Whole comment
+    lines are the reader's, not the database's: they are left out (a `:name` in a comment
+    would read as a parameter)."""
     marks = list(_NAME.finditer(source))
-    blocks: dict[str, str] = {}
+    raw: dict[tuple[str, str], list[str]] = {}
     for mark, following in zip(marks, [*marks[1:], None], strict=True):
         end = following.start() if following is not None else len(source)
-        name = mark.group(1)
-        if name in blocks:
-            raise MissingStatement(f"statement {name!r} is named twice")
-        lines = source[mark.end() : end].splitlines()
-        blocks[name] = "\n".join(x for x in lines if not x.lstrip().startswith("--")).strip()
+        kind, name = mark.group(1), mark.group(2)
+        if (kind, name) in raw:
+            raise MissingStatement(f"{kind} {name!r} is named twice")
+        raw[(kind, name)] = source[mark.end() : end].splitlines()
+    fragments = {name: _code(lines, {}) for (kind, name), lines in raw.items() if kind != "name"}
+    blocks = {
+        name: _code(lines, fragments) for (kind, name), lines in raw.items() if kind == "name"
+    }
+    used = {m.group(1) for lines in raw.values() for x in lines if (m := _INCLUDE.match(x))}
+    if unused := fragments.keys() - used:
+        raise MissingStatement(f"fragments never included: {sorted(unused)}")
     return blocks
+
+
+def _code(lines: list[str], fragments: dict[str, str]) -> str:
+    """A block's SQL: its include lines replaced, its comment lines left out."""
+    out: list[str] = []
+    for line in lines:
+        if included := _INCLUDE.match(line):
+            if included.group(1) not in fragments:
+                raise MissingStatement(f"include of unknown fragment {included.group(1)!r}")
+            out.append(fragments[included.group(1)])
+        elif not line.lstrip().startswith("--"):
+            out.append(line)
+    return "\n".join(out).strip()
 
 
 def load(dialect: str, names: frozenset[str]) -> dict[str, str]:

@@ -157,6 +157,25 @@ INSERT INTO job_callbacks (job_id, owner_id, url, created_at)
 SELECT t.job_id, t.owner_id, t.url, $4
 FROM unnest($1::text[], $2::text[], $3::text[]) AS t(job_id, owner_id, url)
 
+-- fragment: admissible
+-- A claim's candidate filter (claim, claim_any; $4: now): a limited job only while each of
+-- its limits has a free slot or a token for its key now, so a full key never holds the
+-- claim's LIMIT (head of line); `NOT limited` first: unlimited jobs skip the probe.
+        AND (NOT jobs.limited OR NOT EXISTS (
+            SELECT 1 FROM job_limits AS jl LEFT JOIN flow_limits AS fl ON fl.name = jl.name
+                LEFT JOIN users AS u ON jl.name = 'quota.running' AND u.id = jl.key
+                    AND u.max_running > 0
+            WHERE jl.job_id = jobs.id AND (fl.kind IS NULL
+                OR fl.kind = 'concurrency' AND coalesce(u.max_running, fl.max_running) <= (
+                    SELECT count(*) FROM limit_slots AS s WHERE s.name = jl.name
+                        AND s.key = jl.key AND s.job_id IS NOT NULL
+                        AND s.slot <= coalesce(u.max_running, fl.max_running))
+                OR fl.kind = 'rate' AND EXISTS (
+                    SELECT 1 FROM rate_buckets AS b WHERE b.name = jl.name AND b.key = jl.key
+                        AND b.tokens + greatest(0, extract(epoch FROM $4 - b.refreshed_at))
+                            * fl.rate_limit / fl.per_s < 1))
+            OFFSET 0))
+
 -- name: claim
 -- Up to $2 queued jobs of the queues $1, highest priority first, then by fair tag (due time
 -- when fair dispatch is off; docs/flow-control.md "Fair dispatch"), for worker $3.
@@ -176,20 +195,7 @@ WITH picked AS (
     SELECT id, limited FROM jobs
     WHERE state = 'queued' AND queue = ANY($1::text[])
         AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue OFFSET 0)
-        AND (NOT jobs.limited OR NOT EXISTS (
-            SELECT 1 FROM job_limits AS jl LEFT JOIN flow_limits AS fl ON fl.name = jl.name
-                LEFT JOIN users AS u ON jl.name = 'quota.running' AND u.id = jl.key
-                    AND u.max_running > 0
-            WHERE jl.job_id = jobs.id AND (fl.kind IS NULL
-                OR fl.kind = 'concurrency' AND coalesce(u.max_running, fl.max_running) <= (
-                    SELECT count(*) FROM limit_slots AS s WHERE s.name = jl.name
-                        AND s.key = jl.key AND s.job_id IS NOT NULL
-                        AND s.slot <= coalesce(u.max_running, fl.max_running))
-                OR fl.kind = 'rate' AND EXISTS (
-                    SELECT 1 FROM rate_buckets AS b WHERE b.name = jl.name AND b.key = jl.key
-                        AND b.tokens + greatest(0, extract(epoch FROM $4 - b.refreshed_at))
-                            * fl.rate_limit / fl.per_s < 1))
-            OFFSET 0))
+        -- include: admissible
     ORDER BY priority DESC, fair_tag, id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
@@ -217,20 +223,7 @@ WITH picked AS (
     SELECT id, limited FROM jobs
     WHERE state = 'queued' AND queue <> ALL($1::text[])
         AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue OFFSET 0)
-        AND (NOT jobs.limited OR NOT EXISTS (
-            SELECT 1 FROM job_limits AS jl LEFT JOIN flow_limits AS fl ON fl.name = jl.name
-                LEFT JOIN users AS u ON jl.name = 'quota.running' AND u.id = jl.key
-                    AND u.max_running > 0
-            WHERE jl.job_id = jobs.id AND (fl.kind IS NULL
-                OR fl.kind = 'concurrency' AND coalesce(u.max_running, fl.max_running) <= (
-                    SELECT count(*) FROM limit_slots AS s WHERE s.name = jl.name
-                        AND s.key = jl.key AND s.job_id IS NOT NULL
-                        AND s.slot <= coalesce(u.max_running, fl.max_running))
-                OR fl.kind = 'rate' AND EXISTS (
-                    SELECT 1 FROM rate_buckets AS b WHERE b.name = jl.name AND b.key = jl.key
-                        AND b.tokens + greatest(0, extract(epoch FROM $4 - b.refreshed_at))
-                            * fl.rate_limit / fl.per_s < 1))
-            OFFSET 0))
+        -- include: admissible
     ORDER BY priority DESC, fair_tag, id
     LIMIT $2
     FOR UPDATE SKIP LOCKED

@@ -23,6 +23,25 @@ SELECT g.key AS i,
         WHERE g.value ->> 3 AND u.id = g.value ->> 2 AND u.fair_weight > 0), 1) AS w
 FROM json_each(:groups) AS g
 
+-- fragment: admissible
+-- A claim's candidate filter (claim, claim_any and their `_waiting` lists): a limited job
+-- only while each of its limits has a free slot or a token for its key at :now, so a full
+-- key never holds the claim's LIMIT (head of line); `NOT limited` first: unlimited jobs
+-- skip the probe.
+AND (NOT jobs.limited OR NOT EXISTS (
+    SELECT 1 FROM job_limits AS jl LEFT JOIN flow_limits AS fl ON fl.name = jl.name
+        LEFT JOIN users AS u ON jl.name = 'quota.running' AND u.id = jl.key
+            AND u.max_running > 0
+    WHERE jl.job_id = jobs.id AND (fl.kind IS NULL
+        OR fl.kind = 'concurrency' AND coalesce(u.max_running, fl.max_running) <= (
+            SELECT count(*) FROM limit_slots AS s WHERE s.name = jl.name
+                AND s.key = jl.key AND s.job_id IS NOT NULL
+                AND s.slot <= coalesce(u.max_running, fl.max_running))
+        OR fl.kind = 'rate' AND EXISTS (
+            SELECT 1 FROM rate_buckets AS b WHERE b.name = jl.name AND b.key = jl.key
+                AND b.tokens + max(0, (julianday(:now) - julianday(b.refreshed_at))
+                    * 86400.0) * fl.rate_limit / fl.per_s < 1))))
+
 -- name: claim
 -- Up to :limit queued jobs of the queues in :queues (a JSON array), highest priority
 -- first, then by fair tag (due time when fair dispatch is off), for :worker; paused queues are skipped. Limited jobs (docs/flow-control.md)
@@ -36,19 +55,7 @@ WHERE id IN (
         SELECT id, limited FROM jobs
         WHERE state = 'queued' AND queue IN (SELECT value FROM json_each(:queues))
             AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue)
-            AND (NOT jobs.limited OR NOT EXISTS (
-                SELECT 1 FROM job_limits AS jl LEFT JOIN flow_limits AS fl ON fl.name = jl.name
-                    LEFT JOIN users AS u ON jl.name = 'quota.running' AND u.id = jl.key
-                        AND u.max_running > 0
-                WHERE jl.job_id = jobs.id AND (fl.kind IS NULL
-                    OR fl.kind = 'concurrency' AND coalesce(u.max_running, fl.max_running) <= (
-                        SELECT count(*) FROM limit_slots AS s WHERE s.name = jl.name
-                            AND s.key = jl.key AND s.job_id IS NOT NULL
-                            AND s.slot <= coalesce(u.max_running, fl.max_running))
-                    OR fl.kind = 'rate' AND EXISTS (
-                        SELECT 1 FROM rate_buckets AS b WHERE b.name = jl.name AND b.key = jl.key
-                            AND b.tokens + max(0, (julianday(:now) - julianday(b.refreshed_at))
-                                * 86400.0) * fl.rate_limit / fl.per_s < 1))))
+            -- include: admissible
         ORDER BY priority DESC, fair_tag, id
         LIMIT :limit
     ) WHERE NOT limited
@@ -65,19 +72,7 @@ WHERE id IN (
         SELECT id, limited FROM jobs
         WHERE state = 'queued' AND queue NOT IN (SELECT value FROM json_each(:queues))
             AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue)
-            AND (NOT jobs.limited OR NOT EXISTS (
-                SELECT 1 FROM job_limits AS jl LEFT JOIN flow_limits AS fl ON fl.name = jl.name
-                    LEFT JOIN users AS u ON jl.name = 'quota.running' AND u.id = jl.key
-                        AND u.max_running > 0
-                WHERE jl.job_id = jobs.id AND (fl.kind IS NULL
-                    OR fl.kind = 'concurrency' AND coalesce(u.max_running, fl.max_running) <= (
-                        SELECT count(*) FROM limit_slots AS s WHERE s.name = jl.name
-                            AND s.key = jl.key AND s.job_id IS NOT NULL
-                            AND s.slot <= coalesce(u.max_running, fl.max_running))
-                    OR fl.kind = 'rate' AND EXISTS (
-                        SELECT 1 FROM rate_buckets AS b WHERE b.name = jl.name AND b.key = jl.key
-                            AND b.tokens + max(0, (julianday(:now) - julianday(b.refreshed_at))
-                                * 86400.0) * fl.rate_limit / fl.per_s < 1))))
+            -- include: admissible
         ORDER BY priority DESC, fair_tag, id
         LIMIT :limit
     ) WHERE NOT limited
@@ -91,19 +86,7 @@ RETURNING jobs.id, jobs.type, jobs.queue, jobs.payload, jobs.attempt, jobs.max_a
 SELECT id FROM jobs
 WHERE state = 'queued' AND queue IN (SELECT value FROM json_each(:queues)) AND limited
     AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue)
-    AND (NOT jobs.limited OR NOT EXISTS (
-        SELECT 1 FROM job_limits AS jl LEFT JOIN flow_limits AS fl ON fl.name = jl.name
-            LEFT JOIN users AS u ON jl.name = 'quota.running' AND u.id = jl.key
-                AND u.max_running > 0
-        WHERE jl.job_id = jobs.id AND (fl.kind IS NULL
-            OR fl.kind = 'concurrency' AND coalesce(u.max_running, fl.max_running) <= (
-                SELECT count(*) FROM limit_slots AS s WHERE s.name = jl.name
-                    AND s.key = jl.key AND s.job_id IS NOT NULL
-                    AND s.slot <= coalesce(u.max_running, fl.max_running))
-            OR fl.kind = 'rate' AND EXISTS (
-                SELECT 1 FROM rate_buckets AS b WHERE b.name = jl.name AND b.key = jl.key
-                    AND b.tokens + max(0, (julianday(:now) - julianday(b.refreshed_at))
-                        * 86400.0) * fl.rate_limit / fl.per_s < 1))))
+    -- include: admissible
 ORDER BY priority DESC, fair_tag, id
 LIMIT :limit
 
@@ -112,19 +95,7 @@ LIMIT :limit
 SELECT id FROM jobs
 WHERE state = 'queued' AND queue NOT IN (SELECT value FROM json_each(:queues)) AND limited
     AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue)
-    AND (NOT jobs.limited OR NOT EXISTS (
-        SELECT 1 FROM job_limits AS jl LEFT JOIN flow_limits AS fl ON fl.name = jl.name
-            LEFT JOIN users AS u ON jl.name = 'quota.running' AND u.id = jl.key
-                AND u.max_running > 0
-        WHERE jl.job_id = jobs.id AND (fl.kind IS NULL
-            OR fl.kind = 'concurrency' AND coalesce(u.max_running, fl.max_running) <= (
-                SELECT count(*) FROM limit_slots AS s WHERE s.name = jl.name
-                    AND s.key = jl.key AND s.job_id IS NOT NULL
-                    AND s.slot <= coalesce(u.max_running, fl.max_running))
-            OR fl.kind = 'rate' AND EXISTS (
-                SELECT 1 FROM rate_buckets AS b WHERE b.name = jl.name AND b.key = jl.key
-                    AND b.tokens + max(0, (julianday(:now) - julianday(b.refreshed_at))
-                        * 86400.0) * fl.rate_limit / fl.per_s < 1))))
+    -- include: admissible
 ORDER BY priority DESC, fair_tag, id
 LIMIT :limit
 
