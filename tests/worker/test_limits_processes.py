@@ -55,7 +55,11 @@ async def test_workers_racing_never_run_more_than_the_limit_per_key(
     types = registry()
     total = 1000
     new = [checked_job(types, job_type, {"k": KEYS[i % 2]}) for i in range(total)]
-    procs = [cluster.worker(f"w{i}", concurrency=4, settings=HANDLERS) for i in range(workers)]
+    # Each worker runs at most `limit` jobs at once: one worker alone can never fill both
+    # keys' slots, so every worker takes part (a worker of concurrency 4 held all four slots
+    # and, claiming again as each finished, ran everything: no race), while two or more
+    # together could exceed the limit on one key if the slots did not hold.
+    procs = [cluster.worker(f"w{i}", concurrency=limit, settings=HANDLERS) for i in range(workers)]
 
     async def all_up() -> bool:
         assert all(p.running() for p in procs), "a worker exited"
