@@ -13,21 +13,6 @@ from conveyor.cli.app import app
 runner = CliRunner()
 
 
-@pytest.fixture
-def env(tmp_path: Path, sqlite_template: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    import shutil
-
-    db = tmp_path / "c.db"
-    shutil.copy(sqlite_template, db)
-    monkeypatch.setenv("CONVEYOR_DATABASE_URL", f"sqlite:///{db}")
-    monkeypatch.setenv("CONVEYOR_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("CONVEYOR_LOG_FILE", "")
-    monkeypatch.setenv("CONVEYOR_SECRET_KEY", "cli-test-secret-key-long-enough-for-hs256")
-    monkeypatch.setenv("CONVEYOR_ARGON2_TIME_COST", "1")
-    monkeypatch.setenv("CONVEYOR_ARGON2_MEMORY_KIB", "1024")
-    return db
-
-
 def test_enqueue_and_info(env: Path) -> None:
     done = runner.invoke(app, ["enqueue", "sleep", "--payload", '{"seconds": 0}', "--delay", "60"])
     assert done.exit_code == 0, done.output

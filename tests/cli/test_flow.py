@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,19 +15,6 @@ from tests.api.conftest import api_settings
 from tests.support.live import LiveServer, live_server
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def env(tmp_path: Path, sqlite_template: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    db = tmp_path / "c.db"
-    shutil.copy(sqlite_template, db)
-    monkeypatch.setenv("CONVEYOR_DATABASE_URL", f"sqlite:///{db}")
-    monkeypatch.setenv("CONVEYOR_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("CONVEYOR_LOG_FILE", "")
-    monkeypatch.setenv("CONVEYOR_SECRET_KEY", "cli-test-secret-key-long-enough-for-hs256")
-    monkeypatch.setenv("CONVEYOR_ARGON2_TIME_COST", "1")
-    monkeypatch.setenv("CONVEYOR_ARGON2_MEMORY_KIB", "1024")
-    return db
 
 
 def test_users_flow_sets_weight_and_quotas(env: Path) -> None:

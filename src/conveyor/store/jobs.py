@@ -375,6 +375,8 @@ def job_row(job: NewJob, now: datetime) -> dict[str, Any]:
         "unique_states": _stored_states(job.unique_states) if job.unique_key else None,
         # its fair tag is the driver's to compute, in the insert (docs/flow-control.md)
         "fair_key": job.fair_key,
+        # its job_limits rows are written beside it (`limit_rows`), in the same transaction
+        "limited": bool(job.limit_keys),
     }
 
 
@@ -394,8 +396,8 @@ def inserted_record(row: dict[str, Any]) -> JobRecord:
 
 def limit_rows(new_jobs: Iterable[NewJob]) -> list[dict[str, Any]]:
     """The job_limits rows of the jobs under limits (their keys evaluated at submit); the
-    driver writes those of the jobs it inserted, and marks them `limited`, in the enqueue's
-    transaction. Jobs without limits cost nothing here."""
+    driver writes those of the jobs it inserted, in the enqueue's transaction. Jobs without
+    limits cost nothing here."""
     return [
         {"job_id": j.id, "name": lk.name, "key": lk.key} for j in new_jobs for lk in j.limit_keys
     ]

@@ -29,29 +29,7 @@ async def list_limits(
     key); `next_cursor` is null on the last."""
     page = await ctx.engine.flow.limits(owner_scope(user), cursor=cursor, limit=limit)
     return LimitsOut(
-        limits=[
-            LimitOut(
-                name=d.name,
-                kind=d.kind,
-                max_running=d.max_running,
-                rate_limit=d.rate_limit,
-                per_s=d.per_s,
-                burst=d.burst,
-            )
-            for d in page.limits
-        ],
-        keys=[
-            LimitKeyOut(
-                name=k.name,
-                kind=k.kind,
-                key=k.key,
-                running=k.running,
-                ready=k.ready,
-                max_running=k.max_running,
-                tokens=k.tokens,
-                capacity=k.capacity,
-            )
-            for k in page.keys
-        ],
+        limits=[LimitOut.model_validate(d, from_attributes=True) for d in page.limits],
+        keys=[LimitKeyOut.model_validate(k, from_attributes=True) for k in page.keys],
         next_cursor=page.next_cursor,
     )

@@ -117,7 +117,8 @@ class PostgresDriver:
         statement = SQL["enqueue_one" if len(rows) == 1 else "enqueue"]
         columns = _enqueue_one_args(rows[0]) if len(rows) == 1 else _enqueue_args(rows)
         fair = rows[0]["fair_key"] if len(rows) == 1 else [r["fair_key"] for r in rows]
-        args = (*columns, created, synchronous, *_unique_args(rows), fair)
+        limited = rows[0]["limited"] if len(rows) == 1 else [r["limited"] for r in rows]
+        args = (*columns, created, synchronous, *_unique_args(rows), fair, limited)
         if conn is not None:  # inside the caller's transaction: through SQLAlchemy's cursor
             inserted = {r[0] for r in await conn.exec_driver_sql(statement, args)}
             mine = [c for c in callbacks if c["job_id"] in inserted]

@@ -152,8 +152,6 @@ class SqliteDriver:
         held = [x for x in limits if x["job_id"] in inserted]
         if held:
             await conn.execute(job_limits.insert(), held)
-            marked = sorted({x["job_id"] for x in held})
-            await conn.execute(update(jobs).where(jobs.c.id.in_(marked)).values(limited=True))
         dupes = [r for r in rows if r["id"] not in inserted]
         existing = await _existing(conn, [r for r in dupes if r["idempotency_key"] is not None])
         live = await _live(conn, [r for r in dupes if r["unique_key"] is not None])

@@ -12,6 +12,7 @@
 -- $16 false (CONVEYOR_SUBMIT_SYNCHRONOUS_COMMIT=off): `synchronous_commit` is off for the
 -- rest of this transaction (set_config's is_local), so its commit does not wait for the
 -- WAL flush, without a round trip of its own (docs/design.md: what that risks).
+-- $20: limited (the job has job_limits rows, written next in the same transaction).
 -- $17, $18: unique_key, unique_states. ON CONFLICT without a target: a taken idempotency
 -- key and a taken unique key (uq_jobs_unique) both skip the row, never abort the statement.
 -- $19: each job's fair key (NULL: due-time order). Its fair tag (docs/flow-control.md "Fair
@@ -29,9 +30,9 @@ WITH t AS (
             ORDER BY u.n) AS rb
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[],
         $7::text[], $8::int[], $9::timestamptz[], $10::float8[], $11::text[], $12::text[],
-        $14::text[], $19::text[], $17::text[], $18::text[]) WITH ORDINALITY
+        $14::text[], $19::text[], $17::text[], $18::text[], $20::bool[]) WITH ORDINALITY
         AS u(id, owner_id, queue, type, payload, priority, state, max_attempts, run_at,
-            timeout_s, idempotency_key, tags, schedule_id, fair_key, unique_key, unique_states,
+            timeout_s, idempotency_key, tags, schedule_id, fair_key, unique_key, unique_states, limited,
             n)
 ),
 firsts AS (
@@ -59,14 +60,14 @@ h AS (
 inserted AS (
     INSERT INTO jobs (id, owner_id, queue, type, payload, priority, state, attempt,
         max_attempts, run_at, timeout_s, idempotency_key, progress, errors, tags,
-        schedule_id, created_at, fair_key, fair_tag, unique_key, unique_states)
+        schedule_id, created_at, fair_key, fair_tag, unique_key, unique_states, limited)
     SELECT h.id, h.owner_id, h.queue, h.type, h.payload::jsonb, h.priority, h.state, 0,
         h.max_attempts, h.run_at, h.timeout_s, h.idempotency_key, 0, '[]'::jsonb,
         h.tags::jsonb, h.schedule_id, $13, h.fair_key,
         CASE WHEN h.fair_key IS NULL THEN extract(epoch FROM h.run_at)
             ELSE greatest(h.v, h.l, CASE WHEN h.v IS NULL OR h.state <> 'queued'
                 THEN extract(epoch FROM h.run_at) END) + h.r / h.w END,
-        h.unique_key, h.unique_states
+        h.unique_key, h.unique_states, h.limited
     FROM h ORDER BY h.n
     ON CONFLICT DO NOTHING
     RETURNING id, queue, state, owner_id, type, 0 AS attempt
@@ -88,7 +89,7 @@ SELECT id, (SELECT count(*) FROM woken) AS woken, (SELECT count(*) FROM relaxed)
 FROM inserted
 
 -- name: enqueue_one
--- `enqueue` for a single job, its columns as scalars ($1-$12, $14, $17-$19; the same numbering):
+-- `enqueue` for a single job, its columns as scalars ($1-$12, $14, $17-$20; the same numbering):
 -- the one-at-a-time submit's statement. Arrays cost the client a type check per argument
 -- and element (asyncpg looks for nested arrays) and the server an unnest: measured about a
 -- third of the client's CPU per single submit. Its fair tag as in `enqueue` (rank 1); the
@@ -97,7 +98,7 @@ FROM inserted
 WITH inserted AS (
     INSERT INTO jobs (id, owner_id, queue, type, payload, priority, state, attempt,
         max_attempts, run_at, timeout_s, idempotency_key, progress, errors, tags,
-        schedule_id, created_at, fair_key, fair_tag, unique_key, unique_states)
+        schedule_id, created_at, fair_key, fair_tag, unique_key, unique_states, limited)
     VALUES ($1::text, $2::text, $3::text, $4::text, $5::text::jsonb, $6::int, $7::text, 0,
         $8::int, $9::timestamptz, $10::float8, $11::text, 0, '[]'::jsonb, $12::text::jsonb,
         $14::text, $13, $19::text,
@@ -116,7 +117,7 @@ WITH inserted AS (
                     1) AS w
                 OFFSET 0
             ) AS h) END,
-        $17::text, $18::text)
+        $17::text, $18::text, $20::bool)
     ON CONFLICT DO NOTHING
     RETURNING id, queue, state, owner_id, type
 ),
@@ -246,15 +247,11 @@ SELECT c.*, w.waiting FROM (SELECT array_agg(id) AS waiting FROM picked WHERE li
 LEFT JOIN claimed AS c ON true
 
 -- name: record_limits
--- The job_limits rows ($1 job ids, $2 limit names, $3 keys) of newly inserted jobs, and
--- their `limited` flag, in the enqueue's transaction (jobs without limits skip this).
-WITH marked AS (
-    UPDATE jobs SET limited = true WHERE jobs.id = ANY(ARRAY(SELECT DISTINCT unnest($1::text[])))
-    RETURNING jobs.id
-)
+-- The job_limits rows ($1 job ids, $2 limit names, $3 keys) of newly inserted jobs, in the
+-- enqueue's transaction (jobs without limits skip this; their `limited` flag came with
+-- their insert).
 INSERT INTO job_limits (job_id, name, key)
 SELECT t.job_id, t.name, t.key FROM unnest($1::text[], $2::text[], $3::text[]) AS t(job_id, name, key)
-WHERE t.job_id IN (SELECT id FROM marked)
 
 -- name: limit_demands
 -- The limits of the candidates $1 still queued, each candidate locked (SKIP LOCKED: one
