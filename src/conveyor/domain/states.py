@@ -8,6 +8,7 @@ from conveyor.errors import IllegalTransition
 
 
 class JobState(StrEnum):
+    WAITING = "waiting"  # a workflow step whose dependencies are not all settled yet
     SCHEDULED = "scheduled"
     QUEUED = "queued"
     RUNNING = "running"
@@ -15,12 +16,20 @@ class JobState(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    SKIPPED = "skipped"  # a workflow step not run: a dependency failed and its policy is skip
 
 
-TERMINAL: frozenset[JobState] = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+TERMINAL: frozenset[JobState] = frozenset(
+    {JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.SKIPPED}
+)
 
 # Each state maps to the states it may move to.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    # Released by its last dependency (ready, or scheduled when it has a delay), or settled
+    # without running by its policy (docs/workflows.md).
+    JobState.WAITING: frozenset(
+        {JobState.QUEUED, JobState.SCHEDULED, JobState.CANCELLED, JobState.SKIPPED}
+    ),
     JobState.SCHEDULED: frozenset({JobState.QUEUED, JobState.CANCELLED}),
     JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED}),
     JobState.RUNNING: frozenset(
@@ -34,12 +43,14 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     ),
     JobState.RETRYING: frozenset({JobState.QUEUED, JobState.CANCELLED}),
     JobState.COMPLETED: frozenset(),
-    JobState.FAILED: frozenset({JobState.QUEUED}),  # retried by a user
-    JobState.CANCELLED: frozenset({JobState.QUEUED}),  # retried by a user
+    # Retried by a user; a workflow's retry puts a step behind others back to waiting.
+    JobState.FAILED: frozenset({JobState.QUEUED, JobState.WAITING}),
+    JobState.CANCELLED: frozenset({JobState.QUEUED, JobState.WAITING}),
+    JobState.SKIPPED: frozenset({JobState.QUEUED, JobState.WAITING}),  # a workflow's retry
 }
 
 CANCELLABLE: frozenset[JobState] = frozenset(
-    {JobState.SCHEDULED, JobState.QUEUED, JobState.RETRYING, JobState.RUNNING}
+    {JobState.WAITING, JobState.SCHEDULED, JobState.QUEUED, JobState.RETRYING, JobState.RUNNING}
 )
 USER_RETRYABLE: frozenset[JobState] = frozenset({JobState.FAILED, JobState.CANCELLED})
 
