@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from conveyor.domain.clock import utcnow
-from conveyor.domain.flow import RUNNING_QUOTA, LimitKey, Unique
+from conveyor.domain.flow import RUNNING_QUOTA, LimitKey, Unique, submit_limit_keys
 from conveyor.domain.jobs import (
     BULK_ACTIONS,
     SYSTEM_OWNER,
@@ -71,6 +71,9 @@ class Submission:
     idempotency_key: str | None = None
     tags: tuple[str, ...] = ()
     callback_url: str | None = None  # its terminal events are POSTed there (docs/events.md)
+    # Limits of the type's `submit_limits` this job is under, by name, with its key for each
+    # (docs/flow-control.md, "Limits chosen at submit"); None or empty: none.
+    limits: dict[str, str] | None = None
 
 
 # (owner, callback URLs) -> None, or InvalidInput: services.webhooks.check_callbacks
@@ -102,7 +105,7 @@ class JobService:
         """Store the values of the limits the job types declare, and the running quota's
         default (docs/flow-control.md: the last process started with a changed value sets
         it for all)."""
-        await self.backend.define_limits([lim for spec in self.registry for lim in spec.limits])
+        await self.backend.define_limits([lim for spec in self.registry for lim in spec.all_limits])
         await self.backend.define_running_quota(self.quota_max_running)
 
     async def _running_cap(self, owner_id: str) -> int | None:
@@ -140,7 +143,11 @@ class JobService:
             callback_url=submission.callback_url,
             fair=self.fair_dispatch,
         )
-        return unique_job(job, self.registry.get(job.type).unique, now)
+        spec = self.registry.get(job.type)
+        chosen = submit_limit_keys(spec.submit_limits, submission.limits, spec.name)
+        if chosen:
+            job = replace(job, limit_keys=(*job.limit_keys, *chosen))
+        return unique_job(job, spec.unique, now)
 
     def _check_run_at(self, run_at: datetime | None, now: datetime) -> None:
         if run_at is None or run_at.tzinfo is None:  # no time zone: checked_job refuses it
