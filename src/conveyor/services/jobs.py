@@ -29,6 +29,7 @@ from conveyor.errors import InvalidInput
 from conveyor.logs import job_fields
 from conveyor.metrics import count_enqueued
 from conveyor.scheduler.fires import checked_job
+from conveyor.services.flow import FlowService, QuotaAsk
 from conveyor.store.backend import QueueBackend
 from conveyor.store.transaction import Transaction
 from conveyor.worker.registry import Registry
@@ -91,6 +92,9 @@ class JobService:
     # CONVEYOR_FAIR_DISPATCH (set by the engine): off, no job gets a fair key and claims go
     # by priority, then due time, as before fair dispatch (docs/flow-control.md)
     fair_dispatch: bool = True
+    # The queued quota's check (set by the engine), for the doors that store a job outside
+    # the intake's group commit (compat, tasks): `submit_within_quota`. None: not checked.
+    quotas: FlowService | None = None
 
     def __init__(
         self, backend: QueueBackend, registry: Registry, bulk_batch: int = BULK_BATCH
@@ -180,6 +184,36 @@ class JobService:
         enqueued = await self.store(prepared, tx)
         self.submitted(prepared, enqueued)  # in the caller's transaction: counted at insert
         return enqueued
+
+    async def submit_within_quota(
+        self,
+        submission: Submission,
+        owner_id: str,
+        max_queued: int | None,
+        tx: Transaction | None = None,
+    ) -> Enqueued:
+        """A caller's submit with the owner's queued quota checked in the transaction that
+        inserts it (`tx`, else one of its own), as the intake checks the REST doors':
+        QuotaExceeded (429) and nothing stored when it would take the owner beyond their
+        cap. `max_queued` is the user's own cap (None: the setting's)."""
+        prepared = await self.prepare_many([submission], owner_id)
+        if tx is None:
+            async with self.backend.transaction() as own:
+                enqueued = await self._store_within_quota(prepared, owner_id, max_queued, own)
+        else:
+            enqueued = await self._store_within_quota(prepared, owner_id, max_queued, tx)
+        self.submitted(prepared, enqueued)
+        return enqueued[0]
+
+    async def _store_within_quota(
+        self, prepared: Sequence[NewJob], owner_id: str, max_queued: int | None, tx: Transaction
+    ) -> list[Enqueued]:
+        if self.quotas is not None:
+            ask = QuotaAsk(owner_id, max_queued, len(prepared))
+            (refused,) = await self.quotas.check_quotas(tx, [ask])
+            if refused is not None:
+                raise refused
+        return await self.store(prepared, tx)
 
     async def store(self, prepared: Sequence[NewJob], tx: Transaction | None) -> list[Enqueued]:
         """Insert prepared jobs (in `tx` when given), committed as the settings say."""
