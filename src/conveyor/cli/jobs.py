@@ -41,7 +41,10 @@ def enqueue(
     settings = load_settings(handler_modules=handlers)
     quiet_logs()
     body = _parse_payload(payload)
-    limits = limit_pairs(limit)
+    try:
+        limits = limit_pairs(limit)
+    except InputError as exc:
+        die(str(exc))
     run_at = datetime.now(UTC) + timedelta(seconds=delay) if delay else None
 
     async def main() -> Any:
