@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,10 +103,15 @@ class Submitter:
         job_type: str = "chaos.work",
         max_attempts: int = 20,
         fault_job: bool = False,
+        limits: Callable[[int], dict[str, str]] | None = None,
     ) -> list[str]:
-        """`n` jobs in one request; their ids (an error answer: none, all refused)."""
+        """`n` jobs in one request; their ids (an error answer: none, all refused).
+        `limits`: each job's submit limits ({name: key}), from its index."""
         indexes = self.ledger.take(n)
         jobs = [job_body(job_type, i, seconds, max_attempts) for i in indexes]
+        if limits is not None:
+            for body, index in zip(jobs, indexes, strict=True):
+                body["limits"] = limits(index)
         started = time.monotonic()
         outcome, ids = "unknown", list[str | None]([None] * n)
         async with self.api.client() as http:

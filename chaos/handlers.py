@@ -18,12 +18,16 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from conveyor.domain.flow import Concurrency
 from conveyor.domain.retry import RetryPolicy
 from conveyor.worker.context import JobContext, JobInfo
 from conveyor.worker.registry import job
 
 RECORD_DIR_ENV = "CHAOS_RECORD_DIR"
 QUICK_RETRY = RetryPolicy(base=0.1, cap=0.5)
+# The limited scenario's concurrency limit: a submit names the key (`limits`), at most
+# PER_KEY running per key across every worker.
+PER_KEY_LIMIT, PER_KEY = "chaos.per_key", 2
 
 
 class Work(BaseModel):
@@ -59,6 +63,20 @@ def record(event: str, index: int, job_id: str, attempt: int, owner: int) -> Non
 @job("chaos.work", max_attempts=20, retry=QUICK_RETRY)
 async def work(ctx: JobContext, payload: Work) -> int:
     """Record the start, sleep `seconds` on the event loop, record the end."""
+    record("start", payload.index, ctx.job_id, ctx.attempt, os.getpid())
+    await asyncio.sleep(payload.seconds)
+    record("end", payload.index, ctx.job_id, ctx.attempt, os.getpid())
+    return payload.index
+
+
+@job(
+    "chaos.limited",
+    max_attempts=20,
+    retry=QUICK_RETRY,
+    submit_limits=(Concurrency(PER_KEY_LIMIT, PER_KEY),),
+)
+async def limited(ctx: JobContext, payload: Work) -> int:
+    """`chaos.work` under the per-key limit its submit chose (chaos.scenarios.limited_kills)."""
     record("start", payload.index, ctx.job_id, ctx.attempt, os.getpid())
     await asyncio.sleep(payload.seconds)
     record("end", payload.index, ctx.job_id, ctx.attempt, os.getpid())

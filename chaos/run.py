@@ -33,6 +33,7 @@ from chaos.scenarios import (
     Where,
     failover,
     leader_kills,
+    limited_kills,
     loop_block,
     outage,
     pool_crash,
@@ -58,6 +59,8 @@ def plans(kills_pg: int, kills_sqlite: int, outage_s: float) -> list[Plan]:
     return [
         Plan("worker-kills", "postgres", functools.partial(worker_kills, kills=kills_pg)),
         Plan("worker-kills", "sqlite", functools.partial(worker_kills, kills=kills_sqlite)),
+        Plan("limited", "postgres", limited_kills),
+        Plan("limited", "sqlite", limited_kills),
         Plan("leader-kills", "postgres", leader_kills),
         Plan("leader-kills", "sqlite", leader_kills),
         Plan("db-cut", "postgres", cut),

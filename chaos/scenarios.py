@@ -14,14 +14,25 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from chaos.client import Api, Prober
 from chaos.fleet import Proc
+from chaos.handlers import PER_KEY, PER_KEY_LIMIT
 from chaos.pgcluster import PrivateCluster, ReplicatedPair, free_port
 from chaos.proxy import Proxy
 from chaos.receiver import Receiver
-from chaos.stage import Stage, stage, stored_jobs
-from chaos.verdict import Fault, Row, StoredJob, kill_recovery, outage_recovery, worst
+from chaos.stage import Stage, leaked_slots, stage, stored_jobs
+from chaos.verdict import (
+    Fault,
+    Row,
+    StoredJob,
+    completed_twice,
+    kill_recovery,
+    most_running,
+    outage_recovery,
+    worst,
+)
 
 ANSWER_BOUND_S = 2.0 + 1.0  # issue #13: answered within 2 s; + 1 s for a loaded machine
 STARTUP_S = 90.0  # a process's start on a loaded 2-core machine, generously
@@ -51,12 +62,15 @@ async def eventually(check: Callable[[], bool], timeout: float, what: str) -> No
         await asyncio.sleep(0.1)
 
 
-async def feed(s: Stage, stop: asyncio.Event, backlog: int, seconds: tuple[float, ...]) -> None:
-    """Keep about `backlog` jobs waiting until `stop` is set (submitted 100 at a time)."""
+async def feed(
+    s: Stage, stop: asyncio.Event, backlog: int, seconds: tuple[float, ...], **options: Any
+) -> None:
+    """Keep about `backlog` jobs waiting until `stop` is set (submitted 100 at a time;
+    `options` go to each batch: its job type, its limits)."""
     while not stop.is_set():
         ended = sum(1 for e in s.executions() if e.event == "end")
         if s.ledger.acked() - ended < backlog:
-            await s.submitter.batch(100, random.choice(seconds))
+            await s.submitter.batch(100, random.choice(seconds), **options)
         await asyncio.sleep(0.3)
 
 
@@ -125,6 +139,62 @@ async def worker_kills(where: Where, kind: str, kills: int = 50, workers: int = 
             await feeder
         row = await finish(s, 4 * where.lease + 90)
         row.recovery = worst(f.recovery for f in s.faults)
+        row.recovery_measured = True
+        return row
+
+
+# ---- limited jobs: worker SIGKILLs (and a restart) while jobs hold per-key slots -----------
+LIMITED_KEYS = 4
+
+
+def limited_key(index: int) -> str:
+    """The key a limited job's submit names, from its index: the judge recomputes it."""
+    return f"k{index % LIMITED_KEYS}"
+
+
+async def limited_kills(where: Where, kind: str, kills: int = 12, workers: int = 3) -> Row:
+    """`chaos.limited` jobs under a limit of PER_KEY per key (chosen at submit, over
+    LIMITED_KEYS keys), `kills` SIGKILLs of workers holding slots (each replaced) and, on
+    PostgreSQL with the suite's private cluster, one restart of it halfway. The reconcile is
+    off (a day's interval) so that it cannot hide a leak. Judged as every scenario, and:
+    no key ever ran more than PER_KEY attempts at once (from the recorded intervals), no
+    job completed twice, and no slot is held by a job that is not running at the end."""
+    cluster = where.cluster if kind == "postgres" else None
+    admin = cluster.admin_url if cluster else where.pg_admin
+    async with stage("limited", kind, where.dir("limited", kind), admin, where.lease) as s:
+        s.fleet.settings["limits_reconcile_interval"] = "86400"
+        await s.start_api()
+        s.fleet.scheduler(s.serial("scheduler"))
+        for _ in range(workers):
+            s.fleet.worker(s.serial("worker"), 8)
+        options: dict[str, Any] = {
+            "job_type": "chaos.limited",
+            "limits": lambda index: {PER_KEY_LIMIT: limited_key(index)},
+        }
+        stop = asyncio.Event()
+        feeder = asyncio.create_task(feed(s, stop, 150, (0.05, 0.2, 0.5), **options))
+        try:
+            for done in range(kills):
+                await kill_busy_worker(s)
+                if cluster is not None and done == kills // 2:
+                    start = time.time()
+                    await asyncio.to_thread(cluster.restart, "fast", 0.0)
+                    s.faults.append(Fault("restart", start, time.time()))
+                await asyncio.sleep(random.uniform(0.2, 0.8))
+        finally:
+            stop.set()
+            await feeder
+        row = await finish(s, 4 * where.lease + 120)
+        executions = s.executions()
+        most = most_running(executions, s.faults, limited_key, time.time())
+        row.over_limit = sum(1 for n in most.values() if n > PER_KEY)
+        row.twice = len(completed_twice(executions, s.faults, s.lease))
+        row.leaked_slots = await leaked_slots(s.target)
+        row.notes.append(
+            f"most running per key {max(most.values(), default=0)} (limit {PER_KEY}); "
+            f"slots leaked {row.leaked_slots}"
+        )
+        row.recovery = worst(f.recovery for f in s.faults if f.kind == "kill-worker")
         row.recovery_measured = True
         return row
 

@@ -95,6 +95,25 @@ async def stored_jobs(target: Target) -> list[StoredJob]:
     return [StoredJob(str(i), _index(p), str(s)) for i, p, s in rows]
 
 
+LEAKED_SLOTS = (
+    "SELECT count(*) FROM limit_slots AS s WHERE s.job_id IS NOT NULL AND NOT EXISTS "
+    "(SELECT 1 FROM jobs AS j WHERE j.id = s.job_id AND j.state = 'running')"
+)
+
+
+async def leaked_slots(target: Target) -> int:
+    """Concurrency slots held by a job that is not running (or is gone): leaks."""
+    if target.kind == "sqlite":
+        path = target.url.removeprefix("sqlite:///")
+        rows = await asyncio.to_thread(_sqlite_rows, path, LEAKED_SLOTS)
+        return int(str(rows[0][0]))
+    conn = await asyncpg.connect(target.url, timeout=30)
+    try:
+        return int(await conn.fetchval(LEAKED_SLOTS))
+    finally:
+        await conn.close()
+
+
 def _index(payload: Any) -> int:
     """The suite's index from a payload: JSON text (SQLite) or already decoded."""
     return int((json.loads(payload) if isinstance(payload, str) else payload)["index"])

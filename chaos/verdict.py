@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -199,6 +199,56 @@ def outage_recovery(executions: Sequence[Execution], fault: Fault) -> float | No
     return min(after) - fault.end if after else None
 
 
+def most_running(
+    executions: Sequence[Execution],
+    faults: Sequence[Fault],
+    key_of: Callable[[int], str],
+    until: float,
+) -> dict[str, int]:
+    """Per key, the most attempts running at one moment, from the recorded intervals alone
+    (not Conveyor's counters): an attempt runs from its start to its end; one without an end
+    ran until its worker was killed (the kill's time), else until `until`."""
+    killed = {f.pid: f.start for f in faults if f.pid is not None}
+    ends = {(e.job_id, e.attempt): e.t for e in executions if e.event == "end"}
+    moments: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    for e in executions:
+        if e.event != "start":
+            continue
+        stop = ends.get((e.job_id, e.attempt), killed.get(e.owner, until))
+        key = key_of(e.index)
+        moments[key] += [(e.t, 1), (stop, -1)]
+    most: dict[str, int] = {}
+    for key, changes in moments.items():
+        running = peak = 0
+        for _, change in sorted(changes):  # at one instant an end (-1) comes before a start
+            running += change
+            peak = max(peak, running)
+        most[key] = peak
+    return most
+
+
+def completed_twice(
+    executions: Sequence[Execution], faults: Sequence[Fault], lease: float
+) -> list[int]:
+    """Indexes of jobs whose handler ended more than once, unless an outage explains it (a
+    lease that expired while the database was away, as for a duplicate)."""
+    ends: dict[str, list[Execution]] = defaultdict(list)
+    for e in executions:
+        if e.event == "end":
+            ends[e.job_id].append(e)
+    twice = []
+    for runs in ends.values():
+        if len(runs) < 2:
+            continue
+        first, again = runs[0], runs[1]
+        explained = any(
+            f.kind in OUTAGES and f.start <= again.t and first.t <= f.end + lease for f in faults
+        )
+        if not explained:
+            twice.append(first.index)
+    return twice
+
+
 def worst(values: Iterable[float | None]) -> float | None:
     """The largest; None if any is None (a recovery that never happened)."""
     found = list(values)
@@ -227,6 +277,12 @@ class Row:
     recovery_measured: bool = False
     notes: list[str] = field(default_factory=list)
     error: str | None = None  # the scenario itself broke (not a verdict on Conveyor)
+    # The limited scenario's own checks (0 elsewhere): keys seen running over their limit,
+    # jobs that completed more than once with no outage to explain it, slots held at the end
+    # by jobs that are not running.
+    over_limit: int = 0
+    twice: int = 0
+    leaked_slots: int = 0
 
     def failures(self) -> list[str]:
         why = []
@@ -240,6 +296,12 @@ class Row:
             why.append(f"{self.unexplained} duplicates no fault explains")
         if self.exits:
             why.append("exits: " + ", ".join(self.exits))
+        if self.over_limit:
+            why.append(f"{self.over_limit} keys ran over their limit")
+        if self.twice:
+            why.append(f"{self.twice} jobs completed more than once")
+        if self.leaked_slots:
+            why.append(f"{self.leaked_slots} slots leaked")
         if self.answer_bound is not None and (
             self.slowest_answer is None or self.slowest_answer > self.answer_bound
         ):

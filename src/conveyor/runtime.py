@@ -102,6 +102,7 @@ class Engine:
         flow = FlowService(backend)
         flow.quota_max_queued = settings.quota_max_queued
         flow.quota_max_running = settings.quota_max_running
+        jobs.quotas = flow  # the compat doors' and tasks' submits check the queued quota
         return cls(
             settings, backend, registry, jobs, schedules, accounts, tasks, webhooks,
             queues=queues, workers=workers, events=EventFeed(backend),

@@ -98,6 +98,8 @@ async def test_an_admin_sees_every_key_and_a_user_only_their_own(api: Api) -> No
         "customer_calls": "rate",
         "customer_slots": "concurrency",
         "quota.running": "concurrency",  # the running quota's own limit (no default cap here)
+        "per_account": "concurrency",  # partner_sync's submit limits are stored too
+        "partner_api": "rate",
     }
     by_key = {(k["name"], k["key"]): k for k in everything["keys"]}
     acme_calls = by_key[("customer_calls", "acme")]

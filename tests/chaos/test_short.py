@@ -1,6 +1,7 @@
 """The short chaos run inside `make test`: a few worker SIGKILLs per database (these pass),
-one database cut (issue #13 item 1, fixed: it passes) and one process-pool crash (item 3,
-fixed: it passes). The full suite is `make chaos` (`python -m chaos.run`).
+one database cut (issue #13 item 1, fixed: it passes), one process-pool crash (item 3,
+fixed: it passes) and limited jobs through two worker SIGKILLs per database (issue 15).
+The full suite is `make chaos` (`python -m chaos.run`).
 
 Every scenario judges with the total-queue check of `chaos.verdict` on what the handlers
 recorded; the bounds are the scenarios' own, generous for a loaded machine. The row's
@@ -12,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from chaos.scenarios import Where, outage, pool_crash, worker_kills
+from chaos.scenarios import Where, limited_kills, outage, pool_crash, worker_kills
 from chaos.verdict import Row
 
 from tests.conftest import PG_ADMIN_DB, pg_url
@@ -47,3 +48,17 @@ async def test_database_cut_stops_nobody(where: Where) -> None:
 @pytest.mark.timeout(180)
 async def test_process_pool_child_crash_costs_only_its_own_job(where: Where) -> None:
     _passed(await pool_crash(where, "sqlite"))
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+@pytest.mark.timeout(240)
+async def test_limited_jobs_keep_their_limit_through_worker_sigkills(
+    where: Where, kind: str
+) -> None:
+    """Per-key limit 2 (chosen at submit), two busy workers SIGKILLed while holding slots:
+    no key over 2 at once, each job completed once, no slot leaked (the reconcile off)."""
+    row = await limited_kills(where, kind, kills=2, workers=2)
+    _passed(row)
+    assert row.faults == "2 kill-worker"
+    assert (row.over_limit, row.twice, row.leaked_slots) == (0, 0, 0)
+    assert row.jobs >= 100

@@ -9,9 +9,12 @@ from chaos.handlers import RECORD_DIR_ENV, record
 from chaos.verdict import (
     Execution,
     Fault,
+    Row,
     StoredJob,
     Submission,
+    completed_twice,
     kill_recovery,
+    most_running,
     read_executions,
     tally,
 )
@@ -90,3 +93,42 @@ def test_kill_recovery_is_until_the_last_held_job_started_again() -> None:
     kill = Fault("kill-worker", 2.0, 2.0, pid=10)
     assert kill_recovery(executions, kill) == pytest.approx(4.5)
     assert kill_recovery(executions[:-1], kill) is None  # job 2 never ran again
+
+
+def test_most_running_per_key_comes_from_the_intervals_and_a_kill_ends_a_run() -> None:
+    """Keys by index parity. Key "even": 0 and 2 overlap (2), 4 starts when 0 ends (an end
+    comes first at one instant). Key "odd": 1 runs on worker 10, killed at 3.0, so 1 ran
+    until then; 3 and 5 start at 2.5 (3 running); 7 has no end and no kill: until `until`."""
+    executions = [
+        run("start", 0, 1, 20, 1.0), run("start", 2, 1, 20, 1.5), run("end", 0, 1, 20, 2.0),
+        run("start", 4, 1, 20, 2.0), run("end", 2, 1, 20, 2.2), run("end", 4, 1, 20, 3.0),
+        run("start", 1, 1, 10, 1.0), run("start", 3, 1, 20, 2.5), run("start", 5, 1, 20, 2.5),
+        run("end", 3, 1, 20, 2.6), run("end", 5, 1, 20, 2.6), run("start", 7, 1, 20, 4.0),
+        run("start", 9, 1, 20, 9.0),
+    ]  # fmt: skip
+    kill = Fault("kill-worker", 3.0, 3.0, pid=10)
+    most = most_running(executions, [kill], lambda i: "odd" if i % 2 else "even", until=10.0)
+    assert most == {"even": 2, "odd": 3}
+    without_kill = most_running(executions, [], lambda i: "odd" if i % 2 else "even", 10.0)
+    assert without_kill["odd"] == 3  # 1 runs on to the end: 1, 7 and 9 overlap too
+
+
+def test_a_job_completed_twice_is_reported_unless_an_outage_explains_it() -> None:
+    executions = [
+        run("start", 0, 1, 10, 1.0), run("end", 0, 1, 10, 1.5),
+        run("start", 0, 2, 11, 2.0), run("end", 0, 2, 11, 2.5),
+        run("start", 1, 1, 10, 1.0), run("end", 1, 1, 10, 1.2),
+    ]  # fmt: skip
+    assert completed_twice(executions, [], LEASE) == [0]
+    outage = Fault("restart", 1.6, 1.9)
+    assert completed_twice(executions, [outage], LEASE) == []
+
+
+def test_the_limited_checks_fail_a_row() -> None:
+    row = Row("limited", "sqlite", over_limit=1, twice=2, leaked_slots=3)
+    assert row.failures() == [
+        "1 keys ran over their limit",
+        "2 jobs completed more than once",
+        "3 slots leaked",
+    ]
+    assert Row("limited", "sqlite").passed

@@ -56,6 +56,8 @@ def test_users_lifecycle(env: Path) -> None:
         (["enqueue", "sleep", "--payload", "[1]"], "must be a JSON object"),
         (["enqueue", "sleep", "--payload", '{"seconds": -1}'], "invalid payload"),
         (["enqueue", "sleep", "--delay", "-3600"], "run_at is in the past"),
+        (["enqueue", "sleep", "--limit", "per_customer=c1"], "allows no limits at submit"),
+        (["enqueue", "sleep", "--limit", "per_customer"], "NAME=KEY"),
     ],
 )
 def test_bad_input_is_one_clear_line(env: Path, args: list[str], message: str) -> None:

@@ -65,3 +65,23 @@ def test_limits_lists_the_callers_keys(
     }
     table = runner.invoke(app, ["limits"], env=env, terminal_width=200)
     assert table.exit_code == 0 and "customer_slots" in table.output
+
+
+def test_submit_puts_the_job_under_the_limits_given(
+    server: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONVEYOR_CLIENT_CONFIG", str(tmp_path / "login.json"))
+    ada = server.user("ada@example.com")
+    server.run(server.engine.jobs.define_limits())
+    env = {"CONVEYOR_API_KEY": server.api_key(ada), "CONVEYOR_URL": server.url}
+    limits = ["--limit", "per_account=acct=1", "--limit", "partner_api="]
+    submitted = runner.invoke(app, ["submit", "partner_sync", *limits, "--json"], env=env)
+    assert submitted.exit_code == 0, submitted.output
+    job_id = json.loads(submitted.output)["id"]
+    keys = server.run(server.engine.flow.limit_keys(job_id))
+    assert keys == {"per_account": "acct=1", "partner_api": ""}
+    for bad in (["--limit", "per_account"], ["--limit", "=x"]):
+        refused = runner.invoke(app, ["submit", "partner_sync", *bad], env=env)
+        assert refused.exit_code == 2 and "NAME=KEY" in refused.output, refused.output
+    unknown = runner.invoke(app, ["submit", "partner_sync", "--limit", "nope=x"], env=env)
+    assert unknown.exit_code != 0 and "does not allow limit 'nope'" in unknown.output

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.client import AsyncClient, Client, Forbidden, QuotaExceeded, RateLimited
+from conveyor.client import (
+    AsyncClient,
+    Client,
+    Forbidden,
+    QuotaExceeded,
+    RateLimited,
+    ValidationFailed,
+)
 from tests.api.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, api_settings
 from tests.support.live import PASSWORD, LiveServer, live_server
 
@@ -65,3 +72,28 @@ async def test_the_async_client_lists_limits_and_reasons(server: LiveServer) -> 
         assert keys >= {("customer_slots", "acme"), ("customer_calls", "acme")}
         reason = (await c.get(ready.id)).waiting_reason
         assert reason is not None and reason.kind == "turn"
+
+
+def test_the_client_submits_under_limits_chosen_at_submit(server: LiveServer) -> None:
+    server.user("cy@example.com")
+    server.run(server.engine.jobs.define_limits())
+    with Client(server.url) as c:
+        c.login("cy@example.com", PASSWORD)
+        job = c.submit("partner_sync", {}, delay=LATER, limits={"per_account": "acct-9"})
+        assert c.get(job.id).limits == {"per_account": "acct-9"}
+        with pytest.raises(ValidationFailed):
+            c.submit("partner_sync", {}, limits={"nope": "x"})
+
+
+async def test_the_async_client_submits_under_limits_chosen_at_submit(
+    server: LiveServer,
+) -> None:
+    server.user("di@example.com")
+    async with AsyncClient(server.url) as c:
+        await c.login("di@example.com", PASSWORD)
+        job = await c.submit("partner_sync", {}, delay=LATER, limits={"partner_api": ""})
+        assert (await c.get(job.id)).limits == {"partner_api": ""}
+        (other,) = await c.submit_many(
+            [{"type": "partner_sync", "delay": LATER, "limits": {"per_account": "a"}}]
+        )
+        assert (await c.get(other.id)).limits == {"per_account": "a"}

@@ -79,3 +79,15 @@ async def test_an_admin_sets_flow_settings_from_the_users_page(dash: Browserless
     )
     assert r.status_code == 403
     assert (await accounts.get_user(ada.id)).max_queued is None
+
+
+async def test_the_job_page_lists_its_limit_keys_escaped(dash: Browserless) -> None:
+    engine = dash.api.engine
+    chosen = {"per_account": "<b>acct</b>", "partner_api": ""}
+    done = await engine.jobs.submit(Submission("partner_sync", {}, limits=chosen))
+    page = await dash.admin.get(f"/dashboard/jobs/{done.id}")
+    assert page.status_code == 200, page.text
+    assert "per_account: &lt;b&gt;acct&lt;/b&gt;" in page.text and "<b>acct" not in page.text
+    assert "partner_api: (one key)" in page.text
+    plain = await engine.jobs.submit(Submission("partner_sync", {}))
+    assert "data-limits" not in (await dash.admin.get(f"/dashboard/jobs/{plain.id}")).text

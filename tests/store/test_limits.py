@@ -140,8 +140,8 @@ async def test_rate_and_concurrency_on_one_job(backend: QueueBackend) -> None:
     assert {(await backend.get(i)).state for i in left} == {JobState.QUEUED}
 
 
-def drifted() -> float:
-    sample = REGISTRY.get_sample_value("conveyor_limit_drift_corrected_total", {"limit": "one"})
+def drifted(name: str = "one") -> float:
+    sample = REGISTRY.get_sample_value("conveyor_limit_drift_corrected_total", {"limit": name})
     return sample or 0
 
 
@@ -248,6 +248,72 @@ async def test_the_reconcile_frees_a_leaked_slot_and_logs_it(
     async with backend.db.read() as conn:
         count = (await conn.execute(select(func.count()).select_from(limit_slots))).scalar()
     assert count == 2
+
+
+async def slots_of(backend: QueueBackend) -> dict[str, int]:
+    """Each job holding a slot: its slot number."""
+    query = select(limit_slots.c.job_id, limit_slots.c.slot).where(limit_slots.c.job_id.isnot(None))
+    async with backend.db.read() as conn:
+        return {r.job_id: r.slot for r in (await conn.execute(query)).all()}
+
+
+async def test_the_reconcile_gives_a_slot_to_a_running_job_that_holds_none(
+    backend: QueueBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The leak the other way: a running job without its slot lets a claim start one more
+    than the limit. The reconcile gives it a free slot; with none free it logs the key
+    running over its limit (not counted: not corrected), and gives one once a slot frees."""
+    await backend.define_limits([Concurrency("two", 2, key="payload.k")])
+    await backend.enqueue([limited(("two", "k"), n=i) for i in range(4)])
+    a, b = await backend.claim(W, ["default"], 5, 30)
+    async with backend.db.write() as conn:  # injected drift: a's slot lost
+        await conn.execute(
+            update(limit_slots).where(limit_slots.c.job_id == a.id).values(job_id=None)
+        )
+    scheduler = Scheduler(backend, Registry(), SchedulerConfig(limits_reconcile_interval=1e-6))
+    try:
+        before = drifted("two")
+        with caplog.at_level(logging.WARNING, logger="conveyor.scheduler"):
+            report = await scheduler.tick()
+        assert report.drift == 1 and drifted("two") == before + 1
+        assert (
+            f"gave slot 1 to job {a.id}" in caplog.text
+            or f"gave slot 2 to job {a.id}" in caplog.text
+        )
+        assert set(await slots_of(backend)) == {a.id, b.id}
+        assert await backend.claim(W, ["default"], 5, 30) == []  # the key is full again
+
+        # Lost again, and a claim takes the free slot meanwhile: three run under a limit of 2.
+        async with backend.db.write() as conn:
+            await conn.execute(
+                update(limit_slots).where(limit_slots.c.job_id == a.id).values(job_id=None)
+            )
+        (c,) = await backend.claim(W, ["default"], 5, 30)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="conveyor.scheduler"):
+            report = await scheduler.tick()
+        assert report.drift == 0 and drifted("two") == before + 1
+        assert f"job {a.id} runs without a slot and all 2 are held" in caplog.text
+        assert set(await slots_of(backend)) == {b.id, c.id}
+
+        await backend.finish(W, [Outcome(b.id, 1, "completed")])  # frees b's slot ...
+        report = await scheduler.tick()  # ... which a gets, before any claim could take it
+        assert report.drift == 1 and drifted("two") == before + 2
+        assert set(await slots_of(backend)) == {a.id, c.id}
+        assert await backend.claim(W, ["default"], 5, 30) == []
+    finally:
+        await scheduler.close()
+
+
+async def test_the_reconcile_skips_a_running_job_whose_limit_has_no_cap(
+    backend: QueueBackend,
+) -> None:
+    """The running quota without a cap admits without a slot: nothing to give."""
+    await backend.define_running_quota(0)
+    await backend.enqueue([limited(("quota.running", "owner-x"))])
+    assert len(await backend.claim(W, ["default"], 5, 30)) == 1
+    assert await backend.reconcile_unheld() == []
+    assert await slots_of(backend) == {}
 
 
 async def test_a_limit_not_defined_yet_holds_its_jobs(backend: QueueBackend) -> None:

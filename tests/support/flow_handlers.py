@@ -30,3 +30,17 @@ class CustomerPayload(BaseModel):
 )
 async def per_customer(ctx: JobContext, payload: CustomerPayload) -> None:
     """Nothing: its limits are what the tests look at."""
+
+
+class Account(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    account: str = ""
+
+
+@blueprint.job(
+    "partner_sync",
+    submit_limits=(Concurrency("per_account", 1), Rate("partner_api", 60, 60.0)),
+)
+async def partner_sync(ctx: JobContext, payload: Account) -> None:
+    """Nothing: a submit chooses which of its limits apply, and with what key."""

@@ -129,6 +129,15 @@ class JobCreate(Strict):
         description="POSTed the job's completed, failed and cancelled events, signed with "
         "your callback secret (POST /api/v1/webhooks/callback-secret).",
     )
+    limits: dict[str, str] | None = Field(
+        None,
+        max_length=20,
+        examples=[{"per_customer": "cust-42", "partner_api": ""}],
+        description="Limits of the job type's `submit_limits` (GET /api/v1/job-types) this "
+        'job is under: limit name -> key (a string of at most 200 characters; "" is one '
+        "key for all). The limit's value (max running, rate) is the type's. A name the type "
+        "does not allow is 422 and nothing is stored.",
+    )
 
 
 class JobBatchCreate(Strict):
@@ -395,6 +404,9 @@ class JobTypeOut(BaseModel):
     payload_schema: dict[str, Any]
     result_schema: dict[str, Any]
     unique: UniqueOut | None = Field(None, description="Set: a duplicate submit answers 200.")
+    submit_limits: list[str] = Field(
+        default_factory=list, description="Limits a submit may apply (`limits`), by name."
+    )
 
 
 # ---- queues and workers ----------------------------------------------------------------------
@@ -628,6 +640,11 @@ class WaitingReasonOut(BaseModel):
 class JobDetailOut(JobOut):
     waiting_reason: WaitingReasonOut | None = Field(
         None, description="Why a queued job waits; null unless the job is queued."
+    )
+    limits: dict[str, str] = Field(
+        default_factory=dict,
+        description="Every limit the job is under (declared by its type, chosen at its "
+        "submit, its owner's running quota): limit name -> the key stored at submit.",
     )
 
 

@@ -16,9 +16,11 @@ import typer
 
 from conveyor.cli.login import ApiKey, Url, connected
 from conveyor.cli.output import (
+    LimitOption,
     job_bar,
     jobs_table,
     json_object,
+    limit_pairs,
     out,
     print_json,
     record_table,
@@ -71,6 +73,7 @@ def submit(
     timeout: Annotated[float | None, typer.Option(help="Seconds per attempt.")] = None,
     idempotency_key: Annotated[str | None, typer.Option()] = None,
     tag: Annotated[list[str] | None, typer.Option(help="A tag (repeat for more).")] = None,
+    limit: LimitOption = None,
     wait: Annotated[bool, typer.Option(help="Follow the job with a progress bar.")] = False,
     wait_timeout: Annotated[float | None, typer.Option(help="Give up waiting after s.")] = None,
     as_json: AsJson = False,
@@ -82,7 +85,7 @@ def submit(
         job = client.submit(
             job_type, json_object(payload), queue=queue, priority=priority, delay=delay,
             max_attempts=max_attempts, timeout=timeout, idempotency_key=idempotency_key,
-            tags=tag or [],
+            tags=tag or [], limits=limit_pairs(limit),
         )  # fmt: skip
         duplicate = job.duplicate
         if wait:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from conveyor.cli.output import InputError, job_bar, json_object
+from conveyor.cli.output import InputError, LimitOption, job_bar, json_object, limit_pairs
 from conveyor.cli.plumbing import Handlers, die, load_settings, opened, quiet_logs, run_async
 from conveyor.domain.states import JobState
 
@@ -31,6 +31,7 @@ def enqueue(
     max_attempts: Annotated[int | None, typer.Option(min=1)] = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds.")] = None,
     idempotency_key: Annotated[str | None, typer.Option()] = None,
+    limit: LimitOption = None,
     handlers: Handlers = None,
     wait: Annotated[
         bool, typer.Option(help="Follow it with a progress bar; exit 1 unless it completes.")
@@ -40,6 +41,10 @@ def enqueue(
     settings = load_settings(handler_modules=handlers)
     quiet_logs()
     body = _parse_payload(payload)
+    try:
+        limits = limit_pairs(limit)
+    except InputError as exc:
+        die(str(exc))
     run_at = datetime.now(UTC) + timedelta(seconds=delay) if delay else None
 
     async def main() -> Any:
@@ -54,6 +59,7 @@ def enqueue(
             timeout_s=timeout,
             run_at=run_at,
             idempotency_key=idempotency_key,
+            limits=limits,
         )
         async with opened(settings) as engine:
             enqueued = await engine.jobs.submit(submission)

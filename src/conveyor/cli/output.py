@@ -10,9 +10,10 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
+import typer
 from rich import box
 from rich.console import Console
 from rich.markup import escape
@@ -25,6 +26,31 @@ err = Console(stderr=True, soft_wrap=True)
 
 class InputError(ValueError):
     """Input given on the command line that cannot be used; the message is for the user."""
+
+
+LimitOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        metavar="NAME=KEY",
+        help="Put the job under its type's submit limit NAME with KEY (repeat for more).",
+    ),
+]
+
+
+def limit_pairs(values: list[str] | None) -> dict[str, str] | None:
+    """`--limit name=key` options as {name: key} (None without any); the key may be empty
+    ("name=": one key for every job) and may hold "=" itself."""
+    if not values:
+        return None
+    pairs: dict[str, str] = {}
+    for value in values:
+        name, sep, key = value.partition("=")
+        if not sep or not name:
+            raise InputError(f"--limit {value!r}: give NAME=KEY (KEY may be empty)")
+        if name in pairs:
+            raise InputError(f"--limit {name}: given twice")
+        pairs[name] = key
+    return pairs
 
 
 def json_object(text: str, option: str = "--payload") -> dict[str, Any]:

@@ -96,7 +96,8 @@ class AsyncClient:
         self, type: str, payload: Mapping[str, Any] | None = None, **options: Any
     ) -> Job:
         """Submit a job. Options: queue, priority, delay (s) or run_at, max_attempts,
-        timeout (s per attempt), tags, idempotency_key (a repeat returns the first job)."""
+        timeout (s per attempt), tags, idempotency_key (a repeat returns the first job),
+        limits ({name: key} among the type's submit_limits)."""
         spec = JobSpec(type=type, payload=dict(payload or {}), **options)
         return await self._call(calls.submit(spec))
 

@@ -41,6 +41,8 @@ class JobSpec(BaseModel):
     timeout: float | None = None
     tags: list[str] = Field(default_factory=list)
     idempotency_key: str | None = None
+    # limits of the type's submit_limits this job is under: name -> key
+    limits: dict[str, str] | None = None
 
     def body(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)

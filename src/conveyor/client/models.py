@@ -58,6 +58,8 @@ class Job(Model):
     duplicate: bool = False
     # Only on a single job's answer (`get`): why a queued job waits (None otherwise).
     waiting_reason: WaitingReason | None = None
+    # Only on a single job's answer (`get`): every limit it is under, name -> its key.
+    limits: dict[str, str] = {}
 
     @property
     def finished(self) -> bool:

@@ -138,7 +138,7 @@ async def create_job(body: NewJob, user: SubmittingUser, ctx: Context) -> Any:
         payload={"title": body.title, "description": body.description},
         run_at=body.scheduled_time,
     )
-    enqueued = await ctx.engine.jobs.submit(submission, owner_id=user.id)
+    enqueued = await ctx.engine.jobs.submit_within_quota(submission, user.id, user.max_queued)
     return DjangoJob.of(await ctx.engine.jobs.get(enqueued.id, user.id))
 
 

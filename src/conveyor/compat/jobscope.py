@@ -102,7 +102,7 @@ async def create_job(body: CreateJob, user: SubmittingUser, ctx: Context) -> Com
     submission = Submission(
         type=body.type, payload=body.payload, queue=body.queue, priority=body.priority
     )
-    enqueued = await ctx.engine.jobs.submit(submission, owner_id=user.id)
+    enqueued = await ctx.engine.jobs.submit_within_quota(submission, user.id, user.max_queued)
     return CompatJob.of(await ctx.engine.jobs.get(enqueued.id, user.id))
 
 

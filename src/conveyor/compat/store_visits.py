@@ -108,6 +108,7 @@ class Caller:
     owner_id: str
     scope: str | None
     limit_key: str
+    max_queued: int | None = None  # the user's own queued cap (None: the setting's)
 
 
 async def caller(request: Request, ctx: Context, user: OptionalUser) -> Caller:
@@ -115,7 +116,7 @@ async def caller(request: Request, ctx: Context, user: OptionalUser) -> Caller:
     shared anonymous owner if the deployment allows tokenless calls."""
     if user is not None:
         verified = await verified_user(user, ctx)
-        return Caller(verified.id, owner_scope(verified), verified.id)
+        return Caller(verified.id, owner_scope(verified), verified.id, verified.max_queued)
     if not ctx.settings.anonymous_store_visits:
         raise Unauthenticated("a bearer token is required")
     return Caller(ANONYMOUS_OWNER, ANONYMOUS_OWNER, f"{ANONYMOUS_OWNER}@{client_ip(request)}")
@@ -214,7 +215,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (400, "invalid input, or no such job"),
         (401, "a token is required"),
         (403, "the e-mail address is not verified"),
-        (429, "too many submissions"),
+        (429, "too many submissions, or the queued quota reached (nothing stored)"),
     )
 }
 
@@ -234,8 +235,8 @@ async def submit(request: Request, who: Submitter, ctx: Context) -> StoreVisitsC
     """Submit store visits; each image is downloaded and measured by a `store_visits` job.
     The body is read here rather than by FastAPI so every problem answers in this shape."""
     payload = parse_submission(await request.body())
-    enqueued = await ctx.engine.jobs.submit(
-        Submission(type=JOB_TYPE, payload=payload), owner_id=who.owner_id
+    enqueued = await ctx.engine.jobs.submit_within_quota(
+        Submission(type=JOB_TYPE, payload=payload), who.owner_id, who.max_queued
     )
     return StoreVisitsCreated(job_id=enqueued.id)
 

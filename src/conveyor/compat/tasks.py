@@ -75,7 +75,11 @@ async def register(body: RegisterBody, ctx: Context, actor: OptionalUser) -> Reg
 @router.post("/tasks", status_code=status.HTTP_201_CREATED)
 async def create_task(body: TaskBody, user: SubmittingUser, ctx: Context) -> TaskOut:
     """Created `pending`; a durable job completes it after TASK_AUTOCOMPLETE_SECONDS."""
-    return TaskOut.of(await ctx.engine.tasks.create(user.id, body.title, body.description))
+    return TaskOut.of(
+        await ctx.engine.tasks.create(
+            user.id, body.title, body.description, max_queued=user.max_queued
+        )
+    )
 
 
 @router.get("/tasks")

@@ -289,6 +289,7 @@ async def job_page(request: Request, job_id: str, session: SessionDep, ctx: Cont
         timeline=timeline,
         after=after,
         waiting=await ctx.engine.flow.waiting_reason(job),
+        limits=await ctx.engine.flow.limit_keys(job.id),
         **_job_context(job, session),
     )
 
@@ -299,6 +300,7 @@ async def job_parts(request: Request, job_id: str, session: SessionDep, ctx: Con
     job = await ctx.engine.jobs.get(job_id, owner_scope(session))
     values = _job_context(job, session)
     values["waiting"] = await ctx.engine.flow.waiting_reason(job)
+    values["limits"] = await ctx.engine.flow.limit_keys(job.id)
     parts = templates.env.get_template("_job.html").make_module(
         {"user": session.user, "session": session, "prefix": PREFIX, **values}
     )

@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -167,3 +168,46 @@ def check_names(limits: tuple[Limit, ...], what: str) -> None:
     names = [limit.name for limit in limits]
     if len(set(names)) != len(names):
         raise ConfigurationError(f"{what}: a limit name appears twice")
+
+
+def check_submit_limits(limits: tuple[Limit, ...], declared: tuple[Limit, ...], what: str) -> None:
+    """A type's submit limits, when it is declared: each name once across both kinds (a job
+    has one key per limit), and no key source (the submit gives the key)."""
+    check_names((*declared, *limits), what)
+    for limit in limits:
+        if limit.key != "":
+            raise ConfigurationError(
+                f"{what}: submit limit {limit.name!r} takes its key from the submit; "
+                "declare it without key="
+            )
+
+
+def submit_limit_keys(
+    allowed: tuple[Limit, ...], chosen: Mapping[str, Any] | None, type_name: str
+) -> tuple[LimitKey, ...]:
+    """The limits a submit applies (name -> key) among those its type allows, checked as a
+    declared limit's key is (a string of at most MAX_KEY_LENGTH); InvalidInput otherwise."""
+    if not chosen:
+        return ()
+    names = {limit.name for limit in allowed}
+    if not names:
+        raise InvalidInput(f"job type {type_name!r} allows no limits at submit", field="limits")
+    keys = []
+    for name, key in sorted(chosen.items()):
+        if name not in names:
+            raise InvalidInput(
+                f"job type {type_name!r} does not allow limit {name!r} at submit "
+                f"(it allows: {', '.join(sorted(names))})",
+                field=f"limits.{name}",
+            )
+        if not isinstance(key, str):
+            raise InvalidInput(
+                f"the key of limit {name!r} must be a string", field=f"limits.{name}"
+            )
+        if len(key) > MAX_KEY_LENGTH:
+            raise InvalidInput(
+                f"the key of limit {name!r} is longer than {MAX_KEY_LENGTH} characters",
+                field=f"limits.{name}",
+            )
+        keys.append(LimitKey(name, key))
+    return tuple(keys)

@@ -165,8 +165,9 @@ LIMIT_REFUSED = Counter(
 )
 LIMIT_DRIFT_CORRECTED = Counter(
     "conveyor_limit_drift_corrected_total",
-    "Concurrency slots the reconcile freed because no running job held them (a leak: each "
-    "is also logged at WARNING with its limit and key).",
+    "Concurrency slots the reconcile freed because no running job held them, or gave to a "
+    "running job that held none of its limit (a leak either way: each is also logged at "
+    "WARNING with its limit and key).",
     ("limit",),
 )
 

@@ -50,7 +50,7 @@ class TickReport:
     pruned: int = 0
     events_pruned: int = 0
     pruning: bool = False  # a pruning round is still under way after this tick
-    drift: int = 0  # concurrency slots the reconcile freed (held by no running job)
+    drift: int = 0  # slots the reconcile freed (held by no running job) or gave (to one without)
 
 
 class Scheduler:
@@ -131,7 +131,8 @@ class Scheduler:
 
     async def _reconcile(self, report: TickReport) -> None:
         """Every `limits_reconcile_interval`: free the slots no running job holds (a leak
-        the release trigger should make impossible), each logged and counted."""
+        the release trigger should make impossible), and give a free slot to each running
+        job that holds none of one of its limits (the other way), each logged and counted."""
         if time.monotonic() - self._reconciled < self.config.limits_reconcile_interval:
             return
         self._reconciled = time.monotonic()
@@ -140,6 +141,22 @@ class Scheduler:
             log.warning(
                 "limit %s key %r: freed slot %d held by job %s, which is not running",
                 drift.name, drift.key, drift.slot, drift.job_id,
+            )  # fmt: skip
+            report.drift += 1
+        for unheld in await self.backend.reconcile_unheld():
+            if unheld.slot is None:
+                # Not corrected (so not counted): every slot is held, the key runs over its
+                # limit until one of its jobs stops; looked at again next time.
+                log.warning(
+                    "limit %s key %r: job %s runs without a slot and all %d are held: "
+                    "the key runs over its limit", unheld.name, unheld.key, unheld.job_id,
+                    unheld.max_running,
+                )  # fmt: skip
+                continue
+            count_drift(unheld.name)
+            log.warning(
+                "limit %s key %r: gave slot %d to job %s, which was running without one",
+                unheld.name, unheld.key, unheld.slot, unheld.job_id,
             )  # fmt: skip
             report.drift += 1
 

@@ -130,6 +130,10 @@ class FlowService:
             )  # fmt: skip
         return views
 
+    async def limit_keys(self, job_id: str) -> dict[str, str]:
+        """Every limit a job is under, with the key its submit stored: name -> key."""
+        return dict(await self.backend.job_limit_keys(job_id))
+
     async def waiting_reason(self, job: JobRecord) -> WaitingReason | None:
         """Why a queued job waits (None for a job that is not queued): the first of a
         concurrency limit at its cap, a rate limit out of tokens, its owner's running quota,

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from conveyor.domain.clock import utcnow
-from conveyor.domain.flow import RUNNING_QUOTA, LimitKey, Unique
+from conveyor.domain.flow import RUNNING_QUOTA, LimitKey, Unique, submit_limit_keys
 from conveyor.domain.jobs import (
     BULK_ACTIONS,
     SYSTEM_OWNER,
@@ -29,6 +29,7 @@ from conveyor.errors import InvalidInput
 from conveyor.logs import job_fields
 from conveyor.metrics import count_enqueued
 from conveyor.scheduler.fires import checked_job
+from conveyor.services.flow import FlowService, QuotaAsk
 from conveyor.store.backend import QueueBackend
 from conveyor.store.transaction import Transaction
 from conveyor.worker.registry import Registry
@@ -71,6 +72,9 @@ class Submission:
     idempotency_key: str | None = None
     tags: tuple[str, ...] = ()
     callback_url: str | None = None  # its terminal events are POSTed there (docs/events.md)
+    # Limits of the type's `submit_limits` this job is under, by name, with its key for each
+    # (docs/flow-control.md, "Limits chosen at submit"); None or empty: none.
+    limits: dict[str, str] | None = None
 
 
 # (owner, callback URLs) -> None, or InvalidInput: services.webhooks.check_callbacks
@@ -88,6 +92,9 @@ class JobService:
     # CONVEYOR_FAIR_DISPATCH (set by the engine): off, no job gets a fair key and claims go
     # by priority, then due time, as before fair dispatch (docs/flow-control.md)
     fair_dispatch: bool = True
+    # The queued quota's check (set by the engine), for the doors that store a job outside
+    # the intake's group commit (compat, tasks): `submit_within_quota`. None: not checked.
+    quotas: FlowService | None = None
 
     def __init__(
         self, backend: QueueBackend, registry: Registry, bulk_batch: int = BULK_BATCH
@@ -102,7 +109,7 @@ class JobService:
         """Store the values of the limits the job types declare, and the running quota's
         default (docs/flow-control.md: the last process started with a changed value sets
         it for all)."""
-        await self.backend.define_limits([lim for spec in self.registry for lim in spec.limits])
+        await self.backend.define_limits([lim for spec in self.registry for lim in spec.all_limits])
         await self.backend.define_running_quota(self.quota_max_running)
 
     async def _running_cap(self, owner_id: str) -> int | None:
@@ -140,7 +147,11 @@ class JobService:
             callback_url=submission.callback_url,
             fair=self.fair_dispatch,
         )
-        return unique_job(job, self.registry.get(job.type).unique, now)
+        spec = self.registry.get(job.type)
+        chosen = submit_limit_keys(spec.submit_limits, submission.limits, spec.name)
+        if chosen:
+            job = replace(job, limit_keys=(*job.limit_keys, *chosen))
+        return unique_job(job, spec.unique, now)
 
     def _check_run_at(self, run_at: datetime | None, now: datetime) -> None:
         if run_at is None or run_at.tzinfo is None:  # no time zone: checked_job refuses it
@@ -173,6 +184,36 @@ class JobService:
         enqueued = await self.store(prepared, tx)
         self.submitted(prepared, enqueued)  # in the caller's transaction: counted at insert
         return enqueued
+
+    async def submit_within_quota(
+        self,
+        submission: Submission,
+        owner_id: str,
+        max_queued: int | None,
+        tx: Transaction | None = None,
+    ) -> Enqueued:
+        """A caller's submit with the owner's queued quota checked in the transaction that
+        inserts it (`tx`, else one of its own), as the intake checks the REST doors':
+        QuotaExceeded (429) and nothing stored when it would take the owner beyond their
+        cap. `max_queued` is the user's own cap (None: the setting's)."""
+        prepared = await self.prepare_many([submission], owner_id)
+        if tx is None:
+            async with self.backend.transaction() as own:
+                enqueued = await self._store_within_quota(prepared, owner_id, max_queued, own)
+        else:
+            enqueued = await self._store_within_quota(prepared, owner_id, max_queued, tx)
+        self.submitted(prepared, enqueued)
+        return enqueued[0]
+
+    async def _store_within_quota(
+        self, prepared: Sequence[NewJob], owner_id: str, max_queued: int | None, tx: Transaction
+    ) -> list[Enqueued]:
+        if self.quotas is not None:
+            ask = QuotaAsk(owner_id, max_queued, len(prepared))
+            (refused,) = await self.quotas.check_quotas(tx, [ask])
+            if refused is not None:
+                raise refused
+        return await self.store(prepared, tx)
 
     async def store(self, prepared: Sequence[NewJob], tx: Transaction | None) -> list[Enqueued]:
         """Insert prepared jobs (in `tx` when given), committed as the settings say."""

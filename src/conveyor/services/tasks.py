@@ -19,13 +19,17 @@ class TaskService:
         self.store = store
         self.complete_after = complete_after
 
-    async def create(self, owner_id: str, title: str, description: str = "") -> TaskRecord:
-        """The task row and its completion job commit together: neither exists alone."""
+    async def create(
+        self, owner_id: str, title: str, description: str = "", max_queued: int | None = None
+    ) -> TaskRecord:
+        """The task row and its completion job commit together: neither exists alone. The
+        owner's queued quota (`max_queued`: their own cap, None: the setting's) counts the
+        job: over it, QuotaExceeded and neither is stored."""
         if not title.strip():
             raise InvalidInput("a task needs a title", field="title")
         async with self.jobs.backend.transaction() as tx:
             task = await self.store.create(tx, owner_id, title, description)
-            enqueued = await self.jobs.submit(
+            enqueued = await self.jobs.submit_within_quota(
                 Submission(
                     type="task_autocomplete",
                     payload={"task_id": task.id},
@@ -33,6 +37,7 @@ class TaskService:
                     idempotency_key=f"task-{task.id}",
                 ),
                 owner_id=owner_id,
+                max_queued=max_queued,
                 tx=tx,
             )
             await self.store.attach_job(tx, task.id, enqueued.id)

@@ -9,13 +9,20 @@ handler module, so handlers can import it without a cycle.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, get_type_hints
 
 from pydantic import BaseModel, TypeAdapter
 
-from conveyor.domain.flow import KeySource, Limit, Unique, check_names, check_source
+from conveyor.domain.flow import (
+    KeySource,
+    Limit,
+    Unique,
+    check_names,
+    check_source,
+    check_submit_limits,
+)
 from conveyor.domain.retry import DEFAULT_RETRY, RetryPolicy
 from conveyor.errors import ConfigurationError
 
@@ -44,6 +51,14 @@ class HandlerSpec:
     limits: tuple[Limit, ...] = ()
     fair_key: KeySource = "owner"
     unique: Unique | None = None
+    # Limits a submit may apply, with a key the submit names (`limits: {name: key}`); their
+    # values are configuration like `limits`' (docs/flow-control.md, "Limits chosen at submit").
+    submit_limits: tuple[Limit, ...] = ()
+
+    @property
+    def all_limits(self) -> tuple[Limit, ...]:
+        """Every limit a job of this type may be under: declared, and chosen at submit."""
+        return (*self.limits, *self.submit_limits)
 
 
 class Blueprint:
@@ -85,11 +100,13 @@ class Blueprint:
         limits: tuple[Limit, ...] = (),
         fair_key: KeySource = "owner",
         unique: Unique | None = None,
+        submit_limits: Sequence[Limit] = (),
     ) -> Callable[[F], F]:
         """Declare `func(ctx, payload)` as job type `name`; the function itself is unchanged."""
         if max_attempts < 1:
             raise ConfigurationError("max_attempts must be at least 1")
         check_names(tuple(limits), name)
+        check_submit_limits(tuple(submit_limits), tuple(limits), name)
         check_source(fair_key, f"{name}: fair_key")
 
         def decorate(func: F) -> F:
@@ -115,6 +132,7 @@ class Blueprint:
                     limits=tuple(limits),
                     fair_key=fair_key,
                     unique=unique,
+                    submit_limits=tuple(submit_limits),
                 )
             )
             return func

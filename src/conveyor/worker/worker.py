@@ -129,7 +129,7 @@ class Worker:
         self._claiming = 0  # claim statements in flight
         # Flow control: the limits of the types run here (their values stored at start), and
         # the rates among them, whose next token this worker wakes up for.
-        self._limits = [limit for spec in registry for limit in spec.limits]
+        self._limits = [limit for spec in registry for limit in spec.all_limits]
         self._rates = sorted({limit.name for limit in self._limits if isinstance(limit, Rate)})
         self._retry_in: float | None = None  # seconds to a refused rate's next token
         self._db_away: float | None = None  # monotonic time the database went away, if it has

@@ -71,6 +71,7 @@ def _submission(body: JobCreate, header_key: str | None = None) -> Submission:
         idempotency_key=header_key or body.idempotency_key,
         tags=tuple(body.tags),
         callback_url=body.callback_url,
+        limits=body.limits,
     )
 
 
@@ -255,7 +256,8 @@ async def get_job(job_id: str, user: VerifiedUser, ctx: Context) -> JobDetailOut
     out = await _out(job, user, ctx)
     reason = await ctx.engine.flow.waiting_reason(job)
     waiting = None if reason is None else WaitingReasonOut(**asdict(reason))
-    return JobDetailOut(**out.model_dump(), waiting_reason=waiting)
+    limits = await ctx.engine.flow.limit_keys(job.id)
+    return JobDetailOut(**out.model_dump(), waiting_reason=waiting, limits=limits)
 
 
 @router.post("/jobs/{job_id}/cancel")
@@ -364,6 +366,7 @@ async def job_types(ctx: Context) -> list[JobTypeOut]:
             payload_schema=spec.payload_model.model_json_schema(),
             result_schema=spec.result_schema,
             unique=UniqueOut.of(spec.unique),
+            submit_limits=[limit.name for limit in spec.submit_limits],
         )
         for spec in ctx.engine.registry
     ]
