@@ -25,7 +25,7 @@ from conveyor.domain.workflows import (
     WorkflowState,
     validate,
 )
-from conveyor.errors import ConveyorError, InvalidInput, NotFound
+from conveyor.errors import ConveyorError, InvalidInput, NotFound, UnknownJobType
 from conveyor.services.flow import FlowService, QuotaAsk
 from conveyor.services.jobs import JobService, Submission
 from conveyor.store.jobs import job_row
@@ -116,7 +116,7 @@ class WorkflowService:
         )
         try:
             job = self.jobs.prepare(submission, owner_id)
-        except NotFound as exc:
+        except (NotFound, UnknownJobType) as exc:
             raise InvalidInput(
                 f"step {step.name!r}: unknown job type {step.type!r}", field=f"steps.{i}.type"
             ) from exc

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
@@ -218,7 +217,7 @@ class Workflows(Jobs):
             detail = await self._detail(conn, workflow_id, owner_id)
             if detail.workflow.state is WorkflowState.RUNNING:
                 raise Conflict("a running workflow cannot be deleted; cancel it first")
-            await _delete_settled(conn, [workflow_id])
+            await delete_settled(conn, [workflow_id])
 
     async def step_inputs(self, job_id: str) -> tuple[str, str, dict[str, Any]] | None:
         """(workflow id, step name, {dependency's step: its result}) of a step; None for a
@@ -239,23 +238,6 @@ class Workflows(Jobs):
             return None
         results = {r.dep: r.result for r in rows if r.dep is not None}
         return rows[0].workflow_id, rows[0].step, results
-
-    async def prune_workflows(self, before: datetime, limit: int) -> int:
-        """Up to `limit` workflows settled before `before`, deleted with their steps."""
-        async with self.db.write() as conn:
-            ids = list(
-                (
-                    await conn.execute(
-                        select(workflows.c.id)
-                        .where(workflows.c.settled_at < before, workflows.c.state != "running")
-                        .order_by(workflows.c.settled_at)
-                        .limit(limit)
-                    )
-                ).scalars()
-            )
-            if ids:
-                await _delete_settled(conn, ids)
-        return len(ids)
 
     async def sweep_waiting(self, limit: int = 500) -> list[str]:
         """The safety net: waiting steps whose dependencies are all settled are re-checked
@@ -290,7 +272,7 @@ class Workflows(Jobs):
         return ids
 
 
-async def _delete_settled(conn: AsyncConnection, ids: list[str]) -> None:
+async def delete_settled(conn: AsyncConnection, ids: list[str]) -> None:
     await conn.execute(delete(job_dependencies).where(job_dependencies.c.workflow_id.in_(ids)))
     await conn.execute(delete(jobs).where(jobs.c.workflow_id.in_(ids)))
     await conn.execute(delete(workflows).where(workflows.c.id.in_(ids)))
