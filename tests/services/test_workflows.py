@@ -41,8 +41,12 @@ def step(name: str, *deps: str, policy: DependencyPolicy | None = None) -> StepS
     return StepSpec(name, "wf_step", {"log": "-"}, deps, policy)
 
 
-async def drive(backend: QueueBackend, fail: set[str] = frozenset(), ran: list[str] | None = None,
-                stop_after: int | None = None) -> list[str]:  # fmt: skip
+async def drive(
+    backend: QueueBackend,
+    fail: frozenset[str] = frozenset(),
+    ran: list[str] | None = None,
+    stop_after: int | None = None,
+) -> list[str]:
     """Claim and finish what is queued until nothing is: each step completes with its
     dependencies' results (as the worker hands them), or fails when named in `fail`."""
     ran = [] if ran is None else ran
@@ -137,7 +141,7 @@ async def test_policies_on_a_chain_after_a_failure(
     flows = service(backend)
     spec = WorkflowSpec("chain", (step("a"), step("b", "a", policy=policy), step("c", "b")))
     detail = await flows.submit(spec, owner_id=OWNER)
-    assert await drive(backend, fail={"a"}) == ran
+    assert await drive(backend, fail=frozenset({"a"})) == ran
     done = await flows.get(detail.workflow.id)
     assert {n: s.state for n, s in by_name(done).items() if n != "a"} == expected
     assert done.workflow.state is WorkflowState.FAILED
@@ -164,7 +168,7 @@ async def test_policies_on_a_nested_diamond(
         on_dependency_failure=policy,
     )
     detail = await flows.submit(spec, owner_id=OWNER)
-    ran = await drive(backend, fail={"c"})
+    ran = await drive(backend, fail=frozenset({"c"}))
     done = by_name(await flows.get(detail.workflow.id))
     assert {n: done[n].state for n in ("d", "e")} == expected
     assert sorted(ran) == sorted({"a", "b", "c"} | {n for n, s in expected.items()
@@ -191,7 +195,7 @@ async def test_retry_runs_the_failed_part_again_and_keeps_completed_results(
     flows = service(backend)
     spec = WorkflowSpec("r", (step("a"), step("b", "a"), step("x", "a"), step("c", "b")))
     detail = await flows.submit(spec, owner_id=OWNER)
-    first = await drive(backend, fail={"b"})
+    first = await drive(backend, fail=frozenset({"b"}))
     assert sorted(first) == ["a", "b", "x"]
     with pytest.raises(IllegalTransition):
         await flows.retry((await flows.submit(DIAMOND, owner_id=OWNER)).workflow.id)
