@@ -1,7 +1,7 @@
 """Job types for workflow tests (tests/services/test_workflows.py, tests/worker/...).
 
 Load them with ``CONVEYOR_HANDLER_MODULES=tests.support.workflow_handlers``. Each run appends
-a line `<step> <job id> <attempt>` to the file its payload names (O_APPEND: whole lines from
+a line `<step> <job id> <attempt> <pid>` to the file its payload names (O_APPEND: whole lines from
 several processes), so a test counts runs from the handlers' own record, not Conveyor's.
 """
 
@@ -26,10 +26,11 @@ class StepPayload(BaseModel):
     value: int = 0
     fail: bool = False
     sleep: float = Field(0.0, ge=0, le=600)
+    sleep_first: float = Field(0.0, ge=0, le=600)  # the first attempt's sleep, added
 
 
 def _record(ctx: JobContext, path: str) -> None:
-    line = f"{ctx.step} {ctx.job_id} {ctx.attempt}\n".encode()
+    line = f"{ctx.step} {ctx.job_id} {ctx.attempt} {os.getpid()}\n".encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         os.write(fd, line)
@@ -41,8 +42,9 @@ def _record(ctx: JobContext, path: str) -> None:
 async def wf_step(ctx: JobContext, payload: StepPayload) -> dict[str, Any]:
     """Records its run, sleeps, fails if told; returns its value and what it saw."""
     _record(ctx, payload.log)
-    if payload.sleep:
-        await asyncio.sleep(payload.sleep)
+    pause = payload.sleep + (payload.sleep_first if ctx.attempt == 1 else 0.0)
+    if pause:
+        await asyncio.sleep(pause)
     if payload.fail:
         raise RuntimeError(f"step {ctx.step} fails as told")
     return {"value": payload.value, "saw": dict(ctx.results), "workflow": ctx.workflow_id}
@@ -55,3 +57,9 @@ def runs(path: str) -> list[str]:
             return [line.split()[0] for line in f if line.strip()]
     except FileNotFoundError:
         return []
+
+
+def pids(path: str) -> set[str]:
+    """The processes that ran the runs recorded in `path`."""
+    with open(path) as f:
+        return {line.split()[3] for line in f if line.strip()}
