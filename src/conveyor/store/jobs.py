@@ -20,7 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from conveyor.domain import events as ev
 from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import BulkAction, BulkResult, Enqueued, JobFilter, JobRecord, NewJob
-from conveyor.domain.states import CANCELLABLE, USER_RETRYABLE, JobState, check_transition
+from conveyor.domain.states import (
+    CANCELLABLE,
+    TERMINAL,
+    USER_RETRYABLE,
+    JobState,
+    check_transition,
+)
 from conveyor.errors import Conflict, IdempotencyKeyReused, IllegalTransition, UniqueKeyTaken
 from conveyor.store import events as outbox
 from conveyor.store.database import after_commit
@@ -30,7 +36,7 @@ from conveyor.store.records import job_record
 from conveyor.store.tables import jobs
 from conveyor.store.transaction import Transaction
 
-_TERMINAL_VALUES = [JobState.COMPLETED.value, JobState.FAILED.value, JobState.CANCELLED.value]
+_TERMINAL_VALUES = [s.value for s in TERMINAL]  # skipped (a workflow's step) included
 _CANCELLABLE_VALUES = sorted(s.value for s in CANCELLABLE)
 _RETRYABLE_VALUES = sorted(s.value for s in USER_RETRYABLE)
 # Which states each bulk action may change (the state machine's edges; delete: finished only).
