@@ -184,11 +184,11 @@ BEGIN
 END
 """
 _SQLITE_VERDICT = f"""(SELECT CASE
-        WHEN sum(p.state IN ('failed', 'cancelled')) > 0
+        WHEN total(p.state IN ('failed', 'cancelled')) > 0
             AND NEW.on_dependency_failure = 'skip' THEN 'skipped'
-        WHEN sum(p.state IN ('failed', 'cancelled')) > 0
+        WHEN total(p.state IN ('failed', 'cancelled')) > 0
             AND coalesce(NEW.on_dependency_failure, 'cancel') = 'cancel' THEN 'cancelled'
-        WHEN sum(p.state NOT IN {_SETTLED}) = 0 THEN 'queued'
+        WHEN total(p.state NOT IN {_SETTLED}) = 0 THEN 'queued'
         END
     FROM job_dependencies AS e JOIN jobs AS p ON p.id = e.depends_on WHERE e.job_id = NEW.id)"""
 _SQLITE_CHECK_TRIGGER = f"""
