@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from conveyor.domain.retry import RetryPolicy
+from conveyor.domain.workflows import StepSpec
 from conveyor.worker.blueprint import Blueprint
 from conveyor.worker.context import JobContext
 
@@ -63,3 +65,24 @@ def pids(path: str) -> set[str]:
     """The processes that ran the runs recorded in `path`."""
     with open(path) as f:
         return {line.split()[3] for line in f if line.strip()}
+
+
+class FanOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    log: str
+    n: int = Field(3, ge=0, le=1000)
+    before: tuple[str, ...] = ()
+    fail_first: bool = False  # fail the first attempt after appending (a retry appends again)
+
+
+@blueprint.job("wf_fanout", max_attempts=2, retry=RetryPolicy(base=0.01, cap=0.01, jitter=0))
+async def wf_fanout(ctx: JobContext, payload: FanOut) -> dict[str, Any]:
+    """Appends `n` steps (`part<i>`, wf_step) that the steps of `before` then wait for."""
+    _record(ctx, payload.log)
+    parts = [StepSpec(f"part{i}", "wf_step", {"log": payload.log, "value": i})
+             for i in range(payload.n)]  # fmt: skip
+    added = await ctx.append_steps(parts, before=payload.before)
+    if payload.fail_first and ctx.attempt == 1:
+        raise RuntimeError("the first attempt fails after appending")
+    return {"added": len(added)}
