@@ -19,7 +19,8 @@ from conveyor.domain.workflows import (
     WorkflowSpec,
     WorkflowState,
 )
-from conveyor.errors import Conflict, IllegalTransition, InvalidInput, NotFound
+from conveyor.errors import Conflict, IllegalTransition, InvalidInput, NotFound, QuotaExceeded
+from conveyor.services.flow import FlowService
 from conveyor.services.jobs import JobService
 from conveyor.services.workflows import WorkflowService
 from conveyor.store.backend import QueueBackend
@@ -270,3 +271,16 @@ async def test_pruning_keeps_a_long_running_workflow_and_prunes_a_settled_one(
     assert (await flows.get(long.workflow.id)).steps[0].state is JobState.COMPLETED
     with pytest.raises(NotFound):
         await flows.get(short.workflow.id)
+
+
+async def test_the_queued_quota_counts_every_step_and_a_refusal_stores_nothing(
+    backend: QueueBackend,
+) -> None:
+    flows = service(backend)
+    flows.flow = FlowService(backend)
+    flows.flow.quota_max_queued = 3
+    with pytest.raises(QuotaExceeded):
+        await flows.submit(DIAMOND, owner_id=OWNER)
+    assert await count(backend, workflows) == 0 and await count(backend, jobs) == 0
+    flows.flow.quota_max_queued = 4
+    assert len((await flows.submit(DIAMOND, owner_id=OWNER)).steps) == 4

@@ -92,9 +92,8 @@ class WorkflowService:
         }
         async with self.backend.transaction() as tx:
             if self.flow is not None:
-                (refused,) = await self.flow.check_quotas(
-                    tx, [QuotaAsk(owner_id, None, len(steps))]
-                )
+                own = await self.backend.own_queued_cap(tx, owner_id)
+                (refused,) = await self.flow.check_quotas(tx, [QuotaAsk(owner_id, own, len(steps))])
                 if refused is not None:
                     raise refused
             found = await self.backend.create_workflow(tx, workflow, steps, edges, limits)

@@ -31,7 +31,7 @@ from conveyor.store import events as outbox
 from conveyor.store.driver import Said
 from conveyor.store.jobs import EVENT_COLUMNS, Jobs
 from conveyor.store.records import aware, must
-from conveyor.store.tables import job_dependencies, job_limits, jobs, workflows
+from conveyor.store.tables import job_dependencies, job_limits, jobs, users, workflows
 from conveyor.store.transaction import Transaction
 
 STEP_KEY_PREFIX = "wf:"  # a step's idempotency key: wf:<workflow id>:<step> (worker reads it)
@@ -77,6 +77,11 @@ class Workflows(Jobs):
         if queues:
             await self.driver.notify_jobs(conn, queues)
         return None
+
+    async def own_queued_cap(self, tx: Transaction, owner_id: str) -> int | None:
+        """The owner's own queued cap (users.max_queued; None: the default applies)."""
+        query = select(users.c.max_queued).where(users.c.id == owner_id)
+        return (await tx.connection.execute(query)).scalar_one_or_none()
 
     async def _by_key(self, conn: AsyncConnection, owner_id: str, key: str) -> str | None:
         query = select(workflows.c.id).where(
