@@ -29,6 +29,7 @@ class StepPayload(BaseModel):
     fail: bool = False
     sleep: float = Field(0.0, ge=0, le=600)
     sleep_first: float = Field(0.0, ge=0, le=600)  # the first attempt's sleep, added
+    fail_unless: str | None = None  # fail while this file does not exist
 
 
 def _record(ctx: JobContext, path: str) -> None:
@@ -40,6 +41,10 @@ def _record(ctx: JobContext, path: str) -> None:
         os.close(fd)
 
 
+def _missing(path: str) -> bool:
+    return not os.path.exists(path)
+
+
 @blueprint.job("wf_step", max_attempts=1)
 async def wf_step(ctx: JobContext, payload: StepPayload) -> dict[str, Any]:
     """Records its run, sleeps, fails if told; returns its value and what it saw."""
@@ -47,7 +52,7 @@ async def wf_step(ctx: JobContext, payload: StepPayload) -> dict[str, Any]:
     pause = payload.sleep + (payload.sleep_first if ctx.attempt == 1 else 0.0)
     if pause:
         await asyncio.sleep(pause)
-    if payload.fail:
+    if payload.fail or (payload.fail_unless and _missing(payload.fail_unless)):
         raise RuntimeError(f"step {ctx.step} fails as told")
     return {"value": payload.value, "saw": dict(ctx.results), "workflow": ctx.workflow_id}
 

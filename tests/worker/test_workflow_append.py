@@ -77,3 +77,42 @@ async def test_appended_steps_run_before_the_join_which_sees_them(
     assert sorted(r for r in ran if r.startswith("part")) == ["part0", "part1", "part2", "part3"]
     assert ran[-1] == "join" and ran.count("join") == 1
     assert all(s.state is JobState.COMPLETED for s in done.steps)
+
+
+async def test_a_retried_workflow_runs_only_what_did_not_complete(
+    backend: QueueBackend, tmp_path: Path
+) -> None:
+    """a -> (b fails until a file exists, x) -> c after b and x: the retry runs b and c again,
+    never a or x (counted from the handlers' own lines), and x's result is the first one."""
+    flows = WorkflowService(JobService(backend, registry()))
+    log, fixed = str(tmp_path / "runs.txt"), tmp_path / "fixed"
+    spec = WorkflowSpec(
+        "retry",
+        (
+            StepSpec("a", "wf_step", {"log": log, "value": 1}),
+            StepSpec("b", "wf_step", {"log": log, "fail_unless": str(fixed)}, ("a",)),
+            StepSpec("x", "wf_step", {"log": log, "value": 2}, ("a",)),
+            StepSpec("c", "wf_step", {"log": log}, ("b", "x")),
+        ),
+    )
+    detail = await flows.submit(spec, owner_id="u")
+
+    async def settled() -> bool:
+        found = await flows.get(detail.workflow.id)
+        return found.workflow.state is not WorkflowState.RUNNING
+
+    async with running(backend):
+        await eventually(settled, timeout=120, what="the first run settled")
+        first = await flows.get(detail.workflow.id)
+        assert first.workflow.state is WorkflowState.FAILED
+        x_before = next(s for s in first.steps if s.name == "x")
+        fixed.write_text("ok")
+        await flows.retry(detail.workflow.id, "u")
+        await eventually(settled, timeout=120, what="the retry settled")
+    done = await flows.get(detail.workflow.id)
+    assert done.workflow.state is WorkflowState.COMPLETED
+    ran = workflow_handlers.runs(log)
+    assert ran.count("a") == 1 and ran.count("x") == 1
+    assert ran.count("b") == 2 and ran.count("c") == 1 and ran[-1] == "c"
+    x_after = next(s for s in done.steps if s.name == "x")
+    assert x_after.result == x_before.result and x_after.finished_at == x_before.finished_at
