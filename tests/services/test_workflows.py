@@ -284,3 +284,15 @@ async def test_the_queued_quota_counts_every_step_and_a_refusal_stores_nothing(
     assert await count(backend, workflows) == 0 and await count(backend, jobs) == 0
     flows.flow.quota_max_queued = 4
     assert len((await flows.submit(DIAMOND, owner_id=OWNER)).steps) == 4
+
+
+async def test_a_step_is_not_deleted_alone(backend: QueueBackend) -> None:
+    flows = service(backend)
+    detail = await flows.submit(DIAMOND, owner_id=OWNER)
+    cancelled = await flows.cancel(detail.workflow.id)
+    jobs_ = JobService(backend, Registry())
+    with pytest.raises(Conflict, match="with its workflow"):
+        await jobs_.delete(cancelled.steps[0].job_id)
+    ids = [s.job_id for s in cancelled.steps]
+    assert (await jobs_.bulk("delete", ids=ids)).changed == 0
+    assert await count(backend, jobs) == 4

@@ -228,7 +228,8 @@ class Jobs(JobReads):
             if action == "retry":
                 with _unique_key_taken():
                     return len(await self._retry_where(conn, guard, now, _BULK_COLUMNS))
-            fence = [*guard, jobs.c.state.in_(_TERMINAL_VALUES)]
+            # a workflow's step goes with its workflow (store/workflows.py), never alone
+            fence = [*guard, jobs.c.state.in_(_TERMINAL_VALUES), jobs.c.workflow_id.is_(None)]
             result = await conn.execute(
                 delete(jobs).where(self.driver.in_lock_order(fence), *fence)
             )
@@ -279,12 +280,15 @@ class Jobs(JobReads):
 
     async def delete_finished(self, job_id: str, owner_id: str | None = None) -> None:
         guard = [jobs.c.id == job_id, jobs.c.state.in_(_TERMINAL_VALUES)]
+        guard.append(jobs.c.workflow_id.is_(None))  # a step goes with its workflow
         if owner_id is not None:
             guard.append(jobs.c.owner_id == owner_id)
         async with self.db.write() as conn:
             result = await conn.execute(delete(jobs).where(*guard))
         if result.rowcount == 0:
             current = await self.get(job_id, owner_id)
+            if current.state in TERMINAL:
+                raise Conflict("a workflow's step is deleted with its workflow, not alone")
             raise Conflict(f"a {current.state.value} job cannot be deleted; cancel it first")
 
 
