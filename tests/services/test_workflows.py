@@ -286,7 +286,7 @@ async def test_the_queued_quota_counts_every_step_and_a_refusal_stores_nothing(
     assert len((await flows.submit(DIAMOND, owner_id=OWNER)).steps) == 4
 
 
-async def test_a_step_is_not_deleted_alone(backend: QueueBackend) -> None:
+async def test_a_step_is_not_deleted_or_retried_alone(backend: QueueBackend) -> None:
     flows = service(backend)
     detail = await flows.submit(DIAMOND, owner_id=OWNER)
     cancelled = await flows.cancel(detail.workflow.id)
@@ -295,4 +295,9 @@ async def test_a_step_is_not_deleted_alone(backend: QueueBackend) -> None:
         await jobs_.delete(cancelled.steps[0].job_id)
     ids = [s.job_id for s in cancelled.steps]
     assert (await jobs_.bulk("delete", ids=ids)).changed == 0
+    with pytest.raises(IllegalTransition, match="with its workflow"):
+        await jobs_.retry(ids[0])
+    assert (await jobs_.bulk("retry", ids=ids)).changed == 0
+    record = await jobs_.get(ids[0])
+    assert record.workflow_id == detail.workflow.id and record.step == "a"
     assert await count(backend, jobs) == 4

@@ -112,6 +112,12 @@ class Jobs(JobReads):
         if rows:
             return job_record(rows[0])
         current = await self.get(job_id, owner_id)
+        if current.workflow_id is not None and current.state in USER_RETRYABLE:
+            raise IllegalTransition(
+                "a workflow's step is retried with its workflow (its dependents wait for it)",
+                current=current.state.value,
+                target=JobState.QUEUED.value,
+            )
         if current.state not in USER_RETRYABLE:
             raise IllegalTransition(
                 f"only failed or cancelled jobs can be retried; this one is {current.state.value}",
@@ -159,6 +165,7 @@ class Jobs(JobReads):
         """Queue the failed or cancelled jobs among `guard` again, with fresh attempts; a
         unique job whose key a live job holds stays (a bulk retry skips it)."""
         fence = [*guard, jobs.c.state.in_(_RETRYABLE_VALUES), _key_free(self.driver.dialect)]
+        fence.append(jobs.c.workflow_id.is_(None))  # a step: its workflow's retry
         rows = (
             await conn.execute(
                 self._update_locked(fence)
