@@ -126,7 +126,7 @@ BEGIN
         created_at)
     VALUES ({_PG_XID}, target, NEW.id, NEW.owner_id, NEW.queue, NEW.type, target,
         NEW.attempt, jsonb_build_object('reason',
-            CASE WHEN target = 'queued' THEN 'released' ELSE 'dependency failed' END),
+            CASE WHEN target = 'queued' THEN 'dependencies settled' ELSE 'dependency failed' END),
         clock_timestamp());
     IF target = 'queued' THEN
         PERFORM pg_notify('conveyor_jobs', NEW.queue);
@@ -201,7 +201,7 @@ BEGIN
         created_at)
     SELECT 0, v.target, NEW.id, NEW.owner_id, NEW.queue, NEW.type, v.target, NEW.attempt,
         json_object('reason',
-            CASE WHEN v.target = 'queued' THEN 'released' ELSE 'dependency failed' END),
+            CASE WHEN v.target = 'queued' THEN 'dependencies settled' ELSE 'dependency failed' END),
         {_SQLITE_NOW}
     FROM (SELECT {_SQLITE_VERDICT} AS target) AS v
     WHERE v.target IS NOT NULL;
