@@ -99,17 +99,20 @@ DECLARE
 BEGIN
     -- From the workflow's side: its failed or cancelled steps, then its unsettled ones (few
     -- of either near the end of a fan-in; partial indexes), each matched against this
-    -- step's edges by primary key. Counting this step's edges instead cost O(fan-in) per
-    -- dependency that settled.
+    -- step's edges by primary key (OFFSET 0 keeps that probe a subplan per step: as a
+    -- join, the planner read all of this step's edges). Counting this step's edges instead
+    -- cost O(fan-in) per dependency that settled.
     SELECT EXISTS (
         SELECT 1 FROM jobs AS p
-        JOIN job_dependencies AS e ON e.job_id = NEW.id AND e.depends_on = p.id
         WHERE p.workflow_id = NEW.workflow_id AND p.state IN {_BAD}
+            AND EXISTS (SELECT 1 FROM job_dependencies AS e
+                WHERE e.job_id = NEW.id AND e.depends_on = p.id OFFSET 0)
     ) INTO bad_deps;
     SELECT EXISTS (
         SELECT 1 FROM jobs AS p
-        JOIN job_dependencies AS e ON e.job_id = NEW.id AND e.depends_on = p.id
         WHERE p.workflow_id = NEW.workflow_id AND p.state IN {_OPEN}
+            AND EXISTS (SELECT 1 FROM job_dependencies AS e
+                WHERE e.job_id = NEW.id AND e.depends_on = p.id OFFSET 0)
     ) INTO open_deps;
     IF bad_deps AND NEW.on_dependency_failure = 'skip' THEN
         target := 'skipped';
