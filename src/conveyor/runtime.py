@@ -25,6 +25,7 @@ from conveyor.services.schedules import ScheduleService
 from conveyor.services.tasks import TaskService
 from conveyor.services.webhooks import WebhookService
 from conveyor.services.workers import WorkerService
+from conveyor.services.workflows import WorkflowService
 from conveyor.settings import Settings, private_sqlite_files
 from conveyor.store.backend import QueueBackend
 from conveyor.store.factory import open_backend
@@ -62,6 +63,7 @@ class Engine:
     health: HealthService
     mail: MailBackend  # what `email` and `account_mail` jobs send through
     flow: FlowService  # quotas at submit, limits made visible (docs/flow-control.md)
+    workflows: WorkflowService  # DAGs of steps (docs/workflows.md)
 
     @classmethod
     async def open(cls, settings: Settings, *, apply_migrations: bool = False) -> Engine:
@@ -108,6 +110,7 @@ class Engine:
             queues=queues, workers=workers, events=EventFeed(backend),
             health=HealthService(backend),
             mail=backend_from_url(settings.mail_url, settings.mail_from), flow=flow,
+            workflows=WorkflowService(jobs, flow),
         )  # fmt: skip
 
     def worker(

@@ -197,4 +197,4 @@ class JobEvent(Model):
         return Progress(percent=int(self.data.get("percent", 0)), message=self.data.get("message"))
 
 
-TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled"})
+TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled", "skipped"})

@@ -12,7 +12,8 @@ from conveyor.domain.states import JobState
 from conveyor.store import events as outbox
 from conveyor.store.base import StoreBase
 from conveyor.store.records import aware
-from conveyor.store.tables import jobs, schedule_fires
+from conveyor.store.tables import jobs, schedule_fires, workflows
+from conveyor.store.workflows import delete_settled
 
 _WAITING = [JobState.SCHEDULED.value, JobState.RETRYING.value]
 
@@ -74,6 +75,8 @@ class Maintenance(StoreBase):
                     break
         while await self.prune_fires(failed_before, batch) >= batch:
             pass
+        while await self.prune_workflows(min(completed_before, failed_before), batch) >= batch:
+            pass
         return total
 
     @staticmethod
@@ -95,12 +98,18 @@ class Maintenance(StoreBase):
         none are left) and where the next slice starts: pass it back as `after`, so a slice
         does not walk again past the index entries of the rows the slices before it deleted
         (dead until vacuumed, which may be a while on a busy server)."""
+        # A workflow's steps go with their workflow, never alone (`prune_workflows`).
         pick = [jobs.c.state == state.value, jobs.c.finished_at < before]
+        pick.append(jobs.c.workflow_id.is_(None))
         if after is not None:
             pick.append(jobs.c.finished_at >= after)  # ties of `after` may be left: >=
         oldest = select(jobs.c.id).where(*pick).order_by(jobs.c.finished_at).limit(limit)
         victims = jobs.c.id.in_(oldest.scalar_subquery())
-        fence = [jobs.c.state == state.value, jobs.c.finished_at < before]
+        fence = [
+            jobs.c.state == state.value,
+            jobs.c.finished_at < before,
+            jobs.c.workflow_id.is_(None),
+        ]
         async with self.db.write() as conn:
             gone = (
                 await conn.execute(
@@ -111,6 +120,23 @@ class Maintenance(StoreBase):
             ).all()
         marks = [aware(row.finished_at) for row in gone]
         return len(gone), max((m for m in marks if m is not None), default=after)
+
+    async def prune_workflows(self, before: datetime, limit: int) -> int:
+        """Up to `limit` workflows settled before `before`, deleted with their steps."""
+        async with self.db.write() as conn:
+            ids = list(
+                (
+                    await conn.execute(
+                        select(workflows.c.id)
+                        .where(workflows.c.settled_at < before, workflows.c.state != "running")
+                        .order_by(workflows.c.settled_at)
+                        .limit(limit)
+                    )
+                ).scalars()
+            )
+            if ids:
+                await delete_settled(conn, ids)
+        return len(ids)
 
     async def prune_fires(self, before: datetime, limit: int) -> int:
         """One slice of `schedule_fires` rows older than `before` (a fire that old can no
