@@ -1,0 +1,59 @@
+"""A workflow's event stream: its steps' events and its own (`type` 'workflow'), for the doors
+that stream it (the API's `/api/v1/workflows/{id}/events`, the dashboard's workflow page).
+
+The outbox has no workflow column: a workflow's events are its owner's events whose `job_id`
+is one of its steps or the workflow itself. The steps are known when the stream opens; a step
+appended at run time (`ctx.append_steps`) shows itself with a `created` event of a job not seen
+yet, and only then is the workflow read again (at most once per batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from conveyor.domain.events import CREATED, Event, Position
+from conveyor.domain.workflows import WORKFLOW_EVENT, WorkflowState
+from conveyor.services.events import EventFeed, Scope
+from conveyor.services.workflows import WorkflowService
+
+SETTLED_STATES = frozenset(s.value for s in WorkflowState if s is not WorkflowState.RUNNING)
+
+
+@dataclass
+class WorkflowEvents:
+    """The filter of one stream: which job ids belong to the workflow."""
+
+    workflows: WorkflowService
+    workflow_id: str
+    owner_id: str | None  # the reader's scope (None: an admin)
+    ids: set[str] = field(default_factory=set)
+
+    async def load(self) -> str:
+        """Read the workflow's steps (NotFound: not the reader's); its owner."""
+        detail = await self.workflows.get(self.workflow_id, self.owner_id)
+        self.ids = {self.workflow_id, *(s.job_id for s in detail.steps)}
+        return detail.workflow.owner_id
+
+    async def keep(self, batch: Sequence[Event]) -> list[Event]:
+        if any(e.type == CREATED and e.job_id not in self.ids for e in batch):
+            await self.load()
+        return [e for e in batch if e.job_id in self.ids]
+
+
+def settled(event: Event) -> bool:
+    """The workflow's own event saying it settled: its story ends there (unless retried)."""
+    return event.type == WORKFLOW_EVENT and event.state in SETTLED_STATES
+
+
+async def story_told(feed: EventFeed, owner_id: str, workflow_id: str, after: Position) -> bool:
+    """True when the workflow's newest own event says it settled and is at or before
+    `after`: a client resuming there has seen the end."""
+    scope = Scope(owner_id, workflow_id)
+    last: Event | None = None
+    position = Position()
+    while batch := await feed.read(position, scope):
+        last, position = batch[-1], batch[-1].position
+    if last is None or not settled(last):
+        return False
+    return (last.xid, last.id) <= (after.xid, after.id)
