@@ -14,7 +14,7 @@ import pytest
 
 from conveyor.domain.workflows import MAX_STEPS
 from tests.api.conftest import Api, api_settings, running_api
-from tests.support.workflow_handlers import MODULE
+from tests.support.workflow_door_handlers import MODULE
 
 WORKFLOWS = "/api/v1/workflows"
 STREAM = {"Accept": "text/event-stream"}

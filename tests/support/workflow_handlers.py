@@ -1,38 +1,57 @@
-"""Job types for the workflow doors' tests: one that completes with what it was given and
-one that always fails (one attempt). Load with ``handler_modules=MODULE``."""
+"""Job types for workflow tests (tests/services/test_workflows.py, tests/worker/...).
+
+Load them with ``CONVEYOR_HANDLER_MODULES=tests.support.workflow_handlers``. Each run appends
+a line `<step> <job id> <attempt>` to the file its payload names (O_APPEND: whole lines from
+several processes), so a test counts runs from the handlers' own record, not Conveyor's.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import os
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
+from conveyor.worker.blueprint import Blueprint
 from conveyor.worker.context import JobContext
-from conveyor.worker.registry import job
 
-MODULE = "tests.support.workflow_handlers"
-
-
-class AnyPayload(BaseModel):
-    model_config = ConfigDict(extra="allow")
+blueprint = Blueprint()
 
 
-class Strict(BaseModel):
+class StepPayload(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    n: int
+    log: str  # the file each run appends its line to
+    value: int = 0
+    fail: bool = False
+    sleep: float = Field(0.0, ge=0, le=600)
 
 
-@job("wf_ok", max_attempts=1)
-async def wf_ok(ctx: JobContext, payload: AnyPayload) -> dict[str, Any]:
-    return {"got": payload.model_dump()}
+def _record(ctx: JobContext, path: str) -> None:
+    line = f"{ctx.step} {ctx.job_id} {ctx.attempt}\n".encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
 
 
-@job("wf_strict", max_attempts=1)
-async def wf_strict(ctx: JobContext, payload: Strict) -> dict[str, Any]:
-    return {"n": payload.n}
+@blueprint.job("wf_step", max_attempts=1)
+async def wf_step(ctx: JobContext, payload: StepPayload) -> dict[str, Any]:
+    """Records its run, sleeps, fails if told; returns its value and what it saw."""
+    _record(ctx, payload.log)
+    if payload.sleep:
+        await asyncio.sleep(payload.sleep)
+    if payload.fail:
+        raise RuntimeError(f"step {ctx.step} fails as told")
+    return {"value": payload.value, "saw": dict(ctx.results), "workflow": ctx.workflow_id}
 
 
-@job("wf_fail", max_attempts=1)
-async def wf_fail(ctx: JobContext, payload: AnyPayload) -> None:
-    raise RuntimeError("this step always fails")
+def runs(path: str) -> list[str]:
+    """The step names of the runs recorded in `path`, in order."""
+    try:
+        with open(path) as f:
+            return [line.split()[0] for line in f if line.strip()]
+    except FileNotFoundError:
+        return []

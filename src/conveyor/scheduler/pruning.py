@@ -101,6 +101,9 @@ def prune_round(
         for state, before in backend.retained(ago(keep.completed), ago(keep.failed))
     ]
     steps.append(Step("other", partial(backend.prune_fires, ago(keep.failed))))
+    # a settled workflow goes whole, with its steps, once past the longer retention
+    settled = ago(max(keep.completed, keep.failed))
+    steps.append(Step("other", partial(backend.prune_workflows, settled)))
     events = partial(backend.prune_old_events, ago(keep.events), ())
     steps.append(Step("events", _walk(events)))
     steps.append(Step("other", _one_call(backend.prune_workers, ago(keep.workers)), sliced=False))

@@ -72,6 +72,7 @@ class Scheduler:
         self._round: PruneRound | None = None
         self._round_ended = -float("inf")  # monotonic time the last pruning round ended
         self._reconciled = -float("inf")  # monotonic time of the last reconcile of limits
+        self._swept = -float("inf")  # monotonic time of the last sweep of waiting steps
 
     def stop(self) -> None:
         self._stop.set()
@@ -126,8 +127,19 @@ class Scheduler:
         _log_rescued(rescued)
         report.requeued, report.failed = len(rescued.requeued), len(rescued.failed)
         await self._reconcile(report)
+        await self._sweep_workflows()
         await self._prune(report)
         return report
+
+    async def _sweep_workflows(self) -> None:
+        """Every `limits_reconcile_interval` as well: waiting workflow steps whose
+        dependencies all settled are re-checked (a release the trigger should never miss;
+        each logged)."""
+        if time.monotonic() - self._swept < self.config.limits_reconcile_interval:
+            return
+        self._swept = time.monotonic()
+        for job_id in await self.backend.sweep_waiting():
+            log.warning("workflow step %s was waiting with every dependency settled", job_id)
 
     async def _reconcile(self, report: TickReport) -> None:
         """Every `limits_reconcile_interval`: free the slots no running job holds (a leak

@@ -16,18 +16,21 @@ from conveyor.store.outbox import Outbox
 from conveyor.store.pauses import Pauses
 from conveyor.store.schedules import Schedules
 from conveyor.store.workers import Workers
+from conveyor.store.workflows import Workflows
 
 # What callers hold; its listener and leadership types are store.driver's.
 __all__ = ["QueueBackend"]
 
 
-class QueueBackend(Schedules, Claims, Maintenance, Outbox, Workers, Pauses, Limits, FlowReads):
+class QueueBackend(
+    Workflows, Schedules, Claims, Maintenance, Outbox, Workers, Pauses, Limits, FlowReads
+):
     """Every queue operation, by name. Instances are per process and safe to share.
 
     jobs, reads and schedules (store/jobs.py, reads.py, schedules.py), the worker's claims
     (claims.py), the leader's maintenance (maintenance.py), the outbox (outbox.py),
     workers (workers.py), queue pauses (pauses.py), flow control's limits (limits.py) and
-    its reads (flow.py)."""
+    its reads (flow.py), workflows (workflows.py)."""
 
     async def listen(self, on_jobs: Callback, on_cancel: Callback) -> Listener:
         """Wake-ups for a worker: queues that got runnable jobs, jobs cancelled while running."""

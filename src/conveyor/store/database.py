@@ -331,6 +331,9 @@ def _configure_sqlite(engine: AsyncEngine, synchronous: str, *, immediate: bool)
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute(f"PRAGMA synchronous = {synchronous.upper()}")
         cursor.execute("PRAGMA foreign_keys = ON")
+        # A workflow step settled by the release trigger fires it again for its own
+        # dependents (migration 0016, docs/workflows.md).
+        cursor.execute("PRAGMA recursive_triggers = ON")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")

@@ -74,6 +74,8 @@ class Maintenance(StoreBase):
                     break
         while await self.prune_fires(failed_before, batch) >= batch:
             pass
+        while await self.prune_workflows(min(completed_before, failed_before), batch) >= batch:
+            pass
         return total
 
     @staticmethod
@@ -95,12 +97,18 @@ class Maintenance(StoreBase):
         none are left) and where the next slice starts: pass it back as `after`, so a slice
         does not walk again past the index entries of the rows the slices before it deleted
         (dead until vacuumed, which may be a while on a busy server)."""
+        # A workflow's steps go with their workflow, never alone (`prune_workflows`).
         pick = [jobs.c.state == state.value, jobs.c.finished_at < before]
+        pick.append(jobs.c.workflow_id.is_(None))
         if after is not None:
             pick.append(jobs.c.finished_at >= after)  # ties of `after` may be left: >=
         oldest = select(jobs.c.id).where(*pick).order_by(jobs.c.finished_at).limit(limit)
         victims = jobs.c.id.in_(oldest.scalar_subquery())
-        fence = [jobs.c.state == state.value, jobs.c.finished_at < before]
+        fence = [
+            jobs.c.state == state.value,
+            jobs.c.finished_at < before,
+            jobs.c.workflow_id.is_(None),
+        ]
         async with self.db.write() as conn:
             gone = (
                 await conn.execute(

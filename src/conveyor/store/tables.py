@@ -66,6 +66,13 @@ jobs = Table(
     Column("limited", Boolean, nullable=False, server_default=false()),
     Column("unique_key", String(255), nullable=True),
     Column("unique_states", String(120), nullable=True),
+    # workflows (docs/workflows.md): the step a job is, its policy, when it became ready;
+    # `dep_checks` is bumped by the release trigger to have a waiting step re-checked
+    Column("workflow_id", String(36), nullable=True),
+    Column("step", String(100), nullable=True),
+    Column("on_dependency_failure", String(16), nullable=True),
+    Column("ready_at", UTCDateTime, nullable=True),
+    Column("dep_checks", Integer, nullable=False, server_default="0"),
     CheckConstraint(f"state IN ({_STATES})", name="state"),
     CheckConstraint("progress BETWEEN 0 AND 100", name="progress"),
     CheckConstraint("max_attempts >= 1", name="max_attempts"),
@@ -493,3 +500,44 @@ rate_buckets = Table(
     Column("tokens", Float, nullable=False),
     Column("refreshed_at", UTCDateTime, nullable=False),
 )
+
+
+# ---- workflows (docs/workflows.md) ------------------------------------------------------------
+# A workflow's own row; its steps are jobs (jobs.workflow_id), its edges job_dependencies. The
+# release trigger (migration 0016) sets state and settled_at when its last step settles.
+workflows = Table(
+    "workflows",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("owner_id", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("settled_at", UTCDateTime, nullable=True),
+    Column("on_dependency_failure", String(16), nullable=False),
+    Column("idempotency_key", String(255), nullable=True),
+    CheckConstraint("state IN ('running', 'completed', 'failed', 'cancelled')", name="state"),
+)
+Index("ix_workflows_owner_id", workflows.c.owner_id, workflows.c.id)
+Index("ix_workflows_settled_at", workflows.c.settled_at)
+Index(
+    "uq_workflows_owner_id_idempotency_key",
+    workflows.c.owner_id,
+    workflows.c.idempotency_key,
+    unique=True,
+)
+# A step per (workflow, name); also the index of a workflow's steps.
+Index("uq_jobs_workflow_id_step", jobs.c.workflow_id, jobs.c.step, unique=True)
+
+# An edge: `job_id` waits for `depends_on` (both steps of `workflow_id`). Read both ways: a
+# step's parents (the release predicate) and a settled step's dependents (whom to re-check).
+job_dependencies = Table(
+    "job_dependencies",
+    metadata,
+    Column("job_id", String(36), primary_key=True),
+    Column("depends_on", String(36), primary_key=True),
+    Column("workflow_id", String(36), nullable=False),
+)
+Index("ix_job_dependencies_depends_on", job_dependencies.c.depends_on)
+Index("ix_job_dependencies_workflow_id", job_dependencies.c.workflow_id)

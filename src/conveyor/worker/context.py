@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from conveyor.settings import Settings
@@ -55,6 +56,19 @@ class JobContext:
         self._cancelled = False  # a plain flag: set on the loop, read from any thread
         self._last_progress = 0.0
         self._log: logging.LoggerAdapter[logging.Logger] | None = None
+        self.workflow_id: str | None = None  # a workflow's step: its workflow
+        self.step: str | None = None  # ... and its step name
+        self._results: Mapping[str, Any] = MappingProxyType({})
+
+    @property
+    def results(self) -> Mapping[str, Any]:
+        """A workflow step's dependencies' results by step name (a skipped one: None), loaded
+        by the worker before the handler starts; empty for a job that is no step."""
+        return self._results
+
+    def set_step(self, workflow_id: str, step: str, results: Mapping[str, Any]) -> None:
+        self.workflow_id, self.step = workflow_id, step
+        self._results = MappingProxyType(dict(results))
 
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:

@@ -18,6 +18,7 @@ from conveyor.logs import job_context
 from conveyor.metrics import JobMetrics
 from conveyor.store.backend import QueueBackend
 from conveyor.store.driver import Listener
+from conveyor.store.workflows import STEP_KEY_PREFIX
 from conveyor.worker.context import JobContext, JobInfo
 from conveyor.worker.executor import Pools, execute
 from conveyor.worker.finisher import Finisher
@@ -345,7 +346,9 @@ class Worker:
             )
         else:
             try:
-                outcome = await execute(spec, job, ctx, self._pools)
+                outcome = await self._step_inputs(job, ctx)
+                if outcome is None:
+                    outcome = await execute(spec, job, ctx, self._pools)
             except asyncio.CancelledError:
                 outcome = None
         try:  # a finish whose snapshot predates the claim's commit would not see the claim
@@ -364,6 +367,20 @@ class Worker:
         elif entry is not None:
             _log_interrupted(entry.interrupted)
         self._wake.set()
+
+    async def _step_inputs(self, job: ClaimedJob, ctx: JobContext) -> Outcome | None:
+        """A workflow step's dependencies' results, put in its context before it runs (its
+        idempotency key says it is a step: no query for other jobs); a failed outcome if
+        they cannot be read."""
+        if not (job.idempotency_key or "").startswith(STEP_KEY_PREFIX):
+            return None
+        try:
+            found = await self.backend.step_inputs(job.id)
+        except Exception as exc:
+            return Outcome(job.id, job.attempt, "failed", error=ErrorInfo("StepInputs", str(exc)))
+        if found is not None:
+            ctx.set_step(*found)
+        return None
 
     async def _progress(self, job_id: str, attempt: int, percent: int, message: str | None) -> bool:
         entry = self._running.get(job_id)

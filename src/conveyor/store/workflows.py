@@ -1,0 +1,353 @@
+"""Workflows in the store: a DAG written in one transaction, read with its steps and edges.
+
+Release is the database's (migration 0016's triggers): nothing here moves a step out of
+`waiting` after it is stored, except a workflow's retry. Every statement that changes a
+step's state takes the outbox lock first (`lock_events`), since the triggers may write
+events in it (store/outbox.py's horizon).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from conveyor.domain import events as ev
+from conveyor.domain.clock import utcnow
+from conveyor.domain.states import JobState
+from conveyor.domain.workflows import (
+    DependencyPolicy,
+    StepRecord,
+    WorkflowDetail,
+    WorkflowRecord,
+    WorkflowState,
+)
+from conveyor.errors import Conflict, IllegalTransition, NotFound
+from conveyor.store import events as outbox
+from conveyor.store.driver import Said
+from conveyor.store.jobs import EVENT_COLUMNS, Jobs
+from conveyor.store.records import aware, must
+from conveyor.store.tables import job_dependencies, job_limits, jobs, workflows
+from conveyor.store.transaction import Transaction
+
+STEP_KEY_PREFIX = "wf:"  # a step's idempotency key: wf:<workflow id>:<step> (worker reads it)
+_SETTLED = [JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.SKIPPED]
+_SETTLED_VALUES = [s.value for s in _SETTLED]
+_RERUN = {JobState.FAILED.value, JobState.CANCELLED.value, JobState.SKIPPED.value}
+_CHUNK = 500  # rows per insert statement (bound parameters stay under both databases' caps)
+
+
+def step_key(workflow_id: str, step: str) -> str:
+    return f"{STEP_KEY_PREFIX}{workflow_id}:{step}"
+
+
+class Workflows(Jobs):
+    async def create_workflow(
+        self,
+        tx: Transaction,
+        workflow: dict[str, Any],
+        steps: Sequence[dict[str, Any]],
+        edges: Sequence[dict[str, Any]],
+        limits: Sequence[dict[str, Any]],
+    ) -> str | None:
+        """Insert the workflow row, its steps (jobs rows, `waiting` or `queued`), their edges,
+        job_limits rows and created events, in `tx`. None: its (owner, idempotency key)
+        names a stored workflow (returned by `workflow_by_key`), nothing was inserted."""
+        conn = tx.connection
+        if workflow["idempotency_key"] is not None:
+            found = await self._by_key(conn, workflow["owner_id"], workflow["idempotency_key"])
+            if found is not None:
+                return found
+        await conn.execute(insert(workflows), [workflow])
+        for start in range(0, len(steps), _CHUNK):
+            await conn.execute(insert(jobs), list(steps[start : start + _CHUNK]))
+        for start in range(0, len(edges), _CHUNK):
+            await conn.execute(insert(job_dependencies), list(edges[start : start + _CHUNK]))
+        for start in range(0, len(limits), _CHUNK):
+            await conn.execute(insert(job_limits), list(limits[start : start + _CHUNK]))
+        now = workflow["created_at"]
+        await self._log(
+            conn, [outbox.event_row(ev.CREATED, _Row(s), s["state"], now) for s in steps]
+        )
+        queues = {s["queue"] for s in steps if s["state"] == JobState.QUEUED.value}
+        if queues:
+            await self.driver.notify_jobs(conn, queues)
+        return None
+
+    async def _by_key(self, conn: AsyncConnection, owner_id: str, key: str) -> str | None:
+        query = select(workflows.c.id).where(
+            workflows.c.owner_id == owner_id, workflows.c.idempotency_key == key
+        )
+        return (await conn.execute(query)).scalar_one_or_none()
+
+    async def get_workflow(self, workflow_id: str, owner_id: str | None = None) -> WorkflowDetail:
+        async with self.db.read() as conn:
+            return await self._detail(conn, workflow_id, owner_id)
+
+    async def _detail(
+        self, conn: AsyncConnection, workflow_id: str, owner_id: str | None
+    ) -> WorkflowDetail:
+        query = select(workflows).where(workflows.c.id == workflow_id)
+        if owner_id is not None:
+            query = query.where(workflows.c.owner_id == owner_id)
+        row = (await conn.execute(query)).one_or_none()
+        if row is None:
+            raise NotFound("no such workflow", workflow_id=workflow_id)
+        steps = (
+            await conn.execute(
+                select(jobs).where(jobs.c.workflow_id == workflow_id).order_by(jobs.c.id)
+            )
+        ).all()
+        edges = (
+            await conn.execute(
+                select(job_dependencies.c.job_id, job_dependencies.c.depends_on).where(
+                    job_dependencies.c.workflow_id == workflow_id
+                )
+            )
+        ).all()
+        names = {s.id: s.step for s in steps}
+        parents: dict[str, list[str]] = {}
+        for edge in edges:
+            parents.setdefault(edge.job_id, []).append(names.get(edge.depends_on, "?"))
+        records = tuple(_step_record(s, tuple(sorted(parents.get(s.id, [])))) for s in steps)
+        counts = Counter(s.state.value for s in records)
+        return WorkflowDetail(_workflow_record(row, len(records), counts), records)
+
+    async def page_workflows(
+        self,
+        owner_id: str | None,
+        state: WorkflowState | None,
+        limit: int,
+        before: str | None,
+    ) -> list[WorkflowRecord]:
+        query = select(workflows)
+        if owner_id is not None:
+            query = query.where(workflows.c.owner_id == owner_id)
+        if state is not None:
+            query = query.where(workflows.c.state == state.value)
+        if before is not None:
+            query = query.where(workflows.c.id < before)
+        query = query.order_by(workflows.c.id.desc()).limit(limit)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+            ids = [r.id for r in rows]
+            counted = (
+                await conn.execute(
+                    select(jobs.c.workflow_id, jobs.c.state, func.count())
+                    .where(jobs.c.workflow_id.in_(ids))
+                    .group_by(jobs.c.workflow_id, jobs.c.state)
+                )
+            ).all() if ids else []  # fmt: skip
+        counts: dict[str, Counter[str]] = {i: Counter() for i in ids}
+        for workflow_id, step_state, n in counted:
+            counts[workflow_id][step_state] += n
+        return [_workflow_record(r, sum(counts[r.id].values()), counts[r.id]) for r in rows]
+
+    async def cancel_workflow(self, workflow_id: str, owner_id: str | None) -> WorkflowDetail:
+        """Every unsettled step cancelled in one statement (running ones interrupted); the
+        trigger settles the workflow."""
+        async with self.db.write() as conn:
+            await self.driver.lock_events(conn)
+            await self._detail(conn, workflow_id, owner_id)  # NotFound for another owner's
+            guard = [jobs.c.workflow_id == workflow_id]
+            await self._cancel_where(conn, guard, utcnow(), (*EVENT_COLUMNS, jobs.c.worker_id))
+            return await self._detail(conn, workflow_id, owner_id)
+
+    async def retry_workflow(self, workflow_id: str, owner_id: str | None) -> WorkflowDetail:
+        """Failed, cancelled and skipped steps and their descendants run again (queued when
+        every dependency is completed and stays so, else waiting); completed steps that
+        depend on none of them keep their results."""
+        async with self.db.write() as conn:
+            await self.driver.lock_events(conn)
+            detail = await self._detail(conn, workflow_id, owner_id)
+            if detail.workflow.state is WorkflowState.RUNNING:
+                raise IllegalTransition(
+                    "a running workflow cannot be retried; cancel it or wait for it to settle",
+                    current=WorkflowState.RUNNING.value,
+                    target=WorkflowState.RUNNING.value,
+                )
+            rerun = _descendants(detail.steps, {s.name for s in detail.steps if s.state in _RERUN})
+            if not rerun:
+                return detail
+            now = utcnow()
+            ready = [
+                s.job_id for s in detail.steps
+                if s.name in rerun and not any(d in rerun for d in s.depends_on)
+            ]  # fmt: skip
+            waiting = [s.job_id for s in detail.steps if s.name in rerun and s.job_id not in ready]
+            await conn.execute(
+                update(workflows)
+                .where(workflows.c.id == workflow_id)
+                .values(state=WorkflowState.RUNNING.value, settled_at=None, updated_at=now)
+            )
+            fresh: dict[str, Any] = {
+                "attempt": 0, "worker_id": None, "lease_expires_at": None, "finished_at": None,
+                "started_at": None, "result": None, "progress": 0, "progress_message": None,
+            }  # fmt: skip
+            said: list[dict[str, Any]] = []
+            for ids, state in ((waiting, JobState.WAITING), (ready, JobState.QUEUED)):
+                if not ids:
+                    continue
+                values = {**fresh, "state": state.value}
+                if state is JobState.QUEUED:
+                    values.update(run_at=now, ready_at=now, fair_tag=now.timestamp())
+                else:
+                    values.update(ready_at=None)
+                rows = (
+                    await conn.execute(
+                        self._update_locked([jobs.c.id.in_(ids)])
+                        .values(**values)
+                        .returning(*EVENT_COLUMNS)
+                    )
+                ).all()
+                event = Said(state.value, state.value, {"reason": "workflow retried"})
+                said.extend(outbox.said_row(event, r, now) for r in rows)
+            await self._log(conn, said)
+            if ready:
+                await self.driver.notify_jobs(
+                    conn, {s.queue for s in detail.steps if s.job_id in ready}
+                )
+            return await self._detail(conn, workflow_id, owner_id)
+
+    async def delete_workflow(self, workflow_id: str, owner_id: str | None) -> None:
+        async with self.db.write() as conn:
+            detail = await self._detail(conn, workflow_id, owner_id)
+            if detail.workflow.state is WorkflowState.RUNNING:
+                raise Conflict("a running workflow cannot be deleted; cancel it first")
+            await _delete_settled(conn, [workflow_id])
+
+    async def step_inputs(self, job_id: str) -> tuple[str, str, dict[str, Any]] | None:
+        """(workflow id, step name, {dependency's step: its result}) of a step; None for a
+        job that is no step. A skipped dependency has no result (None)."""
+        parent = jobs.alias("parent")
+        query = (
+            select(jobs.c.workflow_id, jobs.c.step, parent.c.step.label("dep"), parent.c.result)
+            .select_from(
+                jobs.outerjoin(job_dependencies, job_dependencies.c.job_id == jobs.c.id).outerjoin(
+                    parent, parent.c.id == job_dependencies.c.depends_on
+                )
+            )
+            .where(jobs.c.id == job_id, jobs.c.workflow_id.is_not(None))
+        )
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        if not rows:
+            return None
+        results = {r.dep: r.result for r in rows if r.dep is not None}
+        return rows[0].workflow_id, rows[0].step, results
+
+    async def prune_workflows(self, before: datetime, limit: int) -> int:
+        """Up to `limit` workflows settled before `before`, deleted with their steps."""
+        async with self.db.write() as conn:
+            ids = list(
+                (
+                    await conn.execute(
+                        select(workflows.c.id)
+                        .where(workflows.c.settled_at < before, workflows.c.state != "running")
+                        .order_by(workflows.c.settled_at)
+                        .limit(limit)
+                    )
+                ).scalars()
+            )
+            if ids:
+                await _delete_settled(conn, ids)
+        return len(ids)
+
+    async def sweep_waiting(self, limit: int = 500) -> list[str]:
+        """The safety net: waiting steps whose dependencies are all settled are re-checked
+        (their `dep_checks` bumped: the trigger decides); the ids it touched."""
+        parent = jobs.alias("parent")
+        open_parent = (
+            select(1)
+            .select_from(
+                job_dependencies.join(parent, parent.c.id == job_dependencies.c.depends_on)
+            )
+            .where(job_dependencies.c.job_id == jobs.c.id, parent.c.state.not_in(_SETTLED_VALUES))
+            .exists()
+        )
+        async with self.db.write() as conn:
+            await self.driver.lock_events(conn)
+            ids = list(
+                (
+                    await conn.execute(
+                        select(jobs.c.id)
+                        .where(jobs.c.state == JobState.WAITING.value, ~open_parent)
+                        .order_by(jobs.c.id)
+                        .limit(limit)
+                    )
+                ).scalars()
+            )
+            if ids:
+                await conn.execute(
+                    self._update_locked([jobs.c.id.in_(ids), jobs.c.state == "waiting"]).values(
+                        dep_checks=jobs.c.dep_checks + 1
+                    )
+                )
+        return ids
+
+
+async def _delete_settled(conn: AsyncConnection, ids: list[str]) -> None:
+    await conn.execute(delete(job_dependencies).where(job_dependencies.c.workflow_id.in_(ids)))
+    await conn.execute(delete(jobs).where(jobs.c.workflow_id.in_(ids)))
+    await conn.execute(delete(workflows).where(workflows.c.id.in_(ids)))
+
+
+class _Row:
+    """A step's insert row read as a job row (what `event_row` reads)."""
+
+    def __init__(self, row: dict[str, Any]) -> None:
+        self.id = row["id"]
+        self.owner_id = row["owner_id"]
+        self.queue = row["queue"]
+        self.type = row["type"]
+        self.attempt = 0
+
+
+def _descendants(steps: Sequence[StepRecord], roots: set[str]) -> set[str]:
+    children: dict[str, list[str]] = {}
+    for s in steps:
+        for d in s.depends_on:
+            children.setdefault(d, []).append(s.name)
+    found, todo = set(roots), list(roots)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _step_record(row: Any, depends_on: tuple[str, ...]) -> StepRecord:
+    return StepRecord(
+        name=row.step,
+        job_id=row.id,
+        type=row.type,
+        queue=row.queue,
+        state=JobState(row.state),
+        depends_on=depends_on,
+        on_dependency_failure=DependencyPolicy(row.on_dependency_failure or "cancel"),
+        attempt=row.attempt,
+        result=row.result,
+        error=(row.errors or [None])[-1],
+        ready_at=aware(row.ready_at),
+        started_at=aware(row.started_at),
+        finished_at=aware(row.finished_at),
+    )
+
+
+def _workflow_record(row: Any, steps: int, counts: Counter[str]) -> WorkflowRecord:
+    return WorkflowRecord(
+        id=row.id,
+        owner_id=row.owner_id,
+        name=row.name,
+        state=WorkflowState(row.state),
+        created_at=must(row.created_at),
+        updated_at=must(row.updated_at),
+        settled_at=aware(row.settled_at),
+        steps=steps,
+        counts=dict(counts),
+    )

@@ -1,0 +1,38 @@
+"""Job types for the workflow doors' tests: one that completes with what it was given and
+one that always fails (one attempt). Load with ``handler_modules=MODULE``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from conveyor.worker.context import JobContext
+from conveyor.worker.registry import job
+
+MODULE = "tests.support.workflow_door_handlers"
+
+
+class AnyPayload(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    n: int
+
+
+@job("wf_ok", max_attempts=1)
+async def wf_ok(ctx: JobContext, payload: AnyPayload) -> dict[str, Any]:
+    return {"got": payload.model_dump()}
+
+
+@job("wf_strict", max_attempts=1)
+async def wf_strict(ctx: JobContext, payload: Strict) -> dict[str, Any]:
+    return {"n": payload.n}
+
+
+@job("wf_fail", max_attempts=1)
+async def wf_fail(ctx: JobContext, payload: AnyPayload) -> None:
+    raise RuntimeError("this step always fails")
