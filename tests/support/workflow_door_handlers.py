@@ -7,10 +7,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from conveyor.worker.blueprint import Blueprint
 from conveyor.worker.context import JobContext
-from conveyor.worker.registry import job
 
 MODULE = "tests.support.workflow_door_handlers"
+blueprint = Blueprint()
 
 
 class AnyPayload(BaseModel):
@@ -23,16 +24,16 @@ class Strict(BaseModel):
     n: int
 
 
-@job("wf_ok", max_attempts=1)
+@blueprint.job("wf_ok", max_attempts=1)
 async def wf_ok(ctx: JobContext, payload: AnyPayload) -> dict[str, Any]:
     return {"got": payload.model_dump()}
 
 
-@job("wf_strict", max_attempts=1)
+@blueprint.job("wf_strict", max_attempts=1)
 async def wf_strict(ctx: JobContext, payload: Strict) -> dict[str, Any]:
     return {"n": payload.n}
 
 
-@job("wf_fail", max_attempts=1)
+@blueprint.job("wf_fail", max_attempts=1)
 async def wf_fail(ctx: JobContext, payload: AnyPayload) -> None:
     raise RuntimeError("this step always fails")

@@ -10,7 +10,7 @@ yet, and only then is the workflow read again (at most once per batch).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from conveyor.domain.events import CREATED, Event, Position
 from conveyor.domain.workflows import WORKFLOW_EVENT, WorkflowState
@@ -38,7 +38,37 @@ class WorkflowEvents:
     async def keep(self, batch: Sequence[Event]) -> list[Event]:
         if any(e.type == CREATED and e.job_id not in self.ids for e in batch):
             await self.load()
-        return [e for e in batch if e.job_id in self.ids]
+        return settled_last([e for e in batch if e.job_id in self.ids])
+
+
+def settled_last(events: Sequence[Event]) -> list[Event]:
+    """The events with each workflow-settled event moved after the events of its own
+    transaction that follow it, at the position of the last of them.
+
+    The trigger that settles a workflow writes its event while the statement that settled
+    the last step runs; on SQLite a trigger runs at once, before that statement writes the
+    step's own events, so the workflow's event comes first in the outbox. A stream that ends
+    with the workflow's event would then leave out the last step's `completed`. Moved, the
+    workflow's event ends the story after it, and its `id` resumes after both. (SQLite's
+    outbox has one transaction id, 0, for all: there the event moves to the end of what
+    follows it in the batch.)"""
+    out = list(events)
+    i = 0
+    while i < len(out):
+        event = out[i]
+        if not settled(event):
+            i += 1
+            continue
+        j = i + 1
+        while j < len(out) and out[j].xid == event.xid and not settled(out[j]):
+            j += 1
+        if j == i + 1:
+            i += 1
+            continue
+        moved = replace(event, id=out[j - 1].id, xid=out[j - 1].xid)
+        out[i:j] = [*out[i + 1 : j], moved]
+        i = j
+    return out
 
 
 def settled(event: Event) -> bool:
