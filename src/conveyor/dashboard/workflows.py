@@ -112,7 +112,7 @@ async def workflow_parts(
     html = {
         "status": str(parts.status()),  # type: ignore[attr-defined]
         "graph": str(parts.graph(values["graph"])),  # type: ignore[attr-defined]
-        "steps": str(parts.steps()),  # type: ignore[attr-defined]
+        "steps": str(parts.step_table()),  # type: ignore[attr-defined]
     }
     return JSONResponse({"state": detail.workflow.state.value, "html": html})
 
