@@ -42,9 +42,14 @@ class StepCreate(Strict):
     queue: str | None = Field(
         None, min_length=1, max_length=QUEUE_NAME_MAX, pattern=QUEUE_NAME_PATTERN
     )
-    priority: int | None = Field(None, ge=-1000, le=1000, description="Higher runs first.")
-    max_attempts: int | None = Field(None, ge=1, le=100)
-    timeout_s: float | None = Field(None, gt=0, le=7 * 86400, description="Seconds per attempt.")
+    # strict: `false` is not a number here (the schema says integer/number, so must we)
+    priority: int | None = Field(
+        None, ge=-1000, le=1000, strict=True, description="Higher runs first."
+    )
+    max_attempts: int | None = Field(None, ge=1, le=100, strict=True)
+    timeout_s: float | None = Field(
+        None, gt=0, le=7 * 86400, strict=True, description="Seconds per attempt."
+    )
 
     def spec(self) -> StepSpec:
         return StepSpec(
