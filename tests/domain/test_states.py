@@ -16,6 +16,10 @@ LEGAL = {
     ("running", "queued"), ("running", "cancelled"),
     ("retrying", "queued"), ("retrying", "cancelled"),
     ("failed", "queued"), ("cancelled", "queued"),
+    # workflows (docs/workflows.md): released, or settled by a policy; a workflow's retry
+    ("waiting", "queued"), ("waiting", "scheduled"), ("waiting", "cancelled"),
+    ("waiting", "skipped"),
+    ("failed", "waiting"), ("cancelled", "waiting"), ("skipped", "queued"), ("skipped", "waiting"),
 }  # fmt: skip
 PAIRS = list(itertools.product(JobState, JobState))
 
@@ -36,4 +40,4 @@ def test_each_pair_is_legal_exactly_when_the_design_says(
 def test_completed_is_final_and_every_state_is_covered() -> None:
     assert TRANSITIONS[JobState.COMPLETED] == frozenset()
     assert set(TRANSITIONS) == set(JobState)
-    assert {JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED} == TERMINAL
+    assert {JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.SKIPPED} == TERMINAL

@@ -1,7 +1,7 @@
 """Job types for workflow tests (tests/services/test_workflows.py, tests/worker/...).
 
 Load them with ``CONVEYOR_HANDLER_MODULES=tests.support.workflow_handlers``. Each run appends
-a line `<step> <job id> <attempt>` to the file its payload names (O_APPEND: whole lines from
+a line `<step> <job id> <attempt> <pid>` to the file its payload names (O_APPEND: whole lines from
 several processes), so a test counts runs from the handlers' own record, not Conveyor's.
 """
 
@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from conveyor.domain.retry import RetryPolicy
+from conveyor.domain.workflows import StepSpec
 from conveyor.worker.blueprint import Blueprint
 from conveyor.worker.context import JobContext
 
@@ -26,10 +28,12 @@ class StepPayload(BaseModel):
     value: int = 0
     fail: bool = False
     sleep: float = Field(0.0, ge=0, le=600)
+    sleep_first: float = Field(0.0, ge=0, le=600)  # the first attempt's sleep, added
+    fail_unless: str | None = None  # fail while this file does not exist
 
 
 def _record(ctx: JobContext, path: str) -> None:
-    line = f"{ctx.step} {ctx.job_id} {ctx.attempt}\n".encode()
+    line = f"{ctx.step} {ctx.job_id} {ctx.attempt} {os.getpid()}\n".encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         os.write(fd, line)
@@ -37,13 +41,18 @@ def _record(ctx: JobContext, path: str) -> None:
         os.close(fd)
 
 
+def _missing(path: str) -> bool:
+    return not os.path.exists(path)
+
+
 @blueprint.job("wf_step", max_attempts=1)
 async def wf_step(ctx: JobContext, payload: StepPayload) -> dict[str, Any]:
     """Records its run, sleeps, fails if told; returns its value and what it saw."""
     _record(ctx, payload.log)
-    if payload.sleep:
-        await asyncio.sleep(payload.sleep)
-    if payload.fail:
+    pause = payload.sleep + (payload.sleep_first if ctx.attempt == 1 else 0.0)
+    if pause:
+        await asyncio.sleep(pause)
+    if payload.fail or (payload.fail_unless and _missing(payload.fail_unless)):
         raise RuntimeError(f"step {ctx.step} fails as told")
     return {"value": payload.value, "saw": dict(ctx.results), "workflow": ctx.workflow_id}
 
@@ -55,3 +64,30 @@ def runs(path: str) -> list[str]:
             return [line.split()[0] for line in f if line.strip()]
     except FileNotFoundError:
         return []
+
+
+def pids(path: str) -> set[str]:
+    """The processes that ran the runs recorded in `path`."""
+    with open(path) as f:
+        return {line.split()[3] for line in f if line.strip()}
+
+
+class FanOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    log: str
+    n: int = Field(3, ge=0, le=1000)
+    before: tuple[str, ...] = ()
+    fail_first: bool = False  # fail the first attempt after appending (a retry appends again)
+
+
+@blueprint.job("wf_fanout", max_attempts=2, retry=RetryPolicy(base=0.01, cap=0.01, jitter=0))
+async def wf_fanout(ctx: JobContext, payload: FanOut) -> dict[str, Any]:
+    """Appends `n` steps (`part<i>`, wf_step) that the steps of `before` then wait for."""
+    _record(ctx, payload.log)
+    parts = [StepSpec(f"part{i}", "wf_step", {"log": payload.log, "value": i})
+             for i in range(payload.n)]  # fmt: skip
+    added = await ctx.append_steps(parts, before=payload.before)
+    if payload.fail_first and ctx.attempt == 1:
+        raise RuntimeError("the first attempt fails after appending")
+    return {"added": len(added)}

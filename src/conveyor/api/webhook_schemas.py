@@ -12,7 +12,7 @@ from conveyor.domain.webhooks import DeliveryRecord, WebhookRecord
 
 EventTypeName = Literal[
     "created", "started", "progress", "retrying", "completed", "failed", "cancelled", "queued",
-    "workflow", "*", "all",
+    "skipped", "waiting", "workflow", "*", "all",
 ]  # fmt: skip
 
 

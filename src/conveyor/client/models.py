@@ -195,7 +195,7 @@ class JobEvent(Model):
         return Progress(percent=int(self.data.get("percent", 0)), message=self.data.get("message"))
 
 
-TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled"})
+TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled", "skipped"})
 
 
 # ---- workflows (conveyor.api.workflow_schemas) ------------------------------------------------

@@ -47,6 +47,7 @@ VISIT_FIELDS = ("store_id", "image_url", "visit_time")
 
 Status = Literal["ongoing", "completed", "failed"]
 STATUS: dict[JobState, Status] = {
+    JobState.WAITING: "ongoing",  # a workflow's step (never one of this door's own jobs)
     JobState.SCHEDULED: "ongoing",
     JobState.QUEUED: "ongoing",
     JobState.RUNNING: "ongoing",
@@ -54,6 +55,7 @@ STATUS: dict[JobState, Status] = {
     JobState.COMPLETED: "completed",
     JobState.FAILED: "failed",
     JobState.CANCELLED: "failed",
+    JobState.SKIPPED: "failed",  # not run: a workflow's dependency failed
 }
 
 

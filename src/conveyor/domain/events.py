@@ -15,7 +15,13 @@ RETRYING, COMPLETED, FAILED, CANCELLED, QUEUED = (
     "cancelled",
     "queued",
 )
-EVENT_TYPES = (CREATED, STARTED, PROGRESS, RETRYING, COMPLETED, FAILED, CANCELLED, QUEUED)
+# A workflow's step settled without running, and a step put back to wait by a workflow's
+# retry; WORKFLOW: a workflow settled (job_id is the workflow's id; docs/workflows.md).
+SKIPPED, WAITING, WORKFLOW = "skipped", "waiting", "workflow"
+EVENT_TYPES = (
+    CREATED, STARTED, PROGRESS, RETRYING, COMPLETED, FAILED, CANCELLED, QUEUED,
+    SKIPPED, WAITING, WORKFLOW,
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,6 +76,8 @@ class JobRecord:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    workflow_id: str | None = None  # a workflow's step: its workflow (docs/workflows.md)
+    step: str | None = None  # ... and its step name
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 
-from conveyor.domain.events import CANCELLED, COMPLETED, FAILED, Event, Position
+from conveyor.domain.events import CANCELLED, COMPLETED, FAILED, SKIPPED, Event, Position
 from conveyor.domain.jobs import JobRecord
 from conveyor.domain.states import TERMINAL
 from conveyor.store.backend import QueueBackend
@@ -21,7 +21,7 @@ from conveyor.store.backend import QueueBackend
 # each commit's wake-up would otherwise cost one read per stream.
 READ_GAP = 0.02
 # Event types after which a job changes no more (unless a user retries it).
-TERMINAL_EVENTS = frozenset({COMPLETED, FAILED, CANCELLED})
+TERMINAL_EVENTS = frozenset({COMPLETED, FAILED, CANCELLED, SKIPPED})
 
 
 @dataclass(frozen=True, slots=True)

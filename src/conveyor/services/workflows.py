@@ -25,7 +25,7 @@ from conveyor.domain.workflows import (
     WorkflowState,
     validate,
 )
-from conveyor.errors import ConveyorError, InvalidInput, NotFound
+from conveyor.errors import ConveyorError, InvalidInput, NotFound, UnknownJobType
 from conveyor.services.flow import FlowService, QuotaAsk
 from conveyor.services.jobs import JobService, Submission
 from conveyor.store.jobs import job_row
@@ -92,9 +92,8 @@ class WorkflowService:
         }
         async with self.backend.transaction() as tx:
             if self.flow is not None:
-                (refused,) = await self.flow.check_quotas(
-                    tx, [QuotaAsk(owner_id, None, len(steps))]
-                )
+                own = await self.backend.own_queued_cap(tx, owner_id)
+                (refused,) = await self.flow.check_quotas(tx, [QuotaAsk(owner_id, own, len(steps))])
                 if refused is not None:
                     raise refused
             found = await self.backend.create_workflow(tx, workflow, steps, edges, limits)
@@ -116,7 +115,7 @@ class WorkflowService:
         )
         try:
             job = self.jobs.prepare(submission, owner_id)
-        except NotFound as exc:
+        except (NotFound, UnknownJobType) as exc:
             raise InvalidInput(
                 f"step {step.name!r}: unknown job type {step.type!r}", field=f"steps.{i}.type"
             ) from exc

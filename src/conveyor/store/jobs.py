@@ -20,7 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from conveyor.domain import events as ev
 from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import BulkAction, BulkResult, Enqueued, JobFilter, JobRecord, NewJob
-from conveyor.domain.states import CANCELLABLE, USER_RETRYABLE, JobState, check_transition
+from conveyor.domain.states import (
+    CANCELLABLE,
+    TERMINAL,
+    USER_RETRYABLE,
+    JobState,
+    check_transition,
+)
 from conveyor.errors import Conflict, IdempotencyKeyReused, IllegalTransition, UniqueKeyTaken
 from conveyor.store import events as outbox
 from conveyor.store.database import after_commit
@@ -30,7 +36,7 @@ from conveyor.store.records import job_record
 from conveyor.store.tables import jobs
 from conveyor.store.transaction import Transaction
 
-_TERMINAL_VALUES = [JobState.COMPLETED.value, JobState.FAILED.value, JobState.CANCELLED.value]
+_TERMINAL_VALUES = [s.value for s in TERMINAL]  # skipped (a workflow's step) included
 _CANCELLABLE_VALUES = sorted(s.value for s in CANCELLABLE)
 _RETRYABLE_VALUES = sorted(s.value for s in USER_RETRYABLE)
 # Which states each bulk action may change (the state machine's edges; delete: finished only).
@@ -106,6 +112,12 @@ class Jobs(JobReads):
         if rows:
             return job_record(rows[0])
         current = await self.get(job_id, owner_id)
+        if current.workflow_id is not None and current.state in USER_RETRYABLE:
+            raise IllegalTransition(
+                "a workflow's step is retried with its workflow (its dependents wait for it)",
+                current=current.state.value,
+                target=JobState.QUEUED.value,
+            )
         if current.state not in USER_RETRYABLE:
             raise IllegalTransition(
                 f"only failed or cancelled jobs can be retried; this one is {current.state.value}",
@@ -153,6 +165,7 @@ class Jobs(JobReads):
         """Queue the failed or cancelled jobs among `guard` again, with fresh attempts; a
         unique job whose key a live job holds stays (a bulk retry skips it)."""
         fence = [*guard, jobs.c.state.in_(_RETRYABLE_VALUES), _key_free(self.driver.dialect)]
+        fence.append(jobs.c.workflow_id.is_(None))  # a step: its workflow's retry
         rows = (
             await conn.execute(
                 self._update_locked(fence)
@@ -222,7 +235,8 @@ class Jobs(JobReads):
             if action == "retry":
                 with _unique_key_taken():
                     return len(await self._retry_where(conn, guard, now, _BULK_COLUMNS))
-            fence = [*guard, jobs.c.state.in_(_TERMINAL_VALUES)]
+            # a workflow's step goes with its workflow (store/workflows.py), never alone
+            fence = [*guard, jobs.c.state.in_(_TERMINAL_VALUES), jobs.c.workflow_id.is_(None)]
             result = await conn.execute(
                 delete(jobs).where(self.driver.in_lock_order(fence), *fence)
             )
@@ -273,12 +287,15 @@ class Jobs(JobReads):
 
     async def delete_finished(self, job_id: str, owner_id: str | None = None) -> None:
         guard = [jobs.c.id == job_id, jobs.c.state.in_(_TERMINAL_VALUES)]
+        guard.append(jobs.c.workflow_id.is_(None))  # a step goes with its workflow
         if owner_id is not None:
             guard.append(jobs.c.owner_id == owner_id)
         async with self.db.write() as conn:
             result = await conn.execute(delete(jobs).where(*guard))
         if result.rowcount == 0:
             current = await self.get(job_id, owner_id)
+            if current.state in TERMINAL:
+                raise Conflict("a workflow's step is deleted with its workflow, not alone")
             raise Conflict(f"a {current.state.value} job cannot be deleted; cancel it first")
 
 

@@ -12,7 +12,8 @@ from conveyor.domain.states import JobState
 from conveyor.store import events as outbox
 from conveyor.store.base import StoreBase
 from conveyor.store.records import aware
-from conveyor.store.tables import jobs, schedule_fires
+from conveyor.store.tables import jobs, schedule_fires, workflows
+from conveyor.store.workflows import delete_settled
 
 _WAITING = [JobState.SCHEDULED.value, JobState.RETRYING.value]
 
@@ -119,6 +120,23 @@ class Maintenance(StoreBase):
             ).all()
         marks = [aware(row.finished_at) for row in gone]
         return len(gone), max((m for m in marks if m is not None), default=after)
+
+    async def prune_workflows(self, before: datetime, limit: int) -> int:
+        """Up to `limit` workflows settled before `before`, deleted with their steps."""
+        async with self.db.write() as conn:
+            ids = list(
+                (
+                    await conn.execute(
+                        select(workflows.c.id)
+                        .where(workflows.c.settled_at < before, workflows.c.state != "running")
+                        .order_by(workflows.c.settled_at)
+                        .limit(limit)
+                    )
+                ).scalars()
+            )
+            if ids:
+                await delete_settled(conn, ids)
+        return len(ids)
 
     async def prune_fires(self, before: datetime, limit: int) -> int:
         """One slice of `schedule_fires` rows older than `before` (a fire that old can no

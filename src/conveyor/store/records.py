@@ -50,6 +50,8 @@ def job_record(row: Any) -> JobRecord:
         created_at=must(row.created_at),
         started_at=aware(row.started_at),
         finished_at=aware(row.finished_at),
+        workflow_id=getattr(row, "workflow_id", None),
+        step=getattr(row, "step", None),
     )
 
 

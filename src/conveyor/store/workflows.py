@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
@@ -20,18 +19,19 @@ from conveyor.domain import events as ev
 from conveyor.domain.clock import utcnow
 from conveyor.domain.states import JobState
 from conveyor.domain.workflows import (
+    MAX_STEPS,
     DependencyPolicy,
     StepRecord,
     WorkflowDetail,
     WorkflowRecord,
     WorkflowState,
 )
-from conveyor.errors import Conflict, IllegalTransition, NotFound
+from conveyor.errors import Conflict, IllegalTransition, InvalidInput, NotFound
 from conveyor.store import events as outbox
 from conveyor.store.driver import Said
 from conveyor.store.jobs import EVENT_COLUMNS, Jobs
 from conveyor.store.records import aware, must
-from conveyor.store.tables import job_dependencies, job_limits, jobs, workflows
+from conveyor.store.tables import job_dependencies, job_limits, jobs, users, workflows
 from conveyor.store.transaction import Transaction
 
 STEP_KEY_PREFIX = "wf:"  # a step's idempotency key: wf:<workflow id>:<step> (worker reads it)
@@ -77,6 +77,11 @@ class Workflows(Jobs):
         if queues:
             await self.driver.notify_jobs(conn, queues)
         return None
+
+    async def own_queued_cap(self, tx: Transaction, owner_id: str) -> int | None:
+        """The owner's own queued cap (users.max_queued; None: the default applies)."""
+        query = select(users.c.max_queued).where(users.c.id == owner_id)
+        return (await tx.connection.execute(query)).scalar_one_or_none()
 
     async def _by_key(self, conn: AsyncConnection, owner_id: str, key: str) -> str | None:
         query = select(workflows.c.id).where(
@@ -218,7 +223,7 @@ class Workflows(Jobs):
             detail = await self._detail(conn, workflow_id, owner_id)
             if detail.workflow.state is WorkflowState.RUNNING:
                 raise Conflict("a running workflow cannot be deleted; cancel it first")
-            await _delete_settled(conn, [workflow_id])
+            await delete_settled(conn, [workflow_id])
 
     async def step_inputs(self, job_id: str) -> tuple[str, str, dict[str, Any]] | None:
         """(workflow id, step name, {dependency's step: its result}) of a step; None for a
@@ -240,22 +245,118 @@ class Workflows(Jobs):
         results = {r.dep: r.result for r in rows if r.dep is not None}
         return rows[0].workflow_id, rows[0].step, results
 
-    async def prune_workflows(self, before: datetime, limit: int) -> int:
-        """Up to `limit` workflows settled before `before`, deleted with their steps."""
+    async def append_steps(
+        self,
+        parent_id: str,
+        steps: Sequence[dict[str, Any]],
+        depends_on: dict[str, tuple[str, ...]],
+        before: Sequence[str],
+        limits: Sequence[dict[str, Any]] = (),
+    ) -> list[str]:
+        """Steps added at run time by the running step `parent_id`: each waits for it (and
+        for its own `depends_on`, by name), and the waiting steps named in `before` wait for
+        them too; created events, one transaction. Names already there are left as they
+        are (a retried run appending again). The job ids of `steps`, in order."""
         async with self.db.write() as conn:
-            ids = list(
-                (
-                    await conn.execute(
-                        select(workflows.c.id)
-                        .where(workflows.c.settled_at < before, workflows.c.state != "running")
-                        .order_by(workflows.c.settled_at)
-                        .limit(limit)
+            await self.driver.lock_events(conn)
+            parent = (
+                await conn.execute(select(jobs.c.workflow_id).where(jobs.c.id == parent_id))
+            ).one_or_none()
+            if parent is None or parent.workflow_id is None:
+                raise InvalidInput("only a workflow's step can append steps")
+            workflow_id = parent.workflow_id
+            stored = {
+                r.step: r
+                for r in await conn.execute(
+                    select(jobs.c.id, jobs.c.step, jobs.c.state).where(
+                        jobs.c.workflow_id == workflow_id
                     )
-                ).scalars()
+                )
+            }
+            if len(stored) + len(steps) > MAX_STEPS:
+                raise InvalidInput(f"a workflow has at most {MAX_STEPS:,} steps", field="steps")
+            new = [row for row in steps if row["step"] not in stored]
+            ids = {**{n: r.id for n, r in stored.items()}, **{r["step"]: r["id"] for r in new}}
+            for name in before:
+                found = stored.get(name)
+                if found is None or found.state != JobState.WAITING.value:
+                    raise InvalidInput(
+                        f"step {name!r} is not a waiting step of this workflow", field="before"
+                    )
+            if not new:
+                return [ids[row["step"]] for row in steps]
+            await self._refuse_cycles(conn, workflow_id, new, depends_on, before, ids)
+            policy = (
+                await conn.execute(
+                    select(workflows.c.on_dependency_failure).where(workflows.c.id == workflow_id)
+                )
+            ).scalar_one()
+            for row in new:
+                row.update(workflow_id=workflow_id)
+                row["on_dependency_failure"] = row["on_dependency_failure"] or policy
+            edges = [
+                {"job_id": row["id"], "depends_on": dep, "workflow_id": workflow_id}
+                for row in new
+                for dep in dict.fromkeys(
+                    (parent_id, *(ids[d] for d in depends_on.get(row["step"], ())))
+                )
+            ]
+            edges += [
+                {"job_id": ids[name], "depends_on": row["id"], "workflow_id": workflow_id}
+                for name in dict.fromkeys(before)
+                for row in new
+            ]
+            await conn.execute(insert(jobs), new)
+            await conn.execute(insert(job_dependencies), edges)
+            mine = [x for x in limits if x["job_id"] in {r["id"] for r in new}]
+            if mine:
+                await conn.execute(insert(job_limits), mine)
+            now = utcnow()
+            created = [outbox.event_row(ev.CREATED, _Row(r), r["state"], now) for r in new]
+            await self._log(conn, created)
+            await conn.execute(
+                update(workflows).where(workflows.c.id == workflow_id).values(updated_at=now)
             )
-            if ids:
-                await _delete_settled(conn, ids)
-        return len(ids)
+        return [ids[row["step"]] for row in steps]
+
+    async def _refuse_cycles(
+        self,
+        conn: AsyncConnection,
+        workflow_id: str,
+        new: Sequence[dict[str, Any]],
+        depends_on: dict[str, tuple[str, ...]],
+        before: Sequence[str],
+        ids: dict[str, str],
+    ) -> None:
+        """InvalidInput for a dependency on an unknown step, or on a step of `before` or
+        behind one (it would wait for itself)."""
+        for row in new:
+            for dep in depends_on.get(row["step"], ()):
+                if dep not in ids:
+                    raise InvalidInput(f"step {row['step']!r} depends on unknown step {dep!r}")
+        if not before:
+            return
+        edges = (
+            await conn.execute(
+                select(job_dependencies.c.job_id, job_dependencies.c.depends_on).where(
+                    job_dependencies.c.workflow_id == workflow_id
+                )
+            )
+        ).all()
+        children: dict[str, list[str]] = {}
+        for edge in edges:
+            children.setdefault(edge.depends_on, []).append(edge.job_id)
+        behind, todo = {ids[b] for b in before}, [ids[b] for b in before]
+        while todo:
+            for child in children.get(todo.pop(), []):
+                if child not in behind:
+                    behind.add(child)
+                    todo.append(child)
+        for row in new:
+            if any(ids[d] in behind for d in depends_on.get(row["step"], ())):
+                raise InvalidInput(
+                    f"step {row['step']!r} depends on a step that waits for it", field="before"
+                )
 
     async def sweep_waiting(self, limit: int = 500) -> list[str]:
         """The safety net: waiting steps whose dependencies are all settled are re-checked
@@ -290,7 +391,7 @@ class Workflows(Jobs):
         return ids
 
 
-async def _delete_settled(conn: AsyncConnection, ids: list[str]) -> None:
+async def delete_settled(conn: AsyncConnection, ids: list[str]) -> None:
     await conn.execute(delete(job_dependencies).where(job_dependencies.c.workflow_id.in_(ids)))
     await conn.execute(delete(jobs).where(jobs.c.workflow_id.in_(ids)))
     await conn.execute(delete(workflows).where(workflows.c.id.in_(ids)))

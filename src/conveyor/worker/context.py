@@ -11,12 +11,17 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from conveyor.domain.workflows import StepSpec
     from conveyor.settings import Settings
     from conveyor.worker.resources import Resources
 
 from conveyor.errors import ConfigurationError, ConveyorError
 
 ProgressSink = Callable[[str, int, int, str | None], Awaitable[bool]]
+# (steps, before) -> the appended steps' job ids: set by the worker for a workflow's step
+StepAppender = Callable[["Sequence[StepSpec]", "Sequence[str]"], Awaitable[list[str]]]
 PROGRESS_MIN_INTERVAL = 0.25
 
 
@@ -59,6 +64,7 @@ class JobContext:
         self.workflow_id: str | None = None  # a workflow's step: its workflow
         self.step: str | None = None  # ... and its step name
         self._results: Mapping[str, Any] = MappingProxyType({})
+        self._appender: StepAppender | None = None
 
     @property
     def results(self) -> Mapping[str, Any]:
@@ -66,9 +72,27 @@ class JobContext:
         by the worker before the handler starts; empty for a job that is no step."""
         return self._results
 
-    def set_step(self, workflow_id: str, step: str, results: Mapping[str, Any]) -> None:
+    def set_step(
+        self,
+        workflow_id: str,
+        step: str,
+        results: Mapping[str, Any],
+        appender: StepAppender | None = None,
+    ) -> None:
         self.workflow_id, self.step = workflow_id, step
         self._results = MappingProxyType(dict(results))
+        self._appender = appender
+
+    async def append_steps(
+        self, steps: Sequence[StepSpec], before: Sequence[str] = ()
+    ) -> list[str]:
+        """Add steps to this step's workflow (a fan-out known at run time): each waits for
+        this step (it runs only if this one completes) and for its own `depends_on`; the
+        waiting steps named in `before` wait for them too. Names already added are left as
+        they are (a retried run appending again). The new steps' job ids."""
+        if self._appender is None:
+            raise ConfigurationError("only a workflow's step can append steps")
+        return await self._appender(steps, before)
 
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:

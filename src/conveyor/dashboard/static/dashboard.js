@@ -5,7 +5,7 @@
 
 (function () {
   const EVENT_TYPES = ["created", "started", "progress", "retrying", "completed", "failed",
-    "cancelled", "queued", "workflow"];
+    "cancelled", "queued", "skipped", "waiting", "workflow"];
   const DEBOUNCE_MS = 300;
 
   // At most one call of `fn` per `ms`, and never two at once: a burst of events (or a

@@ -126,7 +126,7 @@ BEGIN
         created_at)
     VALUES ({_PG_XID}, target, NEW.id, NEW.owner_id, NEW.queue, NEW.type, target,
         NEW.attempt, jsonb_build_object('reason',
-            CASE WHEN target = 'queued' THEN 'released' ELSE 'dependency failed' END),
+            CASE WHEN target = 'queued' THEN 'dependencies settled' ELSE 'dependency failed' END),
         clock_timestamp());
     IF target = 'queued' THEN
         PERFORM pg_notify('conveyor_jobs', NEW.queue);
@@ -184,11 +184,11 @@ BEGIN
 END
 """
 _SQLITE_VERDICT = f"""(SELECT CASE
-        WHEN sum(p.state IN ('failed', 'cancelled')) > 0
+        WHEN total(p.state IN ('failed', 'cancelled')) > 0
             AND NEW.on_dependency_failure = 'skip' THEN 'skipped'
-        WHEN sum(p.state IN ('failed', 'cancelled')) > 0
+        WHEN total(p.state IN ('failed', 'cancelled')) > 0
             AND coalesce(NEW.on_dependency_failure, 'cancel') = 'cancel' THEN 'cancelled'
-        WHEN sum(p.state NOT IN {_SETTLED}) = 0 THEN 'queued'
+        WHEN total(p.state NOT IN {_SETTLED}) = 0 THEN 'queued'
         END
     FROM job_dependencies AS e JOIN jobs AS p ON p.id = e.depends_on WHERE e.job_id = NEW.id)"""
 _SQLITE_CHECK_TRIGGER = f"""
@@ -201,7 +201,7 @@ BEGIN
         created_at)
     SELECT 0, v.target, NEW.id, NEW.owner_id, NEW.queue, NEW.type, v.target, NEW.attempt,
         json_object('reason',
-            CASE WHEN v.target = 'queued' THEN 'released' ELSE 'dependency failed' END),
+            CASE WHEN v.target = 'queued' THEN 'dependencies settled' ELSE 'dependency failed' END),
         {_SQLITE_NOW}
     FROM (SELECT {_SQLITE_VERDICT} AS target) AS v
     WHERE v.target IS NOT NULL;

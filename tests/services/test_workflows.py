@@ -1,0 +1,303 @@
+"""Workflows end to end through the service, both databases: steps claimed and finished as
+a worker does (the release is the database's triggers), runs counted from the handlers'
+side (here: the test's own driver records each step it runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from conveyor.domain.jobs import ErrorInfo, Outcome
+from conveyor.domain.states import JobState
+from conveyor.domain.workflows import (
+    DependencyPolicy,
+    StepSpec,
+    WorkflowDetail,
+    WorkflowSpec,
+    WorkflowState,
+)
+from conveyor.errors import Conflict, IllegalTransition, InvalidInput, NotFound, QuotaExceeded
+from conveyor.services.flow import FlowService
+from conveyor.services.jobs import JobService
+from conveyor.services.workflows import WorkflowService
+from conveyor.store.backend import QueueBackend
+from conveyor.store.tables import events, job_dependencies, jobs, workflows
+from conveyor.worker.registry import Registry
+from tests.support import workflow_handlers
+
+W = "worker-wf"
+OWNER = "alice"
+
+
+def service(backend: QueueBackend) -> WorkflowService:
+    types = Registry()
+    types.include(workflow_handlers.blueprint)
+    return WorkflowService(JobService(backend, types))
+
+
+def step(name: str, *deps: str, policy: DependencyPolicy | None = None) -> StepSpec:
+    return StepSpec(name, "wf_step", {"log": "-"}, deps, policy)
+
+
+async def drive(
+    backend: QueueBackend,
+    fail: frozenset[str] = frozenset(),
+    ran: list[str] | None = None,
+    stop_after: int | None = None,
+) -> list[str]:
+    """Claim and finish what is queued until nothing is: each step completes with its
+    dependencies' results (as the worker hands them), or fails when named in `fail`."""
+    ran = [] if ran is None else ran
+    while True:
+        claimed = await backend.claim(W, ["default"], 100, 30)
+        if not claimed:
+            return ran
+        outcomes = []
+        for job in claimed:
+            found = await backend.step_inputs(job.id)
+            assert found is not None
+            _, name, results = found
+            ran.append(name)
+            if name in fail:
+                outcomes.append(Outcome(job.id, job.attempt, "failed", error=ErrorInfo("E", name)))
+            else:
+                result = {"step": name, "saw": results}
+                outcomes.append(Outcome(job.id, job.attempt, "completed", result=result))
+        await backend.finish(W, outcomes)
+        if stop_after is not None and len(ran) >= stop_after:
+            return ran
+
+
+def by_name(detail: WorkflowDetail) -> dict[str, Any]:
+    return {s.name: s for s in detail.steps}
+
+
+async def count(backend: QueueBackend, table: Any) -> int:
+    async with backend.db.read() as conn:
+        return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
+
+
+DIAMOND = WorkflowSpec("diamond", (step("a"), step("b", "a"), step("c", "a"), step("d", "b", "c")))
+
+
+async def test_a_diamond_runs_its_join_once_after_both_and_it_sees_both_results(
+    backend: QueueBackend,
+) -> None:
+    flows = service(backend)
+    detail = await flows.submit(DIAMOND, owner_id=OWNER)
+    states = {s.name: s.state for s in detail.steps}
+    assert states == {"a": JobState.QUEUED, "b": JobState.WAITING, "c": JobState.WAITING,
+                      "d": JobState.WAITING}  # fmt: skip
+    ran = await drive(backend)
+    assert sorted(ran) == ["a", "b", "c", "d"] and ran[-1] == "d"
+    done = await flows.get(detail.workflow.id, OWNER)
+    steps = by_name(done)
+    assert done.workflow.state is WorkflowState.COMPLETED and done.workflow.settled_at
+    assert set(steps["d"].result["saw"]) == {"b", "c"}
+    assert steps["d"].result["saw"]["b"]["step"] == "b"
+    assert steps["d"].started_at >= max(steps["b"].finished_at, steps["c"].finished_at)
+    assert steps["d"].ready_at is not None
+    assert steps["d"].depends_on == ("b", "c")
+    async with backend.db.read() as conn:
+        said = (
+            await conn.execute(
+                select(events.c.state).where(
+                    events.c.type == "workflow", events.c.job_id == detail.workflow.id
+                )
+            )
+        ).scalars().all()  # fmt: skip
+    assert said == ["completed"]
+
+
+async def test_bad_step_payload_is_refused_naming_the_step_and_nothing_is_stored(
+    backend: QueueBackend,
+) -> None:
+    flows = service(backend)
+    bad = WorkflowSpec("bad", (step("a"), StepSpec("b", "wf_step", {"log": 3, "x": 1}, ("a",))))
+    with pytest.raises(InvalidInput) as caught:
+        await flows.submit(bad, owner_id=OWNER)
+    assert caught.value.details["field"] == "steps.1.payload"
+    unknown = WorkflowSpec("bad", (step("a"), StepSpec("b", "no_such_type", {})))
+    with pytest.raises(InvalidInput) as caught:
+        await flows.submit(unknown, owner_id=OWNER)
+    assert caught.value.details["field"] == "steps.1.type"
+    assert await count(backend, workflows) == 0 and await count(backend, jobs) == 0
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected", "ran"),
+    [
+        (DependencyPolicy.CANCEL, {"b": JobState.CANCELLED, "c": JobState.CANCELLED}, ["a"]),
+        (DependencyPolicy.SKIP, {"b": JobState.SKIPPED, "c": JobState.COMPLETED}, ["a", "c"]),
+        (DependencyPolicy.RUN, {"b": JobState.COMPLETED, "c": JobState.COMPLETED},
+         ["a", "b", "c"]),
+    ],
+)  # fmt: skip
+async def test_policies_on_a_chain_after_a_failure(
+    backend: QueueBackend, policy: DependencyPolicy, expected: dict[str, JobState], ran: list[str]
+) -> None:
+    flows = service(backend)
+    spec = WorkflowSpec("chain", (step("a"), step("b", "a", policy=policy), step("c", "b")))
+    detail = await flows.submit(spec, owner_id=OWNER)
+    assert await drive(backend, fail=frozenset({"a"})) == ran
+    done = await flows.get(detail.workflow.id)
+    assert {n: s.state for n, s in by_name(done).items() if n != "a"} == expected
+    assert done.workflow.state is WorkflowState.FAILED
+    if policy is DependencyPolicy.SKIP:
+        assert by_name(done)["c"].result["saw"] == {"b": None}
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        (DependencyPolicy.CANCEL, {"d": JobState.CANCELLED, "e": JobState.CANCELLED}),
+        (DependencyPolicy.SKIP, {"d": JobState.SKIPPED, "e": JobState.COMPLETED}),
+        (DependencyPolicy.RUN, {"d": JobState.COMPLETED, "e": JobState.COMPLETED}),
+    ],
+)
+async def test_policies_on_a_nested_diamond(
+    backend: QueueBackend, policy: DependencyPolicy, expected: dict[str, JobState]
+) -> None:
+    """a -> (b, c); c fails; d after b and c (the policy under test), e after d and b."""
+    flows = service(backend)
+    spec = WorkflowSpec(
+        "nested",
+        (step("a"), step("b", "a"), step("c", "a"), step("d", "b", "c"), step("e", "d", "b")),
+        on_dependency_failure=policy,
+    )
+    detail = await flows.submit(spec, owner_id=OWNER)
+    ran = await drive(backend, fail=frozenset({"c"}))
+    done = by_name(await flows.get(detail.workflow.id))
+    assert {n: done[n].state for n in ("d", "e")} == expected
+    assert sorted(ran) == sorted({"a", "b", "c"} | {n for n, s in expected.items()
+                                                    if s is JobState.COMPLETED})  # fmt: skip
+    assert len(ran) == len(set(ran))
+
+
+async def test_cancel_a_running_workflow(backend: QueueBackend) -> None:
+    flows = service(backend)
+    detail = await flows.submit(DIAMOND, owner_id=OWNER)
+    (a,) = await backend.claim(W, ["default"], 10, 30)
+    cancelled = await flows.cancel(detail.workflow.id, OWNER)
+    assert cancelled.workflow.state is WorkflowState.CANCELLED
+    assert {s.state for s in cancelled.steps} == {JobState.CANCELLED}
+    assert await backend.finish(W, [Outcome(a.id, a.attempt, "completed")]) is not None
+    assert (await backend.get(a.id)).state is JobState.CANCELLED
+    with pytest.raises(NotFound):
+        await flows.cancel(detail.workflow.id, "mallory")
+
+
+async def test_retry_runs_the_failed_part_again_and_keeps_completed_results(
+    backend: QueueBackend,
+) -> None:
+    flows = service(backend)
+    spec = WorkflowSpec("r", (step("a"), step("b", "a"), step("x", "a"), step("c", "b")))
+    detail = await flows.submit(spec, owner_id=OWNER)
+    first = await drive(backend, fail=frozenset({"b"}))
+    assert sorted(first) == ["a", "b", "x"]
+    with pytest.raises(IllegalTransition):
+        await flows.retry((await flows.submit(DIAMOND, owner_id=OWNER)).workflow.id)
+    failed = await flows.get(detail.workflow.id)
+    assert failed.workflow.state is WorkflowState.FAILED
+    kept = {n: s.result for n, s in by_name(failed).items() if s.state is JobState.COMPLETED}
+    retried = await flows.retry(detail.workflow.id, OWNER)
+    assert retried.workflow.state is WorkflowState.RUNNING
+    assert {n: s.state for n, s in by_name(retried).items()} == {
+        "a": JobState.COMPLETED, "x": JobState.COMPLETED, "b": JobState.QUEUED,
+        "c": JobState.WAITING,
+    }  # fmt: skip
+    again: list[str] = []
+    while True:  # the diamond submitted above runs too: only this workflow's steps count
+        before = len(again)
+        await drive(backend, ran=again, stop_after=1)
+        if len(again) == before:
+            break
+    done = await flows.get(detail.workflow.id)
+    assert done.workflow.state is WorkflowState.COMPLETED
+    assert {n: s.result for n, s in by_name(done).items() if n in kept} == kept
+    assert again.count("a") == 1 and again.count("x") == 0  # only the diamond's "a" ran
+    assert again.count("b") == 2 and again.count("c") == 2  # ours and the diamond's
+
+
+async def test_delete_only_settled_and_page_newest_first(backend: QueueBackend) -> None:
+    flows = service(backend)
+    first = await flows.submit(DIAMOND, owner_id=OWNER)
+    second = await flows.submit(DIAMOND, owner_id=OWNER)
+    other = await flows.submit(DIAMOND, owner_id="bob")
+    page = await flows.page(owner_id=OWNER, limit=1)
+    assert [w.id for w in page] == [second.workflow.id] and page[0].steps == 4
+    page = await flows.page(owner_id=OWNER, limit=5, before=page[0].id)
+    assert [w.id for w in page] == [first.workflow.id]
+    assert len(await flows.page(owner_id=None)) == 3
+    with pytest.raises(Conflict):
+        await flows.delete(first.workflow.id, OWNER)
+    await flows.cancel(first.workflow.id)
+    with pytest.raises(NotFound):
+        await flows.delete(first.workflow.id, "bob")
+    await flows.delete(first.workflow.id, OWNER)
+    with pytest.raises(NotFound):
+        await flows.get(first.workflow.id)
+    assert await count(backend, jobs) == 8 and await count(backend, job_dependencies) == 8
+    assert other.workflow.owner_id == "bob"
+
+
+async def test_the_same_idempotency_key_returns_the_stored_workflow(backend: QueueBackend) -> None:
+    flows = service(backend)
+    one = await flows.submit(DIAMOND, owner_id=OWNER, idempotency_key="k")
+    two = await flows.submit(DIAMOND, owner_id=OWNER, idempotency_key="k")
+    assert one.workflow.id == two.workflow.id and await count(backend, workflows) == 1
+
+
+async def test_pruning_keeps_a_long_running_workflow_and_prunes_a_settled_one(
+    backend: QueueBackend, tmp_path: Path
+) -> None:
+    from datetime import timedelta
+
+    from conveyor.domain.clock import utcnow
+
+    flows = service(backend)
+    long = await flows.submit(WorkflowSpec("long", (step("a"), step("b", "a"))), owner_id=OWNER)
+    (a,) = await backend.claim(W, ["default"], 10, 30)
+    await backend.finish(W, [Outcome(a.id, a.attempt, "completed")])  # a done, b queued
+    short = await flows.submit(WorkflowSpec("short", (step("z"),)), owner_id=OWNER)
+    claimed = await backend.claim(W, ["default"], 10, 30)
+    z = next(c for c in claimed if c.id == short.steps[0].job_id)
+    await backend.finish(W, [Outcome(z.id, z.attempt, "completed")])
+    later = utcnow() + timedelta(days=1)
+    await backend.prune(later, later)
+    assert (await flows.get(long.workflow.id)).steps[0].state is JobState.COMPLETED
+    with pytest.raises(NotFound):
+        await flows.get(short.workflow.id)
+
+
+async def test_the_queued_quota_counts_every_step_and_a_refusal_stores_nothing(
+    backend: QueueBackend,
+) -> None:
+    flows = service(backend)
+    flows.flow = FlowService(backend)
+    flows.flow.quota_max_queued = 3
+    with pytest.raises(QuotaExceeded):
+        await flows.submit(DIAMOND, owner_id=OWNER)
+    assert await count(backend, workflows) == 0 and await count(backend, jobs) == 0
+    flows.flow.quota_max_queued = 4
+    assert len((await flows.submit(DIAMOND, owner_id=OWNER)).steps) == 4
+
+
+async def test_a_step_is_not_deleted_or_retried_alone(backend: QueueBackend) -> None:
+    flows = service(backend)
+    detail = await flows.submit(DIAMOND, owner_id=OWNER)
+    cancelled = await flows.cancel(detail.workflow.id)
+    jobs_ = JobService(backend, Registry())
+    with pytest.raises(Conflict, match="with its workflow"):
+        await jobs_.delete(cancelled.steps[0].job_id)
+    ids = [s.job_id for s in cancelled.steps]
+    assert (await jobs_.bulk("delete", ids=ids)).changed == 0
+    with pytest.raises(IllegalTransition, match="with its workflow"):
+        await jobs_.retry(ids[0])
+    assert (await jobs_.bulk("retry", ids=ids)).changed == 0
+    record = await jobs_.get(ids[0])
+    assert record.workflow_id == detail.workflow.id and record.step == "a"
+    assert await count(backend, jobs) == 4

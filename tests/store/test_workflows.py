@@ -1,0 +1,158 @@
+"""The release triggers (migration 0016) on both databases: two parents settling at once in
+two transactions release their child exactly once; the sweep releases a step the trigger
+did not; trigger-written events are read in the outbox's order; the migration keeps the
+rows that cascade from jobs when SQLite recreates the table."""
+
+from __future__ import annotations
+
+import asyncio
+
+from alembic import command
+from sqlalchemy import delete, func, insert, select, text, update
+
+from conveyor.domain import events as ev
+from conveyor.domain.clock import utcnow
+from conveyor.domain.jobs import Outcome
+from conveyor.domain.states import JobState
+from conveyor.domain.workflows import StepSpec, WorkflowDetail, WorkflowSpec, WorkflowState
+from conveyor.services.jobs import JobService
+from conveyor.services.workflows import WorkflowService
+from conveyor.store.backend import QueueBackend
+from conveyor.store.database import Database
+from conveyor.store.migrate import alembic_config, migrate
+from conveyor.store.tables import events, job_callbacks, job_dependencies, jobs
+from conveyor.worker.registry import Registry
+from tests.support import workflow_handlers
+
+W = "worker-s"
+
+
+def service(backend: QueueBackend) -> WorkflowService:
+    types = Registry()
+    types.include(workflow_handlers.blueprint)
+    return WorkflowService(JobService(backend, types))
+
+
+def step(name: str, *deps: str) -> StepSpec:
+    return StepSpec(name, "wf_step", {"log": "-"}, deps)
+
+
+def ids(detail: WorkflowDetail) -> dict[str, str]:
+    return {s.name: s.job_id for s in detail.steps}
+
+
+async def released(backend: QueueBackend, job_id: str) -> int:
+    query = select(func.count()).where(
+        events.c.job_id == job_id, events.c.type == ev.QUEUED, events.c.state == "queued"
+    )
+    async with backend.db.read() as conn:
+        return int((await conn.execute(query)).scalar_one())
+
+
+async def test_two_parents_settling_at_once_release_the_child_exactly_once(
+    backend: QueueBackend,
+) -> None:
+    """Each parent's finish in its own open transaction: the second waits for the first's
+    lock on the child (PostgreSQL) or for its write lock (SQLite), then sees its commit."""
+    flows = service(backend)
+    for _ in range(5):
+        detail = await flows.submit(
+            WorkflowSpec("two", (step("a"), step("b"), step("c", "a", "b"))), owner_id="u"
+        )
+        n = ids(detail)
+        first_in = asyncio.Event()
+
+        async def settle(job_id: str, signal: asyncio.Event | None) -> None:
+            async with backend.db.write() as conn:
+                await backend.driver.lock_events(conn)
+                await conn.execute(
+                    update(jobs).where(jobs.c.id == job_id).values(state="completed")
+                )
+                if signal is not None:
+                    signal.set()
+                    await asyncio.sleep(0.2)  # the other one runs into our locks meanwhile
+
+        one = asyncio.create_task(settle(n["a"], first_in))
+        await first_in.wait()
+        await asyncio.gather(one, settle(n["b"], None))
+        child = await backend.get(n["c"])
+        assert child.state is JobState.QUEUED
+        assert await released(backend, n["c"]) == 1
+
+
+async def test_the_sweep_releases_a_waiting_step_whose_dependencies_all_settled(
+    backend: QueueBackend,
+) -> None:
+    flows = service(backend)
+    detail = await flows.submit(WorkflowSpec("s", (step("a"), step("b", "a"))), owner_id="u")
+    n = ids(detail)
+    async with backend.db.write() as conn:  # an edge lost: b waits on nothing
+        await conn.execute(delete(job_dependencies).where(job_dependencies.c.job_id == n["b"]))
+    assert await backend.sweep_waiting() == [n["b"]]
+    assert (await backend.get(n["b"])).state is JobState.QUEUED
+    assert await backend.sweep_waiting() == []
+
+
+async def test_trigger_events_are_read_through_the_outbox_with_one_workflow_event(
+    backend: QueueBackend,
+) -> None:
+    flows = service(backend)
+    detail = await flows.submit(WorkflowSpec("e", (step("a"), step("b", "a"))), owner_id="u")
+    n = ids(detail)
+    for name in ("a", "b"):
+        (job,) = await backend.claim(W, ["default"], 10, 30)
+        assert job.id == n[name]
+        await backend.finish(W, [Outcome(job.id, job.attempt, "completed")])
+    seen = await backend.read_events(ev.Position(), limit=100)
+    said = [(e.type, e.state) for e in seen if e.job_id in (n["b"], detail.workflow.id)]
+    assert said[0] == (ev.CREATED, "waiting")
+    # In the finish's transaction: on SQLite before the finish's own event, which its
+    # second statement writes (docs/workflows.md, "Events").
+    assert (ev.QUEUED, "queued") in said and (ev.WORKFLOW, "completed") in said[-2:]
+    assert said.count((ev.WORKFLOW, "completed")) == 1
+    assert (await flows.get(detail.workflow.id)).workflow.state is WorkflowState.COMPLETED
+
+
+async def test_0016_keeps_callbacks_and_limit_slots_trigger_through_sqlite_s_recreate(
+    db_url: str,
+) -> None:
+    """SQLite recreates jobs to widen its state CHECK: the rows cascading from jobs are put
+    back, the indexes keep their DESC, 0012's trigger is there again."""
+    db = Database(db_url)
+    try:
+        async with db.write() as conn:
+            await conn.run_sync(lambda sync: command.downgrade(alembic_config(sync), "0015"))
+            await conn.execute(
+                text(
+                    "INSERT INTO jobs (id, owner_id, queue, type, payload, priority, state, "
+                    "attempt, max_attempts, run_at, progress, errors, tags, created_at) VALUES "
+                    "('j1', 'u', 'default', 'noop', '{}', 0, 'queued', 0, 1, "
+                    "'2026-01-01 00:00:00', 0, '[]', '[]', '2026-01-01 00:00:00')"
+                )
+            )
+            await conn.execute(
+                insert(job_callbacks),
+                [
+                    {
+                        "job_id": "j1",
+                        "owner_id": "u",
+                        "url": "https://x.test",
+                        "created_at": utcnow(),
+                    }
+                ],
+            )
+        await migrate(db)
+        async with db.read() as conn:
+            kept = (await conn.execute(select(job_callbacks.c.job_id))).scalars().all()
+            if db_url.startswith("sqlite"):
+                found = (
+                    await conn.execute(
+                        text("SELECT name, sql FROM sqlite_master WHERE tbl_name = 'jobs'")
+                    )
+                ).all()
+                schema = {name: sql for name, sql in found}
+                assert "priority DESC" in schema["ix_jobs_claim"]
+                assert "jobs_release_limit_slots" in schema and "jobs_step_settled" in schema
+        assert kept == ["j1"]
+    finally:
+        await db.dispose()
