@@ -85,6 +85,7 @@ async def test_submit_a_diamond_read_it_and_run_it(api: Api) -> None:
     # each step is an ordinary job of the owner's
     job = await api.client.get(f"/api/v1/jobs/{body['steps'][0]['job_id']}", headers=ada)
     assert job.status_code == 200 and job.json()["type"] == "wf_ok"
+    assert job.json()["workflow_id"] == body["id"] and job.json()["step"] == "a"
 
     got = await api.client.get(f"{WORKFLOWS}/{body['id']}", headers=ada)
     assert got.status_code == 200

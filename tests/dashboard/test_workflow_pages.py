@@ -54,6 +54,10 @@ async def test_the_list_and_the_page_draw_the_graph_coloured_by_state(dash: Brow
     assert f'data-events="/dashboard/workflows/{wid}/events' in page.text
     assert 'data-live="workflow"' in page.text
 
+    first = detail.steps[0]
+    job_page = await dash.admin.get(f"/dashboard/jobs/{first.job_id}")
+    assert f'href="/dashboard/workflows/{wid}" data-workflow-link>step fetch of' in job_page.text
+
     parts = await dash.admin.get(
         f"/dashboard/workflows/{wid}/parts", headers={"Accept": "application/json"}
     )

@@ -56,6 +56,8 @@ class Job(Model):
     # A submit's answer only: True when the job type is unique and this is the live job that
     # already had the same unique key (nothing was stored); False everywhere else.
     duplicate: bool = False
+    workflow_id: str | None = None  # a workflow's step: its workflow and step name
+    step: str | None = None
     # Only on a single job's answer (`get`): why a queued job waits (None otherwise).
     waiting_reason: WaitingReason | None = None
 
