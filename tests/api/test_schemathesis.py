@@ -107,7 +107,7 @@ SEMANTIC: dict[str, dict[str, str]] = {  # operation -> {"status code[:field]": 
         "409 idempotency_key_reused": REUSED,
     },
     "GET /api/v1/jobs": {"422 invalid_input:cursor": CURSOR},
-    "POST /api/v1/workflows": {"422 *": GRAPH, "409 idempotency_key_reused": REUSED},
+    "POST /api/v1/workflows": {"422 *": GRAPH},
     "POST /api/v1/schedules": {"422 unknown_job_type": TYPE, "422 invalid_input:cron": CRON},
     "PATCH /api/v1/schedules/{schedule_id}": {
         "422 unknown_job_type": TYPE,

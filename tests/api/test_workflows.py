@@ -332,5 +332,5 @@ async def test_the_openapi_document_has_the_workflow_routes(api: Api) -> None:
     assert "post" in paths["/api/v1/workflows/{workflow_id}/cancel"]
     assert "post" in paths["/api/v1/workflows/{workflow_id}/retry"]
     create = paths["/api/v1/workflows"]["post"]
-    assert {"201", "409", "422", "429"} <= set(create["responses"])
+    assert {"201", "422", "429"} <= set(create["responses"])
     assert "WorkflowCreate" in doc["components"]["schemas"]

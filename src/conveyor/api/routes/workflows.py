@@ -48,17 +48,12 @@ def _detail(detail: WorkflowDetail, is_admin: bool) -> WorkflowDetailOut:
             "description": "`rate_limited`: each step counts against the jobs limit; "
             "`quota_exceeded`: the steps would pass the owner's queued quota.",
         },
-        409: {
-            "model": ErrorBody,
-            "description": "`idempotency_key_reused`: the Idempotency-Key was used for another "
-            "request; nothing was stored.",
-        },
         422: {
             "model": ErrorBody,
             "description": "Nothing stored: a cycle (its steps named), a dependency on an "
             f"unknown step, a duplicate step name, more than {MAX_STEPS:,} steps, an unknown "
             "job type or a step payload its type refuses (`details` says where, e.g. "
-            "`steps.2.payload.seconds`).",
+            "`steps.2.payload`, with `details.errors[].loc` down to the field).",
         },
     },
 )
@@ -67,8 +62,8 @@ async def create_workflow(
 ) -> WorkflowDetailOut:
     """Submit a workflow: every step is a job; a step waits (`waiting`) until the steps it
     depends on have settled. The whole DAG is stored in one transaction, or nothing. Each
-    step counts against the per-user jobs limit; a repeat with the same Idempotency-Key
-    answers the workflow stored first."""
+    step counts against the per-user jobs limit; a request with an Idempotency-Key used
+    before answers the workflow stored with it first (and stores nothing)."""
     await charge_submission(ctx, user.id, len(body.steps))
     detail = await ctx.engine.workflows.submit(
         body.spec(), owner_id=user.id, idempotency_key=idempotency_key
