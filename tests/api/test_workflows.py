@@ -313,6 +313,34 @@ async def test_the_event_stream_tells_the_steps_and_ends_when_the_workflow_settl
     assert plain.status_code == 406
 
 
+async def test_steps_appended_at_run_time_join_the_workflows_stream(api: Api) -> None:
+    ada = await api.user("ada@example.com")
+    body = {
+        "name": "fan",
+        "steps": [
+            {"name": "split", "type": "wf_fan_out", "payload": {"width": 3, "before": ["join"]}},
+            {"name": "join", "type": "wf_ok", "depends_on": ["split"]},
+        ],
+    }
+    wid = (await submit(api, ada, body)).json()["id"]
+    await submit(api, ada, diamond("bystander"))  # the owner's other jobs stay out
+    await run_all(api)
+    done = (await api.client.get(f"{WORKFLOWS}/{wid}", headers=ada)).json()
+    assert done["state"] == "completed" and done["step_count"] == 5
+    parts = {s["job_id"] for s in done["steps"] if s["name"].startswith("part-")}
+    assert len(parts) == 3
+    assert {("part-0", "join"), ("split", "part-0")} <= {
+        (e["from"], e["to"]) for e in done["edges"]
+    }
+    told = messages(
+        (await api.client.get(f"{WORKFLOWS}/{wid}/events", headers={**ada, **STREAM})).text
+    )
+    ours = {s["job_id"] for s in done["steps"]} | {wid}
+    assert {m["job"]["id"] for m in told} == ours
+    assert {m["job"]["id"] for m in told if m["event"] == "completed"} >= parts
+    assert told[-1]["event"] == "workflow"
+
+
 async def test_a_webhook_may_subscribe_to_workflow_events(api: Api) -> None:
     ada = await api.user("ada@example.com")
     r = await api.client.post(

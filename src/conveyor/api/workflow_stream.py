@@ -4,7 +4,8 @@ that stream it (the API's `/api/v1/workflows/{id}/events`, the dashboard's workf
 The outbox has no workflow column: a workflow's events are its owner's events whose `job_id`
 is one of its steps or the workflow itself. The steps are known when the stream opens; a step
 appended at run time (`ctx.append_steps`) shows itself with a `created` event of a job not seen
-yet, and only then is the workflow read again (at most once per batch).
+yet: the jobs of such events are read (one query by id per batch, not the whole workflow) and
+those of this workflow join it; the others are remembered as not ours.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from dataclasses import dataclass, field, replace
 
 from conveyor.domain.events import CREATED, Event, Position
 from conveyor.domain.workflows import WORKFLOW_EVENT, WorkflowState
+from conveyor.errors import NotFound
 from conveyor.services.events import EventFeed, Scope
+from conveyor.services.jobs import JobService
 from conveyor.services.workflows import WorkflowService
 
 SETTLED_STATES = frozenset(s.value for s in WorkflowState if s is not WorkflowState.RUNNING)
@@ -25,9 +28,11 @@ class WorkflowEvents:
     """The filter of one stream: which job ids belong to the workflow."""
 
     workflows: WorkflowService
+    jobs: JobService
     workflow_id: str
     owner_id: str | None  # the reader's scope (None: an admin)
     ids: set[str] = field(default_factory=set)
+    others: set[str] = field(default_factory=set)  # created jobs seen not to be ours
 
     async def load(self) -> str:
         """Read the workflow's steps (NotFound: not the reader's); its owner."""
@@ -36,9 +41,25 @@ class WorkflowEvents:
         return detail.workflow.owner_id
 
     async def keep(self, batch: Sequence[Event]) -> list[Event]:
-        if any(e.type == CREATED and e.job_id not in self.ids for e in batch):
-            await self.load()
+        new = {
+            e.job_id
+            for e in batch
+            if e.type == CREATED and e.job_id not in self.ids and e.job_id not in self.others
+        }
+        if new:
+            await self._sort_out(sorted(new))
         return settled_last([e for e in batch if e.job_id in self.ids])
+
+    async def _sort_out(self, job_ids: list[str]) -> None:
+        try:
+            found = await self.jobs.get_many(job_ids)
+        except NotFound:  # one was deleted since its event: read the workflow's steps instead
+            await self.load()
+            self.others.update(i for i in job_ids if i not in self.ids)
+            return
+        for job in found:
+            mine = job.workflow_id == self.workflow_id
+            (self.ids if mine else self.others).add(job.id)
 
 
 def settled_last(events: Sequence[Event]) -> list[Event]:

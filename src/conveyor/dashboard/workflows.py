@@ -127,7 +127,8 @@ async def workflow_events(
 ) -> Response:
     """The workflow's steps' events and its own, live (EventSource resumes with
     `Last-Event-ID`)."""
-    stream = WorkflowEvents(ctx.engine.workflows, workflow_id, owner_scope(session))
+    engine = ctx.engine
+    stream = WorkflowEvents(engine.workflows, engine.jobs, workflow_id, owner_scope(session))
     owner = await stream.load()  # another user's: 404
     feed = ctx.engine.events
     resume = request.headers.get("last-event-id") or after

@@ -141,7 +141,8 @@ async def workflow_events(
     id, `job.state` its state) from the first (or after `Last-Event-ID` / `after`), as the
     job stream (routes/events.py); it ends after the workflow settled unless `follow=true`,
     and a client resuming after that end gets 204."""
-    stream = WorkflowEvents(ctx.engine.workflows, workflow_id, owner_scope(user))
+    engine = ctx.engine
+    stream = WorkflowEvents(engine.workflows, engine.jobs, workflow_id, owner_scope(user))
     owner = await stream.load()  # another user's: 404 first
     if not accepts_event_stream(request):
         return not_acceptable()
