@@ -7,6 +7,7 @@ import pytest
 
 from conveyor.domain.states import JobState
 from conveyor.domain.workflows import (
+    MAX_DEPTH,
     MAX_STEPS,
     DependencyPolicy,
     StepSpec,
@@ -85,3 +86,11 @@ def test_chain_and_chord_shapes() -> None:
     joined = chord("j", [s("a"), s("b")], s("sum"))
     assert joined.steps[-1].depends_on == ("a", "b")
     assert joined.policy(joined.steps[0]) is DependencyPolicy.CANCEL
+
+
+def test_a_chain_longer_than_the_depth_limit_is_refused() -> None:
+    steps = [s("s0"), *(s(f"s{i}", f"s{i - 1}") for i in range(1, MAX_DEPTH))]
+    assert len(validate(WorkflowSpec("w", tuple(steps)))) == MAX_DEPTH
+    longer = (*steps, s("last", f"s{MAX_DEPTH - 1}"))
+    with pytest.raises(InvalidInput, match="at most 200 steps long"):
+        validate(WorkflowSpec("w", longer))

@@ -12,9 +12,15 @@ from sqlalchemy import delete, func, insert, select, text, update
 
 from conveyor.domain import events as ev
 from conveyor.domain.clock import utcnow
-from conveyor.domain.jobs import Outcome
+from conveyor.domain.jobs import ErrorInfo, Outcome
 from conveyor.domain.states import JobState
-from conveyor.domain.workflows import StepSpec, WorkflowDetail, WorkflowSpec, WorkflowState
+from conveyor.domain.workflows import (
+    MAX_DEPTH,
+    StepSpec,
+    WorkflowDetail,
+    WorkflowSpec,
+    WorkflowState,
+)
 from conveyor.services.jobs import JobService
 from conveyor.services.workflows import WorkflowService
 from conveyor.store.backend import QueueBackend
@@ -156,3 +162,17 @@ async def test_0016_keeps_callbacks_and_limit_slots_trigger_through_sqlite_s_rec
         assert kept == ["j1"]
     finally:
         await db.dispose()
+
+
+async def test_a_failure_cancels_down_a_chain_as_long_as_allowed(backend: QueueBackend) -> None:
+    """One nested trigger per step of the cascade: a chain of MAX_DEPTH stays within both
+    databases' bounds (a chain of 400 exceeded PostgreSQL's stack, 600 SQLite's levels)."""
+    flows = service(backend)
+    steps = [step("s0"), *(step(f"s{i}", f"s{i - 1}") for i in range(1, MAX_DEPTH))]
+    detail = await flows.submit(WorkflowSpec("long", tuple(steps)), owner_id="u")
+    (first,) = await backend.claim(W, ["default"], 10, 30)
+    error = ErrorInfo("E", "fails")
+    assert await backend.finish(W, [Outcome(first.id, first.attempt, "failed", error=error)])
+    done = await flows.get(detail.workflow.id)
+    assert done.workflow.state is WorkflowState.FAILED
+    assert done.workflow.counts == {"failed": 1, "cancelled": MAX_DEPTH - 1}

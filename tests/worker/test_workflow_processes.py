@@ -95,9 +95,14 @@ async def test_a_worker_killed_mid_step_is_rescued_and_the_workflow_completes(
         concurrency=4,
         settings={**HANDLERS, "lease_seconds": "2", "heartbeat_interval": "0.3"},
     )
-    await eventually(
-        lambda: "b" in workflow_handlers.runs(log), timeout=120, what="the victim running b"
-    )
+    x_id = next(s.job_id for s in detail.steps if s.name == "x")
+
+    async def b_running_x_recorded() -> bool:
+        # x's finish committed: a kill before it would rightly run x again (at least once)
+        x = await backend.get(x_id)
+        return "b" in workflow_handlers.runs(log) and x.state is JobState.COMPLETED
+
+    await eventually(b_running_x_recorded, timeout=120, what="the victim running b, x done")
     victim.send(signal.SIGKILL)
     await victim.wait_exit(30)
     cluster.scheduler(settings={"scheduler_interval": "0.2"})

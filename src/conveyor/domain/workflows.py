@@ -22,6 +22,10 @@ from conveyor.domain.states import JobState
 from conveyor.errors import InvalidInput
 
 MAX_STEPS = 10_000  # per workflow, appended steps included (docs/workflows.md, "Limits")
+# The longest chain of dependencies (steps on one path): a failure cancels or skips down a
+# chain one nested trigger per step, and both databases bound that nesting (SQLite's 1,000
+# trigger levels, PostgreSQL's max_stack_depth: a chain of 400 failed there; docs/workflows.md).
+MAX_DEPTH = 200
 STEP_NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,100}$"
 WORKFLOW_EVENT = "workflow"  # the event type of a workflow's own state changes
 
@@ -101,7 +105,17 @@ def validate(spec: WorkflowSpec, *, existing: Iterable[str] = ()) -> list[StepSp
                     f"step {step.name!r} depends on unknown step {dep!r}",
                     field=f"steps.{i}.depends_on",
                 )
-    return _ordered(names)
+    ordered = _ordered(names)
+    depth: dict[str, int] = {}
+    for step in ordered:
+        depth[step.name] = 1 + max((depth.get(d, 0) for d in step.depends_on), default=0)
+        if depth[step.name] > MAX_DEPTH:
+            raise InvalidInput(
+                f"a chain of dependencies is at most {MAX_DEPTH} steps long (step "
+                f"{step.name!r} is the {depth[step.name]}th of one)",
+                field="steps",
+            )
+    return ordered
 
 
 def _ordered(steps: Mapping[str, StepSpec]) -> list[StepSpec]:

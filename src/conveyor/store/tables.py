@@ -529,6 +529,22 @@ Index(
 )
 # A step per (workflow, name); also the index of a workflow's steps.
 Index("uq_jobs_workflow_id_step", jobs.c.workflow_id, jobs.c.step, unique=True)
+# A workflow's unsettled steps: the release trigger's "was that the last one?" probe.
+_OPEN_STEP = "state IN ('waiting', 'scheduled', 'queued', 'running', 'retrying')"
+# ... and its failed or cancelled ones: whether a step's dependency failed.
+_BAD_STEP = "state IN ('failed', 'cancelled')"
+Index(
+    "ix_jobs_workflow_bad",
+    jobs.c.workflow_id,
+    postgresql_where=text(_BAD_STEP),
+    sqlite_where=text(_BAD_STEP),
+)
+Index(
+    "ix_jobs_workflow_open",
+    jobs.c.workflow_id,
+    postgresql_where=text(_OPEN_STEP),
+    sqlite_where=text(_OPEN_STEP),
+)
 
 # An edge: `job_id` waits for `depends_on` (both steps of `workflow_id`). Read both ways: a
 # step's parents (the release predicate) and a settled step's dependents (whom to re-check).

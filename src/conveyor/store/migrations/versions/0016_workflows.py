@@ -43,14 +43,16 @@ _NEW_STATES = (
     "'cancelled', 'skipped'"
 )
 _SETTLED = "('completed', 'failed', 'cancelled', 'skipped')"
+# Unsettled, spelled positively: the predicate of ix_jobs_workflow_open, which the "was that
+# the workflow's last step?" probe must repeat for the index to serve it.
+_OPEN = "('waiting', 'scheduled', 'queued', 'running', 'retrying')"
+_BAD = "('failed', 'cancelled')"  # ix_jobs_workflow_bad's predicate
 
 # ---- PostgreSQL ---------------------------------------------------------------------------
 _PG_XID = "greatest(txid_current(), pg_snapshot_xmax(pg_current_snapshot())::text::bigint)"
 _PG_SETTLED_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION conveyor_step_settled() RETURNS trigger
 LANGUAGE plpgsql AS $$
-DECLARE
-    open_steps integer;
 BEGIN
     -- The workflow row first, then the dependents in id order: every settling step of a
     -- workflow takes its locks in this one order.
@@ -61,9 +63,8 @@ BEGIN
         WHERE e.depends_on = NEW.id AND j.state = 'waiting'
         ORDER BY j.id FOR UPDATE OF j
     ) AND jobs.state = 'waiting';
-    SELECT count(*) INTO open_steps FROM jobs
-    WHERE workflow_id = NEW.workflow_id AND state NOT IN {_SETTLED};
-    IF open_steps = 0 THEN
+    IF NOT EXISTS (SELECT 1 FROM jobs
+        WHERE workflow_id = NEW.workflow_id AND state IN {_OPEN}) THEN
         LOCK TABLE events IN ROW EXCLUSIVE MODE;
         WITH settled AS (
             UPDATE workflows SET
@@ -91,21 +92,33 @@ _PG_CHECK_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION conveyor_step_check() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
-    open_deps integer;
-    bad_deps integer;
+    open_deps boolean;
+    bad_deps boolean;
     target text;
     changed integer;
 BEGIN
-    SELECT count(*) FILTER (WHERE p.state NOT IN {_SETTLED}),
-        count(*) FILTER (WHERE p.state IN ('failed', 'cancelled'))
-    INTO open_deps, bad_deps
-    FROM job_dependencies AS e JOIN jobs AS p ON p.id = e.depends_on
-    WHERE e.job_id = NEW.id;
-    IF bad_deps > 0 AND NEW.on_dependency_failure = 'skip' THEN
+    -- From the workflow's side: its failed or cancelled steps, then its unsettled ones (few
+    -- of either near the end of a fan-in; partial indexes), each matched against this
+    -- step's edges by primary key (OFFSET 0 keeps that probe a subplan per step: as a
+    -- join, the planner read all of this step's edges). Counting this step's edges instead
+    -- cost O(fan-in) per dependency that settled.
+    SELECT EXISTS (
+        SELECT 1 FROM jobs AS p
+        WHERE p.workflow_id = NEW.workflow_id AND p.state IN {_BAD}
+            AND EXISTS (SELECT 1 FROM job_dependencies AS e
+                WHERE e.job_id = NEW.id AND e.depends_on = p.id OFFSET 0)
+    ) INTO bad_deps;
+    SELECT EXISTS (
+        SELECT 1 FROM jobs AS p
+        WHERE p.workflow_id = NEW.workflow_id AND p.state IN {_OPEN}
+            AND EXISTS (SELECT 1 FROM job_dependencies AS e
+                WHERE e.job_id = NEW.id AND e.depends_on = p.id OFFSET 0)
+    ) INTO open_deps;
+    IF bad_deps AND NEW.on_dependency_failure = 'skip' THEN
         target := 'skipped';
-    ELSIF bad_deps > 0 AND coalesce(NEW.on_dependency_failure, 'cancel') = 'cancel' THEN
+    ELSIF bad_deps AND coalesce(NEW.on_dependency_failure, 'cancel') = 'cancel' THEN
         target := 'cancelled';
-    ELSIF open_deps = 0 THEN
+    ELSIF NOT open_deps THEN
         target := 'queued';
     ELSE
         RETURN NULL;
@@ -162,7 +175,7 @@ _SQLITE_WORKFLOW_STATE = """CASE
             AND state = 'cancelled') THEN 'cancelled'
         ELSE 'completed' END"""
 _SQLITE_LAST = f"""NOT EXISTS (SELECT 1 FROM jobs WHERE workflow_id = NEW.workflow_id
-        AND state NOT IN {_SETTLED})"""
+        AND state IN {_OPEN})"""
 _SQLITE_SETTLED_TRIGGER = f"""
 CREATE TRIGGER jobs_step_settled
 AFTER UPDATE OF state ON jobs
@@ -183,14 +196,19 @@ BEGIN
     WHERE id = NEW.workflow_id AND state = 'running' AND {_SQLITE_LAST};
 END
 """
+_SQLITE_PARENT = """EXISTS (SELECT 1 FROM jobs AS p CROSS JOIN job_dependencies AS e
+            WHERE p.workflow_id = NEW.workflow_id AND p.state IN {states}
+                AND e.job_id = NEW.id AND e.depends_on = p.id)"""
+# The step's verdict, probed as on PostgreSQL (CROSS JOIN: SQLite keeps that join order,
+# from the workflow's few failed or unsettled steps to this step's edges).
 _SQLITE_VERDICT = f"""(SELECT CASE
-        WHEN total(p.state IN ('failed', 'cancelled')) > 0
-            AND NEW.on_dependency_failure = 'skip' THEN 'skipped'
-        WHEN total(p.state IN ('failed', 'cancelled')) > 0
-            AND coalesce(NEW.on_dependency_failure, 'cancel') = 'cancel' THEN 'cancelled'
-        WHEN total(p.state NOT IN {_SETTLED}) = 0 THEN 'queued'
+        WHEN v.bad AND NEW.on_dependency_failure = 'skip' THEN 'skipped'
+        WHEN v.bad AND coalesce(NEW.on_dependency_failure, 'cancel') = 'cancel'
+            THEN 'cancelled'
+        WHEN NOT v.open THEN 'queued'
         END
-    FROM job_dependencies AS e JOIN jobs AS p ON p.id = e.depends_on WHERE e.job_id = NEW.id)"""
+    FROM (SELECT {_SQLITE_PARENT.format(states=_BAD)} AS bad,
+        {_SQLITE_PARENT.format(states=_OPEN)} AS open) AS v)"""
 _SQLITE_CHECK_TRIGGER = f"""
 CREATE TRIGGER jobs_step_check
 AFTER UPDATE OF dep_checks ON jobs
@@ -238,6 +256,9 @@ END
 """,
 )
 _CASCADED = ("job_callbacks", "job_limits")  # ON DELETE CASCADE from jobs
+
+
+_OURS = ("uq_jobs_workflow_id_step", "ix_jobs_workflow_open", "ix_jobs_workflow_bad")
 
 
 def _sqlite_indexes() -> list[tuple[str, str]]:
@@ -312,6 +333,18 @@ def upgrade() -> None:
         batch.drop_constraint(op.f("ck_jobs_state"), type_="check")
         batch.create_check_constraint(op.f("ck_jobs_state"), f"state IN ({_NEW_STATES})")
         batch.create_index("uq_jobs_workflow_id_step", ["workflow_id", "step"], unique=True)
+        batch.create_index(
+            "ix_jobs_workflow_bad",
+            ["workflow_id"],
+            postgresql_where=sa.text(f"state IN {_BAD}"),
+            sqlite_where=sa.text(f"state IN {_BAD}"),
+        )
+        batch.create_index(
+            "ix_jobs_workflow_open",
+            ["workflow_id"],
+            postgresql_where=sa.text(f"state IN {_OPEN}"),
+            sqlite_where=sa.text(f"state IN {_OPEN}"),
+        )
     if pg:
         op.execute(_PG_SETTLED_FUNCTION)
         op.execute(_PG_CHECK_FUNCTION)
@@ -332,8 +365,10 @@ def downgrade() -> None:
         op.execute("DROP FUNCTION IF EXISTS conveyor_step_check()")
         op.execute("DROP FUNCTION IF EXISTS conveyor_step_settled()")
     op.execute("DELETE FROM jobs WHERE workflow_id IS NOT NULL")
-    indexes = [] if pg else [i for i in _sqlite_keep() if i[0] != "uq_jobs_workflow_id_step"]
+    indexes = [] if pg else [i for i in _sqlite_keep() if i[0] not in _OURS]
     with op.batch_alter_table("jobs", schema=None, recreate="auto" if pg else "always") as batch:
+        batch.drop_index("ix_jobs_workflow_open")
+        batch.drop_index("ix_jobs_workflow_bad")
         batch.drop_index("uq_jobs_workflow_id_step")
         batch.drop_constraint(op.f("ck_jobs_state"), type_="check")
         batch.create_check_constraint(op.f("ck_jobs_state"), f"state IN ({_OLD_STATES})")
