@@ -19,7 +19,7 @@ the server checks the graph and every payload, and answers 422 naming the proble
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,9 +27,22 @@ from conveyor.client.models import JobEvent, Workflow, WorkflowPage
 from conveyor.client.stream import Follow
 from conveyor.client.transport import Call, model, nothing
 
-if TYPE_CHECKING:
-    from conveyor.client.async_client import AsyncClient
-    from conveyor.client.sync import Client
+T = TypeVar("T")
+
+
+class _Sending(Protocol):
+    """What `Workflows` needs of `Client` (named so, not imported: the clients import this)."""
+
+    def _call(self, call: Call[T]) -> T: ...
+    def _follow(self, follow: Follow) -> Iterator[JobEvent]: ...
+
+
+class _AsyncSending(Protocol):
+    """What `AsyncWorkflows` needs of `AsyncClient`."""
+
+    async def _call(self, call: Call[T]) -> T: ...
+    def _follow(self, follow: Follow) -> AsyncIterator[JobEvent]: ...
+
 
 POLICIES = ("cancel", "run", "skip")  # what becomes of a step when a dependency fails
 
@@ -148,7 +161,7 @@ def delete_call(workflow_id: str) -> Call[None]:
 class Workflows:
     """`Client.workflows`: submit, read, list, cancel, retry, delete, watch, wait."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: _Sending) -> None:
         self._client = client
 
     def submit(
@@ -208,7 +221,7 @@ class Workflows:
 class AsyncWorkflows:
     """`AsyncClient.workflows`: the same calls with await."""
 
-    def __init__(self, client: AsyncClient) -> None:
+    def __init__(self, client: _AsyncSending) -> None:
         self._client = client
 
     async def submit(
