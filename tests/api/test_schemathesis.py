@@ -74,6 +74,10 @@ CURSOR = "a cursor pages newest first, so not with sort/offset: no JSON Schema s
 CRON = "a valid cron expression (croniter's grammar): no pattern says it"
 PAST = "a run_at no further in the past than the tolerance: no schema says 'after now'"
 REUSED = "an idempotency key names one request: another request with it is refused"
+GRAPH = (
+    "a workflow's graph (step names unique and well-formed, dependencies known, no cycle) and "
+    "each step's registered type and payload: no JSON Schema says them; the field is per step"
+)
 SEMANTIC: dict[str, dict[str, str]] = {  # operation -> {"status code[:field]": reason}
     "POST /api/v1/auth/register": {"422 password_policy": COMMON},
     "POST /register": {"422 password_policy": COMMON},
@@ -103,6 +107,7 @@ SEMANTIC: dict[str, dict[str, str]] = {  # operation -> {"status code[:field]": 
         "409 idempotency_key_reused": REUSED,
     },
     "GET /api/v1/jobs": {"422 invalid_input:cursor": CURSOR},
+    "POST /api/v1/workflows": {"422 *": GRAPH},
     "POST /api/v1/schedules": {"422 unknown_job_type": TYPE, "422 invalid_input:cron": CRON},
     "PATCH /api/v1/schedules/{schedule_id}": {
         "422 unknown_job_type": TYPE,

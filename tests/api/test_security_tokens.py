@@ -212,6 +212,11 @@ async def test_another_users_objects_are_404_exactly_like_missing_ones(api: Api)
     codes = (job.status_code, schedule.status_code, key.status_code, task.status_code)
     assert codes == (201, 201, 201, 201) and hook.status_code == 201, hook.text
     delivery = await a_delivery(api, ada, hook.json()["id"])
+    steps = [{"name": "a", "type": "sleep", "payload": {"seconds": 3600}}]
+    flow = await api.client.post(
+        "/api/v1/workflows", json={"name": "w", "steps": steps}, headers=ada
+    )
+    assert flow.status_code == 201, flow.text
     adas = {
         "job_id": job.json()["id"],
         "schedule_id": schedule.json()["id"],
@@ -219,6 +224,7 @@ async def test_another_users_objects_are_404_exactly_like_missing_ones(api: Api)
         "task_id": str(task.json()["id"]),  # reference 004's tasks have integer ids
         "webhook_id": hook.json()["id"],
         "delivery_id": str(delivery),  # an integer id, like tasks'
+        "workflow_id": flow.json()["id"],
     }
     owned = [
         e

@@ -9,6 +9,7 @@ import json
 import signal
 from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aio_pika
 import pytest
@@ -17,10 +18,13 @@ from yarl import URL
 
 from conveyor.domain import events as ev
 from conveyor.domain.jobs import ErrorInfo, NewJob, Outcome
+from conveyor.domain.workflows import StepSpec, WorkflowSpec, WorkflowState
 from conveyor.events import Relay, RelayConfig
-from conveyor.events.rabbitmq import QUEUES, RabbitMQSink
+from conveyor.events.rabbitmq import EXCHANGE, QUEUES, RabbitMQSink
 from conveyor.events.schema import SCHEMA
+from conveyor.runtime import Engine
 from conveyor.store.backend import QueueBackend
+from tests.api.conftest import api_settings
 from tests.events.conftest import Broker, Cuttable, finished_jobs, visible_events
 from tests.support.processes import Cluster, eventually
 
@@ -234,3 +238,41 @@ async def test_a_killed_relay_loses_nothing_and_repeats_only_across_the_crash(
     if repeated:
         window = [e.id for e in events]
         assert window.index(repeated[-1]) - window.index(repeated[0]) < batch
+
+
+async def test_a_workflows_end_is_published_as_workflows_state(
+    db_url: str, tmp_path: Path, broker: Broker
+) -> None:
+    """A consumer bound to `workflows.#` gets the workflow's settled event; the contract
+    queues (jobs.created, jobs.completed) get only the steps' own events."""
+    exchange = await broker.channel.get_exchange(f"{broker.prefix}{EXCHANGE}")
+    mine = await broker.channel.declare_queue(f"{broker.prefix}workflows", durable=True)
+    await mine.bind(exchange, routing_key="workflows.#")
+    engine = await Engine.open(api_settings(db_url, tmp_path))
+    try:
+        spec = WorkflowSpec(
+            "pair", (StepSpec("a", "noop"), StepSpec("b", "noop", depends_on=("a",)))
+        )
+        user = await engine.accounts.create_user("ada@example.com", "correct horse battery")
+        wid = (await engine.workflows.submit(spec, owner_id=user.id)).workflow.id
+
+        async def settled() -> bool:
+            await engine.worker("default", concurrency=2, burst=True).run()
+            return (await engine.workflows.get(wid)).workflow.state is WorkflowState.COMPLETED
+
+        await eventually(settled, timeout=30, what="the workflow to complete")
+        events = await engine.backend.read_events(ev.Position(), 100)
+        async with relaying(engine.backend, broker):
+            await caught_up(engine.backend, events[-1].position)
+        got = await broker.drain("workflows")
+        (message,) = got
+        assert message.routing_key == message.type == "workflows.completed"
+        body = json.loads(message.body)
+        assert body["type"] == "workflow" and body["job"]["id"] == wid
+        assert body["workflow"]["name"] == "pair" and body["workflow"]["state"] == "completed"
+        finished = await broker.drain("jobs.completed")
+        assert {json.loads(m.body)["type"] for m in finished} == {"completed"}
+        assert len(finished) == 2  # the two steps, not the workflow
+    finally:
+        await broker.channel.queue_delete(f"{broker.prefix}workflows")
+        await engine.close()

@@ -60,3 +60,22 @@ def test_no_data_is_an_empty_object_and_times_are_utc() -> None:
 
 def test_text_stays_readable() -> None:
     assert "café" in schema.encode(event(data={"message": "café"})).decode()
+
+
+def test_a_workflows_own_event_routes_by_its_state_and_names_the_workflow() -> None:
+    """A workflow's event (type 'workflow', job_id = the workflow's id, job_type = its name)
+    goes out as `workflows.<state>`, so `jobs.#` consumers see jobs only; the body keeps the
+    v1 fields and adds `workflow` (docs/events.md)."""
+    settled = event(
+        type="workflow", job_id="wf-1", job_type="nightly", state="failed", queue="", attempt=0,
+        data=None,
+    )  # fmt: skip
+    assert schema.routing_key(settled) == "workflows.failed"
+    message = json.loads(schema.encode(settled))
+    assert message["type"] == "workflow"
+    assert message["job"]["id"] == "wf-1" and message["job"]["state"] == "failed"
+    assert message["workflow"] == {
+        "id": "wf-1", "name": "nightly", "owner_id": "u1", "state": "failed"
+    }  # fmt: skip
+    assert message["data"] == {}
+    assert "workflow" not in json.loads(schema.encode(event()))

@@ -506,3 +506,43 @@ async def test_finished_deliveries_are_pruned_after_retention_and_pending_ones_k
     assert await store.prune(datetime.now(UTC) + timedelta(seconds=1), batch=2) == 6
     left = await store.deliveries()
     assert [d.state for d in left] == ["pending"] * 3 and all(d.attempts == 0 for d in left)
+
+
+async def test_a_workflows_end_reaches_a_subscription_to_workflow_events(
+    private_api: Api,
+) -> None:
+    """A subscription to `workflow` gets the workflow's settled event (its id in
+    X-Conveyor-Job, the `workflow` object in the body) and none of the steps' events."""
+    api = private_api
+    alice = await api.user("alice@example.com")
+    async with receiving() as server:
+        hook = await api.client.post(
+            "/api/v1/webhooks",
+            json={"url": f"http://127.0.0.1:{server.port}/wf", "events": ["workflow"]},
+            headers=alice,
+        )
+        assert hook.status_code == 201, hook.text
+        body = {
+            "name": "pair",
+            "steps": [
+                {"name": "a", "type": "noop"},
+                {"name": "b", "type": "noop", "depends_on": ["a"]},
+            ],
+        }
+        async with processing(api.engine), relaying(api.engine):
+            r = await api.client.post("/api/v1/workflows", json=body, headers=alice)
+            assert r.status_code == 201, r.text
+            wid = r.json()["id"]
+            log = await settled(api, f"/api/v1/webhooks/{hook.json()['id']}/deliveries", alice, 1)
+
+    assert [(d["event_type"], d["job_id"], d["state"]) for d in log] == [
+        ("workflow", wid, "delivered")
+    ]
+    (seen,) = [s for s in server.seen if s.path == "/wf"]
+    assert seen.headers["x-conveyor-event-type"] == "workflow"
+    assert seen.headers["x-conveyor-job"] == wid
+    message = json.loads(seen.body)
+    assert message["workflow"] == {
+        "id": wid, "name": "pair", "owner_id": message["job"]["owner_id"], "state": "completed"
+    }  # fmt: skip
+    assert message["job"]["id"] == wid and message["job"]["state"] == "completed"

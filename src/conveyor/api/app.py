@@ -17,6 +17,7 @@ from conveyor.api.routes import admin, auth, docs, events, health, jobs, limits,
 from conveyor.api.routes import queues as queue_routes
 from conveyor.api.routes import webhooks as webhook_routes
 from conveyor.api.routes import workers as worker_routes
+from conveyor.api.routes import workflows as workflow_routes
 from conveyor.api.schemas import ErrorBody
 from conveyor.runtime import load_handlers
 from conveyor.settings import Settings
@@ -58,7 +59,7 @@ def install(app: FastAPI, settings: Settings) -> None:
 
 
 DOCUMENTED: tuple[ModuleType, ...] = (
-    health, auth, jobs, events, schedules, admin, docs, metrics,
+    health, auth, jobs, workflow_routes, events, schedules, admin, docs, metrics,
     queue_routes, worker_routes, webhook_routes, limits,
 )  # fmt: skip
 MATCHED: tuple[ModuleType, ...] = (jobs, *(m for m in DOCUMENTED if m is not jobs))

@@ -181,6 +181,10 @@ class JobOut(BaseModel):
     callback_url: str | None = Field(
         None, description="Where the job's end is POSTed (docs/events.md), if it was given."
     )
+    workflow_id: str | None = Field(
+        None, description="The workflow this job is a step of (docs/workflows.md), if any."
+    )
+    step: str | None = Field(None, description="Its step's name in that workflow.")
 
     @classmethod
     def of(
@@ -194,7 +198,7 @@ class JobOut(BaseModel):
             tags=job.tags, owner_id=job.owner_id, idempotency_key=job.idempotency_key,
             schedule_id=job.schedule_id, timeout=job.timeout_s, run_at=job.run_at,
             created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
-            callback_url=callback_url,
+            callback_url=callback_url, workflow_id=job.workflow_id, step=job.step,
         )  # fmt: skip
 
 
@@ -251,6 +255,8 @@ class _JobOutFields(TypedDict):
     started_at: datetime | None
     finished_at: datetime | None
     callback_url: str | None
+    workflow_id: str | None
+    step: str | None
     duplicate: bool
 
 
@@ -285,7 +291,8 @@ def _fields(
         "idempotency_key": job.idempotency_key, "schedule_id": job.schedule_id,
         "timeout": None if job.timeout_s is None else float(job.timeout_s),
         "run_at": job.run_at, "created_at": job.created_at, "started_at": job.started_at,
-        "finished_at": job.finished_at, "callback_url": callback_url, "duplicate": duplicate,
+        "finished_at": job.finished_at, "callback_url": callback_url,
+        "workflow_id": job.workflow_id, "step": job.step, "duplicate": duplicate,
     }  # fmt: skip
 
 

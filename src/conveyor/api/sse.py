@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from datetime import datetime
 from typing import Any
@@ -72,17 +72,42 @@ def sse_message(event: Event) -> str:
     return f"id: {event.position}\nevent: {event.type}\ndata: {data}\n\n"
 
 
+# Which of a batch's events a stream sends (a workflow's: its steps' and its own), and after
+# which event it ends (a job's terminal event; a workflow's settled 'workflow' event).
+Keep = Callable[[Sequence[Event]], Awaitable[list[Event]]]
+Ends = Callable[[Event], bool]
+
+
+def _terminal(event: Event) -> bool:
+    return event.type in TERMINAL_EVENTS
+
+
 def event_stream(
-    request: Request, feed: EventFeed, scope: Scope, start: Position, *, until_terminal: bool
+    request: Request,
+    feed: EventFeed,
+    scope: Scope,
+    start: Position,
+    *,
+    until_terminal: bool,
+    keep: Keep | None = None,
+    ends: Ends = _terminal,
 ) -> StreamingResponse:
     """The outbox from `start` on as an SSE response, for any door that authenticated the
-    caller and scoped the feed (the API's routes, the dashboard)."""
-    body = _messages(request, feed, scope, start, until_terminal)
+    caller and scoped the feed (the API's routes, the dashboard). `keep` narrows each batch
+    beyond what the store's scope can say; with `until_terminal` the stream ends after the
+    first event `ends` accepts."""
+    body = _messages(request, feed, scope, start, until_terminal, keep, ends)
     return StreamingResponse(body, media_type="text/event-stream", headers=HEADERS)
 
 
 async def _messages(
-    request: Request, feed: EventFeed, scope: Scope, start: Position, until_terminal: bool
+    request: Request,
+    feed: EventFeed,
+    scope: Scope,
+    start: Position,
+    until_terminal: bool,
+    keep: Keep | None,
+    ends: Ends,
 ) -> AsyncIterator[str]:
     """Messages until the client goes away (or the job's end, if `until_terminal`), with a
     keep-alive comment whenever the stream has been quiet for `KEEPALIVE_S`.
@@ -100,13 +125,14 @@ async def _messages(
                 async for batch in batches:
                     if await request.is_disconnected():
                         return
-                    for event in batch:
+                    sent = batch if keep is None or not batch else await keep(batch)
+                    for event in sent:
                         yield sse_message(event)
                         after = event.position
-                        if until_terminal and event.type in TERMINAL_EVENTS:
+                        if until_terminal and ends(event):
                             return
                     now = time.monotonic()
-                    if batch:
+                    if sent:
                         quiet_since = now
                     elif now - quiet_since >= KEEPALIVE_S:
                         quiet_since = now

@@ -3,15 +3,16 @@ them.
 
 Database-direct commands: the processes (processes.py), looking after an installation
 (admin.py) and `enqueue` (jobs.py). Client commands over the REST API: `login`/`logout`
-(login.py), `submit`, `limits`, `jobs` and `schedules` (client.py). Building the command
-line imports nothing of the server; each command imports what it runs.
+(login.py), `submit`, `limits`, `jobs` and `schedules` (client.py), `workflows`
+(workflows.py). Building the command line imports nothing of the server; each command
+imports what it runs.
 """
 
 from __future__ import annotations
 
 import typer
 
-from conveyor.cli import admin, client, jobs, login, processes
+from conveyor.cli import admin, client, jobs, login, processes, workflows
 
 app = typer.Typer(
     name="conveyor",
@@ -39,6 +40,7 @@ for command in (
 ):
     app.command()(command)
 app.add_typer(client.jobs_app, name="jobs", no_args_is_help=True)
+app.add_typer(workflows.workflows_app, name="workflows", no_args_is_help=True)
 app.add_typer(client.schedules_app, name="schedules", no_args_is_help=True)
 app.add_typer(admin.users_app, name="users")
 

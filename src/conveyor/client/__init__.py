@@ -46,9 +46,20 @@ from conveyor.client.models import (
     Tokens,
     User,
     WaitingReason,
+    Workflow,
+    WorkflowStep,
 )
 from conveyor.client.sync import Client
 from conveyor.client.transport import RetryPolicy
+from conveyor.client.workflows import (
+    StepSpec,
+    WorkflowSpec,
+    chain,
+    chord,
+    group,
+    step,
+    workflow,
+)
 
 __all__ = [
     "AsyncClient",
@@ -78,10 +89,19 @@ __all__ = [
     "Schedule",
     "ServerError",
     "ServiceUnavailable",
+    "StepSpec",
     "Tokens",
     "Unauthorized",
     "User",
     "ValidationFailed",
     "WaitTimeout",
     "WaitingReason",
+    "Workflow",
+    "WorkflowSpec",
+    "WorkflowStep",
+    "chain",
+    "chord",
+    "group",
+    "step",
+    "workflow",
 ]

@@ -35,6 +35,7 @@ from conveyor.client.transport import (
     RetryPolicy,
     TokensCallback,
 )
+from conveyor.client.workflows import AsyncWorkflows
 
 T = TypeVar("T")
 USER_AGENT = f"conveyor-client/{__version__}"
@@ -65,6 +66,7 @@ class AsyncClient:
             headers={"User-Agent": USER_AGENT},
         )
         self._refreshing = asyncio.Lock()
+        self.workflows = AsyncWorkflows(self)  # submit, get, list, cancel, retry, watch ...
 
     async def __aenter__(self) -> Self:
         return self

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor.domain.states import TERMINAL, JobState
 
@@ -56,6 +56,8 @@ class Job(Model):
     # A submit's answer only: True when the job type is unique and this is the live job that
     # already had the same unique key (nothing was stored); False everywhere else.
     duplicate: bool = False
+    workflow_id: str | None = None  # a workflow's step: its workflow and step name
+    step: str | None = None
     # Only on a single job's answer (`get`): why a queued job waits (None otherwise).
     waiting_reason: WaitingReason | None = None
     # Only on a single job's answer (`get`): every limit it is under, name -> its key.
@@ -198,3 +200,79 @@ class JobEvent(Model):
 
 
 TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled", "skipped"})
+
+
+# ---- workflows (conveyor.api.workflow_schemas) ------------------------------------------------
+WORKFLOW_SETTLED = frozenset({"completed", "failed", "cancelled"})
+
+
+class StepError(Model):
+    type: str | None = None
+    message: str | None = None
+    traceback: str | None = None
+
+
+class WorkflowStep(Model):
+    """One stored step: its job (`job_id`), where it stands, what it produced."""
+
+    name: str
+    job_id: str
+    type: str
+    queue: str
+    state: JobState
+    depends_on: list[str] = []
+    on_dependency_failure: str
+    attempt: int
+    result: Any = None
+    error: StepError | None = None
+    ready_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class Edge(Model):
+    """`to` waits for `from_` (`from` on the wire)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    from_: str = Field(alias="from")
+    to: str
+
+
+class Workflow(Model):
+    """A workflow: `state` is running, completed, failed or cancelled; `counts` its steps
+    per state. `steps` and `edges` come with a single workflow's answer, not in listings."""
+
+    id: str
+    owner_id: str
+    name: str
+    state: str
+    created_at: datetime
+    updated_at: datetime
+    settled_at: datetime | None = None
+    step_count: int
+    counts: dict[str, int] = {}
+    steps: list[WorkflowStep] = []
+    edges: list[Edge] = []
+
+    @property
+    def finished(self) -> bool:
+        """Every step settled: the workflow changes no more unless retried."""
+        return self.state in WORKFLOW_SETTLED
+
+    def step(self, name: str) -> WorkflowStep:
+        """The step called `name` (KeyError if there is none)."""
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(name)
+
+    @property
+    def results(self) -> dict[str, Any]:
+        """Each completed step's result by step name."""
+        return {s.name: s.result for s in self.steps if s.state is JobState.COMPLETED}
+
+
+class WorkflowPage(Model):
+    items: list[Workflow]
+    next_cursor: str | None = None

@@ -21,6 +21,8 @@ from conveyor.client.transport import Call, nothing
 EventCallback = Callable[[JobEvent], None]
 ProgressCallback = Callable[[Progress], None]
 
+# A workflow's own event (`type` "workflow") in one of these states ends its story.
+WORKFLOW_SETTLED = frozenset({"completed", "failed", "cancelled"})
 STREAM_HEADERS = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
 KEEPALIVE_READ_S = 45.0  # the server sends a comment every 15 s; three missed ones = dead
 RECONNECT_PAUSES = (0.0, 0.25, 0.5, 1.0, 2.0, 5.0)
@@ -60,7 +62,9 @@ class SseParser:
 
 @dataclass
 class Follow:
-    """The state of one `watch()`: the last event seen, the deadline, failed reconnects."""
+    """The state of one `watch()`: the last event seen, the deadline, failed reconnects.
+    `job_id` is a job's id, or a workflow's when `workflow` is set (its stream then ends with
+    the workflow's own settled event, not with a step's)."""
 
     job_id: str
     timeout: float | None = None
@@ -69,6 +73,7 @@ class Follow:
     drops: int = 0
     _started: float = field(default_factory=time.monotonic)
     parser: SseParser = field(default_factory=SseParser)
+    workflow: bool = False
 
     def request(self, connect_timeout: float | None) -> tuple[Call[None], httpx.Timeout]:
         """The stream to open next, resuming after the last event seen (the server then
@@ -76,7 +81,8 @@ class Follow:
         headers = dict(STREAM_HEADERS)
         if self.last_event_id is not None:
             headers["Last-Event-ID"] = self.last_event_id
-        call = Call("GET", f"/jobs/{self.job_id}/events", nothing, headers=headers)
+        kind = "workflows" if self.workflow else "jobs"
+        call = Call("GET", f"/{kind}/{self.job_id}/events", nothing, headers=headers)
         return call, httpx.Timeout(connect_timeout, read=self.read_timeout())
 
     def remaining(self) -> float | None:
@@ -106,8 +112,13 @@ class Follow:
         event_id, _, data = message
         event = JobEvent.model_validate_json(data)
         self.last_event_id = event_id or event.event_id
-        self.ended = event.type in TERMINAL_EVENTS
+        self.ended = self.ends(event)
         return event
+
+    def ends(self, event: JobEvent) -> bool:
+        if self.workflow:
+            return event.type == "workflow" and event.job.state.value in WORKFLOW_SETTLED
+        return event.type in TERMINAL_EVENTS
 
     def broke(self, cause: Exception, url: str) -> None:
         """The connection failed (or the server answered 503): reconnecting goes on, up to

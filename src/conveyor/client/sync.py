@@ -36,6 +36,7 @@ from conveyor.client.transport import (
     RetryPolicy,
     TokensCallback,
 )
+from conveyor.client.workflows import Workflows
 
 T = TypeVar("T")
 USER_AGENT = f"conveyor-client/{__version__}"
@@ -67,6 +68,7 @@ class Client:
             headers={"User-Agent": USER_AGENT},
         )
         self._refreshing = threading.Lock()
+        self.workflows = Workflows(self)  # submit, get, list, cancel, retry, watch ...
 
     def __enter__(self) -> Self:
         return self

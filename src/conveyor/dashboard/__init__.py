@@ -8,11 +8,11 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from conveyor.dashboard import admin, auth, jobs, limits, overview, schedules
+from conveyor.dashboard import admin, auth, jobs, limits, overview, schedules, workflows
 from conveyor.dashboard.web import HERE, PREFIX
 
 
 def install(app: FastAPI) -> None:
-    for module in (auth, overview, jobs, schedules, limits, admin):
+    for module in (auth, overview, jobs, workflows, schedules, limits, admin):
         app.include_router(module.router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=HERE / "static"), name="dashboard-static")

@@ -12,13 +12,18 @@ from datetime import UTC
 from typing import Any
 
 from conveyor.domain.events import Event
+from conveyor.domain.workflows import WORKFLOW_EVENT
 
 SCHEMA = "conveyor.event/1"
 CONTENT_TYPE = "application/json"
 
 
 def routing_key(event: Event) -> str:
-    """`jobs.<type>`: `jobs.created`, `jobs.completed`, `jobs.failed`, ..."""
+    """`jobs.<type>`: `jobs.created`, `jobs.completed`, `jobs.failed`, ...; a workflow's own
+    event (type `workflow`) is `workflows.<its state>`: `workflows.completed`, ... (so a
+    consumer of `jobs.#` sees jobs only, and one of `workflows.#` every workflow's end)."""
+    if event.type == WORKFLOW_EVENT:
+        return f"workflows.{event.state}"
     return f"jobs.{event.type}"
 
 
@@ -28,7 +33,9 @@ def message_id(event: Event) -> str:
 
 
 def to_message(event: Event) -> dict[str, Any]:
-    return {
+    """A workflow's own event says the same in `job` (its id, name and state: the outbox's
+    columns) and again in `workflow`, named as a workflow is (docs/events.md)."""
+    message = {
         "schema": SCHEMA,
         "event_id": event.id,
         "position": str(event.position),
@@ -44,6 +51,14 @@ def to_message(event: Event) -> dict[str, Any]:
         "data": event.data or {},
         "at": event.created_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
     }
+    if event.type == WORKFLOW_EVENT:
+        message["workflow"] = {
+            "id": event.job_id,
+            "name": event.job_type,
+            "owner_id": event.owner_id,
+            "state": event.state,
+        }
+    return message
 
 
 def encode(event: Event) -> bytes:

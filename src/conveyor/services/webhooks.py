@@ -16,6 +16,7 @@ from typing import Any
 
 from conveyor.domain.events import EVENT_TYPES
 from conveyor.domain.webhooks import ALL_TYPES, DeliveryRecord, DeliveryState, WebhookRecord
+from conveyor.domain.workflows import WORKFLOW_EVENT
 from conveyor.errors import InvalidInput
 from conveyor.net import BlockedUrl, FetchFailed, FetchPolicy, Resolver
 from conveyor.net.resolve import checked_addresses
@@ -36,12 +37,16 @@ class Created:
     secret: str
 
 
+# A subscription may ask for the job events and for workflows' own (docs/workflows.md).
+SUBSCRIBABLE = tuple(dict.fromkeys((*EVENT_TYPES, WORKFLOW_EVENT)))
+
+
 def event_types(wanted: Sequence[str]) -> tuple[str, ...]:
     """The subscription's types, deduplicated; `*` (or `all`) stands for every type."""
     chosen = [ALIASES.get(name, name) for name in wanted]
-    unknown = sorted({name for name in chosen if name not in (*EVENT_TYPES, ALL_TYPES)})
+    unknown = sorted({name for name in chosen if name not in (*SUBSCRIBABLE, ALL_TYPES)})
     if unknown or not chosen:
-        allowed = ", ".join((*EVENT_TYPES, "*"))
+        allowed = ", ".join((*SUBSCRIBABLE, "*"))
         raise InvalidInput(f"event types must be among: {allowed}", unknown=unknown)
     return (ALL_TYPES,) if ALL_TYPES in chosen else tuple(dict.fromkeys(chosen))
 

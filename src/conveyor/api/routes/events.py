@@ -47,11 +47,11 @@ async def job_events(
     ends after a terminal event unless `follow=true`. A client resuming after the end gets
     204, which tells a browser's EventSource to stop reconnecting."""
     job = await ctx.engine.jobs.get(job_id, owner_scope(user))  # another user's: 404 first
-    if not _acceptsevent_stream(request):
-        return _not_acceptable()
+    if not accepts_event_stream(request):
+        return not_acceptable()
     feed = ctx.engine.events
     scope = Scope(owner_scope(user), job.id)
-    start = _start(last_event_id, after)
+    start = start_position(last_event_id, after)
     if start is not None and not follow and await feed.story_told(job, start, scope):
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     return event_stream(request, feed, scope, start or Position(), until_terminal=not follow)
@@ -67,27 +67,27 @@ async def events(
 ) -> Response:
     """Every change to the caller's jobs (an admin's: everyone's) from now on, or after
     `Last-Event-ID` / `after`. It never ends by itself."""
-    if not _acceptsevent_stream(request):
-        return _not_acceptable()
+    if not accepts_event_stream(request):
+        return not_acceptable()
     feed = ctx.engine.events
     scope = Scope(owner_scope(user))
-    start = _start(last_event_id, after) or await feed.head(scope.owner_id)
+    start = start_position(last_event_id, after) or await feed.head(scope.owner_id)
     return event_stream(request, feed, scope, start, until_terminal=False)
 
 
-def _acceptsevent_stream(request: Request) -> bool:
+def accepts_event_stream(request: Request) -> bool:
     """Streams go only to clients that ask for one (EventSource always does). Anything else
     (curl without -H, a generic HTTP client, a route-walking test) would wait forever for the
     end of a body that has none; it gets a 406 that says what to send."""
     return "text/event-stream" in request.headers.get("accept", "").lower()
 
 
-def _not_acceptable() -> JSONResponse:
+def not_acceptable() -> JSONResponse:
     message = "this is an event stream: send 'Accept: text/event-stream'"
     return JSONResponse(error_body("not_acceptable", message), status_code=406)
 
 
-def _start(last_event_id: str | None, after: str | None) -> Position | None:
+def start_position(last_event_id: str | None, after: str | None) -> Position | None:
     """The header wins: a reconnecting EventSource sends it along with the first URL."""
     text = last_event_id or after
     return Position.parse(text) if text else None

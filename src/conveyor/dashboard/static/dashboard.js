@@ -159,6 +159,15 @@
     });
   }
 
+  // ---- one workflow: any event of its steps or its own re-reads the graph and the table -----
+  function workflowPage(root) {
+    const refresh = coalesce(async () => {
+      const data = await getJSON(root.dataset.parts);
+      if (data) swap(root, data.html);
+    }, DEBOUNCE_MS);
+    follow(root.dataset.events, (type) => { if (type !== "progress") refresh(); });
+  }
+
   function addToTimeline(list, type, data) {
     if (!list) return;
     const empty = list.querySelector("[data-empty]");
@@ -219,5 +228,6 @@
     if (root.dataset.live === "overview") overview(root);
     else if (root.dataset.live === "jobs") jobsTable(root);
     else if (root.dataset.live === "job") jobPage(root);
+    else if (root.dataset.live === "workflow") workflowPage(root);
   });
 })();
