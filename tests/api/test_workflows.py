@@ -178,6 +178,16 @@ async def test_an_idempotency_key_answers_the_first_workflow(api: Api) -> None:
     assert await stored(api, ada) == (1, 4)
 
 
+async def test_an_idempotency_key_reused_for_another_workflow_is_409(api: Api) -> None:
+    ada = await api.user("ada@example.com")
+    first = await submit(api, ada, diamond(), **{"Idempotency-Key": "wf-2"})
+    other = await submit(api, ada, diamond("another"), **{"Idempotency-Key": "wf-2"})
+    assert first.status_code == 201, first.text
+    assert other.status_code == 409, other.text
+    assert other.json()["error"]["code"] == "idempotency_key_reused"
+    assert await stored(api, ada) == (1, 4)
+
+
 async def test_another_users_workflow_is_404_and_an_admin_sees_all(api: Api) -> None:
     ada = await api.user("ada@example.com")
     bob = await api.user("bob@example.com")

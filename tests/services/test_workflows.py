@@ -4,6 +4,7 @@ side (here: the test's own driver records each step it runs)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,14 @@ from conveyor.domain.workflows import (
     WorkflowSpec,
     WorkflowState,
 )
-from conveyor.errors import Conflict, IllegalTransition, InvalidInput, NotFound, QuotaExceeded
+from conveyor.errors import (
+    Conflict,
+    IdempotencyKeyReused,
+    IllegalTransition,
+    InvalidInput,
+    NotFound,
+    QuotaExceeded,
+)
 from conveyor.services.flow import FlowService
 from conveyor.services.jobs import JobService
 from conveyor.services.workflows import WorkflowService
@@ -249,6 +257,30 @@ async def test_the_same_idempotency_key_returns_the_stored_workflow(backend: Que
     one = await flows.submit(DIAMOND, owner_id=OWNER, idempotency_key="k")
     two = await flows.submit(DIAMOND, owner_id=OWNER, idempotency_key="k")
     assert one.workflow.id == two.workflow.id and await count(backend, workflows) == 1
+
+
+async def test_an_idempotency_key_reused_with_another_body_is_refused(
+    backend: QueueBackend,
+) -> None:
+    """As for jobs (docs/flow-control.md): a key names one request; another body under it is
+    409 idempotency_key_reused, and nothing is stored."""
+    flows = service(backend)
+    await flows.submit(DIAMOND, owner_id=OWNER, idempotency_key="k")
+    other = WorkflowSpec("other", (step("a"),))
+    with pytest.raises(IdempotencyKeyReused):
+        await flows.submit(other, owner_id=OWNER, idempotency_key="k")
+    assert await count(backend, workflows) == 1 and await count(backend, jobs) == 4
+
+
+async def test_the_same_key_submitted_at_once_stores_one_workflow(backend: QueueBackend) -> None:
+    """Two submits racing with one key: one workflow stored, both answered with it (no
+    unique-index error escapes as a 500)."""
+    flows = service(backend)
+    results = await asyncio.gather(
+        *(flows.submit(DIAMOND, owner_id=OWNER, idempotency_key="race") for _ in range(4))
+    )
+    assert len({r.workflow.id for r in results}) == 1
+    assert await count(backend, workflows) == 1 and await count(backend, jobs) == 4
 
 
 async def test_pruning_keeps_a_long_running_workflow_and_prunes_a_settled_one(

@@ -10,6 +10,8 @@ its steps'.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -149,6 +151,19 @@ def _cycle(pending: Mapping[str, set[str]]) -> list[str]:
         seen.append(node)
         node = min(pending[node])
     return [*seen[seen.index(node) :], node]
+
+
+def fingerprint(spec: WorkflowSpec) -> str:
+    """What an Idempotency-Key is compared on: a digest of the whole declaration, so the
+    same request again is answered with the stored workflow and another one is refused."""
+    steps = [
+        [s.name, s.type, s.payload, list(s.depends_on), s.on_dependency_failure, s.queue,
+         s.priority, s.max_attempts, s.timeout_s]
+        for s in spec.steps
+    ]  # fmt: skip
+    body = [spec.name, spec.on_dependency_failure, steps]
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def settle(states: Iterable[JobState]) -> WorkflowState:

@@ -23,6 +23,7 @@ from conveyor.domain.workflows import (
     WorkflowRecord,
     WorkflowSpec,
     WorkflowState,
+    fingerprint,
     validate,
 )
 from conveyor.errors import ConveyorError, InvalidInput, NotFound, UnknownJobType
@@ -89,6 +90,7 @@ class WorkflowService:
             "settled_at": None,
             "on_dependency_failure": spec.on_dependency_failure.value,
             "idempotency_key": idempotency_key,
+            "fingerprint": fingerprint(spec),
         }
         async with self.backend.transaction() as tx:
             if self.flow is not None:

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -139,6 +141,10 @@ class Database:
             _ping_on_checkout(self.writer)
             _replace_read_only_sessions(self.writer)
             self.reader = self.writer
+
+    def insert(self, table: Any) -> Any:
+        """The dialect's INSERT construct, which knows ``ON CONFLICT``."""
+        return pg_insert(table) if self.dialect == "postgresql" else sqlite_insert(table)
 
     @property
     def engine(self) -> AsyncEngine:

@@ -517,6 +517,9 @@ workflows = Table(
     Column("settled_at", UTCDateTime, nullable=True),
     Column("on_dependency_failure", String(16), nullable=False),
     Column("idempotency_key", String(255), nullable=True),
+    # The declaration's digest (domain/workflows.py `fingerprint`): a key reused with
+    # another body is refused (409), as a job's is.
+    Column("fingerprint", String(64), nullable=True),
     CheckConstraint("state IN ('running', 'completed', 'failed', 'cancelled')", name="state"),
 )
 Index("ix_workflows_owner_id", workflows.c.owner_id, workflows.c.id)

@@ -14,8 +14,6 @@ from datetime import datetime
 from typing import Any, Unpack
 
 from sqlalchemy import Row, delete, exists, func, literal, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -37,10 +35,6 @@ class UserStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-
-    def _insert(self, table: Any) -> Any:
-        """The dialect's INSERT construct, which knows ``ON CONFLICT``."""
-        return pg_insert(table) if self.db.dialect == "postgresql" else sqlite_insert(table)
 
     def _read(self, tx: Transaction | None) -> AbstractAsyncContextManager[AsyncConnection]:
         """The caller's transaction when given (its check commits with its change), else a read."""
@@ -85,7 +79,7 @@ class UserStore:
         async with self._write(tx) as c:
             if only_if_no_admin and await self._admin_exists_locked(c):
                 return None
-            stmt = self._insert(users).values(**values).on_conflict_do_nothing()
+            stmt = self.db.insert(users).values(**values).on_conflict_do_nothing()
             row = (await c.execute(stmt.returning(*users.c))).one_or_none()
         return None if row is None else _user(row)
 
@@ -162,7 +156,7 @@ class UserStore:
         _check_subject(user_id, record)
         values = _otp_values(record)
         stmt = (
-            self._insert(otp_codes)
+            self.db.insert(otp_codes)
             .values(user_id=user_id, **values)
             .on_conflict_do_update(index_elements=[otp_codes.c.user_id], set_=values)
         )

@@ -15,8 +15,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from conveyor.domain import events as ev
 from conveyor.domain.clock import utcnow
@@ -50,9 +48,6 @@ class WebhookDeliveryStore:
         self.db = db
         self.keys = keys
 
-    def _insert(self, table: Any) -> Any:
-        return pg_insert(table) if self.db.dialect == "postgresql" else sqlite_insert(table)
-
     # ---- fan-out (the sink's deliver) ---------------------------------------------------------
     async def fan_out(self, events: Sequence[ev.Event], encode: Callable[[ev.Event], bytes]) -> int:
         """One pending delivery per (event, matching subscription or callback), in one
@@ -66,7 +61,7 @@ class WebhookDeliveryStore:
             )
             rows = _delivery_rows(events, hooks, callbacks, encode, utcnow())
             if rows:
-                stmt = self._insert(_D).on_conflict_do_nothing(
+                stmt = self.db.insert(_D).on_conflict_do_nothing(
                     index_elements=[_D.c.event_id, _D.c.target]
                 )
                 await conn.execute(stmt, rows)

@@ -17,8 +17,6 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conveyor.domain.clock import utcnow
@@ -53,9 +51,6 @@ class WebhookStore:
     def __init__(self, db: Database, keys: SecretDeriver) -> None:
         self.db = db
         self.keys = keys
-
-    def _insert(self, table: Any) -> Any:
-        return pg_insert(table) if self.db.dialect == "postgresql" else sqlite_insert(table)
 
     # ---- subscriptions -------------------------------------------------------------------
     async def create(
@@ -134,7 +129,7 @@ class WebhookStore:
     async def set_callback_secret(self, owner_id: str) -> tuple[str, datetime]:
         """Create or replace the owner's callback signing secret: the secret and when."""
         now, nonce = utcnow(), new_nonce()
-        stmt = self._insert(callback_secrets).values(
+        stmt = self.db.insert(callback_secrets).values(
             owner_id=owner_id, secret_nonce=nonce, created_at=now
         )
         stmt = stmt.on_conflict_do_update(

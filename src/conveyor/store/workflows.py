@@ -26,7 +26,13 @@ from conveyor.domain.workflows import (
     WorkflowRecord,
     WorkflowState,
 )
-from conveyor.errors import Conflict, IllegalTransition, InvalidInput, NotFound
+from conveyor.errors import (
+    Conflict,
+    IdempotencyKeyReused,
+    IllegalTransition,
+    InvalidInput,
+    NotFound,
+)
 from conveyor.store import events as outbox
 from conveyor.store.driver import Said
 from conveyor.store.jobs import EVENT_COLUMNS, Jobs
@@ -56,13 +62,13 @@ class Workflows(Jobs):
     ) -> str | None:
         """Insert the workflow row, its steps (jobs rows, `waiting` or `queued`), their edges,
         job_limits rows and created events, in `tx`. None: its (owner, idempotency key)
-        names a stored workflow (returned by `workflow_by_key`), nothing was inserted."""
+        names a stored workflow: its id, nothing inserted (IdempotencyKeyReused when it was
+        stored from another declaration)."""
         conn = tx.connection
-        if workflow["idempotency_key"] is not None:
-            found = await self._by_key(conn, workflow["owner_id"], workflow["idempotency_key"])
-            if found is not None:
-                return found
-        await conn.execute(insert(workflows), [workflow])
+        if workflow["idempotency_key"] is None:
+            await conn.execute(insert(workflows), [workflow])
+        elif (found := await self._keyed(conn, workflow)) is not None:
+            return found
         for start in range(0, len(steps), _CHUNK):
             await conn.execute(insert(jobs), list(steps[start : start + _CHUNK]))
         for start in range(0, len(edges), _CHUNK):
@@ -83,11 +89,25 @@ class Workflows(Jobs):
         query = select(users.c.max_queued).where(users.c.id == owner_id)
         return (await tx.connection.execute(query)).scalar_one_or_none()
 
-    async def _by_key(self, conn: AsyncConnection, owner_id: str, key: str) -> str | None:
-        query = select(workflows.c.id).where(
-            workflows.c.owner_id == owner_id, workflows.c.idempotency_key == key
+    async def _keyed(self, conn: AsyncConnection, workflow: dict[str, Any]) -> str | None:
+        """Insert a keyed workflow row unless its (owner, key) is stored: then the stored
+        one's id (the same declaration), or IdempotencyKeyReused (another one). ON CONFLICT
+        waits for a racing submit of the key to commit, so exactly one is stored."""
+        statement = self.db.insert(workflows).values(workflow).on_conflict_do_nothing()
+        if (await conn.execute(statement.returning(workflows.c.id))).first() is not None:
+            return None
+        query = select(workflows.c.id, workflows.c.fingerprint).where(
+            workflows.c.owner_id == workflow["owner_id"],
+            workflows.c.idempotency_key == workflow["idempotency_key"],
         )
-        return (await conn.execute(query)).scalar_one_or_none()
+        found = (await conn.execute(query)).one()
+        if found.fingerprint != workflow["fingerprint"]:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was used for another workflow (another declaration: "
+                f"workflow {found.id}); nothing was stored",
+                workflow_id=found.id,
+            )
+        return str(found.id)
 
     async def get_workflow(self, workflow_id: str, owner_id: str | None = None) -> WorkflowDetail:
         async with self.db.read() as conn:

@@ -43,6 +43,11 @@ def _detail(detail: WorkflowDetail, is_admin: bool) -> WorkflowDetailOut:
     "/workflows",
     status_code=status.HTTP_201_CREATED,
     responses={
+        409: {
+            "model": ErrorBody,
+            "description": "`idempotency_key_reused`: the Idempotency-Key was used for "
+            "another workflow declaration; nothing was stored.",
+        },
         429: {
             "model": ErrorBody,
             "description": "`rate_limited`: each step counts against the jobs limit; "
@@ -63,7 +68,8 @@ async def create_workflow(
     """Submit a workflow: every step is a job; a step waits (`waiting`) until the steps it
     depends on have settled. The whole DAG is stored in one transaction, or nothing. Each
     step counts against the per-user jobs limit; a request with an Idempotency-Key used
-    before answers the workflow stored with it first (and stores nothing)."""
+    before answers the workflow stored with it (the same declaration) or 409 (another one),
+    and stores nothing."""
     await charge_submission(ctx, user.id, len(body.steps))
     detail = await ctx.engine.workflows.submit(
         body.spec(), owner_id=user.id, idempotency_key=idempotency_key

@@ -300,6 +300,7 @@ def upgrade() -> None:
         sa.Column("settled_at", UTCDateTime(), nullable=True),
         sa.Column("on_dependency_failure", sa.String(16), nullable=False),
         sa.Column("idempotency_key", sa.String(255), nullable=True),
+        sa.Column("fingerprint", sa.String(64), nullable=True),
         sa.CheckConstraint(
             "state IN ('running', 'completed', 'failed', 'cancelled')",
             name=op.f("ck_workflows_state"),
