@@ -74,6 +74,7 @@ CURSOR = "a cursor pages newest first, so not with sort/offset: no JSON Schema s
 CRON = "a valid cron expression (croniter's grammar): no pattern says it"
 PAST = "a run_at no further in the past than the tolerance: no schema says 'after now'"
 REUSED = "an idempotency key names one request: another request with it is refused"
+LIMITS = "a submit's limits must be among its type's submit_limits: handlers, not the schema"
 SEMANTIC: dict[str, dict[str, str]] = {  # operation -> {"status code[:field]": reason}
     "POST /api/v1/auth/register": {"422 password_policy": COMMON},
     "POST /register": {"422 password_policy": COMMON},
@@ -94,12 +95,14 @@ SEMANTIC: dict[str, dict[str, str]] = {  # operation -> {"status code[:field]": 
         "422 unknown_job_type": TYPE,
         "422 invalid_input:callback_url": HOOK,
         "422 invalid_input:run_at": PAST,
+        "422 invalid_input:limits": LIMITS,
         "409 idempotency_key_reused": REUSED,
     },
     "POST /api/v1/jobs/batch": {
         "422 unknown_job_type": TYPE,
         "422 invalid_input:callback_url": HOOK,
         "422 invalid_input:run_at": PAST,
+        "422 invalid_input:limits": LIMITS,
         "409 idempotency_key_reused": REUSED,
     },
     "GET /api/v1/jobs": {"422 invalid_input:cursor": CURSOR},
