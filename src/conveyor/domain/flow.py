@@ -201,9 +201,7 @@ def submit_limit_keys(
                 field="limits",
             )
         if not isinstance(key, str):
-            raise InvalidInput(
-                f"the key of limit {name!r} must be a string", field="limits"
-            )
+            raise InvalidInput(f"the key of limit {name!r} must be a string", field="limits")
         if len(key) > MAX_KEY_LENGTH:
             raise InvalidInput(
                 f"the key of limit {name!r} is longer than {MAX_KEY_LENGTH} characters",
