@@ -45,6 +45,7 @@ async def test_concurrent_submits_share_commits_and_are_each_answered_once_durab
         again = await api.client.get(f"/api/v1/jobs/{r.json()['id']}", headers=ada)
         detail = {**again.json(), "duplicate": False}  # a submit's answer says it
         assert detail.pop("waiting_reason")["kind"] == "turn"  # the detail says why it waits
+        assert detail.pop("limits") == {}  # and lists the job's limit keys (none here)
         assert detail == r.json()
 
 

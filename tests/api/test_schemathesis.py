@@ -78,6 +78,7 @@ GRAPH = (
     "a workflow's graph (step names unique and well-formed, dependencies known, no cycle) and "
     "each step's registered type and payload: no JSON Schema says them; the field is per step"
 )
+LIMITS = "a submit's limits must be among its type's submit_limits: handlers, not the schema"
 SEMANTIC: dict[str, dict[str, str]] = {  # operation -> {"status code[:field]": reason}
     "POST /api/v1/auth/register": {"422 password_policy": COMMON},
     "POST /register": {"422 password_policy": COMMON},
@@ -98,12 +99,14 @@ SEMANTIC: dict[str, dict[str, str]] = {  # operation -> {"status code[:field]": 
         "422 unknown_job_type": TYPE,
         "422 invalid_input:callback_url": HOOK,
         "422 invalid_input:run_at": PAST,
+        "422 invalid_input:limits": LIMITS,
         "409 idempotency_key_reused": REUSED,
     },
     "POST /api/v1/jobs/batch": {
         "422 unknown_job_type": TYPE,
         "422 invalid_input:callback_url": HOOK,
         "422 invalid_input:run_at": PAST,
+        "422 invalid_input:limits": LIMITS,
         "409 idempotency_key_reused": REUSED,
     },
     "GET /api/v1/jobs": {"422 invalid_input:cursor": CURSOR},

@@ -87,13 +87,13 @@ async def test_the_claim_enforces_a_limit_chosen_at_submit(api: Api) -> None:
 @pytest.mark.parametrize(
     ("submitted", "field", "words"),
     [
-        (body({"elsewhere": "x"}), "limits.elsewhere", "does not allow limit 'elsewhere'"),
+        (body({"elsewhere": "x"}), "limits", "does not allow limit 'elsewhere'"),
         (
             body({"per_account": "x"}, type="per_customer") | {"payload": {"customer": "c"}},
             "limits",
             "allows no limits at submit",
         ),
-        (body({"per_account": "k" * 201}), "limits.per_account", "longer than 200"),
+        (body({"per_account": "k" * 201}), "limits", "longer than 200"),
     ],
 )
 async def test_a_limit_the_type_does_not_allow_is_422_and_stores_nothing(

@@ -198,16 +198,14 @@ def submit_limit_keys(
             raise InvalidInput(
                 f"job type {type_name!r} does not allow limit {name!r} at submit "
                 f"(it allows: {', '.join(sorted(names))})",
-                field=f"limits.{name}",
+                field="limits",
             )
         if not isinstance(key, str):
-            raise InvalidInput(
-                f"the key of limit {name!r} must be a string", field=f"limits.{name}"
-            )
+            raise InvalidInput(f"the key of limit {name!r} must be a string", field="limits")
         if len(key) > MAX_KEY_LENGTH:
             raise InvalidInput(
                 f"the key of limit {name!r} is longer than {MAX_KEY_LENGTH} characters",
-                field=f"limits.{name}",
+                field="limits",
             )
         keys.append(LimitKey(name, key))
     return tuple(keys)
