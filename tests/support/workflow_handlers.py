@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from conveyor.domain.retry import RetryPolicy
 from conveyor.domain.workflows import StepSpec
 from conveyor.worker.blueprint import Blueprint
-from conveyor.worker.context import JobContext
+from conveyor.worker.context import JobContext, JobInfo
 
 blueprint = Blueprint()
 
@@ -91,3 +91,16 @@ async def wf_fanout(ctx: JobContext, payload: FanOut) -> dict[str, Any]:
     if payload.fail_first and ctx.attempt == 1:
         raise RuntimeError("the first attempt fails after appending")
     return {"added": len(added)}
+
+
+class ProcessPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    value: int = 0
+
+
+@blueprint.job("wf_process_step", max_attempts=1, executor="process")
+def wf_process_step(info: JobInfo, payload: ProcessPayload) -> dict[str, Any]:
+    """A step run in the process pool: it gets `info` (picklable), which carries the step's
+    workflow, name and its dependencies' results."""
+    return {"value": payload.value, "saw": dict(info.results), "step": info.step}

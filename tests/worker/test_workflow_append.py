@@ -116,3 +116,29 @@ async def test_a_retried_workflow_runs_only_what_did_not_complete(
     assert ran.count("b") == 2 and ran.count("c") == 1 and ran[-1] == "c"
     x_after = next(s for s in done.steps if s.name == "x")
     assert x_after.result == x_before.result and x_after.finished_at == x_before.finished_at
+
+
+async def test_a_step_in_the_process_pool_sees_its_dependencies_results(
+    backend: QueueBackend, tmp_path: Path
+) -> None:
+    flows = WorkflowService(JobService(backend, registry()))
+    log = str(tmp_path / "runs.txt")
+    spec = WorkflowSpec(
+        "in a process",
+        (
+            StepSpec("a", "wf_step", {"log": log, "value": 7}),
+            StepSpec("b", "wf_process_step", {"value": 1}, ("a",)),
+        ),
+    )
+    detail = await flows.submit(spec, owner_id="u")
+
+    async def settled() -> bool:
+        found = await flows.get(detail.workflow.id)
+        return found.workflow.state is not WorkflowState.RUNNING
+
+    async with running(backend):
+        await eventually(settled, timeout=120, what="the workflow settled")
+    done = {s.name: s for s in (await flows.get(detail.workflow.id)).steps}
+    assert done["b"].state is JobState.COMPLETED, done["b"].error
+    assert done["b"].result["step"] == "b"
+    assert done["b"].result["saw"]["a"]["value"] == 7

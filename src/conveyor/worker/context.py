@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +42,11 @@ class JobInfo:
     max_attempts: int
     owner_id: str
     idempotency_key: str  # the job's key, or its id: stable across attempts
+    # A workflow's step (docs/workflows.md): its workflow, its name and its dependencies'
+    # results by step name, here too so that a process-pool handler sees them.
+    workflow_id: str | None = None
+    step: str | None = None
+    results: Mapping[str, Any] = field(default_factory=dict)
 
 
 class JobContext:
@@ -81,6 +86,7 @@ class JobContext:
     ) -> None:
         self.workflow_id, self.step = workflow_id, step
         self._results = MappingProxyType(dict(results))
+        self.info = replace(self.info, workflow_id=workflow_id, step=step, results=dict(results))
         self._appender = appender
 
     async def append_steps(
