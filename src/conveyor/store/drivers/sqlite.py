@@ -257,9 +257,9 @@ async def _admit(
     free: dict[tuple[str, str], list[int]] = {}
     if slots := admission.wanted(demands):
         # Every slot of the keys at hand in one read; the missing ones made in one insert.
-        pairs = json.dumps(list(slots))
+        asked = json.dumps(list(slots))
         top: dict[tuple[str, str], int] = {}
-        for name, key, slot, holder in await conn.execute(_SLOTS, {"pairs": pairs}):
+        for name, key, slot, holder in await conn.execute(_SLOTS, {"pairs": asked}):
             top[(name, key)] = max(top.get((name, key), 0), slot)
             if holder is None and slot <= slots[(name, key)][0]:
                 free.setdefault((name, key), []).append(slot)
