@@ -56,6 +56,8 @@ DECLARE
     -- Every limit of every candidate, one entry per (job, limit), in claim order.
     d_job text[]; d_name text[]; d_key text[]; d_kind text[]; d_max int[];
     d_rate int[]; d_per float8[]; d_burst int[];
+    d_pair text[];       -- '["name","key"]': the key of `free` and `tokens` below
+    d_have int[];        -- a concurrency key's slot rows so far (its largest slot number)
     free jsonb;          -- '["name","key"]' -> [[slot, "its row's ctid"], ...], smallest first
     tokens jsonb;        -- '["name","key"]' -> tokens in the bucket now (refilled)
     pair text;
@@ -72,13 +74,14 @@ BEGIN
         RETURN;
     END IF;
 
-    -- 1. The candidates' limits, each candidate locked, in claim order.
-    SELECT array_agg(f.job_id ORDER BY f.pos, f.name), array_agg(f.name ORDER BY f.pos, f.name),
-        array_agg(f.key ORDER BY f.pos, f.name), array_agg(f.kind ORDER BY f.pos, f.name),
-        array_agg(f.max_running ORDER BY f.pos, f.name),
-        array_agg(f.rate_limit ORDER BY f.pos, f.name),
-        array_agg(f.per_s ORDER BY f.pos, f.name), array_agg(f.burst ORDER BY f.pos, f.name)
-    INTO d_job, d_name, d_key, d_kind, d_max, d_rate, d_per, d_burst
+    -- 1. The candidates' limits, each candidate locked, in claim order (array_agg keeps the
+    -- order of its sorted subquery), with what each concurrency key has of its slots.
+    SELECT array_agg(f.job_id), array_agg(f.name), array_agg(f.key), array_agg(f.kind),
+        array_agg(f.max_running), array_agg(f.rate_limit), array_agg(f.per_s),
+        array_agg(f.burst), array_agg(jsonb_build_array(f.name, f.key)::text),
+        array_agg(CASE WHEN f.kind = 'concurrency' THEN coalesce((SELECT max(s.slot)
+            FROM limit_slots AS s WHERE s.name = f.name AND s.key = f.key), 0) END)
+    INTO d_job, d_name, d_key, d_kind, d_max, d_rate, d_per, d_burst, d_pair, d_have
     FROM (
         SELECT jl.job_id, mine.pos, jl.name, jl.key, fl.kind,
             coalesce((SELECT u.max_running FROM users AS u
@@ -95,28 +98,34 @@ BEGIN
         ) AS mine
         JOIN job_limits AS jl ON jl.job_id = mine.id
         LEFT JOIN flow_limits AS fl ON fl.name = jl.name
+        ORDER BY mine.pos, jl.name
     ) AS f;
     IF d_job IS NULL THEN
         RETURN;
     END IF;
     n := cardinality(d_job);
 
-    -- 2. What the keys lack: their slots 1..size, a full bucket.
-    INSERT INTO limit_slots (name, key, slot)
-    SELECT d.name, d.key, g.slot
-    FROM (SELECT DISTINCT u.name, u.key, u.size
-        FROM unnest(d_name, d_key, d_kind, d_max) AS u(name, key, kind, size)
-        WHERE u.kind = 'concurrency' AND u.size IS NOT NULL) AS d
-    CROSS JOIN LATERAL generate_series(coalesce((SELECT max(s.slot) FROM limit_slots AS s
-        WHERE s.name = d.name AND s.key = d.key), 0) + 1, d.size) AS g(slot)
-    ORDER BY d.name, d.key, g.slot
-    ON CONFLICT DO NOTHING;
-    INSERT INTO rate_buckets (name, key, tokens, refreshed_at)
-    SELECT DISTINCT ON (u.name, u.key) u.name, u.key, coalesce(u.burst, u.rate)::float8, p_now
-    FROM unnest(d_name, d_key, d_kind, d_rate, d_burst) AS u(name, key, kind, rate, burst)
-    WHERE u.kind = 'rate'
-    ORDER BY u.name, u.key
-    ON CONFLICT DO NOTHING;
+    -- 2. What the keys lack (only when one lacks something: most claims skip both): their
+    -- slots 1..size, a full bucket.
+    IF EXISTS (SELECT 1 FROM unnest(d_have, d_max) AS u(have, size) WHERE u.have < u.size) THEN
+        INSERT INTO limit_slots (name, key, slot)
+        SELECT d.name, d.key, g.slot
+        FROM (SELECT DISTINCT u.name, u.key, u.have, u.size
+            FROM unnest(d_name, d_key, d_have, d_max) AS u(name, key, have, size)
+            WHERE u.have < u.size) AS d
+        CROSS JOIN LATERAL generate_series(d.have + 1, d.size) AS g(slot)
+        ORDER BY d.name, d.key, g.slot
+        ON CONFLICT DO NOTHING;
+    END IF;
+    IF 'rate' = ANY(d_kind) THEN
+        INSERT INTO rate_buckets (name, key, tokens, refreshed_at)
+        SELECT DISTINCT ON (u.name, u.key) u.name, u.key, coalesce(u.burst, u.rate)::float8,
+            p_now
+        FROM unnest(d_name, d_key, d_kind, d_rate, d_burst) AS u(name, key, kind, rate, burst)
+        WHERE u.kind = 'rate'
+        ORDER BY u.name, u.key
+        ON CONFLICT DO NOTHING;
+    END IF;
 
     -- 3. Up to the needed number of free slots of each key, locked (SKIP LOCKED: a slot
     -- another claim is taking is not ours; the guarantee is this lock and the UPDATE's
@@ -138,20 +147,23 @@ BEGIN
         ) AS f
         GROUP BY f.name, f.key
     ) AS x;
-    SELECT coalesce(jsonb_object_agg(jsonb_build_array(b.name, b.key)::text,
-            least(coalesce(b.burst, b.rate)::float8, b.tokens
-                + greatest(0, extract(epoch FROM p_now - b.refreshed_at)) * b.rate / b.per_s)),
-        '{}') INTO tokens
-    FROM (
-        SELECT rb.name, rb.key, rb.tokens, rb.refreshed_at, r.rate, r.per_s, r.burst
-        FROM rate_buckets AS rb
-        JOIN (SELECT DISTINCT u.name, u.key, u.rate, u.per_s, u.burst
-            FROM unnest(d_name, d_key, d_kind, d_rate, d_per, d_burst)
-                AS u(name, key, kind, rate, per_s, burst)
-            WHERE u.kind = 'rate') AS r ON rb.name = r.name AND rb.key = r.key
-        ORDER BY rb.name, rb.key
-        FOR UPDATE OF rb
-    ) AS b;
+    tokens := '{}';
+    IF 'rate' = ANY(d_kind) THEN
+        SELECT coalesce(jsonb_object_agg(jsonb_build_array(b.name, b.key)::text,
+                least(coalesce(b.burst, b.rate)::float8, b.tokens
+                    + greatest(0, extract(epoch FROM p_now - b.refreshed_at)) * b.rate / b.per_s)),
+            '{}') INTO tokens
+        FROM (
+            SELECT rb.name, rb.key, rb.tokens, rb.refreshed_at, r.rate, r.per_s, r.burst
+            FROM rate_buckets AS rb
+            JOIN (SELECT DISTINCT u.name, u.key, u.rate, u.per_s, u.burst
+                FROM unnest(d_name, d_key, d_kind, d_rate, d_per, d_burst)
+                    AS u(name, key, kind, rate, per_s, burst)
+                WHERE u.kind = 'rate') AS r ON rb.name = r.name AND rb.key = r.key
+            ORDER BY rb.name, rb.key
+            FOR UPDATE OF rb
+        ) AS b;
+    END IF;
 
     -- 4. The greedy plan: each job in claim order takes a slot of every concurrency limit
     -- and a token of every rate it is under, or nothing (store/admission.py, `plan`).
@@ -163,7 +175,7 @@ BEGIN
         END LOOP;
         blocker := NULL;
         FOR i IN lo .. hi - 1 LOOP
-            pair := jsonb_build_array(d_name[i], d_key[i])::text;
+            pair := d_pair[i];
             IF d_kind[i] = 'concurrency' THEN
                 CONTINUE WHEN d_max[i] IS NULL;  -- a running quota without a cap
                 CONTINUE WHEN jsonb_array_length(free -> pair) > 0;
@@ -182,7 +194,7 @@ BEGIN
                 to_jsonb(coalesce((refusals ->> blocker)::int, 0) + 1));
         ELSE
             FOR i IN lo .. hi - 1 LOOP
-                pair := jsonb_build_array(d_name[i], d_key[i])::text;
+                pair := d_pair[i];
                 IF d_kind[i] = 'concurrency' AND d_max[i] IS NOT NULL THEN
                     h_tid := h_tid || (free -> pair -> 0 ->> 1)::tid;
                     h_job := h_job || d_job[i];
@@ -204,9 +216,11 @@ BEGIN
         -- they are locked since 3., so no other transaction has moved them.
         UPDATE limit_slots AS s SET job_id = h_job[array_position(h_tid, s.ctid)]
         WHERE s.ctid = ANY(h_tid) AND (s.job_id || '') IS NULL;
-        UPDATE rate_buckets AS b SET tokens = t.value::float8, refreshed_at = p_now
-        FROM jsonb_each_text(spent) AS t
-        WHERE b.name = t.key::jsonb ->> 0 AND b.key = t.key::jsonb ->> 1;
+        IF spent <> '{}' THEN
+            UPDATE rate_buckets AS b SET tokens = t.value::float8, refreshed_at = p_now
+            FROM jsonb_each_text(spent) AS t
+            WHERE b.name = t.key::jsonb ->> 0 AND b.key = t.key::jsonb ->> 1;
+        END IF;
         RETURN QUERY
         WITH claimed AS (
             UPDATE jobs SET state = 'running', attempt = jobs.attempt + 1, worker_id = p_worker,
