@@ -1,24 +1,16 @@
-"""A claim admits its limited candidates in its own statement (PostgreSQL: `conveyor_admit`,
-migration 0016) or its own transaction (SQLite): started with their events beside the
-unlimited jobs, slots and tokens taken, refusals and the next token told (both DBs); and
-the head-of-line probe runs only on the rows the claim's LIMIT reaches (PostgreSQL plan)."""
+"""A claim admits its limited candidates (both DBs): started with their events beside the
+unlimited jobs in one claim, slots and tokens taken, refusals and the next token told."""
 
 from __future__ import annotations
 
-import re
-from datetime import timedelta
-
 from sqlalchemy import select
 
-from conveyor.domain.clock import utcnow
 from conveyor.domain.flow import Concurrency, Rate
 from conveyor.domain.jobs import Outcome
 from conveyor.domain.states import JobState
 from conveyor.store.backend import QueueBackend
-from conveyor.store.drivers.postgres import SQL as PG_SQL
 from conveyor.store.tables import events, limit_slots, rate_buckets
 from tests.store.helpers import job
-from tests.store.test_claims import _plan_of
 from tests.store.test_limits import limited
 
 W = "worker-a"
@@ -104,24 +96,3 @@ async def test_a_rate_refusal_in_the_claim_says_when_the_next_token_comes(
     assert claimed.refused == {"r": 1}
     assert claimed.retry_in is not None and 55 < claimed.retry_in <= 60
     assert (await backend.get(b.id)).state is JobState.QUEUED
-
-
-async def test_the_probe_runs_only_on_the_rows_the_claim_limit_reaches(
-    backend: QueueBackend, db_url: str
-) -> None:
-    """PostgreSQL: 400 queued limited jobs with room, a claim of 5: the head-of-line probe
-    (one job_limits read per row) ran 5 times, not 400 (it probed every queued job before
-    the sort: 40 ms a claim at 6,000 queued)."""
-    if not db_url.startswith("postgresql"):
-        return  # SQLite's claim: its own plan (tests/store/test_limits.py covers the result)
-    await backend.define_limits([Concurrency("c", 2, key="payload.k")])
-    await backend.enqueue([limited(("c", f"k{i}"), n=i) for i in range(400)])
-    now = utcnow()
-    args = [["default"], 5, W, now, now + timedelta(seconds=30), "started", "running", "{}"]
-    plan = await _plan_of(db_url, PG_SQL["claim"], args)
-    probes = [
-        int(m.group(1))
-        for line in plan.splitlines()
-        if "on job_limits jl" in line and (m := re.search(r"loops=(\d+)", line))
-    ]
-    assert probes and max(probes) <= 10, plan

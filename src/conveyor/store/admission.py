@@ -5,10 +5,6 @@ LOCKED on PostgreSQL; SQLite's one writer makes its reads race-free) and their r
 buckets in the claim's transaction, then ask `plan` which jobs go running, in claim order.
 A job is admitted only if every limit it is under admits it; one that is not keeps what it
 asked for free for the jobs after it (docs/flow-control.md, "Concurrency limits").
-
-SQLite's driver runs this plan. PostgreSQL runs the same rules inside its claim statement,
-in SQL (`conveyor_admit`, migration 0016): a change to the rules here is a new migration
-replacing that function, and `tests/store/test_claim_admission.py` runs both.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """Flow control's own rows: limit definitions, the reconcile of slots, a rate's next token.
 
-The claim's admission is the drivers' (store/admission.py plans it on SQLite; PostgreSQL's
-claim statement calls `conveyor_admit`, migration 0016); the release of a job's
+The claim's admission is the drivers' (store/admission.py plans it); the release of a job's
 slots is the database's, by trigger, in the transaction of every state change out of
 running (migration 0012). What is left here runs rarely: at start, and on the leader.
 """

@@ -20,6 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conveyor.domain.jobs import ClaimedJob
+from conveyor.store import admission
 from conveyor.store.database import Database, plain_postgres_dsn
 from conveyor.store.driver import (
     Callback,
@@ -57,7 +58,8 @@ SQL = load(
         }
         | {"lock_mine", "complete", "retry", "fail", "rescue", "notify", "try_lead", "unlead"}
         | {"ping", "lead_ping", "horizon", "lock_events", "backend_pid"}
-        | {"record_limits"}
+        | {"record_limits", "limit_demands", "limit_slots_free", "rate_buckets_lock"}
+        | {"limit_admit"}
     ),
 )
 # A hung statement on the hot path surfaces as an error rather than a stuck worker.
@@ -168,20 +170,73 @@ class PostgresDriver:
         data = json.dumps(said.data)
         # Told early: BEGIN, the claim, then the commit (and its WAL flush) while the jobs
         # start; otherwise one statement in its own transaction, one round trip. Limited
-        # candidates are admitted by the same statement (`conveyor_admit`, migration 0016).
+        # candidates add their admission (`_admit`): in the same transaction when told early,
+        # else in one of its own, which locks and checks them again.
         async with self.db.raw(transaction=early is not None) as raw:
             rows = await raw.fetch(
                 statement, list(queues), limit, worker_id, *lease, said.type, said.state, data,
                 timeout=COMMAND_TIMEOUT,
             )  # fmt: skip
             claimed = Claimed(_claimed(row) for row in rows if row[0] is not None)
-            for row in rows:
-                if row[0] is None:  # the admission's refusals: one row at most
-                    claimed.refused = _json_value(row["refused"]) or {}
-                    claimed.retry_in = row["retry_in"]
+            waiting = rows[0]["waiting"] if rows else None
+            if waiting:
+                if early is not None:
+                    await self._admit(raw, waiting, worker_id, lease, said, claimed)
+                else:
+                    async with raw.transaction():
+                        await self._admit(raw, waiting, worker_id, lease, said, claimed)
             if early is not None and claimed:
                 early(claimed)
         return claimed
+
+    async def _admit(
+        self,
+        raw: Any,
+        waiting: Sequence[str],
+        worker_id: str,
+        lease: tuple[datetime, datetime],
+        said: Said,
+        claimed: Claimed,
+    ) -> None:
+        """Start those of the limited candidates `waiting` (claim order) that every limit
+        they are under admits, adding them to `claimed` (store/admission.py)."""
+        now = lease[0]
+        found = await raw.fetch(
+            SQL["limit_demands"], list(waiting), now, timeout=COMMAND_TIMEOUT
+        )  # with the slots and buckets its keys lacked, made
+        demands = [admission.Demand(*row[:8]) for row in found]
+        if not demands:
+            return
+        free: dict[tuple[str, str], list[int]] = {}
+        if slots := admission.wanted(demands):
+            names, keys = [p[0] for p in slots], [p[1] for p in slots]
+            sizes, needs = [v[0] for v in slots.values()], [v[1] for v in slots.values()]
+            taken = await raw.fetch(
+                SQL["limit_slots_free"], names, keys, sizes, needs, timeout=COMMAND_TIMEOUT
+            )
+            for name, key, slot in taken:
+                free.setdefault((name, key), []).append(slot)
+        buckets: dict[tuple[str, str], admission.Bucket] = {}
+        if rates := admission.rated(demands):
+            names, keys = [p[0] for p in rates], [p[1] for p in rates]
+            for name, key, tokens, at in await raw.fetch(
+                SQL["rate_buckets_lock"], names, keys, timeout=COMMAND_TIMEOUT
+            ):
+                buckets[(name, key)] = admission.Bucket(tokens, at)
+        plan = admission.plan(waiting, demands, free, buckets, now)
+        claimed.refused, claimed.retry_in = plan.refused, plan.retry_in
+        if not plan.admitted:
+            return
+        holds, spent = plan.holds, list(plan.buckets.items())
+        rows = await raw.fetch(
+            SQL["limit_admit"], plan.admitted, worker_id, *lease, said.type, said.state,
+            json.dumps(said.data),
+            [h[0] for h in holds], [h[1] for h in holds], [h[2] for h in holds],
+            [h[3] for h in holds],
+            [p[0][0] for p in spent], [p[0][1] for p in spent], [p[1] for p in spent],
+            timeout=COMMAND_TIMEOUT,
+        )  # fmt: skip
+        claimed.extend(_claimed(row) for row in rows)
 
     async def finish(
         self, worker_id: str, now: datetime, batches: Sequence[FinishBatch]

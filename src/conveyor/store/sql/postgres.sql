@@ -187,34 +187,19 @@ FROM unnest($1::text[], $2::text[], $3::text[]) AS t(job_id, owner_id, url)
 -- an index scan on pk_jobs at 1k, 20k and 200k rows, analyzed or not): joined to `picked`
 -- it read the whole table (Seq Scan + Hash Join) while the planner thought it small.
 -- $4: now, $5: the lease's end; $6-$8: the event's type, state, data.
--- Limited jobs (docs/flow-control.md) are picked and locked too, and admitted in this same
--- statement by `conveyor_admit` (migration 0016: slots, tokens, start and events; called
--- only when a limited job was picked: the one-time filter), which returns the jobs it
--- started like `claimed` and, when it refused some, a row with a NULL id carrying
--- `refused` ({limit: count}) and `retry_in`. A per-row probe leaves out limited jobs whose
--- limits have no free slot or token now, so a full key never holds the claim's LIMIT
--- (head of line); `NOT limited` first: unlimited jobs skip it. The probe runs only on the
--- rows the LIMIT reaches: `o` orders the queued jobs (an index-only scan and a sort, as
--- before), and each is then read by primary key, probed and locked in that order until
--- $2 are locked (probing every queued job before the sort cost 40 ms at 6,000 queued).
--- `state || ''` re-checks a row another claim changed (on its newest version) without
--- letting the planner read it from a partial claim index (its generic plan, unanalyzed,
--- scanned ix_jobs_claim_any per row).
+-- Limited jobs (docs/flow-control.md) are picked and locked too, but not started here:
+-- their ids come back in `waiting` (one row even when nothing was claimed) and the driver
+-- admits them in a transaction of their own (`limit_demands` .. `limit_admit`). A per-row
+-- probe leaves out those whose limits have no free slot or token now, so a full key never
+-- holds the claim's LIMIT (head of line); `NOT limited` first: unlimited jobs skip it.
 WITH picked AS (
-    SELECT jobs.id, jobs.limited
-    FROM (
-        SELECT q.id, q.priority, q.fair_tag FROM jobs AS q
-        WHERE q.state = 'queued' AND q.queue = ANY($1::text[])
-            AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = q.queue OFFSET 0)
-        ORDER BY q.priority DESC, q.fair_tag, q.id
-        OFFSET 0
-    ) AS o
-    JOIN jobs ON jobs.id = o.id
-    WHERE jobs.state || '' = 'queued'
+    SELECT id, limited FROM jobs
+    WHERE state = 'queued' AND queue = ANY($1::text[])
+        AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue OFFSET 0)
         -- include: admissible
-    ORDER BY o.priority DESC, o.fair_tag, o.id
+    ORDER BY priority DESC, fair_tag, id
     LIMIT $2
-    FOR UPDATE OF jobs SKIP LOCKED
+    FOR UPDATE SKIP LOCKED
 ),
 claimed AS (
     UPDATE jobs SET state = 'running', attempt = jobs.attempt + 1, worker_id = $3,
@@ -230,29 +215,19 @@ logged AS (
         $8::jsonb, $4
     FROM claimed AS c
 )
-SELECT c.*, NULL::jsonb AS refused, NULL::float8 AS retry_in FROM claimed AS c
-UNION ALL
-SELECT a.* FROM conveyor_admit(ARRAY(SELECT id FROM picked WHERE limited), $3::text, $4, $5,
-    $6::text, $7::text, $8::jsonb) AS a
-WHERE EXISTS (SELECT 1 FROM picked WHERE limited)
+SELECT c.*, w.waiting FROM (SELECT array_agg(id) AS waiting FROM picked WHERE limited) AS w
+LEFT JOIN claimed AS c ON true
 
 -- name: claim_any
 -- `claim` from every queue except those in $1 (a worker of queues ["*"]).
 WITH picked AS (
-    SELECT jobs.id, jobs.limited
-    FROM (
-        SELECT q.id, q.priority, q.fair_tag FROM jobs AS q
-        WHERE q.state = 'queued' AND q.queue <> ALL($1::text[])
-            AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = q.queue OFFSET 0)
-        ORDER BY q.priority DESC, q.fair_tag, q.id
-        OFFSET 0
-    ) AS o
-    JOIN jobs ON jobs.id = o.id
-    WHERE jobs.state || '' = 'queued'
+    SELECT id, limited FROM jobs
+    WHERE state = 'queued' AND queue <> ALL($1::text[])
+        AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue OFFSET 0)
         -- include: admissible
-    ORDER BY o.priority DESC, o.fair_tag, o.id
+    ORDER BY priority DESC, fair_tag, id
     LIMIT $2
-    FOR UPDATE OF jobs SKIP LOCKED
+    FOR UPDATE SKIP LOCKED
 ),
 claimed AS (
     UPDATE jobs SET state = 'running', attempt = jobs.attempt + 1, worker_id = $3,
@@ -268,11 +243,8 @@ logged AS (
         $8::jsonb, $4
     FROM claimed AS c
 )
-SELECT c.*, NULL::jsonb AS refused, NULL::float8 AS retry_in FROM claimed AS c
-UNION ALL
-SELECT a.* FROM conveyor_admit(ARRAY(SELECT id FROM picked WHERE limited), $3::text, $4, $5,
-    $6::text, $7::text, $8::jsonb) AS a
-WHERE EXISTS (SELECT 1 FROM picked WHERE limited)
+SELECT c.*, w.waiting FROM (SELECT array_agg(id) AS waiting FROM picked WHERE limited) AS w
+LEFT JOIN claimed AS c ON true
 
 -- name: record_limits
 -- The job_limits rows ($1 job ids, $2 limit names, $3 keys) of newly inserted jobs, in the
@@ -280,6 +252,102 @@ WHERE EXISTS (SELECT 1 FROM picked WHERE limited)
 -- their insert).
 INSERT INTO job_limits (job_id, name, key)
 SELECT t.job_id, t.name, t.key FROM unnest($1::text[], $2::text[], $3::text[]) AS t(job_id, name, key)
+
+-- name: limit_demands
+-- The limits of the candidates $1 still queued, each candidate locked (SKIP LOCKED: one
+-- another claim holds is its), with each limit's definition (NULL: not defined yet). The
+-- size of the running quota's key is its user's own cap, else the default (NULL: no cap).
+-- The same statement makes what the keys lack: slots 1..size of each concurrency key and a
+-- full token bucket (at $2) of each rate key, in one global order (two claims making the
+-- same rows wait for each other in that order, never in a cycle).
+WITH mine AS (
+    SELECT id FROM jobs WHERE jobs.id = ANY($1::text[]) AND state = 'queued' AND limited
+    ORDER BY id FOR UPDATE SKIP LOCKED
+),
+found AS (
+    SELECT jl.job_id, jl.name, jl.key, fl.kind,
+        coalesce((SELECT u.max_running FROM users AS u
+            WHERE jl.name = 'quota.running' AND u.id = jl.key AND u.max_running > 0),
+            fl.max_running) AS max_running,
+        fl.rate_limit, fl.per_s, fl.burst
+    FROM mine JOIN job_limits AS jl ON jl.job_id = mine.id
+    LEFT JOIN flow_limits AS fl ON fl.name = jl.name
+),
+made AS (
+    INSERT INTO limit_slots (name, key, slot)
+    SELECT d.name, d.key, g.slot
+    FROM (SELECT DISTINCT name, key, max_running FROM found
+        WHERE kind = 'concurrency' AND max_running IS NOT NULL) AS d
+    CROSS JOIN LATERAL generate_series(coalesce((SELECT max(s.slot) FROM limit_slots AS s
+        WHERE s.name = d.name AND s.key = d.key), 0) + 1, d.max_running) AS g(slot)
+    ORDER BY d.name, d.key, g.slot
+    ON CONFLICT DO NOTHING
+    RETURNING limit_slots.slot
+),
+filled AS (
+    INSERT INTO rate_buckets (name, key, tokens, refreshed_at)
+    SELECT DISTINCT ON (name, key) name, key, coalesce(burst, rate_limit)::float8, $2
+    FROM found WHERE kind = 'rate'
+    ORDER BY name, key
+    ON CONFLICT DO NOTHING
+    RETURNING rate_buckets.key
+)
+SELECT f.*, (SELECT count(*) FROM made) AS made, (SELECT count(*) FROM filled) AS filled
+FROM found AS f
+
+-- name: limit_slots_free
+-- Up to $4 free slots numbered at most $3 of each (limit $1, key $2), locked: a slot another
+-- claim is taking is skipped, and its UPDATE re-checks `job_id IS NULL` on the newest row
+-- version, so no slot is ever given twice (the guarantee: docs/flow-control.md).
+SELECT f.name, f.key, f.slot
+FROM unnest($1::text[], $2::text[], $3::int[], $4::int[]) AS d(name, key, n, need)
+CROSS JOIN LATERAL (
+    SELECT s.name, s.key, s.slot FROM limit_slots AS s
+    WHERE s.name = d.name AND s.key = d.key AND s.slot <= d.n AND s.job_id IS NULL
+    ORDER BY s.slot LIMIT d.need
+    FOR UPDATE SKIP LOCKED
+) AS f
+
+-- name: rate_buckets_lock
+-- The buckets of (rate $1, key $2), locked in one global order: a claim waits for another
+-- taking a token of the same key (a short wait, never a cycle).
+SELECT b.name, b.key, b.tokens, b.refreshed_at FROM rate_buckets AS b
+JOIN unnest($1::text[], $2::text[]) AS d(name, key) ON b.name = d.name AND b.key = d.key
+ORDER BY b.name, b.key
+FOR UPDATE OF b
+
+-- name: limit_admit
+-- The admitted jobs $1 start for worker $2 (now $3, lease end $4; events $5-$7), holding
+-- slots ($8 limits, $9 keys, $10 slot numbers, $11 jobs) and spending tokens ($12 rates,
+-- $13 keys, $14 tokens left, refreshed at $3): one statement, in the admission's transaction.
+WITH held AS (
+    UPDATE limit_slots AS s SET job_id = h.job_id
+    FROM unnest($8::text[], $9::text[], $10::int[], $11::text[]) AS h(name, key, slot, job_id)
+    WHERE s.name = h.name AND s.key = h.key AND s.slot = h.slot AND s.job_id IS NULL
+    RETURNING s.slot
+),
+spent AS (
+    UPDATE rate_buckets AS b SET tokens = t.tokens, refreshed_at = $3
+    FROM unnest($12::text[], $13::text[], $14::float8[]) AS t(name, key, tokens)
+    WHERE b.name = t.name AND b.key = t.key
+    RETURNING b.key
+),
+claimed AS (
+    UPDATE jobs SET state = 'running', attempt = jobs.attempt + 1, worker_id = $2,
+        started_at = $3, lease_expires_at = $4
+    WHERE jobs.id = ANY($1::text[]) AND jobs.state = 'queued'
+    RETURNING jobs.id, jobs.type, jobs.queue, jobs.payload, jobs.attempt, jobs.max_attempts,
+        jobs.timeout_s, jobs.priority, jobs.owner_id, jobs.idempotency_key, jobs.run_at
+),
+logged AS (
+    INSERT INTO events (xid, type, job_id, owner_id, queue, job_type, state, attempt, data,
+        created_at)
+    SELECT txid_current(), $5::text, c.id, c.owner_id, c.queue, c.type, $6::text, c.attempt,
+        $7::jsonb, $3
+    FROM claimed AS c
+)
+SELECT c.*, (SELECT count(*) FROM held) AS held, (SELECT count(*) FROM spent) AS spent
+FROM claimed AS c
 
 -- name: lock_mine
 -- Worker $1's running rows among $2, locked in id order: a batch of several kinds is
