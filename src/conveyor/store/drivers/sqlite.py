@@ -15,20 +15,17 @@ from sqlalchemy import (
     ColumnElement,
     Table,
     and_,
-    bindparam,
     exists,
     func,
     literal,
     or_,
     select,
     tuple_,
-    update,
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from conveyor.domain.flow import RUNNING_QUOTA
 from conveyor.domain.jobs import ClaimedJob
 from conveyor.store import admission
 from conveyor.store import events as outbox
@@ -47,26 +44,27 @@ from conveyor.store.drivers.sqlite_sessions import LeaseLeadership, SqliteListen
 from conveyor.store.records import aware
 from conveyor.store.sql import CLAIM_COLUMNS, load, typed
 from conveyor.store.tables import (
-    flow_limits,
     job_callbacks,
     job_limits,
     jobs,
-    limit_slots,
     rate_buckets,
-    users,
 )
 from conveyor.store.types import sqlite_time
 
 _SQL = load(
     "sqlite",
     frozenset({"fair_heads", "claim", "claim_any", "complete", "retry", "fail", "rescue"})
-    | frozenset({"claim_waiting", "claim_any_waiting"})
+    | frozenset({"claim_start", "limit_demands", "limit_slots_of", "limit_slots_make"})
+    | frozenset({"limit_slots_hold"})
     | frozenset({"try_lead", "unlead", "data_version"}),
 )
-_CLAIM = typed(_SQL["claim"], times=("now", "lease"), columns=CLAIM_COLUMNS)
-_CLAIM_ANY = typed(_SQL["claim_any"], times=("now", "lease"), columns=CLAIM_COLUMNS)
-_WAITING = typed(_SQL["claim_waiting"], times=("now",))
-_WAITING_ANY = typed(_SQL["claim_any_waiting"], times=("now",))
+_CLAIM = typed(_SQL["claim"], times=("now",))
+_CLAIM_ANY = typed(_SQL["claim_any"], times=("now",))
+_START = typed(_SQL["claim_start"], times=("now", "lease"), columns=CLAIM_COLUMNS)
+_DEMANDS = typed(_SQL["limit_demands"])
+_SLOTS = typed(_SQL["limit_slots_of"])
+_MAKE_SLOTS = typed(_SQL["limit_slots_make"])
+_HOLD = typed(_SQL["limit_slots_hold"])
 _FINISH = {
     "completed": typed(_SQL["complete"], times=("now",)),
     "retry": typed(_SQL["retry"]),
@@ -179,14 +177,15 @@ class SqliteDriver:
             "limit": limit,
         }
         async with self.db.write() as conn:
-            rows = (await conn.execute(_CLAIM_ANY if every_queue else _CLAIM, params)).all()
+            picked = (await conn.execute(_CLAIM_ANY if every_queue else _CLAIM, params)).all()
+            free = [r.id for r in picked if not r.limited]
+            rows: list[Any] = []
+            if free:  # the unlimited candidates start as picked
+                start = {**params, "ids": json.dumps(free)}
+                rows = list((await conn.execute(_START, start)).all())
             claimed = Claimed(_claimed(row) for row in rows)
-            if len(rows) < limit:  # room left: limited candidates, if any, are admitted now
-                params["limit"] = limit - len(rows)
-                waiting = _WAITING_ANY if every_queue else _WAITING
-                found = [r.id for r in (await conn.execute(waiting, params)).all()]
-                if found:
-                    rows = [*rows, *await _admit(conn, found, worker_id, lease, claimed)]
+            if waiting := [r.id for r in picked if r.limited]:
+                rows += await _admit(conn, waiting, worker_id, lease, claimed)
             await outbox.record(conn, self.xid(), [outbox.said_row(said, r, now) for r in rows])
         # Told only once committed: the commit runs on aiosqlite's thread, so a handler that
         # started first and crashed the process could take the claim with it, and a job that
@@ -253,35 +252,14 @@ async def _admit(
     are under admits, adding them to `claimed`; their rows (for the events). One writer at a
     time (BEGIN IMMEDIATE): what this transaction reads no other changes before it commits."""
     now, until = lease
-    # The running quota's size per key is its user's own cap, else the default (None: none).
-    own_cap = and_(
-        job_limits.c.name == RUNNING_QUOTA, users.c.id == job_limits.c.key, users.c.max_running > 0
-    )
-    found = job_limits.outerjoin(flow_limits, flow_limits.c.name == job_limits.c.name)
-    query = (
-        select(
-            job_limits.c.job_id,
-            job_limits.c.name,
-            job_limits.c.key,
-            flow_limits.c.kind,
-            func.coalesce(users.c.max_running, flow_limits.c.max_running),
-            flow_limits.c.rate_limit,
-            flow_limits.c.per_s,
-            flow_limits.c.burst,
-        )
-        .select_from(found.outerjoin(users, own_cap))
-        .where(job_limits.c.job_id.in_(list(waiting)))
-    )
-    demands = [admission.Demand(*row) for row in (await conn.execute(query)).all()]
+    ids = json.dumps(list(waiting))
+    demands = [admission.Demand(*row) for row in (await conn.execute(_DEMANDS, {"ids": ids}))]
     free: dict[tuple[str, str], list[int]] = {}
     if slots := admission.wanted(demands):
         # Every slot of the keys at hand in one read; the missing ones made in one insert.
-        both = tuple_(limit_slots.c.name, limit_slots.c.key).in_(list(slots))
-        c = limit_slots.c
-        query_slots = select(c.name, c.key, c.slot, c.job_id).where(both)
-        rows = (await conn.execute(query_slots)).all()
+        asked = json.dumps(list(slots))
         top: dict[tuple[str, str], int] = {}
-        for name, key, slot, holder in rows:
+        for name, key, slot, holder in await conn.execute(_SLOTS, {"pairs": asked}):
             top[(name, key)] = max(top.get((name, key), 0), slot)
             if holder is None and slot <= slots[(name, key)][0]:
                 free.setdefault((name, key), []).append(slot)
@@ -291,8 +269,7 @@ async def _admit(
             for n in range(top.get((name, key), 0) + 1, size + 1)
         ]
         if missing:
-            made = [{"name": name, "key": key, "slot": n} for name, key, n in missing]
-            await conn.execute(sqlite_insert(limit_slots).on_conflict_do_nothing(), made)
+            await conn.execute(_MAKE_SLOTS, {"made": json.dumps(missing)})
             for name, key, n in missing:
                 free.setdefault((name, key), []).append(n)
     buckets: dict[tuple[str, str], admission.Bucket] = {}
@@ -307,18 +284,7 @@ async def _admit(
     if not plan.admitted:
         return []
     if plan.holds:
-        hold = (
-            update(limit_slots)
-            .where(
-                limit_slots.c.name == bindparam("n"),
-                limit_slots.c.key == bindparam("k"),
-                limit_slots.c.slot == bindparam("s"),
-                limit_slots.c.job_id.is_(None),
-            )
-            .values(job_id=bindparam("j"))
-        )
-        held = [{"n": n, "k": k, "s": slot, "j": j} for n, k, slot, j in plan.holds]
-        await conn.execute(hold, held)
+        await conn.execute(_HOLD, {"holds": json.dumps(plan.holds)})
     for (name, key), tokens in plan.buckets.items():
         upsert = sqlite_insert(rate_buckets).values(
             name=name, key=key, tokens=tokens, refreshed_at=now
@@ -329,19 +295,8 @@ async def _admit(
                 set_={"tokens": tokens, "refreshed_at": now},
             )
         )
-    start = (
-        update(jobs)
-        .where(jobs.c.id.in_(plan.admitted), jobs.c.state == "queued")
-        .values(
-            state="running",
-            attempt=jobs.c.attempt + 1,
-            worker_id=worker_id,
-            started_at=now,
-            lease_expires_at=until,
-        )
-        .returning(*(jobs.c[name] for name in CLAIM_COLUMNS))
-    )
-    rows = (await conn.execute(start)).all()
+    params = {"ids": json.dumps(plan.admitted), "worker": worker_id, "now": now, "lease": until}
+    rows = (await conn.execute(_START, params)).all()
     claimed.extend(_claimed(row) for row in rows)
     return rows
 

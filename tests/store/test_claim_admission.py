@@ -1,0 +1,98 @@
+"""A claim admits its limited candidates (both DBs): started with their events beside the
+unlimited jobs in one claim, slots and tokens taken, refusals and the next token told."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from conveyor.domain.flow import Concurrency, Rate
+from conveyor.domain.jobs import Outcome
+from conveyor.domain.states import JobState
+from conveyor.store.backend import QueueBackend
+from conveyor.store.tables import events, limit_slots, rate_buckets
+from tests.store.helpers import job
+from tests.store.test_limits import limited
+
+W = "worker-a"
+
+
+async def _started(backend: QueueBackend) -> dict[str, object]:
+    """Each job with a `running` event: the event's data."""
+    query = select(events.c.job_id, events.c.data).where(events.c.state == "running")
+    async with backend.db.read() as conn:
+        return {r.job_id: r.data for r in (await conn.execute(query)).all()}
+
+
+async def _holders(backend: QueueBackend) -> dict[str, set[tuple[str, str]]]:
+    query = select(limit_slots.c.job_id, limit_slots.c.name, limit_slots.c.key).where(
+        limit_slots.c.job_id.isnot(None)
+    )
+    out: dict[str, set[tuple[str, str]]] = {}
+    async with backend.db.read() as conn:
+        for r in (await conn.execute(query)).all():
+            out.setdefault(r.job_id, set()).add((r.name, r.key))
+    return out
+
+
+async def test_one_claim_starts_limited_and_unlimited_jobs_with_their_events(
+    backend: QueueBackend,
+) -> None:
+    await backend.define_limits([Concurrency("c", 1, key="payload.k")])
+    a1, a2 = await backend.enqueue(
+        [limited(("c", "a"), n=1, priority=5), limited(("c", "a"), n=2, priority=5)]
+    )
+    (plain,) = await backend.enqueue([job(n=3)])
+    (b1,) = await backend.enqueue([limited(("c", "b"), n=4)])
+    claimed = await backend.claim(W, ["default"], 10, 30)
+    assert {c.id for c in claimed} == {a1.id, plain.id, b1.id}
+    # a2 was a candidate (a's slot was free when the scan probed it), then refused.
+    assert claimed.refused == {"c": 1} and claimed.retry_in is None
+    by_id = {c.id: c for c in claimed}
+    assert by_id[a1.id].attempt == 1 and by_id[a1.id].payload == {"n": 1}
+    started = await _started(backend)
+    assert set(started) == {a1.id, plain.id, b1.id}
+    assert all(data == {"worker_id": W} for data in started.values())
+    assert await _holders(backend) == {a1.id: {("c", "a")}, b1.id: {("c", "b")}}
+    assert (await backend.get(a2.id)).state is JobState.QUEUED
+    running = [await backend.get(i) for i in (a1.id, plain.id, b1.id)]
+    assert {(r.state, r.worker_id) for r in running} == {(JobState.RUNNING, W)}
+
+
+async def test_a_job_under_a_concurrency_and_a_rate_takes_a_slot_and_a_token(
+    backend: QueueBackend,
+) -> None:
+    """Concurrency 1 and a rate of 2 (refilling one an hour) per key, on the same jobs."""
+    await backend.define_limits(
+        [Concurrency("c", 1, key="owner"), Rate("r", 1, per_s=3600, key="owner", burst=2)]
+    )
+    jobs = await backend.enqueue([limited(("c", "o"), ("r", "o"), n=i) for i in range(3)])
+    (first,) = await backend.claim(W, ["default"], 10, 30)
+    assert first.id == jobs[0].id
+    assert await _holders(backend) == {first.id: {("c", "o")}}
+    # Finishing frees the slot; the second job takes it and the second token.
+    await backend.finish(W, [Outcome(first.id, 1, "completed")])
+    (second,) = await backend.claim(W, ["default"], 10, 30)
+    assert second.id == jobs[1].id
+    async with backend.db.read() as conn:
+        (tokens,) = (await conn.execute(select(rate_buckets.c.tokens))).scalars().all()
+    assert 0 <= tokens < 0.01
+    # The third has a slot once the second is done, but no token: refused by the rate,
+    # and the claim says when the next token comes (about an hour).
+    await backend.finish(W, [Outcome(second.id, 1, "completed")])
+    assert await backend.claim(W, ["default"], 10, 30) == []  # the probe leaves it out
+    assert (await backend.get(jobs[2].id)).state is JobState.QUEUED
+    assert await _holders(backend) == {}
+
+
+async def test_a_rate_refusal_in_the_claim_says_when_the_next_token_comes(
+    backend: QueueBackend,
+) -> None:
+    """Two candidates of one rate key with one token: the first starts, the second is
+    refused by the rate in the same claim, with the wait for its next token."""
+    await backend.define_limits([Rate("r", 1, per_s=60, key="owner")])
+    a, b = await backend.enqueue([limited(("r", "o"), n=1), limited(("r", "o"), n=2)])
+    claimed = await backend.claim(W, ["default"], 10, 30)
+    assert [c.id for c in claimed] == [a.id]
+    assert claimed.refused == {"r": 1}
+    assert claimed.retry_in is not None and 55 < claimed.retry_in <= 60
+    assert (await backend.get(b.id)).state is JobState.QUEUED
