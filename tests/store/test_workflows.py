@@ -29,6 +29,7 @@ from conveyor.store.migrate import alembic_config, migrate
 from conveyor.store.tables import events, job_callbacks, job_dependencies, jobs
 from conveyor.worker.registry import Registry
 from tests.support import workflow_handlers
+from tests.support.processes import eventually
 
 W = "worker-s"
 
@@ -109,8 +110,16 @@ async def test_trigger_events_are_read_through_the_outbox_with_one_workflow_even
         (job,) = await backend.claim(W, ["default"], 10, 30)
         assert job.id == n[name]
         await backend.finish(W, [Outcome(job.id, job.attempt, "completed")])
-    seen = await backend.read_events(ev.Position(), limit=100)
-    said = [(e.type, e.state) for e in seen if e.job_id in (n["b"], detail.workflow.id)]
+    said: list[tuple[str, str]] = []
+
+    async def workflow_event_read() -> bool:
+        # The outbox's horizon holds an event back while a transaction that may precede it
+        # runs (other tests share the server): poll, as every reader does.
+        seen = await backend.read_events(ev.Position(), limit=100)
+        said[:] = [(e.type, e.state) for e in seen if e.job_id in (n["b"], detail.workflow.id)]
+        return (ev.WORKFLOW, "completed") in said
+
+    await eventually(workflow_event_read, timeout=60, what="the workflow event read")
     assert said[0] == (ev.CREATED, "waiting")
     # In the finish's transaction: on SQLite before the finish's own event, which its
     # second statement writes (docs/workflows.md, "Events").
