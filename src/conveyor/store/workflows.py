@@ -248,22 +248,34 @@ class Workflows(Jobs):
     async def step_inputs(self, job_id: str) -> tuple[str, str, dict[str, Any]] | None:
         """(workflow id, step name, {dependency's step: its result}) of a step; None for a
         job that is no step. A skipped dependency has no result (None)."""
+        return (await self.steps_inputs([job_id])).get(job_id)
+
+    async def steps_inputs(
+        self, job_ids: Sequence[str]
+    ) -> dict[str, tuple[str, str, dict[str, Any]]]:
+        """`step_inputs` of several steps in one query (a claim's steps: one round trip per
+        claim, not per step); jobs that are no step are left out."""
         parent = jobs.alias("parent")
         query = (
-            select(jobs.c.workflow_id, jobs.c.step, parent.c.step.label("dep"), parent.c.result)
+            select(
+                jobs.c.id, jobs.c.workflow_id, jobs.c.step, parent.c.step.label("dep"),
+                parent.c.result,
+            )
             .select_from(
                 jobs.outerjoin(job_dependencies, job_dependencies.c.job_id == jobs.c.id).outerjoin(
                     parent, parent.c.id == job_dependencies.c.depends_on
                 )
             )
-            .where(jobs.c.id == job_id, jobs.c.workflow_id.is_not(None))
-        )
+            .where(jobs.c.id.in_(list(job_ids)), jobs.c.workflow_id.is_not(None))
+        )  # fmt: skip
         async with self.db.read() as conn:
             rows = (await conn.execute(query)).all()
-        if not rows:
-            return None
-        results = {r.dep: r.result for r in rows if r.dep is not None}
-        return rows[0].workflow_id, rows[0].step, results
+        found: dict[str, tuple[str, str, dict[str, Any]]] = {}
+        for r in rows:
+            _, _, results = found.setdefault(r.id, (r.workflow_id, r.step, {}))
+            if r.dep is not None:
+                results[r.dep] = r.result
+        return found
 
     async def append_steps(
         self,

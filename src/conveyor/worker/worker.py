@@ -38,6 +38,10 @@ from conveyor.worker.watchdog import Blocker, LoopWatchdog
 log = logging.getLogger("conveyor.worker")
 
 
+# A claim's steps' inputs (store/workflows.py `steps_inputs`), read once for all of them.
+_StepInputs = asyncio.Future[dict[str, tuple[str, str, dict[str, Any]]]]
+
+
 @dataclass
 class WorkerConfig:
     queues: dict[str, int | None]  # queue name -> its own concurrency cap, or None
@@ -299,8 +303,11 @@ class Worker:
             self._db_away = None
 
     def _start_all(self, jobs: list[ClaimedJob], committed: asyncio.Event) -> None:
+        steps = [j.id for j in jobs if (j.idempotency_key or "").startswith(STEP_KEY_PREFIX)]
+        # A claim's workflow steps read their dependencies' results in one query, shared.
+        inputs = asyncio.ensure_future(self.backend.steps_inputs(steps)) if steps else None
         for job in jobs:
-            self._start(job, committed)
+            self._start(job, committed, inputs)
 
     def _claim_plan(self, free: int) -> list[tuple[list[str], int]]:
         """Capped queues are claimed one by one within their cap; the rest together.
@@ -319,7 +326,9 @@ class Worker:
             plan.append((["*"] if "*" in open_queues else open_queues, free))
         return plan
 
-    def _start(self, job: ClaimedJob, committed: asyncio.Event) -> None:
+    def _start(
+        self, job: ClaimedJob, committed: asyncio.Event, inputs: _StepInputs | None = None
+    ) -> None:
         info = JobInfo(
             id=job.id,
             type=job.type,
@@ -336,13 +345,20 @@ class Worker:
             self._superseded[(job.id, older.job.attempt)] = self._running.pop(job.id)
         with job_context(job.id, job.type, job.attempt):  # the task keeps the job's fields
             log.debug("claimed from queue %s", job.queue)
-            task = asyncio.create_task(self._run_job(job, ctx, committed), name=f"job-{job.id}")
+            run = self._run_job(job, ctx, committed, inputs)
+            task = asyncio.create_task(run, name=f"job-{job.id}")
         self._running[job.id] = _Running(job, ctx, task, time.monotonic(), committed)
         self._per_queue[job.queue] = self._per_queue.get(job.queue, 0) + 1
         self.stats.claimed += 1
         self._metrics.started(job)
 
-    async def _run_job(self, job: ClaimedJob, ctx: JobContext, committed: asyncio.Event) -> None:
+    async def _run_job(
+        self,
+        job: ClaimedJob,
+        ctx: JobContext,
+        committed: asyncio.Event,
+        inputs: _StepInputs | None = None,
+    ) -> None:
         began = time.perf_counter()
         log.debug("started (attempt %d of %d)", job.attempt, job.max_attempts)
         outcome: Outcome | None
@@ -354,7 +370,7 @@ class Worker:
             )
         else:
             try:
-                outcome = await self._step_inputs(job, ctx)
+                outcome = await self._step_inputs(job, ctx, inputs)
                 if outcome is None:
                     outcome = await execute(spec, job, ctx, self._pools)
             except asyncio.CancelledError:
@@ -376,14 +392,18 @@ class Worker:
             _log_interrupted(entry.interrupted)
         self._wake.set()
 
-    async def _step_inputs(self, job: ClaimedJob, ctx: JobContext) -> Outcome | None:
+    async def _step_inputs(
+        self, job: ClaimedJob, ctx: JobContext, inputs: _StepInputs | None
+    ) -> Outcome | None:
         """A workflow step's dependencies' results, put in its context before it runs (its
-        idempotency key says it is a step: no query for other jobs); a failed outcome if
-        they cannot be read."""
-        if not (job.idempotency_key or "").startswith(STEP_KEY_PREFIX):
+        idempotency key says it is a step: no query for other jobs; the claim's steps share
+        one, `inputs`); a failed outcome if they cannot be read."""
+        if inputs is None or not (job.idempotency_key or "").startswith(STEP_KEY_PREFIX):
             return None
-        try:
-            found = await self.backend.step_inputs(job.id)
+        try:  # shielded: one step cancelled does not cancel its claim-mates' read
+            found = (await asyncio.shield(inputs)).get(job.id)
+        except asyncio.CancelledError:
+            raise
         except Exception as exc:
             return Outcome(job.id, job.attempt, "failed", error=ErrorInfo("StepInputs", str(exc)))
         if found is not None:
