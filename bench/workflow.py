@@ -1,15 +1,16 @@
 """Workflows' figures (issue #16): ``python -m bench.run --only workflow``.
 
-A fan-out of ``n`` no-op steps (10,000 in the full run) followed by one join, 2 worker
-processes as in the drains, in the same run:
+``n`` steps (10,000 in the full run: Conveyor's maximum per workflow, ``MAX_STEPS``): a
+fan-out of ``n - 1`` no-op steps followed by one join, 2 worker processes as in the drains,
+in the same run:
 
 * **Conveyor** on PostgreSQL and on SQLite, each a fresh database: one workflow of ``n``
   ``bench_noop`` steps and a join step depending on all of them, submitted through the service
   (bench/workflow_client.py) once the workers are up; seconds = submit -> the join's row read
-  committed ``completed``; steps/s = (n + 1) / seconds. Beside it, the **plain drain** of ``n``
+  committed ``completed``; steps/s = n / seconds. Beside it, the **plain drain** of ``n``
   ``bench_noop`` jobs on the same database (bench/measure.py ``drain``, by durable
   completion): "of plain" = the workflow's steps/s / the drain's jobs/s.
-* **Celery** chord (bench/peers/celery_chord.py): ``n`` no-op tasks and a callback, Redis
+* **Celery** chord (bench/peers/celery_chord.py): ``n - 1`` no-op tasks and a callback, Redis
   broker and Redis result backend (the bench's Redis db), prefork pool of 2, prefetch 64 as
   the bench's Celery; seconds = ``apply_async`` -> the callback's result stored.
 
@@ -87,7 +88,7 @@ def _timed(
 
 def _conveyor(database: str, plan: Plan, n: int, work: Path) -> WorkflowFigures:
     system = ConveyorSystem(database)
-    figures = WorkflowFigures("Conveyor", database, n + 1)
+    figures = WorkflowFigures("Conveyor", database, n)
     try:
         system.setup()
         machine.wait_quiet(plan.quiet_threshold, plan.quiet_wait_s)
@@ -96,9 +97,9 @@ def _conveyor(database: str, plan: Plan, n: int, work: Path) -> WorkflowFigures:
         system.purge()
         machine.wait_quiet(plan.quiet_threshold, plan.quiet_wait_s)
         argv = [sys.executable, "-m", "bench.workflow_client"]
-        result = _timed(system, argv, plan, n, work / database / "workflow")
+        result = _timed(system, argv, plan, n - 1, work / database / "workflow")
         figures.seconds, figures.submit_s = float(result["seconds"]), float(result["submit_s"])
-        figures.steps_per_s = (n + 1) / figures.seconds
+        figures.steps_per_s = n / figures.seconds
         if figures.plain_jobs_per_s:
             figures.of_plain = figures.steps_per_s / figures.plain_jobs_per_s
     except BenchError as exc:
@@ -111,17 +112,17 @@ def _conveyor(database: str, plan: Plan, n: int, work: Path) -> WorkflowFigures:
 
 def _celery(plan: Plan, n: int, work: Path) -> WorkflowFigures:
     system = ChordSystem()
-    figures = WorkflowFigures("Celery chord", "redis", n + 1)
+    figures = WorkflowFigures("Celery chord", "redis", n)
     try:
         peers_venv.ensure_peers_venv()
         system.setup()
         machine.wait_quiet(plan.quiet_threshold, plan.quiet_wait_s)
         argv = [str(peers_venv.venv_bin("python")), "-m", "bench.peers.celery_chord"]
-        result = _timed(system, argv, plan, n, work / "celery")
-        if result.get("join_result") != n:
-            raise BenchError(f"the callback got {result.get('join_result')} results, not {n}")
+        result = _timed(system, argv, plan, n - 1, work / "celery")
+        if result.get("join_result") != n - 1:
+            raise BenchError(f"the callback got {result.get('join_result')} results, not {n - 1}")
         figures.seconds, figures.submit_s = float(result["seconds"]), float(result["submit_s"])
-        figures.steps_per_s = (n + 1) / figures.seconds
+        figures.steps_per_s = n / figures.seconds
     except (BenchError, OSError) as exc:
         figures.error = str(exc)
         _say(f"celery: FAILED: {exc}")
@@ -155,7 +156,7 @@ def _num(value: float | int | None, fmt: str = ",.0f") -> str:
 
 def table(rows: list[WorkflowFigures]) -> Table:
     out = Table(
-        title="Workflows: a fan-out of n no-op steps and one join (2 worker processes)",
+        title="Workflows: a fan-out of n - 1 no-op steps and one join (2 worker processes)",
         caption="seconds: submit -> the join durably completed (Conveyor: its row committed; "
         "Celery: the callback's result stored). of plain: steps/s / the plain drain of n "
         "jobs by durable completion, same database. vs Celery: steps/s / the chord's.",
