@@ -32,27 +32,32 @@ from conveyor.settings import Settings
 
 JOB_TYPE = "bench_noop"
 POLL_S = 0.02
-JOB_STATE = "SELECT state FROM jobs WHERE id = {p}"
+STATE = "SELECT state FROM {t} WHERE id = {p}"  # a job's, or (--group) the workflow's
 
 
-def spec(n: int) -> WorkflowSpec:
-    """``n`` independent no-op steps and a join after all of them (index ``n``)."""
+Reader = Callable[[str, str], Awaitable[str | None]]  # (id, table) -> its committed state
+
+
+def spec(n: int, join_after: bool = True) -> WorkflowSpec:
+    """``n`` independent no-op steps and a join after all of them (index ``n``); without
+    ``join_after`` (a diagnosis: the release triggers' share) the join depends on none."""
     now = time.time()
     names = tuple(f"s{i}" for i in range(n))
     steps = [
         StepSpec(name, JOB_TYPE, {"index": i, "enqueued_at": now}) for i, name in enumerate(names)
     ]
-    steps.append(StepSpec("join", JOB_TYPE, {"index": n, "enqueued_at": now}, depends_on=names))
+    after = names if join_after else ()
+    steps.append(StepSpec("join", JOB_TYPE, {"index": n, "enqueued_at": now}, depends_on=after))
     return WorkflowSpec("bench-fanout", tuple(steps))
 
 
-async def _reader(url: str) -> tuple[Callable[[str], Awaitable[str | None]], Callable[[], Any]]:
+async def _reader(url: str) -> tuple[Reader, Callable[[], Any]]:
     """A job's committed state, read by a connection of our own; and how to close it."""
     if url.startswith("sqlite"):
         conn = sqlite3.connect(url.split(":///", 1)[1], timeout=5)
 
-        async def read_sqlite(job_id: str) -> str | None:
-            row = conn.execute(JOB_STATE.format(p="?"), (job_id,)).fetchone()
+        async def read_sqlite(job_id: str, table: str = "jobs") -> str | None:
+            row = conn.execute(STATE.format(t=table, p="?"), (job_id,)).fetchone()
             return None if row is None else str(row[0])
 
         async def close_sqlite() -> None:
@@ -61,26 +66,26 @@ async def _reader(url: str) -> tuple[Callable[[str], Awaitable[str | None]], Cal
         return read_sqlite, close_sqlite
     pg = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
 
-    async def read_pg(job_id: str) -> str | None:
-        value = await pg.fetchval(JOB_STATE.format(p="$1"), job_id)
+    async def read_pg(job_id: str, table: str = "jobs") -> str | None:
+        value = await pg.fetchval(STATE.format(t=table, p="$1"), job_id)
         return None if value is None else str(value)
 
     return read_pg, pg.close
 
 
 async def _until_settled(
-    read: Callable[[str], Awaitable[str | None]], job_id: str, deadline: float
+    read: Reader, job_id: str, deadline: float, table: str = "jobs"
 ) -> str | None:
-    state = await read(job_id)
+    state = await read(job_id, table)
     while state not in {"completed", "failed", "cancelled", "skipped"}:
         if time.monotonic() > deadline:
             return state
         await asyncio.sleep(POLL_S)
-        state = await read(job_id)
+        state = await read(job_id, table)
     return state
 
 
-async def run(n: int, timeout_s: float) -> dict[str, Any]:
+async def run(n: int, timeout_s: float, join_after: bool = True) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     engine = await Engine.open(Settings())
     read, close = await _reader(os.environ["CONVEYOR_DATABASE_URL"])
@@ -90,12 +95,15 @@ async def run(n: int, timeout_s: float) -> dict[str, Any]:
         )
         if await _until_settled(read, str(warm.id), deadline) != "completed":
             raise SystemExit("the warm-up job did not complete: are the workers running?")
-        declaration = spec(n)
+        declaration = spec(n, join_after)
         started = time.time()
         detail = await engine.workflows.submit(declaration, owner_id=SYSTEM_OWNER)
         submitted = time.time()
         join = next(s.job_id for s in detail.steps if s.name == "join")
-        state = await _until_settled(read, str(join), deadline)
+        if join_after:
+            state = await _until_settled(read, str(join), deadline)
+        else:  # every step: the workflow's own state
+            state = await _until_settled(read, str(detail.workflow.id), deadline, "workflows")
         done = time.time()
     finally:
         await close()
@@ -113,8 +121,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, required=True)
     parser.add_argument("--timeout-s", type=float, default=300.0)
+    parser.add_argument(
+        "--group",
+        action="store_true",
+        help="diagnosis: the same steps without edges, timed to the workflow completed",
+    )
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.n, args.timeout_s))))
+    print(json.dumps(asyncio.run(run(args.n, args.timeout_s, not args.group))))
 
 
 if __name__ == "__main__":
