@@ -6,7 +6,9 @@ limit, prints the tables (systems, HTTP, issue #12's targets) and writes
 ``bench/results/latest.json``. ``--conveyor-src PATH`` (repeatable) runs Conveyor from other
 source trees, ``--rounds N`` alternates everything N times and reports medians, ``--soak N``
 runs only the long worker-memory run, ``--only flow`` only flow control's drains and
-starvation figure (bench/flow.py). Exit status: 0 if everything was measured, 1 if a
+starvation figure (bench/flow.py), ``--only workflow`` only the fan-out/join against a
+Celery chord (bench/workflow.py; also at the end of the full run unless ``--no-workflow``).
+Exit status: 0 if everything was measured, 1 if a
 part failed, 2 if a selection is invalid.
 """
 
@@ -24,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import flow, http_submit, peers_venv, pgbench_limit, soak, targets
+from bench import flow, http_submit, peers_venv, pgbench_limit, soak, targets, workflow
 from bench.measure import Plan, SystemResult, measure
 from bench.procs import BenchError
 from bench.report import (
@@ -71,15 +73,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--rounds", type=int, default=1, help="alternate N times; medians")
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP section")
+    parser.add_argument("--no-workflow", action="store_true", help="skip the workflow section")
     parser.add_argument("--no-pgbench", action="store_true", help="skip the pgbench limit")
     parser.add_argument(
         "--soak", type=int, metavar="N", help="only the long run: N jobs on PostgreSQL, worker RSS"
     )
     parser.add_argument(
         "--only",
-        choices=["flow"],
+        choices=["flow", "workflow"],
         help="only this section: flow = fair dispatch and limits beside the plain drain, "
-        "both databases, and the starvation figure (bench/flow.py)",
+        "both databases, and the starvation figure (bench/flow.py); workflow = a fan-out of "
+        "10,000 steps and a join on both databases and as a Celery chord (bench/workflow.py)",
     )
     parser.add_argument(
         "--budget-s",
@@ -181,10 +185,25 @@ def _run_flow(args: argparse.Namespace, plan: Plan, work: Path) -> int:
     return 1 if any(r.error for r in rows) else 0
 
 
+def _run_workflow(args: argparse.Namespace, plan: Plan, work: Path) -> int:
+    started, clock = now(), time.monotonic()
+    load_before = _loadavg()
+    rows = workflow.run(plan, work, args.quick)
+    print_tables([workflow.table(rows)])
+    extras = {
+        "workflow": workflow.as_json(rows),
+        "load_before": load_before,
+        "load_after": _loadavg(),
+    }
+    write_json(to_json([], plan, started, time.monotonic() - clock, extras), args.out)
+    print(f"bench: wrote {args.out}", file=sys.stderr)
+    return 1 if any(r.error for r in rows) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.out is None:
-        args.out = RESULTS_DIR / ("flow.json" if args.only == "flow" else "latest.json")
+        args.out = RESULTS_DIR / (f"{args.only}.json" if args.only else "latest.json")
     if args.list:
         for name, entry in REGISTRY.items():
             print(f"{name:20} {'enabled' if entry.enabled() else 'disabled'}")
@@ -211,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_soak(args, sources, work)
         if args.only == "flow":
             return _run_flow(args, plan, work)
+        if args.only == "workflow":
+            return _run_workflow(args, plan, work)
         return _run(args, names, sources, plan, work)
     finally:
         if args.keep_run_dir:
@@ -238,13 +259,17 @@ def _run(
     results, expected = _measure_rounds(args, names, sources, plan, work, clock)
     elapsed = time.monotonic() - clock
     summary = medians(results) if args.rounds > 1 else results
+    workflows = _workflows(args, names, plan, work, errors)
     _print(args, sources, summary, http, pgbench, errors)
+    if workflows:
+        print_tables([workflow.table(workflows)])
     extras: dict[str, Any] = {
         "load_before": load_before,
         "load_after": _loadavg(),
         "http": {k or "this tree": [dataclasses.asdict(f) for f in v] for k, v in http.items()},
         "pgbench": dataclasses.asdict(pgbench) if pgbench else None,
         "errors": errors,
+        "workflow": workflow.as_json(workflows),
     }
     if args.rounds > 1:
         extras["rounds"] = [dataclasses.asdict(r) for r in results]
@@ -254,6 +279,19 @@ def _run(
     )
     failed = len(results) < expected or any(r.error for r in results) or bool(errors)
     return 1 if failed else 0
+
+
+def _workflows(
+    args: argparse.Namespace, names: list[str], plan: Plan, work: Path, errors: list[str]
+) -> list[workflow.WorkflowFigures]:
+    """The workflow section (bench/workflow.py) for the selected Conveyor databases."""
+    databases = tuple(n.removeprefix("conveyor-") for n in names if n.startswith("conveyor-"))
+    if args.no_workflow or not databases:
+        return []
+    own = dataclasses.replace(plan, drain_n=None)  # its own size, not the drains'
+    rows = workflow.run(own, work / "workflow", args.quick, databases)
+    errors.extend(f"workflow {r.system} {r.store}: {r.error}" for r in rows if r.error)
+    return rows
 
 
 def _measure_rounds(
