@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Response, status
 
 from conveyor.api.deps import Context, VerifiedUser, owner_scope
-from conveyor.api.schemas import ScheduleCreate, ScheduleOut, ScheduleUpdate
+from conveyor.api.schedule_schemas import ScheduleCreate, ScheduleOut, ScheduleUpdate
 from conveyor.domain.schedules import NewSchedule
 
 router = APIRouter(prefix="/api/v1/schedules", tags=["schedules"])
@@ -20,7 +20,8 @@ _NULLABLE = {"queue", "max_attempts", "timeout"}
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 async def create_schedule(body: ScheduleCreate, user: VerifiedUser, ctx: Context) -> ScheduleOut:
-    """The job template is validated now, so a schedule can never fire a bad job."""
+    """The job or workflow template is validated now (a bad one is 422 as its submit would
+    be), so a schedule saved today fires what its types accept today."""
     record = await ctx.engine.schedules.create(
         NewSchedule(
             name=body.name,
@@ -36,6 +37,7 @@ async def create_schedule(body: ScheduleCreate, user: VerifiedUser, ctx: Context
             paused=body.paused,
             misfire_policy=body.misfire_policy,
             owner_id=user.id,
+            workflow=body.workflow.spec() if body.workflow is not None else None,
         )
     )
     return ScheduleOut.of(record)
