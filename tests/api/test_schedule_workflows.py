@@ -34,7 +34,7 @@ async def test_a_schedule_of_a_workflow_is_created_and_shown(api: Api) -> None:
 
 async def test_a_bad_template_or_both_or_neither_is_refused(api: Api) -> None:
     ada = await api.user("ada@example.com")
-    base = {"name": "n", "cron": "* * * * *"}
+    base: dict[str, Any] = {"name": "n", "cron": "* * * * *"}
     cycle = {**TEMPLATE, "steps": [{"name": "a", "type": "noop", "depends_on": ["a"]}]}
     unknown = {**TEMPLATE, "steps": [{"name": "a", "type": "nope"}]}
     for body, field in (
