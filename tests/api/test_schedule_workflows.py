@@ -48,3 +48,17 @@ async def test_a_bad_template_or_both_or_neither_is_refused(api: Api) -> None:
         refused = await api.client.post("/api/v1/schedules", json=body, headers=ada)
         assert refused.status_code == 422, refused.text
     assert (await api.client.get("/api/v1/schedules", headers=ada)).json() == []
+
+
+async def test_a_workflow_schedules_job_options_are_refused_and_its_cron_changes(
+    api: Api,
+) -> None:
+    ada = await api.user("ada@example.com")
+    body = {"name": "nightly", "cron": "0 3 * * *", "workflow": TEMPLATE}
+    created = await api.client.post("/api/v1/schedules", json=body, headers=ada)
+    path = f"/api/v1/schedules/{created.json()['id']}"
+    for change in ({"type": "noop"}, {"payload": {"a": 1}}, {"queue": "q"}):
+        refused = await api.client.patch(path, json=change, headers=ada)
+        assert refused.status_code == 422, refused.text
+    changed = await api.client.patch(path, json={"cron": "0 4 * * *"}, headers=ada)
+    assert changed.status_code == 200 and changed.json()["workflow"]["name"] == "nightly"

@@ -31,6 +31,9 @@ _EDITABLE = {
     "misfire_policy",
 }
 
+# What only a job schedule has: a workflow schedule's options are in its template's steps.
+_JOB_ONLY = {"job_type", "queue", "payload", "priority", "max_attempts", "timeout_s"}
+
 
 class ScheduleService:
     def __init__(self, backend: QueueBackend, jobs: JobService) -> None:
@@ -56,8 +59,12 @@ class ScheduleService:
         merged = {**_as_new(current), **changes}
         cron.validate(merged["cron"], merged["timezone"])
         _check_policy(merged["misfire_policy"])
-        if current.workflow is not None and changes.get("job_type") is not None:
-            raise InvalidInput("this schedule fires a workflow; it has no job type", field="type")
+        if current.workflow is not None and set(changes) & _JOB_ONLY:
+            raise InvalidInput(
+                "this schedule fires a workflow: its options are its steps' (a new template: "
+                "delete it and create another)",
+                field=sorted(set(changes) & _JOB_ONLY)[0],
+            )
         self._check_template(
             merged["job_type"], merged["payload"], merged["queue"], current.workflow,
             current.owner_id,
