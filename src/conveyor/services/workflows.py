@@ -1,9 +1,10 @@
 """Workflows: a DAG of steps submitted at once, each step a job released by its dependencies.
 
-Validation happens here (the declaration's shape in domain/workflows.py, each step's payload
-against its job type's model, as JobService.prepare_many checks a submission); the store
-writes the whole DAG in one transaction and releases each step in the transaction that
-settles its last dependency (docs/workflows.md).
+Validation and the rows (the declaration's shape in domain/workflows.py, each step's payload
+against its job type's model by `checked_job`) are scheduler/workflow_rows.py's, shared with
+a cron fire of a workflow template; here come the owner's quotas, then the store writes the
+whole DAG in one transaction and releases each step in the transaction that settles its
+last dependency (docs/workflows.md).
 """
 
 from __future__ import annotations

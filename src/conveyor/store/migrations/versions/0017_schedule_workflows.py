@@ -7,7 +7,8 @@ Create Date: 2026-12-05 22:45:00.000000
 `schedules.workflow` (JSON, nullable) holds the template (domain/workflows.py spec_json);
 `job_type` becomes nullable, and a CHECK keeps exactly one of the two. SQLite recreates the
 table (a batch), and dropping the old one would cascade to `schedule_fires`: its rows are
-kept aside and put back, so a fire time already fired is never fired again.
+kept aside and put back, so a fire time already fired is never fired again. A downgrade
+deletes the schedules of workflow templates (the old schema cannot hold them).
 """
 
 from __future__ import annotations
