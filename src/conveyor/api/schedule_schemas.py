@@ -5,49 +5,50 @@ of a workflow submit; docs/workflows.md, "Cron")."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Self
+from typing import Any
 
-from pydantic import BaseModel, Field, StrictBool, model_validator
+from pydantic import BaseModel, Field, StrictBool
 
 from conveyor.api.schemas import Strict, TimeZone
 from conveyor.api.workflow_schemas import StepCreate, WorkflowCreate
 from conveyor.domain.schedules import MisfirePolicy, ScheduleRecord
 from conveyor.domain.workflows import WorkflowSpec, spec_json
 
+_MISFIRE = (
+    "Fire times missed by more than the scheduler's misfire grace (an outage): skip (fire "
+    "none), once (fire the latest), all (fire each, up to a bound). Fires less late than the "
+    "grace always fire."
+)
+
 
 class ScheduleCreate(Strict):
+    """A schedule of a job: each fire enqueues one job of `type`."""
+
     name: str = Field(min_length=1, max_length=200)
     cron: str = Field(min_length=1, max_length=200, examples=["*/5 * * * *"])
     timezone: TimeZone = Field("UTC", examples=["Europe/Paris"])
-    type: str | None = Field(
-        None, min_length=1, max_length=100, description="The job type it fires (or `workflow`)."
-    )
+    type: str = Field(min_length=1, max_length=100)
     payload: dict[str, Any] = Field(default_factory=dict)
-    workflow: WorkflowCreate | None = Field(
-        None,
-        description="A workflow template (the body of POST /api/v1/workflows): each fire "
-        "submits one workflow of it, instead of a job. Give `type` or `workflow`, not both.",
-    )
     queue: str | None = Field(None, min_length=1, max_length=100)
     priority: int = Field(0, ge=-1000, le=1000)
     max_attempts: int | None = Field(None, ge=1, le=100)
     timeout: float | None = Field(None, gt=0, le=7 * 86400, description="Seconds per attempt.")
     tags: list[str] = Field(default_factory=list, max_length=20)
     paused: StrictBool = False
-    misfire_policy: MisfirePolicy = Field(
-        "once",
-        description="Fire times missed by more than the scheduler's misfire grace (an outage):"
-        " skip (fire none), once (fire the latest), all (fire each, up to a bound)."
-        " Fires less late than the grace always fire.",
-    )
+    misfire_policy: MisfirePolicy = Field("once", description=_MISFIRE)
 
-    @model_validator(mode="after")
-    def _job_or_workflow(self) -> Self:
-        if (self.type is None) == (self.workflow is None):
-            raise ValueError("give `type` (a job) or `workflow` (a workflow template), not both")
-        if self.workflow is not None and (self.payload or self.queue or self.max_attempts):
-            raise ValueError("a workflow template's options are its steps'; give them there")
-        return self
+
+class WorkflowScheduleCreate(Strict):
+    """A schedule of a workflow template: each fire submits one workflow of `workflow`. Its
+    options are its steps' (no `type`, `payload`, `queue`, ... beside it)."""
+
+    name: str = Field(min_length=1, max_length=200)
+    cron: str = Field(min_length=1, max_length=200, examples=["0 3 * * *"])
+    timezone: TimeZone = Field("UTC", examples=["Europe/Paris"])
+    workflow: WorkflowCreate = Field(description="The body of POST /api/v1/workflows.")
+    tags: list[str] = Field(default_factory=list, max_length=20)
+    paused: StrictBool = False
+    misfire_policy: MisfirePolicy = Field("once", description=_MISFIRE)
 
 
 class ScheduleUpdate(Strict):
