@@ -144,7 +144,9 @@ def test_a_server_that_is_down_is_one_clear_line(config: Path) -> None:
 runner = CliRunner()
 
 
-def test_api_key_jobs_and_schedules_in_process(server: LiveServer, ada: User, config: Path) -> None:
+def test_api_key_jobs_and_schedules_in_process(
+    server: LiveServer, ada: User, config: Path, tmp_path: Path
+) -> None:
     key = server.api_key(ada)
     env = {"CONVEYOR_API_KEY": key, "CONVEYOR_URL": server.url}
     parked = runner.invoke(app, ["submit", "noop", "--delay", "3600", "--json"], env=env)
@@ -170,6 +172,20 @@ def test_api_key_jobs_and_schedules_in_process(server: LiveServer, ada: User, co
     assert [s["id"] for s in json.loads(listed.output)] == [schedule_id]
     assert runner.invoke(app, ["schedules", "delete", schedule_id], env=env).exit_code == 0
     assert json.loads(runner.invoke(app, ["schedules", "list", "--json"], env=env).output) == []
+
+    template = tmp_path / "nightly.json"
+    template.write_text(json.dumps({"name": "nightly", "steps": [{"name": "a", "type": "noop"}]}))
+    made = runner.invoke(
+        app, ["schedules", "create", "wf", "--cron", "0 3 * * *", "--workflow", str(template),
+              "--json"],
+        env=env,
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    shown = json.loads(made.output)
+    assert shown["type"] is None and shown["workflow"]["steps"][0]["name"] == "a"
+    both = ["schedules", "create", "x", "--cron", "0 3 * * *", "--type", "noop"]
+    refused = runner.invoke(app, [*both, "--workflow", str(template)], env=env)
+    assert refused.exit_code == 2
 
 
 def test_the_login_file_is_private_even_over_an_old_one(config: Path) -> None:

@@ -25,6 +25,8 @@ from conveyor.client import (
     Unauthorized,
     ValidationFailed,
     WaitTimeout,
+    chain,
+    step,
 )
 from conveyor.domain.states import JobState
 from tests.api.conftest import api_settings
@@ -229,6 +231,17 @@ def test_schedules(server: LiveServer, ada: Login) -> None:
         c.delete_schedule(made.id)
         with pytest.raises(NotFound):
             c.get_schedule(made.id)
+
+
+def test_a_schedule_of_a_workflow_template(server: LiveServer, ada: Login) -> None:
+    template = chain("nightly", [step("a", "noop"), step("b", "noop")])
+    with signed_in(server, ada) as c:
+        made = c.create_workflow_schedule("nightly", "0 3 * * *", template)
+        assert made.type is None and made.workflow is not None
+        assert [s["name"] for s in made.workflow["steps"]] == ["a", "b"]
+        assert c.get_schedule(made.id).workflow == made.workflow
+        with pytest.raises(ValidationFailed):
+            c.create_workflow_schedule("bad", "0 3 * * *", chain("x", [step("a", "nope")]))
 
 
 @contextmanager

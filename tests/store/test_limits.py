@@ -16,7 +16,7 @@ from conveyor.domain.flow import Concurrency, LimitKey, Rate
 from conveyor.domain.jobs import ErrorInfo, NewJob, Outcome
 from conveyor.domain.states import JobState
 from conveyor.errors import InvalidInput
-from conveyor.scheduler.fires import checked_job
+from conveyor.scheduler.checks import checked_job
 from conveyor.scheduler.scheduler import Scheduler, SchedulerConfig
 from conveyor.store.backend import QueueBackend
 from conveyor.store.tables import job_limits, jobs, limit_slots

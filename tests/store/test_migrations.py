@@ -15,7 +15,7 @@ from conveyor.domain.jobs import NewJob
 from conveyor.store.database import Database
 from conveyor.store.jobs import job_row
 from conveyor.store.migrate import alembic_config, current_revision, migrate
-from conveyor.store.tables import jobs, metadata
+from conveyor.store.tables import jobs, metadata, schedule_fires, schedules
 
 
 def _diff(sync_conn: Connection) -> list[Any]:
@@ -52,5 +52,33 @@ async def test_0013_gives_stored_jobs_their_due_time_as_fair_tag_and_goes_back(
             tag = (await conn.execute(select(jobs.c.fair_tag))).scalar_one()
             diff = await conn.run_sync(_diff)
         assert abs(tag - run_at.timestamp()) < 0.01 and diff == []
+    finally:
+        await db.dispose()
+
+
+async def test_0017_keeps_the_fires_of_stored_schedules(db_url: str) -> None:
+    """SQLite recreates `schedules` for 0017; the fire rows that cascade from it survive,
+    so a fire time fired before the upgrade is not fired again after it."""
+    db = Database(db_url)
+    now = utcnow()
+    schedule: dict[str, Any] = {
+        "id": "s1", "owner_id": "o", "name": "n", "cron": "* * * * *", "timezone": "UTC",
+        "job_type": "noop", "queue": None, "payload": {}, "priority": 0, "max_attempts": None,
+        "timeout_s": None, "tags": [], "paused": False, "misfire_policy": "once",
+        "next_fire_at": now, "last_fire_at": None, "created_at": now, "updated_at": now,
+    }  # fmt: skip
+    fire = {"schedule_id": "s1", "fire_at": now, "job_id": "j1", "created_at": now}
+    try:
+        async with db.write() as conn:
+            await conn.run_sync(
+                lambda sync: command.downgrade(alembic_config(sync), "0016_workflows")
+            )
+            await conn.execute(insert(schedules), [schedule])
+            await conn.execute(insert(schedule_fires), [fire])
+        await migrate(db)
+        async with db.read() as conn:
+            kept = (await conn.execute(select(schedule_fires.c.job_id))).scalars().all()
+            diff = await conn.run_sync(_diff)
+        assert kept == ["j1"] and diff == []
     finally:
         await db.dispose()

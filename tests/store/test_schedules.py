@@ -35,7 +35,7 @@ def new(name: str, owner: str = "ada", **fields: object) -> NewSchedule:
 
 def fire_job(schedule: ScheduleRecord) -> NewJob:
     return NewJob(
-        type=schedule.job_type,
+        type=schedule.job_type or "",
         payload=schedule.payload,
         owner_id=schedule.owner_id,
         schedule_id=schedule.id,

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from conveyor.domain.states import JobState
-from conveyor.scheduler.fires import checked_job
+from conveyor.scheduler.checks import checked_job
 from conveyor.store.backend import QueueBackend
 from conveyor.store.tables import jobs, limit_slots
 from conveyor.store.tables import workers as workers_table

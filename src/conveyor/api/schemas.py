@@ -24,7 +24,6 @@ from conveyor.domain.cron import TIME_ZONES
 from conveyor.domain.flow import Unique
 from conveyor.domain.jobs import BulkAction, JobFilter, JobRecord
 from conveyor.domain.queues import QUEUE_NAME_MAX, QUEUE_NAME_PATTERN
-from conveyor.domain.schedules import MisfirePolicy, ScheduleRecord
 from conveyor.domain.states import JobState
 
 
@@ -456,70 +455,6 @@ def _known_zone(name: str) -> str:
 TimeZone = Annotated[
     str, AfterValidator(_known_zone), Field(json_schema_extra={"enum": sorted(TIME_ZONES)})
 ]
-
-
-class ScheduleCreate(Strict):
-    name: str = Field(min_length=1, max_length=200)
-    cron: str = Field(min_length=1, max_length=200, examples=["*/5 * * * *"])
-    timezone: TimeZone = Field("UTC", examples=["Europe/Paris"])
-    type: str = Field(min_length=1, max_length=100)
-    payload: dict[str, Any] = Field(default_factory=dict)
-    queue: str | None = Field(None, min_length=1, max_length=100)
-    priority: int = Field(0, ge=-1000, le=1000)
-    max_attempts: int | None = Field(None, ge=1, le=100)
-    timeout: float | None = Field(None, gt=0, le=7 * 86400, description="Seconds per attempt.")
-    tags: list[str] = Field(default_factory=list, max_length=20)
-    paused: StrictBool = False
-    misfire_policy: MisfirePolicy = Field(
-        "once",
-        description="Fire times missed by more than the scheduler's misfire grace (an outage):"
-        " skip (fire none), once (fire the latest), all (fire each, up to a bound)."
-        " Fires less late than the grace always fire.",
-    )
-
-
-class ScheduleUpdate(Strict):
-    cron: str | None = Field(None, min_length=1, max_length=200)
-    timezone: TimeZone | None = None
-    type: str | None = Field(None, min_length=1, max_length=100)
-    payload: dict[str, Any] | None = None
-    queue: str | None = Field(None, min_length=1, max_length=100)
-    priority: int | None = Field(None, ge=-1000, le=1000)
-    max_attempts: int | None = Field(None, ge=1, le=100)
-    timeout: float | None = Field(None, gt=0, le=7 * 86400, description="Seconds per attempt.")
-    tags: list[str] | None = Field(None, max_length=20)
-    paused: StrictBool | None = None
-    misfire_policy: MisfirePolicy | None = None
-
-
-class ScheduleOut(BaseModel):
-    id: str
-    name: str
-    cron: str
-    timezone: str
-    type: str
-    payload: dict[str, Any]
-    queue: str | None
-    priority: int
-    max_attempts: int | None
-    timeout: float | None
-    tags: list[str]
-    paused: bool
-    misfire_policy: MisfirePolicy
-    next_fire_at: datetime | None
-    last_fire_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
-
-    @classmethod
-    def of(cls, s: ScheduleRecord) -> ScheduleOut:
-        return cls(
-            id=s.id, name=s.name, cron=s.cron, timezone=s.timezone, type=s.job_type,
-            payload=s.payload, queue=s.queue, priority=s.priority, max_attempts=s.max_attempts,
-            timeout=s.timeout_s, tags=s.tags, paused=s.paused, misfire_policy=s.misfire_policy,
-            next_fire_at=s.next_fire_at,
-            last_fire_at=s.last_fire_at, created_at=s.created_at, updated_at=s.updated_at,
-        )  # fmt: skip
 
 
 class Health(BaseModel):

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from conveyor.cli.login import ApiKey, Url, connected
 from conveyor.cli.output import (
+    InputError,
     LimitOption,
     job_bar,
     jobs_table,
@@ -23,6 +25,7 @@ from conveyor.cli.output import (
     limit_pairs,
     out,
     print_json,
+    read_spec,
     record_table,
     rows_table,
 )
@@ -222,7 +225,13 @@ def schedules_list(as_json: AsJson = False, url: Url = None, api_key: ApiKey = N
 def schedules_create(
     name: Annotated[str, typer.Argument(help="A name for the schedule.")],
     cron: Annotated[str, typer.Option(help="Cron expression, e.g. '*/5 * * * *'.")],
-    job_type: Annotated[str, typer.Option("--type", help="The job type it fires.")],
+    job_type: Annotated[
+        str | None, typer.Option("--type", help="The job type it fires (or --workflow).")
+    ] = None,
+    workflow: Annotated[
+        Path | None,
+        typer.Option(help="A workflow template (the JSON of `workflows submit`) it fires."),
+    ] = None,
     payload: Payload = "{}",
     timezone: Annotated[str, typer.Option(help="The cron's time zone.")] = "UTC",
     queue: Annotated[str | None, typer.Option()] = None,
@@ -232,8 +241,17 @@ def schedules_create(
     url: Url = None,
     api_key: ApiKey = None,
 ) -> None:
-    """Fire a job on a cron schedule."""
+    """Fire a job, or a workflow (--workflow FILE), on a cron schedule."""
     with connected(url, api_key) as client:
+        if (job_type is None) == (workflow is None):
+            raise InputError("give --type (a job) or --workflow (a workflow file), not both")
+        if job_type is None:
+            assert workflow is not None  # one of the two, checked above
+            schedule = client.create_workflow_schedule(
+                name, cron, read_spec(workflow), timezone=timezone, paused=paused
+            )
+            _show(schedule, as_json, f"schedule {schedule.id}")
+            return
         schedule = client.create_schedule(
             name, cron, job_type, json_object(payload), timezone=timezone, queue=queue,
             priority=priority, paused=paused,

@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -168,3 +169,15 @@ def job_bar(job_id: str) -> Iterator[JobBar]:
     )
     with Progress(*columns, console=err, transient=False) as progress:
         yield JobBar(progress, progress.add_task("waiting", total=100))
+
+
+def read_spec(path: Path) -> dict[str, Any]:
+    """A workflow declaration from a JSON file (`workflows submit`, `schedules create
+    --workflow`); InputError when it is not one."""
+    try:
+        body = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read a workflow from {path}: {exc}") from None
+    if not isinstance(body, dict):
+        raise InputError(f"{path}: a workflow is a JSON object with `name` and `steps`")
+    return body

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from conveyor.cli.client import AsJson
 from conveyor.cli.login import ApiKey, Url, connected
-from conveyor.cli.output import InputError, out, print_json, rows_table
+from conveyor.cli.output import out, print_json, read_spec, rows_table
 
 if TYPE_CHECKING:
     from conveyor.client import Client, JobEvent, Workflow
@@ -47,16 +47,6 @@ def _exit_for(found: Workflow) -> None:
         raise typer.Exit(1)
 
 
-def _read_spec(path: Path) -> dict[str, Any]:
-    try:
-        body = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read a workflow from {path}: {exc}") from None
-    if not isinstance(body, dict):
-        raise InputError(f"{path}: a workflow is a JSON object with `name` and `steps`")
-    return body
-
-
 @workflows_app.command("submit")
 def workflows_submit(
     file: Annotated[Path, typer.Argument(help="A JSON file: {name, steps: [...]}.")],
@@ -69,7 +59,7 @@ def workflows_submit(
 ) -> None:
     """Submit a workflow; with --wait, exit 0 once it completed, 1 otherwise."""
     with connected(url, api_key) as client:
-        spec = _read_spec(file)  # inside: a bad file is one red line, as any failure
+        spec = read_spec(file)  # inside: a bad file is one red line, as any failure
         found = client.workflows.submit(spec, idempotency_key=idempotency_key)
         if wait:
             found = client.workflows.wait(found.id, wait_timeout)

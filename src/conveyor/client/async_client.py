@@ -35,7 +35,7 @@ from conveyor.client.transport import (
     RetryPolicy,
     TokensCallback,
 )
-from conveyor.client.workflows import AsyncWorkflows
+from conveyor.client.workflows import AsyncWorkflows, WorkflowSpec
 
 T = TypeVar("T")
 USER_AGENT = f"conveyor-client/{__version__}"
@@ -242,6 +242,16 @@ class AsyncClient:
         """A cron schedule firing `type` jobs. Options: timezone, queue, priority,
         max_attempts, timeout, tags, paused."""
         body = {"name": name, "cron": cron, "type": type, "payload": dict(payload or {}), **options}
+        return await self._call(calls.create_schedule(body))
+
+    async def create_workflow_schedule(
+        self, name: str, cron: str, template: WorkflowSpec | Mapping[str, Any], **options: Any
+    ) -> Schedule:
+        """A cron schedule whose every fire submits one workflow of `template` (built with
+        `workflow()`, `chain()`, ...; docs/workflows.md, "Cron"). Options: timezone, tags,
+        paused, misfire_policy."""
+        spec = template.body() if isinstance(template, WorkflowSpec) else dict(template)
+        body = {"name": name, "cron": cron, "workflow": spec, **options}
         return await self._call(calls.create_schedule(body))
 
     async def list_schedules(self) -> builtins.list[Schedule]:

@@ -138,8 +138,9 @@ class Schedule(Model):
     name: str
     cron: str
     timezone: str
-    type: str
+    type: str | None = None  # None: it fires `workflow`
     payload: dict[str, Any]
+    workflow: dict[str, Any] | None = None  # a workflow template (the submit's body)
     queue: str | None = None
     priority: int
     max_attempts: int | None = None

@@ -1,4 +1,5 @@
-"""Cron schedules: what a user creates, and what is stored."""
+"""Cron schedules: what a user creates, and what is stored. A schedule fires either a job
+(job_type, payload and options) or a workflow template (a WorkflowSpec), never both."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any, Literal, get_args
 
 from conveyor.domain.ids import uuid7
 from conveyor.domain.jobs import SYSTEM_OWNER
+from conveyor.domain.workflows import WorkflowSpec
 
 # What a schedule does with fire times missed by more than the scheduler's misfire grace
 # (an outage): fire none of them, one (the latest), or each (the latest `catchup_max`).
@@ -19,8 +21,8 @@ MISFIRE_POLICIES: tuple[str, ...] = get_args(MisfirePolicy)
 class NewSchedule:
     name: str
     cron: str
-    job_type: str
-    payload: dict[str, Any]
+    job_type: str | None = None  # a job template (type, payload, options) or ...
+    payload: dict[str, Any] = field(default_factory=dict)
     timezone: str = "UTC"
     queue: str | None = None
     priority: int = 0
@@ -31,6 +33,7 @@ class NewSchedule:
     misfire_policy: MisfirePolicy = "once"
     owner_id: str = SYSTEM_OWNER
     id: str = field(default_factory=uuid7)
+    workflow: WorkflowSpec | None = None  # ... a workflow template: each fire submits it
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +43,7 @@ class ScheduleRecord:
     name: str
     cron: str
     timezone: str
-    job_type: str
+    job_type: str | None  # None: the schedule fires `workflow`
     queue: str | None
     payload: dict[str, Any]
     priority: int
@@ -53,3 +56,4 @@ class ScheduleRecord:
     last_fire_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    workflow: WorkflowSpec | None = None

@@ -166,6 +166,38 @@ def fingerprint(spec: WorkflowSpec) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def spec_json(spec: WorkflowSpec) -> dict[str, Any]:
+    """The declaration as JSON (a cron schedule stores its template so; the REST body's
+    shape), read back by `spec_of`."""
+    steps = [
+        {"name": s.name, "type": s.type, "payload": s.payload, "depends_on": list(s.depends_on),
+         "on_dependency_failure": s.on_dependency_failure, "queue": s.queue,
+         "priority": s.priority, "max_attempts": s.max_attempts, "timeout_s": s.timeout_s}
+        for s in spec.steps
+    ]  # fmt: skip
+    return {"name": spec.name, "on_dependency_failure": spec.on_dependency_failure.value,
+            "steps": steps}  # fmt: skip
+
+
+def spec_of(data: dict[str, Any]) -> WorkflowSpec:
+    """`spec_json`'s inverse."""
+    steps = tuple(
+        StepSpec(
+            name=s["name"], type=s["type"], payload=dict(s.get("payload") or {}),
+            depends_on=tuple(s.get("depends_on") or ()),
+            on_dependency_failure=(
+                DependencyPolicy(s["on_dependency_failure"])
+                if s.get("on_dependency_failure") else None
+            ),
+            queue=s.get("queue"), priority=s.get("priority"),
+            max_attempts=s.get("max_attempts"), timeout_s=s.get("timeout_s"),
+        )
+        for s in data["steps"]
+    )  # fmt: skip
+    policy = DependencyPolicy(data.get("on_dependency_failure") or DependencyPolicy.CANCEL)
+    return WorkflowSpec(data["name"], steps, policy)
+
+
 def settle(states: Iterable[JobState]) -> WorkflowState:
     """A workflow's state from its steps': running while one is unsettled; then failed if
     one failed, else cancelled if one was cancelled, else completed."""

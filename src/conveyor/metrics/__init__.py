@@ -23,7 +23,13 @@ from conveyor.metrics.gauges import (
     set_relay_lag,
 )
 from conveyor.metrics.http import UNMATCHED, observe_request
-from conveyor.metrics.jobs import JobMetrics, count_enqueued, count_fired, count_rescued
+from conveyor.metrics.jobs import (
+    JobMetrics,
+    count_enqueued,
+    count_fire_failed,
+    count_fired,
+    count_rescued,
+)
 from conveyor.metrics.limits import count_drift, count_refused
 from conveyor.metrics.webhooks import count_webhook_attempt
 
@@ -33,6 +39,7 @@ __all__ = [
     "asgi_app",
     "count_drift",
     "count_enqueued",
+    "count_fire_failed",
     "count_fired",
     "count_refused",
     "count_rescued",

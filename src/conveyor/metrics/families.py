@@ -66,6 +66,12 @@ SCHEDULE_FIRES = Counter(
     "the job counts in conveyor_jobs_enqueued_total too.",
     JOB_LABELS,
 )
+SCHEDULE_FIRES_FAILED = Counter(
+    "conveyor_schedule_fires_failed_total",
+    "Cron fires whose template no longer validates against the job types (logged; the "
+    "schedule advances), by what the schedule fires: job or workflow.",
+    ["kind"],
+)
 JOB_RUN_SECONDS = Histogram(
     "conveyor_job_run_seconds",
     "Time one attempt took, from the start of its execution to its outcome.",
@@ -179,6 +185,7 @@ ALL: tuple[MetricWrapperBase, ...] = (
     JOBS_RETRIED,
     JOBS_RESCUED,
     SCHEDULE_FIRES,
+    SCHEDULE_FIRES_FAILED,
     JOB_RUN_SECONDS,
     JOB_QUEUE_WAIT_SECONDS,
     QUEUE_JOBS,

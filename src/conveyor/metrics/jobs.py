@@ -23,6 +23,7 @@ from conveyor.metrics.families import (
     JOBS_RETRIED,
     JOBS_STARTED,
     SCHEDULE_FIRES,
+    SCHEDULE_FIRES_FAILED,
 )
 
 
@@ -116,6 +117,11 @@ def count_fired(job: LabelledJob) -> None:
     """A cron fire enqueued `job` (the scheduler's enqueue bypasses `count_enqueued`)."""
     _series(job.queue, job.type).enqueued.inc()
     SCHEDULE_FIRES.labels(job.queue, job.type).inc()
+
+
+def count_fire_failed(kind: str) -> None:
+    """A cron fire whose template no longer validates (`kind`: job or workflow)."""
+    SCHEDULE_FIRES_FAILED.labels(kind).inc()
 
 
 def count_rescued(report: RescueLike) -> None:

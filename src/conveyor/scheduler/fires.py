@@ -1,100 +1,38 @@
-"""Cron fires: the job a due schedule enqueues, and firing every due schedule once.
+"""Cron fires: what a due schedule enqueues (a job, or a workflow), and firing every due
+schedule once.
 
-The job a fire enqueues is checked against its job type as the type is now (its handler may
-have changed since the schedule was saved), by the same rule as a submission: `checked_job`,
-which `JobService.prepare` uses too. It lives here, below the services, because the
-scheduler fires without them.
+What a fire enqueues is checked against the job types as they are now (a handler may have
+changed since the schedule was saved), by the same rule as a submission: `checked_job`
+(scheduler/checks.py) for a job, `workflow_rows` for a workflow template, both below the
+services because the scheduler fires without them. A fire that no longer validates is
+logged and counted (conveyor_schedule_fires_failed_total), and the schedule advances: one
+bad template never holds up the other schedules, nor its own later fires.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
-
-from pydantic import ValidationError
 
 from conveyor.domain import cron
 from conveyor.domain.clock import utcnow
-from conveyor.domain.flow import LimitKey, evaluate_key
-from conveyor.domain.jobs import SYSTEM_OWNER, NewJob
+from conveyor.domain.jobs import NewJob
 from conveyor.domain.schedules import ScheduleRecord
-from conveyor.errors import InvalidInput
-from conveyor.metrics import count_fired
+from conveyor.errors import InvalidInput, NotFound, UnknownJobType
+from conveyor.metrics import count_fire_failed, count_fired
+from conveyor.scheduler.checks import checked_job
+from conveyor.scheduler.workflow_rows import WorkflowRows, workflow_rows
 from conveyor.store.backend import QueueBackend
 from conveyor.worker.registry import Registry
 
-
-def checked_job(
-    registry: Registry,
-    job_type: str,
-    payload: dict[str, Any],
-    owner_id: str = SYSTEM_OWNER,
-    *,
-    queue: str | None = None,
-    priority: int | None = None,
-    max_attempts: int | None = None,
-    timeout_s: float | None = None,
-    run_at: datetime | None = None,
-    idempotency_key: str | None = None,
-    tags: Sequence[str] = (),
-    callback_url: str | None = None,
-    fair: bool = True,
-) -> NewJob:
-    """Validate against the type's payload model, and take the type's defaults for the
-    options left unset; bad input raises and changes nothing. With `fair` (the setting
-    fair_dispatch), the job's fair key is the type's `fair_key` source, evaluated now."""
-    spec = registry.get(job_type)
-    try:
-        valid = spec.payload_model.model_validate(payload)
-    except ValidationError as exc:
-        raise InvalidInput(
-            f"invalid payload for job type {job_type!r}",
-            errors=exc.errors(include_url=False, include_context=False, include_input=False),
-        ) from exc
-    if max_attempts is not None and max_attempts < 1:
-        raise InvalidInput("max_attempts must be at least 1", field="max_attempts")
-    if run_at is not None and run_at.tzinfo is None:
-        raise InvalidInput("run_at needs a time zone", field="run_at")
-    checked = valid.model_dump(mode="json", exclude_unset=False)
-    queue = queue or spec.queue
-    fair_key = (
-        evaluate_key(
-            spec.fair_key, owner_id=owner_id, queue=queue, type_name=spec.name, payload=checked
-        )
-        if fair
-        else None
-    )
-    # Each limit's key, evaluated once, here: the claim never reads the payload again.
-    keys = tuple(
-        LimitKey(
-            limit.name,
-            evaluate_key(
-                limit.key, owner_id=owner_id, queue=queue, type_name=spec.name, payload=checked
-            ),
-        )
-        for limit in spec.limits
-    )
-    return NewJob(
-        type=spec.name,
-        payload=checked,
-        queue=queue,
-        priority=priority if priority is not None else spec.priority,
-        max_attempts=max_attempts or spec.max_attempts,
-        run_at=run_at,
-        timeout_s=timeout_s if timeout_s is not None else spec.timeout,
-        idempotency_key=idempotency_key,
-        owner_id=owner_id,
-        tags=tuple(tags),
-        callback_url=callback_url,
-        fair_key=fair_key,
-        limit_keys=keys,
-    )
+log = logging.getLogger("conveyor.scheduler")
 
 
 def fire_job(registry: Registry, schedule: ScheduleRecord, fair: bool = True) -> NewJob:
     """The job one fire of `schedule` enqueues, owned by the schedule's owner."""
+    if schedule.job_type is None:
+        raise InvalidInput("this schedule fires a workflow, not a job", field="workflow")
     job = checked_job(
         registry,
         schedule.job_type,
@@ -108,6 +46,20 @@ def fire_job(registry: Registry, schedule: ScheduleRecord, fair: bool = True) ->
         fair=fair,
     )
     return replace(job, schedule_id=schedule.id)
+
+
+Fire = NewJob | WorkflowRows  # what one fire time enqueues
+
+
+def fire_one(
+    registry: Registry, schedule: ScheduleRecord, now: datetime, fair: bool = True
+) -> Fire:
+    """What one fire of `schedule` enqueues: its job, or one workflow of its template (the
+    schedule's owner owns either). InvalidInput / UnknownJobType when it no longer
+    validates."""
+    if schedule.workflow is None:
+        return fire_job(registry, schedule, fair)
+    return workflow_rows(registry, schedule.workflow, schedule.owner_id, now, fair=fair)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,10 +103,22 @@ async def fire_due(
     fired = 0
     for schedule in await backend.due_schedules(now, limit):
         times = misfires.fire_times(schedule, now)
-        fires = [(at, fire_job(registry, schedule, fair)) for at in times]
         following = cron.next_fire(schedule.cron, schedule.timezone, now)
+        try:
+            fires = [(at, fire_one(registry, schedule, now, fair)) for at in times]
+        except (InvalidInput, NotFound, UnknownJobType) as exc:
+            kind = "job" if schedule.workflow is None else "workflow"
+            log.warning(
+                "schedule %s (%s) no longer validates; %d fire(s) skipped: %s",
+                schedule.id, schedule.name, len(times), exc,
+            )  # fmt: skip
+            for _at in times:
+                count_fire_failed(kind)
+            await backend.fire_schedule(schedule, [], following)
+            continue
         done = await backend.fire_schedule(schedule, fires, following)
-        for _at, job in fires[:done]:
-            count_fired(job)
+        for _at, fire in fires[:done]:
+            for job in fire.jobs if isinstance(fire, WorkflowRows) else [fire]:
+                count_fired(job)
         fired += done
     return fired

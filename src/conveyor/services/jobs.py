@@ -28,7 +28,7 @@ from conveyor.domain.states import JobState
 from conveyor.errors import InvalidInput
 from conveyor.logs import job_fields
 from conveyor.metrics import count_enqueued
-from conveyor.scheduler.fires import checked_job
+from conveyor.scheduler.checks import checked_job
 from conveyor.services.flow import FlowService, QuotaAsk
 from conveyor.store.backend import QueueBackend
 from conveyor.store.transaction import Transaction

@@ -10,8 +10,10 @@ from conveyor.domain import cron
 from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import SYSTEM_OWNER, NewJob
 from conveyor.domain.schedules import MISFIRE_POLICIES, NewSchedule, ScheduleRecord
+from conveyor.domain.workflows import WorkflowSpec
 from conveyor.errors import InvalidInput
 from conveyor.scheduler.fires import fire_due, fire_job
+from conveyor.scheduler.workflow_rows import workflow_rows
 from conveyor.services.jobs import JobService, Submission
 from conveyor.store.backend import QueueBackend
 
@@ -29,6 +31,9 @@ _EDITABLE = {
     "misfire_policy",
 }
 
+# What only a job schedule has: a workflow schedule's options are in its template's steps.
+_JOB_ONLY = {"job_type", "queue", "payload", "priority", "max_attempts", "timeout_s"}
+
 
 class ScheduleService:
     def __init__(self, backend: QueueBackend, jobs: JobService) -> None:
@@ -38,7 +43,9 @@ class ScheduleService:
     async def create(self, new: NewSchedule) -> ScheduleRecord:
         cron.validate(new.cron, new.timezone)
         _check_policy(new.misfire_policy)
-        self.jobs.prepare(self._submission(new.job_type, new.payload, new.queue), new.owner_id)
+        if (new.job_type is None) == (new.workflow is None):
+            raise InvalidInput("a schedule fires a job type or a workflow: give one of the two")
+        self._check_template(new.job_type, new.payload, new.queue, new.workflow, new.owner_id)
         next_fire = cron.next_fire(new.cron, new.timezone, utcnow())
         return await self.backend.create_schedule(new, next_fire)
 
@@ -52,10 +59,16 @@ class ScheduleService:
         merged = {**_as_new(current), **changes}
         cron.validate(merged["cron"], merged["timezone"])
         _check_policy(merged["misfire_policy"])
-        self.jobs.prepare(
-            self._submission(merged["job_type"], merged["payload"], merged["queue"]),
+        if current.workflow is not None and set(changes) & _JOB_ONLY:
+            raise InvalidInput(
+                "this schedule fires a workflow: its options are its steps' (a new template: "
+                "delete it and create another)",
+                field=sorted(set(changes) & _JOB_ONLY)[0],
+            )
+        self._check_template(
+            merged["job_type"], merged["payload"], merged["queue"], current.workflow,
             current.owner_id,
-        )
+        )  # fmt: skip
         if {"cron", "timezone", "paused"} & set(changes):
             changes["next_fire_at"] = cron.next_fire(merged["cron"], merged["timezone"], utcnow())
         return await self.backend.update_schedule(schedule_id, owner_id, **changes)
@@ -84,6 +97,22 @@ class ScheduleService:
 
     def job_for(self, schedule: ScheduleRecord, fire_at: Any) -> NewJob:
         return fire_job(self.jobs.registry, schedule, self.jobs.fair_dispatch)
+
+    def _check_template(
+        self,
+        job_type: str | None,
+        payload: dict[str, Any],
+        queue: str | None,
+        workflow: WorkflowSpec | None,
+        owner_id: str,
+    ) -> None:
+        """The job template as a submission is checked, or the workflow template as a
+        workflow submit is (InvalidInput naming `steps.<i>...`): a schedule saved bad would
+        only fail at each fire."""
+        if workflow is not None:
+            workflow_rows(self.jobs.registry, workflow, owner_id, utcnow())
+        elif job_type is not None:
+            self.jobs.prepare(self._submission(job_type, payload, queue), owner_id)
 
     @staticmethod
     def _submission(job_type: str, payload: dict[str, Any], queue: str | None) -> Submission:

@@ -23,7 +23,7 @@ __all__ = ["QueueBackend"]
 
 
 class QueueBackend(
-    Workflows, Schedules, Claims, Maintenance, Outbox, Workers, Pauses, Limits, FlowReads
+    Schedules, Workflows, Claims, Maintenance, Outbox, Workers, Pauses, Limits, FlowReads
 ):
     """Every queue operation, by name. Instances are per process and safe to share.
 

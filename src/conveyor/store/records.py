@@ -9,6 +9,7 @@ from conveyor.domain.jobs import JobRecord
 from conveyor.domain.schedules import ScheduleRecord
 from conveyor.domain.states import JobState
 from conveyor.domain.workers import WorkerInfo
+from conveyor.domain.workflows import spec_of
 
 
 def aware(value: Any) -> datetime | None:
@@ -88,4 +89,5 @@ def schedule_record(row: Any) -> ScheduleRecord:
         last_fire_at=aware(row.last_fire_at),
         created_at=must(row.created_at),
         updated_at=must(row.updated_at),
+        workflow=spec_of(row.workflow) if row.workflow is not None else None,
     )

@@ -1,4 +1,5 @@
-"""Cron schedules and their fires: a fire and its job commit together, once per fire time."""
+"""Cron schedules and their fires: a fire and its job (or its workflow: the fire row's
+`job_id` then holds the workflow's id) commit together, once per fire time."""
 
 from __future__ import annotations
 
@@ -6,19 +7,20 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, null, select, update
 
 from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import NewJob
 from conveyor.domain.schedules import NewSchedule, ScheduleRecord
+from conveyor.domain.workflows import spec_json
 from conveyor.errors import Conflict, NotFound
-from conveyor.store.jobs import Jobs
 from conveyor.store.records import must, schedule_record
 from conveyor.store.tables import schedule_fires, schedules
 from conveyor.store.transaction import Transaction
+from conveyor.store.workflows import WorkflowRows, Workflows
 
 
-class Schedules(Jobs):
+class Schedules(Workflows):
     async def create_schedule(
         self, new: NewSchedule, next_fire_at: datetime | None
     ) -> ScheduleRecord:
@@ -38,6 +40,7 @@ class Schedules(Jobs):
             "tags": list(new.tags),
             "paused": new.paused,
             "misfire_policy": new.misfire_policy,
+            "workflow": spec_json(new.workflow) if new.workflow is not None else null(),
             "next_fire_at": next_fire_at,
             "last_fire_at": None,
             "created_at": now,
@@ -115,13 +118,14 @@ class Schedules(Jobs):
     async def fire_schedule(
         self,
         schedule: ScheduleRecord,
-        fires: Sequence[tuple[datetime, NewJob]],
+        fires: Sequence[tuple[datetime, NewJob | WorkflowRows]],
         next_fire_at: datetime,
     ) -> int:
         """Advance the schedule from the `next_fire_at` it was read with, record each fire and
-        enqueue its job, all in one transaction; how many fired. A scheduler that read the
-        same state and decided later finds the schedule advanced and fires nothing (and a fire
-        time already recorded, whoever decided it, is never enqueued twice)."""
+        enqueue its job or create its workflow (steps, edges, limits), all in one
+        transaction; how many fired. A scheduler that read the same state and decided later
+        finds the schedule advanced and fires nothing (and a fire time already recorded,
+        whoever decided it, is never enqueued twice)."""
         fired = [fire_at for fire_at, _job in fires]
         advance = {"next_fire_at": next_fire_at}
         if fired:
@@ -149,10 +153,10 @@ class Schedules(Jobs):
                             {
                                 "schedule_id": schedule.id,
                                 "fire_at": fire_at,
-                                "job_id": job.id,
+                                "job_id": fire.id,
                                 "created_at": created,
                             }
-                            for fire_at, job in fires
+                            for fire_at, fire in fires
                         ]
                     )
                     .on_conflict_do_nothing(
@@ -162,10 +166,17 @@ class Schedules(Jobs):
                 )
             ).all()
             ids = {row.job_id for row in claimed}
-            jobs = [job for _fire_at, job in fires if job.id in ids]
+            won_fires = [fire for _fire_at, fire in fires if fire.id in ids]
+            tx = Transaction(conn)
+            jobs = [fire for fire in won_fires if isinstance(fire, NewJob)]
             if jobs:
-                await self.enqueue(jobs, tx=Transaction(conn))
-        return len(jobs)
+                await self.enqueue(jobs, tx=tx)
+            for fire in won_fires:
+                if isinstance(fire, WorkflowRows):
+                    await self.create_workflow(
+                        tx, fire.workflow, fire.steps, fire.edges, fire.limits
+                    )
+        return len(won_fires)
 
     async def fires_of(self, schedule_id: str) -> list[tuple[datetime, str]]:
         query = (

@@ -188,7 +188,7 @@ schedules = Table(
     Column("name", String(200), nullable=False),
     Column("cron", String(200), nullable=False),
     Column("timezone", String(64), nullable=False),
-    Column("job_type", String(100), nullable=False),
+    Column("job_type", String(100), nullable=True),  # NULL: it fires `workflow` (0017)
     Column("queue", String(100), nullable=True),
     Column("payload", JsonType, nullable=False),
     Column("priority", Integer, nullable=False),
@@ -202,6 +202,9 @@ schedules = Table(
     Column("last_fire_at", UTCDateTime, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # A workflow template (domain/workflows.py spec_json): each fire submits one workflow.
+    Column("workflow", JsonType, nullable=True),
+    CheckConstraint("(job_type IS NULL) <> (workflow IS NULL)", name="job_or_workflow"),
 )
 Index("uq_schedules_owner_name", schedules.c.owner_id, schedules.c.name, unique=True)
 Index("ix_schedules_next_fire", schedules.c.next_fire_at)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conveyor.domain import events as ev
 from conveyor.domain.clock import utcnow
+from conveyor.domain.jobs import NewJob
 from conveyor.domain.states import JobState
 from conveyor.domain.workflows import (
     MAX_STEPS,
@@ -49,6 +51,18 @@ _CHUNK = 500  # rows per insert statement (bound parameters stay under both data
 
 def step_key(workflow_id: str, step: str) -> str:
     return f"{STEP_KEY_PREFIX}{workflow_id}:{step}"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowRows:
+    """What `Workflows.create_workflow` inserts, in one transaction."""
+
+    id: str
+    workflow: dict[str, Any]
+    steps: list[dict[str, Any]]
+    edges: list[dict[str, Any]]
+    limits: list[dict[str, Any]]
+    jobs: list[NewJob]
 
 
 class Workflows(Jobs):

@@ -22,7 +22,7 @@ from conveyor.domain.workflows import StepSpec, WorkflowSpec, validate
 from conveyor.errors import InvalidInput
 from conveyor.logs import job_context
 from conveyor.metrics import JobMetrics
-from conveyor.scheduler.fires import checked_job
+from conveyor.scheduler.checks import checked_job
 from conveyor.store.backend import QueueBackend
 from conveyor.store.driver import Listener
 from conveyor.store.jobs import job_row

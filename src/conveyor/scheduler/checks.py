@@ -1,0 +1,85 @@
+"""The rule a job (a submission, a cron fire, a workflow step) is checked by: `checked_job`.
+
+It lives below the services because the scheduler fires without them; JobService.prepare
+uses it too, so a cron fire is checked as a submission is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from conveyor.domain.flow import LimitKey, evaluate_key
+from conveyor.domain.jobs import SYSTEM_OWNER, NewJob
+from conveyor.errors import InvalidInput
+from conveyor.worker.registry import Registry
+
+
+def checked_job(
+    registry: Registry,
+    job_type: str,
+    payload: dict[str, Any],
+    owner_id: str = SYSTEM_OWNER,
+    *,
+    queue: str | None = None,
+    priority: int | None = None,
+    max_attempts: int | None = None,
+    timeout_s: float | None = None,
+    run_at: datetime | None = None,
+    idempotency_key: str | None = None,
+    tags: Sequence[str] = (),
+    callback_url: str | None = None,
+    fair: bool = True,
+) -> NewJob:
+    """Validate against the type's payload model, and take the type's defaults for the
+    options left unset; bad input raises and changes nothing. With `fair` (the setting
+    fair_dispatch), the job's fair key is the type's `fair_key` source, evaluated now."""
+    spec = registry.get(job_type)
+    try:
+        valid = spec.payload_model.model_validate(payload)
+    except ValidationError as exc:
+        raise InvalidInput(
+            f"invalid payload for job type {job_type!r}",
+            errors=exc.errors(include_url=False, include_context=False, include_input=False),
+        ) from exc
+    if max_attempts is not None and max_attempts < 1:
+        raise InvalidInput("max_attempts must be at least 1", field="max_attempts")
+    if run_at is not None and run_at.tzinfo is None:
+        raise InvalidInput("run_at needs a time zone", field="run_at")
+    checked = valid.model_dump(mode="json", exclude_unset=False)
+    queue = queue or spec.queue
+    fair_key = (
+        evaluate_key(
+            spec.fair_key, owner_id=owner_id, queue=queue, type_name=spec.name, payload=checked
+        )
+        if fair
+        else None
+    )
+    # Each limit's key, evaluated once, here: the claim never reads the payload again.
+    keys = tuple(
+        LimitKey(
+            limit.name,
+            evaluate_key(
+                limit.key, owner_id=owner_id, queue=queue, type_name=spec.name, payload=checked
+            ),
+        )
+        for limit in spec.limits
+    )
+    return NewJob(
+        type=spec.name,
+        payload=checked,
+        queue=queue,
+        priority=priority if priority is not None else spec.priority,
+        max_attempts=max_attempts or spec.max_attempts,
+        run_at=run_at,
+        timeout_s=timeout_s if timeout_s is not None else spec.timeout,
+        idempotency_key=idempotency_key,
+        owner_id=owner_id,
+        tags=tuple(tags),
+        callback_url=callback_url,
+        fair_key=fair_key,
+        limit_keys=keys,
+    )

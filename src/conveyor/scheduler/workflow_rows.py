@@ -1,0 +1,128 @@
+"""A workflow declaration as the rows the store writes: the one implementation of it.
+
+Both WorkflowService.submit (a client's workflow) and a cron fire of a workflow template
+(scheduler/fires.py) come here; it lives below the services because the scheduler fires
+without them. Each step is checked by `checked_job`, as a submission is, against its job
+type as the type is now; what is refused is an InvalidInput naming `steps.<i>...`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from conveyor.domain.flow import RUNNING_QUOTA, LimitKey
+from conveyor.domain.ids import uuid7
+from conveyor.domain.jobs import NewJob
+from conveyor.domain.states import JobState
+from conveyor.domain.workflows import StepSpec, WorkflowSpec, WorkflowState, fingerprint, validate
+from conveyor.errors import ConveyorError, InvalidInput, NotFound, UnknownJobType
+from conveyor.scheduler.checks import checked_job
+from conveyor.store.jobs import job_row
+from conveyor.store.workflows import WorkflowRows, step_key
+from conveyor.worker.registry import Registry
+
+
+def workflow_rows(
+    registry: Registry,
+    spec: WorkflowSpec,
+    owner_id: str,
+    now: datetime,
+    *,
+    idempotency_key: str | None = None,
+    running_quota: bool = False,
+    fair: bool = True,
+) -> WorkflowRows:
+    """Validate the whole declaration (the graph, then each step's payload), and build its
+    rows; bad input raises InvalidInput and builds nothing. `running_quota`: the owner has
+    a running cap, so each step holds its built-in limit as a job would."""
+    ordered = validate(spec)
+    workflow_id = uuid7()
+    where = {step.name: i for i, step in enumerate(spec.steps)}
+    prepared = [
+        (step, checked_step(registry, step, where[step.name], owner_id, workflow_id, fair))
+        for step in ordered
+    ]
+    if running_quota:
+        quota = LimitKey(RUNNING_QUOTA, owner_id)
+        prepared = [(s, replace(j, limit_keys=(*j.limit_keys, quota))) for s, j in prepared]
+    ids = {step.name: job.id for step, job in prepared}
+    steps: list[dict[str, Any]] = []
+    limits: list[dict[str, Any]] = []
+    for step, job in prepared:
+        row = job_row(job, now)
+        row.update(
+            state=(JobState.WAITING if step.depends_on else JobState.QUEUED).value,
+            run_at=now,
+            fair_tag=now.timestamp(),
+            fair_key=None,  # steps go in due-time order (docs/workflows.md, "Limits")
+            workflow_id=workflow_id,
+            step=step.name,
+            on_dependency_failure=spec.policy(step).value,
+            ready_at=None if step.depends_on else now,
+            dep_checks=0,
+        )
+        steps.append(row)
+        limits.extend({"job_id": job.id, "name": lk.name, "key": lk.key} for lk in job.limit_keys)
+    edges = [
+        {"job_id": ids[step.name], "depends_on": ids[dep], "workflow_id": workflow_id}
+        for step in ordered
+        for dep in dict.fromkeys(step.depends_on)
+    ]
+    workflow = {
+        "id": workflow_id,
+        "owner_id": owner_id,
+        "name": spec.name,
+        "state": WorkflowState.RUNNING.value,
+        "created_at": now,
+        "updated_at": now,
+        "settled_at": None,
+        "on_dependency_failure": spec.on_dependency_failure.value,
+        "idempotency_key": idempotency_key,
+        "fingerprint": fingerprint(spec),
+    }
+    jobs = [job for _step, job in prepared]
+    return WorkflowRows(workflow_id, workflow, steps, edges, limits, jobs)
+
+
+def checked_step(
+    registry: Registry, step: StepSpec, i: int, owner_id: str, workflow_id: str, fair: bool
+) -> NewJob:
+    """The step as a job, checked as a submission is; errors name `steps.<i>...`. A step is
+    never a unique job (its workflow is the unit), whatever its type says."""
+    try:
+        job = checked_job(
+            registry,
+            step.type,
+            step.payload,
+            owner_id,
+            queue=step.queue,
+            priority=step.priority,
+            max_attempts=step.max_attempts,
+            timeout_s=step.timeout_s,
+            idempotency_key=step_key(workflow_id, step.name),
+            fair=fair,
+        )
+    except (NotFound, UnknownJobType) as exc:
+        raise InvalidInput(
+            f"step {step.name!r}: unknown job type {step.type!r}", field=f"steps.{i}.type"
+        ) from exc
+    except InvalidInput as exc:
+        raise at_step(exc, i, step.name) from exc
+    return replace(job, unique_key=None, unique_states=frozenset())
+
+
+def at_step(exc: ConveyorError, i: int, name: str) -> InvalidInput:
+    details: dict[str, Any] = dict(exc.details)
+    field = details.pop("field", None)
+    details["field"] = f"steps.{i}.{field}" if field else f"steps.{i}.payload"
+    if "errors" in details:
+        details["errors"] = [
+            {**e, "loc": ["steps", i, "payload", *e.get("loc", ())]} for e in details["errors"]
+        ]
+    return InvalidInput(f"step {name!r}: {exc.message}", **details)
+
+
+__all__: Sequence[str] = ["WorkflowRows", "at_step", "checked_step", "workflow_rows"]
