@@ -129,3 +129,13 @@ def test_a_submit_limit_is_declared_without_a_key_and_under_a_name_of_its_own() 
         bp.job("a", submit_limits=(Concurrency("x", 1, key="owner"),))
     with pytest.raises(ConfigurationError, match="appears twice"):
         bp.job("b", limits=(Concurrency("x", 1),), submit_limits=(Rate("x", 1, 1.0),))
+
+
+def test_a_limit_may_not_take_the_built_in_running_quotas_name() -> None:
+    """`quota.running` is the built-in per-owner running quota (its size is each user's
+    cap): a job type's limit under that name would share its slots and its definition."""
+    bp = Blueprint()
+    with pytest.raises(ConfigurationError, match="reserved"):
+        bp.job("a", limits=(Concurrency("quota.running", 1),))
+    with pytest.raises(ConfigurationError, match="reserved"):
+        bp.job("b", submit_limits=(Rate("quota.other", 1, 1.0),))

@@ -108,6 +108,7 @@ Limit = Concurrency | Rate
 # The built-in concurrency limit of a user's running quota: keyed by owner, its size per key
 # that user's cap (users.max_running, else settings.quota_max_running; 0 or none: no cap).
 RUNNING_QUOTA = "quota.running"
+RESERVED_PREFIX = "quota."  # built-in limits' names: a job type's may not start with it
 
 # While in these states a unique job blocks another with the same unique key (River's default).
 DEFAULT_UNIQUE_STATES: frozenset[JobState] = frozenset(
@@ -164,10 +165,16 @@ class LimitKey:
 
 
 def check_names(limits: tuple[Limit, ...], what: str) -> None:
-    """One declaration per name on a job type."""
+    """One declaration per name on a job type, none under the built-in quotas' prefix."""
     names = [limit.name for limit in limits]
     if len(set(names)) != len(names):
         raise ConfigurationError(f"{what}: a limit name appears twice")
+    for name in names:
+        if name.startswith(RESERVED_PREFIX):
+            raise ConfigurationError(
+                f"{what}: limit name {name!r} is reserved ({RESERVED_PREFIX}* names Conveyor's "
+                f"own quotas, such as {RUNNING_QUOTA!r})"
+            )
 
 
 def check_submit_limits(limits: tuple[Limit, ...], declared: tuple[Limit, ...], what: str) -> None:
