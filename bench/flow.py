@@ -36,6 +36,7 @@ from bench.conveyor_handlers import FLOW_ENV, STARVE_B_FROM_ENV
 from bench.conveyor_systems import ConveyorSystem
 from bench.measure import DrainFigures, Plan, drain
 from bench.procs import BenchError
+from bench.report import num
 from bench.rundir import RunDir
 
 DATABASES = ("postgres", "sqlite")
@@ -184,10 +185,6 @@ def run(plan: Plan, work: Path, quick: bool) -> list[FlowFigures]:
     return out
 
 
-def _num(value: float | int | None, fmt: str = ",.0f") -> str:
-    return "-" if value is None else format(value, fmt)
-
-
 def table(rows: list[FlowFigures]) -> Table:
     out = Table(
         title="Flow control: drains by durable completion (2 workers x 64), and starvation",
@@ -203,12 +200,12 @@ def table(rows: list[FlowFigures]) -> Table:
         out.add_row(
             r.database,
             r.scenario,
-            _num(r.n),
-            _num(r.durable_jobs_per_s),
-            _num(r.executed_jobs_per_s),
-            _num(r.of_plain, ".0%"),
-            _num(r.b_worst_claims),
-            _num(r.b_worst_ms, ",.1f"),
+            num(r.n),
+            num(r.durable_jobs_per_s),
+            num(r.executed_jobs_per_s),
+            num(r.of_plain, ".0%"),
+            num(r.b_worst_claims),
+            num(r.b_worst_ms, ",.1f"),
             r.error or r.note,
         )
     return out

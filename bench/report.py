@@ -176,3 +176,8 @@ def write_json(document: dict[str, Any], path: Path) -> None:
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def num(value: float | int | None, fmt: str = ",.0f") -> str:
+    """A table cell: `value` formatted, or "-" when there is none."""
+    return "-" if value is None else format(value, fmt)

@@ -31,6 +31,7 @@ from bench import machine, peers_venv
 from bench.conveyor_systems import ConveyorSystem
 from bench.measure import Plan, drain
 from bench.procs import BenchError, run_json
+from bench.report import num
 from bench.systems import CELERY_REDIS_URL, CelerySystem
 
 DATABASES = ("postgres", "sqlite")
@@ -150,10 +151,6 @@ def run(
     return rows
 
 
-def _num(value: float | int | None, fmt: str = ",.0f") -> str:
-    return "-" if value is None else format(value, fmt)
-
-
 def table(rows: list[WorkflowFigures]) -> Table:
     out = Table(
         title="Workflows: a fan-out of n - 1 no-op steps and one join (2 worker processes)",
@@ -172,13 +169,13 @@ def table(rows: list[WorkflowFigures]) -> Table:
         out.add_row(
             r.system,
             r.store,
-            _num(r.steps),
-            _num(r.seconds, ",.2f"),
-            _num(r.submit_s, ",.2f"),
-            _num(r.steps_per_s),
-            _num(r.plain_jobs_per_s),
-            _num(r.of_plain, ".0%"),
-            _num(r.vs_celery, ".1f") + ("x" if r.vs_celery else ""),
+            num(r.steps),
+            num(r.seconds, ",.2f"),
+            num(r.submit_s, ",.2f"),
+            num(r.steps_per_s),
+            num(r.plain_jobs_per_s),
+            num(r.of_plain, ".0%"),
+            num(r.vs_celery, ".1f") + ("x" if r.vs_celery else ""),
             r.error or "",
         )
     return out

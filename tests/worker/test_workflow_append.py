@@ -43,6 +43,16 @@ async def running(backend: QueueBackend) -> AsyncIterator[None]:
         await asyncio.gather(*tasks)
 
 
+async def settle(flows: WorkflowService, workflow_id: str, what: str) -> None:
+    """Wait until the workflow is no longer running."""
+
+    async def settled() -> bool:
+        found = await flows.get(workflow_id)
+        return found.workflow.state is not WorkflowState.RUNNING
+
+    await eventually(settled, timeout=120, what=what)
+
+
 @pytest.mark.parametrize("fail_first", [False, True])
 async def test_appended_steps_run_before_the_join_which_sees_them(
     backend: QueueBackend, tmp_path: Path, fail_first: bool
@@ -59,12 +69,8 @@ async def test_appended_steps_run_before_the_join_which_sees_them(
     )  # fmt: skip
     detail = await flows.submit(spec, owner_id="u")
 
-    async def settled() -> bool:
-        found = await flows.get(detail.workflow.id)
-        return found.workflow.state is not WorkflowState.RUNNING
-
     async with running(backend):
-        await eventually(settled, timeout=120, what="the workflow settled")
+        await settle(flows, detail.workflow.id, "the workflow settled")
     done = await flows.get(detail.workflow.id)
     assert done.workflow.state is WorkflowState.COMPLETED
     steps = {s.name: s for s in done.steps}
@@ -97,18 +103,14 @@ async def test_a_retried_workflow_runs_only_what_did_not_complete(
     )
     detail = await flows.submit(spec, owner_id="u")
 
-    async def settled() -> bool:
-        found = await flows.get(detail.workflow.id)
-        return found.workflow.state is not WorkflowState.RUNNING
-
     async with running(backend):
-        await eventually(settled, timeout=120, what="the first run settled")
+        await settle(flows, detail.workflow.id, "the first run settled")
         first = await flows.get(detail.workflow.id)
         assert first.workflow.state is WorkflowState.FAILED
         x_before = next(s for s in first.steps if s.name == "x")
         fixed.write_text("ok")
         await flows.retry(detail.workflow.id, "u")
-        await eventually(settled, timeout=120, what="the retry settled")
+        await settle(flows, detail.workflow.id, "the retry settled")
     done = await flows.get(detail.workflow.id)
     assert done.workflow.state is WorkflowState.COMPLETED
     ran = workflow_handlers.runs(log)
@@ -132,12 +134,8 @@ async def test_a_step_in_the_process_pool_sees_its_dependencies_results(
     )
     detail = await flows.submit(spec, owner_id="u")
 
-    async def settled() -> bool:
-        found = await flows.get(detail.workflow.id)
-        return found.workflow.state is not WorkflowState.RUNNING
-
     async with running(backend):
-        await eventually(settled, timeout=120, what="the workflow settled")
+        await settle(flows, detail.workflow.id, "the workflow settled")
     done = {s.name: s for s in (await flows.get(detail.workflow.id)).steps}
     assert done["b"].state is JobState.COMPLETED, done["b"].error
     assert done["b"].result["step"] == "b"
