@@ -25,7 +25,7 @@ PACKAGE = "conveyor"
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("command line", frozenset({"cli"})),  # starts every process; the client commands
     ("root", frozenset({"server"})),  # the composition root: mounts every door on one app
-    ("doors", frozenset({"api", "dashboard", "compat", "client"})),
+    ("doors", frozenset({"api", "dashboard", "compat", "client", "library"})),
     ("wiring", frozenset({"runtime"})),  # the Engine handed to the doors: services, wired
     ("services", frozenset({"services"})),
     ("engine", frozenset({"worker", "scheduler", "events", "handlers"})),

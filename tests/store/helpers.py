@@ -18,15 +18,20 @@ def job(**fields: object) -> NewJob:
 
 
 async def job_in_state(backend: QueueBackend, state: str) -> str:
-    """A job brought to `state` through the real transitions."""
+    """A job brought to `state` through the real transitions.
+
+    A job that must be claimed gets a queue of its own, so the claim takes no other test
+    job with it, and an hour's lease, so it is still running however slow the machine."""
     if state == "scheduled":
         (e,) = await backend.enqueue([job(run_at=utcnow() + timedelta(hours=1))])
         return e.id
-    (e,) = await backend.enqueue([job(max_attempts=2)])
+    queue = "default" if state == "queued" else f"in-{state}-{utcnow().timestamp()}"
+    (e,) = await backend.enqueue([job(max_attempts=2, queue=queue)])
     if state == "queued":
         return e.id
     worker = f"w-{e.id[-6:]}"
-    (c,) = [c for c in await backend.claim(worker, ["default"], 100, 30) if c.id == e.id]
+    (c,) = await backend.claim(worker, [queue], 1, lease_s=3600)
+    assert c.id == e.id
     later = utcnow() + timedelta(hours=1)
     error = ErrorInfo("E", "m")
     outcomes = {

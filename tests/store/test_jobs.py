@@ -139,7 +139,7 @@ async def test_user_retry_requeues_failed_and_cancelled_jobs(
     job_id = await job_in_state(backend, state)
     record = await backend.retry(job_id)
     assert record.state is JobState.QUEUED and record.attempt == 0
-    (claimed,) = await backend.claim(W, ["default"], 1, 30)
+    (claimed,) = await backend.claim(W, [record.queue], 1, 30)
     assert claimed.id == job_id and claimed.attempt == 1
 
 
