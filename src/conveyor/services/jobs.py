@@ -112,7 +112,7 @@ class JobService:
         await self.backend.define_limits([lim for spec in self.registry for lim in spec.all_limits])
         await self.backend.define_running_quota(self.quota_max_running)
 
-    async def _running_cap(self, owner_id: str) -> int | None:
+    async def running_cap(self, owner_id: str) -> int | None:
         """The owner's running quota (its own cap, else the default; None: no cap). The
         users' caps are read at most every CAPS_TTL_S per process, not once per submit."""
         if owner_id == SYSTEM_OWNER:
@@ -228,7 +228,7 @@ class JobService:
             raise InvalidInput(f"at most {MAX_BATCH} jobs per batch", limit=MAX_BATCH)
         prepared = [self.prepare(s, owner_id) for s in submissions]
         await self._check_callbacks(owner_id, prepared)
-        if await self._running_cap(owner_id):  # under the running quota: its built-in limit
+        if await self.running_cap(owner_id):  # under the running quota: its built-in limit
             quota = LimitKey(RUNNING_QUOTA, owner_id)
             prepared = [replace(j, limit_keys=(*j.limit_keys, quota)) for j in prepared]
         return prepared

@@ -39,7 +39,7 @@ class WorkflowService:
     ) -> WorkflowDetail:
         """Validate the whole declaration (InvalidInput naming the field, NotFound for an
         unknown job type), then store the workflow, its steps and edges in one transaction."""
-        running_quota = bool(await self.jobs._running_cap(owner_id))
+        running_quota = bool(await self.jobs.running_cap(owner_id))
         rows = workflow_rows(
             self.jobs.registry,
             spec,
