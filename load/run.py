@@ -23,6 +23,10 @@ from load.summary import markdown_table, read_summary, requests_by_scenario, tex
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
+RATE_LIMITED_HINT = (
+    "429: the server's rate limits were reached (CONVEYOR_RATE_LIMIT_AUTH, _LOGIN_ACCOUNT, "
+    "_SUBMIT, _JOBS); raise them on the server under test to measure the API itself"
+)
 STOP_TIMEOUT_S = 10  # a user's task in flight (an SSE wait) may finish after the duration
 
 
@@ -75,6 +79,8 @@ def run(options: LoadOptions) -> int:
     Path(f"{prefix}.md").write_text(f"{heading}\n\n{markdown_table(rows)}\n")
     for call, error, times in summary.errors[:10]:
         print(f"error x{times} {call}: {error[:200]}")
+    if any(row.limited for row in rows):
+        print(RATE_LIMITED_HINT)
     print(f"report: {prefix}.html")
     if idle:
         print(f"no requests from: {', '.join(idle)}", file=sys.stderr)

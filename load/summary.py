@@ -55,7 +55,7 @@ def _row(call: dict[str, Any], limited: Counter[str]) -> Row:
     name = str(call["name"])
     scenario, _, what = name.partition(": ")
     if name == TOTAL:
-        scenario, what = "all", ""
+        scenario, what = "all", "every call"
     return Row(
         scenario=scenario,
         call=what,

@@ -44,7 +44,7 @@ def test_rows_follow_the_scenarios_and_count_429s_apart(tmp_path: Path) -> None:
     assert [(r.scenario, r.call) for r in summary.rows] == [
         ("submit one", "POST /jobs"),
         ("dashboard", "GET /dashboard/"),
-        ("all", ""),
+        ("all", "every call"),
     ]
     assert [(r.errors, r.limited) for r in summary.rows] == [(3, 2), (0, 0), (3, 2)]
     made = requests_by_scenario(summary.rows)
