@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint fmt bench chaos soak screenshots compose-check clean
+.PHONY: install run test lint fmt bench chaos soak load screenshots compose-check clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -44,6 +44,15 @@ chaos: $(STAMP)
 # unless RSS stays flat and nothing is lost (docs/operations.md, "Soak"). SOAK_ARGS: options.
 soak: $(STAMP)
 	$(BIN)/python -m chaos.soak $(SOAK_ARGS)
+
+# The HTTP API under Locust (load/, docs/deploy.md "Load"): drives a running Conveyor (LOAD_URL,
+# default `make run`'s address) for LOAD_DURATION s (60) with LOAD_USERS users (10); needs the
+# server's admin password (LOAD_ADMIN_PASSWORD) to create its accounts. A table at the end and
+# an HTML report in load/results/.
+load: $(STAMP)
+	@$(BIN)/pip show --quiet locust >/dev/null 2>&1 || \
+		$(BIN)/pip install --quiet --disable-pip-version-check -e '.[load]'
+	$(BIN)/python -m load.run
 
 # The Dockerfile and deploy/compose.yaml checked without a container engine: hadolint,
 # `docker-compose config` (Debian's docker-compose), and their agreement with the settings.
