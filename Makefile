@@ -54,8 +54,9 @@ load: $(STAMP)
 		$(BIN)/pip install --quiet --disable-pip-version-check -e '.[load]'
 	$(BIN)/python -m load.run
 
-# The Dockerfile and deploy/compose.yaml checked without a container engine: hadolint,
-# `docker-compose config` (Debian's docker-compose), and their agreement with the settings.
+# The Dockerfile, deploy/compose.yaml and deploy/k8s checked without a container engine or a
+# cluster: hadolint, `docker-compose config` (Debian's docker-compose), `kubectl kustomize`
+# with the Kubernetes and KEDA schemas, and their agreement with the settings.
 compose-check: $(STAMP)
 	$(BIN)/pytest -p no:xdist -q tests/deploy
 

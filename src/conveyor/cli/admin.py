@@ -24,10 +24,30 @@ T = TypeVar("T")
 users_app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
 
 
-def migrate() -> None:
-    """Apply database migrations."""
+def migrate(
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Apply nothing: exit 0 when the schema is up to date, 1 when migrations "
+            "are pending (a process waiting for the migration to run).",
+        ),
+    ] = False,
+    wait: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="With --check: check again every 2 s, the database unreachable meanwhile "
+            "included, for up to this many seconds.",
+        ),
+    ] = 0.0,
+) -> None:
+    """Apply database migrations (or, with --check, tell whether any are pending)."""
     settings = load_settings()
     quiet_logs()
+    if check:
+        _check_migrations(settings.database_url, wait)
+        return
 
     async def main() -> None:
         from conveyor.services.migrations import apply_migrations
@@ -36,6 +56,31 @@ def migrate() -> None:
 
     run_async(main())
     console.print("migrations applied")
+
+
+def _check_migrations(database_url: str, wait: float) -> None:
+    """Exit 0 once no migration is pending, 1 if some still are after `wait` seconds."""
+    from conveyor.errors import Unavailable
+    from conveyor.services.migrations import pending_migrations
+
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            try:
+                pending = await pending_migrations(database_url)
+                if not pending or loop.time() >= deadline:
+                    return pending
+            except Unavailable:
+                if loop.time() >= deadline:
+                    raise
+            await asyncio.sleep(min(2.0, max(0.0, deadline - loop.time())))
+
+    pending = run_async(main())
+    if pending:
+        console.print(f"migrations pending: {', '.join(pending)}")
+        raise typer.Exit(1)
+    console.print("schema up to date")
 
 
 def config() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from conveyor.settings import private_sqlite_files
 from conveyor.store.database import Database
-from conveyor.store.migrate import migrate
+from conveyor.store.migrate import migrate, pending_revisions
 
 
 async def apply_migrations(database_url: str) -> None:
@@ -14,5 +14,16 @@ async def apply_migrations(database_url: str) -> None:
     db = Database(database_url)
     try:
         await migrate(db)
+    finally:
+        await db.dispose()
+
+
+async def pending_migrations(database_url: str) -> list[str]:
+    """The migrations not applied yet, oldest first, applying none (`conveyor migrate
+    --check`: a Kubernetes initContainer waits on it until the migration Job has run)."""
+    private_sqlite_files(database_url)
+    db = Database(database_url)
+    try:
+        return await pending_revisions(db)
     finally:
         await db.dispose()

@@ -7,6 +7,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 
 from conveyor.store.database import Database
@@ -43,3 +44,22 @@ async def current_revision(db: Database) -> str | None:
     async with db.read() as conn:
         revision: str | None = await conn.run_sync(read)
         return revision
+
+
+async def pending_revisions(db: Database) -> list[str]:
+    """The revisions this code has and the database lacks, oldest first.
+
+    Empty when the schema is at the code's head, and also when it is ahead of it (a newer
+    release migrated it; migrations are additive, so this release still runs on it): what a
+    process waiting for `conveyor migrate` to finish needs to know, nothing applied.
+    """
+    script = ScriptDirectory.from_config(alembic_config())
+    current = await current_revision(db)
+    known = {revision.revision for revision in script.walk_revisions()}
+    if current is not None and current not in known:
+        return []
+    head = script.get_current_head()
+    if head is None or current == head:
+        return []
+    missing = script.iterate_revisions(head, current or "base")
+    return [r.revision for r in reversed(list(missing)) if r.revision != current]
