@@ -16,6 +16,7 @@ import pytest
 
 from conveyor.domain.jobs import JobRecord
 from conveyor.domain.states import JobState
+from conveyor.errors import Unavailable
 from conveyor.library.registry import default
 from conveyor.library.worker import Worker, WorkerOptions, run
 from conveyor.services.jobs import JobService, Submission
@@ -104,6 +105,16 @@ async def test_stop_lets_a_running_job_finish_and_closes(
     assert (done.state, done.result, done.attempt) == (JobState.COMPLETED, "rested", 1)
     with pytest.raises(RuntimeError, match="already been started"):
         await worker.start()
+
+
+async def test_start_raises_when_the_database_is_away_and_may_be_tried_again(
+    tmp_path: Path,
+) -> None:
+    worker = Worker(settings=settings("postgresql://postgres@127.0.0.1:1/none", tmp_path))
+    for _ in range(2):  # nothing half-open stays behind to make the second "already started"
+        with pytest.raises(Unavailable):
+            await worker.start()
+    assert worker.id is None
 
 
 async def test_a_worker_not_started_says_so(tmp_path: Path) -> None:

@@ -87,16 +87,17 @@ class Worker:
         or a job type is declared wrongly."""
         if self._engine is not None:
             raise RuntimeError("this worker has already been started")
-        self._engine = await Engine.open(
+        engine = await Engine.open(
             self.settings, apply_migrations=self._migrate, blueprints=self._blueprints
         )
         try:
-            self._worker = self._engine.worker(self._queues, self._concurrency)
-            self._scheduler = self._engine.scheduler() if self._with_scheduler else None
+            self._worker = engine.worker(self._queues, self._concurrency)
+            self._scheduler = engine.scheduler() if self._with_scheduler else None
         except BaseException:
-            await self._engine.close()
+            await engine.close()
             raise
-        self._task = asyncio.create_task(self._serve(), name="conveyor-worker")
+        self._engine = engine
+        self._task = asyncio.create_task(self._serve(self._worker), name="conveyor-worker")
 
     def request_stop(self, force: bool = False) -> None:
         """Ask for a stop without waiting (for a signal handler): the first call drains running
@@ -132,15 +133,19 @@ class Worker:
     ) -> None:
         await self.stop()
 
-    async def _serve(self) -> int:
-        """The worker's run, with the scheduler beside it for as long as it lasts."""
-        assert self._worker is not None
-        side = asyncio.create_task(self._scheduler.run()) if self._scheduler else None
+    async def _serve(self, worker: EngineWorker) -> int:
+        """The worker's run, with the scheduler beside it for as long as it lasts; a scheduler
+        that ends on its own (it raised) stops the worker rather than leave it half-running,
+        and its error is what `wait` raises."""
+        scheduler = self._scheduler
+        side = asyncio.create_task(scheduler.run()) if scheduler is not None else None
+        if side is not None:
+            side.add_done_callback(lambda _done: worker.stop())
         try:
-            return await self._worker.run()
+            return await worker.run()
         finally:
-            if side is not None and self._scheduler is not None:
-                self._scheduler.stop()
+            if scheduler is not None and side is not None:
+                scheduler.stop()
                 await side
 
 
