@@ -17,7 +17,14 @@ from pathlib import Path
 import httpx
 
 from tests.net.world import free_port
-from tests.support.processes import CHILD_PYTHONPATH, CONVEYOR, ROOT, clean_environ, eventually
+from tests.support.processes import (
+    CHILD_PYTHONPATH,
+    CONVEYOR,
+    ROOT,
+    clean_environ,
+    eventually,
+    start_child,
+)
 
 EXAMPLE = ROOT / "docs" / "examples" / "library_example.py"
 DOC = ROOT / "docs" / "library.md"
@@ -42,10 +49,9 @@ def example_env(db_url: str, api: str) -> dict[str, str]:
 
 
 def start(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
-    with (cwd / f"{Path(args[0]).name}-{len(list(cwd.glob('*.out')))}.out").open("wb") as out:
-        return subprocess.Popen(
-            args, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
-        )
+    """`args` in `cwd`, its output in `cwd/<program>-<n>.out` (what `outputs` shows)."""
+    out = cwd / f"{Path(args[0]).name}-{len(list(cwd.glob('*.out')))}.out"
+    return start_child(args, env, cwd, out)
 
 
 def migrate(env: dict[str, str], cwd: Path) -> None:

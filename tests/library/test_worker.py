@@ -24,7 +24,13 @@ from conveyor.settings import Settings
 from conveyor.store.backend import QueueBackend
 from conveyor.worker.registry import Registry
 from tests.library import lib_handlers
-from tests.support.processes import CHILD_PYTHONPATH, ROOT, clean_environ, eventually
+from tests.support.processes import (
+    CHILD_PYTHONPATH,
+    ROOT,
+    clean_environ,
+    eventually,
+    start_child,
+)
 from tests.worker import blueprint_handlers
 
 WAIT = 60.0  # generous: the machine is busy
@@ -149,16 +155,7 @@ def spawn_run(db_url: str, tmp_path: Path) -> subprocess.Popen[bytes]:
         CONVEYOR_DATA_DIR=str(tmp_path),
         CONVEYOR_POLL_INTERVAL="0.2",
     )
-    with (tmp_path / "run.out").open("wb") as sink:
-        return subprocess.Popen(
-            [sys.executable, "-c", RUN, db_url],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    return start_child([sys.executable, "-c", RUN, db_url], env, ROOT, tmp_path / "run.out")
 
 
 async def test_run_blocks_until_a_signal_then_drains_and_exits_0(
