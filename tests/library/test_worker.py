@@ -123,6 +123,16 @@ async def test_start_raises_when_the_database_is_away_and_may_be_tried_again(
     assert worker.id is None
 
 
+async def test_a_bad_queue_list_is_refused_at_start_and_closes_what_it_opened(
+    db_url: str, tmp_path: Path
+) -> None:
+    worker = Worker(settings=settings(db_url, tmp_path), queues="default,images=two")
+    for _ in range(2):
+        with pytest.raises(ValueError, match="two"):
+            await worker.start()
+    assert worker.id is None
+
+
 async def test_a_worker_not_started_says_so(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="not been started"):
         await Worker(settings=settings("sqlite:///unused.db", tmp_path)).wait()

@@ -91,13 +91,13 @@ class Worker:
             self.settings, apply_migrations=self._migrate, blueprints=self._blueprints
         )
         try:
-            self._worker = engine.worker(self._queues, self._concurrency)
-            self._scheduler = engine.scheduler() if self._with_scheduler else None
+            worker = engine.worker(self._queues, self._concurrency)
+            scheduler = engine.scheduler() if self._with_scheduler else None
         except BaseException:
             await engine.close()
             raise
-        self._engine = engine
-        self._task = asyncio.create_task(self._serve(self._worker), name="conveyor-worker")
+        self._engine, self._worker, self._scheduler = engine, worker, scheduler
+        self._task = asyncio.create_task(self._serve(worker), name="conveyor-worker")
 
     def request_stop(self, force: bool = False) -> None:
         """Ask for a stop without waiting (for a signal handler): the first call drains running
