@@ -27,10 +27,6 @@ class Order(BaseModel):
     order_id: int
 
 
-def specs() -> dict[str, object]:
-    return {spec.name: spec for spec in default}
-
-
 def test_bare_job_names_the_type_after_the_function_and_returns_it_unchanged() -> None:
     async def lib_reg_bare(ctx: JobContext, payload: Order) -> int:
         """Bills one order."""
@@ -99,6 +95,8 @@ def test_the_default_blueprint_is_the_one_handler_modules_fill() -> None:
 
     assert "lib_reg_everywhere" in load_handlers([], [default])
     assert "lib_reg_everywhere" in Blueprint(registry.default)
+    # a module of @conveyor.job types named as --handlers names it
+    assert "lib_greet" in load_handlers(["tests.library.lib_handlers"])
 
 
 def test_the_options_are_the_blueprints_own() -> None:
