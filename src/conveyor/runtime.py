@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -34,17 +35,19 @@ from conveyor.store.tasks import TaskStore
 from conveyor.store.users import UserStore
 from conveyor.store.webhook_deliveries import WebhookDeliveryStore
 from conveyor.store.webhooks import WebhookStore
+from conveyor.worker.blueprint import Blueprint
 from conveyor.worker.process_pool import ChildLimits
 from conveyor.worker.registry import Registry, load_blueprints
 from conveyor.worker.resources import Resources
 from conveyor.worker.worker import Worker, WorkerConfig
 
 
-def load_handlers(modules: list[str]) -> Registry:
-    """The job types of this process: the built-ins, every entry point's, then `modules`'."""
+def load_handlers(modules: list[str], blueprints: Sequence[Blueprint] = ()) -> Registry:
+    """The job types of this process: the built-ins, `blueprints` (a process embedding
+    Conveyor hands its own: docs/library.md), every entry point's, then `modules`'."""
     from conveyor import handlers  # here, not at the top: commands that run no job skip PIL & co
 
-    return Registry(handlers.blueprint, *load_blueprints(modules))
+    return Registry(handlers.blueprint, *blueprints, *load_blueprints(modules))
 
 
 @dataclass
@@ -66,9 +69,15 @@ class Engine:
     workflows: WorkflowService  # DAGs of steps (docs/workflows.md)
 
     @classmethod
-    async def open(cls, settings: Settings, *, apply_migrations: bool = False) -> Engine:
+    async def open(
+        cls,
+        settings: Settings,
+        *,
+        apply_migrations: bool = False,
+        blueprints: Sequence[Blueprint] = (),
+    ) -> Engine:
         modules = [m.strip() for m in settings.handler_modules.split(",") if m.strip()]
-        registry = load_handlers(modules)
+        registry = load_handlers(modules, blueprints)
         private_sqlite_files(settings.database_url)  # 0600 before the store creates it
         backend = open_backend(
             settings.database_url,

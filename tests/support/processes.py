@@ -102,6 +102,22 @@ class Proc:
             self.popen.wait(timeout=10)
 
 
+def start_child(
+    args: list[str], env: Mapping[str, str], cwd: Path, out: Path
+) -> subprocess.Popen[bytes]:
+    """`args` started in `cwd`, its stdout and stderr together into the file `out`."""
+    with out.open("wb") as sink:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            args,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C of pytest does not reach it
+        )
+
+
 class Cluster:
     """The processes of one test, all sharing one database and one record directory."""
 
@@ -128,16 +144,7 @@ class Cluster:
 
     def spawn(self, name: str, args: list[str], settings: Mapping[str, str]) -> Proc:
         out = self.logs / f"{name}.out"
-        with out.open("wb") as sink:  # the child keeps its own copy of the descriptor
-            popen = subprocess.Popen(
-                [CONVEYOR, *args],
-                cwd=ROOT,
-                env=self.env(name, settings),
-                stdin=subprocess.DEVNULL,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a Ctrl-C of pytest does not reach it
-            )
+        popen = start_child([CONVEYOR, *args], self.env(name, settings), ROOT, out)
         proc = Proc(name, popen, out)
         self.procs.append(proc)
         return proc

@@ -11,21 +11,20 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from conveyor.cli.plumbing import Handlers, die, load_settings, log_setup, opened, run_async
+from conveyor.library.signals import until_signalled
 
 if TYPE_CHECKING:
     from conveyor.runtime import Engine
     from conveyor.settings import Settings
 
-log = logging.getLogger("conveyor.cli")
 
 MetricsPort = Annotated[
     int | None,
@@ -36,22 +35,6 @@ MetricsPort = Annotated[
         help="Serve Prometheus /metrics on this port (CONVEYOR_METRICS_PORT; host: METRICS_HOST).",
     ),
 ]
-
-
-async def _until_signalled(stoppers: list[Callable[[bool], None]], main: Awaitable[int]) -> int:
-    """First SIGINT/SIGTERM: graceful stop. Second: stop at once."""
-    loop = asyncio.get_running_loop()
-    hits = {"n": 0}
-
-    def on_signal() -> None:
-        hits["n"] += 1
-        log.info("signal received (%d); %s", hits["n"], "stopping" if hits["n"] == 1 else "forcing")
-        for stop in stoppers:
-            stop(hits["n"] > 1)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
-    return await main
 
 
 def _exit(code: int) -> NoReturn:
@@ -102,7 +85,7 @@ def run(
                 await asyncio.gather(*tasks)
                 return code
 
-            return await _until_signalled([stop], everything())
+            return await until_signalled([stop], everything())
 
     _exit(run_async(main()))
 
@@ -134,7 +117,7 @@ def _server(settings: Settings, engine: Engine | None = None) -> Any:
 
 
 def _quiet_server(config: Any) -> Any:
-    """A uvicorn server that leaves SIGINT/SIGTERM to `_until_signalled` (for every part)."""
+    """A uvicorn server that leaves SIGINT/SIGTERM to `until_signalled` (for every part)."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -191,7 +174,7 @@ def api(
         def stop(_force: bool) -> None:
             server.should_exit = True
 
-        await _until_signalled([stop], server.serve())
+        await until_signalled([stop], server.serve())
         return 0
 
     _exit(run_async(main()))
@@ -218,7 +201,7 @@ def worker(
             except ValueError as exc:
                 die(f"--queues: {exc}")
             async with _metrics_endpoint(settings):
-                return await _until_signalled([w.stop], w.run())
+                return await until_signalled([w.stop], w.run())
 
     _exit(run_async(main()))
 
@@ -234,7 +217,7 @@ def scheduler(handlers: Handlers = None, metrics_port: MetricsPort = None) -> No
         async with opened(settings) as engine:
             s = engine.scheduler()
             async with _metrics_endpoint(settings):
-                return await _until_signalled([lambda _force: s.stop()], s.run())
+                return await until_signalled([lambda _force: s.stop()], s.run())
 
     _exit(run_async(main()))
 
@@ -254,6 +237,6 @@ def results(handlers: Handlers = None, metrics_port: MetricsPort = None) -> None
                     "back on (CONVEYOR_WEBHOOK_ENABLED=true)"
                 )
             async with _metrics_endpoint(settings):
-                return await _until_signalled([lambda _force: relay.stop()], relay.run())
+                return await until_signalled([lambda _force: relay.stop()], relay.run())
 
     _exit(run_async(main()))
