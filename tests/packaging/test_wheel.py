@@ -17,7 +17,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import venv
 import zipfile
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ import pytest
 
 from tests.conftest import IN_CI
 from tests.net.world import free_port
+from tests.support.processes import wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -82,7 +82,7 @@ def install(wheel: Path, home: Path) -> Path:
     bin_dir = home / "bin"
     pip = [str(bin_dir / "python"), "-m", "pip", "--disable-pip-version-check"]
     done = subprocess.run(
-        [*pip, "install", "--quiet", str(wheel)],
+        [*pip, "install", "--quiet", "--no-compile", str(wheel)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -139,21 +139,6 @@ def conveyor_run(bin_dir: Path, work: Path, port: int) -> Iterator[subprocess.Po
         print(out.read_text(errors="replace"))
 
 
-def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    with httpx.Client(base_url=base, timeout=5, trust_env=False) as http:
-        while True:
-            assert proc.poll() is None, f"conveyor run exited with {proc.returncode}"
-            try:
-                answer = http.get("/ready")
-                if answer.status_code == 200:
-                    return answer
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"no 200 from {base}/ready in {timeout}s"
-            time.sleep(0.2)
-
-
 @pytest.mark.timeout(900)
 def test_conveyor_run_from_the_wheel_alone(tmp_path: Path) -> None:
     """One test, so that a parallel run (-n auto) builds and installs once."""
@@ -165,7 +150,7 @@ def test_conveyor_run_from_the_wheel_alone(tmp_path: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with conveyor_run(bin_dir, work, port) as proc:
-        assert wait_ready(base, proc, timeout=120).json()["status"] == "ready"
+        wait_ready(base, lambda: proc.poll() is None, timeout=120)
         with httpx.Client(base_url=base, timeout=10, trust_env=False) as http:
             # A template, the dashboard's static files and the API docs, from the wheel.
             assert http.get("/dashboard/login").status_code == 200

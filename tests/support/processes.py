@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from tests.support.handlers import RECORD_DIR_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -189,6 +191,22 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(every)
+
+
+def wait_ready(base: str, running: Callable[[], bool], *, timeout: float) -> None:
+    """Poll `base`/ready until it answers 200; fail at once if the server process stops
+    (`running` turns false), or after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=base, timeout=5, trust_env=False) as http:
+        while True:
+            assert running(), f"the server at {base} exited before it was ready"
+            try:
+                if http.get("/ready").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"no 200 from {base}/ready in {timeout}s"
+            time.sleep(0.2)
 
 
 def stopped(pid: int) -> bool:
