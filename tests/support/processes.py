@@ -104,6 +104,22 @@ class Proc:
             self.popen.wait(timeout=10)
 
 
+def start(name: str, argv: list[str], *, cwd: Path, env: Mapping[str, str], out: Path) -> Proc:
+    """`argv` started in a session of its own (a Ctrl-C of pytest does not reach it), its
+    stdout and stderr together in `out`."""
+    with out.open("wb") as sink:  # the child keeps its own copy of the descriptor
+        popen = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return Proc(name, popen, out)
+
+
 class Cluster:
     """The processes of one test, all sharing one database and one record directory."""
 
@@ -130,17 +146,7 @@ class Cluster:
 
     def spawn(self, name: str, args: list[str], settings: Mapping[str, str]) -> Proc:
         out = self.logs / f"{name}.out"
-        with out.open("wb") as sink:  # the child keeps its own copy of the descriptor
-            popen = subprocess.Popen(
-                [CONVEYOR, *args],
-                cwd=ROOT,
-                env=self.env(name, settings),
-                stdin=subprocess.DEVNULL,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a Ctrl-C of pytest does not reach it
-            )
-        proc = Proc(name, popen, out)
+        proc = start(name, [CONVEYOR, *args], cwd=ROOT, env=self.env(name, settings), out=out)
         self.procs.append(proc)
         return proc
 
