@@ -2,54 +2,61 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-stamp
+# Two installs into one venv, one recipe: `runtime` (what `make run` needs, `pip install -e .`)
+# and `dev` (the test and lint toolchain too, `-e '.[dev]'`). The dev set holds the runtime
+# set, so installing it stamps both: `make run` after `make test` installs nothing, and
+# `make test` after `make run` adds the dev extra. Editing pyproject.toml redoes either.
+RUNTIME := $(VENV)/.installed-runtime
+DEV     := $(VENV)/.installed-dev
+EXTRAS_runtime :=
+EXTRAS_dev     := [dev]
 
 .PHONY: install run test lint fmt bench chaos soak load screenshots compose-check clean
 
-$(STAMP): pyproject.toml
+$(RUNTIME) $(DEV): $(VENV)/.installed-%: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		(echo "Conveyor needs Python 3.11 or newer" >&2; exit 1)
-	$(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
-	@touch $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.$(EXTRAS_$*)'
+	@touch $@ $(if $(filter dev,$*),$(RUNTIME))
 
-install: $(STAMP)
+install: $(DEV)
 
-run: $(STAMP)
+run: $(RUNTIME)
 	$(BIN)/conveyor run
 
-test: $(STAMP)
+test: $(DEV)
 	$(BIN)/pytest -n auto
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-fmt: $(STAMP)
+fmt: $(DEV)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP)
+bench: $(DEV)
 	$(BIN)/python -m bench.run
 
 # Every fault of issue #13 against real processes on both databases (docs/operations.md);
 # a private PostgreSQL cluster of its own, 7-8 minutes on 2 busy cores, non-zero on any failure.
-chaos: $(STAMP)
+chaos: $(DEV)
 	$(BIN)/python -m chaos.run
 
 # 30 minutes of mixed load (submits, batches, retries, cron, SSE, webhooks) on a private
 # PostgreSQL cluster; every process's RSS, p99 latency and queue depth sampled; non-zero
 # unless RSS stays flat and nothing is lost (docs/operations.md, "Soak"). SOAK_ARGS: options.
-soak: $(STAMP)
+soak: $(DEV)
 	$(BIN)/python -m chaos.soak $(SOAK_ARGS)
 
 # The HTTP API under Locust (load/, docs/deploy.md "Load"): drives a running Conveyor (LOAD_URL,
 # default `make run`'s address) for LOAD_DURATION s (60) with LOAD_USERS users (10); needs the
 # server's admin password (LOAD_ADMIN_PASSWORD) to create its accounts. A table at the end and
 # an HTML report in load/results/.
-load: $(STAMP)
+load: $(RUNTIME)
 	@$(BIN)/pip show --quiet locust >/dev/null 2>&1 || \
 		$(BIN)/pip install --quiet --disable-pip-version-check -e '.[load]'
 	$(BIN)/python -m load.run
@@ -57,11 +64,11 @@ load: $(STAMP)
 # The Dockerfile, deploy/compose.yaml and deploy/k8s checked without a container engine or a
 # cluster: hadolint, `docker-compose config` (Debian's docker-compose), `kubectl kustomize`
 # with the Kubernetes and KEDA schemas, and their agreement with the settings.
-compose-check: $(STAMP)
+compose-check: $(DEV)
 	$(BIN)/pytest -p no:xdist -q tests/deploy
 
 # The dashboard's screenshots in docs/screenshots/ (README), taken by its browser tests.
-screenshots: $(STAMP)
+screenshots: $(DEV)
 	CONVEYOR_SCREENSHOTS=1 $(BIN)/pytest -p no:xdist -q tests/dashboard/test_screenshots.py
 
 clean:

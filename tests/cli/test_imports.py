@@ -1,7 +1,9 @@
 """Reading the command line loads nothing of the server: the client commands, the assembled
-`conveyor` app and `conveyor --help` leave FastAPI, SQLAlchemy, the store, the services, the
-API and the worker unimported (each server command imports them when it runs). And no CLI
-module reaches the store, even lazily: not by import, not through `engine.backend`."""
+`conveyor` app, `conveyor --help` and every command's `--help` leave FastAPI, SQLAlchemy, the
+store, the services, the API, the worker, the scheduler and even the settings (pydantic-
+settings, a third of `--help`'s CPU when conveyor.logs pulled it in) unimported; each server
+command imports them when it runs. And no CLI module reaches the store, even lazily: not by
+import, not through `engine.backend`."""
 
 from __future__ import annotations
 
@@ -17,6 +19,13 @@ import pytest
 import conveyor.cli
 
 SERVER_SIDE = (
+    "conveyor.server",
+    "conveyor.scheduler",
+    "conveyor.events",
+    "conveyor.handlers",
+    "conveyor.settings",
+    "conveyor.logs",
+    "pydantic_settings",
     "fastapi",
     "starlette",
     "uvicorn",
@@ -55,6 +64,26 @@ def test_conveyor_help_imports_no_server() -> None:
         "    app(['--help'])\n"
         "with contextlib.suppress(SystemExit):\n"
         "    app(['jobs', 'list', '--help'])"
+    )
+    assert loaded_server_modules(code) == []
+
+
+def test_every_commands_help_imports_no_server() -> None:
+    """The client commands (`login`, `submit`, `jobs ...`, `workflows ...`) and the process
+    commands alike: `--help` of each, in one process, walking the assembled command tree."""
+    code = (
+        "import contextlib, typer.main\n"
+        "from conveyor.cli.app import app\n"
+        "root = typer.main.get_command(app)\n"
+        "def paths(command, path):\n"
+        "    yield path\n"
+        "    for name, sub in getattr(command, 'commands', {}).items():\n"
+        "        yield from paths(sub, [*path, name])\n"
+        "walked = list(paths(root, []))\n"
+        "assert ['login'] in walked and ['workflows', 'submit'] in walked, walked\n"
+        "for path in walked:\n"
+        "    with contextlib.suppress(SystemExit):\n"
+        "        root.main([*path, '--help'], prog_name='conveyor', standalone_mode=False)"
     )
     assert loaded_server_modules(code) == []
 

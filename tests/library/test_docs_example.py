@@ -23,8 +23,8 @@ from tests.support.processes import (
     ROOT,
     clean_environ,
     eventually,
-    start_child,
 )
+from tests.support.processes import start as start_proc
 
 EXAMPLE = ROOT / "docs" / "examples" / "library_example.py"
 DOC = ROOT / "docs" / "library.md"
@@ -51,7 +51,7 @@ def example_env(db_url: str, api: str) -> dict[str, str]:
 def start(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
     """`args` in `cwd`, its output in `cwd/<program>-<n>.out` (what `outputs` shows)."""
     out = cwd / f"{Path(args[0]).name}-{len(list(cwd.glob('*.out')))}.out"
-    return start_child(args, env, cwd, out)
+    return start_proc(Path(args[0]).name, args, cwd=cwd, env=env, out=out).popen
 
 
 def migrate(env: dict[str, str], cwd: Path) -> None:

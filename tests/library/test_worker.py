@@ -29,7 +29,7 @@ from tests.support.processes import (
     ROOT,
     clean_environ,
     eventually,
-    start_child,
+    start,
 )
 from tests.worker import blueprint_handlers
 
@@ -165,7 +165,8 @@ def spawn_run(db_url: str, tmp_path: Path) -> subprocess.Popen[bytes]:
         CONVEYOR_DATA_DIR=str(tmp_path),
         CONVEYOR_POLL_INTERVAL="0.2",
     )
-    return start_child([sys.executable, "-c", RUN, db_url], env, ROOT, tmp_path / "run.out")
+    argv = [sys.executable, "-c", RUN, db_url]
+    return start("run", argv, cwd=ROOT, env=env, out=tmp_path / "run.out").popen
 
 
 async def test_run_blocks_until_a_signal_then_drains_and_exits_0(

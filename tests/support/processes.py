@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from tests.support.handlers import RECORD_DIR_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,20 +104,20 @@ class Proc:
             self.popen.wait(timeout=10)
 
 
-def start_child(
-    args: list[str], env: Mapping[str, str], cwd: Path, out: Path
-) -> subprocess.Popen[bytes]:
-    """`args` started in `cwd`, its stdout and stderr together into the file `out`."""
+def start(name: str, argv: list[str], *, cwd: Path, env: Mapping[str, str], out: Path) -> Proc:
+    """`argv` started in a session of its own (a Ctrl-C of pytest does not reach it), its
+    stdout and stderr together in `out`."""
     with out.open("wb") as sink:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(
-            args,
+        popen = subprocess.Popen(
+            argv,
             cwd=cwd,
-            env=env,
+            env=dict(env),
             stdin=subprocess.DEVNULL,
             stdout=sink,
             stderr=subprocess.STDOUT,
-            start_new_session=True,  # a Ctrl-C of pytest does not reach it
+            start_new_session=True,
         )
+    return Proc(name, popen, out)
 
 
 class Cluster:
@@ -144,8 +146,7 @@ class Cluster:
 
     def spawn(self, name: str, args: list[str], settings: Mapping[str, str]) -> Proc:
         out = self.logs / f"{name}.out"
-        popen = start_child([CONVEYOR, *args], self.env(name, settings), ROOT, out)
-        proc = Proc(name, popen, out)
+        proc = start(name, [CONVEYOR, *args], cwd=ROOT, env=self.env(name, settings), out=out)
         self.procs.append(proc)
         return proc
 
@@ -196,6 +197,22 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(every)
+
+
+def wait_ready(base: str, running: Callable[[], bool], *, timeout: float) -> None:
+    """Poll `base`/ready until it answers 200; fail at once if the server process stops
+    (`running` turns false), or after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=base, timeout=5, trust_env=False) as http:
+        while True:
+            assert running(), f"the server at {base} exited before it was ready"
+            try:
+                if http.get("/ready").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"no 200 from {base}/ready in {timeout}s"
+            time.sleep(0.2)
 
 
 def stopped(pid: int) -> bool:

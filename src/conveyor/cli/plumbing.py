@@ -17,7 +17,6 @@ from rich.console import Console
 
 from conveyor.cli.output import without_password
 from conveyor.errors import ConveyorError, Unavailable
-from conveyor.logs import setup_logging
 
 if TYPE_CHECKING:
     from conveyor.runtime import Engine
@@ -91,10 +90,14 @@ def _safe_url() -> str:
 
 def quiet_logs() -> None:
     """One-shot commands print their own clear error; library warnings would only repeat it."""
+    from conveyor.logs import setup_logging  # it reads the settings module: not for --help
+
     setup_logging("ERROR", "text", None)
 
 
 def log_setup(settings: Settings) -> None:
+    from conveyor.logs import setup_logging
+
     setup_logging(settings.log_level, settings.log_format, settings.log_file)
 
 
