@@ -222,11 +222,25 @@ def current_context() -> str | None:
     if any, `tracestate`); None when not tracing or no span is current."""
     if _state is None:
         return None
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+    from opentelemetry import trace
 
-    carrier: dict[str, str] = {}
-    TraceContextTextMapPropagator().inject(carrier)
-    return json.dumps(carrier, separators=(",", ":")) if carrier else None
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    global _last
+    last = _last  # one read: another thread may replace it
+    if last[0] is context:  # a batch's jobs share their request's span: written once
+        return last[1]
+    carrier = {"traceparent": f"00-{context.trace_id:032x}-{context.span_id:016x}-"
+                              f"{context.trace_flags:02x}"}  # fmt: skip
+    if context.trace_state:
+        carrier["tracestate"] = context.trace_state.to_header()
+    text = json.dumps(carrier, separators=(",", ":"))
+    _last = (context, text)
+    return text
+
+
+_last: tuple[object, str] = (None, "")  # the last span context current_context() wrote, as text
 
 
 def _parent(carrier: Mapping[str, str] | None) -> Any:

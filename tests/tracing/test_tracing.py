@@ -3,6 +3,7 @@ breaks when opentelemetry is not there."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -121,3 +122,23 @@ def test_without_opentelemetry_a_worker_still_runs_jobs(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "completed"
     assert "opentelemetry is not installed" in done.stderr
+
+
+def test_a_request_s_traceparent_and_tracestate_are_what_its_jobs_store(
+    spans: InMemorySpanExporter,
+) -> None:
+    caller = {
+        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01",
+        "tracestate": "vendor=opaque",
+    }
+    with tracing.span("request", kind="server", headers=caller):
+        first, second = NewJob(type="noop", payload={}), NewJob(type="noop", payload={})
+    (request,) = spans.get_finished_spans()
+    assert request.context is not None
+    assert first.trace_context == second.trace_context
+    stored = json.loads(first.trace_context or "{}")
+    assert stored["traceparent"].split("-")[1:3] == [
+        "0af7651916cd43dd8448eb211c80319c",
+        f"{request.context.span_id:016x}",
+    ]
+    assert stored["tracestate"] == "vendor=opaque"
