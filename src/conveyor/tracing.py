@@ -306,14 +306,15 @@ def interval(
     end: datetime,
     attributes: Mapping[str, Attribute] | None = None,
     run: RunRef | None = None,
+    kind: Kind = "internal",
 ) -> None:
-    """A finished span from `start` to `end` under a stored context (a job's queue wait);
-    `run`: with none stored, it goes in that run's derived trace."""
+    """A finished span from `start` to `end` under a stored context (a job's queue wait; a
+    root when None); `run`: with none stored, it goes in that run's derived trace."""
     if _state is None:
         return
     ids = (_run_ids(run)[0], 0) if run is not None and _state.derived_ids else None
     parent = _parent(_stored(trace_context))
-    made = _start(_state, name, parent, "internal", attributes, (), ids, start)
+    made = _start(_state, name, parent, kind, attributes, (), ids, start)
     made.end(end_time=_nanos(end))
 
 

@@ -142,3 +142,11 @@ def test_a_request_s_traceparent_and_tracestate_are_what_its_jobs_store(
         f"{request.context.span_id:016x}",
     ]
     assert stored["tracestate"] == "vendor=opaque"
+
+
+def test_a_claim_that_took_nothing_makes_no_span(spans: InMemorySpanExporter) -> None:
+    for count in (0, 2):
+        worker_spans.claimed(worker_spans.claim_began(), ["default"], 4, count)
+    (claim,) = spans.get_finished_spans()
+    assert claim.name == "conveyor.claim" and claim.attributes is not None
+    assert claim.attributes["messaging.batch.message_count"] == 2

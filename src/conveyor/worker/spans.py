@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from datetime import datetime
 
 from conveyor import tracing
 from conveyor.domain.clock import utcnow
@@ -23,23 +24,26 @@ SYSTEM = "conveyor"  # messaging.system of the semantic conventions for messagin
 Parents = asyncio.Future[dict[str, list[tuple[str, int, str | None]]]]
 
 
-def claim(queues: Sequence[str], limit: int) -> AbstractContextManager[Span]:
-    """Around one claim statement; the caller adds how many jobs it took."""
-    return tracing.span(
-        "conveyor.claim",
-        kind="client",
-        attributes={
-            "messaging.system": SYSTEM,
-            "messaging.operation.type": "receive",
-            "messaging.operation.name": "claim",
-            "conveyor.queues": list(queues),
-            "conveyor.claim.limit": limit,
-        },
-    )
+def claim_began() -> datetime | None:
+    """When a claim statement starts, if tracing (for `claimed`)."""
+    return utcnow() if tracing.enabled() else None
 
 
-def claimed(span: Span, count: int) -> None:
-    span.set("messaging.batch.message_count", count)
+def claimed(began: datetime | None, queues: Sequence[str], limit: int, count: int) -> None:
+    """The span of a claim statement that took jobs, from `began` to now. One that took
+    none makes no span: an idle worker polls every second, and would fill a trace store
+    with claims of nothing."""
+    if began is None or not count:
+        return
+    attributes: dict[str, Attribute] = {
+        "messaging.system": SYSTEM,
+        "messaging.operation.type": "receive",
+        "messaging.operation.name": "claim",
+        "messaging.batch.message_count": count,
+        "conveyor.queues": list(queues),
+        "conveyor.claim.limit": limit,
+    }
+    tracing.interval("conveyor.claim", None, began, utcnow(), attributes, kind="client")
 
 
 def job_attributes(job: ClaimedJob) -> dict[str, Attribute]:

@@ -265,12 +265,12 @@ class Worker:
 
         self._claiming += 1
         try:
-            with spans.claim(queues, limit) as span:
-                jobs = await self.backend.claim(
-                    self.id, queues, limit, self.config.lease_s, exclude=capped,
-                    early=None if self._running else start_early,
-                )  # fmt: skip
-                spans.claimed(span, len(jobs))
+            began = spans.claim_began()
+            jobs = await self.backend.claim(
+                self.id, queues, limit, self.config.lease_s, exclude=capped,
+                early=None if self._running else start_early,
+            )  # fmt: skip
+            spans.claimed(began, queues, limit, len(jobs))
         except Exception as exc:
             self._db_trouble("claim", exc)
             for job in started:  # started early, but the claim did not commit
