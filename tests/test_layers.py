@@ -30,9 +30,10 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("services", frozenset({"services"})),
     ("engine", frozenset({"worker", "scheduler", "events", "handlers"})),
     ("store", frozenset({"store"})),
-    # auth, mail and net import only errors and settings; metrics only domain.
+    # auth, mail and net import only errors and settings; metrics only domain; tracing
+    # nothing of ours (opentelemetry only once tracing is turned on).
     ("base", frozenset({"", "domain", "settings", "errors", "logs", "metrics",
-                        "auth", "mail", "net"})),
+                        "auth", "mail", "net", "tracing"})),
 )  # fmt: skip
 DOORS = next(names for layer, names in LAYERS if layer == "doors") | {"cli"}
 # The package's own __init__ is also the library's facade (docs/library.md): it names the

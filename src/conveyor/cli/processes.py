@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
+from conveyor import tracing
 from conveyor.cli.plumbing import Handlers, die, load_settings, log_setup, opened, run_async
 from conveyor.library.signals import until_signalled
 
@@ -37,6 +38,14 @@ MetricsPort = Annotated[
 ]
 
 
+def _begin(settings: Settings, role: str) -> None:
+    """Logging, then tracing when the OTEL_* variables ask for it (docs/tracing.md): once,
+    before the process's work starts; its spans say `conveyor-<role>` unless
+    OTEL_SERVICE_NAME names the service."""
+    log_setup(settings)
+    tracing.configure(f"conveyor-{role}")
+
+
 def _exit(code: int) -> NoReturn:
     """Leave as soon as every part has stopped and closed what it holds.
 
@@ -45,6 +54,7 @@ def _exit(code: int) -> NoReturn:
     a second on a busy machine, and forever if a sync handler's thread is stuck in user code:
     so the process ends here (issue #13 item 8).
     """
+    tracing.shutdown()  # the spans still buffered are exported (they would be lost)
     sys.stdout.flush()
     sys.stderr.flush()
     logging.shutdown()
@@ -60,7 +70,7 @@ def run(
     """Everything in one process: migrations, the API, a worker, the scheduler and, when a
     sink is configured, the events relay."""
     settings = load_settings(command="run", handler_modules=handlers, host=host, port=port)
-    log_setup(settings)
+    _begin(settings, "run")
 
     async def main() -> int:
         async with opened(settings, apply_migrations=True) as engine:
@@ -166,7 +176,7 @@ def api(
 ) -> None:
     """Serve the HTTP API (run several behind a load balancer to scale)."""
     settings = load_settings(command="api", handler_modules=handlers, host=host, port=port)
-    log_setup(settings)
+    _begin(settings, "api")
 
     async def main() -> int:
         server = _server(settings)
@@ -192,7 +202,7 @@ def worker(
 ) -> None:
     """Run a worker process."""
     settings = load_settings(command="worker", handler_modules=handlers, metrics_port=metrics_port)
-    log_setup(settings)
+    _begin(settings, "worker")
 
     async def main() -> int:
         async with opened(settings) as engine:
@@ -211,7 +221,7 @@ def scheduler(handlers: Handlers = None, metrics_port: MetricsPort = None) -> No
     settings = load_settings(
         command="scheduler", handler_modules=handlers, metrics_port=metrics_port
     )
-    log_setup(settings)
+    _begin(settings, "scheduler")
 
     async def main() -> int:
         async with opened(settings) as engine:
@@ -226,7 +236,7 @@ def results(handlers: Handlers = None, metrics_port: MetricsPort = None) -> None
     """Relay job events to the configured sinks (webhooks, RabbitMQ) and send webhook
     deliveries; any number may run."""
     settings = load_settings(command="results", handler_modules=handlers, metrics_port=metrics_port)
-    log_setup(settings)
+    _begin(settings, "results")
 
     async def main() -> int:
         async with opened(settings) as engine:

@@ -10,6 +10,7 @@ from conveyor.domain.flow import LimitKey
 from conveyor.domain.ids import uuid7
 from conveyor.domain.states import JobState
 from conveyor.errors import InvalidInput
+from conveyor.tracing import current_context
 
 SYSTEM_OWNER = "system"
 # The owner of the jobs the account service submits for itself (its mail): kept apart so that
@@ -37,6 +38,10 @@ class NewJob:
     limit_keys: tuple[LimitKey, ...] = ()
     unique_key: str | None = None
     unique_states: frozenset[JobState] = frozenset()
+    # The W3C trace context it is submitted under (conveyor/tracing.py; None when not
+    # tracing): taken where the job is made, so every door (the REST submit, the library,
+    # a workflow's steps, steps a run appends) stores its caller's span with it.
+    trace_context: str | None = field(default_factory=current_context)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +98,7 @@ class ClaimedJob:
     owner_id: str
     idempotency_key: str | None
     run_at: datetime | None = None  # when it became due: claim time minus this is queue wait
+    trace_context: str | None = None  # its submitter's, continued by the run's span
 
 
 @dataclass(frozen=True, slots=True)

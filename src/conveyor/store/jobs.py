@@ -394,6 +394,7 @@ def job_row(job: NewJob, now: datetime) -> dict[str, Any]:
         "fair_key": job.fair_key,
         # its job_limits rows are written beside it (`limit_rows`), in the same transaction
         "limited": bool(job.limit_keys),
+        "trace_context": job.trace_context,
     }
 
 

@@ -73,6 +73,8 @@ jobs = Table(
     Column("on_dependency_failure", String(16), nullable=True),
     Column("ready_at", UTCDateTime, nullable=True),
     Column("dep_checks", Integer, nullable=False, server_default="0"),
+    # tracing (docs/tracing.md): the submitter's W3C trace context as JSON, NULL when off
+    Column("trace_context", Text, nullable=True),
     CheckConstraint(f"state IN ({_STATES})", name="state"),
     CheckConstraint("progress BETWEEN 0 AND 100", name="progress"),
     CheckConstraint("max_attempts >= 1", name="max_attempts"),

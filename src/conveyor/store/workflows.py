@@ -291,6 +291,26 @@ class Workflows(Jobs):
                 results[r.dep] = r.result
         return found
 
+    async def dependency_runs(
+        self, job_ids: Sequence[str]
+    ) -> dict[str, list[tuple[str, int, str | None]]]:
+        """The steps `job_ids` depend on, as (job id, its last attempt, its trace context)
+        per step: what a traced run links its span to (worker/spans.py). One query for a
+        claim's steps, made only when tracing is on."""
+        parent = jobs.alias("parent")
+        query = (
+            select(job_dependencies.c.job_id, parent.c.id, parent.c.attempt,
+                   parent.c.trace_context)
+            .join(parent, parent.c.id == job_dependencies.c.depends_on)
+            .where(job_dependencies.c.job_id.in_(list(job_ids)))
+        )  # fmt: skip
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        found: dict[str, list[tuple[str, int, str | None]]] = {}
+        for job_id, dep, attempt, context in rows:
+            found.setdefault(job_id, []).append((dep, attempt, context))
+        return found
+
     async def append_steps(
         self,
         parent_id: str,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from conveyor import tracing
 from conveyor.domain.clock import utcnow
 from conveyor.domain.flow import Rate
 from conveyor.domain.ids import uuid7
@@ -27,12 +28,14 @@ from conveyor.store.backend import QueueBackend
 from conveyor.store.driver import Listener
 from conveyor.store.jobs import job_row
 from conveyor.store.workflows import STEP_KEY_PREFIX, step_key
+from conveyor.worker import spans
 from conveyor.worker.context import JobContext, JobInfo
 from conveyor.worker.executor import Pools, execute
 from conveyor.worker.finisher import Finisher
 from conveyor.worker.process_pool import ChildLimits
 from conveyor.worker.registry import Registry
 from conveyor.worker.resources import Resources
+from conveyor.worker.spans import Parents
 from conveyor.worker.watchdog import Blocker, LoopWatchdog
 
 log = logging.getLogger("conveyor.worker")
@@ -262,10 +265,12 @@ class Worker:
 
         self._claiming += 1
         try:
+            began = spans.claim_began()
             jobs = await self.backend.claim(
                 self.id, queues, limit, self.config.lease_s, exclude=capped,
                 early=None if self._running else start_early,
             )  # fmt: skip
+            spans.claimed(began, queues, limit, len(jobs))
         except Exception as exc:
             self._db_trouble("claim", exc)
             for job in started:  # started early, but the claim did not commit
@@ -306,8 +311,12 @@ class Worker:
         steps = [j.id for j in jobs if (j.idempotency_key or "").startswith(STEP_KEY_PREFIX)]
         # A claim's workflow steps read their dependencies' results in one query, shared.
         inputs = asyncio.ensure_future(self.backend.steps_inputs(steps)) if steps else None
+        # Traced, their run spans link to their dependencies' runs: one more query, shared.
+        parents: Parents | None = None
+        if steps and tracing.enabled():
+            parents = asyncio.ensure_future(self.backend.dependency_runs(steps))
         for job in jobs:
-            self._start(job, committed, inputs)
+            self._start(job, committed, inputs, parents)
 
     def _claim_plan(self, free: int) -> list[tuple[list[str], int]]:
         """Capped queues are claimed one by one within their cap; the rest together.
@@ -327,7 +336,11 @@ class Worker:
         return plan
 
     def _start(
-        self, job: ClaimedJob, committed: asyncio.Event, inputs: _StepInputs | None = None
+        self,
+        job: ClaimedJob,
+        committed: asyncio.Event,
+        inputs: _StepInputs | None = None,
+        parents: Parents | None = None,
     ) -> None:
         info = JobInfo(
             id=job.id,
@@ -345,7 +358,7 @@ class Worker:
             self._superseded[(job.id, older.job.attempt)] = self._running.pop(job.id)
         with job_context(job.id, job.type, job.attempt):  # the task keeps the job's fields
             log.debug("claimed from queue %s", job.queue)
-            run = self._run_job(job, ctx, committed, inputs)
+            run = self._run_job(job, ctx, committed, inputs, parents)
             task = asyncio.create_task(run, name=f"job-{job.id}")
         self._running[job.id] = _Running(job, ctx, task, time.monotonic(), committed)
         self._per_queue[job.queue] = self._per_queue.get(job.queue, 0) + 1
@@ -358,23 +371,15 @@ class Worker:
         ctx: JobContext,
         committed: asyncio.Event,
         inputs: _StepInputs | None = None,
+        parents: Parents | None = None,
     ) -> None:
         began = time.perf_counter()
         log.debug("started (attempt %d of %d)", job.attempt, job.max_attempts)
-        outcome: Outcome | None
-        try:
-            spec = self.registry.get(job.type)
-        except Exception as exc:
-            outcome = Outcome(
-                job.id, job.attempt, "failed", error=ErrorInfo("UnknownJobType", str(exc))
-            )
-        else:
-            try:
-                outcome = await self._step_inputs(job, ctx, inputs)
-                if outcome is None:
-                    outcome = await execute(spec, job, ctx, self._pools)
-            except asyncio.CancelledError:
-                outcome = None
+        spans.waited(job)
+        links = await spans.parents_of(job, parents)  # None: cancelled while reading them
+        with spans.run(job, links or ()) as span:
+            outcome = None if links is None else await self._outcome(job, ctx, inputs)
+            spans.finished(span, outcome)
         try:  # a finish whose snapshot predates the claim's commit would not see the claim
             await committed.wait()
         except asyncio.CancelledError:
@@ -391,6 +396,24 @@ class Worker:
         elif entry is not None:
             _log_interrupted(entry.interrupted)
         self._wake.set()
+
+    async def _outcome(
+        self, job: ClaimedJob, ctx: JobContext, inputs: _StepInputs | None
+    ) -> Outcome | None:
+        """The run's outcome; None when it was cancelled (interrupted or shut down)."""
+        try:
+            spec = self.registry.get(job.type)
+        except Exception as exc:
+            return Outcome(
+                job.id, job.attempt, "failed", error=ErrorInfo("UnknownJobType", str(exc))
+            )
+        try:
+            outcome = await self._step_inputs(job, ctx, inputs)
+            if outcome is None:
+                outcome = await execute(spec, job, ctx, self._pools)
+        except asyncio.CancelledError:
+            return None
+        return outcome
 
     async def _step_inputs(
         self, job: ClaimedJob, ctx: JobContext, inputs: _StepInputs | None

@@ -1,5 +1,6 @@
 """The one middleware layer every HTTP request passes, outside `body_limits`: its id, its
-database deadline, its metrics and log line, and the nosniff header on its answer.
+database deadline, its metrics and log line, its span when tracing, and the nosniff header
+on its answer.
 
 They were four ASGI layers, each with its own frame and its own wrapper around `send`;
 one layer does the same work once per message (a sixth of a single submit's CPU was
@@ -15,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from conveyor.api.middleware.db_deadline import request_path
 from conveyor.api.middleware.http_metrics import route_template
 from conveyor.api.middleware.request_log import log_request, request_id_of
+from conveyor.api.middleware.request_span import ended, request_span
 from conveyor.api.middleware.security_headers import with_nosniff
 from conveyor.logs import request_id as request_id_var
 from conveyor.metrics import observe_request
@@ -45,8 +47,11 @@ class RequestEdge:
             await send(message)
 
         try:
-            with request_path(scope):
-                await self.app(scope, receive, send_with_headers)
+            with request_span(scope) as span, request_path(scope):
+                try:
+                    await self.app(scope, receive, send_with_headers)
+                finally:
+                    ended(span, scope, root_path, status)
         finally:
             elapsed = time.perf_counter() - started
             observe_request(route_template(scope, root_path), scope["method"], status, elapsed)

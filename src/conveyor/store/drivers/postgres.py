@@ -118,7 +118,8 @@ class PostgresDriver:
         columns = _enqueue_one_args(rows[0]) if len(rows) == 1 else _enqueue_args(rows)
         fair = rows[0]["fair_key"] if len(rows) == 1 else [r["fair_key"] for r in rows]
         limited = rows[0]["limited"] if len(rows) == 1 else [r["limited"] for r in rows]
-        args = (*columns, created, synchronous, *_unique_args(rows), fair, limited)
+        traced = rows[0]["trace_context"] if len(rows) == 1 else [r["trace_context"] for r in rows]
+        args = (*columns, created, synchronous, *_unique_args(rows), fair, limited, traced)
         if conn is not None:  # inside the caller's transaction: through SQLAlchemy's cursor
             inserted = {r[0] for r in await conn.exec_driver_sql(statement, args)}
             mine = [c for c in callbacks if c["job_id"] in inserted]
@@ -413,6 +414,7 @@ def _claimed(row: Any) -> ClaimedJob:
         owner_id=row[8],
         idempotency_key=row[9],
         run_at=row[10],
+        trace_context=row[11],
     )
 
 

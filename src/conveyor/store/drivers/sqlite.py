@@ -406,4 +406,5 @@ def _claimed(row: Any) -> ClaimedJob:
         owner_id=row.owner_id,
         idempotency_key=row.idempotency_key,
         run_at=aware(row.run_at),
+        trace_context=row.trace_context,
     )

@@ -15,6 +15,7 @@
 -- $20: limited (the job has job_limits rows, written next in the same transaction).
 -- $17, $18: unique_key, unique_states. ON CONFLICT without a target: a taken idempotency
 -- key and a taken unique key (uq_jobs_unique) both skip the row, never abort the statement.
+-- $21: each job's trace context (NULL unless its submitter traced; conveyor/tracing.py).
 -- $19: each job's fair key (NULL: due-time order). Its fair tag (docs/flow-control.md "Fair
 -- dispatch") is computed per (queue, priority, key) of the batch, not per row: the band's
 -- first keyed job (rb = 1) reads its head (V, the first row of ix_jobs_claim: its order,
@@ -30,10 +31,10 @@ WITH t AS (
             ORDER BY u.n) AS rb
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[],
         $7::text[], $8::int[], $9::timestamptz[], $10::float8[], $11::text[], $12::text[],
-        $14::text[], $19::text[], $17::text[], $18::text[], $20::bool[]) WITH ORDINALITY
-        AS u(id, owner_id, queue, type, payload, priority, state, max_attempts, run_at,
-            timeout_s, idempotency_key, tags, schedule_id, fair_key, unique_key, unique_states, limited,
-            n)
+        $14::text[], $19::text[], $17::text[], $18::text[], $20::bool[], $21::text[])
+        WITH ORDINALITY AS u(id, owner_id, queue, type, payload, priority, state, max_attempts,
+            run_at, timeout_s, idempotency_key, tags, schedule_id, fair_key, unique_key,
+            unique_states, limited, trace_context, n)
 ),
 firsts AS (
     SELECT t.*,
@@ -60,14 +61,15 @@ h AS (
 inserted AS (
     INSERT INTO jobs (id, owner_id, queue, type, payload, priority, state, attempt,
         max_attempts, run_at, timeout_s, idempotency_key, progress, errors, tags,
-        schedule_id, created_at, fair_key, fair_tag, unique_key, unique_states, limited)
+        schedule_id, created_at, fair_key, fair_tag, unique_key, unique_states, limited,
+        trace_context)
     SELECT h.id, h.owner_id, h.queue, h.type, h.payload::jsonb, h.priority, h.state, 0,
         h.max_attempts, h.run_at, h.timeout_s, h.idempotency_key, 0, '[]'::jsonb,
         h.tags::jsonb, h.schedule_id, $13, h.fair_key,
         CASE WHEN h.fair_key IS NULL THEN extract(epoch FROM h.run_at)
             ELSE greatest(h.v, h.l, CASE WHEN h.v IS NULL OR h.state <> 'queued'
                 THEN extract(epoch FROM h.run_at) END) + h.r / h.w END,
-        h.unique_key, h.unique_states, h.limited
+        h.unique_key, h.unique_states, h.limited, h.trace_context
     FROM h ORDER BY h.n
     ON CONFLICT DO NOTHING
     RETURNING id, queue, state, owner_id, type, 0 AS attempt
@@ -89,7 +91,7 @@ SELECT id, (SELECT count(*) FROM woken) AS woken, (SELECT count(*) FROM relaxed)
 FROM inserted
 
 -- name: enqueue_one
--- `enqueue` for a single job, its columns as scalars ($1-$12, $14, $17-$20; the same numbering):
+-- `enqueue` for a single job, its columns as scalars ($1-$12, $14, $17-$21; the same numbering):
 -- the one-at-a-time submit's statement. Arrays cost the client a type check per argument
 -- and element (asyncpg looks for nested arrays) and the server an unnest: measured about a
 -- third of the client's CPU per single submit. Its fair tag as in `enqueue` (rank 1); the
@@ -98,7 +100,8 @@ FROM inserted
 WITH inserted AS (
     INSERT INTO jobs (id, owner_id, queue, type, payload, priority, state, attempt,
         max_attempts, run_at, timeout_s, idempotency_key, progress, errors, tags,
-        schedule_id, created_at, fair_key, fair_tag, unique_key, unique_states, limited)
+        schedule_id, created_at, fair_key, fair_tag, unique_key, unique_states, limited,
+        trace_context)
     VALUES ($1::text, $2::text, $3::text, $4::text, $5::text::jsonb, $6::int, $7::text, 0,
         $8::int, $9::timestamptz, $10::float8, $11::text, 0, '[]'::jsonb, $12::text::jsonb,
         $14::text, $13, $19::text,
@@ -117,7 +120,7 @@ WITH inserted AS (
                     1) AS w
                 OFFSET 0
             ) AS h) END,
-        $17::text, $18::text, $20::bool)
+        $17::text, $18::text, $20::bool, $21::text)
     ON CONFLICT DO NOTHING
     RETURNING id, queue, state, owner_id, type
 ),
@@ -206,7 +209,8 @@ claimed AS (
         started_at = $4, lease_expires_at = $5
     WHERE jobs.id = ANY(ARRAY(SELECT id FROM picked WHERE NOT limited))
     RETURNING jobs.id, jobs.type, jobs.queue, jobs.payload, jobs.attempt, jobs.max_attempts,
-        jobs.timeout_s, jobs.priority, jobs.owner_id, jobs.idempotency_key, jobs.run_at
+        jobs.timeout_s, jobs.priority, jobs.owner_id, jobs.idempotency_key, jobs.run_at,
+        jobs.trace_context
 ),
 logged AS (
     INSERT INTO events (xid, type, job_id, owner_id, queue, job_type, state, attempt, data,
@@ -234,7 +238,8 @@ claimed AS (
         started_at = $4, lease_expires_at = $5
     WHERE jobs.id = ANY(ARRAY(SELECT id FROM picked WHERE NOT limited))
     RETURNING jobs.id, jobs.type, jobs.queue, jobs.payload, jobs.attempt, jobs.max_attempts,
-        jobs.timeout_s, jobs.priority, jobs.owner_id, jobs.idempotency_key, jobs.run_at
+        jobs.timeout_s, jobs.priority, jobs.owner_id, jobs.idempotency_key, jobs.run_at,
+        jobs.trace_context
 ),
 logged AS (
     INSERT INTO events (xid, type, job_id, owner_id, queue, job_type, state, attempt, data,
@@ -337,7 +342,8 @@ claimed AS (
         started_at = $3, lease_expires_at = $4
     WHERE jobs.id = ANY($1::text[]) AND jobs.state = 'queued'
     RETURNING jobs.id, jobs.type, jobs.queue, jobs.payload, jobs.attempt, jobs.max_attempts,
-        jobs.timeout_s, jobs.priority, jobs.owner_id, jobs.idempotency_key, jobs.run_at
+        jobs.timeout_s, jobs.priority, jobs.owner_id, jobs.idempotency_key, jobs.run_at,
+        jobs.trace_context
 ),
 logged AS (
     INSERT INTO events (xid, type, job_id, owner_id, queue, job_type, state, attempt, data,

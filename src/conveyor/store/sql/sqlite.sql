@@ -84,7 +84,8 @@ UPDATE jobs SET state = 'running', attempt = attempt + 1, worker_id = :worker,
     started_at = :now, lease_expires_at = :lease
 WHERE id IN (SELECT value FROM json_each(:ids))
 RETURNING jobs.id, jobs.type, jobs.queue, jobs.payload, jobs.attempt, jobs.max_attempts,
-    jobs.timeout_s, jobs.priority, jobs.owner_id, jobs.idempotency_key, jobs.run_at
+    jobs.timeout_s, jobs.priority, jobs.owner_id, jobs.idempotency_key, jobs.run_at,
+    jobs.trace_context
 
 -- name: limit_demands
 -- The limits of the candidates :ids (a JSON array) with their definitions (kind NULL: not
