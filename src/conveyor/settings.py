@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     prune_batch: int = Field(1000, ge=1, le=100_000)  # rows per pruning slice (transaction)
     prune_budget: float = Field(0.25, ge=0, le=60)  # seconds of pruning slices per tick
     handler_modules: str = ""
+    # the owner (user or service account id) of jobs the library door enqueues when its call
+    # names none (docs/library.md): scoping, listing and quotas go by it
+    library_owner: str = ""
 
     # events relay (`conveyor results`; inside `conveyor run` when a sink is configured)
     amqp_prefix: str = Field("", pattern=r"^[\w.:-]{0,64}$")  # before exchange and queue names

@@ -1,0 +1,234 @@
+"""Enqueue on a connection the caller holds: their transaction, not one of ours.
+
+The library door (conveyor/library/enqueue.py) enqueues inside the user's own transaction,
+on whatever connection their application holds: asyncpg, psycopg 3 (sync or async), a
+SQLAlchemy connection or session (sync or async), or a Django database alias. Each runs
+the PostgreSQL driver's own statements (`insert_with`: the named SQL and the rows the
+server writes); only how a statement is sent differs, and the one translation of the
+parameter style ($n to psycopg's and Django's %(pN)s) is `pyformat`.
+
+A sync caller runs the same coroutine as an async one: its statements never suspend (each
+is a blocking call), so the coroutine completes at its first step (`run_sync`).
+
+Rolled back, the caller's transaction takes the jobs and their events with it; committed,
+the jobs' NOTIFY (in `enqueue`) wakes idle workers. A duplicate (idempotency or unique key)
+inserts nothing and aborts nothing: ON CONFLICT DO NOTHING.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Coroutine, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import Session
+
+from conveyor.domain import events as ev
+from conveyor.domain.jobs import Enqueued, NewJob
+from conveyor.errors import InvalidInput
+from conveyor.store.drivers.pg_sessions import EVENTS_CHANNEL
+from conveyor.store.drivers.postgres import SQL, Run, insert_with
+from conveyor.store.jobs import InsertRows
+
+T = TypeVar("T")
+_DOLLAR = re.compile(r"\$(\d+)")
+
+
+class UnsupportedConnection(InvalidInput):
+    """Conveyor cannot enqueue on this kind of connection."""
+
+    code = "unsupported_connection"
+
+
+@functools.cache
+def _pyformat_sql(sql: str) -> str:
+    return _DOLLAR.sub(lambda m: f"%(p{m.group(1)})s", sql.replace("%", "%%"))
+
+
+def pyformat(sql: str, args: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+    """A named statement ($n, asyncpg's style) in the style of psycopg and Django's cursors,
+    with its arguments by name (a parameter used twice is sent once)."""
+    return _pyformat_sql(sql), {f"p{i}": value for i, value in enumerate(args, start=1)}
+
+
+def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
+    """The result of a coroutine that never suspends (its awaits are blocking calls)."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coroutine.close()
+    raise RuntimeError("a sync connection's enqueue waited for something")  # pragma: no cover
+
+
+async def _statements(run: Run, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
+    """The enqueue's statements on `run`'s connection, in its open transaction."""
+    rows = InsertRows.of(new_jobs)
+    # The caller's transaction may have written already: marked as one that writes events
+    # before it does, and its events keyed as the Core writers key theirs (rekey_events).
+    await run(SQL["lock_events"], ())
+    done = await insert_with(run, rows.ordered, rows.callbacks, ev.CREATED, True, rows.limits)
+    if done.ids:
+        await run(SQL["rekey_events"], (sorted(done.ids), ev.CREATED, EVENTS_CHANNEL))
+    return rows.answers(new_jobs, done)
+
+
+# ---- sync connections ------------------------------------------------------------------------
+def enqueue_sync(conn: object, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
+    """Insert `new_jobs` in the transaction `conn` holds: a psycopg `Connection`, a SQLAlchemy
+    `Connection` or `Session` on PostgreSQL, or a Django database alias (a str)."""
+    if isinstance(conn, str):
+        return _django(conn, new_jobs)
+    if isinstance(conn, Session):
+        conn = conn.connection()
+    if isinstance(conn, Connection):
+        run = _sqlalchemy_sync(conn)
+        return run_sync(_statements(run, new_jobs))
+    if _module(conn) == "psycopg" and not _is_async_psycopg(conn):
+        with _psycopg_transaction(conn):
+            return run_sync(_statements(_psycopg_sync(conn), new_jobs))
+    raise _unsupported(conn, "enqueue")
+
+
+def _django(alias: str, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
+    """On a Django database alias: in its `atomic()` block, or in one of its own (no
+    savepoint: nothing here fails half-way that a savepoint would undo)."""
+    from django.db import connections, transaction
+
+    connection = connections[alias]
+    if connection.vendor != "postgresql":
+        raise UnsupportedConnection(
+            f"Django database {alias!r} is {connection.vendor}; Conveyor enqueues on PostgreSQL"
+        )
+
+    async def run(sql: str, args: Sequence[Any]) -> Sequence[Any]:
+        with connection.cursor() as cursor:
+            cursor.execute(*pyformat(sql, args))
+            return cursor.fetchall() if cursor.description else []
+
+    with transaction.atomic(using=alias, savepoint=False):
+        return run_sync(_statements(run, new_jobs))
+
+
+def _sqlalchemy_sync(conn: Connection) -> Run:
+    paramstyle = _paramstyle(conn.dialect)
+
+    async def run(sql: str, args: Sequence[Any]) -> Sequence[Any]:
+        result = conn.exec_driver_sql(*_sent(paramstyle, sql, args))
+        return result.all() if result.returns_rows else []
+
+    return run
+
+
+def _psycopg_sync(conn: Any) -> Run:
+    from psycopg.rows import tuple_row
+
+    async def run(sql: str, args: Sequence[Any]) -> Sequence[Any]:
+        cursor = conn.cursor(row_factory=tuple_row)
+        cursor.execute(*pyformat(sql, args))
+        return cursor.fetchall() if cursor.description else []
+
+    return run
+
+
+@contextmanager
+def _psycopg_transaction(conn: Any) -> Iterator[None]:
+    """An autocommit psycopg connection outside a transaction gets one for the enqueue (its
+    statements stay together); otherwise the caller's transaction holds them."""
+    from psycopg.pq import TransactionStatus
+
+    if conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE:
+        with conn.transaction():
+            yield
+    else:
+        yield
+
+
+# ---- async connections -----------------------------------------------------------------------
+async def enqueue_async(conn: object, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
+    """Insert `new_jobs` in the transaction `conn` holds: an asyncpg connection, a psycopg
+    `AsyncConnection`, or a SQLAlchemy `AsyncConnection` or `AsyncSession` on PostgreSQL."""
+    if isinstance(conn, AsyncSession):
+        conn = await conn.connection()
+    if isinstance(conn, AsyncConnection):
+        return await _statements(_sqlalchemy_async(conn), new_jobs)
+    module = _module(conn)
+    if module == "asyncpg":
+        outside = not conn.is_in_transaction()  # type: ignore[attr-defined]
+        async with conn.transaction() if outside else nullcontext():  # type: ignore[attr-defined]
+            return await _statements(functools.partial(_asyncpg_fetch, conn), new_jobs)
+    if module == "psycopg" and _is_async_psycopg(conn):
+        return await _psycopg_async(conn, new_jobs)
+    raise _unsupported(conn, "aenqueue")
+
+
+async def _asyncpg_fetch(conn: Any, sql: str, args: Sequence[Any]) -> Sequence[Any]:
+    return await conn.fetch(sql, *args)  # type: ignore[no-any-return]
+
+
+async def _psycopg_async(conn: Any, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
+    from psycopg.pq import TransactionStatus
+    from psycopg.rows import tuple_row
+
+    async def run(sql: str, args: Sequence[Any]) -> Sequence[Any]:
+        cursor = conn.cursor(row_factory=tuple_row)
+        await cursor.execute(*pyformat(sql, args))
+        return await cursor.fetchall() if cursor.description else []
+
+    if conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE:
+        async with conn.transaction():
+            return await _statements(run, new_jobs)
+    return await _statements(run, new_jobs)
+
+
+def _sqlalchemy_async(conn: AsyncConnection) -> Run:
+    paramstyle = _paramstyle(conn.dialect)
+
+    async def run(sql: str, args: Sequence[Any]) -> Sequence[Any]:
+        result = await conn.exec_driver_sql(*_sent(paramstyle, sql, args))
+        return result.all() if result.returns_rows else []
+
+    return run
+
+
+# ---- what kind of connection -----------------------------------------------------------------
+def _paramstyle(dialect: Any) -> str:
+    if dialect.name != "postgresql":
+        raise UnsupportedConnection(
+            f"a SQLAlchemy connection to {dialect.name}; Conveyor enqueues on PostgreSQL"
+        )
+    if dialect.paramstyle not in ("numeric_dollar", "pyformat"):
+        raise UnsupportedConnection(
+            f"SQLAlchemy's {dialect.driver} driver (use asyncpg, psycopg or psycopg2)"
+        )
+    return str(dialect.paramstyle)
+
+
+def _sent(paramstyle: str, sql: str, args: Sequence[Any]) -> tuple[str, Any]:
+    """What `exec_driver_sql` takes for a named statement under this DBAPI's style."""
+    if paramstyle == "numeric_dollar":
+        return sql, tuple(args)
+    return pyformat(sql, args)
+
+
+def _module(conn: object) -> str:
+    return type(conn).__module__.partition(".")[0]
+
+
+def _is_async_psycopg(conn: object) -> bool:
+    from psycopg import AsyncConnection as PsycopgAsync
+
+    return isinstance(conn, PsycopgAsync)
+
+
+def _unsupported(conn: object, call: str) -> UnsupportedConnection:
+    kind = f"{type(conn).__module__}.{type(conn).__qualname__}"
+    return UnsupportedConnection(
+        f"{call} cannot use a {kind}: give enqueue a psycopg Connection, a SQLAlchemy "
+        "Connection or Session, or a Django database alias; aenqueue an asyncpg or psycopg "
+        "AsyncConnection, or a SQLAlchemy AsyncConnection or AsyncSession"
+    )
