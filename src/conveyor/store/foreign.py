@@ -68,9 +68,9 @@ def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
 async def _statements(run: Run, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
     """The enqueue's statements on `run`'s connection, in its open transaction."""
     rows = InsertRows.of(new_jobs)
-    # The caller's transaction may have written already: marked as one that writes events
-    # before it does, and its events keyed as the Core writers key theirs (rekey_events).
-    await run(SQL["lock_events"], ())
+    # The caller's transaction may have written already (its id assigned before the
+    # statement took the events lock): its events are keyed again as the Core writers key
+    # theirs, after the lock (rekey_events).
     done = await insert_with(run, rows.ordered, rows.callbacks, ev.CREATED, True, rows.limits)
     if done.ids:
         await run(SQL["rekey_events"], (sorted(done.ids), ev.CREATED, EVENTS_CHANNEL))

@@ -555,11 +555,11 @@ LOCK TABLE events IN ROW EXCLUSIVE MODE
 
 -- name: rekey_events
 -- A library caller's transaction (store/foreign.py) may have written before it enqueued:
--- its transaction id was then assigned before it took `lock_events`, and a reader may have
--- passed it meanwhile. The `created` events ($2) of the jobs it just inserted ($1) take the
--- key the Core writers give theirs (the driver's `xid()`: at least the xmax of a snapshot
--- taken after the lock), and other processes' event readers ($3: their channel) are woken
--- when it commits.
+-- its transaction id was then assigned before its `enqueue` statement took the events lock,
+-- and a reader may have passed it meanwhile. The `created` events ($2) of the jobs it just
+-- inserted ($1) take the key the Core writers give theirs (the driver's `xid()`: at least
+-- the xmax of a snapshot taken after the lock, which `enqueue` holds until the transaction
+-- ends), and other processes' event readers ($3: their channel) are woken when it commits.
 WITH rekeyed AS (
     UPDATE events
     SET xid = greatest(txid_current(), pg_snapshot_xmax(pg_current_snapshot())::text::bigint)
