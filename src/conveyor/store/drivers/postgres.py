@@ -115,7 +115,8 @@ class PostgresDriver:
         if conn is not None:  # inside the caller's transaction: through SQLAlchemy's cursor
 
             async def run(sql: str, args: Sequence[Any]) -> Sequence[Any]:
-                return (await conn.exec_driver_sql(sql, tuple(args))).all()
+                result = await conn.exec_driver_sql(sql, tuple(args))
+                return result.all() if result.returns_rows else []
 
             return await insert_with(run, rows, callbacks, created, synchronous, limits)
         # Jobs with a callback_url add one side-table insert, in the same transaction; the
