@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     )
 
     database_url: str = "sqlite:///./data/conveyor.db"
+    # PostgreSQL: the schema Conveyor's tables live in (created by `conveyor migrate`), so
+    # that they can share a database, and transactions, with an application's own tables
+    # (docs/library.md); empty: the database's default search_path (public), as before
+    database_schema: str = Field("", pattern=r"^([a-z_][a-z0-9_]{0,62})?$")
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     data_dir: Path = Path("./data")

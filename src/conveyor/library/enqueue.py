@@ -142,7 +142,9 @@ def _service(blueprint: Blueprint | None) -> LibraryEnqueue:
     # Built per call from the library's blueprint: a type declared after the first enqueue
     # counts too (a handful of specs: microseconds).
     registry = Registry(chosen, _handlers(settings.handler_modules))
-    return LibraryEnqueue(registry, settings.fair_dispatch, settings.run_at_past_tolerance)
+    return LibraryEnqueue(
+        registry, settings.fair_dispatch, settings.run_at_past_tolerance, settings.database_schema
+    )
 
 
 @functools.cache

@@ -24,6 +24,7 @@ class LibraryEnqueue:
     registry: Registry
     fair: bool = True  # the setting fair_dispatch
     past_tolerance: float = 60.0  # the setting run_at_past_tolerance
+    schema: str = ""  # the setting database_schema: where Conveyor's tables are
 
     def prepare(self, submissions: Sequence[Submission], owner_id: str) -> list[NewJob]:
         """Every submission checked and made a new job; InvalidInput for the first bad one."""
@@ -47,7 +48,7 @@ class LibraryEnqueue:
     ) -> list[Enqueued]:
         """On a sync connection (store/foreign.py says which)."""
         prepared = self.prepare(submissions, owner_id)
-        enqueued = foreign.enqueue_sync(conn, prepared)
+        enqueued = foreign.enqueue_sync(conn, prepared, self.schema)
         submitted(prepared, enqueued)  # counted at insert, as in a service's transaction
         return enqueued
 
@@ -56,6 +57,6 @@ class LibraryEnqueue:
     ) -> list[Enqueued]:
         """On an async connection (store/foreign.py says which)."""
         prepared = self.prepare(submissions, owner_id)
-        enqueued = await foreign.enqueue_async(conn, prepared)
+        enqueued = await foreign.enqueue_async(conn, prepared, self.schema)
         submitted(prepared, enqueued)
         return enqueued

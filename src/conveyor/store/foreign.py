@@ -65,8 +65,19 @@ def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
     raise RuntimeError("a sync connection's enqueue waited for something")  # pragma: no cover
 
 
-async def _statements(run: Run, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
-    """The enqueue's statements on `run`'s connection, in its open transaction."""
+async def _statements(run: Run, new_jobs: Sequence[NewJob], schema: str) -> list[Enqueued]:
+    """The enqueue's statements on `run`'s connection, in its open transaction; with
+    Conveyor's tables in `schema`, that schema first on its search_path meanwhile."""
+    if not schema:
+        return await _enqueue_statements(run, new_jobs)
+    ((before, _),) = await run(SQL["schema_enter"], (schema,))
+    enqueued = await _enqueue_statements(run, new_jobs)
+    # Not on an error: the transaction is then aborted, and its end restores the setting.
+    await run(SQL["schema_leave"], (before,))
+    return enqueued
+
+
+async def _enqueue_statements(run: Run, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
     rows = InsertRows.of(new_jobs)
     # The caller's transaction may have written already (its id assigned before the
     # statement took the events lock): its events are keyed again as the Core writers key
@@ -78,23 +89,23 @@ async def _statements(run: Run, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
 
 
 # ---- sync connections ------------------------------------------------------------------------
-def enqueue_sync(conn: object, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
+def enqueue_sync(conn: object, new_jobs: Sequence[NewJob], schema: str = "") -> list[Enqueued]:
     """Insert `new_jobs` in the transaction `conn` holds: a psycopg `Connection`, a SQLAlchemy
     `Connection` or `Session` on PostgreSQL, or a Django database alias (a str)."""
     if isinstance(conn, str):
-        return _django(conn, new_jobs)
+        return _django(conn, new_jobs, schema)
     if isinstance(conn, Session):
         conn = conn.connection()
     if isinstance(conn, Connection):
         run = _sqlalchemy_sync(conn)
-        return run_sync(_statements(run, new_jobs))
+        return run_sync(_statements(run, new_jobs, schema))
     if _module(conn) == "psycopg" and not _is_async_psycopg(conn):
         with _psycopg_transaction(conn):
-            return run_sync(_statements(_psycopg_sync(conn), new_jobs))
+            return run_sync(_statements(_psycopg_sync(conn), new_jobs, schema))
     raise _unsupported(conn, "enqueue")
 
 
-def _django(alias: str, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
+def _django(alias: str, new_jobs: Sequence[NewJob], schema: str) -> list[Enqueued]:
     """On a Django database alias: in its `atomic()` block, or in one of its own (no
     savepoint: nothing here fails half-way that a savepoint would undo)."""
     from django.db import connections, transaction
@@ -111,7 +122,7 @@ def _django(alias: str, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
             return cursor.fetchall() if cursor.description else []
 
     with transaction.atomic(using=alias, savepoint=False):
-        return run_sync(_statements(run, new_jobs))
+        return run_sync(_statements(run, new_jobs, schema))
 
 
 def _sqlalchemy_sync(conn: Connection) -> Run:
@@ -149,20 +160,22 @@ def _psycopg_transaction(conn: Any) -> Iterator[None]:
 
 
 # ---- async connections -----------------------------------------------------------------------
-async def enqueue_async(conn: object, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
+async def enqueue_async(
+    conn: object, new_jobs: Sequence[NewJob], schema: str = ""
+) -> list[Enqueued]:
     """Insert `new_jobs` in the transaction `conn` holds: an asyncpg connection, a psycopg
     `AsyncConnection`, or a SQLAlchemy `AsyncConnection` or `AsyncSession` on PostgreSQL."""
     if isinstance(conn, AsyncSession):
         conn = await conn.connection()
     if isinstance(conn, AsyncConnection):
-        return await _statements(_sqlalchemy_async(conn), new_jobs)
+        return await _statements(_sqlalchemy_async(conn), new_jobs, schema)
     module = _module(conn)
     if module == "asyncpg":
         outside = not conn.is_in_transaction()  # type: ignore[attr-defined]
         async with conn.transaction() if outside else nullcontext():  # type: ignore[attr-defined]
-            return await _statements(functools.partial(_asyncpg_fetch, conn), new_jobs)
+            return await _statements(functools.partial(_asyncpg_fetch, conn), new_jobs, schema)
     if module == "psycopg" and _is_async_psycopg(conn):
-        return await _psycopg_async(conn, new_jobs)
+        return await _psycopg_async(conn, new_jobs, schema)
     raise _unsupported(conn, "aenqueue")
 
 
@@ -170,7 +183,7 @@ async def _asyncpg_fetch(conn: Any, sql: str, args: Sequence[Any]) -> Sequence[A
     return await conn.fetch(sql, *args)  # type: ignore[no-any-return]
 
 
-async def _psycopg_async(conn: Any, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
+async def _psycopg_async(conn: Any, new_jobs: Sequence[NewJob], schema: str) -> list[Enqueued]:
     from psycopg.pq import TransactionStatus
     from psycopg.rows import tuple_row
 
@@ -181,8 +194,8 @@ async def _psycopg_async(conn: Any, new_jobs: Sequence[NewJob]) -> list[Enqueued
 
     if conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE:
         async with conn.transaction():
-            return await _statements(run, new_jobs)
-    return await _statements(run, new_jobs)
+            return await _statements(run, new_jobs, schema)
+    return await _statements(run, new_jobs, schema)
 
 
 def _sqlalchemy_async(conn: AsyncConnection) -> Run:

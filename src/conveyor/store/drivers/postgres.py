@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conveyor.domain.jobs import ClaimedJob
 from conveyor.store import admission
-from conveyor.store.database import Database, plain_postgres_dsn
+from conveyor.store.database import Database, plain_postgres_dsn, search_path
 from conveyor.store.driver import (
     Callback,
     Claimed,
@@ -59,7 +59,7 @@ SQL = load(
         | {"lock_mine", "complete", "retry", "fail", "rescue", "notify", "try_lead", "unlead"}
         | {"ping", "lead_ping", "horizon", "lock_events", "backend_pid"}
         | {"record_limits", "limit_demands", "limit_slots_free", "rate_buckets_lock"}
-        | {"limit_admit", "rekey_events"}
+        | {"limit_admit", "rekey_events", "schema_enter", "schema_leave"}
     ),
 )
 # A hung statement on the hot path surfaces as an error rather than a stuck worker.
@@ -71,7 +71,9 @@ class PostgresDriver:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self.dsn = plain_postgres_dsn(db.url)
+        # asyncpg takes a DSN's unknown parameters as session settings: the dedicated
+        # sessions (LISTEN, leadership) use the pool's schema too.
+        self.dsn = plain_postgres_dsn(db.url, search_path(db.schema))
         self._notifier = Notifier(self._notify_events)
 
     # ---- pieces of the shared Core statements -------------------------------------------

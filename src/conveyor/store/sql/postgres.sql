@@ -567,3 +567,16 @@ WITH rekeyed AS (
     RETURNING 1
 )
 SELECT pg_notify($3::text, ''), (SELECT count(*) FROM rekeyed) AS rekeyed
+
+-- name: schema_enter
+-- A library caller's transaction (store/foreign.py) when Conveyor's tables live in schema
+-- $1 (CONVEYOR_DATABASE_SCHEMA): the schema goes first on its search_path, for this
+-- transaction only, so that the named statements (and the triggers they fire) find
+-- Conveyor's tables; `schema_leave` then puts back the search_path returned here, and the
+-- caller's own statements find theirs as before.
+SELECT current_setting('search_path'),
+    set_config('search_path', $1::text || ', ' || current_setting('search_path'), true)
+
+-- name: schema_leave
+-- The caller's search_path back ($1, from `schema_enter`), for the rest of the transaction.
+SELECT set_config('search_path', $1::text, true)
