@@ -5,7 +5,8 @@ on whatever connection their application holds: asyncpg, psycopg 3 (sync or asyn
 SQLAlchemy connection or session (sync or async), or a Django database alias. Each runs
 the PostgreSQL driver's own statements (`insert_with`: the named SQL and the rows the
 server writes); only how a statement is sent differs, and the one translation of the
-parameter style ($n to psycopg's and Django's %(pN)s) is `pyformat`.
+parameter style ($n to psycopg's and Django's %(pN)s) is `pyformat`. A SQLAlchemy
+connection to Conveyor's SQLite file runs the SQLite driver's statements (its `insert_with`).
 
 A sync caller runs the same coroutine as an async one: its statements never suspend (each
 is a blocking call), so the coroutine completes at its first step (`run_sync`).
@@ -21,7 +22,7 @@ import functools
 import re
 from collections.abc import Coroutine, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -32,6 +33,7 @@ from conveyor.domain.jobs import Enqueued, NewJob
 from conveyor.errors import InvalidInput
 from conveyor.store.drivers.pg_sessions import EVENTS_CHANNEL
 from conveyor.store.drivers.postgres import SQL, Run, insert_with
+from conveyor.store.drivers.sqlite import insert_with as sqlite_insert
 from conveyor.store.jobs import InsertRows
 
 T = TypeVar("T")
@@ -77,6 +79,25 @@ async def _statements(run: Run, new_jobs: Sequence[NewJob], schema: str) -> list
     return enqueued
 
 
+async def _on_sqlite(conn: AsyncConnection, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
+    """The SQLite driver's enqueue statements (Core) in `conn`'s transaction. Workers in
+    other processes see the commit (they watch the file's data_version)."""
+    rows = InsertRows.of(new_jobs)
+    done, _ = await sqlite_insert(conn, rows.ordered, rows.callbacks, ev.CREATED, rows.limits)
+    return rows.answers(new_jobs, done)
+
+
+class _SyncCore:
+    """A sync SQLAlchemy connection as the async one the Core statements expect; its
+    `execute` never suspends (`run_sync` drives the statements)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, statement: Any, parameters: Any = None) -> Any:
+        return self._conn.execute(statement, parameters)
+
+
 async def _enqueue_statements(run: Run, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
     rows = InsertRows.of(new_jobs)
     # The caller's transaction may have written already (its id assigned before the
@@ -96,6 +117,8 @@ def enqueue_sync(conn: object, new_jobs: Sequence[NewJob], schema: str = "") -> 
         return _django(conn, new_jobs, schema)
     if isinstance(conn, Session):
         conn = conn.connection()
+    if isinstance(conn, Connection) and conn.dialect.name == "sqlite":
+        return run_sync(_on_sqlite(cast(AsyncConnection, _SyncCore(conn)), new_jobs))
     if isinstance(conn, Connection):
         run = _sqlalchemy_sync(conn)
         return run_sync(_statements(run, new_jobs, schema))
@@ -167,6 +190,8 @@ async def enqueue_async(
     `AsyncConnection`, or a SQLAlchemy `AsyncConnection` or `AsyncSession` on PostgreSQL."""
     if isinstance(conn, AsyncSession):
         conn = await conn.connection()
+    if isinstance(conn, AsyncConnection) and conn.dialect.name == "sqlite":
+        return await _on_sqlite(conn, new_jobs)
     if isinstance(conn, AsyncConnection):
         return await _statements(_sqlalchemy_async(conn), new_jobs, schema)
     module = _module(conn)
@@ -242,6 +267,7 @@ def _unsupported(conn: object, call: str) -> UnsupportedConnection:
     kind = f"{type(conn).__module__}.{type(conn).__qualname__}"
     return UnsupportedConnection(
         f"{call} cannot use a {kind}: give enqueue a psycopg Connection, a SQLAlchemy "
-        "Connection or Session, or a Django database alias; aenqueue an asyncpg or psycopg "
-        "AsyncConnection, or a SQLAlchemy AsyncConnection or AsyncSession"
+        "Connection or Session (PostgreSQL, or Conveyor's SQLite file), or a Django database "
+        "alias; aenqueue an asyncpg or psycopg AsyncConnection, or a SQLAlchemy "
+        "AsyncConnection or AsyncSession"
     )
