@@ -143,7 +143,12 @@ def _service(blueprint: Blueprint | None) -> LibraryEnqueue:
     # counts too (a handful of specs: microseconds).
     registry = Registry(chosen, _handlers(settings.handler_modules))
     return LibraryEnqueue(
-        registry, settings.fair_dispatch, settings.run_at_past_tolerance, settings.database_schema
+        registry,
+        fair=settings.fair_dispatch,
+        past_tolerance=settings.run_at_past_tolerance,
+        schema=settings.database_schema,
+        quota_max_queued=settings.quota_max_queued,
+        quota_max_running=settings.quota_max_running,
     )
 
 

@@ -197,10 +197,7 @@ class JobService:
             raise InvalidInput(f"at most {MAX_BATCH} jobs per batch", limit=MAX_BATCH)
         prepared = [self.prepare(s, owner_id) for s in submissions]
         await self._check_callbacks(owner_id, prepared)
-        if await self._running_cap(owner_id):  # under the running quota: its built-in limit
-            quota = LimitKey(RUNNING_QUOTA, owner_id)
-            prepared = [replace(j, limit_keys=(*j.limit_keys, quota)) for j in prepared]
-        return prepared
+        return under_running_quota(prepared, owner_id, await self._running_cap(owner_id))
 
     def submitted(self, prepared: Sequence[NewJob], enqueued: Sequence[Enqueued]) -> None:
         """Count and log jobs the store has taken."""
@@ -310,6 +307,17 @@ class JobService:
                 )
             )
         return chart
+
+
+def under_running_quota(
+    prepared: list[NewJob], owner_id: str, running_cap: int | None
+) -> list[NewJob]:
+    """The jobs, each under its owner's running quota (its built-in limit) when the owner
+    has a cap (None or 0: none)."""
+    if not running_cap:
+        return prepared
+    quota = LimitKey(RUNNING_QUOTA, owner_id)
+    return [replace(j, limit_keys=(*j.limit_keys, quota)) for j in prepared]
 
 
 def prepare_job(

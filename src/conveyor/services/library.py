@@ -12,7 +12,14 @@ from dataclasses import dataclass
 
 from conveyor.domain.jobs import Enqueued, NewJob
 from conveyor.errors import InvalidInput
-from conveyor.services.jobs import MAX_BATCH, Submission, prepare_job, submitted
+from conveyor.services.flow import QuotaAsk, quota_verdicts
+from conveyor.services.jobs import (
+    MAX_BATCH,
+    Submission,
+    prepare_job,
+    submitted,
+    under_running_quota,
+)
 from conveyor.store import foreign
 from conveyor.worker.registry import Registry
 
@@ -25,6 +32,8 @@ class LibraryEnqueue:
     fair: bool = True  # the setting fair_dispatch
     past_tolerance: float = 60.0  # the setting run_at_past_tolerance
     schema: str = ""  # the setting database_schema: where Conveyor's tables are
+    quota_max_queued: int = 0  # the settings' quotas: an owner's when their own is unset
+    quota_max_running: int = 0
 
     def prepare(self, submissions: Sequence[Submission], owner_id: str) -> list[NewJob]:
         """Every submission checked and made a new job; InvalidInput for the first bad one."""
@@ -48,7 +57,8 @@ class LibraryEnqueue:
     ) -> list[Enqueued]:
         """On a sync connection (store/foreign.py says which)."""
         prepared = self.prepare(submissions, owner_id)
-        enqueued = foreign.enqueue_sync(conn, prepared, self.schema)
+        with foreign.opened(conn, self.schema) as caller:
+            enqueued = foreign.run_sync(self._store(caller, prepared, owner_id))
         submitted(prepared, enqueued)  # counted at insert, as in a service's transaction
         return enqueued
 
@@ -57,6 +67,21 @@ class LibraryEnqueue:
     ) -> list[Enqueued]:
         """On an async connection (store/foreign.py says which)."""
         prepared = self.prepare(submissions, owner_id)
-        enqueued = await foreign.enqueue_async(conn, prepared, self.schema)
+        async with foreign.aopened(conn, self.schema) as caller:
+            enqueued = await self._store(caller, prepared, owner_id)
         submitted(prepared, enqueued)
         return enqueued
+
+    async def _store(
+        self, caller: foreign.Foreign, prepared: list[NewJob], owner_id: str
+    ) -> list[Enqueued]:
+        """The owner's quotas, as the REST doors apply them, then the insert: the queued
+        quota counted (and the owner's row locked) in the caller's transaction, QuotaExceeded
+        and nothing written beyond it; the jobs under the running quota when it has one."""
+        max_queued, max_running = await caller.owner_caps(owner_id)
+        ask = QuotaAsk(owner_id, max_queued, len(prepared))
+        (refused,) = await quota_verdicts([ask], self.quota_max_queued, caller.waiting_counts)
+        if refused is not None:
+            raise refused
+        running_cap = max_running or self.quota_max_running
+        return await caller.enqueue(under_running_quota(prepared, owner_id, running_cap))

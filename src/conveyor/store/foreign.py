@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Coroutine, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections import namedtuple
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager, nullcontext
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
@@ -34,7 +36,9 @@ from conveyor.errors import InvalidInput
 from conveyor.store.drivers.pg_sessions import EVENTS_CHANNEL
 from conveyor.store.drivers.postgres import SQL, Run, insert_with
 from conveyor.store.drivers.sqlite import insert_with as sqlite_insert
+from conveyor.store.flow import count_waiting
 from conveyor.store.jobs import InsertRows
+from conveyor.store.tables import users
 
 T = TypeVar("T")
 _DOLLAR = re.compile(r"\$(\d+)")
@@ -67,16 +71,39 @@ def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
     raise RuntimeError("a sync connection's enqueue waited for something")  # pragma: no cover
 
 
-async def _statements(run: Run, new_jobs: Sequence[NewJob], schema: str) -> list[Enqueued]:
-    """The enqueue's statements on `run`'s connection, in its open transaction; with
-    Conveyor's tables in `schema`, that schema first on its search_path meanwhile."""
-    if not schema:
-        return await _enqueue_statements(run, new_jobs)
-    ((before, _),) = await run(SQL["schema_enter"], (schema,))
-    enqueued = await _enqueue_statements(run, new_jobs)
-    # Not on an error: the transaction is then aborted, and its end restores the setting.
-    await run(SQL["schema_leave"], (before,))
-    return enqueued
+class Foreign:
+    """A caller's connection, in its open transaction, as the store's statements need it:
+    `run` sends the PostgreSQL driver's named statements ($n), `core` runs Core statements
+    (an AsyncConnection, or what acts as one). Made by `opened` / `aopened`."""
+
+    def __init__(self, dialect: str, core: Any, run: Run | None = None, schema: str = "") -> None:
+        self.dialect = dialect
+        self._core = cast(AsyncConnection, core)
+        self._run = run
+        self._schema = schema
+
+    async def enqueue(self, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
+        """Insert `new_jobs` with their events; the duplicates' stored jobs answered."""
+        if self._run is None:
+            return await _on_sqlite(self._core, new_jobs)
+        if not self._schema:
+            return await _enqueue_statements(self._run, new_jobs)
+        # Conveyor's tables in their schema: first on the search_path for the statements
+        ((before, _),) = await self._run(SQL["schema_enter"], (self._schema,))
+        enqueued = await _enqueue_statements(self._run, new_jobs)
+        # Not on an error: the transaction is then aborted, and its end restores the setting.
+        await self._run(SQL["schema_leave"], (before,))
+        return enqueued
+
+    async def waiting_counts(self, caps: Mapping[str, int]) -> dict[str, int]:
+        """The queued quota's count (store/flow.py), in the caller's transaction."""
+        return await count_waiting(self._core, self.dialect, caps)
+
+    async def owner_caps(self, owner_id: str) -> tuple[int | None, int | None]:
+        """The owner's own queued and running caps (None: the settings' defaults)."""
+        query = select(users.c.max_queued, users.c.max_running).where(users.c.id == owner_id)
+        found = (await self._core.execute(query)).all()
+        return (found[0][0], found[0][1]) if found else (None, None)
 
 
 async def _on_sqlite(conn: AsyncConnection, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
@@ -84,6 +111,17 @@ async def _on_sqlite(conn: AsyncConnection, new_jobs: Sequence[NewJob]) -> list[
     other processes see the commit (they watch the file's data_version)."""
     rows = InsertRows.of(new_jobs)
     done, _ = await sqlite_insert(conn, rows.ordered, rows.callbacks, ev.CREATED, rows.limits)
+    return rows.answers(new_jobs, done)
+
+
+async def _enqueue_statements(run: Run, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
+    rows = InsertRows.of(new_jobs)
+    # The caller's transaction may have written already (its id assigned before the
+    # statement took the events lock): its events are keyed again as the Core writers key
+    # theirs, after the lock (rekey_events).
+    done = await insert_with(run, rows.ordered, rows.callbacks, ev.CREATED, True, rows.limits)
+    if done.ids:
+        await run(SQL["rekey_events"], (sorted(done.ids), ev.CREATED, EVENTS_CHANNEL))
     return rows.answers(new_jobs, done)
 
 
@@ -98,37 +136,74 @@ class _SyncCore:
         return self._conn.execute(statement, parameters)
 
 
-async def _enqueue_statements(run: Run, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
-    rows = InsertRows.of(new_jobs)
-    # The caller's transaction may have written already (its id assigned before the
-    # statement took the events lock): its events are keyed again as the Core writers key
-    # theirs, after the lock (rekey_events).
-    done = await insert_with(run, rows.ordered, rows.callbacks, ev.CREATED, True, rows.limits)
-    if done.ids:
-        await run(SQL["rekey_events"], (sorted(done.ids), ev.CREATED, EVENTS_CHANNEL))
-    return rows.answers(new_jobs, done)
+class _CoreOnRun:
+    """Core statements sent through `run` (asyncpg, psycopg, Django): compiled as for
+    asyncpg ($n, the named statements' style), with Conveyor's schema named in them."""
+
+    _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
+
+    def __init__(self, run: Run, schema: str) -> None:
+        self._run = run
+        self._translate = {None: schema} if schema else None
+
+    async def execute(self, statement: Any, parameters: Any = None) -> _Rows:
+        compiled = statement.compile(
+            dialect=self._DIALECT,
+            schema_translate_map=self._translate,
+            render_schema_translate=self._translate is not None,
+            compile_kwargs={"render_postcompile": True},
+        )
+        values = compiled.construct_params()
+        rows = await self._run(str(compiled), [values[n] for n in compiled.positiontup or ()])
+        keys = (
+            list(statement.selected_columns.keys())
+            if hasattr(statement, "selected_columns")
+            else []
+        )
+        return _Rows(keys, rows)
+
+
+@functools.cache
+def _row_type(keys: tuple[str, ...]) -> Any:
+    return namedtuple("_Row", keys, rename=True)
+
+
+class _Rows(list[Any]):
+    """A result's rows with their columns by name, as SQLAlchemy's rows have them."""
+
+    def __init__(self, keys: Sequence[str], rows: Sequence[Any]) -> None:
+        named = _row_type(tuple(keys)) if keys else None
+        super().__init__(named(*row) if named else tuple(row) for row in rows)
+
+    def all(self) -> list[Any]:
+        return list(self)
 
 
 # ---- sync connections ------------------------------------------------------------------------
-def enqueue_sync(conn: object, new_jobs: Sequence[NewJob], schema: str = "") -> list[Enqueued]:
-    """Insert `new_jobs` in the transaction `conn` holds: a psycopg `Connection`, a SQLAlchemy
-    `Connection` or `Session` on PostgreSQL, or a Django database alias (a str)."""
+@contextmanager
+def opened(conn: object, schema: str = "") -> Iterator[Foreign]:
+    """The transaction `conn` holds, for the store's statements: a psycopg `Connection`, a
+    SQLAlchemy `Connection` or `Session` (PostgreSQL, or Conveyor's SQLite file), or a
+    Django database alias (a str). Drive its coroutines with `run_sync`."""
     if isinstance(conn, str):
-        return _django(conn, new_jobs, schema)
+        with _django(conn, schema) as foreign:
+            yield foreign
+        return
     if isinstance(conn, Session):
         conn = conn.connection()
-    if isinstance(conn, Connection) and conn.dialect.name == "sqlite":
-        return run_sync(_on_sqlite(cast(AsyncConnection, _SyncCore(conn)), new_jobs))
     if isinstance(conn, Connection):
-        run = _sqlalchemy_sync(conn)
-        return run_sync(_statements(run, new_jobs, schema))
+        yield _sqlalchemy(conn, _SyncCore, _sqlalchemy_sync, schema)
+        return
     if _module(conn) == "psycopg" and not _is_async_psycopg(conn):
+        run = _psycopg_sync(conn)
         with _psycopg_transaction(conn):
-            return run_sync(_statements(_psycopg_sync(conn), new_jobs, schema))
+            yield Foreign("postgresql", _CoreOnRun(run, schema), run, schema)
+        return
     raise _unsupported(conn, "enqueue")
 
 
-def _django(alias: str, new_jobs: Sequence[NewJob], schema: str) -> list[Enqueued]:
+@contextmanager
+def _django(alias: str, schema: str) -> Iterator[Foreign]:
     """On a Django database alias: in its `atomic()` block, or in one of its own (no
     savepoint: nothing here fails half-way that a savepoint would undo)."""
     from django.db import connections, transaction
@@ -145,7 +220,20 @@ def _django(alias: str, new_jobs: Sequence[NewJob], schema: str) -> list[Enqueue
             return cursor.fetchall() if cursor.description else []
 
     with transaction.atomic(using=alias, savepoint=False):
-        return run_sync(_statements(run, new_jobs, schema))
+        yield Foreign("postgresql", _CoreOnRun(run, schema), run, schema)
+
+
+def _sqlalchemy(
+    conn: Any, core: Callable[[Any], Any], send: Callable[[Any], Run], schema: str
+) -> Foreign:
+    """A SQLAlchemy connection (sync or async): Core statements on it (naming Conveyor's
+    schema), named ones through its DBAPI cursor; SQLite's enqueue is all Core."""
+    if conn.dialect.name == "sqlite":
+        return Foreign("sqlite", core(conn))
+    run = send(conn)
+    if schema:
+        conn = conn.execution_options(schema_translate_map={None: schema})
+    return Foreign("postgresql", core(conn), run, schema)
 
 
 def _sqlalchemy_sync(conn: Connection) -> Run:
@@ -183,24 +271,26 @@ def _psycopg_transaction(conn: Any) -> Iterator[None]:
 
 
 # ---- async connections -----------------------------------------------------------------------
-async def enqueue_async(
-    conn: object, new_jobs: Sequence[NewJob], schema: str = ""
-) -> list[Enqueued]:
-    """Insert `new_jobs` in the transaction `conn` holds: an asyncpg connection, a psycopg
-    `AsyncConnection`, or a SQLAlchemy `AsyncConnection` or `AsyncSession` on PostgreSQL."""
+@asynccontextmanager
+async def aopened(conn: object, schema: str = "") -> AsyncIterator[Foreign]:
+    """`opened` for async connections: an asyncpg connection, a psycopg `AsyncConnection`,
+    or a SQLAlchemy `AsyncConnection` or `AsyncSession`."""
     if isinstance(conn, AsyncSession):
         conn = await conn.connection()
-    if isinstance(conn, AsyncConnection) and conn.dialect.name == "sqlite":
-        return await _on_sqlite(conn, new_jobs)
     if isinstance(conn, AsyncConnection):
-        return await _statements(_sqlalchemy_async(conn), new_jobs, schema)
+        yield _sqlalchemy(conn, lambda c: c, _sqlalchemy_async, schema)
+        return
     module = _module(conn)
     if module == "asyncpg":
+        run: Run = functools.partial(_asyncpg_fetch, conn)
         outside = not conn.is_in_transaction()  # type: ignore[attr-defined]
         async with conn.transaction() if outside else nullcontext():  # type: ignore[attr-defined]
-            return await _statements(functools.partial(_asyncpg_fetch, conn), new_jobs, schema)
+            yield Foreign("postgresql", _CoreOnRun(run, schema), run, schema)
+        return
     if module == "psycopg" and _is_async_psycopg(conn):
-        return await _psycopg_async(conn, new_jobs, schema)
+        async with _psycopg_async(conn, schema) as foreign:
+            yield foreign
+        return
     raise _unsupported(conn, "aenqueue")
 
 
@@ -208,7 +298,8 @@ async def _asyncpg_fetch(conn: Any, sql: str, args: Sequence[Any]) -> Sequence[A
     return await conn.fetch(sql, *args)  # type: ignore[no-any-return]
 
 
-async def _psycopg_async(conn: Any, new_jobs: Sequence[NewJob], schema: str) -> list[Enqueued]:
+@asynccontextmanager
+async def _psycopg_async(conn: Any, schema: str) -> AsyncIterator[Foreign]:
     from psycopg.pq import TransactionStatus
     from psycopg.rows import tuple_row
 
@@ -217,10 +308,12 @@ async def _psycopg_async(conn: Any, new_jobs: Sequence[NewJob], schema: str) -> 
         await cursor.execute(*pyformat(sql, args))
         return await cursor.fetchall() if cursor.description else []
 
+    foreign = Foreign("postgresql", _CoreOnRun(run, schema), run, schema)
     if conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE:
         async with conn.transaction():
-            return await _statements(run, new_jobs, schema)
-    return await _statements(run, new_jobs, schema)
+            yield foreign
+    else:
+        yield foreign
 
 
 def _sqlalchemy_async(conn: AsyncConnection) -> Run:
