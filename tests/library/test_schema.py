@@ -3,22 +3,16 @@ database; an enqueue in the application's transaction, a worker's claim and fini
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
 
-from conveyor.domain.states import JobState
 from conveyor.library import enqueue as library
 from conveyor.services.migrations import apply_migrations
-from conveyor.store.factory import open_backend
-from conveyor.worker.registry import Registry
-from conveyor.worker.worker import Worker, WorkerConfig
 from tests.conftest import _drop, _pg_admin, pg_url
-from tests.library.conftest import OWNER, rows
+from tests.library.conftest import OWNER, completed, rows, running_worker
 from tests.library.handlers import blueprint
 
 SCHEMA = "conveyor_app"
@@ -56,31 +50,19 @@ async def test_tables_migrations_enqueue_and_worker_in_their_own_schema(
 
     monkeypatch.setenv("CONVEYOR_DATABASE_SCHEMA", SCHEMA)
     library._settings.cache_clear()
-    backend = open_backend(empty_pg, schema=SCHEMA)
-    config = WorkerConfig(queues={"library": None}, concurrency=2, poll_interval=60.0,
-                          lease_s=30.0, heartbeat_interval=1.0, grace=5.0)  # fmt: skip
-    worker = Worker(backend, Registry(blueprint), config)
-    task = asyncio.create_task(worker.run())
     try:
-        await asyncio.sleep(1.0)  # the worker listens (in the schema's database) and idles
-        async with await psycopg.AsyncConnection.connect(empty_pg) as conn:
-            before = await (await conn.execute("SHOW search_path")).fetchone()
-            await conn.execute("INSERT INTO orders VALUES (1, 'paid')")
-            done = await library.aenqueue(conn, "lib_order", {"order_id": 1}, owner=OWNER,
-                                          registry=blueprint)  # fmt: skip
-            after = await (await conn.execute("SHOW search_path")).fetchone()
-            await conn.execute("INSERT INTO orders VALUES (2, 'after the enqueue')")
-            await conn.commit()
-        assert after == before  # the caller's statements resolve as before
-        deadline = time.monotonic() + WAIT_S
-        while (job := await backend.get(done.id)).state is not JobState.COMPLETED:
-            assert time.monotonic() < deadline, f"still {job.state.value}"
-            await asyncio.sleep(0.05)
-        assert job.result == {"shipped": 1}
+        async with running_worker(empty_pg, SCHEMA) as backend:
+            async with await psycopg.AsyncConnection.connect(empty_pg) as conn:
+                before = await (await conn.execute("SHOW search_path")).fetchone()
+                await conn.execute("INSERT INTO orders VALUES (1, 'paid')")
+                done = await library.aenqueue(conn, "lib_order", {"order_id": 1}, owner=OWNER,
+                                              registry=blueprint)  # fmt: skip
+                after = await (await conn.execute("SHOW search_path")).fetchone()
+                await conn.execute("INSERT INTO orders VALUES (2, 'after the enqueue')")
+                await conn.commit()
+            assert after == before  # the caller's statements resolve as before
+            assert (await completed(backend, done.id)).result == {"shipped": 1}
     finally:
-        worker.stop(force=True)
-        await asyncio.wait_for(task, 20)
-        await backend.close()
         library._settings.cache_clear()
     assert rows(empty_pg, f"SELECT type FROM {SCHEMA}.events WHERE job_id = %s ORDER BY id",
                 done.id)[0] == ("created",)  # fmt: skip

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,13 +11,9 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session
 
-from conveyor.domain.states import JobState
 from conveyor.library.enqueue import aenqueue, enqueue
-from conveyor.store.factory import open_backend
-from conveyor.worker.registry import Registry
-from conveyor.worker.worker import Worker, WorkerConfig
 from tests.conftest import fresh_database
-from tests.library.conftest import OWNER
+from tests.library.conftest import OWNER, completed, running_worker
 from tests.library.handlers import blueprint
 
 WAIT_S = 30.0
@@ -62,24 +56,13 @@ def test_session_commit_rollback_and_duplicate(sqlite_url: str) -> None:
 
 
 async def test_a_worker_runs_what_an_async_connection_committed(sqlite_url: str) -> None:
-    backend = open_backend(sqlite_url)
-    config = WorkerConfig(queues={"library": None}, concurrency=2, poll_interval=60.0,
-                          lease_s=30.0, heartbeat_interval=1.0, grace=5.0)  # fmt: skip
-    worker = Worker(backend, Registry(blueprint), config)
-    task = asyncio.create_task(worker.run())
     engine = create_async_engine(sqlite_url.replace("sqlite://", "sqlite+aiosqlite://", 1))
     try:
-        async with engine.connect() as conn:
-            done = await aenqueue(conn, "lib_order", {"order_id": 4}, owner=OWNER,
-                                  registry=blueprint)  # fmt: skip
-            await conn.commit()
-        deadline = time.monotonic() + WAIT_S
-        while (job := await backend.get(done.id)).state is not JobState.COMPLETED:
-            assert time.monotonic() < deadline, f"still {job.state.value}"
-            await asyncio.sleep(0.05)
-        assert job.result == {"shipped": 4}
+        async with running_worker(sqlite_url) as backend:
+            async with engine.connect() as conn:
+                done = await aenqueue(conn, "lib_order", {"order_id": 4}, owner=OWNER,
+                                      registry=blueprint)  # fmt: skip
+                await conn.commit()
+            assert (await completed(backend, done.id)).result == {"shipped": 4}
     finally:
         await engine.dispose()
-        worker.stop(force=True)
-        await asyncio.wait_for(task, 20)
-        await backend.close()
