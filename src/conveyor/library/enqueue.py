@@ -20,7 +20,7 @@ from conveyor.domain.jobs import Enqueued as Stored
 from conveyor.library import registry as library_registry
 from conveyor.runtime import load_handlers
 from conveyor.services.jobs import Submission
-from conveyor.services.library import LibraryEnqueue
+from conveyor.services.library import LibraryEnqueue, OwnerCaps
 from conveyor.settings import Settings
 from conveyor.worker.blueprint import Blueprint
 from conveyor.worker.registry import Registry
@@ -149,6 +149,7 @@ def _service(blueprint: Blueprint | None) -> LibraryEnqueue:
         schema=settings.database_schema,
         quota_max_queued=settings.quota_max_queued,
         quota_max_running=settings.quota_max_running,
+        caps=_owner_caps(),
     )
 
 
@@ -156,6 +157,12 @@ def _service(blueprint: Blueprint | None) -> LibraryEnqueue:
 def _settings() -> Settings:
     """The process's settings, read once (as a server reads them at start)."""
     return Settings()
+
+
+@functools.cache
+def _owner_caps() -> OwnerCaps:
+    """The owners' caps this process has read (services/library.py), shared by its calls."""
+    return OwnerCaps()
 
 
 @functools.cache

@@ -7,13 +7,15 @@ job type raises first, and the caller's transaction is untouched.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from conveyor.domain.jobs import Enqueued, NewJob
 from conveyor.errors import InvalidInput
 from conveyor.services.flow import QuotaAsk, quota_verdicts
 from conveyor.services.jobs import (
+    CAPS_TTL_S,
     MAX_BATCH,
     Submission,
     prepare_job,
@@ -22,6 +24,32 @@ from conveyor.services.jobs import (
 )
 from conveyor.store import foreign
 from conveyor.worker.registry import Registry
+
+Caps = tuple[int | None, int | None]  # an owner's own max_queued and max_running
+
+
+class OwnerCaps:
+    """Each owner's own caps as last read, for CAPS_TTL_S: a process that enqueues for one
+    owner reads their row every few seconds, not on every enqueue (JobService reads the
+    running caps so too). The queued count itself is always taken in the caller's
+    transaction."""
+
+    MAX_OWNERS = 10_000  # more owners seen: forgotten, read again
+
+    def __init__(self, ttl: float = CAPS_TTL_S) -> None:
+        self.ttl = ttl
+        self._seen: dict[str, tuple[float, Caps]] = {}
+
+    async def of(self, caller: foreign.Foreign, owner_id: str) -> Caps:
+        now = time.monotonic()
+        seen = self._seen.get(owner_id)
+        if seen is not None and now - seen[0] <= self.ttl:
+            return seen[1]
+        caps = await caller.owner_caps(owner_id)
+        if len(self._seen) >= self.MAX_OWNERS:
+            self._seen.clear()
+        self._seen[owner_id] = (now, caps)
+        return caps
 
 
 @dataclass(frozen=True)
@@ -34,6 +62,7 @@ class LibraryEnqueue:
     schema: str = ""  # the setting database_schema: where Conveyor's tables are
     quota_max_queued: int = 0  # the settings' quotas: an owner's when their own is unset
     quota_max_running: int = 0
+    caps: OwnerCaps = field(default_factory=OwnerCaps)  # one per process, across calls
 
     def prepare(self, submissions: Sequence[Submission], owner_id: str) -> list[NewJob]:
         """Every submission checked and made a new job; InvalidInput for the first bad one."""
@@ -78,7 +107,7 @@ class LibraryEnqueue:
         """The owner's quotas, as the REST doors apply them, then the insert: the queued
         quota counted (and the owner's row locked) in the caller's transaction, QuotaExceeded
         and nothing written beyond it; the jobs under the running quota when it has one."""
-        max_queued, max_running = await caller.owner_caps(owner_id)
+        max_queued, max_running = await self.caps.of(caller, owner_id)
         ask = QuotaAsk(owner_id, max_queued, len(prepared))
         (refused,) = await quota_verdicts([ask], self.quota_max_queued, caller.waiting_counts)
         if refused is not None:
