@@ -18,7 +18,6 @@ from typing import Any
 from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import Enqueued as Stored
 from conveyor.library import registry as library_registry
-from conveyor.runtime import load_handlers
 from conveyor.services.jobs import Submission
 from conveyor.services.library import LibraryEnqueue, OwnerCaps
 from conveyor.settings import Settings
@@ -167,4 +166,8 @@ def _owner_caps() -> OwnerCaps:
 
 @functools.cache
 def _handlers(modules: str) -> Registry:
+    """The built-ins and the job types of CONVEYOR_HANDLER_MODULES, loaded at the first call
+    (not at import: the built-ins bring their libraries)."""
+    from conveyor.runtime import load_handlers
+
     return load_handlers([m.strip() for m in modules.split(",") if m.strip()])
