@@ -5,7 +5,8 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from conveyor.errors import InvalidInput, UnknownJobType
+from conveyor.errors import IdempotencyKeyReused, InvalidInput, UnknownJobType
+from conveyor.library import enqueue as library
 from conveyor.library.enqueue import Job, enqueue, enqueue_batch
 from tests.library.conftest import OWNER, jobs_and_events, rows
 from tests.library.handlers import blueprint
@@ -100,3 +101,29 @@ def test_an_autocommit_connection_enqueues_in_a_transaction_of_its_own(pg: str) 
         done = enqueue(conn, "lib_order", {"order_id": 1}, owner=OWNER, registry=blueprint,
                        delay=3600)  # fmt: skip
     assert rows(pg, "SELECT id, state FROM jobs") == [(done.id, "scheduled")]
+
+
+def test_a_key_reused_for_another_payload_is_refused_and_the_transaction_goes_on(
+    pg: str,
+) -> None:
+    with psycopg.connect(pg) as conn:
+        enqueue(conn, "lib_order", {"order_id": 1}, owner=OWNER, registry=blueprint,
+                idempotency_key="k")  # fmt: skip
+        with pytest.raises(IdempotencyKeyReused):
+            enqueue(conn, "lib_order", {"order_id": 2}, owner=OWNER, registry=blueprint,
+                    idempotency_key="k")  # fmt: skip
+        conn.execute("INSERT INTO orders VALUES (1, 'still usable')")
+        conn.commit()
+    assert rows(pg, "SELECT payload->>'order_id' FROM jobs") == [("1",)]
+
+
+def test_the_owner_setting_names_the_owner(pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVEYOR_LIBRARY_OWNER", "svc-from-settings")
+    library._settings.cache_clear()
+    try:
+        with psycopg.connect(pg) as conn:
+            enqueue(conn, "lib_order", {"order_id": 1}, registry=blueprint)
+            conn.commit()
+    finally:
+        library._settings.cache_clear()
+    assert rows(pg, "SELECT owner_id FROM jobs") == [("svc-from-settings",)]

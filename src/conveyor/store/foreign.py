@@ -138,7 +138,9 @@ class _SyncCore:
 
 class _CoreOnRun:
     """Core statements sent through `run` (asyncpg, psycopg, Django): compiled as for
-    asyncpg ($n, the named statements' style), with Conveyor's schema named in them."""
+    asyncpg ($n, the named statements' style), with Conveyor's schema named in them. Their
+    parameters go as given, without SQLAlchemy's bind processing: statements with plain
+    values only (ids, counts), one row at a time (what the quota's reads are)."""
 
     _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
 
