@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from conveyor.library.enqueue import (  # type: ignore[import-not-found, unused-ignore]
+    from conveyor.library.enqueue import (
         Enqueued,
+        Job,
         aenqueue,
         aenqueue_batch,
         enqueue,
@@ -36,11 +37,13 @@ _LAZY = {
     "enqueue_batch": "conveyor.library.enqueue",
     "aenqueue_batch": "conveyor.library.enqueue",
     "Enqueued": "conveyor.library.enqueue",
+    "Job": "conveyor.library.enqueue",
 }
 
 # Literal, for type checkers and IDEs; tests/library/test_lazy_import.py keeps it `_LAZY`'s.
 __all__ = [
     "Enqueued",
+    "Job",
     "JobContext",
     "Worker",
     "__version__",

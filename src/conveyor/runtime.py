@@ -84,6 +84,7 @@ class Engine:
             connect_timeout=settings.db_connect_timeout,
             request_timeout=settings.db_request_timeout,
             application_name=settings.db_application_name or "conveyor",
+            schema=settings.database_schema,
         )
         try:
             await backend.db.ping()

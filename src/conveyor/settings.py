@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     )
 
     database_url: str = "sqlite:///./data/conveyor.db"
+    # PostgreSQL: the schema Conveyor's tables live in (created by `conveyor migrate`), so
+    # that they can share a database, and transactions, with an application's own tables
+    # (docs/library.md); empty: the database's default search_path (public), as before
+    database_schema: str = Field("", pattern=r"^([a-z_][a-z0-9_]{0,62})?$")
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     data_dir: Path = Path("./data")
@@ -119,6 +123,9 @@ class Settings(BaseSettings):
     prune_batch: int = Field(1000, ge=1, le=100_000)  # rows per pruning slice (transaction)
     prune_budget: float = Field(0.25, ge=0, le=60)  # seconds of pruning slices per tick
     handler_modules: str = ""
+    # the owner (user or service account id) of jobs the library door enqueues when its call
+    # names none (docs/library.md): scoping, listing and quotas go by it
+    library_owner: str = ""
 
     # events relay (`conveyor results`; inside `conveyor run` when a sink is configured)
     amqp_prefix: str = Field("", pattern=r"^[\w.:-]{0,64}$")  # before exchange and queue names

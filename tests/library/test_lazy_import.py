@@ -18,7 +18,7 @@ import conveyor
 from tests.support.processes import CHILD_PYTHONPATH, ROOT, clean_environ
 
 SERVER = ("fastapi", "sqlalchemy", "asyncpg", "aiosqlite", "uvicorn", "starlette", "httpx")
-ENQUEUE_NAMES = {"enqueue", "aenqueue", "enqueue_batch", "aenqueue_batch", "Enqueued"}
+ENQUEUE_NAMES = {"enqueue", "aenqueue", "enqueue_batch", "aenqueue_batch", "Enqueued", "Job"}
 
 
 def modules_after(code: str) -> set[str]:
@@ -61,10 +61,6 @@ def test_every_public_name_is_listed_once_and_resolves() -> None:
         assert getattr(conveyor, name) is getattr(module, name)
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("conveyor.library.enqueue") is None,
-    reason="conveyor.library.enqueue is written on the txenq branch; this runs once it is merged",
-)
 def test_the_enqueue_names_resolve() -> None:
     for name in sorted(ENQUEUE_NAMES):
         assert getattr(conveyor, name) is not None

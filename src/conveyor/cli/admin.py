@@ -52,7 +52,7 @@ def migrate(
     async def main() -> None:
         from conveyor.services.migrations import apply_migrations
 
-        await apply_migrations(settings.database_url)
+        await apply_migrations(settings.database_url, settings.database_schema)
 
     run_async(main())
     console.print("migrations applied")

@@ -7,7 +7,8 @@ table (job_limits joined with jobs), never from the slots the claim keeps.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -61,6 +62,35 @@ class WaitingReason:
     key: str | None = None
 
 
+# (owner -> cap) -> each owner's waiting jobs, counted up to its cap, in the inserting transaction
+WaitingCounts = Callable[[Mapping[str, int]], Awaitable[dict[str, int]]]
+
+
+async def quota_verdicts(
+    asks: Sequence[QuotaAsk], default_cap: int, waiting_counts: WaitingCounts
+) -> list[QuotaExceeded | None]:
+    """Each ask's verdict, in order: the jobs it adds to its owner's waiting jobs (and to
+    those of the asks before it that pass) must stay within the owner's cap (its own, else
+    `default_cap`; 0: none). Owners without a cap cost no statement. The REST doors' intake
+    and the library's enqueue (counting on the caller's connection) judge alike."""
+    caps = {a.owner_id: default_cap if a.own_cap is None else a.own_cap for a in asks}
+    capped = {owner: cap for owner, cap in caps.items() if cap > 0}
+    waiting = await waiting_counts(capped) if capped else {}
+    verdicts: list[QuotaExceeded | None] = []
+    for ask in asks:
+        cap = caps[ask.owner_id]
+        if cap == 0:
+            verdicts.append(None)
+            continue
+        now = waiting[ask.owner_id]
+        if now + ask.jobs > cap:
+            verdicts.append(_over(cap, now, ask.jobs))
+        else:
+            waiting[ask.owner_id] = now + ask.jobs
+            verdicts.append(None)
+    return verdicts
+
+
 class FlowService:
     # CONVEYOR_QUOTA_MAX_QUEUED / _RUNNING (set by the engine): a user's quota when their own
     # is unset; 0: no cap.
@@ -73,28 +103,11 @@ class FlowService:
     async def check_quotas(
         self, tx: Transaction, asks: Sequence[QuotaAsk]
     ) -> list[QuotaExceeded | None]:
-        """Each ask's verdict, in order, in `tx` (the transaction that will insert them): the
-        jobs it adds to its owner's waiting jobs (and to those of the asks before it that
-        pass) must stay within the owner's cap. Owners without a cap cost no statement."""
-        caps = {a.owner_id: self._cap(a) for a in asks}
-        capped = {owner: cap for owner, cap in caps.items() if cap > 0}
-        waiting = await self.backend.waiting_counts(tx, capped) if capped else {}
-        verdicts: list[QuotaExceeded | None] = []
-        for ask in asks:
-            cap = caps[ask.owner_id]
-            if cap == 0:
-                verdicts.append(None)
-                continue
-            now = waiting[ask.owner_id]
-            if now + ask.jobs > cap:
-                verdicts.append(_over(cap, now, ask.jobs))
-            else:
-                waiting[ask.owner_id] = now + ask.jobs
-                verdicts.append(None)
-        return verdicts
-
-    def _cap(self, ask: QuotaAsk) -> int:
-        return self.quota_max_queued if ask.own_cap is None else ask.own_cap
+        """Each ask's verdict, in order, in `tx` (the transaction that will insert them):
+        `quota_verdicts`, counted in `tx`."""
+        return await quota_verdicts(
+            asks, self.quota_max_queued, functools.partial(self.backend.waiting_counts, tx)
+        )
 
     async def limits(
         self, owner_id: str | None, *, cursor: str | None = None, limit: int = 100

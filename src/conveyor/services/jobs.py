@@ -123,46 +123,15 @@ class JobService:
         return self._caps[1].get(owner_id) or self.quota_max_running or None
 
     def prepare(self, submission: Submission, owner_id: str = SYSTEM_OWNER) -> NewJob:
-        """Validate against the type's payload model; bad input changes nothing. The rule is
-        the scheduler's too (`checked_job`): a cron fire is checked as a submission is.
-
-        Every door's submit comes here, so the rules a caller's submit obeys and the
-        scheduler's own inserts (retries, cron fires, misfire catch-up) do not are here: a
-        run_at in the past beyond the tolerance is refused, and a unique job type's key is
-        computed (docs/flow-control.md)."""
-        now = utcnow()
-        self._check_run_at(submission.run_at, now)
-        job = checked_job(
+        """Validate against the type's payload model; bad input changes nothing (`prepare_job`,
+        with this service's settings)."""
+        return prepare_job(
             self.registry,
-            submission.type,
-            submission.payload,
+            submission,
             owner_id,
-            queue=submission.queue,
-            priority=submission.priority,
-            max_attempts=submission.max_attempts,
-            timeout_s=submission.timeout_s,
-            run_at=submission.run_at,
-            idempotency_key=submission.idempotency_key,
-            tags=submission.tags,
-            callback_url=submission.callback_url,
             fair=self.fair_dispatch,
+            past_tolerance=self.run_at_past_tolerance,
         )
-        spec = self.registry.get(job.type)
-        chosen = submit_limit_keys(spec.submit_limits, submission.limits, spec.name)
-        if chosen:
-            job = replace(job, limit_keys=(*job.limit_keys, *chosen))
-        return unique_job(job, spec.unique, now)
-
-    def _check_run_at(self, run_at: datetime | None, now: datetime) -> None:
-        if run_at is None or run_at.tzinfo is None:  # no time zone: checked_job refuses it
-            return
-        earliest = now - timedelta(seconds=self.run_at_past_tolerance)
-        if run_at < earliest:
-            raise InvalidInput(
-                f"run_at is in the past (more than {self.run_at_past_tolerance:g} s before "
-                "the server's clock); leave it out to run the job now",
-                field="run_at",
-            )
 
     async def submit(
         self,
@@ -228,15 +197,11 @@ class JobService:
             raise InvalidInput(f"at most {MAX_BATCH} jobs per batch", limit=MAX_BATCH)
         prepared = [self.prepare(s, owner_id) for s in submissions]
         await self._check_callbacks(owner_id, prepared)
-        if await self.running_cap(owner_id):  # under the running quota: its built-in limit
-            quota = LimitKey(RUNNING_QUOTA, owner_id)
-            prepared = [replace(j, limit_keys=(*j.limit_keys, quota)) for j in prepared]
-        return prepared
+        return under_running_quota(prepared, owner_id, await self.running_cap(owner_id))
 
     def submitted(self, prepared: Sequence[NewJob], enqueued: Sequence[Enqueued]) -> None:
         """Count and log jobs the store has taken."""
-        count_enqueued(prepared, enqueued)
-        _log_submitted(prepared, enqueued)
+        submitted(prepared, enqueued)
 
     async def _check_callbacks(self, owner_id: str, prepared: Sequence[NewJob]) -> None:
         urls = [job.callback_url for job in prepared if job.callback_url]
@@ -344,12 +309,80 @@ class JobService:
         return chart
 
 
+def under_running_quota(
+    prepared: list[NewJob], owner_id: str, running_cap: int | None
+) -> list[NewJob]:
+    """The jobs, each under its owner's running quota (its built-in limit) when the owner
+    has a cap (None or 0: none)."""
+    if not running_cap:
+        return prepared
+    quota = LimitKey(RUNNING_QUOTA, owner_id)
+    return [replace(j, limit_keys=(*j.limit_keys, quota)) for j in prepared]
+
+
+def prepare_job(
+    registry: Registry,
+    submission: Submission,
+    owner_id: str = SYSTEM_OWNER,
+    *,
+    fair: bool = True,
+    past_tolerance: float = 60.0,
+) -> NewJob:
+    """Validate against the type's payload model; bad input changes nothing. The rule is
+    the scheduler's too (`checked_job`): a cron fire is checked as a submission is.
+
+    Every door's submit comes here (the library's too: services/library.py), so the rules a
+    caller's submit obeys and the scheduler's own inserts (retries, cron fires, misfire
+    catch-up) do not are here: a run_at in the past beyond `past_tolerance` seconds is
+    refused, and a unique job type's key is computed (docs/flow-control.md). `fair`: the
+    setting fair_dispatch."""
+    now = utcnow()
+    _check_run_at(submission.run_at, now, past_tolerance)
+    job = checked_job(
+        registry,
+        submission.type,
+        submission.payload,
+        owner_id,
+        queue=submission.queue,
+        priority=submission.priority,
+        max_attempts=submission.max_attempts,
+        timeout_s=submission.timeout_s,
+        run_at=submission.run_at,
+        idempotency_key=submission.idempotency_key,
+        tags=submission.tags,
+        callback_url=submission.callback_url,
+        fair=fair,
+    )
+    spec = registry.get(job.type)
+    chosen = submit_limit_keys(spec.submit_limits, submission.limits, spec.name)
+    if chosen:
+        job = replace(job, limit_keys=(*job.limit_keys, *chosen))
+    return unique_job(job, spec.unique, now)
+
+
+def _check_run_at(run_at: datetime | None, now: datetime, tolerance: float) -> None:
+    if run_at is None or run_at.tzinfo is None:  # no time zone: checked_job refuses it
+        return
+    if run_at < now - timedelta(seconds=tolerance):
+        raise InvalidInput(
+            f"run_at is in the past (more than {tolerance:g} s before "
+            "the server's clock); leave it out to run the job now",
+            field="run_at",
+        )
+
+
 def unique_job(job: NewJob, unique: Unique | None, now: datetime) -> NewJob:
     """`job` with the unique key and states its type's declaration gives (none: as is)."""
     if unique is None:
         return job
     key = unique.key(owner_id=job.owner_id, type_name=job.type, payload=job.payload, now=now)
     return replace(job, unique_key=key, unique_states=unique.states)
+
+
+def submitted(prepared: Sequence[NewJob], enqueued: Sequence[Enqueued]) -> None:
+    """Count and log jobs the store has taken (whichever door submitted them)."""
+    count_enqueued(prepared, enqueued)
+    _log_submitted(prepared, enqueued)
 
 
 def _log_submitted(jobs: Sequence[NewJob], results: Sequence[Enqueued]) -> None:

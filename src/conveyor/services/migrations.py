@@ -8,10 +8,11 @@ from conveyor.store.database import Database
 from conveyor.store.migrate import migrate, pending_revisions
 
 
-async def apply_migrations(database_url: str) -> None:
-    """Every migration not applied yet; concurrent callers serialise on the database."""
+async def apply_migrations(database_url: str, schema: str = "") -> None:
+    """Every migration not applied yet (in `schema`, created if missing, on PostgreSQL);
+    concurrent callers serialise on the database."""
     private_sqlite_files(database_url)  # 0600 before the store creates it
-    db = Database(database_url)
+    db = Database(database_url, schema=schema)
     try:
         await migrate(db)
     finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -58,7 +58,12 @@ def async_url(url: str) -> tuple[Dialect, str]:
     raise ConfigurationError(f"unsupported database URL scheme: {parsed.drivername}")
 
 
-def plain_postgres_dsn(url: str) -> str:
+def search_path(schema: str) -> dict[str, str]:
+    """The session setting that puts Conveyor's tables in `schema` (none for "")."""
+    return {"search_path": schema} if schema else {}
+
+
+def plain_postgres_dsn(url: str, settings: Mapping[str, str] | None = None) -> str:
     """The libpq-style DSN asyncpg's own connect() takes (for LISTEN and advisory locks).
 
     Several hosts (a highly available database without a virtual IP) come in SQLAlchemy's
@@ -66,8 +71,10 @@ def plain_postgres_dsn(url: str) -> str:
     asyncpg's own DSN parser would keep only the last ``host=``, so they are rewritten as
     its lists, ``?host=a,b&port=5432,5432`` (a host without a port gets the URL's, else 5432):
     LISTEN and leadership then try the hosts in the same order as the pool, with the same
-    ``target_session_attrs``."""
+    ``target_session_attrs``. `settings`: session settings, as query parameters."""
     parsed = make_url(url).set(drivername="postgresql")
+    if settings:
+        parsed = parsed.update_query_dict(dict(settings))
     hosts = parsed.query.get("host")
     if isinstance(hosts, tuple):
         default = str(parsed.port or 5432)
@@ -104,6 +111,7 @@ class Database:
         connect_timeout: float = CONNECT_TIMEOUT_S,
         request_timeout: float = REQUEST_TIMEOUT_S,
         application_name: str = "conveyor",
+        schema: str = "",
     ):
         _quiet_drivers()
         # One pooled connection `raw` kept back between uses (`_raw_checkout`), with the time
@@ -114,6 +122,8 @@ class Database:
         # what they are for. PgBouncer passes it on to the server.
         self.application_name = application_name
         self.request_timeout = request_timeout
+        # PostgreSQL: every session's search_path (CONVEYOR_DATABASE_SCHEMA); "": the default
+        self.schema = schema
         self.dialect, driver_url = async_url(url)
         if self.dialect == "sqlite":
             self.writer = create_async_engine(
@@ -133,7 +143,7 @@ class Database:
                 pool_size=2 * pool_size,
                 max_overflow=0,
                 connect_args={
-                    "server_settings": {"application_name": application_name},
+                    "server_settings": {"application_name": application_name} | search_path(schema),
                     "timeout": connect_timeout,
                 },
             )

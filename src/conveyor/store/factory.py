@@ -14,6 +14,7 @@ def open_backend(
     connect_timeout: float = CONNECT_TIMEOUT_S,
     request_timeout: float = REQUEST_TIMEOUT_S,
     application_name: str = "conveyor",
+    schema: str = "",
 ) -> QueueBackend:
     db = Database(
         url,
@@ -21,6 +22,7 @@ def open_backend(
         connect_timeout=connect_timeout,
         request_timeout=request_timeout,
         application_name=application_name,
+        schema=schema,
     )
     driver: Driver
     if db.dialect == "sqlite":

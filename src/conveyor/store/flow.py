@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from sqlalchemy import and_, case, func, literal, or_, select, tuple_, union_all
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conveyor.domain.flow_view import Bucket, KeyCount, LimitDefinition
 from conveyor.domain.states import JobState
@@ -24,6 +25,31 @@ WAITING_STATES = (JobState.SCHEDULED.value, JobState.QUEUED.value, JobState.RETR
 _RUNNING, _QUEUED = JobState.RUNNING.value, JobState.QUEUED.value
 
 
+async def count_waiting(
+    conn: AsyncConnection, dialect: str, caps: Mapping[str, int]
+) -> dict[str, int]:
+    """`FlowReads.waiting_counts` on `conn`, in its transaction (a service's, or a library
+    caller's own: store/foreign.py)."""
+    if not caps:
+        return {}
+    owners = sorted(caps)
+    if dialect == "postgresql":
+        lock = select(users.c.id).where(users.c.id.in_(owners)).order_by(users.c.id)
+        await conn.execute(lock.with_for_update())
+    counts = [
+        select(literal(owner).label("owner"), func.count().label("n")).select_from(
+            select(literal(1).label("one"))
+            .where(jobs.c.owner_id == owner, jobs.c.state.in_(WAITING_STATES))
+            .limit(caps[owner])
+            .subquery()
+        )
+        for owner in owners
+    ]
+    statement = counts[0] if len(counts) == 1 else union_all(*counts)
+    found = {row.owner: int(row.n) for row in await conn.execute(statement)}
+    return {owner: found.get(owner, 0) for owner in owners}
+
+
 class FlowReads(StoreBase):
     async def waiting_counts(self, tx: Transaction, caps: Mapping[str, int]) -> dict[str, int]:
         """Each owner's waiting jobs (scheduled, queued, retrying), counted up to its cap (a
@@ -33,25 +59,7 @@ class FlowReads(StoreBase):
         two transactions submitting for one owner take turns, and the second counts, in a
         statement that starts after the first committed (READ COMMITTED), what the first
         inserted. SQLite needs no lock: its writers take turns (BEGIN IMMEDIATE)."""
-        if not caps:
-            return {}
-        owners = sorted(caps)
-        conn = tx.connection
-        if self.dialect == "postgresql":
-            lock = select(users.c.id).where(users.c.id.in_(owners)).order_by(users.c.id)
-            await conn.execute(lock.with_for_update())
-        counts = [
-            select(literal(owner).label("owner"), func.count().label("n")).select_from(
-                select(literal(1).label("one"))
-                .where(jobs.c.owner_id == owner, jobs.c.state.in_(WAITING_STATES))
-                .limit(caps[owner])
-                .subquery()
-            )
-            for owner in owners
-        ]
-        statement = counts[0] if len(counts) == 1 else union_all(*counts)
-        found = {row.owner: int(row.n) for row in await conn.execute(statement)}
-        return {owner: found.get(owner, 0) for owner in owners}
+        return await count_waiting(tx.connection, self.dialect, caps)
 
     async def limit_definitions(self) -> list[LimitDefinition]:
         """Every limit flow_limits knows, by name (as many as the job types declare)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -68,28 +69,20 @@ class Jobs(JobReads):
             # transaction, so that nothing of it is stored.
             async with self.transaction() as own:
                 return await self.enqueue(new_jobs, own, synchronous=synchronous)
-        now = utcnow()
-        rows = [job_row(job, now) for job in new_jobs]
+        rows = InsertRows.of(new_jobs)
         conn = tx.connection if tx is not None else None
-        callbacks = callback_rows(new_jobs, now)
-        limits = limit_rows(new_jobs)
         done = await self.driver.insert_jobs(
-            conn, _in_key_order(rows), callbacks, ev.CREATED, synchronous, limits=limits
+            conn, rows.ordered, rows.callbacks, ev.CREATED, synchronous, limits=rows.limits
         )
         # A queued job's wake-up on the jobs channel wakes event readers elsewhere too; only
         # jobs scheduled for later need the events channel.
-        others = any(row["state"] != JobState.QUEUED.value for row in rows)
+        others = any(row["state"] != JobState.QUEUED.value for row in rows.rows)
         ring = functools.partial(self._events_committed, others=others)
         if conn is not None:
             after_commit(conn, ring)
         elif done.ids:
             ring()
-        return [
-            Enqueued(job.id, True, JobState(row["state"]), inserted_record(row))
-            if job.id in done.ids
-            else _already_there(job, done)
-            for job, row in zip(new_jobs, rows, strict=True)
-        ]
+        return rows.answers(new_jobs, done)
 
     async def cancel(self, job_id: str, owner_id: str | None = None) -> JobRecord:
         guard = scoped([jobs.c.id == job_id], owner_id)
@@ -297,6 +290,32 @@ class Jobs(JobReads):
             if current.state in TERMINAL:
                 raise Conflict("a workflow's step is deleted with its workflow, not alone")
             raise Conflict(f"a {current.state.value} job cannot be deleted; cancel it first")
+
+
+@dataclass(frozen=True, slots=True)
+class InsertRows:
+    """What an enqueue of `new_jobs` writes, built once for every way in (a service's
+    transaction, the pool, a library caller's own connection: store/foreign.py)."""
+
+    rows: list[dict[str, Any]]  # in the jobs' order, for the answers
+    ordered: list[dict[str, Any]]  # in the order they are inserted
+    callbacks: list[dict[str, Any]]
+    limits: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, new_jobs: Sequence[NewJob]) -> InsertRows:
+        now = utcnow()
+        rows = [job_row(job, now) for job in new_jobs]
+        return cls(rows, _in_key_order(rows), callback_rows(new_jobs, now), limit_rows(new_jobs))
+
+    def answers(self, new_jobs: Sequence[NewJob], done: Inserted) -> list[Enqueued]:
+        """Each job's answer: inserted, or the stored job it duplicates."""
+        return [
+            Enqueued(job.id, True, JobState(row["state"]), inserted_record(row))
+            if job.id in done.ids
+            else _already_there(job, done)
+            for job, row in zip(new_jobs, self.rows, strict=True)
+        ]
 
 
 def _in_key_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

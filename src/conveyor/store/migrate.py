@@ -29,6 +29,10 @@ async def migrate(db: Database, revision: str = "head") -> None:
         if sync_conn.dialect.name == "postgresql":
             # Two processes starting together must not both create the tables.
             sync_conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7230861200412)")
+            if db.schema:
+                # The session's search_path names it (Database): the tables and alembic's
+                # version table are created in it, unqualified, as in public without it.
+                sync_conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{db.schema}"')
         command.upgrade(alembic_config(sync_conn), revision)
 
     async with db.write() as conn:

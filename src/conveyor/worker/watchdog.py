@@ -69,6 +69,7 @@ class LoopWatchdog:
         self,
         *,
         url: str,
+        schema: str = "",
         worker_id: str,
         lease_s: float,
         heartbeat_interval: float,
@@ -76,6 +77,7 @@ class LoopWatchdog:
         blocker: Callable[[asyncio.Task[Any] | None], Blocker],
     ) -> None:
         self._url = url
+        self._schema = schema
         self._worker_id = worker_id
         self._lease_s = lease_s
         self._interval = heartbeat_interval
@@ -199,7 +201,7 @@ class LoopWatchdog:
         """One heartbeat on this thread's own connection; a failure waits for the next look."""
         assert self._own_loop is not None
         if self._backend is None:
-            self._backend = open_backend(self._url, pool_size=1)
+            self._backend = open_backend(self._url, pool_size=1, schema=self._schema)
         try:
             self._own_loop.run_until_complete(
                 asyncio.wait_for(

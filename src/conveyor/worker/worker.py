@@ -151,6 +151,7 @@ class Worker:
         self._db_away: float | None = None  # monotonic time the database went away, if it has
         self._watchdog = LoopWatchdog(
             url=backend.db.url,
+            schema=backend.db.schema,
             worker_id=self.id,
             lease_s=config.lease_s,
             heartbeat_interval=config.heartbeat_interval,

@@ -10,7 +10,7 @@ and one pool for everything. LISTEN and leadership hold sessions of their own
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conveyor.domain.jobs import ClaimedJob
 from conveyor.store import admission
-from conveyor.store.database import Database, plain_postgres_dsn
+from conveyor.store.database import Database, plain_postgres_dsn, search_path
 from conveyor.store.driver import (
     Callback,
     Claimed,
@@ -59,7 +59,7 @@ SQL = load(
         | {"lock_mine", "complete", "retry", "fail", "rescue", "notify", "try_lead", "unlead"}
         | {"ping", "lead_ping", "horizon", "lock_events", "backend_pid"}
         | {"record_limits", "limit_demands", "limit_slots_free", "rate_buckets_lock"}
-        | {"limit_admit"}
+        | {"limit_admit", "rekey_events", "schema_enter", "schema_leave"}
     ),
 )
 # A hung statement on the hot path surfaces as an error rather than a stuck worker.
@@ -71,7 +71,9 @@ class PostgresDriver:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self.dsn = plain_postgres_dsn(db.url)
+        # asyncpg takes a DSN's unknown parameters as session settings: the dedicated
+        # sessions (LISTEN, leadership) use the pool's schema too.
+        self.dsn = plain_postgres_dsn(db.url, search_path(db.schema))
         self._notifier = Notifier(self._notify_events)
 
     # ---- pieces of the shared Core statements -------------------------------------------
@@ -112,50 +114,22 @@ class PostgresDriver:
         synchronous: bool = True,
         limits: Sequence[dict[str, Any]] = (),
     ) -> Inserted:
-        now = rows[0]["created_at"]
-        # One job (a single submit): scalars, not one-element arrays (postgres.sql says why).
-        statement = SQL["enqueue_one" if len(rows) == 1 else "enqueue"]
-        columns = _enqueue_one_args(rows[0]) if len(rows) == 1 else _enqueue_args(rows)
-        fair = rows[0]["fair_key"] if len(rows) == 1 else [r["fair_key"] for r in rows]
-        limited = rows[0]["limited"] if len(rows) == 1 else [r["limited"] for r in rows]
-        traced = rows[0]["trace_context"] if len(rows) == 1 else [r["trace_context"] for r in rows]
-        args = (*columns, created, synchronous, *_unique_args(rows), fair, limited, traced)
         if conn is not None:  # inside the caller's transaction: through SQLAlchemy's cursor
-            inserted = {r[0] for r in await conn.exec_driver_sql(statement, args)}
-            mine = [c for c in callbacks if c["job_id"] in inserted]
-            if mine:
-                await conn.exec_driver_sql(SQL["record_callbacks"], _callback_args(mine, now))
-            held = [x for x in limits if x["job_id"] in inserted]
-            if held:
-                await conn.exec_driver_sql(SQL["record_limits"], _limit_args(held))
-            dupes = [r for r in rows if r["id"] not in inserted]
-            found: Sequence[Any] = []
-            live: Sequence[Any] = []
-            if keyed := _key_args(dupes, "idempotency_key"):
-                found = (await conn.exec_driver_sql(SQL["existing"], keyed)).all()
-            if keyed := _key_args(dupes, "unique_key"):
-                live = (await conn.exec_driver_sql(SQL["existing_unique"], keyed)).all()
-            return Inserted(inserted, _existing(found), _live(live))
+
+            async def run(sql: str, args: Sequence[Any]) -> Sequence[Any]:
+                result = await conn.exec_driver_sql(sql, tuple(args))
+                return result.all() if result.returns_rows else []
+
+            return await insert_with(run, rows, callbacks, created, synchronous, limits)
         # Jobs with a callback_url add one side-table insert, in the same transaction; the
         # others stay one statement in its own implicit transaction.
         async with self.db.raw(transaction=bool(callbacks or limits)) as raw:
-            inserted = {r[0] for r in await raw.fetch(statement, *args, timeout=COMMAND_TIMEOUT)}
-            mine = [c for c in callbacks if c["job_id"] in inserted]
-            if mine:
-                await raw.execute(
-                    SQL["record_callbacks"], *_callback_args(mine, now), timeout=COMMAND_TIMEOUT
-                )
-            held = [x for x in limits if x["job_id"] in inserted]
-            if held:
-                await raw.execute(SQL["record_limits"], *_limit_args(held), timeout=COMMAND_TIMEOUT)
-            dupes = [r for r in rows if r["id"] not in inserted]
+
+            async def fetch(sql: str, args: Sequence[Any]) -> Sequence[Any]:
+                return await raw.fetch(sql, *args, timeout=COMMAND_TIMEOUT)  # type: ignore[no-any-return]
+
             # The duplicates' rows are committed: ON CONFLICT waited for them.
-            found = live = []
-            if keyed := _key_args(dupes, "idempotency_key"):
-                found = await raw.fetch(SQL["existing"], *keyed, timeout=COMMAND_TIMEOUT)
-            if keyed := _key_args(dupes, "unique_key"):
-                live = await raw.fetch(SQL["existing_unique"], *keyed, timeout=COMMAND_TIMEOUT)
-        return Inserted(inserted, _existing(found), _live(live))
+            return await insert_with(fetch, rows, callbacks, created, synchronous, limits)
 
     async def claim(
         self,
@@ -316,6 +290,46 @@ class PostgresDriver:
 
 
 _STATEMENT = {"completed": "complete", "retry": "retry", "failed": "fail"}
+
+
+# Runs one of this file's statements ($n parameters) on some connection; the rows it returns.
+Run = Callable[[str, Sequence[Any]], Awaitable[Sequence[Any]]]
+
+
+async def insert_with(
+    run: Run,
+    rows: Sequence[dict[str, Any]],
+    callbacks: Sequence[dict[str, Any]],
+    created: str,
+    synchronous: bool = True,
+    limits: Sequence[dict[str, Any]] = (),
+) -> Inserted:
+    """`insert_jobs`'s statements, in one transaction whoever holds it: the pool's (asyncpg),
+    a service's (SQLAlchemy), or a library caller's own connection (store/foreign.py), so
+    that every way in writes the same rows with the same SQL."""
+    now = rows[0]["created_at"]
+    # One job (a single submit): scalars, not one-element arrays (postgres.sql says why).
+    statement = SQL["enqueue_one" if len(rows) == 1 else "enqueue"]
+    columns = _enqueue_one_args(rows[0]) if len(rows) == 1 else _enqueue_args(rows)
+    fair = rows[0]["fair_key"] if len(rows) == 1 else [r["fair_key"] for r in rows]
+    limited = rows[0]["limited"] if len(rows) == 1 else [r["limited"] for r in rows]
+    traced = rows[0]["trace_context"] if len(rows) == 1 else [r["trace_context"] for r in rows]
+    args = (*columns, created, synchronous, *_unique_args(rows), fair, limited, traced)
+    inserted = {r[0] for r in await run(statement, args)}
+    mine = [c for c in callbacks if c["job_id"] in inserted]
+    if mine:
+        await run(SQL["record_callbacks"], _callback_args(mine, now))
+    held = [x for x in limits if x["job_id"] in inserted]
+    if held:
+        await run(SQL["record_limits"], _limit_args(held))
+    dupes = [r for r in rows if r["id"] not in inserted]
+    found: Sequence[Any] = []
+    live: Sequence[Any] = []
+    if keyed := _key_args(dupes, "idempotency_key"):
+        found = await run(SQL["existing"], keyed)
+    if keyed := _key_args(dupes, "unique_key"):
+        live = await run(SQL["existing_unique"], keyed)
+    return Inserted(inserted, _existing(found), _live(live))
 
 
 _ENQUEUED = (

@@ -76,6 +76,10 @@ _LEAD = typed(_SQL["try_lead"], times=("now", "expires"))
 _UNLEAD = typed(_SQL["unlead"])
 
 
+# Every event's reading-order key: one writer, so commit order is id order.
+ONE_WRITER_XID = literal(0)
+
+
 class SqliteDriver:
     dialect = "sqlite"
 
@@ -89,7 +93,7 @@ class SqliteDriver:
         return sqlite_insert(table)
 
     def xid(self) -> ColumnElement[Any]:
-        return literal(0)  # one writer: commit order is id order
+        return ONE_WRITER_XID
 
     async def lock_events(self, conn: AsyncConnection) -> None:
         return None  # one writer: nothing commits behind a reader
@@ -134,29 +138,10 @@ class SqliteDriver:
         created: str,
         limits: Sequence[dict[str, Any]],
     ) -> Inserted:
-        rows = await _with_fair_tags(conn, rows)
-        # No conflict target: a taken idempotency key and a taken unique key (uq_jobs_unique)
-        # both skip the row, never abort the statement.
-        stmt = sqlite_insert(jobs).on_conflict_do_nothing().returning(jobs.c.id)
-        inserted = {r.id for r in (await conn.execute(stmt, list(rows))).all()}
-        new = [_NewJobView(r) for r in rows if r["id"] in inserted]
-        now = rows[0]["created_at"]
-        await outbox.record(
-            conn, self.xid(), [outbox.event_row(created, j, j.state, now) for j in new]
-        )
-        mine = [c for c in callbacks if c["job_id"] in inserted]
-        if mine:
-            await conn.execute(job_callbacks.insert(), mine)
-        held = [x for x in limits if x["job_id"] in inserted]
-        if held:
-            await conn.execute(job_limits.insert(), held)
-        dupes = [r for r in rows if r["id"] not in inserted]
-        existing = await _existing(conn, [r for r in dupes if r["idempotency_key"] is not None])
-        live = await _live(conn, [r for r in dupes if r["unique_key"] is not None])
-        runnable = {j.queue for j in new if j.state == "queued"}
+        done, runnable = await insert_with(conn, rows, callbacks, created, limits)
         if runnable:
             await self.notify_jobs(conn, runnable)
-        return Inserted(inserted, existing, live)
+        return done
 
     async def claim(
         self,
@@ -239,6 +224,39 @@ class SqliteDriver:
 
     async def close(self) -> None:
         """Nothing of its own to close: the engines are the Database's."""
+
+
+async def insert_with(
+    conn: AsyncConnection,
+    rows: Sequence[dict[str, Any]],
+    callbacks: Sequence[dict[str, Any]],
+    created: str,
+    limits: Sequence[dict[str, Any]],
+) -> tuple[Inserted, set[str]]:
+    """`insert_jobs`'s statements in `conn`'s transaction (a service's, the writer's, or a
+    library caller's own connection to the file: store/foreign.py), and the queues that got
+    runnable jobs (their wake-up is the caller's: in-process, once it commits)."""
+    rows = await _with_fair_tags(conn, rows)
+    # No conflict target: a taken idempotency key and a taken unique key (uq_jobs_unique)
+    # both skip the row, never abort the statement.
+    stmt = sqlite_insert(jobs).on_conflict_do_nothing().returning(jobs.c.id)
+    inserted = {r.id for r in (await conn.execute(stmt, list(rows))).all()}
+    new = [_NewJobView(r) for r in rows if r["id"] in inserted]
+    now = rows[0]["created_at"]
+    await outbox.record(
+        conn, ONE_WRITER_XID, [outbox.event_row(created, j, j.state, now) for j in new]
+    )
+    mine = [c for c in callbacks if c["job_id"] in inserted]
+    if mine:
+        await conn.execute(job_callbacks.insert(), mine)
+    held = [x for x in limits if x["job_id"] in inserted]
+    if held:
+        await conn.execute(job_limits.insert(), held)
+    dupes = [r for r in rows if r["id"] not in inserted]
+    existing = await _existing(conn, [r for r in dupes if r["idempotency_key"] is not None])
+    live = await _live(conn, [r for r in dupes if r["unique_key"] is not None])
+    runnable = {j.queue for j in new if j.state == "queued"}
+    return Inserted(inserted, existing, live), runnable
 
 
 async def _admit(

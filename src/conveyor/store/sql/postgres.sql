@@ -558,3 +558,31 @@ SELECT least(
 -- transaction that enqueues, a finish of several statements). ROW EXCLUSIVE is what an
 -- INSERT takes: it waits for nothing an INSERT would not wait for.
 LOCK TABLE events IN ROW EXCLUSIVE MODE
+
+-- name: rekey_events
+-- A library caller's transaction (store/foreign.py) may have written before it enqueued:
+-- its transaction id was then assigned before its `enqueue` statement took the events lock,
+-- and a reader may have passed it meanwhile. The `created` events ($2) of the jobs it just
+-- inserted ($1) take the key the Core writers give theirs (the driver's `xid()`: at least
+-- the xmax of a snapshot taken after the lock, which `enqueue` holds until the transaction
+-- ends), and other processes' event readers ($3: their channel) are woken when it commits.
+WITH rekeyed AS (
+    UPDATE events
+    SET xid = greatest(txid_current(), pg_snapshot_xmax(pg_current_snapshot())::text::bigint)
+    WHERE job_id = ANY($1::text[]) AND type = $2::text
+    RETURNING 1
+)
+SELECT pg_notify($3::text, ''), (SELECT count(*) FROM rekeyed) AS rekeyed
+
+-- name: schema_enter
+-- A library caller's transaction (store/foreign.py) when Conveyor's tables live in schema
+-- $1 (CONVEYOR_DATABASE_SCHEMA): the schema goes first on its search_path, for this
+-- transaction only, so that the named statements (and the triggers they fire) find
+-- Conveyor's tables; `schema_leave` then puts back the search_path returned here, and the
+-- caller's own statements find theirs as before.
+SELECT current_setting('search_path'),
+    set_config('search_path', $1::text || ', ' || current_setting('search_path'), true)
+
+-- name: schema_leave
+-- The caller's search_path back ($1, from `schema_enter`), for the rest of the transaction.
+SELECT set_config('search_path', $1::text, true)

@@ -1,0 +1,368 @@
+"""Enqueue on a connection the caller holds: their transaction, not one of ours.
+
+The library door (conveyor/library/enqueue.py) enqueues inside the user's own transaction,
+on whatever connection their application holds: asyncpg, psycopg 3 (sync or async), a
+SQLAlchemy connection or session (sync or async), or a Django database alias. Each runs
+the PostgreSQL driver's own statements (`insert_with`: the named SQL and the rows the
+server writes); only how a statement is sent differs, and the one translation of the
+parameter style ($n to psycopg's and Django's %(pN)s) is `pyformat`. A SQLAlchemy
+connection to Conveyor's SQLite file runs the SQLite driver's statements (its `insert_with`).
+
+A sync caller runs the same coroutine as an async one: its statements never suspend (each
+is a blocking call), so the coroutine completes at its first step (`run_sync`).
+
+Rolled back, the caller's transaction takes the jobs and their events with it; committed,
+the jobs' NOTIFY (in `enqueue`) wakes idle workers. A duplicate (idempotency or unique key)
+inserts nothing and aborts nothing: ON CONFLICT DO NOTHING.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections import namedtuple
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager, nullcontext
+from typing import Any, TypeVar, cast
+
+from sqlalchemy import Connection, select
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import Session
+
+from conveyor.domain import events as ev
+from conveyor.domain.jobs import Enqueued, NewJob
+from conveyor.errors import InvalidInput
+from conveyor.store.drivers.pg_sessions import EVENTS_CHANNEL
+from conveyor.store.drivers.postgres import SQL, Run, insert_with
+from conveyor.store.drivers.sqlite import insert_with as sqlite_insert
+from conveyor.store.flow import count_waiting
+from conveyor.store.jobs import InsertRows
+from conveyor.store.tables import users
+
+T = TypeVar("T")
+_DOLLAR = re.compile(r"\$(\d+)")
+
+
+class UnsupportedConnection(InvalidInput):
+    """Conveyor cannot enqueue on this kind of connection."""
+
+    code = "unsupported_connection"
+
+
+@functools.cache
+def _pyformat_sql(sql: str) -> str:
+    return _DOLLAR.sub(lambda m: f"%(p{m.group(1)})s", sql.replace("%", "%%"))
+
+
+def pyformat(sql: str, args: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+    """A named statement ($n, asyncpg's style) in the style of psycopg and Django's cursors,
+    with its arguments by name (a parameter used twice is sent once)."""
+    return _pyformat_sql(sql), {f"p{i}": value for i, value in enumerate(args, start=1)}
+
+
+def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
+    """The result of a coroutine that never suspends (its awaits are blocking calls)."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coroutine.close()
+    raise RuntimeError("a sync connection's enqueue waited for something")  # pragma: no cover
+
+
+class Foreign:
+    """A caller's connection, in its open transaction, as the store's statements need it:
+    `run` sends the PostgreSQL driver's named statements ($n), `core` runs Core statements
+    (an AsyncConnection, or what acts as one). Made by `opened` / `aopened`."""
+
+    def __init__(self, dialect: str, core: Any, run: Run | None = None, schema: str = "") -> None:
+        self.dialect = dialect
+        self._core = cast(AsyncConnection, core)
+        self._run = run
+        self._schema = schema
+
+    async def enqueue(self, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
+        """Insert `new_jobs` with their events; the duplicates' stored jobs answered."""
+        if self._run is None:
+            return await _on_sqlite(self._core, new_jobs)
+        if not self._schema:
+            return await _enqueue_statements(self._run, new_jobs)
+        # Conveyor's tables in their schema: first on the search_path for the statements
+        ((before, _),) = await self._run(SQL["schema_enter"], (self._schema,))
+        enqueued = await _enqueue_statements(self._run, new_jobs)
+        # Not on an error: the transaction is then aborted, and its end restores the setting.
+        await self._run(SQL["schema_leave"], (before,))
+        return enqueued
+
+    async def waiting_counts(self, caps: Mapping[str, int]) -> dict[str, int]:
+        """The queued quota's count (store/flow.py), in the caller's transaction."""
+        return await count_waiting(self._core, self.dialect, caps)
+
+    async def owner_caps(self, owner_id: str) -> tuple[int | None, int | None]:
+        """The owner's own queued and running caps (None: the settings' defaults)."""
+        query = select(users.c.max_queued, users.c.max_running).where(users.c.id == owner_id)
+        found = (await self._core.execute(query)).all()
+        return (found[0][0], found[0][1]) if found else (None, None)
+
+
+async def _on_sqlite(conn: AsyncConnection, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
+    """The SQLite driver's enqueue statements (Core) in `conn`'s transaction. Workers in
+    other processes see the commit (they watch the file's data_version)."""
+    rows = InsertRows.of(new_jobs)
+    done, _ = await sqlite_insert(conn, rows.ordered, rows.callbacks, ev.CREATED, rows.limits)
+    return rows.answers(new_jobs, done)
+
+
+async def _enqueue_statements(run: Run, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
+    rows = InsertRows.of(new_jobs)
+    # The caller's transaction may have written already (its id assigned before the
+    # statement took the events lock): its events are keyed again as the Core writers key
+    # theirs, after the lock (rekey_events).
+    done = await insert_with(run, rows.ordered, rows.callbacks, ev.CREATED, True, rows.limits)
+    if done.ids:
+        await run(SQL["rekey_events"], (sorted(done.ids), ev.CREATED, EVENTS_CHANNEL))
+    return rows.answers(new_jobs, done)
+
+
+class _SyncCore:
+    """A sync SQLAlchemy connection as the async one the Core statements expect; its
+    `execute` never suspends (`run_sync` drives the statements)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, statement: Any, parameters: Any = None) -> Any:
+        return self._conn.execute(statement, parameters)
+
+
+class _CoreOnRun:
+    """Core statements sent through `run` (asyncpg, psycopg, Django): compiled as for
+    asyncpg ($n, the named statements' style), with Conveyor's schema named in them. Their
+    parameters go as given, without SQLAlchemy's bind processing: statements with plain
+    values only (ids, counts), one row at a time (what the quota's reads are)."""
+
+    _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
+
+    def __init__(self, run: Run, schema: str) -> None:
+        self._run = run
+        self._translate = {None: schema} if schema else None
+
+    async def execute(self, statement: Any, parameters: Any = None) -> _Rows:
+        compiled = statement.compile(
+            dialect=self._DIALECT,
+            schema_translate_map=self._translate,
+            render_schema_translate=self._translate is not None,
+            compile_kwargs={"render_postcompile": True},
+        )
+        values = compiled.construct_params()
+        rows = await self._run(str(compiled), [values[n] for n in compiled.positiontup or ()])
+        keys = (
+            list(statement.selected_columns.keys())
+            if hasattr(statement, "selected_columns")
+            else []
+        )
+        return _Rows(keys, rows)
+
+
+@functools.cache
+def _row_type(keys: tuple[str, ...]) -> Any:
+    return namedtuple("_Row", keys, rename=True)
+
+
+class _Rows(list[Any]):
+    """A result's rows with their columns by name, as SQLAlchemy's rows have them."""
+
+    def __init__(self, keys: Sequence[str], rows: Sequence[Any]) -> None:
+        named = _row_type(tuple(keys)) if keys else None
+        super().__init__(named(*row) if named else tuple(row) for row in rows)
+
+    def all(self) -> list[Any]:
+        return list(self)
+
+
+# ---- sync connections ------------------------------------------------------------------------
+@contextmanager
+def opened(conn: object, schema: str = "") -> Iterator[Foreign]:
+    """The transaction `conn` holds, for the store's statements: a psycopg `Connection`, a
+    SQLAlchemy `Connection` or `Session` (PostgreSQL, or Conveyor's SQLite file), or a
+    Django database alias (a str). Drive its coroutines with `run_sync`."""
+    if isinstance(conn, str):
+        with _django(conn, schema) as foreign:
+            yield foreign
+        return
+    if isinstance(conn, Session):
+        conn = conn.connection()
+    if isinstance(conn, Connection):
+        yield _sqlalchemy(conn, _SyncCore, _sqlalchemy_sync, schema)
+        return
+    if _module(conn) == "psycopg" and not _is_async_psycopg(conn):
+        run = _psycopg_sync(conn)
+        with _psycopg_transaction(conn):
+            yield Foreign("postgresql", _CoreOnRun(run, schema), run, schema)
+        return
+    raise _unsupported(conn, "enqueue")
+
+
+@contextmanager
+def _django(alias: str, schema: str) -> Iterator[Foreign]:
+    """On a Django database alias: in its `atomic()` block, or in one of its own (no
+    savepoint: nothing here fails half-way that a savepoint would undo)."""
+    from django.db import connections, transaction
+
+    connection = connections[alias]
+    if connection.vendor != "postgresql":
+        raise UnsupportedConnection(
+            f"Django database {alias!r} is {connection.vendor}; Conveyor enqueues on PostgreSQL"
+        )
+
+    async def run(sql: str, args: Sequence[Any]) -> Sequence[Any]:
+        with connection.cursor() as cursor:
+            cursor.execute(*pyformat(sql, args))
+            return cursor.fetchall() if cursor.description else []
+
+    with transaction.atomic(using=alias, savepoint=False):
+        yield Foreign("postgresql", _CoreOnRun(run, schema), run, schema)
+
+
+def _sqlalchemy(
+    conn: Any, core: Callable[[Any], Any], send: Callable[[Any], Run], schema: str
+) -> Foreign:
+    """A SQLAlchemy connection (sync or async): Core statements on it (naming Conveyor's
+    schema), named ones through its DBAPI cursor; SQLite's enqueue is all Core."""
+    if conn.dialect.name == "sqlite":
+        return Foreign("sqlite", core(conn))
+    run = send(conn)
+    if schema:
+        conn = conn.execution_options(schema_translate_map={None: schema})
+    return Foreign("postgresql", core(conn), run, schema)
+
+
+def _sqlalchemy_sync(conn: Connection) -> Run:
+    paramstyle = _paramstyle(conn.dialect)
+
+    async def run(sql: str, args: Sequence[Any]) -> Sequence[Any]:
+        result = conn.exec_driver_sql(*_sent(paramstyle, sql, args))
+        return result.all() if result.returns_rows else []
+
+    return run
+
+
+def _psycopg_sync(conn: Any) -> Run:
+    from psycopg.rows import tuple_row
+
+    async def run(sql: str, args: Sequence[Any]) -> Sequence[Any]:
+        cursor = conn.cursor(row_factory=tuple_row)
+        cursor.execute(*pyformat(sql, args))
+        return cursor.fetchall() if cursor.description else []
+
+    return run
+
+
+@contextmanager
+def _psycopg_transaction(conn: Any) -> Iterator[None]:
+    """An autocommit psycopg connection outside a transaction gets one for the enqueue (its
+    statements stay together); otherwise the caller's transaction holds them."""
+    from psycopg.pq import TransactionStatus
+
+    if conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE:
+        with conn.transaction():
+            yield
+    else:
+        yield
+
+
+# ---- async connections -----------------------------------------------------------------------
+@asynccontextmanager
+async def aopened(conn: object, schema: str = "") -> AsyncIterator[Foreign]:
+    """`opened` for async connections: an asyncpg connection, a psycopg `AsyncConnection`,
+    or a SQLAlchemy `AsyncConnection` or `AsyncSession`."""
+    if isinstance(conn, AsyncSession):
+        conn = await conn.connection()
+    if isinstance(conn, AsyncConnection):
+        yield _sqlalchemy(conn, lambda c: c, _sqlalchemy_async, schema)
+        return
+    module = _module(conn)
+    if module == "asyncpg":
+        run: Run = functools.partial(_asyncpg_fetch, conn)
+        outside = not conn.is_in_transaction()  # type: ignore[attr-defined]
+        async with conn.transaction() if outside else nullcontext():  # type: ignore[attr-defined]
+            yield Foreign("postgresql", _CoreOnRun(run, schema), run, schema)
+        return
+    if module == "psycopg" and _is_async_psycopg(conn):
+        async with _psycopg_async(conn, schema) as foreign:
+            yield foreign
+        return
+    raise _unsupported(conn, "aenqueue")
+
+
+async def _asyncpg_fetch(conn: Any, sql: str, args: Sequence[Any]) -> Sequence[Any]:
+    return await conn.fetch(sql, *args)  # type: ignore[no-any-return]
+
+
+@asynccontextmanager
+async def _psycopg_async(conn: Any, schema: str) -> AsyncIterator[Foreign]:
+    from psycopg.pq import TransactionStatus
+    from psycopg.rows import tuple_row
+
+    async def run(sql: str, args: Sequence[Any]) -> Sequence[Any]:
+        cursor = conn.cursor(row_factory=tuple_row)
+        await cursor.execute(*pyformat(sql, args))
+        return await cursor.fetchall() if cursor.description else []
+
+    foreign = Foreign("postgresql", _CoreOnRun(run, schema), run, schema)
+    if conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE:
+        async with conn.transaction():
+            yield foreign
+    else:
+        yield foreign
+
+
+def _sqlalchemy_async(conn: AsyncConnection) -> Run:
+    paramstyle = _paramstyle(conn.dialect)
+
+    async def run(sql: str, args: Sequence[Any]) -> Sequence[Any]:
+        result = await conn.exec_driver_sql(*_sent(paramstyle, sql, args))
+        return result.all() if result.returns_rows else []
+
+    return run
+
+
+# ---- what kind of connection -----------------------------------------------------------------
+def _paramstyle(dialect: Any) -> str:
+    if dialect.name != "postgresql":
+        raise UnsupportedConnection(
+            f"a SQLAlchemy connection to {dialect.name}; Conveyor enqueues on PostgreSQL"
+        )
+    if dialect.paramstyle not in ("numeric_dollar", "pyformat"):
+        raise UnsupportedConnection(
+            f"SQLAlchemy's {dialect.driver} driver (use asyncpg, psycopg or psycopg2)"
+        )
+    return str(dialect.paramstyle)
+
+
+def _sent(paramstyle: str, sql: str, args: Sequence[Any]) -> tuple[str, Any]:
+    """What `exec_driver_sql` takes for a named statement under this DBAPI's style."""
+    if paramstyle == "numeric_dollar":
+        return sql, tuple(args)
+    return pyformat(sql, args)
+
+
+def _module(conn: object) -> str:
+    return type(conn).__module__.partition(".")[0]
+
+
+def _is_async_psycopg(conn: object) -> bool:
+    from psycopg import AsyncConnection as PsycopgAsync
+
+    return isinstance(conn, PsycopgAsync)
+
+
+def _unsupported(conn: object, call: str) -> UnsupportedConnection:
+    kind = f"{type(conn).__module__}.{type(conn).__qualname__}"
+    return UnsupportedConnection(
+        f"{call} cannot use a {kind}: give enqueue a psycopg Connection, a SQLAlchemy "
+        "Connection or Session (PostgreSQL, or Conveyor's SQLite file), or a Django database "
+        "alias; aenqueue an asyncpg or psycopg AsyncConnection, or a SQLAlchemy "
+        "AsyncConnection or AsyncSession"
+    )

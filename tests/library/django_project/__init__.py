@@ -1,0 +1,1 @@
+"""A Django project (tests only): a shop whose order and its job commit together."""

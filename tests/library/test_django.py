@@ -1,0 +1,99 @@
+"""A Django project enqueues inside `transaction.atomic()` on its database alias."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import pytest
+
+from conveyor.library.enqueue import enqueue
+from tests.conftest import PG_HOST, PG_PORT, PG_USER
+from tests.library.conftest import OWNER, jobs_and_events, rows
+from tests.library.handlers import blueprint
+
+
+@pytest.fixture
+def django_db(pg: str) -> Iterator[str]:
+    """Django set up once per process; its `default` database is this test's."""
+    import django
+    from django.conf import settings
+    from django.db import connections
+
+    from tests.library.django_project import settings as project
+
+    name = urlsplit(pg).path.lstrip("/")
+    if not settings.configured:
+        settings.configure(
+            INSTALLED_APPS=project.INSTALLED_APPS,
+            USE_TZ=project.USE_TZ,
+            SECRET_KEY=project.SECRET_KEY,
+            DATABASES={"default": project.database(name)},
+        )
+        django.setup()
+    connections["default"].close()
+    connections["default"].settings_dict.update(
+        NAME=name, HOST=PG_HOST, PORT=str(PG_PORT), USER=PG_USER
+    )
+    yield "default"
+    connections["default"].close()
+
+
+def test_atomic_commits_the_order_and_its_job_together(django_db: str) -> None:
+    from django.db import transaction
+
+    from tests.library.django_project.shop.models import Order
+
+    with transaction.atomic():
+        Order.objects.create(id=1, note="paid")
+        done = enqueue(django_db, "lib_order", {"order_id": 1}, owner=OWNER, registry=blueprint)
+    url = _url()
+    assert jobs_and_events(url) == (
+        [(done.id, "lib_order", OWNER, "queued")],
+        [(done.id, "created")],
+    )
+    assert rows(url, "SELECT id FROM orders") == [(1,)]
+
+
+def test_an_exception_inside_atomic_leaves_no_order_and_no_job(django_db: str) -> None:
+    with pytest.raises(RuntimeError):
+        _order_refused(django_db)
+    assert jobs_and_events(_url()) == ([], [])
+    assert rows(_url(), "SELECT id FROM orders") == []
+
+
+def _order_refused(alias: str) -> None:
+    from django.db import transaction
+
+    from tests.library.django_project.shop.models import Order
+
+    with transaction.atomic():
+        Order.objects.create(id=1, note="paid")
+        enqueue(alias, "lib_order", {"order_id": 1}, owner=OWNER, registry=blueprint)
+        raise RuntimeError("payment refused")
+
+
+def test_a_nested_atomic_rolled_back_takes_its_job_only(django_db: str) -> None:
+    from django.db import transaction
+
+    with transaction.atomic():
+        kept = enqueue(django_db, "lib_order", {"order_id": 1}, owner=OWNER, registry=blueprint)
+        try:
+            with transaction.atomic():  # a savepoint
+                enqueue(django_db, "lib_order", {"order_id": 2}, owner=OWNER, registry=blueprint)
+                raise RuntimeError("this part fails")
+        except RuntimeError:
+            pass
+        twin = enqueue(django_db, "lib_unique", {"order_id": 9}, owner=OWNER, registry=blueprint)
+        again = enqueue(django_db, "lib_unique", {"order_id": 9}, owner=OWNER, registry=blueprint)
+    jobs, events = jobs_and_events(_url())
+    assert {j[0] for j in jobs} == {kept.id, twin.id}
+    assert len(events) == 2
+    assert (again.id, again.duplicate) == (twin.id, True)
+
+
+def _url() -> str:
+    from django.db import connections
+
+    s = connections["default"].settings_dict
+    return f"postgresql://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"

@@ -1,0 +1,68 @@
+"""SQLite: the same calls on the application's SQLAlchemy connection to Conveyor's file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.orm import Session
+
+from conveyor.library.enqueue import aenqueue, enqueue
+from tests.conftest import fresh_database
+from tests.library.conftest import OWNER, completed, running_worker
+from tests.library.handlers import blueprint
+
+WAIT_S = 30.0
+
+
+@pytest.fixture
+def sqlite_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with fresh_database("sqlite", request, tmp_path) as url:
+        yield url
+
+
+def _stored(engine: Engine) -> tuple[list[Any], list[Any]]:
+    with engine.connect() as conn:
+        jobs = conn.execute(text("SELECT id, state FROM jobs")).all()
+        events = conn.execute(text("SELECT job_id, type FROM events")).all()
+    return [tuple(r) for r in jobs], [tuple(r) for r in events]
+
+
+def test_session_commit_rollback_and_duplicate(sqlite_url: str) -> None:
+    engine = create_engine(sqlite_url)
+    try:
+        with Session(engine) as session:
+            session.execute(text("CREATE TABLE orders (id int PRIMARY KEY)"))
+            session.commit()
+        with Session(engine) as session:
+            session.execute(text("INSERT INTO orders VALUES (1)"))
+            enqueue(session, "lib_order", {"order_id": 1}, owner=OWNER, registry=blueprint)
+            session.rollback()
+        assert _stored(engine) == ([], [])
+        with Session(engine) as session:
+            session.execute(text("INSERT INTO orders VALUES (1)"))
+            kept = enqueue(session, "lib_unique", {"order_id": 1}, owner=OWNER, registry=blueprint)
+            again = enqueue(session, "lib_unique", {"order_id": 1}, owner=OWNER, registry=blueprint)
+            session.execute(text("INSERT INTO orders VALUES (2)"))  # still usable
+            session.commit()
+        assert _stored(engine) == ([(kept.id, "queued")], [(kept.id, "created")])
+        assert (again.id, again.duplicate) == (kept.id, True)
+    finally:
+        engine.dispose()
+
+
+async def test_a_worker_runs_what_an_async_connection_committed(sqlite_url: str) -> None:
+    engine = create_async_engine(sqlite_url.replace("sqlite://", "sqlite+aiosqlite://", 1))
+    try:
+        async with running_worker(sqlite_url) as backend:
+            async with engine.connect() as conn:
+                done = await aenqueue(conn, "lib_order", {"order_id": 4}, owner=OWNER,
+                                      registry=blueprint)  # fmt: skip
+                await conn.commit()
+            assert (await completed(backend, done.id)).result == {"shipped": 4}
+    finally:
+        await engine.dispose()
