@@ -16,7 +16,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
 # Every dependency ships manylinux wheels; `pip wheel` only collects them (no compiler needed).
-RUN python -m pip wheel --wheel-dir /wheels .
+RUN python -m pip wheel --wheel-dir /wheels '.[otel]'
 
 # ---- runtime: the wheels installed into a slim Python, run as an unprivileged user ----------
 FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
@@ -32,9 +32,10 @@ RUN groupadd --system --gid 10001 conveyor \
     && useradd --system --uid 10001 --gid conveyor --home-dir /var/lib/conveyor \
        --no-create-home --shell /usr/sbin/nologin conveyor \
     && install -d -o conveyor -g conveyor -m 0750 /var/lib/conveyor
-# Installed from the build stage's wheels only (no index): what was built is what runs.
+# Installed from the build stage's wheels only (no index): what was built is what runs, the
+# `otel` extra's too: tracing stays off until OTEL_* variables ask for it (docs/tracing.md).
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    python -m pip install --no-index --find-links=/wheels /wheels/conveyor-*.whl
+    python -m pip install --no-index /wheels/*.whl
 COPY deploy/healthcheck.py /usr/local/lib/conveyor-healthcheck.py
 
 USER 10001:10001

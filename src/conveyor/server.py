@@ -12,7 +12,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
 
-from conveyor import __version__, dashboard
+from conveyor import __version__, dashboard, tracing
 from conveyor.api import app as api
 from conveyor.api.deps import AppContext
 from conveyor.api.ratelimit import RateLimits
@@ -29,6 +29,9 @@ def create_app(
     `freeze_gc`: a server process of its own (`conveyor api`, `conveyor run`), see
     `_lifespan`."""
     settings = settings or Settings()
+    # A server started as `uvicorn conveyor.server:create_app --factory` traces as the
+    # `conveyor` commands do (the OTEL_* variables; a no-op when they ask for nothing).
+    tracing.configure("conveyor-api")
     app = FastAPI(
         title="Conveyor",
         version=__version__,

@@ -150,3 +150,24 @@ def test_a_claim_that_took_nothing_makes_no_span(spans: InMemorySpanExporter) ->
     (claim,) = spans.get_finished_spans()
     assert claim.name == "conveyor.claim" and claim.attributes is not None
     assert claim.attributes["messaging.batch.message_count"] == 2
+
+
+@pytest.mark.slow
+def test_an_app_made_by_uvicorn_s_factory_traces_as_the_commands_do(tmp_path: Path) -> None:
+    """`uvicorn conveyor.server:create_app --factory` runs no `conveyor` command: the app
+    itself reads the OTEL_* variables (it traced nothing before)."""
+    script = f"""
+        from conveyor import tracing
+        from conveyor.server import create_app
+        from conveyor.settings import Settings
+
+        assert not tracing.enabled()
+        create_app(Settings(database_url="sqlite:///{tmp_path / "conveyor.db"}"))
+        print(tracing.enabled())
+    """
+    done = _python(script, tmp_path, OTEL_TRACES_EXPORTER="console")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "True"
+    off = _python(script, tmp_path)
+    assert off.returncode == 0, off.stderr
+    assert off.stdout.strip().splitlines()[-1] == "False"

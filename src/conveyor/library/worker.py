@@ -13,6 +13,7 @@ import asyncio
 from types import ModuleType
 from typing import TYPE_CHECKING, Self, TypedDict, Unpack
 
+from conveyor import tracing
 from conveyor.library.registry import default
 from conveyor.library.signals import until_signalled
 from conveyor.logs import setup_logging
@@ -154,11 +155,14 @@ def run(
 ) -> int:
     """Run a `Worker` until SIGINT/SIGTERM (the first drains, a second stops at once), as
     `conveyor worker` does; the exit code is returned (`raise SystemExit(conveyor.run())`).
-    `configure_logging` sets up Conveyor's logging from the settings, as the processes do."""
+    `configure_logging` sets up Conveyor's logging from the settings, as the processes do;
+    tracing follows the OTEL_* variables as theirs does (docs/tracing.md). A `Worker` inside
+    an application with an SDK of its own traces after `conveyor.tracing.enable()`."""
     worker = Worker(*handlers, **options)
     if configure_logging:
         s = worker.settings
         setup_logging(s.log_level, s.log_format, s.log_file)
+    tracing.configure("conveyor-worker")
 
     async def main() -> int:
         await worker.start()
