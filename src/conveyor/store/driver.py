@@ -95,6 +95,15 @@ class Inserted:
     unique: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class StoredWorkflow:
+    """The stored workflow a new one's (owner, idempotency key) named: its id, and its
+    declaration's fingerprint (the same declaration, or another reusing the key?)."""
+
+    id: str
+    fingerprint: str | None
+
+
 class Driver(Protocol):
     """One database's statements. `conn`, where taken, is the caller's open transaction."""
 
@@ -147,6 +156,21 @@ class Driver(Protocol):
         wake their runnable queues.
         Not `synchronous`: the transaction's commit may return before its WAL is flushed
         (PostgreSQL's `synchronous_commit = off` for this transaction; docs/design.md)."""
+        ...
+
+    async def insert_workflow(
+        self,
+        conn: AsyncConnection,
+        workflow: dict[str, Any],
+        steps: Sequence[dict[str, Any]],
+        edges: Sequence[dict[str, Any]],
+        limits: Sequence[dict[str, Any]],
+        created: str,
+    ) -> StoredWorkflow | None:
+        """Insert a workflow's row, its `steps` (jobs rows) with a `created` event each, its
+        `edges` and `limits` (job_limits rows), in `conn`'s transaction, and wake the
+        queues of its runnable steps. Inserts nothing when the workflow's (owner,
+        idempotency key) names a stored one: that one, to compare (store/workflows.py)."""
         ...
 
     async def claim(
