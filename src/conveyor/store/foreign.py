@@ -33,12 +33,15 @@ from sqlalchemy.orm import Session
 from conveyor.domain import events as ev
 from conveyor.domain.jobs import Enqueued, NewJob
 from conveyor.errors import InvalidInput
+from conveyor.store.driver import StoredWorkflow
 from conveyor.store.drivers.pg_sessions import EVENTS_CHANNEL
-from conveyor.store.drivers.postgres import SQL, Run, insert_with
+from conveyor.store.drivers.postgres import SQL, Run, insert_with, insert_workflow_with
 from conveyor.store.drivers.sqlite import insert_with as sqlite_insert
+from conveyor.store.drivers.sqlite import insert_workflow_with as sqlite_workflow
 from conveyor.store.flow import count_waiting
 from conveyor.store.jobs import InsertRows
 from conveyor.store.tables import users
+from conveyor.store.workflows import WorkflowRows
 
 T = TypeVar("T")
 _DOLLAR = re.compile(r"\$(\d+)")
@@ -86,14 +89,27 @@ class Foreign:
         """Insert `new_jobs` with their events; the duplicates' stored jobs answered."""
         if self._run is None:
             return await _on_sqlite(self._core, new_jobs)
-        if not self._schema:
-            return await _enqueue_statements(self._run, new_jobs)
-        # Conveyor's tables in their schema: first on the search_path for the statements
+        return await self._in_schema(_enqueue_statements(self._run, new_jobs))
+
+    async def insert_workflow(self, rows: WorkflowRows) -> StoredWorkflow | None:
+        """Insert a workflow (the rows WorkflowService's transaction inserts, by the same
+        statements: the drivers' `insert_workflow_with`); the stored one its idempotency
+        key names instead, nothing inserted (ON CONFLICT DO NOTHING: nothing aborted)."""
+        args = (rows.workflow, rows.steps, rows.edges, rows.limits, ev.CREATED)
+        if self._run is None:
+            found, _ = await sqlite_workflow(self._core, *args)
+            return found
+        return await self._in_schema(insert_workflow_with(self._run, *args))
+
+    async def _in_schema(self, statements: Coroutine[Any, Any, T]) -> T:
+        """`statements` run with Conveyor's schema (if it has one) first on the search_path."""
+        if not self._schema or self._run is None:
+            return await statements
         ((before, _),) = await self._run(SQL["schema_enter"], (self._schema,))
-        enqueued = await _enqueue_statements(self._run, new_jobs)
+        done = await statements
         # Not on an error: the transaction is then aborted, and its end restores the setting.
         await self._run(SQL["schema_leave"], (before,))
-        return enqueued
+        return done
 
     async def waiting_counts(self, caps: Mapping[str, int]) -> dict[str, int]:
         """The queued quota's count (store/flow.py), in the caller's transaction."""
