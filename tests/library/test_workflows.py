@@ -4,7 +4,6 @@ rows, on every kind of connection; the same statements as the server's submit.""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from conveyor.domain.workflows import StepSpec, WorkflowSpec
 from conveyor.errors import IdempotencyKeyReused, InvalidInput, QuotaExceeded
 from conveyor.library.enqueue import EnqueuedWorkflow, aenqueue_workflow, enqueue_workflow
 from tests.conftest import fresh_database
-from tests.library.conftest import OWNER, WAIT_S, rows, running_worker
+from tests.library.conftest import OWNER, rows, running_worker, settled_workflow
 from tests.library.handlers import blueprint
 
 WORKFLOW_ROWS = "SELECT id, owner_id, state FROM workflows"
@@ -161,19 +160,9 @@ async def test_a_worker_completes_the_workflow_once_committed(pg: str) -> None:
             await conn.execute("INSERT INTO orders VALUES (1, 'paid')")
             done = await aenqueue_workflow(conn, fan_in(), owner=OWNER, registry=blueprint)
             await conn.commit()
-        detail = await _settled(backend, done.id)
+        detail = await settled_workflow(backend, done.id)
     assert detail.workflow.state.value == "completed"
     assert {s.name: s.result for s in detail.steps}["join"] == {"shipped": 99}
-
-
-async def _settled(backend: Any, workflow_id: str) -> Any:
-    import asyncio
-
-    deadline = time.monotonic() + WAIT_S
-    while (detail := await backend.get_workflow(workflow_id)).workflow.state.value == "running":
-        assert time.monotonic() < deadline, [(s.name, s.state.value) for s in detail.steps]
-        await asyncio.sleep(0.05)
-    return detail
 
 
 @pytest.fixture
@@ -213,7 +202,7 @@ async def test_sqlite_a_worker_completes_what_an_async_connection_committed(
             async with engine.connect() as conn:
                 done = await aenqueue_workflow(conn, fan_in(), owner=OWNER, registry=blueprint)
                 await conn.commit()
-            detail = await _settled(backend, done.id)
+            detail = await settled_workflow(backend, done.id)
     finally:
         await engine.dispose()
     assert detail.workflow.state.value == "completed"
