@@ -104,6 +104,20 @@ class StoredWorkflow:
     fingerprint: str | None
 
 
+class WorkflowInsert(Protocol):
+    """What a workflow's insert writes (store/workflows.py `WorkflowRows` is one): its row,
+    its steps (jobs rows), its edges (job_dependencies rows) and job_limits rows."""
+
+    @property
+    def workflow(self) -> dict[str, Any]: ...
+    @property
+    def steps(self) -> Sequence[dict[str, Any]]: ...
+    @property
+    def edges(self) -> Sequence[dict[str, Any]]: ...
+    @property
+    def limits(self) -> Sequence[dict[str, Any]]: ...
+
+
 class Driver(Protocol):
     """One database's statements. `conn`, where taken, is the caller's open transaction."""
 
@@ -159,18 +173,12 @@ class Driver(Protocol):
         ...
 
     async def insert_workflow(
-        self,
-        conn: AsyncConnection,
-        workflow: dict[str, Any],
-        steps: Sequence[dict[str, Any]],
-        edges: Sequence[dict[str, Any]],
-        limits: Sequence[dict[str, Any]],
-        created: str,
+        self, conn: AsyncConnection, rows: WorkflowInsert, created: str
     ) -> StoredWorkflow | None:
-        """Insert a workflow's row, its `steps` (jobs rows) with a `created` event each, its
-        `edges` and `limits` (job_limits rows), in `conn`'s transaction, and wake the
-        queues of its runnable steps. Inserts nothing when the workflow's (owner,
-        idempotency key) names a stored one: that one, to compare (store/workflows.py)."""
+        """Insert a workflow's row, its steps with a `created` event each, its edges and
+        job_limits rows, in `conn`'s transaction, and wake the queues of its runnable steps.
+        Inserts nothing when the workflow's (owner, idempotency key) names a stored one:
+        that one, to compare (store/workflows.py)."""
         ...
 
     async def claim(

@@ -99,11 +99,10 @@ class Foreign:
         """Insert a workflow (the rows WorkflowService's transaction inserts, by the same
         statements: the drivers' `insert_workflow_with`); the stored one its idempotency
         key names instead, nothing inserted (ON CONFLICT DO NOTHING: nothing aborted)."""
-        args = (rows.workflow, rows.steps, rows.edges, rows.limits, ev.CREATED)
         if self._run is None:
-            found, _ = await sqlite_workflow(self._core, *args)
+            found, _ = await sqlite_workflow(self._core, rows, ev.CREATED)
             return found
-        return await self._in_schema(insert_workflow_with(self._run, *args))
+        return await self._in_schema(insert_workflow_with(self._run, rows, ev.CREATED))
 
     async def _in_schema(self, statements: Coroutine[Any, Any, T]) -> T:
         """`statements` run with Conveyor's schema (if it has one) first on the search_path."""

@@ -37,7 +37,7 @@ from conveyor.errors import (
 )
 from conveyor.store import events as outbox
 from conveyor.store.database import after_commit
-from conveyor.store.driver import Said, StoredWorkflow
+from conveyor.store.driver import Said, StoredWorkflow, WorkflowInsert
 from conveyor.store.jobs import EVENT_COLUMNS, Jobs
 from conveyor.store.records import aware, must
 from conveyor.store.tables import job_dependencies, job_limits, jobs, users, workflows
@@ -79,22 +79,15 @@ class WorkflowRows:
 
 
 class Workflows(Jobs):
-    async def create_workflow(
-        self,
-        tx: Transaction,
-        workflow: dict[str, Any],
-        steps: Sequence[dict[str, Any]],
-        edges: Sequence[dict[str, Any]],
-        limits: Sequence[dict[str, Any]],
-    ) -> str | None:
+    async def create_workflow(self, tx: Transaction, rows: WorkflowInsert) -> str | None:
         """Insert the workflow row, its steps (jobs rows, `waiting` or `queued`), their edges,
-        job_limits rows and created events, in `tx`. None: its (owner, idempotency key)
-        names a stored workflow: its id, nothing inserted (IdempotencyKeyReused when it was
-        stored from another declaration)."""
+        job_limits rows and created events, in `tx`; None. When its (owner, idempotency
+        key) names a stored workflow: that one's id, nothing inserted (IdempotencyKeyReused
+        when it was stored from another declaration)."""
         conn = tx.connection
-        found = await self.driver.insert_workflow(conn, workflow, steps, edges, limits, ev.CREATED)
+        found = await self.driver.insert_workflow(conn, rows, ev.CREATED)
         if found is not None:
-            return stored_workflow(workflow, found)
+            return stored_workflow(rows.workflow, found)
         after_commit(conn, self._events_committed)
         return None
 

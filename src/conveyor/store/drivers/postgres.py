@@ -32,6 +32,7 @@ from conveyor.store.driver import (
     Listener,
     Said,
     StoredWorkflow,
+    WorkflowInsert,
 )
 from conveyor.store.drivers.pg_sessions import (
     CANCEL_CHANNEL,
@@ -134,19 +135,13 @@ class PostgresDriver:
             return await insert_with(fetch, rows, callbacks, created, synchronous, limits)
 
     async def insert_workflow(
-        self,
-        conn: AsyncConnection,
-        workflow: dict[str, Any],
-        steps: Sequence[dict[str, Any]],
-        edges: Sequence[dict[str, Any]],
-        limits: Sequence[dict[str, Any]],
-        created: str,
+        self, conn: AsyncConnection, rows: WorkflowInsert, created: str
     ) -> StoredWorkflow | None:
         async def run(sql: str, args: Sequence[Any]) -> Sequence[Any]:
             result = await conn.exec_driver_sql(sql, tuple(args))
             return result.all() if result.returns_rows else []
 
-        return await insert_workflow_with(run, workflow, steps, edges, limits, created)
+        return await insert_workflow_with(run, rows, created)
 
     async def claim(
         self,
@@ -350,12 +345,7 @@ async def insert_with(
 
 
 async def insert_workflow_with(
-    run: Run,
-    workflow: dict[str, Any],
-    steps: Sequence[dict[str, Any]],
-    edges: Sequence[dict[str, Any]],
-    limits: Sequence[dict[str, Any]],
-    created: str,
+    run: Run, rows: WorkflowInsert, created: str
 ) -> StoredWorkflow | None:
     """`insert_workflow`'s statements, in one transaction whoever holds it (a service's, or
     a library caller's: store/foreign.py): the workflow row, then (unless its idempotency
@@ -364,7 +354,7 @@ async def insert_workflow_with(
     one, whatever the width. The events lock comes first: the workflow row assigns the
     transaction's id, and the events are keyed after the lock (as `xid()` keys them)."""
     await run(SQL["lock_events"], ())
-    w = workflow
+    w, steps, edges, limits = rows.workflow, rows.steps, rows.edges, rows.limits
     added = await run(
         SQL["workflow_insert"],
         (w["id"], w["owner_id"], w["name"], w["state"], w["created_at"],

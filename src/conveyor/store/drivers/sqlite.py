@@ -40,6 +40,7 @@ from conveyor.store.driver import (
     Listener,
     Said,
     StoredWorkflow,
+    WorkflowInsert,
 )
 from conveyor.store.drivers.sqlite_sessions import LeaseLeadership, SqliteListener, bus_of
 from conveyor.store.records import aware
@@ -147,15 +148,9 @@ class SqliteDriver:
         return done
 
     async def insert_workflow(
-        self,
-        conn: AsyncConnection,
-        workflow: dict[str, Any],
-        steps: Sequence[dict[str, Any]],
-        edges: Sequence[dict[str, Any]],
-        limits: Sequence[dict[str, Any]],
-        created: str,
+        self, conn: AsyncConnection, rows: WorkflowInsert, created: str
     ) -> StoredWorkflow | None:
-        found, runnable = await insert_workflow_with(conn, workflow, steps, edges, limits, created)
+        found, runnable = await insert_workflow_with(conn, rows, created)
         if runnable:
             await self.notify_jobs(conn, runnable)
         return found
@@ -280,17 +275,13 @@ _CHUNK = 500  # rows per insert statement (bound parameters stay under SQLite's 
 
 
 async def insert_workflow_with(
-    conn: AsyncConnection,
-    workflow: dict[str, Any],
-    steps: Sequence[dict[str, Any]],
-    edges: Sequence[dict[str, Any]],
-    limits: Sequence[dict[str, Any]],
-    created: str,
+    conn: AsyncConnection, rows: WorkflowInsert, created: str
 ) -> tuple[StoredWorkflow | None, set[str]]:
     """`insert_workflow`'s statements (Core: SQLite's executemany is fast) in `conn`'s
     transaction, a service's or a library caller's (store/foreign.py); and the queues that
     got runnable steps (their wake-up is the caller's). The stored workflow, nothing
     inserted, when the workflow's (owner, idempotency key) names one."""
+    workflow, steps = rows.workflow, rows.steps
     if workflow["idempotency_key"] is None:
         await conn.execute(workflows.insert(), [workflow])
     else:
@@ -302,9 +293,9 @@ async def insert_workflow_with(
             )
             found = (await conn.execute(query)).one()
             return StoredWorkflow(found.id, found.fingerprint), set()
-    for table, rows in ((jobs, steps), (job_dependencies, edges), (job_limits, limits)):
-        for start in range(0, len(rows), _CHUNK):
-            await conn.execute(table.insert(), list(rows[start : start + _CHUNK]))
+    for table, many in ((jobs, steps), (job_dependencies, rows.edges), (job_limits, rows.limits)):
+        for start in range(0, len(many), _CHUNK):
+            await conn.execute(table.insert(), list(many[start : start + _CHUNK]))
     now = workflow["created_at"]
     new = [_NewJobView(row) for row in steps]
     await outbox.record(
