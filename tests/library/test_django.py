@@ -111,6 +111,27 @@ def test_a_workflow_commits_with_atomic_and_goes_with_its_exception(django_db: s
     ]  # fmt: skip
 
 
+def test_a_workflow_key_reused_inside_atomic_leaves_the_block_committing(django_db: str) -> None:
+    from django.db import transaction
+
+    from conveyor.client import group, step
+    from conveyor.errors import IdempotencyKeyReused
+    from conveyor.library.enqueue import enqueue_workflow
+    from tests.library.django_project.shop.models import Order
+
+    one = group("one", [step("a", "lib_order", {"order_id": 1})])
+    other = group("other", [step("b", "lib_order", {"order_id": 2})])
+    with transaction.atomic():
+        kept = enqueue_workflow(django_db, one, owner=OWNER, registry=blueprint,
+                                idempotency_key="k")  # fmt: skip
+        with pytest.raises(IdempotencyKeyReused):
+            enqueue_workflow(django_db, other, owner=OWNER, registry=blueprint,
+                             idempotency_key="k")  # fmt: skip
+        Order.objects.create(id=1, note="after the refusal")
+    assert rows(_url(), "SELECT id FROM workflows") == [(kept.id,)]
+    assert rows(_url(), "SELECT id FROM orders") == [(1,)]
+
+
 def _refused(alias: str, enqueue_it: Callable[[], object]) -> None:
     from django.db import transaction
 

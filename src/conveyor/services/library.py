@@ -27,6 +27,7 @@ from conveyor.services.jobs import (
     under_running_quota,
 )
 from conveyor.store import foreign
+from conveyor.store.driver import StoredWorkflow
 from conveyor.store.workflows import WorkflowRows, stored_workflow
 from conveyor.worker.registry import Registry
 
@@ -99,7 +100,8 @@ class LibraryEnqueue:
         a stored one (then nothing was written)."""
         rows = self.prepare_workflow(spec, owner_id, idempotency_key)
         with foreign.opened(conn, self.schema) as caller:
-            return foreign.run_sync(self._store_workflow(caller, rows, owner_id))
+            found = foreign.run_sync(self._store_workflow(caller, rows, owner_id))
+        return _answer(rows, found)
 
     async def aenqueue_workflow(
         self, conn: object, spec: WorkflowSpec, owner_id: str, idempotency_key: str | None
@@ -107,20 +109,18 @@ class LibraryEnqueue:
         """`enqueue_workflow` on an async connection."""
         rows = self.prepare_workflow(spec, owner_id, idempotency_key)
         async with foreign.aopened(conn, self.schema) as caller:
-            return await self._store_workflow(caller, rows, owner_id)
+            found = await self._store_workflow(caller, rows, owner_id)
+        return _answer(rows, found)
 
     async def _store_workflow(
         self, caller: foreign.Foreign, rows: WorkflowRows, owner_id: str
-    ) -> tuple[str, bool]:
+    ) -> StoredWorkflow | None:
         """The queued quota for every step, then the store's workflow statements (those
         WorkflowService's transaction runs) in the caller's transaction."""
         running_cap = await self._quota(caller, owner_id, len(rows.steps))
         if running_cap:
             rows = steps_under_quota(rows, owner_id)
-        found = await caller.insert_workflow(rows)
-        if found is not None:
-            return stored_workflow(rows.workflow, found), True
-        return rows.id, False
+        return await caller.insert_workflow(rows)
 
     def enqueue(
         self, conn: object, submissions: Sequence[Submission], owner_id: str
@@ -169,3 +169,12 @@ class LibraryEnqueue:
                 "the user or service account whose job it is",
                 field="owner",
             )
+
+
+def _answer(rows: WorkflowRows, found: StoredWorkflow | None) -> tuple[str, bool]:
+    """The workflow's id and whether it was there already; IdempotencyKeyReused for a key
+    stored with another declaration, raised once the caller's connection is handed back
+    (a Django `atomic()` block is then not marked for rollback)."""
+    if found is None:
+        return rows.id, False
+    return stored_workflow(rows.workflow, found), True
