@@ -16,11 +16,14 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from conveyor.library.enqueue import (
         Enqueued,
+        EnqueuedWorkflow,
         Job,
         aenqueue,
         aenqueue_batch,
+        aenqueue_workflow,
         enqueue,
         enqueue_batch,
+        enqueue_workflow,
     )
     from conveyor.library.registry import job
     from conveyor.library.worker import Worker, run
@@ -38,19 +41,25 @@ _LAZY = {
     "aenqueue_batch": "conveyor.library.enqueue",
     "Enqueued": "conveyor.library.enqueue",
     "Job": "conveyor.library.enqueue",
+    "enqueue_workflow": "conveyor.library.enqueue",
+    "aenqueue_workflow": "conveyor.library.enqueue",
+    "EnqueuedWorkflow": "conveyor.library.enqueue",
 }
 
 # Literal, for type checkers and IDEs; tests/library/test_lazy_import.py keeps it `_LAZY`'s.
 __all__ = [
     "Enqueued",
+    "EnqueuedWorkflow",
     "Job",
     "JobContext",
     "Worker",
     "__version__",
     "aenqueue",
     "aenqueue_batch",
+    "aenqueue_workflow",
     "enqueue",
     "enqueue_batch",
+    "enqueue_workflow",
     "job",
     "run",
 ]

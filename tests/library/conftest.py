@@ -14,6 +14,7 @@ import pytest
 
 from conveyor.domain.jobs import JobRecord
 from conveyor.domain.states import JobState
+from conveyor.domain.workflows import WorkflowDetail
 from conveyor.store.backend import QueueBackend
 from conveyor.store.factory import open_backend
 from conveyor.worker.registry import Registry
@@ -73,3 +74,12 @@ async def completed(backend: QueueBackend, job_id: str) -> JobRecord:
         assert time.monotonic() < deadline, f"still {job.state.value}"
         await asyncio.sleep(0.05)
     return job
+
+
+async def settled_workflow(backend: QueueBackend, workflow_id: str) -> WorkflowDetail:
+    """The workflow once settled (no longer running), within WAIT_S."""
+    deadline = time.monotonic() + WAIT_S
+    while (detail := await backend.get_workflow(workflow_id)).workflow.state.value == "running":
+        assert time.monotonic() < deadline, [(s.name, s.state.value) for s in detail.steps]
+        await asyncio.sleep(0.05)
+    return detail

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -90,6 +90,54 @@ def test_a_nested_atomic_rolled_back_takes_its_job_only(django_db: str) -> None:
     assert {j[0] for j in jobs} == {kept.id, twin.id}
     assert len(events) == 2
     assert (again.id, again.duplicate) == (twin.id, True)
+
+
+def test_a_workflow_commits_with_atomic_and_goes_with_its_exception(django_db: str) -> None:
+    from django.db import transaction
+
+    from conveyor.client import chord, step
+    from conveyor.library.enqueue import enqueue_workflow
+
+    spec = chord("ship", [step("a", "lib_order", {"order_id": 1})], step("b", "lib_order",
+                 {"order_id": 2}))  # fmt: skip
+    with transaction.atomic():
+        done = enqueue_workflow(django_db, spec, owner=OWNER, registry=blueprint)
+    with pytest.raises(RuntimeError):
+        _refused(django_db, lambda: enqueue_workflow(django_db, spec, owner=OWNER,
+                                                     registry=blueprint))  # fmt: skip
+    assert rows(_url(), "SELECT id FROM workflows") == [(done.id,)]
+    assert rows(_url(), "SELECT step, state FROM jobs ORDER BY step") == [
+        ("a", "queued"), ("b", "waiting"),
+    ]  # fmt: skip
+
+
+def test_a_workflow_key_reused_inside_atomic_leaves_the_block_committing(django_db: str) -> None:
+    from django.db import transaction
+
+    from conveyor.client import group, step
+    from conveyor.errors import IdempotencyKeyReused
+    from conveyor.library.enqueue import enqueue_workflow
+    from tests.library.django_project.shop.models import Order
+
+    one = group("one", [step("a", "lib_order", {"order_id": 1})])
+    other = group("other", [step("b", "lib_order", {"order_id": 2})])
+    with transaction.atomic():
+        kept = enqueue_workflow(django_db, one, owner=OWNER, registry=blueprint,
+                                idempotency_key="k")  # fmt: skip
+        with pytest.raises(IdempotencyKeyReused):
+            enqueue_workflow(django_db, other, owner=OWNER, registry=blueprint,
+                             idempotency_key="k")  # fmt: skip
+        Order.objects.create(id=1, note="after the refusal")
+    assert rows(_url(), "SELECT id FROM workflows") == [(kept.id,)]
+    assert rows(_url(), "SELECT id FROM orders") == [(1,)]
+
+
+def _refused(alias: str, enqueue_it: Callable[[], object]) -> None:
+    from django.db import transaction
+
+    with transaction.atomic(using=alias):
+        enqueue_it()
+        raise RuntimeError("payment refused")
 
 
 def _url() -> str:

@@ -1,6 +1,6 @@
-"""docs/library.md's complete example, run as its docstring says: `conveyor migrate`,
-`conveyor api --handlers library_example`, then the example itself, whose embedded worker
-must run the job it submits (the API process runs no worker). On SQLite and PostgreSQL.
+"""docs/library.md's complete example, run as its docstring says: `conveyor migrate`, then
+the example itself, which enqueues in its own transaction (beside its own row) and whose
+embedded worker must run the job. On SQLite (a sqlite3 connection) and PostgreSQL (psycopg).
 
 The example lives in docs/examples/library_example.py and docs/library.md shows it verbatim:
 the first test holds the two together.
@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
-import httpx
+import psycopg
 
-from tests.net.world import free_port
 from tests.support.processes import (
     CHILD_PYTHONPATH,
     CONVEYOR,
@@ -36,13 +37,11 @@ def test_the_doc_shows_the_example_verbatim() -> None:
     assert EXAMPLE.read_text() in blocks
 
 
-def example_env(db_url: str, api: str) -> dict[str, str]:
+def example_env(db_url: str) -> dict[str, str]:
     env = clean_environ()
     env.update(
         PYTHONPATH=os.pathsep.join([CHILD_PYTHONPATH, str(EXAMPLE.parent)]),
         CONVEYOR_DATABASE_URL=db_url,
-        CONVEYOR_ADMIN_PASSWORD="a long admin password for the example",
-        CONVEYOR_API_URL=api,
         CONVEYOR_POLL_INTERVAL="0.2",
     )
     return env
@@ -68,29 +67,27 @@ def outputs(directory: Path) -> str:
 
 
 async def test_the_example_runs_its_job_in_its_own_worker(db_url: str, tmp_path: Path) -> None:
-    port = free_port()
-    env = example_env(db_url, f"http://127.0.0.1:{port}")
+    env = example_env(db_url)
     migrate(env, tmp_path)  # the fixture migrated already: a no-op, as the docs run it
-    api = start(
-        [CONVEYOR, "api", "--port", str(port), "--handlers", "library_example"], env, tmp_path
-    )
-    example: subprocess.Popen[bytes] | None = None
+    example = start([sys.executable, str(EXAMPLE)], env, tmp_path)
     try:
-        await eventually(lambda: ready(port), timeout=WAIT, what="the API", every=0.2)
-        example = start([sys.executable, str(EXAMPLE)], env, tmp_path)
         await eventually(lambda: example.poll() is not None, timeout=WAIT, what="the example")
         assert example.returncode == 0, outputs(tmp_path)
         assert "completed: order 42: 19.99 EUR billed" in outputs(tmp_path)
     finally:
-        for child in (api, example):
-            if child is not None and child.poll() is None:
-                child.kill()
-                child.wait(timeout=10)
+        if example.poll() is None:
+            example.kill()
+            example.wait(timeout=10)
+    # its job committed with its row, and completed
+    assert _one(db_url, "SELECT count(*) FROM shop_orders") == 1
+    assert _one(db_url, "SELECT state FROM jobs WHERE type = 'send_invoice'") == "completed"
 
 
-async def ready(port: int) -> bool:
-    async with httpx.AsyncClient(timeout=5) as client:
-        try:
-            return (await client.get(f"http://127.0.0.1:{port}/ready")).status_code == 200
-        except httpx.TransportError:
-            return False
+def _one(db_url: str, sql: str) -> object:
+    if db_url.startswith("sqlite"):
+        with closing(sqlite3.connect(db_url.split(":///", 1)[1])) as lite:
+            return lite.execute(sql).fetchone()[0]
+    with psycopg.connect(db_url.replace("postgresql+asyncpg://", "postgresql://")) as conn:
+        row = conn.execute(sql).fetchone()
+        assert row is not None
+        return row[0]

@@ -18,7 +18,9 @@ import conveyor
 from tests.support.processes import CHILD_PYTHONPATH, ROOT, clean_environ
 
 SERVER = ("fastapi", "sqlalchemy", "asyncpg", "aiosqlite", "uvicorn", "starlette", "httpx")
-ENQUEUE_NAMES = {"enqueue", "aenqueue", "enqueue_batch", "aenqueue_batch", "Enqueued", "Job"}
+ENQUEUE_NAMES = {"enqueue", "aenqueue", "enqueue_batch", "aenqueue_batch", "Enqueued", "Job"} | {
+    "enqueue_workflow", "aenqueue_workflow", "EnqueuedWorkflow",
+}  # fmt: skip
 
 
 def modules_after(code: str) -> set[str]:

@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator
 import psycopg
 import pytest
 
+from conveyor.client import group, step
 from conveyor.library import enqueue as library
 from conveyor.services.migrations import apply_migrations
 from tests.conftest import _drop, _pg_admin, pg_url
-from tests.library.conftest import OWNER, completed, rows, running_worker
+from tests.library.conftest import OWNER, completed, rows, running_worker, settled_workflow
 from tests.library.handlers import blueprint
 
 SCHEMA = "conveyor_app"
@@ -57,11 +58,18 @@ async def test_tables_migrations_enqueue_and_worker_in_their_own_schema(
                 await conn.execute("INSERT INTO orders VALUES (1, 'paid')")
                 done = await library.aenqueue(conn, "lib_order", {"order_id": 1}, owner=OWNER,
                                               registry=blueprint)  # fmt: skip
+                flow = await library.aenqueue_workflow(
+                    conn,
+                    group("g", [step("s", "lib_order", {"order_id": 3})]),
+                    owner=OWNER,
+                    registry=blueprint,
+                )  # the workflow statements find Conveyor's tables too
                 after = await (await conn.execute("SHOW search_path")).fetchone()
                 await conn.execute("INSERT INTO orders VALUES (2, 'after the enqueue')")
                 await conn.commit()
             assert after == before  # the caller's statements resolve as before
             assert (await completed(backend, done.id)).result == {"shipped": 1}
+            assert (await settled_workflow(backend, flow.id)).workflow.state.value == "completed"
     finally:
         library._settings.cache_clear()
     assert rows(empty_pg, f"SELECT type FROM {SCHEMA}.events WHERE job_id = %s ORDER BY id",

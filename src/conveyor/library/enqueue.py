@@ -1,5 +1,6 @@
-"""Enqueue inside the caller's transaction: `enqueue`, `enqueue_batch` (sync connections),
-`aenqueue`, `aenqueue_batch` (async ones). docs/library.md, "Enqueue inside your transaction".
+"""Enqueue inside the caller's transaction: `enqueue`, `enqueue_batch`, `enqueue_workflow`
+(sync connections), `aenqueue`, `aenqueue_batch`, `aenqueue_workflow` (async ones).
+docs/library.md, "Enqueue inside your transaction" and "A workflow in your transaction".
 
 The connection is the caller's: a psycopg 3 connection, a SQLAlchemy Connection or Session,
 a Django database alias (inside `transaction.atomic()`), an asyncpg connection, a psycopg
@@ -17,6 +18,8 @@ from typing import Any
 
 from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import Enqueued as Stored
+from conveyor.domain.workflows import WorkflowSpec, spec_of
+from conveyor.errors import InvalidInput
 from conveyor.library import registry as library_registry
 from conveyor.services.jobs import Submission
 from conveyor.services.library import LibraryEnqueue, OwnerCaps
@@ -49,6 +52,16 @@ class Job:
     idempotency_key: str | None = None
     tags: Sequence[str] = ()
     limits: Mapping[str, str] | None = None  # the type's submit limits: name -> key
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueuedWorkflow:
+    """A workflow enqueued: its id, and whether it was already there (`duplicate`: its
+    idempotency key named a workflow stored from the same declaration, whose id this is;
+    nothing was added)."""
+
+    id: str
+    duplicate: bool
 
 
 def enqueue(
@@ -100,6 +113,55 @@ async def aenqueue_batch(
     """`enqueue_batch` on an async connection."""
     stored = await _service(registry).aenqueue(conn, _submissions(jobs), _owner(owner))
     return _answers(stored)
+
+
+def enqueue_workflow(
+    conn: object,
+    spec: object,
+    *,
+    owner: str | None = None,
+    idempotency_key: str | None = None,
+    registry: Blueprint | None = None,
+) -> EnqueuedWorkflow:
+    """A workflow (every step checked first) in `conn`'s transaction. `spec`: what the
+    client's builders make (`conveyor.client.workflow`, `chain`, `group`, `chord`), the
+    same declaration as JSON (POST /api/v1/workflows' body), or a domain WorkflowSpec."""
+    declaration = _declaration(spec)
+    found, duplicate = _service(registry).enqueue_workflow(
+        conn, declaration, _owner(owner), idempotency_key
+    )
+    return EnqueuedWorkflow(found, duplicate)
+
+
+async def aenqueue_workflow(
+    conn: object,
+    spec: object,
+    *,
+    owner: str | None = None,
+    idempotency_key: str | None = None,
+    registry: Blueprint | None = None,
+) -> EnqueuedWorkflow:
+    """`enqueue_workflow` on an async connection."""
+    declaration = _declaration(spec)
+    found, duplicate = await _service(registry).aenqueue_workflow(
+        conn, declaration, _owner(owner), idempotency_key
+    )
+    return EnqueuedWorkflow(found, duplicate)
+
+
+def _declaration(spec: object) -> WorkflowSpec:
+    """The domain's declaration of a client builder's spec (its `body()`: the REST body),
+    of that body itself, or the domain's own."""
+    if isinstance(spec, WorkflowSpec):
+        return spec
+    body = getattr(spec, "body", None)
+    data = body() if callable(body) else spec
+    if not isinstance(data, Mapping):
+        raise InvalidInput(f"not a workflow declaration: {type(spec).__qualname__}", field="spec")
+    try:
+        return spec_of(dict(data))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidInput(f"not a workflow declaration: {exc!r}", field="spec") from exc
 
 
 def _owner(owner: str | None) -> str:

@@ -45,9 +45,6 @@ def workflow_rows(
         (step, checked_step(registry, step, where[step.name], owner_id, workflow_id, fair))
         for step in ordered
     ]
-    if running_quota:
-        quota = LimitKey(RUNNING_QUOTA, owner_id)
-        prepared = [(s, replace(j, limit_keys=(*j.limit_keys, quota))) for s, j in prepared]
     ids = {step.name: job.id for step, job in prepared}
     steps: list[dict[str, Any]] = []
     limits: list[dict[str, Any]] = []
@@ -84,7 +81,20 @@ def workflow_rows(
         "fingerprint": fingerprint(spec),
     }
     jobs = [job for _step, job in prepared]
-    return WorkflowRows(workflow_id, workflow, steps, edges, limits, jobs)
+    rows = WorkflowRows(workflow_id, workflow, steps, edges, limits, jobs)
+    return under_running_quota(rows, owner_id) if running_quota else rows
+
+
+def under_running_quota(rows: WorkflowRows, owner_id: str) -> WorkflowRows:
+    """`rows` with each step holding the owner's running-quota limit (`workflow_rows`'
+    `running_quota`); also for a caller that learns of the owner's cap after building them
+    (a library enqueue reads it in the caller's transaction: services/library.py)."""
+    quota = LimitKey(RUNNING_QUOTA, owner_id)
+    steps = [{**row, "limited": True} for row in rows.steps]
+    limits = [*rows.limits, *({"job_id": row["id"], "name": quota.name, "key": quota.key}
+                              for row in rows.steps)]  # fmt: skip
+    jobs = [replace(j, limit_keys=(*j.limit_keys, quota)) for j in rows.jobs]
+    return replace(rows, steps=steps, limits=limits, jobs=jobs)
 
 
 def checked_step(
@@ -125,4 +135,6 @@ def at_step(exc: ConveyorError, i: int, name: str) -> InvalidInput:
     return InvalidInput(f"step {name!r}: {exc.message}", **details)
 
 
-__all__: Sequence[str] = ["WorkflowRows", "at_step", "checked_step", "workflow_rows"]
+__all__: Sequence[str] = [
+    "WorkflowRows", "at_step", "checked_step", "under_running_quota", "workflow_rows",
+]  # fmt: skip

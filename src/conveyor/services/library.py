@@ -11,8 +11,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import Enqueued, NewJob
+from conveyor.domain.workflows import WorkflowSpec
 from conveyor.errors import InvalidInput
+from conveyor.scheduler.workflow_rows import under_running_quota as steps_under_quota
+from conveyor.scheduler.workflow_rows import workflow_rows
 from conveyor.services.flow import QuotaAsk, quota_verdicts
 from conveyor.services.jobs import (
     CAPS_TTL_S,
@@ -23,6 +27,8 @@ from conveyor.services.jobs import (
     under_running_quota,
 )
 from conveyor.store import foreign
+from conveyor.store.driver import StoredWorkflow
+from conveyor.store.workflows import WorkflowRows, stored_workflow
 from conveyor.worker.registry import Registry
 
 Caps = tuple[int | None, int | None]  # an owner's own max_queued and max_running
@@ -66,12 +72,7 @@ class LibraryEnqueue:
 
     def prepare(self, submissions: Sequence[Submission], owner_id: str) -> list[NewJob]:
         """Every submission checked and made a new job; InvalidInput for the first bad one."""
-        if not owner_id:
-            raise InvalidInput(
-                "a library enqueue names its owner (owner=..., or CONVEYOR_LIBRARY_OWNER): "
-                "the user or service account whose job it is",
-                field="owner",
-            )
+        self._named(owner_id)
         if len(submissions) > MAX_BATCH:
             raise InvalidInput(f"at most {MAX_BATCH} jobs per batch", limit=MAX_BATCH)
         return [
@@ -80,6 +81,46 @@ class LibraryEnqueue:
             )
             for s in submissions
         ]
+
+    def prepare_workflow(
+        self, spec: WorkflowSpec, owner_id: str, idempotency_key: str | None
+    ) -> WorkflowRows:
+        """The whole declaration checked (as WorkflowService.submit checks it) and made
+        rows; InvalidInput naming the problem, before anything is written."""
+        self._named(owner_id)
+        return workflow_rows(
+            self.registry, spec, owner_id, utcnow(), idempotency_key=idempotency_key,
+            fair=self.fair,
+        )  # fmt: skip
+
+    def enqueue_workflow(
+        self, conn: object, spec: WorkflowSpec, owner_id: str, idempotency_key: str | None
+    ) -> tuple[str, bool]:
+        """A workflow on a sync connection: its id, and whether its idempotency key named
+        a stored one (then nothing was written)."""
+        rows = self.prepare_workflow(spec, owner_id, idempotency_key)
+        with foreign.opened(conn, self.schema) as caller:
+            found = foreign.run_sync(self._store_workflow(caller, rows, owner_id))
+        return _answer(rows, found)
+
+    async def aenqueue_workflow(
+        self, conn: object, spec: WorkflowSpec, owner_id: str, idempotency_key: str | None
+    ) -> tuple[str, bool]:
+        """`enqueue_workflow` on an async connection."""
+        rows = self.prepare_workflow(spec, owner_id, idempotency_key)
+        async with foreign.aopened(conn, self.schema) as caller:
+            found = await self._store_workflow(caller, rows, owner_id)
+        return _answer(rows, found)
+
+    async def _store_workflow(
+        self, caller: foreign.Foreign, rows: WorkflowRows, owner_id: str
+    ) -> StoredWorkflow | None:
+        """The queued quota for every step, then the store's workflow statements (those
+        WorkflowService's transaction runs) in the caller's transaction."""
+        running_cap = await self._quota(caller, owner_id, len(rows.steps))
+        if running_cap:
+            rows = steps_under_quota(rows, owner_id)
+        return await caller.insert_workflow(rows)
 
     def enqueue(
         self, conn: object, submissions: Sequence[Submission], owner_id: str
@@ -104,13 +145,36 @@ class LibraryEnqueue:
     async def _store(
         self, caller: foreign.Foreign, prepared: list[NewJob], owner_id: str
     ) -> list[Enqueued]:
-        """The owner's quotas, as the REST doors apply them, then the insert: the queued
-        quota counted (and the owner's row locked) in the caller's transaction, QuotaExceeded
-        and nothing written beyond it; the jobs under the running quota when it has one."""
+        """The owner's quotas, then the insert (the jobs under the running quota when it
+        has one)."""
+        running_cap = await self._quota(caller, owner_id, len(prepared))
+        return await caller.enqueue(under_running_quota(prepared, owner_id, running_cap))
+
+    async def _quota(self, caller: foreign.Foreign, owner_id: str, count: int) -> int:
+        """The owner's quotas, as the REST doors apply them: the queued quota counted (and
+        the owner's row locked) in the caller's transaction, QuotaExceeded and nothing
+        written beyond it; the owner's running cap (0: none)."""
         max_queued, max_running = await self.caps.of(caller, owner_id)
-        ask = QuotaAsk(owner_id, max_queued, len(prepared))
+        ask = QuotaAsk(owner_id, max_queued, count)
         (refused,) = await quota_verdicts([ask], self.quota_max_queued, caller.waiting_counts)
         if refused is not None:
             raise refused
-        running_cap = max_running or self.quota_max_running
-        return await caller.enqueue(under_running_quota(prepared, owner_id, running_cap))
+        return max_running or self.quota_max_running
+
+    @staticmethod
+    def _named(owner_id: str) -> None:
+        if not owner_id:
+            raise InvalidInput(
+                "a library enqueue names its owner (owner=..., or CONVEYOR_LIBRARY_OWNER): "
+                "the user or service account whose job it is",
+                field="owner",
+            )
+
+
+def _answer(rows: WorkflowRows, found: StoredWorkflow | None) -> tuple[str, bool]:
+    """The workflow's id and whether it was there already; IdempotencyKeyReused for a key
+    stored with another declaration, raised once the caller's connection is handed back
+    (a Django `atomic()` block is then not marked for rollback)."""
+    if found is None:
+        return rows.id, False
+    return stored_workflow(rows.workflow, found), True

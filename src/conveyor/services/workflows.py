@@ -56,9 +56,7 @@ class WorkflowService:
                 (refused,) = await self.flow.check_quotas(tx, [QuotaAsk(owner_id, own, len(steps))])
                 if refused is not None:
                     raise refused
-            found = await self.backend.create_workflow(
-                tx, rows.workflow, steps, rows.edges, rows.limits
-            )
+            found = await self.backend.create_workflow(tx, rows)
         if found is not None:
             return await self.get(found, owner_id)
         log.info("workflow %s submitted: %s, %d steps", workflow_id, spec.name, len(steps))

@@ -95,6 +95,29 @@ class Inserted:
     unique: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class StoredWorkflow:
+    """The stored workflow a new one's (owner, idempotency key) named: its id, and its
+    declaration's fingerprint (the same declaration, or another reusing the key?)."""
+
+    id: str
+    fingerprint: str | None
+
+
+class WorkflowInsert(Protocol):
+    """What a workflow's insert writes (store/workflows.py `WorkflowRows` is one): its row,
+    its steps (jobs rows), its edges (job_dependencies rows) and job_limits rows."""
+
+    @property
+    def workflow(self) -> dict[str, Any]: ...
+    @property
+    def steps(self) -> Sequence[dict[str, Any]]: ...
+    @property
+    def edges(self) -> Sequence[dict[str, Any]]: ...
+    @property
+    def limits(self) -> Sequence[dict[str, Any]]: ...
+
+
 class Driver(Protocol):
     """One database's statements. `conn`, where taken, is the caller's open transaction."""
 
@@ -147,6 +170,15 @@ class Driver(Protocol):
         wake their runnable queues.
         Not `synchronous`: the transaction's commit may return before its WAL is flushed
         (PostgreSQL's `synchronous_commit = off` for this transaction; docs/design.md)."""
+        ...
+
+    async def insert_workflow(
+        self, conn: AsyncConnection, rows: WorkflowInsert, created: str
+    ) -> StoredWorkflow | None:
+        """Insert a workflow's row, its steps with a `created` event each, its edges and
+        job_limits rows, in `conn`'s transaction, and wake the queues of its runnable steps.
+        Inserts nothing when the workflow's (owner, idempotency key) names a stored one:
+        that one, to compare (store/workflows.py)."""
         ...
 
     async def claim(

@@ -6,7 +6,9 @@ SQLAlchemy connection or session (sync or async), or a Django database alias. Ea
 the PostgreSQL driver's own statements (`insert_with`: the named SQL and the rows the
 server writes); only how a statement is sent differs, and the one translation of the
 parameter style ($n to psycopg's and Django's %(pN)s) is `pyformat`. A SQLAlchemy
-connection to Conveyor's SQLite file runs the SQLite driver's statements (its `insert_with`).
+connection to Conveyor's SQLite file runs the SQLite driver's statements (its `insert_with`),
+and so does the caller's own `sqlite3` connection to it (`_sqlite3`: SQLAlchemy runs them on
+it, and commit, rollback and close stay the caller's).
 
 A sync caller runs the same coroutine as an async one: its statements never suspend (each
 is a blocking call), so the coroutine completes at its first step (`run_sync`).
@@ -20,25 +22,30 @@ from __future__ import annotations
 
 import functools
 import re
+import sqlite3
 from collections import namedtuple
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager, nullcontext
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, create_engine, select
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 from conveyor.domain import events as ev
 from conveyor.domain.jobs import Enqueued, NewJob
 from conveyor.errors import InvalidInput
+from conveyor.store.driver import StoredWorkflow
 from conveyor.store.drivers.pg_sessions import EVENTS_CHANNEL
-from conveyor.store.drivers.postgres import SQL, Run, insert_with
+from conveyor.store.drivers.postgres import SQL, Run, insert_with, insert_workflow_with
 from conveyor.store.drivers.sqlite import insert_with as sqlite_insert
+from conveyor.store.drivers.sqlite import insert_workflow_with as sqlite_workflow
 from conveyor.store.flow import count_waiting
 from conveyor.store.jobs import InsertRows
 from conveyor.store.tables import users
+from conveyor.store.workflows import WorkflowRows
 
 T = TypeVar("T")
 _DOLLAR = re.compile(r"\$(\d+)")
@@ -86,14 +93,26 @@ class Foreign:
         """Insert `new_jobs` with their events; the duplicates' stored jobs answered."""
         if self._run is None:
             return await _on_sqlite(self._core, new_jobs)
-        if not self._schema:
-            return await _enqueue_statements(self._run, new_jobs)
-        # Conveyor's tables in their schema: first on the search_path for the statements
+        return await self._in_schema(_enqueue_statements(self._run, new_jobs))
+
+    async def insert_workflow(self, rows: WorkflowRows) -> StoredWorkflow | None:
+        """Insert a workflow (the rows WorkflowService's transaction inserts, by the same
+        statements: the drivers' `insert_workflow_with`); the stored one its idempotency
+        key names instead, nothing inserted (ON CONFLICT DO NOTHING: nothing aborted)."""
+        if self._run is None:
+            found, _ = await sqlite_workflow(self._core, rows, ev.CREATED)
+            return found
+        return await self._in_schema(insert_workflow_with(self._run, rows, ev.CREATED))
+
+    async def _in_schema(self, statements: Coroutine[Any, Any, T]) -> T:
+        """`statements` run with Conveyor's schema (if it has one) first on the search_path."""
+        if not self._schema or self._run is None:
+            return await statements
         ((before, _),) = await self._run(SQL["schema_enter"], (self._schema,))
-        enqueued = await _enqueue_statements(self._run, new_jobs)
+        done = await statements
         # Not on an error: the transaction is then aborted, and its end restores the setting.
         await self._run(SQL["schema_leave"], (before,))
-        return enqueued
+        return done
 
     async def waiting_counts(self, caps: Mapping[str, int]) -> dict[str, int]:
         """The queued quota's count (store/flow.py), in the caller's transaction."""
@@ -185,8 +204,9 @@ class _Rows(list[Any]):
 @contextmanager
 def opened(conn: object, schema: str = "") -> Iterator[Foreign]:
     """The transaction `conn` holds, for the store's statements: a psycopg `Connection`, a
-    SQLAlchemy `Connection` or `Session` (PostgreSQL, or Conveyor's SQLite file), or a
-    Django database alias (a str). Drive its coroutines with `run_sync`."""
+    SQLAlchemy `Connection` or `Session` (PostgreSQL, or Conveyor's SQLite file), a
+    `sqlite3.Connection` (Conveyor's SQLite file), or a Django database alias (a str).
+    Drive its coroutines with `run_sync`."""
     if isinstance(conn, str):
         with _django(conn, schema) as foreign:
             yield foreign
@@ -196,12 +216,55 @@ def opened(conn: object, schema: str = "") -> Iterator[Foreign]:
     if isinstance(conn, Connection):
         yield _sqlalchemy(conn, _SyncCore, _sqlalchemy_sync, schema)
         return
+    if isinstance(conn, sqlite3.Connection):
+        with _sqlite3(conn) as borrowed:
+            yield Foreign("sqlite", _SyncCore(borrowed))
+        return
     if _module(conn) == "psycopg" and not _is_async_psycopg(conn):
         run = _psycopg_sync(conn)
         with _psycopg_transaction(conn):
             yield Foreign("postgresql", _CoreOnRun(run, schema), run, schema)
         return
     raise _unsupported(conn, "enqueue")
+
+
+@contextmanager
+def _sqlite3(conn: sqlite3.Connection) -> Iterator[Connection]:
+    """The caller's sqlite3 connection as a SQLAlchemy one for the SQLite driver's Core
+    statements (its dialect compiles them and applies their bind processors), borrowed:
+    the statements run in the caller's transaction (Python's sqlite3 opens one before the
+    first INSERT, unless isolation_level is None: then the caller's BEGIN holds them; docs/
+    library.md), and nothing here commits, rolls back or closes it."""
+    engine = create_engine("sqlite://", creator=lambda: _Borrowed(conn), poolclass=NullPool)
+    try:
+        with engine.connect() as borrowed:
+            yield borrowed
+    finally:
+        engine.dispose()
+
+
+class _Borrowed:
+    """A sqlite3 connection lent to SQLAlchemy: its commit, rollback and close (which the
+    pool and the Connection call on return) do nothing, and SQLAlchemy's SQL functions
+    are not added to it; everything else is the caller's connection's."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    def commit(self) -> None:
+        return None
+
+    def rollback(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    def create_function(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 @contextmanager
@@ -362,7 +425,7 @@ def _unsupported(conn: object, call: str) -> UnsupportedConnection:
     kind = f"{type(conn).__module__}.{type(conn).__qualname__}"
     return UnsupportedConnection(
         f"{call} cannot use a {kind}: give enqueue a psycopg Connection, a SQLAlchemy "
-        "Connection or Session (PostgreSQL, or Conveyor's SQLite file), or a Django database "
-        "alias; aenqueue an asyncpg or psycopg AsyncConnection, or a SQLAlchemy "
-        "AsyncConnection or AsyncSession"
+        "Connection or Session (PostgreSQL, or Conveyor's SQLite file), a sqlite3 connection "
+        "to Conveyor's SQLite file, or a Django database alias; aenqueue an asyncpg or "
+        "psycopg AsyncConnection, or a SQLAlchemy AsyncConnection or AsyncSession"
     )

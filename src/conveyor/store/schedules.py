@@ -173,9 +173,7 @@ class Schedules(Workflows):
                 await self.enqueue(jobs, tx=tx)
             for fire in won_fires:
                 if isinstance(fire, WorkflowRows):
-                    await self.create_workflow(
-                        tx, fire.workflow, fire.steps, fire.edges, fire.limits
-                    )
+                    await self.create_workflow(tx, fire)
         return len(won_fires)
 
     async def fires_of(self, schedule_id: str) -> list[tuple[datetime, str]]:

@@ -36,7 +36,8 @@ from conveyor.errors import (
     NotFound,
 )
 from conveyor.store import events as outbox
-from conveyor.store.driver import Said
+from conveyor.store.database import after_commit
+from conveyor.store.driver import Said, StoredWorkflow, WorkflowInsert
 from conveyor.store.jobs import EVENT_COLUMNS, Jobs
 from conveyor.store.records import aware, must
 from conveyor.store.tables import job_dependencies, job_limits, jobs, users, workflows
@@ -46,11 +47,23 @@ STEP_KEY_PREFIX = "wf:"  # a step's idempotency key: wf:<workflow id>:<step> (wo
 _SETTLED = [JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.SKIPPED]
 _SETTLED_VALUES = [s.value for s in _SETTLED]
 _RERUN = {JobState.FAILED.value, JobState.CANCELLED.value, JobState.SKIPPED.value}
-_CHUNK = 500  # rows per insert statement (bound parameters stay under both databases' caps)
 
 
 def step_key(workflow_id: str, step: str) -> str:
     return f"{STEP_KEY_PREFIX}{workflow_id}:{step}"
+
+
+def stored_workflow(workflow: dict[str, Any], found: StoredWorkflow) -> str:
+    """The id of the stored workflow a new one's idempotency key named, when it was stored
+    from the same declaration; IdempotencyKeyReused (409) when from another. Every way in
+    (a service's transaction, a library caller's: store/foreign.py) answers so."""
+    if found.fingerprint != workflow["fingerprint"]:
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was used for another workflow (another declaration: "
+            f"workflow {found.id}); nothing was stored",
+            workflow_id=found.id,
+        )
+    return found.id
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,62 +79,22 @@ class WorkflowRows:
 
 
 class Workflows(Jobs):
-    async def create_workflow(
-        self,
-        tx: Transaction,
-        workflow: dict[str, Any],
-        steps: Sequence[dict[str, Any]],
-        edges: Sequence[dict[str, Any]],
-        limits: Sequence[dict[str, Any]],
-    ) -> str | None:
+    async def create_workflow(self, tx: Transaction, rows: WorkflowInsert) -> str | None:
         """Insert the workflow row, its steps (jobs rows, `waiting` or `queued`), their edges,
-        job_limits rows and created events, in `tx`. None: its (owner, idempotency key)
-        names a stored workflow: its id, nothing inserted (IdempotencyKeyReused when it was
-        stored from another declaration)."""
+        job_limits rows and created events, in `tx`; None. When its (owner, idempotency
+        key) names a stored workflow: that one's id, nothing inserted (IdempotencyKeyReused
+        when it was stored from another declaration)."""
         conn = tx.connection
-        if workflow["idempotency_key"] is None:
-            await conn.execute(insert(workflows), [workflow])
-        elif (found := await self._keyed(conn, workflow)) is not None:
-            return found
-        for start in range(0, len(steps), _CHUNK):
-            await conn.execute(insert(jobs), list(steps[start : start + _CHUNK]))
-        for start in range(0, len(edges), _CHUNK):
-            await conn.execute(insert(job_dependencies), list(edges[start : start + _CHUNK]))
-        for start in range(0, len(limits), _CHUNK):
-            await conn.execute(insert(job_limits), list(limits[start : start + _CHUNK]))
-        now = workflow["created_at"]
-        await self._log(
-            conn, [outbox.event_row(ev.CREATED, _Row(s), s["state"], now) for s in steps]
-        )
-        queues = {s["queue"] for s in steps if s["state"] == JobState.QUEUED.value}
-        if queues:
-            await self.driver.notify_jobs(conn, queues)
+        found = await self.driver.insert_workflow(conn, rows, ev.CREATED)
+        if found is not None:
+            return stored_workflow(rows.workflow, found)
+        after_commit(conn, self._events_committed)
         return None
 
     async def own_queued_cap(self, tx: Transaction, owner_id: str) -> int | None:
         """The owner's own queued cap (users.max_queued; None: the default applies)."""
         query = select(users.c.max_queued).where(users.c.id == owner_id)
         return (await tx.connection.execute(query)).scalar_one_or_none()
-
-    async def _keyed(self, conn: AsyncConnection, workflow: dict[str, Any]) -> str | None:
-        """Insert a keyed workflow row unless its (owner, key) is stored: then the stored
-        one's id (the same declaration), or IdempotencyKeyReused (another one). ON CONFLICT
-        waits for a racing submit of the key to commit, so exactly one is stored."""
-        statement = self.db.insert(workflows).values(workflow).on_conflict_do_nothing()
-        if (await conn.execute(statement.returning(workflows.c.id))).first() is not None:
-            return None
-        query = select(workflows.c.id, workflows.c.fingerprint).where(
-            workflows.c.owner_id == workflow["owner_id"],
-            workflows.c.idempotency_key == workflow["idempotency_key"],
-        )
-        found = (await conn.execute(query)).one()
-        if found.fingerprint != workflow["fingerprint"]:
-            raise IdempotencyKeyReused(
-                "this Idempotency-Key was used for another workflow (another declaration: "
-                f"workflow {found.id}); nothing was stored",
-                workflow_id=found.id,
-            )
-        return str(found.id)
 
     async def get_workflow(self, workflow_id: str, owner_id: str | None = None) -> WorkflowDetail:
         async with self.db.read() as conn:

@@ -31,6 +31,8 @@ from conveyor.store.driver import (
     Leadership,
     Listener,
     Said,
+    StoredWorkflow,
+    WorkflowInsert,
 )
 from conveyor.store.drivers.pg_sessions import (
     CANCEL_CHANNEL,
@@ -60,6 +62,7 @@ SQL = load(
         | {"ping", "lead_ping", "horizon", "lock_events", "backend_pid"}
         | {"record_limits", "limit_demands", "limit_slots_free", "rate_buckets_lock"}
         | {"limit_admit", "rekey_events", "schema_enter", "schema_leave"}
+        | {"workflow_insert", "workflow_keyed", "workflow_steps", "workflow_edges"}
     ),
 )
 # A hung statement on the hot path surfaces as an error rather than a stuck worker.
@@ -130,6 +133,15 @@ class PostgresDriver:
 
             # The duplicates' rows are committed: ON CONFLICT waited for them.
             return await insert_with(fetch, rows, callbacks, created, synchronous, limits)
+
+    async def insert_workflow(
+        self, conn: AsyncConnection, rows: WorkflowInsert, created: str
+    ) -> StoredWorkflow | None:
+        async def run(sql: str, args: Sequence[Any]) -> Sequence[Any]:
+            result = await conn.exec_driver_sql(sql, tuple(args))
+            return result.all() if result.returns_rows else []
+
+        return await insert_workflow_with(run, rows, created)
 
     async def claim(
         self,
@@ -330,6 +342,42 @@ async def insert_with(
     if keyed := _key_args(dupes, "unique_key"):
         live = await run(SQL["existing_unique"], keyed)
     return Inserted(inserted, _existing(found), _live(live))
+
+
+async def insert_workflow_with(
+    run: Run, rows: WorkflowInsert, created: str
+) -> StoredWorkflow | None:
+    """`insert_workflow`'s statements, in one transaction whoever holds it (a service's, or
+    a library caller's: store/foreign.py): the workflow row, then (unless its idempotency
+    key names a stored one: that one's id and fingerprint, nothing inserted) its steps with
+    their created events and NOTIFYs in one statement, its edges in one, its job_limits in
+    one, whatever the width. The events lock comes first: the workflow row assigns the
+    transaction's id, and the events are keyed after the lock (as `xid()` keys them)."""
+    await run(SQL["lock_events"], ())
+    w, steps, edges, limits = rows.workflow, rows.steps, rows.edges, rows.limits
+    added = await run(
+        SQL["workflow_insert"],
+        (w["id"], w["owner_id"], w["name"], w["state"], w["created_at"],
+         w["on_dependency_failure"], w["idempotency_key"], w["fingerprint"]),
+    )  # fmt: skip
+    if not added:
+        ((found, fingerprint),) = await run(
+            SQL["workflow_keyed"], (w["owner_id"], w["idempotency_key"])
+        )
+        return StoredWorkflow(found, fingerprint)
+    columns = _enqueue_args(steps)
+    await run(
+        SQL["workflow_steps"],
+        (*columns, w["id"], [s["fair_tag"] for s in steps], [s["limited"] for s in steps],
+         [s["trace_context"] for s in steps], [s["step"] for s in steps], created,
+         [s["on_dependency_failure"] for s in steps], [s["ready_at"] for s in steps]),
+    )  # fmt: skip
+    if edges:
+        ends = [e["job_id"] for e in edges], [e["depends_on"] for e in edges]
+        await run(SQL["workflow_edges"], (*ends, w["id"]))
+    if limits:
+        await run(SQL["record_limits"], _limit_args(limits))
+    return None
 
 
 _ENQUEUED = (

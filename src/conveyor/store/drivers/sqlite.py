@@ -39,15 +39,19 @@ from conveyor.store.driver import (
     Leadership,
     Listener,
     Said,
+    StoredWorkflow,
+    WorkflowInsert,
 )
 from conveyor.store.drivers.sqlite_sessions import LeaseLeadership, SqliteListener, bus_of
 from conveyor.store.records import aware
 from conveyor.store.sql import CLAIM_COLUMNS, load, typed
 from conveyor.store.tables import (
     job_callbacks,
+    job_dependencies,
     job_limits,
     jobs,
     rate_buckets,
+    workflows,
 )
 from conveyor.store.types import sqlite_time
 
@@ -142,6 +146,14 @@ class SqliteDriver:
         if runnable:
             await self.notify_jobs(conn, runnable)
         return done
+
+    async def insert_workflow(
+        self, conn: AsyncConnection, rows: WorkflowInsert, created: str
+    ) -> StoredWorkflow | None:
+        found, runnable = await insert_workflow_with(conn, rows, created)
+        if runnable:
+            await self.notify_jobs(conn, runnable)
+        return found
 
     async def claim(
         self,
@@ -257,6 +269,39 @@ async def insert_with(
     live = await _live(conn, [r for r in dupes if r["unique_key"] is not None])
     runnable = {j.queue for j in new if j.state == "queued"}
     return Inserted(inserted, existing, live), runnable
+
+
+_CHUNK = 500  # rows per insert statement (bound parameters stay under SQLite's cap)
+
+
+async def insert_workflow_with(
+    conn: AsyncConnection, rows: WorkflowInsert, created: str
+) -> tuple[StoredWorkflow | None, set[str]]:
+    """`insert_workflow`'s statements (Core: SQLite's executemany is fast) in `conn`'s
+    transaction, a service's or a library caller's (store/foreign.py); and the queues that
+    got runnable steps (their wake-up is the caller's). The stored workflow, nothing
+    inserted, when the workflow's (owner, idempotency key) names one."""
+    workflow, steps = rows.workflow, rows.steps
+    if workflow["idempotency_key"] is None:
+        await conn.execute(workflows.insert(), [workflow])
+    else:
+        statement = sqlite_insert(workflows).values(workflow).on_conflict_do_nothing()
+        if (await conn.execute(statement.returning(workflows.c.id))).first() is None:
+            query = select(workflows.c.id, workflows.c.fingerprint).where(
+                workflows.c.owner_id == workflow["owner_id"],
+                workflows.c.idempotency_key == workflow["idempotency_key"],
+            )
+            found = (await conn.execute(query)).one()
+            return StoredWorkflow(found.id, found.fingerprint), set()
+    for table, many in ((jobs, steps), (job_dependencies, rows.edges), (job_limits, rows.limits)):
+        for start in range(0, len(many), _CHUNK):
+            await conn.execute(table.insert(), list(many[start : start + _CHUNK]))
+    now = workflow["created_at"]
+    new = [_NewJobView(row) for row in steps]
+    await outbox.record(
+        conn, ONE_WRITER_XID, [outbox.event_row(created, j, j.state, now) for j in new]
+    )
+    return None, {j.queue for j in new if j.state == "queued"}
 
 
 async def _admit(

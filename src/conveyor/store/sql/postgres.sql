@@ -586,3 +586,68 @@ SELECT current_setting('search_path'),
 -- name: schema_leave
 -- The caller's search_path back ($1, from `schema_enter`), for the rest of the transaction.
 SELECT set_config('search_path', $1::text, true)
+
+-- name: workflow_insert
+-- A workflow's row (scheduler/workflow_rows.py builds it): $1 id, $2 owner, $3 name,
+-- $4 state, $5 created_at (and updated_at), $6 the workflow's failure policy, $7 its
+-- idempotency key (NULL: none), $8 its declaration's fingerprint. A key the owner stored
+-- already (or a racing submit of it, which ON CONFLICT waits for) inserts nothing and
+-- returns no row: `workflow_keyed` then reads the stored one.
+INSERT INTO workflows (id, owner_id, name, state, created_at, updated_at, settled_at,
+    on_dependency_failure, idempotency_key, fingerprint)
+VALUES ($1::text, $2::text, $3::text, $4::text, $5::timestamptz, $5::timestamptz, NULL,
+    $6::text, $7::text, $8::text)
+ON CONFLICT DO NOTHING
+RETURNING id
+
+-- name: workflow_keyed
+-- The stored workflow that an owner's ($1) idempotency key ($2) names, with its
+-- declaration's fingerprint (the same declaration again, or another one reusing the key?).
+SELECT id, fingerprint FROM workflows WHERE owner_id = $1::text AND idempotency_key = $2::text
+
+-- name: workflow_steps
+-- A workflow's steps as jobs rows, their 'created' events ($20: the type) and one NOTIFY
+-- per queue that got a runnable (queued) step, in one statement whatever the width: column
+-- arrays as `enqueue`'s, $13 the shared created_at, $15 the workflow. A step has no fair
+-- key (due-time order: its tag is its run_at's epoch, $16) and no unique key; its
+-- idempotency key (wf:<workflow>:<step>) is new with the workflow, so nothing conflicts.
+-- The transaction took `lock_events` before its first write, so the events' key is the
+-- driver's `xid()` (at least the xmax of this statement's snapshot, taken after the lock),
+-- as the Core writers key theirs. A workflow always has a queued step (a root), so its
+-- NOTIFY on the jobs channel also wakes other processes' event readers.
+WITH inserted AS (
+    INSERT INTO jobs (id, owner_id, queue, type, payload, priority, state, attempt,
+        max_attempts, run_at, timeout_s, idempotency_key, progress, errors, tags,
+        schedule_id, created_at, fair_key, fair_tag, limited, trace_context, workflow_id,
+        step, on_dependency_failure, ready_at, dep_checks)
+    SELECT u.id, u.owner_id, u.queue, u.type, u.payload::jsonb, u.priority, u.state, 0,
+        u.max_attempts, u.run_at, u.timeout_s, u.idempotency_key, 0, '[]'::jsonb,
+        u.tags::jsonb, u.schedule_id, $13::timestamptz, NULL, u.fair_tag, u.limited,
+        u.trace_context, $15::text, u.step, u.on_dependency_failure, u.ready_at, 0
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[],
+        $7::text[], $8::int[], $9::timestamptz[], $10::float8[], $11::text[], $12::text[],
+        $14::text[], $16::float8[], $17::bool[], $18::text[], $19::text[], $21::text[],
+        $22::timestamptz[])
+        WITH ORDINALITY AS u(id, owner_id, queue, type, payload, priority, state, max_attempts,
+            run_at, timeout_s, idempotency_key, tags, schedule_id, fair_tag, limited,
+            trace_context, step, on_dependency_failure, ready_at, n)
+    ORDER BY u.n
+    RETURNING id, queue, state, owner_id, type
+),
+logged AS (
+    INSERT INTO events (xid, type, job_id, owner_id, queue, job_type, state, attempt,
+        data, created_at)
+    SELECT greatest(txid_current(), pg_snapshot_xmax(pg_current_snapshot())::text::bigint),
+        $20::text, id, owner_id, queue, type, state, 0, NULL, $13::timestamptz
+    FROM inserted
+),
+woken AS (
+    SELECT pg_notify('conveyor_jobs', queue)
+    FROM (SELECT DISTINCT queue FROM inserted WHERE state = 'queued') AS q
+)
+SELECT (SELECT count(*) FROM inserted) AS inserted, (SELECT count(*) FROM woken) AS woken
+
+-- name: workflow_edges
+-- A workflow's ($3) dependency edges: step $1[i] waits for step $2[i].
+INSERT INTO job_dependencies (job_id, depends_on, workflow_id)
+SELECT e.job_id, e.depends_on, $3::text FROM unnest($1::text[], $2::text[]) AS e(job_id, depends_on)
