@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from alembic import command
 from sqlalchemy import delete, func, insert, select, text, update
 
 from conveyor.domain import events as ev
 from conveyor.domain.clock import utcnow
-from conveyor.domain.jobs import ErrorInfo, Outcome
+from conveyor.domain.jobs import ErrorInfo, NewJob, Outcome
 from conveyor.domain.states import JobState
 from conveyor.domain.workflows import (
     MAX_DEPTH,
@@ -21,10 +22,12 @@ from conveyor.domain.workflows import (
     WorkflowSpec,
     WorkflowState,
 )
+from conveyor.errors import InvalidInput
 from conveyor.services.jobs import JobService
 from conveyor.services.workflows import WorkflowService
 from conveyor.store.backend import QueueBackend
 from conveyor.store.database import Database
+from conveyor.store.jobs import job_row
 from conveyor.store.migrate import alembic_config, migrate
 from conveyor.store.tables import events, job_callbacks, job_dependencies, jobs
 from conveyor.worker.registry import Registry
@@ -185,3 +188,42 @@ async def test_a_failure_cancels_down_a_chain_as_long_as_allowed(backend: QueueB
     done = await flows.get(detail.workflow.id)
     assert done.workflow.state is WorkflowState.FAILED
     assert done.workflow.counts == {"failed": 1, "cancelled": MAX_DEPTH - 1}
+
+
+async def test_an_append_before_a_step_waits_for_the_settle_that_releases_that_step(
+    backend: QueueBackend,
+) -> None:
+    """`join` waits for `a` alone; `p` appends a step before `join` while `a`'s finish (its
+    transaction still open) releases `join`. The append takes the workflow's lock, so it
+    waits for that finish and is refused (`join` no longer waits); it used to read `join`
+    waiting, add the edge, and leave a queued step depending on a step not yet run."""
+    flows = service(backend)
+    spec = WorkflowSpec("ap", (step("p"), step("a"), step("join", "a")))
+    n = ids(await flows.submit(spec, owner_id="u"))
+    settling = asyncio.Event()
+
+    async def settle_a() -> None:
+        async with backend.db.write() as conn:
+            await backend.driver.lock_events(conn)
+            await conn.execute(update(jobs).where(jobs.c.id == n["a"]).values(state="completed"))
+            settling.set()
+            await asyncio.sleep(0.3)  # the append runs into our locks meanwhile
+
+    now = utcnow()
+    row = job_row(NewJob(type="wf_step", payload={"log": "-"}, owner_id="u"), now)
+    row.update(
+        state="waiting", step="more", ready_at=None, dep_checks=0, on_dependency_failure=None
+    )
+    finish = asyncio.create_task(settle_a())
+    await settling.wait()
+    with pytest.raises(InvalidInput, match="'join' is not a waiting step"):
+        await backend.append_steps(n["p"], [row], {"more": ()}, ["join"])
+    await finish
+    assert (await backend.get(n["join"])).state is JobState.QUEUED
+    async with backend.db.read() as conn:
+        edges = (
+            await conn.execute(
+                select(job_dependencies.c.depends_on).where(job_dependencies.c.job_id == n["join"])
+            )
+        ).scalars()
+        assert set(edges) == {n["a"]}  # queued, and waiting on nothing not yet run

@@ -304,6 +304,11 @@ class Workflows(Jobs):
             if parent is None or parent.workflow_id is None:
                 raise InvalidInput("only a workflow's step can append steps")
             workflow_id = parent.workflow_id
+            # The workflow's lock, as a settling step's trigger takes it: a finish that is
+            # releasing a step of `before` commits first, and that step is then seen queued.
+            await conn.execute(
+                select(workflows.c.id).where(workflows.c.id == workflow_id).with_for_update()
+            )
             stored = {
                 r.step: r
                 for r in await conn.execute(
