@@ -145,3 +145,20 @@ def _url() -> str:
 
     s = connections["default"].settings_dict
     return f"postgresql://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
+
+
+def test_a_job_key_reused_inside_atomic_leaves_the_block_committing(django_db: str) -> None:
+    from django.db import transaction
+
+    from conveyor.errors import IdempotencyKeyReused
+    from tests.library.django_project.shop.models import Order
+
+    with transaction.atomic():
+        kept = enqueue(django_db, "lib_order", {"order_id": 1}, owner=OWNER,
+                       registry=blueprint, idempotency_key="k")  # fmt: skip
+        with pytest.raises(IdempotencyKeyReused):
+            enqueue(django_db, "lib_order", {"order_id": 2}, owner=OWNER,
+                    registry=blueprint, idempotency_key="k")  # fmt: skip
+        Order.objects.create(id=1, note="after the refusal")
+    assert rows(_url(), "SELECT id FROM jobs") == [(kept.id,)]
+    assert rows(_url(), "SELECT id FROM orders") == [(1,)]

@@ -127,3 +127,25 @@ def test_the_owner_setting_names_the_owner(pg: str, monkeypatch: pytest.MonkeyPa
     finally:
         library._settings.cache_clear()
     assert rows(pg, "SELECT owner_id FROM jobs") == [("svc-from-settings",)]
+
+
+def test_a_batch_with_a_reused_key_leaves_none_of_its_jobs_in_the_callers_transaction(
+    pg: str,
+) -> None:
+    """The batch's other jobs were inserted before the reused key was found: they are taken
+    back (a savepoint of Conveyor's own), so the refusal changes nothing and the caller's
+    transaction commits its own rows only."""
+    with psycopg.connect(pg) as conn:
+        kept = enqueue(conn, "lib_order", {"order_id": 1}, owner=OWNER, registry=blueprint,
+                       idempotency_key="k")  # fmt: skip
+        batch = [
+            Job("lib_order", {"order_id": 3}, idempotency_key="fresh"),
+            Job("lib_order", {"order_id": 2}, idempotency_key="k"),
+        ]
+        with pytest.raises(IdempotencyKeyReused):
+            enqueue_batch(conn, batch, owner=OWNER, registry=blueprint)
+        conn.execute("INSERT INTO orders VALUES (1, 'still usable')")
+        conn.commit()
+    assert rows(pg, "SELECT id FROM jobs") == [(kept.id,)]
+    assert rows(pg, "SELECT count(*) FROM events") == [(1,)]
+    assert rows(pg, "SELECT id FROM orders") == [(1,)]

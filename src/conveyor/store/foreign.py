@@ -36,7 +36,7 @@ from sqlalchemy.pool import NullPool
 
 from conveyor.domain import events as ev
 from conveyor.domain.jobs import Enqueued, NewJob
-from conveyor.errors import InvalidInput
+from conveyor.errors import ConveyorError, InvalidInput
 from conveyor.store.driver import StoredWorkflow
 from conveyor.store.drivers.pg_sessions import EVENTS_CHANNEL
 from conveyor.store.drivers.postgres import SQL, Run, insert_with, insert_workflow_with
@@ -109,8 +109,12 @@ class Foreign:
         if not self._schema or self._run is None:
             return await statements
         ((before, _),) = await self._run(SQL["schema_enter"], (self._schema,))
-        done = await statements
-        # Not on an error: the transaction is then aborted, and its end restores the setting.
+        try:
+            done = await statements
+        except ConveyorError:  # a refusal: the caller's transaction goes on, as it was
+            await self._run(SQL["schema_leave"], (before,))
+            raise
+        # Not on a database error: the transaction is then aborted, and its end restores it.
         await self._run(SQL["schema_leave"], (before,))
         return done
 
@@ -135,13 +139,28 @@ async def _on_sqlite(conn: AsyncConnection, new_jobs: Sequence[NewJob]) -> list[
 
 async def _enqueue_statements(run: Run, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
     rows = InsertRows.of(new_jobs)
+    # A key found reused (or a unique job gone meanwhile) refuses the whole batch after its
+    # other jobs were inserted: those are taken back to a savepoint, only when a batch can
+    # be refused so (a single job inserted nothing; a batch without keys is never refused).
+    guarded = len(new_jobs) > 1 and any(j.idempotency_key or j.unique_key for j in new_jobs)
+    if guarded:
+        await run(SQL["caller_savepoint"], ())
+    done = await insert_with(run, rows.ordered, rows.callbacks, ev.CREATED, True, rows.limits)
+    try:
+        answers = rows.answers(new_jobs, done)
+    except ConveyorError:
+        if guarded:
+            await run(SQL["caller_savepoint_undo"], ())
+            await run(SQL["caller_savepoint_done"], ())
+        raise
+    if guarded:
+        await run(SQL["caller_savepoint_done"], ())
     # The caller's transaction may have written already (its id assigned before the
     # statement took the events lock): its events are keyed again as the Core writers key
     # theirs, after the lock (rekey_events).
-    done = await insert_with(run, rows.ordered, rows.callbacks, ev.CREATED, True, rows.limits)
     if done.ids:
         await run(SQL["rekey_events"], (sorted(done.ids), ev.CREATED, EVENTS_CHANNEL))
-    return rows.answers(new_jobs, done)
+    return answers
 
 
 class _SyncCore:
@@ -284,8 +303,16 @@ def _django(alias: str, schema: str) -> Iterator[Foreign]:
             cursor.execute(*pyformat(sql, args))
             return cursor.fetchall() if cursor.description else []
 
+    refused: ConveyorError | None = None
     with transaction.atomic(using=alias, savepoint=False):
-        yield Foreign("postgresql", _CoreOnRun(run, schema), run, schema)
+        try:
+            yield Foreign("postgresql", _CoreOnRun(run, schema), run, schema)
+        except ConveyorError as exc:
+            # A refusal leaves nothing of ours written (above): raised once the block is
+            # left, so Django does not mark the caller's `atomic()` for rollback.
+            refused = exc
+    if refused is not None:
+        raise refused
 
 
 def _sqlalchemy(

@@ -62,6 +62,7 @@ SQL = load(
         | {"ping", "lead_ping", "horizon", "lock_events", "backend_pid"}
         | {"record_limits", "limit_demands", "limit_slots_free", "rate_buckets_lock"}
         | {"limit_admit", "rekey_events", "schema_enter", "schema_leave"}
+        | {"caller_savepoint", "caller_savepoint_undo", "caller_savepoint_done"}
         | {"workflow_insert", "workflow_keyed", "workflow_steps", "workflow_edges"}
     ),
 )

@@ -559,6 +559,18 @@ SELECT least(
 -- INSERT takes: it waits for nothing an INSERT would not wait for.
 LOCK TABLE events IN ROW EXCLUSIVE MODE
 
+-- name: caller_savepoint
+-- A library batch with keys (store/foreign.py): its other jobs are inserted before a
+-- reused key is found, so the batch runs under a savepoint of its own in the caller's
+-- transaction, taken back when it is refused (the caller's own writes stay).
+SAVEPOINT conveyor_enqueue
+
+-- name: caller_savepoint_undo
+ROLLBACK TO SAVEPOINT conveyor_enqueue
+
+-- name: caller_savepoint_done
+RELEASE SAVEPOINT conveyor_enqueue
+
 -- name: rekey_events
 -- A library caller's transaction (store/foreign.py) may have written before it enqueued:
 -- its transaction id was then assigned before its `enqueue` statement took the events lock,
