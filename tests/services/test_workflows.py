@@ -333,3 +333,19 @@ async def test_a_step_is_not_deleted_or_retried_alone(backend: QueueBackend) -> 
     record = await jobs_.get(ids[0])
     assert record.workflow_id == detail.workflow.id and record.step == "a"
     assert await count(backend, jobs) == 4
+
+
+async def test_a_submit_answers_what_a_read_of_the_stored_workflow_answers(
+    backend: QueueBackend,
+) -> None:
+    """The submit builds its answer from the rows it inserted (no read-back of every step):
+    the same detail as reading the workflow, policies, edges and ready times included."""
+    flows = service(backend)
+    spec = WorkflowSpec(
+        "diamond",
+        (step("a"), step("b", "a"), step("c", "a", policy=DependencyPolicy.SKIP),
+         step("d", "b", "c")),
+        on_dependency_failure=DependencyPolicy.RUN,
+    )  # fmt: skip
+    submitted = await flows.submit(spec, owner_id="u")
+    assert submitted == await flows.get(submitted.workflow.id, "u")

@@ -60,7 +60,7 @@ class WorkflowService:
         if found is not None:
             return await self.get(found, owner_id)
         log.info("workflow %s submitted: %s, %d steps", workflow_id, spec.name, len(steps))
-        return await self.get(workflow_id, owner_id)
+        return self.backend.submitted_workflow(rows)
 
     async def get(self, workflow_id: str, owner_id: str | None = None) -> WorkflowDetail:
         """NotFound for another owner's workflow (owner_id None: an administrator's read)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
@@ -121,13 +122,18 @@ class Workflows(Jobs):
                 )
             )
         ).all()
-        names = {s.id: s.step for s in steps}
-        parents: dict[str, list[str]] = {}
-        for edge in edges:
-            parents.setdefault(edge.job_id, []).append(names.get(edge.depends_on, "?"))
-        records = tuple(_step_record(s, tuple(sorted(parents.get(s.id, [])))) for s in steps)
-        counts = Counter(s.state.value for s in records)
-        return WorkflowDetail(_workflow_record(row, len(records), counts), records)
+        return _assembled(row, steps, edges)
+
+    @staticmethod
+    def submitted_workflow(rows: WorkflowInsert) -> WorkflowDetail:
+        """A workflow as `create_workflow` just inserted it, from its rows: what a read
+        would answer, without reading back every step of a large workflow (a third of a
+        10,000-step submit's time)."""
+        fresh: dict[str, Any] = {"attempt": 0, "result": None, "errors": [], "settled_at": None}
+        fresh |= {"started_at": None, "finished_at": None}
+        steps = sorted((SimpleNamespace(**(fresh | s)) for s in rows.steps), key=_by_id)
+        edges = [SimpleNamespace(**e) for e in rows.edges]
+        return _assembled(SimpleNamespace(**(fresh | rows.workflow)), steps, edges)
 
     async def page_workflows(
         self,
@@ -464,6 +470,21 @@ def _descendants(steps: Sequence[StepRecord], roots: set[str]) -> set[str]:
                 found.add(child)
                 todo.append(child)
     return found
+
+
+def _by_id(row: Any) -> str:
+    return str(row.id)
+
+
+def _assembled(row: Any, steps: Sequence[Any], edges: Sequence[Any]) -> WorkflowDetail:
+    """A workflow's detail from its row, its steps' rows (in id order) and its edges."""
+    names = {s.id: s.step for s in steps}
+    parents: dict[str, list[str]] = {}
+    for edge in edges:
+        parents.setdefault(edge.job_id, []).append(names.get(edge.depends_on, "?"))
+    records = tuple(_step_record(s, tuple(sorted(parents.get(s.id, [])))) for s in steps)
+    counts = Counter(s.state.value for s in records)
+    return WorkflowDetail(_workflow_record(row, len(records), counts), records)
 
 
 def _step_record(row: Any, depends_on: tuple[str, ...]) -> StepRecord:
