@@ -49,20 +49,9 @@ def workflow_rows(
     steps: list[dict[str, Any]] = []
     limits: list[dict[str, Any]] = []
     for step, job in prepared:
-        row = job_row(job, now)
-        row.update(
-            state=(JobState.WAITING if step.depends_on else JobState.QUEUED).value,
-            run_at=now,
-            fair_tag=now.timestamp(),
-            fair_key=None,  # steps go in due-time order (docs/workflows.md, "Limits")
-            workflow_id=workflow_id,
-            step=step.name,
-            on_dependency_failure=spec.policy(step).value,
-            ready_at=None if step.depends_on else now,
-            dep_checks=0,
-        )
-        steps.append(row)
-        limits.extend({"job_id": job.id, "name": lk.name, "key": lk.key} for lk in job.limit_keys)
+        waiting = bool(step.depends_on)
+        steps.append(step_row(job, step.name, now, workflow_id, spec.policy(step).value, waiting))
+        limits.extend(limit_rows(job))
     edges = [
         {"job_id": ids[step.name], "depends_on": ids[dep], "workflow_id": workflow_id}
         for step in ordered
@@ -83,6 +72,45 @@ def workflow_rows(
     jobs = [job for _step, job in prepared]
     rows = WorkflowRows(workflow_id, workflow, steps, edges, limits, jobs)
     return under_running_quota(rows, owner_id) if running_quota else rows
+
+
+def appended_rows(
+    registry: Registry, steps: Sequence[StepSpec], owner_id: str, workflow_id: str, now: datetime
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Steps a running step appends (`ctx.append_steps`), checked as a submitted
+    workflow's are, as waiting rows and their job_limits rows. A step without a policy of
+    its own takes the workflow's (the store reads it: None here)."""
+    rows: list[dict[str, Any]] = []
+    limits: list[dict[str, Any]] = []
+    for i, step in enumerate(steps):
+        job = checked_step(registry, step, i, owner_id, workflow_id, fair=False)
+        policy = step.on_dependency_failure.value if step.on_dependency_failure else None
+        rows.append(step_row(job, step.name, now, workflow_id, policy, waiting=True))
+        limits.extend(limit_rows(job))
+    return rows, limits
+
+
+def step_row(
+    job: NewJob, name: str, now: datetime, workflow_id: str, policy: str | None, waiting: bool
+) -> dict[str, Any]:
+    """A step's jobs row: waiting for its dependencies, or queued and ready now."""
+    row = job_row(job, now)
+    row.update(
+        state=(JobState.WAITING if waiting else JobState.QUEUED).value,
+        run_at=now,
+        fair_tag=now.timestamp(),
+        fair_key=None,  # steps go in due-time order (docs/workflows.md, "Limits")
+        workflow_id=workflow_id,
+        step=name,
+        on_dependency_failure=policy,
+        ready_at=None if waiting else now,
+        dep_checks=0,
+    )
+    return row
+
+
+def limit_rows(job: NewJob) -> list[dict[str, Any]]:
+    return [{"job_id": job.id, "name": lk.name, "key": lk.key} for lk in job.limit_keys]
 
 
 def under_running_quota(rows: WorkflowRows, owner_id: str) -> WorkflowRows:
@@ -136,5 +164,6 @@ def at_step(exc: ConveyorError, i: int, name: str) -> InvalidInput:
 
 
 __all__: Sequence[str] = [
-    "WorkflowRows", "at_step", "checked_step", "under_running_quota", "workflow_rows",
+    "WorkflowRows", "appended_rows", "at_step", "checked_step", "limit_rows", "step_row",
+    "under_running_quota", "workflow_rows",
 ]  # fmt: skip

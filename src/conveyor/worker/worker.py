@@ -18,16 +18,13 @@ from conveyor.domain.clock import utcnow
 from conveyor.domain.flow import Rate
 from conveyor.domain.ids import uuid7
 from conveyor.domain.jobs import ClaimedJob, ErrorInfo, Outcome
-from conveyor.domain.states import JobState
 from conveyor.domain.workflows import StepSpec, WorkflowSpec, validate
-from conveyor.errors import InvalidInput
 from conveyor.logs import job_context
 from conveyor.metrics import JobMetrics
-from conveyor.scheduler.checks import checked_job
+from conveyor.scheduler.workflow_rows import appended_rows
 from conveyor.store.backend import QueueBackend
 from conveyor.store.driver import Listener
-from conveyor.store.jobs import job_row
-from conveyor.store.workflows import STEP_KEY_PREFIX, step_key
+from conveyor.store.workflows import STEP_KEY_PREFIX
 from conveyor.worker import spans
 from conveyor.worker.context import JobContext, JobInfo
 from conveyor.worker.executor import Pools, execute
@@ -442,28 +439,7 @@ class Worker:
         mine = {s.name for s in steps}
         elsewhere = {d for s in steps for d in s.depends_on if d not in mine}
         validate(WorkflowSpec("appended", tuple(steps)), existing=elsewhere)
-        now = utcnow()
-        rows, limits = [], []
-        for i, step in enumerate(steps):
-            try:
-                new = checked_job(
-                    self.registry, step.type, step.payload, job.owner_id, queue=step.queue,
-                    priority=step.priority, max_attempts=step.max_attempts,
-                    timeout_s=step.timeout_s, idempotency_key=step_key(workflow_id, step.name),
-                    fair=False,
-                )  # fmt: skip
-            except InvalidInput as exc:
-                raise InvalidInput(
-                    f"step {step.name!r}: {exc.message}", field=f"steps.{i}"
-                ) from exc
-            row = job_row(new, now)
-            row.update(
-                state=JobState.WAITING.value, fair_tag=now.timestamp(), step=step.name,
-                on_dependency_failure=step.on_dependency_failure, ready_at=None, dep_checks=0,
-                unique_key=None, unique_states=None,
-            )  # fmt: skip
-            rows.append(row)
-            limits += [{"job_id": new.id, "name": k.name, "key": k.key} for k in new.limit_keys]
+        rows, limits = appended_rows(self.registry, steps, job.owner_id, workflow_id, utcnow())
         deps = {s.name: s.depends_on for s in steps}
         return await self.backend.append_steps(job.id, rows, deps, before, limits)
 
