@@ -12,7 +12,7 @@ import pytest
 
 from conveyor.errors import Unavailable
 from conveyor.settings import sqlite_file
-from conveyor.store.database import Database
+from conveyor.store.database import Database, _bounded
 
 BUDGET_S = 0.5
 
@@ -51,6 +51,56 @@ async def test_raw_connections_at_the_deadline_are_dropped(db: Database) -> None
                 await raw.execute(f"SELECT pg_sleep({3 * BUDGET_S})")
         async with db.raw() as raw:
             assert await raw.fetchval("SELECT 1") == 1
+
+
+async def test_a_connection_closed_in_the_pool_is_not_handed_out(db: Database) -> None:
+    """A deadline's timer can close a connection its operation already gave back, or one
+    whose COMMIT the operation saw succeed (the driver then forgets the transaction and the
+    pool's reset finds nothing to roll back): such a connection sat in the pool as good, and
+    the next request within `FRESH_S` (not pinged) failed with "connection is closed" (a 503
+    on sign-in in the load suite). It gets a live connection instead."""
+    if db.dialect != "postgresql":
+        pytest.skip("asyncpg's connections")
+    async with db.read() as conn:
+        driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None
+    driver.terminate()  # closed while back in the pool, as a late deadline leaves it
+    with db.request_path():  # at once: fresher than FRESH_S, so not pinged
+        await db.ping()
+        async with db.write() as conn:
+            assert (await conn.exec_driver_sql("SELECT 1")).scalar() == 1
+
+
+async def test_a_deadline_ends_only_the_connections_its_operation_still_holds(
+    db: Database,
+) -> None:
+    """An operation on a request path gives its connection back (SQLAlchemy's close runs in a
+    task of its own, so the operation resumes later) and another one, here a worker's, takes
+    it; the first one's deadline passes meanwhile: the worker's statement must not fail."""
+    if db.dialect != "postgresql":
+        pytest.skip("asyncpg's connections")
+    given_back, holding, passed = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def worker() -> object:  # outside any request path: unbounded
+        await given_back.wait()
+        async with db.write() as conn:
+            holding.set()
+            await passed.wait()
+            return (await conn.exec_driver_sql("SELECT 1")).scalar()
+
+    async def request() -> None:
+        async with _bounded():  # one operation's deadline, kept open past its check-in
+            async with db.writer.connect() as conn:
+                await conn.exec_driver_sql("SELECT 1")
+            given_back.set()
+            await holding.wait()
+            await asyncio.sleep(3 * BUDGET_S)
+
+    taken = asyncio.create_task(worker())
+    with db.request_path(), pytest.raises(Unavailable):
+        await request()
+    passed.set()
+    assert await taken == 1
 
 
 async def test_long_statements_outside_a_request_path_finish(db: Database) -> None:

@@ -302,22 +302,37 @@ def _ping_on_checkout(engine: AsyncEngine) -> None:
     (BEGIN, ping, ROLLBACK). A connection returned within `FRESH_S` is not pinged: the hot
     path cycles its connections many times a second, and a ping on each claim and finish
     doubled their round trips (one failed statement per connection a restart kills
-    mid-burst is what the callers already retry)."""
+    mid-burst is what the callers already retry). One this process closed itself (a
+    request's deadline, `_bounded`) is replaced without a round trip, however fresh.
+
+    A bounded operation's deadline ends the connections it holds: each is its own from
+    checkout to check-in, not after. Its timer fires on its own, so it could end a connection
+    already given back (and maybe handed to another operation since), or the operation could
+    finish its COMMIT while the timer closed its socket; the driver then forgets the
+    transaction, the pool's reset finds nothing to roll back, and the closed connection went
+    back as good: the next request within `FRESH_S` failed with "connection is closed"."""
 
     @event.listens_for(engine.sync_engine, "checkin")
-    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+    def _on_checkin(dbapi_connection: Any, record: Any) -> None:
         if record is not None:
             record.info[_RETURNED_AT] = time.monotonic()
+        held = _held.get()
+        if held is not None and dbapi_connection is not None:  # no longer its deadline's
+            driver = dbapi_connection.driver_connection
+            held[:] = [c for c in held if c is not driver]
 
     @event.listens_for(engine.sync_engine, "checkout")
     def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        driver = dbapi_connection.driver_connection
+        if driver.is_closed():  # ended while in the pool: the pool opens a new one
+            raise DisconnectionError("a pooled connection is closed")
         held = _held.get()
         if held is not None:  # a bounded operation: its deadline ends this connection
-            held.append(dbapi_connection.driver_connection)
+            held.append(driver)
         if time.monotonic() - record.info.get(_RETURNED_AT, -FRESH_S) < FRESH_S:
             return
         try:
-            await_(dbapi_connection.driver_connection.fetchrow(";"))
+            await_(driver.fetchrow(";"))
         except Exception as exc:
             raise DisconnectionError("a pooled connection is gone") from exc
 
