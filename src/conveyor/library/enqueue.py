@@ -14,7 +14,7 @@ import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import Enqueued as Stored
@@ -54,6 +54,23 @@ class Job:
     limits: Mapping[str, str] | None = None  # the type's submit limits: name -> key
 
 
+class EnqueueOptions(TypedDict, total=False):
+    """The options of one job by keyword (`enqueue`, `aenqueue`): `Job`'s fields after its
+    type and payload, with their types, so a type checker refuses an unknown or mistyped
+    one at the call (and `Job` raises TypeError when it runs).
+    tests/library/test_enqueue_options.py keeps the two in step."""
+
+    queue: str | None
+    priority: int | None
+    run_at: datetime | None
+    delay: float | timedelta | None
+    max_attempts: int | None
+    timeout: float | None
+    idempotency_key: str | None
+    tags: Sequence[str]
+    limits: Mapping[str, str] | None
+
+
 @dataclass(frozen=True, slots=True)
 class EnqueuedWorkflow:
     """A workflow enqueued: its id, and whether it was already there (`duplicate`: its
@@ -71,9 +88,9 @@ def enqueue(
     *,
     owner: str | None = None,
     registry: Blueprint | None = None,
-    **options: Any,
+    **options: Unpack[EnqueueOptions],
 ) -> Enqueued:
-    """One job in `conn`'s transaction (options: those of `Job`)."""
+    """One job in `conn`'s transaction (options: `EnqueueOptions`, those of `Job`)."""
     (done,) = enqueue_batch(conn, [Job(job_type, payload or {}, **options)], owner, registry)
     return done
 
@@ -96,7 +113,7 @@ async def aenqueue(
     *,
     owner: str | None = None,
     registry: Blueprint | None = None,
-    **options: Any,
+    **options: Unpack[EnqueueOptions],
 ) -> Enqueued:
     """`enqueue` on an async connection."""
     jobs = [Job(job_type, payload or {}, **options)]
