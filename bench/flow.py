@@ -21,24 +21,22 @@ measured by durable completion):
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import sqlite3
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 from rich.table import Table
 
-from bench import machine
+from bench import section
 from bench.conveyor_handlers import FLOW_ENV, STARVE_B_FROM_ENV
 from bench.conveyor_systems import ConveyorSystem
-from bench.measure import DrainFigures, Plan, drain
+from bench.measure import Plan
 from bench.procs import BenchError
 from bench.report import num
 from bench.rundir import RunDir
 
+PART = "flow"
 DATABASES = ("postgres", "sqlite")
 B_JOBS = 10
 STARVE_A_FULL = 10_000
@@ -112,10 +110,6 @@ class FlowFigures:
     error: str | None = None
 
 
-def _say(message: str) -> None:
-    print(f"bench: flow: {message}", file=sys.stderr, flush=True)
-
-
 def _starvation(run_dir: Path, b_from: int) -> tuple[int, float]:
     """(jobs started before B's last start, ms from the first start to it), from records."""
     records = RunDir(run_dir)
@@ -133,13 +127,11 @@ def _one(
 ) -> FlowFigures:
     figures = FlowFigures(database, scenario.name, n)
     system = FlowSystem(database, scenario, b_from)
-    machine.wait_quiet(plan.quiet_threshold, plan.quiet_wait_s)
     run_dir = work / f"{database}-{scenario.name.replace(' ', '-')}" / "drain"
-    try:
-        system.setup()
-        result = _drain(system, plan, n, run_dir)
-        durable = result.durable
-        figures.durable_jobs_per_s = durable.jobs_per_s if durable else None
+
+    def body() -> None:
+        result = section.drain_of(system, plan, n, run_dir)
+        figures.durable_jobs_per_s = section.durable_rate(result)
         figures.executed_jobs_per_s = result.jobs_per_s
         if result.timed_out:
             figures.note = "TIMED OUT"
@@ -150,16 +142,8 @@ def _one(
             )
         if b_from is not None:
             figures.b_worst_claims, figures.b_worst_ms = _starvation(run_dir, b_from)
-    except BenchError as exc:
-        figures.error = str(exc)
-        _say(f"{system.name}: FAILED: {exc}")
-    finally:
-        system.teardown()
-    return figures
 
-
-def _drain(system: FlowSystem, plan: Plan, n: int, run_dir: Path) -> DrainFigures:
-    _, figures = drain(system, dataclasses.replace(plan, drain_n=n), run_dir)
+    section.measure(PART, system, figures, plan, body)
     return figures
 
 
@@ -177,39 +161,33 @@ def run(plan: Plan, work: Path, quick: bool) -> list[FlowFigures]:
             elif plain and figures.durable_jobs_per_s:
                 figures.of_plain = figures.durable_jobs_per_s / plain
             out.append(figures)
-            _say(f"{database} {scenario.name}: {figures}")
+            section.say(PART, f"{database} {scenario.name}: {figures}")
         for scenario in (STARVE_FIFO, STARVE_FAIR):
             figures = _one(database, scenario, plan, burst + B_JOBS, work, burst)
             out.append(figures)
-            _say(f"{database} {scenario.name}: {figures}")
+            section.say(PART, f"{database} {scenario.name}: {figures}")
     return out
 
 
 def table(rows: list[FlowFigures]) -> Table:
-    out = Table(
-        title="Flow control: drains by durable completion (2 workers x 64), and starvation",
-        caption="of plain: durable rate / the plain drain's on the same database. B worst: "
+    return section.table(
+        "Flow control: drains by durable completion (2 workers x 64), and starvation",
+        "of plain: durable rate / the plain drain's on the same database. B worst: "
         "tenant B's 10 jobs queued after A's burst; jobs started before B's last, and its "
         "start in ms after the drain's first start.",
+        COLUMNS,
+        rows,
     )
-    for header in ("store", "scenario", "jobs", "durable jobs/s", "executed jobs/s"):
-        out.add_column(header, justify="left" if header in {"store", "scenario"} else "right")
-    for header in ("of plain", "B worst (claims)", "B worst (ms)", "note"):
-        out.add_column(header, justify="left" if header == "note" else "right")
-    for r in rows:
-        out.add_row(
-            r.database,
-            r.scenario,
-            num(r.n),
-            num(r.durable_jobs_per_s),
-            num(r.executed_jobs_per_s),
-            num(r.of_plain, ".0%"),
-            num(r.b_worst_claims),
-            num(r.b_worst_ms, ",.1f"),
-            r.error or r.note,
-        )
-    return out
 
 
-def as_json(rows: list[FlowFigures]) -> list[dict[str, Any]]:
-    return [dataclasses.asdict(r) for r in rows]
+COLUMNS: tuple[section.Column[FlowFigures], ...] = (
+    section.Column("store", lambda r: r.database, left=True),
+    section.Column("scenario", lambda r: r.scenario, left=True),
+    section.Column("jobs", lambda r: num(r.n)),
+    section.Column("durable jobs/s", lambda r: num(r.durable_jobs_per_s)),
+    section.Column("executed jobs/s", lambda r: num(r.executed_jobs_per_s)),
+    section.Column("of plain", lambda r: num(r.of_plain, ".0%")),
+    section.Column("B worst (claims)", lambda r: num(r.b_worst_claims)),
+    section.Column("B worst (ms)", lambda r: num(r.b_worst_ms, ",.1f")),
+    section.Column("note", lambda r: r.error or r.note, left=True),
+)

@@ -23,8 +23,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from rich.table import Table
 
 from bench import flow, http_submit, peers_venv, pgbench_limit, soak, targets, workflow
 from bench.measure import Plan, SystemResult, measure
@@ -40,6 +43,7 @@ from bench.report import (
     write_json,
 )
 from bench.rounds import medians
+from bench.section import Figures, as_json
 from bench.systems import (
     REGISTRY,
     System,
@@ -175,26 +179,21 @@ def _run_soak(args: argparse.Namespace, sources: list[Path | None], work: Path) 
     return 1 if any(r["error"] or r["timed_out"] for r in runs.values()) else 0
 
 
-def _run_flow(args: argparse.Namespace, plan: Plan, work: Path) -> int:
-    started, clock = now(), time.monotonic()
-    rows = flow.run(plan, work, args.quick)
-    print_tables([flow.table(rows)])
-    extras = {"flow": flow.as_json(rows), "load_after": _loadavg()}
-    write_json(to_json([], plan, started, time.monotonic() - clock, extras), args.out)
-    print(f"bench: wrote {args.out}", file=sys.stderr)
-    return 1 if any(r.error for r in rows) else 0
-
-
-def _run_workflow(args: argparse.Namespace, plan: Plan, work: Path) -> int:
+def _run_part(
+    args: argparse.Namespace,
+    plan: Plan,
+    work: Path,
+    part: str,
+    run: Callable[[Plan, Path, bool], Sequence[Figures]],
+    table: Callable[[Any], Table],
+) -> int:
+    """One part alone (``--only flow|workflow``): its rows measured, printed and written
+    with the plan and the load average before and after."""
     started, clock = now(), time.monotonic()
     load_before = _loadavg()
-    rows = workflow.run(plan, work, args.quick)
-    print_tables([workflow.table(rows)])
-    extras = {
-        "workflow": workflow.as_json(rows),
-        "load_before": load_before,
-        "load_after": _loadavg(),
-    }
+    rows = run(plan, work, args.quick)
+    print_tables([table(rows)])
+    extras = {part: as_json(rows), "load_before": load_before, "load_after": _loadavg()}
     write_json(to_json([], plan, started, time.monotonic() - clock, extras), args.out)
     print(f"bench: wrote {args.out}", file=sys.stderr)
     return 1 if any(r.error for r in rows) else 0
@@ -229,9 +228,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.soak:
             return _run_soak(args, sources, work)
         if args.only == "flow":
-            return _run_flow(args, plan, work)
+            return _run_part(args, plan, work, "flow", flow.run, flow.table)
         if args.only == "workflow":
-            return _run_workflow(args, plan, work)
+            return _run_part(args, plan, work, "workflow", workflow.run, workflow.table)
         return _run(args, names, sources, plan, work)
     finally:
         if args.keep_run_dir:
@@ -269,7 +268,7 @@ def _run(
         "http": {k or "this tree": [dataclasses.asdict(f) for f in v] for k, v in http.items()},
         "pgbench": dataclasses.asdict(pgbench) if pgbench else None,
         "errors": errors,
-        "workflow": workflow.as_json(workflows),
+        "workflow": as_json(workflows),
     }
     if args.rounds > 1:
         extras["rounds"] = [dataclasses.asdict(r) for r in results]

@@ -19,7 +19,6 @@ in the same run:
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +26,14 @@ from typing import Any
 
 from rich.table import Table
 
-from bench import machine, peers_venv
+from bench import peers_venv, section
 from bench.conveyor_systems import ConveyorSystem
-from bench.measure import Plan, drain
+from bench.measure import Plan
 from bench.procs import BenchError, run_json
 from bench.report import num
 from bench.systems import CELERY_REDIS_URL, CelerySystem
 
+PART = "workflow"
 DATABASES = ("postgres", "sqlite")
 FULL_N = 10_000
 TIMEOUT_S = 600.0
@@ -44,6 +44,10 @@ class ChordSystem(CelerySystem):
 
     def __init__(self) -> None:
         super().__init__("celery-chord", "Celery chord + Redis", CELERY_REDIS_URL, FULL_N)
+
+    def setup(self) -> None:
+        peers_venv.ensure_peers_venv()  # Celery runs from the peers' venv
+        super().setup()
 
     def worker_argvs(self, n_processes: int) -> list[list[str]]:
         argv = super().worker_argvs(n_processes)[0]
@@ -66,10 +70,6 @@ class WorkflowFigures:
     error: str | None = None
 
 
-def _say(message: str) -> None:
-    print(f"bench: workflow: {message}", file=sys.stderr, flush=True)
-
-
 def _timed(
     system: ConveyorSystem | ChordSystem, argv: list[str], plan: Plan, n: int, run_dir: Path
 ) -> dict[str, Any]:
@@ -90,46 +90,40 @@ def _timed(
 def _conveyor(database: str, plan: Plan, n: int, work: Path) -> WorkflowFigures:
     system = ConveyorSystem(database)
     figures = WorkflowFigures("Conveyor", database, n)
-    try:
-        system.setup()
-        machine.wait_quiet(plan.quiet_threshold, plan.quiet_wait_s)
-        _, plain = drain(system, dataclasses.replace(plan, drain_n=n), work / database / "drain")
-        figures.plain_jobs_per_s = plain.durable.jobs_per_s if plain.durable else None
+
+    def body() -> None:
+        plain = section.drain_of(system, plan, n, work / database / "drain")
+        figures.plain_jobs_per_s = section.durable_rate(plain)
         system.purge()
-        machine.wait_quiet(plan.quiet_threshold, plan.quiet_wait_s)
+        section.quiet(plan)
         argv = [sys.executable, "-m", "bench.workflow_client"]
-        result = _timed(system, argv, plan, n - 1, work / database / "workflow")
-        figures.seconds, figures.submit_s = float(result["seconds"]), float(result["submit_s"])
-        figures.steps_per_s = n / figures.seconds
-        if figures.plain_jobs_per_s:
+        _timings(figures, _timed(system, argv, plan, n - 1, work / database / "workflow"))
+        if figures.steps_per_s and figures.plain_jobs_per_s:
             figures.of_plain = figures.steps_per_s / figures.plain_jobs_per_s
-    except BenchError as exc:
-        figures.error = str(exc)
-        _say(f"conveyor {database}: FAILED: {exc}")
-    finally:
-        system.teardown()
+
+    section.measure(PART, system, figures, plan, body)
     return figures
 
 
 def _celery(plan: Plan, n: int, work: Path) -> WorkflowFigures:
     system = ChordSystem()
     figures = WorkflowFigures("Celery chord", "redis", n)
-    try:
-        peers_venv.ensure_peers_venv()
-        system.setup()
-        machine.wait_quiet(plan.quiet_threshold, plan.quiet_wait_s)
+
+    def body() -> None:
         argv = [str(peers_venv.venv_bin("python")), "-m", "bench.peers.celery_chord"]
         result = _timed(system, argv, plan, n - 1, work / "celery")
         if result.get("join_result") != n - 1:
             raise BenchError(f"the callback got {result.get('join_result')} results, not {n - 1}")
-        figures.seconds, figures.submit_s = float(result["seconds"]), float(result["submit_s"])
-        figures.steps_per_s = n / figures.seconds
-    except (BenchError, OSError) as exc:
-        figures.error = str(exc)
-        _say(f"celery: FAILED: {exc}")
-    finally:
-        system.teardown()
+        _timings(figures, result)
+
+    section.measure(PART, system, figures, plan, body, (BenchError, OSError))
     return figures
+
+
+def _timings(figures: WorkflowFigures, result: dict[str, Any]) -> None:
+    """A client's answer (submit -> join done, and the submit alone) into `figures`."""
+    figures.seconds, figures.submit_s = float(result["seconds"]), float(result["submit_s"])
+    figures.steps_per_s = figures.steps / figures.seconds
 
 
 def run(
@@ -140,10 +134,10 @@ def run(
     rows = []
     for database in databases:
         rows.append(_conveyor(database, plan, n, work))
-        _say(f"{rows[-1]}")
+        section.say(PART, f"{rows[-1]}")
     if celery:
         rows.append(_celery(plan, n, work))
-        _say(f"{rows[-1]}")
+        section.say(PART, f"{rows[-1]}")
         chord = rows[-1].steps_per_s
         for row in rows:
             if chord and row.steps_per_s:
@@ -152,34 +146,25 @@ def run(
 
 
 def table(rows: list[WorkflowFigures]) -> Table:
-    out = Table(
-        title="Workflows: a fan-out of n - 1 no-op steps and one join (2 worker processes)",
-        caption="seconds: submit -> the join durably completed (Conveyor: its row committed; "
+    return section.table(
+        "Workflows: a fan-out of n - 1 no-op steps and one join (2 worker processes)",
+        "seconds: submit -> the join durably completed (Conveyor: its row committed; "
         "Celery: the callback's result stored). of plain: steps/s / the plain drain of n "
         "jobs by durable completion, same database. vs Celery: steps/s / the chord's.",
+        COLUMNS,
+        rows,
     )
-    for header in ("system", "store"):
-        out.add_column(header)
-    for header in ("steps", "seconds", "submit s", "steps/s", "plain jobs/s"):
-        out.add_column(header, justify="right")
-    for header in ("of plain", "vs Celery"):
-        out.add_column(header, justify="right")
-    out.add_column("note")
-    for r in rows:
-        out.add_row(
-            r.system,
-            r.store,
-            num(r.steps),
-            num(r.seconds, ",.2f"),
-            num(r.submit_s, ",.2f"),
-            num(r.steps_per_s),
-            num(r.plain_jobs_per_s),
-            num(r.of_plain, ".0%"),
-            num(r.vs_celery, ".1f") + ("x" if r.vs_celery else ""),
-            r.error or "",
-        )
-    return out
 
 
-def as_json(rows: list[WorkflowFigures]) -> list[dict[str, Any]]:
-    return [dataclasses.asdict(r) for r in rows]
+COLUMNS: tuple[section.Column[WorkflowFigures], ...] = (
+    section.Column("system", lambda r: r.system, left=True),
+    section.Column("store", lambda r: r.store, left=True),
+    section.Column("steps", lambda r: num(r.steps)),
+    section.Column("seconds", lambda r: num(r.seconds, ",.2f")),
+    section.Column("submit s", lambda r: num(r.submit_s, ",.2f")),
+    section.Column("steps/s", lambda r: num(r.steps_per_s)),
+    section.Column("plain jobs/s", lambda r: num(r.plain_jobs_per_s)),
+    section.Column("of plain", lambda r: num(r.of_plain, ".0%")),
+    section.Column("vs Celery", lambda r: num(r.vs_celery, ".1f") + ("x" if r.vs_celery else "")),
+    section.Column("note", lambda r: r.error or "", left=True),
+)
