@@ -82,8 +82,8 @@ async def test_a_claim_begun_ahead_and_not_used_is_ended_by_close_claim(
     backend: QueueBackend, db_url: str
 ) -> None:
     """A worker that stops while idle leaves no transaction open; the next claim works."""
-    await backend.open_claim()
-    await backend.open_claim()  # still usable: the same one, not a second
+    await asyncio.gather(backend.open_claim(), backend.open_claim())  # two workers: one
+    await backend.open_claim()  # still usable: the same one, not another
     if db_url.startswith("postgres"):
         assert await _idle_in_transaction(db_url) == 1
     await backend.close_claim()

@@ -120,6 +120,7 @@ class Database:
         self._spare: tuple[Any, float] | None = None
         # A pooled connection with BEGIN already sent (`open_ahead`), and when it was sent.
         self._ahead: tuple[Any, Any, float] | None = None
+        self._opening_ahead = asyncio.Lock()
         self.url = url
         # PostgreSQL: the pool's sessions carry it; dedicated ones (LISTEN, leadership) add
         # what they are for. PgBouncer passes it on to the server.
@@ -259,21 +260,22 @@ class Database:
         The server ends a session idle in a transaction after IDLE_IN_TRANSACTION_TIMEOUT_MS;
         one kept longer than `AHEAD_S` (well under it) or found closed is not used but
         ended and replaced."""
-        if self._ahead is not None:
-            left = AHEAD_S - (time.monotonic() - self._ahead[2])
-            if left > 0 and not self._ahead[0].driver_connection.is_closed():
-                return left
-            await self.close_ahead()
-        async with _bounded(), _translate_outage():
-            pooled = await self._raw_checkout()
-            begun = pooled.driver_connection.transaction()
-            try:
-                await begun.start()
-            except BaseException:
-                await _give_back(pooled)
-                raise
-            self._ahead = (pooled, begun, time.monotonic())
-        return AHEAD_S
+        async with self._opening_ahead:  # two callers (two workers on one store): one BEGIN
+            if self._ahead is not None:
+                left = AHEAD_S - (time.monotonic() - self._ahead[2])
+                if left > 0 and not self._ahead[0].driver_connection.is_closed():
+                    return left
+                await self.close_ahead()
+            async with _bounded(), _translate_outage():
+                pooled = await self._raw_checkout()
+                begun = pooled.driver_connection.transaction()
+                try:
+                    await begun.start()
+                except BaseException:
+                    await _give_back(pooled)
+                    raise
+                self._ahead = (pooled, begun, time.monotonic())
+            return AHEAD_S
 
     async def close_ahead(self) -> None:
         """End the transaction `open_ahead` began, if one is kept (shutdown, or stale)."""
