@@ -32,13 +32,8 @@ async def _idle_in_transaction(db_url: str) -> int:
         await admin.close()
 
 
-async def test_a_claim_begun_ahead_takes_jobs_enqueued_after_it(
-    backend: QueueBackend, db_url: str
-) -> None:
-    """BEGIN takes no snapshot: the claim sees a job committed after it, claims it once,
-    commits it, and leaves no transaction open."""
-    await backend.open_claim()
-    await asyncio.sleep(0.05)
+async def _enqueue_and_claim_once(backend: QueueBackend) -> None:
+    """A job enqueued now is claimed by an early-told claim, committed, and by no other."""
     (queued,) = await backend.enqueue([job(n=1)])
     told: list[str] = []
     claimed = await backend.claim(
@@ -48,6 +43,16 @@ async def test_a_claim_begun_ahead_takes_jobs_enqueued_after_it(
     record = await backend.get(queued.id)
     assert record.state is JobState.RUNNING and record.attempt == 1 and record.worker_id == W
     assert await backend.claim("worker-b", ["default"], 4, 30) == []
+
+
+async def test_a_claim_begun_ahead_takes_jobs_enqueued_after_it(
+    backend: QueueBackend, db_url: str
+) -> None:
+    """BEGIN takes no snapshot: the claim sees a job committed after it, claims it once,
+    commits it, and leaves no transaction open."""
+    await backend.open_claim()
+    await asyncio.sleep(0.05)
+    await _enqueue_and_claim_once(backend)
     if db_url.startswith("postgres"):
         assert await _idle_in_transaction(db_url) == 0
 
@@ -67,15 +72,7 @@ async def test_a_claim_begun_ahead_and_ended_by_the_server_still_claims(
     assert await _idle_in_transaction(db_url) == 1
     await asyncio.sleep(0.6)
     assert await _idle_in_transaction(db_url) == 0  # ended by the server
-    (queued,) = await backend.enqueue([job(n=1)])
-    told: list[str] = []
-    claimed = await backend.claim(
-        W, ["default"], 4, 30, early=lambda js: told.extend(j.id for j in js)
-    )
-    assert [c.id for c in claimed] == told == [queued.id]
-    record = await backend.get(queued.id)
-    assert record.state is JobState.RUNNING and record.attempt == 1
-    assert await backend.claim("worker-b", ["default"], 4, 30) == []
+    await _enqueue_and_claim_once(backend)
 
 
 async def test_a_claim_begun_ahead_and_not_used_is_ended_by_close_claim(
