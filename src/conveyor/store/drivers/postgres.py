@@ -156,11 +156,13 @@ class PostgresDriver:
     ) -> Claimed:
         statement = SQL["claim_any" if every_queue else "claim"]
         data = json.dumps(said.data)
-        # Told early: BEGIN, the claim, then the commit (and its WAL flush) while the jobs
-        # start; otherwise one statement in its own transaction, one round trip. Limited
-        # candidates add their admission (`_admit`): in the same transaction when told early,
-        # else in one of its own, which locks and checks them again.
-        async with self.db.raw(transaction=early is not None) as raw:
+        # Told early: BEGIN (sent ahead by `open_claim` when the worker went idle), the
+        # claim, then the commit (and its WAL flush) while the jobs start; otherwise one
+        # statement in its own transaction, one round trip. Limited candidates add their
+        # admission (`_admit`): in the same transaction when told early, else in one of its
+        # own, which locks and checks them again.
+        told = early is not None
+        async with self.db.raw(transaction=told, ahead=told) as raw:
             rows = await raw.fetch(
                 statement, list(queues), limit, worker_id, *lease, said.type, said.state, data,
                 timeout=COMMAND_TIMEOUT,
@@ -176,6 +178,12 @@ class PostgresDriver:
             if early is not None and claimed:
                 early(claimed)
         return claimed
+
+    async def open_claim(self) -> float | None:
+        return await self.db.open_ahead()
+
+    async def close_claim(self) -> None:
+        await self.db.close_ahead()
 
     async def _admit(
         self,
