@@ -391,8 +391,8 @@ def _enqueue_args(rows: Sequence[dict[str, Any]]) -> list[Any]:
     """Column arrays for the enqueue statement ($13 is the shared created_at)."""
     names = _ENQUEUED
     columns: dict[str, list[Any]] = {name: [row[name] for row in rows] for name in names}
-    columns["payload"] = [json.dumps(p) for p in columns["payload"]]
-    columns["tags"] = [json.dumps(t) for t in columns["tags"]]
+    columns["payload"] = [_json_text(p) for p in columns["payload"]]
+    columns["tags"] = [_json_text(t) for t in columns["tags"]]
     arrays = [columns[name] for name in names]
     return [*arrays[:12], rows[0]["created_at"], arrays[12]]
 
@@ -400,8 +400,19 @@ def _enqueue_args(rows: Sequence[dict[str, Any]]) -> list[Any]:
 def _enqueue_one_args(row: dict[str, Any]) -> list[Any]:
     """$1-$14 of `enqueue_one`: the same values as `_enqueue_args`, one job's, as scalars."""
     values = [row[name] for name in _ENQUEUED]
-    values[4], values[11] = json.dumps(row["payload"]), json.dumps(row["tags"])
+    values[4], values[11] = _json_text(row["payload"]), _json_text(row["tags"])
     return [*values[:12], row["created_at"], values[12]]
+
+
+def _json_text(value: Any) -> str:
+    """`json.dumps(value)`; an empty payload or tag list (most jobs' tags, many payloads)
+    without the encoder's call: two of them per job were a tenth of a single submit's
+    client CPU."""
+    if value == {}:
+        return "{}"
+    if value == []:
+        return "[]"
+    return json.dumps(value)
 
 
 def _callback_args(rows: Sequence[dict[str, Any]], now: datetime) -> tuple[Any, ...]:
