@@ -328,6 +328,8 @@ async def insert_with(
     limited = rows[0]["limited"] if len(rows) == 1 else [r["limited"] for r in rows]
     traced = rows[0]["trace_context"] if len(rows) == 1 else [r["trace_context"] for r in rows]
     args = (*columns, created, synchronous, *_unique_args(rows), fair, limited, traced)
+    if len(rows) > 1:
+        args = tuple(_null_if_empty(arg) for arg in args)
     inserted = {r[0] for r in await run(statement, args)}
     mine = [c for c in callbacks if c["job_id"] in inserted]
     if mine:
@@ -402,6 +404,16 @@ def _enqueue_one_args(row: dict[str, Any]) -> list[Any]:
     values = [row[name] for name in _ENQUEUED]
     values[4], values[11] = _json_text(row["payload"]), _json_text(row["tags"])
     return [*values[:12], row["created_at"], values[12]]
+
+
+def _null_if_empty(column: Any) -> Any:
+    """A column array of nothing but NULLs (a batch without idempotency keys, unique keys,
+    timeouts, traces: most batches) sent as one NULL: `enqueue`'s multi-argument unnest pads
+    a NULL array with NULLs, the same rows. asyncpg checks every element it encodes (whether
+    it is a nested array: an `isinstance` against collections.abc each), ~0.3 us a value."""
+    if isinstance(column, list) and column.count(None) == len(column):
+        return None
+    return column
 
 
 def _json_text(value: Any) -> str:
