@@ -6,6 +6,7 @@ protocols below instead of importing the store's records.
 
 from __future__ import annotations
 
+import collections
 import functools
 from collections.abc import Container, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -108,9 +109,11 @@ def _series(queue: str, type_: str) -> _Series:
 def count_enqueued(jobs: Sequence[LabelledJob], results: Sequence[EnqueuedLike]) -> None:
     """Count the jobs a submission stored; an existing job returned for a repeated
     idempotency key was counted when it was first stored."""
-    for job, result in zip(jobs, results, strict=True):
-        if result.created:
-            _series(job.queue, job.type).enqueued.inc()
+    stored = collections.Counter(
+        (job.queue, job.type) for job, result in zip(jobs, results, strict=True) if result.created
+    )
+    for (queue, type_), count in stored.items():  # one increment per series, not per job
+        _series(queue, type_).enqueued.inc(count)
 
 
 def count_fired(job: LabelledJob) -> None:

@@ -8,6 +8,7 @@ events in the same transaction; multi-row changes lock their rows in the one ord
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -422,13 +423,20 @@ def _stored_states(states: frozenset[JobState]) -> str:
     return "," + ",".join(s.value for s in JobState if s in states) + ","
 
 
-_RECORD_FIELDS = frozenset(JobRecord.__dataclass_fields__)
+# JobRecord's fields that `job_row` has, in their order (a job inserted by a submit is
+# not a workflow's step: workflow_id and step keep their defaults), read in one C call: a
+# dict filtered and unpacked per job was a tenth of a 500-job HTTP submit's answer.
+_RECORD_VALUES = operator.itemgetter(
+    *(name for name in JobRecord.__dataclass_fields__ if name not in ("workflow_id", "step"))
+)
+_STATE_AT = list(JobRecord.__dataclass_fields__).index("state")
 
 
 def inserted_record(row: dict[str, Any]) -> JobRecord:
     """The record of a job just inserted from `row` (`job_row`): what a read would return."""
-    fields = {k: v for k, v in row.items() if k in _RECORD_FIELDS}
-    return JobRecord(**{**fields, "state": JobState(row["state"])})
+    values = list(_RECORD_VALUES(row))
+    values[_STATE_AT] = JobState(values[_STATE_AT])
+    return JobRecord(*values)
 
 
 def limit_rows(new_jobs: Iterable[NewJob]) -> list[dict[str, Any]]:

@@ -16,6 +16,8 @@
 -- $17, $18: unique_key, unique_states. ON CONFLICT without a target: a taken idempotency
 -- key and a taken unique key (uq_jobs_unique) both skip the row, never abort the statement.
 -- $21: each job's trace context (NULL unless its submitter traced; conveyor/tracing.py).
+-- A column whose every value is NULL may come as NULL rather than an array of NULLs (the
+-- multi-argument unnest pads it with NULLs: the same rows, less for the client to encode).
 -- $19: each job's fair key (NULL: due-time order). Its fair tag (docs/flow-control.md "Fair
 -- dispatch") is computed per (queue, priority, key) of the batch, not per row: the band's
 -- first keyed job (rb = 1) reads its head (V, the first row of ix_jobs_claim: its order,
