@@ -4,6 +4,8 @@ submitted steps do (docs/workflows.md, "Limits")."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from sqlalchemy import func, select
 
@@ -17,6 +19,7 @@ from conveyor.services.jobs import JobService
 from conveyor.services.workflows import WorkflowService
 from conveyor.store.backend import QueueBackend
 from conveyor.store.tables import job_limits, jobs
+from conveyor.store.workflows import longest_through
 from conveyor.worker.registry import Registry
 from tests.services.test_running_quota import add_user
 from tests.support import workflow_handlers
@@ -81,6 +84,24 @@ async def test_an_append_that_makes_a_chain_longer_than_max_depth_is_refused(
         await append(backend, n["p"], wid, "u", [step("m3", "m2", last)])
 
 
+async def test_an_append_that_would_wait_for_itself_or_an_unknown_step_is_refused(
+    backend: QueueBackend,
+) -> None:
+    """m after b, and a (b's ancestor) before m: a cycle through the steps below `before`
+    (read by the append's recursive query), refused with nothing appended."""
+    flows = WorkflowService(JobService(backend, types()))
+    spec = WorkflowSpec("cy", (step("p"), step("r"), step("a", "r"), step("b", "a")))
+    detail = await flows.submit(spec, owner_id="u")
+    wid, n = detail.workflow.id, {s.name: s.job_id for s in detail.steps}
+    with pytest.raises(InvalidInput, match="waits for it"):
+        await append(backend, n["p"], wid, "u", [step("m", "b")], before=("a",))
+    rows, limits = appended_rows(types(), [step("m")], "u", wid, utcnow())
+    with pytest.raises(InvalidInput, match="unknown step 'nope'"):
+        await backend.append_steps(n["p"], rows, {"m": ("nope",)}, (), limits)
+    assert await step_count(backend, wid) == 4
+    assert len(await append(backend, n["p"], wid, "u", [step("m", "r")], before=("b",))) == 1
+
+
 async def test_appended_steps_hold_the_owner_s_running_quota(backend: QueueBackend) -> None:
     """An owner capped at 2 running: the 6 steps its running step appends are under the
     quota, so after the parent completes no claim ever has more than 2 of them running."""
@@ -118,3 +139,26 @@ async def test_an_uncapped_owner_s_appended_steps_take_no_quota(backend: QueueBa
         assert (await conn.execute(held)).scalar_one() == 0
         limited = select(jobs.c.limited).where(jobs.c.id == added[0])
         assert (await conn.execute(limited)).scalar_one() is False
+
+
+def test_the_longest_path_through_the_new_steps_is_found_whatever_the_shape() -> None:
+    """Against every path of small random DAGs (edges only from a lower to a higher
+    number): the longest through a chosen set of nodes, counted in steps."""
+    rng = random.Random(7)
+    for _ in range(200):
+        size = rng.randint(1, 9)
+        edges = [(str(b), str(a)) for a in range(size) for b in range(a + 1, size)
+                 if rng.random() < 0.35]  # fmt: skip
+        chosen = rng.sample([str(i) for i in range(size)], rng.randint(1, size))
+        children: dict[str, list[str]] = {}
+        for job, dep in edges:
+            children.setdefault(dep, []).append(job)
+        every = [p for start in map(str, range(size)) for p in _paths(children, start)]
+        expected = max(len(p) for p in every if set(p) & set(chosen))
+        assert longest_through(edges, chosen) == expected
+
+
+def _paths(children: dict[str, list[str]], node: str) -> list[list[str]]:
+    """Every path down from `node` to a step with no dependents."""
+    below = [[node, *rest] for c in children.get(node, []) for rest in _paths(children, c)]
+    return below or [[node]]

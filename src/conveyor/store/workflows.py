@@ -80,24 +80,34 @@ async def running_cap(conn: AsyncConnection, owner_id: str) -> int:
     return int(found[0] or 0) if (found[0] or 0) > 0 else int(found[1] or 0)
 
 
+Links = dict[str, list[str]]  # a workflow's edges by one end: job -> its parents, or children
+
+
+def links(edges: Sequence[tuple[str, str]]) -> tuple[Links, Links]:
+    """(parents, children) of an iterable of (job, depends on) edges."""
+    parents: Links = {}
+    children: Links = {}
+    for job_id, dep in edges:
+        parents.setdefault(job_id, []).append(dep)
+        children.setdefault(dep, []).append(job_id)
+    return parents, children
+
+
 def _refuse_cycles(
-    stored_edges: Sequence[tuple[str, str]],
+    children: Links,
     new: Sequence[dict[str, Any]],
     depends_on: dict[str, tuple[str, ...]],
     before: Sequence[str],
     ids: dict[str, str],
 ) -> None:
     """InvalidInput for a dependency on an unknown step, or on a step of `before` or
-    behind one (it would wait for itself). `stored_edges`: (job, depends on) pairs."""
+    behind one (it would wait for itself). `children`: the stored edges by parent."""
     for row in new:
         for dep in depends_on.get(row["step"], ()):
             if dep not in ids:
                 raise InvalidInput(f"step {row['step']!r} depends on unknown step {dep!r}")
     if not before:
         return
-    children: dict[str, list[str]] = {}
-    for job_id, dep in stored_edges:
-        children.setdefault(dep, []).append(job_id)
     behind, todo = {ids[b] for b in before}, [ids[b] for b in before]
     while todo:
         for child in children.get(todo.pop(), []):
@@ -111,31 +121,69 @@ def _refuse_cycles(
             )
 
 
-def longest_chain(edges: Sequence[tuple[str, str]]) -> int:
-    """The steps on the longest path of an acyclic graph of (job, depends on) edges (1 for
-    none)."""
-    children: dict[str, list[str]] = {}
-    parents: Counter[str] = Counter()
-    for job_id, dep in edges:
-        children.setdefault(dep, []).append(job_id)
-        parents[job_id] += 1
-    depth = {node: 1 for node in children if not parents[node]}
-    todo = list(depth)
-    while todo:
-        node = todo.pop()
-        for child in children.get(node, ()):
-            depth[child] = max(depth.get(child, 1), depth[node] + 1)
-            parents[child] -= 1
-            if not parents[child]:
-                todo.append(child)
-    return max(depth.values(), default=1)
+def longest_through(edges: Sequence[tuple[str, str]], nodes: Sequence[str]) -> int:
+    """The steps on the longest path through any of `nodes` in an acyclic graph of (job,
+    depends on) edges (`_longest`)."""
+    return _longest(*links(edges), nodes)
 
 
-def _refuse_depth(edges: Sequence[tuple[str, str]]) -> None:
+def _longest(parents: Links, children: Links, nodes: Sequence[str]) -> int:
+    """For each of `nodes`, its longest path up (its ancestors) plus its longest path down
+    (its descendants), itself once: the longest of them. Only the steps above and below
+    them are walked (each once), not the whole graph."""
+    up, down = _depths(parents, nodes), _depths(children, nodes)
+    return max((up[n] + down[n] - 1 for n in nodes), default=1)
+
+
+def _depths(step_links: Links, starts: Sequence[str]) -> dict[str, int]:
+    """The steps on the longest path from each node reached from `starts` along `step_links`
+    (itself included), memoized, without recursion."""
+    depth: dict[str, int] = {}
+    for start in starts:
+        stack = [start]
+        while stack:
+            node = stack[-1]
+            if node in depth:
+                stack.pop()
+                continue
+            pending = [n for n in step_links.get(node, ()) if n not in depth]
+            if pending:
+                stack.extend(pending)
+                continue
+            depth[node] = 1 + max((depth[n] for n in step_links.get(node, ())), default=0)
+            stack.pop()
+    return depth
+
+
+async def _edges(
+    conn: AsyncConnection, starts: Sequence[str], *, up: bool
+) -> list[tuple[str, str]]:
+    """The (job, depends on) edges above `starts` (their ancestors'; `up`) or below them
+    (their descendants'), one recursive query; none without starts."""
+    if not starts:
+        return []
+    edge = job_dependencies
+    near = edge.c.job_id if up else edge.c.depends_on
+    seed = select(edge.c.job_id, edge.c.depends_on).where(near.in_(list(dict.fromkeys(starts))))
+    walk = seed.cte("walk", recursive=True)
+    further = (edge.c.job_id == walk.c.depends_on) if up else (edge.c.depends_on == walk.c.job_id)
+    walk = walk.union(select(edge.c.job_id, edge.c.depends_on).join(walk, further))
+    rows = await conn.execute(select(walk.c.job_id, walk.c.depends_on))
+    return [(row.job_id, row.depends_on) for row in rows]
+
+
+def _refuse_depth(
+    parents: Links, children: Links, added: Sequence[tuple[str, str]], new: Sequence[str]
+) -> None:
     """InvalidInput when the workflow's graph, appended steps included, has a chain longer
     than MAX_DEPTH: a failure cascades down it one nested trigger per step, and both
-    databases bound that nesting (docs/workflows.md, "Limits"); a submit refuses it too."""
-    length = longest_chain(edges)
+    databases bound that nesting (docs/workflows.md, "Limits"); a submit refuses it too.
+    Every new edge (`added`, put into `parents` and `children`) touches a `new` step, so
+    only chains through them can have grown."""
+    for job_id, dep in added:
+        parents.setdefault(job_id, []).append(dep)
+        children.setdefault(dep, []).append(job_id)
+    length = _longest(parents, children, new)
     if length > MAX_DEPTH:
         raise InvalidInput(
             f"a chain of dependencies is at most {MAX_DEPTH} steps long; these steps would "
@@ -427,15 +475,16 @@ class Workflows(Jobs):
                     )
             if not new:
                 return [ids[row["step"]] for row in steps]
-            stored_edges = [
-                (edge.job_id, edge.depends_on)
-                for edge in await conn.execute(
-                    select(job_dependencies.c.job_id, job_dependencies.c.depends_on).where(
-                        job_dependencies.c.workflow_id == workflow_id
-                    )
-                )
-            ]
-            _refuse_cycles(stored_edges, new, depends_on, before, ids)
+            # The stored steps the new ones will hang below (and their ancestors), and those
+            # of `before` (and their descendants): only there can a cycle or a longer chain
+            # come from, so only those edges are read, not the workflow's every edge.
+            above = [parent_id, *(ids[d] for row in new for d in depends_on.get(row["step"], ())
+                                  if d in stored)]  # fmt: skip
+            parents, children = links(
+                [*await _edges(conn, above, up=True),
+                 *await _edges(conn, [ids[b] for b in before], up=False)]
+            )  # fmt: skip
+            _refuse_cycles(children, new, depends_on, before, ids)
             policy = (
                 await conn.execute(
                     select(workflows.c.on_dependency_failure).where(workflows.c.id == workflow_id)
@@ -456,7 +505,8 @@ class Workflows(Jobs):
                 for name in dict.fromkeys(before)
                 for row in new
             ]
-            _refuse_depth([*stored_edges, *((e["job_id"], e["depends_on"]) for e in edges)])
+            added = [(e["job_id"], e["depends_on"]) for e in edges]
+            _refuse_depth(parents, children, added, [row["id"] for row in new])
             mine = [x for x in limits if x["job_id"] in {r["id"] for r in new}]
             if await running_cap(conn, parent.owner_id):  # held as a submitted step's
                 quota = [{"job_id": r["id"], "name": RUNNING_QUOTA, "key": parent.owner_id}
