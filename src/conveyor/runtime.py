@@ -162,6 +162,7 @@ class Engine:
             events_retention=s.events_retention_seconds,
             fair_dispatch=s.fair_dispatch,
             limits_reconcile_interval=s.limits_reconcile_interval,
+            quota_max_queued=s.quota_max_queued,
         )
         return Scheduler(
             self.backend,

@@ -187,6 +187,20 @@ def test_api_key_jobs_and_schedules_in_process(
     refused = runner.invoke(app, [*both, "--workflow", str(template)], env=env)
     assert refused.exit_code == 2
 
+    # A new template, by the schedule's name; a bad one is refused and changes nothing.
+    template.write_text(json.dumps({"name": "report", "steps": [{"name": "b", "type": "noop"}]}))
+    update = ["schedules", "update", "wf", "--workflow", str(template), "--json"]
+    changed = runner.invoke(app, update, env=env)
+    assert changed.exit_code == 0, changed.output
+    assert json.loads(changed.output)["workflow"]["name"] == "report"
+    template.write_text(json.dumps({"name": "bad", "steps": [{"name": "b", "type": "nope"}]}))
+    refused = runner.invoke(app, update, env=env)
+    assert refused.exit_code != 0 and "steps.0.type" in refused.output
+    shown = json.loads(runner.invoke(app, ["schedules", "list", "--json"], env=env).output)
+    assert [s["workflow"]["name"] for s in shown] == ["report"]
+    missing = runner.invoke(app, ["schedules", "update", "nope", "--cron", "0 1 * * *"], env=env)
+    assert missing.exit_code != 0 and "no schedule named 'nope'" in missing.output
+
 
 def test_the_login_file_is_private_even_over_an_old_one(config: Path) -> None:
     from conveyor.cli.login import SavedLogin, save_login

@@ -244,6 +244,19 @@ def test_a_schedule_of_a_workflow_template(server: LiveServer, ada: Login) -> No
             c.create_workflow_schedule("bad", "0 3 * * *", chain("x", [step("a", "nope")]))
 
 
+def test_a_workflow_schedule_s_template_is_replaced(server: LiveServer, ada: Login) -> None:
+    with signed_in(server, ada) as c:
+        made = c.create_workflow_schedule("nightly", "0 3 * * *", chain("n", [step("a", "noop")]))
+        changed = c.update_schedule(made.id, workflow=chain("r", [step("x", "noop"),
+                                                                   step("y", "noop")]))  # fmt: skip
+        assert changed.workflow is not None and changed.workflow["name"] == "r"
+        assert [s["name"] for s in changed.workflow["steps"]] == ["x", "y"]
+        with pytest.raises(ValidationFailed) as bad:
+            c.update_schedule(made.id, workflow=chain("b", [step("a", "noop"), step("b", "nope")]))
+        assert "steps.1.type" in str(bad.value)
+        assert c.get_schedule(made.id).workflow == changed.workflow  # unchanged
+
+
 @contextmanager
 def socket_that_refuses() -> Iterator[str]:
     """A loopback URL nothing listens on (a port taken, then released)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,15 +31,26 @@ class StepPayload(BaseModel):
     sleep: float = Field(0.0, ge=0, le=600)
     sleep_first: float = Field(0.0, ge=0, le=600)  # the first attempt's sleep, added
     fail_unless: str | None = None  # fail while this file does not exist
+    spans: str | None = None  # a file each run appends `<step> <start> <end>` to (time.time())
 
 
 def _record(ctx: JobContext, path: str) -> None:
-    line = f"{ctx.step} {ctx.job_id} {ctx.attempt} {os.getpid()}\n".encode()
+    _append(path, f"{ctx.step} {ctx.job_id} {ctx.attempt} {os.getpid()}\n")
+
+
+def _append(path: str, line: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
-        os.write(fd, line)
+        os.write(fd, line.encode())
     finally:
         os.close(fd)
+
+
+def spans(path: str) -> list[tuple[str, float, float]]:
+    """The (step, start, end) of the runs recorded in a `spans` file, as the handlers saw
+    them (inside the time each held its slots)."""
+    with open(path) as f:
+        return [(n, float(a), float(b)) for n, a, b in (line.split() for line in f if line.strip())]
 
 
 def _missing(path: str) -> bool:
@@ -49,9 +61,12 @@ def _missing(path: str) -> bool:
 async def wf_step(ctx: JobContext, payload: StepPayload) -> dict[str, Any]:
     """Records its run, sleeps, fails if told; returns its value and what it saw."""
     _record(ctx, payload.log)
+    began = time.time()
     pause = payload.sleep + (payload.sleep_first if ctx.attempt == 1 else 0.0)
     if pause:
         await asyncio.sleep(pause)
+    if payload.spans:
+        _append(payload.spans, f"{ctx.step} {began} {time.time()}\n")
     if payload.fail or (payload.fail_unless and _missing(payload.fail_unless)):
         raise RuntimeError(f"step {ctx.step} fails as told")
     return {"value": payload.value, "saw": dict(ctx.results), "workflow": ctx.workflow_id}
@@ -79,13 +94,16 @@ class FanOut(BaseModel):
     n: int = Field(3, ge=0, le=1000)
     before: tuple[str, ...] = ()
     fail_first: bool = False  # fail the first attempt after appending (a retry appends again)
+    sleep: float = Field(0.0, ge=0, le=60)  # each appended part's sleep
+    spans: str | None = None  # ... and where it records its span (StepPayload.spans)
 
 
 @blueprint.job("wf_fanout", max_attempts=2, retry=RetryPolicy(base=0.01, cap=0.01, jitter=0))
 async def wf_fanout(ctx: JobContext, payload: FanOut) -> dict[str, Any]:
     """Appends `n` steps (`part<i>`, wf_step) that the steps of `before` then wait for."""
     _record(ctx, payload.log)
-    parts = [StepSpec(f"part{i}", "wf_step", {"log": payload.log, "value": i})
+    parts = [StepSpec(f"part{i}", "wf_step", {"log": payload.log, "value": i,
+                                              "sleep": payload.sleep, "spans": payload.spans})
              for i in range(payload.n)]  # fmt: skip
     added = await ctx.append_steps(parts, before=payload.before)
     if payload.fail_first and ctx.attempt == 1:

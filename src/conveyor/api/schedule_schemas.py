@@ -14,6 +14,13 @@ from conveyor.api.workflow_schemas import StepCreate, WorkflowCreate
 from conveyor.domain.schedules import MisfirePolicy, ScheduleRecord
 from conveyor.domain.workflows import WorkflowSpec, spec_json
 
+_LIMITS = (
+    "Limits of the job type's `submit_limits` (GET /api/v1/job-types) each fire's job is "
+    'under, as a submit\'s `limits`: limit name -> key (at most 200 characters; "" is one key '
+    "for all). Checked as a submit checks them: a name the type does not allow is 422."
+)
+_LIMITS_EXAMPLE = [{"per_customer": "cust-42"}]
+
 _MISFIRE = (
     "Fire times missed by more than the scheduler's misfire grace (an outage): skip (fire "
     "none), once (fire the latest), all (fire each, up to a bound). Fires less late than the "
@@ -36,6 +43,9 @@ class ScheduleCreate(Strict):
     tags: list[str] = Field(default_factory=list, max_length=20)
     paused: StrictBool = False
     misfire_policy: MisfirePolicy = Field("once", description=_MISFIRE)
+    limits: dict[str, str] | None = Field(
+        None, max_length=20, examples=_LIMITS_EXAMPLE, description=_LIMITS
+    )
 
 
 class WorkflowScheduleCreate(Strict):
@@ -52,6 +62,10 @@ class WorkflowScheduleCreate(Strict):
 
 
 class ScheduleUpdate(Strict):
+    """The fields to change (a field left out, or null, is unchanged; for `queue`,
+    `max_attempts`, `timeout` and `limits` null means the default: none for `limits`). A
+    workflow schedule takes a new template as `workflow`, checked as at create."""
+
     cron: str | None = Field(None, min_length=1, max_length=200)
     timezone: TimeZone | None = None
     type: str | None = Field(None, min_length=1, max_length=100)
@@ -63,6 +77,12 @@ class ScheduleUpdate(Strict):
     tags: list[str] | None = Field(None, max_length=20)
     paused: StrictBool | None = None
     misfire_policy: MisfirePolicy | None = None
+    limits: dict[str, str] | None = Field(
+        None, max_length=20, examples=_LIMITS_EXAMPLE, description=_LIMITS
+    )
+    workflow: WorkflowCreate | None = Field(
+        None, description="A workflow schedule's new template: the body of POST /api/v1/workflows."
+    )
 
 
 class ScheduleOut(BaseModel):
@@ -73,6 +93,9 @@ class ScheduleOut(BaseModel):
     type: str | None = Field(description="null: the schedule fires `workflow`.")
     payload: dict[str, Any]
     workflow: WorkflowCreate | None = None
+    limits: dict[str, str] = Field(
+        default_factory=dict, description="A job schedule's submit limits (name -> key)."
+    )
     queue: str | None
     priority: int
     max_attempts: int | None
@@ -91,7 +114,7 @@ class ScheduleOut(BaseModel):
             id=s.id, name=s.name, cron=s.cron, timezone=s.timezone, type=s.job_type,
             payload=s.payload, queue=s.queue, priority=s.priority, max_attempts=s.max_attempts,
             timeout=s.timeout_s, tags=s.tags, paused=s.paused, misfire_policy=s.misfire_policy,
-            next_fire_at=s.next_fire_at, workflow=_template(s.workflow),
+            next_fire_at=s.next_fire_at, workflow=_template(s.workflow), limits=s.limits,
             last_fire_at=s.last_fire_at, created_at=s.created_at, updated_at=s.updated_at,
         )  # fmt: skip
 

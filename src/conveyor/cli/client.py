@@ -237,6 +237,7 @@ def schedules_create(
     queue: Annotated[str | None, typer.Option()] = None,
     priority: Annotated[int, typer.Option()] = 0,
     paused: Annotated[bool, typer.Option(help="Create it paused.")] = False,
+    limit: LimitOption = None,
     as_json: AsJson = False,
     url: Url = None,
     api_key: ApiKey = None,
@@ -247,6 +248,8 @@ def schedules_create(
             raise InputError("give --type (a job) or --workflow (a workflow file), not both")
         if job_type is None:
             assert workflow is not None  # one of the two, checked above
+            if limit:
+                raise InputError("--limit is for a job schedule (a workflow's are its steps')")
             schedule = client.create_workflow_schedule(
                 name, cron, read_spec(workflow), timezone=timezone, paused=paused
             )
@@ -254,9 +257,51 @@ def schedules_create(
             return
         schedule = client.create_schedule(
             name, cron, job_type, json_object(payload), timezone=timezone, queue=queue,
-            priority=priority, paused=paused,
+            priority=priority, paused=paused, limits=limit_pairs(limit),
         )  # fmt: skip
         _show(schedule, as_json, f"schedule {schedule.id}")
+
+
+@schedules_app.command("update")
+def schedules_update(
+    schedule: Annotated[str, typer.Argument(help="The schedule's name or id.")],
+    cron: Annotated[str | None, typer.Option(help="A new cron expression.")] = None,
+    timezone: Annotated[str | None, typer.Option(help="A new time zone.")] = None,
+    workflow: Annotated[
+        Path | None,
+        typer.Option(help="A workflow schedule's new template (the JSON of `workflows submit`)."),
+    ] = None,
+    payload: Annotated[
+        str | None, typer.Option(help="A job schedule's new payload (a JSON object).")
+    ] = None,
+    limit: LimitOption = None,
+    no_limits: Annotated[
+        bool, typer.Option("--no-limits", help="A job schedule's fires under no submit limit.")
+    ] = False,
+    as_json: AsJson = False,
+    url: Url = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Change a schedule: its cron, time zone, a workflow schedule's template (checked as
+    at create: a bad one changes nothing), a job schedule's payload or limits."""
+    with connected(url, api_key) as client:
+        changes: dict[str, Any] = {"cron": cron, "timezone": timezone}
+        if workflow is not None:
+            changes["workflow"] = read_spec(workflow)
+        if payload is not None:
+            changes["payload"] = json_object(payload)
+        if limit and no_limits:
+            raise InputError("give --limit or --no-limits, not both")
+        if limit or no_limits:
+            changes["limits"] = limit_pairs(limit)
+        changes = {k: v for k, v in changes.items() if v is not None or k == "limits"}
+        if not changes:
+            raise InputError("nothing to change: give --cron, --timezone, --workflow, ...")
+        found = [s for s in client.list_schedules() if schedule in (s.id, s.name)]
+        if not found:
+            raise InputError(f"no schedule named {schedule!r}")
+        changed = client.update_schedule(found[0].id, **changes)
+    _show(changed, as_json, f"schedule {changed.id}")
 
 
 _by_id(schedules_app, "pause", lambda c, i: c.pause_schedule(i), "Stop firing until resumed.")

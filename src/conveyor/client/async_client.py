@@ -240,7 +240,8 @@ class AsyncClient:
         **options: Any,
     ) -> Schedule:
         """A cron schedule firing `type` jobs. Options: timezone, queue, priority,
-        max_attempts, timeout, tags, paused."""
+        max_attempts, timeout, tags, paused, misfire_policy, limits (name -> key, among the
+        type's submit limits: each fire's job is under them)."""
         body = {"name": name, "cron": cron, "type": type, "payload": dict(payload or {}), **options}
         return await self._call(calls.create_schedule(body))
 
@@ -261,6 +262,7 @@ class AsyncClient:
         return await self._call(calls.get_schedule(schedule_id))
 
     async def update_schedule(self, schedule_id: str, **changes: Any) -> Schedule:
+        """Change what is given (as `Client.update_schedule`; `workflow`: a new template)."""
         return await self._call(calls.update_schedule(schedule_id, changes))
 
     async def pause_schedule(self, schedule_id: str) -> Schedule:

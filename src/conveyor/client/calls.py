@@ -24,6 +24,7 @@ from conveyor.client.models import (
     User,
 )
 from conveyor.client.transport import Call, model, models, nothing
+from conveyor.client.workflows import WorkflowSpec
 
 
 class JobSpec(BaseModel):
@@ -173,7 +174,12 @@ def get_schedule(schedule_id: str) -> Call[Schedule]:
 
 
 def update_schedule(schedule_id: str, changes: Mapping[str, Any]) -> Call[Schedule]:
-    return Call("PATCH", f"/schedules/{schedule_id}", model(Schedule), json=dict(changes))
+    """PATCH the schedule; a `workflow` (a workflow schedule's new template) may be a
+    `WorkflowSpec` (built with `workflow()`, `chain()`, ...) or its JSON body."""
+    body = dict(changes)
+    if isinstance(body.get("workflow"), WorkflowSpec):
+        body["workflow"] = body["workflow"].body()
+    return Call("PATCH", f"/schedules/{schedule_id}", model(Schedule), json=body)
 
 
 def pause_schedule(schedule_id: str) -> Call[Schedule]:

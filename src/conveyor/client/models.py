@@ -141,6 +141,7 @@ class Schedule(Model):
     type: str | None = None  # None: it fires `workflow`
     payload: dict[str, Any]
     workflow: dict[str, Any] | None = None  # a workflow template (the submit's body)
+    limits: dict[str, str] = {}  # a job schedule's submit limits, name -> key
     queue: str | None = None
     priority: int
     max_attempts: int | None = None

@@ -237,7 +237,8 @@ class Client:
         **options: Any,
     ) -> Schedule:
         """A cron schedule firing `type` jobs. Options: timezone, queue, priority,
-        max_attempts, timeout, tags, paused."""
+        max_attempts, timeout, tags, paused, misfire_policy, limits (name -> key, among the
+        type's submit limits: each fire's job is under them)."""
         body = {"name": name, "cron": cron, "type": type, "payload": dict(payload or {}), **options}
         return self._call(calls.create_schedule(body))
 
@@ -258,6 +259,9 @@ class Client:
         return self._call(calls.get_schedule(schedule_id))
 
     def update_schedule(self, schedule_id: str, **changes: Any) -> Schedule:
+        """Change what is given: cron, timezone, paused, misfire_policy, tags; a job
+        schedule's type, payload, queue, priority, max_attempts, timeout, limits; a workflow
+        schedule's `workflow` (a new template: a `WorkflowSpec` or its JSON body)."""
         return self._call(calls.update_schedule(schedule_id, changes))
 
     def pause_schedule(self, schedule_id: str) -> Schedule:

@@ -34,6 +34,8 @@ class NewSchedule:
     owner_id: str = SYSTEM_OWNER
     id: str = field(default_factory=uuid7)
     workflow: WorkflowSpec | None = None  # ... a workflow template: each fire submits it
+    # A job template's limits among its type's `submit_limits` (name -> key), as a submit's.
+    limits: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,3 +59,4 @@ class ScheduleRecord:
     created_at: datetime
     updated_at: datetime
     workflow: WorkflowSpec | None = None
+    limits: dict[str, str] = field(default_factory=dict)  # a job schedule's submit limits

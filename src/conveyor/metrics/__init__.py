@@ -27,6 +27,7 @@ from conveyor.metrics.jobs import (
     JobMetrics,
     count_enqueued,
     count_fire_failed,
+    count_fire_skipped,
     count_fired,
     count_rescued,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "count_drift",
     "count_enqueued",
     "count_fire_failed",
+    "count_fire_skipped",
     "count_fired",
     "count_refused",
     "count_rescued",

@@ -72,6 +72,12 @@ SCHEDULE_FIRES_FAILED = Counter(
     "schedule advances), by what the schedule fires: job or workflow.",
     ["kind"],
 )
+SCHEDULE_FIRES_SKIPPED = Counter(
+    "conveyor_schedule_fires_skipped_total",
+    "Cron fires skipped (logged; the schedule advances), by what the schedule fires (job or "
+    "workflow) and why (quota: the owner's queued quota could not take them).",
+    ["kind", "reason"],
+)
 JOB_RUN_SECONDS = Histogram(
     "conveyor_job_run_seconds",
     "Time one attempt took, from the start of its execution to its outcome.",
@@ -186,6 +192,7 @@ ALL: tuple[MetricWrapperBase, ...] = (
     JOBS_RESCUED,
     SCHEDULE_FIRES,
     SCHEDULE_FIRES_FAILED,
+    SCHEDULE_FIRES_SKIPPED,
     JOB_RUN_SECONDS,
     JOB_QUEUE_WAIT_SECONDS,
     QUEUE_JOBS,

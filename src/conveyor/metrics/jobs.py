@@ -25,6 +25,7 @@ from conveyor.metrics.families import (
     JOBS_STARTED,
     SCHEDULE_FIRES,
     SCHEDULE_FIRES_FAILED,
+    SCHEDULE_FIRES_SKIPPED,
 )
 
 
@@ -125,6 +126,11 @@ def count_fired(job: LabelledJob) -> None:
 def count_fire_failed(kind: str) -> None:
     """A cron fire whose template no longer validates (`kind`: job or workflow)."""
     SCHEDULE_FIRES_FAILED.labels(kind).inc()
+
+
+def count_fire_skipped(kind: str, reason: str) -> None:
+    """A cron fire skipped (`reason`: quota, the owner's queued quota was full)."""
+    SCHEDULE_FIRES_SKIPPED.labels(kind, reason).inc()
 
 
 def count_rescued(report: RescueLike) -> None:

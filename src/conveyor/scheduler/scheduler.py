@@ -38,6 +38,9 @@ class SchedulerConfig:
     events_retention: float = 7 * 24 * 3600.0  # outbox rows (docs/events.md, Pruning)
     fair_dispatch: bool = True  # fired jobs get their type's fair key (docs/flow-control.md)
     limits_reconcile_interval: float = 60.0  # slots held by no running job freed, logged
+    # The queued quota's default cap (settings.quota_max_queued; 0: none, users' own caps
+    # still apply): a fire it cannot take is skipped (fires.py).
+    quota_max_queued: int = 0
 
 
 @dataclass
@@ -120,7 +123,12 @@ class Scheduler:
         report.promoted = await self.backend.promote_due()
         misfires = Misfires(self.config.misfire_grace, self.config.catchup_max)
         report.fired = await fire_due(
-            self.backend, self.registry, misfires=misfires, now=now, fair=self.config.fair_dispatch
+            self.backend,
+            self.registry,
+            misfires=misfires,
+            now=now,
+            fair=self.config.fair_dispatch,
+            quota_max_queued=self.config.quota_max_queued,
         )
         rescued = await self.backend.rescue_expired()
         count_rescued(rescued)

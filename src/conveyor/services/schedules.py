@@ -29,10 +29,12 @@ _EDITABLE = {
     "tags",
     "paused",
     "misfire_policy",
+    "limits",
+    "workflow",
 }
 
 # What only a job schedule has: a workflow schedule's options are in its template's steps.
-_JOB_ONLY = {"job_type", "queue", "payload", "priority", "max_attempts", "timeout_s"}
+_JOB_ONLY = {"job_type", "queue", "payload", "priority", "max_attempts", "timeout_s", "limits"}
 
 
 class ScheduleService:
@@ -45,7 +47,13 @@ class ScheduleService:
         _check_policy(new.misfire_policy)
         if (new.job_type is None) == (new.workflow is None):
             raise InvalidInput("a schedule fires a job type or a workflow: give one of the two")
-        self._check_template(new.job_type, new.payload, new.queue, new.workflow, new.owner_id)
+        if new.workflow is not None and new.limits:
+            raise InvalidInput(
+                "a workflow schedule's limits are its steps' (its job types')", field="limits"
+            )
+        self._check_template(
+            new.job_type, new.payload, new.queue, new.workflow, new.owner_id, new.limits
+        )
         next_fire = cron.next_fire(new.cron, new.timezone, utcnow())
         return await self.backend.create_schedule(new, next_fire)
 
@@ -61,13 +69,21 @@ class ScheduleService:
         _check_policy(merged["misfire_policy"])
         if current.workflow is not None and set(changes) & _JOB_ONLY:
             raise InvalidInput(
-                "this schedule fires a workflow: its options are its steps' (a new template: "
-                "delete it and create another)",
+                "this schedule fires a workflow: its options are its steps' (give a new "
+                "template as `workflow`)",
                 field=sorted(set(changes) & _JOB_ONLY)[0],
             )
+        if current.workflow is None and changes.get("workflow") is not None:
+            raise InvalidInput(
+                "this schedule fires a job: it cannot take a workflow template (delete it and "
+                "create a workflow schedule)",
+                field="workflow",
+            )
+        if "workflow" in changes and changes["workflow"] is None:
+            changes.pop("workflow")  # null: unchanged
         self._check_template(
-            merged["job_type"], merged["payload"], merged["queue"], current.workflow,
-            current.owner_id,
+            merged["job_type"], merged["payload"], merged["queue"],
+            changes.get("workflow", current.workflow), current.owner_id, merged["limits"],
         )  # fmt: skip
         if {"cron", "timezone", "paused"} & set(changes):
             changes["next_fire_at"] = cron.next_fire(merged["cron"], merged["timezone"], utcnow())
@@ -91,9 +107,11 @@ class ScheduleService:
 
     async def fire_due(self, limit: int = 100, *, now: datetime | None = None) -> int:
         """What the scheduler does each tick (scheduler/fires.py), for callers without one."""
+        quotas = self.jobs.quotas
         return await fire_due(
-            self.backend, self.jobs.registry, limit, now=now, fair=self.jobs.fair_dispatch
-        )
+            self.backend, self.jobs.registry, limit, now=now, fair=self.jobs.fair_dispatch,
+            quota_max_queued=quotas.quota_max_queued if quotas is not None else 0,
+        )  # fmt: skip
 
     def job_for(self, schedule: ScheduleRecord, fire_at: Any) -> NewJob:
         return fire_job(self.jobs.registry, schedule, self.jobs.fair_dispatch)
@@ -105,18 +123,21 @@ class ScheduleService:
         queue: str | None,
         workflow: WorkflowSpec | None,
         owner_id: str,
+        limits: dict[str, str] | None = None,
     ) -> None:
-        """The job template as a submission is checked, or the workflow template as a
-        workflow submit is (InvalidInput naming `steps.<i>...`): a schedule saved bad would
-        only fail at each fire."""
+        """The job template (its submit limits too) as a submission is checked, or the
+        workflow template as a workflow submit is (InvalidInput naming `steps.<i>...`): a
+        schedule saved bad would only fail at each fire."""
         if workflow is not None:
             workflow_rows(self.jobs.registry, workflow, owner_id, utcnow())
         elif job_type is not None:
-            self.jobs.prepare(self._submission(job_type, payload, queue), owner_id)
+            self.jobs.prepare(self._submission(job_type, payload, queue, limits), owner_id)
 
     @staticmethod
-    def _submission(job_type: str, payload: dict[str, Any], queue: str | None) -> Submission:
-        return Submission(type=job_type, payload=payload, queue=queue)
+    def _submission(
+        job_type: str, payload: dict[str, Any], queue: str | None, limits: dict[str, str] | None
+    ) -> Submission:
+        return Submission(type=job_type, payload=payload, queue=queue, limits=limits or None)
 
 
 def _check_policy(policy: str) -> None:

@@ -90,4 +90,5 @@ def schedule_record(row: Any) -> ScheduleRecord:
         created_at=must(row.created_at),
         updated_at=must(row.updated_at),
         workflow=spec_of(row.workflow) if row.workflow is not None else None,
+        limits=dict(row.limits or {}),
     )

@@ -4,20 +4,32 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, null, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conveyor.domain.clock import utcnow
-from conveyor.domain.jobs import NewJob
+from conveyor.domain.jobs import SYSTEM_OWNER, NewJob
 from conveyor.domain.schedules import NewSchedule, ScheduleRecord
 from conveyor.domain.workflows import spec_json
 from conveyor.errors import Conflict, NotFound
+from conveyor.store.flow import count_waiting
 from conveyor.store.records import must, schedule_record
-from conveyor.store.tables import schedule_fires, schedules
+from conveyor.store.tables import schedule_fires, schedules, users
 from conveyor.store.transaction import Transaction
-from conveyor.store.workflows import WorkflowRows, Workflows
+from conveyor.store.workflows import WorkflowRows, Workflows, running_cap
+
+
+@dataclass(frozen=True, slots=True)
+class Fired:
+    """What one schedule's fire did: how many fire times fired, or, when the owner's queued
+    quota refused them, (cap, waiting, requested)."""
+
+    fired: int
+    over_quota: tuple[int, int, int] | None = None
 
 
 class Schedules(Workflows):
@@ -41,6 +53,7 @@ class Schedules(Workflows):
             "paused": new.paused,
             "misfire_policy": new.misfire_policy,
             "workflow": spec_json(new.workflow) if new.workflow is not None else null(),
+            "limits": dict(new.limits) if new.limits else null(),
             "next_fire_at": next_fire_at,
             "last_fire_at": None,
             "created_at": now,
@@ -86,6 +99,10 @@ class Schedules(Workflows):
         values["updated_at"] = utcnow()
         if "tags" in values:
             values["tags"] = list(values["tags"])
+        if "workflow" in values:
+            values["workflow"] = spec_json(values["workflow"])
+        if "limits" in values:
+            values["limits"] = dict(values["limits"]) if values["limits"] else null()
         async with self.db.write() as conn:
             row = (
                 await conn.execute(
@@ -115,17 +132,38 @@ class Schedules(Workflows):
         async with self.db.read() as conn:
             return [schedule_record(row) for row in await conn.execute(query)]
 
+    async def owner_running_cap(self, owner_id: str) -> int:
+        """The owner's running quota (0: none), as a claim reads it (`running_cap`): a fire
+        holds it as a submit does."""
+        async with self.db.read() as conn:
+            return await running_cap(conn, owner_id)
+
     async def fire_schedule(
         self,
         schedule: ScheduleRecord,
         fires: Sequence[tuple[datetime, NewJob | WorkflowRows]],
         next_fire_at: datetime,
     ) -> int:
+        """`fire_within_quota` without the queued quota: how many fired."""
+        return (await self.fire_within_quota(schedule, fires, next_fire_at, None)).fired
+
+    async def fire_within_quota(
+        self,
+        schedule: ScheduleRecord,
+        fires: Sequence[tuple[datetime, NewJob | WorkflowRows]],
+        next_fire_at: datetime,
+        queued_default: int | None,
+    ) -> Fired:
         """Advance the schedule from the `next_fire_at` it was read with, record each fire and
         enqueue its job or create its workflow (steps, edges, limits), all in one
-        transaction; how many fired. A scheduler that read the same state and decided later
-        finds the schedule advanced and fires nothing (and a fire time already recorded,
-        whoever decided it, is never enqueued twice)."""
+        transaction. A scheduler that read the same state and decided later finds the
+        schedule advanced and fires nothing (and a fire time already recorded, whoever
+        decided it, is never enqueued twice).
+
+        `queued_default`: the queued quota's default cap (None: not checked). The owner's
+        cap (its own, else this; 0: none) is checked in this transaction as a submit's is
+        (`count_waiting`: the owner's row locked on PostgreSQL); fires that would take the
+        owner past it are all skipped, and the schedule still advances (`Fired.over_quota`)."""
         fired = [fire_at for fire_at, _job in fires]
         advance = {"next_fire_at": next_fire_at}
         if fired:
@@ -143,7 +181,11 @@ class Schedules(Workflows):
                 )
             ).one_or_none()
             if won is None or not fires:
-                return 0
+                return Fired(0)
+            if queued_default is not None:
+                over = await self._over_queued_quota(conn, schedule.owner_id, fires, queued_default)
+                if over is not None:
+                    return Fired(0, over)
             created = utcnow()
             claimed = (
                 await conn.execute(
@@ -174,7 +216,29 @@ class Schedules(Workflows):
             for fire in won_fires:
                 if isinstance(fire, WorkflowRows):
                     await self.create_workflow(tx, fire)
-        return len(won_fires)
+        return Fired(len(won_fires))
+
+    async def _over_queued_quota(
+        self,
+        conn: AsyncConnection,
+        owner_id: str,
+        fires: Sequence[tuple[datetime, NewJob | WorkflowRows]],
+        default: int,
+    ) -> tuple[int, int, int] | None:
+        """(cap, waiting, requested) when the fires would take the owner past its queued
+        cap; None when they fit or it has none. A workflow asks for its steps, as a
+        workflow submit does."""
+        if owner_id == SYSTEM_OWNER:
+            return None
+        own = (
+            await conn.execute(select(users.c.max_queued).where(users.c.id == owner_id))
+        ).scalar_one_or_none()
+        cap = default if own is None else own
+        if cap <= 0:
+            return None
+        asked = sum(len(f.steps) if isinstance(f, WorkflowRows) else 1 for _at, f in fires)
+        waiting = (await count_waiting(conn, self.dialect, {owner_id: cap})).get(owner_id, 0)
+        return (cap, waiting, asked) if waiting + asked > cap else None
 
     async def fires_of(self, schedule_id: str) -> list[tuple[datetime, str]]:
         query = (

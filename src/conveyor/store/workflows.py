@@ -19,9 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conveyor.domain import events as ev
 from conveyor.domain.clock import utcnow
-from conveyor.domain.jobs import NewJob
+from conveyor.domain.flow import RUNNING_QUOTA
+from conveyor.domain.jobs import SYSTEM_OWNER, NewJob
 from conveyor.domain.states import JobState
 from conveyor.domain.workflows import (
+    MAX_DEPTH,
     MAX_STEPS,
     DependencyPolicy,
     StepRecord,
@@ -41,7 +43,14 @@ from conveyor.store.database import after_commit
 from conveyor.store.driver import Said, StoredWorkflow, WorkflowInsert
 from conveyor.store.jobs import EVENT_COLUMNS, Jobs
 from conveyor.store.records import aware, must
-from conveyor.store.tables import job_dependencies, job_limits, jobs, users, workflows
+from conveyor.store.tables import (
+    flow_limits,
+    job_dependencies,
+    job_limits,
+    jobs,
+    users,
+    workflows,
+)
 from conveyor.store.transaction import Transaction
 
 STEP_KEY_PREFIX = "wf:"  # a step's idempotency key: wf:<workflow id>:<step> (worker reads it)
@@ -52,6 +61,135 @@ _RERUN = {JobState.FAILED.value, JobState.CANCELLED.value, JobState.SKIPPED.valu
 
 def step_key(workflow_id: str, step: str) -> str:
     return f"{STEP_KEY_PREFIX}{workflow_id}:{step}"
+
+
+async def running_cap(conn: AsyncConnection, owner_id: str) -> int:
+    """The owner's running quota as a claim reads it, in `conn`'s transaction: its own cap
+    (users.max_running above 0), else the stored default (the `quota.running` limit's); 0:
+    no cap. What a submit's `JobService.running_cap` decides, read exactly here (an append,
+    a cron fire: docs/flow-control.md, "Running quota")."""
+    if owner_id == SYSTEM_OWNER:
+        return 0
+    own = select(users.c.max_running).where(users.c.id == owner_id).scalar_subquery()
+    default = (
+        select(flow_limits.c.max_running)
+        .where(flow_limits.c.name == RUNNING_QUOTA)
+        .scalar_subquery()
+    )
+    found = (await conn.execute(select(own, default))).one()
+    return int(found[0] or 0) if (found[0] or 0) > 0 else int(found[1] or 0)
+
+
+Links = dict[str, list[str]]  # a workflow's edges by one end: job -> its parents, or children
+
+
+def links(edges: Sequence[tuple[str, str]]) -> tuple[Links, Links]:
+    """(parents, children) of an iterable of (job, depends on) edges."""
+    parents: Links = {}
+    children: Links = {}
+    for job_id, dep in edges:
+        parents.setdefault(job_id, []).append(dep)
+        children.setdefault(dep, []).append(job_id)
+    return parents, children
+
+
+def _refuse_cycles(
+    children: Links,
+    new: Sequence[dict[str, Any]],
+    depends_on: dict[str, tuple[str, ...]],
+    before: Sequence[str],
+    ids: dict[str, str],
+) -> None:
+    """InvalidInput for a dependency on an unknown step, or on a step of `before` or
+    behind one (it would wait for itself). `children`: the stored edges by parent."""
+    for row in new:
+        for dep in depends_on.get(row["step"], ()):
+            if dep not in ids:
+                raise InvalidInput(f"step {row['step']!r} depends on unknown step {dep!r}")
+    if not before:
+        return
+    behind, todo = {ids[b] for b in before}, [ids[b] for b in before]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in behind:
+                behind.add(child)
+                todo.append(child)
+    for row in new:
+        if any(ids[d] in behind for d in depends_on.get(row["step"], ())):
+            raise InvalidInput(
+                f"step {row['step']!r} depends on a step that waits for it", field="before"
+            )
+
+
+def longest_through(edges: Sequence[tuple[str, str]], nodes: Sequence[str]) -> int:
+    """The steps on the longest path through any of `nodes` in an acyclic graph of (job,
+    depends on) edges (`_longest`)."""
+    return _longest(*links(edges), nodes)
+
+
+def _longest(parents: Links, children: Links, nodes: Sequence[str]) -> int:
+    """For each of `nodes`, its longest path up (its ancestors) plus its longest path down
+    (its descendants), itself once: the longest of them. Only the steps above and below
+    them are walked (each once), not the whole graph."""
+    up, down = _depths(parents, nodes), _depths(children, nodes)
+    return max((up[n] + down[n] - 1 for n in nodes), default=1)
+
+
+def _depths(step_links: Links, starts: Sequence[str]) -> dict[str, int]:
+    """The steps on the longest path from each node reached from `starts` along `step_links`
+    (itself included), memoized, without recursion."""
+    depth: dict[str, int] = {}
+    for start in starts:
+        stack = [start]
+        while stack:
+            node = stack[-1]
+            if node in depth:
+                stack.pop()
+                continue
+            pending = [n for n in step_links.get(node, ()) if n not in depth]
+            if pending:
+                stack.extend(pending)
+                continue
+            depth[node] = 1 + max((depth[n] for n in step_links.get(node, ())), default=0)
+            stack.pop()
+    return depth
+
+
+async def _edges(
+    conn: AsyncConnection, starts: Sequence[str], *, up: bool
+) -> list[tuple[str, str]]:
+    """The (job, depends on) edges above `starts` (their ancestors'; `up`) or below them
+    (their descendants'), one recursive query; none without starts."""
+    if not starts:
+        return []
+    edge = job_dependencies
+    near = edge.c.job_id if up else edge.c.depends_on
+    seed = select(edge.c.job_id, edge.c.depends_on).where(near.in_(list(dict.fromkeys(starts))))
+    walk = seed.cte("walk", recursive=True)
+    further = (edge.c.job_id == walk.c.depends_on) if up else (edge.c.depends_on == walk.c.job_id)
+    walk = walk.union(select(edge.c.job_id, edge.c.depends_on).join(walk, further))
+    rows = await conn.execute(select(walk.c.job_id, walk.c.depends_on))
+    return [(row.job_id, row.depends_on) for row in rows]
+
+
+def _refuse_depth(
+    parents: Links, children: Links, added: Sequence[tuple[str, str]], new: Sequence[str]
+) -> None:
+    """InvalidInput when the workflow's graph, appended steps included, has a chain longer
+    than MAX_DEPTH: a failure cascades down it one nested trigger per step, and both
+    databases bound that nesting (docs/workflows.md, "Limits"); a submit refuses it too.
+    Every new edge (`added`, put into `parents` and `children`) touches a `new` step, so
+    only chains through them can have grown."""
+    for job_id, dep in added:
+        parents.setdefault(job_id, []).append(dep)
+        children.setdefault(dep, []).append(job_id)
+    length = _longest(parents, children, new)
+    if length > MAX_DEPTH:
+        raise InvalidInput(
+            f"a chain of dependencies is at most {MAX_DEPTH} steps long; these steps would "
+            f"make one of {length}, so none was appended",
+            field="steps",
+        )
 
 
 def stored_workflow(workflow: dict[str, Any], found: StoredWorkflow) -> str:
@@ -305,7 +443,9 @@ class Workflows(Jobs):
         async with self.db.write() as conn:
             await self.driver.lock_events(conn)
             parent = (
-                await conn.execute(select(jobs.c.workflow_id).where(jobs.c.id == parent_id))
+                await conn.execute(
+                    select(jobs.c.workflow_id, jobs.c.owner_id).where(jobs.c.id == parent_id)
+                )
             ).one_or_none()
             if parent is None or parent.workflow_id is None:
                 raise InvalidInput("only a workflow's step can append steps")
@@ -335,7 +475,16 @@ class Workflows(Jobs):
                     )
             if not new:
                 return [ids[row["step"]] for row in steps]
-            await self._refuse_cycles(conn, workflow_id, new, depends_on, before, ids)
+            # The stored steps the new ones will hang below (and their ancestors), and those
+            # of `before` (and their descendants): only there can a cycle or a longer chain
+            # come from, so only those edges are read, not the workflow's every edge.
+            above = [parent_id, *(ids[d] for row in new for d in depends_on.get(row["step"], ())
+                                  if d in stored)]  # fmt: skip
+            parents, children = links(
+                [*await _edges(conn, above, up=True),
+                 *await _edges(conn, [ids[b] for b in before], up=False)]
+            )  # fmt: skip
+            _refuse_cycles(children, new, depends_on, before, ids)
             policy = (
                 await conn.execute(
                     select(workflows.c.on_dependency_failure).where(workflows.c.id == workflow_id)
@@ -356,9 +505,16 @@ class Workflows(Jobs):
                 for name in dict.fromkeys(before)
                 for row in new
             ]
+            added = [(e["job_id"], e["depends_on"]) for e in edges]
+            _refuse_depth(parents, children, added, [row["id"] for row in new])
+            mine = [x for x in limits if x["job_id"] in {r["id"] for r in new}]
+            if await running_cap(conn, parent.owner_id):  # held as a submitted step's
+                quota = [{"job_id": r["id"], "name": RUNNING_QUOTA, "key": parent.owner_id}
+                         for r in new]  # fmt: skip
+                new = [{**row, "limited": True} for row in new]
+                mine += quota
             await conn.execute(insert(jobs), new)
             await conn.execute(insert(job_dependencies), edges)
-            mine = [x for x in limits if x["job_id"] in {r["id"] for r in new}]
             if mine:
                 await conn.execute(insert(job_limits), mine)
             now = utcnow()
@@ -368,45 +524,6 @@ class Workflows(Jobs):
                 update(workflows).where(workflows.c.id == workflow_id).values(updated_at=now)
             )
         return [ids[row["step"]] for row in steps]
-
-    async def _refuse_cycles(
-        self,
-        conn: AsyncConnection,
-        workflow_id: str,
-        new: Sequence[dict[str, Any]],
-        depends_on: dict[str, tuple[str, ...]],
-        before: Sequence[str],
-        ids: dict[str, str],
-    ) -> None:
-        """InvalidInput for a dependency on an unknown step, or on a step of `before` or
-        behind one (it would wait for itself)."""
-        for row in new:
-            for dep in depends_on.get(row["step"], ()):
-                if dep not in ids:
-                    raise InvalidInput(f"step {row['step']!r} depends on unknown step {dep!r}")
-        if not before:
-            return
-        edges = (
-            await conn.execute(
-                select(job_dependencies.c.job_id, job_dependencies.c.depends_on).where(
-                    job_dependencies.c.workflow_id == workflow_id
-                )
-            )
-        ).all()
-        children: dict[str, list[str]] = {}
-        for edge in edges:
-            children.setdefault(edge.depends_on, []).append(edge.job_id)
-        behind, todo = {ids[b] for b in before}, [ids[b] for b in before]
-        while todo:
-            for child in children.get(todo.pop(), []):
-                if child not in behind:
-                    behind.add(child)
-                    todo.append(child)
-        for row in new:
-            if any(ids[d] in behind for d in depends_on.get(row["step"], ())):
-                raise InvalidInput(
-                    f"step {row['step']!r} depends on a step that waits for it", field="before"
-                )
 
     async def sweep_waiting(self, limit: int = 500) -> list[str]:
         """The safety net: waiting steps whose dependencies are all settled are re-checked

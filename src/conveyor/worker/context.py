@@ -95,7 +95,12 @@ class JobContext:
         """Add steps to this step's workflow (a fan-out known at run time): each waits for
         this step (it runs only if this one completes) and for its own `depends_on`; the
         waiting steps named in `before` wait for them too. Names already added are left as
-        they are (a retried run appending again). The new steps' job ids."""
+        they are (a retried run appending again). The new steps' job ids.
+
+        Held to a submit's bounds: InvalidInput (nothing appended) when the workflow would
+        pass MAX_STEPS steps or have a chain of dependencies longer than MAX_DEPTH; under
+        the owner's running cap each new step holds its running quota, as submitted steps
+        do (docs/workflows.md, "Limits")."""
         if self._appender is None:
             raise ConfigurationError("only a workflow's step can append steps")
         return await self._appender(steps, before)

@@ -20,7 +20,7 @@ router = APIRouter(prefix="/api/v1/schedules", tags=["schedules"])
 # API field name -> service field name
 _RENAMED = {"type": "job_type", "timeout": "timeout_s"}
 # Fields where null means "use the job type's default"; for the rest null means "unchanged".
-_NULLABLE = {"queue", "max_attempts", "timeout"}
+_NULLABLE = {"queue", "max_attempts", "timeout", "limits"}
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -41,6 +41,7 @@ async def create_schedule(
             payload=body.payload, queue=body.queue, priority=body.priority,
             max_attempts=body.max_attempts, timeout_s=body.timeout, tags=tuple(body.tags),
             paused=body.paused, misfire_policy=body.misfire_policy, owner_id=user.id,
+            limits=dict(body.limits or {}),
         )  # fmt: skip
     record = await ctx.engine.schedules.create(new)
     return ScheduleOut.of(record)
@@ -61,11 +62,15 @@ async def get_schedule(schedule_id: str, user: VerifiedUser, ctx: Context) -> Sc
 async def update_schedule(
     schedule_id: str, body: ScheduleUpdate, user: VerifiedUser, ctx: Context
 ) -> ScheduleOut:
+    """A workflow schedule's `workflow` is replaced whole, checked as at create (a bad
+    template is 422 naming `steps.<i>...`, and nothing changes)."""
     changes: dict[str, Any] = {
         _RENAMED.get(name, name): value
-        for name, value in body.model_dump(exclude_unset=True).items()
+        for name, value in body.model_dump(exclude_unset=True, exclude={"workflow"}).items()
         if value is not None or name in _NULLABLE
     }
+    if body.workflow is not None:
+        changes["workflow"] = body.workflow.spec()
     record = await ctx.engine.schedules.update(schedule_id, owner_scope(user), **changes)
     return ScheduleOut.of(record)
 
