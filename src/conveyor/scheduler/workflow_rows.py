@@ -112,9 +112,10 @@ def step_row(
         "tags": list(job.tags), "schedule_id": job.schedule_id, "created_at": now,
         "started_at": None, "finished_at": None, "unique_key": None, "unique_states": None,
         "limited": bool(job.limit_keys), "trace_context": job.trace_context,
-        "fair_key": None,  # steps go in due-time order (docs/workflows.md, "Limits")
-        "fair_tag": now.timestamp(), "workflow_id": workflow_id, "step": name,
-        "on_dependency_failure": policy, "ready_at": None if waiting else now, "dep_checks": 0,
+        # the job type's fair key; the driver tags the ready steps (docs/workflows.md)
+        "fair_key": job.fair_key, "fair_tag": now.timestamp(), "workflow_id": workflow_id,
+        "step": name, "on_dependency_failure": policy, "ready_at": None if waiting else now,
+        "dep_checks": 0,
     }  # fmt: skip
 
 

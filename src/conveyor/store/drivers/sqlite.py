@@ -297,7 +297,8 @@ async def insert_workflow_with(
             found = (await conn.execute(query)).one()
             return StoredWorkflow(found.id, found.fingerprint), set()
     now, args = workflow["created_at"], {"workflow": workflow["id"], "owner": workflow["owner_id"]}
-    batch = json.dumps([_step_values(row) for row in steps])
+    tags = {r["id"]: r["fair_tag"] for r in await _with_fair_tags(conn, _ready_keyed(steps))}
+    batch = json.dumps([_step_values(row, tags) for row in steps])
     await conn.execute(_WORKFLOW_STEPS, {**args, "now": now, "steps": batch})
     await conn.execute(_WORKFLOW_CREATED, {**args, "now": now, "steps": batch, "type": created})
     if rows.edges:
@@ -308,12 +309,20 @@ async def insert_workflow_with(
     return None, {row["queue"] for row in steps if row["state"] == "queued"}
 
 
-def _step_values(row: dict[str, Any]) -> list[Any]:
-    """A step's row as `workflow_steps` reads it (its payload as the JSON text stored)."""
+def _ready_keyed(steps: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The steps queued at submit with a fair key: those tagged as a submit's ready jobs (a
+    waiting step's tag is its release's: migration 0020's trigger)."""
+    return [row for row in steps if row["fair_key"] is not None and row["state"] == "queued"]
+
+
+def _step_values(row: dict[str, Any], tags: dict[str, float]) -> list[Any]:
+    """A step's row as `workflow_steps` reads it (its payload as the JSON text stored; its
+    fair tag from `tags`, else its own)."""
     return [
         row["id"], row["queue"], row["type"], json.dumps(row["payload"]), row["priority"],
         row["state"], row["max_attempts"], row["timeout_s"], row["idempotency_key"],
-        row["step"], row["on_dependency_failure"], row["fair_key"], row["fair_tag"],
+        row["step"], row["on_dependency_failure"], row["fair_key"],
+        tags.get(row["id"], row["fair_tag"]),
         row["limited"], row["trace_context"],
     ]  # fmt: skip
 
