@@ -188,7 +188,7 @@ def _run_flow(args: argparse.Namespace, plan: Plan, work: Path) -> int:
 def _run_workflow(args: argparse.Namespace, plan: Plan, work: Path) -> int:
     started, clock = now(), time.monotonic()
     load_before = _loadavg()
-    rows = workflow.run(plan, work, args.quick)
+    rows = workflow.run(plan, work, args.quick, sources=args.conveyor_src or [None])
     print_tables([workflow.table(rows)])
     extras = {
         "workflow": workflow.as_json(rows),
