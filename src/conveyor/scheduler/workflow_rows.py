@@ -16,13 +16,13 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from conveyor.domain.flow import RUNNING_QUOTA, LimitKey, evaluate_key
+from conveyor.domain.flow import RUNNING_QUOTA, LimitKey
 from conveyor.domain.ids import uuid7
 from conveyor.domain.jobs import NewJob
 from conveyor.domain.states import JobState
 from conveyor.domain.workflows import StepSpec, WorkflowSpec, WorkflowState, fingerprint, validate
 from conveyor.errors import ConveyorError, InvalidInput, NotFound, UnknownJobType
-from conveyor.scheduler.checks import checked_job
+from conveyor.scheduler.checks import checked_job, flow_keys
 from conveyor.store.workflows import WorkflowRows, step_key
 from conveyor.tracing import current_context
 from conveyor.worker.blueprint import HandlerSpec
@@ -179,22 +179,7 @@ def _step_job(
     if step.max_attempts is not None and step.max_attempts < 1:
         raise InvalidInput("max_attempts must be at least 1", field="max_attempts")
     queue = step.queue or spec.queue
-    fair_key = (
-        evaluate_key(
-            spec.fair_key, owner_id=owner_id, queue=queue, type_name=spec.name, payload=payload
-        )
-        if fair
-        else None
-    )
-    keys = tuple(
-        LimitKey(
-            limit.name,
-            evaluate_key(
-                limit.key, owner_id=owner_id, queue=queue, type_name=spec.name, payload=payload
-            ),
-        )
-        for limit in spec.limits
-    )
+    fair_key, keys = flow_keys(spec, owner_id, queue, payload, fair)
     return NewJob(
         type=spec.name,
         payload=payload,
