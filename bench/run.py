@@ -230,7 +230,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.only == "flow":
             return _run_part(args, plan, work, "flow", flow.run, flow.table)
         if args.only == "workflow":
-            return _run_part(args, plan, work, "workflow", workflow.run, workflow.table)
+            trees = args.conveyor_src or [None]
+
+            def workflows(plan: Plan, work: Path, quick: bool) -> Sequence[Figures]:
+                return workflow.run(plan, work, quick, sources=trees)
+
+            return _run_part(args, plan, work, "workflow", workflows, workflow.table)
         return _run(args, names, sources, plan, work)
     finally:
         if args.keep_run_dir:

@@ -20,6 +20,7 @@ in the same run:
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,9 +88,13 @@ def _timed(
     return result
 
 
-def _conveyor(database: str, plan: Plan, n: int, work: Path) -> WorkflowFigures:
-    system = ConveyorSystem(database)
-    figures = WorkflowFigures("Conveyor", database, n)
+def _conveyor(
+    database: str, plan: Plan, n: int, work: Path, source: Path | None = None
+) -> WorkflowFigures:
+    system = ConveyorSystem(database, source)
+    name = "Conveyor" if source is None else f"Conveyor @{source.resolve().name}"
+    figures = WorkflowFigures(name, database, n)
+    work = work if source is None else work / source.resolve().name
 
     def body() -> None:
         plain = section.drain_of(system, plan, n, work / database / "drain")
@@ -127,14 +132,21 @@ def _timings(figures: WorkflowFigures, result: dict[str, Any]) -> None:
 
 
 def run(
-    plan: Plan, work: Path, quick: bool, databases: tuple[str, ...] = DATABASES, celery: bool = True
+    plan: Plan,
+    work: Path,
+    quick: bool,
+    databases: tuple[str, ...] = DATABASES,
+    celery: bool = True,
+    sources: Sequence[Path | None] = (None,),
 ) -> list[WorkflowFigures]:
-    """Conveyor on each database (plain drain, then the workflow), then Celery's chord."""
+    """Conveyor on each database (plain drain, then the workflow), from each source tree in
+    turn (`--conveyor-src`: an A/B in one sitting), then Celery's chord."""
     n = plan.drain_n or (2_000 if quick else FULL_N)
     rows = []
     for database in databases:
-        rows.append(_conveyor(database, plan, n, work))
-        section.say(PART, f"{rows[-1]}")
+        for source in sources:
+            rows.append(_conveyor(database, plan, n, work, source))
+            section.say(PART, f"{rows[-1]}")
     if celery:
         rows.append(_celery(plan, n, work))
         section.say(PART, f"{rows[-1]}")

@@ -7,7 +7,8 @@ store ``n`` steps, on a fresh PostgreSQL database and a fresh SQLite file:
 Each round submits one workflow of ``n - 1`` no-op steps and a join (bench/workflow_client.py
 ``spec``); the table gives the best and the median round, and the median time of the
 store's inserts (`create_workflow`; the rest: the declaration checked and its rows built
-before, and the stored workflow read back after). Not part of
+before, and the stored workflow read back after), and the median CPU time of this process
+over the whole submit (the client's share, which a loaded machine disturbs least). Not part of
 ``make bench``: a figure for docs/workflows.md when the store's writes change.
 """
 
@@ -31,7 +32,7 @@ from bench.workflow_client import spec
 HANDLERS = "bench.conveyor_handlers"
 
 
-async def _rounds(url: str, n: int, rounds: int) -> tuple[list[float], list[float]]:
+async def _rounds(url: str, n: int, rounds: int) -> tuple[list[float], list[float], list[float]]:
     os.environ["CONVEYOR_DATABASE_URL"] = url
     os.environ["CONVEYOR_HANDLER_MODULES"] = HANDLERS
     from conveyor.domain.jobs import SYSTEM_OWNER
@@ -41,6 +42,7 @@ async def _rounds(url: str, n: int, rounds: int) -> tuple[list[float], list[floa
     engine = await Engine.open(Settings(), apply_migrations=True)
     times: list[float] = []
     stored: list[float] = []
+    cpu: list[float] = []
     backend = engine.workflows.backend
     create = backend.create_workflow
 
@@ -56,17 +58,21 @@ async def _rounds(url: str, n: int, rounds: int) -> tuple[list[float], list[floa
         await engine.workflows.submit(spec(10), owner_id=SYSTEM_OWNER)  # warm: statements
         for _ in range(rounds):
             declaration = spec(n - 1)
-            started = time.perf_counter()
+            started, used = time.perf_counter(), time.process_time()
             await engine.workflows.submit(declaration, owner_id=SYSTEM_OWNER)
             times.append(time.perf_counter() - started)
+            cpu.append(time.process_time() - used)
     finally:
         await engine.close()
-    return times, stored[1:]
+    return times, stored[1:], cpu
 
 
 async def main(n: int, rounds: int, stores: list[str]) -> None:
     table = Table(title=f"workflow submit: {n:,} steps (fan-out + join), {rounds} rounds")
-    columns = ("store", "best s", "median s", "steps/s (median)", "of which inserts s (median)")
+    columns = (
+        "store", "best s", "median s", "steps/s (median)", "of which inserts s (median)",
+        "client CPU s (median)",
+    )  # fmt: skip
     for column in columns:
         table.add_column(column, justify="right" if column != "store" else "left")
     with tempfile.TemporaryDirectory() as workdir:
@@ -74,10 +80,13 @@ async def main(n: int, rounds: int, stores: list[str]) -> None:
             async with scratch_database(kind, Path(workdir), "wfsubmit") as url:
                 if kind == "postgres":
                     url = url.replace("postgresql://", "postgresql+asyncpg://")
-                times, stored = await _rounds(url, n, rounds)
+                times, stored, cpu = await _rounds(url, n, rounds)
             median = statistics.median(times)
             inserts = f"{statistics.median(stored):.3f}"
-            table.add_row(kind, f"{min(times):.3f}", f"{median:.3f}", f"{n / median:,.0f}", inserts)
+            table.add_row(
+                kind, f"{min(times):.3f}", f"{median:.3f}", f"{n / median:,.0f}", inserts,
+                f"{statistics.median(cpu):.3f}",
+            )  # fmt: skip
     Console().print(table)
 
 

@@ -349,3 +349,27 @@ async def test_a_submit_answers_what_a_read_of_the_stored_workflow_answers(
     )  # fmt: skip
     submitted = await flows.submit(spec, owner_id="u")
     assert submitted == await flows.get(submitted.workflow.id, "u")
+
+
+async def test_one_finish_settling_steps_of_several_workflows_releases_each_once(
+    backend: QueueBackend,
+) -> None:
+    """A worker's finish is one statement for all its outcomes: on PostgreSQL the release
+    trigger runs once for the statement (migration 0020), over every workflow it touched."""
+    flows = service(backend)
+    fan = WorkflowSpec("fan", (step("p"), step("q"), step("r", "p", "q")))
+    chain = WorkflowSpec("chain", (step("a"), step("b", "a"), step("c", "b")))
+    ids = [(await flows.submit(s, owner_id=OWNER)).workflow.id for s in (fan, chain, fan)]
+
+    ran = await drive(backend, fail=frozenset({"a"}))
+
+    assert sorted(ran) == ["a", "p", "p", "q", "q", "r", "r"]
+    first, failed, second = [await flows.get(i) for i in ids]
+    for done in (first, second):
+        assert done.workflow.state is WorkflowState.COMPLETED
+        assert by_name(done)["r"].result["saw"] == {"p": {"step": "p", "saw": {}},
+                                                    "q": {"step": "q", "saw": {}}}  # fmt: skip
+    assert failed.workflow.state is WorkflowState.FAILED
+    assert {n: s.state for n, s in by_name(failed).items()} == {
+        "a": JobState.FAILED, "b": JobState.CANCELLED, "c": JobState.CANCELLED
+    }  # fmt: skip

@@ -29,6 +29,7 @@ MAX_STEPS = 10_000  # per workflow, appended steps included (docs/workflows.md, 
 # trigger levels, PostgreSQL's max_stack_depth: a chain of 400 failed there; docs/workflows.md).
 MAX_DEPTH = 200
 STEP_NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,100}$"
+_STEP_NAME = re.compile(STEP_NAME_PATTERN)
 WORKFLOW_EVENT = "workflow"  # the event type of a workflow's own state changes
 
 
@@ -93,7 +94,7 @@ def validate(spec: WorkflowSpec, *, existing: Iterable[str] = ()) -> list[StepSp
         )
     names: dict[str, StepSpec] = {}
     for i, step in enumerate(spec.steps):
-        if not re.fullmatch(STEP_NAME_PATTERN, step.name):
+        if not _STEP_NAME.fullmatch(step.name):
             raise InvalidInput(
                 f"step name {step.name!r} must match {STEP_NAME_PATTERN}", field=f"steps.{i}.name"
             )

@@ -16,6 +16,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from conveyor.domain.flow import LimitKey, evaluate_key
 from conveyor.domain.jobs import SYSTEM_OWNER, NewJob
 from conveyor.errors import InvalidInput
+from conveyor.worker.blueprint import HandlerSpec
 from conveyor.worker.registry import Registry
 
 
@@ -57,23 +58,7 @@ def checked_job(
     if checked is None:
         checked = valid.model_dump(mode="json", exclude_unset=False)
     queue = queue or spec.queue
-    fair_key = (
-        evaluate_key(
-            spec.fair_key, owner_id=owner_id, queue=queue, type_name=spec.name, payload=checked
-        )
-        if fair
-        else None
-    )
-    # Each limit's key, evaluated once, here: the claim never reads the payload again.
-    keys = tuple(
-        LimitKey(
-            limit.name,
-            evaluate_key(
-                limit.key, owner_id=owner_id, queue=queue, type_name=spec.name, payload=checked
-            ),
-        )
-        for limit in spec.limits
-    )
+    fair_key, keys = flow_keys(spec, owner_id, queue, checked, fair)
     return NewJob(
         type=spec.name,
         payload=checked,
@@ -112,3 +97,28 @@ def checked_payloads(
 @functools.cache
 def _list_adapter(model: type[BaseModel]) -> TypeAdapter[list[Any]]:
     return TypeAdapter(list[model])  # type: ignore[valid-type]
+
+
+def flow_keys(
+    spec: HandlerSpec, owner_id: str, queue: str, payload: dict[str, Any], fair: bool
+) -> tuple[str | None, tuple[LimitKey, ...]]:
+    """A job's fair key (None unless `fair`) and its limits' keys, from its type's
+    declarations and its checked payload: evaluated once, at submit; the claim never reads
+    the payload again."""
+    fair_key = (
+        evaluate_key(
+            spec.fair_key, owner_id=owner_id, queue=queue, type_name=spec.name, payload=payload
+        )
+        if fair
+        else None
+    )
+    keys = tuple(
+        LimitKey(
+            limit.name,
+            evaluate_key(
+                limit.key, owner_id=owner_id, queue=queue, type_name=spec.name, payload=payload
+            ),
+        )
+        for limit in spec.limits
+    )
+    return fair_key, keys

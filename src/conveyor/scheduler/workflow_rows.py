@@ -8,10 +8,13 @@ type as the type is now; what is refused is an InvalidInput naming `steps.<i>...
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from conveyor.domain.flow import RUNNING_QUOTA, LimitKey
 from conveyor.domain.ids import uuid7
@@ -19,9 +22,10 @@ from conveyor.domain.jobs import NewJob
 from conveyor.domain.states import JobState
 from conveyor.domain.workflows import StepSpec, WorkflowSpec, WorkflowState, fingerprint, validate
 from conveyor.errors import ConveyorError, InvalidInput, NotFound, UnknownJobType
-from conveyor.scheduler.checks import checked_job
-from conveyor.store.jobs import job_row
+from conveyor.scheduler.checks import checked_job, flow_keys
 from conveyor.store.workflows import WorkflowRows, step_key
+from conveyor.tracing import current_context
+from conveyor.worker.blueprint import HandlerSpec
 from conveyor.worker.registry import Registry
 
 
@@ -41,10 +45,13 @@ def workflow_rows(
     ordered = validate(spec)
     workflow_id = uuid7()
     where = {step.name: i for i, step in enumerate(spec.steps)}
-    prepared = [
-        (step, checked_step(registry, step, where[step.name], owner_id, workflow_id, fair))
-        for step in ordered
-    ]
+    checked = checked_steps(registry, ordered, owner_id, workflow_id, fair)
+    if checked is None:  # refused: the per-step check names the first bad step
+        checked = [
+            checked_step(registry, step, where[step.name], owner_id, workflow_id, fair)
+            for step in ordered
+        ]
+    prepared = list(zip(ordered, checked, strict=True))
     ids = {step.name: job.id for step, job in prepared}
     steps: list[dict[str, Any]] = []
     limits: list[dict[str, Any]] = []
@@ -93,20 +100,23 @@ def appended_rows(
 def step_row(
     job: NewJob, name: str, now: datetime, workflow_id: str, policy: str | None, waiting: bool
 ) -> dict[str, Any]:
-    """A step's jobs row: waiting for its dependencies, or queued and ready now."""
-    row = job_row(job, now)
-    row.update(
-        state=(JobState.WAITING if waiting else JobState.QUEUED).value,
-        run_at=now,
-        fair_tag=now.timestamp(),
-        fair_key=None,  # steps go in due-time order (docs/workflows.md, "Limits")
-        workflow_id=workflow_id,
-        step=name,
-        on_dependency_failure=policy,
-        ready_at=None if waiting else now,
-        dep_checks=0,
-    )
-    return row
+    """A step's jobs row: waiting for its dependencies, or queued and ready now. The keys
+    of `job_row`'s, and the step's own, in one dict (built 10,000 times by a large submit)."""
+    return {
+        "id": job.id, "owner_id": job.owner_id, "queue": job.queue, "type": job.type,
+        "payload": job.payload, "priority": job.priority,
+        "state": JobState.WAITING.value if waiting else JobState.QUEUED.value, "attempt": 0,
+        "max_attempts": job.max_attempts, "run_at": now, "lease_expires_at": None,
+        "worker_id": None, "timeout_s": job.timeout_s, "idempotency_key": job.idempotency_key,
+        "progress": 0, "progress_message": None, "result": None, "errors": [],
+        "tags": list(job.tags), "schedule_id": job.schedule_id, "created_at": now,
+        "started_at": None, "finished_at": None, "unique_key": None, "unique_states": None,
+        "limited": bool(job.limit_keys), "trace_context": job.trace_context,
+        # the job type's fair key; the driver tags the ready steps (docs/workflows.md)
+        "fair_key": job.fair_key, "fair_tag": now.timestamp(), "workflow_id": workflow_id,
+        "step": name, "on_dependency_failure": policy, "ready_at": None if waiting else now,
+        "dep_checks": 0,
+    }  # fmt: skip
 
 
 def limit_rows(job: NewJob) -> list[dict[str, Any]]:
@@ -123,6 +133,71 @@ def under_running_quota(rows: WorkflowRows, owner_id: str) -> WorkflowRows:
                               for row in rows.steps)]  # fmt: skip
     jobs = [replace(j, limit_keys=(*j.limit_keys, quota)) for j in rows.jobs]
     return replace(rows, steps=steps, limits=limits, jobs=jobs)
+
+
+def checked_steps(
+    registry: Registry, ordered: Sequence[StepSpec], owner_id: str, workflow_id: str, fair: bool
+) -> list[NewJob] | None:
+    """`checked_step` of every step of `ordered`, each job type's payloads validated in one
+    call (`list[Model]`) and what is the same for every step computed once; None when any
+    step is refused (the caller then checks step by step, for the same error as ever)."""
+    try:
+        return _checked_batch(registry, ordered, owner_id, workflow_id, fair)
+    except (ConveyorError, ValidationError):
+        return None
+
+
+def _checked_batch(
+    registry: Registry, ordered: Sequence[StepSpec], owner_id: str, workflow_id: str, fair: bool
+) -> list[NewJob]:
+    payloads: list[dict[str, Any]] = [{} for _ in ordered]
+    by_type: dict[str, list[int]] = {}
+    for k, step in enumerate(ordered):
+        by_type.setdefault(step.type, []).append(k)
+    for type_name, ks in by_type.items():
+        adapter = _payloads_adapter(registry.get(type_name).payload_model)
+        valid = adapter.validate_python([ordered[k].payload for k in ks])
+        for k, dumped in zip(ks, adapter.dump_python(valid, mode="json"), strict=True):
+            payloads[k] = dumped
+    context = current_context()
+    return [
+        _step_job(registry.get(step.type), step, payload, owner_id, workflow_id, fair, context)
+        for step, payload in zip(ordered, payloads, strict=True)
+    ]
+
+
+def _step_job(
+    spec: HandlerSpec,
+    step: StepSpec,
+    payload: dict[str, Any],
+    owner_id: str,
+    workflow_id: str,
+    fair: bool,
+    context: str | None,
+) -> NewJob:
+    """`checked_job`'s job for a step whose payload is validated (`payload`, dumped)."""
+    if step.max_attempts is not None and step.max_attempts < 1:
+        raise InvalidInput("max_attempts must be at least 1", field="max_attempts")
+    queue = step.queue or spec.queue
+    fair_key, keys = flow_keys(spec, owner_id, queue, payload, fair)
+    return NewJob(
+        type=spec.name,
+        payload=payload,
+        queue=queue,
+        priority=step.priority if step.priority is not None else spec.priority,
+        max_attempts=step.max_attempts or spec.max_attempts,
+        timeout_s=step.timeout_s if step.timeout_s is not None else spec.timeout,
+        idempotency_key=step_key(workflow_id, step.name),
+        owner_id=owner_id,
+        fair_key=fair_key,
+        limit_keys=keys,
+        trace_context=context,
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _payloads_adapter(model: type[BaseModel]) -> TypeAdapter[list[BaseModel]]:
+    return TypeAdapter(list[model])  # type: ignore[valid-type]
 
 
 def checked_step(
@@ -164,6 +239,6 @@ def at_step(exc: ConveyorError, i: int, name: str) -> InvalidInput:
 
 
 __all__: Sequence[str] = [
-    "WorkflowRows", "appended_rows", "at_step", "checked_step", "limit_rows", "step_row",
-    "under_running_quota", "workflow_rows",
+    "WorkflowRows", "appended_rows", "at_step", "checked_step", "checked_steps", "limit_rows",
+    "step_row", "under_running_quota", "workflow_rows",
 ]  # fmt: skip

@@ -267,11 +267,17 @@ class Workflows(Jobs):
         """A workflow as `create_workflow` just inserted it, from its rows: what a read
         would answer, without reading back every step of a large workflow (a third of a
         10,000-step submit's time)."""
-        fresh: dict[str, Any] = {"attempt": 0, "result": None, "errors": [], "settled_at": None}
-        fresh |= {"started_at": None, "finished_at": None}
-        steps = sorted((SimpleNamespace(**(fresh | s)) for s in rows.steps), key=_by_id)
-        edges = [SimpleNamespace(**e) for e in rows.edges]
-        return _assembled(SimpleNamespace(**(fresh | rows.workflow)), steps, edges)
+        names = {s["id"]: s["step"] for s in rows.steps}
+        parents: dict[str, list[str]] = {}
+        for edge in rows.edges:
+            parents.setdefault(edge["job_id"], []).append(names[edge["depends_on"]])
+        records = tuple(
+            _submitted_step(s, tuple(sorted(parents.get(s["id"], ()))))
+            for s in sorted(rows.steps, key=_by_key)
+        )
+        counts = Counter(s.state.value for s in records)
+        workflow = SimpleNamespace(**(rows.workflow | {"settled_at": None}))
+        return WorkflowDetail(_workflow_record(workflow, len(records), counts), records)
 
     async def page_workflows(
         self,
@@ -589,8 +595,27 @@ def _descendants(steps: Sequence[StepRecord], roots: set[str]) -> set[str]:
     return found
 
 
-def _by_id(row: Any) -> str:
-    return str(row.id)
+def _by_key(row: dict[str, Any]) -> str:
+    return str(row["id"])
+
+
+def _submitted_step(row: dict[str, Any], depends_on: tuple[str, ...]) -> StepRecord:
+    """`_step_record` of a step's insert row (nothing has run it yet)."""
+    return StepRecord(
+        name=row["step"],
+        job_id=row["id"],
+        type=row["type"],
+        queue=row["queue"],
+        state=JobState(row["state"]),
+        depends_on=depends_on,
+        on_dependency_failure=DependencyPolicy(row["on_dependency_failure"] or "cancel"),
+        attempt=0,
+        result=None,
+        error=None,
+        ready_at=aware(row["ready_at"]),
+        started_at=None,
+        finished_at=None,
+    )
 
 
 def _assembled(row: Any, steps: Sequence[Any], edges: Sequence[Any]) -> WorkflowDetail:

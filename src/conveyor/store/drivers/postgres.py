@@ -381,7 +381,8 @@ async def insert_workflow_with(
         SQL["workflow_steps"],
         (*columns, w["id"], [s["fair_tag"] for s in steps], [s["limited"] for s in steps],
          [s["trace_context"] for s in steps], [s["step"] for s in steps], created,
-         [s["on_dependency_failure"] for s in steps], [s["ready_at"] for s in steps]),
+         [s["on_dependency_failure"] for s in steps], [s["ready_at"] for s in steps],
+         [s["fair_key"] for s in steps]),
     )  # fmt: skip
     if edges:
         ends = [e["job_id"] for e in edges], [e["depends_on"] for e in edges]

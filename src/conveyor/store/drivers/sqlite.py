@@ -47,7 +47,6 @@ from conveyor.store.records import aware
 from conveyor.store.sql import CLAIM_COLUMNS, load, typed
 from conveyor.store.tables import (
     job_callbacks,
-    job_dependencies,
     job_limits,
     jobs,
     rate_buckets,
@@ -60,7 +59,8 @@ _SQL = load(
     frozenset({"fair_heads", "claim", "claim_any", "complete", "retry", "fail", "rescue"})
     | frozenset({"claim_start", "limit_demands", "limit_slots_of", "limit_slots_make"})
     | frozenset({"limit_slots_hold"})
-    | frozenset({"try_lead", "unlead", "data_version"}),
+    | frozenset({"try_lead", "unlead", "data_version"})
+    | frozenset({"workflow_steps", "workflow_created", "workflow_edges"}),
 )
 _CLAIM = typed(_SQL["claim"], times=("now",))
 _CLAIM_ANY = typed(_SQL["claim_any"], times=("now",))
@@ -76,6 +76,9 @@ _FINISH = {
 }
 _RESCUE = typed(_SQL["rescue"], times=("now",))
 _FAIR_HEADS = typed(_SQL["fair_heads"])
+_WORKFLOW_STEPS = typed(_SQL["workflow_steps"], times=("now",))
+_WORKFLOW_CREATED = typed(_SQL["workflow_created"], times=("now",))
+_WORKFLOW_EDGES = typed(_SQL["workflow_edges"])
 _LEAD = typed(_SQL["try_lead"], times=("now", "expires"))
 _UNLEAD = typed(_SQL["unlead"])
 
@@ -300,15 +303,35 @@ async def insert_workflow_with(
             )
             found = (await conn.execute(query)).one()
             return StoredWorkflow(found.id, found.fingerprint), set()
-    for table, many in ((jobs, steps), (job_dependencies, rows.edges), (job_limits, rows.limits)):
-        for start in range(0, len(many), _CHUNK):
-            await conn.execute(table.insert(), list(many[start : start + _CHUNK]))
-    now = workflow["created_at"]
-    new = [_NewJobView(row) for row in steps]
-    await outbox.record(
-        conn, ONE_WRITER_XID, [outbox.event_row(created, j, j.state, now) for j in new]
-    )
-    return None, {j.queue for j in new if j.state == "queued"}
+    now, args = workflow["created_at"], {"workflow": workflow["id"], "owner": workflow["owner_id"]}
+    tags = {r["id"]: r["fair_tag"] for r in await _with_fair_tags(conn, _ready_keyed(steps))}
+    batch = json.dumps([_step_values(row, tags) for row in steps])
+    await conn.execute(_WORKFLOW_STEPS, {**args, "now": now, "steps": batch})
+    await conn.execute(_WORKFLOW_CREATED, {**args, "now": now, "steps": batch, "type": created})
+    if rows.edges:
+        edges = json.dumps([[e["job_id"], e["depends_on"]] for e in rows.edges])
+        await conn.execute(_WORKFLOW_EDGES, {"workflow": workflow["id"], "edges": edges})
+    for start in range(0, len(rows.limits), _CHUNK):
+        await conn.execute(job_limits.insert(), list(rows.limits[start : start + _CHUNK]))
+    return None, {row["queue"] for row in steps if row["state"] == "queued"}
+
+
+def _ready_keyed(steps: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The steps queued at submit with a fair key: those tagged as a submit's ready jobs (a
+    waiting step's tag is its release's: migration 0020's trigger)."""
+    return [row for row in steps if row["fair_key"] is not None and row["state"] == "queued"]
+
+
+def _step_values(row: dict[str, Any], tags: dict[str, float]) -> list[Any]:
+    """A step's row as `workflow_steps` reads it (its payload as the JSON text stored; its
+    fair tag from `tags`, else its own)."""
+    return [
+        row["id"], row["queue"], row["type"], json.dumps(row["payload"]), row["priority"],
+        row["state"], row["max_attempts"], row["timeout_s"], row["idempotency_key"],
+        row["step"], row["on_dependency_failure"], row["fair_key"],
+        tags.get(row["id"], row["fair_tag"]),
+        row["limited"], row["trace_context"],
+    ]  # fmt: skip
 
 
 async def _admit(

@@ -622,29 +622,56 @@ SELECT id, fingerprint FROM workflows WHERE owner_id = $1::text AND idempotency_
 -- name: workflow_steps
 -- A workflow's steps as jobs rows, their 'created' events ($20: the type) and one NOTIFY
 -- per queue that got a runnable (queued) step, in one statement whatever the width: column
--- arrays as `enqueue`'s, $13 the shared created_at, $15 the workflow. A step has no fair
--- key (due-time order: its tag is its run_at's epoch, $16) and no unique key; its
--- idempotency key (wf:<workflow>:<step>) is new with the workflow, so nothing conflicts.
+-- arrays as `enqueue`'s, $13 the shared created_at, $15 the workflow, $23 each step's fair
+-- key (its job type's; NULL: fair dispatch off). A queued step with a key gets its fair tag
+-- as `enqueue` gives a ready job (docs/flow-control.md "Fair dispatch": max(V, L) + r / w,
+-- one read of each index per (queue, priority, key) of the workflow; an empty band: its
+-- run_at + r / w); every other step takes $16 (its run_at's epoch: a waiting step gets its
+-- tag at release, from migration 0020's trigger). No unique key; its idempotency key
+-- (wf:<workflow>:<step>) is new with the workflow, so nothing conflicts.
 -- The transaction took `lock_events` before its first write, so the events' key is the
 -- driver's `xid()` (at least the xmax of this statement's snapshot, taken after the lock),
 -- as the Core writers key theirs. A workflow always has a queued step (a root), so its
 -- NOTIFY on the jobs channel also wakes other processes' event readers.
-WITH inserted AS (
+WITH u AS (
+    SELECT a.*, CASE WHEN a.fair_key IS NOT NULL AND a.state = 'queued' THEN row_number()
+        OVER (PARTITION BY a.queue, a.priority, a.fair_key, a.state ORDER BY a.n) END AS r
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[],
+        $7::text[], $8::int[], $9::timestamptz[], $10::float8[], $11::text[], $12::text[],
+        $14::text[], $16::float8[], $17::bool[], $18::text[], $19::text[], $21::text[],
+        $22::timestamptz[], $23::text[])
+        WITH ORDINALITY AS a(id, owner_id, queue, type, payload, priority, state, max_attempts,
+            run_at, timeout_s, idempotency_key, tags, schedule_id, fair_tag, limited,
+            trace_context, step, on_dependency_failure, ready_at, fair_key, n)
+),
+heads AS (
+    SELECT g.queue, g.priority, g.fair_key,
+        (SELECT j.fair_tag FROM jobs AS j
+            WHERE j.state = 'queued' AND j.queue = g.queue AND j.priority = g.priority
+            ORDER BY j.queue, j.priority DESC, j.fair_tag LIMIT 1) AS v,
+        (SELECT max(j.fair_tag) FROM jobs AS j
+            WHERE j.state = 'queued' AND j.queue = g.queue AND j.priority = g.priority
+                AND j.fair_key = g.fair_key AND j.fair_key IS NOT NULL) AS l,
+        coalesce((SELECT w.fair_weight FROM users AS w
+            WHERE w.id = g.fair_key AND g.owner_id = g.fair_key AND w.fair_weight > 0), 1)
+            AS w
+    FROM (SELECT u.queue, u.priority, u.fair_key, min(u.owner_id) AS owner_id FROM u
+        WHERE u.r IS NOT NULL GROUP BY u.queue, u.priority, u.fair_key) AS g
+),
+inserted AS (
     INSERT INTO jobs (id, owner_id, queue, type, payload, priority, state, attempt,
         max_attempts, run_at, timeout_s, idempotency_key, progress, errors, tags,
         schedule_id, created_at, fair_key, fair_tag, limited, trace_context, workflow_id,
         step, on_dependency_failure, ready_at, dep_checks)
     SELECT u.id, u.owner_id, u.queue, u.type, u.payload::jsonb, u.priority, u.state, 0,
         u.max_attempts, u.run_at, u.timeout_s, u.idempotency_key, 0, '[]'::jsonb,
-        u.tags::jsonb, u.schedule_id, $13::timestamptz, NULL, u.fair_tag, u.limited,
-        u.trace_context, $15::text, u.step, u.on_dependency_failure, u.ready_at, 0
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[],
-        $7::text[], $8::int[], $9::timestamptz[], $10::float8[], $11::text[], $12::text[],
-        $14::text[], $16::float8[], $17::bool[], $18::text[], $19::text[], $21::text[],
-        $22::timestamptz[])
-        WITH ORDINALITY AS u(id, owner_id, queue, type, payload, priority, state, max_attempts,
-            run_at, timeout_s, idempotency_key, tags, schedule_id, fair_tag, limited,
-            trace_context, step, on_dependency_failure, ready_at, n)
+        u.tags::jsonb, u.schedule_id, $13::timestamptz, u.fair_key,
+        CASE WHEN u.r IS NULL THEN u.fair_tag
+            ELSE greatest(h.v, h.l, CASE WHEN h.v IS NULL THEN u.fair_tag END) + u.r / h.w
+            END,
+        u.limited, u.trace_context, $15::text, u.step, u.on_dependency_failure, u.ready_at, 0
+    FROM u LEFT JOIN heads AS h
+        ON h.queue = u.queue AND h.priority = u.priority AND h.fair_key = u.fair_key
     ORDER BY u.n
     RETURNING id, queue, state, owner_id, type
 ),

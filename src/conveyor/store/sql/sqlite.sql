@@ -201,3 +201,34 @@ DELETE FROM leader_leases WHERE name = :name AND holder = :holder
 -- name: data_version
 -- Changes when another connection commits: how idle processes notice other processes.
 PRAGMA data_version
+
+-- name: workflow_steps
+-- A workflow's (:workflow) steps as jobs rows in one statement whatever the width, from
+-- :steps, one JSON array per step: [id, queue, type, payload (its JSON text), priority,
+-- state, max_attempts, timeout_s, idempotency_key, step, on_dependency_failure, fair_key,
+-- fair_tag, limited, trace_context]. Shared: :owner, :now (created_at, run_at, and ready_at
+-- of the queued ones). A step has no tags, schedule or unique key, and its row reads as the
+-- Core insert of it did (result and errors as JSON text: 'null', '[]').
+INSERT INTO jobs (id, owner_id, queue, type, payload, priority, state, attempt,
+    max_attempts, run_at, timeout_s, idempotency_key, progress, result, errors, tags,
+    created_at, fair_key, fair_tag, limited, trace_context, workflow_id, step,
+    on_dependency_failure, ready_at, dep_checks)
+SELECT s.value ->> 0, :owner, s.value ->> 1, s.value ->> 2, s.value ->> 3, s.value ->> 4,
+    s.value ->> 5, 0, s.value ->> 6, :now, s.value ->> 7, s.value ->> 8, 0, 'null', '[]',
+    '[]', :now, s.value ->> 11, s.value ->> 12, s.value ->> 13, s.value ->> 14, :workflow,
+    s.value ->> 9, s.value ->> 10, CASE WHEN s.value ->> 5 = 'queued' THEN :now END, 0
+FROM json_each(:steps) AS s ORDER BY s.key
+
+-- name: workflow_created
+-- The 'created' events (:type) of the steps `workflow_steps` inserted (the same :steps),
+-- in step order; xid 0 (one writer), data JSON null as the Core insert wrote it.
+INSERT INTO events (xid, type, job_id, owner_id, queue, job_type, state, attempt, data,
+    created_at)
+SELECT 0, :type, s.value ->> 0, :owner, s.value ->> 1, s.value ->> 2, s.value ->> 5, 0,
+    'null', :now
+FROM json_each(:steps) AS s ORDER BY s.key
+
+-- name: workflow_edges
+-- A workflow's (:workflow) dependency edges, :edges [[job_id, depends_on], ...].
+INSERT INTO job_dependencies (job_id, depends_on, workflow_id)
+SELECT e.value ->> 0, e.value ->> 1, :workflow FROM json_each(:edges) AS e ORDER BY e.key

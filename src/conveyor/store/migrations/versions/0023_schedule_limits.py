@@ -18,7 +18,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0023_schedule_limits"
-down_revision = "0019_release_probe"
+down_revision = "0020_release_set"
 branch_labels = None
 depends_on = None
 

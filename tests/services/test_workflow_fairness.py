@@ -1,0 +1,54 @@
+"""Fair dispatch and workflows, both databases (issue #15 x #16): a step takes its job type's
+fair key (the owner by default) and a fair tag as a submit's ready job does, at submit for
+the steps ready then, at release for the others. So a tenant's large fan-out does not starve
+the jobs another tenant submits after it (docs/flow-control.md, "Fair dispatch")."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from conveyor.domain.jobs import Outcome
+from conveyor.domain.states import JobState
+from conveyor.domain.workflows import StepSpec, WorkflowSpec
+from conveyor.store.backend import QueueBackend
+from conveyor.store.tables import jobs
+from tests.services.test_workflows import service
+from tests.store.test_fairness import burst, claim_order
+
+W = "worker-fair-wf"
+FAN = 1_000
+
+
+def fan_out(after_root: bool) -> WorkflowSpec:
+    """`FAN` steps and a join; with `after_root`, the branches wait for a root step."""
+    root = (StepSpec("root", "wf_step", {"log": "-"}),) if after_root else ()
+    deps = ("root",) if after_root else ()
+    branches = tuple(StepSpec(f"b{i}", "wf_step", {"log": "-"}, deps) for i in range(FAN))
+    join = StepSpec("join", "wf_step", {"log": "-"}, tuple(f"b{i}" for i in range(FAN)))
+    return WorkflowSpec("fan", (*root, *branches, join))
+
+
+@pytest.mark.parametrize("released", [False, True], ids=["ready-at-submit", "released"])
+async def test_a_tenant_behind_a_large_fan_out_starts_within_the_bound(
+    backend: QueueBackend, released: bool
+) -> None:
+    detail = await service(backend).submit(fan_out(released), owner_id="A")
+    if released:  # the root runs; its finish releases the branches (the trigger tags them)
+        (root,) = await backend.claim(W, ["default"], 1, 30)
+        await backend.finish(W, [Outcome(root.id, root.attempt, "completed", result={})])
+    async with backend.db.read() as conn:
+        keys = set(
+            (await conn.execute(select(jobs.c.fair_key).where(
+                jobs.c.workflow_id == detail.workflow.id, jobs.c.state == JobState.QUEUED.value
+            ))).scalars()
+        )  # fmt: skip
+    assert keys == {"A"}
+    await backend.enqueue(burst("B", 10))
+
+    order = await claim_order(backend, 30, batch=1)
+
+    positions = [n for n, owner in enumerate(order, start=1) if owner == "B"]
+    # The documented bound, equal weights: B's k-th job is among the first 2k + 1 claims.
+    assert len(positions) == 10, order
+    assert all(p <= 2 * k + 1 for k, p in enumerate(positions, start=1)), positions
