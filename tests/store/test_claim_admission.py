@@ -3,7 +3,8 @@ unlimited jobs in one claim, slots and tokens taken, refusals and the next token
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import select, text
 
 from conveyor.domain.flow import Concurrency, Rate
 from conveyor.domain.jobs import Outcome
@@ -128,3 +129,19 @@ async def test_claims_over_many_keys_keep_each_key_to_its_limit_from_the_first_c
     async with backend.db.read() as conn:
         slots = (await conn.execute(select(limit_slots.c.key, limit_slots.c.slot))).all()
     assert {s.slot for s in slots} == {1, 2} and len(slots) == 8
+
+
+async def test_claims_that_made_many_slots_refresh_their_statistics(backend: QueueBackend) -> None:
+    """PostgreSQL: a burst of new keys fills limit_slots within a claim or two; the claims
+    then ANALYZE it, so that plans stop reading it as the empty table it was (the release
+    trigger's UPDATE and the admission then find a slot by index, not by a scan of all)."""
+    if backend.dialect != "postgresql":
+        pytest.skip("PostgreSQL's planner statistics")
+    await backend.define_limits([Concurrency("c", 1, key="payload.k")])
+    async with backend.db.write() as conn:
+        await conn.execute(text("ANALYZE limit_slots"))  # empty: what the drain starts from
+    await backend.enqueue([limited(("c", f"k{i}"), n=i) for i in range(80)])
+    assert len(await backend.claim(W, ["default"], 80, 30)) == 80
+    query = text("SELECT reltuples FROM pg_class WHERE oid = 'limit_slots'::regclass")
+    async with backend.db.read() as conn:
+        assert (await conn.execute(query)).scalar() == 80

@@ -9,6 +9,7 @@ and one pool for everything. LISTEN and leadership hold sessions of their own
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -62,7 +63,7 @@ SQL = load(
         | {"lock_mine", "complete", "retry", "fail", "rescue", "notify", "try_lead", "unlead"}
         | {"ping", "lead_ping", "horizon", "lock_events", "backend_pid"}
         | {"record_limits", "limit_start", "limit_demands", "limit_slots_free"}
-        | {"rate_buckets_lock"}
+        | {"rate_buckets_lock", "limit_slots_analyze"}
         | {"limit_admit", "rekey_events", "schema_enter", "schema_leave"}
         | {"caller_savepoint", "caller_savepoint_undo", "caller_savepoint_done"}
         | {"workflow_insert", "workflow_keyed", "workflow_steps", "workflow_edges"}
@@ -73,6 +74,11 @@ COMMAND_TIMEOUT = 60.0
 # After a limited claim `limit_start` could not serve, the claims that go to the general
 # admission before it is tried again.
 FALLBACK_EVERY = 16
+# Slots made by this process's claims since its last ANALYZE of limit_slots after which it
+# runs one: ANALYZE_AFTER, plus ANALYZE_GROWTH of the slots it had made before (the rule
+# autovacuum follows, without its minute of delay).
+ANALYZE_AFTER = 50
+ANALYZE_GROWTH = 0.2
 
 
 class PostgresDriver:
@@ -85,6 +91,8 @@ class PostgresDriver:
         self.dsn = plain_postgres_dsn(db.url, search_path(db.schema))
         self._notifier = Notifier(self._notify_events)
         self._not_at_once = 0  # limited claims left before `limit_start` is tried again
+        self._slots_made = 0  # by this process's claims since its last ANALYZE of them
+        self._slots_analyzed = 0  # by them before it
 
     # ---- pieces of the shared Core statements -------------------------------------------
     def insert(self, table: Table) -> Any:
@@ -183,7 +191,23 @@ class PostgresDriver:
                             await self._admit(raw, waiting, start, claimed)
             if early is not None and claimed:
                 early(claimed)
+        if self._slots_made > ANALYZE_AFTER + ANALYZE_GROWTH * self._slots_analyzed:
+            await self._analyze_slots()
         return claimed
+
+    def _note_made(self, made: int) -> None:
+        self._slots_made += made
+
+    async def _analyze_slots(self) -> None:
+        """Refresh limit_slots' statistics: a burst of new keys fills the table within
+        seconds, and until autovacuum's next ANALYZE (a minute or more) every plan cached
+        meanwhile reads it as empty and scans all of it for each slot (measured in the
+        flow bench: 3x the admission's CPU and 2x the finish's, docs/flow-control.md)."""
+        self._slots_analyzed += self._slots_made
+        self._slots_made = 0
+        with contextlib.suppress(Exception):  # statistics only: the claim succeeded
+            async with self.db.raw() as raw:
+                await raw.execute(SQL["limit_slots_analyze"], timeout=COMMAND_TIMEOUT)
 
     async def _admit_at_once(
         self, raw: Any, waiting: Sequence[str], start: tuple[Any, ...], claimed: Claimed
@@ -193,8 +217,8 @@ class PostgresDriver:
         not that simple and nothing written (`_admit` does it then). After a claim it could
         not serve, the next FALLBACK_EVERY go to `_admit` straight away, so a worker whose
         jobs are under rates or several limits pays one round trip in that many for trying."""
-        self._not_at_once = max(0, self._not_at_once - 1)
         if self._not_at_once:
+            self._not_at_once -= 1
             return False
         rows = await raw.fetch(SQL["limit_start"], list(waiting), *start, timeout=COMMAND_TIMEOUT)
         if not rows or not rows[0]["fast"]:
@@ -202,6 +226,7 @@ class PostgresDriver:
             return False
         claimed.extend(_claimed(row) for row in rows if row[0] is not None)
         claimed.refused = dict(Counter(rows[0]["refused"] or ()))
+        self._note_made(rows[0]["made"])
         return True
 
     async def _admit(
@@ -215,6 +240,7 @@ class PostgresDriver:
             SQL["limit_demands"], list(waiting), now, timeout=COMMAND_TIMEOUT
         )  # with the slots and buckets its keys lacked, made
         demands = [admission.Demand(*row[:8]) for row in found]
+        self._note_made(found[0]["made"] if found else 0)
         if not demands:
             return
         free: dict[tuple[str, str], list[int]] = {}

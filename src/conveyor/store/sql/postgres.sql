@@ -272,7 +272,7 @@ SELECT t.job_id, t.name, t.key FROM unnest($1::text[], $2::text[], $3::text[]) A
 -- starts ($2 worker, $3 now, $4 lease end, $5-$7 its event), in this statement's
 -- transaction. `fast` false (one row, no job): nothing was written, and the driver admits
 -- the candidates with `limit_demands` .. `limit_admit`. `refused`: the limit of each
--- locked candidate left queued.
+-- locked candidate left queued; `made`: the slots it made.
 WITH mine AS (
     SELECT id FROM jobs WHERE jobs.id = ANY($1::text[]) AND state = 'queued' AND limited
     ORDER BY id FOR UPDATE SKIP LOCKED
@@ -349,8 +349,15 @@ refused AS (
     SELECT array_agg(f.name) AS names FROM found AS f
     WHERE NOT EXISTS (SELECT 1 FROM claimed AS c WHERE c.id = f.job_id)
 )
-SELECT c.*, fast.ok AS fast, refused.names AS refused FROM fast CROSS JOIN refused
+SELECT c.*, fast.ok AS fast, refused.names AS refused, (SELECT count(*) FROM made) AS made
+FROM fast CROSS JOIN refused
 LEFT JOIN claimed AS c ON true
+
+-- name: limit_slots_analyze
+-- Fresh statistics for limit_slots once claims have made many slots (the driver's
+-- `_note_made`): plans cached while the table was nearly empty scan it whole for each
+-- slot (the claim's probe, `limit_start`, the release trigger); an ANALYZE replans them.
+ANALYZE limit_slots
 
 -- name: limit_demands
 -- The limits of the candidates $1 still queued, each candidate locked (SKIP LOCKED: one
