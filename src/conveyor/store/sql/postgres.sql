@@ -258,6 +258,21 @@ LEFT JOIN claimed AS c ON true
 INSERT INTO job_limits (job_id, name, key)
 SELECT t.job_id, t.name, t.key FROM unnest($1::text[], $2::text[], $3::text[]) AS t(job_id, name, key)
 
+-- fragment: admitted_started
+-- The end of the UPDATE that starts admitted jobs (`limit_start`, `limit_admit`: $3 now,
+-- $5-$7 the started event): the claimed rows and their events.
+    RETURNING jobs.id, jobs.type, jobs.queue, jobs.payload, jobs.attempt, jobs.max_attempts,
+        jobs.timeout_s, jobs.priority, jobs.owner_id, jobs.idempotency_key, jobs.run_at,
+        jobs.trace_context
+),
+logged AS (
+    INSERT INTO events (xid, type, job_id, owner_id, queue, job_type, state, attempt, data,
+        created_at)
+    SELECT txid_current(), $5::text, c.id, c.owner_id, c.queue, c.type, $6::text, c.attempt,
+        $7::jsonb, $3
+    FROM claimed AS c
+)
+
 -- name: limit_start
 -- The admission in one statement, for the common case (docs/flow-control.md,
 -- "Performance"): the limited candidates $1 (claim order) still queued are locked (SKIP
@@ -334,23 +349,11 @@ claimed AS (
         started_at = $3, lease_expires_at = $4
     WHERE jobs.id = ANY(ARRAY(SELECT job_id FROM held UNION ALL SELECT job_id FROM made))
         AND jobs.state = 'queued'
-    RETURNING jobs.id, jobs.type, jobs.queue, jobs.payload, jobs.attempt, jobs.max_attempts,
-        jobs.timeout_s, jobs.priority, jobs.owner_id, jobs.idempotency_key, jobs.run_at,
-        jobs.trace_context
-),
-logged AS (
-    INSERT INTO events (xid, type, job_id, owner_id, queue, job_type, state, attempt, data,
-        created_at)
-    SELECT txid_current(), $5::text, c.id, c.owner_id, c.queue, c.type, $6::text, c.attempt,
-        $7::jsonb, $3
-    FROM claimed AS c
-),
-refused AS (
-    SELECT array_agg(f.name) AS names FROM found AS f
-    WHERE NOT EXISTS (SELECT 1 FROM claimed AS c WHERE c.id = f.job_id)
-)
+    -- include: admitted_started
 SELECT c.*, fast.ok AS fast, refused.names AS refused, (SELECT count(*) FROM made) AS made
-FROM fast CROSS JOIN refused
+FROM fast
+CROSS JOIN (SELECT array_agg(f.name) AS names FROM found AS f
+    WHERE NOT EXISTS (SELECT 1 FROM claimed AS c WHERE c.id = f.job_id)) AS refused
 LEFT JOIN claimed AS c ON true
 
 -- name: limit_slots_analyze
@@ -442,17 +445,7 @@ claimed AS (
     UPDATE jobs SET state = 'running', attempt = jobs.attempt + 1, worker_id = $2,
         started_at = $3, lease_expires_at = $4
     WHERE jobs.id = ANY($1::text[]) AND jobs.state = 'queued'
-    RETURNING jobs.id, jobs.type, jobs.queue, jobs.payload, jobs.attempt, jobs.max_attempts,
-        jobs.timeout_s, jobs.priority, jobs.owner_id, jobs.idempotency_key, jobs.run_at,
-        jobs.trace_context
-),
-logged AS (
-    INSERT INTO events (xid, type, job_id, owner_id, queue, job_type, state, attempt, data,
-        created_at)
-    SELECT txid_current(), $5::text, c.id, c.owner_id, c.queue, c.type, $6::text, c.attempt,
-        $7::jsonb, $3
-    FROM claimed AS c
-)
+    -- include: admitted_started
 SELECT c.*, (SELECT count(*) FROM held) AS held, (SELECT count(*) FROM spent) AS spent
 FROM claimed AS c
 
