@@ -91,6 +91,7 @@ class PostgresDriver:
         self.dsn = plain_postgres_dsn(db.url, search_path(db.schema))
         self._notifier = Notifier(self._notify_events)
         self._not_at_once = 0  # limited claims left before `limit_start` is tried again
+        self._limited_last = False  # the last claim had limited candidates
         self._slots_made = 0  # by this process's claims since its last ANALYZE of them
         self._slots_analyzed = 0  # by them before it
 
@@ -172,19 +173,23 @@ class PostgresDriver:
         data = json.dumps(said.data)
         # Told early: BEGIN, the claim, then the commit (and its WAL flush) while the jobs
         # start; otherwise one statement in its own transaction, one round trip. Limited
-        # candidates add their admission (`_admit`): in the same transaction when told early,
-        # else in its own, which locks and checks them again.
-        async with self.db.raw(transaction=early is not None) as raw:
+        # candidates add their admission (`_admit_at_once`, else `_admit`) in the claim's
+        # transaction, or in one of its own, which locks and checks them again. A driver
+        # whose last claim had limited candidates opens the transaction anyway: BEGIN and
+        # COMMIT cost two round trips, a second commit's WAL flush costs more.
+        together = early is not None or self._limited_last
+        async with self.db.raw(transaction=together) as raw:
             rows = await raw.fetch(
                 statement, list(queues), limit, worker_id, *lease, said.type, said.state, data,
                 timeout=COMMAND_TIMEOUT,
             )  # fmt: skip
             claimed = Claimed(_claimed(row) for row in rows if row[0] is not None)
             waiting = rows[0]["waiting"] if rows else None
+            self._limited_last = bool(waiting)
             if waiting:
                 start = (worker_id, *lease, said.type, said.state, data)
                 if not await self._admit_at_once(raw, waiting, start, claimed):
-                    if early is not None:
+                    if together:
                         await self._admit(raw, waiting, start, claimed)
                     else:
                         async with raw.transaction():
