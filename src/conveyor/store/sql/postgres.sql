@@ -192,7 +192,7 @@ FROM unnest($1::text[], $2::text[], $3::text[]) AS t(job_id, owner_id, url)
 -- $4: now, $5: the lease's end; $6-$8: the event's type, state, data.
 -- Limited jobs (docs/flow-control.md) are picked and locked too, but not started here:
 -- their ids come back in `waiting` (one row even when nothing was claimed) and the driver
--- admits them in a transaction of their own (`limit_demands` .. `limit_admit`). A per-row
+-- admits them (`limit_start`, else `limit_demands` .. `limit_admit`). A per-row
 -- probe leaves out those whose limits have no free slot or token now, so a full key never
 -- holds the claim's LIMIT (head of line); `NOT limited` first: unlimited jobs skip it.
 WITH picked AS (
