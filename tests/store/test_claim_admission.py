@@ -3,7 +3,8 @@ unlimited jobs in one claim, slots and tokens taken, refusals and the next token
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import select, text
 
 from conveyor.domain.flow import Concurrency, Rate
 from conveyor.domain.jobs import Outcome
@@ -96,3 +97,51 @@ async def test_a_rate_refusal_in_the_claim_says_when_the_next_token_comes(
     assert claimed.refused == {"r": 1}
     assert claimed.retry_in is not None and 55 < claimed.retry_in <= 60
     assert (await backend.get(b.id)).state is JobState.QUEUED
+
+
+async def test_claims_over_many_keys_keep_each_key_to_its_limit_from_the_first_claim(
+    backend: QueueBackend,
+) -> None:
+    """A drain in small claims, a finish between them: each key runs at most its 2 at
+    once from the first claim (no slot made beforehand), every job starts once, the slots
+    a key gets are made one claim at a time and never beyond 1..2, and the ones still
+    queued when a key is full are told as refusals by that limit."""
+    await backend.define_limits([Concurrency("c", 2, key="payload.k")])
+    queued = await backend.enqueue([limited(("c", f"k{i % 4}"), n=i) for i in range(24)])
+    keys = {q.id: f"k{i % 4}" for i, q in enumerate(queued)}
+    running: list[str] = []
+    started: list[str] = []
+    refused = 0
+    for _ in range(200):
+        claimed = await backend.claim(W, ["default"], 5, 30)
+        refused += claimed.refused.get("c", 0)
+        running += [c.id for c in claimed]
+        started += [c.id for c in claimed]
+        per_key = [keys[i] for i in running]
+        assert max((per_key.count(k) for k in set(per_key)), default=0) <= 2
+        assert set(await _holders(backend)) == set(running)
+        if not running:
+            break
+        done = running.pop(0)
+        assert await backend.finish(W, [Outcome(done, 1, "completed")]) == {done}
+    assert sorted(started) == sorted(keys)
+    assert refused > 0  # claims of 5 over 4 keys of 2: some candidates found their key full
+    async with backend.db.read() as conn:
+        slots = (await conn.execute(select(limit_slots.c.key, limit_slots.c.slot))).all()
+    assert {s.slot for s in slots} == {1, 2} and len(slots) == 8
+
+
+async def test_claims_that_made_many_slots_refresh_their_statistics(backend: QueueBackend) -> None:
+    """PostgreSQL: a burst of new keys fills limit_slots within a claim or two; the claims
+    then ANALYZE it, so that plans stop reading it as the empty table it was (the release
+    trigger's UPDATE and the admission then find a slot by index, not by a scan of all)."""
+    if backend.dialect != "postgresql":
+        pytest.skip("PostgreSQL's planner statistics")
+    await backend.define_limits([Concurrency("c", 1, key="payload.k")])
+    async with backend.db.write() as conn:
+        await conn.execute(text("ANALYZE limit_slots"))  # empty: what the drain starts from
+    await backend.enqueue([limited(("c", f"k{i}"), n=i) for i in range(80)])
+    assert len(await backend.claim(W, ["default"], 80, 30)) == 80
+    query = text("SELECT reltuples FROM pg_class WHERE oid = 'limit_slots'::regclass")
+    async with backend.db.read() as conn:
+        assert (await conn.execute(query)).scalar() == 80

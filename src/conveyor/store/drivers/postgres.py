@@ -9,7 +9,9 @@ and one pool for everything. LISTEN and leadership hold sessions of their own
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -60,7 +62,8 @@ SQL = load(
         }
         | {"lock_mine", "complete", "retry", "fail", "rescue", "notify", "try_lead", "unlead"}
         | {"ping", "lead_ping", "horizon", "lock_events", "backend_pid"}
-        | {"record_limits", "limit_demands", "limit_slots_free", "rate_buckets_lock"}
+        | {"record_limits", "limit_start", "limit_demands", "limit_slots_free"}
+        | {"rate_buckets_lock", "limit_slots_analyze"}
         | {"limit_admit", "rekey_events", "schema_enter", "schema_leave"}
         | {"caller_savepoint", "caller_savepoint_undo", "caller_savepoint_done"}
         | {"workflow_insert", "workflow_keyed", "workflow_steps", "workflow_edges"}
@@ -68,6 +71,14 @@ SQL = load(
 )
 # A hung statement on the hot path surfaces as an error rather than a stuck worker.
 COMMAND_TIMEOUT = 60.0
+# After a limited claim `limit_start` could not serve, the claims that go to the general
+# admission before it is tried again.
+FALLBACK_EVERY = 16
+# Slots made by this process's claims since its last ANALYZE of limit_slots after which it
+# runs one: ANALYZE_AFTER, plus ANALYZE_GROWTH of the slots it had made before (the rule
+# autovacuum follows, without its minute of delay).
+ANALYZE_AFTER = 50
+ANALYZE_GROWTH = 0.2
 
 
 class PostgresDriver:
@@ -79,6 +90,10 @@ class PostgresDriver:
         # sessions (LISTEN, leadership) use the pool's schema too.
         self.dsn = plain_postgres_dsn(db.url, search_path(db.schema))
         self._notifier = Notifier(self._notify_events)
+        self._not_at_once = 0  # limited claims left before `limit_start` is tried again
+        self._limited_last = False  # the last claim had limited candidates
+        self._slots_made = 0  # by this process's claims since its last ANALYZE of them
+        self._slots_analyzed = 0  # by them before it
 
     # ---- pieces of the shared Core statements -------------------------------------------
     def insert(self, table: Table) -> Any:
@@ -159,24 +174,31 @@ class PostgresDriver:
         # Told early: BEGIN (sent ahead by `open_claim` when the worker went idle), the
         # claim, then the commit (and its WAL flush) while the jobs start; otherwise one
         # statement in its own transaction, one round trip. Limited candidates add their
-        # admission (`_admit`): in the same transaction when told early, else in one of its
-        # own, which locks and checks them again.
-        told = early is not None
-        async with self.db.raw(transaction=told, ahead=told) as raw:
+        # admission (`_admit_at_once`, else `_admit`) in the claim's transaction, or in one
+        # of its own, which locks and checks them again. A driver whose last claim had
+        # limited candidates opens the transaction anyway: BEGIN and COMMIT cost two round
+        # trips, a second commit's WAL flush costs more.
+        together = early is not None or self._limited_last
+        async with self.db.raw(transaction=together, ahead=early is not None) as raw:
             rows = await raw.fetch(
                 statement, list(queues), limit, worker_id, *lease, said.type, said.state, data,
                 timeout=COMMAND_TIMEOUT,
             )  # fmt: skip
             claimed = Claimed(_claimed(row) for row in rows if row[0] is not None)
             waiting = rows[0]["waiting"] if rows else None
+            self._limited_last = bool(waiting)
             if waiting:
-                if early is not None:
-                    await self._admit(raw, waiting, worker_id, lease, said, claimed)
-                else:
-                    async with raw.transaction():
-                        await self._admit(raw, waiting, worker_id, lease, said, claimed)
+                start = (worker_id, *lease, said.type, said.state, data)
+                if not await self._admit_at_once(raw, waiting, start, claimed):
+                    if together:
+                        await self._admit(raw, waiting, start, claimed)
+                    else:
+                        async with raw.transaction():
+                            await self._admit(raw, waiting, start, claimed)
             if early is not None and claimed:
                 early(claimed)
+        if self._slots_made > ANALYZE_AFTER + ANALYZE_GROWTH * self._slots_analyzed:
+            await self._analyze_slots()
         return claimed
 
     async def open_claim(self) -> float | None:
@@ -185,22 +207,52 @@ class PostgresDriver:
     async def close_claim(self) -> None:
         await self.db.close_ahead()
 
+    def _note_made(self, made: int) -> None:
+        self._slots_made += made
+
+    async def _analyze_slots(self) -> None:
+        """Refresh limit_slots' statistics: a burst of new keys fills the table within
+        seconds, and until autovacuum's next ANALYZE (a minute or more) every plan cached
+        meanwhile reads it as empty and scans all of it for each slot (measured in the
+        flow bench: 3x the admission's CPU and 2x the finish's, docs/flow-control.md)."""
+        self._slots_analyzed += self._slots_made
+        self._slots_made = 0
+        with contextlib.suppress(Exception):  # statistics only: the claim succeeded
+            async with self.db.raw() as raw:
+                await raw.execute(SQL["limit_slots_analyze"], timeout=COMMAND_TIMEOUT)
+
+    async def _admit_at_once(
+        self, raw: Any, waiting: Sequence[str], start: tuple[Any, ...], claimed: Claimed
+    ) -> bool:
+        """Admit the limited candidates `waiting` in one statement (`limit_start`) when each
+        is under exactly one limit, a concurrency limit with a size. False: not tried, or
+        not that simple and nothing written (`_admit` does it then). After a claim it could
+        not serve, the next FALLBACK_EVERY go to `_admit` straight away, so a worker whose
+        jobs are under rates or several limits pays one round trip in that many for trying."""
+        if self._not_at_once:
+            self._not_at_once -= 1
+            return False
+        rows = await raw.fetch(SQL["limit_start"], list(waiting), *start, timeout=COMMAND_TIMEOUT)
+        if not rows or not rows[0]["fast"]:
+            self._not_at_once = FALLBACK_EVERY
+            return False
+        claimed.extend(_claimed(row) for row in rows if row[0] is not None)
+        claimed.refused = dict(Counter(rows[0]["refused"] or ()))
+        self._note_made(rows[0]["made"])
+        return True
+
     async def _admit(
-        self,
-        raw: Any,
-        waiting: Sequence[str],
-        worker_id: str,
-        lease: tuple[datetime, datetime],
-        said: Said,
-        claimed: Claimed,
+        self, raw: Any, waiting: Sequence[str], start: tuple[Any, ...], claimed: Claimed
     ) -> None:
         """Start those of the limited candidates `waiting` (claim order) that every limit
-        they are under admits, adding them to `claimed` (store/admission.py)."""
-        now = lease[0]
+        they are under admits, adding them to `claimed` (store/admission.py). `start`: the
+        worker, the lease (now, end) and the started event's type, state and data."""
+        now = start[1]
         found = await raw.fetch(
             SQL["limit_demands"], list(waiting), now, timeout=COMMAND_TIMEOUT
         )  # with the slots and buckets its keys lacked, made
         demands = [admission.Demand(*row[:8]) for row in found]
+        self._note_made(found[0]["made"] if found else 0)
         if not demands:
             return
         free: dict[tuple[str, str], list[int]] = {}
@@ -225,8 +277,7 @@ class PostgresDriver:
             return
         holds, spent = plan.holds, list(plan.buckets.items())
         rows = await raw.fetch(
-            SQL["limit_admit"], plan.admitted, worker_id, *lease, said.type, said.state,
-            json.dumps(said.data),
+            SQL["limit_admit"], plan.admitted, *start,
             [h[0] for h in holds], [h[1] for h in holds], [h[2] for h in holds],
             [h[3] for h in holds],
             [p[0][0] for p in spent], [p[0][1] for p in spent], [p[1] for p in spent],

@@ -194,7 +194,7 @@ FROM unnest($1::text[], $2::text[], $3::text[]) AS t(job_id, owner_id, url)
 -- $4: now, $5: the lease's end; $6-$8: the event's type, state, data.
 -- Limited jobs (docs/flow-control.md) are picked and locked too, but not started here:
 -- their ids come back in `waiting` (one row even when nothing was claimed) and the driver
--- admits them in a transaction of their own (`limit_demands` .. `limit_admit`). A per-row
+-- admits them (`limit_start`, else `limit_demands` .. `limit_admit`). A per-row
 -- probe leaves out those whose limits have no free slot or token now, so a full key never
 -- holds the claim's LIMIT (head of line); `NOT limited` first: unlimited jobs skip it.
 WITH picked AS (
@@ -259,6 +259,110 @@ LEFT JOIN claimed AS c ON true
 -- their insert).
 INSERT INTO job_limits (job_id, name, key)
 SELECT t.job_id, t.name, t.key FROM unnest($1::text[], $2::text[], $3::text[]) AS t(job_id, name, key)
+
+-- fragment: admitted_started
+-- The end of the UPDATE that starts admitted jobs (`limit_start`, `limit_admit`: $3 now,
+-- $5-$7 the started event): the claimed rows and their events.
+    RETURNING jobs.id, jobs.type, jobs.queue, jobs.payload, jobs.attempt, jobs.max_attempts,
+        jobs.timeout_s, jobs.priority, jobs.owner_id, jobs.idempotency_key, jobs.run_at,
+        jobs.trace_context
+),
+logged AS (
+    INSERT INTO events (xid, type, job_id, owner_id, queue, job_type, state, attempt, data,
+        created_at)
+    SELECT txid_current(), $5::text, c.id, c.owner_id, c.queue, c.type, $6::text, c.attempt,
+        $7::jsonb, $3
+    FROM claimed AS c
+)
+
+-- name: limit_start
+-- The admission in one statement, for the common case (docs/flow-control.md,
+-- "Performance"): the limited candidates $1 (claim order) still queued are locked (SKIP
+-- LOCKED, as in `limit_demands`); if each is under exactly one limit, a concurrency limit
+-- with a size (`fast`), the r-th of a key's candidates in claim order takes the key's r-th
+-- lowest free slot 1..size, locked (SKIP LOCKED), or else the next slot above the key's
+-- highest, made for it already held (ON CONFLICT DO NOTHING: a claim making the same slot
+-- meanwhile keeps it, and this job waits): what `admission.plan` gives such jobs. A free
+-- slot is taken by the address of the row version it locked (a TID scan, whatever the
+-- statistics of a table the drain has just filled) and only while still free, which the
+-- condition spells so that no index on job_id can serve it. Only a job that got its slot
+-- starts ($2 worker, $3 now, $4 lease end, $5-$7 its event), in this statement's
+-- transaction. `fast` false (one row, no job): nothing was written, and the driver admits
+-- the candidates with `limit_demands` .. `limit_admit`. `refused`: the limit of each
+-- locked candidate left queued; `made`: the slots it made.
+WITH mine AS (
+    SELECT id FROM jobs WHERE jobs.id = ANY($1::text[]) AND state = 'queued' AND limited
+    ORDER BY id FOR UPDATE SKIP LOCKED
+),
+found AS (
+    SELECT jl.job_id, jl.name, jl.key, fl.kind, o.ord,
+        coalesce((SELECT u.max_running FROM users AS u
+            WHERE jl.name = 'quota.running' AND u.id = jl.key AND u.max_running > 0),
+            fl.max_running) AS size
+    FROM mine JOIN job_limits AS jl ON jl.job_id = mine.id
+    JOIN unnest($1::text[]) WITH ORDINALITY AS o(id, ord) ON o.id = mine.id
+    LEFT JOIN flow_limits AS fl ON fl.name = jl.name
+),
+keys AS (
+    SELECT name, key, min(size) AS size, count(*) AS need,
+        array_agg(job_id ORDER BY ord) AS jobs
+    FROM found GROUP BY name, key
+),
+fast AS (
+    SELECT (SELECT count(*) FROM found) = (SELECT count(DISTINCT job_id) FROM found)
+        AND NOT EXISTS (SELECT 1 FROM found WHERE kind IS DISTINCT FROM 'concurrency'
+            OR size IS NULL) AS ok
+),
+free AS (
+    SELECT k.name, k.key, k.jobs, ARRAY(
+            SELECT s.ctid FROM limit_slots AS s
+            WHERE s.name = k.name AND s.key = k.key AND s.slot <= k.size AND s.job_id IS NULL
+            ORDER BY s.slot LIMIT k.need
+            FOR UPDATE SKIP LOCKED) AS ats,
+        ARRAY(SELECT generate_series(m.top + 1, least(k.size, m.top + k.need))) AS news
+    FROM keys AS k
+    CROSS JOIN LATERAL (SELECT coalesce(max(s.slot), 0) AS top FROM limit_slots AS s
+        WHERE s.name = k.name AND s.key = k.key) AS m
+    WHERE (SELECT ok FROM fast)
+),
+given AS (
+    SELECT g.job_id, g.at
+    FROM free CROSS JOIN LATERAL unnest(free.jobs[:cardinality(free.ats)], free.ats)
+        AS g(job_id, at)
+    WHERE g.job_id IS NOT NULL
+),
+made AS (
+    INSERT INTO limit_slots (name, key, slot, job_id)
+    SELECT free.name, free.key, m.slot, m.job_id
+    FROM free CROSS JOIN LATERAL unnest(free.jobs[cardinality(free.ats) + 1:], free.news)
+        AS m(job_id, slot)
+    WHERE m.job_id IS NOT NULL AND m.slot IS NOT NULL
+    ORDER BY free.name, free.key, m.slot
+    ON CONFLICT DO NOTHING
+    RETURNING limit_slots.job_id
+),
+held AS (
+    UPDATE limit_slots AS s SET job_id = (SELECT g.job_id FROM given AS g WHERE g.at = s.ctid)
+    WHERE s.ctid = ANY(ARRAY(SELECT at FROM given)) AND coalesce(s.job_id, '') = ''
+    RETURNING s.job_id
+),
+claimed AS (
+    UPDATE jobs SET state = 'running', attempt = jobs.attempt + 1, worker_id = $2,
+        started_at = $3, lease_expires_at = $4
+    WHERE jobs.id = ANY(ARRAY(SELECT job_id FROM held UNION ALL SELECT job_id FROM made))
+        AND jobs.state = 'queued'
+    -- include: admitted_started
+SELECT c.*, fast.ok AS fast, refused.names AS refused, (SELECT count(*) FROM made) AS made
+FROM fast
+CROSS JOIN (SELECT array_agg(f.name) AS names FROM found AS f
+    WHERE NOT EXISTS (SELECT 1 FROM claimed AS c WHERE c.id = f.job_id)) AS refused
+LEFT JOIN claimed AS c ON true
+
+-- name: limit_slots_analyze
+-- Fresh statistics for limit_slots once claims have made many slots (the driver's
+-- `_note_made`): plans cached while the table was nearly empty scan it whole for each
+-- slot (the claim's probe, `limit_start`, the release trigger); an ANALYZE replans them.
+ANALYZE limit_slots
 
 -- name: limit_demands
 -- The limits of the candidates $1 still queued, each candidate locked (SKIP LOCKED: one
@@ -343,17 +447,7 @@ claimed AS (
     UPDATE jobs SET state = 'running', attempt = jobs.attempt + 1, worker_id = $2,
         started_at = $3, lease_expires_at = $4
     WHERE jobs.id = ANY($1::text[]) AND jobs.state = 'queued'
-    RETURNING jobs.id, jobs.type, jobs.queue, jobs.payload, jobs.attempt, jobs.max_attempts,
-        jobs.timeout_s, jobs.priority, jobs.owner_id, jobs.idempotency_key, jobs.run_at,
-        jobs.trace_context
-),
-logged AS (
-    INSERT INTO events (xid, type, job_id, owner_id, queue, job_type, state, attempt, data,
-        created_at)
-    SELECT txid_current(), $5::text, c.id, c.owner_id, c.queue, c.type, $6::text, c.attempt,
-        $7::jsonb, $3
-    FROM claimed AS c
-)
+    -- include: admitted_started
 SELECT c.*, (SELECT count(*) FROM held) AS held, (SELECT count(*) FROM spent) AS spent
 FROM claimed AS c
 
