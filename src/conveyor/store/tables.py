@@ -206,7 +206,7 @@ schedules = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     # A workflow template (domain/workflows.py spec_json): each fire submits one workflow.
     Column("workflow", JsonType, nullable=True),
-    # A job schedule's submit limits, name -> key (0023; NULL: none): each fire is under them.
+    # A job schedule's submit limits, name -> key (0021; NULL: none): each fire is under them.
     Column("limits", JsonType, nullable=True),
     CheckConstraint("(job_type IS NULL) <> (workflow IS NULL)", name="job_or_workflow"),
 )

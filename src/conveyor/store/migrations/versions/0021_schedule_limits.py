@@ -1,6 +1,6 @@
 """schedules: a job schedule's submit limits
 
-Revision ID: 0023_schedule_limits
+Revision ID: 0021_schedule_limits
 Revises: 0019_release_probe
 Create Date: 2026-12-06 03:30:00.000000
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "0023_schedule_limits"
+revision = "0021_schedule_limits"
 down_revision = "0020_release_set"
 branch_labels = None
 depends_on = None
