@@ -106,7 +106,9 @@ class ConveyorSystem(CommandSystem):
     def database_url(self) -> str:
         if self.database == "sqlite":
             return f"sqlite:///{self.scratch / 'bench.db'}"
-        return f"{PG_ADMIN_URL}/conveyor_bench"
+        # BENCH_PG_DATABASE: two benches at once on one server must not share (each drops
+        # and creates its database at setup).
+        return f"{PG_ADMIN_URL}/{os.environ.get('BENCH_PG_DATABASE', 'conveyor_bench')}"
 
     def settings(self, n_processes: int) -> dict[str, Any]:
         return {
