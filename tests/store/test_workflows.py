@@ -94,7 +94,7 @@ async def test_one_statement_settling_hundreds_of_steps_releases_each_dependent_
     backend: QueueBackend,
 ) -> None:
     """600 parents settled by one UPDATE: PostgreSQL's row trigger notes each in chunks of
-    ~8 kB (migration 0020), which the statement trigger reads all; each child is released
+    ~1 kB (migration 0020), which the statement trigger reads all; each child is released
     once, and a plain job the statement also settles changes nothing."""
     pairs = 600
     spec = WorkflowSpec(
