@@ -93,9 +93,9 @@ async def test_two_parents_settling_at_once_release_the_child_exactly_once(
 async def test_one_statement_settling_hundreds_of_steps_releases_each_dependent_once(
     backend: QueueBackend,
 ) -> None:
-    """600 parents settled by one UPDATE: PostgreSQL's row trigger notes each in chunks of
-    ~1 kB (migration 0020), which the statement trigger reads all; each child is released
-    once, and a plain job the statement also settles changes nothing."""
+    """600 parents settled by one UPDATE (PostgreSQL: one statement trigger call, migration
+    0020): each child is released once, and a plain job the statement also settles changes
+    nothing."""
     pairs = 600
     spec = WorkflowSpec(
         "pairs", tuple(s for i in range(pairs) for s in (step(f"p{i}"), step(f"c{i}", f"p{i}")))

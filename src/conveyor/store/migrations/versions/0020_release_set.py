@@ -6,14 +6,10 @@ Create Date: 2026-12-06 03:30:00.000000
 
 PostgreSQL: 0016's `jobs_step_settled` ran once per settling row (a finish of 100 steps: 100
 calls, each locking the workflow, probing its dependents and asking "was that the last
-open step?"). It becomes two triggers. `jobs_step_noted`, per row, filtered by 0016's
-`WHEN` (a workflow's step whose state became settled: a plain job's UPDATE never calls
-it), only notes the step's id in transaction-local settings. `jobs_steps_settled`, once
-per UPDATE statement that sets `state` (no transition tables: PostgreSQL refuses a column
-list with those, and fills them for every UPDATE of jobs, ~3 us a row on plain jobs),
-returns at once when nothing was noted; else it takes and empties the notes (so the
-release's own statements note theirs anew, one nesting level per step as before), locks
-each touched workflow row once, in id order (so two batches that touch the same
+open step?"). It becomes `jobs_steps_settled`, one call per UPDATE statement on jobs with
+the statement's rows as transition tables (PostgreSQL refuses a column list with those, so
+it fires for every UPDATE of jobs and returns at once when no workflow step settled). It
+locks each touched workflow row once, in id order (so two batches that touch the same
 workflows take their locks in one order), bumps `dep_checks` of the waiting dependents of
 all the statement's settled steps that it can decide (0019's probe; every one of a failed
 or cancelled step's), locking them in id order, then settles each of those workflows that
@@ -60,66 +56,25 @@ _BAD: str = _0016._BAD
 _SETTLED: str = _0016._SETTLED
 _PG_XID: str = _0016._PG_XID
 
-# The statement's settled steps, noted by a row trigger as a JSON list's items (a job id may
-# hold any character) in transaction-local settings that the statement trigger reads and
-# empties: chunks of at most ~1 kB (`conveyor.settled_<k>`, k in `conveyor.settled_chunk`),
-# as a setting is copied whole on each note (backend CPU of one UPDATE settling 10,000
-# steps, the trigger's share: one string ~14 us a step, 8 kB chunks ~11, 1 kB ~6; the
-# transition tables' ~1.3).
-_PG_NOTE_FUNCTION = """
-CREATE OR REPLACE FUNCTION conveyor_step_noted() RETURNS trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-    k integer := coalesce(nullif(current_setting('conveyor.settled_chunk', true), ''), '0');
-    noted text := nullif(current_setting('conveyor.settled_' || k, true), '');
-BEGIN
-    IF length(noted) > 1000 THEN
-        k := k + 1;
-        noted := NULL;
-        PERFORM set_config('conveyor.settled_chunk', k::text, true);
-    END IF;
-    PERFORM set_config('conveyor.settled_' || k,
-        coalesce(noted || ',', '') || to_json(NEW.id)::text, true);
-    RETURN NULL;
-END
-$$
-"""
-_PG_NOTE_TRIGGER = f"""
-CREATE TRIGGER jobs_step_noted
-AFTER UPDATE OF state ON jobs
-FOR EACH ROW
-WHEN (NEW.workflow_id IS NOT NULL AND OLD.state IS DISTINCT FROM NEW.state
-    AND NEW.state IN {_SETTLED})
-EXECUTE FUNCTION conveyor_step_noted()
-"""
 _PG_SETTLED_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION conveyor_steps_settled() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
-    noted text := current_setting('conveyor.settled_0', true);
-    k integer;
     ids text[];
     bads text[];
     flows text[];
 BEGIN
-    IF noted IS NULL OR noted = '' THEN
-        RETURN NULL;  -- no step settled (a claim, a plain job's finish)
+    IF NOT EXISTS (SELECT 1 FROM new_rows AS n
+        WHERE n.workflow_id IS NOT NULL AND n.state IN {_SETTLED}) THEN
+        RETURN NULL;  -- no step settled (a claim, a heartbeat, a plain job's finish)
     END IF;
-    -- Emptied before the release's own statements, whose settled steps are noted anew.
-    k := coalesce(nullif(current_setting('conveyor.settled_chunk', true), ''), '0');
-    FOR i IN 1..k LOOP
-        noted := noted || ',' || current_setting('conveyor.settled_' || i);
-        PERFORM set_config('conveyor.settled_' || i, '', true);
-    END LOOP;
-    IF k > 0 THEN
-        PERFORM set_config('conveyor.settled_chunk', '0', true);
-    END IF;
-    PERFORM set_config('conveyor.settled_0', '', true);
-    ids := ARRAY(SELECT jsonb_array_elements_text(('[' || noted || ']')::jsonb));
-    SELECT array_agg(j.id) FILTER (WHERE j.state IN {_BAD}), array_agg(DISTINCT j.workflow_id)
-    INTO bads, flows
-    FROM jobs AS j WHERE j.id = ANY(ids);
-    IF flows IS NULL THEN
+    SELECT array_agg(n.id), array_agg(n.id) FILTER (WHERE n.state IN {_BAD}),
+        array_agg(DISTINCT n.workflow_id)
+    INTO ids, bads, flows
+    FROM new_rows AS n JOIN old_rows AS o ON o.id = n.id
+    WHERE n.workflow_id IS NOT NULL AND n.state IN {_SETTLED}
+        AND o.state IS DISTINCT FROM n.state;
+    IF ids IS NULL THEN
         RETURN NULL;
     END IF;
     -- The workflows' rows first (id order), then the dependents in id order.
@@ -167,7 +122,8 @@ $$
 """
 _PG_SETTLED_TRIGGER = """
 CREATE TRIGGER jobs_steps_settled
-AFTER UPDATE OF state ON jobs
+AFTER UPDATE ON jobs
+REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
 FOR EACH STATEMENT
 EXECUTE FUNCTION conveyor_steps_settled()
 """
@@ -242,8 +198,6 @@ def upgrade() -> None:
         return
     op.execute("DROP TRIGGER IF EXISTS jobs_step_settled ON jobs")
     op.execute("DROP FUNCTION IF EXISTS conveyor_step_settled()")
-    op.execute(_PG_NOTE_FUNCTION)
-    op.execute(_PG_NOTE_TRIGGER)
     op.execute(_PG_SETTLED_FUNCTION)
     op.execute(_PG_SETTLED_TRIGGER)
     op.execute(_PG_TAG_FUNCTION)
@@ -255,9 +209,7 @@ def downgrade() -> None:
         _sqlite_check(_SQLITE_TAG_0016)
         return
     op.execute("DROP TRIGGER IF EXISTS jobs_steps_settled ON jobs")
-    op.execute("DROP TRIGGER IF EXISTS jobs_step_noted ON jobs")
     op.execute("DROP FUNCTION IF EXISTS conveyor_steps_settled()")
-    op.execute("DROP FUNCTION IF EXISTS conveyor_step_noted()")
     op.execute(_0016._PG_CHECK_FUNCTION)
     op.execute("DROP FUNCTION IF EXISTS conveyor_release_tag(text, integer, text, text)")
     op.execute(_0016._PG_SETTLED_FUNCTION)
