@@ -144,6 +144,7 @@ class Engine:
             spare_threads=s.worker_spare_threads,
             loop_block_limit=s.worker_loop_block_limit,
             running_quota=s.quota_max_running,
+            fair_dispatch=s.fair_dispatch,
         )
         resources = Resources(settings=s, backend=self.backend, mail=self.mail)
         return Worker(self.backend, self.registry, config, resources=resources)

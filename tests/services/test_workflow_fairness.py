@@ -15,6 +15,7 @@ from conveyor.store.backend import QueueBackend
 from conveyor.store.tables import jobs
 from tests.services.test_workflows import service
 from tests.store.test_fairness import burst, claim_order
+from tests.store.test_workflow_appends import append
 
 W = "worker-fair-wf"
 FAN = 1_000
@@ -48,6 +49,33 @@ async def test_a_tenant_behind_a_large_fan_out_starts_within_the_bound(
 
     order = await claim_order(backend, 30, batch=1)
 
+    assert_within_bound(order)
+
+
+async def test_steps_appended_at_run_time_take_their_type_s_fair_key_and_a_tag_at_release(
+    backend: QueueBackend,
+) -> None:
+    """`ctx.append_steps`' steps are keyed as submitted ones: released by their appender's
+    finish, they are tagged from the band's head, and B's later burst is not starved."""
+    spec = WorkflowSpec("grow", (StepSpec("root", "wf_step", {"log": "-"}),))
+    detail = await service(backend).submit(spec, owner_id="A")
+    (root,) = await backend.claim(W, ["default"], 1, 30)
+    grown = [StepSpec(f"a{i}", "wf_step", {"log": "-"}) for i in range(FAN)]
+    await append(backend, root.id, detail.workflow.id, "A", grown)
+    await backend.finish(W, [Outcome(root.id, root.attempt, "completed", result={})])
+    async with backend.db.read() as conn:
+        keys = (await conn.execute(select(jobs.c.fair_key).where(
+            jobs.c.workflow_id == detail.workflow.id, jobs.c.state == JobState.QUEUED.value
+        ))).scalars().all()  # fmt: skip
+    assert len(keys) == FAN and set(keys) == {"A"}
+    await backend.enqueue(burst("B", 10))
+
+    order = await claim_order(backend, 30, batch=1)
+
+    assert_within_bound(order)
+
+
+def assert_within_bound(order: list[str]) -> None:
     positions = [n for n, owner in enumerate(order, start=1) if owner == "B"]
     # The documented bound, equal weights: B's k-th job is among the first 2k + 1 claims.
     assert len(positions) == 10, order

@@ -90,6 +90,36 @@ async def test_two_parents_settling_at_once_release_the_child_exactly_once(
         assert await released(backend, n["c"]) == 1
 
 
+async def test_one_statement_settling_hundreds_of_steps_releases_each_dependent_once(
+    backend: QueueBackend,
+) -> None:
+    """600 parents settled by one UPDATE (PostgreSQL: one statement trigger call, migration
+    0020): each child is released once, and a plain job the statement also settles changes
+    nothing."""
+    pairs = 600
+    spec = WorkflowSpec(
+        "pairs", tuple(s for i in range(pairs) for s in (step(f"p{i}"), step(f"c{i}", f"p{i}")))
+    )
+    n = ids(await service(backend).submit(spec, owner_id="u"))
+    (plain,) = await backend.enqueue([NewJob(type="wf_step", payload={"log": "-"})])
+    parents = [n[f"p{i}"] for i in range(pairs)]
+    async with backend.db.write() as conn:
+        await backend.driver.lock_events(conn)
+        await conn.execute(
+            update(jobs).where(jobs.c.id.in_([*parents, plain.id])).values(state="completed")
+        )
+    async with backend.db.read() as conn:
+        states = (await conn.execute(select(jobs.c.state, func.count()).where(
+            jobs.c.id.in_([n[f"c{i}"] for i in range(pairs)])).group_by(jobs.c.state)
+        )).all()  # fmt: skip
+        once = (await conn.execute(select(func.count()).where(
+            events.c.type == ev.QUEUED, events.c.state == "queued",
+            events.c.job_id.in_([n[f"c{i}"] for i in range(pairs)]))
+        )).scalar_one()  # fmt: skip
+    assert [tuple(r) for r in states] == [("queued", pairs)]
+    assert once == pairs
+
+
 async def test_the_sweep_releases_a_waiting_step_whose_dependencies_all_settled(
     backend: QueueBackend,
 ) -> None:

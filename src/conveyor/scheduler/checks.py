@@ -85,7 +85,7 @@ def checked_payloads(
     bad one as it always did."""
     if job_type not in registry:
         return None
-    adapter = _list_adapter(registry.get(job_type).payload_model)
+    adapter = payloads_adapter(registry.get(job_type).payload_model)
     try:
         valid = adapter.validate_python(payloads)
     except ValidationError:
@@ -95,7 +95,9 @@ def checked_payloads(
 
 
 @functools.cache
-def _list_adapter(model: type[BaseModel]) -> TypeAdapter[list[Any]]:
+def payloads_adapter(model: type[BaseModel]) -> TypeAdapter[list[Any]]:
+    """A payload model's list adapter, built once per model: many payloads of one type
+    validated and dumped in one call (a batch submit's, a workflow's steps of one type)."""
     return TypeAdapter(list[model])  # type: ignore[valid-type]
 
 

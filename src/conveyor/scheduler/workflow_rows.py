@@ -8,13 +8,12 @@ type as the type is now; what is refused is an InvalidInput naming `steps.<i>...
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from conveyor.domain.flow import RUNNING_QUOTA, LimitKey
 from conveyor.domain.ids import uuid7
@@ -22,7 +21,7 @@ from conveyor.domain.jobs import NewJob
 from conveyor.domain.states import JobState
 from conveyor.domain.workflows import StepSpec, WorkflowSpec, WorkflowState, fingerprint, validate
 from conveyor.errors import ConveyorError, InvalidInput, NotFound, UnknownJobType
-from conveyor.scheduler.checks import checked_job, flow_keys
+from conveyor.scheduler.checks import checked_job, flow_keys, payloads_adapter
 from conveyor.store.workflows import WorkflowRows, step_key
 from conveyor.tracing import current_context
 from conveyor.worker.blueprint import HandlerSpec
@@ -82,15 +81,22 @@ def workflow_rows(
 
 
 def appended_rows(
-    registry: Registry, steps: Sequence[StepSpec], owner_id: str, workflow_id: str, now: datetime
+    registry: Registry,
+    steps: Sequence[StepSpec],
+    owner_id: str,
+    workflow_id: str,
+    now: datetime,
+    fair: bool = True,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Steps a running step appends (`ctx.append_steps`), checked as a submitted
     workflow's are, as waiting rows and their job_limits rows. A step without a policy of
-    its own takes the workflow's (the store reads it: None here)."""
+    its own takes the workflow's (the store reads it: None here). With `fair` (the setting
+    fair_dispatch) a step takes its type's fair key, and its fair tag at release as a
+    submitted step does (each waits for its appender, so the release trigger tags it)."""
     rows: list[dict[str, Any]] = []
     limits: list[dict[str, Any]] = []
     for i, step in enumerate(steps):
-        job = checked_step(registry, step, i, owner_id, workflow_id, fair=False)
+        job = checked_step(registry, step, i, owner_id, workflow_id, fair)
         policy = step.on_dependency_failure.value if step.on_dependency_failure else None
         rows.append(step_row(job, step.name, now, workflow_id, policy, waiting=True))
         limits.extend(limit_rows(job))
@@ -155,7 +161,7 @@ def _checked_batch(
     for k, step in enumerate(ordered):
         by_type.setdefault(step.type, []).append(k)
     for type_name, ks in by_type.items():
-        adapter = _payloads_adapter(registry.get(type_name).payload_model)
+        adapter = payloads_adapter(registry.get(type_name).payload_model)
         valid = adapter.validate_python([ordered[k].payload for k in ks])
         for k, dumped in zip(ks, adapter.dump_python(valid, mode="json"), strict=True):
             payloads[k] = dumped
@@ -193,11 +199,6 @@ def _step_job(
         limit_keys=keys,
         trace_context=context,
     )
-
-
-@functools.lru_cache(maxsize=256)
-def _payloads_adapter(model: type[BaseModel]) -> TypeAdapter[list[BaseModel]]:
-    return TypeAdapter(list[model])  # type: ignore[valid-type]
 
 
 def checked_step(

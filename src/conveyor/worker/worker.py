@@ -66,6 +66,8 @@ class WorkerConfig:
     # The running quota's default cap, stored at start (settings.quota_max_running; None:
     # leave the stored one; docs/flow-control.md).
     running_quota: int | None = None
+    # Steps appended at run time take their type's fair key (settings.fair_dispatch).
+    fair_dispatch: bool = True
 
     @property
     def unrecorded_bound(self) -> int:
@@ -452,7 +454,9 @@ class Worker:
         mine = {s.name for s in steps}
         elsewhere = {d for s in steps for d in s.depends_on if d not in mine}
         validate(WorkflowSpec("appended", tuple(steps)), existing=elsewhere)
-        rows, limits = appended_rows(self.registry, steps, job.owner_id, workflow_id, utcnow())
+        rows, limits = appended_rows(
+            self.registry, steps, job.owner_id, workflow_id, utcnow(), self.config.fair_dispatch
+        )
         deps = {s.name: s.depends_on for s in steps}
         return await self.backend.append_steps(job.id, rows, deps, before, limits)
 
