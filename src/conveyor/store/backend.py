@@ -36,16 +36,6 @@ class QueueBackend(
         """Wake-ups for a worker: queues that got runnable jobs, jobs cancelled while running."""
         return await self.driver.listen(on_jobs, on_cancel)
 
-    async def open_claim(self) -> float | None:
-        """Begin an idle worker's next claim ahead, so that a wake-up's claim (`early`) is
-        one round trip (PostgreSQL); the seconds it stays usable, None if nothing was
-        begun. A claim that finds it stale or closed begins its own."""
-        return await self.driver.open_claim()
-
-    async def close_claim(self) -> None:
-        """End what `open_claim` began and no claim used (the worker stops)."""
-        await self.driver.close_claim()
-
     def leadership(self, name: str, holder: str, ttl: float) -> Leadership:
         """Who runs `name` (maintenance, a relay lane) right now; one holder at a time."""
         return self.driver.leadership(name, holder, ttl)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -118,9 +117,6 @@ class Database:
         # One pooled connection `raw` kept back between uses (`_raw_checkout`), with the time
         # it was last given back.
         self._spare: tuple[Any, float] | None = None
-        # A pooled connection with BEGIN already sent (`open_ahead`), and when it was sent.
-        self._ahead: tuple[Any, Any, float] | None = None
-        self._opening_ahead = asyncio.Lock()
         self.url = url
         # PostgreSQL: the pool's sessions carry it; dedicated ones (LISTEN, leadership) add
         # what they are for. PgBouncer passes it on to the server.
@@ -193,25 +189,19 @@ class Database:
                 callback()
 
     @asynccontextmanager
-    async def raw(self, *, transaction: bool = False, ahead: bool = False) -> AsyncIterator[Any]:
+    async def raw(self, *, transaction: bool = False) -> AsyncIterator[Any]:
         """The database driver's own connection (asyncpg's) of a pooled connection, for the
         named statements of the hot path: no SQLAlchemy layer per statement, one pool.
 
         One statement runs in its own implicit transaction: one round trip and one commit.
-        Only several statements that must commit together ask for `transaction`. `ahead`
-        (with `transaction`): in the transaction `open_ahead` began, if it is still usable,
-        which saves the BEGIN's round trip.
+        Only several statements that must commit together ask for `transaction`.
         """
         async with _bounded(), _translate_outage():
-            begun = self._take_ahead() if ahead else None
-            pooled = begun[0] if begun is not None else await self._raw_checkout()
+            pooled = await self._raw_checkout()
             raw: Any = pooled.driver_connection
             clean = False
             try:
-                if begun is not None:
-                    async with _continued(raw, begun[1]):
-                        yield raw
-                elif transaction:
+                if transaction:
                     async with raw.transaction():
                         yield raw
                 else:
@@ -221,9 +211,12 @@ class Database:
                 if is_read_only(exc) and not raw.is_closed():
                     raw.terminate()  # a session on a server that takes no writes: replaced
                 raise
-            finally:  # one ended at a deadline or by the network is not reusable
-                if raw.is_closed() or not (clean and self._keep_spare(pooled)):
-                    await _give_back(pooled)
+            finally:
+                if raw.is_closed():  # ended at a deadline or by the network: not reusable
+                    await greenlet_spawn(pooled.invalidate)
+                    await greenlet_spawn(pooled.close)
+                elif not (clean and self._keep_spare(pooled)):
+                    await greenlet_spawn(pooled.close)  # back to the pool
 
     async def _raw_checkout(self) -> Any:
         """A pooled connection for `raw`: the spare one when it is fresh, else the pool's.
@@ -250,56 +243,6 @@ class Database:
             await greenlet_spawn(pooled.close)
         return await self.writer.raw_connection()  # the pool's own, no Connection
 
-    async def open_ahead(self) -> float:
-        """Send BEGIN now on a pooled connection kept back for the next
-        `raw(transaction=True, ahead=True)`; the seconds it stays usable (`AHEAD_S`).
-
-        An idle worker calls it before it waits, so that its claim, when woken, is one round
-        trip before the jobs start instead of two. BEGIN alone takes no snapshot and no
-        transaction id in PostgreSQL: the open transaction holds back no vacuum and no lock.
-        The server ends a session idle in a transaction after IDLE_IN_TRANSACTION_TIMEOUT_MS;
-        one kept longer than `AHEAD_S` (well under it) or found closed is not used but
-        ended and replaced."""
-        async with self._opening_ahead:  # two callers (two workers on one store): one BEGIN
-            if self._ahead is not None:
-                left = AHEAD_S - (time.monotonic() - self._ahead[2])
-                if left > 0 and not self._ahead[0].driver_connection.is_closed():
-                    return left
-                await self.close_ahead()
-            async with _bounded(), _translate_outage():
-                pooled = await self._raw_checkout()
-                begun = pooled.driver_connection.transaction()
-                try:
-                    await begun.start()
-                except BaseException:
-                    await _give_back(pooled)
-                    raise
-                self._ahead = (pooled, begun, time.monotonic())
-            return AHEAD_S
-
-    async def close_ahead(self) -> None:
-        """End the transaction `open_ahead` began, if one is kept (shutdown, or stale)."""
-        ahead, self._ahead = self._ahead, None
-        if ahead is None:
-            return
-        pooled, begun, _ = ahead
-        with contextlib.suppress(Exception):  # a session already ended: replaced below
-            if not pooled.driver_connection.is_closed():
-                await begun.rollback()
-        await _give_back(pooled)
-
-    def _take_ahead(self) -> tuple[Any, Any] | None:
-        """The transaction `open_ahead` began, if it is still usable (else left for
-        `open_ahead` or `close_ahead` to end); at most one caller gets it."""
-        ahead = self._ahead
-        if ahead is None or _budget.get() is not None:
-            return None
-        pooled, begun, opened = ahead
-        if pooled.driver_connection.is_closed() or time.monotonic() - opened >= AHEAD_S:
-            return None
-        self._ahead = None
-        return pooled, begun
-
     def _keep_spare(self, pooled: Any) -> bool:
         """Keep `pooled` as the spare (see `_raw_checkout`) if there is none yet."""
         raw = pooled.driver_connection
@@ -318,7 +261,6 @@ class Database:
             await conn.exec_driver_sql("SELECT 1")
 
     async def dispose(self) -> None:
-        await self.close_ahead()
         spare, self._spare = self._spare, None
         if spare is not None:
             await greenlet_spawn(spare[0].close)
@@ -349,31 +291,8 @@ def _set_up_postgres_session(engine: AsyncEngine) -> None:
         )
 
 
-@asynccontextmanager
-async def _continued(raw: Any, begun: Any) -> AsyncIterator[None]:
-    """Commit (or, on an error, roll back) `begun`, a transaction already started on `raw`."""
-    try:
-        yield
-    except BaseException:
-        if not raw.is_closed():
-            with contextlib.suppress(Exception):  # the error that got here is the one to see
-                await begun.rollback()
-        raise
-    await begun.commit()
-
-
-async def _give_back(pooled: Any) -> None:
-    """A pooled connection back to the pool; one the server or the network ended, dropped."""
-    if pooled.driver_connection.is_closed():
-        await greenlet_spawn(pooled.invalidate)
-    await greenlet_spawn(pooled.close)
-
-
 _RETURNED_AT = "conveyor.returned_at"
 FRESH_S = 1.0  # a connection back in the pool for less than this is not pinged
-# A transaction `open_ahead` began is used for this long at most (the server's idle in
-# transaction timeout, IDLE_IN_TRANSACTION_TIMEOUT_MS, is three times as long).
-AHEAD_S = 10.0
 
 
 def _ping_on_checkout(engine: AsyncEngine) -> None:

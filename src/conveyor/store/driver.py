@@ -196,16 +196,6 @@ class Driver(Protocol):
         an explicit transaction), so that an idle worker starts them while it commits."""
         ...
 
-    async def open_claim(self) -> float | None:
-        """Begin the next claim told `early` now, before it is needed (an idle worker, about
-        to wait): its round trip is then off the wake-up's path. The seconds it stays
-        usable, or None when there is nothing to begin ahead (SQLite)."""
-        ...
-
-    async def close_claim(self) -> None:
-        """End a claim's transaction begun ahead and not used (the worker stops)."""
-        ...
-
     async def finish(
         self, worker_id: str, now: datetime, batches: Sequence[FinishBatch]
     ) -> set[str]:

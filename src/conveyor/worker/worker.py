@@ -210,22 +210,9 @@ class Worker:
                 return
             if got and got == want:
                 continue  # there may be more waiting
-            pause = min(await self._pause(tried), await self._claim_ahead())
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(pause):
+                async with asyncio.timeout(await self._pause(tried)):
                     await self._wake.wait()
-
-    async def _claim_ahead(self) -> float:
-        """Idle: begin the next claim's transaction now, so that a wake-up's claim is one
-        round trip (PostgreSQL); the seconds before it must be used (inf: none begun)."""
-        if self._running or self._stop.is_set():
-            return float("inf")
-        try:
-            usable = await self.backend.open_claim()
-        except Exception as exc:  # the database away: the claim will begin its own
-            log.debug("beginning a claim ahead failed: %s", exc)
-            return float("inf")
-        return float("inf") if usable is None else usable
 
     async def _pause(self, tried: bool) -> float:
         """How long to wait for a wake-up: the poll interval, or less when a job held back
@@ -580,8 +567,6 @@ class Worker:
             )
         with contextlib.suppress(Exception):
             await self._finisher.close()
-        with contextlib.suppress(Exception):
-            await self.backend.close_claim()
         if leftover:
             released = await self.backend.release(self.id, leftover)
             log.info("released %d jobs back to the queue", len(released))

@@ -171,15 +171,14 @@ class PostgresDriver:
     ) -> Claimed:
         statement = SQL["claim_any" if every_queue else "claim"]
         data = json.dumps(said.data)
-        # Told early: BEGIN (sent ahead by `open_claim` when the worker went idle), the
-        # claim, then the commit (and its WAL flush) while the jobs start; otherwise one
-        # statement in its own transaction, one round trip. Limited candidates add their
-        # admission (`_admit_at_once`, else `_admit`) in the claim's transaction, or in one
-        # of its own, which locks and checks them again. A driver whose last claim had
-        # limited candidates opens the transaction anyway: BEGIN and COMMIT cost two round
-        # trips, a second commit's WAL flush costs more.
+        # Told early: BEGIN, the claim, then the commit (and its WAL flush) while the jobs
+        # start; otherwise one statement in its own transaction, one round trip. Limited
+        # candidates add their admission (`_admit_at_once`, else `_admit`) in the claim's
+        # transaction, or in one of its own, which locks and checks them again. A driver
+        # whose last claim had limited candidates opens the transaction anyway: BEGIN and
+        # COMMIT cost two round trips, a second commit's WAL flush costs more.
         together = early is not None or self._limited_last
-        async with self.db.raw(transaction=together, ahead=early is not None) as raw:
+        async with self.db.raw(transaction=together) as raw:
             rows = await raw.fetch(
                 statement, list(queues), limit, worker_id, *lease, said.type, said.state, data,
                 timeout=COMMAND_TIMEOUT,
@@ -200,12 +199,6 @@ class PostgresDriver:
         if self._slots_made > ANALYZE_AFTER + ANALYZE_GROWTH * self._slots_analyzed:
             await self._analyze_slots()
         return claimed
-
-    async def open_claim(self) -> float | None:
-        return await self.db.open_ahead()
-
-    async def close_claim(self) -> None:
-        await self.db.close_ahead()
 
     def _note_made(self, made: int) -> None:
         self._slots_made += made

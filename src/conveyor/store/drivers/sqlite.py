@@ -237,13 +237,6 @@ class SqliteDriver:
     def leadership(self, name: str, holder: str, ttl: float) -> Leadership:
         return LeaseLeadership(self.db, (_LEAD, _UNLEAD), name, holder, ttl)
 
-    async def open_claim(self) -> float | None:
-        """Nothing to open ahead: a claim's `BEGIN IMMEDIATE` takes the write lock."""
-        return None
-
-    async def close_claim(self) -> None:
-        """Nothing was opened ahead."""
-
     async def close(self) -> None:
         """Nothing of its own to close: the engines are the Database's."""
 
