@@ -124,8 +124,12 @@ def _period() -> int:
 
 async def test_a_period_makes_the_next_periods_job_a_new_one(api: Api) -> None:
     ada = await api.user("ada@example.com")
-    order = {"type": "unique_period", "payload": {"order_id": "D-1"}, "delay": 3600}
+    tries = 0
     while True:  # two submits inside one period (the server's clock is this machine's)
+        # A fresh key per try: a try that straddled a boundary stored a job in the new
+        # period, which the next try's first submit would find (a 200, not a 201).
+        tries += 1
+        order = {"type": "unique_period", "payload": {"order_id": f"D-{tries}"}, "delay": 3600}
         before = _period()
         first, same = await post(api, ada, order), await post(api, ada, order)
         if _period() == before:
