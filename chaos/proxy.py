@@ -9,6 +9,11 @@
   real partition sees a stall, not a corrupted stream (a proxy that threw the bytes away
   would desynchronise the database protocol, which no network does).
 
+`drop_at(marker, toward, after)` ends the first link that, after carrying `after` (either
+way), carries `marker` toward the client (or the server), before that chunk passes: an
+answer the server sent that never arrives (a COMMIT applied, its reply lost), or a request
+that never reaches it.
+
 `retarget` sends new connections to another server and ends the open ones, as a virtual IP
 moved to a promoted standby (or Patroni's HAProxy, whose health check follows the primary)
 would: the failover scenario.
@@ -22,9 +27,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any, Literal
 
 Mode = Literal["pass", "cut", "partition"]
+Toward = Literal["client", "server"]
 CHUNK = 65536
 
 log = logging.getLogger("chaos.proxy")
@@ -43,6 +50,8 @@ class Proxy:
         self._links: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self.accepted = 0
+        self._drop: _Drop | None = None  # armed by `drop_at`
+        self.dropped = asyncio.Event()  # set when the armed drop happened
 
     async def start(self) -> int:
         """Listen (on a free port unless one was given); the port is kept across cuts."""
@@ -68,6 +77,11 @@ class Proxy:
         elif previous == "cut":
             await self._listen()
         log.info("proxy :%d %s -> %s", self.port, previous, mode)
+
+    def drop_at(self, marker: bytes, toward: Toward, after: bytes) -> None:
+        """Arm a one-off drop (see the module's docstring); `dropped` is set when it fires."""
+        self.dropped.clear()
+        self._drop = _Drop(marker, toward, after)
 
     async def retarget(self, target_host: str, target_port: int) -> None:
         """From now on connect to `target_host:target_port`; every open connection is ended
@@ -107,7 +121,11 @@ class Proxy:
             server_r, server_w = await asyncio.open_connection(*self.target)
             self._writers.add(server_w)
             try:
-                await _first_done(self._pump(client_r, server_w), self._pump(server_r, client_w))
+                link = _Link()
+                await _first_done(
+                    self._pump(client_r, server_w, "server", link),
+                    self._pump(server_r, client_w, "client", link),
+                )
             finally:
                 self._writers.discard(server_w)
                 _close(server_w)
@@ -118,13 +136,38 @@ class Proxy:
             _close(client_w)
             self._links.discard(task)
 
-    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self,
+        source: asyncio.StreamReader,
+        sink: asyncio.StreamWriter,
+        toward: Toward,
+        link: _Link,
+    ) -> None:
         while data := await source.read(CHUNK):
             await self._healed.wait()  # held back, as a partitioned network holds segments
             if sink.is_closing():
                 return
+            if (drop := self._drop) is not None:
+                if link.carried_after and drop.toward == toward and drop.marker in data:
+                    self._drop = None
+                    sink.transport.abort()  # not delivered; the link's task ends the rest
+                    self.dropped.set()
+                    return
+                link.carried_after = link.carried_after or drop.after in data
             sink.write(data)
             await sink.drain()
+
+
+@dataclass(frozen=True)
+class _Drop:
+    marker: bytes
+    toward: Toward
+    after: bytes
+
+
+@dataclass
+class _Link:
+    carried_after: bool = False  # the armed drop's `after` has passed on this link
 
 
 async def _first_done(*coros: Coroutine[Any, Any, None]) -> None:

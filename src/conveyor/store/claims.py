@@ -40,8 +40,10 @@ class Claims(StoreBase):
         `queues == ["*"]` takes from every queue except those in `exclude`. `early` is told
         the jobs once claimed, before the commit returns: an idle worker starts them while
         the database makes the claim durable (one sync less before a job starts). If the
-        commit then fails, the claim raises and the jobs were not claimed: the caller must
-        stop them (another worker may take them; their outcomes would be fenced out).
+        commit then fails, the claim raises: with an error from the server the jobs were
+        not claimed and the caller must stop them; with the connection lost (`Unavailable`)
+        the COMMIT may have been applied, and only the database can say (the worker lets
+        them run on: its fenced finish and its heartbeat settle it).
         """
         if limit <= 0 or not queues:
             return Claimed()

@@ -19,6 +19,7 @@ from conveyor.domain.flow import Rate
 from conveyor.domain.ids import uuid7
 from conveyor.domain.jobs import ClaimedJob, ErrorInfo, Outcome
 from conveyor.domain.workflows import StepSpec, WorkflowSpec, validate
+from conveyor.errors import Unavailable
 from conveyor.logs import job_context
 from conveyor.metrics import JobMetrics
 from conveyor.scheduler.workflow_rows import appended_rows
@@ -273,8 +274,7 @@ class Worker:
             spans.claimed(began, queues, limit, len(jobs))
         except Exception as exc:
             self._db_trouble("claim", exc)
-            for job in started:  # started early, but the claim did not commit
-                self._interrupt(job.id, "lost")
+            self._claim_unanswered(started, exc)
             return None
         finally:
             self._claiming -= 1
@@ -290,6 +290,31 @@ class Worker:
                     entry.claimed_at = now
         self._db_fine("claims")
         return len(jobs)
+
+    def _claim_unanswered(self, started: list[ClaimedJob], exc: Exception) -> None:
+        """Jobs started early whose claim then failed. Early jobs are told after the claim's
+        last statement, so the failure was its COMMIT's: a lost connection leaves its fate
+        unknown, and it usually did commit (it was on the wire). They run on, as claimed:
+        their fenced finish records them if the claim committed and drops them if not, and
+        the first heartbeat that answers stops them if the database does not list them as
+        ours. Stopping them at once made every such job run twice (the heartbeat then gave
+        the committed claim's jobs back to the queue as never started). Any other error
+        rolled the claim back: they are stopped."""
+        if not started:
+            return
+        if not isinstance(exc, Unavailable):
+            for job in started:
+                self._interrupt(job.id, "lost")
+            return
+        now = time.monotonic()
+        for job in started:
+            if (entry := self._running.get(job.id)) is not None:
+                entry.claimed_at = now  # judged by a heartbeat that reads after this
+        log.warning(
+            "the answer to a claim of %d jobs was lost (%s); they run on, and the database "
+            "decides whether they were claimed: %s",
+            len(started), exc, ", ".join(job.id for job in started),
+        )  # fmt: skip
 
     def _db_trouble(self, what: str, exc: Exception) -> None:
         """Say once that the database is away, not once per poll of an outage."""
@@ -488,12 +513,12 @@ class Worker:
                 owned = await self.backend.heartbeat(self.id, self.config.lease_s)
             except Exception as exc:
                 self._db_trouble("heartbeat", exc)
-                last_ok = self._watchdog.renewed_at
-                if time.monotonic() - last_ok > self.config.lease_s:
-                    # Every lease may have run out: another worker may get these jobs.
-                    for job_id, entry in list(self._running.items()):
-                        if entry.claimed_at < last_ok:
-                            self._interrupt(job_id, "lost")
+                now, last_ok = time.monotonic(), self._watchdog.renewed_at
+                for job_id, entry in list(self._running.items()):
+                    # Its lease runs from the last renewal, or from its claim if that came
+                    # later: once it may have run out, another worker may get the job.
+                    if now - max(last_ok, entry.claimed_at) > self.config.lease_s:
+                        self._interrupt(job_id, "lost")
                 continue
             self._watchdog.renewed(started)
             self._db_fine("heartbeats")
