@@ -2,8 +2,9 @@
 
 `stage(...)` opens a fresh database (a SQLite file, or a PostgreSQL database on the server
 given, dropped afterwards), migrates it, and yields a `Stage`; at the end every process is
-killed and the database removed. `Stage.judge` reads the handlers' records and the jobs'
-final states and fills the scenario's row.
+killed and the database removed; the run directory keeps `processes.txt` (each process's
+last output) and `faults.txt` (each fault, `chaos.verdict.describe_each`). `Stage.judge`
+reads the handlers' records and the jobs' final states and fills the scenario's row.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from chaos.verdict import (
     Fault,
     Row,
     StoredJob,
+    describe_each,
     read_executions,
     tally,
 )
@@ -82,8 +84,9 @@ async def database(kind: str, workdir: Path, pg_admin: str | None) -> AsyncItera
 
 
 async def stored_jobs(target: Target) -> list[StoredJob]:
-    """Every suite job's id, index and state, read straight from the database."""
-    sql = "SELECT id, payload, state FROM jobs WHERE type LIKE 'chaos.%'"
+    """Every suite job's id, index, state and rescued attempts, read straight from the
+    database."""
+    sql = "SELECT id, payload, state, errors FROM jobs WHERE type LIKE 'chaos.%'"
     if target.kind == "sqlite":
         rows = await asyncio.to_thread(_sqlite_rows, target.url.removeprefix("sqlite:///"), sql)
     else:
@@ -92,7 +95,7 @@ async def stored_jobs(target: Target) -> list[StoredJob]:
             rows = [tuple(r) for r in await conn.fetch(sql)]
         finally:
             await conn.close()
-    return [StoredJob(str(i), _index(p), str(s)) for i, p, s in rows]
+    return [StoredJob(str(i), _index(p), str(s), _rescued(e)) for i, p, s, e in rows]
 
 
 LEAKED_SLOTS = (
@@ -117,6 +120,12 @@ async def leaked_slots(target: Target) -> int:
 def _index(payload: Any) -> int:
     """The suite's index from a payload: JSON text (SQLite) or already decoded."""
     return int((json.loads(payload) if isinstance(payload, str) else payload)["index"])
+
+
+def _rescued(errors: Any) -> frozenset[int]:
+    """The attempts a job's errors (JSON text, or already decoded) say the rescuer took back."""
+    found = (json.loads(errors) if isinstance(errors, str) else errors) or []
+    return frozenset(int(e["attempt"]) for e in found if e.get("type") == "LeaseExpired")
 
 
 def _sqlite_rows(path: str, sql: str) -> list[tuple[object, ...]]:
@@ -220,4 +229,5 @@ async def stage(
         finally:
             opened.row.exits = opened.row.exits or opened.fleet.unexpected_exits()
             (workdir / "processes.txt").write_text(opened.fleet.report())
+            (workdir / "faults.txt").write_text(describe_each(opened.faults))
             opened.fleet.close()

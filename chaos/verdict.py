@@ -68,6 +68,10 @@ class StoredJob:
     job_id: str
     index: int
     state: str
+    # The attempts the rescuer took back (a LeaseExpired error in the job's row): their
+    # outcome was never committed, since the rescue and the finish are both fenced on the
+    # running attempt.
+    rescued: frozenset[int] = frozenset()
 
 
 @dataclass
@@ -228,25 +232,67 @@ def most_running(
 
 
 def completed_twice(
-    executions: Sequence[Execution], faults: Sequence[Fault], lease: float
+    executions: Sequence[Execution],
+    faults: Sequence[Fault],
+    lease: float,
+    stored: Iterable[StoredJob] = (),
 ) -> list[int]:
-    """Indexes of jobs whose handler ended more than once, unless an outage explains it (a
-    lease that expired while the database was away, as for a duplicate)."""
+    """Indexes of jobs whose handler ended more than once, unless each earlier end is
+    explained: by an outage (a lease that expired while the database was away, as for a
+    duplicate), or by a kill that came before that attempt was durably completed.
+
+    The handler records its end before the worker commits the outcome (batched, a few
+    milliseconds later), so a SIGKILL in between runs a finished job again: at-least-once,
+    as promised (docs/design.md). An end is excused that way only when its process was
+    killed after writing it and before the next run started, and the database shows the
+    attempt never completed: the rescuer took it back (`StoredJob.rescued`; the rescue and
+    the finish are both fenced on the running attempt), or the next run is the same
+    attempt (the killed claim never committed, so nothing counted it)."""
     ends: dict[str, list[Execution]] = defaultdict(list)
+    starts: dict[tuple[str, int, int], float] = {}
     for e in executions:
         if e.event == "end":
             ends[e.job_id].append(e)
+        else:
+            starts.setdefault((e.job_id, e.attempt, e.owner), e.t)
+    killed = {f.pid: f.start for f in faults if f.pid is not None}
+    rescued = {job.job_id: job.rescued for job in stored}
     twice = []
-    for runs in ends.values():
-        if len(runs) < 2:
-            continue
-        first, again = runs[0], runs[1]
-        explained = any(
-            f.kind in OUTAGES and f.start <= again.t and first.t <= f.end + lease for f in faults
-        )
-        if not explained:
-            twice.append(first.index)
+    for job_id, runs in ends.items():
+        taken_back = rescued.get(job_id, frozenset())
+        for first, again in itertools.pairwise(runs):
+            next_start = starts.get((job_id, again.attempt, again.owner), again.t)
+            if not (
+                _outage_explains(first, again, faults, lease)
+                or _kill_explains(first, again, killed.get(first.owner), next_start, taken_back)
+            ):
+                twice.append(runs[0].index)
+                break
     return twice
+
+
+def _kill_explains(
+    first: Execution,
+    again: Execution,
+    kill: float | None,
+    next_start: float,
+    rescued: frozenset[int],
+) -> bool:
+    """`first`'s process was killed after writing it and before the next run started
+    (`next_start`), and that attempt never completed: the rescuer took it back, or the
+    next run is the same attempt (the killed claim was never committed)."""
+    if kill is None or not first.t <= kill <= next_start:
+        return False
+    return again.attempt == first.attempt or first.attempt in rescued
+
+
+def _outage_explains(
+    first: Execution, again: Execution, faults: Sequence[Fault], lease: float
+) -> bool:
+    """A lease that expired while the database was away, as for a duplicate."""
+    return any(
+        f.kind in OUTAGES and f.start <= again.t and first.t <= f.end + lease for f in faults
+    )
 
 
 def worst(values: Iterable[float | None]) -> float | None:
@@ -326,6 +372,12 @@ class Row:
 def describe_faults(faults: Sequence[Fault]) -> str:
     counts: Mapping[str, int] = _count(f.kind for f in faults)
     return ", ".join(f"{n} {kind}" for kind, n in counts.items())
+
+
+def describe_each(faults: Sequence[Fault]) -> str:
+    """One line per fault, kept beside the records so a failed run can be traced:
+    `kind start end pid index`."""
+    return "".join(f"{f.kind} {f.start:.6f} {f.end:.6f} {f.pid} {f.index}\n" for f in faults)
 
 
 def _count(kinds: Iterable[str]) -> dict[str, int]:

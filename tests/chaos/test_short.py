@@ -55,8 +55,10 @@ async def test_process_pool_child_crash_costs_only_its_own_job(where: Where) -> 
 async def test_limited_jobs_keep_their_limit_through_worker_sigkills(
     where: Where, kind: str
 ) -> None:
-    """Per-key limit 2 (chosen at submit), two busy workers SIGKILLed while holding slots:
-    no key over 2 at once, each job completed once, no slot leaked (the reconcile off)."""
+    """Per-key limit 2 (chosen at submit), two busy workers SIGKILLed while holding slots
+    (the second right after a handler's end): no key over 2 at once, each job completed
+    once but for the attempts a kill cut off before their completion was durable (run
+    again: at-least-once), no slot leaked (the reconcile off)."""
     row = await limited_kills(where, kind, kills=2, workers=2)
     _passed(row)
     assert row.faults == "2 kill-worker"

@@ -30,6 +30,11 @@ def run(event: str, index: int, attempt: int, owner: int, t: float) -> Execution
     return Execution(event, index, f"j{index}", attempt, owner, t)
 
 
+def ran(index: int, attempt: int, owner: int, start: float, end: float) -> list[Execution]:
+    """One attempt's start and end."""
+    return [run("start", index, attempt, owner, start), run("end", index, attempt, owner, end)]
+
+
 def test_handlers_records_are_read_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(RECORD_DIR_ENV, str(tmp_path))
     record("start", 7, "job-a", 1, 4242)
@@ -122,6 +127,51 @@ def test_a_job_completed_twice_is_reported_unless_an_outage_explains_it() -> Non
     assert completed_twice(executions, [], LEASE) == [0]
     outage = Fault("restart", 1.6, 1.9)
     assert completed_twice(executions, [outage], LEASE) == []
+
+
+def test_a_second_end_is_excused_only_after_a_kill_before_the_completion_was_durable() -> None:
+    """Worker 10 ends attempt 1 at 1.5 and is SIGKILLed at 1.51, before its batched
+    completion commits: the rescuer takes attempt 1 back, attempt 2 runs and ends again.
+    That is at-least-once; every other second end is still counted."""
+    executions = ran(0, 1, 10, 1.0, 1.5) + ran(0, 2, 11, 5.0, 5.5)
+    kill = Fault("kill-worker", 1.51, 1.51, pid=10)
+    rescued = [StoredJob("j0", 0, "completed", rescued=frozenset({1}))]
+    assert completed_twice(executions, [kill], LEASE, rescued) == []
+    # The database never took attempt 1 back: its completion was durable, yet it ran again.
+    durable = [StoredJob("j0", 0, "completed")]
+    assert completed_twice(executions, [kill], LEASE, durable) == [0]
+    # No kill of the process that ended it first (a live worker lost it), or another one.
+    other = Fault("kill-worker", 1.51, 1.51, pid=12)
+    assert completed_twice(executions, [], LEASE, rescued) == [0]
+    assert completed_twice(executions, [other], LEASE, rescued) == [0]
+    # Killed before that end was written (a recycled pid), or after the next run started.
+    early = Fault("kill-worker", 1.4, 1.4, pid=10)
+    assert completed_twice(executions, [early], LEASE, rescued) == [0]
+    late = Fault("kill-worker", 5.1, 5.1, pid=10)
+    assert completed_twice(executions, [late], LEASE, rescued) == [0]
+
+
+def test_the_same_attempt_ending_twice_is_excused_only_when_its_claim_died_uncommitted() -> None:
+    """Started as soon as its claim returned, the job ended while the claim's COMMIT was
+    on its way, and the kill rolled the claim back: the next claim counts attempt 1
+    again. Two claims of one attempt overlapping in time are a bug, kill or no kill."""
+    executions = ran(0, 1, 10, 1.0, 1.05) + ran(0, 1, 11, 1.2, 1.25)
+    stored = [StoredJob("j0", 0, "completed")]
+    kill = Fault("kill-worker", 1.1, 1.1, pid=10)
+    assert completed_twice(executions, [kill], LEASE, stored) == []
+    assert completed_twice(executions, [], LEASE, stored) == [0]
+    overlapping = Fault("kill-worker", 1.22, 1.22, pid=10)  # after the second claim began
+    assert completed_twice(executions, [overlapping], LEASE, stored) == [0]
+
+
+def test_every_earlier_end_must_be_excused() -> None:
+    executions = ran(0, 1, 10, 1.0, 1.5) + ran(0, 2, 11, 5.0, 5.5) + ran(0, 3, 12, 9.0, 9.5)
+    kills = [Fault("kill-worker", 1.51, 1.51, pid=10), Fault("kill-worker", 5.51, 5.51, pid=11)]
+    both = [StoredJob("j0", 0, "completed", rescued=frozenset({1, 2}))]
+    assert completed_twice(executions, kills, LEASE, both) == []
+    assert completed_twice(executions, kills[:1], LEASE, both) == [0]
+    first_only = [StoredJob("j0", 0, "completed", rescued=frozenset({1}))]
+    assert completed_twice(executions, kills, LEASE, first_only) == [0]
 
 
 def test_the_limited_checks_fail_a_row() -> None:
