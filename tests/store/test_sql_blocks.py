@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from conveyor.store.drivers.postgres import SQL
 from conveyor.store.sql import MissingStatement, parse
 
 SOURCE = """
@@ -43,3 +44,10 @@ def test_a_fragment_nobody_includes_fails_at_load() -> None:
 def test_a_name_given_twice_fails_at_load() -> None:
     with pytest.raises(MissingStatement, match="named twice"):
         parse("-- name: a\nSELECT 1\n-- name: a\nSELECT 2\n")
+
+
+def test_a_fresh_single_job_is_enqueue_one_without_on_conflict() -> None:
+    """`enqueue_fresh` (a single job without an idempotency or unique key) is `enqueue_one`
+    less its ON CONFLICT: the same row, event, NOTIFY and arguments (shared fragments)."""
+    assert "ON CONFLICT" not in SQL["enqueue_fresh"]
+    assert SQL["enqueue_fresh"] == SQL["enqueue_one"].replace("\n    ON CONFLICT DO NOTHING", "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -124,27 +125,30 @@ def _is_json(scope: Scope) -> bool:
     return b"json" in content_type or not content_type
 
 
+# A JSON string as `_too_deep` reads one: from a quote to the next unescaped quote (a
+# backslash escapes the byte after it), or to the end of the body when it is never closed.
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
+# Every bracket as "(" or ")", every other byte deleted (bytes.translate's two arguments).
+_BRACKETS = bytes.maketrans(b"[{]}", b"(())")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[{]}")
+
+
 def _too_deep(body: bytes, limit: int) -> bool:
-    """Nesting depth outside strings; quick exit when there are not even `limit` brackets."""
+    """Nesting depth outside strings; quick exit when there are not even `limit` brackets.
+
+    The strings are cut out and the other bytes but brackets deleted by the regex and
+    `bytes.translate` (C), so the counting loop sees the brackets only: a 500-job batch's
+    ~9 KB body is ~1,000 of them (the loop over every byte took ~1 ms a request)."""
     if body.count(b"[") + body.count(b"{") <= limit:
         return False
+    brackets = _STRING.sub(b"", body).translate(_BRACKETS, _NOT_BRACKETS)
     depth = 0
-    in_string = escaped = False
-    for byte in body:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):
+    for byte in brackets:
+        if byte == 0x28:  # "(": an opening bracket
             depth += 1
             if depth > limit:
                 return True
-        elif byte in (0x5D, 0x7D):
+        else:
             depth -= 1
     return False
 

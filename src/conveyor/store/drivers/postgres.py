@@ -54,6 +54,7 @@ SQL = load(
         {
             "enqueue",
             "enqueue_one",
+            "enqueue_fresh",
             "existing",
             "existing_unique",
             "record_callbacks",
@@ -374,7 +375,7 @@ async def insert_with(
     that every way in writes the same rows with the same SQL."""
     now = rows[0]["created_at"]
     # One job (a single submit): scalars, not one-element arrays (postgres.sql says why).
-    statement = SQL["enqueue_one" if len(rows) == 1 else "enqueue"]
+    statement = SQL[_enqueue_name(rows)]
     columns = _enqueue_one_args(rows[0]) if len(rows) == 1 else _enqueue_args(rows)
     fair = rows[0]["fair_key"] if len(rows) == 1 else [r["fair_key"] for r in rows]
     limited = rows[0]["limited"] if len(rows) == 1 else [r["limited"] for r in rows]
@@ -434,6 +435,19 @@ async def insert_workflow_with(
     if limits:
         await run(SQL["record_limits"], _limit_args(limits))
     return None
+
+
+def _enqueue_name(rows: Sequence[dict[str, Any]]) -> str:
+    """A batch's statement, or a single job's: `enqueue_fresh` (no ON CONFLICT) when it has
+    no key that could make it a duplicate, else `enqueue_one`. The same arguments."""
+    if len(rows) > 1:
+        return "enqueue"
+    row = rows[0]
+    return (
+        "enqueue_fresh"
+        if row["idempotency_key"] is None and row["unique_key"] is None
+        else "enqueue_one"
+    )
 
 
 _ENQUEUED = (
