@@ -93,12 +93,14 @@ async def test_late_result_from_a_worker_that_lost_its_lease_is_rejected(
 async def test_heartbeat_extends_every_lease_of_the_worker(backend: QueueBackend) -> None:
     await backend.register_worker(W, "host", 1, ["default"], 4)
     await backend.enqueue([job(n=i) for i in range(3)])
-    claimed = await backend.claim(W, ["default"], 3, lease_s=0.3)
-    for _ in range(4):
-        await asyncio.sleep(0.15)
-        owned = await backend.heartbeat(W, lease_s=0.3)
-        assert owned == {c.id for c in claimed}
-        assert (await backend.rescue_expired()).requeued == []
+    claimed = await backend.claim(W, ["default"], 3, lease_s=0.5)
+    # Renewed for a minute, then past the claim's own lease: the rescuer finds nothing.
+    # (It once renewed 0.3 s leases every 0.15 s, which a loaded machine outran.)
+    owned = await backend.heartbeat(W, lease_s=60)
+    assert owned == {c.id for c in claimed}
+    await asyncio.sleep(0.6)
+    assert (await backend.rescue_expired()).requeued == []
+    assert await backend.heartbeat(W, lease_s=60) == owned
     (alive,) = await backend.list_workers(alive_within=5)
     assert alive.id == W
 
