@@ -57,8 +57,7 @@ from conveyor.store.types import sqlite_time
 _SQL = load(
     "sqlite",
     frozenset({"fair_heads", "claim", "claim_any", "complete", "retry", "fail", "rescue"})
-    | frozenset({"claim_start", "limit_demands", "limit_slots_of", "limit_slots_make"})
-    | frozenset({"limit_slots_hold"})
+    | frozenset({"claim_start", "limit_demands", "limit_slots_hold"})
     | frozenset({"try_lead", "unlead", "data_version"})
     | frozenset({"workflow_steps", "workflow_created", "workflow_edges"}),
 )
@@ -66,8 +65,6 @@ _CLAIM = typed(_SQL["claim"], times=("now",))
 _CLAIM_ANY = typed(_SQL["claim_any"], times=("now",))
 _START = typed(_SQL["claim_start"], times=("now", "lease"), columns=CLAIM_COLUMNS)
 _DEMANDS = typed(_SQL["limit_demands"])
-_SLOTS = typed(_SQL["limit_slots_of"])
-_MAKE_SLOTS = typed(_SQL["limit_slots_make"])
 _HOLD = typed(_SQL["limit_slots_hold"])
 _FINISH = {
     "completed": typed(_SQL["complete"], times=("now",)),
@@ -338,26 +335,17 @@ async def _admit(
     are under admits, adding them to `claimed`; their rows (for the events). One writer at a
     time (BEGIN IMMEDIATE): what this transaction reads no other changes before it commits."""
     now, until = lease
-    ids = json.dumps(list(waiting))
-    demands = [admission.Demand(*row) for row in (await conn.execute(_DEMANDS, {"ids": ids}))]
+    found = (await conn.execute(_DEMANDS, {"ids": json.dumps(list(waiting))})).all()
+    demands = [admission.Demand(*row[:8]) for row in found]
+    # Each concurrency key's free slots, then those it lacks up to its size (made held by
+    # `limit_slots_hold` when the plan gives them): read with the demands, by primary key.
     free: dict[tuple[str, str], list[int]] = {}
-    if slots := admission.wanted(demands):
-        # Every slot of the keys at hand in one read; the missing ones made in one insert.
-        asked = json.dumps(list(slots))
-        top: dict[tuple[str, str], int] = {}
-        for name, key, slot, holder in await conn.execute(_SLOTS, {"pairs": asked}):
-            top[(name, key)] = max(top.get((name, key), 0), slot)
-            if holder is None and slot <= slots[(name, key)][0]:
-                free.setdefault((name, key), []).append(slot)
-        missing = [
-            (name, key, n)
-            for (name, key), (size, _need) in slots.items()
-            for n in range(top.get((name, key), 0) + 1, size + 1)
-        ]
-        if missing:
-            await conn.execute(_MAKE_SLOTS, {"made": json.dumps(missing)})
-            for name, key, n in missing:
-                free.setdefault((name, key), []).append(n)
+    for row in found:
+        pair = (row.name, row.key)
+        if row.top is None or pair in free:
+            continue
+        free[pair] = [int(n) for n in row.free.split(",")] if row.free else []
+        free[pair] += range(row.top + 1, row.max_running + 1)
     buckets: dict[tuple[str, str], admission.Bucket] = {}
     if rates := admission.rated(demands):
         pairs = tuple_(rate_buckets.c.name, rate_buckets.c.key).in_(list(rates))

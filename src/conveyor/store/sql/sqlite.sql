@@ -90,33 +90,44 @@ RETURNING jobs.id, jobs.type, jobs.queue, jobs.payload, jobs.attempt, jobs.max_a
 -- name: limit_demands
 -- The limits of the candidates :ids (a JSON array) with their definitions (kind NULL: not
 -- defined yet); the running quota's size is its user's own cap, else the default (NULL:
--- no cap).
-SELECT jl.job_id, jl.name, jl.key, fl.kind,
-    coalesce(u.max_running, fl.max_running) AS max_running, fl.rate_limit, fl.per_s, fl.burst
-FROM job_limits AS jl
-LEFT JOIN flow_limits AS fl ON fl.name = jl.name
-LEFT JOIN users AS u ON jl.name = 'quota.running' AND u.id = jl.key AND u.max_running > 0
-WHERE jl.job_id IN (SELECT value FROM json_each(:ids))
-
--- name: limit_slots_of
--- Every slot of the concurrency keys :pairs ([[limit, key], ...]), by primary key.
-SELECT s.name, s.key, s.slot, s.job_id FROM limit_slots AS s
-WHERE (s.name, s.key) IN (SELECT value ->> 0, value ->> 1 FROM json_each(:pairs))
-
--- name: limit_slots_make
--- The slots :made ([[limit, key, slot], ...]) a key lacks.
-INSERT INTO limit_slots (name, key, slot)
-SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(:made) WHERE true
-ON CONFLICT DO NOTHING
+-- no cap). A concurrency limit's row also carries its key's slots, read by primary key:
+-- `top`, the highest slot the key has (0: none yet), and `free`, its free slots numbered
+-- at most the size (comma-separated, ascending; NULL: none). One statement for what was
+-- two (the slots were a second read, `limit_slots_of`): one round trip to aiosqlite's
+-- thread less in a claim that holds the write lock.
+SELECT d.*,
+    CASE WHEN d.kind = 'concurrency' AND d.max_running IS NOT NULL THEN coalesce((
+        SELECT max(s.slot) FROM limit_slots AS s WHERE s.name = d.name AND s.key = d.key
+    ), 0) END AS top,
+    CASE WHEN d.kind = 'concurrency' AND d.max_running IS NOT NULL THEN (
+        SELECT group_concat(f.slot) FROM (
+            SELECT s.slot FROM limit_slots AS s
+            WHERE s.name = d.name AND s.key = d.key AND s.slot <= d.max_running
+                AND +s.job_id IS NULL
+            ORDER BY s.slot
+        ) AS f
+    ) END AS free
+FROM (
+    SELECT jl.job_id, jl.name, jl.key, fl.kind,
+        coalesce(u.max_running, fl.max_running) AS max_running, fl.rate_limit, fl.per_s,
+        fl.burst
+    FROM job_limits AS jl
+    LEFT JOIN flow_limits AS fl ON fl.name = jl.name
+    LEFT JOIN users AS u ON jl.name = 'quota.running' AND u.id = jl.key AND u.max_running > 0
+    WHERE jl.job_id IN (SELECT value FROM json_each(:ids))
+) AS d
 
 -- name: limit_slots_hold
--- The admitted jobs hold their slots (:holds: [[limit, key, slot, job], ...]), each slot
--- only while free; by primary key (the unary `+` keeps ix_limit_slots_job_id out: it
--- read every free slot of every key for each hold).
-UPDATE limit_slots SET job_id = h.value ->> 3
-FROM json_each(:holds) AS h
-WHERE limit_slots.name = h.value ->> 0 AND limit_slots.key = h.value ->> 1
-    AND limit_slots.slot = h.value ->> 2 AND +limit_slots.job_id IS NULL
+-- The admitted jobs hold their slots (:holds: [[limit, key, slot, job], ...]): a slot the
+-- key lacks is made held, an existing one taken only while free (one writer: the plan's
+-- read of them in this transaction is still true). By primary key, the conflict target.
+-- Making a key's slots as its jobs first need them, in this statement, spares the separate
+-- insert of every missing slot (`limit_slots_make`, 1..size) a new key's claim ran.
+INSERT INTO limit_slots (name, key, slot, job_id)
+SELECT h.value ->> 0, h.value ->> 1, h.value ->> 2, h.value ->> 3
+FROM json_each(:holds) AS h WHERE true
+ON CONFLICT (name, key, slot) DO UPDATE SET job_id = excluded.job_id
+WHERE limit_slots.job_id IS NULL
 
 -- name: complete
 -- Fenced finish of :worker's jobs as completed; :batch is [[id, attempt, result], ...].
