@@ -16,12 +16,18 @@ measured by durable completion):
   10, queued before the workers start; the worst start of B's jobs in claims (how many jobs
   started before B's last, from the execution records) and in ms after the drain's first
   start, FIFO (fair dispatch off) and fair.
+
+``--conveyor-src PATH`` (repeatable) runs each drain from each tree in turn, ``--rounds N``
+alternates the trees N times (A, B, A, B: a passing load spreads over both), and
+``--databases`` / ``--scenarios`` narrow the run (an A/B of one drain on one database). Each
+row's ``of plain`` is against the plain drain of its own tree, database and round.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,8 +65,14 @@ STARVE_FAIR = Scenario("starve fair", "starve", fair=True)
 class FlowSystem(ConveyorSystem):
     """Conveyor on one database, its client and workers told the scenario."""
 
-    def __init__(self, database: str, scenario: Scenario, b_from: int | None = None) -> None:
-        super().__init__(database)
+    def __init__(
+        self,
+        database: str,
+        scenario: Scenario,
+        b_from: int | None = None,
+        source: Path | None = None,
+    ) -> None:
+        super().__init__(database, source)
         self.scenario, self.b_from = scenario, b_from
         self.name += f" {scenario.name}"
         self.limit_keys: int | None = None  # stored for the queued jobs (limited only)
@@ -101,6 +113,8 @@ class FlowFigures:
     database: str
     scenario: str
     n: int
+    tree: str = ""  # --conveyor-src: the tree's directory name ("" = this tree)
+    round: int = 1
     durable_jobs_per_s: float | None = None
     executed_jobs_per_s: float | None = None
     of_plain: float | None = None  # durable rate / the plain drain's, same database
@@ -123,11 +137,20 @@ def _starvation(run_dir: Path, b_from: int) -> tuple[int, float]:
 
 
 def _one(
-    database: str, scenario: Scenario, plan: Plan, n: int, work: Path, b_from: int | None
+    database: str,
+    scenario: Scenario,
+    plan: Plan,
+    n: int,
+    work: Path,
+    b_from: int | None,
+    source: Path | None = None,
+    round_no: int = 1,
 ) -> FlowFigures:
-    figures = FlowFigures(database, scenario.name, n)
-    system = FlowSystem(database, scenario, b_from)
-    run_dir = work / f"{database}-{scenario.name.replace(' ', '-')}" / "drain"
+    tree = source.resolve().name if source is not None else ""
+    figures = FlowFigures(database, scenario.name, n, tree, round_no)
+    system = FlowSystem(database, scenario, b_from, source)
+    name = f"{database}-{scenario.name.replace(' ', '-')}-{tree or 'own'}-{round_no}"
+    run_dir = work / name / "drain"
 
     def body() -> None:
         result = section.drain_of(system, plan, n, run_dir)
@@ -147,25 +170,53 @@ def _one(
     return figures
 
 
-def run(plan: Plan, work: Path, quick: bool) -> list[FlowFigures]:
-    """Every scenario on each database, the databases in the same run."""
+SCENARIOS = {s.name: s for s in (PLAIN, FAIR, LIMITED, STARVE_FIFO, STARVE_FAIR)}
+
+
+def run(
+    plan: Plan,
+    work: Path,
+    quick: bool,
+    sources: Sequence[Path | None] = (None,),
+    rounds: int = 1,
+    databases: Sequence[str] = DATABASES,
+    scenarios: Sequence[str] = tuple(SCENARIOS),
+) -> list[FlowFigures]:
+    """The scenarios on each database (the databases in the same run), each round every
+    source tree in turn; the drains' ``of plain`` against the same tree's and round's."""
     n = plan.drain_n or FlowSystem.drain_n
     burst = n if quick else STARVE_A_FULL
+    chosen = [SCENARIOS[name] for name in scenarios]
     out: list[FlowFigures] = []
-    for database in DATABASES:
-        plain: float | None = None
-        for scenario in (PLAIN, FAIR, LIMITED):
-            figures = _one(database, scenario, plan, n, work, None)
-            if scenario is PLAIN:
-                plain = figures.durable_jobs_per_s
-            elif plain and figures.durable_jobs_per_s:
-                figures.of_plain = figures.durable_jobs_per_s / plain
-            out.append(figures)
-            section.say(PART, f"{database} {scenario.name}: {figures}")
-        for scenario in (STARVE_FIFO, STARVE_FAIR):
-            figures = _one(database, scenario, plan, burst + B_JOBS, work, burst)
-            out.append(figures)
-            section.say(PART, f"{database} {scenario.name}: {figures}")
+    for database in databases:
+        for round_no in range(1, rounds + 1):
+            for source in sources:
+                out.extend(_tree(database, chosen, plan, n, burst, work, source, round_no))
+    return out
+
+
+def _tree(
+    database: str,
+    chosen: list[Scenario],
+    plan: Plan,
+    n: int,
+    burst: int,
+    work: Path,
+    source: Path | None,
+    round_no: int,
+) -> list[FlowFigures]:
+    out: list[FlowFigures] = []
+    plain: float | None = None
+    for scenario in chosen:
+        starve = scenario in (STARVE_FIFO, STARVE_FAIR)
+        size, b_from = (burst + B_JOBS, burst) if starve else (n, None)
+        figures = _one(database, scenario, plan, size, work, b_from, source, round_no)
+        if scenario is PLAIN:
+            plain = figures.durable_jobs_per_s
+        elif not starve and plain and figures.durable_jobs_per_s:
+            figures.of_plain = figures.durable_jobs_per_s / plain
+        out.append(figures)
+        section.say(PART, f"{database} {scenario.name}: {figures}")
     return out
 
 
@@ -183,6 +234,7 @@ def table(rows: list[FlowFigures]) -> Table:
 COLUMNS: tuple[section.Column[FlowFigures], ...] = (
     section.Column("store", lambda r: r.database, left=True),
     section.Column("scenario", lambda r: r.scenario, left=True),
+    section.Column("tree", lambda r: f"{r.tree} #{r.round}" if r.tree else "", left=True),
     section.Column("jobs", lambda r: num(r.n)),
     section.Column("durable jobs/s", lambda r: num(r.durable_jobs_per_s)),
     section.Column("executed jobs/s", lambda r: num(r.executed_jobs_per_s)),

@@ -90,6 +90,16 @@ def _parser() -> argparse.ArgumentParser:
         "10,000 steps and a join on both databases and as a Celery chord (bench/workflow.py)",
     )
     parser.add_argument(
+        "--databases",
+        default=",".join(flow.DATABASES),
+        help="--only flow: comma-separated, from postgres, sqlite (default: both)",
+    )
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(flow.SCENARIOS),
+        help=f"--only flow: comma-separated, from {', '.join(flow.SCENARIOS)} (default: all)",
+    )
+    parser.add_argument(
         "--budget-s",
         type=float,
         default=540.0,
@@ -199,6 +209,22 @@ def _run_part(
     return 1 if any(r.error for r in rows) else 0
 
 
+def _flow_part(args: argparse.Namespace) -> Callable[[Plan, Path, bool], Sequence[Figures]]:
+    """flow.run with --conveyor-src, --rounds, --databases and --scenarios (checked here)."""
+    databases = [d.strip() for d in args.databases.split(",") if d.strip()]
+    scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    bad = [d for d in databases if d not in flow.DATABASES]
+    bad += [s for s in scenarios if s not in flow.SCENARIOS]
+    if bad or not databases or not scenarios:
+        raise SystemExit(f"--databases/--scenarios: unknown {bad or 'empty selection'}")
+    trees: list[Path | None] = list(args.conveyor_src or [None])
+
+    def part(plan: Plan, work: Path, quick: bool) -> Sequence[Figures]:
+        return flow.run(plan, work, quick, trees, args.rounds, databases, scenarios)
+
+    return part
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.out is None:
@@ -228,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.soak:
             return _run_soak(args, sources, work)
         if args.only == "flow":
-            return _run_part(args, plan, work, "flow", flow.run, flow.table)
+            return _run_part(args, plan, work, "flow", _flow_part(args), flow.table)
         if args.only == "workflow":
             trees = args.conveyor_src or [None]
 

@@ -3,6 +3,10 @@ unlimited jobs in one claim, slots and tokens taken, refusals and the next token
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
+from typing import Any
+
 import pytest
 from sqlalchemy import select, text
 
@@ -10,6 +14,7 @@ from conveyor.domain.flow import Concurrency, Rate
 from conveyor.domain.jobs import Outcome
 from conveyor.domain.states import JobState
 from conveyor.store.backend import QueueBackend
+from conveyor.store.drivers.postgres import SQL
 from conveyor.store.tables import events, limit_slots, rate_buckets
 from tests.store.helpers import job
 from tests.store.test_limits import limited
@@ -145,3 +150,44 @@ async def test_claims_that_made_many_slots_refresh_their_statistics(backend: Que
     query = text("SELECT reltuples FROM pg_class WHERE oid = 'limit_slots'::regclass")
     async with backend.db.read() as conn:
         assert (await conn.execute(query)).scalar() == 80
+
+
+async def test_the_admission_reads_its_candidates_limits_by_primary_key(
+    backend: QueueBackend,
+) -> None:
+    """PostgreSQL: `limit_start` and `limit_demands` probe job_limits by primary key for
+    each locked candidate, however many queued jobs have limits: joined, the planner took
+    the candidates for fewer than they are and hashed every row of job_limits per claim."""
+    if backend.dialect != "postgresql":
+        pytest.skip("PostgreSQL's plans")
+    await backend.define_limits([Concurrency("c", 2, key="payload.k")])
+    for start in range(0, 3000, 500):
+        await backend.enqueue(
+            [limited(("c", f"k{i % 1000}"), n=i) for i in range(start, start + 500)]
+        )
+    async with backend.db.write() as conn:
+        await conn.execute(text("ANALYZE"))
+        ids = (await conn.execute(text("SELECT id FROM jobs ORDER BY id LIMIT 64"))).scalars()
+        wanted = list(ids)
+        raw = await conn.get_raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None
+        now = datetime.now(UTC)
+        for name, args in (
+            ("limit_start", (wanted, W, now, now, "started", "running", "null")),
+            ("limit_demands", (wanted, now)),
+        ):
+            plan = await driver.fetchval(f"EXPLAIN (FORMAT JSON) {SQL[name]}", *args)
+            plan = json.loads(plan) if isinstance(plan, str) else plan  # the pool decodes JSON
+            scans = _scans(plan[0]["Plan"])
+            assert ("Seq Scan", "job_limits") not in scans, name
+            assert ("Index Scan", "job_limits") in scans, name
+        await conn.rollback()
+
+
+def _scans(node: dict[str, Any]) -> set[tuple[str, str]]:
+    """(node type, relation) of every scan in an EXPLAIN (FORMAT JSON) plan."""
+    found = {(node["Node Type"], node.get("Relation Name", ""))}
+    for child in node.get("Plans", ()):
+        found |= _scans(child)
+    return found

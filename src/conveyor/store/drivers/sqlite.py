@@ -57,17 +57,13 @@ from conveyor.store.types import sqlite_time
 _SQL = load(
     "sqlite",
     frozenset({"fair_heads", "claim", "claim_any", "complete", "retry", "fail", "rescue"})
-    | frozenset({"claim_start", "limit_demands", "limit_slots_of", "limit_slots_make"})
-    | frozenset({"limit_slots_hold"})
+    | frozenset({"claim_start", "limit_slots_hold"})
     | frozenset({"try_lead", "unlead", "data_version"})
     | frozenset({"workflow_steps", "workflow_created", "workflow_edges"}),
 )
 _CLAIM = typed(_SQL["claim"], times=("now",))
 _CLAIM_ANY = typed(_SQL["claim_any"], times=("now",))
 _START = typed(_SQL["claim_start"], times=("now", "lease"), columns=CLAIM_COLUMNS)
-_DEMANDS = typed(_SQL["limit_demands"])
-_SLOTS = typed(_SQL["limit_slots_of"])
-_MAKE_SLOTS = typed(_SQL["limit_slots_make"])
 _HOLD = typed(_SQL["limit_slots_hold"])
 _FINISH = {
     "completed": typed(_SQL["complete"], times=("now",)),
@@ -184,7 +180,7 @@ class SqliteDriver:
                 start = {**params, "ids": json.dumps(free)}
                 rows = list((await conn.execute(_START, start)).all())
             claimed = Claimed(_claimed(row) for row in rows)
-            if waiting := [r.id for r in picked if r.limited]:
+            if waiting := {r.id: r.demands for r in picked if r.limited}:
                 rows += await _admit(conn, waiting, worker_id, lease, claimed)
             await outbox.record(conn, self.xid(), [outbox.said_row(said, r, now) for r in rows])
         # Told only once committed: the commit runs on aiosqlite's thread, so a handler that
@@ -329,35 +325,26 @@ def _step_values(row: dict[str, Any], tags: dict[str, float]) -> list[Any]:
 
 async def _admit(
     conn: AsyncConnection,
-    waiting: Sequence[str],
+    waiting: dict[str, str],
     worker_id: str,
     lease: tuple[datetime, datetime],
     claimed: Claimed,
 ) -> Sequence[Any]:
-    """Start those of the limited candidates `waiting` (claim order) that every limit they
-    are under admits, adding them to `claimed`; their rows (for the events). One writer at a
-    time (BEGIN IMMEDIATE): what this transaction reads no other changes before it commits."""
+    """Start those of the limited candidates `waiting` (claim order, each with the
+    `demands` its claim read) that every limit they are under admits, adding them to
+    `claimed`; their rows (for the events). One writer at a time (BEGIN IMMEDIATE): what
+    this transaction reads no other changes before it commits."""
     now, until = lease
-    ids = json.dumps(list(waiting))
-    demands = [admission.Demand(*row) for row in (await conn.execute(_DEMANDS, {"ids": ids}))]
+    demands: list[admission.Demand] = []
+    # Each concurrency key's free slots, then those it lacks up to its size (made held by
+    # `limit_slots_hold` when the plan gives them).
     free: dict[tuple[str, str], list[int]] = {}
-    if slots := admission.wanted(demands):
-        # Every slot of the keys at hand in one read; the missing ones made in one insert.
-        asked = json.dumps(list(slots))
-        top: dict[tuple[str, str], int] = {}
-        for name, key, slot, holder in await conn.execute(_SLOTS, {"pairs": asked}):
-            top[(name, key)] = max(top.get((name, key), 0), slot)
-            if holder is None and slot <= slots[(name, key)][0]:
-                free.setdefault((name, key), []).append(slot)
-        missing = [
-            (name, key, n)
-            for (name, key), (size, _need) in slots.items()
-            for n in range(top.get((name, key), 0) + 1, size + 1)
-        ]
-        if missing:
-            await conn.execute(_MAKE_SLOTS, {"made": json.dumps(missing)})
-            for name, key, n in missing:
-                free.setdefault((name, key), []).append(n)
+    for job_id, asked in waiting.items():
+        for name, key, kind, size, rate, per_s, burst, top, slots in json.loads(asked):
+            demands.append(admission.Demand(job_id, name, key, kind, size, rate, per_s, burst))
+            if top is not None and (name, key) not in free:
+                mine = [int(n) for n in slots.split(",")] if slots else []
+                free[(name, key)] = mine + list(range(top + 1, size + 1))
     buckets: dict[tuple[str, str], admission.Bucket] = {}
     if rates := admission.rated(demands):
         pairs = tuple_(rate_buckets.c.name, rate_buckets.c.key).in_(list(rates))
@@ -365,7 +352,7 @@ async def _admit(
                         rate_buckets.c.refreshed_at).where(pairs)  # fmt: skip
         for name, key, tokens, at in (await conn.execute(stored)).all():
             buckets[(name, key)] = admission.Bucket(tokens, at)
-    plan = admission.plan(waiting, demands, free, buckets, now)
+    plan = admission.plan(list(waiting), demands, free, buckets, now)
     claimed.refused, claimed.retry_in = plan.refused, plan.retry_in
     if not plan.admitted:
         return []

@@ -312,7 +312,11 @@ logged AS (
 -- starts ($2 worker, $3 now, $4 lease end, $5-$7 its event), in this statement's
 -- transaction. `fast` false (one row, no job): nothing was written, and the driver admits
 -- the candidates with `limit_demands` .. `limit_admit`. `refused`: the limit of each
--- locked candidate left queued; `made`: the slots it made.
+-- locked candidate left queued; `made`: the slots it made. The candidates' limits are
+-- read by primary key, one probe each (LATERAL ... OFFSET 0): joined, the planner took the
+-- few locked candidates for fewer still and hashed the whole of job_limits (a sequential
+-- scan of every queued limited job's rows per admission: 4.3-12 ms instead of 3.1-3.4 for
+-- 64 candidates at 6,000 queued, EXPLAIN ANALYZE).
 WITH mine AS (
     SELECT id FROM jobs WHERE jobs.id = ANY($1::text[]) AND state = 'queued' AND limited
     ORDER BY id FOR UPDATE SKIP LOCKED
@@ -322,7 +326,8 @@ found AS (
         coalesce((SELECT u.max_running FROM users AS u
             WHERE jl.name = 'quota.running' AND u.id = jl.key AND u.max_running > 0),
             fl.max_running) AS size
-    FROM mine JOIN job_limits AS jl ON jl.job_id = mine.id
+    FROM mine CROSS JOIN LATERAL (
+        SELECT * FROM job_limits AS jl WHERE jl.job_id = mine.id OFFSET 0) AS jl
     JOIN unnest($1::text[]) WITH ORDINALITY AS o(id, ord) ON o.id = mine.id
     LEFT JOIN flow_limits AS fl ON fl.name = jl.name
 ),
@@ -393,7 +398,8 @@ ANALYZE limit_slots
 -- size of the running quota's key is its user's own cap, else the default (NULL: no cap).
 -- The same statement makes what the keys lack: slots 1..size of each concurrency key and a
 -- full token bucket (at $2) of each rate key, in one global order (two claims making the
--- same rows wait for each other in that order, never in a cycle).
+-- same rows wait for each other in that order, never in a cycle). Limits by primary key,
+-- as in `limit_start`.
 WITH mine AS (
     SELECT id FROM jobs WHERE jobs.id = ANY($1::text[]) AND state = 'queued' AND limited
     ORDER BY id FOR UPDATE SKIP LOCKED
@@ -404,7 +410,8 @@ found AS (
             WHERE jl.name = 'quota.running' AND u.id = jl.key AND u.max_running > 0),
             fl.max_running) AS max_running,
         fl.rate_limit, fl.per_s, fl.burst
-    FROM mine JOIN job_limits AS jl ON jl.job_id = mine.id
+    FROM mine CROSS JOIN LATERAL (
+        SELECT * FROM job_limits AS jl WHERE jl.job_id = mine.id OFFSET 0) AS jl
     LEFT JOIN flow_limits AS fl ON fl.name = jl.name
 ),
 made AS (

@@ -42,18 +42,55 @@ AND (NOT jobs.limited OR NOT EXISTS (
                 AND b.tokens + max(0, (julianday(:now) - julianday(b.refreshed_at))
                     * 86400.0) * fl.rate_limit / fl.per_s < 1))))
 
+-- fragment: demands
+-- What a claim's limited candidate asks (claim, claim_any: a column of their rows; NULL for
+-- an unlimited one, which skips it): a JSON array of its limits, each [name, key, kind,
+-- size, rate_limit, per_s, burst, top, free] with its definition (kind NULL: not defined
+-- yet; the running quota's size is its user's own cap, else the default, NULL: no cap)
+-- and, for a concurrency limit with a size, its key's slots read by primary key: `top`,
+-- the highest slot the key has (0: none yet), and `free`, its free slots numbered at most
+-- the size ("1,2", ascending; NULL: none). Read with the candidates, in the claim's write
+-- transaction (one writer: still true when the driver's admission plans on it): the
+-- limits and the slots were two more statements, each a round trip to aiosqlite's thread
+-- while the write lock is held.
+    CASE WHEN jobs.limited THEN (
+        SELECT json_group_array(json_array(d.name, d.key, d.kind, d.size, d.rate_limit,
+            d.per_s, d.burst,
+            CASE WHEN d.kind = 'concurrency' AND d.size IS NOT NULL THEN coalesce((
+                SELECT max(s.slot) FROM limit_slots AS s
+                WHERE s.name = d.name AND s.key = d.key), 0) END,
+            CASE WHEN d.kind = 'concurrency' AND d.size IS NOT NULL THEN (
+                SELECT group_concat(f.slot) FROM (
+                    SELECT s.slot FROM limit_slots AS s
+                    WHERE s.name = d.name AND s.key = d.key AND s.slot <= d.size
+                        AND +s.job_id IS NULL
+                    ORDER BY s.slot) AS f) END))
+        FROM (
+            SELECT jl.name, jl.key, fl.kind, coalesce(u.max_running, fl.max_running) AS size,
+                fl.rate_limit, fl.per_s, fl.burst
+            FROM job_limits AS jl
+            LEFT JOIN flow_limits AS fl ON fl.name = jl.name
+            LEFT JOIN users AS u ON jl.name = 'quota.running' AND u.id = jl.key
+                AND u.max_running > 0
+            WHERE jl.job_id = jobs.id
+        ) AS d
+    ) END AS demands
+
 -- name: claim
 -- The candidates of a claim: up to :limit queued jobs of the queues in :queues (a JSON
 -- array), highest priority first, then by fair tag (due time when fair dispatch is off),
 -- paused queues skipped; the driver starts the unlimited ones (`claim_start`) and admits
--- the limited ones in the same transaction. A per-row probe leaves out limited jobs whose
--- limits have no free slot or token now (head of line); unlimited jobs skip it. The probe
+-- the limited ones in the same transaction from their `demands`. A per-row probe leaves
+-- out limited jobs whose limits have no free slot or token now (head of line); unlimited
+-- jobs skip it. The probe
 -- runs only on the rows the LIMIT reaches: the inner query orders the queued jobs (its
 -- `LIMIT -1` keeps it a subquery, not flattened, and keeps its ORDER BY), the outer one
 -- probes them in that order until :limit pass; it is named `jobs` for the fragment.
 -- Probing every queued job before the sort, twice (the claim and a second list of the
 -- limited candidates), cost 8 ms each at 6,000 queued.
-SELECT jobs.id, jobs.limited FROM (
+SELECT jobs.id, jobs.limited,
+    -- include: demands
+FROM (
     SELECT id, limited FROM jobs
     WHERE state = 'queued' AND queue IN (SELECT value FROM json_each(:queues))
         AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue)
@@ -66,7 +103,9 @@ LIMIT :limit
 
 -- name: claim_any
 -- `claim` from every queue except those in :queues (a worker of queues ["*"]).
-SELECT jobs.id, jobs.limited FROM (
+SELECT jobs.id, jobs.limited,
+    -- include: demands
+FROM (
     SELECT id, limited FROM jobs
     WHERE state = 'queued' AND queue NOT IN (SELECT value FROM json_each(:queues))
         AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue)
@@ -87,36 +126,17 @@ RETURNING jobs.id, jobs.type, jobs.queue, jobs.payload, jobs.attempt, jobs.max_a
     jobs.timeout_s, jobs.priority, jobs.owner_id, jobs.idempotency_key, jobs.run_at,
     jobs.trace_context
 
--- name: limit_demands
--- The limits of the candidates :ids (a JSON array) with their definitions (kind NULL: not
--- defined yet); the running quota's size is its user's own cap, else the default (NULL:
--- no cap).
-SELECT jl.job_id, jl.name, jl.key, fl.kind,
-    coalesce(u.max_running, fl.max_running) AS max_running, fl.rate_limit, fl.per_s, fl.burst
-FROM job_limits AS jl
-LEFT JOIN flow_limits AS fl ON fl.name = jl.name
-LEFT JOIN users AS u ON jl.name = 'quota.running' AND u.id = jl.key AND u.max_running > 0
-WHERE jl.job_id IN (SELECT value FROM json_each(:ids))
-
--- name: limit_slots_of
--- Every slot of the concurrency keys :pairs ([[limit, key], ...]), by primary key.
-SELECT s.name, s.key, s.slot, s.job_id FROM limit_slots AS s
-WHERE (s.name, s.key) IN (SELECT value ->> 0, value ->> 1 FROM json_each(:pairs))
-
--- name: limit_slots_make
--- The slots :made ([[limit, key, slot], ...]) a key lacks.
-INSERT INTO limit_slots (name, key, slot)
-SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(:made) WHERE true
-ON CONFLICT DO NOTHING
-
 -- name: limit_slots_hold
--- The admitted jobs hold their slots (:holds: [[limit, key, slot, job], ...]), each slot
--- only while free; by primary key (the unary `+` keeps ix_limit_slots_job_id out: it
--- read every free slot of every key for each hold).
-UPDATE limit_slots SET job_id = h.value ->> 3
-FROM json_each(:holds) AS h
-WHERE limit_slots.name = h.value ->> 0 AND limit_slots.key = h.value ->> 1
-    AND limit_slots.slot = h.value ->> 2 AND +limit_slots.job_id IS NULL
+-- The admitted jobs hold their slots (:holds: [[limit, key, slot, job], ...]): a slot the
+-- key lacks is made held, an existing one taken only while free (one writer: the plan's
+-- read of them in this transaction is still true). By primary key, the conflict target.
+-- Making a key's slots as its jobs first need them, in this statement, spares the separate
+-- insert of every missing slot (`limit_slots_make`, 1..size) a new key's claim ran.
+INSERT INTO limit_slots (name, key, slot, job_id)
+SELECT h.value ->> 0, h.value ->> 1, h.value ->> 2, h.value ->> 3
+FROM json_each(:holds) AS h WHERE true
+ON CONFLICT (name, key, slot) DO UPDATE SET job_id = excluded.job_id
+WHERE limit_slots.job_id IS NULL
 
 -- name: complete
 -- Fenced finish of :worker's jobs as completed; :batch is [[id, attempt, result], ...].
