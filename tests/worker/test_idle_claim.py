@@ -5,6 +5,8 @@ the busy drain needed (bench/README.md, "BEGIN ahead reverted")."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 
@@ -36,7 +38,7 @@ async def test_a_worker_arms_its_claim_only_when_idle_and_gives_it_back_when_it_
     (gate,) = await backend.enqueue([NewJob(type="gate", payload={})])
     async with running(backend, registry) as worker:
         await asyncio.wait_for(started.wait(), 20)
-        release = await _hold_what_the_finisher_needs(db_url, gate.id)
+        release = await _hold(db_url, gate.id)
         try:
             go.set()  # the gate's outcome waits for our lock: ran, not recorded
 
@@ -71,3 +73,20 @@ async def test_a_worker_arms_its_claim_only_when_idle_and_gives_it_back_when_it_
             )
         finally:
             await conn.close()
+
+
+async def _hold(db_url: str, job_id: str) -> Callable[[], Awaitable[None]]:
+    """The lock the finisher's next write waits for; SQLite's write lock is taken off the
+    event loop (the worker may hold it for a claim that needs the loop to commit)."""
+    if db_url.startswith("postgresql"):
+        return await _hold_what_the_finisher_needs(db_url, job_id)
+    lite = sqlite3.connect(
+        db_url.split(":///", 1)[1], isolation_level=None, check_same_thread=False, timeout=20
+    )
+    await asyncio.to_thread(lite.execute, "BEGIN IMMEDIATE")
+
+    async def release() -> None:
+        lite.execute("ROLLBACK")
+        lite.close()
+
+    return release
