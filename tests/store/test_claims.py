@@ -8,10 +8,12 @@ import sqlite3
 from datetime import timedelta
 
 import asyncpg
+import pytest
 
 from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import ClaimedJob, ErrorInfo, NewJob, Outcome
 from conveyor.domain.states import JobState
+from conveyor.errors import Unavailable
 from conveyor.store.backend import QueueBackend
 from conveyor.store.drivers.postgres import SQL as PG_SQL
 from conveyor.store.drivers.sqlite import _SQL as SQLITE_SQL
@@ -334,3 +336,72 @@ async def test_sqlite_tells_claimed_jobs_only_once_their_claim_is_committed(
 
     assert len(await backend.claim(W, ["default"], 1, 30, early=look)) == 1
     assert seen == ["running"]
+
+
+async def _idle_in_transaction(db_url: str) -> int:
+    """Sessions of this test's database that hold an open, idle transaction."""
+    conn = await asyncpg.connect(db_url)
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND state = 'idle in transaction'"
+            )
+        )
+    finally:
+        await conn.close()
+
+
+async def test_an_armed_claim_takes_jobs_enqueued_after_it_was_armed(
+    backend: QueueBackend, db_url: str
+) -> None:
+    """`arm_claim` readies the next claim's transaction while its worker is idle: that claim
+    still sees what was enqueued since (no snapshot taken ahead), tells it early, commits
+    it; and an armed transaction given back unused leaves nothing open."""
+    pg = db_url.startswith("postgresql")
+    await backend.arm_claim()
+    await backend.arm_claim()  # armed once
+    if pg:
+        assert await _idle_in_transaction(db_url) == 1
+    (queued,) = await backend.enqueue([job(n=1)])
+    told: list[str] = []
+    claimed = await backend.claim(
+        W, ["default"], 5, 30, early=lambda js: told.extend(j.id for j in js)
+    )
+    assert [c.id for c in claimed] == told == [queued.id]
+    assert (await backend.get(queued.id)).state is JobState.RUNNING
+    if pg:
+        assert await _idle_in_transaction(db_url) == 0
+    await backend.arm_claim()
+    await backend.disarm_claim()
+    await backend.disarm_claim()
+    if pg:
+        assert await _idle_in_transaction(db_url) == 0
+    (later,) = await backend.enqueue([job(n=2)])
+    assert [c.id for c in await backend.claim(W, ["default"], 5, 30)] == [later.id]
+
+
+async def test_an_armed_claim_whose_session_died_fails_once_then_claims_again(
+    backend: QueueBackend, db_url: str
+) -> None:
+    """The held connection can die while its worker waits (a restart, a timeout on idle
+    transactions): that claim fails like any claim in an outage, and the next one, on a
+    connection of the pool, takes the job."""
+    if not db_url.startswith("postgresql"):
+        return  # nothing is held ahead on SQLite
+    await backend.arm_claim()
+    (queued,) = await backend.enqueue([job(n=1)])
+    conn = await asyncpg.connect(db_url)
+    try:
+        killed = await conn.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND state = 'idle in transaction'"
+        )
+    finally:
+        await conn.close()
+    assert killed == 1
+    with pytest.raises(Unavailable):  # as any claim in an outage
+        await backend.claim(W, ["default"], 5, 30, early=lambda js: None)
+    (claimed,) = await backend.claim(W, ["default"], 5, 30, early=lambda js: None)
+    assert claimed.id == queued.id
+    assert (await backend.get(queued.id)).state is JobState.RUNNING

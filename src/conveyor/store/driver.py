@@ -196,6 +196,16 @@ class Driver(Protocol):
         an explicit transaction), so that an idle worker starts them while it commits."""
         ...
 
+    async def arm_claim(self) -> None:
+        """Get the next `claim`'s transaction ready now (PostgreSQL: its BEGIN, on a held
+        connection) so that a wake-up's claim is one round trip; a no-op where it buys
+        nothing (SQLite). Kept until that claim, or `disarm_claim`."""
+        ...
+
+    async def disarm_claim(self) -> None:
+        """Give back what `arm_claim` holds, unused."""
+        ...
+
     async def finish(
         self, worker_id: str, now: datetime, batches: Sequence[FinishBatch]
     ) -> set[str]:

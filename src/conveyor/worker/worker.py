@@ -211,9 +211,23 @@ class Worker:
                 return
             if got and got == want:
                 continue  # there may be more waiting
+            if tried and not got and self._quiet():
+                await self._arm_claim()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(await self._pause(tried)):
                     await self._wake.wait()
+
+    def _quiet(self) -> bool:
+        """Nothing running, nothing waiting to be recorded, not stopping: the next claim is
+        a wake-up's, the one whose round trips the idle latency is made of."""
+        return not (self._running or self._finisher.unrecorded or self._stop.is_set())
+
+    async def _arm_claim(self) -> None:
+        """Send the next claim's BEGIN now, while idle (store/claims.py `arm_claim`)."""
+        try:
+            await self.backend.arm_claim()
+        except Exception as exc:  # the claim opens its own transaction then
+            log.debug("could not open the next claim's transaction ahead: %s", exc)
 
     async def _pause(self, tried: bool) -> float:
         """How long to wait for a wake-up: the poll interval, or less when a job held back
@@ -581,6 +595,8 @@ class Worker:
         self, heartbeat: asyncio.Task[None], monitor: asyncio.Task[None], pulse: asyncio.Task[None]
     ) -> None:
         monitor.cancel()  # from here on, side tasks stop because we stop them
+        with contextlib.suppress(Exception):  # an armed claim's connection back to the pool
+            await self.backend.disarm_claim()
         await self._drain_running()
         leftover = [job_id for job_id in self._running]
         for job_id in leftover:

@@ -95,6 +95,8 @@ class PostgresDriver:
         self._limited_last = False  # the last claim had limited candidates
         self._slots_made = 0  # by this process's claims since its last ANALYZE of them
         self._slots_analyzed = 0  # by them before it
+        # The next claim's transaction, opened while its worker was idle (`arm_claim`).
+        self._armed: tuple[contextlib.AsyncExitStack, Any] | None = None
 
     # ---- pieces of the shared Core statements -------------------------------------------
     def insert(self, table: Table) -> Any:
@@ -160,6 +162,23 @@ class PostgresDriver:
 
         return await insert_workflow_with(run, rows, created)
 
+    async def arm_claim(self) -> None:
+        """Open the next claim's transaction now (its BEGIN), so that the claim a wake-up
+        starts is the claim statement alone before its jobs start. For an idle worker only
+        (store/claims.py): the pooled connection is held, idle in an empty transaction (no
+        snapshot, no transaction id), until that claim or `disarm_claim`."""
+        if self._armed is not None:
+            return
+        stack = contextlib.AsyncExitStack()
+        raw = await stack.enter_async_context(self.db.raw(transaction=True))
+        self._armed = (stack, raw)
+
+    async def disarm_claim(self) -> None:
+        """End an armed, unused claim transaction (empty: its COMMIT writes nothing)."""
+        armed, self._armed = self._armed, None
+        if armed is not None:
+            await armed[0].aclose()
+
     async def claim(
         self,
         worker_id: str,
@@ -170,35 +189,51 @@ class PostgresDriver:
         said: Said,
         early: Callable[[list[ClaimedJob]], None] | None = None,
     ) -> Claimed:
-        statement = SQL["claim_any" if every_queue else "claim"]
-        data = json.dumps(said.data)
+        start = (worker_id, *lease, said.type, said.state, json.dumps(said.data))
+        args = (SQL["claim_any" if every_queue else "claim"], list(queues), limit, start)
         # Told early: BEGIN, the claim, then the commit (and its WAL flush) while the jobs
         # start; otherwise one statement in its own transaction, one round trip. Limited
         # candidates add their admission (`_admit_at_once`, else `_admit`) in the claim's
         # transaction, or in one of its own, which locks and checks them again. A driver
         # whose last claim had limited candidates opens the transaction anyway: BEGIN and
-        # COMMIT cost two round trips, a second commit's WAL flush costs more.
-        together = early is not None or self._limited_last
-        async with self.db.raw(transaction=together) as raw:
-            rows = await raw.fetch(
-                statement, list(queues), limit, worker_id, *lease, said.type, said.state, data,
-                timeout=COMMAND_TIMEOUT,
-            )  # fmt: skip
-            claimed = Claimed(_claimed(row) for row in rows if row[0] is not None)
-            waiting = rows[0]["waiting"] if rows else None
-            self._limited_last = bool(waiting)
-            if waiting:
-                start = (worker_id, *lease, said.type, said.state, data)
-                if not await self._admit_at_once(raw, waiting, start, claimed):
-                    if together:
-                        await self._admit(raw, waiting, start, claimed)
-                    else:
-                        async with raw.transaction():
-                            await self._admit(raw, waiting, start, claimed)
-            if early is not None and claimed:
-                early(claimed)
+        # COMMIT cost two round trips, a second commit's WAL flush costs more. An armed
+        # transaction (`arm_claim`) is the claim's, whichever it is: its BEGIN is paid.
+        armed, self._armed = self._armed, None
+        if armed is not None:
+            async with armed[0]:  # COMMIT on the way out; an error rolls back
+                claimed = await self._claim_on(armed[1], *args, True, early)
+        else:
+            together = early is not None or self._limited_last
+            async with self.db.raw(transaction=together) as raw:
+                claimed = await self._claim_on(raw, *args, together, early)
         if self._slots_made > ANALYZE_AFTER + ANALYZE_GROWTH * self._slots_analyzed:
             await self._analyze_slots()
+        return claimed
+
+    async def _claim_on(
+        self,
+        raw: Any,
+        statement: str,
+        queues: list[str],
+        limit: int,
+        start: tuple[Any, ...],
+        together: bool,
+        early: Callable[[list[ClaimedJob]], None] | None,
+    ) -> Claimed:
+        """The claim statement on `raw` (in a transaction when `together`), and the
+        admission of its limited candidates; `early` told the jobs before the commit."""
+        rows = await raw.fetch(statement, queues, limit, *start, timeout=COMMAND_TIMEOUT)
+        claimed = Claimed(_claimed(row) for row in rows if row[0] is not None)
+        waiting = rows[0]["waiting"] if rows else None
+        self._limited_last = bool(waiting)
+        if waiting and not await self._admit_at_once(raw, waiting, start, claimed):
+            if together:
+                await self._admit(raw, waiting, start, claimed)
+            else:
+                async with raw.transaction():
+                    await self._admit(raw, waiting, start, claimed)
+        if early is not None and claimed:
+            early(claimed)
         return claimed
 
     def _note_made(self, made: int) -> None:
@@ -352,6 +387,8 @@ class PostgresDriver:
         )
 
     async def close(self) -> None:
+        with contextlib.suppress(Exception):  # its connection goes with the pool anyway
+            await self.disarm_claim()
         await self._notifier.close()
 
 

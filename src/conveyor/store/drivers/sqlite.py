@@ -154,6 +154,13 @@ class SqliteDriver:
             await self.notify_jobs(conn, runnable)
         return found
 
+    async def arm_claim(self) -> None:
+        """Nothing to open ahead: `BEGIN IMMEDIATE` takes the write lock, which must not be
+        held while idle, and costs no round trip."""
+
+    async def disarm_claim(self) -> None:
+        """Nothing armed."""
+
     async def claim(
         self,
         worker_id: str,
