@@ -100,8 +100,8 @@ async def test_fan_in_parents_settling_at_once_leave_the_workflow_unlocked_and_r
     backend: QueueBackend,
 ) -> None:
     """PostgreSQL (migration 0022): two completions of a join's parents, each in its own
-    open transaction while a third parent is open, take no lock on the workflow's row (a
-    third connection locks it NOWAIT meanwhile); each share-locks an open parent instead,
+    open transaction while a third parent is running, take no lock on the workflow's row (a
+    third connection locks it NOWAIT meanwhile); each share-locks a running parent instead,
     so the third parent's completion waits for both commits, then releases the join, once.
     SQLite: one writer, the settles one after the other; the join is released once."""
     flows = service(backend)
@@ -111,6 +111,8 @@ async def test_fan_in_parents_settling_at_once_leave_the_workflow_unlocked_and_r
             owner_id="u",
         )
         n, workflow_id = ids(detail), detail.workflow.id
+        claimed = await backend.claim(W, ["default"], 10, 30)  # a share-locked step is running
+        assert {n["a"], n["b"], n["c"]} <= {j.id for j in claimed}  # and the last join
         opened = [asyncio.Event(), asyncio.Event()]
         close = asyncio.Event()
         free: list[bool] = []
