@@ -59,23 +59,6 @@ async def released(backend: QueueBackend, job_id: str) -> int:
         return int((await conn.execute(query)).scalar_one())
 
 
-async def settle(
-    backend: QueueBackend,
-    job_id: str,
-    opened: asyncio.Event | None = None,
-    close: asyncio.Event | None = None,
-) -> None:
-    """`job_id` completed in a transaction of its own; with `opened`, set once the UPDATE is
-    done, the transaction stays open until `close` is set (else for 0.2 s), so another one
-    runs into its locks meanwhile."""
-    async with backend.db.write() as conn:
-        await backend.driver.lock_events(conn)
-        await conn.execute(update(jobs).where(jobs.c.id == job_id).values(state="completed"))
-        if opened is not None:
-            opened.set()
-            await (close.wait() if close is not None else asyncio.sleep(0.2))
-
-
 async def test_two_parents_settling_at_once_release_the_child_exactly_once(
     backend: QueueBackend,
 ) -> None:
@@ -88,64 +71,23 @@ async def test_two_parents_settling_at_once_release_the_child_exactly_once(
         )
         n = ids(detail)
         first_in = asyncio.Event()
-        one = asyncio.create_task(settle(backend, n["a"], first_in))
+
+        async def settle(job_id: str, signal: asyncio.Event | None) -> None:
+            async with backend.db.write() as conn:
+                await backend.driver.lock_events(conn)
+                await conn.execute(
+                    update(jobs).where(jobs.c.id == job_id).values(state="completed")
+                )
+                if signal is not None:
+                    signal.set()
+                    await asyncio.sleep(0.2)  # the other one runs into our locks meanwhile
+
+        one = asyncio.create_task(settle(n["a"], first_in))
         await first_in.wait()
-        await asyncio.gather(one, settle(backend, n["b"]))
+        await asyncio.gather(one, settle(n["b"], None))
         child = await backend.get(n["c"])
         assert child.state is JobState.QUEUED
         assert await released(backend, n["c"]) == 1
-
-
-async def test_fan_in_parents_settling_at_once_leave_the_workflow_unlocked_and_release_once(
-    backend: QueueBackend,
-) -> None:
-    """PostgreSQL (migration 0022): two completions of a join's parents, each in its own
-    open transaction while a third parent is running, take no lock on the workflow's row (a
-    third connection locks it NOWAIT meanwhile); each share-locks a running parent instead,
-    so the third parent's completion waits for both commits, then releases the join, once.
-    SQLite: one writer, the settles one after the other; the join is released once."""
-    flows = service(backend)
-    for _ in range(3):
-        detail = await flows.submit(
-            WorkflowSpec("fan", (step("a"), step("b"), step("c"), step("j", "a", "b", "c"))),
-            owner_id="u",
-        )
-        n, workflow_id = ids(detail), detail.workflow.id
-        claimed = await backend.claim(W, ["default"], 10, 30)  # a share-locked step is running
-        assert {n["a"], n["b"], n["c"]} <= {j.id for j in claimed}  # and the last join
-        opened = [asyncio.Event(), asyncio.Event()]
-        close = asyncio.Event()
-        free: list[bool] = []
-
-        async def workflow_free(workflow_id: str) -> bool:
-            try:
-                async with backend.db.write() as conn:
-                    await conn.execute(
-                        text("SELECT id FROM workflows WHERE id = :w FOR UPDATE NOWAIT"),
-                        {"w": workflow_id},
-                    )
-            except Exception:  # lock_not_available: a settle holds the workflow's row
-                return False
-            return True
-
-        if backend.dialect == "postgresql":
-            first = asyncio.create_task(settle(backend, n["a"], opened[0], close))
-            await opened[0].wait()
-            second = asyncio.create_task(settle(backend, n["b"], opened[1], close))
-            await asyncio.wait_for(opened[1].wait(), 10)  # not behind the first's lock
-            free.append(await workflow_free(workflow_id))
-            last = asyncio.create_task(settle(backend, n["c"]))
-            await asyncio.sleep(0.2)
-            assert not last.done()  # its UPDATE waits for the share locks on it
-            close.set()
-            await asyncio.gather(first, second, last)
-            assert free == [True]
-        else:
-            close.set()
-            for name in "abc":
-                await settle(backend, n[name])
-        assert (await backend.get(n["j"])).state is JobState.QUEUED
-        assert await released(backend, n["j"]) == 1
 
 
 async def test_one_statement_settling_hundreds_of_steps_releases_each_dependent_once(

@@ -456,13 +456,12 @@ FROM claimed AS c
 -- several statements in one transaction, so it locks all its rows first (the lock-order
 -- rule, store/locking.py). Found by primary key only; the fence is spelled
 -- `(...) IS NOT DISTINCT FROM (...)` so that no index on state or worker_id can serve it
--- (see `complete`). It also marks the transaction (`conveyor.several`, transaction-local)
--- as one of several finish statements: their steps' release never defers (migration 0022).
-SELECT jobs.id FROM jobs, (SELECT set_config('conveyor.several', 'on', true)) AS several
+-- (see `complete`).
+SELECT jobs.id FROM jobs
 WHERE jobs.id = ANY($2::text[])
     AND (jobs.state, jobs.worker_id) IS NOT DISTINCT FROM ('running', $1::text)
 ORDER BY jobs.id
-FOR UPDATE OF jobs
+FOR UPDATE
 
 -- name: complete
 -- Fenced finish of worker $1's jobs ($3 ids, $4 attempts) as completed with results $5.
