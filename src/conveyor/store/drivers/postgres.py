@@ -441,9 +441,8 @@ async def _begun(raw: Any, generic: bool) -> AsyncIterator[None]:
         if not raw.is_closed():
             try:
                 await raw.execute("ROLLBACK", timeout=COMMAND_TIMEOUT)
-            except BaseException:
+            except Exception:  # the claim's own error is the one to raise
                 raw.terminate()
-                raise
         raise
     await raw.execute("COMMIT", timeout=COMMAND_TIMEOUT)
 
