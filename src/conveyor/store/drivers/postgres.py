@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -59,7 +59,10 @@ SQL = load(
             "existing_unique",
             "record_callbacks",
             "claim",
+            "claim_one",
             "claim_any",
+            "claim_begin_generic",
+            "claim_plan_default",
         }
         | {"lock_mine", "complete", "retry", "fail", "rescue", "notify", "try_lead", "unlead"}
         | {"ping", "lead_ping", "horizon", "lock_events", "backend_pid"}
@@ -96,7 +99,9 @@ class PostgresDriver:
         self._slots_made = 0  # by this process's claims since its last ANALYZE of them
         self._slots_analyzed = 0  # by them before it
         # The next claim's transaction, opened while its worker was idle (`arm_claim`).
-        self._armed: tuple[contextlib.AsyncExitStack, Any] | None = None
+        # Its third item: it runs the claim's generic plan (`claim_begin_generic`).
+        self._armed: tuple[contextlib.AsyncExitStack, Any, bool] | None = None
+        self._one_queue_last = False  # this driver's last claim was of one queue
 
     # ---- pieces of the shared Core statements -------------------------------------------
     def insert(self, table: Table) -> Any:
@@ -166,12 +171,21 @@ class PostgresDriver:
         """Open the next claim's transaction now (its BEGIN), so that the claim a wake-up
         starts is the claim statement alone before its jobs start. For an idle worker only
         (store/claims.py): the pooled connection is held, idle in an empty transaction (no
-        snapshot, no transaction id), until that claim or `disarm_claim`."""
+        snapshot, no transaction id), until that claim or `disarm_claim`. When the last
+        claim was of one queue, the next one is too (the same idle worker's): its BEGIN
+        also sets the plan cache to the generic plan for this transaction only
+        (`claim_begin_generic`, in the same message), so the claim is not planned again."""
         if self._armed is not None:
             return
+        generic = self._one_queue_last
         stack = contextlib.AsyncExitStack()
-        raw = await stack.enter_async_context(self.db.raw(transaction=True))
-        self._armed = (stack, raw)
+        raw = await stack.enter_async_context(self.db.raw())
+        try:
+            await stack.enter_async_context(_begun(raw, generic))
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._armed = (stack, raw, generic)
 
     async def disarm_claim(self) -> None:
         """End an armed, unused claim transaction (empty: its COMMIT writes nothing)."""
@@ -190,18 +204,33 @@ class PostgresDriver:
         early: Callable[[list[ClaimedJob]], None] | None = None,
     ) -> Claimed:
         start = (worker_id, *lease, said.type, said.state, json.dumps(said.data))
-        args = (SQL["claim_any" if every_queue else "claim"], list(queues), limit, start)
+        one_queue = not every_queue and len(queues) == 1
+        self._one_queue_last = one_queue
+        armed, self._armed = self._armed, None
+        # An armed transaction readied for one queue runs `claim_one`'s generic plan (no
+        # planning); every other claim is planned for its values, as before: `claim_one`'s
+        # range condition costs the planner more than `claim`'s (it reads the index's
+        # edges), so a busy worker's claims stay `claim` (docs/design.md "Idle latency").
+        which: str | list[str] = list(queues)
+        name = "claim_any" if every_queue else "claim"
+        if armed is not None and armed[2] and one_queue:
+            which, name = queues[0], "claim_one"
+        args = (SQL[name], which, limit, start)
         # Told early: BEGIN, the claim, then the commit (and its WAL flush) while the jobs
         # start; otherwise one statement in its own transaction, one round trip. Limited
         # candidates add their admission (`_admit_at_once`, else `_admit`) in the claim's
         # transaction, or in one of its own, which locks and checks them again. A driver
         # whose last claim had limited candidates opens the transaction anyway: BEGIN and
         # COMMIT cost two round trips, a second commit's WAL flush costs more. An armed
-        # transaction (`arm_claim`) is the claim's, whichever it is: its BEGIN is paid.
-        armed, self._armed = self._armed, None
+        # transaction (`arm_claim`) is the claim's, whichever it is: its BEGIN is paid (a
+        # generic one is put back to the session's plan cache mode first for a claim of
+        # several queues: another worker's, sharing this driver).
         if armed is not None:
-            async with armed[0]:  # COMMIT on the way out; an error rolls back
-                claimed = await self._claim_on(armed[1], *args, True, early)
+            stack, raw, generic = armed
+            async with stack:  # COMMIT on the way out; an error rolls back
+                if generic and not one_queue:
+                    await raw.execute(SQL["claim_plan_default"], timeout=COMMAND_TIMEOUT)
+                claimed = await self._claim_on(raw, *args, True, early)
         else:
             together = early is not None or self._limited_last
             async with self.db.raw(transaction=together) as raw:
@@ -214,7 +243,7 @@ class PostgresDriver:
         self,
         raw: Any,
         statement: str,
-        queues: list[str],
+        queues: str | list[str],
         limit: int,
         start: tuple[Any, ...],
         together: bool,
@@ -397,6 +426,25 @@ _STATEMENT = {"completed": "complete", "retry": "retry", "failed": "fail"}
 
 # Runs one of this file's statements ($n parameters) on some connection; the rows it returns.
 Run = Callable[[str, Sequence[Any]], Awaitable[Sequence[Any]]]
+
+
+@contextlib.asynccontextmanager
+async def _begun(raw: Any, generic: bool) -> AsyncIterator[None]:
+    """A transaction on `raw` opened by one message: BEGIN, and with `generic` the claim's
+    plan cache mode (asyncpg's `transaction()` sends BEGIN alone); COMMIT when the block
+    ends, ROLLBACK when it raises (a connection that cannot roll back is closed: not
+    reused)."""
+    await raw.execute(SQL["claim_begin_generic"] if generic else "BEGIN", timeout=COMMAND_TIMEOUT)
+    try:
+        yield
+    except BaseException:
+        if not raw.is_closed():
+            try:
+                await raw.execute("ROLLBACK", timeout=COMMAND_TIMEOUT)
+            except Exception:  # the claim's own error is the one to raise
+                raw.terminate()
+        raise
+    await raw.execute("COMMIT", timeout=COMMAND_TIMEOUT)
 
 
 async def insert_with(

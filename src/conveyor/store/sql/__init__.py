@@ -7,7 +7,8 @@ a name missing from the file, or a block no driver asks for, fails then, not at 
 
 A condition several statements share is written once, as a block opened by
 `-- fragment: <name>`, and placed in each statement by a line `-- include: <name>` (the
-line is replaced by the fragment's text): a change to it is made once.
+line is replaced by the fragment's text): a change to it is made once. A fragment may
+include the fragments above it in the file.
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ def parse(source: str) -> dict[str, str]:
         if (kind, name) in raw:
             raise MissingStatement(f"{kind} {name!r} is named twice")
         raw[(kind, name)] = source[mark.end() : end].splitlines()
-    fragments = {name: _code(lines, {}) for (kind, name), lines in raw.items() if kind != "name"}
+    fragments: dict[str, str] = {}
+    for (kind, name), lines in raw.items():  # in file order: a fragment may include those above
+        if kind != "name":
+            fragments[name] = _code(lines, fragments)
     blocks = {
         name: _code(lines, fragments) for (kind, name), lines in raw.items() if kind == "name"
     }

@@ -205,27 +205,15 @@ FROM unnest($1::text[], $2::text[], $3::text[]) AS t(job_id, owner_id, url)
                             * fl.rate_limit / fl.per_s < 1))
             OFFSET 0))
 
--- name: claim
--- Up to $2 queued jobs of the queues $1, highest priority first, then by fair tag (due time
--- when fair dispatch is off; docs/flow-control.md "Fair dispatch"), for worker $3.
--- Paused queues are skipped by a per-row probe of the tiny queue_pauses table. OFFSET 0
--- keeps it a filter on the claim index's ordered scan: as an anti-join the planner
--- estimates one matching row and sorts every queued job instead (measured: 120 ms vs 2 ms
--- at 20,000 queued). The UPDATE takes the picked rows by primary key (`= ANY(ARRAY(...))`,
--- an index scan on pk_jobs at 1k, 20k and 200k rows, analyzed or not): joined to `picked`
--- it read the whole table (Seq Scan + Hash Join) while the planner thought it small.
--- $4: now, $5: the lease's end; $6-$8: the event's type, state, data.
--- Limited jobs (docs/flow-control.md) are picked and locked too, but not started here:
--- their ids come back in `waiting` (one row even when nothing was claimed) and the driver
--- admits them (`limit_start`, else `limit_demands` .. `limit_admit`). A per-row
--- probe leaves out those whose limits have no free slot or token now, so a full key never
--- holds the claim's LIMIT (head of line); `NOT limited` first: unlimited jobs skip it.
-WITH picked AS (
-    SELECT id, limited FROM jobs
-    WHERE state = 'queued' AND queue = ANY($1::text[])
+-- fragment: claim_filter
+-- What `claim`, `claim_one` and `claim_any` check after their queue condition: the pause
+-- and limit probes.
         AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue OFFSET 0)
         -- include: admissible
-    ORDER BY priority DESC, fair_tag, id
+
+-- fragment: claim_rest
+-- What `claim`, `claim_one` and `claim_any` share after their order: the UPDATE, its
+-- events and the answer.
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 ),
@@ -247,34 +235,66 @@ logged AS (
 SELECT c.*, w.waiting FROM (SELECT array_agg(id) AS waiting FROM picked WHERE limited) AS w
 LEFT JOIN claimed AS c ON true
 
+-- name: claim
+-- Up to $2 queued jobs of the queues $1, highest priority first, then by fair tag (due time
+-- when fair dispatch is off; docs/flow-control.md "Fair dispatch"), for worker $3.
+-- Paused queues are skipped by a per-row probe of the tiny queue_pauses table. OFFSET 0
+-- keeps it a filter on the claim index's ordered scan: as an anti-join the planner
+-- estimates one matching row and sorts every queued job instead (measured: 120 ms vs 2 ms
+-- at 20,000 queued). The UPDATE takes the picked rows by primary key (`= ANY(ARRAY(...))`,
+-- an index scan on pk_jobs at 1k, 20k and 200k rows, analyzed or not): joined to `picked`
+-- it read the whole table (Seq Scan + Hash Join) while the planner thought it small.
+-- $4: now, $5: the lease's end; $6-$8: the event's type, state, data.
+-- Limited jobs (docs/flow-control.md) are picked and locked too, but not started here:
+-- their ids come back in `waiting` (one row even when nothing was claimed) and the driver
+-- admits them (`limit_start`, else `limit_demands` .. `limit_admit`). A per-row
+-- probe leaves out those whose limits have no free slot or token now, so a full key never
+-- holds the claim's LIMIT (head of line); `NOT limited` first: unlimited jobs skip it.
+WITH picked AS (
+    SELECT id, limited FROM jobs
+    WHERE state = 'queued' AND queue = ANY($1::text[])
+        -- include: claim_filter
+    ORDER BY priority DESC, fair_tag, id
+    -- include: claim_rest
+
+-- name: claim_one
+-- `claim` from the one queue $1, a scalar (a worker of one queue: the common case). Its
+-- generic plan is an ordered scan of ix_jobs_claim with `queue = $1` as its Index Cond
+-- whatever that queue's share of the queued rows, so it may run unplanned: an idle
+-- worker's wake-up claim does (`arm_claim`; docs/design.md "Idle latency"). Its order
+-- names the queue (a no-op under `queue = $1`) so that only ix_jobs_claim gives it:
+-- without it the generic plan, blind to $1, scanned ix_jobs_claim_any filtered by queue
+-- (cheaper for a queue that holds every queued row, endless for a rare one behind them).
+WITH picked AS (
+    SELECT id, limited FROM jobs
+    WHERE state = 'queued' AND queue >= $1::text AND queue <= $1::text
+        -- include: claim_filter
+    ORDER BY queue, priority DESC, fair_tag, id
+    -- include: claim_rest
+
 -- name: claim_any
 -- `claim` from every queue except those in $1 (a worker of queues ["*"]).
 WITH picked AS (
     SELECT id, limited FROM jobs
     WHERE state = 'queued' AND queue <> ALL($1::text[])
-        AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue OFFSET 0)
-        -- include: admissible
+        -- include: claim_filter
     ORDER BY priority DESC, fair_tag, id
-    LIMIT $2
-    FOR UPDATE SKIP LOCKED
-),
-claimed AS (
-    UPDATE jobs SET state = 'running', attempt = jobs.attempt + 1, worker_id = $3,
-        started_at = $4, lease_expires_at = $5
-    WHERE jobs.id = ANY(ARRAY(SELECT id FROM picked WHERE NOT limited))
-    RETURNING jobs.id, jobs.type, jobs.queue, jobs.payload, jobs.attempt, jobs.max_attempts,
-        jobs.timeout_s, jobs.priority, jobs.owner_id, jobs.idempotency_key, jobs.run_at,
-        jobs.trace_context
-),
-logged AS (
-    INSERT INTO events (xid, type, job_id, owner_id, queue, job_type, state, attempt, data,
-        created_at)
-    SELECT txid_current(), $6::text, c.id, c.owner_id, c.queue, c.type, $7::text, c.attempt,
-        $8::jsonb, $4
-    FROM claimed AS c
-)
-SELECT c.*, w.waiting FROM (SELECT array_agg(id) AS waiting FROM picked WHERE limited) AS w
-LEFT JOIN claimed AS c ON true
+    -- include: claim_rest
+
+-- name: claim_begin_generic
+-- An armed claim transaction's BEGIN for a `claim_one` (`arm_claim`): one simple-query
+-- message, one round trip, sent while the worker is idle. For this transaction only, the
+-- prepared claim runs its cached generic plan instead of being planned again: asyncpg's
+-- statement cache prepares it once per connection, and the plan cache never settles on a
+-- generic plan for it by itself (its `LIMIT $2` is costed at a tenth of the rows, so each
+-- custom plan looks cheaper). Planning was ~0.35-0.5 ms of each claim (docs/design.md
+-- "Idle latency").
+BEGIN; SET LOCAL plan_cache_mode = force_generic_plan
+
+-- name: claim_plan_default
+-- An armed generic transaction (`claim_begin_generic`) taken by another claim than a
+-- `claim_one` (another worker sharing the driver): its plans are chosen as usual again.
+SET LOCAL plan_cache_mode TO DEFAULT
 
 -- name: record_limits
 -- The job_limits rows ($1 job ids, $2 limit names, $3 keys) of newly inserted jobs, in the
