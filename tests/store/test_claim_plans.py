@@ -9,10 +9,12 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from conveyor.domain.flow import Concurrency
 from conveyor.domain.states import JobState
 from conveyor.store.backend import QueueBackend
 from conveyor.store.drivers.postgres import SQL
 from tests.store.helpers import job
+from tests.store.test_limits import limited
 
 W = "worker-a"
 
@@ -85,6 +87,29 @@ async def test_an_armed_generic_claim_taken_by_a_claim_of_several_queues(
     (other,) = await backend.enqueue([job(n=1, queue="other")])
     claimed = await backend.claim("worker-b", ["default", "other"], 5, 30)
     assert [c.id for c in claimed] == [other.id]
+
+
+async def test_an_armed_generic_claim_admits_its_limited_jobs_with_the_usual_plans(
+    backend: QueueBackend,
+) -> None:
+    """The generic plan mode of an armed one-queue claim is checked safe for `claim_one`
+    only: the admission of its limited candidates runs with the plans chosen as usual (no
+    generic plan for `limit_start` on its first run: it had one before the fix), and
+    admits them."""
+    await backend.define_limits([Concurrency("c", 1, key="payload.k")])
+    assert not await backend.claim(W, ["default"], 5, 30)  # an empty claim, then idle
+    await backend.arm_claim()
+    armed = getattr(backend.driver, "_armed", None)  # PostgreSQL: (stack, connection, generic)
+    first, second = await backend.enqueue([limited(("c", "a"), n=1), limited(("c", "a"), n=2)])
+    assert [c.id for c in await backend.claim(W, ["default"], 5, 30)] == [first.id]
+    assert (await backend.get(second.id)).state is JobState.QUEUED
+    if armed is not None:
+        assert armed[2]  # readied for a generic claim_one
+        plans = await armed[1].fetch(  # that session's prepared statements
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+            " WHERE statement LIKE 'WITH mine AS%'"
+        )
+        assert plans and all(p["generic_plans"] == 0 for p in plans), plans
 
 
 def _scans(node: dict[str, Any]) -> list[dict[str, Any]]:

@@ -293,7 +293,9 @@ BEGIN; SET LOCAL plan_cache_mode = force_generic_plan
 
 -- name: claim_plan_default
 -- An armed generic transaction (`claim_begin_generic`) taken by another claim than a
--- `claim_one` (another worker sharing the driver): its plans are chosen as usual again.
+-- `claim_one` (another worker sharing the driver), or about to admit a `claim_one`'s
+-- limited candidates (their statements' generic plans were never checked): its plans are
+-- chosen as usual again. One round trip, on those rare paths only.
 SET LOCAL plan_cache_mode TO DEFAULT
 
 -- name: record_limits
