@@ -129,3 +129,17 @@ async def test_a_locked_sqlite_file_is_unavailable_on_a_request_path(db: Databas
     with db.request_path():  # and the request path's writes work again
         async with db.write() as conn:
             await conn.exec_driver_sql("DELETE FROM jobs WHERE id = 'none'")
+
+
+def test_a_protocol_state_error_counts_as_an_outage() -> None:
+    """asyncpg's InternalClientError ("cannot switch to state ...; another operation is in
+    progress") came out of a claim on a session the server had just terminated (its FATAL
+    arriving as the statement started): the session is gone, so it is an outage (retried,
+    503), not a bug (500); `raw` then drops that connection. It failed
+    `test_an_armed_claim_whose_session_died_fails_once_then_claims_again` now and then."""
+    from asyncpg.exceptions import InternalClientError
+
+    from conveyor.store.database import is_outage
+
+    assert is_outage(InternalClientError("cannot switch to state 11; another operation (2)"))
+    assert not is_outage(ValueError("a bug"))

@@ -208,8 +208,10 @@ class Database:
                     yield raw
                 clean = True
             except Exception as exc:
-                if is_read_only(exc) and not raw.is_closed():
-                    raw.terminate()  # a session on a server that takes no writes: replaced
+                if (is_read_only(exc) or is_outage(exc)) and not raw.is_closed():
+                    # a session on a server that takes no writes, or one whose state is
+                    # unknown after a network or protocol failure: replaced, not reused
+                    raw.terminate()
                 raise
             finally:
                 if raw.is_closed():  # ended at a deadline or by the network: not reusable
@@ -448,7 +450,11 @@ def is_outage(exc: BaseException) -> bool:
         sqlstate = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
         if isinstance(sqlstate, str) and sqlstate.startswith(_OUTAGE_SQLSTATES):
             return True
-        if type(error).__name__ in ("InterfaceError", "ConnectionDoesNotExistError"):
+        # InternalClientError: asyncpg's protocol met a message it did not expect, such as
+        # a terminated session's FATAL arriving as a statement starts; that session is gone.
+        if type(error).__name__ in (
+            "InterfaceError", "ConnectionDoesNotExistError", "InternalClientError",
+        ):  # fmt: skip
             return True
     text = str(getattr(exc, "orig", exc)).lower()
     return isinstance(exc, (OperationalError, DBAPIError)) and any(
