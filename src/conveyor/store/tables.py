@@ -537,8 +537,17 @@ Index(
     workflows.c.idempotency_key,
     unique=True,
 )
-# A step per (workflow, name); also the index of a workflow's steps.
-Index("uq_jobs_workflow_id_step", jobs.c.workflow_id, jobs.c.step, unique=True)
+# A step per (workflow, name); also the index of a workflow's steps. On PostgreSQL these
+# three hold steps only (migration 0026): every reader names a workflow, and a plain job's
+# NULL entry was a write per state change (a state change is never a HOT update).
+_IN_WORKFLOW = "workflow_id IS NOT NULL"
+Index(
+    "uq_jobs_workflow_id_step",
+    jobs.c.workflow_id,
+    jobs.c.step,
+    unique=True,
+    postgresql_where=text(_IN_WORKFLOW),
+)
 # A workflow's unsettled steps: the release trigger's "was that the last one?" probe.
 _OPEN_STEP = "state IN ('waiting', 'scheduled', 'queued', 'running', 'retrying')"
 # ... and its failed or cancelled ones: whether a step's dependency failed.
@@ -546,13 +555,13 @@ _BAD_STEP = "state IN ('failed', 'cancelled')"
 Index(
     "ix_jobs_workflow_bad",
     jobs.c.workflow_id,
-    postgresql_where=text(_BAD_STEP),
+    postgresql_where=text(f"{_BAD_STEP} AND {_IN_WORKFLOW}"),
     sqlite_where=text(_BAD_STEP),
 )
 Index(
     "ix_jobs_workflow_open",
     jobs.c.workflow_id,
-    postgresql_where=text(_OPEN_STEP),
+    postgresql_where=text(f"{_OPEN_STEP} AND {_IN_WORKFLOW}"),
     sqlite_where=text(_OPEN_STEP),
 )
 
