@@ -191,32 +191,3 @@ def _scans(node: dict[str, Any]) -> set[tuple[str, str]]:
     for child in node.get("Plans", ()):
         found |= _scans(child)
     return found
-
-
-async def test_claims_after_a_limited_claim_admit_in_the_claim_and_fall_back_for_the_rest(
-    backend: QueueBackend,
-) -> None:
-    """A worker whose last claim had limited candidates claims the next ones with their
-    admission in the claim (PostgreSQL: `claim_limited`): unlimited jobs and the slots'
-    holders start together, a full key's candidate is refused, and candidates under a rate
-    the one statement cannot admit go to the general admission in the same claim."""
-    await backend.define_limits(
-        [Concurrency("c", 1, key="payload.k"), Rate("r", 1, per_s=3600, key="owner")]
-    )
-    (first,) = await backend.enqueue([limited(("c", "a"), n=0, priority=9)])
-    assert [c.id for c in await backend.claim(W, ["default"], 1, 30)] == [first.id]
-    a2, b1, b2 = await backend.enqueue(
-        [limited(("c", "a"), n=1), limited(("c", "b"), n=2), limited(("c", "b"), n=3)]
-    )
-    (plain,) = await backend.enqueue([job(n=4)])
-    claimed = await backend.claim(W, ["default"], 10, 30)
-    assert {c.id for c in claimed} == {b1.id, plain.id}  # a is full: a2 is not a candidate
-    assert claimed.refused == {"c": 1}  # b2: b's one slot went to b1
-    assert await _holders(backend) == {first.id: {("c", "a")}, b1.id: {("c", "b")}}
-    assert set(await _started(backend)) == {first.id, b1.id, plain.id}
-    await backend.finish(W, [Outcome(first.id, 1, "completed")])
-    (rated,) = await backend.enqueue([limited(("r", "o"), n=5, priority=9)])
-    claimed = await backend.claim(W, ["default"], 10, 30)
-    assert {c.id for c in claimed} == {rated.id, a2.id}
-    assert await _holders(backend) == {a2.id: {("c", "a")}, b1.id: {("c", "b")}}
-    assert (await backend.get(b2.id)).state is JobState.QUEUED

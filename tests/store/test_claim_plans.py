@@ -107,7 +107,7 @@ async def test_an_armed_generic_claim_admits_its_limited_jobs_with_the_usual_pla
         assert armed[2]  # readied for a generic claim_one
         plans = await armed[1].fetch(  # that session's prepared statements
             "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
-            " WHERE statement LIKE 'WITH mine AS%' OR statement LIKE 'WITH locked AS%'"
+            " WHERE statement LIKE 'WITH mine AS%'"
         )
         assert plans and all(p["generic_plans"] == 0 for p in plans), plans
 

@@ -61,7 +61,6 @@ SQL = load(
             "claim",
             "claim_one",
             "claim_any",
-            "claim_limited",
             "claim_begin_generic",
             "claim_plan_default",
         }
@@ -216,18 +215,13 @@ class PostgresDriver:
         name = "claim_any" if every_queue else "claim"
         if armed is not None and armed[2] and one_queue:
             which, name = queues[0], "claim_one"
-        elif name == "claim" and self._limited_last and not self._not_at_once:
-            name = "claim_limited"  # the common case's admission inside the claim
         args = (SQL[name], which, limit, start)
-        folded = name == "claim_limited"
         # Told early: BEGIN, the claim, then the commit (and its WAL flush) while the jobs
         # start; otherwise one statement in its own transaction, one round trip. Limited
         # candidates add their admission (`_admit_at_once`, else `_admit`) in the claim's
         # transaction, or in one of its own, which locks and checks them again. A driver
-        # whose last claim had limited candidates claims with `claim_limited` (their common
-        # case's admission inside the claim: one statement), or, while it is not trying that
-        # (`_not_at_once`), opens the transaction anyway: BEGIN and COMMIT cost two round
-        # trips, a second commit's WAL flush costs more. An armed
+        # whose last claim had limited candidates opens the transaction anyway: BEGIN and
+        # COMMIT cost two round trips, a second commit's WAL flush costs more. An armed
         # transaction (`arm_claim`) is the claim's, whichever it is: its BEGIN is paid (a
         # generic one is put back to the session's plan cache mode first for a claim of
         # several queues: another worker's, sharing this driver).
@@ -237,11 +231,11 @@ class PostgresDriver:
                 if generic and not one_queue:
                     await raw.execute(SQL["claim_plan_default"], timeout=COMMAND_TIMEOUT)
                     generic = False
-                claimed = await self._claim_on(raw, *args, True, early, generic, folded)
+                claimed = await self._claim_on(raw, *args, True, early, generic)
         else:
-            together = early is not None or (self._limited_last and not folded)
+            together = early is not None or self._limited_last
             async with self.db.raw(transaction=together) as raw:
-                claimed = await self._claim_on(raw, *args, together, early, folded=folded)
+                claimed = await self._claim_on(raw, *args, together, early)
         if self._slots_made > ANALYZE_AFTER + ANALYZE_GROWTH * self._slots_analyzed:
             await self._analyze_slots()
         return claimed
@@ -256,24 +250,18 @@ class PostgresDriver:
         together: bool,
         early: Callable[[list[ClaimedJob]], None] | None,
         generic: bool = False,
-        folded: bool = False,
     ) -> Claimed:
         """The claim statement on `raw` (in a transaction when `together`), and the
         admission of its limited candidates; `early` told the jobs before the commit.
         `generic`: the transaction forces generic plans (`claim_begin_generic`), checked
-        safe for `claim_one` only, so the admission's statements get the default back.
-        `folded`: the statement is `claim_limited`, which admitted them itself if it could."""
+        safe for `claim_one` only, so the admission's statements get the default back."""
         rows = await raw.fetch(statement, queues, limit, *start, timeout=COMMAND_TIMEOUT)
         claimed = Claimed(_claimed(row) for row in rows if row[0] is not None)
         waiting = rows[0]["waiting"] if rows else None
         self._limited_last = bool(waiting)
         if waiting and generic:
             await raw.execute(SQL["claim_plan_default"], timeout=COMMAND_TIMEOUT)
-        if waiting and not (
-            self._took_at_once(rows[0], claimed)  # admitted by the claim itself, or not
-            if folded
-            else await self._admit_at_once(raw, waiting, start, claimed)
-        ):
+        if waiting and not await self._admit_at_once(raw, waiting, start, claimed):
             if together:
                 await self._admit(raw, waiting, start, claimed)
             else:
@@ -309,22 +297,12 @@ class PostgresDriver:
             self._not_at_once -= 1
             return False
         rows = await raw.fetch(SQL["limit_start"], list(waiting), *start, timeout=COMMAND_TIMEOUT)
-        if not rows:
+        if not rows or not rows[0]["fast"]:
             self._not_at_once = FALLBACK_EVERY
             return False
         claimed.extend(_claimed(row) for row in rows if row[0] is not None)
-        return self._took_at_once(rows[0], claimed)
-
-    def _took_at_once(self, row: Any, claimed: Claimed) -> bool:
-        """What the common case's admission (`limit_fast`, in `limit_start` or
-        `claim_limited`) told in its answer's first row `row`: whether it served the
-        candidates (its refusals and made slots noted), else skip it for the next
-        FALLBACK_EVERY limited claims."""
-        if not row["fast"]:
-            self._not_at_once = FALLBACK_EVERY
-            return False
-        claimed.refused = dict(Counter(row["refused"] or ()))
-        self._note_made(row["made"])
+        claimed.refused = dict(Counter(rows[0]["refused"] or ()))
+        self._note_made(rows[0]["made"])
         return True
 
     async def _admit(

@@ -211,9 +211,16 @@ FROM unnest($1::text[], $2::text[], $3::text[]) AS t(job_id, owner_id, url)
         AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue OFFSET 0)
         -- include: admissible
 
--- fragment: claim_started
--- The end of a claim's UPDATE (`claim_rest`, `claim_limited`: $4 now, $6-$8 the started
--- event): the claimed rows and their events.
+-- fragment: claim_rest
+-- What `claim`, `claim_one` and `claim_any` share after their order: the UPDATE, its
+-- events and the answer.
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+),
+claimed AS (
+    UPDATE jobs SET state = 'running', attempt = jobs.attempt + 1, worker_id = $3,
+        started_at = $4, lease_expires_at = $5
+    WHERE jobs.id = ANY(ARRAY(SELECT id FROM picked WHERE NOT limited))
     RETURNING jobs.id, jobs.type, jobs.queue, jobs.payload, jobs.attempt, jobs.max_attempts,
         jobs.timeout_s, jobs.priority, jobs.owner_id, jobs.idempotency_key, jobs.run_at,
         jobs.trace_context
@@ -225,18 +232,6 @@ logged AS (
         $8::jsonb, $4
     FROM claimed AS c
 )
-
--- fragment: claim_rest
--- What `claim`, `claim_one` and `claim_any` share after their order: the UPDATE, its
--- events and the answer.
-    LIMIT $2
-    FOR UPDATE SKIP LOCKED
-),
-claimed AS (
-    UPDATE jobs SET state = 'running', attempt = jobs.attempt + 1, worker_id = $3,
-        started_at = $4, lease_expires_at = $5
-    WHERE jobs.id = ANY(ARRAY(SELECT id FROM picked WHERE NOT limited))
-    -- include: claim_started
 SELECT c.*, w.waiting FROM (SELECT array_agg(id) AS waiting FROM picked WHERE limited) AS w
 LEFT JOIN claimed AS c ON true
 
@@ -286,42 +281,6 @@ WITH picked AS (
     ORDER BY priority DESC, fair_tag, id
     -- include: claim_rest
 
--- name: claim_limited
--- `claim` with the common case's admission inside it (`limit_fast`), for a worker whose
--- last claim had limited candidates (docs/flow-control.md, "Performance"): one statement
--- and one round trip instead of the claim and `limit_start`, and the candidates are locked
--- once (by `picked`, FOR UPDATE SKIP LOCKED: `limit_start` locked them again). The slots
--- are taken in the claim's own transaction, as `limit_start` takes them. `fast` false:
--- only the unlimited candidates started, nothing else was written, and the driver admits
--- `waiting` with `limit_demands` .. `limit_admit`. `refused`, `made`: as `limit_start`'s.
--- A worker without limited jobs keeps `claim` (its plan and its cost unchanged).
-WITH picked AS (
-    SELECT id, limited FROM jobs
-    WHERE state = 'queued' AND queue = ANY($1::text[])
-        -- include: claim_filter
-    ORDER BY priority DESC, fair_tag, id
-    LIMIT $2
-    FOR UPDATE SKIP LOCKED
-),
-mine AS (
-    SELECT o.id, o.ord
-    FROM unnest(ARRAY(SELECT id FROM picked WHERE limited)) WITH ORDINALITY AS o(id, ord)
-),
--- include: limit_fast
-claimed AS (
-    UPDATE jobs SET state = 'running', attempt = jobs.attempt + 1, worker_id = $3,
-        started_at = $4, lease_expires_at = $5
-    WHERE jobs.id = ANY(ARRAY(SELECT id FROM picked WHERE NOT limited
-        UNION ALL SELECT job_id FROM held UNION ALL SELECT job_id FROM made))
-    -- include: claim_started
-SELECT c.*, w.waiting, fast.ok AS fast, refused.names AS refused,
-    (SELECT count(*) FROM made) AS made
-FROM fast
-CROSS JOIN (SELECT array_agg(id) AS waiting FROM picked WHERE limited) AS w
-CROSS JOIN (SELECT array_agg(f.name) AS names FROM found AS f
-    WHERE NOT EXISTS (SELECT 1 FROM claimed AS c WHERE c.id = f.job_id)) AS refused
-LEFT JOIN claimed AS c ON true
-
 -- name: claim_begin_generic
 -- An armed claim transaction's BEGIN for a `claim_one` (`arm_claim`): one simple-query
 -- message, one round trip, sent while the worker is idle. For this transaction only, the
@@ -361,29 +320,37 @@ logged AS (
     FROM claimed AS c
 )
 
--- fragment: limit_fast
--- The common case's admission (`limit_start`, `claim_limited`; docs/flow-control.md,
--- "Performance"), after a CTE `mine` (id, ord) of the limited candidates locked and still
--- queued, `ord` their claim order: if each is under exactly one limit, a concurrency limit
+-- name: limit_start
+-- The admission in one statement, for the common case (docs/flow-control.md,
+-- "Performance"): the limited candidates $1 (claim order) still queued are locked (SKIP
+-- LOCKED, as in `limit_demands`); if each is under exactly one limit, a concurrency limit
 -- with a size (`fast`), the r-th of a key's candidates in claim order takes the key's r-th
 -- lowest free slot 1..size, locked (SKIP LOCKED), or else the next slot above the key's
 -- highest, made for it already held (ON CONFLICT DO NOTHING: a claim making the same slot
 -- meanwhile keeps it, and this job waits): what `admission.plan` gives such jobs. A free
 -- slot is taken by the address of the row version it locked (a TID scan, whatever the
 -- statistics of a table the drain has just filled) and only while still free, which the
--- condition spells so that no index on job_id can serve it. `held` and `made`: the jobs
--- that got their slot (the statement starts those only). `fast` false: nothing written.
--- The candidates' limits are read by primary key, one probe each (LATERAL ... OFFSET 0):
--- joined, the planner took the few locked candidates for fewer still and hashed the whole
--- of job_limits (a sequential scan of every queued limited job's rows per admission:
--- 4.3-12 ms instead of 3.1-3.4 for 64 candidates at 6,000 queued, EXPLAIN ANALYZE).
+-- condition spells so that no index on job_id can serve it. Only a job that got its slot
+-- starts ($2 worker, $3 now, $4 lease end, $5-$7 its event), in this statement's
+-- transaction. `fast` false (one row, no job): nothing was written, and the driver admits
+-- the candidates with `limit_demands` .. `limit_admit`. `refused`: the limit of each
+-- locked candidate left queued; `made`: the slots it made. The candidates' limits are
+-- read by primary key, one probe each (LATERAL ... OFFSET 0): joined, the planner took the
+-- few locked candidates for fewer still and hashed the whole of job_limits (a sequential
+-- scan of every queued limited job's rows per admission: 4.3-12 ms instead of 3.1-3.4 for
+-- 64 candidates at 6,000 queued, EXPLAIN ANALYZE).
+WITH mine AS (
+    SELECT id FROM jobs WHERE jobs.id = ANY($1::text[]) AND state = 'queued' AND limited
+    ORDER BY id FOR UPDATE SKIP LOCKED
+),
 found AS (
-    SELECT jl.job_id, jl.name, jl.key, fl.kind, mine.ord,
+    SELECT jl.job_id, jl.name, jl.key, fl.kind, o.ord,
         coalesce((SELECT u.max_running FROM users AS u
             WHERE jl.name = 'quota.running' AND u.id = jl.key AND u.max_running > 0),
             fl.max_running) AS size
     FROM mine CROSS JOIN LATERAL (
         SELECT * FROM job_limits AS jl WHERE jl.job_id = mine.id OFFSET 0) AS jl
+    JOIN unnest($1::text[]) WITH ORDINALITY AS o(id, ord) ON o.id = mine.id
     LEFT JOIN flow_limits AS fl ON fl.name = jl.name
 ),
 keys AS (
@@ -429,25 +396,6 @@ held AS (
     WHERE s.ctid = ANY(ARRAY(SELECT at FROM given)) AND coalesce(s.job_id, '') = ''
     RETURNING s.job_id
 ),
-
--- name: limit_start
--- The admission in one statement, for the common case (`limit_fast`): the limited
--- candidates $1 (claim order) still queued are locked (SKIP LOCKED, as in
--- `limit_demands`); only a job that got its slot starts ($2 worker, $3 now, $4 lease end,
--- $5-$7 its event), in this statement's transaction. `fast` false (one row, no job):
--- nothing was written, and the driver admits the candidates with `limit_demands` ..
--- `limit_admit`. `refused`: the limit of each locked candidate left queued; `made`: the
--- slots it made. A worker whose last claim had limited candidates claims them with
--- `claim_limited` instead (this statement's work inside the claim).
-WITH locked AS (
-    SELECT id FROM jobs WHERE jobs.id = ANY($1::text[]) AND state = 'queued' AND limited
-    ORDER BY id FOR UPDATE SKIP LOCKED
-),
-mine AS (
-    SELECT o.id, o.ord FROM locked
-    JOIN unnest($1::text[]) WITH ORDINALITY AS o(id, ord) ON o.id = locked.id
-),
--- include: limit_fast
 claimed AS (
     UPDATE jobs SET state = 'running', attempt = jobs.attempt + 1, worker_id = $2,
         started_at = $3, lease_expires_at = $4
