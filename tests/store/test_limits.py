@@ -91,6 +91,29 @@ async def test_concurrency_limit_admits_n_per_key_and_a_finish_frees_the_slot(
     assert len([k for k in (await held(backend)).values() if k == ("per_customer", "c1")]) == 2
 
 
+async def test_one_finish_frees_the_slots_of_all_its_jobs_and_a_heartbeat_none(
+    backend: QueueBackend,
+) -> None:
+    """The release is one pass per statement (PostgreSQL: a statement-level trigger,
+    migration 0024): a heartbeat of running limited jobs frees nothing, and one finish of
+    jobs of several kinds (completed, retrying, failed, an unlimited one among them) frees
+    exactly the slots of the limited ones, in the finish's transaction."""
+    await backend.define_limits([Concurrency("c", 1, key="payload.k")])
+    queued = await backend.enqueue([limited(("c", f"k{i}"), n=i) for i in range(6)])
+    await backend.enqueue([job(n=99)])
+    claimed = await backend.claim(W, ["default"], 10, 30)
+    assert len(claimed) == 7
+    await backend.heartbeat(W, 30)
+    assert set(await held(backend)) == {q.id for q in queued}
+    error = ErrorInfo(type="E", message="m")
+    outcomes = [Outcome(c.id, 1, "completed") for c in claimed if c.id != queued[0].id]
+    later = utcnow() + timedelta(hours=1)
+    outcomes[0] = Outcome(outcomes[0].job_id, 1, "retry", error=error, retry_at=later)
+    outcomes[1] = Outcome(outcomes[1].job_id, 1, "failed", error=error)
+    assert await backend.finish(W, outcomes) == {o.job_id for o in outcomes}
+    assert set(await held(backend)) == {queued[0].id}
+
+
 async def test_a_job_under_several_limits_is_admitted_only_if_all_admit_it(
     backend: QueueBackend,
 ) -> None:
