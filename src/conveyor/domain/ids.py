@@ -13,6 +13,19 @@ _counter = 0
 
 def uuid7() -> str:
     """A UUIDv7 string; ids made in the same millisecond in one process stay ordered."""
+    ms, counter = _stamp()
+    return _text(ms, counter, int.from_bytes(os.urandom(8), "big"))
+
+
+def uuid7_many(n: int) -> list[str]:
+    """`n` UUIDv7 strings, in order, as `n` calls of `uuid7` would make them, with one read
+    of the random source for all (a batch submit's 500 reads were a tenth of its ids' cost)."""
+    noise = os.urandom(8 * n)
+    return [_text(*_stamp(), int.from_bytes(noise[8 * i : 8 * i + 8], "big")) for i in range(n)]
+
+
+def _stamp() -> tuple[int, int]:
+    """The next (millisecond, counter): later than every one this process made before."""
     global _last_ms, _counter
     with _lock:
         ms = time.time_ns() // 1_000_000
@@ -25,8 +38,11 @@ def uuid7() -> str:
         else:
             _counter = int.from_bytes(os.urandom(2), "big") & 0x7FF
         _last_ms = ms
-        counter = _counter
-    rand = int.from_bytes(os.urandom(8), "big") & 0x3FFF_FFFF_FFFF_FFFF
+        return ms, _counter
+
+
+def _text(ms: int, counter: int, noise: int) -> str:
+    rand = noise & 0x3FFF_FFFF_FFFF_FFFF
     value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand
     # str(uuid.UUID(int=value)), without building the object: half the cost of an id, and
     # a batch of 500 jobs makes 500 of them.

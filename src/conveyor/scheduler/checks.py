@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from conveyor.domain.flow import LimitKey, evaluate_key
+from conveyor.domain.ids import uuid7
 from conveyor.domain.jobs import SYSTEM_OWNER, NewJob
 from conveyor.errors import InvalidInput
 from conveyor.worker.blueprint import HandlerSpec
@@ -36,11 +37,13 @@ def checked_job(
     callback_url: str | None = None,
     fair: bool = True,
     checked_payload: dict[str, Any] | None = None,
+    job_id: str | None = None,
 ) -> NewJob:
     """Validate against the type's payload model, and take the type's defaults for the
     options left unset; bad input raises and changes nothing. With `fair` (the setting
     fair_dispatch), the job's fair key is the type's `fair_key` source, evaluated now.
-    `checked_payload`: `payload` as `checked_payloads` returned it (valid already)."""
+    `checked_payload`: `payload` as `checked_payloads` returned it (valid already).
+    `job_id`: its id made already (a batch's, by `uuid7_many`); None: a new one."""
     spec = registry.get(job_type)
     checked = checked_payload
     if checked is None:
@@ -73,6 +76,7 @@ def checked_job(
         callback_url=callback_url,
         fair_key=fair_key,
         limit_keys=keys,
+        id=job_id or uuid7(),
     )
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from conveyor.domain.clock import utcnow
 from conveyor.domain.flow import RUNNING_QUOTA, LimitKey, Unique, submit_limit_keys
+from conveyor.domain.ids import uuid7_many
 from conveyor.domain.jobs import (
     BULK_ACTIONS,
     SYSTEM_OWNER,
@@ -197,6 +198,8 @@ class JobService:
         if len(submissions) > MAX_BATCH:
             raise InvalidInput(f"at most {MAX_BATCH} jobs per batch", limit=MAX_BATCH)
         checked = self._checked_payloads(submissions)
+        # One clock reading and one read of the random source for the whole batch
+        now, ids = utcnow(), uuid7_many(len(submissions))
         prepared = [
             prepare_job(
                 self.registry,
@@ -205,6 +208,8 @@ class JobService:
                 fair=self.fair_dispatch,
                 past_tolerance=self.run_at_past_tolerance,
                 checked_payload=checked[i] if checked else None,
+                now=now,
+                job_id=ids[i],
             )
             for i, s in enumerate(submissions)
         ]
@@ -351,6 +356,8 @@ def prepare_job(
     fair: bool = True,
     past_tolerance: float = 60.0,
     checked_payload: dict[str, Any] | None = None,
+    now: datetime | None = None,
+    job_id: str | None = None,
 ) -> NewJob:
     """Validate against the type's payload model; bad input changes nothing. The rule is
     the scheduler's too (`checked_job`): a cron fire is checked as a submission is.
@@ -359,8 +366,10 @@ def prepare_job(
     caller's submit obeys and the scheduler's own inserts (retries, cron fires, misfire
     catch-up) do not are here: a run_at in the past beyond `past_tolerance` seconds is
     refused, and a unique job type's key is computed (docs/flow-control.md). `fair`: the
-    setting fair_dispatch. `checked_payload`: its payload checked already (`checked_job`)."""
-    now = utcnow()
+    setting fair_dispatch. `checked_payload`: its payload checked already (`checked_job`).
+    `now` and `job_id`: the batch's clock reading and this job's id, made for all at once
+    (`prepare_many`); None: read and made here."""
+    now = now or utcnow()
     _check_run_at(submission.run_at, now, past_tolerance)
     job = checked_job(
         registry,
@@ -377,6 +386,7 @@ def prepare_job(
         callback_url=submission.callback_url,
         fair=fair,
         checked_payload=checked_payload,
+        job_id=job_id,
     )
     spec = registry.get(job.type)
     chosen = submit_limit_keys(spec.submit_limits, submission.limits, spec.name)
