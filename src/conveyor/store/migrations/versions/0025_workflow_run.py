@@ -1,7 +1,7 @@
 """workflows (PostgreSQL): a finish's release without replanning and without reading a join's edges
 
 Revision ID: 0025_workflow_run
-Revises: 0023_pg_probe
+Revises: 0024_slot_release
 Create Date: 2026-12-06 10:00:00.000000
 
 Read with auto_explain (log_nested_statements) in the run phase of a 10,000-step fan-out and
@@ -37,7 +37,7 @@ from types import ModuleType
 from alembic import op
 
 revision = "0025_workflow_run"
-down_revision = "0023_pg_probe"
+down_revision = "0024_slot_release"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """jobs (PostgreSQL): the workflow indexes hold steps only — fewer index writes per job
 
 Revision ID: 0026_lean_indexes
-Revises: 0023_pg_probe
+Revises: 0025_workflow_run
 Create Date: 2026-12-06 10:00:00.000000
 
 A job's state change is never a HOT update (`state` is in partial indexes' predicates), so
@@ -31,7 +31,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0026_lean_indexes"
-down_revision = "0023_pg_probe"
+down_revision = "0025_workflow_run"
 branch_labels = None
 depends_on = None
 
