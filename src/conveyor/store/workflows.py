@@ -549,7 +549,12 @@ class Workflows(Jobs):
                 (
                     await conn.execute(
                         select(jobs.c.id)
-                        .where(jobs.c.state == JobState.WAITING.value, ~open_parent)
+                        .where(
+                            jobs.c.state == JobState.WAITING.value,
+                            # Spelled so PostgreSQL's ix_jobs_workflow_open serves it.
+                            jobs.c.workflow_id.is_not(None),
+                            ~open_parent,
+                        )
                         .order_by(jobs.c.id)
                         .limit(limit)
                     )

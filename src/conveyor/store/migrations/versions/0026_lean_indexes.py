@@ -1,4 +1,4 @@
-"""jobs (PostgreSQL): the workflow indexes hold steps only — fewer index writes per job
+"""jobs (PostgreSQL): no index entry that no query reads — fewer index writes per job
 
 Revision ID: 0026_lean_indexes
 Revises: 0025_workflow_run
@@ -17,10 +17,13 @@ WAL records before, 460 after; a finish 405 before, 341 after (bench/README.md "
 11"). SQLite is untouched: its planner uses a partial index only when the query spells the
 index's condition, and a bound workflow id does not.
 
-Left as it is: `ix_jobs_finished` (state, finished_at) still takes every state. Made
-finished-only, it saved a claim another 65 records, but the release trigger's bump lost the
-index it finds waiting steps by, and without statistics its plan went quadratic (docs/
-workflows.md "PostgreSQL's probes"); that needs the bump driven from the edges first.
+`ix_jobs_finished` (state, finished_at) took every state too: two more entries per job (its
+claim and its submit). Its readers are the pruner and the throughput chart, finished jobs by
+`finished_at`; now it holds finished rows only. The release trigger's bump found waiting
+steps through it until 0025 drove the bump from the edges (before 0025, and without
+statistics, its plan went quadratic without this index); the scheduler's sweep of waiting
+steps names their workflow now (`workflow_id IS NOT NULL`), so `ix_jobs_workflow_open`
+serves it. With it a claim of 64 wrote about 455 records instead of 518.
 
 The indexes are rebuilt under a new name, then swapped, in the migration's transaction:
 writes to jobs wait for the build (seconds per million rows; docs/operations.md).
@@ -38,12 +41,14 @@ depends_on = None
 _OPEN = "state IN ('waiting', 'scheduled', 'queued', 'running', 'retrying')"
 _BAD = "state IN ('failed', 'cancelled')"
 _IN_WORKFLOW = "workflow_id IS NOT NULL"
+_FINISHED = "state IN ('completed', 'failed', 'cancelled', 'skipped')"
 
 # name -> (columns, unique, predicate before, predicate after)
 _INDEXES: dict[str, tuple[str, bool, str | None, str]] = {
     "uq_jobs_workflow_id_step": ("workflow_id, step", True, None, _IN_WORKFLOW),
     "ix_jobs_workflow_open": ("workflow_id", False, _OPEN, f"{_OPEN} AND {_IN_WORKFLOW}"),
     "ix_jobs_workflow_bad": ("workflow_id", False, _BAD, f"{_BAD} AND {_IN_WORKFLOW}"),
+    "ix_jobs_finished": ("state, finished_at", False, None, _FINISHED),
 }
 
 
