@@ -12,7 +12,7 @@ import pytest
 
 from conveyor.errors import Unavailable
 from conveyor.settings import sqlite_file
-from conveyor.store.database import Database, _bounded
+from conveyor.store.database import Database, _Guarded
 
 BUDGET_S = 0.5
 
@@ -89,7 +89,7 @@ async def test_a_deadline_ends_only_the_connections_its_operation_still_holds(
             return (await conn.exec_driver_sql("SELECT 1")).scalar()
 
     async def request() -> None:
-        async with _bounded():  # one operation's deadline, kept open past its check-in
+        async with _Guarded():  # one operation's deadline, kept open past its check-in
             async with db.writer.connect() as conn:
                 await conn.exec_driver_sql("SELECT 1")
             given_back.set()

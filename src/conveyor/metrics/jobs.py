@@ -110,6 +110,10 @@ def _series(queue: str, type_: str) -> _Series:
 def count_enqueued(jobs: Sequence[LabelledJob], results: Sequence[EnqueuedLike]) -> None:
     """Count the jobs a submission stored; an existing job returned for a repeated
     idempotency key was counted when it was first stored."""
+    if len(jobs) == 1:  # a single submit: no Counter
+        if results[0].created:
+            _series(jobs[0].queue, jobs[0].type).enqueued.inc()
+        return
     stored = collections.Counter(
         (job.queue, job.type) for job, result in zip(jobs, results, strict=True) if result.created
     )

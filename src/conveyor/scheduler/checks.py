@@ -48,7 +48,9 @@ def checked_job(
     checked = checked_payload
     if checked is None:
         try:
-            valid = spec.payload_model.model_validate(payload)
+            # The model's own validator and serializer (what model_validate and model_dump
+            # call), without their Python layers: a single submit's payload, checked once.
+            valid = spec.payload_model.__pydantic_validator__.validate_python(payload)
         except ValidationError as exc:
             raise InvalidInput(
                 f"invalid payload for job type {job_type!r}",
@@ -59,7 +61,7 @@ def checked_job(
     if run_at is not None and run_at.tzinfo is None:
         raise InvalidInput("run_at needs a time zone", field="run_at")
     if checked is None:
-        checked = valid.model_dump(mode="json", exclude_unset=False)
+        checked = spec.payload_model.__pydantic_serializer__.to_python(valid, mode="json")
     queue = queue or spec.queue
     fair_key, keys = flow_keys(spec, owner_id, queue, checked, fair)
     return NewJob(

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Literal
 
 from sqlalchemy import event
@@ -180,7 +181,7 @@ class Database:
         """A write transaction; unreachable databases surface as `Unavailable`.
 
         Callbacks registered with `after_commit` run once it committed (not on rollback)."""
-        async with _bounded(), _translate_outage():
+        async with _Guarded():
             async with self.writer.begin() as conn:
                 conn.info.pop(_AFTER_COMMIT, None)  # info outlives a checkout: start clean
                 yield conn
@@ -188,37 +189,23 @@ class Database:
             for callback in callbacks:
                 callback()
 
-    @asynccontextmanager
-    async def raw(self, *, transaction: bool = False) -> AsyncIterator[Any]:
+    def raw(self, *, transaction: bool = False) -> _RawBlock:
         """The database driver's own connection (asyncpg's) of a pooled connection, for the
         named statements of the hot path: no SQLAlchemy layer per statement, one pool.
 
         One statement runs in its own implicit transaction: one round trip and one commit.
         Only several statements that must commit together ask for `transaction`.
         """
-        async with _bounded(), _translate_outage():
-            pooled = await self._raw_checkout()
-            raw: Any = pooled.driver_connection
-            clean = False
-            try:
-                if transaction:
-                    async with raw.transaction():
-                        yield raw
-                else:
-                    yield raw
-                clean = True
-            except Exception as exc:
-                if (is_read_only(exc) or is_outage(exc)) and not raw.is_closed():
-                    # a session on a server that takes no writes, or one whose state is
-                    # unknown after a network or protocol failure: replaced, not reused
-                    raw.terminate()
-                raise
-            finally:
-                if raw.is_closed():  # ended at a deadline or by the network: not reusable
-                    await greenlet_spawn(pooled.invalidate)
-                    await greenlet_spawn(pooled.close)
-                elif not (clean and self._keep_spare(pooled)):
-                    await greenlet_spawn(pooled.close)  # back to the pool
+        return _RawBlock(self, transaction)
+
+    async def _give_back(self, pooled: Any, clean: bool) -> None:
+        """A connection `raw` used, back: kept as the spare (`_keep_spare`), else to the
+        pool; one that was closed (at a deadline, by the network) is not reusable."""
+        if pooled.driver_connection.is_closed():
+            await greenlet_spawn(pooled.invalidate)
+            await greenlet_spawn(pooled.close)
+        elif not (clean and self._keep_spare(pooled)):
+            await greenlet_spawn(pooled.close)  # back to the pool
 
     async def _raw_checkout(self) -> Any:
         """A pooled connection for `raw`: the spare one when it is fresh, else the pool's.
@@ -255,7 +242,7 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with _bounded(), _translate_outage(), self.reader.connect() as conn:
+        async with _Guarded(), self.reader.connect() as conn:
             yield conn
 
     async def ping(self) -> None:
@@ -305,7 +292,7 @@ def _ping_on_checkout(engine: AsyncEngine) -> None:
     path cycles its connections many times a second, and a ping on each claim and finish
     doubled their round trips (one failed statement per connection a restart kills
     mid-burst is what the callers already retry). One this process closed itself (a
-    request's deadline, `_bounded`) is replaced without a round trip, however fresh.
+    request's deadline, `_deadline`) is replaced without a round trip, however fresh.
 
     A bounded operation's deadline ends the connections it holds: each is its own from
     checkout to check-in, not after. Its timer fires on its own, so it could end a connection
@@ -463,16 +450,12 @@ def is_outage(exc: BaseException) -> bool:
 
 
 @asynccontextmanager
-async def _bounded() -> AsyncIterator[None]:
-    """The deadline of one operation on a request path (`Database.request_path`); nothing
-    outside one. At the deadline the driver connections the operation checked out are
+async def _deadline(budget: float) -> AsyncIterator[None]:
+    """The deadline of one operation on a request path (`Database.request_path`), `budget`
+    seconds away. At the deadline the driver connections the operation checked out are
     terminated (no network round trip: a partitioned server cannot answer a cancel or a
     rollback) and the operation is cancelled, so its clean-up fails at once instead of
     waiting on the network too; the pool replaces those connections on their next use."""
-    budget = _budget.get()
-    if budget is None:
-        yield
-        return
     held: list[Any] = []
     token = _held.set(held)
     loop = asyncio.get_running_loop()
@@ -491,6 +474,107 @@ async def _bounded() -> AsyncIterator[None]:
     finally:
         ending.cancel()
         _held.reset(token)
+
+
+class _Guarded:
+    """What every database operation runs in: its deadline on a request path (`_deadline`;
+    nothing outside one), and its errors translated (`_translate`). A class rather than
+    two generator-based context managers: it wraps every statement of the hot path, where
+    those cost a single submit a few microseconds of CPU each."""
+
+    __slots__ = ("_deadline",)
+
+    async def __aenter__(self) -> None:
+        budget = _budget.get()
+        self._deadline = None if budget is None else _deadline(budget)
+        if self._deadline is not None:
+            await self._deadline.__aenter__()
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Raises the error's translation, or the deadline's `Unavailable`; never swallows
+        one (the block's own error goes on when this returns)."""
+        if self._deadline is None:
+            _translate(exc)
+            return
+        try:
+            _translate(exc)
+        except BaseException as translated:
+            await self._deadline.__aexit__(type(translated), translated, translated.__traceback__)
+            raise
+        await self._deadline.__aexit__(kind, exc, tb)
+
+
+class _RawBlock:
+    """`Database.raw`'s block: the guarded checkout (`_Guarded`), the transaction if asked,
+    and the connection given back however the block ends (a class, as `_Guarded` is)."""
+
+    __slots__ = ("_db", "_guard", "_pooled", "_transaction", "_tx")
+
+    def __init__(self, db: Database, transaction: bool) -> None:
+        self._db = db
+        self._transaction = transaction
+        self._guard = _Guarded()
+        self._tx: Any = None
+
+    async def __aenter__(self) -> Any:
+        await self._guard.__aenter__()
+        try:
+            self._pooled = await self._db._raw_checkout()
+            raw = self._pooled.driver_connection
+            if self._transaction:
+                await self._begin(raw)
+        except BaseException as exc:
+            await self._guard.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        return raw
+
+    async def _begin(self, raw: Any) -> None:
+        transaction = raw.transaction()
+        try:
+            await transaction.__aenter__()
+        except BaseException as exc:
+            await self._end(exc)
+            raise
+        self._tx = transaction
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            await self._end(exc)
+        except BaseException as ending:
+            await self._guard.__aexit__(type(ending), ending, ending.__traceback__)
+            raise
+        await self._guard.__aexit__(kind, exc, tb)
+
+    async def _end(self, exc: BaseException | None) -> None:
+        """Commit or roll back (in a transaction), then give the connection back; one with
+        a server that takes no writes, or whose state is unknown after a network or protocol
+        failure, is ended, not reused. Raises a failed commit's (or rollback's) error."""
+        pooled = self._pooled
+        raw = pooled.driver_connection
+        clean = False
+        try:
+            if self._tx is not None:
+                tb = None if exc is None else exc.__traceback__
+                await self._tx.__aexit__(None if exc is None else type(exc), exc, tb)
+            clean = exc is None
+        except Exception as failed:
+            _end_if_broken(raw, failed)
+            raise
+        else:
+            if isinstance(exc, Exception):
+                _end_if_broken(raw, exc)
+        finally:
+            await self._db._give_back(pooled, clean)
+
+
+def _end_if_broken(raw: Any, exc: Exception) -> None:
+    """End `raw` if `exc` says its server takes no writes or its state is unknown."""
+    if (is_read_only(exc) or is_outage(exc)) and not raw.is_closed():
+        raw.terminate()
 
 
 def _terminate(connections: list[Any]) -> None:
@@ -521,22 +605,24 @@ class _OutageLog:
             cls.since = None
 
 
-@asynccontextmanager
-async def _translate_outage() -> AsyncIterator[None]:
-    try:
-        yield
-    except Exception as exc:
-        if shared_session(exc):
-            raise SessionPooling(str(getattr(exc, "orig", exc)).splitlines()[0]) from exc
-        if not is_outage(exc):
-            raise
-        _OutageLog.failed(exc)
-        raise Unavailable(
-            "the database is not reachable; nothing was changed", retry_after=RETRY_AFTER_S
-        ) from exc
-    else:
+def _translate(exc: BaseException | None) -> None:
+    """Raise what an operation's error means for its caller: `Unavailable` (503) for an
+    unreachable database, `SessionPooling` for a pooler that shares sessions; any other
+    error is left as it is. No error: the outage log hears the database is back."""
+    if exc is None:
         if _OutageLog.since is not None:
             _OutageLog.answered()
+        return
+    if not isinstance(exc, Exception):
+        return
+    if shared_session(exc):
+        raise SessionPooling(str(getattr(exc, "orig", exc)).splitlines()[0]) from exc
+    if not is_outage(exc):
+        return
+    _OutageLog.failed(exc)
+    raise Unavailable(
+        "the database is not reachable; nothing was changed", retry_after=RETRY_AFTER_S
+    ) from exc
 
 
 def _quiet_drivers() -> None:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from pydantic_core import PydanticSerializationError, to_json
 from sqlalchemy import BigInteger, Boolean, ColumnElement, Table, Text, cast, func, literal
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -575,13 +576,20 @@ def _null_if_empty(column: Any) -> Any:
 
 
 def _json_text(value: Any) -> str:
-    """`json.dumps(value)`; an empty payload or tag list (most jobs' tags, many payloads)
-    without the encoder's call (a 500-job batch's arguments: 1.2 -> 0.2 ms)."""
+    """`value` (a checked payload, a tag list: JSON's types only) as JSON text for a jsonb
+    column; an empty payload or tag list (most jobs' tags, many payloads) without the
+    encoder's call (a 500-job batch's arguments: 1.2 -> 0.2 ms). pydantic-core's encoder:
+    json.dumps' Python layers cost a payload ~2.5 us, this ~0.4 us; the same JSON but for
+    spaces, which jsonb drops. What it cannot encode (a lone surrogate) goes to json.dumps,
+    whose text the server refuses as before."""
     if value == {}:
         return "{}"
     if value == []:
         return "[]"
-    return json.dumps(value)
+    try:
+        return to_json(value).decode()
+    except PydanticSerializationError:
+        return json.dumps(value)
 
 
 def _callback_args(rows: Sequence[dict[str, Any]], now: datetime) -> tuple[Any, ...]:
