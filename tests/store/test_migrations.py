@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, insert, select, text
 
 from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import NewJob
+from conveyor.store.backend import QueueBackend
 from conveyor.store.database import Database
 from conveyor.store.jobs import job_row
 from conveyor.store.migrate import alembic_config, current_revision, migrate
@@ -83,3 +85,21 @@ async def test_0017_keeps_the_fires_of_stored_schedules(db_url: str) -> None:
         assert kept == ["j1"] and diff == []
     finally:
         await db.dispose()
+
+
+async def test_0026_plain_jobs_write_no_entry_into_the_step_and_finished_indexes(
+    backend: QueueBackend,
+) -> None:
+    """A plain job's submit and claim (no workflow, not finished) add nothing to the three
+    indexes 0026 made partial: each stays the empty index's one metapage. Before, a queued
+    or running plain job had an entry in each (a write per state change)."""
+    if backend.driver.dialect != "postgresql":
+        pytest.skip("SQLite keeps full indexes (migration 0026)")
+    await backend.enqueue([NewJob(type="noop", payload={}) for _ in range(1_000)])
+    assert len(await backend.claim("w", ["default"], 500, 30)) == 500
+    async with backend.db.read() as conn:
+        sizes = {
+            name: (await conn.execute(text(f"SELECT pg_relation_size('{name}')"))).scalar_one()
+            for name in ("uq_jobs_workflow_id_step", "ix_jobs_workflow_open", "ix_jobs_finished")
+        }
+    assert sizes == dict.fromkeys(sizes, 8192), sizes  # at 0025: 32 kB each
