@@ -123,7 +123,8 @@ async def corner() -> AsyncIterator[Corner]:
 
 @contextlib.asynccontextmanager
 async def relaying(backend: QueueBackend, sink: RabbitMQSink) -> AsyncIterator[Relay]:
-    config = RelayConfig(poll_interval=0.05, batch=50, lease_ttl=0.5, backoff_max=0.5)
+    # A stop that hangs ends within two graces and says where each task was (relay.py).
+    config = RelayConfig(poll_interval=0.05, batch=50, lease_ttl=0.5, backoff_max=0.5, grace=2)
     relay = Relay(backend, [sink], config)
     task = asyncio.create_task(relay.run())
     try:

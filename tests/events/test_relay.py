@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -161,3 +162,44 @@ async def test_several_relays_deliver_each_event_once(backend: QueueBackend) -> 
 async def test_sink_names_must_differ(backend: QueueBackend) -> None:
     with pytest.raises(ValueError, match="sink names"):
         relay_of(backend, Recorder("x"), Recorder("x"))
+
+
+@dataclass
+class Stubborn(Recorder):
+    """A sink whose delivery ignores its cancel until `let_go`, and whose close hangs: a
+    client library that swallows `CancelledError`."""
+
+    let_go: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def deliver(self, events: Sequence[ev.Event]) -> None:
+        self.attempts += 1
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await self.let_go.wait()
+            raise
+
+    async def close(self) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_a_stop_ends_within_its_bound_whatever_a_sink_does(
+    backend: QueueBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A delivery that ignores its cancel and a close that never returns delay a stop by
+    two graces at most; the relay says which task it left behind, and where it was."""
+    await finished_jobs(backend, 1)
+    sink = Stubborn("stubborn")
+    config = RelayConfig(poll_interval=0.02, lease_ttl=0.3, grace=0.3)
+    relay = relay_of(backend, sink, config=config)
+    task = asyncio.create_task(relay.run())
+    await eventually(lambda: sink.attempts > 0, timeout=10, what="a delivery under way")
+    relay.stop()
+    assert await asyncio.wait_for(task, 10) == 0
+    said = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any("relay:stubborn did not stop" in line and "deliver" in line for line in said)
+    assert any("closing sink stubborn" in line for line in said)
+    sink.let_go.set()  # the task left behind ends, its lock keeper with it
+    behind = [t for t in asyncio.all_tasks() if "stubborn" in t.get_name()]
+    await asyncio.wait(behind, timeout=10)
+    assert all(t.done() for t in behind)
