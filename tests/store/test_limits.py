@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from conveyor.domain.clock import utcnow
 from conveyor.domain.flow import Concurrency, LimitKey, Rate
@@ -208,7 +208,7 @@ async def test_a_far_future_job_holds_nothing(backend: QueueBackend) -> None:
 
 
 @pytest.mark.parametrize(
-    "how", ["cancel", "bulk_cancel", "retry", "fail", "release", "rescue", "admin"]
+    "how", ["cancel", "bulk_cancel", "retry", "fail", "release", "rescue", "admin", "delete"]
 )
 async def test_every_change_out_of_running_frees_the_slot_at_once(
     backend: QueueBackend, how: str
@@ -233,6 +233,9 @@ async def test_every_change_out_of_running_frees_the_slot_at_once(
     elif how == "rescue":
         await asyncio.sleep(0.4)
         assert (await backend.rescue_expired()).requeued == [a.id]
+    elif how == "delete":  # an operator's DELETE of a running job
+        async with backend.db.write() as conn:
+            await conn.execute(text("DELETE FROM jobs WHERE id = :id"), {"id": a.id})
     else:
         await backend.set_state(a.id, JobState.COMPLETED)
     assert await held(backend) == {}

@@ -12,16 +12,21 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, insert, select, text
 
 from conveyor.domain.clock import utcnow
-from conveyor.domain.jobs import NewJob
+from conveyor.domain.flow import Concurrency
+from conveyor.domain.jobs import NewJob, Outcome
 from conveyor.store.backend import QueueBackend
 from conveyor.store.database import Database
+from conveyor.store.factory import open_backend
 from conveyor.store.jobs import job_row
 from conveyor.store.migrate import alembic_config, current_revision, migrate
-from conveyor.store.tables import jobs, metadata, schedule_fires, schedules
+from conveyor.store.tables import jobs, metadata, schedule_fires, schedules, schema_of
+from tests.store.test_limits import held, limited
+from tests.support.processes import eventually
 
 
 def _diff(sync_conn: Connection) -> list[Any]:
-    context = MigrationContext.configure(sync_conn, opts={"compare_type": True})
+    opts = {"compare_type": True, "include_object": schema_of(sync_conn.dialect.name)}
+    context = MigrationContext.configure(sync_conn, opts=opts)
     return list(compare_metadata(context, metadata))
 
 
@@ -103,3 +108,48 @@ async def test_0026_plain_jobs_write_no_entry_into_the_step_and_finished_indexes
             for name in ("uq_jobs_workflow_id_step", "ix_jobs_workflow_open", "ix_jobs_finished")
         }
     assert sizes == dict.fromkeys(sizes, 8192), sizes  # at 0025: 32 kB each
+
+
+async def test_0027_a_slot_is_taken_and_freed_by_hot_updates(db_url: str) -> None:
+    """On PostgreSQL a limited job's claim and finish change its slot's row in place (HOT:
+    no index entry), and the release still finds the slots through job_limits. Counted by
+    PostgreSQL's statistics once the backend's connections closed (each flushes its own)."""
+    if not db_url.startswith("postgres"):
+        pytest.skip("SQLite has no HOT updates (migration 0027)")
+    backend = open_backend(db_url)
+    try:
+        await backend.define_limits([Concurrency("c", 2, key="payload.k")])
+        await backend.enqueue([limited(("c", f"k{i % 3}"), n=i) for i in range(12)])
+        taken = 0
+        while claimed := await backend.claim("w", ["default"], 4, 30):
+            taken += len(claimed)
+            await backend.finish("w", [Outcome(c.id, c.attempt, "completed") for c in claimed])
+        assert taken == 12 and await held(backend) == {}
+    finally:
+        await backend.close()
+    db = Database(db_url)
+    try:
+
+        async def counted() -> tuple[int, int]:
+            async with db.read() as conn:
+                await conn.execute(text("SELECT pg_stat_clear_snapshot()"))
+                row = (await conn.execute(text(_SLOT_UPDATES))).one()
+            return int(row.upd), int(row.hot)
+
+        # 6 slots made with their first holders; each other take and every free an update.
+        await eventually(lambda: _at_least(counted, 12 + 6), timeout=20, what="the statistics")
+        updates, hot = await counted()
+        assert hot == updates, (hot, updates)
+    finally:
+        await db.dispose()
+
+
+_SLOT_UPDATES = """
+SELECT n_tup_upd AS upd, n_tup_hot_upd AS hot FROM pg_stat_user_tables
+WHERE relname = 'limit_slots'
+"""
+
+
+async def _at_least(counted: Any, wanted: int) -> bool:
+    updates, _ = await counted()
+    return bool(updates >= wanted)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -501,7 +504,9 @@ limit_slots = Table(
     Column("slot", Integer, primary_key=True),
     Column("job_id", String(36), nullable=True),
 )
-Index("ix_limit_slots_job_id", limit_slots.c.job_id)
+# SQLite's only (migration 0027): PostgreSQL's slot take and release are HOT updates, which
+# an index on job_id would forbid; its release finds the slots through job_limits.
+Index("ix_limit_slots_job_id", limit_slots.c.job_id, info={"dialects": ("sqlite",)})
 
 # A rate limit's token bucket per key, refilled on read by the time since `refreshed_at`.
 rate_buckets = Table(
@@ -581,3 +586,15 @@ job_dependencies = Table(
 )
 Index("ix_job_dependencies_depends_on", job_dependencies.c.depends_on)
 Index("ix_job_dependencies_workflow_id", job_dependencies.c.workflow_id)
+
+
+def schema_of(dialect: str) -> Callable[[Any, str | None, str, bool, Any], bool]:
+    """Alembic's `include_object` for `dialect`: leaves out what `metadata` declares for
+    other databases only (`info["dialects"]`), so that comparing a migrated schema with
+    `metadata` finds no difference on either."""
+
+    def include(obj: Any, name: str | None, kind: str, reflected: bool, other: Any) -> bool:
+        only = getattr(obj, "info", {}).get("dialects")
+        return only is None or dialect in only
+
+    return include

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from conveyor.store.tables import metadata
+from conveyor.store.tables import metadata, schema_of
 
 connection = context.config.attributes.get("connection")
 if connection is None:  # pragma: no cover - only the alembic CLI gets here
@@ -15,6 +15,7 @@ context.configure(
     target_metadata=metadata,
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
+    include_object=schema_of(connection.dialect.name),
 )
 with context.begin_transaction():
     context.run_migrations()
