@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -22,17 +23,36 @@ from tests.events.conftest import (
 )
 from tests.support.processes import eventually
 
-FAST = RelayConfig(poll_interval=0.02, backoff_initial=0.01, backoff_max=0.05, lease_ttl=0.3)
+FAST = RelayConfig(
+    poll_interval=0.02, backoff_initial=0.01, backoff_max=0.05, lease_ttl=0.3, grace=2
+)
 
 
 @asynccontextmanager
 async def running(relay: Relay) -> AsyncIterator[Relay]:
+    """The relay runs in the block, and stops cleanly at its end: no task it had to leave
+    behind (which it would log with where that task waited)."""
+    said = _Said()
+    logging.getLogger("conveyor.events.relay").addHandler(said)
     task = asyncio.create_task(relay.run())
     try:
         yield relay
     finally:
         relay.stop()
-        assert await asyncio.wait_for(task, 10) == 0
+        try:
+            assert await asyncio.wait_for(task, 10) == 0
+        finally:
+            logging.getLogger("conveyor.events.relay").removeHandler(said)
+        assert not said.errors, "\n".join(said.errors)
+
+
+class _Said(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.errors: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.errors.append(record.getMessage())
 
 
 def relay_of(backend: QueueBackend, *sinks: Sink, config: RelayConfig = FAST) -> Relay:
@@ -50,7 +70,7 @@ def caught_up(recorders: Sequence[Recorder], ids: list[int]) -> Callable[[], boo
 async def test_every_sink_gets_every_event_in_order_once(backend: QueueBackend) -> None:
     await finished_jobs(backend, 30)
     a, b = Recorder("a"), Recorder("b")
-    config = RelayConfig(poll_interval=0.02, batch=7, lease_ttl=0.3)
+    config = RelayConfig(poll_interval=0.02, batch=7, lease_ttl=0.3, grace=2)
     async with running(relay_of(backend, a, b, config=config)):
         expected = ids(await visible_events(backend, 30))
         await eventually(caught_up([a, b], expected), timeout=10, what="both sinks")
@@ -84,7 +104,7 @@ async def test_a_sink_that_hangs_is_given_up_on_and_retried(backend: QueueBacken
     await finished_jobs(backend, 3)
     expected = ids(await visible_events(backend, 3))
     stuck = Recorder("stuck", hangs=2)
-    config = RelayConfig(poll_interval=0.02, backoff_initial=0.01, deliver_timeout=0.2)
+    config = RelayConfig(poll_interval=0.02, backoff_initial=0.01, deliver_timeout=0.2, grace=2)
     async with running(relay_of(backend, stuck, config=config)):
         await eventually(caught_up([stuck], expected), timeout=10, what="the stuck sink")
     assert stuck.ids == expected and stuck.attempts == 3
@@ -117,7 +137,7 @@ async def test_a_restarted_relay_resumes_at_each_sinks_cursor(backend: QueueBack
 async def test_pruning_keeps_what_any_sink_has_not_delivered(backend: QueueBackend) -> None:
     await finished_jobs(backend, 5)
     expected = ids(await visible_events(backend, 5))
-    config = RelayConfig(poll_interval=0.02, backoff_max=0.05, lease_ttl=0.3, retention=0)
+    config = RelayConfig(poll_interval=0.02, backoff_max=0.05, lease_ttl=0.3, retention=0, grace=2)
     fine, down = Recorder("fine"), Recorder("down", failures=10**6)
     async with running(relay_of(backend, fine, down, config=config)) as relay:
         await eventually(caught_up([fine], expected), timeout=10, what="the healthy sink")
@@ -125,7 +145,7 @@ async def test_pruning_keeps_what_any_sink_has_not_delivered(backend: QueueBacke
     assert ids(await all_events(backend)) == expected
     # Within retention nothing goes, delivered or not.
     back = Recorder("down")
-    kept = RelayConfig(poll_interval=0.02, lease_ttl=0.3)
+    kept = RelayConfig(poll_interval=0.02, lease_ttl=0.3, grace=2)
     async with running(relay_of(backend, fine, back, config=kept)) as relay:
         await eventually(caught_up([back], expected), timeout=10, what="the recovered sink")
         assert await relay.prune() == 0
@@ -137,7 +157,7 @@ async def test_pruning_keeps_what_any_sink_has_not_delivered(backend: QueueBacke
 async def test_several_relays_deliver_each_event_once(backend: QueueBackend) -> None:
     first, second = Recorder("shared"), Recorder("shared")
     # A lease long enough that a busy machine's pauses never let it lapse (SQLite).
-    config = RelayConfig(poll_interval=0.02, lease_ttl=3)
+    config = RelayConfig(poll_interval=0.02, lease_ttl=3, grace=2)
     one, two = relay_of(backend, first, config=config), relay_of(backend, second, config=config)
     async with running(one), running(two):
         for _ in range(5):

@@ -130,16 +130,21 @@ async def _close(sink: Sink, grace: float) -> None:
         log.warning("closing sink %s failed: %s: %s", sink.name, type(exc).__name__, exc)
 
 
+# A coroutine's, a generator's (an awaitable's `__await__`), an async generator's.
+_FRAME = ("cr_frame", "gi_frame", "ag_frame")
+_AWAIT = ("cr_await", "gi_yieldfrom", "ag_await")
+
+
 def _where(task: asyncio.Task[Any]) -> str:
     """The awaits `task` is suspended in, outermost first (`Task.print_stack` shows only
     the outermost frame of a suspended coroutine)."""
     lines: list[str] = []
     awaited: Any = task.get_coro()
     while awaited is not None:
-        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        frame = next((getattr(awaited, a) for a in _FRAME if getattr(awaited, a, None)), None)
         if frame is not None:
             lines.append(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
-        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+        awaited = next((getattr(awaited, a) for a in _AWAIT if getattr(awaited, a, None)), None)
     return "\n".join(lines) or f"  {task!r}"
 
 
