@@ -9,12 +9,15 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from conveyor.domain.flow import Concurrency
+from conveyor.domain.flow import Concurrency, Rate
 from conveyor.domain.states import JobState
 from conveyor.store.backend import QueueBackend
+from conveyor.store.database import Database
 from conveyor.store.drivers.postgres import SQL
+from conveyor.store.factory import open_backend
 from tests.store.helpers import job
 from tests.store.test_limits import limited
+from tests.support.processes import eventually
 
 W = "worker-a"
 
@@ -118,3 +121,64 @@ def _scans(node: dict[str, Any]) -> list[dict[str, Any]]:
     for child in node.get("Plans", ()):
         found += _scans(child)
     return found
+
+
+@pytest.mark.parametrize("limits", [1, 2])
+async def test_a_busy_claim_of_one_queue_reads_only_the_jobs_it_takes(
+    db_url: str, limits: int
+) -> None:
+    """PostgreSQL, a table never analyzed, beside another queue's backlog: a busy worker's
+    claim of one queue reads its queue's rows in claim order and stops at its LIMIT, and
+    the admission of its limited jobs (one limit each: `limit_start`; two:
+    `limit_demands` .. `limit_admit`) finds them by primary key. Before, the claim
+    (`queue = ANY($1)`) read all 2,808 queued rows of its queue, ran each one's limit
+    probe and sorted them (73 ms for 64), and the admission ANDed the bitmaps of two
+    partial indexes on state, every queued row of every queue (58 ms). Counted by
+    PostgreSQL's statistics once the backend's connections closed (each flushes its own)."""
+    if not db_url.startswith("postgres"):
+        pytest.skip("PostgreSQL's plans")
+    backend = open_backend(db_url)
+    claims = 3
+    try:
+        defined: list[Concurrency | Rate] = [
+            Concurrency("c", 2, key="payload.k"),
+            Rate("r", 1_000, per_s=1, key="queue"),
+        ]
+        await backend.define_limits(defined)
+        keys = [("c", "t{}"), ("r", "default")][:limits]
+        await backend.enqueue(
+            [limited(*((n, k.format(i % 1000)) for n, k in keys), n=i) for i in range(3_000)]
+        )
+        for start in range(0, 20_000, 5_000):
+            await backend.enqueue([job(n=i, queue="other") for i in range(start, start + 5_000)])
+        for _ in range(claims):
+            assert len(await backend.claim(W, ["default"], 64, 30)) == 64
+    finally:
+        await backend.close()
+    db = Database(db_url)
+    try:
+
+        async def read() -> dict[str, int]:
+            async with db.read() as conn:
+                await conn.execute(text("SELECT pg_stat_clear_snapshot()"))
+                return {row.name: int(row.n) for row in await conn.execute(text(_READ))}
+
+        async def flushed() -> bool:  # the claims' connections: their starts counted
+            return (await read()).get("jobs.updated", 0) >= claims * 64
+
+        await eventually(flushed, timeout=20, what="the statistics")
+        found = await read()
+        assert found["jobs.seq_scan"] == 0, found
+        reads = {k: n for k, n in found.items() if k.startswith("ix_") and n}
+        assert sum(reads.values()) <= claims * 64 * 2, reads
+    finally:
+        await db.dispose()
+
+
+_READ = """
+SELECT 'jobs.updated' AS name, n_tup_upd AS n FROM pg_stat_user_tables WHERE relname = 'jobs'
+UNION ALL
+SELECT 'jobs.seq_scan', seq_scan FROM pg_stat_user_tables WHERE relname = 'jobs'
+UNION ALL
+SELECT indexrelname, idx_tup_read FROM pg_stat_user_indexes WHERE relname = 'jobs'
+"""

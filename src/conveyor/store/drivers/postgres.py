@@ -60,6 +60,7 @@ SQL = load(
             "existing_unique",
             "record_callbacks",
             "claim",
+            "claim_queue",
             "claim_one",
             "claim_any",
             "claim_begin_generic",
@@ -209,13 +210,15 @@ class PostgresDriver:
         self._one_queue_last = one_queue
         armed, self._armed = self._armed, None
         # An armed transaction readied for one queue runs `claim_one`'s generic plan (no
-        # planning); every other claim is planned for its values, as before: `claim_one`'s
-        # range condition costs the planner more than `claim`'s (it reads the index's
-        # edges), so a busy worker's claims stay `claim` (docs/design.md "Idle latency").
+        # planning); every other claim is planned for its values: `claim_one`'s range
+        # condition costs the planner more than an equality (it reads the index's edges),
+        # so a busy worker of one queue claims with `claim_queue` (docs/design.md "Idle
+        # latency"), of several with `claim`.
         which: str | list[str] = list(queues)
         name = "claim_any" if every_queue else "claim"
-        if armed is not None and armed[2] and one_queue:
-            which, name = queues[0], "claim_one"
+        if one_queue:
+            which = queues[0]
+            name = "claim_one" if armed is not None and armed[2] else "claim_queue"
         args = (SQL[name], which, limit, start)
         # Told early: BEGIN, the claim, then the commit (and its WAL flush) while the jobs
         # start; otherwise one statement in its own transaction, one round trip. Limited

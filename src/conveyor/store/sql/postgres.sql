@@ -257,6 +257,22 @@ WITH picked AS (
     ORDER BY priority DESC, fair_tag, id
     -- include: claim_rest
 
+-- name: claim_queue
+-- `claim` from the one queue $1, a scalar, planned for its value (a busy worker of one
+-- queue: the common case). With `queue = $1` the order's queue key drops out and
+-- ix_jobs_claim gives `priority DESC, fair_tag, id` for that queue as it stands, so no plan
+-- sorts: `queue = ANY($1)` does not (an array of one is not an equality to the planner),
+-- and without column statistics, or with the queue a small share of the queued rows, it
+-- read every queued row of the queue through ix_jobs_claim, ran each limited one's probe,
+-- then sorted (2,808 rows and 73 ms for a claim of 64 beside 20,000 of another queue,
+-- never analyzed; tests/store/test_claim_plans.py).
+WITH picked AS (
+    SELECT id, limited FROM jobs
+    WHERE state = 'queued' AND queue = $1::text
+        -- include: claim_filter
+    ORDER BY priority DESC, fair_tag, id
+    -- include: claim_rest
+
 -- name: claim_one
 -- `claim` from the one queue $1, a scalar (a worker of one queue: the common case). Its
 -- generic plan is an ordered scan of ix_jobs_claim with `queue = $1` as its Index Cond
@@ -338,9 +354,14 @@ logged AS (
 -- read by primary key, one probe each (LATERAL ... OFFSET 0): joined, the planner took the
 -- few locked candidates for fewer still and hashed the whole of job_limits (a sequential
 -- scan of every queued limited job's rows per admission: 4.3-12 ms instead of 3.1-3.4 for
--- 64 candidates at 6,000 queued, EXPLAIN ANALYZE).
+-- 64 candidates at 6,000 queued, EXPLAIN ANALYZE). The candidates are found by primary
+-- key only: their state is spelled `IS NOT DISTINCT FROM 'queued'` (as in `lock_mine`), so
+-- no partial index on state can serve it; spelled `=`, in a table never analyzed, the
+-- planner ANDed the bitmaps of ix_jobs_claim_any and ix_jobs_owner_waiting, every queued
+-- job of every queue (23,000 entries each, twice per admission: 58 ms instead of ~3).
 WITH mine AS (
-    SELECT id FROM jobs WHERE jobs.id = ANY($1::text[]) AND state = 'queued' AND limited
+    SELECT id FROM jobs
+    WHERE jobs.id = ANY($1::text[]) AND state IS NOT DISTINCT FROM 'queued' AND limited
     ORDER BY id FOR UPDATE SKIP LOCKED
 ),
 found AS (
@@ -400,7 +421,7 @@ claimed AS (
     UPDATE jobs SET state = 'running', attempt = jobs.attempt + 1, worker_id = $2,
         started_at = $3, lease_expires_at = $4
     WHERE jobs.id = ANY(ARRAY(SELECT job_id FROM held UNION ALL SELECT job_id FROM made))
-        AND jobs.state = 'queued'
+        AND jobs.state IS NOT DISTINCT FROM 'queued'
     -- include: admitted_started
 SELECT c.*, fast.ok AS fast, refused.names AS refused, (SELECT count(*) FROM made) AS made
 FROM fast
@@ -420,10 +441,11 @@ ANALYZE limit_slots
 -- size of the running quota's key is its user's own cap, else the default (NULL: no cap).
 -- The same statement makes what the keys lack: slots 1..size of each concurrency key and a
 -- full token bucket (at $2) of each rate key, in one global order (two claims making the
--- same rows wait for each other in that order, never in a cycle). Limits by primary key,
--- as in `limit_start`.
+-- same rows wait for each other in that order, never in a cycle). Candidates and limits by
+-- primary key, as in `limit_start`.
 WITH mine AS (
-    SELECT id FROM jobs WHERE jobs.id = ANY($1::text[]) AND state = 'queued' AND limited
+    SELECT id FROM jobs
+    WHERE jobs.id = ANY($1::text[]) AND state IS NOT DISTINCT FROM 'queued' AND limited
     ORDER BY id FOR UPDATE SKIP LOCKED
 ),
 found AS (
@@ -483,6 +505,7 @@ FOR UPDATE OF b
 -- The admitted jobs $1 start for worker $2 (now $3, lease end $4; events $5-$7), holding
 -- slots ($8 limits, $9 keys, $10 slot numbers, $11 jobs) and spending tokens ($12 rates,
 -- $13 keys, $14 tokens left, refreshed at $3): one statement, in the admission's transaction.
+-- The jobs by primary key only (their state spelled as in `limit_start`).
 WITH held AS (
     UPDATE limit_slots AS s SET job_id = h.job_id
     FROM unnest($8::text[], $9::text[], $10::int[], $11::text[]) AS h(name, key, slot, job_id)
@@ -498,7 +521,7 @@ spent AS (
 claimed AS (
     UPDATE jobs SET state = 'running', attempt = jobs.attempt + 1, worker_id = $2,
         started_at = $3, lease_expires_at = $4
-    WHERE jobs.id = ANY($1::text[]) AND jobs.state = 'queued'
+    WHERE jobs.id = ANY($1::text[]) AND jobs.state IS NOT DISTINCT FROM 'queued'
     -- include: admitted_started
 SELECT c.*, (SELECT count(*) FROM held) AS held, (SELECT count(*) FROM spent) AS spent
 FROM claimed AS c
