@@ -24,6 +24,7 @@ from typing import Any
 
 import asyncpg
 
+from conveyor import heap
 from conveyor.domain.jobs import SYSTEM_OWNER
 from conveyor.domain.workflows import StepSpec, WorkflowSpec
 from conveyor.runtime import Engine
@@ -88,6 +89,7 @@ async def _until_settled(
 async def run(n: int, timeout_s: float, join_after: bool = True) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     engine = await Engine.open(Settings())
+    heap.settle()  # as the API process whose submit this stands for (server.py's lifespan)
     read, close = await _reader(os.environ["CONVEYOR_DATABASE_URL"])
     try:
         warm = await engine.jobs.submit(

@@ -6,13 +6,12 @@ The doors do not know of each other: `api/` imports neither the dashboard nor `c
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
 
-from conveyor import __version__, dashboard, tracing
+from conveyor import __version__, dashboard, heap, tracing
 from conveyor.api import app as api
 from conveyor.api.deps import AppContext
 from conveyor.api.ratelimit import RateLimits
@@ -20,13 +19,6 @@ from conveyor.api.routes import metrics
 from conveyor.compat import cloudtask, django_jobs, jobscope, store_visits, tasks
 from conveyor.runtime import Engine
 from conveyor.settings import Settings
-
-# The collector's first threshold in a server process (Python's default: 700). A 500-job
-# batch submit allocates some 20,000 tracked objects (models, dicts, records), alive until
-# it is answered: at 700, about 15 young collections ran per request and each moved what
-# it found alive to an older generation, to be traversed again there; at this threshold a
-# request mostly ends (and its objects are freed by their counts) before one runs.
-GC_YOUNG_THRESHOLD = 25_000
 
 
 def create_app(
@@ -62,10 +54,7 @@ def _lifespan(
 
     With `freeze_gc`, once started, everything alive then (the app, its routes and schemas,
     the engine: about 190,000 objects) is moved out of the garbage collector's sight
-    (`gc.freeze`): they live as long as the process, and each full collection traversed
-    them all again, which took longer than the requests it interrupted (measured: two per
-    5 s of batch submits). Not for apps inside another program (tests): what is frozen is
-    never collected.
+    (`heap.settle`). Not for apps inside another program (tests).
     """
 
     @asynccontextmanager
@@ -78,9 +67,7 @@ def _lifespan(
             await eng.jobs.define_limits()
             app.state.conveyor = AppContext(settings, eng, eng.accounts, limits)
             if freeze_gc:
-                gc.collect()  # what is garbage already is not frozen with the rest
-                gc.freeze()
-                gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+                heap.settle()
             async with metrics.refreshed_gauges(eng):  # queue depth, oldest job, workers alive
                 yield
         finally:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from conveyor import tracing
+from conveyor import heap, tracing
 from conveyor.cli.plumbing import Handlers, die, load_settings, log_setup, opened, run_async
 from conveyor.library.signals import until_signalled
 
@@ -210,6 +210,7 @@ def worker(
                 w = engine.worker(queues, concurrency, burst)
             except ValueError as exc:
                 die(f"--queues: {exc}")
+            heap.settle()
             async with _metrics_endpoint(settings):
                 return await until_signalled([w.stop], w.run())
 
@@ -226,6 +227,7 @@ def scheduler(handlers: Handlers = None, metrics_port: MetricsPort = None) -> No
     async def main() -> int:
         async with opened(settings) as engine:
             s = engine.scheduler()
+            heap.settle()
             async with _metrics_endpoint(settings):
                 return await until_signalled([lambda _force: s.stop()], s.run())
 
@@ -246,6 +248,7 @@ def results(handlers: Handlers = None, metrics_port: MetricsPort = None) -> None
                     "no event sink is configured: set CONVEYOR_AMQP_URL, or turn webhooks "
                     "back on (CONVEYOR_WEBHOOK_ENABLED=true)"
                 )
+            heap.settle()
             async with _metrics_endpoint(settings):
                 return await until_signalled([lambda _force: relay.stop()], relay.run())
 
