@@ -19,7 +19,14 @@ from conveyor.store.database import Database
 from conveyor.store.factory import open_backend
 from conveyor.store.jobs import job_row
 from conveyor.store.migrate import alembic_config, current_revision, migrate
-from conveyor.store.tables import jobs, metadata, schedule_fires, schedules, schema_of
+from conveyor.store.tables import (
+    job_dependencies,
+    jobs,
+    metadata,
+    schedule_fires,
+    schedules,
+    schema_of,
+)
 from tests.store.test_limits import held, limited
 from tests.support.processes import eventually
 
@@ -156,3 +163,35 @@ _STATS = """
 SELECT relname, n_tup_upd AS upd, n_tup_hot_upd AS hot, seq_scan AS seq
 FROM pg_stat_user_tables WHERE relname IN ('limit_slots', 'job_limits')
 """
+
+
+async def test_0028_gives_stored_steps_with_dependencies_depends_and_goes_back(
+    db_url: str,
+) -> None:
+    """Steps stored before 0028 learn from their edges whether they have dependencies (the
+    worker reads those results before it runs them); plain jobs and root steps do not."""
+    db = Database(db_url)
+    now = utcnow()
+
+    def row(job_id: str, workflow_id: str | None, state: str) -> dict[str, Any]:
+        stored = job_row(NewJob(type="noop", payload={}), now)
+        stored.pop("depends", None)
+        return {**stored, "id": job_id, "state": state, "workflow_id": workflow_id}
+
+    try:
+        async with db.write() as conn:
+            await conn.run_sync(
+                lambda sync: command.downgrade(alembic_config(sync), "0027_hot_slots")
+            )
+            stored = [row("root", "w1", "queued"), row("child", "w1", "waiting")]
+            await conn.execute(insert(jobs).values([*stored, row("plain", None, "queued")]))
+            await conn.execute(
+                insert(job_dependencies).values(job_id="child", depends_on="root", workflow_id="w1")
+            )
+        await migrate(db)
+        async with db.read() as conn:
+            found = {r.id: r.depends for r in await conn.execute(select(jobs.c.id, jobs.c.depends))}
+            diff = await conn.run_sync(_diff)
+        assert found == {"root": False, "child": True, "plain": False} and diff == []
+    finally:
+        await db.dispose()

@@ -435,3 +435,23 @@ async def test_an_append_before_a_step_waits_for_the_settle_that_releases_that_s
             )
         ).scalars()
         assert set(edges) == {n["a"]}  # queued, and waiting on nothing not yet run
+
+
+async def test_a_claimed_step_says_its_workflow_its_name_and_whether_it_has_dependencies(
+    backend: QueueBackend,
+) -> None:
+    """The claim tells the worker which jobs are steps and which of them have dependencies
+    (their results are read before they run): a root step and a plain job need no read."""
+    spec = WorkflowSpec("diamond", (step("a"), step("b", "a"), step("c", "a"), step("d", "b", "c")))
+    detail = await service(backend).submit(spec, owner_id="u")
+    (plain,) = await backend.enqueue([NewJob(type="wf_step", payload={"log": "-"})])
+
+    async def claimed() -> dict[str, tuple[str | None, str | None, bool]]:
+        got = await backend.claim(W, ["default"], 10, 30)
+        await backend.finish(W, [Outcome(c.id, c.attempt, "completed") for c in got])
+        return {c.step or c.id: (c.workflow_id, c.step, c.depends) for c in got}
+
+    wf = detail.workflow.id
+    assert await claimed() == {"a": (wf, "a", False), plain.id: (None, None, False)}
+    assert await claimed() == {"b": (wf, "b", True), "c": (wf, "c", True)}
+    assert await claimed() == {"d": (wf, "d", True)}

@@ -99,6 +99,11 @@ class ClaimedJob:
     idempotency_key: str | None
     run_at: datetime | None = None  # when it became due: claim time minus this is queue wait
     trace_context: str | None = None  # its submitter's, continued by the run's span
+    # A workflow's step: its workflow, its name, and whether it has dependencies (whose
+    # results the worker reads before it runs it).
+    workflow_id: str | None = None
+    step: str | None = None
+    depends: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -123,7 +123,7 @@ def step_row(
         # the job type's fair key; the driver tags the ready steps (docs/workflows.md)
         "fair_key": job.fair_key, "fair_tag": now.timestamp(), "workflow_id": workflow_id,
         "step": name, "on_dependency_failure": policy, "ready_at": None if waiting else now,
-        "dep_checks": 0,
+        "dep_checks": 0, "depends": waiting,
     }  # fmt: skip
 
 

@@ -76,6 +76,8 @@ jobs = Table(
     Column("on_dependency_failure", String(16), nullable=True),
     Column("ready_at", UTCDateTime, nullable=True),
     Column("dep_checks", Integer, nullable=False, server_default="0"),
+    # a step with dependencies (stored waiting): the worker reads their results first
+    Column("depends", Boolean, nullable=False, server_default=false()),
     # tracing (docs/tracing.md): the submitter's W3C trace context as JSON, NULL when off
     Column("trace_context", Text, nullable=True),
     CheckConstraint(f"state IN ({_STATES})", name="state"),

@@ -25,7 +25,6 @@ from conveyor.metrics import JobMetrics
 from conveyor.scheduler.workflow_rows import appended_rows
 from conveyor.store.backend import QueueBackend
 from conveyor.store.driver import Listener
-from conveyor.store.workflows import STEP_KEY_PREFIX
 from conveyor.worker import spans
 from conveyor.worker.context import JobContext, JobInfo
 from conveyor.worker.executor import Pools, execute
@@ -347,8 +346,11 @@ class Worker:
             self._db_away = None
 
     def _start_all(self, jobs: list[ClaimedJob], committed: asyncio.Event) -> None:
-        steps = [j.id for j in jobs if (j.idempotency_key or "").startswith(STEP_KEY_PREFIX)]
-        # A claim's workflow steps read their dependencies' results in one query, shared.
+        # A claim's workflow steps with dependencies read their results in one query,
+        # shared; a step without any (a fan-out's) needs none: its claim said its workflow
+        # and its name (a query per claim of such steps slowed a 10,000-step fan-out's
+        # drain on PostgreSQL by half, docs/workflows.md "Results").
+        steps = [j.id for j in jobs if j.depends]
         inputs = asyncio.ensure_future(self.backend.steps_inputs(steps)) if steps else None
         # Traced, their run spans link to their dependencies' runs: one more query, shared.
         parents: Parents | None = None
@@ -457,11 +459,18 @@ class Worker:
     async def _step_inputs(
         self, job: ClaimedJob, ctx: JobContext, inputs: _StepInputs | None
     ) -> Outcome | None:
-        """A workflow step's dependencies' results, put in its context before it runs (its
-        idempotency key says it is a step: no query for other jobs; the claim's steps share
-        one, `inputs`); a failed outcome if they cannot be read."""
-        if inputs is None or not (job.idempotency_key or "").startswith(STEP_KEY_PREFIX):
+        """A workflow step's workflow, name and dependencies' results, put in its context
+        before it runs (its claim says whether it is a step and has dependencies: no query
+        for other jobs; the claim's steps with dependencies share one, `inputs`); a failed
+        outcome if they cannot be read."""
+        if job.workflow_id is None or job.step is None:
             return None
+        if not job.depends:
+            appender = partial(self._append_steps, job, job.workflow_id)
+            ctx.set_step(job.workflow_id, job.step, {}, appender=appender)
+            return None
+        if inputs is None:  # not from `_start_all`, which reads a claim's in one query
+            inputs = asyncio.ensure_future(self.backend.steps_inputs([job.id]))
         try:  # shielded: one step cancelled does not cancel its claim-mates' read
             found = (await asyncio.shield(inputs)).get(job.id)
         except asyncio.CancelledError:

@@ -669,6 +669,9 @@ def _claimed(row: Any) -> ClaimedJob:
         idempotency_key=row[9],
         run_at=row[10],
         trace_context=row[11],
+        workflow_id=row[12],
+        step=row[13],
+        depends=bool(row[14]),
     )
 
 

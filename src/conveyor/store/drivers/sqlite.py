@@ -487,4 +487,7 @@ def _claimed(row: Any) -> ClaimedJob:
         idempotency_key=row.idempotency_key,
         run_at=aware(row.run_at),
         trace_context=row.trace_context,
+        workflow_id=row.workflow_id,
+        step=row.step,
+        depends=bool(row.depends),
     )

@@ -186,6 +186,15 @@ INSERT INTO job_callbacks (job_id, owner_id, url, created_at)
 SELECT t.job_id, t.owner_id, t.url, $4
 FROM unnest($1::text[], $2::text[], $3::text[]) AS t(job_id, owner_id, url)
 
+-- fragment: started_columns
+-- What a started job's UPDATE returns (the driver's `_claimed` reads them in this order). A
+-- workflow's step also says its workflow, its name and whether it has dependencies, whose
+-- results the worker reads before it runs it: a step without any (a fan-out's) costs the
+-- worker no query (migration 0028).
+    RETURNING jobs.id, jobs.type, jobs.queue, jobs.payload, jobs.attempt, jobs.max_attempts,
+        jobs.timeout_s, jobs.priority, jobs.owner_id, jobs.idempotency_key, jobs.run_at,
+        jobs.trace_context, jobs.workflow_id, jobs.step, jobs.depends
+
 -- fragment: admissible
 -- A claim's candidate filter (claim, claim_any; $4: now): a limited job only while each of
 -- its limits has a free slot or a token for its key now, so a full key never holds the
@@ -221,9 +230,7 @@ claimed AS (
     UPDATE jobs SET state = 'running', attempt = jobs.attempt + 1, worker_id = $3,
         started_at = $4, lease_expires_at = $5
     WHERE jobs.id = ANY(ARRAY(SELECT id FROM picked WHERE NOT limited))
-    RETURNING jobs.id, jobs.type, jobs.queue, jobs.payload, jobs.attempt, jobs.max_attempts,
-        jobs.timeout_s, jobs.priority, jobs.owner_id, jobs.idempotency_key, jobs.run_at,
-        jobs.trace_context
+    -- include: started_columns
 ),
 logged AS (
     INSERT INTO events (xid, type, job_id, owner_id, queue, job_type, state, attempt, data,
@@ -324,9 +331,7 @@ SELECT t.job_id, t.name, t.key FROM unnest($1::text[], $2::text[], $3::text[]) A
 -- fragment: admitted_started
 -- The end of the UPDATE that starts admitted jobs (`limit_start`, `limit_admit`: $3 now,
 -- $5-$7 the started event): the claimed rows and their events.
-    RETURNING jobs.id, jobs.type, jobs.queue, jobs.payload, jobs.attempt, jobs.max_attempts,
-        jobs.timeout_s, jobs.priority, jobs.owner_id, jobs.idempotency_key, jobs.run_at,
-        jobs.trace_context
+    -- include: started_columns
 ),
 logged AS (
     INSERT INTO events (xid, type, job_id, owner_id, queue, job_type, state, attempt, data,
@@ -797,7 +802,8 @@ SELECT id, fingerprint FROM workflows WHERE owner_id = $1::text AND idempotency_
 -- one read of each index per (queue, priority, key) of the workflow; an empty band: its
 -- run_at + r / w); every other step takes $16 (its run_at's epoch: a waiting step gets its
 -- tag at release, from migration 0020's trigger). No unique key; its idempotency key
--- (wf:<workflow>:<step>) is new with the workflow, so nothing conflicts.
+-- (wf:<workflow>:<step>) is new with the workflow, so nothing conflicts. A step stored
+-- waiting is one with dependencies (`depends`, migration 0028).
 -- The transaction took `lock_events` before its first write, so the events' key is the
 -- driver's `xid()` (at least the xmax of this statement's snapshot, taken after the lock),
 -- as the Core writers key theirs. A workflow always has a queued step (a root), so its
@@ -831,14 +837,15 @@ inserted AS (
     INSERT INTO jobs (id, owner_id, queue, type, payload, priority, state, attempt,
         max_attempts, run_at, timeout_s, idempotency_key, progress, errors, tags,
         schedule_id, created_at, fair_key, fair_tag, limited, trace_context, workflow_id,
-        step, on_dependency_failure, ready_at, dep_checks)
+        step, on_dependency_failure, ready_at, dep_checks, depends)
     SELECT u.id, u.owner_id, u.queue, u.type, u.payload::jsonb, u.priority, u.state, 0,
         u.max_attempts, u.run_at, u.timeout_s, u.idempotency_key, 0, '[]'::jsonb,
         u.tags::jsonb, u.schedule_id, $13::timestamptz, u.fair_key,
         CASE WHEN u.r IS NULL THEN u.fair_tag
             ELSE greatest(h.v, h.l, CASE WHEN h.v IS NULL THEN u.fair_tag END) + u.r / h.w
             END,
-        u.limited, u.trace_context, $15::text, u.step, u.on_dependency_failure, u.ready_at, 0
+        u.limited, u.trace_context, $15::text, u.step, u.on_dependency_failure, u.ready_at, 0,
+        u.state = 'waiting'
     FROM u LEFT JOIN heads AS h
         ON h.queue = u.queue AND h.priority = u.priority AND h.fair_key = u.fair_key
     ORDER BY u.n

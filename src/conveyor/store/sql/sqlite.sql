@@ -118,13 +118,14 @@ LIMIT :limit
 
 -- name: claim_start
 -- Start the jobs :ids (a JSON array; picked by `claim`, or admitted) for :worker, by
--- primary key.
+-- primary key. A workflow's step also returns its workflow, its name and whether it has
+-- dependencies (postgres.sql `started_columns`).
 UPDATE jobs SET state = 'running', attempt = attempt + 1, worker_id = :worker,
     started_at = :now, lease_expires_at = :lease
 WHERE id IN (SELECT value FROM json_each(:ids))
 RETURNING jobs.id, jobs.type, jobs.queue, jobs.payload, jobs.attempt, jobs.max_attempts,
     jobs.timeout_s, jobs.priority, jobs.owner_id, jobs.idempotency_key, jobs.run_at,
-    jobs.trace_context
+    jobs.trace_context, jobs.workflow_id, jobs.step, jobs.depends
 
 -- name: limit_slots_hold
 -- The admitted jobs hold their slots (:holds: [[limit, key, slot, job], ...]): a slot the
@@ -228,15 +229,17 @@ PRAGMA data_version
 -- state, max_attempts, timeout_s, idempotency_key, step, on_dependency_failure, fair_key,
 -- fair_tag, limited, trace_context]. Shared: :owner, :now (created_at, run_at, and ready_at
 -- of the queued ones). A step has no tags, schedule or unique key, and its row reads as the
--- Core insert of it did (result and errors as JSON text: 'null', '[]').
+-- Core insert of it did (result and errors as JSON text: 'null', '[]'). A step stored
+-- waiting is one with dependencies (`depends`, migration 0028).
 INSERT INTO jobs (id, owner_id, queue, type, payload, priority, state, attempt,
     max_attempts, run_at, timeout_s, idempotency_key, progress, result, errors, tags,
     created_at, fair_key, fair_tag, limited, trace_context, workflow_id, step,
-    on_dependency_failure, ready_at, dep_checks)
+    on_dependency_failure, ready_at, dep_checks, depends)
 SELECT s.value ->> 0, :owner, s.value ->> 1, s.value ->> 2, s.value ->> 3, s.value ->> 4,
     s.value ->> 5, 0, s.value ->> 6, :now, s.value ->> 7, s.value ->> 8, 0, 'null', '[]',
     '[]', :now, s.value ->> 11, s.value ->> 12, s.value ->> 13, s.value ->> 14, :workflow,
-    s.value ->> 9, s.value ->> 10, CASE WHEN s.value ->> 5 = 'queued' THEN :now END, 0
+    s.value ->> 9, s.value ->> 10, CASE WHEN s.value ->> 5 = 'queued' THEN :now END, 0,
+    s.value ->> 5 = 'waiting'
 FROM json_each(:steps) AS s ORDER BY s.key
 
 -- name: workflow_created
