@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -78,6 +79,34 @@ async def test_a_single_enqueue_stores_what_a_batch_stores(backend: QueueBackend
         )
         logged = {row[0] for row in created}
     assert {one.id, pair[0].id, pair[1].id, soon.id} <= logged
+
+
+async def test_a_batch_stores_each_job_its_own_values_shared_or_not(
+    backend: QueueBackend,
+) -> None:
+    """A batch's columns that every job shares go to PostgreSQL as one value each (fewer to
+    encode): each job is stored with its own values, whichever columns its batch shares and
+    whichever one job alone differs in."""
+    later = utcnow() + timedelta(hours=1)
+    shared: dict[str, Any] = {
+        "owner_id": "alice", "type": "noop", "queue": "q1", "priority": 3, "max_attempts": 4,
+        "tags": ("a",),
+    }  # fmt: skip
+    odd: list[dict[str, Any]] = [
+        {}, {"queue": "q2"}, {"priority": 7}, {"max_attempts": 9}, {"tags": ()},
+        {"owner_id": "bob"}, {"type": "other"}, {"run_at": later},
+    ]  # fmt: skip
+    for change in odd:
+        wanted = [{**shared, **(change if i == 2 else {})} for i in range(4)]
+        batch = [NewJob(payload={"n": i}, **fields) for i, fields in enumerate(wanted)]
+        done = await backend.enqueue(batch)
+        for i, fields in enumerate(wanted):
+            record = await backend.get(done[i].id)
+            stored = {key: getattr(record, key) for key in shared}
+            late = fields.pop("run_at", None) is not None
+            assert stored == {**fields, "tags": list(fields["tags"])}, (change, i)
+            assert record.state is (JobState.SCHEDULED if late else JobState.QUEUED)
+            assert record.payload == {"n": i}
 
 
 @pytest.mark.parametrize("synchronous", [True, False])

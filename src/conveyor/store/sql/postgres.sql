@@ -17,7 +17,10 @@
 -- key and a taken unique key (uq_jobs_unique) both skip the row, never abort the statement.
 -- $21: each job's trace context (NULL unless its submitter traced; conveyor/tracing.py).
 -- A column whose every value is NULL may come as NULL rather than an array of NULLs (the
--- multi-argument unnest pads it with NULLs: the same rows, less for the client to encode).
+-- multi-argument unnest pads it with NULLs: the same rows, less for the client to encode);
+-- a NOT NULL column whose every value is the same may come as an array of that one value
+-- (`coalesce` gives it to the rows the padding left NULL; a full array has no NULL). The
+-- client's driver checks and encodes each element it sends (drivers/postgres.py `_compact`).
 -- $19: each job's fair key (NULL: due-time order). Its fair tag (docs/flow-control.md "Fair
 -- dispatch") is computed per (queue, priority, key) of the batch, not per row: the band's
 -- first keyed job (rb = 1) reads its head (V, the first row of ix_jobs_claim: its order,
@@ -26,17 +29,28 @@
 -- ix_jobs_fair) and its weight (the owner's fair_weight when the key is the job's owner,
 -- else 1); windows hand them to the band's and the key's other jobs (a join of rows to groups was a nested loop: quadratic in
 -- the batch's keys), and each job takes max(V, L [, its run_at]) + rank / weight.
-WITH t AS (
+WITH u AS (
+    SELECT x.id, coalesce(x.owner_id, ($2::text[])[1]) AS owner_id,
+        coalesce(x.queue, ($3::text[])[1]) AS queue, coalesce(x.type, ($4::text[])[1]) AS type,
+        x.payload, coalesce(x.priority, ($6::int[])[1]) AS priority,
+        coalesce(x.state, ($7::text[])[1]) AS state,
+        coalesce(x.max_attempts, ($8::int[])[1]) AS max_attempts,
+        coalesce(x.run_at, ($9::timestamptz[])[1]) AS run_at, x.timeout_s, x.idempotency_key,
+        coalesce(x.tags, ($12::text[])[1]) AS tags, x.schedule_id, x.fair_key, x.unique_key,
+        x.unique_states, coalesce(x.limited, ($20::bool[])[1]) AS limited, x.trace_context, x.n
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[],
+        $7::text[], $8::int[], $9::timestamptz[], $10::float8[], $11::text[], $12::text[],
+        $14::text[], $19::text[], $17::text[], $18::text[], $20::bool[], $21::text[])
+        WITH ORDINALITY AS x(id, owner_id, queue, type, payload, priority, state, max_attempts,
+            run_at, timeout_s, idempotency_key, tags, schedule_id, fair_key, unique_key,
+            unique_states, limited, trace_context, n)
+),
+t AS (
     SELECT u.*,
         row_number() OVER (PARTITION BY u.queue, u.priority, u.fair_key ORDER BY u.n) AS r,
         row_number() OVER (PARTITION BY u.queue, u.priority, u.fair_key IS NULL
             ORDER BY u.n) AS rb
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[],
-        $7::text[], $8::int[], $9::timestamptz[], $10::float8[], $11::text[], $12::text[],
-        $14::text[], $19::text[], $17::text[], $18::text[], $20::bool[], $21::text[])
-        WITH ORDINALITY AS u(id, owner_id, queue, type, payload, priority, state, max_attempts,
-            run_at, timeout_s, idempotency_key, tags, schedule_id, fair_key, unique_key,
-            unique_states, limited, trace_context, n)
+    FROM u
 ),
 firsts AS (
     SELECT t.*,
@@ -796,7 +810,7 @@ SELECT id, fingerprint FROM workflows WHERE owner_id = $1::text AND idempotency_
 -- name: workflow_steps
 -- A workflow's steps as jobs rows, their 'created' events ($20: the type) and one NOTIFY
 -- per queue that got a runnable (queued) step, in one statement whatever the width: column
--- arrays as `enqueue`'s, $13 the shared created_at, $15 the workflow, $23 each step's fair
+-- arrays as `enqueue`'s (a NOT NULL one may come as its one value), $13 the shared created_at, $15 the workflow, $23 each step's fair
 -- key (its job type's; NULL: fair dispatch off). A queued step with a key gets its fair tag
 -- as `enqueue` gives a ready job (docs/flow-control.md "Fair dispatch": max(V, L) + r / w,
 -- one read of each index per (queue, priority, key) of the workflow; an empty band: its
@@ -808,16 +822,29 @@ SELECT id, fingerprint FROM workflows WHERE owner_id = $1::text AND idempotency_
 -- driver's `xid()` (at least the xmax of this statement's snapshot, taken after the lock),
 -- as the Core writers key theirs. A workflow always has a queued step (a root), so its
 -- NOTIFY on the jobs channel also wakes other processes' event readers.
-WITH u AS (
-    SELECT a.*, CASE WHEN a.fair_key IS NOT NULL AND a.state = 'queued' THEN row_number()
-        OVER (PARTITION BY a.queue, a.priority, a.fair_key, a.state ORDER BY a.n) END AS r
+WITH a AS (
+    SELECT x.id, coalesce(x.owner_id, ($2::text[])[1]) AS owner_id,
+        coalesce(x.queue, ($3::text[])[1]) AS queue, coalesce(x.type, ($4::text[])[1]) AS type,
+        x.payload, coalesce(x.priority, ($6::int[])[1]) AS priority,
+        coalesce(x.state, ($7::text[])[1]) AS state,
+        coalesce(x.max_attempts, ($8::int[])[1]) AS max_attempts,
+        coalesce(x.run_at, ($9::timestamptz[])[1]) AS run_at, x.timeout_s, x.idempotency_key,
+        coalesce(x.tags, ($12::text[])[1]) AS tags, x.schedule_id,
+        coalesce(x.fair_tag, ($16::float8[])[1]) AS fair_tag,
+        coalesce(x.limited, ($17::bool[])[1]) AS limited, x.trace_context, x.step,
+        x.on_dependency_failure, x.ready_at, x.fair_key, x.n
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[],
         $7::text[], $8::int[], $9::timestamptz[], $10::float8[], $11::text[], $12::text[],
         $14::text[], $16::float8[], $17::bool[], $18::text[], $19::text[], $21::text[],
         $22::timestamptz[], $23::text[])
-        WITH ORDINALITY AS a(id, owner_id, queue, type, payload, priority, state, max_attempts,
+        WITH ORDINALITY AS x(id, owner_id, queue, type, payload, priority, state, max_attempts,
             run_at, timeout_s, idempotency_key, tags, schedule_id, fair_tag, limited,
             trace_context, step, on_dependency_failure, ready_at, fair_key, n)
+),
+u AS (
+    SELECT a.*, CASE WHEN a.fair_key IS NOT NULL AND a.state = 'queued' THEN row_number()
+        OVER (PARTITION BY a.queue, a.priority, a.fair_key, a.state ORDER BY a.n) END AS r
+    FROM a
 ),
 heads AS (
     SELECT g.queue, g.priority, g.fair_key,
@@ -865,6 +892,8 @@ woken AS (
 SELECT (SELECT count(*) FROM inserted) AS inserted, (SELECT count(*) FROM woken) AS woken
 
 -- name: workflow_edges
--- A workflow's ($3) dependency edges: step $1[i] waits for step $2[i].
+-- A workflow's ($3) dependency edges: step $1[i] waits for step $2[i]; either array may be
+-- one value that every edge shares (a join's edges name one job, a fan-out's one dependency).
 INSERT INTO job_dependencies (job_id, depends_on, workflow_id)
-SELECT e.job_id, e.depends_on, $3::text FROM unnest($1::text[], $2::text[]) AS e(job_id, depends_on)
+SELECT coalesce(e.job_id, ($1::text[])[1]), coalesce(e.depends_on, ($2::text[])[1]), $3::text
+FROM unnest($1::text[], $2::text[]) AS e(job_id, depends_on)
