@@ -31,9 +31,9 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("engine", frozenset({"worker", "scheduler", "events", "handlers"})),
     ("store", frozenset({"store"})),
     # auth, mail and net import only errors and settings; metrics only domain; tracing
-    # nothing of ours (opentelemetry only once tracing is turned on).
+    # nothing of ours (opentelemetry only once tracing is turned on); heap only gc.
     ("base", frozenset({"", "domain", "settings", "errors", "logs", "metrics",
-                        "auth", "mail", "net", "tracing"})),
+                        "auth", "mail", "net", "tracing", "heap"})),
 )  # fmt: skip
 DOORS = next(names for layer, names in LAYERS if layer == "doors") | {"cli"}
 # The package's own __init__ is also the library's facade (docs/library.md): it names the
