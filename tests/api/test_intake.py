@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import asyncpg
 import httpx
+import pytest
 from sqlalchemy import func, select, text
 
 from conveyor.store.tables import jobs
 from tests.api.conftest import PASSWORD, Api
+from tests.support.processes import eventually
 
 
 async def submit(api: Api, headers: dict[str, str], **body: Any) -> httpx.Response:
@@ -163,3 +166,43 @@ async def refuse_payloads_that_explode(api: Api) -> None:
                     "BEGIN SELECT RAISE(ABORT, 'boom'); END"
                 )
             )
+
+
+async def test_a_group_waiting_on_the_database_does_not_hold_up_the_next(api: Api) -> None:
+    """PostgreSQL: two groups commit at once (services/intake.py IN_FLIGHT). While one waits
+    on a row lock (another transaction inserted the same idempotency key and has not
+    committed), a later submit is answered; the first is answered once the lock goes. With
+    one group at a time, the later submit waited behind it."""
+    if not api.settings.database_url.startswith("postgres"):
+        pytest.skip("SQLite has one writer: one group at a time")
+    ada = await api.user("ada@example.com")
+    me = (await api.client.get("/api/v1/me", headers=ada)).json()["id"]
+    dsn = api.settings.database_url.replace("postgresql+asyncpg://", "postgresql://")
+    other = await asyncpg.connect(dsn)
+    try:
+        held = other.transaction()
+        await held.start()
+        await other.execute(
+            "INSERT INTO jobs (id, owner_id, queue, type, payload, priority, state, attempt,"
+            " max_attempts, run_at, progress, errors, tags, created_at, idempotency_key)"
+            " VALUES ('held', $1, 'default', 'noop', '{}', 0, 'queued', 0, 3, now(), 0,"
+            " '[]', '[]', now(), 'k')",
+            me,
+        )
+        blocked = asyncio.create_task(submit(api, ada, key="k"))
+
+        async def waiting_on_the_lock() -> bool:
+            found = await other.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND datname = current_database()"
+            )
+            return bool(found)
+
+        await eventually(waiting_on_the_lock, timeout=20, what="the group's wait on the key")
+        free = await asyncio.wait_for(submit(api, ada, payload={"n": 1}), 20)
+        assert free.status_code == 201 and not blocked.done()
+        await held.rollback()
+        answer = await asyncio.wait_for(blocked, 20)
+        assert answer.status_code == 201
+    finally:
+        await other.close()
