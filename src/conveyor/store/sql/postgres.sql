@@ -6,6 +6,18 @@
 -- data) comes in as parameters, decided once in store/events.py; the SQL only copies the
 -- job's columns beside it.
 
+-- fragment: batch_columns
+-- The first columns of `enqueue`'s and `workflow_steps`' rows, from the unnest `x` of their
+-- arrays $1-$12: a NOT NULL column that every row shares may come as an array of its one
+-- value, which `coalesce` gives to the rows the unnest's padding left NULL (a full array
+-- has no NULL).
+    SELECT x.id, coalesce(x.owner_id, ($2::text[])[1]) AS owner_id,
+        coalesce(x.queue, ($3::text[])[1]) AS queue, coalesce(x.type, ($4::text[])[1]) AS type,
+        x.payload, coalesce(x.priority, ($6::int[])[1]) AS priority,
+        coalesce(x.state, ($7::text[])[1]) AS state,
+        coalesce(x.max_attempts, ($8::int[])[1]) AS max_attempts,
+        coalesce(x.run_at, ($9::timestamptz[])[1]) AS run_at, x.timeout_s, x.idempotency_key,
+
 -- name: enqueue
 -- New jobs, their 'created' events ($15: the type) and one NOTIFY per queue that got
 -- runnable jobs, delivered when the statement commits. $13 is the shared created_at.
@@ -30,12 +42,7 @@
 -- else 1); windows hand them to the band's and the key's other jobs (a join of rows to groups was a nested loop: quadratic in
 -- the batch's keys), and each job takes max(V, L [, its run_at]) + rank / weight.
 WITH u AS (
-    SELECT x.id, coalesce(x.owner_id, ($2::text[])[1]) AS owner_id,
-        coalesce(x.queue, ($3::text[])[1]) AS queue, coalesce(x.type, ($4::text[])[1]) AS type,
-        x.payload, coalesce(x.priority, ($6::int[])[1]) AS priority,
-        coalesce(x.state, ($7::text[])[1]) AS state,
-        coalesce(x.max_attempts, ($8::int[])[1]) AS max_attempts,
-        coalesce(x.run_at, ($9::timestamptz[])[1]) AS run_at, x.timeout_s, x.idempotency_key,
+    -- include: batch_columns
         coalesce(x.tags, ($12::text[])[1]) AS tags, x.schedule_id, x.fair_key, x.unique_key,
         x.unique_states, coalesce(x.limited, ($20::bool[])[1]) AS limited, x.trace_context, x.n
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[],
@@ -823,12 +830,7 @@ SELECT id, fingerprint FROM workflows WHERE owner_id = $1::text AND idempotency_
 -- as the Core writers key theirs. A workflow always has a queued step (a root), so its
 -- NOTIFY on the jobs channel also wakes other processes' event readers.
 WITH a AS (
-    SELECT x.id, coalesce(x.owner_id, ($2::text[])[1]) AS owner_id,
-        coalesce(x.queue, ($3::text[])[1]) AS queue, coalesce(x.type, ($4::text[])[1]) AS type,
-        x.payload, coalesce(x.priority, ($6::int[])[1]) AS priority,
-        coalesce(x.state, ($7::text[])[1]) AS state,
-        coalesce(x.max_attempts, ($8::int[])[1]) AS max_attempts,
-        coalesce(x.run_at, ($9::timestamptz[])[1]) AS run_at, x.timeout_s, x.idempotency_key,
+    -- include: batch_columns
         coalesce(x.tags, ($12::text[])[1]) AS tags, x.schedule_id,
         coalesce(x.fair_tag, ($16::float8[])[1]) AS fair_tag,
         coalesce(x.limited, ($17::bool[])[1]) AS limited, x.trace_context, x.step,
