@@ -23,6 +23,7 @@ from tests.support.processes import Cluster, eventually
 
 HANDLERS = {"handler_modules": "tests.support.workflow_handlers", "poll_interval": "0.2"}
 BRANCHES = 1000
+BRANCH_S = 0.01
 ROUNDS = 3
 
 
@@ -51,7 +52,14 @@ async def test_a_fan_out_of_1000_joins_once_after_all_with_two_worker_processes(
     await eventually(up, timeout=120, what="two workers registered")
     for round_ in range(ROUNDS):
         log = str(tmp_path / f"runs-{round_}.txt")
-        fan = tuple(StepSpec(f"b{i}", "wf_step", {"log": log, "value": i}) for i in range(BRANCHES))
+        # Each branch takes 10 ms, so one worker alone needs over a second for the fan-out
+        # (8 at a time): the other joins in whatever its wake-up costs on a busy machine.
+        # With no-op branches the first to wake ran them all now and then (its claims read
+        # no step inputs since migration 0028), and the join's release did not race.
+        fan = tuple(
+            StepSpec(f"b{i}", "wf_step", {"log": log, "value": i, "sleep": BRANCH_S})
+            for i in range(BRANCHES)
+        )
         join = StepSpec("join", "wf_step", {"log": log}, tuple(s.name for s in fan))
         detail = await flows.submit(WorkflowSpec(f"fan-{round_}", (*fan, join)), owner_id="u")
 
