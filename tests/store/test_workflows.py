@@ -34,9 +34,10 @@ from conveyor.store.database import Database
 from conveyor.store.factory import open_backend
 from conveyor.store.jobs import job_row
 from conveyor.store.migrate import alembic_config, migrate
-from conveyor.store.tables import events, job_callbacks, job_dependencies, jobs
+from conveyor.store.tables import events, job_callbacks, job_dependencies, job_limits, jobs
 from conveyor.worker.registry import Registry
 from tests.conftest import fresh_database
+from tests.services.test_running_quota import add_user
 from tests.support import workflow_handlers
 from tests.support.processes import eventually
 
@@ -437,13 +438,22 @@ async def test_an_append_before_a_step_waits_for_the_settle_that_releases_that_s
         assert set(edges) == {n["a"]}  # queued, and waiting on nothing not yet run
 
 
+@pytest.mark.parametrize("capped", [False, True])
 async def test_a_claimed_step_says_its_workflow_its_name_and_whether_it_has_dependencies(
-    backend: QueueBackend,
+    backend: QueueBackend, capped: bool
 ) -> None:
     """The claim tells the worker which jobs are steps and which of them have dependencies
-    (their results are read before they run): a root step and a plain job need no read."""
+    (their results are read before they run): a root step and a plain job need no read.
+    `capped`: the owner has a running cap, so each step holds a limit and starts through
+    the admission (PostgreSQL's `limit_start`), which says the same."""
+    await add_user(backend, "u", 10 if capped else None)
+    flows = service(backend)
+    await flows.jobs.define_limits()  # the running quota's definition
     spec = WorkflowSpec("diamond", (step("a"), step("b", "a"), step("c", "a"), step("d", "b", "c")))
-    detail = await service(backend).submit(spec, owner_id="u")
+    detail = await flows.submit(spec, owner_id="u")
+    assert {s.name: s.job_id for s in detail.steps} and capped == bool(
+        await held_limits(backend, detail.workflow.id)
+    )
     (plain,) = await backend.enqueue([NewJob(type="wf_step", payload={"log": "-"})])
 
     async def claimed() -> dict[str, tuple[str | None, str | None, bool]]:
@@ -455,3 +465,14 @@ async def test_a_claimed_step_says_its_workflow_its_name_and_whether_it_has_depe
     assert await claimed() == {"a": (wf, "a", False), plain.id: (None, None, False)}
     assert await claimed() == {"b": (wf, "b", True), "c": (wf, "c", True)}
     assert await claimed() == {"d": (wf, "d", True)}
+
+
+async def held_limits(backend: QueueBackend, workflow_id: str) -> int:
+    """How many of the workflow's steps hold a limit (job_limits rows)."""
+    query = (
+        select(func.count())
+        .select_from(job_limits.join(jobs, jobs.c.id == job_limits.c.job_id))
+        .where(jobs.c.workflow_id == workflow_id)
+    )
+    async with backend.db.read() as conn:
+        return int((await conn.execute(query)).scalar_one())
