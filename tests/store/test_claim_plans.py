@@ -4,11 +4,13 @@ the idle worker's armed claim that runs it (docs/design.md "Idle latency")."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 
+from conveyor.domain.clock import utcnow
 from conveyor.domain.flow import Concurrency, Rate
 from conveyor.domain.states import JobState
 from conveyor.store.backend import QueueBackend
@@ -50,6 +52,38 @@ async def test_the_claim_of_one_queue_has_a_generic_plan_on_the_queues_index(
     assert "queue" in on_queue[0].get("Index Cond", ""), on_queue
     assert not [s for s in scans if s.get("Index Name") == "ix_jobs_claim_any"], scans
     assert not [s for s in scans if s.get("Relation Name") == "jobs" and "Seq" in s["Node Type"]]
+
+
+async def test_the_armed_claims_plan_stays_on_the_queues_index_after_an_idle_analyze(
+    backend: QueueBackend,
+) -> None:
+    """PostgreSQL: statistics taken while nothing was queued (an idle system's, after a
+    drain), then a backlog of scheduled jobs and a few queued ones. The generic plan an
+    armed claim makes (`claim_begin_generic`) is still the ordered scan of ix_jobs_claim,
+    nothing sorted: it was a scan of ix_jobs_owner_waiting (every queued, scheduled and
+    retrying job of every owner and queue) and a sort of what it found."""
+    if backend.dialect != "postgresql":
+        pytest.skip("PostgreSQL's plans")
+    await backend.enqueue([job(n=i) for i in range(300)])
+    later = utcnow() + timedelta(hours=1)
+    async with backend.db.raw() as raw:
+        await raw.execute("UPDATE jobs SET state = 'completed', finished_at = now()")
+        await raw.execute("ANALYZE jobs")
+    await backend.enqueue([job(n=i, run_at=later) for i in range(300)])
+    await backend.enqueue([job(n=i) for i in range(3)])
+    async with backend.db.raw() as raw:
+        await raw.execute(SQL["claim_begin_generic"])
+        try:
+            await raw.execute(f"PREPARE one_queue AS {SQL['claim_one']}")
+            args = "'default', 1, 'w', now(), now(), 'started', 'running', '{}'"
+            answer = await raw.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE one_queue({args})")
+        finally:
+            await raw.execute("ROLLBACK")
+            await raw.execute("DEALLOCATE ALL")
+    plan: Any = json.loads(answer) if isinstance(answer, str) else answer
+    scans = [s for s in _scans(plan[0]["Plan"]) if s.get("Relation Name") == "jobs"]
+    assert scans[0].get("Index Name") == "ix_jobs_claim", scans
+    assert not _nodes(plan[0]["Plan"], "Sort"), plan
 
 
 async def test_an_armed_claim_of_one_queue_keeps_its_order_and_the_sessions_plan_mode(
@@ -113,6 +147,14 @@ async def test_an_armed_generic_claim_admits_its_limited_jobs_with_the_usual_pla
             " WHERE statement LIKE 'WITH mine AS%'"
         )
         assert plans and all(p["generic_plans"] == 0 for p in plans), plans
+
+
+def _nodes(node: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    """Every node of `kind` of an EXPLAIN (FORMAT JSON) plan."""
+    found = [node] if node["Node Type"] == kind else []
+    for child in node.get("Plans", ()):
+        found += _nodes(child, kind)
+    return found
 
 
 def _scans(node: dict[str, Any]) -> list[dict[str, Any]]:

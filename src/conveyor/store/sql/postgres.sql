@@ -333,14 +333,25 @@ WITH picked AS (
 -- generic plan for it by itself (its `LIMIT $2` is costed at a tenth of the rows, so each
 -- custom plan looks cheaper). Planning was ~0.35-0.5 ms of each claim (docs/design.md
 -- "Idle latency").
-BEGIN; SET LOCAL plan_cache_mode = force_generic_plan
+BEGIN;
+-- include: claim_generic
+
+-- fragment: claim_generic
+-- The armed transaction's plan settings (`claim_begin_generic`). Sorting is off too, so
+-- that the generic plan, made once and cached, is the ordered scan of ix_jobs_claim
+-- whatever the statistics: with them taken while nothing was queued (an idle system's,
+-- after a drain), it read ix_jobs_owner_waiting instead (every queued, scheduled and
+-- retrying row of every queue and owner) and sorted what it found: 0.38 ms for 301
+-- queued jobs per wake-up claim, and without bound for a backlog of scheduled jobs
+-- (tests/store/test_claim_plans.py).
+SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_sort = off
 
 -- name: claim_plan_default
 -- An armed generic transaction (`claim_begin_generic`) taken by another claim than a
 -- `claim_one` (another worker sharing the driver), or about to admit a `claim_one`'s
 -- limited candidates (their statements' generic plans were never checked): its plans are
 -- chosen as usual again. One round trip, on those rare paths only.
-SET LOCAL plan_cache_mode TO DEFAULT
+SET LOCAL plan_cache_mode TO DEFAULT; SET LOCAL enable_sort TO DEFAULT
 
 -- name: record_limits
 -- The job_limits rows ($1 job ids, $2 limit names, $3 keys) of newly inserted jobs, in the
