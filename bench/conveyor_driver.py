@@ -69,6 +69,9 @@ class Driver:
         settings = importlib.import_module("conveyor.settings").Settings()
         self._submission = importlib.import_module("conveyor.services.jobs").Submission
         self._engine = self._runner.run(runtime.Engine.open(settings))
+        # The steady state of a long-running process that submits (the API's lifespan does
+        # the same): a fresh client otherwise pays full collections of its imports' heap.
+        importlib.import_module("conveyor.heap").settle()
 
     def close(self) -> None:
         if self._engine is not None:
@@ -139,6 +142,21 @@ class Driver:
     async def _send_single(self, indices: Sequence[int]) -> None:
         for index in indices:
             await self._engine.jobs.submit(self._job(index))
+
+    def trickle(self, indices: Sequence[int], gap_s: float) -> list[float]:
+        """One job at a time, ``gap_s`` apart, each stamped just before its submit, in one
+        event loop: as an asyncio program (the API, a service) calls ``submit``. Through
+        ``send_single`` each job would pay ``asyncio.Runner.run``'s start and stop of the
+        loop (0.16 ms per call, measured), a sync-to-async bridge no caller pays."""
+        return self._runner.run(self._trickle(indices, gap_s))
+
+    async def _trickle(self, indices: Sequence[int], gap_s: float) -> list[float]:
+        enqueued_at: list[float] = []
+        for index in indices:
+            enqueued_at.append(time.time())
+            await self._engine.jobs.submit(self._job(index))
+            await asyncio.sleep(gap_s)
+        return enqueued_at
 
     def send_batch(self, indices: Sequence[int]) -> None:
         """``submit_many``: one transaction for the batch (at most 1,000 jobs)."""
