@@ -3,6 +3,7 @@ the idle worker's armed claim that runs it (docs/design.md "Idle latency")."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 from typing import Any
@@ -112,6 +113,33 @@ async def test_an_armed_claim_of_one_queue_keeps_its_order_and_the_sessions_plan
                 " WHERE statement LIKE '%queue >= $1::text%'"
             )
         assert counts and counts[0]["generic_plans"] >= 1, counts
+
+
+async def test_two_workers_of_one_driver_arming_at_once_hold_one_transaction(
+    backend: QueueBackend,
+) -> None:
+    """Two idle workers sharing a driver ready their claims at the same moment: one
+    transaction is held, and given back when disarmed. Both saw none armed before their
+    BEGIN's round trip, and the second overwrote the first, whose pooled connection was
+    never given back (SQLAlchemy's warning when it was collected)."""
+    if backend.dialect != "postgresql":
+        pytest.skip("SQLite arms nothing")
+    assert not await backend.claim(W, ["default"], 5, 30)
+    await asyncio.gather(backend.arm_claim(), backend.arm_claim())
+    assert await _idle_in_transaction(backend) == 1
+    await backend.disarm_claim()
+    assert await _idle_in_transaction(backend) == 0
+
+
+async def _idle_in_transaction(backend: QueueBackend) -> int:
+    """Sessions of this database idle in a transaction (armed claims), seen from another."""
+    async with backend.db.raw() as raw:
+        return int(
+            await raw.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND state = 'idle in transaction'"
+            )
+        )
 
 
 async def test_an_armed_generic_claim_taken_by_a_claim_of_several_queues(

@@ -187,6 +187,9 @@ class PostgresDriver:
         except BaseException:
             await stack.aclose()
             raise
+        if self._armed is not None:  # another worker of this driver armed meanwhile
+            await stack.aclose()
+            return
         self._armed = (stack, raw, generic)
 
     async def disarm_claim(self) -> None:
