@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 
 from conveyor.domain.jobs import NewJob
 from conveyor.domain.states import JobState
 from conveyor.store.backend import QueueBackend
+from conveyor.worker.worker import Worker, WorkerConfig
 from tests.worker.test_backpressure import (
     _hold_what_the_finisher_needs,
     gated_registry,
@@ -90,3 +92,51 @@ async def _hold(db_url: str, job_id: str) -> Callable[[], Awaitable[None]]:
         lite.close()
 
     return release
+
+
+async def test_an_idle_worker_outrun_for_a_wake_up_still_claims_what_the_other_leaves(
+    backend: QueueBackend,
+) -> None:
+    """Two idle workers, every job a wake-up for both: one claim takes it, the other comes
+    back empty, and that worker lets the other claim first from then on
+    (`Worker._yield_to_others`). It still claims after its short wait: with the winner
+    stopped, it alone runs the next jobs, woken by their NOTIFYs (the poll is 60 s away)."""
+    started, go = asyncio.Event(), asyncio.Event()
+    registry, runs = gated_registry(started, go)
+    claims: list[tuple[str, int]] = []  # (worker, jobs it got) per claim
+    claim = backend.claim
+
+    async def counted(worker_id: str, *args: Any, **kwargs: Any) -> Any:
+        got = await claim(worker_id, *args, **kwargs)
+        claims.append((worker_id, len(got)))
+        return got
+
+    backend.claim = counted  # type: ignore[method-assign]
+    config = WorkerConfig(queues={"default": None}, poll_interval=60.0, lease_s=30.0)
+    workers = [Worker(backend, registry, config) for _ in range(2)]
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    try:
+        await asyncio.sleep(0.3)  # both past their first (empty) claim, waiting
+        for n in range(1, 6):
+            await backend.enqueue([NewJob(type="ok", payload={})])
+            await until(lambda n=n: _completed(backend, n))  # type: ignore[misc]
+        outrun = [w for w in workers if any(c == (w.id, 0) for c in claims[2:])]
+        assert outrun, claims
+        winner = next(w for w in workers if (w.id, 1) == next(c for c in reversed(claims) if c[1]))
+        winner.stop()
+        await asyncio.wait_for(tasks[workers.index(winner)], 20)
+        (left,) = [w for w in workers if w is not winner]
+        mark = len(claims)
+        for n in range(6, 9):
+            await backend.enqueue([NewJob(type="ok", payload={})])
+            await until(lambda n=n: _completed(backend, n), timeout=10)  # type: ignore[misc]
+        assert [c for c in claims[mark:] if c[1]] == [(left.id, 1)] * 3, claims
+    finally:
+        for w in workers:
+            w.stop(force=True)
+        await asyncio.wait_for(asyncio.gather(*tasks), 20)
+    assert sum(runs.values()) == 8
+
+
+async def _completed(backend: QueueBackend, n: int) -> bool:
+    return (await states(backend))[JobState.COMPLETED] == n

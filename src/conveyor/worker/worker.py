@@ -36,6 +36,10 @@ from conveyor.worker.spans import Parents
 from conveyor.worker.watchdog import Blocker, LoopWatchdog
 
 log = logging.getLogger("conveyor.worker")
+# How long an idle worker whose last wake-up claim was outrun waits before the next one
+# (`Worker._yield_to_others`): longer than another worker's claim round trip, short beside
+# the idle latency's p99 bound when it is this worker's turn after all.
+HERD_YIELD_S = 0.002
 
 
 # A claim's steps' inputs (store/workflows.py `steps_inputs`), read once for all of them.
@@ -142,6 +146,12 @@ class Worker:
         )
         self._listener: Listener | None = None
         self._claiming = 0  # claim statements in flight
+        # A NOTIFY wakes every idle worker; one claim takes the jobs. `_notified`: the
+        # pending wake-up is a NOTIFY's; `_outrun`: this worker's last such claim, made
+        # while idle, found nothing (another worker took them), so it lets the next one go
+        # first (`_yield_to_others`).
+        self._notified = False
+        self._outrun = False
         # Flow control: the limits of the types run here (their values stored at start), and
         # the rates among them, whose next token this worker wakes up for.
         self._limits = [limit for spec in registry for limit in spec.all_limits]
@@ -202,9 +212,15 @@ class Worker:
     async def _claim_loop(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
+            notified, self._notified = self._notified, False
+            idle = notified and self._quiet()
+            if idle and self._outrun:
+                await self._yield_to_others()
             want = self._free_slots()
             tried = want >= self._claim_threshold()
             got = await self._claim(want) if tried else 0
+            if idle and tried:
+                self._outrun = not got
             if self.config.burst and tried and got == 0 and not self._running:
                 log.info("burst mode: queue drained")
                 return
@@ -215,6 +231,17 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(await self._pause(tried)):
                     await self._wake.wait()
+
+    async def _yield_to_others(self) -> None:
+        """Wait HERD_YIELD_S before an idle wake-up's claim, once the last one found its jobs
+        taken: the idle workers' claims for one NOTIFY ran at the same instant, on the
+        same cores as the one that won, and the loser's claim, COMMIT and next BEGIN
+        delayed the winner's start (bench/README, session 14). The claim still follows: if
+        the other worker did not take the jobs (busy, gone), this one starts them late by
+        that much, and is first again from then on."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(HERD_YIELD_S):
+                await self._stop.wait()
 
     def _quiet(self) -> bool:
         """Nothing running, nothing waiting to be recorded, not stopping: the next claim is
@@ -509,6 +536,7 @@ class Worker:
 
     # ---- interruptions ---------------------------------------------------------------------
     def _on_jobs(self, _queue: str) -> None:
+        self._notified = True
         self._wake.set()
 
     def _on_cancel(self, job_id: str) -> None:
