@@ -305,7 +305,9 @@ WITH picked AS (
 -- `claim` from the one queue $1, a scalar (a worker of one queue: the common case). Its
 -- generic plan is an ordered scan of ix_jobs_claim with `queue = $1` as its Index Cond
 -- whatever that queue's share of the queued rows, so it may run unplanned: an idle
--- worker's wake-up claim does (`arm_claim`; docs/design.md "Idle latency"). Its order
+-- worker's wake-up claim does (`arm_claim`; docs/design.md "Idle latency"), and so does
+-- every claim of one queue that has a transaction anyway (told early, or after limited
+-- candidates: `claim_begin_generic` is its BEGIN). Its order
 -- names the queue (a no-op under `queue = $1`) so that only ix_jobs_claim gives it:
 -- without it the generic plan, blind to $1, scanned ix_jobs_claim_any filtered by queue
 -- (cheaper for a queue that holds every queued row, endless for a rare one behind them).
