@@ -140,3 +140,51 @@ async def test_an_idle_worker_outrun_for_a_wake_up_still_claims_what_the_other_l
 
 async def _completed(backend: QueueBackend, n: int) -> bool:
     return (await states(backend))[JobState.COMPLETED] == n
+
+
+async def test_a_wake_up_that_names_no_queue_does_not_make_an_empty_claim_outrun(
+    backend: QueueBackend,
+) -> None:
+    """SQLite's watch of other processes' commits wakes a worker for any write ("*"), and
+    a listener back from an outage for whatever it missed (""): an empty claim then says
+    nothing about another worker, so the next wake-up's claim is not held back. A NOTIFY
+    naming the queue, with its jobs taken by someone else, is."""
+    started, go = asyncio.Event(), asyncio.Event()
+    registry, _ = gated_registry(started, go)
+    config = WorkerConfig(queues={"default": None}, poll_interval=60.0, lease_s=30.0)
+    worker = Worker(backend, registry, config)
+    task = asyncio.create_task(worker.run())
+    claims: list[int] = []
+    claim = backend.claim
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        got = await claim(*args, **kwargs)
+        claims.append(len(got))
+        return got
+
+    backend.claim = counted  # type: ignore[method-assign]
+    try:
+
+        async def wake(queue: str) -> None:  # and wait for the claim it starts
+            n = len(claims) + 1
+            worker._on_jobs(queue)
+
+            async def claimed() -> bool:
+                return len(claims) >= n
+
+            await until(claimed)
+
+        await until(lambda: _some(claims))  # its first claim, at start
+        for payload in ("*", ""):
+            await wake(payload)
+            assert not worker._outrun
+        await wake("default")  # named, and nothing there: taken by another worker
+        assert worker._outrun
+    finally:
+        worker.stop(force=True)
+        await asyncio.wait_for(task, 20)
+    assert not any(claims)
+
+
+async def _some(items: list[int]) -> bool:
+    return bool(items)
