@@ -145,10 +145,11 @@ async def _completed(backend: QueueBackend, n: int) -> bool:
 async def test_a_wake_up_that_names_no_queue_does_not_make_an_empty_claim_outrun(
     backend: QueueBackend,
 ) -> None:
-    """SQLite's watch of other processes' commits wakes a worker for any write ("*"), and
-    a listener back from an outage for whatever it missed (""): an empty claim then says
-    nothing about another worker, so the next wake-up's claim is not held back. A NOTIFY
-    naming the queue, with its jobs taken by someone else, is."""
+    """SQLite's watch of other processes' commits wakes a worker for any write ("*"), a
+    listener back from an outage for whatever it missed (""), and a NOTIFY for a queue it
+    does not serve wakes it too: an empty claim then says nothing about another worker, so
+    the next wake-up's claim is not held back. A NOTIFY naming its queue, with the jobs
+    taken by someone else, is."""
     started, go = asyncio.Event(), asyncio.Event()
     registry, _ = gated_registry(started, go)
     config = WorkerConfig(queues={"default": None}, poll_interval=60.0, lease_s=30.0)
@@ -175,7 +176,7 @@ async def test_a_wake_up_that_names_no_queue_does_not_make_an_empty_claim_outrun
             await until(claimed)
 
         await until(lambda: _some(claims))  # its first claim, at start
-        for payload in ("*", ""):
+        for payload in ("*", "", "elsewhere"):  # not a queue of this worker's: "elsewhere"
             await wake(payload)
             assert not worker._outrun
         await wake("default")  # named, and nothing there: taken by another worker

@@ -536,12 +536,14 @@ class Worker:
 
     # ---- interruptions ---------------------------------------------------------------------
     def _on_jobs(self, queue: str) -> None:
-        # Only a wake-up naming a queue says jobs were queued there: "*" (SQLite's watch
-        # of other processes' commits: any write, another worker's claim or finish too)
-        # and "" (the listener back from an outage) may mean nothing was, and a claim
-        # that then finds nothing was not outrun (it made both SQLite workers yield on
-        # every wake-up: idle latency 6.6 -> 9.2 ms, bench/README session 14).
-        if queue not in ("", "*"):
+        # Only a wake-up naming a queue this worker claims from says it had jobs to take:
+        # "*" (SQLite's watch of other processes' commits: any write, another worker's
+        # claim or finish too), "" (the listener back from an outage) and another queue's
+        # NOTIFY may mean nothing was there, and a claim that then finds nothing was not
+        # outrun (counting SQLite's made both its workers yield on every wake-up: idle
+        # latency 6.6 -> 9.2 ms, bench/README session 14).
+        served = self.config.queues
+        if queue not in ("", "*") and (queue in served or "*" in served):
             self._notified = True
         self._wake.set()
 

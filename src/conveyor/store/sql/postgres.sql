@@ -328,8 +328,9 @@ WITH picked AS (
     -- include: claim_rest
 
 -- name: claim_begin_generic
--- An armed claim transaction's BEGIN for a `claim_one` (`arm_claim`): one simple-query
--- message, one round trip, sent while the worker is idle. For this transaction only, the
+-- The BEGIN of a transaction for a `claim_one`: an armed claim's (`arm_claim`, sent while
+-- the worker is idle), or a busy claim's that needs a transaction anyway (told early, or
+-- after limited candidates); one simple-query message. For this transaction only, the
 -- prepared claim runs its cached generic plan instead of being planned again: asyncpg's
 -- statement cache prepares it once per connection, and the plan cache never settles on a
 -- generic plan for it by itself (its `LIMIT $2` is costed at a tenth of the rows, so each
@@ -357,7 +358,8 @@ SET LOCAL enable_seqscan = off
 -- An armed generic transaction (`claim_begin_generic`) taken by another claim than a
 -- `claim_one` (another worker sharing the driver), or about to admit a `claim_one`'s
 -- limited candidates (their statements' generic plans were never checked): its plans are
--- chosen as usual again. One round trip, on those rare paths only.
+-- chosen as usual again. One round trip: on those rare paths, and in every claim of one
+-- queue with limited candidates (not planning that claim saves more: flow-control.md).
 SET LOCAL plan_cache_mode TO DEFAULT; SET LOCAL enable_sort TO DEFAULT;
 SET LOCAL enable_seqscan TO DEFAULT
 
