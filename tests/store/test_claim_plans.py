@@ -72,19 +72,10 @@ async def test_the_armed_claims_plan_stays_on_the_queues_index_after_an_idle_ana
         await raw.execute("ANALYZE jobs")
     await backend.enqueue([job(n=i, run_at=later) for i in range(300)])
     await backend.enqueue([job(n=i) for i in range(3)])
-    async with backend.db.raw() as raw:
-        await raw.execute(SQL["claim_begin_generic"])
-        try:
-            await raw.execute(f"PREPARE one_queue AS {SQL['claim_one']}")
-            args = "'default', 1, 'w', now(), now(), 'started', 'running', '{}'"
-            answer = await raw.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE one_queue({args})")
-        finally:
-            await raw.execute("ROLLBACK")
-            await raw.execute("DEALLOCATE one_queue")
-    plan: Any = json.loads(answer) if isinstance(answer, str) else answer
-    scans = [s for s in _scans(plan[0]["Plan"]) if s.get("Relation Name") == "jobs"]
+    plan = await _generic_claim_plan(backend, limit=1)
+    scans = [s for s in _scans(plan) if s.get("Relation Name") == "jobs"]
     assert scans[0].get("Index Name") == "ix_jobs_claim", scans
-    assert not _nodes(plan[0]["Plan"], "Sort"), plan
+    assert not _nodes(plan, "Sort"), plan
 
 
 async def test_the_generic_claim_made_on_an_empty_table_takes_its_rows_by_key(
@@ -98,18 +89,26 @@ async def test_the_generic_claim_made_on_an_empty_table_takes_its_rows_by_key(
     rows are taken by primary key."""
     if backend.dialect != "postgresql":
         pytest.skip("PostgreSQL's plans")
+    plan = await _generic_claim_plan(backend, limit=64)
+    scans = [s for s in _scans(plan) if s.get("Relation Name") == "jobs"]
+    assert scans and not [s for s in scans if "Seq" in s["Node Type"]], scans
+
+
+async def _generic_claim_plan(backend: QueueBackend, limit: int) -> dict[str, Any]:
+    """The plan `claim_one` gets in a transaction begun by `claim_begin_generic` (as a
+    worker's), for the queue "default": the generic plan, made now from the statistics of
+    now, as a worker's connection makes it at its first such claim."""
     async with backend.db.raw() as raw:
         await raw.execute(SQL["claim_begin_generic"])
         try:
             await raw.execute(f"PREPARE one_queue AS {SQL['claim_one']}")
-            args = "'default', 64, 'w', now(), now(), 'started', 'running', '{}'"
+            args = f"'default', {limit}, 'w', now(), now(), 'started', 'running', '{{}}'"
             answer = await raw.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE one_queue({args})")
         finally:
             await raw.execute("ROLLBACK")
             await raw.execute("DEALLOCATE one_queue")
     plan: Any = json.loads(answer) if isinstance(answer, str) else answer
-    scans = [s for s in _scans(plan[0]["Plan"]) if s.get("Relation Name") == "jobs"]
-    assert scans and not [s for s in scans if "Seq" in s["Node Type"]], scans
+    return plan[0]["Plan"]  # type: ignore[no-any-return]
 
 
 async def test_an_armed_claim_of_one_queue_keeps_its_order_and_the_sessions_plan_mode(
