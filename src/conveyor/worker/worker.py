@@ -36,6 +36,7 @@ from conveyor.worker.spans import Parents
 from conveyor.worker.watchdog import Blocker, LoopWatchdog
 
 log = logging.getLogger("conveyor.worker")
+
 # How long an idle worker whose last wake-up claim was outrun waits before the next one
 # (`Worker._yield_to_others`): longer than another worker's claim round trip, short beside
 # the idle latency's p99 bound when it is this worker's turn after all.

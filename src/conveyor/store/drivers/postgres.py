@@ -218,11 +218,14 @@ class PostgresDriver:
         # than an equality (it reads the index's edges), so a busy worker of one queue
         # claiming in one statement uses `claim_queue` (docs/design.md "Idle latency"),
         # of several queues `claim`.
+        together = early is not None or self._limited_last
+        generic_tx = armed is None and one_queue and together  # BEGIN readies claim_one
         which: str | list[str] = list(queues)
         name = "claim_any" if every_queue else "claim"
         if one_queue:
             which = queues[0]
-            name = "claim_one" if armed is not None and armed[2] else "claim_queue"
+            generic = generic_tx or (armed is not None and armed[2])
+            name = "claim_one" if generic else "claim_queue"
         args = (SQL[name], which, limit, start)
         # Told early: BEGIN, the claim, then the commit (and its WAL flush) while the jobs
         # start; otherwise one statement in its own transaction, one round trip. Limited
@@ -240,14 +243,12 @@ class PostgresDriver:
                     await raw.execute(SQL["claim_plan_default"], timeout=COMMAND_TIMEOUT)
                     generic = False
                 claimed = await self._claim_on(raw, *args, True, early, generic)
-        elif one_queue and (early is not None or self._limited_last):
+        elif generic_tx:
             # A transaction anyway: its BEGIN readies `claim_one`'s generic plan in the
             # same message, so this claim is not planned either (0.5 ms a claim of 64).
             async with self.db.raw() as raw, _begun(raw, True):
-                args = (SQL["claim_one"], which, limit, start)
                 claimed = await self._claim_on(raw, *args, True, early, True)
         else:
-            together = early is not None or self._limited_last
             async with self.db.raw(transaction=together) as raw:
                 claimed = await self._claim_on(raw, *args, together, early)
         if self._slots_made > ANALYZE_AFTER + ANALYZE_GROWTH * self._slots_analyzed:

@@ -340,7 +340,7 @@ BEGIN;
 -- include: claim_generic
 
 -- fragment: claim_generic
--- The armed transaction's plan settings (`claim_begin_generic`). Sorting is off too, so
+-- The generic claim transaction's plan settings (`claim_begin_generic`). Sorting is off, so
 -- that the generic plan, made once and cached, is the ordered scan of ix_jobs_claim
 -- whatever the statistics: with them taken while nothing was queued (an idle system's,
 -- after a drain), it read ix_jobs_owner_waiting instead (every queued, scheduled and
