@@ -206,3 +206,50 @@ async def test_a_group_waiting_on_the_database_does_not_hold_up_the_next(api: Ap
         assert answer.status_code == 201
     finally:
         await other.close()
+
+
+async def test_a_group_cancelled_mid_transaction_answers_every_request(api: Api) -> None:
+    """The groups' tasks cancelled while a transaction waits (the process stopping): the
+    requests of the groups in flight and those waiting behind them are each answered 503
+    at once, nothing stored; before, the requests being committed waited for an answer
+    that never came."""
+    if not api.settings.database_url.startswith("postgres"):
+        pytest.skip("a transaction that waits on another's row lock: PostgreSQL's")
+    ada = await api.user("ada@example.com")
+    me = (await api.client.get("/api/v1/me", headers=ada)).json()["id"]
+    dsn = api.settings.database_url.replace("postgresql+asyncpg://", "postgresql://")
+    other = await asyncpg.connect(dsn)
+    intake = api_intake(api)
+    try:
+        held = other.transaction()
+        await held.start()
+        await other.execute(
+            "INSERT INTO jobs (id, owner_id, queue, type, payload, priority, state, attempt,"
+            " max_attempts, run_at, progress, errors, tags, created_at, idempotency_key)"
+            " VALUES ('held', $1, 'default', 'noop', '{}', 0, 'queued', 0, 3, now(), 0,"
+            " '[]', '[]', now(), 'k')",
+            me,
+        )
+
+        async def waiting_on_the_lock() -> bool:
+            found = await other.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND datname = current_database()"
+            )
+            return bool(found)
+
+        first = asyncio.create_task(submit(api, ada, key="k"))
+        await eventually(waiting_on_the_lock, timeout=20, what="the group's wait on the key")
+        blocked = [first]
+        while len(blocked) < 3:  # the other group in flight, then one left waiting
+            blocked.append(asyncio.create_task(submit(api, ada, key="k")))
+            await asyncio.sleep(0.2)
+        assert len(intake._waiting) == 1 and not any(t.done() for t in blocked)
+        for task in intake._committing:
+            task.cancel()
+        answers = await asyncio.wait_for(asyncio.gather(*blocked), 20)
+        assert [a.status_code for a in answers] == [503, 503, 503]
+        await held.rollback()
+        assert await stored(api, idempotency_key="k") == 0
+    finally:
+        await other.close()

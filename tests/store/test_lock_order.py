@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError
 
 from conveyor.domain.jobs import ClaimedJob, ErrorInfo, NewJob, Outcome
+from conveyor.domain.states import JobState
 from conveyor.store.backend import QueueBackend
 from conveyor.store.factory import open_backend
 from conveyor.worker.context import JobContext
@@ -183,3 +184,36 @@ async def test_a_busy_worker_heartbeating_all_the_time_never_deadlocks(
     assert counts.get("completed") == n, counts
     deadlocks = [r.getMessage() for r in caplog.records if "deadlock" in r.getMessage()]
     assert deadlocks == [], f"{len(deadlocks)} deadlocks, first: {deadlocks[0]}"
+
+
+def _keyed(keys: list[str], kind: str) -> list[NewJob]:
+    if kind == "unique_key":
+        live = frozenset({JobState.QUEUED, JobState.RUNNING})
+        return [NewJob(type="noop", payload={}, unique_key=k, unique_states=live) for k in keys]
+    return [NewJob(type="noop", payload={}, idempotency_key=key) for key in keys]
+
+
+@pytest.mark.parametrize("kind", ["idempotency_key", "unique_key"])
+async def test_two_batches_naming_the_same_keys_in_other_orders_never_deadlock(
+    pg: QueueBackend, kind: str
+) -> None:
+    """Two submits at once (two API requests, two intake groups, a library caller's
+    transaction), one listing the keys one way, the other the other way: PostgreSQL's
+    ON CONFLICT waits for an uncommitted equal key, so each waited for a key the other had
+    inserted (idempotency keys deadlocked in 4 rounds of 40 before they were ordered too).
+    Exactly one job per key is stored either way."""
+    found = 0
+    for n in range(ROUNDS):
+        keys = [f"r{n}-k{i:03}" for i in range(50)]
+        results = await asyncio.gather(
+            pg.enqueue(_keyed(keys, kind)),
+            pg.enqueue(_keyed(keys[::-1], kind)),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                if not _is_deadlock(result):
+                    raise result
+                found += 1
+    assert found == 0, f"{found} of {ROUNDS} rounds deadlocked"
+    assert sum(c.count for c in await pg.counts()) == 50 * ROUNDS

@@ -15,7 +15,9 @@ that fails rolls the group back, and each of its requests is then tried alone, s
 the culprit fails (a batch stays all or nothing). A database that does not answer in time
 (`db_request_timeout`) fails the group and everyone waiting behind it at once, with
 `Unavailable` (503): nothing hangs. A request whose client left before its group started
-is dropped, never inserted.
+is dropped, never inserted. A process stopping (the groups' tasks cancelled) answers every
+request at once with 503: those waiting, that nothing was stored; those whose transaction
+it cut short, to ask again with their Idempotency-Key (the commit may have happened).
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ GROUP_JOBS = 1000  # jobs per group transaction at most (a request is never spli
 # the first's statement and commit wait on the database (one at a time, a 500-job batch
 # left the process half idle: 13-15k jobs/s with 4 clients); SQLite has one writer.
 IN_FLIGHT = {"postgresql": 2}
+_CUT_SHORT = (
+    "the server stopped before this submission's commit was confirmed; submit it again "
+    "with the same Idempotency-Key to learn whether it was stored"
+)
 
 
 @dataclass
@@ -99,11 +105,18 @@ class Intake:
 
     async def _commit_waiting(self) -> None:
         """Commit groups of whoever is waiting, until nobody is."""
+        group: list[_Request] = []
         try:
             while self._waiting:
-                await self._commit(self._next_group())
+                group = self._next_group()
+                await self._commit(group)
         finally:
-            for request in self._waiting:  # only if cancelled (shutdown): nobody is left hanging
+            # Only if cancelled (shutdown): nobody is left hanging, neither the group whose
+            # transaction was cut short (its commit may or may not have happened) nor those
+            # waiting behind it (nothing of theirs was written).
+            for request in group:
+                _fail(request, Unavailable(_CUT_SHORT))
+            for request in self._waiting:
                 _fail(request, Unavailable("the server is stopping; nothing was stored"))
             self._waiting.clear()
 

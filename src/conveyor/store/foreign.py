@@ -133,7 +133,7 @@ async def _on_sqlite(conn: AsyncConnection, new_jobs: Sequence[NewJob]) -> list[
     """The SQLite driver's enqueue statements (Core) in `conn`'s transaction. Workers in
     other processes see the commit (they watch the file's data_version)."""
     rows = InsertRows.of(new_jobs)
-    done, _ = await sqlite_insert(conn, rows.ordered, rows.callbacks, ev.CREATED, rows.limits)
+    done, _ = await sqlite_insert(conn, rows.rows, rows.callbacks, ev.CREATED, rows.limits)
     return rows.answers(new_jobs, done)
 
 
@@ -145,7 +145,7 @@ async def _enqueue_statements(run: Run, new_jobs: Sequence[NewJob]) -> list[Enqu
     guarded = len(new_jobs) > 1 and any(j.idempotency_key or j.unique_key for j in new_jobs)
     if guarded:
         await run(SQL["caller_savepoint"], ())
-    done = await insert_with(run, rows.ordered, rows.callbacks, ev.CREATED, True, rows.limits)
+    done = await insert_with(run, rows.rows, rows.callbacks, ev.CREATED, True, rows.limits)
     try:
         answers = rows.answers(new_jobs, done)
     except ConveyorError:

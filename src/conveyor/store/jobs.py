@@ -73,7 +73,7 @@ class Jobs(JobReads):
         rows = InsertRows.of(new_jobs)
         conn = tx.connection if tx is not None else None
         done = await self.driver.insert_jobs(
-            conn, rows.ordered, rows.callbacks, ev.CREATED, synchronous, limits=rows.limits
+            conn, rows.rows, rows.callbacks, ev.CREATED, synchronous, limits=rows.limits
         )
         # A queued job's wake-up on the jobs channel wakes event readers elsewhere too; only
         # jobs scheduled for later need the events channel.
@@ -298,8 +298,7 @@ class InsertRows:
     """What an enqueue of `new_jobs` writes, built once for every way in (a service's
     transaction, the pool, a library caller's own connection: store/foreign.py)."""
 
-    rows: list[dict[str, Any]]  # in the jobs' order, for the answers
-    ordered: list[dict[str, Any]]  # in the order they are inserted
+    rows: list[dict[str, Any]]  # in the jobs' order (their fair ranks, the answers)
     callbacks: list[dict[str, Any]]
     limits: list[dict[str, Any]]
 
@@ -307,7 +306,7 @@ class InsertRows:
     def of(cls, new_jobs: Sequence[NewJob]) -> InsertRows:
         now = utcnow()
         rows = [job_row(job, now) for job in new_jobs]
-        return cls(rows, _in_key_order(rows), callback_rows(new_jobs, now), limit_rows(new_jobs))
+        return cls(rows, callback_rows(new_jobs, now), limit_rows(new_jobs))
 
     def answers(self, new_jobs: Sequence[NewJob], done: Inserted) -> list[Enqueued]:
         """Each job's answer: inserted, or the stored job it duplicates."""
@@ -320,15 +319,6 @@ class InsertRows:
 def _created(row: dict[str, Any]) -> Enqueued:
     record = inserted_record(row)
     return Enqueued(record.id, True, record.state, record)
-
-
-def _in_key_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows with unique keys inserted in key order: two transactions inserting the same
-    keys wait for each other in one order (PostgreSQL's ON CONFLICT waits for an
-    uncommitted equal key) instead of deadlocking, as row locks do (store/locking.py)."""
-    if not any(row["unique_key"] for row in rows):
-        return rows
-    return sorted(rows, key=lambda row: (row["unique_key"] or "", row["id"]))
 
 
 def _already_there(job: NewJob, done: Inserted) -> Enqueued:

@@ -28,6 +28,10 @@
 -- $17, $18: unique_key, unique_states. ON CONFLICT without a target: a taken idempotency
 -- key and a taken unique key (uq_jobs_unique) both skip the row, never abort the statement.
 -- $21: each job's trace context (NULL unless its submitter traced; conveyor/tracing.py).
+-- Rows go in by key (owner and idempotency key, then unique key; keyless ones last, in
+-- the batch's order): ON CONFLICT waits for an uncommitted equal key, so two batches
+-- naming the same keys in other orders wait for each other in one order rather than
+-- deadlock. Fair ranks still follow the batch's order (n).
 -- A column whose every value is NULL may come as NULL rather than an array of NULLs (the
 -- multi-argument unnest pads it with NULLs: the same rows, less for the client to encode);
 -- a NOT NULL column whose every value is the same may come as an array of that one value
@@ -93,7 +97,7 @@ inserted AS (
             ELSE greatest(h.v, h.l, CASE WHEN h.v IS NULL OR h.state <> 'queued'
                 THEN extract(epoch FROM h.run_at) END) + h.r / h.w END,
         h.unique_key, h.unique_states, h.limited, h.trace_context
-    FROM h ORDER BY h.n
+    FROM h ORDER BY h.owner_id, h.idempotency_key, h.unique_key, h.n
     ON CONFLICT DO NOTHING
     RETURNING id, queue, state, owner_id, type, 0 AS attempt
 ),
