@@ -322,3 +322,33 @@ SELECT 'jobs.seq_scan', seq_scan FROM pg_stat_user_tables WHERE relname = 'jobs'
 UNION ALL
 SELECT indexrelname, idx_tup_read FROM pg_stat_user_indexes WHERE relname = 'jobs'
 """
+
+
+async def test_the_generic_claim_gives_its_transaction_the_usual_plans_back(
+    backend: QueueBackend,
+) -> None:
+    """`claim_one` in a transaction begun by `claim_begin_generic` puts the plan settings
+    back to the session's for the rest of its transaction as it runs, so the admission of
+    its limited candidates that follows is planned as usual without a round trip of its
+    own (`claim_plan_default` was one, in every limited claim of a busy one-queue worker)."""
+    if backend.dialect != "postgresql":
+        pytest.skip("plan settings are PostgreSQL's")
+    await backend.define_limits([Concurrency("c", 1, key="payload.k")])
+    await backend.enqueue([limited(("c", "a"), n=1), job(n=2)])
+    now = utcnow()
+    async with backend.db.raw() as raw:
+        await raw.execute(SQL["claim_begin_generic"])
+        try:
+            assert await raw.fetchval("SHOW enable_sort") == "off"
+            rows = await raw.fetch(
+                SQL["claim_one"], "default", 5, W, now, now + timedelta(seconds=30),
+                "started", "running", "{}",
+            )  # fmt: skip
+            assert rows[0]["waiting"] and [r["id"] for r in rows if r["id"]]
+            settings = [
+                await raw.fetchval(f"SHOW {name}")
+                for name in ("plan_cache_mode", "enable_sort", "enable_seqscan")
+            ]
+        finally:
+            await raw.execute("ROLLBACK")
+    assert settings == ["auto", "on", "on"]

@@ -241,13 +241,12 @@ class PostgresDriver:
             async with stack:  # COMMIT on the way out; an error rolls back
                 if generic and not one_queue:
                     await raw.execute(SQL["claim_plan_default"], timeout=COMMAND_TIMEOUT)
-                    generic = False
-                claimed = await self._claim_on(raw, *args, True, early, generic)
+                claimed = await self._claim_on(raw, *args, True, early)
         elif generic_tx:
             # A transaction anyway: its BEGIN readies `claim_one`'s generic plan in the
             # same message, so this claim is not planned either (0.5 ms a claim of 64).
             async with self.db.raw() as raw, _begun(raw, True):
-                claimed = await self._claim_on(raw, *args, True, early, True)
+                claimed = await self._claim_on(raw, *args, True, early)
         else:
             async with self.db.raw(transaction=together) as raw:
                 claimed = await self._claim_on(raw, *args, together, early)
@@ -264,18 +263,15 @@ class PostgresDriver:
         start: tuple[Any, ...],
         together: bool,
         early: Callable[[list[ClaimedJob]], None] | None,
-        generic: bool = False,
     ) -> Claimed:
         """The claim statement on `raw` (in a transaction when `together`), and the
-        admission of its limited candidates; `early` told the jobs before the commit.
-        `generic`: the transaction forces generic plans (`claim_begin_generic`), checked
-        safe for `claim_one` only, so the admission's statements get the default back."""
+        admission of its limited candidates; `early` told the jobs before the commit. In a
+        transaction begun by `claim_begin_generic` the claim is `claim_one`, which gives
+        the admission's statements the usual plan settings back as it runs."""
         rows = await raw.fetch(statement, queues, limit, *start, timeout=COMMAND_TIMEOUT)
         claimed = Claimed(_claimed(row) for row in rows if row[0] is not None)
         waiting = rows[0]["waiting"] if rows else None
         self._limited_last = bool(waiting)
-        if waiting and generic:
-            await raw.execute(SQL["claim_plan_default"], timeout=COMMAND_TIMEOUT)
         if waiting and not await self._admit_at_once(raw, waiting, start, claimed):
             if together:
                 await self._admit(raw, waiting, start, claimed)

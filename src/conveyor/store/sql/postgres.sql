@@ -246,8 +246,8 @@ FROM unnest($1::text[], $2::text[], $3::text[]) AS t(job_id, owner_id, url)
         -- include: admissible
 
 -- fragment: claim_rest
--- What `claim`, `claim_one` and `claim_any` share after their order: the UPDATE, its
--- events and the answer.
+-- What `claim`, `claim_one` and `claim_any` share after their order: the UPDATE and its
+-- events (then `claim_answer`, or `claim_one`'s own).
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 ),
@@ -264,6 +264,10 @@ logged AS (
         $8::jsonb, $4
     FROM claimed AS c
 )
+
+-- fragment: claim_answer
+-- The claimed rows, each with the limited candidates' ids (`waiting`; one row, its job
+-- columns NULL, when nothing was claimed).
 SELECT c.*, w.waiting FROM (SELECT array_agg(id) AS waiting FROM picked WHERE limited) AS w
 LEFT JOIN claimed AS c ON true
 
@@ -288,6 +292,7 @@ WITH picked AS (
         -- include: claim_filter
     ORDER BY priority DESC, fair_tag, id
     -- include: claim_rest
+-- include: claim_answer
 
 -- name: claim_queue
 -- `claim` from the one queue $1, a scalar, planned for its value (a busy worker of one
@@ -304,6 +309,7 @@ WITH picked AS (
         -- include: claim_filter
     ORDER BY priority DESC, fair_tag, id
     -- include: claim_rest
+-- include: claim_answer
 
 -- name: claim_one
 -- `claim` from the one queue $1, a scalar (a worker of one queue: the common case). Its
@@ -321,6 +327,17 @@ WITH picked AS (
         -- include: claim_filter
     ORDER BY queue, priority DESC, fair_tag, id
     -- include: claim_rest
+-- The plan settings back to the session's for the rest of the transaction, as this runs
+-- (its own plan is made already): what `claim_begin_generic` set is checked safe for
+-- this statement only, and the admission of limited candidates that may follow is planned
+-- as usual, without a `claim_plan_default` round trip (set_config's NULL: SET ... TO
+-- DEFAULT). Once, whatever the rows.
+, usual AS (
+    SELECT set_config('plan_cache_mode', NULL, true), set_config('enable_sort', NULL, true),
+        set_config('enable_seqscan', NULL, true)
+)
+SELECT c.*, w.waiting FROM (SELECT array_agg(id) AS waiting FROM picked WHERE limited) AS w
+CROSS JOIN usual LEFT JOIN claimed AS c ON true
 
 -- name: claim_any
 -- `claim` from every queue except those in $1 (a worker of queues ["*"]).
@@ -330,6 +347,7 @@ WITH picked AS (
         -- include: claim_filter
     ORDER BY priority DESC, fair_tag, id
     -- include: claim_rest
+-- include: claim_answer
 
 -- name: claim_begin_generic
 -- The BEGIN of a transaction for a `claim_one`: an armed claim's (`arm_claim`, sent while
@@ -360,10 +378,9 @@ SET LOCAL enable_seqscan = off
 
 -- name: claim_plan_default
 -- An armed generic transaction (`claim_begin_generic`) taken by another claim than a
--- `claim_one` (another worker sharing the driver), or about to admit a `claim_one`'s
--- limited candidates (their statements' generic plans were never checked): its plans are
--- chosen as usual again. One round trip: on those rare paths, and in every claim of one
--- queue with limited candidates (not planning that claim saves more: flow-control.md).
+-- `claim_one` (another worker sharing the driver): its plans are chosen as usual again.
+-- One round trip, on that rare path only (`claim_one` resets the same settings itself as
+-- it runs, for the admission of its limited candidates).
 SET LOCAL plan_cache_mode TO DEFAULT; SET LOCAL enable_sort TO DEFAULT;
 SET LOCAL enable_seqscan TO DEFAULT
 
