@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Table,
+    TextClause,
     and_,
     exists,
     func,
@@ -56,12 +57,14 @@ from conveyor.store.types import sqlite_time
 
 _SQL = load(
     "sqlite",
-    frozenset({"fair_heads", "claim", "claim_any", "complete", "retry", "fail", "rescue"})
+    frozenset({"fair_heads", "claim", "claim_one", "claim_any", "complete", "retry", "fail"})
+    | frozenset({"rescue"})
     | frozenset({"claim_start", "limit_slots_hold"})
     | frozenset({"try_lead", "unlead", "data_version"})
     | frozenset({"workflow_steps", "workflow_created", "workflow_edges"}),
 )
 _CLAIM = typed(_SQL["claim"], times=("now",))
+_CLAIM_ONE = typed(_SQL["claim_one"], times=("now",))
 _CLAIM_ANY = typed(_SQL["claim_any"], times=("now",))
 _START = typed(_SQL["claim_start"], times=("now", "lease"), columns=CLAIM_COLUMNS)
 _HOLD = typed(_SQL["limit_slots_hold"])
@@ -177,10 +180,11 @@ class SqliteDriver:
             "now": now,
             "lease": until,
             "queues": json.dumps(list(queues)),
+            "queue": queues[0] if queues else "",
             "limit": limit,
         }
         async with self.db.write() as conn:
-            picked = (await conn.execute(_CLAIM_ANY if every_queue else _CLAIM, params)).all()
+            picked = (await conn.execute(claim_statement(queues, every_queue), params)).all()
             free = [r.id for r in picked if not r.limited]
             rows: list[Any] = []
             if free:  # the unlimited candidates start as picked
@@ -471,6 +475,14 @@ def _batch_json(batch: FinishBatch) -> str:
         else:
             items.append([outcome.job_id, outcome.attempt, error, outcome.result])
     return json.dumps(items)
+
+
+def claim_statement(queues: Sequence[str], every_queue: bool) -> TextClause:
+    """The claim's candidates statement: `claim_any` for a worker of every queue,
+    `claim_one` for a worker of one, `claim` for several (sqlite.sql says why)."""
+    if every_queue:
+        return _CLAIM_ANY
+    return _CLAIM_ONE if len(queues) == 1 else _CLAIM
 
 
 def _claimed(row: Any) -> ClaimedJob:
