@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import pytest
 
 from conveyor.errors import Unavailable
 from conveyor.settings import sqlite_file
 from conveyor.store.database import Database, _Guarded
+from tests.support.processes import eventually
 
 BUDGET_S = 0.5
 
@@ -143,3 +144,36 @@ def test_a_protocol_state_error_counts_as_an_outage() -> None:
 
     assert is_outage(InternalClientError("cannot switch to state 11; another operation (2)"))
     assert not is_outage(ValueError("a bug"))
+
+
+async def test_a_statement_whose_request_gave_up_ends_on_the_server(db: Database) -> None:
+    """At the deadline the client ends its connection; the server went on with the
+    statement until it next wrote to the socket: a lock wait (here on a lock held for the
+    whole test) or a long query outlived its request, holding what it had locked and using a
+    backend. Every pooled session now asks the server to look for a vanished client
+    (`client_connection_check_interval`, PostgreSQL 14+): it ends within about a second."""
+    if db.dialect != "postgresql":
+        pytest.skip("PostgreSQL's backends")
+    async with db.raw() as holder:
+        await holder.execute("SELECT pg_advisory_lock(4242)")
+        try:
+            with db.request_path(), pytest.raises(Unavailable):
+                async with db.raw() as raw:
+                    await raw.execute("SELECT pg_advisory_lock(4242)")
+
+            async def waiters() -> int:
+                found = await holder.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND query = 'SELECT pg_advisory_lock(4242)' AND pid <> pg_backend_pid()"
+                )
+                return int(found)
+
+            await eventually(
+                lambda: _none(waiters()), timeout=5 * BUDGET_S + 3, what="the backend to end"
+            )
+        finally:
+            await holder.execute("SELECT pg_advisory_unlock(4242)")
+
+
+async def _none(count: Awaitable[int]) -> bool:
+    return await count == 0

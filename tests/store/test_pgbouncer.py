@@ -295,7 +295,8 @@ async def test_the_pooled_sessions_keep_their_settings_through_pgbouncer(
     database: str, tmp_path: Path
 ) -> None:
     """Before: `unsupported startup parameter: idle_in_transaction_session_timeout`, and no
-    connection at all. Now the pool connects, and every session has the guard on."""
+    connection at all. Now the pool connects, and every session has the guard on (and the
+    check for a vanished client)."""
     from conveyor.store.database import Database
 
     with bouncer(tmp_path, "session") as pool:
@@ -305,12 +306,13 @@ async def test_the_pooled_sessions_keep_their_settings_through_pgbouncer(
                 row = (
                     await conn.exec_driver_sql(
                         "SELECT current_setting('idle_in_transaction_session_timeout'),"
-                        " current_setting('application_name')"
+                        " current_setting('application_name'),"
+                        " current_setting('client_connection_check_interval')"
                     )
                 ).one()
         finally:
             await db.dispose()
-    assert tuple(row) == ("30s", "conveyor probe")
+    assert tuple(row) == ("30s", "conveyor probe", "1s")
 
 
 async def test_transaction_mode_is_refused_for_sessions(

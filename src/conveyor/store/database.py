@@ -12,6 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+import asyncpg
 from sqlalchemy import event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -33,6 +34,12 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # startup parameter it does not know ("unsupported startup parameter"), and with it in
 # `ignore_startup_parameters` the setting would silently not apply.
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 30_000
+# A statement whose client has gone (a request's deadline ends its connection, a process is
+# killed) runs on until the server next writes to the socket: a lock wait or a long query
+# outlives its caller, holding its locks and a backend. PostgreSQL 14+ looks for a vanished
+# client this often while a statement runs, and ends it (set like the above, on each new
+# pooled connection; 0 turns it off, and so does a server that lacks it).
+CLIENT_CHECK_INTERVAL_MS = 1_000
 CONNECT_TIMEOUT_S = 5.0  # opening a PostgreSQL connection, in any process
 REQUEST_TIMEOUT_S = 1.5  # one database operation of a request (`Database.request_path`)
 RETRY_AFTER_S = 1  # what a 503 for an unreachable database tells the client to wait
@@ -273,11 +280,24 @@ def after_commit(conn: AsyncConnection, callback: Callable[[], None]) -> None:
 def _set_up_postgres_session(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        await_(
-            dbapi_connection.driver_connection.execute(
-                f"SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_TIMEOUT_MS}"
-            )
+        await_(_set_up_session(dbapi_connection.driver_connection))
+
+
+async def _set_up_session(raw: Any) -> None:
+    """The SETs of a new pooled session, one message. The client check only where the
+    server has it: PostgreSQL 14+ (asyncpg knows the version from the connection's start)
+    on a system that can report a closed socket (not Windows: the SET is refused there, and
+    the session goes without it)."""
+    idle = f"SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_TIMEOUT_MS}"
+    if raw.get_server_version() < (14, 0):
+        await raw.execute(idle)
+        return
+    try:
+        await raw.execute(
+            f"{idle}; SET client_connection_check_interval = {CLIENT_CHECK_INTERVAL_MS}"
         )
+    except asyncpg.InvalidParameterValueError:
+        await raw.execute(idle)
 
 
 _RETURNED_AT = "conveyor.returned_at"
