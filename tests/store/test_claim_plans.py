@@ -381,7 +381,7 @@ async def test_a_sqlite_claim_never_analyzed_reads_its_jobs_in_order_from_the_cl
         found = await conn.exec_driver_sql(
             "EXPLAIN QUERY PLAN " + claim_statement(queues, every_queue).text, params
         )
-        plan = [row[3] for row in found.all()]
+        plan = [str(row[-1]) for row in found.all()]  # the detail column
     reads = [line for line in plan if line.startswith(("SCAN jobs", "SEARCH jobs"))]
     assert reads[0].endswith((f"INDEX {index}", f"INDEX {index} (queue=?)")), plan
     assert not [line for line in plan if "TEMP B-TREE" in line], plan
