@@ -16,7 +16,6 @@ from conveyor.worker.registry import Registry
 from tests.support import workflow_handlers
 
 OWNER = "alice"
-WORKFLOW = "wf-1"
 
 
 def types() -> Registry:
@@ -39,10 +38,7 @@ def fan(bad: dict[str, Any] | None = None, at: int = 0) -> WorkflowSpec:
 
 def one_by_one(spec: WorkflowSpec, fair: bool = True) -> list[Any]:
     where = {step.name: i for i, step in enumerate(spec.steps)}
-    return [
-        checked_step(types(), step, where[step.name], OWNER, WORKFLOW, fair)
-        for step in validate(spec)
-    ]
+    return [checked_step(types(), step, where[step.name], OWNER, fair) for step in validate(spec)]
 
 
 def comparable(job: Any) -> tuple[Any, ...]:
@@ -54,7 +50,7 @@ def comparable(job: Any) -> tuple[Any, ...]:
 @pytest.mark.parametrize("fair", [True, False])
 def test_the_batch_check_gives_the_jobs_of_the_step_by_step_check(fair: bool) -> None:
     spec = fan()
-    batch = checked_steps(types(), validate(spec), OWNER, WORKFLOW, fair)
+    batch = checked_steps(types(), validate(spec), OWNER, fair)
     assert batch is not None
     assert [comparable(j) for j in batch] == [comparable(j) for j in one_by_one(spec, fair)]
     assert len({j.id for j in batch}) == len(batch)

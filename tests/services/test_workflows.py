@@ -29,7 +29,7 @@ from conveyor.errors import (
     QuotaExceeded,
 )
 from conveyor.services.flow import FlowService
-from conveyor.services.jobs import JobService
+from conveyor.services.jobs import JobService, Submission
 from conveyor.services.workflows import WorkflowService
 from conveyor.store.backend import QueueBackend
 from conveyor.store.tables import events, job_dependencies, jobs, workflows
@@ -373,3 +373,31 @@ async def test_one_finish_settling_steps_of_several_workflows_releases_each_once
     assert {n: s.state for n, s in by_name(failed).items()} == {
         "a": JobState.FAILED, "b": JobState.CANCELLED, "c": JobState.CANCELLED
     }  # fmt: skip
+
+
+async def test_a_steps_idempotency_key_is_derived_and_takes_no_users_key(
+    backend: QueueBackend,
+) -> None:
+    """A step's idempotency key is `wf:<workflow>:<step>` wherever it is read (the job's
+    record; the handler's `ctx.idempotency_key`: tests/worker), but it is not stored: no
+    query looks a step up by it, and its unique index entry was written again at each of
+    the step's state changes (a claim, a finish). Stored, it also answered a submit of
+    the owner's own that used the same key with the step instead of a new job."""
+    flows = service(backend)
+    detail = await flows.submit(DIAMOND, owner_id=OWNER)
+    a = by_name(detail)["a"]
+    record = await backend.get(a.job_id)
+    assert record.idempotency_key == f"wf:{detail.workflow.id}:a"
+    async with backend.db.read() as conn:
+        keyed = await conn.scalar(
+            select(func.count())
+            .select_from(jobs)
+            .where(jobs.c.workflow_id == detail.workflow.id, jobs.c.idempotency_key.is_not(None))
+        )
+    assert keyed == 0
+    mine = JobService(backend, service(backend).jobs.registry)
+    (made,) = await mine.submit_many(
+        [Submission(type="wf_step", payload={"log": "-"}, idempotency_key=record.idempotency_key)],
+        owner_id=OWNER,
+    )
+    assert made.created and made.id != a.job_id

@@ -10,17 +10,23 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from conveyor.domain.states import JobState
 from conveyor.domain.workflows import StepSpec, WorkflowSpec, WorkflowState
 from conveyor.scheduler.scheduler import Scheduler, SchedulerConfig
-from conveyor.services.jobs import JobService
+from conveyor.services.jobs import JobService, Submission
 from conveyor.services.workflows import WorkflowService
 from conveyor.store.backend import QueueBackend
+from conveyor.worker.context import JobContext
 from conveyor.worker.registry import Registry
 from conveyor.worker.worker import Worker, WorkerConfig
 from tests.support import workflow_handlers
 from tests.support.processes import eventually
+
+
+class Nothing(BaseModel):
+    pass
 
 
 def registry() -> Registry:
@@ -140,3 +146,36 @@ async def test_a_step_in_the_process_pool_sees_its_dependencies_results(
     assert done["b"].state is JobState.COMPLETED, done["b"].error
     assert done["b"].result["step"] == "b"
     assert done["b"].result["saw"]["a"]["value"] == 7
+
+
+async def test_a_steps_handler_reads_its_derived_idempotency_key(backend: QueueBackend) -> None:
+    """`ctx.idempotency_key` of a step is `wf:<workflow>:<step>` (docs/workflows.md), the
+    same at every attempt, though the key is no longer stored with the step; a plain job
+    without a key reads its id, as before."""
+    types = registry()
+
+    @types.job("wf_key")
+    async def wf_key(ctx: JobContext, payload: Nothing) -> dict[str, str]:
+        return {"key": ctx.idempotency_key}
+
+    jobs = JobService(backend, types)
+    flows = WorkflowService(jobs)
+    spec = WorkflowSpec("keys", (StepSpec("first", "wf_key", {}),))
+    detail = await flows.submit(spec, owner_id="u")
+    plain = await jobs.submit(Submission(type="wf_key", payload={}), owner_id="u")
+    config = WorkerConfig(queues={"default": None}, concurrency=4, poll_interval=0.1)
+    worker = Worker(backend, types, config)
+    task = asyncio.create_task(worker.run())
+    try:
+        await settle(flows, detail.workflow.id, "the workflow settled")
+
+        async def plain_done() -> bool:
+            return (await backend.get(plain.id)).state is JobState.COMPLETED
+
+        await eventually(plain_done, timeout=60, what="the plain job done")
+    finally:
+        worker.stop(force=True)
+        await task
+    done = await flows.get(detail.workflow.id)
+    assert done.steps[0].result == {"key": f"wf:{detail.workflow.id}:first"}
+    assert (await backend.get(plain.id)).result == {"key": plain.id}

@@ -154,6 +154,23 @@ def _cycle(pending: Mapping[str, set[str]]) -> list[str]:
     return [*seen[seen.index(node) :], node]
 
 
+def step_key(workflow_id: str, step: str) -> str:
+    """A step's idempotency key, as its handler (`ctx.idempotency_key`) and its job's record
+    read it: stable across attempts and retries. Derived from the step's workflow and name,
+    not stored: no query looks a step up by it, and stored it took a unique index entry at
+    each of the step's state changes (and answered an owner's own submit of that key with
+    the step)."""
+    return f"wf:{workflow_id}:{step}"
+
+
+def idempotency_key_of(key: str | None, workflow_id: str | None, step: str | None) -> str | None:
+    """A job's idempotency key as read: its own (a submit's), else a step's derived one
+    (`step_key`; a step stored before session 15 has it stored too), else None."""
+    if key is None and workflow_id is not None and step is not None:
+        return step_key(workflow_id, step)
+    return key
+
+
 def fingerprint(spec: WorkflowSpec) -> str:
     """What an Idempotency-Key is compared on: a digest of the whole declaration, so the
     same request again is answered with the stored workflow and another one is refused."""

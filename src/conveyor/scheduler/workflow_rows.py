@@ -22,7 +22,7 @@ from conveyor.domain.states import JobState
 from conveyor.domain.workflows import StepSpec, WorkflowSpec, WorkflowState, fingerprint, validate
 from conveyor.errors import ConveyorError, InvalidInput, NotFound, UnknownJobType
 from conveyor.scheduler.checks import checked_job, flow_keys, payloads_adapter
-from conveyor.store.workflows import WorkflowRows, step_key
+from conveyor.store.workflows import WorkflowRows
 from conveyor.tracing import current_context
 from conveyor.worker.blueprint import HandlerSpec
 from conveyor.worker.registry import Registry
@@ -44,11 +44,10 @@ def workflow_rows(
     ordered = validate(spec)
     workflow_id = uuid7()
     where = {step.name: i for i, step in enumerate(spec.steps)}
-    checked = checked_steps(registry, ordered, owner_id, workflow_id, fair)
+    checked = checked_steps(registry, ordered, owner_id, fair)
     if checked is None:  # refused: the per-step check names the first bad step
         checked = [
-            checked_step(registry, step, where[step.name], owner_id, workflow_id, fair)
-            for step in ordered
+            checked_step(registry, step, where[step.name], owner_id, fair) for step in ordered
         ]
     prepared = list(zip(ordered, checked, strict=True))
     ids = {step.name: job.id for step, job in prepared}
@@ -98,7 +97,7 @@ def appended_rows(
     rows: list[dict[str, Any]] = []
     limits: list[dict[str, Any]] = []
     for i, step in enumerate(steps):
-        job = checked_step(registry, step, i, owner_id, workflow_id, fair)
+        job = checked_step(registry, step, i, owner_id, fair)
         policy = step.on_dependency_failure.value if step.on_dependency_failure else None
         rows.append(step_row(job, step.name, now, workflow_id, policy, waiting=True))
         limits.extend(limit_rows(job))
@@ -144,19 +143,19 @@ def under_running_quota(rows: WorkflowRows, owner_id: str) -> WorkflowRows:
 
 
 def checked_steps(
-    registry: Registry, ordered: Sequence[StepSpec], owner_id: str, workflow_id: str, fair: bool
+    registry: Registry, ordered: Sequence[StepSpec], owner_id: str, fair: bool
 ) -> list[NewJob] | None:
     """`checked_step` of every step of `ordered`, each job type's payloads validated in one
     call (`list[Model]`) and what is the same for every step computed once; None when any
     step is refused (the caller then checks step by step, for the same error as ever)."""
     try:
-        return _checked_batch(registry, ordered, owner_id, workflow_id, fair)
+        return _checked_batch(registry, ordered, owner_id, fair)
     except (ConveyorError, ValidationError):
         return None
 
 
 def _checked_batch(
-    registry: Registry, ordered: Sequence[StepSpec], owner_id: str, workflow_id: str, fair: bool
+    registry: Registry, ordered: Sequence[StepSpec], owner_id: str, fair: bool
 ) -> list[NewJob]:
     payloads: list[dict[str, Any]] = [{} for _ in ordered]
     by_type: dict[str, list[int]] = {}
@@ -169,7 +168,7 @@ def _checked_batch(
             payloads[k] = dumped
     context = current_context()
     return [
-        _step_job(registry.get(step.type), step, payload, owner_id, workflow_id, fair, context)
+        _step_job(registry.get(step.type), step, payload, owner_id, fair, context)
         for step, payload in zip(ordered, payloads, strict=True)
     ]
 
@@ -179,7 +178,6 @@ def _step_job(
     step: StepSpec,
     payload: dict[str, Any],
     owner_id: str,
-    workflow_id: str,
     fair: bool,
     context: str | None,
 ) -> NewJob:
@@ -195,7 +193,6 @@ def _step_job(
         priority=step.priority if step.priority is not None else spec.priority,
         max_attempts=step.max_attempts or spec.max_attempts,
         timeout_s=step.timeout_s if step.timeout_s is not None else spec.timeout,
-        idempotency_key=step_key(workflow_id, step.name),
         owner_id=owner_id,
         fair_key=fair_key,
         limit_keys=keys,
@@ -203,9 +200,7 @@ def _step_job(
     )
 
 
-def checked_step(
-    registry: Registry, step: StepSpec, i: int, owner_id: str, workflow_id: str, fair: bool
-) -> NewJob:
+def checked_step(registry: Registry, step: StepSpec, i: int, owner_id: str, fair: bool) -> NewJob:
     """The step as a job, checked as a submission is; errors name `steps.<i>...`. A step is
     never a unique job (its workflow is the unit), whatever its type says."""
     try:
@@ -218,7 +213,6 @@ def checked_step(
             priority=step.priority,
             max_attempts=step.max_attempts,
             timeout_s=step.timeout_s,
-            idempotency_key=step_key(workflow_id, step.name),
             fair=fair,
         )
     except (NotFound, UnknownJobType) as exc:

@@ -9,7 +9,7 @@ from conveyor.domain.jobs import JobRecord
 from conveyor.domain.schedules import ScheduleRecord
 from conveyor.domain.states import JobState
 from conveyor.domain.workers import WorkerInfo
-from conveyor.domain.workflows import spec_of
+from conveyor.domain.workflows import idempotency_key_of, spec_of
 
 
 def aware(value: Any) -> datetime | None:
@@ -41,7 +41,9 @@ def job_record(row: Any) -> JobRecord:
         lease_expires_at=aware(row.lease_expires_at),
         worker_id=row.worker_id,
         timeout_s=row.timeout_s,
-        idempotency_key=row.idempotency_key,
+        idempotency_key=idempotency_key_of(
+            row.idempotency_key, getattr(row, "workflow_id", None), getattr(row, "step", None)
+        ),
         progress=row.progress,
         progress_message=row.progress_message,
         result=row.result,

@@ -53,14 +53,9 @@ from conveyor.store.tables import (
 )
 from conveyor.store.transaction import Transaction
 
-STEP_KEY_PREFIX = "wf:"  # a step's idempotency key: wf:<workflow id>:<step> (worker reads it)
 _SETTLED = [JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.SKIPPED]
 _SETTLED_VALUES = [s.value for s in _SETTLED]
 _RERUN = {JobState.FAILED.value, JobState.CANCELLED.value, JobState.SKIPPED.value}
-
-
-def step_key(workflow_id: str, step: str) -> str:
-    return f"{STEP_KEY_PREFIX}{workflow_id}:{step}"
 
 
 async def running_cap(conn: AsyncConnection, owner_id: str) -> int:

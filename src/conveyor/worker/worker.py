@@ -18,7 +18,7 @@ from conveyor.domain.clock import utcnow
 from conveyor.domain.flow import Rate
 from conveyor.domain.ids import uuid7
 from conveyor.domain.jobs import ClaimedJob, ErrorInfo, Outcome
-from conveyor.domain.workflows import StepSpec, WorkflowSpec, validate
+from conveyor.domain.workflows import StepSpec, WorkflowSpec, idempotency_key_of, validate
 from conveyor.errors import Unavailable
 from conveyor.logs import job_context
 from conveyor.metrics import JobMetrics
@@ -418,7 +418,8 @@ class Worker:
             attempt=job.attempt,
             max_attempts=job.max_attempts,
             owner_id=job.owner_id,
-            idempotency_key=job.idempotency_key or job.id,
+            idempotency_key=idempotency_key_of(job.idempotency_key, job.workflow_id, job.step)
+            or job.id,
         )
         ctx = JobContext(info, self._progress, asyncio.get_running_loop(), self.resources)
         older = self._running.get(job.id)

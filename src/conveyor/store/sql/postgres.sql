@@ -864,8 +864,8 @@ SELECT id, fingerprint FROM workflows WHERE owner_id = $1::text AND idempotency_
 -- as `enqueue` gives a ready job (docs/flow-control.md "Fair dispatch": max(V, L) + r / w,
 -- one read of each index per (queue, priority, key) of the workflow; an empty band: its
 -- run_at + r / w); every other step takes $16 (its run_at's epoch: a waiting step gets its
--- tag at release, from migration 0020's trigger). No unique key; its idempotency key
--- (wf:<workflow>:<step>) is new with the workflow, so nothing conflicts. A step stored
+-- tag at release, from migration 0020's trigger). No unique key, no idempotency key (a
+-- step's, wf:<workflow>:<step>, is derived where read), so nothing conflicts. A step stored
 -- waiting is one with dependencies (`depends`, migration 0028).
 -- The transaction took `lock_events` before its first write, so the events' key is the
 -- driver's `xid()` (at least the xmax of this statement's snapshot, taken after the lock),
