@@ -175,28 +175,13 @@ async def test_a_group_waiting_on_the_database_does_not_hold_up_the_next(api: Ap
     one group at a time, the later submit waited behind it."""
     if not api.settings.database_url.startswith("postgres"):
         pytest.skip("SQLite has one writer: one group at a time")
-    ada = await api.user("ada@example.com")
-    me = (await api.client.get("/api/v1/me", headers=ada)).json()["id"]
-    dsn = api.settings.database_url.replace("postgresql+asyncpg://", "postgresql://")
-    other = await asyncpg.connect(dsn)
+    ada, me, other = await _ada_and_another_session(api)
     try:
-        held = other.transaction()
-        await held.start()
-        await other.execute(
-            "INSERT INTO jobs (id, owner_id, queue, type, payload, priority, state, attempt,"
-            " max_attempts, run_at, progress, errors, tags, created_at, idempotency_key)"
-            " VALUES ('held', $1, 'default', 'noop', '{}', 0, 'queued', 0, 3, now(), 0,"
-            " '[]', '[]', now(), 'k')",
-            me,
-        )
+        held = await _holding_key(other, me, "k")
         blocked = asyncio.create_task(submit(api, ada, key="k"))
 
         async def waiting_on_the_lock() -> bool:
-            found = await other.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                " AND datname = current_database()"
-            )
-            return bool(found)
+            return await _lock_waits(other) > 0
 
         await eventually(waiting_on_the_lock, timeout=20, what="the group's wait on the key")
         free = await asyncio.wait_for(submit(api, ada, payload={"n": 1}), 20)
@@ -215,28 +200,13 @@ async def test_a_group_cancelled_mid_transaction_answers_every_request(api: Api)
     that never came."""
     if not api.settings.database_url.startswith("postgres"):
         pytest.skip("a transaction that waits on another's row lock: PostgreSQL's")
-    ada = await api.user("ada@example.com")
-    me = (await api.client.get("/api/v1/me", headers=ada)).json()["id"]
-    dsn = api.settings.database_url.replace("postgresql+asyncpg://", "postgresql://")
-    other = await asyncpg.connect(dsn)
+    ada, me, other = await _ada_and_another_session(api)
     intake = api_intake(api)
     try:
-        held = other.transaction()
-        await held.start()
-        await other.execute(
-            "INSERT INTO jobs (id, owner_id, queue, type, payload, priority, state, attempt,"
-            " max_attempts, run_at, progress, errors, tags, created_at, idempotency_key)"
-            " VALUES ('held', $1, 'default', 'noop', '{}', 0, 'queued', 0, 3, now(), 0,"
-            " '[]', '[]', now(), 'k')",
-            me,
-        )
+        held = await _holding_key(other, me, "k")
 
         async def waiting_on_the_lock() -> bool:
-            found = await other.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                " AND datname = current_database()"
-            )
-            return bool(found)
+            return await _lock_waits(other) > 0
 
         first = asyncio.create_task(submit(api, ada, key="k"))
         await eventually(waiting_on_the_lock, timeout=20, what="the group's wait on the key")
@@ -253,3 +223,36 @@ async def test_a_group_cancelled_mid_transaction_answers_every_request(api: Api)
         assert await stored(api, idempotency_key="k") == 0
     finally:
         await other.close()
+
+
+async def _holding_key(other: asyncpg.Connection, owner: str, key: str) -> Any:
+    """A transaction of `other`'s, open, that has inserted a job of `owner` with the
+    idempotency key `key`: a submit of that key waits for it (ON CONFLICT)."""
+    held = other.transaction()
+    await held.start()
+    await other.execute(
+        "INSERT INTO jobs (id, owner_id, queue, type, payload, priority, state, attempt,"
+        " max_attempts, run_at, progress, errors, tags, created_at, idempotency_key)"
+        " VALUES ('held', $1, 'default', 'noop', '{}', 0, 'queued', 0, 3, now(), 0,"
+        " '[]', '[]', now(), $2)",
+        owner,
+        key,
+    )
+    return held
+
+
+async def _ada_and_another_session(api: Api) -> tuple[dict[str, str], str, asyncpg.Connection]:
+    """Ada's headers and id, and a connection of the test's own to the app's database."""
+    ada = await api.user("ada@example.com")
+    me = (await api.client.get("/api/v1/me", headers=ada)).json()["id"]
+    dsn = api.settings.database_url.replace("postgresql+asyncpg://", "postgresql://")
+    return ada, me, await asyncpg.connect(dsn)
+
+
+async def _lock_waits(other: asyncpg.Connection) -> int:
+    """Sessions of the app's database waiting on a lock."""
+    found = await other.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        " AND datname = current_database()"
+    )
+    return int(found)

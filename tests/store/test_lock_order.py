@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
 import asyncpg
@@ -109,6 +109,17 @@ async def _release(backend: QueueBackend, claimed: list[ClaimedJob]) -> object:
     return await backend.release(W, [j.id for j in claimed])
 
 
+def _deadlocked(results: Sequence[object]) -> int:
+    """How many of one round's results are deadlocks; any other error is raised."""
+    found = 0
+    for result in results:
+        if isinstance(result, BaseException):
+            if not _is_deadlock(result):
+                raise result
+            found += 1
+    return found
+
+
 async def _deadlocks(backend: QueueBackend, rival: Rival) -> int:
     """How many of ROUNDS collisions between a batched finish and `rival` deadlocked."""
     found = 0
@@ -119,11 +130,7 @@ async def _deadlocks(backend: QueueBackend, rival: Rival) -> int:
             rival(backend, claimed),
             return_exceptions=True,
         )
-        for result in results:
-            if isinstance(result, BaseException):
-                if not _is_deadlock(result):
-                    raise result
-                found += 1
+        found += _deadlocked(results)
     return found
 
 
@@ -210,10 +217,6 @@ async def test_two_batches_naming_the_same_keys_in_other_orders_never_deadlock(
             pg.enqueue(_keyed(keys[::-1], kind)),
             return_exceptions=True,
         )
-        for result in results:
-            if isinstance(result, BaseException):
-                if not _is_deadlock(result):
-                    raise result
-                found += 1
+        found += _deadlocked(results)
     assert found == 0, f"{found} of {ROUNDS} rounds deadlocked"
     assert sum(c.count for c in await pg.counts()) == 50 * ROUNDS
