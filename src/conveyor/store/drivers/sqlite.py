@@ -57,13 +57,11 @@ from conveyor.store.types import sqlite_time
 
 _SQL = load(
     "sqlite",
-    frozenset({"fair_heads", "claim", "claim_one", "claim_any", "complete", "retry", "fail"})
-    | frozenset({"rescue"})
+    frozenset({"fair_heads", "claim_one", "claim_any", "complete", "retry", "fail", "rescue"})
     | frozenset({"claim_start", "limit_slots_hold"})
     | frozenset({"try_lead", "unlead", "data_version"})
     | frozenset({"workflow_steps", "workflow_created", "workflow_edges"}),
 )
-_CLAIM = typed(_SQL["claim"], times=("now",))
 _CLAIM_ONE = typed(_SQL["claim_one"], times=("now",))
 _CLAIM_ANY = typed(_SQL["claim_any"], times=("now",))
 _START = typed(_SQL["claim_start"], times=("now", "lease"), columns=CLAIM_COLUMNS)
@@ -184,7 +182,7 @@ class SqliteDriver:
             "limit": limit,
         }
         async with self.db.write() as conn:
-            picked = (await conn.execute(claim_statement(queues, every_queue), params)).all()
+            picked = await _candidates(conn, queues, every_queue, params)
             free = [r.id for r in picked if not r.limited]
             rows: list[Any] = []
             if free:  # the unlimited candidates start as picked
@@ -477,12 +475,27 @@ def _batch_json(batch: FinishBatch) -> str:
     return json.dumps(items)
 
 
-def claim_statement(queues: Sequence[str], every_queue: bool) -> TextClause:
-    """The claim's candidates statement: `claim_any` for a worker of every queue,
-    `claim_one` for a worker of one, `claim` for several (sqlite.sql says why)."""
-    if every_queue:
-        return _CLAIM_ANY
-    return _CLAIM_ONE if len(queues) == 1 else _CLAIM
+def claim_statement(every_queue: bool) -> TextClause:
+    """The claim's candidates statement: `claim_any` for a worker of every queue, else
+    `claim_one`, once per queue (sqlite.sql says why)."""
+    return _CLAIM_ANY if every_queue else _CLAIM_ONE
+
+
+async def _candidates(
+    conn: AsyncConnection, queues: Sequence[str], every_queue: bool, params: dict[str, Any]
+) -> Sequence[Any]:
+    """A claim's candidates in claim order: for a worker of several queues, each queue's
+    first `limit` (their order is the claim index's, whatever the statistics), then the
+    best `limit` of them all, which are the first `limit` of one ordered read of every
+    queue. One statement for a worker of one queue or of `*`."""
+    statement = claim_statement(every_queue)
+    if every_queue or len(queues) == 1:
+        return (await conn.execute(statement, params)).all()
+    found: list[Any] = []
+    for queue in dict.fromkeys(queues):
+        found += (await conn.execute(statement, {**params, "queue": queue})).all()
+    found.sort(key=lambda r: (-r.priority, r.fair_tag, r.id))
+    return found[: params["limit"]]
 
 
 def _claimed(row: Any) -> ClaimedJob:

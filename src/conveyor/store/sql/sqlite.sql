@@ -24,7 +24,7 @@ SELECT g.key AS i,
 FROM json_each(:groups) AS g
 
 -- fragment: admissible
--- A claim's candidate filter (claim, claim_any): a limited job
+-- A claim's candidate filter (claim_one, claim_any): a limited job
 -- only while each of its limits has a free slot or a token for its key at :now, so a full
 -- key never holds the claim's LIMIT (head of line); `NOT limited` first: unlimited jobs
 -- skip the probe.
@@ -76,43 +76,28 @@ AND (NOT jobs.limited OR NOT EXISTS (
         ) AS d
     ) END AS demands
 
--- name: claim
--- The candidates of a claim: up to :limit queued jobs of the queues in :queues (a JSON
--- array), highest priority first, then by fair tag (due time when fair dispatch is off),
--- paused queues skipped; the driver starts the unlimited ones (`claim_start`) and admits
--- the limited ones in the same transaction from their `demands`. A per-row probe leaves
--- out limited jobs whose limits have no free slot or token now (head of line); unlimited
--- jobs skip it. The probe
--- runs only on the rows the LIMIT reaches: the inner query orders the queued jobs (its
--- `LIMIT -1` keeps it a subquery, not flattened, and keeps its ORDER BY), the outer one
--- probes them in that order until :limit pass; it is named `jobs` for the fragment.
--- Probing every queued job before the sort, twice (the claim and a second list of the
--- limited candidates), cost 8 ms each at 6,000 queued. For a worker of several queues the
--- planner chooses: with statistics, ix_jobs_claim_any in order when its queues hold most
--- queued rows, else ix_jobs_claim and a sort of their queued rows (so without statistics:
--- every queued row of its queues per claim; `claim_one` and `claim_any` never do).
-SELECT jobs.id, jobs.limited,
-    -- include: demands
-FROM (
-    SELECT id, limited FROM jobs
-    WHERE state = 'queued' AND queue IN (SELECT value FROM json_each(:queues))
-    -- include: claim_order
-) AS jobs
-WHERE true
-    -- include: admissible
-LIMIT :limit
-
 -- name: claim_one
--- `claim` from the one queue :queue (a worker of one queue: the common case). `queue =`
--- makes ix_jobs_claim give the claim's order for that queue as it stands, whatever the
--- statistics: a database never analyzed (Conveyor ran no ANALYZE on SQLite before
--- session 15) took `queue IN (json_each)` from ix_jobs_finished (state, finished_at) and
--- sorted every queued job of the queue for each claim: 4 ms a claim of 64 at 10,000
--- queued, against 0.05 (tests/store/test_claim_plans.py).
-SELECT jobs.id, jobs.limited,
+-- The candidates of a claim from the one queue :queue: up to :limit queued jobs, highest
+-- priority first, then by fair tag (due time when fair dispatch is off), none of a paused
+-- queue; the driver starts the unlimited ones (`claim_start`) and admits the limited ones
+-- in the same transaction from their `demands`. A per-row probe leaves out limited jobs
+-- whose limits have no free slot or token now (head of line); unlimited jobs skip it. The
+-- probe runs only on the rows the LIMIT reaches: the inner query orders the queued jobs
+-- (its `LIMIT -1` keeps it a subquery, not flattened, and keeps its ORDER BY), the outer
+-- one probes them in that order until :limit pass; it is named `jobs` for the fragment.
+-- Probing every queued job before the sort, twice (the claim and a second list of the
+-- limited candidates), cost 8 ms each at 6,000 queued. `queue =` makes ix_jobs_claim give
+-- the claim's order for that queue as it stands, whatever the statistics: a database never
+-- analyzed (Conveyor runs no ANALYZE on SQLite) took `queue IN (json_each)` from
+-- ix_jobs_finished (state, finished_at) and sorted every queued job of the queue for each
+-- claim: 4 ms a claim of 64 at 10,000 queued, against 0.05 (tests/store/
+-- test_claim_plans.py). A worker of several queues runs it once per queue and keeps the
+-- best :limit of them (the driver): the same jobs as one ordered read of all its queues.
+-- `priority` and `fair_tag` are for that merge.
+SELECT jobs.id, jobs.limited, jobs.priority, jobs.fair_tag,
     -- include: demands
 FROM (
-    SELECT id, limited FROM jobs
+    SELECT id, limited, priority, fair_tag FROM jobs
     WHERE state = 'queued' AND queue = :queue
     -- include: claim_order
 ) AS jobs
@@ -121,9 +106,9 @@ WHERE true
 LIMIT :limit
 
 -- name: claim_any
--- `claim` from every queue except those in :queues (a worker of queues ["*"]): the queued
--- jobs in claim order are ix_jobs_claim_any's, named (INDEXED BY) so that no plan reads
--- them through ix_jobs_finished and sorts, as one made without statistics did (`claim_one`).
+-- `claim_one` from every queue except those in :queues (a worker of queues ["*"]): the
+-- queued jobs in claim order are ix_jobs_claim_any's, named (INDEXED BY) so that no plan
+-- reads them through ix_jobs_finished and sorts, as one made without statistics did.
 SELECT jobs.id, jobs.limited,
     -- include: demands
 FROM (
@@ -137,14 +122,14 @@ LIMIT :limit
 
 -- fragment: claim_order
 -- The end of a claim's inner query: paused queues skipped, the claim's order, unlimited
--- (`LIMIT -1`: see `claim`).
+-- (`LIMIT -1`: see `claim_one`).
         AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue)
     ORDER BY priority DESC, fair_tag, id
     LIMIT -1
 
 -- name: claim_start
--- Start the jobs :ids (a JSON array; picked by `claim`, or admitted) for :worker, by
--- primary key. A workflow's step also returns its workflow, its name and whether it has
+-- Start the jobs :ids (a JSON array; picked by `claim_one` or `claim_any`, or admitted)
+-- for :worker, by primary key. A workflow's step also returns its workflow, its name and whether it has
 -- dependencies (postgres.sql `started_columns`).
 UPDATE jobs SET state = 'running', attempt = attempt + 1, worker_id = :worker,
     started_at = :now, lease_expires_at = :lease
