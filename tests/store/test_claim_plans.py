@@ -396,3 +396,24 @@ async def test_a_sqlite_claim_never_analyzed_reads_its_jobs_in_order_from_the_cl
     first = [3] * 10 if len(queues) > 1 or every_queue else []  # "other"'s, ahead
     took = sorted((c.priority for c in claimed), reverse=True)
     assert took == first + [2] * (64 - len(first))
+
+
+async def test_a_sqlite_rescue_never_analyzed_reads_only_expired_leases(
+    backend: QueueBackend,
+) -> None:
+    """The rescuer's scan (each scheduler tick) without statistics read every running job
+    through ix_jobs_finished (state, finished_at) and sorted them by lease; it takes the
+    expired leases in order from ix_jobs_lease."""
+    if backend.dialect != "sqlite":
+        pytest.skip("PostgreSQL's rescue: its planner has statistics (autovacuum)")
+    from conveyor.store.drivers.sqlite import _SQL
+
+    await backend.enqueue([job(n=i) for i in range(300)])
+    assert len(await backend.claim(W, ["default"], 200, 30)) == 200
+    params = {"now": "x", "now_iso": "x", "limit": 100}
+    async with backend.db.read() as conn:
+        found = await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + _SQL["rescue"], params)
+        plan = [str(row[-1]) for row in found.all()]
+    reads = [line for line in plan if line.startswith(("SCAN jobs", "SEARCH jobs"))]
+    assert any("INDEX ix_jobs_lease" in line for line in reads), plan
+    assert not [line for line in plan if "TEMP B-TREE" in line or "ix_jobs_finished" in line]

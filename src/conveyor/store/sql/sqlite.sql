@@ -199,7 +199,10 @@ RETURNING jobs.id, jobs.owner_id, jobs.queue, jobs.type, jobs.attempt
 -- name: rescue
 -- Up to :limit running jobs whose lease ended before :now: queued again, or failed when
 -- their attempts are spent, with a LeaseExpired error appended; requeued in due-time order
--- (its fair tag: its run_at's epoch).
+-- (its fair tag: its run_at's epoch). The expired leases are ix_jobs_lease's first rows,
+-- named (INDEXED BY): without statistics (Conveyor runs no ANALYZE on SQLite) the plan read
+-- every running job through ix_jobs_finished (state, finished_at) and sorted them by lease
+-- at each scheduler tick (tests/store/test_claim_plans.py).
 UPDATE jobs SET
     state = CASE WHEN attempt < max_attempts THEN 'queued' ELSE 'failed' END,
     finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE :now END,
@@ -210,7 +213,8 @@ UPDATE jobs SET
     worker_id = NULL, lease_expires_at = NULL,
     fair_tag = (julianday(run_at) - 2440587.5) * 86400.0
 WHERE id IN (
-    SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < :now
+    SELECT id FROM jobs INDEXED BY ix_jobs_lease
+    WHERE state = 'running' AND lease_expires_at < :now
     ORDER BY lease_expires_at LIMIT :limit
 )
 RETURNING id, state, queue, owner_id, type, attempt
