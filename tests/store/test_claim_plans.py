@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from conveyor.domain.clock import utcnow
 from conveyor.domain.flow import Concurrency, Rate
@@ -417,3 +417,39 @@ async def test_a_sqlite_rescue_never_analyzed_reads_only_expired_leases(
     reads = [line for line in plan if line.startswith(("SCAN jobs", "SEARCH jobs"))]
     assert any("INDEX ix_jobs_lease" in line for line in reads), plan
     assert not [line for line in plan if "TEMP B-TREE" in line or "ix_jobs_finished" in line]
+
+
+async def test_a_sqlite_promotion_reads_only_due_jobs_from_the_due_index(
+    backend: QueueBackend,
+) -> None:
+    """Each scheduler tick promotes scheduled and retrying jobs whose time has come. On
+    SQLite its state condition was bound (`state IN (?, ?)`), which no partial index can
+    serve, so with or without statistics it read every scheduled and retrying job through
+    ix_jobs_finished and sorted them by run_at: a backlog of delayed jobs cost each tick
+    all of it. It takes the due rows in order from ix_jobs_due, and promotes them."""
+    if backend.dialect != "sqlite":
+        pytest.skip("PostgreSQL's promotion: its planner sees the bound states")
+    later = utcnow() + timedelta(hours=1)
+    await backend.enqueue([job(n=i, run_at=later) for i in range(300)])
+    (soon,) = await backend.enqueue([job(n=300, run_at=utcnow() + timedelta(seconds=1))])
+    seen: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE JOBS"):
+            seen.append((statement, params))
+
+    engine = backend.db.writer.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert await backend.promote_due() == 0
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    ((statement, params),) = seen
+    async with backend.db.read() as conn:
+        found = await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params)
+        plan = [str(row[-1]) for row in found.all()]
+    assert any("INDEX ix_jobs_due" in line for line in plan), plan
+    assert not [line for line in plan if "TEMP B-TREE" in line or "ix_jobs_finished" in line]
+    await asyncio.sleep(1.1)
+    assert await backend.promote_due() == 1
+    assert (await backend.get(soon.id)).state is JobState.QUEUED

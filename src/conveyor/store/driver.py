@@ -212,6 +212,11 @@ class Driver(Protocol):
         """Fenced finishes and their events in one transaction; the ids accepted."""
         ...
 
+    async def promote(self, conn: AsyncConnection, now: datetime, limit: int) -> Sequence[Any]:
+        """Up to `limit` scheduled and retrying jobs due by `now` queued, in run_at order;
+        a row (its queue) for each."""
+        ...
+
     async def rescue(self, conn: AsyncConnection, now: datetime, limit: int) -> Sequence[Any]:
         """Expired leases back to queued (or failed); rows of id, state, queue, owner_id,
         type, attempt."""

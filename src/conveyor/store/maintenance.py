@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, tuple_, update
+from sqlalchemy import delete, func, select, tuple_
 
 from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import RescueReport
@@ -15,29 +15,12 @@ from conveyor.store.records import aware
 from conveyor.store.tables import jobs, schedule_fires, workflows
 from conveyor.store.workflows import delete_settled
 
-_WAITING = [JobState.SCHEDULED.value, JobState.RETRYING.value]
-
 
 class Maintenance(StoreBase):
     async def promote_due(self, limit: int = 1000) -> int:
         """Scheduled and retrying jobs whose time has come become queued."""
-        now = utcnow()
-        due = (
-            select(jobs.c.id)
-            .where(jobs.c.state.in_(_WAITING), jobs.c.run_at <= now)
-            .order_by(jobs.c.run_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
         async with self.db.write() as conn:
-            rows = (
-                await conn.execute(
-                    update(jobs)
-                    .where(jobs.c.id.in_(due.scalar_subquery()), jobs.c.state.in_(_WAITING))
-                    .values(state=JobState.QUEUED.value)
-                    .returning(jobs.c.queue)
-                )
-            ).all()
+            rows = await self.driver.promote(conn, utcnow(), limit)
             if rows:
                 await self.driver.notify_jobs(conn, {row.queue for row in rows})
         return len(rows)

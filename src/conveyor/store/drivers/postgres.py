@@ -17,12 +17,24 @@ from datetime import datetime
 from typing import Any
 
 from pydantic_core import PydanticSerializationError, to_json
-from sqlalchemy import BigInteger, Boolean, ColumnElement, Table, Text, cast, func, literal
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ColumnElement,
+    Table,
+    Text,
+    cast,
+    func,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conveyor.domain.jobs import ClaimedJob
+from conveyor.domain.states import JobState
 from conveyor.store import admission
 from conveyor.store.database import Database, plain_postgres_dsn, search_path
 from conveyor.store.driver import (
@@ -377,6 +389,23 @@ class PostgresDriver:
                 rows = await raw.fetch(SQL[_STATEMENT[batch.kind]], *args, timeout=COMMAND_TIMEOUT)
                 accepted.update(row[0] for row in rows)
         return accepted
+
+    async def promote(self, conn: AsyncConnection, now: datetime, limit: int) -> Sequence[Any]:
+        waiting = [JobState.SCHEDULED.value, JobState.RETRYING.value]
+        due = (
+            select(jobs.c.id)
+            .where(jobs.c.state.in_(waiting), jobs.c.run_at <= now)
+            .order_by(jobs.c.run_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        promoted = (
+            update(jobs)
+            .where(jobs.c.id.in_(due.scalar_subquery()), jobs.c.state.in_(waiting))
+            .values(state=JobState.QUEUED.value)
+            .returning(jobs.c.queue)
+        )
+        return list((await conn.execute(promoted)).all())
 
     async def rescue(self, conn: AsyncConnection, now: datetime, limit: int) -> Sequence[Any]:
         return (await conn.exec_driver_sql(SQL["rescue"], (now, now.isoformat(), limit))).all()

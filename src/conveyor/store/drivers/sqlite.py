@@ -58,6 +58,7 @@ from conveyor.store.types import sqlite_time
 _SQL = load(
     "sqlite",
     frozenset({"fair_heads", "claim_one", "claim_any", "complete", "retry", "fail", "rescue"})
+    | frozenset({"promote"})
     | frozenset({"claim_start", "limit_slots_hold"})
     | frozenset({"try_lead", "unlead", "data_version"})
     | frozenset({"workflow_steps", "workflow_created", "workflow_edges"}),
@@ -72,6 +73,7 @@ _FINISH = {
     "failed": typed(_SQL["fail"], times=("now",)),
 }
 _RESCUE = typed(_SQL["rescue"], times=("now",))
+_PROMOTE = typed(_SQL["promote"], times=("now",))
 _FAIR_HEADS = typed(_SQL["fair_heads"])
 _WORKFLOW_STEPS = typed(_SQL["workflow_steps"], times=("now",))
 _WORKFLOW_CREATED = typed(_SQL["workflow_created"], times=("now",))
@@ -213,6 +215,9 @@ class SqliteDriver:
                 logged = [outbox.said_row(said[r.id], r, now) for r in rows]
                 await outbox.record(conn, self.xid(), logged)
         return accepted
+
+    async def promote(self, conn: AsyncConnection, now: datetime, limit: int) -> Sequence[Any]:
+        return (await conn.execute(_PROMOTE, {"now": now, "limit": limit})).all()
 
     async def rescue(self, conn: AsyncConnection, now: datetime, limit: int) -> Sequence[Any]:
         params = {"now": now, "now_iso": now.isoformat(), "limit": limit}

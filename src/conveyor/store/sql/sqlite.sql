@@ -196,6 +196,22 @@ FROM v WHERE jobs.id = v.id AND +jobs.state = 'running' AND +jobs.worker_id = :w
     AND +jobs.attempt = v.attempt
 RETURNING jobs.id, jobs.owner_id, jobs.queue, jobs.type, jobs.attempt
 
+-- name: promote
+-- Up to :limit scheduled and retrying jobs whose time (:now) has come become queued, in
+-- run_at order; their queues (for the wake-up). The due rows are ix_jobs_due's first
+-- entries, its condition spelled and the index named (INDEXED BY): with the states bound
+-- (`state IN (?, ?)`, as the Core statement had them) no partial index could serve, and
+-- SQLite read every scheduled and retrying job through ix_jobs_finished and sorted them
+-- by run_at at each scheduler tick, statistics or not (tests/store/test_claim_plans.py).
+-- The fence's `+` keeps the outer rows by primary key.
+UPDATE jobs SET state = 'queued'
+WHERE id IN (
+    SELECT id FROM jobs INDEXED BY ix_jobs_due
+    WHERE state IN ('scheduled', 'retrying') AND run_at <= :now
+    ORDER BY run_at LIMIT :limit
+) AND +state IN ('scheduled', 'retrying')
+RETURNING queue
+
 -- name: rescue
 -- Up to :limit running jobs whose lease ended before :now: queued again, or failed when
 -- their attempts are spent, with a LeaseExpired error appended; requeued in due-time order
