@@ -180,7 +180,6 @@ class SqliteDriver:
             "now": now,
             "lease": until,
             "queues": json.dumps(list(queues)),
-            "queue": queues[0] if queues else "",
             "limit": limit,
         }
         async with self.db.write() as conn:
@@ -489,17 +488,17 @@ def claim_statement(every_queue: bool) -> TextClause:
 async def _candidates(
     conn: AsyncConnection, queues: Sequence[str], every_queue: bool, params: dict[str, Any]
 ) -> Sequence[Any]:
-    """A claim's candidates in claim order: for a worker of several queues, each queue's
-    first `limit` (their order is the claim index's, whatever the statistics), then the
-    best `limit` of them all, which are the first `limit` of one ordered read of every
-    queue. One statement for a worker of one queue or of `*`."""
-    statement = claim_statement(every_queue)
-    if every_queue or len(queues) == 1:
-        return (await conn.execute(statement, params)).all()
+    """A claim's candidates in claim order: `claim_any` once for a worker of `*` (`queues`
+    are those it leaves out), else `claim_one` for each queue, its first `limit` in the
+    claim index's order whatever the statistics; of several queues' the best `limit`,
+    which are the first `limit` of one ordered read of all of them."""
+    if every_queue:
+        return (await conn.execute(claim_statement(True), params)).all()
     found: list[Any] = []
     for queue in dict.fromkeys(queues):
-        found += (await conn.execute(statement, {**params, "queue": queue})).all()
-    found.sort(key=lambda r: (-r.priority, r.fair_tag, r.id))
+        found += (await conn.execute(claim_statement(False), {**params, "queue": queue})).all()
+    if len(queues) > 1:
+        found.sort(key=lambda r: (-r.priority, r.fair_tag, r.id))
     return found[: params["limit"]]
 
 
