@@ -97,6 +97,35 @@ async def test_two_parents_settling_at_once_release_the_child_exactly_once(
         assert await released(backend, n["c"]) == 1
 
 
+async def test_a_step_never_starts_before_its_dependency_finished(
+    backend: QueueBackend,
+) -> None:
+    """SQLite: a claim that waited for the write lock while the finish that released its
+    step held it starts the step after that finish, not at the time it was asked for
+    (two workers of a fan-out's join: the join's start came before a branch's finish)."""
+    if backend.dialect != "sqlite":
+        pytest.skip("PostgreSQL's claim does not wait for a finish: it reads what committed")
+    detail = await service(backend).submit(
+        WorkflowSpec("chain", (step("a"), step("b", "a"))), owner_id="u"
+    )
+    n = ids(detail)
+    (a,) = await backend.claim(W, ["default"], 1, 30)
+    assert a.id == n["a"]
+    async with backend.db.write() as conn:  # a's finish, holding the write lock
+        claim = asyncio.create_task(backend.claim(W, ["default"], 1, 30))
+        await asyncio.sleep(0.1)  # the claim has taken its time and waits for the lock
+        await conn.execute(
+            update(jobs)
+            .where(jobs.c.id == n["a"])
+            .values(state="completed", finished_at=utcnow(), worker_id=None)
+        )
+    (b,) = await claim
+    assert b.id == n["b"]
+    finished = (await backend.get(n["a"])).finished_at
+    started = (await backend.get(n["b"])).started_at
+    assert finished is not None and started is not None and started >= finished
+
+
 async def test_one_statement_settling_hundreds_of_steps_releases_each_dependent_once(
     backend: QueueBackend,
 ) -> None:

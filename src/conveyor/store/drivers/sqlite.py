@@ -27,6 +27,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import ClaimedJob
 from conveyor.store import admission
 from conveyor.store import events as outbox
@@ -174,15 +175,19 @@ class SqliteDriver:
         said: Said,
         early: Callable[[list[ClaimedJob]], None] | None = None,
     ) -> Claimed:
-        now, until = lease
-        params = {
-            "worker": worker_id,
-            "now": now,
-            "lease": until,
-            "queues": json.dumps(list(queues)),
-            "limit": limit,
-        }
         async with self.db.write() as conn:
+            # The start time is taken once the write lock is ours: the caller's was taken
+            # before it waited for the lock, maybe for the very finish that made these jobs
+            # runnable (a step would start before its dependency finished).
+            lease = _from_now(lease)
+            now, until = lease
+            params = {
+                "worker": worker_id,
+                "now": now,
+                "lease": until,
+                "queues": json.dumps(list(queues)),
+                "limit": limit,
+            }
             picked = await _candidates(conn, queues, every_queue, params)
             free = [r.id for r in picked if not r.limited]
             rows: list[Any] = []
@@ -248,6 +253,13 @@ class SqliteDriver:
 
     async def close(self) -> None:
         """Nothing of its own to close: the engines are the Database's."""
+
+
+def _from_now(lease: tuple[datetime, datetime]) -> tuple[datetime, datetime]:
+    """`lease` moved to start now if its start has passed, as long as it was."""
+    start, end = lease
+    now = utcnow()
+    return (now, end + (now - start)) if now > start else lease
 
 
 async def insert_with(
