@@ -197,6 +197,26 @@ async def test_a_full_key_does_not_hold_back_other_jobs(backend: QueueBackend) -
     assert first.id in await held(backend)
 
 
+async def test_a_full_key_at_the_head_leaves_the_claim_its_whole_limit(
+    backend: QueueBackend,
+) -> None:
+    """PostgreSQL: once a worker's limited claims refuse nothing it claims without the
+    limit probe (`claim_one_unprobed`), so a key that fills meanwhile, its jobs at the head,
+    takes the claim's LIMIT; the same call then claims the runnable jobs behind them: one
+    claim still returns every runnable job it has room for, and leaves the full key's
+    queued, its slot with the job that holds it."""
+    await backend.define_limits([Concurrency("one", 1, key="payload.k")])
+    await backend.enqueue([limited(("one", "busy"), n=0)])
+    (first,) = await backend.claim(W, ["default"], 1, 30)  # refuses nothing
+    busy = await backend.enqueue([limited(("one", "busy"), n=i) for i in range(1, 21)])
+    free = await backend.enqueue([limited(("one", f"k{i}"), n=100 + i) for i in range(5)])
+    plain = await backend.enqueue([job(n=200 + i) for i in range(3)])
+    got = await backend.claim(W, ["default"], 8, 30)
+    assert {g.id for g in got} == {j.id for j in [*free, *plain]}
+    assert {(await backend.get(b.id)).state for b in busy} == {JobState.QUEUED}
+    assert (await held(backend))[first.id] == ("one", "busy")
+
+
 async def test_a_far_future_job_holds_nothing(backend: QueueBackend) -> None:
     await backend.define_limits([Concurrency("one", 1, key="payload.k")])
     later = utcnow() + timedelta(days=30)

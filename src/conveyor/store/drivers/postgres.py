@@ -74,6 +74,7 @@ SQL = load(
             "claim",
             "claim_queue",
             "claim_one",
+            "claim_one_unprobed",
             "claim_any",
             "claim_begin_generic",
             "claim_plan_default",
@@ -92,6 +93,10 @@ COMMAND_TIMEOUT = 60.0
 # After a limited claim `limit_start` could not serve, the claims that go to the general
 # admission before it is tried again.
 FALLBACK_EVERY = 16
+# After a limited claim whose admission refused a candidate (its key had no room), the
+# claims that probe each limited candidate's limits (`claim_one`) before one goes without
+# again (`claim_one_unprobed`).
+PROBE_AFTER_REFUSAL = 16
 # Slots made by this process's claims since its last ANALYZE of limit_slots after which it
 # runs one: ANALYZE_AFTER, plus ANALYZE_GROWTH of the slots it had made before (the rule
 # autovacuum follows, without its minute of delay).
@@ -110,6 +115,7 @@ class PostgresDriver:
         self._notifier = Notifier(self._notify_events)
         self._not_at_once = 0  # limited claims left before `limit_start` is tried again
         self._limited_last = False  # the last claim had limited candidates
+        self._probing = 0  # limited claims left that probe their candidates' limits
         self._slots_made = 0  # by this process's claims since its last ANALYZE of them
         self._slots_analyzed = 0  # by them before it
         # The next claim's transaction, opened while its worker was idle (`arm_claim`).
@@ -238,6 +244,8 @@ class PostgresDriver:
             which = queues[0]
             generic = generic_tx or (armed is not None and armed[2])
             name = "claim_one" if generic else "claim_queue"
+            if generic and self._limited_last and not self._probing:
+                name = "claim_one_unprobed"  # limited candidates again, none refused lately
         args = (SQL[name], which, limit, start)
         # Told early: BEGIN, the claim, then the commit (and its WAL flush) while the jobs
         # start; otherwise one statement in its own transaction, one round trip. Limited
@@ -264,6 +272,17 @@ class PostgresDriver:
                 claimed = await self._claim_on(raw, *args, together, early)
         if self._slots_made > ANALYZE_AFTER + ANALYZE_GROWTH * self._slots_analyzed:
             await self._analyze_slots()
+        if name == "claim_one_unprobed" and claimed.refused and len(claimed) < limit:
+            # What it refused took room in its LIMIT that runnable jobs behind them may
+            # want: they are claimed now, with the probe (an idle worker would otherwise
+            # wait for its next wake-up with those jobs queued).
+            rest = limit - len(claimed)
+            more = await self.claim(worker_id, queues, every_queue, rest, lease, said, early)
+            claimed.extend(more)
+            claimed.refused = dict(Counter(claimed.refused) + Counter(more.refused))
+            claimed.retry_in = min(
+                (t for t in (claimed.retry_in, more.retry_in) if t is not None), default=None
+            )
         return claimed
 
     async def _claim_on(
@@ -290,6 +309,8 @@ class PostgresDriver:
             else:
                 async with raw.transaction():
                     await self._admit(raw, waiting, start, claimed)
+        if waiting:
+            self._probing = PROBE_AFTER_REFUSAL if claimed.refused else max(0, self._probing - 1)
         if early is not None and claimed:
             early(claimed)
         return claimed

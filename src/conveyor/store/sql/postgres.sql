@@ -222,8 +222,9 @@ FROM unnest($1::text[], $2::text[], $3::text[]) AS t(job_id, owner_id, url)
 
 -- fragment: admissible
 -- A claim's candidate filter (claim, claim_any; $4: now): a limited job only while each of
--- its limits has a free slot or a token for its key now, so a full key never holds the
--- claim's LIMIT (head of line); `NOT limited` first: unlimited jobs skip the probe.
+-- its limits has a free slot or a token for its key now, so a full key does not hold the
+-- claim's LIMIT (head of line; `claim_one_unprobed` goes without it while nothing is
+-- refused); `NOT limited` first: unlimited jobs skip the probe.
         AND (NOT jobs.limited OR NOT EXISTS (
             SELECT 1 FROM job_limits AS jl LEFT JOIN flow_limits AS fl ON fl.name = jl.name
                 LEFT JOIN users AS u ON jl.name = 'quota.running' AND u.id = jl.key
@@ -239,10 +240,14 @@ FROM unnest($1::text[], $2::text[], $3::text[]) AS t(job_id, owner_id, url)
                             * fl.rate_limit / fl.per_s < 1))
             OFFSET 0))
 
+-- fragment: unpaused
+-- A claim's candidate is not in a paused queue: a per-row probe of the tiny queue_pauses.
+        AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue OFFSET 0)
+
 -- fragment: claim_filter
 -- What `claim`, `claim_one` and `claim_any` check after their queue condition: the pause
 -- and limit probes.
-        AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue OFFSET 0)
+        -- include: unpaused
         -- include: admissible
 
 -- fragment: claim_rest
@@ -327,17 +332,38 @@ WITH picked AS (
         -- include: claim_filter
     ORDER BY queue, priority DESC, fair_tag, id
     -- include: claim_rest
--- The plan settings back to the session's for the rest of the transaction, as this runs
--- (its own plan is made already): what `claim_begin_generic` set is checked safe for
--- this statement only, and the admission of limited candidates that may follow is planned
--- as usual, without a `claim_plan_default` round trip (set_config's NULL: SET ... TO
--- DEFAULT). Once, whatever the rows.
+-- include: claim_one_answer
+
+-- fragment: claim_one_answer
+-- The end of `claim_one` and `claim_one_unprobed`: `claim_answer`, and the plan settings
+-- back to the session's for the rest of the transaction, as this runs (its own plan is
+-- made already): what `claim_begin_generic` set is checked safe for this statement only,
+-- and the admission of limited candidates that may follow is planned as usual, without a
+-- `claim_plan_default` round trip (set_config's NULL: SET ... TO DEFAULT). Once, whatever
+-- the rows.
 , usual AS (
     SELECT set_config('plan_cache_mode', NULL, true), set_config('enable_sort', NULL, true),
         set_config('enable_seqscan', NULL, true)
 )
 SELECT c.*, w.waiting FROM (SELECT array_agg(id) AS waiting FROM picked WHERE limited) AS w
 CROSS JOIN usual LEFT JOIN claimed AS c ON true
+
+-- name: claim_one_unprobed
+-- `claim_one` without the limit probe (`admissible`): limited candidates are picked
+-- whether their keys have room or not, and the admission that follows refuses those
+-- without. For a worker whose limited claims have been refusing nothing (the driver's
+-- `_probe_rest`): the probe read each limited candidate's limits and counted its key's
+-- held slots, about a third of what a limited job added to the claim, to leave out
+-- candidates that were not there. After a claim whose admission refused a candidate the
+-- driver probes again for its next PROBE_AFTER_REFUSAL claims, so a full key at the head
+-- of the queue costs one claim in that many its LIMIT (docs/flow-control.md).
+WITH picked AS (
+    SELECT id, limited FROM jobs
+    WHERE state = 'queued' AND queue >= $1::text AND queue <= $1::text
+        -- include: unpaused
+    ORDER BY queue, priority DESC, fair_tag, id
+    -- include: claim_rest
+-- include: claim_one_answer
 
 -- name: claim_any
 -- `claim` from every queue except those in $1 (a worker of queues ["*"]).
