@@ -56,8 +56,9 @@ async def test_the_claim_of_one_queue_has_a_generic_plan_on_the_queues_index(
     assert not [s for s in scans if s.get("Relation Name") == "jobs" and "Seq" in s["Node Type"]]
 
 
+@pytest.mark.parametrize("statement", ["claim_one", "claim_one_unprobed"])
 async def test_the_armed_claims_plan_stays_on_the_queues_index_after_an_idle_analyze(
-    backend: QueueBackend,
+    backend: QueueBackend, statement: str
 ) -> None:
     """PostgreSQL: statistics taken while nothing was queued (an idle system's, after a
     drain), then a backlog of scheduled jobs and a few queued ones. The generic plan an
@@ -73,14 +74,15 @@ async def test_the_armed_claims_plan_stays_on_the_queues_index_after_an_idle_ana
         await raw.execute("ANALYZE jobs")
     await backend.enqueue([job(n=i, run_at=later) for i in range(300)])
     await backend.enqueue([job(n=i) for i in range(3)])
-    plan = await _generic_claim_plan(backend, limit=1)
+    plan = await _generic_claim_plan(backend, limit=1, statement=statement)
     scans = [s for s in _scans(plan) if s.get("Relation Name") == "jobs"]
     assert scans[0].get("Index Name") == "ix_jobs_claim", scans
     assert not _nodes(plan, "Sort"), plan
 
 
+@pytest.mark.parametrize("statement", ["claim_one", "claim_one_unprobed"])
 async def test_the_generic_claim_made_on_an_empty_table_takes_its_rows_by_key(
-    backend: QueueBackend,
+    backend: QueueBackend, statement: str
 ) -> None:
     """PostgreSQL: `claim_one`'s generic plan is made once per connection, and the first
     one may be made on a table still empty (idle workers of a fresh deployment). Its UPDATE
@@ -90,19 +92,22 @@ async def test_the_generic_claim_made_on_an_empty_table_takes_its_rows_by_key(
     rows are taken by primary key."""
     if backend.dialect != "postgresql":
         pytest.skip("PostgreSQL's plans")
-    plan = await _generic_claim_plan(backend, limit=64)
+    plan = await _generic_claim_plan(backend, limit=64, statement=statement)
     scans = [s for s in _scans(plan) if s.get("Relation Name") == "jobs"]
     assert scans and not [s for s in scans if "Seq" in s["Node Type"]], scans
 
 
-async def _generic_claim_plan(backend: QueueBackend, limit: int) -> dict[str, Any]:
-    """The plan `claim_one` gets in a transaction begun by `claim_begin_generic` (as a
-    worker's), for the queue "default": the generic plan, made now from the statistics of
-    now, as a worker's connection makes it at its first such claim."""
+async def _generic_claim_plan(
+    backend: QueueBackend, limit: int, statement: str = "claim_one"
+) -> dict[str, Any]:
+    """The plan `statement` (`claim_one`, `claim_one_unprobed`) gets in a transaction begun
+    by `claim_begin_generic` (as a worker's), for the queue "default": the generic plan,
+    made now from the statistics of now, as a worker's connection makes it at its first
+    such claim."""
     async with backend.db.raw() as raw:
         await raw.execute(SQL["claim_begin_generic"])
         try:
-            await raw.execute(f"PREPARE one_queue AS {SQL['claim_one']}")
+            await raw.execute(f"PREPARE one_queue AS {SQL[statement]}")
             args = f"'default', {limit}, 'w', now(), now(), 'started', 'running', '{{}}'"
             answer = await raw.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE one_queue({args})")
         finally:

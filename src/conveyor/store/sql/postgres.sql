@@ -352,11 +352,12 @@ CROSS JOIN usual LEFT JOIN claimed AS c ON true
 -- `claim_one` without the limit probe (`admissible`): limited candidates are picked
 -- whether their keys have room or not, and the admission that follows refuses those
 -- without. For a worker whose limited claims have been refusing nothing (the driver's
--- `_probe_rest`): the probe read each limited candidate's limits and counted its key's
--- held slots, about a third of what a limited job added to the claim, to leave out
--- candidates that were not there. After a claim whose admission refused a candidate the
--- driver probes again for its next PROBE_AFTER_REFUSAL claims, so a full key at the head
--- of the queue costs one claim in that many its LIMIT (docs/flow-control.md).
+-- `_probing`): the probe read each limited candidate's limits and counted its key's held
+-- slots, about a third of what a limited job added to the claim, to leave out candidates
+-- that were not there. After a claim whose admission refused a candidate the driver
+-- claims again with the probe at once, and probes for its next PROBE_AFTER_REFUSAL
+-- claims: a full key at the head of the queue costs one claim statement more in that
+-- many (docs/flow-control.md "Head of line").
 WITH picked AS (
     SELECT id, limited FROM jobs
     WHERE state = 'queued' AND queue >= $1::text AND queue <= $1::text
