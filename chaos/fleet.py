@@ -63,6 +63,7 @@ class Proc:
         self.out = out
         self.port = port  # the API's port (0: none)
         self.killed_at: float | None = None  # by the suite
+        self.gone_at: float | None = None  # seen gone after the suite's kill
         self.stopping = False  # the suite is stopping it: its exit is expected
 
     @property
@@ -171,6 +172,7 @@ class Fleet:
             os.kill(proc.pid, signal.SIGKILL)
         for _ in range(200):
             if not proc.running():
+                proc.gone_at = time.time()
                 break
             await asyncio.sleep(0.05)
         return proc.killed_at

@@ -92,7 +92,7 @@ async def kill_busy_worker(
         await next_end(s.fleet.records / f"exec-{victim[0].pid}.log", STARTUP_S)
     at = await s.fleet.kill(victim[0])
     s.fleet.worker(s.serial(prefix), 8)
-    fault = Fault("kill-worker", at, at, pid=victim[0].pid)
+    fault = Fault("kill-worker", at, at, pid=victim[0].pid, gone=victim[0].gone_at)
     s.faults.append(fault)
     return fault
 

@@ -51,6 +51,7 @@ class Fault:
     pid: int | None = None  # the process killed
     index: int | None = None  # the job that is the fault (crash, block)
     recovery: float | None = None  # seconds until work resumed; None: never, or not measured
+    gone: float | None = None  # a kill: the process seen gone by then (it ran until then)
 
 
 @dataclass(frozen=True)
@@ -255,7 +256,7 @@ def completed_twice(
             ends[e.job_id].append(e)
         else:
             starts.setdefault((e.job_id, e.attempt, e.owner), e.t)
-    killed = {f.pid: f.start for f in faults if f.pid is not None}
+    killed = {f.pid: f for f in faults if f.pid is not None}
     rescued = {job.job_id: job.rescued for job in stored}
     twice = []
     for job_id, runs in ends.items():
@@ -274,14 +275,19 @@ def completed_twice(
 def _kill_explains(
     first: Execution,
     again: Execution,
-    kill: float | None,
+    kill: Fault | None,
     next_start: float,
     rescued: frozenset[int],
 ) -> bool:
     """`first`'s process was killed after writing it and before the next run started
     (`next_start`), and that attempt never completed: the rescuer took it back, or the
-    next run is the same attempt (the killed claim was never committed)."""
-    if kill is None or not first.t <= kill <= next_start:
+    next run is the same attempt (the killed claim was never committed). "After writing
+    it": before the process was seen gone (`Fault.gone`), not only before the signal was
+    sent: a handler on the other core can write its end in between."""
+    if kill is None:
+        return False
+    died = kill.start if kill.gone is None else kill.gone
+    if not (first.t <= died and kill.start <= next_start):
         return False
     return again.attempt == first.attempt or first.attempt in rescued
 

@@ -151,6 +151,20 @@ def test_a_second_end_is_excused_only_after_a_kill_before_the_completion_was_dur
     assert completed_twice(executions, [late], LEASE, rescued) == [0]
 
 
+def test_an_end_written_between_the_kill_signal_and_the_death_is_excused() -> None:
+    """The suite notes the time, then sends SIGKILL; a handler on the other core wrote its
+    end a moment after that time, before the process died (seen gone at 1.53), and the
+    rescuer took the attempt back: at-least-once, not a second completion (a chaos run
+    reported one so: `limited` on SQLite). An end after the process was seen gone is
+    still counted (another process's pid, reused)."""
+    executions = ran(0, 1, 10, 1.0, 1.5) + ran(0, 2, 11, 5.0, 5.5)
+    rescued = [StoredJob("j0", 0, "completed", rescued=frozenset({1}))]
+    kill = Fault("kill-worker", 1.49, 1.49, pid=10, gone=1.53)
+    assert completed_twice(executions, [kill], LEASE, rescued) == []
+    dead_before = Fault("kill-worker", 1.48, 1.48, pid=10, gone=1.49)
+    assert completed_twice(executions, [dead_before], LEASE, rescued) == [0]
+
+
 def test_the_same_attempt_ending_twice_is_excused_only_when_its_claim_died_uncommitted() -> None:
     """Started as soon as its claim returned, the job ended while the claim's COMMIT was
     on its way, and the kill rolled the claim back: the next claim counts attempt 1
