@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -136,6 +136,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def keep_run_dir(asked: bool, rows: Sequence[Row], chosen: int) -> bool:
+    """Keep the records, faults and logs when asked, and whenever a scenario failed or did
+    not finish: a failure's evidence (who ran a job twice, and when) is in them."""
+    return asked or len(rows) < chosen or not all(r.passed for r in rows)
+
+
 @contextlib.contextmanager
 def postgres(admin: str | None, wanted: bool) -> Iterator[tuple[str | None, PrivateCluster | None]]:
     if admin or not wanted:
@@ -184,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(asyncio.run(run_one(plan, where)))
                 print(table(rows[-1:]).splitlines()[2], file=sys.stderr, flush=True)
     finally:
-        if args.keep:
+        if keep_run_dir(args.keep, rows, len(chosen)):
             print(f"chaos: run directory kept: {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from chaos.handlers import RECORD_DIR_ENV, record
+from chaos.run import keep_run_dir
 from chaos.verdict import (
     Execution,
     Fault,
@@ -196,3 +197,13 @@ def test_the_limited_checks_fail_a_row() -> None:
         "3 slots leaked",
     ]
     assert Row("limited", "sqlite").passed
+
+
+def test_a_failed_or_unfinished_run_keeps_its_directory() -> None:
+    """The evidence of a failure (records, faults, logs) stays without `--keep`: a chaos
+    run reported a job completed twice and its records were gone."""
+    ok, failed = Row("limited", "sqlite"), Row("limited", "sqlite", twice=1)
+    assert not keep_run_dir(False, [ok, ok], 2)
+    assert keep_run_dir(True, [ok, ok], 2)
+    assert keep_run_dir(False, [ok, failed], 2)
+    assert keep_run_dir(False, [ok], 2)  # a scenario broke off the run
