@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
@@ -15,10 +16,11 @@ from conveyor.domain.clock import utcnow
 from conveyor.domain.flow import Concurrency, LimitKey, Rate
 from conveyor.domain.jobs import ErrorInfo, NewJob, Outcome
 from conveyor.domain.states import JobState
-from conveyor.errors import InvalidInput
+from conveyor.errors import InvalidInput, Unavailable
 from conveyor.scheduler.checks import checked_job
 from conveyor.scheduler.scheduler import Scheduler, SchedulerConfig
 from conveyor.store.backend import QueueBackend
+from conveyor.store.driver import Claimed
 from conveyor.store.tables import job_limits, jobs, limit_slots
 from conveyor.worker.registry import Registry
 from tests.store.helpers import job
@@ -215,6 +217,42 @@ async def test_a_full_key_at_the_head_leaves_the_claim_its_whole_limit(
     assert {g.id for g in got} == {j.id for j in [*free, *plain]}
     assert {(await backend.get(b.id)).state for b in busy} == {JobState.QUEUED}
     assert (await held(backend))[first.id] == ("one", "busy")
+
+
+async def test_a_failed_claim_of_the_rest_keeps_the_jobs_already_claimed(
+    backend: QueueBackend,
+) -> None:
+    """PostgreSQL: when the claim that follows an unprobed claim's refusals fails (the
+    database went away between the two), the jobs the first one committed as running are
+    still this worker's to run: they were lost with the error, and stayed running unrun
+    until the rescue (an attempt spent). The refused ones stay queued."""
+    if backend.dialect != "postgresql":
+        pytest.skip("the unprobed claim is PostgreSQL's")
+    await backend.define_limits([Concurrency("one", 1, key="payload.k")])
+    await backend.enqueue([limited(("one", "busy"), n=0)])
+    await backend.claim(W, ["default"], 1, 30)  # refuses nothing: the next goes unprobed
+    free = await backend.enqueue([limited(("one", f"k{i}"), n=10 + i) for i in range(2)])
+    busy = await backend.enqueue([limited(("one", "busy"), n=20 + i) for i in range(6)])
+    await backend.enqueue([job(n=30)])  # behind them: for the claim of the rest
+    driver, first_call = backend.driver, backend.driver.claim
+    calls = 0
+
+    async def away_on_the_second(*args: Any, **kwargs: Any) -> Claimed:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise Unavailable("the database went away")
+        return await first_call(*args, **kwargs)
+
+    driver.claim = away_on_the_second  # type: ignore[method-assign]
+    try:
+        got = await backend.claim(W, ["default"], 8, 30)
+    finally:
+        del driver.claim
+    assert calls == 2
+    assert {g.id for g in got} == {f.id for f in free}
+    assert {(await backend.get(f.id)).state for f in free} == {JobState.RUNNING}
+    assert {(await backend.get(b.id)).state for b in busy} == {JobState.QUEUED}
 
 
 async def test_a_far_future_job_holds_nothing(backend: QueueBackend) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
@@ -88,6 +89,7 @@ SQL = load(
         | {"workflow_insert", "workflow_keyed", "workflow_steps", "workflow_edges"}
     ),
 )
+log = logging.getLogger("conveyor.store")
 # A hung statement on the hot path surfaces as an error rather than a stuck worker.
 COMMAND_TIMEOUT = 60.0
 # After a limited claim `limit_start` could not serve, the claims that go to the general
@@ -273,17 +275,36 @@ class PostgresDriver:
         if self._slots_made > ANALYZE_AFTER + ANALYZE_GROWTH * self._slots_analyzed:
             await self._analyze_slots()
         if name == "claim_one_unprobed" and claimed.refused and len(claimed) < limit:
-            # What it refused took room in its LIMIT that runnable jobs behind them may
-            # want: they are claimed now, with the probe (an idle worker would otherwise
-            # wait for its next wake-up with those jobs queued).
-            rest = limit - len(claimed)
-            more = await self.claim(worker_id, queues, every_queue, rest, lease, said, early)
-            claimed.extend(more)
-            claimed.refused = dict(Counter(claimed.refused) + Counter(more.refused))
-            claimed.retry_in = min(
-                (t for t in (claimed.retry_in, more.retry_in) if t is not None), default=None
-            )
+            await self._claim_the_rest(worker_id, queues, limit, lease, said, early, claimed)
         return claimed
+
+    async def _claim_the_rest(
+        self,
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        lease: tuple[datetime, datetime],
+        said: Said,
+        early: Callable[[list[ClaimedJob]], None] | None,
+        claimed: Claimed,
+    ) -> None:
+        """After a `claim_one_unprobed` whose refusals took room in its LIMIT: the runnable
+        jobs behind them, claimed now with the probe, added to `claimed` (an idle worker
+        would otherwise wait for its next wake-up with them queued). Its own transaction:
+        the first claim has committed, so its failure must not take the first's jobs with
+        it (the worker would never run them: running until the rescue, an attempt spent);
+        the rest are still queued for the next claim. Told early after their commit."""
+        try:
+            more = await self.claim(worker_id, queues, False, limit - len(claimed), lease, said)
+        except Exception as exc:
+            log.warning("claim after refused candidates failed; they stay queued: %s", exc)
+            return
+        if early is not None and more:
+            early(more)
+        claimed.extend(more)
+        claimed.refused = dict(Counter(claimed.refused) + Counter(more.refused))
+        times = [t for t in (claimed.retry_in, more.retry_in) if t is not None]
+        claimed.retry_in = min(times, default=None)
 
     async def _claim_on(
         self,
