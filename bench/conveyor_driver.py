@@ -143,20 +143,26 @@ class Driver:
         for index in indices:
             await self._engine.jobs.submit(self._job(index))
 
-    def trickle(self, indices: Sequence[int], gap_s: float) -> list[float]:
-        """One job at a time, ``gap_s`` apart, each stamped just before its submit, in one
-        event loop: as an asyncio program (the API, a service) calls ``submit``. Through
-        ``send_single`` each job would pay ``asyncio.Runner.run``'s start and stop of the
-        loop (0.16 ms per call, measured), a sync-to-async bridge no caller pays."""
+    def trickle(self, indices: Sequence[int], gap_s: float) -> tuple[list[float], list[float]]:
+        """One job at a time, ``gap_s`` apart, each stamped just before its submit and when
+        it returned, in one event loop: as an asyncio program (the API, a service) calls
+        ``submit``. Through ``send_single`` each job would pay ``asyncio.Runner.run``'s start
+        and stop of the loop (0.16 ms per call, measured), a sync-to-async bridge no caller
+        pays."""
         return self._runner.run(self._trickle(indices, gap_s))
 
-    async def _trickle(self, indices: Sequence[int], gap_s: float) -> list[float]:
+    async def _trickle(
+        self, indices: Sequence[int], gap_s: float
+    ) -> tuple[list[float], list[float]]:
+        """Each job's submit called and returned (committed)."""
         enqueued_at: list[float] = []
+        accepted_at: list[float] = []
         for index in indices:
             enqueued_at.append(time.time())
             await self._engine.jobs.submit(self._job(index))
+            accepted_at.append(time.time())
             await asyncio.sleep(gap_s)
-        return enqueued_at
+        return enqueued_at, accepted_at
 
     def send_batch(self, indices: Sequence[int]) -> None:
         """``submit_many``: one transaction for the batch (at most 1,000 jobs)."""

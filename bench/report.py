@@ -42,6 +42,7 @@ COLUMNS = (
     ("dup", "right"),
     ("latency\np50 ms", "right"),
     ("latency\np99 ms", "right"),
+    ("woken\np50 ms", "right"),
     ("CPU busy\nbefore", "right"),
 )
 CAPTION = (
@@ -50,6 +51,8 @@ CAPTION = (
     "not yet durably done at one sample (a crash re-runs them), 'a-b': at least a (run before "
     "the count began), at most b (run before it returned); '< x': not all durable "
     "when the drain timed out.\n"
+    "latency: idle workers, from the enqueue's call to the job's start; woken: from the "
+    "enqueue's return (the job durably accepted) to its start.\n"
     "lost/dup: over the drain and latency phases; '?' = timed out (late or lost, cannot tell). "
     "CPU busy before: the share of both cores others used just before the system ran."
 )
@@ -78,6 +81,7 @@ def _row(r: SystemResult) -> list[str]:
         str(sum(f.duplicated for f in phases)) if phases else "-",
         _num(r.latency.p50_ms if r.latency else None, 1),
         _num(r.latency.p99_ms if r.latency else None, 1),
+        _num(r.latency.accepted_p50_ms if r.latency else None, 1),
         "-" if r.cpu_busy_before is None else f"{r.cpu_busy_before:.0%}",
     ]
 

@@ -44,6 +44,16 @@ class SystemUnavailable(BenchError):
 
 
 @dataclass(frozen=True)
+class Trickle:
+    """One job at a time: when each enqueue was called, and when it returned (the job
+    accepted: committed, or confirmed by the broker). A worker can be woken only after the
+    second; the idle latency counts from the first (bench/measure.py `latency`)."""
+
+    enqueued_at: list[float]
+    accepted_at: list[float]
+
+
+@dataclass(frozen=True)
 class EnqueueTiming:
     n: int
     seconds: float
@@ -106,8 +116,9 @@ class System(ABC):
         """The process ids of the running workers' process groups (for RSS sampling)."""
 
     @abstractmethod
-    def trickle(self, n: int, gap_ms: float, *, start: int = 0) -> list[float]:
-        """Enqueue one job at a time, ``gap_ms`` apart; return each job's enqueue time."""
+    def trickle(self, n: int, gap_ms: float, *, start: int = 0) -> Trickle:
+        """Enqueue one job at a time, ``gap_ms`` apart; when each enqueue was called and
+        when it returned."""
 
     _scratch: Path | None = None
 
@@ -186,10 +197,12 @@ class CommandSystem(System):
         result = self._client("enqueue", *args, "--start", str(start))
         return EnqueueTiming(n=int(result["n"]), seconds=float(result["seconds"]))
 
-    def trickle(self, n: int, gap_ms: float, *, start: int = 0) -> list[float]:
+    def trickle(self, n: int, gap_ms: float, *, start: int = 0) -> Trickle:
         args = ["--n", str(n), "--gap-ms", str(gap_ms), "--start", str(start)]
         result = self._client("trickle", *args)
-        return [float(t) for t in result["enqueued_at"]]
+        return Trickle(
+            [float(t) for t in result["enqueued_at"]], [float(t) for t in result["accepted_at"]]
+        )
 
     def probe(self, n: int, timeout_s: float, log: Path) -> Probe:
         args = ["--n", str(n), "--interval-s", str(PROBE_INTERVAL_S), "--timeout-s", str(timeout_s)]

@@ -93,6 +93,28 @@ def rows(
                 "<= 2 / <= 10 ms",
             )
         )
+        out.append(
+            (
+                f"  from the submit's return (wake-up to start), PG{tag}",
+                f"{_ms(pg.latency.accepted_p50_ms)} / {_ms(pg.latency.accepted_p99_ms)} ms",
+                "-",
+            )
+        )
+    if lite and lite.latency:
+        out.append(
+            (
+                f"idle p50 / p99, SQLite{tag}",
+                f"{_ms(lite.latency.p50_ms)} / {_ms(lite.latency.p99_ms)} ms",
+                "<= 5 ms p50",
+            )
+        )
+        out.append(
+            (
+                f"  from the submit's return (wake-up to start), SQLite{tag}",
+                f"{_ms(lite.latency.accepted_p50_ms)} / {_ms(lite.latency.accepted_p99_ms)} ms",
+                "-",
+            )
+        )
     for f in http:
         if f.store != "postgres":
             continue

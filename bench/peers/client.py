@@ -68,19 +68,24 @@ def _enqueue(driver: Driver, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _trickle(driver: Driver, args: argparse.Namespace) -> dict[str, Any]:
-    """Enqueue one job at a time, ``gap_ms`` apart; report each job's enqueue time. A driver
+    """Enqueue one job at a time, ``gap_ms`` apart; report when each enqueue was called and
+    when it returned (the job accepted: durably stored, or confirmed by the broker). A driver
     whose client is asyncio's (Conveyor's) trickles in its own loop (``Driver.trickle``)."""
     driver.open()
     indices = range(args.start, args.start + args.n)
     own = getattr(driver, "trickle", None)
     if own is not None:
-        return {"n": args.n, "start": args.start, "enqueued_at": own(indices, args.gap_ms / 1000)}
-    enqueued_at: list[float] = []
-    for index in indices:
-        enqueued_at.append(time.time())
-        driver.send_single(range(index, index + 1))
-        time.sleep(args.gap_ms / 1000)
-    return {"n": args.n, "start": args.start, "enqueued_at": enqueued_at}
+        enqueued_at, accepted_at = own(indices, args.gap_ms / 1000)
+    else:
+        enqueued_at, accepted_at = [], []
+        for index in indices:
+            enqueued_at.append(time.time())
+            driver.send_single(range(index, index + 1))
+            accepted_at.append(time.time())
+            time.sleep(args.gap_ms / 1000)
+    return {
+        "n": args.n, "start": args.start, "enqueued_at": enqueued_at, "accepted_at": accepted_at,
+    }  # fmt: skip
 
 
 def _probe(driver: Driver, args: argparse.Namespace) -> dict[str, Any]:
