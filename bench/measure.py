@@ -101,7 +101,7 @@ class LatencyFigures:
     p99_ms: float | None
     max_ms: float | None
     timed_out: bool
-    # From the enqueue's return (the job committed or confirmed) to its start: the wake-up
+    # From the enqueue's return (Conveyor: its commit) to the job's start: the wake-up
     # path alone, without the enqueue's own durable write (which p50_ms includes).
     accepted_p50_ms: float | None = None
     accepted_p99_ms: float | None = None

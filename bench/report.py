@@ -52,7 +52,7 @@ CAPTION = (
     "the count began), at most b (run before it returned); '< x': not all durable "
     "when the drain timed out.\n"
     "latency: idle workers, from the enqueue's call to the job's start; woken: from the "
-    "enqueue's return (the job durably accepted) to its start.\n"
+    "enqueue's return (Conveyor: its commit; a peer: what its client waits for) to its start.\n"
     "lost/dup: over the drain and latency phases; '?' = timed out (late or lost, cannot tell). "
     "CPU busy before: the share of both cores others used just before the system ran."
 )

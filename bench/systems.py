@@ -46,8 +46,9 @@ class SystemUnavailable(BenchError):
 @dataclass(frozen=True)
 class Trickle:
     """One job at a time: when each enqueue was called, and when it returned (the job
-    accepted: committed, or confirmed by the broker). A worker can be woken only after the
-    second; the idle latency counts from the first (bench/measure.py `latency`)."""
+    accepted: Conveyor's commit; a peer's, whatever its client waits for). A worker can be
+    woken only after the second; the idle latency counts from the first (bench/measure.py
+    `latency`)."""
 
     enqueued_at: list[float]
     accepted_at: list[float]

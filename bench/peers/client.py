@@ -69,7 +69,7 @@ def _enqueue(driver: Driver, args: argparse.Namespace) -> dict[str, Any]:
 
 def _trickle(driver: Driver, args: argparse.Namespace) -> dict[str, Any]:
     """Enqueue one job at a time, ``gap_ms`` apart; report when each enqueue was called and
-    when it returned (the job accepted: durably stored, or confirmed by the broker). A driver
+    when it returned (Conveyor: committed; a peer: whatever its client waits for). A driver
     whose client is asyncio's (Conveyor's) trickles in its own loop (``Driver.trickle``)."""
     driver.open()
     indices = range(args.start, args.start + args.n)
