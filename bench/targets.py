@@ -40,6 +40,24 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def _idle_rows(
+    store: str, result: SystemResult | None, goal: str, tag: str
+) -> list[tuple[str, str, str]]:
+    """The idle latency from the enqueue's call (the goal's figure), and from its return
+    (the wake-up path alone: bench/measure.py `latency`)."""
+    if result is None or result.latency is None:
+        return []
+    lat = result.latency
+    return [
+        (f"idle p50 / p99, {store}{tag}", f"{_ms(lat.p50_ms)} / {_ms(lat.p99_ms)} ms", goal),
+        (
+            f"  from the submit's return (wake-up to start), {store}{tag}",
+            f"{_ms(lat.accepted_p50_ms)} / {_ms(lat.accepted_p99_ms)} ms",
+            "-",
+        ),
+    ]
+
+
 def rows(
     results: list[SystemResult],
     suffix: str,
@@ -85,36 +103,8 @@ def rows(
                     f"<= {2 * CONCURRENCY}",
                 )
             )
-    if pg and pg.latency:
-        out.append(
-            (
-                f"idle p50 / p99, PG{tag}",
-                f"{_ms(pg.latency.p50_ms)} / {_ms(pg.latency.p99_ms)} ms",
-                "<= 2 / <= 10 ms",
-            )
-        )
-        out.append(
-            (
-                f"  from the submit's return (wake-up to start), PG{tag}",
-                f"{_ms(pg.latency.accepted_p50_ms)} / {_ms(pg.latency.accepted_p99_ms)} ms",
-                "-",
-            )
-        )
-    if lite and lite.latency:
-        out.append(
-            (
-                f"idle p50 / p99, SQLite{tag}",
-                f"{_ms(lite.latency.p50_ms)} / {_ms(lite.latency.p99_ms)} ms",
-                "<= 5 ms p50",
-            )
-        )
-        out.append(
-            (
-                f"  from the submit's return (wake-up to start), SQLite{tag}",
-                f"{_ms(lite.latency.accepted_p50_ms)} / {_ms(lite.latency.accepted_p99_ms)} ms",
-                "-",
-            )
-        )
+    out += _idle_rows("PG", pg, "<= 2 / <= 10 ms", tag)
+    out += _idle_rows("SQLite", lite, "<= 5 ms p50", tag)
     for f in http:
         if f.store != "postgres":
             continue

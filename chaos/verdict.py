@@ -382,8 +382,13 @@ def describe_faults(faults: Sequence[Fault]) -> str:
 
 def describe_each(faults: Sequence[Fault]) -> str:
     """One line per fault, kept beside the records so a failed run can be traced:
-    `kind start end pid index`."""
-    return "".join(f"{f.kind} {f.start:.6f} {f.end:.6f} {f.pid} {f.index}\n" for f in faults)
+    `kind start end pid index gone` (`gone`: when a killed process was seen gone, the end
+    of the window in which its records still count as written before the kill)."""
+    return "".join(
+        f"{f.kind} {f.start:.6f} {f.end:.6f} {f.pid} {f.index} "
+        f"{'None' if f.gone is None else f'{f.gone:.6f}'}\n"
+        for f in faults
+    )
 
 
 def _count(kinds: Iterable[str]) -> dict[str, int]:

@@ -14,6 +14,7 @@ from chaos.verdict import (
     StoredJob,
     Submission,
     completed_twice,
+    describe_each,
     kill_recovery,
     most_running,
     read_executions,
@@ -207,3 +208,14 @@ def test_a_failed_or_unfinished_run_keeps_its_directory() -> None:
     assert keep_run_dir(True, [ok, ok], 2)
     assert keep_run_dir(False, [ok, failed], 2)
     assert keep_run_dir(False, [ok], 2)  # a scenario broke off the run
+
+
+def test_faults_txt_gives_when_a_killed_process_was_seen_gone() -> None:
+    """The verdict excuses an end written up to that moment: without it in faults.txt a
+    duplicate could not be traced to its kill by hand."""
+    kill = Fault("kill-worker", 1.49, 1.49, pid=10, gone=1.53)
+    cut = Fault("cut", 2.0, 12.0)
+    assert describe_each([kill, cut]).splitlines() == [
+        "kill-worker 1.490000 1.490000 10 None 1.530000",
+        "cut 2.000000 12.000000 None None None",
+    ]
