@@ -66,3 +66,19 @@ async def test_a_worker_runs_what_an_async_connection_committed(sqlite_url: str)
             assert (await completed(backend, done.id)).result == {"shipped": 4}
     finally:
         await engine.dispose()
+
+
+def test_a_sync_connection_commits_an_enqueue_that_was_its_first_statement(
+    sqlite_url: str,
+) -> None:
+    """The enqueue's statements go to the sqlite3 connection underneath in one call: the
+    connection's transaction must still be SQLAlchemy's to commit (an enqueue as the first
+    statement of `engine.connect()` was lost at its close)."""
+    engine = create_engine(sqlite_url)
+    try:
+        with engine.connect() as conn:
+            done = enqueue(conn, "lib_order", {"order_id": 5}, owner=OWNER, registry=blueprint)
+            conn.commit()
+        assert _stored(engine) == ([(done.id, "queued")], [(done.id, "created")])
+    finally:
+        engine.dispose()

@@ -391,7 +391,7 @@ async def test_a_sqlite_claim_never_analyzed_reads_its_jobs_in_order_from_the_cl
         )
         assert analyzed.scalar() == 0
         found = await conn.exec_driver_sql(
-            "EXPLAIN QUERY PLAN " + claim_statement(every_queue).text, params
+            "EXPLAIN QUERY PLAN " + claim_statement(every_queue), params
         )
         plan = [str(row[-1]) for row in found.all()]  # the detail column
     reads = [line for line in plan if line.startswith(("SCAN jobs", "SEARCH jobs"))]

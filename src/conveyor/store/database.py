@@ -22,6 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.util import await_, greenlet_spawn
 
 from conveyor.errors import ConfigurationError, Unavailable
+from conveyor.store.drivers.sqlite_dbapi import DRIVER as SQLITE_DRIVER
+from conveyor.store.drivers.sqlite_dbapi import deferred_begin
 
 log = logging.getLogger("conveyor.store")
 
@@ -60,7 +62,8 @@ def async_url(url: str) -> tuple[Dialect, str]:
         database = parsed.database or ""
         if database and database != ":memory:":
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        return "sqlite", parsed.set(drivername="sqlite+aiosqlite").render_as_string(False)
+        # aiosqlite under SQLAlchemy, one thread trip per statement (drivers/sqlite_dbapi.py)
+        return "sqlite", parsed.set(drivername=f"sqlite+{SQLITE_DRIVER}").render_as_string(False)
     if backend in ("postgresql", "postgres"):
         return "postgresql", parsed.set(drivername="postgresql+asyncpg").render_as_string(False)
     raise ConfigurationError(f"unsupported database URL scheme: {parsed.drivername}")
@@ -380,7 +383,9 @@ def _configure_sqlite(engine: AsyncEngine, synchronous: str, *, immediate: bool)
     def _on_begin(conn: Any) -> None:
         if immediate:
             _wait_for_writers(conn)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+        if not deferred_begin(conn.connection.dbapi_connection, begin):
+            conn.exec_driver_sql(begin)
 
     @event.listens_for(engine.sync_engine, "invalidate")
     def _on_invalidate(dbapi_connection: Any, _record: Any, _exception: Any) -> None:

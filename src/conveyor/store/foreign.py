@@ -173,6 +173,14 @@ class _SyncCore:
     async def execute(self, statement: Any, parameters: Any = None) -> Any:
         return self._conn.execute(statement, parameters)
 
+    async def one_trip(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """The SQLite driver's raw statements on the sqlite3 connection underneath (the
+        caller's, borrowed: `_sqlite3`), in its transaction (drivers/sqlite_dbapi.py), begun
+        as a statement would begin it (autobegin), for the caller's commit to end it."""
+        if not self._conn.in_transaction():
+            self._conn.begin()
+        return work(cast(sqlite3.Connection, self._conn.connection.driver_connection))
+
 
 class _CoreOnRun:
     """Core statements sent through `run` (asyncpg, psycopg, Django): compiled as for

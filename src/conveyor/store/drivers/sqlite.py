@@ -7,19 +7,18 @@ transaction, built from the rows the change returned (store/events.py).
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     ColumnElement,
     Table,
-    TextClause,
     and_,
     exists,
     func,
     literal,
-    or_,
     select,
     tuple_,
 )
@@ -44,11 +43,12 @@ from conveyor.store.driver import (
     StoredWorkflow,
     WorkflowInsert,
 )
+from conveyor.store.drivers.sqlite_dbapi import in_one_trip
+from conveyor.store.drivers.sqlite_dbapi import rows as rows_of
 from conveyor.store.drivers.sqlite_sessions import LeaseLeadership, SqliteListener, bus_of
 from conveyor.store.records import aware
-from conveyor.store.sql import CLAIM_COLUMNS, load, typed
+from conveyor.store.sql import load, typed
 from conveyor.store.tables import (
-    job_callbacks,
     job_limits,
     jobs,
     rate_buckets,
@@ -60,13 +60,11 @@ _SQL = load(
     "sqlite",
     frozenset({"fair_heads", "claim_one", "claim_any", "complete", "retry", "fail", "rescue"})
     | frozenset({"promote"})
-    | frozenset({"claim_start", "limit_slots_hold"})
+    | frozenset({"claim_start", "limit_slots_hold", "record_events"})
+    | frozenset({"enqueue", "job_callback", "job_limit", "keyed_jobs", "unique_jobs"})
     | frozenset({"try_lead", "unlead", "data_version"})
     | frozenset({"workflow_steps", "workflow_created", "workflow_edges"}),
 )
-_CLAIM_ONE = typed(_SQL["claim_one"], times=("now",))
-_CLAIM_ANY = typed(_SQL["claim_any"], times=("now",))
-_START = typed(_SQL["claim_start"], times=("now", "lease"), columns=CLAIM_COLUMNS)
 _HOLD = typed(_SQL["limit_slots_hold"])
 _FINISH = {
     "completed": typed(_SQL["complete"], times=("now",)),
@@ -75,7 +73,6 @@ _FINISH = {
 }
 _RESCUE = typed(_SQL["rescue"], times=("now",))
 _PROMOTE = typed(_SQL["promote"], times=("now",))
-_FAIR_HEADS = typed(_SQL["fair_heads"])
 _WORKFLOW_STEPS = typed(_SQL["workflow_steps"], times=("now",))
 _WORKFLOW_CREATED = typed(_SQL["workflow_created"], times=("now",))
 _WORKFLOW_EDGES = typed(_SQL["workflow_edges"])
@@ -175,29 +172,12 @@ class SqliteDriver:
         said: Said,
         early: Callable[[list[ClaimedJob]], None] | None = None,
     ) -> Claimed:
+        ask = _Ask(worker_id, tuple(queues), every_queue, limit, lease, said)
         async with self.db.write() as conn:
-            # The start time is taken once the write lock is ours: the caller's was taken
-            # before it waited for the lock, maybe for the very finish that made these jobs
-            # runnable (a step would start before its dependency finished).
-            lease = _from_now(lease)
-            now, until = lease
-            params = {
-                "worker": worker_id,
-                "now": now,
-                "lease": until,
-                "queues": json.dumps(list(queues)),
-                "limit": limit,
-            }
-            picked = await _candidates(conn, queues, every_queue, params)
-            free = [r.id for r in picked if not r.limited]
-            rows: list[Any] = []
-            if free:  # the unlimited candidates start as picked
-                start = {**params, "ids": json.dumps(free)}
-                rows = list((await conn.execute(_START, start)).all())
-            claimed = Claimed(_claimed(row) for row in rows)
-            if waiting := {r.id: r.demands for r in picked if r.limited}:
-                rows += await _admit(conn, waiting, worker_id, lease, claimed)
-            await outbox.record(conn, self.xid(), [outbox.said_row(said, r, now) for r in rows])
+            started, waiting, lease = await in_one_trip(conn, ask.trip)
+            claimed = Claimed(started)
+            if waiting:
+                await _admit(conn, waiting, ask._replace(lease=lease), claimed)
         # Told only once committed: the commit runs on aiosqlite's thread, so a handler that
         # started first and crashed the process could take the claim with it, and a job that
         # kills its worker would be claimed again for ever without spending an attempt.
@@ -270,29 +250,57 @@ async def insert_with(
     limits: Sequence[dict[str, Any]],
 ) -> tuple[Inserted, set[str]]:
     """`insert_jobs`'s statements in `conn`'s transaction (a service's, the writer's, or a
-    library caller's own connection to the file: store/foreign.py), and the queues that got
-    runnable jobs (their wake-up is the caller's: in-process, once it commits)."""
-    rows = await _with_fair_tags(conn, rows)
-    # No conflict target: a taken idempotency key and a taken unique key (uq_jobs_unique)
-    # both skip the row, never abort the statement.
-    stmt = sqlite_insert(jobs).on_conflict_do_nothing().returning(jobs.c.id)
-    inserted = {r.id for r in (await conn.execute(stmt, list(rows))).all()}
-    new = [_NewJobView(r) for r in rows if r["id"] in inserted]
-    now = rows[0]["created_at"]
-    await outbox.record(
-        conn, ONE_WRITER_XID, [outbox.event_row(created, j, j.state, now) for j in new]
-    )
-    mine = [c for c in callbacks if c["job_id"] in inserted]
-    if mine:
-        await conn.execute(job_callbacks.insert(), mine)
-    held = [x for x in limits if x["job_id"] in inserted]
-    if held:
-        await conn.execute(job_limits.insert(), held)
-    dupes = [r for r in rows if r["id"] not in inserted]
-    existing = await _existing(conn, [r for r in dupes if r["idempotency_key"] is not None])
-    live = await _live(conn, [r for r in dupes if r["unique_key"] is not None])
-    runnable = {j.queue for j in new if j.state == "queued"}
-    return Inserted(inserted, existing, live), runnable
+    library caller's own async connection to the file: store/foreign.py), in one trip to
+    its thread; and the queues that got runnable jobs (their wake-up is the caller's:
+    in-process, once it commits)."""
+    return await in_one_trip(conn, Insert(rows, callbacks, created, limits).run)
+
+
+class Insert(NamedTuple):
+    """An enqueue's statements, run on a sqlite3 connection in its open transaction: the
+    writer's thread (`in_one_trip`), or a library caller's sync connection (`run` itself)."""
+
+    rows: Sequence[dict[str, Any]]
+    callbacks: Sequence[dict[str, Any]]
+    created: str
+    limits: Sequence[dict[str, Any]]
+
+    def run(self, conn: sqlite3.Connection) -> tuple[Inserted, set[str]]:
+        """Insert the jobs (a taken idempotency key and a taken unique key, uq_jobs_unique,
+        both skip the row: no conflict target, never an aborted statement), their events,
+        callbacks and limits; the stored jobs the duplicates name."""
+        tagged = _with_fair_tags(conn, self.rows)
+        inserted: set[str] = set()
+        for row in tagged:
+            if conn.execute(_SQL["enqueue"], _stored(row)).fetchone() is not None:
+                inserted.add(row["id"])
+        new = [_NewJobView(r) for r in tagged if r["id"] in inserted]
+        now = tagged[0]["created_at"]
+        record_events(conn, [outbox.event_row(self.created, j, j.state, now) for j in new])
+        if mine := [c for c in self.callbacks if c["job_id"] in inserted]:
+            stored = [{**c, "created_at": sqlite_time(c["created_at"])} for c in mine]
+            conn.executemany(_SQL["job_callback"], stored)
+        if held := [x for x in self.limits if x["job_id"] in inserted]:
+            conn.executemany(_SQL["job_limit"], held)
+        dupes = [r for r in tagged if r["id"] not in inserted]
+        existing = _existing(conn, [r for r in dupes if r["idempotency_key"] is not None])
+        live = _live(conn, [r for r in dupes if r["unique_key"] is not None])
+        runnable = {j.queue for j in new if j.state == "queued"}
+        return Inserted(inserted, existing, live), runnable
+
+
+def _stored(row: dict[str, Any]) -> dict[str, Any]:
+    """A job row (`job_row`, with its fair tag) as `enqueue` binds it: times and JSON as the
+    Core insert stored them (JSON null for no result)."""
+    return {
+        **row,
+        "payload": json.dumps(row["payload"]),
+        "run_at": sqlite_time(row["run_at"]),
+        "created_at": sqlite_time(row["created_at"]),
+        "result": json.dumps(row["result"]),
+        "errors": json.dumps(row["errors"]),
+        "tags": json.dumps(row["tags"]),
+    }
 
 
 _CHUNK = 500  # rows per insert statement (bound parameters stay under SQLite's cap)
@@ -318,7 +326,9 @@ async def insert_workflow_with(
             found = (await conn.execute(query)).one()
             return StoredWorkflow(found.id, found.fingerprint), set()
     now, args = workflow["created_at"], {"workflow": workflow["id"], "owner": workflow["owner_id"]}
-    tags = {r["id"]: r["fair_tag"] for r in await _with_fair_tags(conn, _ready_keyed(steps))}
+    keyed = _ready_keyed(steps)
+    tagged = await in_one_trip(conn, lambda raw: _with_fair_tags(raw, keyed)) if keyed else []
+    tags = {r["id"]: r["fair_tag"] for r in tagged}
     batch = json.dumps([_step_values(row, tags) for row in steps])
     await conn.execute(_WORKFLOW_STEPS, {**args, "now": now, "steps": batch})
     await conn.execute(_WORKFLOW_CREATED, {**args, "now": now, "steps": batch, "type": created})
@@ -349,17 +359,13 @@ def _step_values(row: dict[str, Any], tags: dict[str, float]) -> list[Any]:
 
 
 async def _admit(
-    conn: AsyncConnection,
-    waiting: dict[str, str],
-    worker_id: str,
-    lease: tuple[datetime, datetime],
-    claimed: Claimed,
-) -> Sequence[Any]:
+    conn: AsyncConnection, waiting: dict[str, str], ask: _Ask, claimed: Claimed
+) -> None:
     """Start those of the limited candidates `waiting` (claim order, each with the
     `demands` its claim read) that every limit they are under admits, adding them to
-    `claimed`; their rows (for the events). One writer at a time (BEGIN IMMEDIATE): what
-    this transaction reads no other changes before it commits."""
-    now, until = lease
+    `claimed`. One writer at a time (BEGIN IMMEDIATE): what this transaction reads no other
+    changes before it commits."""
+    now = ask.lease[0]
     demands: list[admission.Demand] = []
     # Each concurrency key's free slots, then those it lacks up to its size (made held by
     # `limit_slots_hold` when the plan gives them).
@@ -380,7 +386,7 @@ async def _admit(
     plan = admission.plan(list(waiting), demands, free, buckets, now)
     claimed.refused, claimed.retry_in = plan.refused, plan.retry_in
     if not plan.admitted:
-        return []
+        return
     if plan.holds:
         await conn.execute(_HOLD, {"holds": json.dumps(plan.holds)})
     for (name, key), tokens in plan.buckets.items():
@@ -393,10 +399,8 @@ async def _admit(
                 set_={"tokens": tokens, "refreshed_at": now},
             )
         )
-    params = {"ids": json.dumps(plan.admitted), "worker": worker_id, "now": now, "lease": until}
-    rows = (await conn.execute(_START, params)).all()
-    claimed.extend(_claimed(row) for row in rows)
-    return rows
+    admitted = plan.admitted
+    claimed.extend(await in_one_trip(conn, lambda raw: ask.start(raw, admitted, ask.lease)))
 
 
 class _NewJobView:
@@ -409,8 +413,8 @@ class _NewJobView:
         self.type, self.state, self.attempt = row["type"], row["state"], 0
 
 
-async def _with_fair_tags(
-    conn: AsyncConnection, rows: Sequence[dict[str, Any]]
+def _with_fair_tags(
+    conn: sqlite3.Connection, rows: Sequence[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """The rows, each with its fair tag (docs/flow-control.md "Fair dispatch"): its run_at's
     epoch without a fair key; otherwise max(V, L [, its run_at]) + rank / weight, from one
@@ -428,7 +432,7 @@ async def _with_fair_tags(
     # The weight is the owner's when the group's first job is its key's owner's (a batch has
     # one owner), as in PostgreSQL's `enqueue`.
     asked = json.dumps([[*g, m[0]["owner_id"] == g[2]] for g, m in groups.items()])
-    heads = {h.i: h for h in (await conn.execute(_FAIR_HEADS, {"groups": asked})).all()}
+    heads = {h.i: h for h in rows_of(conn.execute(_SQL["fair_heads"], {"groups": asked}))}
     for i, members in enumerate(groups.values()):
         head = heads[i]
         for rank, row in enumerate(members, start=1):
@@ -438,43 +442,32 @@ async def _with_fair_tags(
     return tagged
 
 
-async def _existing(
-    conn: AsyncConnection, dupes: Sequence[dict[str, Any]]
+def _existing(
+    conn: sqlite3.Connection, dupes: Sequence[dict[str, Any]]
 ) -> dict[tuple[str, str | None], Existing]:
     """The stored jobs the duplicates' idempotency keys name, in one query."""
     if not dupes:
         return {}
-    query = select(
-        jobs.c.id, jobs.c.state, jobs.c.owner_id, jobs.c.idempotency_key, jobs.c.type,
-        jobs.c.queue, jobs.c.payload,
-    )  # fmt: skip
-    found = (await conn.execute(query.where(_named(dupes, jobs.c.idempotency_key)))).all()
+    found = rows_of(conn.execute(_SQL["keyed_jobs"], {"keys": _keys(dupes, "idempotency_key")}))
     return {
-        (r.owner_id, r.idempotency_key): Existing(r.id, r.state, r.type, r.queue, r.payload)
+        (r.owner_id, r.idempotency_key): Existing(
+            r.id, r.state, r.type, r.queue, json.loads(r.payload)
+        )
         for r in found
     }
 
 
-async def _live(
-    conn: AsyncConnection, dupes: Sequence[dict[str, Any]]
-) -> dict[str, tuple[str, str]]:
+def _live(conn: sqlite3.Connection, dupes: Sequence[dict[str, Any]]) -> dict[str, tuple[str, str]]:
     """The live jobs (uq_jobs_unique's rows) the duplicates' unique keys name, in one query."""
     if not dupes:
         return {}
-    live = func.instr(jobs.c.unique_states, literal(",") + jobs.c.state + literal(",")) > 0
-    query = select(jobs.c.id, jobs.c.state, jobs.c.unique_key)
-    found = (await conn.execute(query.where(_named(dupes, jobs.c.unique_key), live))).all()
+    found = rows_of(conn.execute(_SQL["unique_jobs"], {"keys": _keys(dupes, "unique_key")}))
     return {r.unique_key: (r.id, r.state) for r in found}
 
 
-def _named(dupes: Sequence[dict[str, Any]], column: Any) -> ColumnElement[bool]:
-    """Rows whose (owner, `column`) is one of the duplicates'."""
-    keys: dict[str, set[str]] = {}
-    for row in dupes:
-        keys.setdefault(row["owner_id"], set()).add(row[column.name])
-    return or_(
-        *((jobs.c.owner_id == owner) & column.in_(sorted(wanted)) for owner, wanted in keys.items())
-    )
+def _keys(dupes: Sequence[dict[str, Any]], column: str) -> str:
+    """The duplicates' [owner, key] pairs (of `column`), as the JSON array the lookups read."""
+    return json.dumps(sorted({(row["owner_id"], row[column]) for row in dupes}))
 
 
 def _batch_json(batch: FinishBatch) -> str:
@@ -491,35 +484,95 @@ def _batch_json(batch: FinishBatch) -> str:
     return json.dumps(items)
 
 
-def claim_statement(every_queue: bool) -> TextClause:
+def claim_statement(every_queue: bool) -> str:
     """The claim's candidates statement: `claim_any` for a worker of every queue, else
     `claim_one`, once per queue (sqlite.sql says why)."""
-    return _CLAIM_ANY if every_queue else _CLAIM_ONE
+    return _SQL["claim_any"] if every_queue else _SQL["claim_one"]
 
 
-async def _candidates(
-    conn: AsyncConnection, queues: Sequence[str], every_queue: bool, params: dict[str, Any]
-) -> Sequence[Any]:
-    """A claim's candidates in claim order: `claim_any` once for a worker of `*` (`queues`
-    are those it leaves out), else `claim_one` for each queue, its first `limit` in the
-    claim index's order whatever the statistics; of several queues' the best `limit`,
-    which are the first `limit` of one ordered read of all of them."""
-    if every_queue:
-        return (await conn.execute(claim_statement(True), params)).all()
-    found: list[Any] = []
-    for queue in dict.fromkeys(queues):
-        found += (await conn.execute(claim_statement(False), {**params, "queue": queue})).all()
-    if len(queues) > 1:
-        found.sort(key=lambda r: (-r.priority, r.fair_tag, r.id))
-    return found[: params["limit"]]
+class _Ask(NamedTuple):
+    """A claim, as its one trip to the writer's thread runs it (`trip`)."""
+
+    worker: str
+    queues: tuple[str, ...]
+    every_queue: bool
+    limit: int
+    lease: tuple[datetime, datetime]
+    said: Said
+
+    def trip(
+        self, conn: sqlite3.Connection
+    ) -> tuple[list[ClaimedJob], dict[str, str], tuple[datetime, datetime]]:
+        """The candidates, the unlimited ones started with their events; the limited ones
+        (id: demands) for `_admit`, and the lease they start with."""
+        start, end = self.lease
+        params = {
+            "worker": self.worker,
+            "now": sqlite_time(start),
+            "lease": sqlite_time(end),
+            "queues": json.dumps(list(self.queues)),
+            "limit": self.limit,
+        }
+        picked = self.candidates(conn, params)
+        # The start time is taken once the write lock is ours (this trip began with the
+        # BEGIN IMMEDIATE that waited for it): the caller's was taken before it waited,
+        # maybe for the very finish that made these jobs runnable (a step would start
+        # before its dependency finished).
+        lease = _from_now(self.lease)
+        free = [r.id for r in picked if not r.limited]
+        started = self.start(conn, free, lease) if free else []
+        return started, {r.id: r.demands for r in picked if r.limited}, lease
+
+    def candidates(self, conn: sqlite3.Connection, params: dict[str, Any]) -> list[Any]:
+        """A claim's candidates in claim order: `claim_any` once for a worker of `*` (its
+        `queues` are those it leaves out), else `claim_one` for each queue, its first `limit`
+        in the claim index's order whatever the statistics; of several queues' the best
+        `limit`, which are the first `limit` of one ordered read of all of them."""
+        if self.every_queue:
+            return rows_of(conn.execute(claim_statement(True), params))
+        found: list[Any] = []
+        for queue in dict.fromkeys(self.queues):
+            found += rows_of(conn.execute(claim_statement(False), {**params, "queue": queue}))
+        if len(self.queues) > 1:
+            found.sort(key=lambda r: (-r.priority, r.fair_tag, r.id))
+        return found[: self.limit]
+
+    def start(
+        self, conn: sqlite3.Connection, ids: list[str], lease: tuple[datetime, datetime]
+    ) -> list[ClaimedJob]:
+        """Start the jobs `ids` for this worker, with their events."""
+        now, until = lease
+        params = {
+            "ids": json.dumps(ids),
+            "worker": self.worker,
+            "now": sqlite_time(now),
+            "lease": sqlite_time(until),
+        }
+        started = rows_of(conn.execute(_SQL["claim_start"], params))
+        record_events(conn, [outbox.said_row(self.said, r, now) for r in started])
+        return [_claimed(row) for row in started]
+
+
+def record_events(conn: sqlite3.Connection, events: list[dict[str, Any]]) -> None:
+    """`outbox.record`'s insert, on the writer's thread (`in_one_trip`): data as JSON text
+    ('null' for none, as the Core insert stores it), times as stored."""
+    if events:
+        conn.executemany(
+            _SQL["record_events"],
+            [
+                {**e, "data": json.dumps(e["data"]), "created_at": sqlite_time(e["created_at"])}
+                for e in events
+            ],
+        )
 
 
 def _claimed(row: Any) -> ClaimedJob:
+    """A started row (`claim_start`'s columns, as stored)."""
     return ClaimedJob(
         id=row.id,
         type=row.type,
         queue=row.queue,
-        payload=row.payload,
+        payload=json.loads(row.payload),
         attempt=row.attempt,
         max_attempts=row.max_attempts,
         timeout_s=row.timeout_s,

@@ -4,6 +4,47 @@
 -- order. SQLite has no data-modifying CTE: the events of a change are a second statement
 -- in the same transaction, built from the rows the change returned (store/events.py).
 
+-- name: enqueue
+-- One submitted job (`job_row`'s columns, as stored: times as text, JSON as text) with its
+-- fair tag. No conflict target: a taken idempotency key (uq_jobs_idempotency) and a taken
+-- unique key (uq_jobs_unique) both skip the row, never abort the statement; it returns
+-- the id only when the row went in.
+INSERT INTO jobs (id, owner_id, queue, type, payload, priority, state, attempt,
+    max_attempts, run_at, lease_expires_at, worker_id, timeout_s, idempotency_key,
+    progress, progress_message, result, errors, tags, schedule_id, created_at, started_at,
+    finished_at, unique_key, unique_states, fair_key, fair_tag, limited, trace_context)
+VALUES (:id, :owner_id, :queue, :type, :payload, :priority, :state, :attempt,
+    :max_attempts, :run_at, :lease_expires_at, :worker_id, :timeout_s, :idempotency_key,
+    :progress, :progress_message, :result, :errors, :tags, :schedule_id, :created_at,
+    :started_at, :finished_at, :unique_key, :unique_states, :fair_key, :fair_tag, :limited,
+    :trace_context)
+ON CONFLICT DO NOTHING
+RETURNING id
+
+-- name: job_callback
+-- A submitted job's callback URL (`callback_rows`), in its enqueue's transaction.
+INSERT INTO job_callbacks (job_id, owner_id, url, created_at)
+VALUES (:job_id, :owner_id, :url, :created_at)
+
+-- name: job_limit
+-- A submitted job's key under one limit (`limit_rows`), in its enqueue's transaction.
+INSERT INTO job_limits (job_id, name, key) VALUES (:job_id, :name, :key)
+
+-- name: keyed_jobs
+-- The stored jobs the idempotency keys of a submit's duplicates name, :keys [[owner, key],
+-- ...], each found through uq_jobs_idempotency (CROSS JOIN: the keys drive the loop).
+SELECT j.id, j.state, j.owner_id, j.idempotency_key, j.type, j.queue, j.payload
+FROM json_each(:keys) AS k CROSS JOIN jobs AS j
+WHERE j.owner_id = k.value ->> 0 AND j.idempotency_key = k.value ->> 1
+
+-- name: unique_jobs
+-- The live jobs (uq_jobs_unique's rows: the index's own predicate) the unique keys of a
+-- submit's duplicates name, :keys [[owner, key], ...].
+SELECT j.id, j.state, j.unique_key
+FROM json_each(:keys) AS k CROSS JOIN jobs AS j
+WHERE j.unique_key = k.value ->> 1 AND j.owner_id = k.value ->> 0
+    AND j.unique_key IS NOT NULL AND instr(j.unique_states, ',' || j.state || ',') > 0
+
 -- name: fair_heads
 -- What a fair submit's tags start from (docs/flow-control.md "Fair dispatch"), for each
 -- group of :groups ([[queue, priority, key, owned], ...]: the batch's jobs with a fair key,
@@ -137,6 +178,14 @@ WHERE id IN (SELECT value FROM json_each(:ids))
 RETURNING jobs.id, jobs.type, jobs.queue, jobs.payload, jobs.attempt, jobs.max_attempts,
     jobs.timeout_s, jobs.priority, jobs.owner_id, jobs.idempotency_key, jobs.run_at,
     jobs.trace_context, jobs.workflow_id, jobs.step, jobs.depends
+
+-- name: record_events
+-- One event (executemany: each of a claim's started jobs), as `outbox.record`'s Core insert
+-- writes it: xid 0 (one writer: commit order is id order), :data as JSON text.
+INSERT INTO events (xid, type, job_id, owner_id, queue, job_type, state, attempt, data,
+    created_at)
+VALUES (0, :type, :job_id, :owner_id, :queue, :job_type, :state, :attempt, :data,
+    :created_at)
 
 -- name: limit_slots_hold
 -- The admitted jobs hold their slots (:holds: [[limit, key, slot, job], ...]): a slot the
