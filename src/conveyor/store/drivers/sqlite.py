@@ -20,7 +20,6 @@ from sqlalchemy import (
     func,
     literal,
     select,
-    tuple_,
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -30,7 +29,7 @@ from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import ClaimedJob
 from conveyor.store import admission
 from conveyor.store import events as outbox
-from conveyor.store.database import Database
+from conveyor.store.database import Database, after_commit
 from conveyor.store.driver import (
     Callback,
     Claimed,
@@ -45,13 +44,17 @@ from conveyor.store.driver import (
 )
 from conveyor.store.drivers.sqlite_dbapi import in_one_trip
 from conveyor.store.drivers.sqlite_dbapi import rows as rows_of
-from conveyor.store.drivers.sqlite_sessions import LeaseLeadership, SqliteListener, bus_of
-from conveyor.store.records import aware
+from conveyor.store.drivers.sqlite_sessions import (
+    LeaseLeadership,
+    SqliteListener,
+    WakeSockets,
+    bus_of,
+)
+from conveyor.store.records import aware, must
 from conveyor.store.sql import load, typed
 from conveyor.store.tables import (
     job_limits,
     jobs,
-    rate_buckets,
     workflows,
 )
 from conveyor.store.types import sqlite_time
@@ -62,15 +65,11 @@ _SQL = load(
     | frozenset({"promote"})
     | frozenset({"claim_start", "limit_slots_hold", "record_events"})
     | frozenset({"enqueue", "job_callback", "job_limit", "keyed_jobs", "unique_jobs"})
+    | frozenset({"rate_buckets_of", "rate_bucket_set"})
     | frozenset({"try_lead", "unlead", "data_version"})
     | frozenset({"workflow_steps", "workflow_created", "workflow_edges"}),
 )
-_HOLD = typed(_SQL["limit_slots_hold"])
-_FINISH = {
-    "completed": typed(_SQL["complete"], times=("now",)),
-    "retry": typed(_SQL["retry"]),
-    "failed": typed(_SQL["fail"], times=("now",)),
-}
+_FINISH = {"completed": _SQL["complete"], "retry": _SQL["retry"], "failed": _SQL["fail"]}
 _RESCUE = typed(_SQL["rescue"], times=("now",))
 _PROMOTE = typed(_SQL["promote"], times=("now",))
 _WORKFLOW_STEPS = typed(_SQL["workflow_steps"], times=("now",))
@@ -91,6 +90,7 @@ class SqliteDriver:
         self.db = db
         self._bus = bus_of(db.url)
         self.path = make_url(db.url).database or ":memory:"
+        self._wake = WakeSockets(self.path)
 
     # ---- pieces of the shared Core statements -------------------------------------------
     def insert(self, table: Table) -> Any:
@@ -129,23 +129,17 @@ class SqliteDriver:
     ) -> Inserted:
         """`synchronous` is PostgreSQL's: the writer's `PRAGMA synchronous` holds for every
         write of the process, so a submit cannot relax it alone (docs/design.md)."""
-        if conn is not None:
-            return await self._insert_jobs(conn, rows, callbacks, created, limits)
+        insert = Insert(rows, callbacks, created, limits)
+        if conn is not None:  # a service's transaction: it goes on after the insert
+            done, runnable = await in_one_trip(conn, insert.run)
+            if runnable:
+                await self.notify_jobs(conn, runnable)
+            return done
         async with self.db.write() as own:
-            return await self._insert_jobs(own, rows, callbacks, created, limits)
-
-    async def _insert_jobs(
-        self,
-        conn: AsyncConnection,
-        rows: Sequence[dict[str, Any]],
-        callbacks: Sequence[dict[str, Any]],
-        created: str,
-        limits: Sequence[dict[str, Any]],
-    ) -> Inserted:
-        done, runnable = await insert_with(conn, rows, callbacks, created, limits)
-        if runnable:
-            await self.notify_jobs(conn, runnable)
-        return done
+            done, runnable = await in_one_trip(own, insert.run, end=True)
+            if runnable:
+                await self.notify_jobs(own, runnable)
+            return done
 
     async def insert_workflow(
         self, conn: AsyncConnection, rows: WorkflowInsert, created: str
@@ -174,10 +168,7 @@ class SqliteDriver:
     ) -> Claimed:
         ask = _Ask(worker_id, tuple(queues), every_queue, limit, lease, said)
         async with self.db.write() as conn:
-            started, waiting, lease = await in_one_trip(conn, ask.trip)
-            claimed = Claimed(started)
-            if waiting:
-                await _admit(conn, waiting, ask._replace(lease=lease), claimed)
+            claimed = await in_one_trip(conn, ask.trip, end=True)
         # Told only once committed: the commit runs on aiosqlite's thread, so a handler that
         # started first and crashed the process could take the claim with it, and a job that
         # kills its worker would be claimed again for ever without spending an attempt.
@@ -189,16 +180,8 @@ class SqliteDriver:
     async def finish(
         self, worker_id: str, now: datetime, batches: Sequence[FinishBatch]
     ) -> set[str]:
-        accepted: set[str] = set()
         async with self.db.write() as conn:
-            for batch in batches:
-                params = {"batch": _batch_json(batch), "worker": worker_id, "now": now}
-                rows = (await conn.execute(_FINISH[batch.kind], params)).all()
-                accepted.update(row.id for row in rows)
-                said = {o.job_id: s for o, s in zip(batch.outcomes, batch.events, strict=True)}
-                logged = [outbox.said_row(said[r.id], r, now) for r in rows]
-                await outbox.record(conn, self.xid(), logged)
-        return accepted
+            return await in_one_trip(conn, _Finish(worker_id, now, batches).run, end=True)
 
     async def promote(self, conn: AsyncConnection, now: datetime, limit: int) -> Sequence[Any]:
         return (await conn.execute(_PROMOTE, {"now": now, "limit": limit})).all()
@@ -209,8 +192,11 @@ class SqliteDriver:
 
     # ---- wake-ups and leadership ------------------------------------------------------
     async def notify_jobs(self, conn: AsyncConnection, queues: set[str]) -> None:
+        """This process's workers at once (they claim once the write lock is free: after
+        this commit); other processes' once it committed, by datagram (`WakeSockets`)."""
         for queue in queues:
             self._bus.emit(self._bus.jobs, queue)
+        after_commit(conn, self._wake.ring)
 
     async def notify_cancel(self, conn: AsyncConnection, job_id: str) -> None:
         self._bus.emit(self._bus.cancels, job_id)
@@ -219,7 +205,7 @@ class SqliteDriver:
         """Nothing to send: other processes watch `PRAGMA data_version`."""
 
     async def listen(self, on_jobs: Callback, on_cancel: Callback) -> Listener:
-        listener = SqliteListener(self._bus, self.path, on_jobs, on_cancel)
+        listener = SqliteListener(self._bus, self.path, on_jobs, on_cancel, self._wake)
         await listener.start(_SQL["data_version"])
         return listener
 
@@ -232,7 +218,8 @@ class SqliteDriver:
         return LeaseLeadership(self.db, (_LEAD, _UNLEAD), name, holder, ttl)
 
     async def close(self) -> None:
-        """Nothing of its own to close: the engines are the Database's."""
+        """Its wake-up sender (the engines are the Database's)."""
+        self._wake.close()
 
 
 def _from_now(lease: tuple[datetime, datetime]) -> tuple[datetime, datetime]:
@@ -358,51 +345,6 @@ def _step_values(row: dict[str, Any], tags: dict[str, float]) -> list[Any]:
     ]  # fmt: skip
 
 
-async def _admit(
-    conn: AsyncConnection, waiting: dict[str, str], ask: _Ask, claimed: Claimed
-) -> None:
-    """Start those of the limited candidates `waiting` (claim order, each with the
-    `demands` its claim read) that every limit they are under admits, adding them to
-    `claimed`. One writer at a time (BEGIN IMMEDIATE): what this transaction reads no other
-    changes before it commits."""
-    now = ask.lease[0]
-    demands: list[admission.Demand] = []
-    # Each concurrency key's free slots, then those it lacks up to its size (made held by
-    # `limit_slots_hold` when the plan gives them).
-    free: dict[tuple[str, str], list[int]] = {}
-    for job_id, asked in waiting.items():
-        for name, key, kind, size, rate, per_s, burst, top, slots in json.loads(asked):
-            demands.append(admission.Demand(job_id, name, key, kind, size, rate, per_s, burst))
-            if top is not None and (name, key) not in free:
-                mine = [int(n) for n in slots.split(",")] if slots else []
-                free[(name, key)] = mine + list(range(top + 1, size + 1))
-    buckets: dict[tuple[str, str], admission.Bucket] = {}
-    if rates := admission.rated(demands):
-        pairs = tuple_(rate_buckets.c.name, rate_buckets.c.key).in_(list(rates))
-        stored = select(rate_buckets.c.name, rate_buckets.c.key, rate_buckets.c.tokens,
-                        rate_buckets.c.refreshed_at).where(pairs)  # fmt: skip
-        for name, key, tokens, at in (await conn.execute(stored)).all():
-            buckets[(name, key)] = admission.Bucket(tokens, at)
-    plan = admission.plan(list(waiting), demands, free, buckets, now)
-    claimed.refused, claimed.retry_in = plan.refused, plan.retry_in
-    if not plan.admitted:
-        return
-    if plan.holds:
-        await conn.execute(_HOLD, {"holds": json.dumps(plan.holds)})
-    for (name, key), tokens in plan.buckets.items():
-        upsert = sqlite_insert(rate_buckets).values(
-            name=name, key=key, tokens=tokens, refreshed_at=now
-        )
-        await conn.execute(
-            upsert.on_conflict_do_update(
-                index_elements=[rate_buckets.c.name, rate_buckets.c.key],
-                set_={"tokens": tokens, "refreshed_at": now},
-            )
-        )
-    admitted = plan.admitted
-    claimed.extend(await in_one_trip(conn, lambda raw: ask.start(raw, admitted, ask.lease)))
-
-
 class _NewJobView:
     """A new job as `outbox.event_row` reads it, from an insert's parameters."""
 
@@ -470,6 +412,26 @@ def _keys(dupes: Sequence[dict[str, Any]], column: str) -> str:
     return json.dumps(sorted({(row["owner_id"], row[column]) for row in dupes}))
 
 
+class _Finish(NamedTuple):
+    """A worker's fenced finishes (each batch one statement, by kind) and their events, on
+    the writer's thread in one trip; the ids accepted (the rest were fenced)."""
+
+    worker: str
+    now: datetime
+    batches: Sequence[FinishBatch]
+
+    def run(self, conn: sqlite3.Connection) -> set[str]:
+        accepted: set[str] = set()
+        now = sqlite_time(self.now)
+        for batch in self.batches:
+            params = {"batch": _batch_json(batch), "worker": self.worker, "now": now}
+            done = rows_of(conn.execute(_FINISH[batch.kind], params))
+            accepted.update(row.id for row in done)
+            said = {o.job_id: s for o, s in zip(batch.outcomes, batch.events, strict=True)}
+            record_events(conn, [outbox.said_row(said[r.id], r, self.now) for r in done])
+        return accepted
+
+
 def _batch_json(batch: FinishBatch) -> str:
     """The JSON array a finish statement reads with json_each."""
     items: list[list[Any]] = []
@@ -500,11 +462,9 @@ class _Ask(NamedTuple):
     lease: tuple[datetime, datetime]
     said: Said
 
-    def trip(
-        self, conn: sqlite3.Connection
-    ) -> tuple[list[ClaimedJob], dict[str, str], tuple[datetime, datetime]]:
-        """The candidates, the unlimited ones started with their events; the limited ones
-        (id: demands) for `_admit`, and the lease they start with."""
+    def trip(self, conn: sqlite3.Connection) -> Claimed:
+        """The claim on the writer's thread: the candidates, the unlimited ones started and
+        the limited ones admitted (`admit`), with their events."""
         start, end = self.lease
         params = {
             "worker": self.worker,
@@ -520,8 +480,52 @@ class _Ask(NamedTuple):
         # before its dependency finished).
         lease = _from_now(self.lease)
         free = [r.id for r in picked if not r.limited]
-        started = self.start(conn, free, lease) if free else []
-        return started, {r.id: r.demands for r in picked if r.limited}, lease
+        claimed = Claimed(self.start(conn, free, lease) if free else [])
+        if waiting := {r.id: r.demands for r in picked if r.limited}:
+            self.admit(conn, waiting, lease, claimed)
+        return claimed
+
+    def admit(
+        self,
+        conn: sqlite3.Connection,
+        waiting: dict[str, str],
+        lease: tuple[datetime, datetime],
+        claimed: Claimed,
+    ) -> None:
+        """Start those of the limited candidates `waiting` (claim order, each with the
+        `demands` its claim read) that every limit they are under admits, adding them to
+        `claimed`. One writer at a time (BEGIN IMMEDIATE): what this transaction reads no
+        other changes before it commits."""
+        now = lease[0]
+        demands: list[admission.Demand] = []
+        # Each concurrency key's free slots, then those it lacks up to its size (made held
+        # by `limit_slots_hold` when the plan gives them).
+        free: dict[tuple[str, str], list[int]] = {}
+        for job_id, asked in waiting.items():
+            for name, key, kind, size, rate, per_s, burst, top, slots in json.loads(asked):
+                demands.append(admission.Demand(job_id, name, key, kind, size, rate, per_s, burst))
+                if top is not None and (name, key) not in free:
+                    mine = [int(n) for n in slots.split(",")] if slots else []
+                    free[(name, key)] = mine + list(range(top + 1, size + 1))
+        buckets: dict[tuple[str, str], admission.Bucket] = {}
+        if rates := admission.rated(demands):
+            pairs = {"pairs": json.dumps(list(rates))}
+            for row in rows_of(conn.execute(_SQL["rate_buckets_of"], pairs)):
+                buckets[(row.name, row.key)] = admission.Bucket(row.tokens, must(row.refreshed_at))
+        plan = admission.plan(list(waiting), demands, free, buckets, now)
+        claimed.refused, claimed.retry_in = plan.refused, plan.retry_in
+        if not plan.admitted:
+            return
+        if plan.holds:
+            conn.execute(_SQL["limit_slots_hold"], {"holds": json.dumps(plan.holds)})
+        if plan.buckets:
+            at = sqlite_time(now)
+            refills = [
+                {"name": name, "key": key, "tokens": tokens, "at": at}
+                for (name, key), tokens in plan.buckets.items()
+            ]
+            conn.executemany(_SQL["rate_bucket_set"], refills)
+        claimed.extend(self.start(conn, plan.admitted, lease))
 
     def candidates(self, conn: sqlite3.Connection, params: dict[str, Any]) -> list[Any]:
         """A claim's candidates in claim order: `claim_any` once for a worker of `*` (its

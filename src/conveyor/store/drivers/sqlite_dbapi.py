@@ -229,7 +229,9 @@ class Trips(Protocol):
     async def one_trip(self, work: Callable[[sqlite3.Connection], T]) -> T: ...
 
 
-async def in_one_trip(conn: AsyncConnection | Trips, work: Callable[[sqlite3.Connection], T]) -> T:
+async def in_one_trip(
+    conn: AsyncConnection | Trips, work: Callable[[sqlite3.Connection], T], *, end: bool = False
+) -> T:
     """`work` run on the thread of `conn`'s connection, in `conn`'s transaction, in one trip:
     for a hot path's several statements (a claim: candidates, start, events), each of which
     costs a trip and SQLAlchemy's execution on its own. `work` gets the sqlite3 connection
@@ -237,7 +239,13 @@ async def in_one_trip(conn: AsyncConnection | Trips, work: Callable[[sqlite3.Con
     text, JSON as text); its sqlite3 errors reach the caller as SQLAlchemy's, as a
     statement's would (IntegrityError, OperationalError: store/database.py maps them).
     A caller's own async connection (SQLAlchemy's aiosqlite, store/foreign.py) runs it on
-    its aiosqlite thread the same way, in the transaction its statements would begin."""
+    its aiosqlite thread the same way, in the transaction its statements would begin.
+
+    `end` (a transaction of Conveyor's own, whose work this is all of): the same trip
+    commits it, or rolls it back if `work` fails, and the caller's commit has nothing left
+    to do. The write lock is then never held while the event loop runs something else: a
+    handler that blocks the loop (docs/design.md "A blocked event loop") would otherwise
+    keep every other process's writes waiting behind a transaction it cannot finish."""
     if not isinstance(conn, AsyncConnection):
         return await conn.one_trip(work)
     if not conn.in_transaction():
@@ -248,7 +256,9 @@ async def in_one_trip(conn: AsyncConnection | Trips, work: Callable[[sqlite3.Con
     adapt, aio = pooled.dbapi_connection, pooled.driver_connection
     try:
         if isinstance(adapt, OneTripConnection):
-            return await adapt.send(work)
+            return await adapt.send(_ended if end else _within, work)
+        if end:
+            raise TypeError("only a transaction of Conveyor's own SQLite engine is ended so")
         if not isinstance(aio, aiosqlite.Connection):
             raise TypeError(f"not a connection to a SQLite file through aiosqlite: {aio!r}")
         return await aio._execute(work, aio._conn)  # type: ignore[no-untyped-call,no-any-return]
@@ -256,6 +266,21 @@ async def in_one_trip(conn: AsyncConnection | Trips, work: Callable[[sqlite3.Con
         raise DBAPIError.instance(
             getattr(work, "__name__", repr(work)), None, error, sqlite3.Error
         ) from error
+
+
+def _within(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    return work(conn)
+
+
+def _ended(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """`work`, then its transaction committed; rolled back if either fails."""
+    try:
+        done = work(conn)
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    return done
 
 
 def rows(cursor: sqlite3.Cursor) -> list[Any]:

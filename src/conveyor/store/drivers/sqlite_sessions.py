@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import logging
+import os
+import secrets
+import socket
 import sqlite3
+import tempfile
+import time
 from collections import defaultdict
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import TextClause, select
 
@@ -22,6 +30,8 @@ from conveyor.store.tables import leader_leases
 # commit elsewhere is seen after 1 ms on average. Through aiosqlite's thread every 20 ms it
 # was 10 ms on average, most of SQLite's idle latency (8.8 ms p50 from submit to start).
 CROSS_PROCESS_POLL = 0.002
+
+log = logging.getLogger("conveyor.store")
 
 
 class LocalBus:
@@ -43,20 +53,141 @@ def bus_of(url: str) -> LocalBus:
     return _buses[url]
 
 
+class WakeSockets:
+    """This host's processes listening on one database file, each a datagram socket in a
+    private directory: a commit that made jobs runnable wakes the others at once (`ring`),
+    as PostgreSQL's NOTIFY does, instead of at their next data_version look (1 ms on
+    average, and a timer's wake-up). The look stays: for commits of processes that send
+    nothing (a library caller's own connection), and for a lost datagram. A socket whose
+    process is gone (killed) refuses the datagram and is removed by the next ring."""
+
+    LIST_EVERY_S = 1.0  # how often a ring lists the directory again (new listeners)
+
+    def __init__(self, db_path: str) -> None:
+        self.dir = _wake_dir(db_path)
+        self._peers: list[Path] = []
+        self._listed = float("-inf")
+        self._sender: socket.socket | None = None
+
+    def open(self) -> tuple[socket.socket, Path] | None:
+        """A listener's own socket, bound in the directory; None where there is none (no
+        Unix datagram sockets, or no private directory to put them in)."""
+        if self.dir is None:
+            return None
+        path = self.dir / f"{_mine()}{secrets.token_hex(4)}"
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.bind(str(path))
+        except OSError as exc:
+            sock.close()
+            log.debug("no wake-up socket at %s: %s", path, exc)
+            return None
+        self._listed = float("-inf")  # a new listener: list again
+        return sock, path
+
+    def ring(self) -> None:
+        """Wake every other process's listener (nothing is said: each looks for itself)."""
+        if self.dir is None:
+            return
+        now = time.monotonic()
+        if now - self._listed >= self.LIST_EVERY_S:
+            self._peers = self._list()
+            self._listed = now
+        if not self._peers:
+            return
+        if self._sender is None:
+            self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self._sender.setblocking(False)
+        for peer in list(self._peers):
+            try:
+                self._sender.sendto(b"*", str(peer))
+            except BlockingIOError:
+                pass  # its queue is full: it has wake-ups to read already
+            except (ConnectionRefusedError, FileNotFoundError):
+                self._peers.remove(peer)  # its process is gone
+                with contextlib.suppress(OSError):
+                    peer.unlink()
+            except OSError as exc:
+                log.debug("wake-up to %s failed: %s", peer, exc)
+
+    def _list(self) -> list[Path]:
+        assert self.dir is not None
+        try:
+            mine = _mine()
+            return [p for p in self.dir.iterdir() if not p.name.startswith(mine)]
+        except OSError:
+            return []
+
+    def close(self) -> None:
+        if self._sender is not None:
+            self._sender.close()
+            self._sender = None
+
+
+def _mine() -> str:
+    """The name prefix of this process's sockets (its own listeners hear the bus instead)."""
+    return f"{os.getpid()}-"
+
+
+def _wake_dir(db_path: str) -> Path | None:
+    """The file's wake-up directory: one per database file and user, in the temporary
+    directory, made 0700 and used only if it is this user's own (a directory another user
+    made first is not trusted); None on a platform without Unix datagram sockets, or for
+    an in-memory database."""
+    if db_path in ("", ":memory:") or not hasattr(socket, "AF_UNIX") or not hasattr(os, "getuid"):
+        return None
+    key = hashlib.sha256(os.path.realpath(db_path).encode()).hexdigest()[:16]
+    base = Path(tempfile.gettempdir()) / f"conveyor-wake-{os.getuid()}"
+    where = base / key
+    if len(str(where)) > 80:  # a socket's path must stay under ~107 bytes
+        return None
+    try:
+        for part in (base, where):
+            part.mkdir(mode=0o700, exist_ok=True)
+            seen = part.lstat()
+            if part.is_symlink() or seen.st_uid != os.getuid() or seen.st_mode & 0o077:
+                return None
+    except OSError:
+        return None
+    return where
+
+
 class SqliteListener:
     """In-process callbacks, plus a watch on PRAGMA data_version for other processes' commits."""
 
-    def __init__(self, bus: LocalBus, path: str, on_jobs: Callback, on_cancel: Callback) -> None:
+    def __init__(
+        self,
+        bus: LocalBus,
+        path: str,
+        on_jobs: Callback,
+        on_cancel: Callback,
+        wake: WakeSockets | None = None,
+    ) -> None:
         self._bus = bus
         self._path = path
         self._on_jobs = on_jobs
         self._on_cancel = on_cancel
         self._task: asyncio.Task[None] | None = None
+        self._wake = wake
+        self._socket: tuple[socket.socket, Path] | None = None
 
     async def start(self, data_version: str) -> None:
         self._bus.jobs.add(self._on_jobs)
         self._bus.cancels.add(self._on_cancel)
         self._task = asyncio.create_task(self._watch(data_version), name="sqlite-data-version")
+        if self._wake is not None and (opened := self._wake.open()) is not None:
+            self._socket = opened
+            asyncio.get_running_loop().add_reader(opened[0].fileno(), self._rung)
+
+    def _rung(self) -> None:
+        """Another process's ring: read every datagram waiting, then one wake-up."""
+        assert self._socket is not None
+        sock = self._socket[0]
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            while sock.recv(16):
+                pass
+        self._on_jobs("*")
 
     async def _watch(self, data_version: str) -> None:
         # Its own autocommit connection: inside a transaction data_version would be frozen.
@@ -84,6 +215,14 @@ class SqliteListener:
     async def close(self) -> None:
         self._bus.jobs.discard(self._on_jobs)
         self._bus.cancels.discard(self._on_cancel)
+        if self._socket is not None:
+            sock, path = self._socket
+            self._socket = None
+            with contextlib.suppress(Exception):  # a loop already closed
+                asyncio.get_running_loop().remove_reader(sock.fileno())
+            sock.close()
+            with contextlib.suppress(OSError):
+                path.unlink()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

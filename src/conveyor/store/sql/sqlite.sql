@@ -187,6 +187,18 @@ INSERT INTO events (xid, type, job_id, owner_id, queue, job_type, state, attempt
 VALUES (0, :type, :job_id, :owner_id, :queue, :job_type, :state, :attempt, :data,
     :created_at)
 
+-- name: rate_buckets_of
+-- The stored token buckets of a claim's rates, :pairs [[limit, key], ...], by primary key.
+SELECT b.name, b.key, b.tokens, b.refreshed_at
+FROM json_each(:pairs) AS p CROSS JOIN rate_buckets AS b
+WHERE b.name = p.value ->> 0 AND b.key = p.value ->> 1
+
+-- name: rate_bucket_set
+-- A rate's bucket as the claim's admission left it (executemany: one per rate it spent).
+INSERT INTO rate_buckets (name, key, tokens, refreshed_at) VALUES (:name, :key, :tokens, :at)
+ON CONFLICT (name, key) DO UPDATE SET tokens = excluded.tokens,
+    refreshed_at = excluded.refreshed_at
+
 -- name: limit_slots_hold
 -- The admitted jobs hold their slots (:holds: [[limit, key, slot, job], ...]): a slot the
 -- key lacks is made held, an existing one taken only while free (one writer: the plan's

@@ -1,0 +1,89 @@
+"""SQLite's wake-ups across processes (store/drivers/sqlite_sessions.py `WakeSockets`): a
+commit that made jobs runnable rings every other process's listener at once, as NOTIFY
+does on PostgreSQL, instead of at its next data_version look."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conveyor.store.drivers import sqlite_sessions
+from conveyor.store.drivers.sqlite_sessions import LocalBus, SqliteListener, WakeSockets
+
+pytestmark = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="Unix sockets")
+
+RING = "from conveyor.store.drivers.sqlite_sessions import WakeSockets; WakeSockets({!r}).ring()"
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> str:
+    return str(tmp_path / "conveyor.db")
+
+
+async def _listening(db_path: str, heard: list[str]) -> SqliteListener:
+    listener = SqliteListener(
+        LocalBus(), db_path, heard.append, lambda _job: None, WakeSockets(db_path)
+    )
+    await listener.start("PRAGMA data_version")
+    return listener
+
+
+async def test_another_processs_ring_wakes_a_listener_without_a_commit(db_path: str) -> None:
+    """No commit happens (data_version stays): only the datagram can have woken it."""
+    heard: list[str] = []
+    listener = await _listening(db_path, heard)
+    try:
+        ring = [sys.executable, "-c", RING.format(db_path)]
+        done = await asyncio.to_thread(subprocess.run, ring, check=True, timeout=60)
+        assert done.returncode == 0
+        for _ in range(500):
+            if heard:
+                break
+            await asyncio.sleep(0.01)
+        assert heard == ["*"]
+    finally:
+        await listener.close()
+
+
+async def test_a_ring_skips_this_process_and_removes_the_gone(db_path: str) -> None:
+    """This process's own listeners hear the in-process bus; a socket left by a process
+    that is gone (killed: never unlinked) refuses the datagram and is removed."""
+    heard: list[str] = []
+    listener = await _listening(db_path, heard)
+    wake = WakeSockets(db_path)
+    assert wake.dir is not None
+    left = wake.dir / "999999999-dead"
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    stale.bind(str(left))
+    stale.close()  # bound once, nobody reads it now
+    try:
+        wake.ring()
+        await asyncio.sleep(0.2)
+        assert heard == []
+        assert not left.exists()
+    finally:
+        wake.close()
+        await listener.close()
+    assert list(wake.dir.iterdir()) == []  # the listener's socket went with it
+
+
+def test_a_directory_another_user_could_write_is_not_used(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = Path(tempfile.mkdtemp(prefix="cw-"))  # short: a socket's path has a limit
+    try:
+        monkeypatch.setattr(tempfile, "gettempdir", lambda: str(shared))
+        assert WakeSockets(db_path).dir is not None
+        for made in shared.iterdir():
+            made.chmod(0o777)
+        assert sqlite_sessions._wake_dir(db_path) is None
+        assert WakeSockets(db_path).open() is None
+    finally:
+        shutil.rmtree(shared)
