@@ -257,10 +257,8 @@ class Insert(NamedTuple):
         both skip the row: no conflict target, never an aborted statement), their events,
         callbacks and limits; the stored jobs the duplicates name."""
         tagged = _with_fair_tags(conn, self.rows)
-        inserted: set[str] = set()
-        for row in tagged:
-            if conn.execute(_SQL["enqueue"], _stored(row)).fetchone() is not None:
-                inserted.add(row["id"])
+        batch = json.dumps([_stored(row) for row in tagged])
+        inserted = {row[0] for row in conn.execute(_SQL["enqueue"], {"jobs": batch})}
         new = [_NewJobView(r) for r in tagged if r["id"] in inserted]
         now = tagged[0]["created_at"]
         record_events(conn, [outbox.event_row(self.created, j, j.state, now) for j in new])
@@ -276,18 +274,27 @@ class Insert(NamedTuple):
         return Inserted(inserted, existing, live), runnable
 
 
-def _stored(row: dict[str, Any]) -> dict[str, Any]:
-    """A job row (`job_row`, with its fair tag) as `enqueue` binds it: times and JSON as the
+# The columns of `enqueue`'s rows, in its order (sqlite.sql).
+ENQUEUE_COLUMNS = (
+    "id", "owner_id", "queue", "type", "payload", "priority", "state", "attempt",
+    "max_attempts", "run_at", "lease_expires_at", "worker_id", "timeout_s", "idempotency_key",
+    "progress", "progress_message", "result", "errors", "tags", "schedule_id", "created_at",
+    "started_at", "finished_at", "unique_key", "unique_states", "fair_key", "fair_tag",
+    "limited", "trace_context",
+)  # fmt: skip
+_AS_JSON = ("payload", "result", "errors", "tags")  # stored as their JSON text
+_AS_TIME = ("run_at", "created_at")  # the only times a new job has
+
+
+def _stored(row: dict[str, Any]) -> list[Any]:
+    """A job row (`job_row`, with its fair tag) as `enqueue` reads it: times and JSON as the
     Core insert stored them (JSON null for no result)."""
-    return {
-        **row,
-        "payload": json.dumps(row["payload"]),
-        "run_at": sqlite_time(row["run_at"]),
-        "created_at": sqlite_time(row["created_at"]),
-        "result": json.dumps(row["result"]),
-        "errors": json.dumps(row["errors"]),
-        "tags": json.dumps(row["tags"]),
-    }
+    values = {**row}
+    for name in _AS_JSON:
+        values[name] = json.dumps(row[name])
+    for name in _AS_TIME:
+        values[name] = sqlite_time(row[name])
+    return [values[name] for name in ENQUEUE_COLUMNS]
 
 
 _CHUNK = 500  # rows per insert statement (bound parameters stay under SQLite's cap)
