@@ -64,6 +64,7 @@ class WakeSockets:
     LIST_EVERY_S = 1.0  # how often a ring lists the directory again (new listeners)
 
     def __init__(self, db_path: str) -> None:
+        self._db_path = db_path
         self.dir = _wake_dir(db_path)
         self._peers: list[Path] = []
         self._listed = float("-inf")
@@ -76,13 +77,20 @@ class WakeSockets:
             return None
         path = self.dir / f"{_mine()}{secrets.token_hex(4)}"
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        try:
-            sock.setblocking(False)
-            sock.bind(str(path))
-        except OSError as exc:
-            sock.close()
-            log.debug("no wake-up socket at %s: %s", path, exc)
-            return None
+        sock.setblocking(False)
+        for again in (True, False):
+            try:
+                sock.bind(str(path))
+                break
+            except FileNotFoundError:  # the last listener removed it just now (`close`)
+                if again and _wake_dir(self._db_path) is not None:
+                    continue
+                sock.close()
+                return None
+            except OSError as exc:
+                sock.close()
+                log.debug("no wake-up socket at %s: %s", path, exc)
+                return None
         self._listed = float("-inf")  # a new listener: list again
         return sock, path
 
@@ -223,6 +231,7 @@ class SqliteListener:
             sock.close()
             with contextlib.suppress(OSError):
                 path.unlink()
+                path.parent.rmdir()  # the file's last listener on this host: no litter
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
