@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.store.drivers import sqlite_sessions
 from conveyor.store.drivers.sqlite_sessions import LocalBus, SqliteListener, WakeSockets
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="Unix sockets")
@@ -85,10 +84,21 @@ def test_a_directory_another_user_could_write_is_not_used(
     shared = Path(tempfile.mkdtemp(prefix="cw-"))  # short: a socket's path has a limit
     try:
         monkeypatch.setattr(tempfile, "gettempdir", lambda: str(shared))
-        assert WakeSockets(db_path).dir is not None
-        for made in shared.iterdir():
+        wake = WakeSockets(db_path)
+        assert wake.dir is not None and not wake.dir.exists()  # only a listener makes it
+        opened = wake.open()
+        assert opened is not None
+        opened[0].close()
+        for made in (wake.dir.parent, wake.dir):
             made.chmod(0o777)
-        assert sqlite_sessions._wake_dir(db_path) is None
         assert WakeSockets(db_path).open() is None
+        wake.ring()  # nor is it rung
     finally:
         shutil.rmtree(shared)
+
+
+def test_a_process_that_never_listens_leaves_no_directory(db_path: str) -> None:
+    wake = WakeSockets(db_path)
+    wake.ring()
+    wake.close()
+    assert wake.dir is not None and not wake.dir.exists()

@@ -71,9 +71,10 @@ class WakeSockets:
         self._sender: socket.socket | None = None
 
     def open(self) -> tuple[socket.socket, Path] | None:
-        """A listener's own socket, bound in the directory; None where there is none (no
-        Unix datagram sockets, or no private directory to put them in)."""
-        if self.dir is None:
+        """A listener's own socket, bound in the directory (made now: only listeners make
+        it); None where there is none (no Unix datagram sockets, or no private directory
+        to put them in)."""
+        if self.dir is None or not _private(self.dir):
             return None
         path = self.dir / f"{_mine()}{secrets.token_hex(4)}"
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -83,7 +84,7 @@ class WakeSockets:
                 sock.bind(str(path))
                 break
             except FileNotFoundError:  # the last listener removed it just now (`close`)
-                if again and _wake_dir(self._db_path) is not None:
+                if again and _private(self.dir):
                     continue
                 sock.close()
                 return None
@@ -120,8 +121,12 @@ class WakeSockets:
                 log.debug("wake-up to %s failed: %s", peer, exc)
 
     def _list(self) -> list[Path]:
+        """The other processes' sockets; none while the directory is not there, or is not
+        this user's own."""
         assert self.dir is not None
         try:
+            if not _owned(self.dir):
+                return []
             mine = _mine()
             return [p for p in self.dir.iterdir() if not p.name.startswith(mine)]
         except OSError:
@@ -140,25 +145,31 @@ def _mine() -> str:
 
 def _wake_dir(db_path: str) -> Path | None:
     """The file's wake-up directory: one per database file and user, in the temporary
-    directory, made 0700 and used only if it is this user's own (a directory another user
-    made first is not trusted); None on a platform without Unix datagram sockets, or for
-    an in-memory database."""
+    directory (not made here: `_private`); None on a platform without Unix datagram
+    sockets, for an in-memory database, or where a socket's path would be too long."""
     if db_path in ("", ":memory:") or not hasattr(socket, "AF_UNIX") or not hasattr(os, "getuid"):
         return None
     key = hashlib.sha256(os.path.realpath(db_path).encode()).hexdigest()[:16]
-    base = Path(tempfile.gettempdir()) / f"conveyor-wake-{os.getuid()}"
-    where = base / key
-    if len(str(where)) > 80:  # a socket's path must stay under ~107 bytes
-        return None
+    where = Path(tempfile.gettempdir()) / f"conveyor-wake-{os.getuid()}" / key
+    return where if len(str(where)) <= 80 else None  # a socket's path: under ~107 bytes
+
+
+def _private(where: Path) -> bool:
+    """Make `where` (and its parent) 0700 if missing; whether both are this user's own and
+    no one else's to write (a directory another user made first is not trusted)."""
     try:
-        for part in (base, where):
+        for part in (where.parent, where):
             part.mkdir(mode=0o700, exist_ok=True)
-            seen = part.lstat()
-            if part.is_symlink() or seen.st_uid != os.getuid() or seen.st_mode & 0o077:
-                return None
+            if not _owned(part):
+                return False
     except OSError:
-        return None
-    return where
+        return False
+    return True
+
+
+def _owned(part: Path) -> bool:
+    seen = part.lstat()
+    return not part.is_symlink() and seen.st_uid == os.getuid() and not seen.st_mode & 0o077
 
 
 class SqliteListener:
