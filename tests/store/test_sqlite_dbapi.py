@@ -159,3 +159,16 @@ async def test_a_finish_is_one_trip(sqlite_backend: QueueBackend, trips: list[in
     for c in claimed:
         stored = await sqlite_backend.get(c.id)
         assert (stored.state.value, stored.result) == ("completed", {"ok": c.id})
+
+
+async def test_a_heartbeat_is_one_trip(sqlite_backend: QueueBackend, trips: list[int]) -> None:
+    """BEGIN to COMMIT in one call: a handler that blocks the loop can never start while
+    the heartbeat holds the write lock between two of its statements."""
+    await sqlite_backend.enqueue([job()])
+    (claimed,) = await sqlite_backend.claim(W, ["default"], 1, 30)
+    before = (await sqlite_backend.get(claimed.id)).lease_expires_at
+    assert before is not None
+    held, sent = await _counted(trips, sqlite_backend.heartbeat(W, 3600))
+    assert (held, sent) == ({claimed.id}, 1)
+    after = (await sqlite_backend.get(claimed.id)).lease_expires_at
+    assert after is not None and after > before

@@ -21,7 +21,7 @@ from conveyor.store import events as outbox
 from conveyor.store.base import StoreBase
 from conveyor.store.driver import Claimed, FinishBatch
 from conveyor.store.jobs import EVENT_COLUMNS
-from conveyor.store.tables import jobs, workers
+from conveyor.store.tables import jobs
 
 
 class Claims(StoreBase):
@@ -92,17 +92,7 @@ class Claims(StoreBase):
     async def heartbeat(self, worker_id: str, lease_s: float) -> set[str]:
         """Extend the leases of all this worker's running jobs; returns the ids it still owns."""
         now = utcnow()
-        async with self.db.write() as conn:
-            await conn.execute(
-                update(workers).where(workers.c.id == worker_id).values(last_heartbeat_at=now)
-            )
-            mine = [jobs.c.worker_id == worker_id, jobs.c.state == JobState.RUNNING.value]
-            result = await conn.execute(
-                self._update_locked(mine)
-                .values(lease_expires_at=now + timedelta(seconds=lease_s))
-                .returning(jobs.c.id)
-            )
-            return {row.id for row in result}
+        return await self.driver.heartbeat(worker_id, now, now + timedelta(seconds=lease_s))
 
     async def release(self, worker_id: str, job_ids: Sequence[str]) -> set[str]:
         """Give running jobs back to the queue without spending their attempt (shutdown)."""

@@ -212,6 +212,11 @@ class Driver(Protocol):
         """Fenced finishes and their events in one transaction; the ids accepted."""
         ...
 
+    async def heartbeat(self, worker_id: str, now: datetime, until: datetime) -> set[str]:
+        """Mark the worker alive at `now` and extend its running jobs' leases to `until`,
+        in one transaction; the ids of the jobs it still holds."""
+        ...
+
     async def promote(self, conn: AsyncConnection, now: datetime, limit: int) -> Sequence[Any]:
         """Up to `limit` scheduled and retrying jobs due by `now` queued, in run_at order;
         a row (its queue) for each."""

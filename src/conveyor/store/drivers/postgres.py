@@ -60,7 +60,7 @@ from conveyor.store.drivers.pg_sessions import (
 )
 from conveyor.store.locking import locked_in_id_order
 from conveyor.store.sql import load
-from conveyor.store.tables import jobs
+from conveyor.store.tables import jobs, workers
 
 SQL = load(
     "postgres",
@@ -431,6 +431,20 @@ class PostgresDriver:
                 rows = await raw.fetch(SQL[_STATEMENT[batch.kind]], *args, timeout=COMMAND_TIMEOUT)
                 accepted.update(row[0] for row in rows)
         return accepted
+
+    async def heartbeat(self, worker_id: str, now: datetime, until: datetime) -> set[str]:
+        """The worker's row, then its running jobs' leases, locked in the one order."""
+        async with self.db.write() as conn:
+            alive = update(workers).where(workers.c.id == worker_id)
+            await conn.execute(alive.values(last_heartbeat_at=now))
+            mine = [jobs.c.worker_id == worker_id, jobs.c.state == JobState.RUNNING.value]
+            renewed = (
+                update(jobs)
+                .where(self.in_lock_order(mine), *mine)
+                .values(lease_expires_at=until)
+                .returning(jobs.c.id)
+            )
+            return {row.id for row in await conn.execute(renewed)}
 
     async def promote(self, conn: AsyncConnection, now: datetime, limit: int) -> Sequence[Any]:
         waiting = [JobState.SCHEDULED.value, JobState.RETRYING.value]

@@ -65,7 +65,7 @@ _SQL = load(
     | frozenset({"promote"})
     | frozenset({"claim_start", "limit_slots_hold", "record_events"})
     | frozenset({"enqueue", "job_callback", "job_limit", "keyed_jobs", "unique_jobs"})
-    | frozenset({"rate_buckets_of", "rate_bucket_set"})
+    | frozenset({"rate_buckets_of", "rate_bucket_set", "heartbeat_worker", "heartbeat_leases"})
     | frozenset({"try_lead", "unlead", "data_version"})
     | frozenset({"workflow_steps", "workflow_created", "workflow_edges"}),
 )
@@ -182,6 +182,19 @@ class SqliteDriver:
     ) -> set[str]:
         async with self.db.write() as conn:
             return await in_one_trip(conn, _Finish(worker_id, now, batches).run, end=True)
+
+    async def heartbeat(self, worker_id: str, now: datetime, until: datetime) -> set[str]:
+        """In one trip, BEGIN to COMMIT: a heartbeat a trip per statement held the write
+        lock across event-loop turns, where a handler that blocks the loop could take it
+        (docs/design.md "A blocked event loop")."""
+        params = {"worker": worker_id, "now": sqlite_time(now), "until": sqlite_time(until)}
+
+        def renew(raw: sqlite3.Connection) -> set[str]:
+            raw.execute(_SQL["heartbeat_worker"], params)
+            return {row[0] for row in raw.execute(_SQL["heartbeat_leases"], params)}
+
+        async with self.db.write() as conn:
+            return await in_one_trip(conn, renew, end=True)
 
     async def promote(self, conn: AsyncConnection, now: datetime, limit: int) -> Sequence[Any]:
         return (await conn.execute(_PROMOTE, {"now": now, "limit": limit})).all()

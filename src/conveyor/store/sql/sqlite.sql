@@ -203,6 +203,16 @@ INSERT INTO rate_buckets (name, key, tokens, refreshed_at) VALUES (:name, :key, 
 ON CONFLICT (name, key) DO UPDATE SET tokens = excluded.tokens,
     refreshed_at = excluded.refreshed_at
 
+-- name: heartbeat_worker
+-- A worker's heartbeat (:worker, :now), with `heartbeat_leases` in one transaction.
+UPDATE workers SET last_heartbeat_at = :now WHERE id = :worker
+
+-- name: heartbeat_leases
+-- The worker's running jobs' leases extended to :until; the ids it still holds.
+UPDATE jobs SET lease_expires_at = :until
+WHERE worker_id = :worker AND state = 'running'
+RETURNING id
+
 -- name: limit_slots_hold
 -- The admitted jobs hold their slots (:holds: [[limit, key, slot, job], ...]): a slot the
 -- key lacks is made held, an existing one taken only while free (one writer: the plan's
