@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import aiosqlite
@@ -21,25 +19,14 @@ from conveyor.domain import events as ev
 from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import Outcome
 from conveyor.store.backend import QueueBackend
-from conveyor.store.factory import open_backend
 from conveyor.store.tables import jobs
-from tests.conftest import fresh_database
 from tests.store.helpers import job
 
 W = "w-trips"
 
 
-@pytest.fixture
-def sqlite_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with fresh_database("sqlite", request, tmp_path) as url:
-        yield url
-
-
-@pytest.fixture
-async def sqlite_backend(sqlite_url: str) -> AsyncIterator[QueueBackend]:
-    opened = open_backend(sqlite_url)
-    yield opened
-    await opened.close()
+# The store's own `backend` fixture, on SQLite only.
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
 @pytest.fixture
@@ -63,26 +50,26 @@ async def _counted(trips: list[int], work: Any) -> tuple[Any, int]:
 
 
 async def test_a_submit_a_claim_and_a_finish_are_one_trip_each(
-    sqlite_backend: QueueBackend, trips: list[int]
+    backend: QueueBackend, trips: list[int]
 ) -> None:
-    await sqlite_backend.enqueue([job()])  # the pools' connections opened
-    await sqlite_backend.claim(W, ["default"], 1, 30)
-    (enqueued,), sent = await _counted(trips, sqlite_backend.enqueue([job(n=1)]))
+    await backend.enqueue([job()])  # the pools' connections opened
+    await backend.claim(W, ["default"], 1, 30)
+    (enqueued,), sent = await _counted(trips, backend.enqueue([job(n=1)]))
     assert sent == 1  # BEGIN IMMEDIATE, the statements, COMMIT
-    (claimed,), sent = await _counted(trips, sqlite_backend.claim(W, ["default"], 1, 30))
+    (claimed,), sent = await _counted(trips, backend.claim(W, ["default"], 1, 30))
     assert (claimed.id, claimed.payload, sent) == (enqueued.id, {"n": 1}, 1)
     assert claimed.run_at.tzinfo is not None
-    stored = await sqlite_backend.get(enqueued.id)
+    stored = await backend.get(enqueued.id)
     assert (stored.state.value, stored.attempt, stored.worker_id) == ("running", 1, W)
-    events = await sqlite_backend.read_events(ev.Position(), job_id=enqueued.id)
+    events = await backend.read_events(ev.Position(), job_id=enqueued.id)
     assert [(e.type, e.state) for e in events] == [("created", "queued"), ("started", "running")]
     assert events[1].data == {"worker_id": W}
 
 
 async def test_a_statement_is_one_trip_and_a_clean_check_in_none(
-    sqlite_backend: QueueBackend, trips: list[int]
+    backend: QueueBackend, trips: list[int]
 ) -> None:
-    db = sqlite_backend.db
+    db = backend.db
     async with db.read() as conn:  # both pools' connections opened
         await conn.execute(select(jobs.c.id))
     async with db.write() as conn:
@@ -99,9 +86,9 @@ async def test_a_statement_is_one_trip_and_a_clean_check_in_none(
     assert trips[0] - before == 2  # the commit; the pool's reset of it makes none
 
 
-async def test_rows_counts_and_many_are_the_statements(sqlite_backend: QueueBackend) -> None:
-    await sqlite_backend.enqueue([job(n=i) for i in range(3)])
-    async with sqlite_backend.db.write() as conn:
+async def test_rows_counts_and_many_are_the_statements(backend: QueueBackend) -> None:
+    await backend.enqueue([job(n=i) for i in range(3)])
+    async with backend.db.write() as conn:
         moved = await conn.execute(update(jobs).values(priority=5).where(jobs.c.priority == 0))
         assert moved.rowcount == 3
         rows = (await conn.execute(select(jobs.c.payload).order_by(jobs.c.id))).all()
@@ -112,31 +99,31 @@ async def test_rows_counts_and_many_are_the_statements(sqlite_backend: QueueBack
 
 
 async def test_a_failed_statement_is_sqlalchemys_error_and_rolls_back(
-    sqlite_backend: QueueBackend,
+    backend: QueueBackend,
 ) -> None:
-    (first,) = await sqlite_backend.enqueue([job()])
-    async with sqlite_backend.db.write() as conn:
+    (first,) = await backend.enqueue([job()])
+    async with backend.db.write() as conn:
         await conn.execute(update(jobs).values(priority=9))
         with pytest.raises(IntegrityError):
             await conn.execute(insert(jobs).values(id=first.id))  # taken, and NOT NULLs
         await conn.rollback()
-    assert (await sqlite_backend.get(first.id)).priority == 0  # rolled back
-    (second,) = await sqlite_backend.enqueue([job()])  # the writer is free
-    assert (await sqlite_backend.get(second.id)).state.value == "queued"
+    assert (await backend.get(first.id)).priority == 0  # rolled back
+    (second,) = await backend.enqueue([job()])  # the writer is free
+    assert (await backend.get(second.id)).state.value == "queued"
 
 
 async def test_a_claim_waiting_for_another_processs_write_starts_after_it(
-    sqlite_backend: QueueBackend,
+    backend: QueueBackend,
 ) -> None:
     """BEGIN IMMEDIATE goes with the claim's first statement: a claim that waited there for
     another process's write lock (the finish that made its job runnable) takes its start
     time once the lock is its own, not before it waited."""
-    (enqueued,) = await sqlite_backend.enqueue([job()])
-    path = sqlite_backend.db.url.split(":///", 1)[1]
+    (enqueued,) = await backend.enqueue([job()])
+    path = backend.db.url.split(":///", 1)[1]
     other = sqlite3.connect(path, isolation_level=None)
     try:
         other.execute("BEGIN IMMEDIATE")
-        claiming = asyncio.create_task(sqlite_backend.claim(W, ["default"], 1, 30))
+        claiming = asyncio.create_task(backend.claim(W, ["default"], 1, 30))
         await asyncio.sleep(0.3)
         assert not claiming.done()
         other.execute("UPDATE jobs SET priority = 1")
@@ -145,30 +132,30 @@ async def test_a_claim_waiting_for_another_processs_write_starts_after_it(
         (claimed,) = await claiming
     finally:
         other.close()
-    stored = await sqlite_backend.get(enqueued.id)
+    stored = await backend.get(enqueued.id)
     assert stored.started_at is not None and stored.started_at >= released
     assert claimed.priority == 1  # it read what the other process committed
 
 
-async def test_a_finish_is_one_trip(sqlite_backend: QueueBackend, trips: list[int]) -> None:
-    await sqlite_backend.enqueue([job(), job(n=1)])
-    claimed = await sqlite_backend.claim(W, ["default"], 2, 30)
+async def test_a_finish_is_one_trip(backend: QueueBackend, trips: list[int]) -> None:
+    await backend.enqueue([job(), job(n=1)])
+    claimed = await backend.claim(W, ["default"], 2, 30)
     outcomes = [Outcome(c.id, c.attempt, "completed", result={"ok": c.id}) for c in claimed]
-    _, sent = await _counted(trips, sqlite_backend.finish(W, outcomes))
+    _, sent = await _counted(trips, backend.finish(W, outcomes))
     assert sent == 1
     for c in claimed:
-        stored = await sqlite_backend.get(c.id)
+        stored = await backend.get(c.id)
         assert (stored.state.value, stored.result) == ("completed", {"ok": c.id})
 
 
-async def test_a_heartbeat_is_one_trip(sqlite_backend: QueueBackend, trips: list[int]) -> None:
+async def test_a_heartbeat_is_one_trip(backend: QueueBackend, trips: list[int]) -> None:
     """BEGIN to COMMIT in one call: a handler that blocks the loop can never start while
     the heartbeat holds the write lock between two of its statements."""
-    await sqlite_backend.enqueue([job()])
-    (claimed,) = await sqlite_backend.claim(W, ["default"], 1, 30)
-    before = (await sqlite_backend.get(claimed.id)).lease_expires_at
+    await backend.enqueue([job()])
+    (claimed,) = await backend.claim(W, ["default"], 1, 30)
+    before = (await backend.get(claimed.id)).lease_expires_at
     assert before is not None
-    held, sent = await _counted(trips, sqlite_backend.heartbeat(W, 3600))
+    held, sent = await _counted(trips, backend.heartbeat(W, 3600))
     assert (held, sent) == ({claimed.id}, 1)
-    after = (await sqlite_backend.get(claimed.id)).lease_expires_at
+    after = (await backend.get(claimed.id)).lease_expires_at
     assert after is not None and after > before

@@ -131,15 +131,15 @@ class SqliteDriver:
         write of the process, so a submit cannot relax it alone (docs/design.md)."""
         insert = Insert(rows, callbacks, created, limits)
         if conn is not None:  # a service's transaction: it goes on after the insert
-            done, runnable = await in_one_trip(conn, insert.run)
-            if runnable:
-                await self.notify_jobs(conn, runnable)
-            return done
+            return await self._inserted(conn, insert, end=False)
         async with self.db.write() as own:
-            done, runnable = await in_one_trip(own, insert.run, end=True)
-            if runnable:
-                await self.notify_jobs(own, runnable)
-            return done
+            return await self._inserted(own, insert, end=True)
+
+    async def _inserted(self, conn: AsyncConnection, insert: Insert, end: bool) -> Inserted:
+        done, runnable = await in_one_trip(conn, insert.run, end=end)
+        if runnable:
+            await self.notify_jobs(conn, runnable)
+        return done
 
     async def insert_workflow(
         self, conn: AsyncConnection, rows: WorkflowInsert, created: str
@@ -295,19 +295,20 @@ ENQUEUE_COLUMNS = (
     "started_at", "finished_at", "unique_key", "unique_states", "fair_key", "fair_tag",
     "limited", "trace_context",
 )  # fmt: skip
-_AS_JSON = ("payload", "result", "errors", "tags")  # stored as their JSON text
-_AS_TIME = ("run_at", "created_at")  # the only times a new job has
+# Where in those the columns stored as their JSON text are, and the only times a new job has.
+_AS_JSON = [ENQUEUE_COLUMNS.index(name) for name in ("payload", "result", "errors", "tags")]
+_AS_TIME = [ENQUEUE_COLUMNS.index(name) for name in ("run_at", "created_at")]
 
 
 def _stored(row: dict[str, Any]) -> list[Any]:
     """A job row (`job_row`, with its fair tag) as `enqueue` reads it: times and JSON as the
     Core insert stored them (JSON null for no result)."""
-    values = {**row}
-    for name in _AS_JSON:
-        values[name] = json.dumps(row[name])
-    for name in _AS_TIME:
-        values[name] = sqlite_time(row[name])
-    return [values[name] for name in ENQUEUE_COLUMNS]
+    values = [row[name] for name in ENQUEUE_COLUMNS]
+    for at in _AS_JSON:
+        values[at] = json.dumps(values[at])
+    for at in _AS_TIME:
+        values[at] = sqlite_time(values[at])
+    return values
 
 
 _CHUNK = 500  # rows per insert statement (bound parameters stay under SQLite's cap)

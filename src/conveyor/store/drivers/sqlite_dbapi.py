@@ -1,4 +1,5 @@
-"""SQLite's DB-API adapter: one trip to the connection's thread per statement.
+"""SQLite's DB-API adapter: one trip to the connection's thread per statement, and one
+per transaction for the hot paths (`in_one_trip`).
 
 SQLite runs in-process, but aiosqlite runs each call on a thread of its own, and every
 trip there and back is two thread switches and a wake-up of the event loop (about 90 us
@@ -256,7 +257,7 @@ async def in_one_trip(
     adapt, aio = pooled.dbapi_connection, pooled.driver_connection
     try:
         if isinstance(adapt, OneTripConnection):
-            return await adapt.send(_ended if end else _within, work)
+            return await (adapt.send(_ended, work) if end else adapt.send(work))
         if end:
             raise TypeError("only a transaction of Conveyor's own SQLite engine is ended so")
         if not isinstance(aio, aiosqlite.Connection):
@@ -266,10 +267,6 @@ async def in_one_trip(
         raise DBAPIError.instance(
             getattr(work, "__name__", repr(work)), None, error, sqlite3.Error
         ) from error
-
-
-def _within(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
-    return work(conn)
 
 
 def _ended(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:

@@ -64,7 +64,6 @@ class WakeSockets:
     LIST_EVERY_S = 1.0  # how often a ring lists the directory again (new listeners)
 
     def __init__(self, db_path: str) -> None:
-        self._db_path = db_path
         self.dir = _wake_dir(db_path)
         self._peers: list[Path] = []
         self._listed = float("-inf")
