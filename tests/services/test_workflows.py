@@ -135,6 +135,51 @@ async def test_bad_step_payload_is_refused_naming_the_step_and_nothing_is_stored
     assert await count(backend, workflows) == 0 and await count(backend, jobs) == 0
 
 
+def wide(width: int, bad_at: int | None = None) -> WorkflowSpec:
+    """A fan-out of `width` steps and a join; step `bad_at`'s payload refused by its type."""
+    fan = tuple(
+        StepSpec(f"s{i}", "wf_step", {"log": 3} if i == bad_at else {"log": "-"})
+        for i in range(width)
+    )
+    return WorkflowSpec("wide", (*fan, step("join", *(s.name for s in fan))))
+
+
+async def test_a_bad_step_in_a_later_slice_is_refused_and_nothing_is_stored(
+    backend: QueueBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A submit stores its steps a slice at a time (services/workflows.py): bad input in a
+    slice after the first, found while an earlier slice's insert ran, rolls all back."""
+    monkeypatch.setattr("conveyor.services.workflows.SLICE", 4)
+    flows = service(backend)
+    with pytest.raises(InvalidInput) as caught:
+        await flows.submit(wide(10, bad_at=9), owner_id=OWNER)
+    assert caught.value.details["field"] == "steps.9.payload"
+    for table in (workflows, jobs, job_dependencies, events):
+        assert await count(backend, table) == 0
+    detail = await flows.submit(wide(10), owner_id=OWNER)  # the connection is usable again
+    assert len(detail.steps) == 11
+
+
+async def test_a_workflow_stored_in_slices_is_the_whole_workflow(
+    backend: QueueBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each slice's edges name steps of earlier slices: the join waits for every one, runs
+    once, and the answer and a read agree; the same key again stores nothing more."""
+    monkeypatch.setattr("conveyor.services.workflows.SLICE", 4)
+    flows = service(backend)
+    detail = await flows.submit(wide(10), owner_id=OWNER, idempotency_key="w")
+    again = await flows.submit(wide(10), owner_id=OWNER, idempotency_key="w")
+    assert again.workflow.id == detail.workflow.id
+    read = await flows.get(detail.workflow.id, OWNER)
+    assert read.steps == detail.steps and read.workflow.steps == 11
+    assert by_name(detail)["join"].depends_on == tuple(sorted(f"s{i}" for i in range(10)))
+    assert await count(backend, job_dependencies) == 10 and await count(backend, jobs) == 11
+    ran = await drive(backend)
+    assert ran[-1] == "join" and sorted(ran[:-1]) == sorted(f"s{i}" for i in range(10))
+    done = by_name(await flows.get(detail.workflow.id, OWNER))["join"]
+    assert len(done.result["saw"]) == 10
+
+
 @pytest.mark.parametrize(
     ("policy", "expected", "ran"),
     [

@@ -9,14 +9,14 @@ type as the type is now; what is refused is an InvalidInput naming `steps.<i>...
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
 from conveyor.domain.flow import RUNNING_QUOTA, LimitKey
-from conveyor.domain.ids import uuid7
+from conveyor.domain.ids import uuid7, uuid7_many
 from conveyor.domain.jobs import NewJob
 from conveyor.domain.states import JobState
 from conveyor.domain.workflows import StepSpec, WorkflowSpec, WorkflowState, fingerprint, validate
@@ -41,29 +41,76 @@ def workflow_rows(
     """Validate the whole declaration (the graph, then each step's payload), and build its
     rows; bad input raises InvalidInput and builds nothing. `running_quota`: the owner has
     a running cap, so each step holds its built-in limit as a job would."""
-    ordered = validate(spec)
-    workflow_id = uuid7()
-    where = {step.name: i for i, step in enumerate(spec.steps)}
-    checked = checked_steps(registry, ordered, owner_id, fair)
-    if checked is None:  # refused: the per-step check names the first bad step
-        checked = [
-            checked_step(registry, step, where[step.name], owner_id, fair) for step in ordered
+    draft = workflow_draft(
+        registry, spec, owner_id, now,
+        idempotency_key=idempotency_key, running_quota=running_quota, fair=fair,
+    )  # fmt: skip
+    return draft.rows(0, len(draft.ordered))
+
+
+@dataclass(slots=True)
+class WorkflowDraft:
+    """A declaration whose graph is checked (`workflow_draft`), its rows built a slice of
+    its steps at a time (`rows`, in dependency order): a large submit stores each slice
+    while it builds the next (services/workflows.py). A slice's steps are checked as it is
+    built; InvalidInput names the first bad one."""
+
+    registry: Registry
+    spec: WorkflowSpec
+    owner_id: str
+    now: datetime
+    ordered: list[StepSpec]  # dependencies first
+    workflow: dict[str, Any]  # the workflows row
+    running_quota: bool
+    fair: bool
+    ids: dict[str, str] = field(default_factory=dict)  # job ids of the steps built so far
+
+    @property
+    def id(self) -> str:
+        return str(self.workflow["id"])
+
+    def rows(self, start: int, stop: int) -> WorkflowRows:
+        """The rows of steps `ordered[start:stop]` (the slices before it built first: its
+        edges name their job ids)."""
+        part = self.ordered[start:stop]
+        registry, owner_id, fair = self.registry, self.owner_id, self.fair
+        checked = checked_steps(registry, part, owner_id, fair)
+        if checked is None:  # refused: the per-step check names the first bad step
+            where = {step.name: i for i, step in enumerate(self.spec.steps)}
+            checked = [checked_step(registry, s, where[s.name], owner_id, fair) for s in part]
+        ids, workflow_id = self.ids, self.id
+        steps: list[dict[str, Any]] = []
+        limits: list[dict[str, Any]] = []
+        for step, job in zip(part, checked, strict=True):
+            ids[step.name] = job.id
+            waiting = bool(step.depends_on)
+            policy = self.spec.policy(step).value
+            steps.append(step_row(job, step.name, self.now, workflow_id, policy, waiting))
+            limits.extend(limit_rows(job))
+        edges = [
+            {"job_id": ids[step.name], "depends_on": ids[dep], "workflow_id": workflow_id}
+            for step in part
+            for dep in dict.fromkeys(step.depends_on)
         ]
-    prepared = list(zip(ordered, checked, strict=True))
-    ids = {step.name: job.id for step, job in prepared}
-    steps: list[dict[str, Any]] = []
-    limits: list[dict[str, Any]] = []
-    for step, job in prepared:
-        waiting = bool(step.depends_on)
-        steps.append(step_row(job, step.name, now, workflow_id, spec.policy(step).value, waiting))
-        limits.extend(limit_rows(job))
-    edges = [
-        {"job_id": ids[step.name], "depends_on": ids[dep], "workflow_id": workflow_id}
-        for step in ordered
-        for dep in dict.fromkeys(step.depends_on)
-    ]
+        rows = WorkflowRows(workflow_id, self.workflow, steps, edges, limits, checked)
+        return under_running_quota(rows, owner_id) if self.running_quota else rows
+
+
+def workflow_draft(
+    registry: Registry,
+    spec: WorkflowSpec,
+    owner_id: str,
+    now: datetime,
+    *,
+    idempotency_key: str | None = None,
+    running_quota: bool = False,
+    fair: bool = True,
+) -> WorkflowDraft:
+    """The declaration's graph checked (InvalidInput naming the first problem) and its
+    workflow row; its steps' rows come from the draft's `rows`."""
+    ordered = validate(spec)
     workflow = {
-        "id": workflow_id,
+        "id": uuid7(),
         "owner_id": owner_id,
         "name": spec.name,
         "state": WorkflowState.RUNNING.value,
@@ -76,9 +123,7 @@ def workflow_rows(
         # was ~0.1 s of a key-less submit's CPU.
         "fingerprint": fingerprint(spec) if idempotency_key is not None else None,
     }
-    jobs = [job for _step, job in prepared]
-    rows = WorkflowRows(workflow_id, workflow, steps, edges, limits, jobs)
-    return under_running_quota(rows, owner_id) if running_quota else rows
+    return WorkflowDraft(registry, spec, owner_id, now, ordered, workflow, running_quota, fair)
 
 
 def appended_rows(
@@ -167,9 +212,10 @@ def _checked_batch(
         for k, dumped in zip(ks, adapter.dump_python(valid, mode="json"), strict=True):
             payloads[k] = dumped
     context = current_context()
+    ids = uuid7_many(len(ordered))  # one read of the random source for the batch
     return [
-        _step_job(registry.get(step.type), step, payload, owner_id, fair, context)
-        for step, payload in zip(ordered, payloads, strict=True)
+        _step_job(registry.get(step.type), step, payload, owner_id, fair, context, job_id)
+        for step, payload, job_id in zip(ordered, payloads, ids, strict=True)
     ]
 
 
@@ -180,6 +226,7 @@ def _step_job(
     owner_id: str,
     fair: bool,
     context: str | None,
+    job_id: str,
 ) -> NewJob:
     """`checked_job`'s job for a step whose payload is validated (`payload`, dumped)."""
     if step.max_attempts is not None and step.max_attempts < 1:
@@ -197,6 +244,7 @@ def _step_job(
         fair_key=fair_key,
         limit_keys=keys,
         trace_context=context,
+        id=job_id,
     )
 
 
@@ -236,6 +284,7 @@ def at_step(exc: ConveyorError, i: int, name: str) -> InvalidInput:
 
 
 __all__: Sequence[str] = [
-    "WorkflowRows", "appended_rows", "at_step", "checked_step", "checked_steps", "limit_rows",
-    "step_row", "under_running_quota", "workflow_rows",
+    "WorkflowDraft", "WorkflowRows", "appended_rows", "at_step", "checked_step",
+    "checked_steps", "limit_rows", "step_row", "under_running_quota", "workflow_draft",
+    "workflow_rows",
 ]  # fmt: skip

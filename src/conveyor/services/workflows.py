@@ -9,7 +9,10 @@ last dependency (docs/workflows.md).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
 
 from conveyor.domain.clock import utcnow
 from conveyor.domain.workflows import (
@@ -19,13 +22,18 @@ from conveyor.domain.workflows import (
     WorkflowState,
 )
 from conveyor.errors import InvalidInput
-from conveyor.scheduler.workflow_rows import workflow_rows
+from conveyor.scheduler.workflow_rows import WorkflowDraft, WorkflowRows, workflow_draft
 from conveyor.services.flow import FlowService, QuotaAsk
 from conveyor.services.jobs import JobService
+from conveyor.store.transaction import Transaction
 
 log = logging.getLogger("conveyor.workflows")
 
 MAX_PAGE = 1000
+# Steps per insert of a large submit: each slice's rows are built while the previous
+# slice's insert runs on the database (a 10,000-step submit: bench/README.md, session 19).
+SLICE = 1000
+T = TypeVar("T")
 
 
 class WorkflowService:
@@ -38,29 +46,57 @@ class WorkflowService:
         self, spec: WorkflowSpec, *, owner_id: str, idempotency_key: str | None = None
     ) -> WorkflowDetail:
         """Validate the whole declaration (InvalidInput naming the field, NotFound for an
-        unknown job type), then store the workflow, its steps and edges in one transaction."""
+        unknown job type), then store the workflow, its steps and edges in one transaction.
+        The steps' rows are built and stored a slice at a time (SLICE), each slice's insert
+        running on the server while the next is built: bad input found in a later slice
+        rolls the transaction back, so nothing is stored."""
         running_quota = bool(await self.jobs.running_cap(owner_id))
-        rows = workflow_rows(
-            self.jobs.registry,
-            spec,
-            owner_id,
-            utcnow(),
-            idempotency_key=idempotency_key,
-            running_quota=running_quota,
+        draft = workflow_draft(
+            self.jobs.registry, spec, owner_id, utcnow(),
+            idempotency_key=idempotency_key, running_quota=running_quota,
             fair=self.jobs.fair_dispatch,
-        )
-        workflow_id, steps = rows.id, rows.steps
+        )  # fmt: skip
+        width = len(draft.ordered)
         async with self.backend.transaction() as tx:
             if self.flow is not None:
                 own = await self.backend.own_queued_cap(tx, owner_id)
-                (refused,) = await self.flow.check_quotas(tx, [QuotaAsk(owner_id, own, len(steps))])
+                (refused,) = await self.flow.check_quotas(tx, [QuotaAsk(owner_id, own, width)])
                 if refused is not None:
                     raise refused
-            found = await self.backend.create_workflow(tx, rows)
+            found, detail = await self._store(tx, draft)
         if found is not None:
             return await self.get(found, owner_id)
-        log.info("workflow %s submitted: %s, %d steps", workflow_id, spec.name, len(steps))
-        return self.backend.submitted_workflow(rows)
+        log.info("workflow %s submitted: %s, %d steps", draft.id, spec.name, width)
+        assert detail is not None
+        return detail
+
+    async def _store(
+        self, tx: Transaction, draft: WorkflowDraft
+    ) -> tuple[str | None, WorkflowDetail | None]:
+        """The workflow's rows inserted in `tx` a slice at a time: the first slice with the
+        workflow row (`create_workflow`: an idempotency key naming a stored workflow ends
+        it there), each next slice built while the last one's insert runs on the database,
+        and the answer built while the last insert runs. (The stored workflow's id, None)
+        or (None, the workflow as stored)."""
+        width = len(draft.ordered)
+        built = [draft.rows(0, min(SLICE, width))]
+        pending = await _sent(self.backend.create_workflow(tx, built[0]))
+        try:
+            for start in range(SLICE, width, SLICE):
+                rows = draft.rows(start, min(start + SLICE, width))  # while `pending` runs
+                if (found := await pending) is not None:
+                    return found, None
+                built.append(rows)
+                pending = await _sent(self._add(tx, rows))
+            detail = self.backend.submitted_workflow(_joined(built))  # while `pending` runs
+            found = await pending
+        finally:
+            await _settled(pending)
+        return (found, None) if found is not None else (None, detail)
+
+    async def _add(self, tx: Transaction, rows: WorkflowRows) -> str | None:
+        await self.backend.add_workflow_steps(tx, rows)
+        return None
 
     async def get(self, workflow_id: str, owner_id: str | None = None) -> WorkflowDetail:
         """NotFound for another owner's workflow (owner_id None: an administrator's read)."""
@@ -93,3 +129,36 @@ class WorkflowService:
     async def delete(self, workflow_id: str, owner_id: str | None = None) -> None:
         """A settled workflow with its steps, edges and results; Conflict (409) otherwise."""
         await self.backend.delete_workflow(workflow_id, owner_id)
+
+
+async def _sent(work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    """`work` started as a task and run to its first wait (its statement sent), so that the
+    caller's next steps run while the database works on it."""
+    task = asyncio.ensure_future(work)
+    await asyncio.sleep(0)
+    return task
+
+
+async def _settled(task: asyncio.Task[Any]) -> None:
+    """`task` ended before its transaction is: bad input found while it ran (or the caller
+    cancelled) must not roll back under a statement in flight. Its own error, if any, is
+    dropped: the caller's is the one raised."""
+    if not task.done():
+        await asyncio.wait([task])
+    if not task.cancelled():
+        task.exception()
+
+
+def _joined(parts: Sequence[WorkflowRows]) -> WorkflowRows:
+    """The slices of one workflow as one (what `submitted_workflow` answers from)."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    return WorkflowRows(
+        first.id,
+        first.workflow,
+        [row for part in parts for row in part.steps],
+        [row for part in parts for row in part.edges],
+        [row for part in parts for row in part.limits],
+        [job for part in parts for job in part.jobs],
+    )

@@ -181,6 +181,15 @@ class Driver(Protocol):
         that one, to compare (store/workflows.py)."""
         ...
 
+    async def insert_workflow_steps(
+        self, conn: AsyncConnection, rows: WorkflowInsert, created: str
+    ) -> None:
+        """More steps of the workflow `insert_workflow` inserted in `conn`'s transaction (a
+        large submit's next slice: services/workflows.py), as it inserts its steps: each
+        with its `created` event, their edges (to these or earlier steps) and job_limits
+        rows, and the runnable ones' queues woken."""
+        ...
+
     async def claim(
         self,
         worker_id: str,

@@ -189,6 +189,15 @@ class PostgresDriver:
 
         return await insert_workflow_with(run, rows, created)
 
+    async def insert_workflow_steps(
+        self, conn: AsyncConnection, rows: WorkflowInsert, created: str
+    ) -> None:
+        async def run(sql: str, args: Sequence[Any]) -> Sequence[Any]:
+            result = await conn.exec_driver_sql(sql, tuple(args))
+            return result.all() if result.returns_rows else []
+
+        await insert_steps_with(run, rows, created)
+
     async def arm_claim(self) -> None:
         """Open the next claim's transaction now (its BEGIN), so that the claim a wake-up
         starts is the claim statement alone before its jobs start. For an idle worker only
@@ -592,12 +601,11 @@ async def insert_workflow_with(
 ) -> StoredWorkflow | None:
     """`insert_workflow`'s statements, in one transaction whoever holds it (a service's, or
     a library caller's: store/foreign.py): the workflow row, then (unless its idempotency
-    key names a stored one: that one's id and fingerprint, nothing inserted) its steps with
-    their created events and NOTIFYs in one statement, its edges in one, its job_limits in
-    one, whatever the width. The events lock comes first: the workflow row assigns the
+    key names a stored one: that one's id and fingerprint, nothing inserted) its steps
+    (`insert_steps_with`). The events lock comes first: the workflow row assigns the
     transaction's id, and the events are keyed after the lock (as `xid()` keys them)."""
     await run(SQL["lock_events"], ())
-    w, steps, edges, limits = rows.workflow, rows.steps, rows.edges, rows.limits
+    w = rows.workflow
     added = await run(
         SQL["workflow_insert"],
         (w["id"], w["owner_id"], w["name"], w["state"], w["created_at"],
@@ -608,6 +616,15 @@ async def insert_workflow_with(
             SQL["workflow_keyed"], (w["owner_id"], w["idempotency_key"])
         )
         return StoredWorkflow(found, fingerprint)
+    await insert_steps_with(run, rows, created)
+    return None
+
+
+async def insert_steps_with(run: Run, rows: WorkflowInsert, created: str) -> None:
+    """A workflow's steps (all, or a slice of them after `insert_workflow_with`, in its
+    transaction): their jobs rows with their created events and NOTIFYs in one statement,
+    their edges in one, their job_limits rows in one, whatever the width."""
+    w, steps, edges, limits = rows.workflow, rows.steps, rows.edges, rows.limits
     columns = _enqueue_args(steps)
     args = (
         *columns, w["id"], _compact([s["fair_tag"] for s in steps]),
@@ -621,7 +638,6 @@ async def insert_workflow_with(
         await run(SQL["workflow_edges"], (*map(_compact, ends), w["id"]))
     if limits:
         await run(SQL["record_limits"], _limit_args(limits))
-    return None
 
 
 def _enqueue_name(rows: Sequence[dict[str, Any]]) -> str:

@@ -149,6 +149,13 @@ class SqliteDriver:
             await self.notify_jobs(conn, runnable)
         return found
 
+    async def insert_workflow_steps(
+        self, conn: AsyncConnection, rows: WorkflowInsert, created: str
+    ) -> None:
+        runnable = await insert_steps_with(conn, rows, created)
+        if runnable:
+            await self.notify_jobs(conn, runnable)
+
     async def arm_claim(self) -> None:
         """Nothing to open ahead: `BEGIN IMMEDIATE` takes the write lock, which must not be
         held while idle, and costs no round trip."""
@@ -321,7 +328,7 @@ async def insert_workflow_with(
     transaction, a service's or a library caller's (store/foreign.py); and the queues that
     got runnable steps (their wake-up is the caller's). The stored workflow, nothing
     inserted, when the workflow's (owner, idempotency key) names one."""
-    workflow, steps = rows.workflow, rows.steps
+    workflow = rows.workflow
     if workflow["idempotency_key"] is None:
         await conn.execute(workflows.insert(), [workflow])
     else:
@@ -333,6 +340,14 @@ async def insert_workflow_with(
             )
             found = (await conn.execute(query)).one()
             return StoredWorkflow(found.id, found.fingerprint), set()
+    return None, await insert_steps_with(conn, rows, created)
+
+
+async def insert_steps_with(conn: AsyncConnection, rows: WorkflowInsert, created: str) -> set[str]:
+    """A workflow's steps (all, or a slice of them after `insert_workflow_with`, in its
+    transaction) with their created events, edges and job_limits rows; the queues that got
+    runnable steps."""
+    workflow, steps = rows.workflow, rows.steps
     now, args = workflow["created_at"], {"workflow": workflow["id"], "owner": workflow["owner_id"]}
     keyed = _ready_keyed(steps)
     tagged = await in_one_trip(conn, lambda raw: _with_fair_tags(raw, keyed)) if keyed else []
@@ -345,7 +360,7 @@ async def insert_workflow_with(
         await conn.execute(_WORKFLOW_EDGES, {"workflow": workflow["id"], "edges": edges})
     for start in range(0, len(rows.limits), _CHUNK):
         await conn.execute(job_limits.insert(), list(rows.limits[start : start + _CHUNK]))
-    return None, {row["queue"] for row in steps if row["state"] == "queued"}
+    return {row["queue"] for row in steps if row["state"] == "queued"}
 
 
 def _ready_keyed(steps: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
