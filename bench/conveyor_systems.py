@@ -1,4 +1,6 @@
-"""Conveyor's own systems: ``conveyor-sqlite`` and ``conveyor-postgres``.
+"""Conveyor's own systems: ``conveyor-sqlite`` and ``conveyor-postgres`` (and
+``conveyor-postgres-relaxed``: the same with ``CONVEYOR_SUBMIT_SYNCHRONOUS_COMMIT=off``, its
+enqueues and idle latency only).
 
 NotImplemented until the engine lands. Until :data:`ENGINE_READY` is flipped to ``True`` (or
 ``BENCH_CONVEYOR=1`` is set to try an unfinished engine locally), both systems are left out of
@@ -38,7 +40,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.systems import PG_ADMIN_URL, REPO_ROOT, CommandSystem, SystemUnavailable
+from bench.systems import PG_ADMIN_URL, RELAXED, REPO_ROOT, CommandSystem, SystemUnavailable
 
 ENGINE_READY = True
 ENABLE_ENV = "BENCH_CONVEYOR"
@@ -77,7 +79,7 @@ class ConveyorSystem(CommandSystem):
 
     drain_n = DRAIN_N
 
-    def __init__(self, database: str, source: Path | None = None) -> None:
+    def __init__(self, database: str, source: Path | None = None, relaxed: bool = False) -> None:
         if not engine_ready():
             raise SystemUnavailable(
                 f"conveyor-{database}: NotImplemented until the engine lands "
@@ -89,6 +91,16 @@ class ConveyorSystem(CommandSystem):
         self.database = database
         self.name = f"conveyor-{database}"
         self.label = f"Conveyor ({'SQLite' if database == 'sqlite' else 'PostgreSQL'})"
+        # CONVEYOR_SUBMIT_SYNCHRONOUS_COMMIT=off (PostgreSQL): the opt-in faster submit
+        # (docs/design.md "Relaxed submit commits"), measured beside the peers' enqueues.
+        # Only the submits change, so its drain is not run again (`measures_drain`).
+        self.relaxed = relaxed
+        if relaxed:
+            if database != "postgres":
+                raise SystemUnavailable(f"conveyor-{database}: relaxed submits are PostgreSQL's")
+            self.name += RELAXED
+            self.label = "Conveyor (PostgreSQL, relaxed submits)"
+        self.measures_drain = not relaxed
         # The Conveyor the client, workers and API import: this tree's src/ unless
         # --conveyor-src names another tree (an A/B with the same harness).
         self.source = (source or REPO_ROOT).resolve()
@@ -148,4 +160,5 @@ class ConveyorSystem(CommandSystem):
             "CONVEYOR_DATA_DIR": str(self.scratch / "data"),
             "CONVEYOR_LOG_FILE": str(self.scratch / "conveyor.log"),
             "CONVEYOR_LOG_LEVEL": "WARNING",
+            "CONVEYOR_SUBMIT_SYNCHRONOUS_COMMIT": "false" if self.relaxed else "true",
         }

@@ -250,8 +250,9 @@ def measure(system: System, plan: Plan, work_dir: Path) -> SystemResult:
         result.versions = system.versions()
         result.enqueue_single = enqueue_single(system, plan)
         system.purge()
-        result.enqueue_batch, result.drain = drain(system, plan, work_dir / "drain")
-        system.purge()
+        if getattr(system, "measures_drain", True):
+            result.enqueue_batch, result.drain = drain(system, plan, work_dir / "drain")
+            system.purge()
         result.latency = latency(system, plan, work_dir / "latency")
     except BenchError as exc:
         result.error = str(exc)

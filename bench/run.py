@@ -48,6 +48,7 @@ from bench.systems import (
     REGISTRY,
     System,
     SystemUnavailable,
+    conveyor_databases,
     conveyor_with_source,
     create,
     default_systems,
@@ -155,7 +156,7 @@ def _extras(
     """The HTTP section (per source) and the pgbench limit; errors are collected, not raised."""
     http: dict[str, list[http_submit.HttpFigures]] = {}
     errors: list[str] = []
-    conveyor = [n.removeprefix("conveyor-") for n in names if n.startswith("conveyor-")]
+    conveyor = conveyor_databases(names)
     pgbench = None
     if not args.no_pgbench and "postgres" in conveyor:
         try:
@@ -315,7 +316,7 @@ def _workflows(
     args: argparse.Namespace, names: list[str], plan: Plan, work: Path, errors: list[str]
 ) -> list[workflow.WorkflowFigures]:
     """The workflow section (bench/workflow.py) for the selected Conveyor databases."""
-    databases = tuple(n.removeprefix("conveyor-") for n in names if n.startswith("conveyor-"))
+    databases = conveyor_databases(names)
     if args.no_workflow or not databases:
         return []
     own = dataclasses.replace(plan, drain_n=None)  # its own size, not the drains'

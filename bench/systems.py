@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -442,20 +442,33 @@ class Entry:
     peer: bool = True
 
 
-def _conveyor(database: str) -> Callable[[], System]:
+RELAXED = "-relaxed"  # the name's suffix of `conveyor-postgres` with relaxed submits
+
+
+def _conveyor(database: str, relaxed: bool = False) -> Callable[[], System]:
     def make() -> System:
         from bench.conveyor_systems import ConveyorSystem  # imported only when selected
 
-        return ConveyorSystem(database)
+        return ConveyorSystem(database, relaxed=relaxed)
 
     return make
 
 
 def conveyor_with_source(name: str, source: Path | None) -> System:
-    """``conveyor-sqlite``/``-postgres`` running another source tree (``--conveyor-src``)."""
+    """``conveyor-sqlite``/``-postgres``(``-relaxed``) running another source tree
+    (``--conveyor-src``)."""
     from bench.conveyor_systems import ConveyorSystem
 
-    return ConveyorSystem(name.removeprefix("conveyor-"), source=source)
+    database = name.removeprefix("conveyor-")
+    relaxed = database.endswith(RELAXED)
+    return ConveyorSystem(database.removesuffix(RELAXED), source=source, relaxed=relaxed)
+
+
+def conveyor_databases(names: Sequence[str]) -> tuple[str, ...]:
+    """The databases of the Conveyor systems among `names` (a variant counts as its own
+    database's: the HTTP and workflow sections run once per database)."""
+    ours = (n.removeprefix("conveyor-") for n in names if n.startswith("conveyor-"))
+    return tuple(dict.fromkeys(database.removesuffix(RELAXED) for database in ours))
 
 
 def _conveyor_enabled() -> bool:
@@ -482,6 +495,12 @@ REGISTRY: Mapping[str, Entry] = {
         # Conveyor's own systems: see bench/conveyor_systems.py for how they plug in.
         Entry("conveyor-sqlite", _conveyor("sqlite"), enabled=_conveyor_enabled, peer=False),
         Entry("conveyor-postgres", _conveyor("postgres"), enabled=_conveyor_enabled, peer=False),
+        Entry(
+            "conveyor-postgres-relaxed",
+            _conveyor("postgres", relaxed=True),
+            enabled=_conveyor_enabled,
+            peer=False,
+        ),
     )
 }
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from bench.durable import unrecorded_range
 from bench.http_submit import HttpFigures
 from bench.measure import SystemResult
@@ -140,7 +142,39 @@ def rows(
                 ">= 0.77 (within 1.3x)",
             )
         )
+    out += _relaxed_rows(by_name, suffix, pgbench, tag)
     if soak is not None and soak.rss_total_mib:
         marks = " -> ".join(f"{v:.1f}" for v in soak.rss_total_mib.values())
         out.append((f"worker RSS over {soak.n:,} jobs (sum of 2)", f"{marks} MiB", "flat"))
+    return out
+
+
+def _relaxed_rows(
+    by_name: Mapping[str, SystemResult], suffix: str, pgbench: PgbenchFigures | None, tag: str
+) -> list[tuple[str, str, str]]:
+    """The opt-in relaxed submits (`conveyor-postgres-relaxed`: CONVEYOR_SUBMIT_SYNCHRONOUS_
+    COMMIT=off) beside pgbench's durable insert and Dramatiq's enqueue, as the issue asks."""
+    relaxed = by_name.get(f"conveyor-postgres-relaxed{suffix}")
+    if relaxed is None or relaxed.enqueue_single is None:
+        return []
+    rate = relaxed.enqueue_single.jobs_per_s
+    out = []
+    if pgbench and pgbench.tps:
+        out.append(
+            (
+                f"sequential enqueue / pgbench, relaxed submits (opt-in){tag}",
+                f"{rate / pgbench.tps:.2f} ({rate:,.0f} / {pgbench.tps:,.0f})",
+                "measured",
+            )
+        )
+    dramatiq = by_name.get("dramatiq-rabbitmq")
+    if dramatiq is not None and dramatiq.enqueue_single is not None:
+        out.append(
+            (
+                f"sequential enqueue, relaxed submits vs Dramatiq + RabbitMQ{tag}",
+                f"{rate:,.0f} vs {dramatiq.enqueue_single.jobs_per_s:,.0f} jobs/s",
+                "measured",
+            )
+        )
+    out += _idle_rows("PG relaxed submits", relaxed, "-", tag)
     return out
