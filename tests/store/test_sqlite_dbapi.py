@@ -20,7 +20,7 @@ from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import Outcome
 from conveyor.store.backend import QueueBackend
 from conveyor.store.tables import jobs
-from tests.store.helpers import job
+from tests.store.helpers import job, settled
 
 W = "w-trips"
 
@@ -159,3 +159,20 @@ async def test_a_heartbeat_is_one_trip(backend: QueueBackend, trips: list[int]) 
     assert (held, sent) == ({claimed.id}, 1)
     after = (await backend.get(claimed.id)).lease_expires_at
     assert after is not None and after > before
+
+
+async def test_a_progress_report_is_one_trip(backend: QueueBackend, trips: list[int]) -> None:
+    """A handler's progress, fenced, with its event, BEGIN to COMMIT in one call (as the
+    heartbeat); a report for an attempt that is not the worker's changes nothing."""
+    await backend.enqueue([job()])
+    (claimed,) = await backend.claim(W, ["default"], 1, 30)
+    kept, sent = await _counted(trips, backend.set_progress(W, claimed.id, 1, 40, "half"))
+    assert (kept, sent) == (True, 1)
+    stale, _ = await _counted(trips, backend.set_progress(W, claimed.id, 2, 90, "late"))
+    assert stale is False
+    stored = await backend.get(claimed.id)
+    assert (stored.progress, stored.progress_message) == (40, "half")
+    told = await settled(backend, 3, job_id=claimed.id)  # created, started, progress
+    assert [(e.type, e.data) for e in told][2:] == [
+        ("progress", {"percent": 40, "message": "half"})
+    ]

@@ -11,15 +11,13 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import update
-
 from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import ClaimedJob, Outcome
 from conveyor.domain.states import JobState
 from conveyor.metrics import count_refused
 from conveyor.store import events as outbox
 from conveyor.store.base import StoreBase
-from conveyor.store.driver import Claimed, FinishBatch
+from conveyor.store.driver import Claimed, Fence, FinishBatch
 from conveyor.store.jobs import EVENT_COLUMNS
 from conveyor.store.tables import jobs
 
@@ -126,23 +124,14 @@ class Claims(StoreBase):
     async def set_progress(
         self, worker_id: str, job_id: str, attempt: int, percent: int, message: str | None
     ) -> bool:
-        async with self.db.write() as conn:
-            result = await conn.execute(
-                update(jobs)
-                .where(
-                    jobs.c.id == job_id,
-                    jobs.c.worker_id == worker_id,
-                    jobs.c.attempt == attempt,
-                    jobs.c.state == JobState.RUNNING.value,
-                )
-                .values(progress=percent, progress_message=message)
-                .returning(*EVENT_COLUMNS)
-            )
-            row = result.one_or_none()
-            if row is not None:
-                said = outbox.progressed(percent, message)
-                await self._log(conn, [outbox.said_row(said, row, utcnow())])
-            return row is not None
+        """Record a running attempt's progress and its event; False when the job is no longer
+        this worker's attempt (the fence)."""
+        fence = Fence(worker_id, job_id, attempt)
+        said = outbox.progressed(percent, message)
+        if not await self.driver.set_progress(fence, percent, message, said, utcnow()):
+            return False
+        self._events_committed()
+        return True
 
 
 def _entry(outcome: Outcome, now: datetime, worker_id: str) -> dict[str, Any] | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import ColumnElement, Table
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -47,6 +47,14 @@ class Said:
     type: str
     state: str
     data: dict[str, Any] | None = None
+
+
+class Fence(NamedTuple):
+    """Whose running attempt a worker's write is about: it applies only while it holds."""
+
+    worker_id: str
+    job_id: str
+    attempt: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +232,13 @@ class Driver(Protocol):
     async def heartbeat(self, worker_id: str, now: datetime, until: datetime) -> set[str]:
         """Mark the worker alive at `now` and extend its running jobs' leases to `until`,
         in one transaction; the ids of the jobs it still holds."""
+        ...
+
+    async def set_progress(
+        self, fence: Fence, percent: int, message: str | None, said: Said, now: datetime
+    ) -> bool:
+        """A running job's progress and its event, in one transaction, while `fence` (worker,
+        job, attempt) still holds it; whether it did."""
         ...
 
     async def promote(self, conn: AsyncConnection, now: datetime, limit: int) -> Sequence[Any]:

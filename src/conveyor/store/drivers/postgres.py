@@ -42,6 +42,7 @@ from conveyor.store.driver import (
     Callback,
     Claimed,
     Existing,
+    Fence,
     FinishBatch,
     Inserted,
     Leadership,
@@ -81,7 +82,7 @@ SQL = load(
             "claim_plan_default",
         }
         | {"lock_mine", "complete", "retry", "fail", "rescue", "notify", "try_lead", "unlead"}
-        | {"ping", "lead_ping", "horizon", "lock_events", "backend_pid"}
+        | {"ping", "lead_ping", "horizon", "lock_events", "backend_pid", "progress"}
         | {"record_limits", "limit_start", "limit_demands", "limit_slots_free"}
         | {"rate_buckets_lock", "limit_slots_analyze"}
         | {"limit_admit", "rekey_events", "schema_enter", "schema_leave"}
@@ -454,6 +455,17 @@ class PostgresDriver:
                 .returning(jobs.c.id)
             )
             return {row.id for row in await conn.execute(renewed)}
+
+    async def set_progress(
+        self, fence: Fence, percent: int, message: str | None, said: Said, now: datetime
+    ) -> bool:
+        worker_id, job_id, attempt = fence
+        async with self.db.raw() as raw:
+            done = await raw.fetch(
+                SQL["progress"], worker_id, job_id, attempt, now, percent, message,
+                said.type, said.state, json.dumps(said.data), timeout=COMMAND_TIMEOUT,
+            )  # fmt: skip
+        return bool(done)
 
     async def promote(self, conn: AsyncConnection, now: datetime, limit: int) -> Sequence[Any]:
         waiting = [JobState.SCHEDULED.value, JobState.RETRYING.value]

@@ -34,6 +34,7 @@ from conveyor.store.driver import (
     Callback,
     Claimed,
     Existing,
+    Fence,
     FinishBatch,
     Inserted,
     Leadership,
@@ -66,6 +67,7 @@ _SQL = load(
     | frozenset({"claim_start", "limit_slots_hold", "record_events"})
     | frozenset({"enqueue", "job_callback", "job_limit", "keyed_jobs", "unique_jobs"})
     | frozenset({"rate_buckets_of", "rate_bucket_set", "heartbeat_worker", "heartbeat_leases"})
+    | frozenset({"progress"})
     | frozenset({"try_lead", "unlead", "data_version"})
     | frozenset({"workflow_steps", "workflow_created", "workflow_edges"}),
 )
@@ -202,6 +204,26 @@ class SqliteDriver:
 
         async with self.db.write() as conn:
             return await in_one_trip(conn, renew, end=True)
+
+    async def set_progress(
+        self, fence: Fence, percent: int, message: str | None, said: Said, now: datetime
+    ) -> bool:
+        """In one trip, BEGIN to COMMIT, as the heartbeat: a handler reports progress while
+        others run, and one of them that blocks the loop between two trips would hold the
+        write lock (docs/design.md "A blocked event loop")."""
+        worker_id, job_id, attempt = fence
+        params = {
+            "job": job_id, "worker": worker_id, "attempt": attempt, "percent": percent,
+            "message": message,
+        }  # fmt: skip
+
+        def report(raw: sqlite3.Connection) -> bool:
+            moved = rows_of(raw.execute(_SQL["progress"], params))
+            record_events(raw, [outbox.said_row(said, row, now) for row in moved])
+            return bool(moved)
+
+        async with self.db.write() as conn:
+            return await in_one_trip(conn, report, end=True)
 
     async def promote(self, conn: AsyncConnection, now: datetime, limit: int) -> Sequence[Any]:
         return (await conn.execute(_PROMOTE, {"now": now, "limit": limit})).all()

@@ -753,6 +753,26 @@ UPDATE jobs SET
 FROM expired WHERE jobs.id = expired.id
 RETURNING jobs.id, jobs.state, jobs.queue, jobs.owner_id, jobs.type, jobs.attempt
 
+-- name: progress
+-- A running job's progress ($5 percent, $6 message), fenced ($2 the job, $1 its worker, $3
+-- the attempt), with its event ($7 type, $8 state, $9 data, $4 now), in one statement in its
+-- own transaction: one round trip (the Core writer's BEGIN, UPDATE, event lock, INSERT and
+-- COMMIT were five). The statement takes its lock on `events` before it runs, so its key is
+-- this transaction's id (store/outbox.py's horizon), as `enqueue` keys its events. The
+-- job's id if it was the worker's, no row otherwise.
+WITH moved AS (
+    UPDATE jobs SET progress = $5::int, progress_message = $6::text
+    WHERE jobs.id = $2::text AND jobs.worker_id = $1::text AND jobs.attempt = $3::int
+        AND jobs.state = 'running'
+    RETURNING jobs.id, jobs.owner_id, jobs.queue, jobs.type, jobs.attempt
+)
+INSERT INTO events (xid, type, job_id, owner_id, queue, job_type, state, attempt, data,
+    created_at)
+SELECT txid_current(), $7::text, m.id, m.owner_id, m.queue, m.type, $8::text, m.attempt,
+    $9::jsonb, $4::timestamptz
+FROM moved AS m
+RETURNING job_id
+
 -- name: notify
 -- A NOTIFY on channel $1, delivered when the transaction commits.
 SELECT pg_notify($1, $2)

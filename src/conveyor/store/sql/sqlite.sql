@@ -203,6 +203,14 @@ INSERT INTO rate_buckets (name, key, tokens, refreshed_at) VALUES (:name, :key, 
 ON CONFLICT (name, key) DO UPDATE SET tokens = excluded.tokens,
     refreshed_at = excluded.refreshed_at
 
+-- name: progress
+-- A running job's progress (:percent, :message), fenced (:job, its :worker, the :attempt),
+-- in one trip with its event (`record_events`); the job's event columns if it was the
+-- worker's, no row otherwise.
+UPDATE jobs SET progress = :percent, progress_message = :message
+WHERE id = :job AND worker_id = :worker AND attempt = :attempt AND state = 'running'
+RETURNING id, owner_id, queue, type, attempt
+
 -- name: heartbeat_worker
 -- A worker's heartbeat (:worker, :now), with `heartbeat_leases` in one transaction.
 UPDATE workers SET last_heartbeat_at = :now WHERE id = :worker
