@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from conveyor.domain.clock import utcnow
 from conveyor.domain.flow import Concurrency, Rate
@@ -19,6 +19,7 @@ from conveyor.store.backend import QueueBackend
 from conveyor.store.database import Database
 from conveyor.store.drivers.postgres import SQL
 from conveyor.store.factory import open_backend
+from conveyor.store.types import sqlite_time
 from tests.store.helpers import job
 from tests.store.test_limits import limited
 from tests.support.processes import eventually
@@ -434,24 +435,15 @@ async def test_a_sqlite_promotion_reads_only_due_jobs_from_the_due_index(
     all of it. It takes the due rows in order from ix_jobs_due, and promotes them."""
     if backend.dialect != "sqlite":
         pytest.skip("PostgreSQL's promotion: its planner sees the bound states")
+    from conveyor.store.drivers.sqlite import _SQL
+
     later = utcnow() + timedelta(hours=1)
     await backend.enqueue([job(n=i, run_at=later) for i in range(300)])
     (soon,) = await backend.enqueue([job(n=300, run_at=utcnow() + timedelta(seconds=1))])
-    seen: list[tuple[str, Any]] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("UPDATE JOBS"):
-            seen.append((statement, params))
-
-    engine = backend.db.writer.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        assert await backend.promote_due() == 0
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-    ((statement, params),) = seen
+    assert await backend.promote_due() == 0
+    params = {"now": sqlite_time(utcnow()), "limit": 1000}
     async with backend.db.read() as conn:
-        found = await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params)
+        found = await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + _SQL["promote"], params)
         plan = [str(row[-1]) for row in found.all()]
     assert any("INDEX ix_jobs_due" in line for line in plan), plan
     assert not [line for line in plan if "TEMP B-TREE" in line or "ix_jobs_finished" in line]

@@ -176,3 +176,25 @@ async def test_a_progress_report_is_one_trip(backend: QueueBackend, trips: list[
     assert [(e.type, e.data) for e in told][2:] == [
         ("progress", {"percent": 40, "message": "half"})
     ]
+
+
+async def test_a_scheduler_tick_s_promotion_and_rescue_are_one_trip_each(
+    backend: QueueBackend, trips: list[int]
+) -> None:
+    """Each tick's promotion and rescue take the write lock, in the same process as handlers
+    under `conveyor run`: BEGIN to COMMIT in one call, with the rescue's events."""
+    first, due = await backend.enqueue([job(), job(n=1)])
+    async with backend.db.write() as conn:  # `due` scheduled for a moment ago
+        await conn.execute(update(jobs).values(state="scheduled").where(jobs.c.id == due.id))
+    (claimed,) = await backend.claim(W, ["default"], 1, lease_s=0.01)
+    assert claimed.id == first.id
+    await asyncio.sleep(0.05)  # its lease runs out
+    promoted, sent = await _counted(trips, backend.promote_due())
+    assert (promoted, sent) == (1, 1)
+    report, sent = await _counted(trips, backend.rescue_expired())
+    assert (report.requeued, sent) == ([first.id], 1)
+    states = {j: (await backend.get(j)).state.value for j in (first.id, due.id)}
+    assert states == {first.id: "queued", due.id: "queued"}
+    told = await backend.read_events(ev.Position(), job_id=first.id)
+    assert [e.type for e in told] == ["created", "started", "retrying"]
+    assert (await _counted(trips, backend.promote_due()))[1] == 1  # nothing due: still one

@@ -241,14 +241,15 @@ class Driver(Protocol):
         job, attempt) still holds it; whether it did."""
         ...
 
-    async def promote(self, conn: AsyncConnection, now: datetime, limit: int) -> Sequence[Any]:
-        """Up to `limit` scheduled and retrying jobs due by `now` queued, in run_at order;
-        a row (its queue) for each."""
+    async def promote(self, now: datetime, limit: int) -> Sequence[Any]:
+        """Up to `limit` scheduled and retrying jobs due by `now` queued, in run_at order, and
+        their queues woken, in a transaction of its own; a row (its queue) for each."""
         ...
 
-    async def rescue(self, conn: AsyncConnection, now: datetime, limit: int) -> Sequence[Any]:
-        """Expired leases back to queued (or failed); rows of id, state, queue, owner_id,
-        type, attempt."""
+    async def rescue(self, now: datetime, limit: int) -> Sequence[Any]:
+        """Expired leases back to queued (or failed), each with its event (`rescued`), and
+        the requeued jobs' queues woken, in a transaction of its own; rows of id, state,
+        queue, owner_id, type, attempt."""
         ...
 
     # ---- wake-ups and leadership -------------------------------------------------------

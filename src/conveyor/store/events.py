@@ -74,6 +74,17 @@ def outcome_data(outcome: Outcome) -> dict[str, Any]:
     return data
 
 
+def rescued_events(rows: Sequence[Any], at: datetime) -> list[dict[str, Any]]:
+    """The events of jobs a rescue took back (rows of id, state, queue, owner_id, type,
+    attempt): requeued, or failed with their attempts spent."""
+    return [said_row(rescued(row.state), row, at) for row in rows]
+
+
+def requeued_queues(rows: Sequence[Any]) -> set[str]:
+    """The queues a rescue put jobs back in (to wake)."""
+    return {row.queue for row in rows if row.state == "queued"}
+
+
 def said_row(said: Said, job: Any, at: datetime) -> dict[str, Any]:
     return event_row(said.type, job, said.state, at, said.data)
 

@@ -9,7 +9,6 @@ from sqlalchemy import delete, func, select, tuple_
 from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import RescueReport
 from conveyor.domain.states import JobState
-from conveyor.store import events as outbox
 from conveyor.store.base import StoreBase
 from conveyor.store.records import aware
 from conveyor.store.tables import jobs, schedule_fires, workflows
@@ -19,23 +18,15 @@ from conveyor.store.workflows import delete_settled
 class Maintenance(StoreBase):
     async def promote_due(self, limit: int = 1000) -> int:
         """Scheduled and retrying jobs whose time has come become queued."""
-        async with self.db.write() as conn:
-            rows = await self.driver.promote(conn, utcnow(), limit)
-            if rows:
-                await self.driver.notify_jobs(conn, {row.queue for row in rows})
-        return len(rows)
+        return len(await self.driver.promote(utcnow(), limit))
 
     async def rescue_expired(self, limit: int = 1000) -> RescueReport:
         """Running jobs whose lease expired: back to queued, or failed when attempts are spent."""
-        now = utcnow()
-        async with self.db.write() as conn:
-            rows = await self.driver.rescue(conn, now, limit)
-            await self._log(conn, [outbox.said_row(outbox.rescued(r.state), r, now) for r in rows])
-            requeued = [r for r in rows if r.state == JobState.QUEUED.value]
-            if requeued:
-                await self.driver.notify_jobs(conn, {r.queue for r in requeued})
+        rows = await self.driver.rescue(utcnow(), limit)
+        if rows:
+            self._events_committed()
         return RescueReport(
-            requeued=[r.id for r in requeued],
+            requeued=[r.id for r in rows if r.state == JobState.QUEUED.value],
             failed=[r.id for r in rows if r.state == JobState.FAILED.value],
             labels={r.id: (r.queue, r.type) for r in rows},
             attempts={r.id: r.attempt for r in rows},

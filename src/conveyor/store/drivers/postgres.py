@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from conveyor.domain.jobs import ClaimedJob
 from conveyor.domain.states import JobState
 from conveyor.store import admission
+from conveyor.store import events as outbox
 from conveyor.store.database import Database, plain_postgres_dsn, search_path
 from conveyor.store.driver import (
     Callback,
@@ -59,6 +60,7 @@ from conveyor.store.drivers.pg_sessions import (
     Notifier,
     PgListener,
 )
+from conveyor.store.events import requeued_queues, rescued_events
 from conveyor.store.locking import locked_in_id_order
 from conveyor.store.sql import load
 from conveyor.store.tables import jobs, workers
@@ -467,7 +469,7 @@ class PostgresDriver:
             )  # fmt: skip
         return bool(done)
 
-    async def promote(self, conn: AsyncConnection, now: datetime, limit: int) -> Sequence[Any]:
+    async def promote(self, now: datetime, limit: int) -> Sequence[Any]:
         waiting = [JobState.SCHEDULED.value, JobState.RETRYING.value]
         due = (
             select(jobs.c.id)
@@ -482,10 +484,20 @@ class PostgresDriver:
             .values(state=JobState.QUEUED.value)
             .returning(jobs.c.queue)
         )
-        return list((await conn.execute(promoted)).all())
+        async with self.db.write() as conn:
+            rows = list((await conn.execute(promoted)).all())
+            if rows:
+                await self.notify_jobs(conn, {row.queue for row in rows})
+        return rows
 
-    async def rescue(self, conn: AsyncConnection, now: datetime, limit: int) -> Sequence[Any]:
-        return (await conn.exec_driver_sql(SQL["rescue"], (now, now.isoformat(), limit))).all()
+    async def rescue(self, now: datetime, limit: int) -> Sequence[Any]:
+        async with self.db.write() as conn:
+            rows = (await conn.exec_driver_sql(SQL["rescue"], (now, now.isoformat(), limit))).all()
+            if rows:  # their events keyed after the events lock (store/outbox.py's horizon)
+                await self.lock_events(conn)
+                await outbox.record(conn, self.xid(), rescued_events(rows, now))
+                await self.notify_jobs(conn, requeued_queues(rows))
+        return rows
 
     # ---- wake-ups and leadership ------------------------------------------------------
     async def notify_jobs(self, conn: AsyncConnection, queues: set[str]) -> None:

@@ -51,6 +51,7 @@ from conveyor.store.drivers.sqlite_sessions import (
     WakeSockets,
     bus_of,
 )
+from conveyor.store.events import requeued_queues, rescued_events
 from conveyor.store.records import aware, must
 from conveyor.store.sql import load, typed
 from conveyor.store.tables import (
@@ -72,8 +73,6 @@ _SQL = load(
     | frozenset({"workflow_steps", "workflow_created", "workflow_edges"}),
 )
 _FINISH = {"completed": _SQL["complete"], "retry": _SQL["retry"], "failed": _SQL["fail"]}
-_RESCUE = typed(_SQL["rescue"], times=("now",))
-_PROMOTE = typed(_SQL["promote"], times=("now",))
 _WORKFLOW_STEPS = typed(_SQL["workflow_steps"], times=("now",))
 _WORKFLOW_CREATED = typed(_SQL["workflow_created"], times=("now",))
 _WORKFLOW_EDGES = typed(_SQL["workflow_edges"])
@@ -225,12 +224,32 @@ class SqliteDriver:
         async with self.db.write() as conn:
             return await in_one_trip(conn, report, end=True)
 
-    async def promote(self, conn: AsyncConnection, now: datetime, limit: int) -> Sequence[Any]:
-        return (await conn.execute(_PROMOTE, {"now": now, "limit": limit})).all()
+    async def promote(self, now: datetime, limit: int) -> Sequence[Any]:
+        """In one trip, BEGIN to COMMIT, as the rescue: every scheduler tick runs both, in
+        the same process as handlers under `conveyor run` (docs/design.md "A blocked event
+        loop")."""
+        params = {"now": sqlite_time(now), "limit": limit}
+        async with self.db.write() as conn:
+            rows = await in_one_trip(
+                conn, lambda raw: rows_of(raw.execute(_SQL["promote"], params)), end=True
+            )
+            if rows:
+                await self.notify_jobs(conn, {row.queue for row in rows})
+        return rows
 
-    async def rescue(self, conn: AsyncConnection, now: datetime, limit: int) -> Sequence[Any]:
-        params = {"now": now, "now_iso": now.isoformat(), "limit": limit}
-        return (await conn.execute(_RESCUE, params)).all()
+    async def rescue(self, now: datetime, limit: int) -> Sequence[Any]:
+        params = {"now": sqlite_time(now), "now_iso": now.isoformat(), "limit": limit}
+
+        def take(raw: sqlite3.Connection) -> list[Any]:
+            rows = rows_of(raw.execute(_SQL["rescue"], params))
+            record_events(raw, rescued_events(rows, now))
+            return rows
+
+        async with self.db.write() as conn:
+            rows = await in_one_trip(conn, take, end=True)
+            if rows:
+                await self.notify_jobs(conn, requeued_queues(rows))
+        return rows
 
     # ---- wake-ups and leadership ------------------------------------------------------
     async def notify_jobs(self, conn: AsyncConnection, queues: set[str]) -> None:
