@@ -102,3 +102,45 @@ def test_a_process_that_never_listens_leaves_no_directory(db_path: str) -> None:
     wake.ring()
     wake.close()
     assert wake.dir is not None and not wake.dir.exists()
+
+
+def _dead(where: Path, name: str) -> Path:
+    """A socket file as a killed process leaves it: bound once, never unlinked."""
+    where.mkdir(mode=0o700, parents=True, exist_ok=True)
+    left = where / name
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    stale.bind(str(left))
+    stale.close()
+    return left
+
+
+def test_a_processs_first_listener_clears_what_killed_processes_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file nobody rings again (a test's database, gone) kept a killed process's socket and
+    its directory for ever; the first listener of the next process clears them, and leaves
+    live listeners' sockets (and their directories) where they are."""
+    shared = Path(tempfile.mkdtemp(prefix="cw-"))  # short: a socket's path has a limit
+    try:
+        monkeypatch.setattr(tempfile, "gettempdir", lambda: str(shared))
+        monkeypatch.setattr("conveyor.store.drivers.sqlite_sessions._swept", False, raising=False)
+        live = WakeSockets(str(tmp_path / "live.db"))
+        opened = live.open()  # this process's first listener: nothing to clear yet
+        assert opened is not None and live.dir is not None
+        beside_live = _dead(live.dir, "999999998-dead")
+        gone = WakeSockets(str(tmp_path / "gone.db")).dir
+        assert gone is not None
+        only_dead = _dead(gone, "999999999-dead")
+        monkeypatch.setattr(
+            "conveyor.store.drivers.sqlite_sessions._swept", False, raising=False
+        )  # anew
+        mine = WakeSockets(str(tmp_path / "mine.db"))
+        again = mine.open()
+        assert again is not None
+        assert not beside_live.exists() and opened[1].exists()
+        assert not only_dead.exists() and not gone.exists()
+        assert mine.dir is not None and again[1].exists()
+        for sock, _path in (opened, again):
+            sock.close()
+    finally:
+        shutil.rmtree(shared)

@@ -92,6 +92,7 @@ class WakeSockets:
                 log.debug("no wake-up socket at %s: %s", path, exc)
                 return None
         self._listed = float("-inf")  # a new listener: list again
+        _sweep_once(self.dir)
         return sock, path
 
     def ring(self) -> None:
@@ -135,6 +136,38 @@ class WakeSockets:
         if self._sender is not None:
             self._sender.close()
             self._sender = None
+
+
+_swept = False  # whether this process has swept the other files' directories
+
+
+def _sweep_once(own: Path) -> None:
+    """The first listener of a process clears what killed processes left beside `own`: in
+    every other database file's directory, each socket that refuses a datagram (its process
+    is gone; a live one is only woken for nothing), then the directory if that emptied it.
+    A file nobody rings again (a test's, a removed deployment's) would keep them for ever:
+    the last listener removes a directory (`close`), a killed one cannot."""
+    global _swept
+    if _swept:
+        return
+    _swept = True
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+        probe.setblocking(False)
+        for where in own.parent.iterdir():
+            if where != own and where.is_dir() and _owned(where):
+                _clear(where, probe)
+
+
+def _clear(where: Path, probe: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        for peer in where.iterdir():
+            try:
+                probe.sendto(b"*", str(peer))
+            except (ConnectionRefusedError, FileNotFoundError):
+                peer.unlink(missing_ok=True)
+            except OSError:  # a full queue, or not a socket: someone's, left alone
+                pass
+        where.rmdir()  # only if it is empty now (OSError otherwise): a listener's stays
 
 
 def _mine() -> str:
