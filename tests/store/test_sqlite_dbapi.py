@@ -198,3 +198,17 @@ async def test_a_scheduler_tick_s_promotion_and_rescue_are_one_trip_each(
     told = await backend.read_events(ev.Position(), job_id=first.id)
     assert [e.type for e in told] == ["created", "started", "retrying"]
     assert (await _counted(trips, backend.promote_due()))[1] == 1  # nothing due: still one
+
+
+async def test_leadership_is_one_trip_to_take_renew_and_give_up(
+    backend: QueueBackend, trips: list[int]
+) -> None:
+    """Every scheduler tick renews it: BEGIN to COMMIT in one call, as the tick's other
+    writes; another holder cannot take it while it is held."""
+    await backend.enqueue([job()])  # the pools' connections opened
+    mine, theirs = backend.leadership("tick", "a", 30), backend.leadership("tick", "b", 30)
+    assert await _counted(trips, mine.acquire()) == (True, 1)
+    assert await _counted(trips, mine.acquire()) == (True, 1)  # renewed
+    assert (await theirs.acquire()) is False  # held: read who holds it, not taken
+    assert (await _counted(trips, mine.release()))[1] == 1
+    assert await theirs.acquire() is True

@@ -76,8 +76,6 @@ _FINISH = {"completed": _SQL["complete"], "retry": _SQL["retry"], "failed": _SQL
 _WORKFLOW_STEPS = typed(_SQL["workflow_steps"], times=("now",))
 _WORKFLOW_CREATED = typed(_SQL["workflow_created"], times=("now",))
 _WORKFLOW_EDGES = typed(_SQL["workflow_edges"])
-_LEAD = typed(_SQL["try_lead"], times=("now", "expires"))
-_UNLEAD = typed(_SQL["unlead"])
 
 
 # Every event's reading-order key: one writer, so commit order is id order.
@@ -276,7 +274,7 @@ class SqliteDriver:
         return await self.listen(lambda _queue: on_events(), lambda _job: None)
 
     def leadership(self, name: str, holder: str, ttl: float) -> Leadership:
-        return LeaseLeadership(self.db, (_LEAD, _UNLEAD), name, holder, ttl)
+        return LeaseLeadership(self.db, (_SQL["try_lead"], _SQL["unlead"]), name, holder, ttl)
 
     async def close(self) -> None:
         """Its wake-up sender (the engines are the Database's)."""

@@ -16,13 +16,15 @@ from collections import defaultdict
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import TextClause, select
+from sqlalchemy import select
 
 from conveyor.domain.clock import utcnow
 from conveyor.store.database import Database
 from conveyor.store.driver import Callback
 from conveyor.store.drivers.processes import ProcessId, is_gone, this_process
+from conveyor.store.drivers.sqlite_dbapi import in_one_trip
 from conveyor.store.tables import leader_leases
+from conveyor.store.types import sqlite_time
 
 # How often an idle process looks for commits made by other processes. The look is one
 # `PRAGMA data_version` on the event loop's own thread (about 3 us of CPU in WAL mode: it
@@ -293,7 +295,7 @@ class LeaseLeadership:
     def __init__(
         self,
         db: Database,
-        statements: tuple[TextClause, TextClause],
+        statements: tuple[str, str],
         name: str,
         holder: str,
         ttl: float,
@@ -313,15 +315,20 @@ class LeaseLeadership:
         params = {
             "name": self._name,
             "holder": self._holder,
-            "now": now,
-            "expires": now + timedelta(seconds=self._ttl),
+            "now": sqlite_time(now),
+            "expires": sqlite_time(now + timedelta(seconds=self._ttl)),
             "host": self._me.host,
             "pid": self._me.pid,
             "pid_started": self._me.started,
             "dead": dead,
         }
+        # BEGIN to COMMIT in one trip: every scheduler tick renews it, in the handlers'
+        # process under `conveyor run` (docs/design.md "A blocked event loop").
         async with self._db.write() as conn:
-            return (await conn.execute(self._lead, params)).one_or_none() is not None
+            took = await in_one_trip(
+                conn, lambda raw: raw.execute(self._lead, params).fetchone(), end=True
+            )
+        return took is not None
 
     async def _dead_holder(self) -> str | None:
         """The current holder, when its process is certainly gone; None otherwise."""
@@ -339,5 +346,6 @@ class LeaseLeadership:
         return str(row.holder) if gone else None
 
     async def release(self) -> None:
+        params = {"name": self._name, "holder": self._holder}
         async with self._db.write() as conn:
-            await conn.execute(self._unlead, {"name": self._name, "holder": self._holder})
+            await in_one_trip(conn, lambda raw: raw.execute(self._unlead, params), end=True)
