@@ -261,7 +261,10 @@ class SqliteDriver:
         self._bus.emit(self._bus.cancels, job_id)
 
     def tell_other_processes(self) -> None:
-        """Nothing to send: other processes watch `PRAGMA data_version`."""
+        """Other processes' listeners rung (by datagram, once it committed: the caller's
+        `after_commit`), as a commit that made jobs runnable rings them: a finish that
+        released a workflow's steps or a limit's slot, an event a stream waits for."""
+        self._wake.ring()
 
     async def listen(self, on_jobs: Callback, on_cancel: Callback) -> Listener:
         listener = SqliteListener(self._bus, self.path, on_jobs, on_cancel, self._wake)

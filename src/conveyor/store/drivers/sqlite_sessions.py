@@ -26,12 +26,14 @@ from conveyor.store.drivers.sqlite_dbapi import in_one_trip
 from conveyor.store.tables import leader_leases
 from conveyor.store.types import sqlite_time
 
-# How often an idle process looks for commits made by other processes. The look is one
-# `PRAGMA data_version` on the event loop's own thread (about 3 us of CPU in WAL mode: it
-# reads the shared-memory index, takes no lock that waits), so it can be frequent: a
-# commit elsewhere is seen after 1 ms on average. Through aiosqlite's thread every 20 ms it
-# was 10 ms on average, most of SQLite's idle latency (8.8 ms p50 from submit to start).
-CROSS_PROCESS_POLL = 0.002
+# How often a process looks for commits made by other processes (`PRAGMA data_version`, on
+# the event loop's own thread: about 3 us of CPU in WAL mode, no lock that waits). Conveyor's
+# own commits that make jobs runnable or write events ring every other process's listener
+# by datagram (`WakeSockets`), so this look is the net: for commits that ring nothing (a
+# library caller's own connection, another host on a shared disk) and for a lost datagram.
+# At 2 ms it was half of an idle `conveyor run`'s CPU (6.3 -> 3.0 % of a core at 50 ms,
+# 20 s from /proc, session 19), for wake-ups the datagrams now bring.
+CROSS_PROCESS_POLL = 0.05
 
 log = logging.getLogger("conveyor.store")
 
