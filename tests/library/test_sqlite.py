@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session
 
 from conveyor.library.enqueue import aenqueue, enqueue
+from conveyor.store.drivers.sqlite_sessions import LocalBus, SqliteListener, WakeSockets
 from tests.conftest import fresh_database
 from tests.library.conftest import OWNER, completed, running_worker
 from tests.library.handlers import blueprint
@@ -81,4 +83,38 @@ def test_a_sync_connection_commits_an_enqueue_that_was_its_first_statement(
             conn.commit()
         assert _stored(engine) == ([(done.id, "queued")], [(done.id, "created")])
     finally:
+        engine.dispose()
+
+
+async def test_a_commit_on_the_callers_connection_wakes_the_files_listeners_at_once(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Conveyor's own commits ring the file's listeners; the caller's SQLAlchemy connection
+    rings them (this process's too) when it commits what it enqueued, once per transaction,
+    instead of leaving it to the next `data_version` look. A rollback rings nothing."""
+    monkeypatch.setattr("conveyor.store.drivers.sqlite_sessions.CROSS_PROCESS_POLL", 30.0)
+    path = make_url(sqlite_url).database
+    assert path is not None
+    heard: list[str] = []
+    listener = SqliteListener(LocalBus(), path, heard.append, lambda _job: None, WakeSockets(path))
+    await listener.start("PRAGMA data_version")  # its first look now, the next in 30 s
+    engine = create_engine(sqlite_url)
+    try:
+        with Session(engine) as session:
+            enqueue(session, "lib_order", {"order_id": 1}, owner=OWNER, registry=blueprint)
+            session.rollback()
+        await asyncio.sleep(0.2)
+        assert heard == []
+        with Session(engine) as session:
+            for order in (2, 3):
+                enqueue(session, "lib_order", {"order_id": order}, owner=OWNER, registry=blueprint)
+            session.commit()
+        for _ in range(100):
+            if heard:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        assert heard == ["*"]
+    finally:
+        await listener.close()
         engine.dispose()

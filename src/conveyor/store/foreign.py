@@ -20,15 +20,17 @@ inserts nothing and aborts nothing: ON CONFLICT DO NOTHING.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import sqlite3
+import weakref
 from collections import namedtuple
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager, nullcontext
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Connection, create_engine, select
+from sqlalchemy import Connection, create_engine, event, select
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
@@ -42,6 +44,7 @@ from conveyor.store.drivers.pg_sessions import EVENTS_CHANNEL
 from conveyor.store.drivers.postgres import SQL, Run, insert_with, insert_workflow_with
 from conveyor.store.drivers.sqlite import insert_with as sqlite_insert
 from conveyor.store.drivers.sqlite import insert_workflow_with as sqlite_workflow
+from conveyor.store.drivers.sqlite_sessions import WakeSockets
 from conveyor.store.flow import count_waiting
 from conveyor.store.jobs import InsertRows
 from conveyor.store.tables import users
@@ -329,11 +332,46 @@ def _sqlalchemy(
     """A SQLAlchemy connection (sync or async): Core statements on it (naming Conveyor's
     schema), named ones through its DBAPI cursor; SQLite's enqueue is all Core."""
     if conn.dialect.name == "sqlite":
+        _ring_on_commit(conn.sync_connection if isinstance(conn, AsyncConnection) else conn)
         return Foreign("sqlite", core(conn))
     run = send(conn)
     if schema:
         conn = conn.execution_options(schema_translate_map={None: schema})
     return Foreign("postgresql", core(conn), run, schema)
+
+
+# Connections whose caller enqueued on Conveyor's SQLite file in the transaction under way
+# (the file's path), and those already listened to: `_ring_on_commit`.
+_to_ring: weakref.WeakKeyDictionary[Connection, str] = weakref.WeakKeyDictionary()
+_listened: weakref.WeakSet[Connection] = weakref.WeakSet()
+
+
+def _ring_on_commit(conn: Connection | None) -> None:
+    """Once the caller commits, ring the listeners of Conveyor's file, this process's too:
+    Conveyor's own commits ring them (drivers/sqlite_sessions.py `WakeSockets`), a caller's
+    would otherwise be seen at the next `data_version` look (every 50 ms). Once per
+    transaction however many enqueues it holds; a rollback rings nothing. A plain `sqlite3`
+    connection has no commit hook: its jobs wait for that look (docs/library.md)."""
+    path = conn.engine.url.database if conn is not None else None
+    if conn is None or not path:
+        return
+    _to_ring[conn] = path
+    if conn not in _listened:  # once per Connection, whatever its transactions
+        _listened.add(conn)
+        event.listen(conn, "commit", _committed)
+        event.listen(conn, "rollback", _rolled_back)
+
+
+def _committed(conn: Connection) -> None:
+    if (path := _to_ring.pop(conn, None)) is not None:
+        wake = WakeSockets(path)
+        with contextlib.suppress(OSError):
+            wake.ring(mine_too=True)
+        wake.close()
+
+
+def _rolled_back(conn: Connection) -> None:
+    _to_ring.pop(conn, None)
 
 
 def _sqlalchemy_sync(conn: Connection) -> Run:

@@ -99,14 +99,16 @@ class WakeSockets:
         _sweep_once(self.dir)
         return sock, path
 
-    def ring(self) -> None:
-        """Wake every other process's listener (nothing is said: each looks for itself)."""
+    def ring(self, *, mine_too: bool = False) -> None:
+        """Wake every other process's listener (nothing is said: each looks for itself);
+        with `mine_too`, this process's as well (a commit Conveyor's in-process signal did
+        not see: a library caller's own connection, store/foreign.py)."""
         if self.dir is None:
             return
         now = time.monotonic()
-        if now - self._listed >= self.LIST_EVERY_S:
-            self._peers = self._list()
-            self._listed = now
+        if mine_too or now - self._listed >= self.LIST_EVERY_S:
+            self._peers = self._list(mine_too)
+            self._listed = float("-inf") if mine_too else now
         if not self._peers:
             return
         if self._sender is None:
@@ -124,14 +126,14 @@ class WakeSockets:
             except OSError as exc:
                 log.debug("wake-up to %s failed: %s", peer, exc)
 
-    def _list(self) -> list[Path]:
-        """The other processes' sockets; none while the directory is not there, or is not
-        this user's own."""
+    def _list(self, mine_too: bool = False) -> list[Path]:
+        """The other processes' sockets (and this one's, `mine_too`); none while the
+        directory is not there, or is not this user's own."""
         assert self.dir is not None
         try:
             if not _owned(self.dir):
                 return []
-            mine = _mine()
+            mine = "/" if mine_too else _mine()  # no name starts with "/"
             return [p for p in self.dir.iterdir() if not p.name.startswith(mine)]
         except OSError:
             return []
