@@ -759,11 +759,14 @@ RETURNING jobs.id, jobs.state, jobs.queue, jobs.owner_id, jobs.type, jobs.attemp
 -- own transaction: one round trip (the Core writer's BEGIN, UPDATE, event lock, INSERT and
 -- COMMIT were five). The statement takes its lock on `events` before it runs, so its key is
 -- this transaction's id (store/outbox.py's horizon), as `enqueue` keys its events. The
--- job's id if it was the worker's, no row otherwise.
+-- job's id if it was the worker's, no row otherwise. Found by primary key only: the fence
+-- is spelled `(...) IS NOT DISTINCT FROM (...)`, as in `lock_mine`, so that no index on
+-- state or worker_id can serve it, whatever plan the statement's cache settles on.
 WITH moved AS (
     UPDATE jobs SET progress = $5::int, progress_message = $6::text
-    WHERE jobs.id = $2::text AND jobs.worker_id = $1::text AND jobs.attempt = $3::int
-        AND jobs.state = 'running'
+    WHERE jobs.id = $2::text
+        AND (jobs.state, jobs.worker_id, jobs.attempt) IS NOT DISTINCT FROM
+            ('running', $1::text, $3::int)
     RETURNING jobs.id, jobs.owner_id, jobs.queue, jobs.type, jobs.attempt
 )
 INSERT INTO events (xid, type, job_id, owner_id, queue, job_type, state, attempt, data,
