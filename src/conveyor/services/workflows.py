@@ -63,21 +63,18 @@ class WorkflowService:
                 (refused,) = await self.flow.check_quotas(tx, [QuotaAsk(owner_id, own, width)])
                 if refused is not None:
                     raise refused
-            found, detail = await self._store(tx, draft)
-        if found is not None:
-            return await self.get(found, owner_id)
+            stored = await self._store(tx, draft)
+        if isinstance(stored, str):  # the key named a stored workflow
+            return await self.get(stored, owner_id)
         log.info("workflow %s submitted: %s, %d steps", draft.id, spec.name, width)
-        assert detail is not None
-        return detail
+        return stored
 
-    async def _store(
-        self, tx: Transaction, draft: WorkflowDraft
-    ) -> tuple[str | None, WorkflowDetail | None]:
+    async def _store(self, tx: Transaction, draft: WorkflowDraft) -> str | WorkflowDetail:
         """The workflow's rows inserted in `tx` a slice at a time: the first slice with the
         workflow row (`create_workflow`: an idempotency key naming a stored workflow ends
         it there), each next slice built while the last one's insert runs on the database,
-        and the answer built while the last insert runs. (The stored workflow's id, None)
-        or (None, the workflow as stored)."""
+        and the answer built while the last insert runs. The workflow as stored, or the id
+        of the stored one its key named."""
         width = len(draft.ordered)
         built = [draft.rows(0, min(SLICE, width))]
         pending = await _sent(self.backend.create_workflow(tx, built[0]))
@@ -85,14 +82,14 @@ class WorkflowService:
             for start in range(SLICE, width, SLICE):
                 rows = draft.rows(start, min(start + SLICE, width))  # while `pending` runs
                 if (found := await pending) is not None:
-                    return found, None
+                    return found
                 built.append(rows)
                 pending = await _sent(self._add(tx, rows))
             detail = self.backend.submitted_workflow(_joined(built))  # while `pending` runs
             found = await pending
         finally:
             await _settled(pending)
-        return (found, None) if found is not None else (None, detail)
+        return found if found is not None else detail
 
     async def _add(self, tx: Transaction, rows: WorkflowRows) -> str | None:
         await self.backend.add_workflow_steps(tx, rows)
