@@ -363,6 +363,18 @@ async def test_the_queued_quota_counts_every_step_and_a_refusal_stores_nothing(
     assert len((await flows.submit(DIAMOND, owner_id=OWNER)).steps) == 4
 
 
+async def test_a_bad_step_is_named_before_the_quota_is_counted(backend: QueueBackend) -> None:
+    """Every step of a workflow of at most one slice is checked before the owner's quota,
+    as before slices: bad input answers 422, not 429."""
+    flows = service(backend)
+    flows.flow = FlowService(backend)
+    flows.flow.quota_max_queued = 3
+    with pytest.raises(InvalidInput) as caught:
+        await flows.submit(wide(10, bad_at=4), owner_id=OWNER)
+    assert caught.value.details["field"] == "steps.4.payload"
+    assert await count(backend, workflows) == 0 and await count(backend, jobs) == 0
+
+
 async def test_a_step_is_not_deleted_or_retried_alone(backend: QueueBackend) -> None:
     flows = service(backend)
     detail = await flows.submit(DIAMOND, owner_id=OWNER)

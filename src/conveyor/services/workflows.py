@@ -57,27 +57,32 @@ class WorkflowService:
             fair=self.jobs.fair_dispatch,
         )  # fmt: skip
         width = len(draft.ordered)
+        # The first slice's steps are checked before the quota, as every step was before
+        # slices: a workflow of at most SLICE steps answers its first bad step (422) first.
+        first = draft.rows(0, min(SLICE, width))
         async with self.backend.transaction() as tx:
             if self.flow is not None:
                 own = await self.backend.own_queued_cap(tx, owner_id)
                 (refused,) = await self.flow.check_quotas(tx, [QuotaAsk(owner_id, own, width)])
                 if refused is not None:
                     raise refused
-            stored = await self._store(tx, draft)
+            stored = await self._store(tx, draft, first)
         if isinstance(stored, str):  # the key named a stored workflow
             return await self.get(stored, owner_id)
         log.info("workflow %s submitted: %s, %d steps", draft.id, spec.name, width)
         return stored
 
-    async def _store(self, tx: Transaction, draft: WorkflowDraft) -> str | WorkflowDetail:
+    async def _store(
+        self, tx: Transaction, draft: WorkflowDraft, first: WorkflowRows
+    ) -> str | WorkflowDetail:
         """The workflow's rows inserted in `tx` a slice at a time: the first slice with the
         workflow row (`create_workflow`: an idempotency key naming a stored workflow ends
         it there), each next slice built while the last one's insert runs on the database,
         and the answer built while the last insert runs. The workflow as stored, or the id
         of the stored one its key named."""
         width = len(draft.ordered)
-        built = [draft.rows(0, min(SLICE, width))]
-        pending = await _sent(self.backend.create_workflow(tx, built[0]))
+        built = [first]
+        pending = await _sent(self.backend.create_workflow(tx, first))
         try:
             for start in range(SLICE, width, SLICE):
                 rows = draft.rows(start, min(start + SLICE, width))  # while `pending` runs
