@@ -11,7 +11,7 @@ import pytest
 from conveyor.domain.clock import utcnow
 from conveyor.domain.workflows import StepSpec, WorkflowSpec, validate
 from conveyor.errors import InvalidInput
-from conveyor.scheduler.workflow_rows import checked_step, checked_steps, workflow_rows
+from conveyor.scheduler.workflow_rows import checked_step, checked_steps, workflow_draft
 from conveyor.worker.registry import Registry
 from tests.support import workflow_handlers
 
@@ -65,6 +65,6 @@ def test_a_bad_payload_is_refused_naming_its_declared_index(
 ) -> None:
     spec = fan(bad, at)
     with pytest.raises(InvalidInput) as caught:
-        workflow_rows(types(), spec, OWNER, utcnow())
+        workflow_draft(types(), spec, OWNER, utcnow()).whole()
     assert caught.value.details["field"] == f"steps.{at}.payload"
     assert caught.value.details["errors"][0]["loc"] == ["steps", at, "payload", loc]

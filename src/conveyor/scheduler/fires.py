@@ -3,7 +3,7 @@ schedule once.
 
 What a fire enqueues is checked against the job types as they are now (a handler may have
 changed since the schedule was saved), by the same rule as a submission: `checked_job`
-(scheduler/checks.py) for a job, `workflow_rows` for a workflow template, both below the
+(scheduler/checks.py) for a job, `workflow_draft` for a workflow template, both below the
 services because the scheduler fires without them. A fire that no longer validates is
 logged and counted (conveyor_schedule_fires_failed_total), and the schedule advances: one
 bad template never holds up the other schedules, nor its own later fires.
@@ -30,7 +30,7 @@ from conveyor.domain.schedules import ScheduleRecord
 from conveyor.errors import InvalidInput, NotFound, UnknownJobType
 from conveyor.metrics import count_fire_failed, count_fire_skipped, count_fired
 from conveyor.scheduler.checks import checked_job
-from conveyor.scheduler.workflow_rows import WorkflowRows, workflow_rows
+from conveyor.scheduler.workflow_rows import WorkflowRows, workflow_draft
 from conveyor.store.backend import QueueBackend
 from conveyor.worker.registry import Registry
 
@@ -79,9 +79,9 @@ def fire_one(
     InvalidInput / UnknownJobType when it no longer validates."""
     if schedule.workflow is None:
         return fire_job(registry, schedule, fair, running_quota)
-    return workflow_rows(
+    return workflow_draft(
         registry, schedule.workflow, schedule.owner_id, now, fair=fair, running_quota=running_quota
-    )
+    ).whole()
 
 
 @dataclass(frozen=True, slots=True)

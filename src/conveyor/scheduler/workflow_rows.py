@@ -28,26 +28,6 @@ from conveyor.worker.blueprint import HandlerSpec
 from conveyor.worker.registry import Registry
 
 
-def workflow_rows(
-    registry: Registry,
-    spec: WorkflowSpec,
-    owner_id: str,
-    now: datetime,
-    *,
-    idempotency_key: str | None = None,
-    running_quota: bool = False,
-    fair: bool = True,
-) -> WorkflowRows:
-    """Validate the whole declaration (the graph, then each step's payload), and build its
-    rows; bad input raises InvalidInput and builds nothing. `running_quota`: the owner has
-    a running cap, so each step holds its built-in limit as a job would."""
-    draft = workflow_draft(
-        registry, spec, owner_id, now,
-        idempotency_key=idempotency_key, running_quota=running_quota, fair=fair,
-    )  # fmt: skip
-    return draft.rows(0, len(draft.ordered))
-
-
 @dataclass(slots=True)
 class WorkflowDraft:
     """A declaration whose graph is checked (`workflow_draft`), its rows built a slice of
@@ -68,6 +48,11 @@ class WorkflowDraft:
     @property
     def id(self) -> str:
         return str(self.workflow["id"])
+
+    def whole(self) -> WorkflowRows:
+        """Every step's rows at once (a cron fire, the library door, a schedule's check):
+        bad input raises InvalidInput and builds nothing."""
+        return self.rows(0, len(self.ordered))
 
     def rows(self, start: int, stop: int) -> WorkflowRows:
         """The rows of steps `ordered[start:stop]` (the slices before it built first: its
@@ -176,7 +161,7 @@ def limit_rows(job: NewJob) -> list[dict[str, Any]]:
 
 
 def under_running_quota(rows: WorkflowRows, owner_id: str) -> WorkflowRows:
-    """`rows` with each step holding the owner's running-quota limit (`workflow_rows`'
+    """`rows` with each step holding the owner's running-quota limit (`workflow_draft`'s
     `running_quota`); also for a caller that learns of the owner's cap after building them
     (a library enqueue reads it in the caller's transaction: services/library.py)."""
     quota = LimitKey(RUNNING_QUOTA, owner_id)
@@ -286,5 +271,4 @@ def at_step(exc: ConveyorError, i: int, name: str) -> InvalidInput:
 __all__: Sequence[str] = [
     "WorkflowDraft", "WorkflowRows", "appended_rows", "at_step", "checked_step",
     "checked_steps", "limit_rows", "step_row", "under_running_quota", "workflow_draft",
-    "workflow_rows",
 ]  # fmt: skip

@@ -16,7 +16,7 @@ from conveyor.domain.jobs import Enqueued, NewJob
 from conveyor.domain.workflows import WorkflowSpec
 from conveyor.errors import InvalidInput
 from conveyor.scheduler.workflow_rows import under_running_quota as steps_under_quota
-from conveyor.scheduler.workflow_rows import workflow_rows
+from conveyor.scheduler.workflow_rows import workflow_draft
 from conveyor.services.flow import QuotaAsk, quota_verdicts
 from conveyor.services.jobs import (
     CAPS_TTL_S,
@@ -88,10 +88,10 @@ class LibraryEnqueue:
         """The whole declaration checked (as WorkflowService.submit checks it) and made
         rows; InvalidInput naming the problem, before anything is written."""
         self._named(owner_id)
-        return workflow_rows(
+        return workflow_draft(
             self.registry, spec, owner_id, utcnow(), idempotency_key=idempotency_key,
             fair=self.fair,
-        )  # fmt: skip
+        ).whole()  # fmt: skip
 
     def enqueue_workflow(
         self, conn: object, spec: WorkflowSpec, owner_id: str, idempotency_key: str | None

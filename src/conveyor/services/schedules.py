@@ -13,7 +13,7 @@ from conveyor.domain.schedules import MISFIRE_POLICIES, NewSchedule, ScheduleRec
 from conveyor.domain.workflows import WorkflowSpec
 from conveyor.errors import InvalidInput
 from conveyor.scheduler.fires import fire_due, fire_job
-from conveyor.scheduler.workflow_rows import workflow_rows
+from conveyor.scheduler.workflow_rows import workflow_draft
 from conveyor.services.jobs import JobService, Submission
 from conveyor.store.backend import QueueBackend
 
@@ -129,7 +129,7 @@ class ScheduleService:
         workflow template as a workflow submit is (InvalidInput naming `steps.<i>...`): a
         schedule saved bad would only fail at each fire."""
         if workflow is not None:
-            workflow_rows(self.jobs.registry, workflow, owner_id, utcnow())
+            workflow_draft(self.jobs.registry, workflow, owner_id, utcnow()).whole()
         elif job_type is not None:
             self.jobs.prepare(self._submission(job_type, payload, queue, limits), owner_id)
 

@@ -167,12 +167,7 @@ class PostgresDriver:
         limits: Sequence[dict[str, Any]] = (),
     ) -> Inserted:
         if conn is not None:  # inside the caller's transaction: through SQLAlchemy's cursor
-
-            async def run(sql: str, args: Sequence[Any]) -> Sequence[Any]:
-                result = await conn.exec_driver_sql(sql, tuple(args))
-                return result.all() if result.returns_rows else []
-
-            return await insert_with(run, rows, callbacks, created, synchronous, limits)
+            return await insert_with(through(conn), rows, callbacks, created, synchronous, limits)
         # Jobs with a callback_url add one side-table insert, in the same transaction; the
         # others stay one statement in its own implicit transaction.
         async with self.db.raw(transaction=bool(callbacks or limits)) as raw:
@@ -186,20 +181,12 @@ class PostgresDriver:
     async def insert_workflow(
         self, conn: AsyncConnection, rows: WorkflowInsert, created: str
     ) -> StoredWorkflow | None:
-        async def run(sql: str, args: Sequence[Any]) -> Sequence[Any]:
-            result = await conn.exec_driver_sql(sql, tuple(args))
-            return result.all() if result.returns_rows else []
-
-        return await insert_workflow_with(run, rows, created)
+        return await insert_workflow_with(through(conn), rows, created)
 
     async def insert_workflow_steps(
         self, conn: AsyncConnection, rows: WorkflowInsert, created: str
     ) -> None:
-        async def run(sql: str, args: Sequence[Any]) -> Sequence[Any]:
-            result = await conn.exec_driver_sql(sql, tuple(args))
-            return result.all() if result.returns_rows else []
-
-        await insert_steps_with(run, rows, created)
+        await insert_steps_with(through(conn), rows, created)
 
     async def arm_claim(self) -> None:
         """Open the next claim's transaction now (its BEGIN), so that the claim a wake-up
@@ -580,6 +567,16 @@ async def _begun(raw: Any, generic: bool) -> AsyncIterator[None]:
                 raw.terminate()
         raise
     await raw.execute("COMMIT", timeout=COMMAND_TIMEOUT)
+
+
+def through(conn: AsyncConnection) -> Run:
+    """`Run` on a service's transaction: the named statements through SQLAlchemy's cursor."""
+
+    async def run(sql: str, args: Sequence[Any]) -> Sequence[Any]:
+        result = await conn.exec_driver_sql(sql, tuple(args))
+        return result.all() if result.returns_rows else []
+
+    return run
 
 
 async def insert_with(
