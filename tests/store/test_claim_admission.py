@@ -4,15 +4,18 @@ unlimited jobs in one claim, slots and tokens taken, refusals and the next token
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import select, text
 
 from conveyor.domain.flow import Concurrency, Rate
 from conveyor.domain.jobs import Outcome
 from conveyor.domain.states import JobState
+from conveyor.errors import Unavailable
 from conveyor.store.backend import QueueBackend
 from conveyor.store.drivers.postgres import SQL
 from conveyor.store.tables import events, limit_slots, rate_buckets
@@ -191,3 +194,176 @@ def _scans(node: dict[str, Any]) -> set[tuple[str, str]]:
     for child in node.get("Plans", ()):
         found |= _scans(child)
     return found
+
+
+def _statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every statement the pool's asyncpg connections send from now on (one round trip
+    each), as the text's first line."""
+    sent: list[str] = []
+    for name in ("execute", "fetch", "fetchrow", "fetchval", "executemany"):
+        original = getattr(asyncpg.Connection, name)
+
+        async def counted(self: Any, query: str, *args: Any, _o: Any = original, **kw: Any) -> Any:
+            sent.append(query.strip().splitlines()[0])
+            return await _o(self, query, *args, **kw)
+
+        monkeypatch.setattr(asyncpg.Connection, name, counted)
+    return sent
+
+
+async def test_a_busy_workers_next_limited_claim_is_one_statement(
+    backend: QueueBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: once a claim had limited candidates and refused none, the next claim
+    of a busy worker (nothing told early) picks, admits and starts limited and unlimited
+    jobs in one statement and its own commit (`claim_admit`): it took four round trips
+    (BEGIN, the claim, `limit_start`, COMMIT)."""
+    if backend.dialect != "postgresql":
+        pytest.skip("PostgreSQL's statements")
+    await backend.define_limits([Concurrency("c", 1, key="payload.k")])
+    await backend.enqueue([limited(("c", "k0"), n=0)])
+    (first,) = await backend.claim(W, ["default"], 1, 30)
+    more = await backend.enqueue([limited(("c", f"k{i}"), n=i) for i in range(1, 4)])
+    (plain,) = await backend.enqueue([job(n=9)])
+    sent = _statements(monkeypatch)
+    claimed = await backend.claim(W, ["default"], 10, 30)
+    assert len(sent) == 1, sent
+    assert {c.id for c in claimed} == {*(m.id for m in more), plain.id}
+    assert claimed.refused == {}
+    holders = await _holders(backend)
+    assert holders == {j.id: {("c", f"k{i}")} for i, j in enumerate([first, *more])}
+    assert set(await _started(backend)) == {first.id, plain.id, *(m.id for m in more)}
+
+
+async def test_an_idle_workers_next_limited_claim_is_one_statement_in_its_transaction(
+    backend: QueueBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: the same for a worker claiming idle (its jobs told early, before the
+    commit): BEGIN, one statement on the generic plan (`claim_one_admit`), COMMIT. The
+    claim and `limit_start` were two statements, each locking the candidates."""
+    if backend.dialect != "postgresql":
+        pytest.skip("PostgreSQL's statements")
+    await backend.define_limits([Concurrency("c", 1, key="payload.k")])
+    await backend.enqueue([limited(("c", "k0"), n=0)])
+    await backend.claim(W, ["default"], 1, 30)
+    more = await backend.enqueue([limited(("c", f"k{i}"), n=i) for i in range(1, 4)])
+    (plain,) = await backend.enqueue([job(n=9)])
+    told: list[str] = []
+    sent = _statements(monkeypatch)
+    claimed = await backend.claim(
+        W, ["default"], 10, 30, early=lambda jobs: told.extend(j.id for j in jobs)
+    )
+    assert [s.split()[0] for s in sent] == ["BEGIN;", "WITH", "COMMIT"], sent
+    assert {c.id for c in claimed} == set(told) == {*(m.id for m in more), plain.id}
+    assert set(await _holders(backend)) >= {m.id for m in more}
+
+
+async def test_a_claim_that_cannot_admit_at_once_admits_in_a_transaction_of_its_own(
+    backend: QueueBackend,
+) -> None:
+    """A candidate under a rate in a claim that would admit at once (PostgreSQL's
+    `claim_admit`): nothing is written for it there; the general admission starts it
+    in the same call, with its token spent, beside the claim's unlimited job."""
+    await backend.define_limits(
+        [Concurrency("c", 1, key="payload.k"), Rate("r", 1, per_s=3600, key="owner", burst=2)]
+    )
+    await backend.enqueue([limited(("c", "k0"), n=0)])
+    await backend.claim(W, ["default"], 1, 30)
+    (rated,) = await backend.enqueue([limited(("r", "o"), n=1)])
+    (plain,) = await backend.enqueue([job(n=2)])
+    claimed = await backend.claim(W, ["default"], 10, 30)
+    assert {c.id for c in claimed} == {rated.id, plain.id}
+    async with backend.db.read() as conn:
+        (tokens,) = (await conn.execute(select(rate_buckets.c.tokens))).scalars().all()
+    assert 0.99 < tokens < 1.01
+    assert set(await _started(backend)) >= {rated.id, plain.id}
+
+
+async def test_a_failed_admission_after_the_claim_keeps_the_claims_jobs(
+    backend: QueueBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: `claim_admit` has committed its unlimited jobs when the general
+    admission of its other candidates fails (the database went away between the two):
+    the claim still answers those jobs (they would stay running unrun until the rescue),
+    and the candidates stay queued."""
+    if backend.dialect != "postgresql":
+        pytest.skip("PostgreSQL's claim_admit")
+    await backend.define_limits(
+        [Concurrency("c", 1, key="payload.k"), Rate("r", 1, per_s=3600, key="owner")]
+    )
+    await backend.enqueue([limited(("c", "k0"), n=0)])
+    await backend.claim(W, ["default"], 1, 30)
+    (rated,) = await backend.enqueue([limited(("r", "o"), n=1)])
+    (plain,) = await backend.enqueue([job(n=2)])
+
+    async def away(*args: Any) -> None:
+        raise Unavailable("the database went away")
+
+    monkeypatch.setattr(backend.driver, "_admit", away)
+    claimed = await backend.claim(W, ["default"], 10, 30)
+    assert [c.id for c in claimed] == [plain.id]
+    assert (await backend.get(plain.id)).state is JobState.RUNNING
+    assert (await backend.get(rated.id)).state is JobState.QUEUED
+
+
+def _nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", ()):
+        yield from _nodes(child)
+
+
+async def test_the_fast_admission_probes_limits_and_takes_slots_per_candidate(
+    backend: QueueBackend,
+) -> None:
+    """PostgreSQL: `claim_admit` and `limit_start` read each candidate's limits by key
+    (not a hash of job_limits or flow_limits built per candidate: 0.5 ms of a claim of
+    64), and take the slots they found by address, each looked up once (the UPDATE
+    scanned the found slots once per slot: quadratic in the claim)."""
+    if backend.dialect != "postgresql":
+        pytest.skip("PostgreSQL's plans")
+    await backend.define_limits([Concurrency("c", 2, key="payload.k")])
+    for start in range(0, 3000, 500):
+        await backend.enqueue(
+            [limited(("c", f"k{i % 1000}"), n=i) for i in range(start, start + 500)]
+        )
+    async with backend.db.write() as conn:
+        await conn.execute(  # the keys' slots, made by earlier claims
+            text(
+                "INSERT INTO limit_slots (name, key, slot)"
+                " SELECT 'c', 'k' || k, s FROM generate_series(0, 999) AS k,"
+                " generate_series(1, 2) AS s"
+            )
+        )
+        await conn.execute(text("ANALYZE"))
+        ids = (await conn.execute(text("SELECT id FROM jobs ORDER BY id LIMIT 64"))).scalars()
+        wanted = list(ids)
+        raw = await conn.get_raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None
+        now = datetime.now(UTC)
+        event = ("started", "running", "null")
+        for name, args in (
+            ("limit_start", (wanted, W, now, now, *event)),
+            ("claim_admit", ("default", 64, W, now, now, *event)),
+        ):
+            plan = await driver.fetchval(f"EXPLAIN (FORMAT JSON) {SQL[name]}", *args)
+            plan = json.loads(plan) if isinstance(plan, str) else plan  # the pool decodes JSON
+            nodes = list(_nodes(plan[0]["Plan"]))
+            hashed = {
+                n.get("Relation Name") for h in nodes if h["Node Type"] == "Hash"
+                for n in _nodes(h)
+            }  # fmt: skip
+            assert not hashed & {"job_limits", "flow_limits"}, (name, hashed)
+            (taking,) = [
+                n for n in nodes
+                if n["Node Type"] == "ModifyTable" and n.get("Operation") == "Update"
+                and n.get("Relation Name") == "limit_slots"
+            ]  # fmt: skip
+            scans = {n["Node Type"] for n in _nodes(taking) if n.get("Relation Name")}
+            assert scans == {"ModifyTable", "Tid Scan"}, (name, scans)
+            per_slot = [
+                n for n in nodes
+                if n.get("Parent Relationship") == "SubPlan" and n.get("CTE Name") == "given"
+            ]  # fmt: skip
+            assert not per_slot, name
+        await conn.rollback()

@@ -57,7 +57,7 @@ async def test_the_claim_of_one_queue_has_a_generic_plan_on_the_queues_index(
     assert not [s for s in scans if s.get("Relation Name") == "jobs" and "Seq" in s["Node Type"]]
 
 
-@pytest.mark.parametrize("statement", ["claim_one", "claim_one_unprobed"])
+@pytest.mark.parametrize("statement", ["claim_one", "claim_one_unprobed", "claim_one_admit"])
 async def test_the_armed_claims_plan_stays_on_the_queues_index_after_an_idle_analyze(
     backend: QueueBackend, statement: str
 ) -> None:
@@ -78,10 +78,12 @@ async def test_the_armed_claims_plan_stays_on_the_queues_index_after_an_idle_ana
     plan = await _generic_claim_plan(backend, limit=1, statement=statement)
     scans = [s for s in _scans(plan) if s.get("Relation Name") == "jobs"]
     assert scans[0].get("Index Name") == "ix_jobs_claim", scans
-    assert not _nodes(plan, "Sort"), plan
+    # The pick sorts nothing (`claim_one_admit` sorts the slots it makes, a few rows).
+    (picked,) = [n for n in plan["Plans"] if n.get("Subplan Name") == "CTE picked"]
+    assert not _nodes(picked, "Sort"), plan
 
 
-@pytest.mark.parametrize("statement", ["claim_one", "claim_one_unprobed"])
+@pytest.mark.parametrize("statement", ["claim_one", "claim_one_unprobed", "claim_one_admit"])
 async def test_the_generic_claim_made_on_an_empty_table_takes_its_rows_by_key(
     backend: QueueBackend, statement: str
 ) -> None:
@@ -101,7 +103,7 @@ async def test_the_generic_claim_made_on_an_empty_table_takes_its_rows_by_key(
 async def _generic_claim_plan(
     backend: QueueBackend, limit: int, statement: str = "claim_one"
 ) -> dict[str, Any]:
-    """The plan `statement` (`claim_one`, `claim_one_unprobed`) gets in a transaction begun
+    """The plan `statement` (`claim_one` and its variants) gets in a transaction begun
     by `claim_begin_generic` (as a worker's), for the queue "default": the generic plan,
     made now from the statistics of now, as a worker's connection makes it at its first
     such claim."""
@@ -343,9 +345,11 @@ async def test_the_generic_claim_gives_its_transaction_the_usual_plans_back(
     await backend.enqueue([limited(("c", "a"), n=1), job(n=2)])
     now = utcnow()
     async with backend.db.raw() as raw:
+        default_jit = await raw.fetchval("SHOW jit")
         await raw.execute(SQL["claim_begin_generic"])
         try:
             assert await raw.fetchval("SHOW enable_sort") == "off"
+            assert await raw.fetchval("SHOW jit") == "off"
             rows = await raw.fetch(
                 SQL["claim_one"], "default", 5, W, now, now + timedelta(seconds=30),
                 "started", "running", "{}",
@@ -353,11 +357,11 @@ async def test_the_generic_claim_gives_its_transaction_the_usual_plans_back(
             assert rows[0]["waiting"] and [r["id"] for r in rows if r["id"]]
             settings = [
                 await raw.fetchval(f"SHOW {name}")
-                for name in ("plan_cache_mode", "enable_sort", "enable_seqscan")
+                for name in ("plan_cache_mode", "enable_sort", "enable_seqscan", "jit")
             ]
         finally:
             await raw.execute("ROLLBACK")
-    assert settings == ["auto", "on", "on"]
+    assert settings == ["auto", "on", "on", default_jit]
 
 
 @pytest.mark.parametrize(

@@ -80,6 +80,8 @@ SQL = load(
             "claim_one",
             "claim_one_unprobed",
             "claim_any",
+            "claim_admit",
+            "claim_one_admit",
             "claim_begin_generic",
             "claim_plan_default",
         }
@@ -95,6 +97,8 @@ SQL = load(
 log = logging.getLogger("conveyor.store")
 # A hung statement on the hot path surfaces as an error rather than a stuck worker.
 COMMAND_TIMEOUT = 60.0
+# The claims that admit their limited candidates in the same statement (`_admitted`).
+ADMITTING = ("claim_admit", "claim_one_admit")
 # After a limited claim `limit_start` could not serve, the claims that go to the general
 # admission before it is tried again.
 FALLBACK_EVERY = 16
@@ -246,7 +250,9 @@ class PostgresDriver:
             generic = generic_tx or (armed is not None and armed[2])
             name = "claim_one" if generic else "claim_queue"
             if generic and self._limited_last and not self._probing:
-                name = "claim_one_unprobed"  # limited candidates again, none refused lately
+                # Limited candidates again, none refused lately: picked without the probe,
+                # and admitted in the same statement unless the last could not be.
+                name = "claim_one_unprobed" if self._not_at_once else "claim_one_admit"
         args = (SQL[name], which, limit, start)
         # Told early: BEGIN, the claim, then the commit (and its WAL flush) while the jobs
         # start; otherwise one statement in its own transaction, one round trip. Limited
@@ -257,7 +263,14 @@ class PostgresDriver:
         # transaction (`arm_claim`) is the claim's, whichever it is: its BEGIN is paid (a
         # generic one is put back to the session's plan cache mode first for a claim of
         # several queues: another worker's, sharing this driver).
-        if armed is not None:
+        if armed is None and early is None and one_queue and self._admits_in_claim():
+            # Busy, and limited candidates again with nothing refused lately: the claim and
+            # their admission are one statement in its own transaction.
+            name = "claim_admit"
+            async with self.db.raw() as raw:
+                rows = await raw.fetch(SQL[name], queues[0], limit, *start, timeout=COMMAND_TIMEOUT)
+                claimed = await self._admitted(raw, rows, start, False)
+        elif armed is not None:
             stack, raw, generic = armed
             async with stack:  # COMMIT on the way out; an error rolls back
                 if generic and not one_queue:
@@ -273,7 +286,8 @@ class PostgresDriver:
                 claimed = await self._claim_on(raw, *args, together, early)
         if self._slots_made > ANALYZE_AFTER + ANALYZE_GROWTH * self._slots_analyzed:
             await self._analyze_slots()
-        if name == "claim_one_unprobed" and claimed.refused and len(claimed) < limit:
+        unprobed = name in ("claim_one_unprobed", *ADMITTING)
+        if unprobed and claimed.refused and len(claimed) < limit:
             await self._claim_the_rest(worker_id, queues, limit, lease, said, early, claimed)
         return claimed
 
@@ -320,6 +334,11 @@ class PostgresDriver:
         transaction begun by `claim_begin_generic` the claim is `claim_one`, which gives
         the admission's statements the usual plan settings back as it runs."""
         rows = await raw.fetch(statement, queues, limit, *start, timeout=COMMAND_TIMEOUT)
+        if statement == SQL["claim_one_admit"]:
+            claimed = await self._admitted(raw, rows, start, together)
+            if early is not None and claimed:
+                early(claimed)
+            return claimed
         claimed = Claimed(_claimed(row) for row in rows if row[0] is not None)
         waiting = rows[0]["waiting"] if rows else None
         self._limited_last = bool(waiting)
@@ -333,6 +352,45 @@ class PostgresDriver:
             self._probing = PROBE_AFTER_REFUSAL if claimed.refused else max(0, self._probing - 1)
         if early is not None and claimed:
             early(claimed)
+        return claimed
+
+    def _admits_in_claim(self) -> bool:
+        """The last claim had limited candidates, none refused lately, and the last fast
+        admission did not fall back: `claim_admit` serves the next claim of one queue."""
+        return self._limited_last and not self._probing and not self._not_at_once
+
+    async def _admitted(
+        self, raw: Any, rows: Sequence[Any], start: tuple[Any, ...], together: bool
+    ) -> Claimed:
+        """The jobs an `ADMITTING` claim started. When it could not admit its limited
+        candidates at once (not `fast`: nothing written for them), the general admission
+        of those: in the claim's transaction when `together`, else in one of its own,
+        which locks and checks them again: the claim's jobs have committed by then, so a
+        failure there leaves its candidates queued, and the claim still answers its jobs
+        (the worker would not run them otherwise: running until the rescue, an attempt
+        spent)."""
+        claimed = Claimed(_claimed(row) for row in rows if row[0] is not None)
+        answer = rows[0]
+        self._limited_last = bool(answer["limited"])
+        if answer["waiting"] and together:
+            self._not_at_once = FALLBACK_EVERY
+            await self._admit(raw, answer["waiting"], start, claimed)
+        elif answer["waiting"]:
+            self._not_at_once = FALLBACK_EVERY
+            admitted = Claimed()
+            try:
+                async with raw.transaction():
+                    await self._admit(raw, answer["waiting"], start, admitted)
+            except Exception as exc:
+                log.warning("admission after a claim failed; its candidates stay queued: %s", exc)
+                return claimed
+            claimed.extend(admitted)
+            claimed.refused, claimed.retry_in = admitted.refused, admitted.retry_in
+        else:
+            claimed.refused = dict(Counter(answer["refused"] or ()))
+            self._note_made(answer["made"])
+        if self._limited_last:
+            self._probing = PROBE_AFTER_REFUSAL if claimed.refused else 0
         return claimed
 
     def _note_made(self, made: int) -> None:

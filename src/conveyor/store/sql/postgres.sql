@@ -334,6 +334,14 @@ WITH picked AS (
     -- include: claim_rest
 -- include: claim_one_answer
 
+-- fragment: usual_plans
+-- `usual`: the plan settings `claim_begin_generic` set, back to the session's for the rest
+-- of the transaction, as the statement runs (`claim_one_answer`, `claim_one_admit`).
+, usual AS (
+    SELECT set_config('plan_cache_mode', NULL, true), set_config('enable_sort', NULL, true),
+        set_config('enable_seqscan', NULL, true), set_config('jit', NULL, true)
+)
+
 -- fragment: claim_one_answer
 -- The end of `claim_one` and `claim_one_unprobed`: `claim_answer`, and the plan settings
 -- back to the session's for the rest of the transaction, as this runs (its own plan is
@@ -341,10 +349,7 @@ WITH picked AS (
 -- and the admission of limited candidates that may follow is planned as usual, without a
 -- `claim_plan_default` round trip (set_config's NULL: SET ... TO DEFAULT). Once, whatever
 -- the rows.
-, usual AS (
-    SELECT set_config('plan_cache_mode', NULL, true), set_config('enable_sort', NULL, true),
-        set_config('enable_seqscan', NULL, true)
-)
+-- include: usual_plans
 SELECT c.*, w.waiting FROM (SELECT array_agg(id) AS waiting FROM picked WHERE limited) AS w
 CROSS JOIN usual LEFT JOIN claimed AS c ON true
 
@@ -376,6 +381,48 @@ WITH picked AS (
     -- include: claim_rest
 -- include: claim_answer
 
+-- name: claim_admit
+-- `claim_queue` and `limit_start` in one statement, in its own transaction (one round trip
+-- and one commit, where the claim in a transaction with its admission took four: BEGIN,
+-- the claim, `limit_start`, COMMIT): for a busy worker of one queue whose last claim had
+-- limited candidates and none refused lately (the driver's `_probing`), so its candidates
+-- are picked without the limit probe. Picked candidates are locked once, here; the limited
+-- ones take their slots as in `limit_start` (`slots_given`), and start with the unlimited
+-- ones. Not `fast` (a candidate under a rate, several limits or an undefined one): no
+-- limited candidate starts or gets a slot; their ids come back in `waiting` and the driver
+-- admits them in a transaction of its own (`limit_demands` .. `limit_admit`), which locks
+-- and checks them again. `limited`: how many limited candidates were picked.
+WITH picked AS (
+    SELECT id, limited FROM jobs
+    WHERE state = 'queued' AND queue = $1::text
+        -- include: unpaused
+    ORDER BY priority DESC, fair_tag, id
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+),
+-- include: admitting
+-- include: admitting_answer
+LEFT JOIN claimed AS c ON true
+
+-- name: claim_one_admit
+-- `claim_admit` in a transaction begun by `claim_begin_generic` (an armed claim, or one
+-- told early: the worker was idle), on its generic plan: `claim_one_unprobed`'s candidates
+-- and `limit_start`'s admission in one statement, where they were two, each locking the
+-- candidates. Not `fast`: the driver admits the candidates in the same transaction, on
+-- the usual plans again (`usual`).
+WITH picked AS (
+    SELECT id, limited FROM jobs
+    WHERE state = 'queued' AND queue >= $1::text AND queue <= $1::text
+        -- include: unpaused
+    ORDER BY queue, priority DESC, fair_tag, id
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+),
+-- include: admitting
+-- include: usual_plans
+-- include: admitting_answer
+CROSS JOIN usual LEFT JOIN claimed AS c ON true
+
 -- name: claim_begin_generic
 -- The BEGIN of a transaction for a `claim_one`: an armed claim's (`arm_claim`, sent while
 -- the worker is idle), or a busy claim's that needs a transaction anyway (told early, or
@@ -401,7 +448,7 @@ BEGIN;
 -- 10,000-step workflow submitted to idle workers drained 0.35 s slower, each claim of 64
 -- reading every row).
 SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_sort = off;
-SET LOCAL enable_seqscan = off
+SET LOCAL enable_seqscan = off; SET LOCAL jit = off
 
 -- name: claim_plan_default
 -- An armed generic transaction (`claim_begin_generic`) taken by another claim than a
@@ -430,6 +477,106 @@ logged AS (
         $7::jsonb, $3
     FROM claimed AS c
 )
+
+-- fragment: slots_given
+-- The fast admission's slots (`limit_start`, `claim_admit`), from `found` (each limited
+-- candidate's limits, with `ord`: its place in claim order, and `size`): for each key its
+-- candidates in claim order take its lowest free slots (`given`, by address), then new
+-- slots above its highest (`made`); `held` the free slots taken, only while still free.
+-- Nothing is written unless `fast`.
+keys AS (
+    SELECT name, key, min(size) AS size, count(*) AS need,
+        array_agg(job_id ORDER BY ord) AS jobs
+    FROM found GROUP BY name, key
+),
+fast AS (
+    SELECT (SELECT count(*) FROM found) = (SELECT count(DISTINCT job_id) FROM found)
+        AND NOT EXISTS (SELECT 1 FROM found WHERE kind IS DISTINCT FROM 'concurrency'
+            OR size IS NULL) AS ok
+),
+free AS (
+    SELECT k.name, k.key, k.jobs, ARRAY(
+            SELECT s.ctid FROM limit_slots AS s
+            WHERE s.name = k.name AND s.key = k.key AND s.slot <= k.size AND s.job_id IS NULL
+            ORDER BY s.slot LIMIT k.need
+            FOR UPDATE SKIP LOCKED) AS ats,
+        ARRAY(SELECT generate_series(m.top + 1, least(k.size, m.top + k.need))) AS news
+    FROM keys AS k
+    CROSS JOIN LATERAL (SELECT coalesce(max(s.slot), 0) AS top FROM limit_slots AS s
+        WHERE s.name = k.name AND s.key = k.key) AS m
+    WHERE (SELECT ok FROM fast)
+),
+given AS (
+    SELECT g.job_id, g.at
+    FROM free CROSS JOIN LATERAL unnest(free.jobs[:cardinality(free.ats)], free.ats)
+        AS g(job_id, at)
+    WHERE g.job_id IS NOT NULL
+),
+made AS (
+    INSERT INTO limit_slots (name, key, slot, job_id)
+    SELECT free.name, free.key, m.slot, m.job_id
+    FROM free CROSS JOIN LATERAL unnest(free.jobs[cardinality(free.ats) + 1:], free.news)
+        AS m(job_id, slot)
+    WHERE m.job_id IS NOT NULL AND m.slot IS NOT NULL
+    ORDER BY free.name, free.key, m.slot
+    ON CONFLICT DO NOTHING
+    RETURNING limit_slots.job_id
+),
+given_at AS (
+    SELECT array_agg(at) AS ats, array_agg(job_id) AS jobs FROM given
+),
+held AS (
+    UPDATE limit_slots AS s
+    SET job_id = ((SELECT jobs FROM given_at))[array_position((SELECT ats FROM given_at), s.ctid)]
+    WHERE s.ctid = ANY(ARRAY(SELECT at FROM given)) AND coalesce(s.job_id, '') = ''
+    RETURNING s.job_id
+),
+
+-- fragment: admitting
+-- What `claim_admit` and `claim_one_admit` do after picking their candidates (`picked`,
+-- claim order): the limited ones (`mine`, numbered in that order) take slots as in
+-- `limit_start` (`slots_given`), and start with the unlimited ones, with their events.
+mine AS (
+    SELECT id, row_number() OVER () AS ord FROM picked WHERE limited
+),
+found AS (
+    SELECT jl.job_id, jl.name, jl.key, fl.kind, mine.ord,
+        coalesce((SELECT u.max_running FROM users AS u
+            WHERE jl.name = 'quota.running' AND u.id = jl.key AND u.max_running > 0),
+            fl.max_running) AS size
+    FROM mine CROSS JOIN LATERAL (
+        SELECT * FROM job_limits AS jl WHERE jl.job_id = mine.id OFFSET 0) AS jl
+    LEFT JOIN LATERAL (
+        SELECT fl.kind, fl.max_running FROM flow_limits AS fl WHERE fl.name = jl.name OFFSET 0
+    ) AS fl ON true
+),
+-- include: slots_given
+claimed AS (
+    UPDATE jobs SET state = 'running', attempt = jobs.attempt + 1, worker_id = $3,
+        started_at = $4, lease_expires_at = $5
+    WHERE jobs.id = ANY(ARRAY(SELECT id FROM picked WHERE NOT limited
+        UNION ALL SELECT job_id FROM held UNION ALL SELECT job_id FROM made))
+    -- include: started_columns
+),
+logged AS (
+    INSERT INTO events (xid, type, job_id, owner_id, queue, job_type, state, attempt, data,
+        created_at)
+    SELECT txid_current(), $6::text, c.id, c.owner_id, c.queue, c.type, $7::text, c.attempt,
+        $8::jsonb, $4
+    FROM claimed AS c
+)
+
+-- fragment: admitting_answer
+-- The answer of `claim_admit` and `claim_one_admit`: the started jobs, each with whether
+-- the admission was `fast`, the limits of the candidates it refused, the slots it made,
+-- the candidates left for the general admission (`waiting`: when not fast) and how many
+-- limited candidates were picked; one row, its job columns NULL, when none started.
+SELECT c.*, fast.ok AS fast, refused.names AS refused, (SELECT count(*) FROM made) AS made,
+    w.waiting, (SELECT count(*) FROM mine) AS limited
+FROM fast
+CROSS JOIN (SELECT array_agg(f.name) AS names FROM found AS f
+    WHERE NOT EXISTS (SELECT 1 FROM claimed AS c WHERE c.id = f.job_id)) AS refused
+CROSS JOIN (SELECT array_agg(id) AS waiting FROM mine WHERE NOT (SELECT ok FROM fast)) AS w
 
 -- name: limit_start
 -- The admission in one statement, for the common case (docs/flow-control.md,
@@ -469,49 +616,7 @@ found AS (
     JOIN unnest($1::text[]) WITH ORDINALITY AS o(id, ord) ON o.id = mine.id
     LEFT JOIN flow_limits AS fl ON fl.name = jl.name
 ),
-keys AS (
-    SELECT name, key, min(size) AS size, count(*) AS need,
-        array_agg(job_id ORDER BY ord) AS jobs
-    FROM found GROUP BY name, key
-),
-fast AS (
-    SELECT (SELECT count(*) FROM found) = (SELECT count(DISTINCT job_id) FROM found)
-        AND NOT EXISTS (SELECT 1 FROM found WHERE kind IS DISTINCT FROM 'concurrency'
-            OR size IS NULL) AS ok
-),
-free AS (
-    SELECT k.name, k.key, k.jobs, ARRAY(
-            SELECT s.ctid FROM limit_slots AS s
-            WHERE s.name = k.name AND s.key = k.key AND s.slot <= k.size AND s.job_id IS NULL
-            ORDER BY s.slot LIMIT k.need
-            FOR UPDATE SKIP LOCKED) AS ats,
-        ARRAY(SELECT generate_series(m.top + 1, least(k.size, m.top + k.need))) AS news
-    FROM keys AS k
-    CROSS JOIN LATERAL (SELECT coalesce(max(s.slot), 0) AS top FROM limit_slots AS s
-        WHERE s.name = k.name AND s.key = k.key) AS m
-    WHERE (SELECT ok FROM fast)
-),
-given AS (
-    SELECT g.job_id, g.at
-    FROM free CROSS JOIN LATERAL unnest(free.jobs[:cardinality(free.ats)], free.ats)
-        AS g(job_id, at)
-    WHERE g.job_id IS NOT NULL
-),
-made AS (
-    INSERT INTO limit_slots (name, key, slot, job_id)
-    SELECT free.name, free.key, m.slot, m.job_id
-    FROM free CROSS JOIN LATERAL unnest(free.jobs[cardinality(free.ats) + 1:], free.news)
-        AS m(job_id, slot)
-    WHERE m.job_id IS NOT NULL AND m.slot IS NOT NULL
-    ORDER BY free.name, free.key, m.slot
-    ON CONFLICT DO NOTHING
-    RETURNING limit_slots.job_id
-),
-held AS (
-    UPDATE limit_slots AS s SET job_id = (SELECT g.job_id FROM given AS g WHERE g.at = s.ctid)
-    WHERE s.ctid = ANY(ARRAY(SELECT at FROM given)) AND coalesce(s.job_id, '') = ''
-    RETURNING s.job_id
-),
+-- include: slots_given
 claimed AS (
     UPDATE jobs SET state = 'running', attempt = jobs.attempt + 1, worker_id = $2,
         started_at = $3, lease_expires_at = $4
