@@ -231,7 +231,8 @@ async def test_a_busy_workers_next_limited_claim_is_one_statement(
     assert {c.id for c in claimed} == {*(m.id for m in more), plain.id}
     assert claimed.refused == {}
     holders = await _holders(backend)
-    assert holders == {j.id: {("c", f"k{i}")} for i, j in enumerate([first, *more])}
+    ids = [first.id, *(m.id for m in more)]
+    assert holders == {job_id: {("c", f"k{i}")} for i, job_id in enumerate(ids)}
     assert set(await _started(backend)) == {first.id, plain.id, *(m.id for m in more)}
 
 
