@@ -163,12 +163,32 @@ async def test_the_admission_reads_its_candidates_limits_by_primary_key(
     the candidates for fewer than they are and hashed every row of job_limits per claim."""
     if backend.dialect != "postgresql":
         pytest.skip("PostgreSQL's plans")
+    plans = await _admission_plans(backend, slots_made=False)
+    for name in ("limit_start", "limit_demands"):
+        scans = _scans(plans[name])
+        assert ("Seq Scan", "job_limits") not in scans, name
+        assert ("Index Scan", "job_limits") in scans, name
+
+
+async def _admission_plans(backend: QueueBackend, *, slots_made: bool) -> dict[str, dict[str, Any]]:
+    """The plans (EXPLAIN, FORMAT JSON) of the admission's statements for 64 of 3,000
+    queued jobs over 1,000 keys of a limit of 2, with fresh statistics; `slots_made`: the
+    keys' slots made already by earlier claims (a drain's steady state)."""
     await backend.define_limits([Concurrency("c", 2, key="payload.k")])
     for start in range(0, 3000, 500):
         await backend.enqueue(
             [limited(("c", f"k{i % 1000}"), n=i) for i in range(start, start + 500)]
         )
+    plans: dict[str, dict[str, Any]] = {}
     async with backend.db.write() as conn:
+        if slots_made:
+            await conn.execute(
+                text(
+                    "INSERT INTO limit_slots (name, key, slot)"
+                    " SELECT 'c', 'k' || k, s FROM generate_series(0, 999) AS k,"
+                    " generate_series(1, 2) AS s"
+                )
+            )
         await conn.execute(text("ANALYZE"))
         ids = (await conn.execute(text("SELECT id FROM jobs ORDER BY id LIMIT 64"))).scalars()
         wanted = list(ids)
@@ -176,16 +196,17 @@ async def test_the_admission_reads_its_candidates_limits_by_primary_key(
         driver = raw.driver_connection
         assert driver is not None
         now = datetime.now(UTC)
+        event = ("started", "running", "null")
         for name, args in (
-            ("limit_start", (wanted, W, now, now, "started", "running", "null")),
+            ("limit_start", (wanted, W, now, now, *event)),
             ("limit_demands", (wanted, now)),
+            ("claim_admit", ("default", 64, W, now, now, *event)),
         ):
             plan = await driver.fetchval(f"EXPLAIN (FORMAT JSON) {SQL[name]}", *args)
             plan = json.loads(plan) if isinstance(plan, str) else plan  # the pool decodes JSON
-            scans = _scans(plan[0]["Plan"])
-            assert ("Seq Scan", "job_limits") not in scans, name
-            assert ("Index Scan", "job_limits") in scans, name
+            plans[name] = plan[0]["Plan"]
         await conn.rollback()
+    return plans
 
 
 def _scans(node: dict[str, Any]) -> set[tuple[str, str]]:
@@ -322,49 +343,23 @@ async def test_the_fast_admission_probes_limits_and_takes_slots_per_candidate(
     scanned the found slots once per slot: quadratic in the claim)."""
     if backend.dialect != "postgresql":
         pytest.skip("PostgreSQL's plans")
-    await backend.define_limits([Concurrency("c", 2, key="payload.k")])
-    for start in range(0, 3000, 500):
-        await backend.enqueue(
-            [limited(("c", f"k{i % 1000}"), n=i) for i in range(start, start + 500)]
-        )
-    async with backend.db.write() as conn:
-        await conn.execute(  # the keys' slots, made by earlier claims
-            text(
-                "INSERT INTO limit_slots (name, key, slot)"
-                " SELECT 'c', 'k' || k, s FROM generate_series(0, 999) AS k,"
-                " generate_series(1, 2) AS s"
-            )
-        )
-        await conn.execute(text("ANALYZE"))
-        ids = (await conn.execute(text("SELECT id FROM jobs ORDER BY id LIMIT 64"))).scalars()
-        wanted = list(ids)
-        raw = await conn.get_raw_connection()
-        driver = raw.driver_connection
-        assert driver is not None
-        now = datetime.now(UTC)
-        event = ("started", "running", "null")
-        for name, args in (
-            ("limit_start", (wanted, W, now, now, *event)),
-            ("claim_admit", ("default", 64, W, now, now, *event)),
-        ):
-            plan = await driver.fetchval(f"EXPLAIN (FORMAT JSON) {SQL[name]}", *args)
-            plan = json.loads(plan) if isinstance(plan, str) else plan  # the pool decodes JSON
-            nodes = list(_nodes(plan[0]["Plan"]))
-            hashed = {
-                n.get("Relation Name") for h in nodes if h["Node Type"] == "Hash"
-                for n in _nodes(h)
-            }  # fmt: skip
-            assert not hashed & {"job_limits", "flow_limits"}, (name, hashed)
-            (taking,) = [
-                n for n in nodes
-                if n["Node Type"] == "ModifyTable" and n.get("Operation") == "Update"
-                and n.get("Relation Name") == "limit_slots"
-            ]  # fmt: skip
-            scans = {n["Node Type"] for n in _nodes(taking) if n.get("Relation Name")}
-            assert scans == {"ModifyTable", "Tid Scan"}, (name, scans)
-            per_slot = [
-                n for n in nodes
-                if n.get("Parent Relationship") == "SubPlan" and n.get("CTE Name") == "given"
-            ]  # fmt: skip
-            assert not per_slot, name
-        await conn.rollback()
+    plans = await _admission_plans(backend, slots_made=True)
+    for name in ("limit_start", "claim_admit"):
+        nodes = list(_nodes(plans[name]))
+        hashed = {
+            n.get("Relation Name") for h in nodes if h["Node Type"] == "Hash"
+            for n in _nodes(h)
+        }  # fmt: skip
+        assert not hashed & {"job_limits", "flow_limits"}, (name, hashed)
+        (taking,) = [
+            n for n in nodes
+            if n["Node Type"] == "ModifyTable" and n.get("Operation") == "Update"
+            and n.get("Relation Name") == "limit_slots"
+        ]  # fmt: skip
+        scans = {n["Node Type"] for n in _nodes(taking) if n.get("Relation Name")}
+        assert scans == {"ModifyTable", "Tid Scan"}, (name, scans)
+        per_slot = [
+            n for n in nodes
+            if n.get("Parent Relationship") == "SubPlan" and n.get("CTE Name") == "given"
+        ]  # fmt: skip
+        assert not per_slot, name

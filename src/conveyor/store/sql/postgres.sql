@@ -532,6 +532,16 @@ held AS (
     RETURNING s.job_id
 ),
 
+-- fragment: limit_size
+-- The fast admission's `found` (`admitting`, `limit_start`): a candidate's limit's size (the
+-- running quota's: its key's user's own cap, else the default), and the candidates'
+-- limits, read by primary key, one probe each.
+        coalesce((SELECT u.max_running FROM users AS u
+            WHERE jl.name = 'quota.running' AND u.id = jl.key AND u.max_running > 0),
+            fl.max_running) AS size
+    FROM mine CROSS JOIN LATERAL (
+        SELECT * FROM job_limits AS jl WHERE jl.job_id = mine.id OFFSET 0) AS jl
+
 -- fragment: admitting
 -- What `claim_admit` and `claim_one_admit` do after picking their candidates (`picked`,
 -- claim order): the limited ones (`mine`, numbered in that order) take slots as in
@@ -541,11 +551,7 @@ mine AS (
 ),
 found AS (
     SELECT jl.job_id, jl.name, jl.key, fl.kind, mine.ord,
-        coalesce((SELECT u.max_running FROM users AS u
-            WHERE jl.name = 'quota.running' AND u.id = jl.key AND u.max_running > 0),
-            fl.max_running) AS size
-    FROM mine CROSS JOIN LATERAL (
-        SELECT * FROM job_limits AS jl WHERE jl.job_id = mine.id OFFSET 0) AS jl
+        -- include: limit_size
     LEFT JOIN LATERAL (
         SELECT fl.kind, fl.max_running FROM flow_limits AS fl WHERE fl.name = jl.name OFFSET 0
     ) AS fl ON true
@@ -608,11 +614,7 @@ WITH mine AS (
 ),
 found AS (
     SELECT jl.job_id, jl.name, jl.key, fl.kind, o.ord,
-        coalesce((SELECT u.max_running FROM users AS u
-            WHERE jl.name = 'quota.running' AND u.id = jl.key AND u.max_running > 0),
-            fl.max_running) AS size
-    FROM mine CROSS JOIN LATERAL (
-        SELECT * FROM job_limits AS jl WHERE jl.job_id = mine.id OFFSET 0) AS jl
+        -- include: limit_size
     JOIN unnest($1::text[]) WITH ORDINALITY AS o(id, ord) ON o.id = mine.id
     LEFT JOIN flow_limits AS fl ON fl.name = jl.name
 ),
