@@ -250,6 +250,17 @@ FROM unnest($1::text[], $2::text[], $3::text[]) AS t(job_id, owner_id, url)
         -- include: unpaused
         -- include: admissible
 
+-- fragment: claim_logged
+-- The started events of a claim's `claimed` rows (the claim's numbering: $4 now, $6-$8
+-- the event's type, state and data).
+logged AS (
+    INSERT INTO events (xid, type, job_id, owner_id, queue, job_type, state, attempt, data,
+        created_at)
+    SELECT txid_current(), $6::text, c.id, c.owner_id, c.queue, c.type, $7::text, c.attempt,
+        $8::jsonb, $4
+    FROM claimed AS c
+)
+
 -- fragment: claim_rest
 -- What `claim`, `claim_one` and `claim_any` share after their order: the UPDATE and its
 -- events (then `claim_answer`, or `claim_one`'s own).
@@ -262,13 +273,7 @@ claimed AS (
     WHERE jobs.id = ANY(ARRAY(SELECT id FROM picked WHERE NOT limited))
     -- include: started_columns
 ),
-logged AS (
-    INSERT INTO events (xid, type, job_id, owner_id, queue, job_type, state, attempt, data,
-        created_at)
-    SELECT txid_current(), $6::text, c.id, c.owner_id, c.queue, c.type, $7::text, c.attempt,
-        $8::jsonb, $4
-    FROM claimed AS c
-)
+-- include: claim_logged
 
 -- fragment: claim_answer
 -- The claimed rows, each with the limited candidates' ids (`waiting`; one row, its job
@@ -564,13 +569,7 @@ claimed AS (
         UNION ALL SELECT job_id FROM held UNION ALL SELECT job_id FROM made))
     -- include: started_columns
 ),
-logged AS (
-    INSERT INTO events (xid, type, job_id, owner_id, queue, job_type, state, attempt, data,
-        created_at)
-    SELECT txid_current(), $6::text, c.id, c.owner_id, c.queue, c.type, $7::text, c.attempt,
-        $8::jsonb, $4
-    FROM claimed AS c
-)
+-- include: claim_logged
 
 -- fragment: admitting_answer
 -- The answer of `claim_admit` and `claim_one_admit`: the started jobs, each with whether
