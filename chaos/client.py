@@ -130,6 +130,33 @@ class Submitter:
             )
         return [i for i in ids if i is not None]
 
+    async def workflow(self, http: httpx.AsyncClient, steps: int) -> tuple[str | None, range]:
+        """One `POST /api/v1/workflows` on `http`: `steps` `chaos.work` steps (named
+        `s<index>`) and a join (`j<index>`, the last index) depending on them all, each a
+        ledger job. The workflow's id when it was answered 201, and the indexes it took."""
+        indexes = self.ledger.take(steps + 1)
+        fan = [{"name": f"s{i}", "type": "chaos.work", "payload": {"index": i}} for i in indexes]
+        join = {**fan.pop(), "name": f"j{indexes[-1]}", "depends_on": [f["name"] for f in fan]}
+        started = time.monotonic()
+        outcome, workflow_id, ids = "unknown", None, dict[int, str]()
+        try:
+            body = {"name": "chaos", "steps": [*fan, join]}
+            answer = await http.post("/api/v1/workflows", json=body)
+            if answer.status_code == 201:
+                stored = answer.json()
+                outcome, workflow_id = "acked", str(stored["id"])
+                ids = {int(step["name"][1:]): str(step["job_id"]) for step in stored["steps"]}
+            else:
+                outcome = "refused"
+        except httpx.HTTPError:
+            pass
+        latency = time.monotonic() - started
+        for index in indexes:
+            self.ledger.submissions.append(
+                Submission(index, outcome, ids.get(index), time.time(), latency)
+            )
+        return workflow_id, indexes
+
     async def one(self, http: httpx.AsyncClient, seconds: float) -> Submission:
         """One `POST /api/v1/jobs` on `http` (whose base URL may be another API)."""
         (index,) = self.ledger.take(1)

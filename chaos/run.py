@@ -40,6 +40,7 @@ from chaos.scenarios import (
     worker_kills,
 )
 from chaos.verdict import Row
+from chaos.workflows import workflow_cuts
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ def plans(kills_pg: int, kills_sqlite: int, outage_s: float) -> list[Plan]:
         Plan("db-cut", "postgres", cut),
         Plan("partition", "postgres", part),
         Plan("pg-restart", "postgres", restart),
+        Plan("workflow-cut", "postgres", workflow_cuts),
         Plan("failover", "postgres", failover),
         Plan("pool-crash", "postgres", pool_crash),
         Plan("pool-crash", "sqlite", pool_crash),

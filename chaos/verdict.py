@@ -335,25 +335,18 @@ class Row:
     over_limit: int = 0
     twice: int = 0
     leaked_slots: int = 0
+    # The workflow scenario's (0 elsewhere): workflows stored in part (steps or edges
+    # missing, or steps whose workflow is not stored), workflows not completed at the end,
+    # joins that started before one of their dependencies had ended.
+    partial: int = 0
+    unsettled: int = 0
+    early_joins: int = 0
 
     def failures(self) -> list[str]:
-        why = []
-        if self.error:
-            why.append(f"error: {self.error}")
-        if self.lost:
-            why.append(f"{self.lost} lost")
-        if self.stuck:
-            why.append(f"{self.stuck} stuck")
-        if self.unexplained:
-            why.append(f"{self.unexplained} duplicates no fault explains")
+        why = [f"error: {self.error}"] if self.error else []
+        why += [f"{n} {what}" for n, what in self._counted() if n]
         if self.exits:
             why.append("exits: " + ", ".join(self.exits))
-        if self.over_limit:
-            why.append(f"{self.over_limit} keys ran over their limit")
-        if self.twice:
-            why.append(f"{self.twice} jobs completed more than once")
-        if self.leaked_slots:
-            why.append(f"{self.leaked_slots} slots leaked")
         if self.answer_bound is not None and (
             self.slowest_answer is None or self.slowest_answer > self.answer_bound
         ):
@@ -361,6 +354,20 @@ class Row:
         if self.recovery_measured and self.recovery is None:
             why.append("work never resumed")
         return why
+
+    def _counted(self) -> list[tuple[int, str]]:
+        """Each count that fails the row when it is not 0, with what it counts."""
+        return [
+            (self.lost, "lost"),
+            (self.stuck, "stuck"),
+            (self.unexplained, "duplicates no fault explains"),
+            (self.over_limit, "keys ran over their limit"),
+            (self.twice, "jobs completed more than once"),
+            (self.leaked_slots, "slots leaked"),
+            (self.partial, "workflows stored in part"),
+            (self.unsettled, "workflows not completed"),
+            (self.early_joins, "joins started before their dependencies ended"),
+        ]
 
     @property
     def passed(self) -> bool:

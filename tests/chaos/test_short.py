@@ -1,6 +1,7 @@
 """The short chaos run inside `make test`: a few worker SIGKILLs per database (these pass),
 one database cut (issue #13 item 1, fixed: it passes), one process-pool crash (item 3,
-fixed: it passes) and limited jobs through two worker SIGKILLs per database (issue 15).
+fixed: it passes), limited jobs through two worker SIGKILLs per database (issue 15) and
+workflows submitted while the database connection is cut (issue 16).
 The full suite is `make chaos` (`python -m chaos.run`).
 
 Every scenario judges with the total-queue check of `chaos.verdict` on what the handlers
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 from chaos.scenarios import Where, limited_kills, outage, pool_crash, worker_kills
 from chaos.verdict import Row
+from chaos.workflows import workflow_cuts
 
 from tests.conftest import PG_ADMIN_DB, pg_url
 
@@ -64,3 +66,16 @@ async def test_limited_jobs_keep_their_limit_through_worker_sigkills(
     assert row.faults == "2 kill-worker"
     assert (row.over_limit, row.twice, row.leaked_slots) == (0, 0, 0)
     assert row.jobs >= 100
+
+
+@pytest.mark.timeout(240)
+async def test_workflows_submitted_through_a_database_cut_are_stored_whole_or_not_at_all(
+    where: Where,
+) -> None:
+    """Workflows of 1,200 steps (two slices) and a join, submitted one after another
+    through a cut of the database connection: none stored in part, each stored one
+    completes, its join after all its steps, nothing lost or run twice unexplained."""
+    row = await workflow_cuts(where, "postgres", cuts=1, seconds=2.0, steps=1_200)
+    _passed(row)
+    assert row.faults == "1 cut"
+    assert row.jobs >= 1_201
