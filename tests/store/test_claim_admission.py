@@ -219,13 +219,15 @@ def _scans(node: dict[str, Any]) -> set[tuple[str, str]]:
 
 def _statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every statement the pool's asyncpg connections send from now on (one round trip
-    each), as the text's first line."""
+    each), as the text's first line; but the NOTIFYs the driver's notifier sends from
+    a task of its own (the enqueues' wake-ups, on another connection, at any moment)."""
     sent: list[str] = []
     for name in ("execute", "fetch", "fetchrow", "fetchval", "executemany"):
         original = getattr(asyncpg.Connection, name)
 
         async def counted(self: Any, query: str, *args: Any, _o: Any = original, **kw: Any) -> Any:
-            sent.append(query.strip().splitlines()[0])
+            if query != SQL["notify"]:
+                sent.append(query.strip().splitlines()[0])
             return await _o(self, query, *args, **kw)
 
         monkeypatch.setattr(asyncpg.Connection, name, counted)
@@ -315,6 +317,29 @@ async def test_a_failed_admission_after_the_claim_keeps_the_claims_jobs(
     )
     await backend.enqueue([limited(("c", "k0"), n=0)])
     await backend.claim(W, ["default"], 1, 30)
+    (rated,) = await backend.enqueue([limited(("r", "o"), n=1)])
+    (plain,) = await backend.enqueue([job(n=2)])
+
+    async def away(*args: Any) -> None:
+        raise Unavailable("the database went away")
+
+    monkeypatch.setattr(backend.driver, "_admit", away)
+    claimed = await backend.claim(W, ["default"], 10, 30)
+    assert [c.id for c in claimed] == [plain.id]
+    assert (await backend.get(plain.id)).state is JobState.RUNNING
+    assert (await backend.get(rated.id)).state is JobState.QUEUED
+
+
+async def test_a_failed_admission_after_a_first_claim_keeps_the_claims_jobs(
+    backend: QueueBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: a busy worker's first claim with limited candidates commits its
+    unlimited jobs in its own statement, then admits the candidates apart; when that
+    admission fails, the claim still answers the committed jobs (raised, it took them
+    with it: running, never run, until the rescue) and the candidates stay queued."""
+    if backend.dialect != "postgresql":
+        pytest.skip("PostgreSQL's admission apart from the claim")
+    await backend.define_limits([Rate("r", 1, per_s=3600, key="owner")])
     (rated,) = await backend.enqueue([limited(("r", "o"), n=1)])
     (plain,) = await backend.enqueue([job(n=2)])
 

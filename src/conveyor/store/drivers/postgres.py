@@ -342,12 +342,11 @@ class PostgresDriver:
         claimed = Claimed(_claimed(row) for row in rows if row[0] is not None)
         waiting = rows[0]["waiting"] if rows else None
         self._limited_last = bool(waiting)
-        if waiting and not await self._admit_at_once(raw, waiting, start, claimed):
-            if together:
+        if waiting and together:
+            if not await self._admit_at_once(raw, waiting, start, claimed):
                 await self._admit(raw, waiting, start, claimed)
-            else:
-                async with raw.transaction():
-                    await self._admit(raw, waiting, start, claimed)
+        elif waiting:
+            await self._admit_after(raw, waiting, start, claimed, at_once=True)
         if waiting:
             self._probing = PROBE_AFTER_REFUSAL if claimed.refused else max(0, self._probing - 1)
         if early is not None and claimed:
@@ -364,11 +363,8 @@ class PostgresDriver:
     ) -> Claimed:
         """The jobs an `ADMITTING` claim started. When it could not admit its limited
         candidates at once (not `fast`: nothing written for them), the general admission
-        of those: in the claim's transaction when `together`, else in one of its own,
-        which locks and checks them again: the claim's jobs have committed by then, so a
-        failure there leaves its candidates queued, and the claim still answers its jobs
-        (the worker would not run them otherwise: running until the rescue, an attempt
-        spent)."""
+        of those: in the claim's transaction when `together`, else after it
+        (`_admit_after`)."""
         claimed = Claimed(_claimed(row) for row in rows if row[0] is not None)
         answer = rows[0]
         self._limited_last = bool(answer["limited"])
@@ -377,21 +373,38 @@ class PostgresDriver:
             await self._admit(raw, answer["waiting"], start, claimed)
         elif answer["waiting"]:
             self._not_at_once = FALLBACK_EVERY
-            admitted = Claimed()
-            try:
-                async with raw.transaction():
-                    await self._admit(raw, answer["waiting"], start, admitted)
-            except Exception as exc:
-                log.warning("admission after a claim failed; its candidates stay queued: %s", exc)
-                return claimed
-            claimed.extend(admitted)
-            claimed.refused, claimed.retry_in = admitted.refused, admitted.retry_in
+            await self._admit_after(raw, answer["waiting"], start, claimed, at_once=False)
         else:
             claimed.refused = dict(Counter(answer["refused"] or ()))
             self._note_made(answer["made"])
         if self._limited_last:
             self._probing = PROBE_AFTER_REFUSAL if claimed.refused else 0
         return claimed
+
+    async def _admit_after(
+        self,
+        raw: Any,
+        waiting: Sequence[str],
+        start: tuple[Any, ...],
+        claimed: Claimed,
+        at_once: bool,
+    ) -> None:
+        """The admission of the limited candidates `waiting` after a claim that committed
+        its other jobs (`claimed`): `limit_start` when `at_once`, else or when that cannot
+        serve, the general admission in a transaction of its own; each locks and checks
+        the candidates again. A failure here leaves them queued and `claimed` as it was:
+        raised, it took the claim's committed jobs with it, and the worker never ran them
+        (running until the rescue, an attempt spent)."""
+        admitted = Claimed()
+        try:
+            if not (at_once and await self._admit_at_once(raw, waiting, start, admitted)):
+                async with raw.transaction():
+                    await self._admit(raw, waiting, start, admitted)
+        except Exception as exc:
+            log.warning("admission after a claim failed; its candidates stay queued: %s", exc)
+            return
+        claimed.extend(admitted)
+        claimed.refused, claimed.retry_in = admitted.refused, admitted.retry_in
 
     def _note_made(self, made: int) -> None:
         self._slots_made += made
