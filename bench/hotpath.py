@@ -1,7 +1,9 @@
 """Client CPU and wall time per job of the store's hot path, in one process.
 
-``python -m bench.hotpath [postgres|sqlite] [--n N] [--rounds R]``: a scratch database, N jobs
-enqueued in batches of 500, 300 single enqueues, then claim 64 + finish 64 until empty. CPU is
+``python -m bench.hotpath [postgres|sqlite] [--n N] [--rounds R] [--limited] [--claim C]``: a
+scratch database, N jobs enqueued in batches of 500, 300 single enqueues, then claim C (64) +
+finish until empty; with ``--limited`` the batches' jobs are each under a concurrency limit of
+2 per key over 1,000 keys (the flow bench's shape: the admission's cost). CPU is
 this process's (`time.process_time`), so it moves much less than wall time when the machine
 is busy: use it to A/B two trees of the store (run each tree with its own PYTHONPATH).
 """
@@ -15,19 +17,24 @@ import time
 from pathlib import Path
 
 from bench.scratch_db import scratch_database
+from conveyor.domain.flow import Concurrency, LimitKey
 from conveyor.domain.jobs import NewJob, Outcome
 from conveyor.store.backend import QueueBackend
 from conveyor.store.factory import open_backend
 from conveyor.store.migrate import migrate
 
 BATCH, SINGLES, CLAIM = 500, 300, 64
+LIMIT, KEYS = Concurrency("hotpath", 2), 1_000
 
 
-async def _enqueue_batches(backend: QueueBackend, n: int) -> None:
+def _job(i: int, limited: bool) -> NewJob:
+    keys = (LimitKey(LIMIT.name, f"k{i % KEYS}"),) if limited else ()
+    return NewJob(type="noop", payload={"i": i}, queue="q", limit_keys=keys)
+
+
+async def _enqueue_batches(backend: QueueBackend, n: int, limited: bool) -> None:
     for start in range(0, n, BATCH):
-        await backend.enqueue(
-            [NewJob(type="noop", payload={"i": i}, queue="q") for i in range(start, start + BATCH)]
-        )
+        await backend.enqueue([_job(i, limited) for i in range(start, start + BATCH)])
 
 
 async def _enqueue_singles(backend: QueueBackend) -> None:
@@ -35,16 +42,18 @@ async def _enqueue_singles(backend: QueueBackend) -> None:
         await backend.enqueue([NewJob(type="noop", payload={"s": i}, queue="other")])
 
 
-async def _drain(backend: QueueBackend) -> int:
+async def _drain(backend: QueueBackend, claim: int) -> int:
     done = 0
-    while jobs := await backend.claim("hotpath", ["q"], CLAIM, 30.0):
+    while jobs := await backend.claim("hotpath", ["q"], claim, 30.0):
         outcomes = [Outcome(job_id=j.id, attempt=j.attempt, kind="completed") for j in jobs]
         await backend.finish("hotpath", outcomes)
         done += len(jobs)
     return done
 
 
-async def one_round(kind: str, n: int) -> dict[str, float]:
+async def one_round(
+    kind: str, n: int, limited: bool = False, claim: int = CLAIM
+) -> dict[str, float]:
     """µs of CPU and of wall time per job for each phase."""
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -52,10 +61,11 @@ async def one_round(kind: str, n: int) -> dict[str, float]:
             backend = open_backend(url)
             await migrate(backend.db)
             try:
+                await backend.define_limits([LIMIT])
                 for name, call, per in (
-                    ("batch enqueue", _enqueue_batches(backend, n), n),
+                    ("batch enqueue", _enqueue_batches(backend, n, limited), n),
                     ("single enqueue", _enqueue_singles(backend), SINGLES),
-                    ("claim+finish", _drain(backend), n),
+                    ("claim+finish", _drain(backend, claim), n),
                 ):
                     cpu, wall = time.process_time(), time.perf_counter()
                     await call
@@ -71,10 +81,12 @@ def main() -> None:
     parser.add_argument("kind", choices=("postgres", "sqlite"), nargs="?", default="postgres")
     parser.add_argument("--n", type=int, default=6000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--limited", action="store_true", help="jobs under a per-key limit")
+    parser.add_argument("--claim", type=int, default=CLAIM, help="jobs per claim")
     args = parser.parse_args()
     print(f"{args.kind}: µs per job (cpu / wall), {args.n} jobs")
     for r in range(args.rounds):
-        f = asyncio.run(one_round(args.kind, args.n))
+        f = asyncio.run(one_round(args.kind, args.n, args.limited, args.claim))
         print(
             f"round {r + 1}: "
             + " | ".join(
