@@ -21,6 +21,7 @@ from conveyor.scheduler.checks import checked_job
 from conveyor.scheduler.scheduler import Scheduler, SchedulerConfig
 from conveyor.store.backend import QueueBackend
 from conveyor.store.driver import Claimed
+from conveyor.store.drivers import sqlite as sqlite_driver
 from conveyor.store.tables import job_limits, jobs, limit_slots
 from conveyor.worker.registry import Registry
 from tests.store.helpers import job
@@ -202,8 +203,8 @@ async def test_a_full_key_does_not_hold_back_other_jobs(backend: QueueBackend) -
 async def test_a_full_key_at_the_head_leaves_the_claim_its_whole_limit(
     backend: QueueBackend,
 ) -> None:
-    """PostgreSQL: once a worker's limited claims refuse nothing it claims without the
-    limit probe (`claim_one_unprobed`), so a key that fills meanwhile, its jobs at the head,
+    """Once a worker's limited claims refuse nothing it claims without the limit probe
+    (`claim_one_unprobed`, both databases), so a key that fills meanwhile, its jobs at the head,
     takes the claim's LIMIT; the same call then claims the runnable jobs behind them: one
     claim still returns every runnable job it has room for, and leaves the full key's
     queued, its slot with the job that holds it."""
@@ -217,6 +218,34 @@ async def test_a_full_key_at_the_head_leaves_the_claim_its_whole_limit(
     assert {g.id for g in got} == {j.id for j in [*free, *plain]}
     assert {(await backend.get(b.id)).state for b in busy} == {JobState.QUEUED}
     assert (await held(backend))[first.id] == ("one", "busy")
+
+
+async def test_sqlite_claims_without_the_probe_until_a_refusal(
+    backend: QueueBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite: a claim picks its limited candidates without the limit probe (their slots
+    are read with them anyway) until its admission refuses one; then the same trip picks
+    the rest with the probe, and the driver's next PROBE_AFTER_REFUSAL claims probe."""
+    if backend.dialect != "sqlite":
+        pytest.skip("SQLite's candidates statements")
+    probes: list[bool] = []
+    chosen = sqlite_driver.claim_statement
+
+    def recorded(every_queue: bool, probe: bool = True) -> str:
+        probes.append(probe)
+        return chosen(every_queue, probe)
+
+    monkeypatch.setattr(sqlite_driver, "claim_statement", recorded)
+    await backend.define_limits([Concurrency("one", 1, key="payload.k")])
+    await backend.enqueue([limited(("one", "busy"), n=0)])
+    await backend.claim(W, ["default"], 1, 30)
+    busy = await backend.enqueue([limited(("one", "busy"), n=i) for i in range(1, 4)])
+    (free,) = await backend.enqueue([limited(("one", "free"), n=9)])
+    (got,) = await backend.claim(W, ["default"], 2, 30)  # refuses two, then the rest
+    assert got.id == free.id
+    assert await backend.claim(W, ["default"], 2, 30) == []
+    assert probes == [False, False, True, True]
+    assert {(await backend.get(b.id)).state for b in busy} == {JobState.QUEUED}
 
 
 async def test_a_failed_claim_of_the_rest_keeps_the_jobs_already_claimed(

@@ -13,6 +13,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+# After a limited claim whose admission refused a candidate (its key had no room), the
+# claims that probe each limited candidate's limits before one goes without again (the
+# drivers' `_probing`; docs/flow-control.md "Head of line").
+PROBE_AFTER_REFUSAL = 16
+
 
 @dataclass(frozen=True, slots=True)
 class Demand:

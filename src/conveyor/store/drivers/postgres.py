@@ -102,10 +102,6 @@ ADMITTING = ("claim_admit", "claim_one_admit")
 # After a limited claim `limit_start` could not serve, the claims that go to the general
 # admission before it is tried again.
 FALLBACK_EVERY = 16
-# After a limited claim whose admission refused a candidate (its key had no room), the
-# claims that probe each limited candidate's limits (`claim_one`) before one goes without
-# again (`claim_one_unprobed`).
-PROBE_AFTER_REFUSAL = 16
 # Slots made by this process's claims since its last ANALYZE of limit_slots after which it
 # runs one: ANALYZE_AFTER, plus ANALYZE_GROWTH of the slots it had made before (the rule
 # autovacuum follows, without its minute of delay).
@@ -348,7 +344,8 @@ class PostgresDriver:
         elif waiting:
             await self._admit_after(raw, waiting, start, claimed, at_once=True)
         if waiting:
-            self._probing = PROBE_AFTER_REFUSAL if claimed.refused else max(0, self._probing - 1)
+            refused = admission.PROBE_AFTER_REFUSAL if claimed.refused else 0
+            self._probing = max(refused, self._probing - 1)
         if early is not None and claimed:
             early(claimed)
         return claimed
@@ -378,7 +375,7 @@ class PostgresDriver:
             claimed.refused = dict(Counter(answer["refused"] or ()))
             self._note_made(answer["made"])
         if self._limited_last:
-            self._probing = PROBE_AFTER_REFUSAL if claimed.refused else 0
+            self._probing = admission.PROBE_AFTER_REFUSAL if claimed.refused else 0
         return claimed
 
     async def _admit_after(

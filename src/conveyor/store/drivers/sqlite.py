@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -64,6 +65,7 @@ from conveyor.store.types import sqlite_time
 _SQL = load(
     "sqlite",
     frozenset({"fair_heads", "claim_one", "claim_any", "complete", "retry", "fail", "rescue"})
+    | frozenset({"claim_one_unprobed", "claim_any_unprobed"})
     | frozenset({"promote"})
     | frozenset({"claim_start", "limit_slots_hold", "record_events"})
     | frozenset({"enqueue", "job_callback", "job_limit", "keyed_jobs", "unique_jobs"})
@@ -90,6 +92,7 @@ class SqliteDriver:
         self._bus = bus_of(db.url)
         self.path = make_url(db.url).database or ":memory:"
         self._wake = WakeSockets(self.path)
+        self._probing = 0  # claims left that probe their limited candidates' limits
 
     # ---- pieces of the shared Core statements -------------------------------------------
     def insert(self, table: Table) -> Any:
@@ -172,9 +175,14 @@ class SqliteDriver:
         said: Said,
         early: Callable[[list[ClaimedJob]], None] | None = None,
     ) -> Claimed:
-        ask = _Ask(worker_id, tuple(queues), every_queue, limit, lease, said)
+        probe = self._probing > 0
+        ask = _Ask(worker_id, tuple(queues), every_queue, limit, lease, said, probe)
         async with self.db.write() as conn:
             claimed = await in_one_trip(conn, ask.trip, end=True)
+        # Limited candidates picked without the probe while nothing is refused (sqlite.sql
+        # `claim_one_unprobed`); after a refusal the next claims probe.
+        refused = admission.PROBE_AFTER_REFUSAL if claimed.refused else 0
+        self._probing = max(refused, self._probing - 1)
         # Told only once committed: the commit runs on aiosqlite's thread, so a handler that
         # started first and crashed the process could take the claim with it, and a job that
         # kills its worker would be claimed again for ever without spending an attempt.
@@ -524,10 +532,12 @@ def _batch_json(batch: FinishBatch) -> str:
     return json.dumps(items)
 
 
-def claim_statement(every_queue: bool) -> str:
+def claim_statement(every_queue: bool, probe: bool = True) -> str:
     """The claim's candidates statement: `claim_any` for a worker of every queue, else
-    `claim_one`, once per queue (sqlite.sql says why)."""
-    return _SQL["claim_any"] if every_queue else _SQL["claim_one"]
+    `claim_one`, once per queue (sqlite.sql says why); without `probe`, its variant that
+    picks limited candidates whether their keys have room or not."""
+    name = "claim_any" if every_queue else "claim_one"
+    return _SQL[name if probe else f"{name}_unprobed"]
 
 
 class _Ask(NamedTuple):
@@ -539,6 +549,7 @@ class _Ask(NamedTuple):
     limit: int
     lease: tuple[datetime, datetime]
     said: Said
+    probe: bool = True  # leave out limited candidates whose keys have no room now
 
     def trip(self, conn: sqlite3.Connection) -> Claimed:
         """The claim on the writer's thread: the candidates, the unlimited ones started and
@@ -551,12 +562,32 @@ class _Ask(NamedTuple):
             "queues": json.dumps(list(self.queues)),
             "limit": self.limit,
         }
-        picked = self.candidates(conn, params)
         # The start time is taken once the write lock is ours (this trip began with the
         # BEGIN IMMEDIATE that waited for it): the caller's was taken before it waited,
         # maybe for the very finish that made these jobs runnable (a step would start
         # before its dependency finished).
         lease = _from_now(self.lease)
+        claimed = self.pick(conn, params, self.probe, lease)
+        if not self.probe and claimed.refused and len(claimed) < self.limit:
+            # Refused candidates took room in the LIMIT: the runnable jobs behind them,
+            # picked with the probe in the same transaction (one writer: nothing changed).
+            rest = self.pick(conn, {**params, "limit": self.limit - len(claimed)}, True, lease)
+            claimed.extend(rest)
+            claimed.refused = dict(Counter(claimed.refused) + Counter(rest.refused))
+            times = [t for t in (claimed.retry_in, rest.retry_in) if t is not None]
+            claimed.retry_in = min(times, default=None)
+        return claimed
+
+    def pick(
+        self,
+        conn: sqlite3.Connection,
+        params: dict[str, Any],
+        probe: bool,
+        lease: tuple[datetime, datetime],
+    ) -> Claimed:
+        """Up to `params["limit"]` candidates: the unlimited ones started, the limited ones
+        admitted (`admit`), with their events."""
+        picked = self.candidates(conn, params, probe)
         free = [r.id for r in picked if not r.limited]
         claimed = Claimed(self.start(conn, free, lease) if free else [])
         if waiting := {r.id: r.demands for r in picked if r.limited}:
@@ -605,16 +636,19 @@ class _Ask(NamedTuple):
             conn.executemany(_SQL["rate_bucket_set"], refills)
         claimed.extend(self.start(conn, plan.admitted, lease))
 
-    def candidates(self, conn: sqlite3.Connection, params: dict[str, Any]) -> list[Any]:
+    def candidates(
+        self, conn: sqlite3.Connection, params: dict[str, Any], probe: bool = True
+    ) -> list[Any]:
         """A claim's candidates in claim order: `claim_any` once for a worker of `*` (its
         `queues` are those it leaves out), else `claim_one` for each queue, its first `limit`
         in the claim index's order whatever the statistics; of several queues' the best
         `limit`, which are the first `limit` of one ordered read of all of them."""
         if self.every_queue:
-            return rows_of(conn.execute(claim_statement(True), params))
+            return rows_of(conn.execute(claim_statement(True, probe), params))
         found: list[Any] = []
         for queue in dict.fromkeys(self.queues):
-            found += rows_of(conn.execute(claim_statement(False), {**params, "queue": queue}))
+            statement = claim_statement(False, probe)
+            found += rows_of(conn.execute(statement, {**params, "queue": queue}))
         if len(self.queues) > 1:
             found.sort(key=lambda r: (-r.priority, r.fair_tag, r.id))
         return found[: self.limit]

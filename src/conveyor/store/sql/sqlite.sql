@@ -121,6 +121,13 @@ AND (NOT jobs.limited OR NOT EXISTS (
         ) AS d
     ) END AS demands
 
+-- fragment: claim_order
+-- The end of a claim's inner query: paused queues skipped, the claim's order, unlimited
+-- (`LIMIT -1`: see `claim_one`).
+        AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue)
+    ORDER BY priority DESC, fair_tag, id
+    LIMIT -1
+
 -- name: claim_one
 -- The candidates of a claim from the one queue :queue: up to :limit queued jobs, highest
 -- priority first, then by fair tag (due time when fair dispatch is off), none of a paused
@@ -139,6 +146,23 @@ AND (NOT jobs.limited OR NOT EXISTS (
 -- test_claim_plans.py). A worker of several queues runs it once per queue and keeps the
 -- best :limit of them (the driver): the same jobs as one ordered read of all its queues.
 -- `priority` and `fair_tag` are for that merge.
+-- include: claim_one_rows
+    -- include: admissible
+LIMIT :limit
+
+-- name: claim_one_unprobed
+-- `claim_one` without the limit probe (`admissible`): limited candidates are picked whether
+-- their keys have room or not, and the admission, which reads their slots in `demands`
+-- anyway, refuses those without. For a worker whose limited claims have been refusing
+-- nothing (the driver's `_probing`, as PostgreSQL's `claim_one_unprobed`): the probe read
+-- each limited candidate's limits and counted its key's held slots a second time. After a
+-- refusal the same trip picks the rest with the probe (`_Ask.rest`), and the next claims
+-- probe.
+-- include: claim_one_rows
+LIMIT :limit
+
+-- fragment: claim_one_rows
+-- `claim_one` up to its probe.
 SELECT jobs.id, jobs.limited, jobs.priority, jobs.fair_tag,
     -- include: demands
 FROM (
@@ -147,13 +171,22 @@ FROM (
     -- include: claim_order
 ) AS jobs
 WHERE true
-    -- include: admissible
-LIMIT :limit
 
 -- name: claim_any
 -- `claim_one` from every queue except those in :queues (a worker of queues ["*"]): the
 -- queued jobs in claim order are ix_jobs_claim_any's, named (INDEXED BY) so that no plan
 -- reads them through ix_jobs_finished and sorts, as one made without statistics did.
+-- include: claim_any_rows
+    -- include: admissible
+LIMIT :limit
+
+-- name: claim_any_unprobed
+-- `claim_any` without the limit probe (`claim_one_unprobed` says when and why).
+-- include: claim_any_rows
+LIMIT :limit
+
+-- fragment: claim_any_rows
+-- `claim_any` up to its probe.
 SELECT jobs.id, jobs.limited,
     -- include: demands
 FROM (
@@ -162,15 +195,6 @@ FROM (
     -- include: claim_order
 ) AS jobs
 WHERE true
-    -- include: admissible
-LIMIT :limit
-
--- fragment: claim_order
--- The end of a claim's inner query: paused queues skipped, the claim's order, unlimited
--- (`LIMIT -1`: see `claim_one`).
-        AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = jobs.queue)
-    ORDER BY priority DESC, fair_tag, id
-    LIMIT -1
 
 -- name: claim_start
 -- Start the jobs :ids (a JSON array; picked by `claim_one` or `claim_any`, or admitted)
