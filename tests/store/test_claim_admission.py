@@ -303,43 +303,24 @@ async def test_a_claim_that_cannot_admit_at_once_admits_in_a_transaction_of_its_
     assert set(await _started(backend)) >= {rated.id, plain.id}
 
 
+@pytest.mark.parametrize("first", [True, False], ids=["first claim", "claim_admit"])
 async def test_a_failed_admission_after_the_claim_keeps_the_claims_jobs(
-    backend: QueueBackend, monkeypatch: pytest.MonkeyPatch
+    backend: QueueBackend, monkeypatch: pytest.MonkeyPatch, first: bool
 ) -> None:
-    """PostgreSQL: `claim_admit` has committed its unlimited jobs when the general
-    admission of its other candidates fails (the database went away between the two):
-    the claim still answers those jobs (they would stay running unrun until the rescue),
-    and the candidates stay queued."""
+    """PostgreSQL: a busy worker's claim commits its unlimited jobs before the general
+    admission of its other limited candidates runs apart (its first claim with limited
+    candidates, and `claim_admit` when it cannot admit at once). When that admission
+    fails (the database went away between the two), the claim still answers the committed
+    jobs (raised, it took them with it: running, never run, until the rescue) and the
+    candidates stay queued."""
     if backend.dialect != "postgresql":
-        pytest.skip("PostgreSQL's claim_admit")
+        pytest.skip("PostgreSQL's admission apart from the claim")
     await backend.define_limits(
         [Concurrency("c", 1, key="payload.k"), Rate("r", 1, per_s=3600, key="owner")]
     )
-    await backend.enqueue([limited(("c", "k0"), n=0)])
-    await backend.claim(W, ["default"], 1, 30)
-    (rated,) = await backend.enqueue([limited(("r", "o"), n=1)])
-    (plain,) = await backend.enqueue([job(n=2)])
-
-    async def away(*args: Any) -> None:
-        raise Unavailable("the database went away")
-
-    monkeypatch.setattr(backend.driver, "_admit", away)
-    claimed = await backend.claim(W, ["default"], 10, 30)
-    assert [c.id for c in claimed] == [plain.id]
-    assert (await backend.get(plain.id)).state is JobState.RUNNING
-    assert (await backend.get(rated.id)).state is JobState.QUEUED
-
-
-async def test_a_failed_admission_after_a_first_claim_keeps_the_claims_jobs(
-    backend: QueueBackend, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """PostgreSQL: a busy worker's first claim with limited candidates commits its
-    unlimited jobs in its own statement, then admits the candidates apart; when that
-    admission fails, the claim still answers the committed jobs (raised, it took them
-    with it: running, never run, until the rescue) and the candidates stay queued."""
-    if backend.dialect != "postgresql":
-        pytest.skip("PostgreSQL's admission apart from the claim")
-    await backend.define_limits([Rate("r", 1, per_s=3600, key="owner")])
+    if not first:
+        await backend.enqueue([limited(("c", "k0"), n=0)])
+        await backend.claim(W, ["default"], 1, 30)  # the next claim is claim_admit
     (rated,) = await backend.enqueue([limited(("r", "o"), n=1)])
     (plain,) = await backend.enqueue([job(n=2)])
 
