@@ -461,7 +461,7 @@ SET LOCAL enable_seqscan = off; SET LOCAL jit = off
 -- One round trip, on that rare path only (`claim_one` resets the same settings itself as
 -- it runs, for the admission of its limited candidates).
 SET LOCAL plan_cache_mode TO DEFAULT; SET LOCAL enable_sort TO DEFAULT;
-SET LOCAL enable_seqscan TO DEFAULT
+SET LOCAL enable_seqscan TO DEFAULT; SET LOCAL jit TO DEFAULT
 
 -- name: record_limits
 -- The job_limits rows ($1 job ids, $2 limit names, $3 keys) of newly inserted jobs, in the
