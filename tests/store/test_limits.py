@@ -248,6 +248,29 @@ async def test_sqlite_claims_without_the_probe_until_a_refusal(
     assert {(await backend.get(b.id)).state for b in busy} == {JobState.QUEUED}
 
 
+async def test_the_rest_of_a_claim_of_several_queues_stays_within_its_limit(
+    backend: QueueBackend,
+) -> None:
+    """A worker of two queues whose claim refuses candidates at the head of one: the jobs
+    claimed behind them (SQLite: the same trip's probed pick; PostgreSQL: the claim of the
+    rest) fill the claim up to its limit and no further, though each queue has more."""
+    await backend.define_limits([Concurrency("one", 1, key="payload.k")])
+    await backend.enqueue([limited(("one", "busy"), n=0, queue="a")])
+    assert len(await backend.claim(W, ["a", "b"], 1, 30)) == 1  # refuses nothing
+    await backend.enqueue([limited(("one", "busy"), n=1, queue="a")])
+    await backend.enqueue([job(n=2, queue="b")])
+    await backend.enqueue([limited(("one", "busy"), n=3, queue="a")])
+    for i in range(3):
+        await backend.enqueue([job(n=10 + i, queue="a"), job(n=20 + i, queue="b")])
+    got = await backend.claim(W, ["a", "b"], 3, 30)
+    assert len(got) == 3, [g.payload for g in got]
+    async with backend.db.read() as conn:
+        running = (
+            await conn.execute(select(func.count()).where(jobs.c.state == "running"))
+        ).scalar()
+    assert running == 4  # the first claim's job and these three
+
+
 async def test_a_failed_claim_of_the_rest_keeps_the_jobs_already_claimed(
     backend: QueueBackend,
 ) -> None:

@@ -640,9 +640,10 @@ class _Ask(NamedTuple):
         self, conn: sqlite3.Connection, params: dict[str, Any], probe: bool = True
     ) -> list[Any]:
         """A claim's candidates in claim order: `claim_any` once for a worker of `*` (its
-        `queues` are those it leaves out), else `claim_one` for each queue, its first `limit`
-        in the claim index's order whatever the statistics; of several queues' the best
-        `limit`, which are the first `limit` of one ordered read of all of them."""
+        `queues` are those it leaves out), else `claim_one` for each queue, its first
+        `params["limit"]` (the claim's, or what the rest of it has room for) in the claim
+        index's order whatever the statistics; of several queues' the best of them, which
+        are the first of one ordered read of all of them."""
         if self.every_queue:
             return rows_of(conn.execute(claim_statement(True, probe), params))
         found: list[Any] = []
@@ -651,7 +652,7 @@ class _Ask(NamedTuple):
             found += rows_of(conn.execute(statement, {**params, "queue": queue}))
         if len(self.queues) > 1:
             found.sort(key=lambda r: (-r.priority, r.fair_tag, r.id))
-        return found[: self.limit]
+        return found[: params["limit"]]
 
     def start(
         self, conn: sqlite3.Connection, ids: list[str], lease: tuple[datetime, datetime]
