@@ -14,7 +14,7 @@ from conveyor.domain.workflows import StepSpec, WorkflowSpec
 from conveyor.store.backend import QueueBackend
 from conveyor.store.tables import jobs
 from tests.services.test_workflows import service
-from tests.store.test_fairness import burst, claim_order
+from tests.store.test_fairness import burst, claim_order, user
 from tests.store.test_workflow_appends import append
 
 W = "worker-fair-wf"
@@ -73,6 +73,37 @@ async def test_steps_appended_at_run_time_take_their_type_s_fair_key_and_a_tag_a
     order = await claim_order(backend, 30, batch=1)
 
     assert_within_bound(order)
+
+
+async def test_ready_steps_are_tagged_as_a_submit_of_them_would_be_across_slices(
+    backend: QueueBackend,
+) -> None:
+    """A weighted owner's fan-out of 2,500 ready steps (three slices of the submit) behind
+    another key's queued jobs and some of its own: rank r of its ready steps in step order
+    gets max(V, L) + r / w, V the band's first queued tag and L its key's last, read before
+    the submit (docs/flow-control.md "Fair dispatch"); each slice goes on from the last's
+    tags. The join, waiting, keeps its own until its release."""
+    owner = await user(backend, "weighted", weight=2.0)
+    await backend.enqueue(burst("X", 5))
+    await backend.enqueue(burst(owner, 3))
+    async with backend.db.read() as conn:
+        queued = (await conn.execute(select(jobs.c.fair_key, jobs.c.fair_tag))).all()
+    v = min(tag for _, tag in queued)
+    last = max(tag for key, tag in queued if key == owner)
+    branches = tuple(StepSpec(f"b{i}", "wf_step", {"log": "-"}) for i in range(2_500))
+    join = StepSpec("join", "wf_step", {"log": "-"}, tuple(b.name for b in branches))
+
+    detail = await service(backend).submit(WorkflowSpec("wide", (*branches, join)), owner_id=owner)
+
+    async with backend.db.read() as conn:
+        tags = dict((await conn.execute(
+            select(jobs.c.step, jobs.c.fair_tag).where(jobs.c.workflow_id == detail.workflow.id)
+        )).all())  # fmt: skip
+    start = max(v, last)
+    assert [tags[b.name] for b in branches] == pytest.approx(
+        [start + r / 2.0 for r in range(1, len(branches) + 1)]
+    )
+    assert tags["join"] == pytest.approx(detail.workflow.created_at.timestamp())
 
 
 def assert_within_bound(order: list[str]) -> None:

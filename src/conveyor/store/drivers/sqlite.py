@@ -54,9 +54,8 @@ from conveyor.store.drivers.sqlite_sessions import (
 )
 from conveyor.store.events import requeued_queues, rescued_events
 from conveyor.store.records import aware, must
-from conveyor.store.sql import load, typed
+from conveyor.store.sql import load
 from conveyor.store.tables import (
-    job_limits,
     jobs,
     workflows,
 )
@@ -75,9 +74,6 @@ _SQL = load(
     | frozenset({"workflow_steps", "workflow_created", "workflow_edges"}),
 )
 _FINISH = {"completed": _SQL["complete"], "retry": _SQL["retry"], "failed": _SQL["fail"]}
-_WORKFLOW_STEPS = typed(_SQL["workflow_steps"], times=("now",))
-_WORKFLOW_CREATED = typed(_SQL["workflow_created"], times=("now",))
-_WORKFLOW_EDGES = typed(_SQL["workflow_edges"])
 
 
 # Every event's reading-order key: one writer, so commit order is id order.
@@ -368,9 +364,6 @@ def _stored(row: dict[str, Any]) -> list[Any]:
     return values
 
 
-_CHUNK = 500  # rows per insert statement (bound parameters stay under SQLite's cap)
-
-
 async def insert_workflow_with(
     conn: AsyncConnection, rows: WorkflowInsert, created: str
 ) -> tuple[StoredWorkflow | None, set[str]]:
@@ -396,37 +389,43 @@ async def insert_workflow_with(
 async def insert_steps_with(conn: AsyncConnection, rows: WorkflowInsert, created: str) -> set[str]:
     """A workflow's steps (all, or a slice of them after `insert_workflow_with`, in its
     transaction) with their created events, edges and job_limits rows; the queues that got
-    runnable steps."""
+    runnable steps. The rows are encoded here, on the caller's thread, and stored in one trip
+    to the connection's, in SQL alone (`workflow_steps` computes the fair tags): a large
+    submit builds its next slice meanwhile (services/workflows.py), which a trip per
+    statement, or Python on the connection's thread holding the GIL, kept waiting."""
     workflow, steps = rows.workflow, rows.steps
-    now, args = workflow["created_at"], {"workflow": workflow["id"], "owner": workflow["owner_id"]}
-    keyed = _ready_keyed(steps)
-    tagged = await in_one_trip(conn, lambda raw: _with_fair_tags(raw, keyed)) if keyed else []
-    tags = {r["id"]: r["fair_tag"] for r in tagged}
-    batch = json.dumps([_step_values(row, tags) for row in steps])
-    await conn.execute(_WORKFLOW_STEPS, {**args, "now": now, "steps": batch})
-    await conn.execute(_WORKFLOW_CREATED, {**args, "now": now, "steps": batch, "type": created})
-    if rows.edges:
-        edges = json.dumps([[e["job_id"], e["depends_on"]] for e in rows.edges])
-        await conn.execute(_WORKFLOW_EDGES, {"workflow": workflow["id"], "edges": edges})
-    for start in range(0, len(rows.limits), _CHUNK):
-        await conn.execute(job_limits.insert(), list(rows.limits[start : start + _CHUNK]))
+    batch = json.dumps([_step_values(row) for row in steps])
+    edges = json.dumps([[e["job_id"], e["depends_on"]] for e in rows.edges])
+    args = {"workflow": workflow["id"], "owner": workflow["owner_id"], "steps": batch}
+    now = sqlite_time(workflow["created_at"])
+    await in_one_trip(conn, _Steps({**args, "now": now}, created, edges, rows.limits).run)
     return {row["queue"] for row in steps if row["state"] == "queued"}
 
 
-def _ready_keyed(steps: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The steps queued at submit with a fair key: those tagged as a submit's ready jobs (a
-    waiting step's tag is its release's: migration 0020's trigger)."""
-    return [row for row in steps if row["fair_key"] is not None and row["state"] == "queued"]
+class _Steps(NamedTuple):
+    """A slice of a workflow's steps, encoded, as its trip to the writer's thread stores it."""
+
+    args: dict[str, Any]  # workflow_steps' (workflow_created's with `type`)
+    created: str  # the steps' event type
+    edges: str  # [[job_id, depends_on], ...]
+    limits: Sequence[dict[str, Any]]  # job_limits rows
+
+    def run(self, conn: sqlite3.Connection) -> None:
+        conn.execute(_SQL["workflow_steps"], self.args)
+        conn.execute(_SQL["workflow_created"], {**self.args, "type": self.created})
+        if self.edges != "[]":
+            edges = {"workflow": self.args["workflow"], "edges": self.edges}
+            conn.execute(_SQL["workflow_edges"], edges)
+        if self.limits:
+            conn.executemany(_SQL["job_limit"], self.limits)
 
 
-def _step_values(row: dict[str, Any], tags: dict[str, float]) -> list[Any]:
-    """A step's row as `workflow_steps` reads it (its payload as the JSON text stored; its
-    fair tag from `tags`, else its own)."""
+def _step_values(row: dict[str, Any]) -> list[Any]:
+    """A step's row as `workflow_steps` reads it (its payload as the JSON text stored)."""
     return [
         row["id"], row["queue"], row["type"], json.dumps(row["payload"]), row["priority"],
         row["state"], row["max_attempts"], row["timeout_s"], row["idempotency_key"],
-        row["step"], row["on_dependency_failure"], row["fair_key"],
-        tags.get(row["id"], row["fair_tag"]),
+        row["step"], row["on_dependency_failure"], row["fair_key"], row["fair_tag"],
         row["limited"], row["trace_context"],
     ]  # fmt: skip
 

@@ -52,21 +52,31 @@ WHERE j.unique_key = k.value ->> 1 AND j.owner_id = k.value ->> 0
 -- name: fair_heads
 -- What a fair submit's tags start from (docs/flow-control.md "Fair dispatch"), for each
 -- group of :groups ([[queue, priority, key, owned], ...]: the batch's jobs with a fair key,
--- by band and key): the band's head v (the first row of ix_jobs_claim), the key's last
--- queued tag l (the last row of ix_jobs_fair) and its weight w (the owner's fair_weight when
--- the key is the jobs' owner, else 1). Read in the insert's write transaction: no other
--- writer moves them meanwhile.
-SELECT g.key AS i,
+-- by band and key): `heads`, its index i in :groups. Read in the insert's write
+-- transaction: no other writer moves them meanwhile.
+WITH g AS (
+    SELECT key AS i, value ->> 0 AS queue, value ->> 1 AS priority, value ->> 2 AS fair_key,
+        value ->> 3 AS owned
+    FROM json_each(:groups)
+)
+SELECT g.i,
+    -- include: heads
+FROM g
+
+-- fragment: heads
+-- The columns of a group g (queue, priority, fair_key, owned) that its jobs' fair tags
+-- start from: the band's head v (the first row of ix_jobs_claim), the key's last queued
+-- tag l (the last row of ix_jobs_fair) and its weight w (the owner's fair_weight when the
+-- key is the jobs' owner, `owned`, else 1).
     (SELECT j.fair_tag FROM jobs AS j
-        WHERE j.state = 'queued' AND j.queue = g.value ->> 0 AND j.priority = g.value ->> 1
+        WHERE j.state = 'queued' AND j.queue = g.queue AND j.priority = g.priority
         ORDER BY j.queue, j.priority DESC, j.fair_tag LIMIT 1) AS v,
     (SELECT j.fair_tag FROM jobs AS j
-        WHERE j.state = 'queued' AND j.queue = g.value ->> 0 AND j.priority = g.value ->> 1
-            AND j.fair_key = g.value ->> 2 AND j.fair_key IS NOT NULL
+        WHERE j.state = 'queued' AND j.queue = g.queue AND j.priority = g.priority
+            AND j.fair_key = g.fair_key AND j.fair_key IS NOT NULL
         ORDER BY j.fair_tag DESC LIMIT 1) AS l,
     coalesce((SELECT u.fair_weight FROM users AS u
-        WHERE g.value ->> 3 AND u.id = g.value ->> 2 AND u.fair_weight > 0), 1) AS w
-FROM json_each(:groups) AS g
+        WHERE g.owned AND u.id = g.fair_key AND u.fair_weight > 0), 1) AS w
 
 -- fragment: admissible
 -- A claim's candidate filter (claim_one, claim_any): a limited job
@@ -369,16 +379,44 @@ PRAGMA data_version
 -- of the queued ones). A step has no tags, schedule or unique key, and its row reads as the
 -- Core insert of it did (result and errors as JSON text: 'null', '[]'). A step stored
 -- waiting is one with dependencies (`depends`, migration 0028).
+-- A queued step with a fair key gets its tag as a submit's ready job does (docs/flow-control.md
+-- "Fair dispatch", postgres.sql `workflow_steps`): max(v, l) + r / w from its group's
+-- `heads`, its rank r in the group in step order (an empty band: its own tag, its run_at's
+-- epoch, + r / w); every other step keeps its own (a waiting step's comes at its release:
+-- migration 0020's trigger). Computed here, in SQLite rather than in Python on the writer's
+-- thread: the statement runs without the GIL beside the next slice's building.
+WITH s AS (
+    SELECT s.key AS n, s.value AS v, s.value ->> 1 AS queue, s.value ->> 4 AS priority,
+        s.value ->> 11 AS fair_key, s.value ->> 12 AS own_tag,
+        CASE WHEN s.value ->> 11 IS NOT NULL AND s.value ->> 5 = 'queued' THEN row_number()
+            OVER (PARTITION BY s.value ->> 1, s.value ->> 4, s.value ->> 11,
+                s.value ->> 11 IS NOT NULL AND s.value ->> 5 = 'queued' ORDER BY s.key)
+            END AS r
+    FROM json_each(:steps) AS s
+),
+g AS (
+    SELECT DISTINCT queue, priority, fair_key, fair_key = :owner AS owned
+    FROM s WHERE r IS NOT NULL
+),
+h AS (
+    SELECT g.queue, g.priority, g.fair_key,
+        -- include: heads
+    FROM g
+)
 INSERT INTO jobs (id, owner_id, queue, type, payload, priority, state, attempt,
     max_attempts, run_at, timeout_s, idempotency_key, progress, result, errors, tags,
     created_at, fair_key, fair_tag, limited, trace_context, workflow_id, step,
     on_dependency_failure, ready_at, dep_checks, depends)
-SELECT s.value ->> 0, :owner, s.value ->> 1, s.value ->> 2, s.value ->> 3, s.value ->> 4,
-    s.value ->> 5, 0, s.value ->> 6, :now, s.value ->> 7, s.value ->> 8, 0, 'null', '[]',
-    '[]', :now, s.value ->> 11, s.value ->> 12, s.value ->> 13, s.value ->> 14, :workflow,
-    s.value ->> 9, s.value ->> 10, CASE WHEN s.value ->> 5 = 'queued' THEN :now END, 0,
-    s.value ->> 5 = 'waiting'
-FROM json_each(:steps) AS s ORDER BY s.key
+SELECT s.v ->> 0, :owner, s.queue, s.v ->> 2, s.v ->> 3, s.priority, s.v ->> 5, 0,
+    s.v ->> 6, :now, s.v ->> 7, s.v ->> 8, 0, 'null', '[]', '[]', :now, s.fair_key,
+    CASE WHEN s.r IS NULL THEN s.own_tag
+        ELSE max(coalesce(h.v, s.own_tag), coalesce(h.l, h.v, s.own_tag)) + 1.0 * s.r / h.w
+        END,
+    s.v ->> 13, s.v ->> 14, :workflow, s.v ->> 9, s.v ->> 10,
+    CASE WHEN s.v ->> 5 = 'queued' THEN :now END, 0, s.v ->> 5 = 'waiting'
+FROM s LEFT JOIN h ON s.r IS NOT NULL AND h.queue = s.queue AND h.priority = s.priority
+    AND h.fair_key = s.fair_key
+ORDER BY s.n
 
 -- name: workflow_created
 -- The 'created' events (:type) of the steps `workflow_steps` inserted (the same :steps),
