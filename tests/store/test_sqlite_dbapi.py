@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiosqlite
@@ -18,8 +19,13 @@ from sqlalchemy.exc import IntegrityError
 from conveyor.domain import events as ev
 from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import Outcome
+from conveyor.domain.workflows import StepSpec, WorkflowSpec
+from conveyor.services.workflows import SLICE
 from conveyor.store.backend import QueueBackend
-from conveyor.store.tables import jobs
+from conveyor.store.drivers.sqlite import record_events
+from conveyor.store.drivers.sqlite_dbapi import in_one_trip
+from conveyor.store.tables import events, jobs
+from tests.services.test_workflows import service
 from tests.store.helpers import job, settled
 
 W = "w-trips"
@@ -212,3 +218,51 @@ async def test_leadership_is_one_trip_to_take_renew_and_give_up(
     assert (await theirs.acquire()) is False  # held: read who holds it, not taken
     assert (await _counted(trips, mine.release()))[1] == 1
     assert await theirs.acquire() is True
+
+
+async def test_each_slice_of_a_workflows_submit_is_one_trip(
+    backend: QueueBackend, trips: list[int]
+) -> None:
+    """Its steps, their fair tags (in SQL), events, edges and limits: one trip per slice of
+    the submit (services/workflows.py `SLICE`), so the event loop builds the next slice
+    while it runs. A trip per statement waited for that building to end (each trip resumes
+    on the event loop), and the slices' inserts never ran beside it."""
+    submit = service(backend).submit
+    await submit(fan_in("warm", 10), owner_id="u")
+    _, one_slice = await _counted(trips, submit(fan_in("one", SLICE - 1), owner_id="u"))
+    _, three_slices = await _counted(trips, submit(fan_in("three", 3 * SLICE - 1), owner_id="u"))
+    assert three_slices - one_slice == 2
+
+
+def fan_in(name: str, width: int) -> WorkflowSpec:
+    """`width` steps and a join after all of them: `width + 1` steps."""
+    steps = [StepSpec(f"s{i}", "wf_step", {"log": "-"}) for i in range(width)]
+    join = StepSpec("join", "wf_step", {"log": "-"}, tuple(s.name for s in steps))
+    return WorkflowSpec(name, (*steps, join))
+
+
+async def test_events_sharing_their_data_and_time_are_stored_each_as_sent(
+    backend: QueueBackend,
+) -> None:
+    """`record_events` encodes each distinct data object and time once per batch (a claim's
+    events share them): events that share them, others whose data only look alike, and
+    none, read back as they were given."""
+    shared, at = {"reason": "shared"}, utcnow()
+    later = at + timedelta(seconds=1)
+    given = [
+        _event(0, shared, at), _event(1, shared, at), _event(2, {"reason": "own"}, later),
+        _event(3, None, at), _event(4, {"reason": "shared"}, later), _event(5, shared, later),
+    ]  # fmt: skip
+    async with backend.db.write() as conn:
+        await in_one_trip(conn, lambda raw: record_events(raw, given))
+    async with backend.db.read() as conn:
+        query = select(events.c.job_id, events.c.data, events.c.created_at).order_by(events.c.id)
+        stored = [tuple(row) for row in (await conn.execute(query)).all()]
+    assert stored == [(e["job_id"], e["data"], e["created_at"]) for e in given]
+
+
+def _event(n: int, data: dict[str, Any] | None, at: datetime) -> dict[str, Any]:
+    return {
+        "type": "job.progress", "job_id": f"job-{n}", "owner_id": "u", "queue": "q",
+        "job_type": "t", "state": "running", "attempt": 1, "data": data, "created_at": at,
+    }  # fmt: skip

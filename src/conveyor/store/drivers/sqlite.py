@@ -671,15 +671,23 @@ class _Ask(NamedTuple):
 
 def record_events(conn: sqlite3.Connection, events: list[dict[str, Any]]) -> None:
     """`outbox.record`'s insert, on the writer's thread (`in_one_trip`): data as JSON text
-    ('null' for none, as the Core insert stores it), times as stored."""
-    if events:
-        conn.executemany(
-            _SQL["record_events"],
-            [
-                {**e, "data": json.dumps(e["data"]), "created_at": sqlite_time(e["created_at"])}
-                for e in events
-            ],
-        )
+    ('null' for none, as the Core insert stores it), times as stored. A claim's or a
+    finish's events share their time and mostly their data: each is encoded once per
+    batch (the time's text per event was a tenth of a claim's time on the writer's
+    thread)."""
+    if not events:
+        return
+    texts: dict[int, str] = {}  # by the encoded object's id: alive for the whole call
+    stamps: dict[datetime, str] = {}
+    rows = []
+    for e in events:
+        data, at = e["data"], e["created_at"]
+        if (text := texts.get(id(data))) is None:
+            text = texts[id(data)] = json.dumps(data)
+        if (stamp := stamps.get(at)) is None:
+            stamp = stamps[at] = sqlite_time(at)
+        rows.append({**e, "data": text, "created_at": stamp})
+    conn.executemany(_SQL["record_events"], rows)
 
 
 def _claimed(row: Any) -> ClaimedJob:
