@@ -323,7 +323,8 @@ class Insert(NamedTuple):
         both skip the row: no conflict target, never an aborted statement), their events,
         callbacks and limits; the stored jobs the duplicates name."""
         tagged = _with_fair_tags(conn, self.rows)
-        batch = json.dumps([_stored(row) for row in tagged])
+        stamps: dict[datetime, str] = {}  # a batch's jobs share their times
+        batch = json.dumps([_stored(row, stamps) for row in tagged])
         inserted = {row[0] for row in conn.execute(_SQL["enqueue"], {"jobs": batch})}
         new = [_NewJobView(r) for r in tagged if r["id"] in inserted]
         now = tagged[0]["created_at"]
@@ -353,15 +354,28 @@ _AS_JSON = [ENQUEUE_COLUMNS.index(name) for name in ("payload", "result", "error
 _AS_TIME = [ENQUEUE_COLUMNS.index(name) for name in ("run_at", "created_at")]
 
 
-def _stored(row: dict[str, Any]) -> list[Any]:
+def _stored(row: dict[str, Any], stamps: dict[datetime, str]) -> list[Any]:
     """A job row (`job_row`, with its fair tag) as `enqueue` reads it: times and JSON as the
-    Core insert stored them (JSON null for no result)."""
+    Core insert stored them (JSON null for no result). `stamps`: the times' text so far."""
     values = [row[name] for name in ENQUEUE_COLUMNS]
     for at in _AS_JSON:
-        values[at] = json.dumps(values[at])
+        values[at] = _json_text(values[at])
     for at in _AS_TIME:
-        values[at] = sqlite_time(values[at])
+        value = values[at]
+        if (stamp := stamps.get(value)) is None:
+            stamp = stamps[value] = sqlite_time(value)
+        values[at] = stamp
     return values
+
+
+def _json_text(value: Any) -> str:
+    """`json.dumps(value)`, the values most rows have (no result, no errors, no tags)
+    without the call."""
+    if value is None:
+        return "null"
+    if value == []:
+        return "[]"
+    return json.dumps(value)
 
 
 async def insert_workflow_with(
