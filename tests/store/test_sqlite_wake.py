@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.store.drivers.sqlite_sessions import LocalBus, SqliteListener, WakeSockets
+from conveyor.store.drivers.sqlite_sessions import LocalBus, SqliteListener, WakeSockets, _clear
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="Unix sockets")
 
@@ -144,3 +144,29 @@ def test_a_processs_first_listener_clears_what_killed_processes_left(
             sock.close()
     finally:
         shutil.rmtree(shared)
+
+
+async def test_another_processs_sweep_leaves_a_live_listener_asleep(db_path: str) -> None:
+    """The first listener of every process probes the other files' sockets to clear the
+    dead ones; a live listener reads the probe and wakes no one: each process starting on
+    this host woke every other file's workers for nothing (and a test's count of wake-ups
+    by one). A ring after it still wakes it."""
+    heard: list[str] = []
+    listener = await _listening(db_path, heard)
+    wake = WakeSockets(db_path)
+    assert wake.dir is not None
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+            probe.setblocking(False)
+            _clear(wake.dir, probe)  # what another process's first listener does
+        await asyncio.sleep(0.2)
+        assert heard == []
+        wake.ring(mine_too=True)
+        for _ in range(500):
+            if heard:
+                break
+            await asyncio.sleep(0.01)
+        assert heard == ["*"]
+    finally:
+        wake.close()
+        await listener.close()

@@ -145,12 +145,16 @@ class WakeSockets:
 
 
 _swept = False  # whether this process has swept the other files' directories
+# A sweep's datagram: refused by a dead process's socket, read and ignored by a live
+# listener (a ring is b"*"), so starting a process wakes no other file's workers.
+PROBE = b""
 
 
 def _sweep_once(own: Path) -> None:
     """The first listener of a process clears what killed processes left beside `own`: in
     every other database file's directory, each socket that refuses a datagram (its process
-    is gone; a live one is only woken for nothing), then the directory if that emptied it.
+    is gone; a live one reads the empty `PROBE` and wakes no one), then the directory if that
+    emptied it.
     A file nobody rings again (a test's, a removed deployment's) would keep them for ever:
     the last listener removes a directory (`close`), a killed one cannot."""
     global _swept
@@ -168,7 +172,7 @@ def _clear(where: Path, probe: socket.socket) -> None:
     with contextlib.suppress(OSError):
         for peer in where.iterdir():
             try:
-                probe.sendto(b"*", str(peer))
+                probe.sendto(PROBE, str(peer))
             except (ConnectionRefusedError, FileNotFoundError):
                 peer.unlink(missing_ok=True)
             except OSError:  # a full queue, or not a socket: someone's, left alone
@@ -238,13 +242,16 @@ class SqliteListener:
             asyncio.get_running_loop().add_reader(opened[0].fileno(), self._rung)
 
     def _rung(self) -> None:
-        """Another process's ring: read every datagram waiting, then one wake-up."""
+        """Another process's ring: read every datagram waiting, then one wake-up; none for
+        a sweep's probe alone (`PROBE`, empty)."""
         assert self._socket is not None
         sock = self._socket[0]
+        rung = False
         with contextlib.suppress(BlockingIOError, InterruptedError):
-            while sock.recv(16):
-                pass
-        self._on_jobs("*")
+            while True:
+                rung = sock.recv(16) != PROBE or rung
+        if rung:
+            self._on_jobs("*")
 
     async def _watch(self, data_version: str) -> None:
         # Its own autocommit connection: inside a transaction data_version would be frozen.
