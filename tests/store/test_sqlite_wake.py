@@ -34,6 +34,15 @@ async def _listening(db_path: str, heard: list[str]) -> SqliteListener:
     return listener
 
 
+async def _woken(heard: list[str]) -> list[str]:
+    """What the listener heard once it heard something (up to 5 s)."""
+    for _ in range(500):
+        if heard:
+            break
+        await asyncio.sleep(0.01)
+    return heard
+
+
 async def test_another_processs_ring_wakes_a_listener_without_a_commit(db_path: str) -> None:
     """No commit happens (data_version stays): only the datagram can have woken it."""
     heard: list[str] = []
@@ -42,11 +51,7 @@ async def test_another_processs_ring_wakes_a_listener_without_a_commit(db_path: 
         ring = [sys.executable, "-c", RING.format(db_path)]
         done = await asyncio.to_thread(subprocess.run, ring, check=True, timeout=60)
         assert done.returncode == 0
-        for _ in range(500):
-            if heard:
-                break
-            await asyncio.sleep(0.01)
-        assert heard == ["*"]
+        assert await _woken(heard) == ["*"]
     finally:
         await listener.close()
 
@@ -162,11 +167,7 @@ async def test_another_processs_sweep_leaves_a_live_listener_asleep(db_path: str
         await asyncio.sleep(0.2)
         assert heard == []
         wake.ring(mine_too=True)
-        for _ in range(500):
-            if heard:
-                break
-            await asyncio.sleep(0.01)
-        assert heard == ["*"]
+        assert await _woken(heard) == ["*"]
     finally:
         wake.close()
         await listener.close()
