@@ -46,25 +46,63 @@ async def all_events(backend: QueueBackend) -> list[ev.Event]:
 
 
 @asynccontextmanager
-async def writing_elsewhere() -> AsyncIterator[asyncpg.Connection]:
-    """A private database on the same PostgreSQL server, with a transaction that wrote (it
-    has a transaction id) and stays open idle until the block ends: another application's
-    migration or batch update. The database is dropped afterwards."""
+async def another_database() -> AsyncIterator[str]:
+    """The URL of a private database on the same PostgreSQL server (another application's),
+    with a table `batch`; dropped afterwards."""
     name = f"conveyor_other_{uuid.uuid4().hex[:12]}"
     admin = await _pg_admin()
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    other = await asyncpg.connect(pg_url(name))
     try:
-        async with other.transaction():
+        other = await asyncpg.connect(pg_url(name))
+        try:
             await other.execute("CREATE TABLE batch (n int)")
-            await other.execute("INSERT INTO batch SELECT generate_series(1, 1000)")
-            yield other
+        finally:
+            await other.close()
+        yield pg_url(name)
     finally:
-        await other.close()
         await _drop(name)
+
+
+@asynccontextmanager
+async def writing_elsewhere() -> AsyncIterator[asyncpg.Connection]:
+    """A transaction in another database that wrote (it has a transaction id) and stays
+    open idle until the block ends: another application's migration or batch update."""
+    async with another_database() as url:
+        other = await asyncpg.connect(url)
+        try:
+            async with other.transaction():
+                await other.execute("INSERT INTO batch SELECT generate_series(1, 1000)")
+                yield other
+        finally:
+            await other.close()
+
+
+@asynccontextmanager
+async def churning_elsewhere(sessions: int = 4) -> AsyncIterator[None]:
+    """Short write transactions, overlapping, in another database until the block ends:
+    a busy neighbour on a shared server, whose transactions end all the time."""
+    async with another_database() as url:
+        stop = asyncio.Event()
+
+        async def churn() -> None:
+            other = await asyncpg.connect(url)
+            try:
+                while not stop.is_set():
+                    async with other.transaction():
+                        await other.execute("INSERT INTO batch VALUES (1)")
+                        await asyncio.sleep(0.001)
+            finally:
+                await other.close()
+
+        churners = [asyncio.create_task(churn()) for _ in range(sessions)]
+        try:
+            yield
+        finally:
+            stop.set()
+            await asyncio.gather(*churners)
 
 
 async def visible_events(backend: QueueBackend, jobs: int) -> list[ev.Event]:
