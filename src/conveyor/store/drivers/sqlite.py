@@ -361,11 +361,15 @@ def _stored(row: dict[str, Any], stamps: dict[datetime, str]) -> list[Any]:
     for at in _AS_JSON:
         values[at] = _json_text(values[at])
     for at in _AS_TIME:
-        value = values[at]
-        if (stamp := stamps.get(value)) is None:
-            stamp = stamps[value] = sqlite_time(value)
-        values[at] = stamp
+        values[at] = _stamp(values[at], stamps)
     return values
+
+
+def _stamp(at: datetime, stamps: dict[datetime, str]) -> str:
+    """`at` as stored, each time encoded once per batch (`stamps`: the text so far)."""
+    if (stamp := stamps.get(at)) is None:
+        stamp = stamps[at] = sqlite_time(at)
+    return stamp
 
 
 def _json_text(value: Any) -> str:
@@ -698,9 +702,7 @@ def record_events(conn: sqlite3.Connection, events: list[dict[str, Any]]) -> Non
         data, at = e["data"], e["created_at"]
         if (text := texts.get(id(data))) is None:
             text = texts[id(data)] = json.dumps(data)
-        if (stamp := stamps.get(at)) is None:
-            stamp = stamps[at] = sqlite_time(at)
-        rows.append({**e, "data": text, "created_at": stamp})
+        rows.append({**e, "data": text, "created_at": _stamp(at, stamps)})
     conn.executemany(_SQL["record_events"], rows)
 
 
