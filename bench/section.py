@@ -15,7 +15,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from rich.table import Table
 
 from bench import machine
-from bench.measure import DrainFigures, Plan, drain
+from bench.measure import DrainFigures, EnqueueFigures, Plan, drain
 from bench.procs import BenchError
 from bench.systems import System
 
@@ -61,8 +61,14 @@ def measure(
 
 def drain_of(system: System, plan: Plan, n: int, run_dir: Path) -> DrainFigures:
     """A drain of `n` jobs with the plan's settings (bench/measure.py ``drain``)."""
-    _, figures = drain(system, dataclasses.replace(plan, drain_n=n), run_dir)
-    return figures
+    return filled_and_drained(system, plan, n, run_dir)[1]
+
+
+def filled_and_drained(
+    system: System, plan: Plan, n: int, run_dir: Path
+) -> tuple[EnqueueFigures, DrainFigures]:
+    """The same drain, with its timed pre-fill (`n` jobs submitted in the plan's batches)."""
+    return drain(system, dataclasses.replace(plan, drain_n=n), run_dir)
 
 
 def durable_rate(figures: DrainFigures) -> float | None:
