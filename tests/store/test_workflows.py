@@ -496,6 +496,34 @@ async def test_a_claimed_step_says_its_workflow_its_name_and_whether_it_has_depe
     assert await claimed() == {"d": (wf, "d", True)}
 
 
+async def test_a_steps_inputs_are_its_dependencies_results_as_stored(
+    backend: QueueBackend,
+) -> None:
+    """What a step's handler reads (`ctx.results`): each dependency's result by step name,
+    whatever JSON it is (none: None), read for a claim's steps
+    at once; a root step has none, a plain job is no step."""
+    flows = service(backend)
+    spec = WorkflowSpec(
+        "inputs",
+        (step("a"), step("b"), step("c"), step("d"), step("one", "a"),
+         step("all", "a", "b", "c", "d"), step("root")),
+    )  # fmt: skip
+    detail = await flows.submit(spec, owner_id="u")
+    made = ids(detail)
+    (plain,) = await backend.enqueue([NewJob(type="wf_step", payload={"log": "-"})])
+    results = {"a": {"n": [1, 2.5, None], "é": "ü"}, "b": None, "c": "text", "d": 7}
+    got = await backend.claim(W, ["default"], 10, 30)
+    await backend.finish(
+        W, [Outcome(c.id, c.attempt, "completed", result=results.get(c.step or "")) for c in got]
+    )
+    inputs = await backend.steps_inputs([made["one"], made["all"], made["root"], plain.id])
+    assert inputs == {
+        made["one"]: (detail.workflow.id, "one", {"a": results["a"]}),
+        made["all"]: (detail.workflow.id, "all", results),
+        made["root"]: (detail.workflow.id, "root", {}),
+    }
+
+
 async def held_limits(backend: QueueBackend, workflow_id: str) -> int:
     """How many of the workflow's steps hold a limit (job_limits rows)."""
     query = (

@@ -158,6 +158,11 @@ class Driver(Protocol):
         """The column truncated to its minute (a time, or its sortable text on SQLite)."""
         ...
 
+    def json_object_agg(self, key: Any, value: Any) -> ColumnElement[Any]:
+        """The aggregate of the rows' `key: value` (a JSON column) as one JSON object,
+        decoded when read (NULL for no rows): one value to decode instead of a row each."""
+        ...
+
     def in_lock_order(self, pick: Sequence[ColumnElement[bool]]) -> ColumnElement[bool]:
         """The rows of `pick`, locked first in the one global order where rows have locks
         (store/locking.py)."""

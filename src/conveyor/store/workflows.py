@@ -391,28 +391,25 @@ class Workflows(Jobs):
         self, job_ids: Sequence[str]
     ) -> dict[str, tuple[str, str, dict[str, Any]]]:
         """`step_inputs` of several steps in one query (a claim's steps: one round trip per
-        claim, not per step); jobs that are no step are left out."""
+        claim, not per step); jobs that are no step are left out. Each step's results come
+        as one JSON object built by the database: a join's 9,999 results as rows through
+        SQLAlchemy took 55 ms, on the workflow's critical path (its last step), 22 ms on
+        PostgreSQL and 10 ms on SQLite as one object."""
         parent = jobs.alias("parent")
-        query = (
-            select(
-                jobs.c.id, jobs.c.workflow_id, jobs.c.step, parent.c.step.label("dep"),
-                parent.c.result,
-            )
+        results = (
+            select(self.driver.json_object_agg(parent.c.step, parent.c.result))
             .select_from(
-                jobs.outerjoin(job_dependencies, job_dependencies.c.job_id == jobs.c.id).outerjoin(
-                    parent, parent.c.id == job_dependencies.c.depends_on
-                )
+                job_dependencies.join(parent, parent.c.id == job_dependencies.c.depends_on)
             )
-            .where(jobs.c.id.in_(list(job_ids)), jobs.c.workflow_id.is_not(None))
-        )  # fmt: skip
+            .where(job_dependencies.c.job_id == jobs.c.id)
+            .scalar_subquery()
+        )
+        query = select(jobs.c.id, jobs.c.workflow_id, jobs.c.step, results.label("results")).where(
+            jobs.c.id.in_(list(job_ids)), jobs.c.workflow_id.is_not(None)
+        )
         async with self.db.read() as conn:
             rows = (await conn.execute(query)).all()
-        found: dict[str, tuple[str, str, dict[str, Any]]] = {}
-        for r in rows:
-            _, _, results = found.setdefault(r.id, (r.workflow_id, r.step, {}))
-            if r.dep is not None:
-                results[r.dep] = r.result
-        return found
+        return {r.id: (r.workflow_id, r.step, r.results or {}) for r in rows}
 
     async def dependency_runs(
         self, job_ids: Sequence[str]

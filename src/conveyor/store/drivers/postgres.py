@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic_core import PydanticSerializationError, to_json
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     ColumnElement,
@@ -152,6 +153,9 @@ class PostgresDriver:
 
     def minute(self, column: Any) -> ColumnElement[Any]:
         return func.date_trunc("minute", column)
+
+    def json_object_agg(self, key: Any, value: Any) -> ColumnElement[Any]:
+        return func.json_object_agg(key, value, type_=JSON)
 
     def in_lock_order(self, pick: Sequence[ColumnElement[bool]]) -> ColumnElement[bool]:
         return locked_in_id_order(pick)

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
+    JSON,
     ColumnElement,
     Table,
     and_,
@@ -109,6 +110,10 @@ class SqliteDriver:
 
     def minute(self, column: Any) -> ColumnElement[Any]:
         return func.substr(column, 1, 16) + literal(":00")
+
+    def json_object_agg(self, key: Any, value: Any) -> ColumnElement[Any]:
+        # json(): the value's stored text as JSON, not as a string
+        return func.json_group_object(key, func.json(value), type_=JSON)
 
     def in_lock_order(self, pick: Sequence[ColumnElement[bool]]) -> ColumnElement[bool]:
         """Just the rows of `pick`: writers take turns (BEGIN IMMEDIATE), so no two wait on
