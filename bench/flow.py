@@ -12,6 +12,10 @@ measured by durable completion):
   (``Concurrency("bench_tenant", 2, key="payload.tenant")``). Labelled ``limit not
   enforced`` when the store recorded no limit key for the jobs (a build whose claim ignores
   limits): its rate is then not a limited drain's.
+* **idle latency** of each of those three, after its drain, on the same database: the
+  workers idle, then jobs of its kind one at a time 20 ms apart (bench/measure.py
+  ``latency``): p50 from the enqueue's call, and from its return (the wake-up to start).
+  Issue #15 asks it to stay as it was with fair dispatch and limits on.
 * **starvation**: tenant A's burst (``drain_n`` jobs, 10,000 in the full run) then tenant B's
   10, queued before the workers start; the worst start of B's jobs in claims (how many jobs
   started before B's last, from the execution records) and in ms after the drain's first
@@ -37,7 +41,7 @@ from rich.table import Table
 from bench import section
 from bench.conveyor_handlers import FLOW_ENV, STARVE_B_FROM_ENV
 from bench.conveyor_systems import ConveyorSystem
-from bench.measure import Plan
+from bench.measure import Plan, latency
 from bench.procs import BenchError
 from bench.report import num
 from bench.rundir import RunDir
@@ -120,6 +124,9 @@ class FlowFigures:
     of_plain: float | None = None  # durable rate / the plain drain's, same database
     b_worst_claims: int | None = None  # starvation: jobs started before B's last start
     b_worst_ms: float | None = None  # ... and B's last start after the drain's first start
+    idle_p50_ms: float | None = None  # idle latency from the enqueue's call
+    idle_p99_ms: float | None = None
+    woken_p50_ms: float | None = None  # ... and from its return: the wake-up to start
     note: str = ""
     error: str | None = None
 
@@ -165,6 +172,11 @@ def _one(
             )
         if b_from is not None:
             figures.b_worst_claims, figures.b_worst_ms = _starvation(run_dir, b_from)
+        else:  # the drain's jobs are done: the same kind of job, one at a time
+            system.purge()
+            idle = latency(system, plan, work / name / "latency")
+            figures.idle_p50_ms, figures.idle_p99_ms = idle.p50_ms, idle.p99_ms
+            figures.woken_p50_ms = idle.accepted_p50_ms
 
     section.measure(PART, system, figures, plan, body)
     return figures
@@ -225,7 +237,9 @@ def table(rows: list[FlowFigures]) -> Table:
         "Flow control: drains by durable completion (2 workers x 64), and starvation",
         "of plain: durable rate / the plain drain's on the same database. B worst: "
         "tenant B's 10 jobs queued after A's burst; jobs started before B's last, and its "
-        "start in ms after the drain's first start.",
+        "start in ms after the drain's first start. idle p50 / p99: after the drain, "
+        "jobs of its kind one at a time 20 ms apart, from the enqueue's call to the start; "
+        "woken: from the enqueue's return.",
         COLUMNS,
         rows,
     )
@@ -241,5 +255,9 @@ COLUMNS: tuple[section.Column[FlowFigures], ...] = (
     section.Column("of plain", lambda r: num(r.of_plain, ".0%")),
     section.Column("B worst (claims)", lambda r: num(r.b_worst_claims)),
     section.Column("B worst (ms)", lambda r: num(r.b_worst_ms, ",.1f")),
+    section.Column(
+        "idle p50 / p99 ms", lambda r: f"{num(r.idle_p50_ms, '.1f')} / {num(r.idle_p99_ms, '.1f')}"
+    ),
+    section.Column("woken p50 ms", lambda r: num(r.woken_p50_ms, ".1f")),
     section.Column("note", lambda r: r.error or r.note, left=True),
 )
