@@ -242,6 +242,25 @@ def _housekeeping(query: str) -> bool:
     return query == ";" or query.startswith("SET idle_in_transaction_session_timeout")
 
 
+async def test_a_limited_jobs_single_submit_is_one_statement(
+    backend: QueueBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: a single submit of a job under limits stores its limit keys in its
+    insert statement, in that statement's own transaction (`enqueue_fresh_limited`): it
+    took four round trips (BEGIN, the insert, `record_limits`, COMMIT), half a
+    millisecond of a limited job's idle latency. Its keys hold as a batch's do."""
+    if backend.dialect != "postgresql":
+        pytest.skip("PostgreSQL's statements")
+    await backend.define_limits([Concurrency("c", 1, key="payload.k"), Concurrency("d", 2)])
+    sent = _statements(monkeypatch)
+    (one,) = await backend.enqueue([limited(("c", "k0"), ("d", "all"), n=0)])
+    assert len(sent) == 1, sent
+    (other,) = await backend.enqueue([limited(("c", "k0"), n=1)])
+    (claimed,) = await backend.claim(W, ["default"], 10, 30)
+    assert claimed.id == one.id and other.id != one.id  # the other waits for "c"/"k0"
+    assert await _holders(backend) == {one.id: {("c", "k0"), ("d", "all")}}
+
+
 async def test_a_busy_workers_next_limited_claim_is_one_statement(
     backend: QueueBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -73,6 +73,7 @@ SQL = load(
             "enqueue",
             "enqueue_one",
             "enqueue_fresh",
+            "enqueue_fresh_limited",
             "existing",
             "existing_unique",
             "record_callbacks",
@@ -172,9 +173,10 @@ class PostgresDriver:
     ) -> Inserted:
         if conn is not None:  # inside the caller's transaction: through SQLAlchemy's cursor
             return await insert_with(through(conn), rows, callbacks, created, synchronous, limits)
-        # Jobs with a callback_url add one side-table insert, in the same transaction; the
-        # others stay one statement in its own implicit transaction.
-        async with self.db.raw(transaction=bool(callbacks or limits)) as raw:
+        # Jobs with a callback_url, or a batch's with limits, add one side-table insert, in
+        # the same transaction; the others stay one statement in its own implicit one.
+        apart = callbacks or (limits and _enqueue_name(rows, limits) != FRESH_LIMITED)
+        async with self.db.raw(transaction=bool(apart)) as raw:
 
             async def fetch(sql: str, args: Sequence[Any]) -> Sequence[Any]:
                 return await raw.fetch(sql, *args, timeout=COMMAND_TIMEOUT)  # type: ignore[no-any-return]
@@ -664,7 +666,8 @@ async def insert_with(
     that every way in writes the same rows with the same SQL."""
     now = rows[0]["created_at"]
     # One job (a single submit): scalars, not one-element arrays (postgres.sql says why).
-    statement = SQL[_enqueue_name(rows)]
+    name = _enqueue_name(rows, limits)
+    statement = SQL[name]
     columns = _enqueue_one_args(rows[0]) if len(rows) == 1 else _enqueue_args(rows)
     fair = rows[0]["fair_key"] if len(rows) == 1 else [r["fair_key"] for r in rows]
     limited = rows[0]["limited"] if len(rows) == 1 else [r["limited"] for r in rows]
@@ -672,12 +675,14 @@ async def insert_with(
     args = (*columns, created, synchronous, *_unique_args(rows), fair, limited, traced)
     if len(rows) > 1:
         args = tuple(_null_if_empty(arg) for arg in args)
+    if name == FRESH_LIMITED:  # its limits in its statement
+        args = (*args, *_limit_args(limits)[1:])
     inserted = {r[0] for r in await run(statement, args)}
     mine = [c for c in callbacks if c["job_id"] in inserted]
     if mine:
         await run(SQL["record_callbacks"], _callback_args(mine, now))
     held = [x for x in limits if x["job_id"] in inserted]
-    if held:
+    if held and name != FRESH_LIMITED:
         await run(SQL["record_limits"], _limit_args(held))
     dupes = [r for r in rows if r["id"] not in inserted]
     found: Sequence[Any] = []
@@ -733,17 +738,19 @@ async def insert_steps_with(run: Run, rows: WorkflowInsert, created: str) -> Non
         await run(SQL["record_limits"], _limit_args(limits))
 
 
-def _enqueue_name(rows: Sequence[dict[str, Any]]) -> str:
+FRESH_LIMITED = "enqueue_fresh_limited"
+
+
+def _enqueue_name(rows: Sequence[dict[str, Any]], limits: Sequence[dict[str, Any]]) -> str:
     """A batch's statement, or a single job's: `enqueue_fresh` (no ON CONFLICT) when it has
-    no key that could make it a duplicate, else `enqueue_one`. The same arguments."""
+    no key that could make it a duplicate, with its limits' rows when it has limits
+    (`enqueue_fresh_limited`: two more arguments), else `enqueue_one`. The same arguments."""
     if len(rows) > 1:
         return "enqueue"
     row = rows[0]
-    return (
-        "enqueue_fresh"
-        if row["idempotency_key"] is None and row["unique_key"] is None
-        else "enqueue_one"
-    )
+    if row["idempotency_key"] is not None or row["unique_key"] is not None:
+        return "enqueue_one"
+    return FRESH_LIMITED if limits else "enqueue_fresh"
 
 
 _ENQUEUED = (

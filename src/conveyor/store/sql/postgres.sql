@@ -145,8 +145,25 @@ WITH inserted AS (
 ),
 -- include: one_job_logged
 
+-- name: enqueue_fresh_limited
+-- `enqueue_fresh` for a job under limits, with its job_limits rows ($22 the limits' names,
+-- $23 their keys) in the same statement: one round trip in its own transaction, where
+-- BEGIN, the insert, `record_limits` and COMMIT were four (a limited job's submit after
+-- 20 ms idle: 1.04 -> 0.8 ms, as a plain job's; the idle latency from the call is
+-- made of it). A fresh row is always inserted, so every row of the unnest is its.
+WITH inserted AS (
+    -- include: one_job
+    RETURNING id, queue, state, owner_id, type
+),
+held AS (
+    INSERT INTO job_limits (job_id, name, key)
+    SELECT i.id, t.name, t.key FROM inserted AS i, unnest($22::text[], $23::text[]) AS t(name, key)
+),
+-- include: one_job_logged
+
 -- fragment: one_job
--- The jobs row of `enqueue_one` and `enqueue_fresh` (their numbering).
+-- The jobs row of `enqueue_one`, `enqueue_fresh` and `enqueue_fresh_limited` (their
+-- numbering).
     INSERT INTO jobs (id, owner_id, queue, type, payload, priority, state, attempt,
         max_attempts, run_at, timeout_s, idempotency_key, progress, errors, tags,
         schedule_id, created_at, fair_key, fair_tag, unique_key, unique_states, limited,
@@ -172,8 +189,8 @@ WITH inserted AS (
         $17::text, $18::text, $20::bool, $21::text)
 
 -- fragment: one_job_logged
--- The rest of `enqueue_one` and `enqueue_fresh`: the created event, the NOTIFY, the relaxed
--- commit, the answer.
+-- The rest of `enqueue_one`, `enqueue_fresh` and `enqueue_fresh_limited`: the created
+-- event, the NOTIFY, the relaxed commit, the answer.
 logged AS (
     INSERT INTO events (xid, type, job_id, owner_id, queue, job_type, state, attempt,
         data, created_at)
