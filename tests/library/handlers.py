@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from conveyor.domain.flow import Unique
+from conveyor.domain.flow import Concurrency, Unique
 from conveyor.worker.blueprint import Blueprint
 from conveyor.worker.context import JobContext
 
@@ -24,3 +24,10 @@ async def ship(ctx: JobContext, payload: Order) -> dict[str, int]:
 @blueprint.job("lib_unique", queue="library", unique=Unique(fields=("order_id",)))
 async def invoice(ctx: JobContext, payload: Order) -> None:
     """One live invoice job per order."""
+
+
+@blueprint.job(
+    "lib_packing", queue="library", limits=(Concurrency("packers", 1, key="payload.order_id"),)
+)
+async def pack(ctx: JobContext, payload: Order) -> None:
+    """One packing at a time per order."""

@@ -25,6 +25,18 @@ def test_commit_stores_the_job_and_its_created_event_with_the_callers_row(pg: st
     assert rows(pg, "SELECT id FROM orders") == [(1,)]
 
 
+def test_a_limited_job_commits_with_its_limit_key(pg: str) -> None:
+    """A job under a limit: its limit key is stored by its insert statement, in the
+    caller's transaction (`enqueue_fresh_limited`), and rolls back with it."""
+    with psycopg.connect(pg) as conn:
+        done = enqueue(conn, "lib_packing", {"order_id": 7}, owner=OWNER, registry=blueprint)
+        conn.rollback()
+        kept = enqueue(conn, "lib_packing", {"order_id": 8}, owner=OWNER, registry=blueprint)
+        conn.commit()
+    assert rows(pg, "SELECT job_id, name, key FROM job_limits") == [(kept.id, "packers", "8")]
+    assert done.id not in {j[0] for j in jobs_and_events(pg)[0]}
+
+
 def test_rollback_leaves_no_job_and_no_event(pg: str) -> None:
     with psycopg.connect(pg) as conn:
         conn.execute("INSERT INTO orders VALUES (1, 'paid')")
