@@ -175,13 +175,7 @@ class SharedHorizon:
     A reader needs a horizon asked after it asked (after the commit that woke it), not an
     older one. One query runs at a time; whoever asked while it ran shares the next one,
     so a hundred SSE streams woken by one commit cost two horizon queries, not a hundred
-    (the query reads the server's lock table: docs/events.md).
-
-    It never goes back. The server's answer can be lower than an earlier one: a transaction
-    running at the query's snapshot and gone from the lock table a moment later is kept, to
-    be safe. An earlier answer stays true (what committed below it stays committed, nothing
-    new can be keyed below it), so the higher is kept: a reader that found an event finds
-    it again, and `EventFeed.head`'s searches read one growing outbox."""
+    (the query reads the server's lock table: docs/events.md)."""
 
     def __init__(
         self, ask: Callable[[], Awaitable[int | None]], loop: asyncio.AbstractEventLoop
@@ -200,8 +194,6 @@ class SharedHorizon:
                 return self._value
             self._started += 1
             number = self._started
-            answer = await self._ask()
-            if answer is None or self._value is None or answer > self._value:
-                self._value = answer
+            self._value = await self._ask()
             self._done = number
             return self._value
