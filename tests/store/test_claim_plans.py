@@ -208,10 +208,17 @@ async def _prepared(backend: QueueBackend, like: str) -> list[tuple[int, int]]:
     """(generic, custom) plans of the prepared statements LIKE `like`, summed over every
     connection the claims may have used: the spare and each one idle in the pool, all
     held at once so that each is read once (which one a claim got depends on what else
-    ran meanwhile: the events NOTIFY takes one too)."""
+    ran meanwhile: the events NOTIFY takes one too). First every connection back in the
+    pool: the NOTIFY's side task, up to 50 ms after a change, held one while the suite ran
+    on a busy machine, and the statements it had prepared were not read."""
     sql = "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE $1"
     found: list[tuple[int, int]] = []
-    idle = backend.db.writer.pool.checkedin()  # type: ignore[attr-defined]
+    pool: Any = backend.db.writer.pool  # a QueuePool: it counts its connections
+    for _ in range(500):
+        if not pool.checkedout():
+            break
+        await asyncio.sleep(0.01)
+    idle = pool.checkedin()
     async with contextlib.AsyncExitStack() as held:
         for _ in range(idle + 1):
             raw = await held.enter_async_context(backend.db.raw())

@@ -132,9 +132,10 @@ async def test_throughput_counts_finished_jobs_per_minute(backend: QueueBackend)
     await job_in_state(backend, "completed")
     await job_in_state(backend, "completed")
     await job_in_state(backend, "failed")
-    (point,) = await backend.throughput(utcnow() - timedelta(minutes=5))
-    assert (point.completed, point.failed) == (2, 1)
-    assert point.minute <= utcnow()
+    # Per minute: the three may finish on either side of a minute's turn (CI saw two points).
+    points = await backend.throughput(utcnow() - timedelta(minutes=5))
+    assert (sum(p.completed for p in points), sum(p.failed for p in points)) == (2, 1)
+    assert 1 <= len(points) <= 2 and all(p.minute <= utcnow() for p in points)
 
 
 async def varied(backend: QueueBackend) -> list[JobRecord]:

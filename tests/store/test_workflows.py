@@ -500,8 +500,8 @@ async def test_a_steps_inputs_are_its_dependencies_results_as_stored(
     backend: QueueBackend,
 ) -> None:
     """What a step's handler reads (`ctx.results`): each dependency's result by step name,
-    whatever JSON it is (none: None), read for a claim's steps
-    at once; a root step has none, a plain job is no step."""
+    whatever JSON it is (none: None), read for a claim's steps at once; a root step has
+    none, a plain job is no step."""
     flows = service(backend)
     spec = WorkflowSpec(
         "inputs",
