@@ -62,3 +62,35 @@ async def test_a_workflow_schedules_job_options_are_refused_and_its_cron_changes
         assert refused.status_code == 422, refused.text
     changed = await api.client.patch(path, json={"cron": "0 4 * * *"}, headers=ada)
     assert changed.status_code == 200 and changed.json()["workflow"]["name"] == "nightly"
+
+
+async def test_a_nested_template_is_stored_flattened_and_a_bad_step_named_where_declared(
+    api: Api,
+) -> None:
+    ada = await api.user("ada@example.com")
+    inner = {"name": "clean", "depends_on": ["fetch"], "steps": [{"name": "a", "type": "noop"}]}
+    template = {"name": "n", "steps": [{"name": "fetch", "type": "noop"}, inner]}
+    body = {"name": "n", "cron": "0 3 * * *", "workflow": template}
+    created = await api.client.post("/api/v1/schedules", json=body, headers=ada)
+    assert created.status_code == 201, created.text
+    steps = created.json()["workflow"]["steps"]
+    assert [(s["name"], s["depends_on"]) for s in steps] == [("fetch", []), ("clean.a", ["fetch"])]
+
+    bad = {**inner, "steps": [{"name": "a", "type": "nope"}]}
+    body = {**body, "workflow": {**template, "steps": [template["steps"][0], bad]}}
+    refused = await api.client.post("/api/v1/schedules", json=body, headers=ada)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["details"]["field"] == "steps.1.steps.0.type"
+    path = f"/api/v1/schedules/{created.json()['id']}"
+    refused = await api.client.patch(path, json={"workflow": body["workflow"]}, headers=ada)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["details"]["field"] == "steps.1.steps.0.type"
+    assert len((await api.client.get("/api/v1/schedules", headers=ada)).json()) == 1
+
+
+async def test_a_bad_nested_template_for_no_schedule_is_404(api: Api) -> None:
+    ada = await api.user("ada@example.com")
+    nested = {"name": "n", "depends_on": ["ghost"], "steps": [{"name": "a", "type": "noop"}]}
+    change = {"workflow": {"name": "w", "steps": [nested]}}
+    answer = await api.client.patch("/api/v1/schedules/nope", json=change, headers=ada)
+    assert answer.status_code == 404, answer.text

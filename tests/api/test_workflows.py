@@ -372,3 +372,96 @@ async def test_the_openapi_document_has_the_workflow_routes(api: Api) -> None:
     create = paths["/api/v1/workflows"]["post"]
     assert {"201", "422", "429"} <= set(create["responses"])
     assert "WorkflowCreate" in doc["components"]["schemas"]
+
+
+def nested_etl() -> dict[str, Any]:
+    """fetch, then a nested "clean" (a, and b after a nested "deep" of one step), then load."""
+    deep = {"name": "deep", "steps": [{"name": "x", "type": "wf_ok", "payload": {"x": 1}}]}
+    clean = {
+        "name": "clean",
+        "depends_on": ["fetch"],
+        "on_dependency_failure": "run",
+        "steps": [
+            {"name": "a", "type": "wf_ok", "payload": {"a": 1}},
+            deep,
+            {"name": "b", "type": "wf_ok", "depends_on": ["deep"]},
+        ],
+    }
+    return {
+        "name": "etl",
+        "steps": [
+            {"name": "fetch", "type": "wf_ok"},
+            clean,
+            {"name": "load", "type": "wf_seen", "depends_on": ["clean"]},
+        ],
+    }
+
+
+async def test_a_nested_workflow_runs_as_its_steps_and_its_dependents_wait_for_all_of_it(
+    api: Api,
+) -> None:
+    ada = await api.user("ada@example.com")
+    r = await submit(api, ada, nested_etl())
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["step_count"] == 5
+    steps = {s["name"]: s for s in body["steps"]}
+    assert {n: s["depends_on"] for n, s in steps.items()} == {
+        "fetch": [],
+        "clean.a": ["fetch"],  # the nested part's first steps wait for its dependencies
+        "clean.deep.x": ["fetch"],
+        "clean.b": ["clean.deep.x"],  # "deep": all of it
+        "load": ["clean.a", "clean.b"],  # "clean": its last steps
+    }
+    policies = {n: s["on_dependency_failure"] for n, s in steps.items()}
+    assert policies == {"fetch": "cancel", "clean.a": "run", "clean.deep.x": "run",
+                        "clean.b": "run", "load": "cancel"}  # fmt: skip
+
+    await run_all(api)
+    done = (await api.client.get(f"{WORKFLOWS}/{body['id']}", headers=ada)).json()
+    assert done["state"] == "completed", done
+    results = {s["name"]: s["result"] for s in done["steps"]}
+    assert results["load"] == {"saw": {"clean.a": {"got": {"a": 1}}, "clean.b": {"got": {}}}}
+    finished = {s["name"]: s["finished_at"] for s in done["steps"]}
+    started = {s["name"]: s["started_at"] for s in done["steps"]}
+    assert started["load"] >= max(finished[n] for n in ("clean.a", "clean.b", "clean.deep.x"))
+    assert min(started[n] for n in ("clean.a", "clean.deep.x")) >= finished["fetch"]
+
+
+@pytest.mark.parametrize(
+    ("change", "where", "words"),
+    [
+        (lambda b: b["steps"][1]["steps"][2].update(depends_on=["fetch"]),
+         "steps.1.steps.2.depends_on", "'clean.b' depends on unknown step 'fetch'"),
+        (lambda b: b["steps"][1]["steps"][0].update(type="wf_strict"),
+         "steps.1.steps.0.payload", "clean.a"),
+        (lambda b: b["steps"][1]["steps"][1].update(payload={"x": 1}),
+         '"steps", 1, "steps", 1, "payload"]', "Extra inputs"),  # the body's check: its loc
+        (lambda b: b["steps"][1].update(depends_on=["load"]), "steps", "cycle"),
+    ],
+    ids=["unknown-sibling", "bad-nested-payload", "nested-with-a-payload", "cycle-through-a-part"],
+)  # fmt: skip
+async def test_a_bad_nested_workflow_is_422_naming_where_and_stores_nothing(
+    api: Api, change: Any, where: str, words: str
+) -> None:
+    ada = await api.user("ada@example.com")
+    body = nested_etl()
+    change(body)
+    r = await submit(api, ada, body)
+    assert r.status_code == 422, r.text
+    text = json.dumps(r.json()["error"])
+    assert where in text and words in text, r.json()
+    assert await stored(api, ada) == (0, 0)
+
+
+async def test_a_nested_workflows_steps_count_against_the_jobs_rate_limit(
+    db_url: str, tmp_path: Path
+) -> None:
+    settings = api_settings(
+        db_url, tmp_path, handler_modules=MODULE, rate_limit_jobs="4/minute"
+    )  # fmt: skip
+    async with running_api(settings) as api:
+        ada = await api.user("ada@example.com")
+        r = await submit(api, ada, nested_etl())  # 3 parts, 5 steps
+        assert r.status_code == 429, r.text
+        assert await stored(api, ada) == (0, 0)

@@ -6,13 +6,23 @@ from __future__ import annotations
 from typing import Any
 
 from conveyor.api.workflow_schemas import WorkflowCreate
-from conveyor.client import StepSpec, WorkflowSpec, chain, chord, group, step, workflow
+from conveyor.client import (
+    NestedSpec,
+    StepSpec,
+    WorkflowSpec,
+    chain,
+    chord,
+    group,
+    nested,
+    step,
+    workflow,
+)
 from conveyor.domain import workflows as domain
 
 
 def server_side(spec: WorkflowSpec) -> domain.WorkflowSpec:
     """What the API makes of the client's body."""
-    return WorkflowCreate.model_validate(spec.body()).spec()
+    return WorkflowCreate.model_validate(spec.body()).flat().spec
 
 
 def d(name: str, *deps: str, **options: Any) -> domain.StepSpec:
@@ -61,3 +71,27 @@ def test_a_body_leaves_out_what_is_unset() -> None:
         "steps": [{"name": "a", "type": "noop", "payload": {}, "depends_on": []}],
         "on_dependency_failure": "cancel",
     }
+
+
+def inner(full: str, *deps: str, **options: Any) -> domain.StepSpec:
+    """A nested step as the server flattens it: its full name, the payload `c` gave it."""
+    return domain.StepSpec(full, "noop", {"n": full.rsplit(".", 1)[-1]}, deps, **options)
+
+
+def test_nested_workflows_reach_the_server_as_their_steps() -> None:
+    run = domain.DependencyPolicy.RUN
+    clean = nested("clean", group("ignored", [c("a"), c("b")]), on_dependency_failure="run")
+    assert server_side(chain("etl", [c("fetch"), clean, c("load")])) == domain.WorkflowSpec(
+        "etl",
+        (
+            d("fetch"),
+            inner("clean.a", "fetch", on_dependency_failure=run),
+            inner("clean.b", "fetch", on_dependency_failure=run),
+            d("load", "clean.a", "clean.b"),
+        ),
+    )
+    header: list[StepSpec | NestedSpec] = [nested("left", chain("l", [c("x"), c("y")])), c("right")]
+    assert server_side(chord("c", header, c("join"))) == domain.WorkflowSpec(
+        "c",
+        (inner("left.x"), inner("left.y", "left.x"), d("right"), d("join", "left.y", "right")),
+    )

@@ -53,3 +53,9 @@ async def wf_fan_out(ctx: JobContext, payload: FanOut) -> dict[str, Any]:
     parts = [StepSpec(f"part-{i}", "wf_ok", {"i": i}) for i in range(payload.width)]
     added = await ctx.append_steps(parts, before=payload.before)
     return {"added": len(added)}
+
+
+@blueprint.job("wf_seen", max_attempts=1)
+async def wf_seen(ctx: JobContext, payload: AnyPayload) -> dict[str, Any]:
+    """Completes with its dependencies' results as it read them, by step name."""
+    return {"saw": dict(ctx.results)}

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from conveyor.api.schemas import body_path
 from conveyor.auth.errors import InvalidToken, OtpCooldown
 from conveyor.errors import (
     Conflict,
@@ -82,7 +83,7 @@ async def _conveyor_error(request: Request, exc: Exception) -> JSONResponse:
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     details = [
-        {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+        {"loc": body_path(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
         for e in exc.errors()
     ]
     return JSONResponse(

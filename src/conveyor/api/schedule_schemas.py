@@ -10,9 +10,9 @@ from typing import Any
 from pydantic import BaseModel, Field, StrictBool
 
 from conveyor.api.schemas import Strict, TimeZone
-from conveyor.api.workflow_schemas import StepCreate, WorkflowCreate
+from conveyor.api.workflow_schemas import WorkflowCreate
 from conveyor.domain.schedules import MisfirePolicy, ScheduleRecord
-from conveyor.domain.workflows import WorkflowSpec, spec_json
+from conveyor.domain.workflows import DependencyPolicy, WorkflowSpec, spec_json
 
 _LIMITS = (
     "Limits of the job type's `submit_limits` (GET /api/v1/job-types) each fire's job is "
@@ -85,6 +85,28 @@ class ScheduleUpdate(Strict):
     )
 
 
+class TemplateStepOut(BaseModel):
+    """A step of a stored template: nested workflows were flattened when it was saved."""
+
+    name: str
+    type: str
+    payload: dict[str, Any] = Field(default_factory=dict)
+    depends_on: list[str] = Field(default_factory=list)
+    on_dependency_failure: DependencyPolicy | None = None
+    queue: str | None = None
+    priority: int | None = None
+    max_attempts: int | None = None
+    timeout_s: float | None = None
+
+
+class WorkflowTemplateOut(BaseModel):
+    """What a workflow schedule fires: a body of POST /api/v1/workflows, flattened."""
+
+    name: str
+    on_dependency_failure: DependencyPolicy
+    steps: list[TemplateStepOut]
+
+
 class ScheduleOut(BaseModel):
     id: str
     name: str
@@ -92,7 +114,7 @@ class ScheduleOut(BaseModel):
     timezone: str
     type: str | None = Field(description="null: the schedule fires `workflow`.")
     payload: dict[str, Any]
-    workflow: WorkflowCreate | None = None
+    workflow: WorkflowTemplateOut | None = None
     limits: dict[str, str] = Field(
         default_factory=dict, description="A job schedule's submit limits (name -> key)."
     )
@@ -119,12 +141,12 @@ class ScheduleOut(BaseModel):
         )  # fmt: skip
 
 
-def _template(spec: WorkflowSpec | None) -> WorkflowCreate | None:
+def _template(spec: WorkflowSpec | None) -> WorkflowTemplateOut | None:
     if spec is None:
         return None
     data = spec_json(spec)
-    steps = [StepCreate.model_validate({k: v for k, v in st.items() if v is not None})
+    steps = [TemplateStepOut.model_validate({k: v for k, v in st.items() if v is not None})
              for st in data["steps"]]  # fmt: skip
-    return WorkflowCreate(
+    return WorkflowTemplateOut(
         name=spec.name, on_dependency_failure=spec.on_dependency_failure, steps=steps
     )

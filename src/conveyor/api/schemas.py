@@ -31,6 +31,16 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# A tagged union's tag (pydantic puts it in an error's `loc`): marked so, the edge
+# (api/errors.py) leaves it out, and `loc` stays a path into the body.
+UNION_TAG = "<{}>"
+
+
+def body_path(loc: Sequence[int | str]) -> list[int | str]:
+    """An error's `loc` without the union tags of `UNION_TAG`."""
+    return [p for p in loc if not (isinstance(p, str) and p.startswith("<") and p.endswith(">"))]
+
+
 def _to_utc(value: datetime) -> datetime:
     """Aware times are stored in UTC; one that has no UTC equivalent is invalid input."""
     if value.tzinfo is None:

@@ -8,11 +8,12 @@ meet one rule and one message), and each step's payload by its job type's model.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Discriminator, Field, Tag
 
-from conveyor.api.schemas import Strict
+from conveyor.api.schemas import UNION_TAG, Strict
+from conveyor.domain.nesting import MAX_NESTING, Flat, Nested, flattened
 from conveyor.domain.queues import QUEUE_NAME_MAX, QUEUE_NAME_PATTERN
 from conveyor.domain.states import JobState
 from conveyor.domain.workflows import (
@@ -22,7 +23,6 @@ from conveyor.domain.workflows import (
     StepSpec,
     WorkflowDetail,
     WorkflowRecord,
-    WorkflowSpec,
     WorkflowState,
 )
 
@@ -65,6 +65,44 @@ class StepCreate(Strict):
         )
 
 
+def _kind(value: Any) -> str:
+    """An entry with `steps` is a nested workflow, any other a step (whose errors then say
+    what a step lacks). The tags are not body keys: the edge leaves them out of `loc`."""
+    nested = "steps" in value if isinstance(value, dict) else isinstance(value, NestedCreate)
+    return UNION_TAG.format("workflow" if nested else "step")
+
+
+Part = Annotated[
+    Annotated[StepCreate, Tag(UNION_TAG.format("step"))]
+    | Annotated["NestedCreate", Tag(UNION_TAG.format("workflow"))],
+    Discriminator(_kind),
+]
+
+
+class NestedCreate(Strict):
+    """A workflow inside the workflow (docs/workflows.md, "Nested workflows"): its steps run
+    as the workflow's, named `<name>.<step>`; a dependency on its name waits for all of it."""
+
+    name: str = Field(min_length=1, max_length=100, examples=["transform"])
+    steps: list[Part] = Field(
+        min_length=1, description=f"Steps or nested workflows, at most {MAX_NESTING} deep."
+    )
+    depends_on: list[str] = Field(
+        default_factory=list, description="Parts beside it that settle before its first steps."
+    )
+    on_dependency_failure: DependencyPolicy | None = Field(
+        None, description="Its steps' policy unless their own is set; default: the enclosing."
+    )
+
+    def part(self) -> Nested:
+        parts = tuple(_part(p) for p in self.steps)
+        return Nested(self.name, parts, tuple(self.depends_on), self.on_dependency_failure)
+
+
+def _part(part: StepCreate | NestedCreate) -> StepSpec | Nested:
+    return part.part() if isinstance(part, NestedCreate) else part.spec()
+
+
 class WorkflowCreate(Strict):
     name: str = Field(min_length=1, max_length=200, examples=["nightly-report"])
     on_dependency_failure: DependencyPolicy = Field(
@@ -72,13 +110,17 @@ class WorkflowCreate(Strict):
         description="A step's policy when a dependency fails or is cancelled: cancel it (and "
         "its dependents), run it anyway, or skip it (its dependents then run).",
     )
-    steps: list[StepCreate] = Field(
-        min_length=1, description=f"At most {MAX_STEPS:,} (a workflow's appended steps count)."
+    steps: list[Part] = Field(
+        min_length=1,
+        description=f"At most {MAX_STEPS:,} (a workflow's appended steps count); an entry "
+        "with `steps` is a nested workflow.",
     )
 
-    def spec(self) -> WorkflowSpec:
-        steps = tuple(s.spec() for s in self.steps)
-        return WorkflowSpec(self.name, steps, self.on_dependency_failure)
+    def flat(self) -> Flat:
+        """The declaration, nested workflows flattened (InvalidInput naming a bad one); its
+        `declared_places` around the submit names a bad step where the body declared it."""
+        parts = tuple(_part(p) for p in self.steps)
+        return flattened(self.name, parts, self.on_dependency_failure)
 
 
 class StepError(BaseModel):

@@ -52,11 +52,13 @@ from conveyor.client.models import (
 from conveyor.client.sync import Client
 from conveyor.client.transport import RetryPolicy
 from conveyor.client.workflows import (
+    NestedSpec,
     StepSpec,
     WorkflowSpec,
     chain,
     chord,
     group,
+    nested,
     step,
     workflow,
 )
@@ -80,6 +82,7 @@ __all__ = [
     "Limit",
     "LimitKey",
     "Limits",
+    "NestedSpec",
     "NotFound",
     "PayloadTooLarge",
     "Progress",
@@ -102,6 +105,7 @@ __all__ = [
     "chain",
     "chord",
     "group",
+    "nested",
     "step",
     "workflow",
 ]

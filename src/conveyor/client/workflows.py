@@ -1,5 +1,5 @@
-"""Workflows from the client: declare them (`step`, `workflow`, `chain`, `group`, `chord`),
-submit and follow them (`client.workflows`, `async_client.workflows`).
+"""Workflows from the client: declare them (`step`, `workflow`, `chain`, `group`, `chord`,
+`nested`), submit and follow them (`client.workflows`, `async_client.workflows`).
 
     from conveyor.client import Client, chord, step
 
@@ -67,11 +67,30 @@ class StepSpec(BaseModel):
         return self.model_copy(update={"depends_on": (*self.depends_on, *names)})
 
 
+class NestedSpec(BaseModel):
+    """A workflow inside a workflow: its steps run as the workflow's, named `<name>.<step>`;
+    a step that depends on `name` waits for all of it (docs/workflows.md, "Nested workflows")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    steps: tuple[StepSpec | NestedSpec, ...]
+    depends_on: tuple[str, ...] = ()
+    on_dependency_failure: str | None = None  # its steps' unless their own; None: enclosing
+
+    def after(self, *names: str) -> NestedSpec:
+        """This nested workflow, its first steps also waiting for `names`."""
+        return self.model_copy(update={"depends_on": (*self.depends_on, *names)})
+
+
+Part = StepSpec | NestedSpec
+
+
 class WorkflowSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    steps: tuple[StepSpec, ...]
+    steps: tuple[StepSpec | NestedSpec, ...]
     on_dependency_failure: str = "cancel"
 
     def body(self) -> dict[str, Any]:
@@ -94,26 +113,45 @@ def step(
 
 
 def workflow(
-    name: str, steps: Iterable[StepSpec], *, on_dependency_failure: str = "cancel"
+    name: str, steps: Iterable[Part], *, on_dependency_failure: str = "cancel"
 ) -> WorkflowSpec:
-    """A general DAG: each step names the steps it depends on."""
+    """A general DAG: each step (or nested workflow) names the parts it depends on."""
     return WorkflowSpec(name=name, steps=tuple(steps), on_dependency_failure=on_dependency_failure)
 
 
-def chain(name: str, steps: Sequence[StepSpec], **options: Any) -> WorkflowSpec:
-    """Each step after the one before it."""
+def nested(
+    name: str,
+    parts: WorkflowSpec | Iterable[Part],
+    *,
+    depends_on: Iterable[str] = (),
+    on_dependency_failure: str | None = None,
+) -> NestedSpec:
+    """A workflow (or its parts) as one part of another: ``chain("etl", [step("fetch", ...),
+    nested("clean", group("clean", parts)), step("load", ...)])`` runs every part of "clean"
+    after "fetch" and "load" after all of them. A `WorkflowSpec` lends its steps only: its
+    steps take `on_dependency_failure` if given, else the enclosing workflow's policy."""
+    steps = parts.steps if isinstance(parts, WorkflowSpec) else tuple(parts)
+    return NestedSpec(
+        name=name, steps=steps, depends_on=tuple(depends_on),
+        on_dependency_failure=on_dependency_failure,
+    )  # fmt: skip
+
+
+def chain(name: str, steps: Sequence[Part], **options: Any) -> WorkflowSpec:
+    """Each part after the one before it (after a nested workflow: after all of it)."""
     linked = [s if i == 0 else s.after(steps[i - 1].name) for i, s in enumerate(steps)]
     return workflow(name, linked, **options)
 
 
-def group(name: str, steps: Sequence[StepSpec], **options: Any) -> WorkflowSpec:
-    """The steps side by side, none waiting for another."""
+def group(name: str, steps: Sequence[Part], **options: Any) -> WorkflowSpec:
+    """The parts side by side, none waiting for another."""
     return workflow(name, steps, **options)
 
 
-def chord(name: str, header: Sequence[StepSpec], body: StepSpec, **options: Any) -> WorkflowSpec:
-    """The header's steps side by side, then `body` once all of them settled (its handler
-    reads their results by step name: `ctx.results["part-0"]`)."""
+def chord(name: str, header: Sequence[Part], body: Part, **options: Any) -> WorkflowSpec:
+    """The header's parts side by side, then `body` once all of them settled (its handler
+    reads their results by step name: `ctx.results["part-0"]`, a nested part's steps by
+    their full names: `ctx.results["clean.part-0"]`)."""
     return workflow(name, [*header, body.after(*(s.name for s in header))], **options)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from fastapi import APIRouter, Response, status
@@ -14,6 +15,7 @@ from conveyor.api.schedule_schemas import (
     WorkflowScheduleCreate,
 )
 from conveyor.domain.schedules import NewSchedule
+from conveyor.errors import InvalidInput
 
 router = APIRouter(prefix="/api/v1/schedules", tags=["schedules"])
 
@@ -29,9 +31,12 @@ async def create_schedule(
 ) -> ScheduleOut:
     """The job or workflow template is validated now (a bad one is 422 as its submit would
     be), so a schedule saved today fires what its types accept today."""
+    places: AbstractContextManager[None] = nullcontext()
     if isinstance(body, WorkflowScheduleCreate):
+        flat = body.workflow.flat()
+        places = flat.declared_places()  # a bad step named where the template declared it
         new = NewSchedule(
-            name=body.name, cron=body.cron, timezone=body.timezone, workflow=body.workflow.spec(),
+            name=body.name, cron=body.cron, timezone=body.timezone, workflow=flat.spec,
             tags=tuple(body.tags), paused=body.paused, misfire_policy=body.misfire_policy,
             owner_id=user.id,
         )  # fmt: skip
@@ -43,7 +48,8 @@ async def create_schedule(
             paused=body.paused, misfire_policy=body.misfire_policy, owner_id=user.id,
             limits=dict(body.limits or {}),
         )  # fmt: skip
-    record = await ctx.engine.schedules.create(new)
+    with places:
+        record = await ctx.engine.schedules.create(new)
     return ScheduleOut.of(record)
 
 
@@ -69,9 +75,16 @@ async def update_schedule(
         for name, value in body.model_dump(exclude_unset=True, exclude={"workflow"}).items()
         if value is not None or name in _NULLABLE
     }
+    places: AbstractContextManager[None] = nullcontext()
     if body.workflow is not None:
-        changes["workflow"] = body.workflow.spec()
-    record = await ctx.engine.schedules.update(schedule_id, owner_scope(user), **changes)
+        try:
+            flat = body.workflow.flat()
+        except InvalidInput:  # another's or no schedule is 404 first, as for a bad template
+            await ctx.engine.schedules.get(schedule_id, owner_scope(user))
+            raise
+        changes["workflow"], places = flat.spec, flat.declared_places()
+    with places:
+        record = await ctx.engine.schedules.update(schedule_id, owner_scope(user), **changes)
     return ScheduleOut.of(record)
 
 

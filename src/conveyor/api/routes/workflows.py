@@ -70,10 +70,12 @@ async def create_workflow(
     step counts against the per-user jobs limit; a request with an Idempotency-Key used
     before answers the workflow stored with it (the same declaration) or 409 (another one),
     and stores nothing."""
-    await charge_submission(ctx, user.id, len(body.steps))
-    detail = await ctx.engine.workflows.submit(
-        body.spec(), owner_id=user.id, idempotency_key=idempotency_key
-    )
+    flat = body.flat()
+    await charge_submission(ctx, user.id, len(flat.spec.steps))  # nested ones counted
+    with flat.declared_places():
+        detail = await ctx.engine.workflows.submit(
+            flat.spec, owner_id=user.id, idempotency_key=idempotency_key
+        )
     return _detail(detail, user.is_admin)
 
 
