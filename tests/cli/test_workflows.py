@@ -107,3 +107,22 @@ def test_bad_input_is_one_clear_line(env: dict[str, str], tmp_path: Path) -> Non
     assert refused.exit_code == 2 and "cycle" in refused.output
     unknown = runner.invoke(app, ["workflows", "get", "no-such-id"], env=env)
     assert unknown.exit_code == 2 and "error" in unknown.output
+
+
+def test_a_nested_workflow_from_a_file_runs_and_a_bad_one_is_named_where_declared(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    inner = {"name": "inner", "depends_on": ["a"], "steps": [{"name": "x", "type": "wf_ok"}]}
+    body = {"name": "nest", "steps": [{"name": "a", "type": "wf_ok"}, inner]}
+    done = runner.invoke(
+        app, ["workflows", "submit", spec_file(tmp_path, body), "--wait", "--json"], env=env
+    )
+    assert done.exit_code == 0, done.output
+    shown = json.loads(done.output)
+    assert {s["name"]: s["state"] for s in shown["steps"]} == {
+        "a": "completed",
+        "inner.x": "completed",
+    }
+    bad = {**body, "steps": [body["steps"][0], {**inner, "steps": [{"name": "x", "type": "?"}]}]}
+    refused = runner.invoke(app, ["workflows", "submit", spec_file(tmp_path, bad)], env=env)
+    assert refused.exit_code != 0 and "steps.1.steps.0.type" in refused.output
