@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session
 
-from conveyor.client import chord, step, workflow
+from conveyor.client import chain, chord, nested, step, workflow
 from conveyor.domain.workflows import StepSpec, WorkflowSpec
 from conveyor.errors import IdempotencyKeyReused, InvalidInput, QuotaExceeded
 from conveyor.library.enqueue import EnqueuedWorkflow, aenqueue_workflow, enqueue_workflow
@@ -169,6 +169,24 @@ async def test_a_worker_completes_the_workflow_once_committed(pg: str) -> None:
 def sqlite_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     with fresh_database("sqlite", request, tmp_path) as url:
         yield url
+
+
+def test_a_nested_workflow_is_stored_as_its_steps_and_a_bad_one_named_where_declared(
+    pg: str,
+) -> None:
+    spec = chain("ship", [step("pick", "lib_order", {"order_id": 1}), nested("pack", fan_in(2))])
+    bad = chain("bad", [step("pick", "lib_order", {"order_id": 1}),
+                        nested("pack", [step("box", "lib_order", {"order_id": "x"})])])  # fmt: skip
+    with psycopg.connect(pg) as conn:
+        enqueue_workflow(conn, spec, owner=OWNER, registry=blueprint)
+        with pytest.raises(InvalidInput) as refused:
+            enqueue_workflow(conn, bad, owner=OWNER, registry=blueprint)
+        conn.commit()
+    assert refused.value.details["field"] == "steps.1.steps.0.payload"
+    _, steps, edges, _ = stored(pg)
+    assert steps == [("pack.join", "waiting"), ("pack.order-0", "waiting"),
+                     ("pack.order-1", "waiting"), ("pick", "queued")]  # fmt: skip
+    assert edges == 4  # pick -> both orders, both orders -> the join
 
 
 def test_sqlite_session_commit_rollback_and_duplicate(sqlite_url: str) -> None:

@@ -21,12 +21,19 @@ A nested part has no state of its own: the workflow's state and events cover its
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from conveyor.domain.workflows import STEP_NAME_PATTERN, DependencyPolicy, StepSpec, WorkflowSpec
+from conveyor.domain.workflows import (
+    STEP_NAME_PATTERN,
+    DependencyPolicy,
+    StepSpec,
+    WorkflowSpec,
+    policy_of,
+    step_of,
+)
 from conveyor.errors import InvalidInput
 
 MAX_NESTING = 8  # levels of parts inside parts
@@ -107,6 +114,21 @@ def flattened(
         )
     spec = WorkflowSpec(name, tuple(step for step, _ in out), on_dependency_failure)
     return Flat(spec, tuple(path for _, path in out))
+
+
+def declared(data: Mapping[str, Any]) -> Flat:
+    """A declaration as JSON (POST /api/v1/workflows' body: an entry with `steps` is a
+    nested part) flattened; KeyError, TypeError or ValueError for what is not one."""
+    policy = policy_of(data.get("on_dependency_failure")) or DependencyPolicy.CANCEL
+    return flattened(data["name"], tuple(_part_of(p) for p in data["steps"]), policy)
+
+
+def _part_of(data: Mapping[str, Any]) -> Part:
+    if "steps" not in data:
+        return step_of(data)
+    parts = tuple(_part_of(p) for p in data["steps"])
+    after = tuple(data.get("depends_on") or ())
+    return Nested(data["name"], parts, after, policy_of(data.get("on_dependency_failure")))
 
 
 class _Level:

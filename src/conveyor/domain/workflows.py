@@ -199,21 +199,24 @@ def spec_json(spec: WorkflowSpec) -> dict[str, Any]:
 
 def spec_of(data: dict[str, Any]) -> WorkflowSpec:
     """`spec_json`'s inverse."""
-    steps = tuple(
-        StepSpec(
-            name=s["name"], type=s["type"], payload=dict(s.get("payload") or {}),
-            depends_on=tuple(s.get("depends_on") or ()),
-            on_dependency_failure=(
-                DependencyPolicy(s["on_dependency_failure"])
-                if s.get("on_dependency_failure") else None
-            ),
-            queue=s.get("queue"), priority=s.get("priority"),
-            max_attempts=s.get("max_attempts"), timeout_s=s.get("timeout_s"),
-        )
-        for s in data["steps"]
-    )  # fmt: skip
+    steps = tuple(step_of(s) for s in data["steps"])
     policy = DependencyPolicy(data.get("on_dependency_failure") or DependencyPolicy.CANCEL)
     return WorkflowSpec(data["name"], steps, policy)
+
+
+def step_of(s: Mapping[str, Any]) -> StepSpec:
+    """A step as JSON (an entry of `spec_json`'s steps) as the declaration's step."""
+    return StepSpec(
+        name=s["name"], type=s["type"], payload=dict(s.get("payload") or {}),
+        depends_on=tuple(s.get("depends_on") or ()),
+        on_dependency_failure=policy_of(s.get("on_dependency_failure")),
+        queue=s.get("queue"), priority=s.get("priority"),
+        max_attempts=s.get("max_attempts"), timeout_s=s.get("timeout_s"),
+    )  # fmt: skip
+
+
+def policy_of(value: str | None) -> DependencyPolicy | None:
+    return DependencyPolicy(value) if value else None
 
 
 def settle(states: Iterable[JobState]) -> WorkflowState:

@@ -18,7 +18,8 @@ from typing import Any, TypedDict, Unpack
 
 from conveyor.domain.clock import utcnow
 from conveyor.domain.jobs import Enqueued as Stored
-from conveyor.domain.workflows import WorkflowSpec, spec_of
+from conveyor.domain.nesting import Flat, declared
+from conveyor.domain.workflows import WorkflowSpec
 from conveyor.errors import InvalidInput
 from conveyor.library import registry as library_registry
 from conveyor.services.jobs import Submission
@@ -141,12 +142,14 @@ def enqueue_workflow(
     registry: Blueprint | None = None,
 ) -> EnqueuedWorkflow:
     """A workflow (every step checked first) in `conn`'s transaction. `spec`: what the
-    client's builders make (`conveyor.client.workflow`, `chain`, `group`, `chord`), the
-    same declaration as JSON (POST /api/v1/workflows' body), or a domain WorkflowSpec."""
-    declaration = _declaration(spec)
-    found, duplicate = _service(registry).enqueue_workflow(
-        conn, declaration, _owner(owner), idempotency_key
-    )
+    client's builders make (`conveyor.client.workflow`, `chain`, `group`, `chord`, with
+    `nested` parts), the same declaration as JSON (POST /api/v1/workflows' body), or a
+    domain WorkflowSpec."""
+    flat = _declaration(spec)
+    with flat.declared_places():
+        found, duplicate = _service(registry).enqueue_workflow(
+            conn, flat.spec, _owner(owner), idempotency_key
+        )
     return EnqueuedWorkflow(found, duplicate)
 
 
@@ -159,24 +162,25 @@ async def aenqueue_workflow(
     registry: Blueprint | None = None,
 ) -> EnqueuedWorkflow:
     """`enqueue_workflow` on an async connection."""
-    declaration = _declaration(spec)
-    found, duplicate = await _service(registry).aenqueue_workflow(
-        conn, declaration, _owner(owner), idempotency_key
-    )
+    flat = _declaration(spec)
+    with flat.declared_places():
+        found, duplicate = await _service(registry).aenqueue_workflow(
+            conn, flat.spec, _owner(owner), idempotency_key
+        )
     return EnqueuedWorkflow(found, duplicate)
 
 
-def _declaration(spec: object) -> WorkflowSpec:
-    """The domain's declaration of a client builder's spec (its `body()`: the REST body),
-    of that body itself, or the domain's own."""
+def _declaration(spec: object) -> Flat:
+    """The domain's declaration of a client builder's spec (its `body()`: the REST body,
+    nested workflows flattened), of that body itself, or the domain's own."""
     if isinstance(spec, WorkflowSpec):
-        return spec
+        return Flat(spec)
     body = getattr(spec, "body", None)
     data = body() if callable(body) else spec
     if not isinstance(data, Mapping):
         raise InvalidInput(f"not a workflow declaration: {type(spec).__qualname__}", field="spec")
     try:
-        return spec_of(dict(data))
+        return declared(data)
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidInput(f"not a workflow declaration: {exc!r}", field="spec") from exc
 
