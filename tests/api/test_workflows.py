@@ -351,6 +351,29 @@ async def test_steps_appended_at_run_time_join_the_workflows_stream(api: Api) ->
     assert told[-1]["event"] == "workflow"
 
 
+async def test_sub_workflows_appended_at_run_time_run_as_their_steps(api: Api) -> None:
+    ada = await api.user("ada@example.com")
+    body = {
+        "name": "files",
+        "steps": [
+            {"name": "split", "type": "wf_fan_out_nested",
+             "payload": {"width": 2, "before": ["join"]}},
+            {"name": "join", "type": "wf_seen", "depends_on": ["split"]},
+        ],
+    }  # fmt: skip
+    wid = (await submit(api, ada, body)).json()["id"]
+    await run_all(api)
+    done = (await api.client.get(f"{WORKFLOWS}/{wid}", headers=ada)).json()
+    assert done["state"] == "completed" and done["step_count"] == 6, done
+    edges = {(e["from"], e["to"]) for e in done["edges"]}
+    for i in range(2):
+        assert {("split", f"file-{i}.fetch"), (f"file-{i}.fetch", f"file-{i}.parse"),
+                (f"file-{i}.parse", "join")} <= edges  # fmt: skip
+    steps = {s["name"]: s for s in done["steps"]}
+    assert steps["file-1.parse"]["started_at"] >= steps["file-1.fetch"]["finished_at"]
+    assert {"file-0.parse", "file-1.parse", "split"} <= set(steps["join"]["result"]["saw"])
+
+
 async def test_a_webhook_may_subscribe_to_workflow_events(api: Api) -> None:
     ada = await api.user("ada@example.com")
     r = await api.client.post(

@@ -138,3 +138,13 @@ def test_an_error_found_once_flattened_names_where_the_step_was_declared() -> No
     with pytest.raises(InvalidInput) as caught, declared.declared_places():
         raise InvalidInput("the steps form a cycle", field="steps")
     assert caught.value.details == {"field": "steps"}
+
+
+def test_at_the_top_a_name_not_declared_is_left_for_validate_as_a_stored_step() -> None:
+    part = Nested("n", (s("x"),), depends_on=("stored",))
+    assert edges(flat("w", (part, s("y", "stored")))) == {"n.x": ("stored",), "y": ("stored",)}
+    assert [step.name for step in validate(flat("w", (part,)), existing=["stored"])] == ["n.x"]
+    with pytest.raises(InvalidInput) as caught:
+        _checked((s("a"), Nested("n", (s("x"),)), s("y", "ghost")))
+    assert "'y' depends on unknown step 'ghost'" in caught.value.message
+    assert caught.value.details["field"] == "steps.2.depends_on"

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from conveyor.domain.nesting import Nested
 from conveyor.domain.workflows import StepSpec
 from conveyor.worker.blueprint import Blueprint
 from conveyor.worker.context import JobContext
@@ -59,3 +60,16 @@ async def wf_fan_out(ctx: JobContext, payload: FanOut) -> dict[str, Any]:
 async def wf_seen(ctx: JobContext, payload: AnyPayload) -> dict[str, Any]:
     """Completes with its dependencies' results as it read them, by step name."""
     return {"saw": dict(ctx.results)}
+
+
+@blueprint.job("wf_fan_out_nested", max_attempts=1)
+async def wf_fan_out_nested(ctx: JobContext, payload: FanOut) -> dict[str, Any]:
+    """Appends `width` sub-workflows (file-0 ...), each `fetch` then `parse`, that the steps
+    in `before` wait for."""
+    parts = [
+        Nested(f"file-{i}", (StepSpec("fetch", "wf_ok", {"i": i}),
+                             StepSpec("parse", "wf_ok", {"i": i}, ("fetch",))))
+        for i in range(payload.width)
+    ]  # fmt: skip
+    added = await ctx.append_steps(parts, before=payload.before)
+    return {"added": len(added)}

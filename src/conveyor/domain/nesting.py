@@ -7,9 +7,10 @@ workflow's steps, named ``<part>.<step>`` (deeper: ``<part>.<inner>.<step>``), s
 the release of steps, retry, cancel and the doors know only the general DAG they already
 prove correct (docs/workflows.md, "Nested workflows"). The rules:
 
-* a dependency names a part beside it (a step or a nested part at the same level); naming a
-  nested part means all of its *last* steps (those no other step of it waits for), so "after
-  this sub-workflow" is after all of it;
+* a dependency names a part beside it (a step or a nested part at the same level; at the
+  top level also a step stored before: steps appended at run time may wait for those);
+  naming a nested part means all of its *last* steps (those no other step of it waits
+  for), so "after this sub-workflow" is after all of it;
 * a nested part's own ``depends_on`` is given to its *first* steps (those that wait for
   nothing inside it), so none of it starts before its dependencies settled;
 * a step without a failure policy of its own takes the nearest enclosing part's, else the
@@ -190,6 +191,9 @@ class _Level:
     def _resolved(self, i: int, part: Part) -> tuple[str, ...]:
         deps: list[str] = []
         for dep in part.depends_on:
+            if dep not in self.index and self.depth == 0:
+                deps.append(dep)  # a step stored before (an append's), else `validate` says
+                continue
             if dep not in self.index:
                 raise InvalidInput(
                     f"step {self.prefix + part.name!r} depends on unknown step {dep!r}"

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from conveyor.domain.nesting import Nested
     from conveyor.domain.workflows import StepSpec
     from conveyor.settings import Settings
     from conveyor.worker.resources import Resources
@@ -90,12 +91,14 @@ class JobContext:
         self._appender = appender
 
     async def append_steps(
-        self, steps: Sequence[StepSpec], before: Sequence[str] = ()
+        self, steps: Sequence[StepSpec | Nested], before: Sequence[str] = ()
     ) -> list[str]:
         """Add steps to this step's workflow (a fan-out known at run time): each waits for
         this step (it runs only if this one completes) and for its own `depends_on`; the
         waiting steps named in `before` wait for them too. Names already added are left as
-        they are (a retried run appending again). The new steps' job ids.
+        they are (a retried run appending again). The new steps' job ids. A `Nested` part
+        (a sub-workflow) is appended as its steps, named `<part>.<step>` (docs/workflows.md,
+        "Nested workflows"); an error names the part where it was given (`steps.0.steps.1`).
 
         Held to a submit's bounds: InvalidInput (nothing appended) when the workflow would
         pass MAX_STEPS steps or have a chain of dependencies longer than MAX_DEPTH; under
@@ -103,7 +106,11 @@ class JobContext:
         do (docs/workflows.md, "Limits")."""
         if self._appender is None:
             raise ConfigurationError("only a workflow's step can append steps")
-        return await self._appender(steps, before)
+        from conveyor.domain.nesting import flattened  # as StepSpec: not at import time
+
+        flat = flattened("appended", steps)
+        with flat.declared_places():
+            return await self._appender(flat.spec.steps, before)
 
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:
