@@ -58,7 +58,8 @@ def _detail(detail: WorkflowDetail, is_admin: bool) -> WorkflowDetailOut:
             "description": "Nothing stored: a cycle (its steps named), a dependency on an "
             f"unknown step, a duplicate step name, more than {MAX_STEPS:,} steps, an unknown "
             "job type or a step payload its type refuses (`details` says where, e.g. "
-            "`steps.2.payload`, with `details.errors[].loc` down to the field).",
+            "`steps.2.payload`, in a nested workflow `steps.1.steps.0.payload`, with "
+            "`details.errors[].loc` down to the field).",
         },
     },
 )
