@@ -113,12 +113,13 @@ def test_nesting_is_at_most_so_deep() -> None:
 
 
 def test_a_small_declaration_cannot_ask_for_millions_of_dependencies() -> None:
-    width = int(MAX_EDGES**0.5) + 1
-    wide = Nested("wide", tuple(s(f"p{i}") for i in range(width)))
-    after = tuple(s(f"d{i}", "wide") for i in range(width))
+    # 25 million once expanded: refused at the step that passes the limit, before the rest
+    wide = Nested("wide", tuple(s(f"p{i}") for i in range(5_000)))
+    after = tuple(s(f"d{i}", "wide") for i in range(5_000))
     with pytest.raises(InvalidInput) as caught:
         flat("w", (wide, *after))
     assert f"{MAX_EDGES:,} dependencies" in caught.value.message
+    assert caught.value.details["field"] == f"steps.{MAX_EDGES // 5_000 + 1}"
 
 
 def test_an_error_found_once_flattened_names_where_the_step_was_declared() -> None:

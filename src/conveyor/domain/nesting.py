@@ -104,17 +104,31 @@ def flattened(
     if all(isinstance(part, StepSpec) for part in parts):
         steps = tuple(p for p in parts if isinstance(p, StepSpec))
         return Flat(WorkflowSpec(name, steps, on_dependency_failure))
-    out: list[tuple[StepSpec, str]] = []
+    out = _Out()
     _Level(parts, "", "steps", 0).emit((), None, out)
-    edges = sum(len(step.depends_on) for step, _ in out)
-    if edges > MAX_EDGES:
-        raise InvalidInput(
-            f"a workflow has at most {MAX_EDGES:,} dependencies once each nested part named "
-            f"as one stands for its last steps ({edges:,} here)",
-            field="steps",
-        )
-    spec = WorkflowSpec(name, tuple(step for step, _ in out), on_dependency_failure)
-    return Flat(spec, tuple(path for _, path in out))
+    spec = WorkflowSpec(name, tuple(out.steps), on_dependency_failure)
+    return Flat(spec, tuple(out.paths))
+
+
+class _Out:
+    """The flattened steps and their declared places, refused as soon as their dependencies
+    pass MAX_EDGES (before a small body has made millions)."""
+
+    def __init__(self) -> None:
+        self.steps: list[StepSpec] = []
+        self.paths: list[str] = []
+        self.edges = 0
+
+    def add(self, step: StepSpec, path: str) -> None:
+        self.edges += len(step.depends_on)
+        if self.edges > MAX_EDGES:
+            raise InvalidInput(
+                f"a workflow has at most {MAX_EDGES:,} dependencies once each nested part "
+                "named as one stands for its last steps",
+                field=path,
+            )
+        self.steps.append(step)
+        self.paths.append(path)
 
 
 def declared(data: Mapping[str, Any]) -> Flat:
@@ -174,7 +188,7 @@ class _Level:
         self,
         after: tuple[str, ...],
         policy: DependencyPolicy | None,
-        out: list[tuple[StepSpec, str]],
+        out: _Out,
     ) -> None:
         """Every step of this level into `out`, the first ones after `after` (the enclosing
         part's dependencies), each with its policy or `policy` (the enclosing part's)."""
@@ -186,7 +200,7 @@ class _Level:
                 own = part.on_dependency_failure or policy
                 step = replace(part, name=self.prefix + part.name, depends_on=deps,
                                on_dependency_failure=own)  # fmt: skip
-                out.append((step, f"{self.path}.{i}"))
+                out.add(step, f"{self.path}.{i}")
 
     def _resolved(self, i: int, part: Part) -> tuple[str, ...]:
         deps: list[str] = []
