@@ -6,6 +6,7 @@ The doors do not know of each other: `api/` imports neither the dashboard nor `c
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -53,8 +54,9 @@ def _lifespan(
     """Open the engine (unless given one), the rate limits and the gauges for the app's life.
 
     With `freeze_gc`, once started, everything alive then (the app, its routes and schemas,
-    the engine: about 190,000 objects) is moved out of the garbage collector's sight
-    (`heap.settle`). Not for apps inside another program (tests).
+    the engine: about 190,000 objects) is moved out of the garbage collector's sight, and
+    the rest collected on a timer (`heap.settled`). Not for apps inside another program
+    (tests).
     """
 
     @asynccontextmanager
@@ -66,9 +68,11 @@ def _lifespan(
             await _bootstrap_admin(eng)
             await eng.jobs.define_limits()
             app.state.conveyor = AppContext(settings, eng, eng.accounts, limits)
-            if freeze_gc:
-                heap.settle()
-            async with metrics.refreshed_gauges(eng):  # queue depth, oldest job, workers alive
+            settled: AbstractAsyncContextManager[None] = (
+                heap.settled() if freeze_gc else contextlib.nullcontext()
+            )
+            # the gauges: queue depth, oldest job, workers alive
+            async with settled, metrics.refreshed_gauges(eng):
                 yield
         finally:
             await limits.aclose()

@@ -210,8 +210,7 @@ def worker(
                 w = engine.worker(queues, concurrency, burst)
             except ValueError as exc:
                 die(f"--queues: {exc}")
-            heap.settle()
-            async with _metrics_endpoint(settings):
+            async with heap.settled(), _metrics_endpoint(settings):
                 return await until_signalled([w.stop], w.run())
 
     _exit(run_async(main()))
@@ -227,8 +226,7 @@ def scheduler(handlers: Handlers = None, metrics_port: MetricsPort = None) -> No
     async def main() -> int:
         async with opened(settings) as engine:
             s = engine.scheduler()
-            heap.settle()
-            async with _metrics_endpoint(settings):
+            async with heap.settled(), _metrics_endpoint(settings):
                 return await until_signalled([lambda _force: s.stop()], s.run())
 
     _exit(run_async(main()))
@@ -248,8 +246,7 @@ def results(handlers: Handlers = None, metrics_port: MetricsPort = None) -> None
                     "no event sink is configured: set CONVEYOR_AMQP_URL, or turn webhooks "
                     "back on (CONVEYOR_WEBHOOK_ENABLED=true)"
                 )
-            heap.settle()
-            async with _metrics_endpoint(settings):
+            async with heap.settled(), _metrics_endpoint(settings):
                 return await until_signalled([lambda _force: relay.stop()], relay.run())
 
     _exit(run_async(main()))
