@@ -5,6 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import httpx
+import pytest
+
+from tests.metrics.samples import Samples
+from tests.metrics.test_endpoint import free_port
+from tests.support.processes import Cluster, eventually
+
 PROBE = """
 import gc
 from conveyor import heap
@@ -61,3 +68,36 @@ def test_a_quiet_settled_process_still_collects_its_cyclic_garbage() -> None:
         [sys.executable, "-c", CYCLES], capture_output=True, text=True, check=True, timeout=60
     ).stdout.split()
     assert out == ["0"]
+
+
+@pytest.mark.slow
+async def test_a_real_idle_scheduler_collects_on_the_timer(cluster: Cluster) -> None:
+    """`conveyor scheduler` itself, idle (nothing to fire, promote or prune): its middle
+    generation is collected (`python_gc_collections_total`, Python's own counter on
+    /metrics) though it allocates far too little to reach any threshold. Without the timer
+    the count stood still from start-up on."""
+    port = free_port()
+    scheduler = cluster.spawn("scheduler", ["scheduler", "--metrics-port", str(port)], {})
+    seen: list[float] = []
+    async with httpx.AsyncClient(timeout=5) as client:
+
+        async def middle_collections() -> float | None:
+            try:
+                answer = await client.get(f"http://127.0.0.1:{port}/metrics")
+            except httpx.TransportError:
+                return None  # not serving yet
+            return Samples(answer.text).get("python_gc_collections_total", generation="1")
+
+        async def serving() -> bool:
+            count = await middle_collections()
+            if count is not None:
+                seen.append(count)
+            return count is not None
+
+        async def collected_since() -> bool:
+            count = await middle_collections()
+            return count is not None and count > seen[0]
+
+        await eventually(serving, timeout=60, what="the scheduler's /metrics")
+        await eventually(collected_since, timeout=60, every=0.5, what="a timed collection")
+    assert scheduler.popen.poll() is None, scheduler.output()

@@ -6,9 +6,8 @@ The doors do not know of each other: `api/` imports neither the dashboard nor `c
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 
 from fastapi import FastAPI
 
@@ -69,7 +68,7 @@ def _lifespan(
             await eng.jobs.define_limits()
             app.state.conveyor = AppContext(settings, eng, eng.accounts, limits)
             settled: AbstractAsyncContextManager[None] = (
-                heap.settled() if freeze_gc else contextlib.nullcontext()
+                heap.settled() if freeze_gc else nullcontext()
             )
             # the gauges: queue depth, oldest job, workers alive
             async with settled, metrics.refreshed_gauges(eng):
